@@ -1,0 +1,143 @@
+package protocol
+
+// Aggregate is a sealed total the gateway forwards to a provider: the usage
+// and money of one (provider, account, meter) over one window, signed with
+// the gateway's Ed25519 key (COSE_Sign1).
+//
+//	aggregate-payload = {
+//	  0: 3,                 ; kind: aggregate
+//	  1: gateway-id,        ; tstr, 1..64 of [A-Za-z0-9._-]
+//	  2: seq,               ; uint, gapless per gateway from 1: the idempotency key
+//	  3: provider,          ; tstr, who is owed the amount
+//	  4: account,           ; tstr, who owes it
+//	  5: meter,             ; tstr, meter name
+//	  6: window-start,      ; uint, Unix milliseconds, inclusive
+//	  7: window-end,        ; uint, Unix milliseconds, exclusive, > window-start
+//	  8: quantity,          ; uint, summed usage in the meter's base unit
+//	  9: amount,            ; uint, nano-units of currency, exact (no rounding)
+//	  10: currency,         ; tstr, ISO 4217 code
+//	  11: tickets,          ; uint, number of tickets included
+//	  12: merkle-root,      ; bstr .size 32, SHA-256 Merkle root over the included tickets
+//	  ? 13: corrects,       ; uint > 0, seq of the aggregate this one corrects
+//	}
+//
+// Receivers deduplicate on (gateway-id, seq).
+type Aggregate struct {
+	Gateway     string
+	Seq         uint64
+	Provider    string
+	Account     string
+	Meter       string
+	WindowStart uint64 // Unix ms, inclusive
+	WindowEnd   uint64 // Unix ms, exclusive
+	Quantity    uint64 // meter base units
+	Amount      uint64 // nano-units of Currency
+	Currency    string
+	Tickets     uint64
+	MerkleRoot  []byte // MerkleRootLen bytes
+	Corrects    uint64 // 0 if this is not a correction
+}
+
+// Aggregate payload keys.
+const (
+	aggGateway     = 1
+	aggSeq         = 2
+	aggProvider    = 3
+	aggAccount     = 4
+	aggMeter       = 5
+	aggWindowStart = 6
+	aggWindowEnd   = 7
+	aggQuantity    = 8
+	aggAmount      = 9
+	aggCurrency    = 10
+	aggTickets     = 11
+	aggMerkleRoot  = 12
+	aggCorrects    = 13
+)
+
+// Validate checks a against the limits and rules of the wire format.
+func (a *Aggregate) Validate() error {
+	for _, f := range [...]struct {
+		v    string
+		max  int
+		what string
+	}{
+		{a.Gateway, MaxDeviceIDLen, "gateway id"},
+		{a.Provider, MaxDeviceIDLen, "provider"},
+		{a.Account, MaxAccountLen, "account"},
+		{a.Meter, MaxMeterNameLen, "meter name"},
+		{a.Currency, MaxCurrencyLen, "currency"},
+	} {
+		if err := checkNameString(f.v, f.max, f.what); err != nil {
+			return err
+		}
+	}
+	if a.Seq == 0 || a.Seq > MaxSeq {
+		return newError(ReasonFieldRange, "seq must be in 1..2^63-1")
+	}
+	if a.WindowStart == 0 || a.WindowEnd <= a.WindowStart {
+		return newError(ReasonFieldRange, "window must have 0 < start < end")
+	}
+	if len(a.MerkleRoot) != MerkleRootLen {
+		return newError(ReasonFieldRange, "merkle root must be 32 bytes")
+	}
+	if a.Corrects >= a.Seq {
+		return newError(ReasonFieldRange, "a correction must follow the aggregate it corrects")
+	}
+	return nil
+}
+
+// AppendAggregatePayload validates a and appends its deterministic payload.
+func AppendAggregatePayload(dst []byte, a *Aggregate) ([]byte, error) {
+	if err := a.Validate(); err != nil {
+		return dst, err
+	}
+	n := 13
+	if a.Corrects != 0 {
+		n++
+	}
+	dst = appendHead(dst, majorMap, uint64(n))
+	dst = append(dst, keyKind, byte(KindAggregate))
+	dst = appendUint(dst, aggGateway)
+	dst = appendText(dst, a.Gateway)
+	dst = appendUint(dst, aggSeq)
+	dst = appendUint(dst, a.Seq)
+	dst = appendUint(dst, aggProvider)
+	dst = appendText(dst, a.Provider)
+	dst = appendUint(dst, aggAccount)
+	dst = appendText(dst, a.Account)
+	dst = appendUint(dst, aggMeter)
+	dst = appendText(dst, a.Meter)
+	dst = appendUint(dst, aggWindowStart)
+	dst = appendUint(dst, a.WindowStart)
+	dst = appendUint(dst, aggWindowEnd)
+	dst = appendUint(dst, a.WindowEnd)
+	dst = appendUint(dst, aggQuantity)
+	dst = appendUint(dst, a.Quantity)
+	dst = appendUint(dst, aggAmount)
+	dst = appendUint(dst, a.Amount)
+	dst = appendUint(dst, aggCurrency)
+	dst = appendText(dst, a.Currency)
+	dst = appendUint(dst, aggTickets)
+	dst = appendUint(dst, a.Tickets)
+	dst = appendUint(dst, aggMerkleRoot)
+	dst = appendBytes(dst, a.MerkleRoot)
+	if a.Corrects != 0 {
+		dst = appendUint(dst, aggCorrects)
+		dst = appendUint(dst, a.Corrects)
+	}
+	return dst, nil
+}
+
+// AppendAggregate validates a, signs it with the gateway's signer and
+// appends the tagged COSE_Sign1 to dst.
+func (e *Encoder) AppendAggregate(dst []byte, a *Aggregate, s Signer) ([]byte, error) {
+	if s.Algorithm() != AlgEdDSA {
+		return dst, newError(ReasonUnsupportedAlg, "aggregates are signed with EdDSA")
+	}
+	p, err := AppendAggregatePayload(e.payload(), a)
+	if err != nil {
+		return dst, err
+	}
+	return e.seal(dst, s, p, MaxAggregateSize)
+}

@@ -1,0 +1,113 @@
+// Package protocol defines Farthing's bytes: the usage ticket a device
+// sends, the receipt the gateway answers with, and the aggregate the
+// gateway forwards to a provider. It is the only place that defines them.
+//
+// Every message is a tagged COSE message (RFC 9052), so any COSE library
+// can check it:
+//
+//	ticket    = COSE_Sign1 / COSE_Mac0      ; signed (EdDSA) or MAC'd (HMAC 256/256) by the device
+//	receipt   = COSE_Mac0 / COSE_Sign1      ; MAC'd with the device's receipt key, or signed by the gateway
+//	aggregate = COSE_Sign1                  ; signed by the gateway's Ed25519 key
+//
+//	COSE_Sign1 = #6.18([
+//	  protected:   bstr .cbor {1: -8, 4: kid},   ; alg EdDSA (Ed25519), key id
+//	  unprotected: {},
+//	  payload:     bstr .cbor payload,
+//	  signature:   bstr .size 64,
+//	])
+//	COSE_Mac0 = #6.17([
+//	  protected:   bstr .cbor {1: 5, 4: kid},    ; alg HMAC 256/256, key id
+//	  unprotected: {},
+//	  payload:     bstr .cbor payload,
+//	  tag:         bstr .size 32,
+//	])
+//	kid = bstr .size (1..16)   ; Farthing keys: 8 bytes, see KeyIDOf
+//
+// The signature covers the Sig_structure and the MAC the MAC_structure of
+// RFC 9052 sections 4.4 and 6.3, with an empty byte string as external_aad:
+//
+//	Sig_structure = ["Signature1", protected: bstr, external_aad: bstr .size 0, payload: bstr]
+//	MAC_structure = ["MAC0", protected: bstr, external_aad: bstr .size 0, payload: bstr]
+//
+// The payloads are maps with small integer keys. Key 0 is the message kind
+// in every payload, so a signature over one kind can never pass for
+// another:
+//
+//	payload = ticket-payload / receipt-payload / aggregate-payload
+//
+//	ticket-payload = {
+//	  0: 1,                  ; kind: ticket
+//	  1: id,                 ; device id
+//	  2: seq,                ; strictly increasing per device, gaps allowed
+//	  3: ms,                 ; device time, Unix milliseconds
+//	  ? 4: uint .gt 0,       ; register epoch; absent means epoch 0
+//	  5: [1*16 reading],     ; meter names unique within a ticket
+//	  ? 6: id,               ; account to charge, if the device has several
+//	  ? 7: id,               ; session id (a charging or vending session)
+//	}
+//	reading = [
+//	  meter: name,           ; e.g. "energy_wh", "data_bytes", "water_ml"
+//	  register: uint,        ; cumulative count in the meter's base unit
+//	]
+//
+//	receipt-payload = {
+//	  0: 2,                  ; kind: receipt
+//	  1: id,                 ; device id of the ticket
+//	  2: seq,                ; seq of the ticket
+//	  3: status,             ; 0 accepted, 1 duplicate, 2 rejected, 3 insufficient funds, 4 retry later
+//	  ? 4: reason,           ; why (see Reason); with status 2 and 4 only, and required there
+//	  5: nanos,              ; charged for this ticket (a duplicate repeats the original charge)
+//	  ? 6: int,              ; balance in nano-units: prepaid balance or remaining credit
+//	  ? 7: currency,
+//	  ? 8: uint .gt 0,       ; retry after, milliseconds
+//	}
+//
+//	aggregate-payload = {
+//	  0: 3,                  ; kind: aggregate
+//	  1: id,                 ; gateway id
+//	  2: seq,                ; aggregate seq, gapless per gateway from 1: the idempotency key
+//	  3: id,                 ; provider, who is owed
+//	  4: id,                 ; account, who owes
+//	  5: name,               ; meter
+//	  6: ms,                 ; window start, inclusive
+//	  7: ms,                 ; window end, exclusive, > start
+//	  8: uint,               ; quantity, meter base units
+//	  9: nanos,              ; amount, exact
+//	  10: currency,
+//	  11: uint,              ; number of tickets included
+//	  12: bstr .size 32,     ; SHA-256 Merkle root over the included tickets
+//	  ? 13: seq,             ; this corrects aggregate seq N of the same window
+//	}
+//
+//	id       = tstr .regexp "[A-Za-z0-9._-]{1,64}"
+//	name     = tstr .regexp "[A-Za-z0-9._-]{1,32}"
+//	currency = tstr .regexp "[A-Za-z0-9._-]{1,8}"    ; ISO 4217 code, e.g. "EUR"
+//	seq      = 1..9223372036854775807
+//	ms       = uint .gt 0                          ; Unix time in milliseconds
+//	nanos    = uint                                ; 1e-9 of the currency unit
+//	status   = 0..4
+//	reason   = 1..65535
+//
+// # Encoding
+//
+// Every message is encoded deterministically (RFC 8949 section 4.2.1):
+// shortest-form arguments, definite lengths, map keys in ascending order, no
+// optional field written with its default value, no tags but the outer COSE
+// tag. Encoders here produce exactly that; both decoders (the canonical
+// reader here and package strict for the gateway) refuse anything else, so
+// one message has one encoding and one hash.
+//
+// # Limits
+//
+// A ticket is at most MaxTicketSize bytes, a receipt MaxReceiptSize, an
+// aggregate MaxAggregateSize; a ticket carries 1..MaxReadings readings;
+// identifiers are bounded as the CDDL says. Every refusal is an *Error
+// whose Reason a receipt carries.
+//
+// # Device path
+//
+// This package imports only the standard library, uses no reflection and
+// no goroutines, and compiles with TinyGo. The encoders append into caller
+// buffers and allocate nothing; Encoder holds the scratch space for
+// signing. The gateway decodes untrusted bytes with package strict.
+package protocol

@@ -1,0 +1,53 @@
+package protocol
+
+import (
+	"crypto/hkdf"
+	"crypto/sha256"
+)
+
+// KeyIDOf returns the key id of a key: the first KeyIDLen bytes of
+// SHA-256("farthing kid v1" || alg || key), where alg is the COSE algorithm
+// as a CBOR integer and key is the Ed25519 public key or the HMAC key. For
+// an HMAC key the id reveals nothing usable about the key.
+func KeyIDOf(alg Algorithm, key []byte) [KeyIDLen]byte {
+	h := sha256.New()
+	h.Write([]byte("farthing kid v1"))
+	var a [9]byte
+	h.Write(appendInt(a[:0], int64(alg)))
+	h.Write(key)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	var id [KeyIDLen]byte
+	copy(id[:], sum[:])
+	return id
+}
+
+// KeyPurpose names one use of a device's master secret. Each purpose gets
+// its own key through HKDF, so no secret serves two purposes.
+type KeyPurpose string
+
+// The purposes of device keys derived from one master secret.
+const (
+	// PurposeTicket is the HMAC 256/256 key that MACs tickets.
+	PurposeTicket KeyPurpose = "farthing v1 ticket mac"
+	// PurposeReceipt is the HMAC 256/256 key that MACs receipts.
+	PurposeReceipt KeyPurpose = "farthing v1 receipt mac"
+	// PurposeDTLSPSK is the DTLS pre-shared key.
+	PurposeDTLSPSK KeyPurpose = "farthing v1 dtls psk"
+	// PurposeMQTTPassword is the MQTT password (used hex-encoded).
+	PurposeMQTTPassword KeyPurpose = "farthing v1 mqtt password"
+)
+
+// MasterSecretSize is the size of a device master secret, in bytes.
+const MasterSecretSize = 32
+
+// DeriveKey derives the 32-byte key for one purpose from a device's master
+// secret with HKDF-SHA256 (RFC 5869): no salt, info = the purpose label,
+// followed by the device id so that two devices never share a derived key
+// even if provisioned from the same master by mistake.
+func DeriveKey(master []byte, purpose KeyPurpose, device string) ([]byte, error) {
+	if len(master) != MasterSecretSize {
+		return nil, ErrKeySize
+	}
+	return hkdf.Key(sha256.New, master, nil, string(purpose)+"\x00"+device, 32)
+}

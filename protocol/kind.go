@@ -1,0 +1,29 @@
+package protocol
+
+// Kind says which message a payload is (payload key 0). It is inside the
+// signed payload, so a signature made for one kind of message can never be
+// passed off as another.
+type Kind uint8
+
+// Message kinds.
+const (
+	KindTicket    Kind = 1
+	KindReceipt   Kind = 2
+	KindAggregate Kind = 3
+)
+
+// String returns the kind's name.
+func (k Kind) String() string {
+	switch k {
+	case KindTicket:
+		return "ticket"
+	case KindReceipt:
+		return "receipt"
+	case KindAggregate:
+		return "aggregate"
+	}
+	return "unknown"
+}
+
+// keyKind is payload key 0 in every message.
+const keyKind = 0

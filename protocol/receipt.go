@@ -1,0 +1,208 @@
+package protocol
+
+// Receipt is the gateway's answer to one ticket, MAC'd with the device's
+// receipt key (COSE_Mac0) or signed by the gateway (COSE_Sign1).
+//
+//	receipt-payload = {
+//	  0: 2,                 ; kind: receipt
+//	  1: device-id,         ; tstr, the ticket's device
+//	  2: seq,               ; uint, the ticket's seq
+//	  3: status,            ; uint, Status: 0 accepted, 1 duplicate, 2 rejected,
+//	                        ;   3 insufficient funds, 4 retry later
+//	  ? 4: reason,          ; uint > 0, Reason; required with status 2 and 4, absent with 0 and 1
+//	  5: charged,           ; uint, nano-units of currency charged for this ticket
+//	                        ;   (for a duplicate: what the original charged)
+//	  ? 6: balance,         ; int, nano-units: prepaid balance, or remaining credit when postpaid
+//	  ? 7: currency,        ; tstr, ISO 4217 code, e.g. "EUR"
+//	  ? 8: retry-after,     ; uint > 0, milliseconds to wait before re-sending
+//	}
+type Receipt struct {
+	Device     string
+	Seq        uint64
+	Status     Status
+	Reason     Reason
+	Charged    uint64 // nano-units of Currency
+	Balance    int64  // nano-units of Currency; meaningful only if HasBalance
+	HasBalance bool
+	Currency   string
+	RetryAfter uint32 // milliseconds
+}
+
+// Receipt payload keys.
+const (
+	receiptDevice     = 1
+	receiptSeq        = 2
+	receiptStatus     = 3
+	receiptReason     = 4
+	receiptCharged    = 5
+	receiptBalance    = 6
+	receiptCurrency   = 7
+	receiptRetryAfter = 8
+)
+
+// Validate checks r against the limits and rules of the wire format.
+func (r *Receipt) Validate() error {
+	if err := checkNameString(r.Device, MaxDeviceIDLen, "device id"); err != nil {
+		return err
+	}
+	if r.Seq == 0 || r.Seq > MaxSeq {
+		return newError(ReasonFieldRange, "seq must be in 1..2^63-1")
+	}
+	if !r.Status.Valid() {
+		return newError(ReasonFieldRange, "unknown status")
+	}
+	if r.Reason != ReasonNone && !r.Reason.Valid() {
+		return newError(ReasonFieldRange, "unknown reason")
+	}
+	switch r.Status {
+	case StatusAccepted, StatusDuplicate:
+		if r.Reason != ReasonNone {
+			return newError(ReasonFieldRange, "reason given with status "+r.Status.String())
+		}
+	case StatusRejected, StatusRetryLater:
+		if r.Reason == ReasonNone {
+			return newError(ReasonMissingField, "status "+r.Status.String()+" needs a reason")
+		}
+	}
+	if r.Currency != "" {
+		if err := checkNameString(r.Currency, MaxCurrencyLen, "currency"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AppendReceiptPayload validates r and appends its deterministic payload.
+func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
+	if err := r.Validate(); err != nil {
+		return dst, err
+	}
+	n := 5
+	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0} {
+		if present {
+			n++
+		}
+	}
+	dst = appendHead(dst, majorMap, uint64(n))
+	dst = append(dst, keyKind, byte(KindReceipt))
+	dst = appendUint(dst, receiptDevice)
+	dst = appendText(dst, r.Device)
+	dst = appendUint(dst, receiptSeq)
+	dst = appendUint(dst, r.Seq)
+	dst = appendUint(dst, receiptStatus)
+	dst = appendUint(dst, uint64(r.Status))
+	if r.Reason != 0 {
+		dst = appendUint(dst, receiptReason)
+		dst = appendUint(dst, uint64(r.Reason))
+	}
+	dst = appendUint(dst, receiptCharged)
+	dst = appendUint(dst, r.Charged)
+	if r.HasBalance {
+		dst = appendUint(dst, receiptBalance)
+		dst = appendInt(dst, r.Balance)
+	}
+	if r.Currency != "" {
+		dst = appendUint(dst, receiptCurrency)
+		dst = appendText(dst, r.Currency)
+	}
+	if r.RetryAfter != 0 {
+		dst = appendUint(dst, receiptRetryAfter)
+		dst = appendUint(dst, uint64(r.RetryAfter))
+	}
+	return dst, nil
+}
+
+// AppendReceipt validates r, signs or MACs it with s and appends the tagged
+// COSE message to dst.
+func (e *Encoder) AppendReceipt(dst []byte, r *Receipt, s Signer) ([]byte, error) {
+	p, err := AppendReceiptPayload(e.payload(), r)
+	if err != nil {
+		return dst, err
+	}
+	return e.seal(dst, s, p, MaxReceiptSize)
+}
+
+// ParseReceipt parses a receipt with the canonical reader of the device
+// path, filling env and r; it does not verify the signature (call
+// env.Verify). It accepts exactly the bytes AppendReceipt writes and
+// refuses anything else with an *Error.
+//
+// To spare firmware an allocation, a string field of r that already holds
+// the value on the wire is left as it is: set r.Device to the device's own
+// id (and r.Currency to its currency) before calling.
+func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
+	if len(b) > MaxReceiptSize {
+		return newError(ReasonTooLarge, "receipt is larger than its limit")
+	}
+	if err := ParseEnvelope(b, env); err != nil {
+		return err
+	}
+	rd := reader{b: env.Payload}
+	keys := rd.mapOf(16, "receipt payload")
+	seen := 0
+	// Reset everything optional; required fields are checked below.
+	r.Reason, r.Balance, r.HasBalance, r.RetryAfter = 0, 0, false, 0
+	currency := false
+	for {
+		k, ok := keys.next()
+		if !ok {
+			break
+		}
+		switch k {
+		case keyKind:
+			if Kind(rd.uint("kind")) != KindReceipt && rd.err == nil {
+				return newError(ReasonWrongKind, "not a receipt")
+			}
+		case receiptDevice:
+			p := rd.text(MaxDeviceIDLen, "device id")
+			if string(p) != r.Device {
+				r.Device = string(p)
+			}
+		case receiptSeq:
+			r.Seq = rd.uint("seq")
+		case receiptStatus:
+			s := rd.uint("status")
+			if s > 255 {
+				rd.fail(ReasonFieldRange, "unknown status")
+			}
+			r.Status = Status(s)
+		case receiptReason:
+			s := rd.uint("reason")
+			if s > 0xffff || s == 0 {
+				rd.fail(ReasonNonCanonical, "reason out of range or written out as 0")
+			}
+			r.Reason = Reason(s)
+		case receiptCharged:
+			r.Charged = rd.uint("charged")
+		case receiptBalance:
+			r.Balance, r.HasBalance = rd.int("balance"), true
+		case receiptCurrency:
+			p := rd.text(MaxCurrencyLen, "currency")
+			if string(p) != r.Currency {
+				r.Currency = string(p)
+			}
+			currency = true
+		case receiptRetryAfter:
+			s := rd.uint("retry-after")
+			if s == 0 || s > 0xffffffff {
+				rd.fail(ReasonFieldRange, "retry-after out of range or written out as 0")
+			}
+			r.RetryAfter = uint32(s)
+		default:
+			rd.fail(ReasonUnknownField, "unknown receipt field")
+		}
+		seen |= 1 << k
+	}
+	rd.done()
+	if rd.err != nil {
+		return rd.err
+	}
+	if !currency {
+		r.Currency = ""
+	}
+	const required = 1<<keyKind | 1<<receiptDevice | 1<<receiptSeq | 1<<receiptStatus | 1<<receiptCharged
+	if seen&required != required {
+		return newError(ReasonMissingField, "receipt lacks a required field")
+	}
+	return r.Validate()
+}

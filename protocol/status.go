@@ -1,0 +1,186 @@
+package protocol
+
+import "strconv"
+
+// Status is the outcome of one ticket, carried in its receipt (key 3).
+type Status uint8
+
+// Receipt statuses. The numbers are part of the wire format.
+const (
+	// StatusAccepted: the ticket was verified, priced and committed.
+	StatusAccepted Status = 0
+	// StatusDuplicate: the ticket (or a newer one covering it) was already
+	// accepted; it charged nothing now. The receipt repeats the original charge.
+	StatusDuplicate Status = 1
+	// StatusRejected: the ticket is refused for good; Reason says why.
+	// Re-sending the same bytes will be refused again.
+	StatusRejected Status = 2
+	// StatusInsufficientFunds: a prepaid account cannot pay; nothing was
+	// charged. The device should stop serving until the account is topped up.
+	StatusInsufficientFunds Status = 3
+	// StatusRetryLater: the gateway could not take the ticket now (disk near
+	// its bound, store error, overload). Nothing was recorded; send it again
+	// after RetryAfter.
+	StatusRetryLater Status = 4
+)
+
+var statusNames = [...]string{"accepted", "duplicate", "rejected", "insufficient_funds", "retry_later"}
+
+// String returns the status' snake_case name.
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return "status_" + strconv.Itoa(int(s))
+}
+
+// Valid reports whether s is a status this version defines.
+func (s Status) Valid() bool { return int(s) < len(statusNames) }
+
+// Final reports whether the device may forget the ticket after a receipt
+// with this status: every status but retry-later.
+func (s Status) Final() bool { return s != StatusRetryLater }
+
+// Reason says why a ticket was refused (receipt key 4). Every way a ticket
+// can be refused has its own reason, so a gateway can count them and a device
+// can act on them. The numbers are part of the wire format.
+type Reason uint16
+
+// Reasons. 1–31 are found by decoding, 32–63 by authentication, 64–95 by the
+// gateway's checks against its state, 96–127 are transient (retry later).
+const (
+	ReasonNone Reason = 0
+
+	// ReasonMalformed: not CBOR, or not the structure of the message.
+	ReasonMalformed Reason = 1
+	// ReasonTooLarge: the message is larger than its limit.
+	ReasonTooLarge Reason = 2
+	// ReasonNonCanonical: valid CBOR but not deterministically encoded
+	// (RFC 8949 section 4.2.1): long-form integers, unsorted or duplicate
+	// map keys, indefinite lengths, a default value written out.
+	ReasonNonCanonical Reason = 3
+	// ReasonUnexpectedTag: a CBOR tag other than the COSE message tag.
+	ReasonUnexpectedTag Reason = 4
+	// ReasonUnknownField: a map key this version does not define.
+	ReasonUnknownField Reason = 5
+	// ReasonMissingField: a required field is absent or empty.
+	ReasonMissingField Reason = 6
+	// ReasonFieldRange: a number outside its allowed range (seq 0, time 0…).
+	ReasonFieldRange Reason = 7
+	// ReasonStringTooLong: a string longer than its limit.
+	ReasonStringTooLong Reason = 8
+	// ReasonBadName: an identifier with characters outside [A-Za-z0-9._-]
+	// or empty.
+	ReasonBadName Reason = 9
+	// ReasonTooManyReadings: more than MaxReadings readings, or none.
+	ReasonTooManyReadings Reason = 10
+	// ReasonDuplicateMeter: the same meter twice in one ticket.
+	ReasonDuplicateMeter Reason = 11
+	// ReasonWrongKind: a valid message, but not the kind expected here.
+	ReasonWrongKind Reason = 12
+	// ReasonBadHeader: a COSE header that is not exactly {alg, kid}
+	// protected and nothing unprotected.
+	ReasonBadHeader Reason = 13
+
+	// ReasonUnsupportedAlg: an algorithm other than EdDSA or HMAC 256/256,
+	// or one the device's key is not for.
+	ReasonUnsupportedAlg Reason = 32
+	// ReasonUnknownKey: no registered device has this key id.
+	ReasonUnknownKey Reason = 33
+	// ReasonBadSignature: the signature or MAC does not verify.
+	ReasonBadSignature Reason = 34
+	// ReasonDeviceMismatch: the ticket's device id differs from the key's
+	// owner, the MQTT topic or the DTLS identity.
+	ReasonDeviceMismatch Reason = 35
+	// ReasonDeviceDisabled: the device is registered but switched off.
+	ReasonDeviceDisabled Reason = 36
+
+	// ReasonUnknownMeter: the device has no tariff for this meter.
+	ReasonUnknownMeter Reason = 64
+	// ReasonRegisterBackwards: a register lower than the last charged value
+	// in the same epoch.
+	ReasonRegisterBackwards Reason = 65
+	// ReasonEpochBackwards: a register epoch older than the current one.
+	ReasonEpochBackwards Reason = 66
+	// ReasonClockSkew: the device time is too far from the gateway's.
+	ReasonClockSkew Reason = 67
+	// ReasonUnknownAccount: the ticket names an account the device may not
+	// charge.
+	ReasonUnknownAccount Reason = 68
+	// ReasonChargeOverflow: the charge does not fit the amount type.
+	ReasonChargeOverflow Reason = 69
+	// ReasonRegisterJump: a register increase larger than the meter allows
+	// in one ticket.
+	ReasonRegisterJump Reason = 70
+
+	// ReasonStorageFull: the gateway's disk is near its bound (retry later).
+	ReasonStorageFull Reason = 96
+	// ReasonStoreError: the gateway could not commit (retry later).
+	ReasonStoreError Reason = 97
+	// ReasonOverloaded: the gateway's queues are full (retry later).
+	ReasonOverloaded Reason = 98
+	// ReasonShuttingDown: the gateway is stopping (retry later).
+	ReasonShuttingDown Reason = 99
+)
+
+var reasonNames = map[Reason]string{
+	ReasonNone:              "none",
+	ReasonMalformed:         "malformed",
+	ReasonTooLarge:          "too_large",
+	ReasonNonCanonical:      "non_canonical",
+	ReasonUnexpectedTag:     "unexpected_tag",
+	ReasonUnknownField:      "unknown_field",
+	ReasonMissingField:      "missing_field",
+	ReasonFieldRange:        "field_range",
+	ReasonStringTooLong:     "string_too_long",
+	ReasonBadName:           "bad_name",
+	ReasonTooManyReadings:   "too_many_readings",
+	ReasonDuplicateMeter:    "duplicate_meter",
+	ReasonWrongKind:         "wrong_kind",
+	ReasonBadHeader:         "bad_header",
+	ReasonUnsupportedAlg:    "unsupported_alg",
+	ReasonUnknownKey:        "unknown_key",
+	ReasonBadSignature:      "bad_signature",
+	ReasonDeviceMismatch:    "device_mismatch",
+	ReasonDeviceDisabled:    "device_disabled",
+	ReasonUnknownMeter:      "unknown_meter",
+	ReasonRegisterBackwards: "register_backwards",
+	ReasonEpochBackwards:    "epoch_backwards",
+	ReasonClockSkew:         "clock_skew",
+	ReasonUnknownAccount:    "unknown_account",
+	ReasonChargeOverflow:    "charge_overflow",
+	ReasonRegisterJump:      "register_jump",
+	ReasonStorageFull:       "storage_full",
+	ReasonStoreError:        "store_error",
+	ReasonOverloaded:        "overloaded",
+	ReasonShuttingDown:      "shutting_down",
+}
+
+// String returns the reason's snake_case name, used as a metric label.
+func (r Reason) String() string {
+	if s, ok := reasonNames[r]; ok {
+		return s
+	}
+	return "reason_" + strconv.Itoa(int(r))
+}
+
+// Valid reports whether r is a reason this version defines.
+func (r Reason) Valid() bool {
+	_, ok := reasonNames[r]
+	return ok
+}
+
+// Transient reports whether the reason goes with StatusRetryLater.
+func (r Reason) Transient() bool { return r >= 96 && r < 128 }
+
+// Reasons lists every defined reason in ascending order, for tables and
+// metric pre-registration.
+func Reasons() []Reason {
+	out := make([]Reason, 0, len(reasonNames))
+	for r := Reason(0); r < 128; r++ {
+		if _, ok := reasonNames[r]; ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}

@@ -1,0 +1,47 @@
+package strict
+
+import "github.com/farthing-iot/farthing/protocol"
+
+// Message is any decoded Farthing message; exactly one of Ticket, Receipt
+// and Aggregate is set, as Kind says.
+type Message struct {
+	Kind      protocol.Kind
+	Envelope  protocol.Envelope
+	Ticket    *protocol.Ticket
+	Receipt   *protocol.Receipt
+	Aggregate *protocol.Aggregate
+}
+
+// Decode decodes an untrusted message of any kind. The kind is read from
+// the payload's key 0 and the message is then decoded as strictly as by
+// the function for its kind.
+func Decode(b []byte) (*Message, error) {
+	env, err := decodeEnvelope(b, protocol.MaxMessageSize)
+	if err != nil {
+		return nil, err
+	}
+	var peek struct {
+		Kind uint8 `cbor:"0,keyasint"`
+	}
+	// The payload is decoded fully below; here only its kind matters, so
+	// unknown fields are not yet an error.
+	if err := kindMode.Unmarshal(env.Payload, &peek); err != nil {
+		return nil, refusal(err, "payload")
+	}
+	m := &Message{Kind: protocol.Kind(peek.Kind)}
+	switch m.Kind {
+	case protocol.KindTicket:
+		env, t, err := DecodeTicket(b)
+		m.Envelope, m.Ticket = env, &t
+		return m, err
+	case protocol.KindReceipt:
+		env, r, err := DecodeReceipt(b)
+		m.Envelope, m.Receipt = env, &r
+		return m, err
+	case protocol.KindAggregate:
+		env, a, err := DecodeAggregate(b)
+		m.Envelope, m.Aggregate = env, &a
+		return m, err
+	}
+	return nil, &protocol.Error{Reason: protocol.ReasonWrongKind, Detail: "payload kind is missing or unknown"}
+}

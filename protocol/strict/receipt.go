@@ -1,0 +1,49 @@
+package strict
+
+import "github.com/farthing-iot/farthing/protocol"
+
+type receiptPayload struct {
+	Kind       uint8  `cbor:"0,keyasint"`
+	Device     string `cbor:"1,keyasint"`
+	Seq        uint64 `cbor:"2,keyasint"`
+	Status     uint8  `cbor:"3,keyasint"`
+	Reason     uint16 `cbor:"4,keyasint"`
+	Charged    uint64 `cbor:"5,keyasint"`
+	Balance    *int64 `cbor:"6,keyasint"`
+	Currency   string `cbor:"7,keyasint"`
+	RetryAfter uint32 `cbor:"8,keyasint"`
+}
+
+// DecodeReceipt decodes an untrusted receipt. It does not verify the
+// signature; call env.Verify.
+func DecodeReceipt(b []byte) (protocol.Envelope, protocol.Receipt, error) {
+	var r protocol.Receipt
+	env, err := decodeEnvelope(b, protocol.MaxReceiptSize)
+	if err != nil {
+		return env, r, err
+	}
+	if err := peekKind(env.Payload, protocol.KindReceipt); err != nil {
+		return env, r, err
+	}
+	var p receiptPayload
+	if err := decMode.Unmarshal(env.Payload, &p); err != nil {
+		return env, r, refusal(err, "receipt payload")
+	}
+	if err := checkKind(p.Kind, protocol.KindReceipt); err != nil {
+		return env, r, err
+	}
+	r = protocol.Receipt{Device: p.Device, Seq: p.Seq, Status: protocol.Status(p.Status), Reason: protocol.Reason(p.Reason),
+		Charged: p.Charged, Currency: p.Currency, RetryAfter: p.RetryAfter}
+	if p.Balance != nil {
+		r.Balance, r.HasBalance = *p.Balance, true
+	}
+	var buf [protocol.MaxReceiptSize]byte
+	again, err := protocol.AppendReceiptPayload(buf[:0], &r)
+	if err != nil {
+		return env, r, err
+	}
+	if err := checkCanonical(b, &env, again); err != nil {
+		return env, r, err
+	}
+	return env, r, nil
+}
