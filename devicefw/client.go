@@ -116,13 +116,21 @@ func (c *Client) Report(nowMs uint64, readings []Reading) ([]byte, uint64, error
 	if c.ring.n == 0 {
 		return nil, 0, ErrConfig
 	}
-	i := c.ring.free(meters, c.cfg.Epoch)
+	i := c.ring.pick(meters, c.cfg.Epoch)
 	if i < 0 {
 		return nil, 0, ErrPendingFull
+	}
+	t.Seq = c.seq.next // validate before a seq is spent
+	if err := t.Validate(); err != nil {
+		return nil, 0, err
 	}
 	if t.Seq, err = c.seq.take(); err != nil {
 		return nil, 0, err
 	}
+	// From here slot i is overwritten: if it held a ticket, newer tickets
+	// and this one cover it, and if encoding fails the device's registers
+	// still hold the usage for the next report.
+	c.ring.slots[i] = slot{}
 	out, err := c.enc.AppendTicket(c.ring.buf(i)[:0], &t, c.cfg.Signer)
 	if err != nil {
 		return nil, 0, err
@@ -206,3 +214,8 @@ func (c *Client) Pending() int { return c.ring.count() }
 
 // NextSeq returns the seq the next ticket will carry.
 func (c *Client) NextSeq() uint64 { return c.seq.next }
+
+// SetEpoch changes the register epoch of the tickets that follow: call it
+// when the registers restart from zero. Pending tickets of the old epoch
+// stay pending; tickets of the new epoch never supersede them.
+func (c *Client) SetEpoch(epoch uint64) { c.cfg.Epoch = epoch }

@@ -51,9 +51,11 @@ func (r *ring) covered(i int, extra uint16, extraEpoch uint64) bool {
 	return s.meters&^union == 0
 }
 
-// free returns a free slot index, evicting the oldest covered ticket if
-// none is free; -1 if every ticket is still needed.
-func (r *ring) free(meters uint16, epoch uint64) int {
+// pick returns the slot for a new ticket with meters and epoch: a free one,
+// or else the oldest ticket that newer ones (the new one included) cover;
+// -1 if every pending ticket is still needed. It changes nothing: the
+// caller overwrites the slot only once the new ticket is built.
+func (r *ring) pick(meters uint16, epoch uint64) int {
 	victim := -1
 	for i := 0; i < r.n; i++ {
 		if r.slots[i].seq == 0 {
@@ -62,9 +64,6 @@ func (r *ring) free(meters uint16, epoch uint64) int {
 		if r.covered(i, meters, epoch) && (victim < 0 || r.slots[i].seq < r.slots[victim].seq) {
 			victim = i
 		}
-	}
-	if victim >= 0 {
-		r.slots[victim] = slot{}
 	}
 	return victim
 }

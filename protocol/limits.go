@@ -5,7 +5,7 @@ package protocol
 // an attacker can make the gateway read.
 const (
 	// MaxTicketSize bounds an encoded ticket, envelope included. A ticket
-	// with every field at its limit is 1,077 bytes.
+	// with every field at its limit is 1,026 bytes.
 	MaxTicketSize = 1280
 	// MaxReceiptSize bounds an encoded receipt.
 	MaxReceiptSize = 384
