@@ -2,6 +2,7 @@ package devicefw_test
 
 import (
 	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"reflect"
 	"testing"
@@ -321,4 +322,12 @@ func TestSlotTooSmall(t *testing.T) {
 	if c.Pending() != 0 {
 		t.Errorf("a ticket that did not fit is pending")
 	}
+}
+
+func mustHex(t testing.TB, s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -200,3 +200,17 @@ func refusal(err error, what string) *protocol.Error {
 	}
 	return &protocol.Error{Reason: reason, Detail: what, Err: err}
 }
+
+var diagMode = func() cbor.DiagMode {
+	dm, err := cbor.DiagOptions{ByteStringEmbeddedCBOR: true, CBORSequence: true, MaxNestedLevels: 16}.DiagMode()
+	if err != nil {
+		panic("strict: diagnostic options: " + err.Error())
+	}
+	return dm
+}()
+
+// Diagnose returns the CBOR diagnostic notation (RFC 8949 section 8) of b,
+// with the protected header and payload shown as embedded CBOR (<<…>>).
+// It only needs b to be well-formed CBOR, not a valid message; bytes after
+// the first item are shown as a CBOR sequence.
+func Diagnose(b []byte) (string, error) { return diagMode.Diagnose(b) }

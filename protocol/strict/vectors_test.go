@@ -1,0 +1,190 @@
+package strict_test
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"os"
+	"reflect"
+	"testing"
+
+	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/internal/vectors"
+	"github.com/farthing-iot/farthing/protocol/strict"
+)
+
+var update = flag.Bool("update", false, "rewrite protocol/testdata/vectors.json")
+
+const vectorsPath = "../testdata/vectors.json"
+
+// vectorSpecs are the messages of the vectors file. Invalid ones are built
+// with the cb builder of strict_test.go.
+func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
+	mac, _ := f.Signer("hmac")
+	ed, _ := f.Signer("ed25519")
+	root := bytes.Repeat([]byte{0xab}, 32)
+	var vs []vectors.Vector
+	add := func(name, key string, tk *protocol.Ticket, rc *protocol.Receipt, ag *protocol.Aggregate) {
+		s := mac
+		if key == "ed25519" {
+			s = ed
+		}
+		var enc protocol.Encoder
+		var b []byte
+		var err error
+		v := vectors.Vector{Name: name, Key: key, Valid: true, Ticket: tk, Receipt: rc, Aggregate: ag}
+		switch {
+		case tk != nil:
+			v.Kind = "ticket"
+			b, err = enc.AppendTicket(nil, tk, s)
+		case rc != nil:
+			v.Kind = "receipt"
+			b, err = enc.AppendReceipt(nil, rc, s)
+		default:
+			v.Kind = "aggregate"
+			b, err = enc.AppendAggregate(nil, ag, s)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		v.Hex = hex.EncodeToString(b)
+		vs = append(vs, v)
+	}
+	invalid := func(name, kind, key string, b []byte, reason protocol.Reason) {
+		vs = append(vs, vectors.Vector{Name: name, Kind: kind, Key: key, Reason: reason.String(), Hex: hex.EncodeToString(b)})
+	}
+	reading := func(m string, v uint64) protocol.Reading { return protocol.Reading{Meter: m, Register: v} }
+
+	add("ticket-hmac-minimal", "hmac", &protocol.Ticket{Device: "plug-0001", Seq: 1, Time: 1_790_000_000_000,
+		Readings: []protocol.Reading{reading("energy_wh", 0)}}, nil, nil)
+	add("ticket-ed25519-charger", "ed25519", &protocol.Ticket{Device: "evse-17", Seq: 100_001, Time: 1_790_000_123_456,
+		Readings: []protocol.Reading{reading("energy_wh", 48_213), reading("session_ms", 3_600_000)}, Session: "s-2026-11-22-0007"}, nil, nil)
+	add("ticket-hmac-epoch-account", "hmac", &protocol.Ticket{Device: "modem.eu-3", Seq: 4_294_967_296, Time: 1_790_000_000_001, Epoch: 3,
+		Readings: []protocol.Reading{reading("data_bytes", 1<<40), reading("sms", 23), reading("voice_ms", 24)}, Account: "acct-42"}, nil, nil)
+	add("receipt-hmac-accepted", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 1, Status: protocol.StatusAccepted,
+		Charged: 12_500, Balance: 4_987_500, HasBalance: true, Currency: "EUR"}, nil)
+	add("receipt-hmac-duplicate", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 1, Status: protocol.StatusDuplicate, Charged: 12_500}, nil)
+	add("receipt-hmac-rejected", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 2, Status: protocol.StatusRejected, Reason: protocol.ReasonRegisterBackwards}, nil)
+	add("receipt-hmac-insufficient-funds", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 3, Status: protocol.StatusInsufficientFunds,
+		Balance: -250, HasBalance: true, Currency: "EUR"}, nil)
+	add("receipt-ed25519-retry-later", "ed25519", nil, &protocol.Receipt{Device: "evse-17", Seq: 100_001, Status: protocol.StatusRetryLater,
+		Reason: protocol.ReasonStorageFull, RetryAfter: 30_000}, nil)
+	add("aggregate-ed25519", "ed25519", nil, nil, &protocol.Aggregate{Gateway: "gw-berlin-1", Seq: 1, Provider: "stadtwerk", Account: "acct-42",
+		Meter: "energy_wh", WindowStart: 1_790_000_000_000, WindowEnd: 1_790_003_600_000, Quantity: 48_213, Amount: 14_463_900_000,
+		Currency: "EUR", Tickets: 60, MerkleRoot: root})
+	add("aggregate-ed25519-correction", "ed25519", nil, nil, &protocol.Aggregate{Gateway: "gw-berlin-1", Seq: 2, Provider: "stadtwerk", Account: "acct-42",
+		Meter: "energy_wh", WindowStart: 1_790_000_000_000, WindowEnd: 1_790_003_600_000, Quantity: 12, Amount: 3_600_000,
+		Currency: "EUR", Tickets: 1, MerkleRoot: root, Corrects: 1})
+
+	good, _ := hex.DecodeString(vs[0].Hex)
+	badSig := bytes.Clone(good)
+	badSig[len(badSig)-1] ^= 0x80
+	invalid("ticket-bad-mac", "ticket", "hmac", badSig, protocol.ReasonBadSignature)
+	invalid("ticket-untagged", "ticket", "hmac", good[1:], protocol.ReasonUnexpectedTag)
+	invalid("ticket-trailing-byte", "ticket", "hmac", append(bytes.Clone(good), 0x00), protocol.ReasonMalformed)
+	invalid("ticket-unknown-key", "ticket", "hmac", seal(mac, ticketPayload(1, cb{}.u(9).u(1))), protocol.ReasonUnknownField)
+	invalid("ticket-duplicate-key", "ticket", "hmac", seal(mac, ticketPayload(1, cb{}.u(3).u(5))), protocol.ReasonNonCanonical)
+	invalid("ticket-long-form-seq", "ticket", "hmac", seal(mac, cb{}.m(5).u(0).u(1).u(1).t("dev-1").u(2).raw(0x18, 7).u(3).u(1_790_000_000_000).u(5).arr(1).reading("e_wh", 10)), protocol.ReasonNonCanonical)
+	invalid("ticket-indefinite-readings", "ticket", "hmac", seal(mac, cb{}.m(5).u(0).u(1).u(1).t("dev-1").u(2).u(7).u(3).u(1_790_000_000_000).u(5).raw(0x9f).reading("e_wh", 10).raw(0xff)), protocol.ReasonNonCanonical)
+	invalid("ticket-duplicate-meter", "ticket", "hmac", seal(mac, cb{}.m(5).u(0).u(1).u(1).t("dev-1").u(2).u(7).u(3).u(1_790_000_000_000).u(5).arr(2).reading("e", 1).reading("e", 2)), protocol.ReasonDuplicateMeter)
+	invalid("ticket-topic-wildcard-device", "ticket", "hmac", seal(mac, cb{}.m(5).u(0).u(1).u(1).t("dev/+").u(2).u(7).u(3).u(1_790_000_000_000).u(5).arr(1).reading("e", 1)), protocol.ReasonBadName)
+	invalid("ticket-is-a-receipt", "ticket", "hmac", seal(mac, cb{}.m(5).u(0).u(2).u(1).t("dev-1").u(2).u(7).u(3).u(0).u(5).u(0)), protocol.ReasonWrongKind)
+	invalid("receipt-bad-mac", "receipt", "hmac", func() []byte {
+		b, _ := hex.DecodeString(vs[3].Hex)
+		b[len(b)-3] ^= 1
+		return b
+	}(), protocol.ReasonBadSignature)
+	invalid("receipt-rejected-without-reason", "receipt", "hmac", seal(mac, cb{}.m(5).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(2).u(5).u(0)), protocol.ReasonMissingField)
+	invalid("receipt-balance-long-form", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(0).u(5).u(0).u(6).raw(0x38, 0x05)), protocol.ReasonNonCanonical)
+	for i := range vs {
+		d, err := strict.Diagnose(vs[i].Bytes())
+		if err != nil {
+			t.Fatalf("%s: Diagnose: %v", vs[i].Name, err)
+		}
+		vs[i].Diag = d
+	}
+	return vs
+}
+
+func TestVectorsFile(t *testing.T) {
+	f := &vectors.File{
+		Comment: "Farthing protocol test vectors. Regenerate with: go test ./protocol/strict -run TestVectorsFile -update",
+		Keys:    vectors.TestKeys(),
+	}
+	f.Vectors = vectorSpecs(t, f)
+	want, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, '\n')
+	if *update {
+		if err := os.WriteFile(vectorsPath, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(vectorsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s is out of date: the encoder changed, or the file was edited. Run with -update if the change is intended.", vectorsPath)
+	}
+}
+
+// TestVectorsStrict decodes every vector with the gateway's decoder.
+func TestVectorsStrict(t *testing.T) {
+	f, err := vectors.Load(vectorsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range f.Vectors {
+		t.Run(v.Name, func(t *testing.T) {
+			m, err := decodeAs(v.Kind, v.Bytes())
+			if err == nil {
+				var ver protocol.Verifier
+				if ver, err = f.Verifier(v.Key); err != nil {
+					t.Fatal(err)
+				}
+				err = m.Envelope.Verify(ver, nil)
+			}
+			reason := protocol.ReasonOf(err)
+			if v.Valid != (err == nil) || (!v.Valid && reason.String() != v.Reason) {
+				t.Fatalf("Decode+Verify = %v; want valid=%v reason=%q", err, v.Valid, v.Reason)
+			}
+			if !v.Valid {
+				return
+			}
+			switch {
+			case v.Ticket != nil && !reflect.DeepEqual(m.Ticket, v.Ticket):
+				t.Errorf("ticket = %+v; want %+v", m.Ticket, v.Ticket)
+			case v.Receipt != nil && !reflect.DeepEqual(m.Receipt, v.Receipt):
+				t.Errorf("receipt = %+v; want %+v", m.Receipt, v.Receipt)
+			case v.Aggregate != nil && !reflect.DeepEqual(m.Aggregate, v.Aggregate):
+				t.Errorf("aggregate = %+v; want %+v", m.Aggregate, v.Aggregate)
+			}
+		})
+	}
+}
+
+// decodeAs decodes b with the decoder for kind, as a gateway expecting that
+// kind would.
+func decodeAs(kind string, b []byte) (*strict.Message, error) {
+	m := &strict.Message{}
+	var err error
+	switch kind {
+	case "ticket":
+		var t protocol.Ticket
+		m.Envelope, t, err = strict.DecodeTicket(b)
+		m.Ticket = &t
+	case "receipt":
+		var r protocol.Receipt
+		m.Envelope, r, err = strict.DecodeReceipt(b)
+		m.Receipt = &r
+	case "aggregate":
+		var a protocol.Aggregate
+		m.Envelope, a, err = strict.DecodeAggregate(b)
+		m.Aggregate = &a
+	}
+	return m, err
+}
