@@ -150,7 +150,7 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 		}
 		switch k {
 		case keyKind:
-			if Kind(rd.uint("kind")) != KindReceipt && rd.err == nil {
+			if k := rd.uint("kind"); k != uint64(KindReceipt) && rd.err == nil {
 				return newError(ReasonWrongKind, "not a receipt")
 			}
 		case receiptDevice:

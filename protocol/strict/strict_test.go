@@ -176,3 +176,17 @@ func TestDecodeDispatchesOnKind(t *testing.T) {
 		t.Errorf("AppendAggregate with an HMAC key = %v; want unsupported_alg", err)
 	}
 }
+
+// TestKindIsNotTruncated: a kind of 258 is not a receipt (2) on either side.
+func TestKindIsNotTruncated(t *testing.T) {
+	_, mac := testKeys(t)
+	in := seal(mac, cb{}.m(5).u(0).u(258).u(1).t("plug-1").u(2).u(1).u(3).u(0).u(5).u(0))
+	if _, _, err := strict.DecodeReceipt(in); err == nil {
+		t.Errorf("strict.DecodeReceipt accepted kind 258")
+	}
+	var env protocol.Envelope
+	var r protocol.Receipt
+	if err := protocol.ParseReceipt(in, &env, &r); err == nil {
+		t.Errorf("protocol.ParseReceipt accepted kind 258")
+	}
+}

@@ -1,0 +1,142 @@
+package strict_test
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/farthing-iot/farthing/internal/vectors"
+	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
+)
+
+// seedVectors adds every vector of protocol/testdata as a fuzz seed.
+func seedVectors(f *testing.F) {
+	vf, err := vectors.Load(vectorsPath)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, v := range vf.Vectors {
+		f.Add(v.Bytes())
+	}
+}
+
+// checkAccepted holds an accepted message to the strict decoder's promise:
+// it is within its limit and re-encodes to exactly the input.
+func checkAccepted(t *testing.T, in []byte, env protocol.Envelope, max int, payload func() ([]byte, error)) {
+	t.Helper()
+	if len(in) > max {
+		t.Fatalf("accepted %d bytes, over the limit %d", len(in), max)
+	}
+	p, err := payload()
+	if err != nil {
+		t.Fatalf("accepted a message whose fields do not validate: %v", err)
+	}
+	if !bytes.Equal(p, env.Payload) {
+		t.Fatalf("accepted a payload that does not re-encode to itself")
+	}
+	if !bytes.Equal(protocol.AppendEnvelope(nil, &env), in) {
+		t.Fatalf("accepted a message that does not re-encode to itself")
+	}
+}
+
+func FuzzDecodeTicket(f *testing.F) {
+	seedVectors(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		env, tk, err := strict.DecodeTicket(in)
+		if err != nil {
+			if protocol.ReasonOf(err) == protocol.ReasonNone || !protocol.ReasonOf(err).Valid() {
+				t.Fatalf("refusal without a valid reason: %v", err)
+			}
+			return
+		}
+		checkAccepted(t, in, env, protocol.MaxTicketSize, func() ([]byte, error) { return protocol.AppendTicketPayload(nil, &tk) })
+	})
+}
+
+func FuzzDecodeReceipt(f *testing.F) {
+	seedVectors(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		env, r, err := strict.DecodeReceipt(in)
+		if err != nil {
+			if !protocol.ReasonOf(err).Valid() {
+				t.Fatalf("refusal without a valid reason: %v", err)
+			}
+			return
+		}
+		checkAccepted(t, in, env, protocol.MaxReceiptSize, func() ([]byte, error) { return protocol.AppendReceiptPayload(nil, &r) })
+	})
+}
+
+func FuzzDecodeAggregate(f *testing.F) {
+	seedVectors(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		env, a, err := strict.DecodeAggregate(in)
+		if err != nil {
+			if !protocol.ReasonOf(err).Valid() {
+				t.Fatalf("refusal without a valid reason: %v", err)
+			}
+			return
+		}
+		checkAccepted(t, in, env, protocol.MaxAggregateSize, func() ([]byte, error) { return protocol.AppendAggregatePayload(nil, &a) })
+	})
+}
+
+// FuzzReceiptDecoders is differential: the firmware's canonical parser and
+// the gateway's strict decoder accept exactly the same receipts, with the
+// same fields.
+func FuzzReceiptDecoders(f *testing.F) {
+	seedVectors(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		senv, sr, serr := strict.DecodeReceipt(in)
+		var denv protocol.Envelope
+		var dr protocol.Receipt
+		derr := protocol.ParseReceipt(in, &denv, &dr)
+		if (serr == nil) != (derr == nil) {
+			t.Fatalf("decoders disagree on %x: strict %v, device %v", in, serr, derr)
+		}
+		if serr == nil && (sr != dr || !envEqual(senv, denv)) {
+			t.Fatalf("decoders disagree on %x: strict %+v, device %+v", in, sr, dr)
+		}
+	})
+}
+
+// FuzzEnvelopeParsers is differential on the envelope alone: whatever the
+// device's parser accepts, the strict decoder reads the same way.
+func FuzzEnvelopeParsers(f *testing.F) {
+	seedVectors(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var denv protocol.Envelope
+		if protocol.ParseEnvelope(in, &denv) != nil {
+			return
+		}
+		if !bytes.Equal(protocol.AppendEnvelope(nil, &denv), in) {
+			t.Fatalf("device parser accepted a non-canonical envelope %x", in)
+		}
+		m, err := strict.Decode(in)
+		if err == nil && !envEqual(m.Envelope, denv) {
+			t.Fatalf("envelopes differ: strict %+v, device %+v", m.Envelope, denv)
+		}
+	})
+}
+
+func FuzzDecode(f *testing.F) {
+	seedVectors(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m, err := strict.Decode(in)
+		if err != nil {
+			return
+		}
+		if (m.Ticket != nil) != (m.Kind == protocol.KindTicket) || (m.Receipt != nil) != (m.Kind == protocol.KindReceipt) ||
+			(m.Aggregate != nil) != (m.Kind == protocol.KindAggregate) {
+			t.Fatalf("Decode gave kind %v with fields %+v", m.Kind, m)
+		}
+		if _, err := strict.Diagnose(in); err != nil {
+			t.Fatalf("accepted message is not well-formed CBOR: %v", err)
+		}
+	})
+}
+
+func envEqual(a, b protocol.Envelope) bool {
+	return a.Alg == b.Alg && bytes.Equal(a.KeyID, b.KeyID) && bytes.Equal(a.Protected, b.Protected) &&
+		bytes.Equal(a.Payload, b.Payload) && bytes.Equal(a.Signature, b.Signature)
+}
