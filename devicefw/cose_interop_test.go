@@ -9,8 +9,8 @@ import (
 	"github.com/veraison/go-cose"
 
 	"github.com/farthing-iot/farthing/devicefw"
-	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/internal/vectors"
+	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
 

@@ -7,8 +7,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/internal/vectors"
+	"github.com/farthing-iot/farthing/protocol"
 )
 
 // TestVectorsDevice checks the device path against the shared vectors: the

@@ -9,8 +9,8 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/internal/vectors"
+	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
