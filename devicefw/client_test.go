@@ -40,8 +40,8 @@ func testKeys(t testing.TB) keys {
 	for i := range master {
 		master[i] = byte(i * 7)
 	}
-	tk, _ := protocol.DeriveKey(master, protocol.PurposeTicket, "plug-1")
-	rk, _ := protocol.DeriveKey(master, protocol.PurposeReceipt, "plug-1")
+	tk, _ := protocol.DeriveKey(master, protocol.PurposeTicket)
+	rk, _ := protocol.DeriveKey(master, protocol.PurposeReceipt)
 	var k keys
 	var err error
 	if k.ticket, err = protocol.NewHMAC(tk); err != nil {

@@ -23,19 +23,19 @@ package protocol
 //
 // Receivers deduplicate on (gateway-id, seq).
 type Aggregate struct {
-	Gateway     string
-	Seq         uint64
-	Provider    string
-	Account     string
-	Meter       string
-	WindowStart uint64 // Unix ms, inclusive
-	WindowEnd   uint64 // Unix ms, exclusive
-	Quantity    uint64 // meter base units
-	Amount      uint64 // nano-units of Currency
-	Currency    string
-	Tickets     uint64
-	MerkleRoot  []byte // MerkleRootLen bytes
-	Corrects    uint64 // 0 if this is not a correction
+	Gateway     string `json:"gateway"`
+	Seq         uint64 `json:"seq"`
+	Provider    string `json:"provider"`
+	Account     string `json:"account"`
+	Meter       string `json:"meter"`
+	WindowStart uint64 `json:"window_start"` // Unix ms, inclusive
+	WindowEnd   uint64 `json:"window_end"`   // Unix ms, exclusive
+	Quantity    uint64 `json:"quantity"`     // meter base units
+	Amount      uint64 `json:"amount"`       // nano-units of Currency
+	Currency    string `json:"currency"`
+	Tickets     uint64 `json:"tickets"`
+	MerkleRoot  []byte `json:"merkle_root"`        // MerkleRootLen bytes
+	Corrects    uint64 `json:"corrects,omitempty"` // 0 if this is not a correction
 }
 
 // Aggregate payload keys.

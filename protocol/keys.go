@@ -42,12 +42,12 @@ const (
 const MasterSecretSize = 32
 
 // DeriveKey derives the 32-byte key for one purpose from a device's master
-// secret with HKDF-SHA256 (RFC 5869): no salt, info = the purpose label,
-// followed by the device id so that two devices never share a derived key
-// even if provisioned from the same master by mistake.
-func DeriveKey(master []byte, purpose KeyPurpose, device string) ([]byte, error) {
+// secret with HKDF-SHA256 (RFC 5869): no salt, info = the purpose label.
+// Every device has its own random master secret, so derived keys differ
+// between devices as well as between purposes.
+func DeriveKey(master []byte, purpose KeyPurpose) ([]byte, error) {
 	if len(master) != MasterSecretSize {
 		return nil, ErrKeySize
 	}
-	return hkdf.Key(sha256.New, master, nil, string(purpose)+"\x00"+device, 32)
+	return hkdf.Key(sha256.New, master, nil, string(purpose), 32)
 }

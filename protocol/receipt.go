@@ -17,15 +17,15 @@ package protocol
 //	  ? 8: retry-after,     ; uint > 0, milliseconds to wait before re-sending
 //	}
 type Receipt struct {
-	Device     string
-	Seq        uint64
-	Status     Status
-	Reason     Reason
-	Charged    uint64 // nano-units of Currency
-	Balance    int64  // nano-units of Currency; meaningful only if HasBalance
-	HasBalance bool
-	Currency   string
-	RetryAfter uint32 // milliseconds
+	Device     string `json:"device"`
+	Seq        uint64 `json:"seq"`
+	Status     Status `json:"status"`
+	Reason     Reason `json:"reason,omitempty"`
+	Charged    uint64 `json:"charged"`           // nano-units of Currency
+	Balance    int64  `json:"balance,omitempty"` // nano-units of Currency; meaningful only if HasBalance
+	HasBalance bool   `json:"has_balance,omitempty"`
+	Currency   string `json:"currency,omitempty"`
+	RetryAfter uint32 `json:"retry_after,omitempty"` // milliseconds
 }
 
 // Receipt payload keys.

@@ -184,3 +184,31 @@ func Reasons() []Reason {
 	}
 	return out
 }
+
+// MarshalText writes the status' name, for JSON and logs.
+func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a status name written by MarshalText.
+func (s *Status) UnmarshalText(b []byte) error {
+	for i, n := range statusNames {
+		if n == string(b) {
+			*s = Status(i)
+			return nil
+		}
+	}
+	return newError(ReasonFieldRange, "unknown status "+strconv.Quote(string(b)))
+}
+
+// MarshalText writes the reason's name, for JSON and logs.
+func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText reads a reason name written by MarshalText.
+func (r *Reason) UnmarshalText(b []byte) error {
+	for k, n := range reasonNames {
+		if n == string(b) {
+			*r = k
+			return nil
+		}
+	}
+	return newError(ReasonFieldRange, "unknown reason "+strconv.Quote(string(b)))
+}

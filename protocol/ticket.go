@@ -20,19 +20,19 @@ package protocol
 // when the device's registers restart from zero (a device without flash
 // after a power loss).
 type Ticket struct {
-	Device   string
-	Seq      uint64
-	Time     uint64 // Unix milliseconds, device clock
-	Epoch    uint64
-	Readings []Reading
-	Account  string // optional: which of the device's accounts to charge
-	Session  string // optional: a charging or vending session id
+	Device   string    `json:"device"`
+	Seq      uint64    `json:"seq"`
+	Time     uint64    `json:"time"` // Unix milliseconds, device clock
+	Epoch    uint64    `json:"epoch,omitempty"`
+	Readings []Reading `json:"readings"`
+	Account  string    `json:"account,omitempty"` // optional: which of the device's accounts to charge
+	Session  string    `json:"session,omitempty"` // optional: a charging or vending session id
 }
 
 // Reading is one meter's cumulative register, in the meter's base unit.
 type Reading struct {
-	Meter    string
-	Register uint64
+	Meter    string `json:"meter"`
+	Register uint64 `json:"register"`
 }
 
 // Ticket payload keys.

@@ -1,0 +1,119 @@
+// Command farthing is Farthing's operator tool: it makes keys, makes and
+// inspects tickets, and checks signatures.
+//
+//	farthing keygen --type ed25519|hmac --out DIR
+//	farthing ticket --key FILE --device ID --seq N --reading METER=VALUE [--reading ...] [--out FILE]
+//	farthing decode [FILE]
+//	farthing verify --pub FILE [FILE]
+//
+// Every command refuses bad input with a one-line error on stderr and exit
+// status 2.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// exitBad is the exit status for bad input and failed checks.
+const exitBad = 2
+
+type command struct {
+	name, usage string
+	run         func(env *env, args []string) error
+}
+
+var commands = []command{
+	{"keygen", "--type ed25519|hmac --out DIR [--name NAME]", runKeygen},
+	{"ticket", "--key FILE --device ID --seq N --reading METER=VALUE [--reading ...] [--time MS] [--epoch N] [--account ID] [--session ID] [--out FILE] [--hex]", runTicket},
+	{"decode", "[FILE]", runDecode},
+	{"verify", "--pub FILE [FILE]", runVerify},
+}
+
+// env is what a command may touch, so tests run commands in-process.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}))
+}
+
+// usageError is a mistake in how a command was called.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func run(args []string, e *env) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printUsage(e.stderr)
+		if len(args) == 0 {
+			return exitBad
+		}
+		return 0
+	}
+	for _, c := range commands {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(e, args[1:])
+		if err == nil {
+			return 0
+		}
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(e.stderr, "usage: farthing %s %s\n", c.name, c.usage)
+			return 0
+		}
+		msg := err.Error()
+		if _, ok := err.(usageError); ok {
+			msg += " (usage: farthing " + c.name + " " + c.usage + ")"
+		}
+		fmt.Fprintf(e.stderr, "farthing %s: %s\n", c.name, oneLine(msg))
+		return exitBad
+	}
+	fmt.Fprintf(e.stderr, "farthing: unknown command %q (commands: %s)\n", args[0], names())
+	return exitBad
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: farthing COMMAND [flags]")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  farthing %s %s\n", c.name, c.usage)
+	}
+}
+
+func names() string {
+	var n []string
+	for _, c := range commands {
+		n = append(n, c.name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// newFlags returns a flag set that reports errors instead of printing them.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// parse parses flags and refuses stray arguments beyond max.
+func parse(fs *flag.FlagSet, args []string, max int) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > max {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(max))}
+	}
+	return nil
+}

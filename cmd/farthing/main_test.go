@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/veraison/go-cose"
+
+	"github.com/farthing-iot/farthing/internal/keyfile"
+)
+
+// farthing runs the command in-process and returns exit status and output.
+func farthing(t *testing.T, stdin []byte, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(args, &env{stdin: bytes.NewReader(stdin), stdout: &out, stderr: &errOut})
+	return code, out.String(), errOut.String()
+}
+
+func mustRun(t *testing.T, stdin []byte, args ...string) string {
+	t.Helper()
+	code, out, errOut := farthing(t, stdin, args...)
+	if code != 0 {
+		t.Fatalf("farthing %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+func TestKeygenTicketDecodeVerify(t *testing.T) {
+	for _, tc := range []struct{ typ, key, pub, cose string }{
+		{"ed25519", "device.key", "device.pub", "COSE_Sign1"},
+		{"hmac", "device.secret", "device.secret", "COSE_Mac0"},
+	} {
+		t.Run(tc.typ, func(t *testing.T) {
+			dir := t.TempDir()
+			out := mustRun(t, nil, "keygen", "--type", tc.typ, "--out", dir)
+			if !strings.Contains(out, "kid: ") {
+				t.Errorf("keygen printed no key id: %q", out)
+			}
+			fi, err := os.Stat(filepath.Join(dir, tc.key))
+			if err != nil || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("secret key file mode %v, %v; want 0600", fi.Mode().Perm(), err)
+			}
+			// keygen never overwrites a key.
+			if code, _, _ := farthing(t, nil, "keygen", "--type", tc.typ, "--out", dir); code != exitBad {
+				t.Errorf("second keygen into the same dir: exit %d; want %d", code, exitBad)
+			}
+			ticketPath := filepath.Join(dir, "t.cbor")
+			mustRun(t, nil, "ticket", "--key", filepath.Join(dir, tc.key), "--device", "plug-7", "--seq", "12",
+				"--time", "1790000000000", "--reading", "energy_wh=1500", "--reading", "on_ms=60000", "--session", "s1", "--out", ticketPath)
+
+			var d decoded
+			if err := json.Unmarshal([]byte(mustRun(t, nil, "decode", ticketPath)), &d); err != nil {
+				t.Fatal(err)
+			}
+			if d.Kind != "ticket" || d.COSE != tc.cose || d.Ticket == nil || d.Ticket.Device != "plug-7" || d.Ticket.Seq != 12 ||
+				len(d.Ticket.Readings) != 2 || d.Ticket.Readings[1].Register != 60000 || d.Ticket.Session != "s1" ||
+				!strings.HasPrefix(d.Diag, map[string]string{"COSE_Sign1": "18([", "COSE_Mac0": "17(["}[tc.cose]) {
+				t.Fatalf("decode = %+v", d)
+			}
+			if out := mustRun(t, nil, "verify", "--pub", filepath.Join(dir, tc.pub), ticketPath); !strings.HasPrefix(out, "ok: ticket device plug-7 seq 12") {
+				t.Errorf("verify printed %q", out)
+			}
+			// decode and verify also read hex from stdin.
+			raw, _ := os.ReadFile(ticketPath)
+			mustRun(t, []byte(hex.EncodeToString(raw)+"\n"), "verify", "--pub", filepath.Join(dir, tc.pub))
+
+			// Another device's key does not verify it.
+			other := t.TempDir()
+			mustRun(t, nil, "keygen", "--type", tc.typ, "--out", other)
+			if code, _, errOut := farthing(t, nil, "verify", "--pub", filepath.Join(other, tc.pub), ticketPath); code != exitBad || !strings.Contains(errOut, "kid") {
+				t.Errorf("verify with another key: exit %d, %q; want %d and a kid mismatch", code, errOut, exitBad)
+			}
+			// A tampered ticket does not verify with the right key.
+			raw[len(raw)-1] ^= 1
+			tampered := filepath.Join(dir, "bad.cbor")
+			os.WriteFile(tampered, raw, 0o644)
+			if code, _, errOut := farthing(t, nil, "verify", "--pub", filepath.Join(dir, tc.pub), tampered); code != exitBad || !strings.Contains(errOut, "bad_signature") {
+				t.Errorf("verify tampered: exit %d, %q", code, errOut)
+			}
+
+			if tc.typ == "ed25519" {
+				// The ticket verifies with go-cose, a COSE library no one here wrote.
+				k, err := keyfile.Load(filepath.Join(dir, tc.pub))
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw, _ := os.ReadFile(ticketPath)
+				var m cose.Sign1Message
+				if err := m.UnmarshalCBOR(raw); err != nil {
+					t.Fatal(err)
+				}
+				v, _ := cose.NewVerifier(cose.AlgorithmEdDSA, k.Public)
+				if err := m.Verify(nil, v); err != nil {
+					t.Fatalf("go-cose: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestBadInput: every refusal is one line on stderr and exit status 2.
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, nil, "keygen", "--type", "ed25519", "--out", dir)
+	key := filepath.Join(dir, "device.key")
+	notKey := filepath.Join(dir, "notakey")
+	os.WriteFile(notKey, []byte("hello"), 0o600)
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"no command", "", nil, "usage"},
+		{"unknown command", "", []string{"mint"}, "unknown command"},
+		{"keygen without type", "", []string{"keygen", "--out", dir}, "--type is required"},
+		{"keygen bad type", "", []string{"keygen", "--type", "rsa", "--out", dir}, "want ed25519 or hmac"},
+		{"keygen without out", "", []string{"keygen", "--type", "hmac"}, "--out is required"},
+		{"unknown flag", "", []string{"ticket", "--colour", "red"}, "flag provided but not defined"},
+		{"ticket without key", "", []string{"ticket", "--device", "d", "--seq", "1", "--reading", "e=1"}, "--key is required"},
+		{"ticket bad reading", "", []string{"ticket", "--key", key, "--device", "d", "--seq", "1", "--reading", "e"}, "METER=VALUE"},
+		{"ticket negative register", "", []string{"ticket", "--key", key, "--device", "d", "--seq", "1", "--reading", "e=-1"}, "unsigned integer"},
+		{"ticket no readings", "", []string{"ticket", "--key", key, "--device", "d", "--seq", "1"}, "too_many_readings"},
+		{"ticket seq 0", "", []string{"ticket", "--key", key, "--device", "d", "--reading", "e=1"}, "field_range"},
+		{"ticket device with slash", "", []string{"ticket", "--key", key, "--device", "a/b", "--seq", "1", "--reading", "e=1"}, "bad_name"},
+		{"ticket duplicate meter", "", []string{"ticket", "--key", key, "--device", "d", "--seq", "1", "--reading", "e=1", "--reading", "e=2"}, "duplicate_meter"},
+		{"ticket missing key file", "", []string{"ticket", "--key", filepath.Join(dir, "nope"), "--device", "d", "--seq", "1", "--reading", "e=1"}, "no such file"},
+		{"ticket not a key", "", []string{"ticket", "--key", notKey, "--device", "d", "--seq", "1", "--reading", "e=1"}, "not a Farthing key file"},
+		{"ticket public key", "", []string{"ticket", "--key", filepath.Join(dir, "device.pub"), "--device", "d", "--seq", "1", "--reading", "e=1"}, "cannot sign"},
+		{"decode empty", "", []string{"decode"}, "empty"},
+		{"decode garbage", "garbage", []string{"decode"}, "unexpected_tag"},
+		{"decode odd hex", "d28", []string{"decode"}, "unexpected_tag"},
+		{"decode two files", "", []string{"decode", "a", "b"}, "unexpected argument"},
+		{"decode too big", strings.Repeat("x", maxInput+1), []string{"decode"}, "not a Farthing message"},
+		{"verify without pub", "", []string{"verify"}, "--pub is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := farthing(t, []byte(tc.stdin), tc.args...)
+			if code != exitBad {
+				t.Errorf("exit %d; want %d", code, exitBad)
+			}
+			if !strings.Contains(errOut, tc.want) {
+				t.Errorf("stderr %q; want it to say %q", errOut, tc.want)
+			}
+			if tc.args != nil && strings.Count(strings.TrimRight(errOut, "\n"), "\n") != 0 {
+				t.Errorf("stderr has more than one line: %q", errOut)
+			}
+		})
+	}
+}
