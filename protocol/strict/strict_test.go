@@ -27,6 +27,14 @@ func testKeys(t testing.TB) (*protocol.Ed25519Signer, *protocol.HMAC) {
 	return ed, mac
 }
 
+func edPublic(t testing.TB) ed25519.PublicKey {
+	seed := make([]byte, 32)
+	for i := range seed {
+		seed[i] = byte(i)
+	}
+	return ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+}
+
 // cb builds CBOR by hand, including encodings the encoder never makes.
 type cb []byte
 

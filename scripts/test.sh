@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The one command that checks everything, on a fresh Debian machine as on a
+# developer's: installs what the tests need, checks formatting and vet,
+# compiles the firmware with a real TinyGo, fuzzes every decoder for a
+# bounded time and runs the whole test suite. CI runs exactly this.
+#
+#   FUZZTIME=10s   how long each fuzz target runs (0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin:$HOME/go/bin
+FUZZTIME=${FUZZTIME:-10s}
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "go version"
+go version
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "not gofmt'ed:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "TinyGo: firmware compiles for microcontrollers"
+bash scripts/tinygo-check.sh
+
+if [ "$FUZZTIME" != "0" ]; then
+  step "fuzz: each target for $FUZZTIME"
+  for pkgfuzz in \
+    ./protocol/strict:FuzzDecodeTicket \
+    ./protocol/strict:FuzzDecodeReceipt \
+    ./protocol/strict:FuzzDecodeAggregate \
+    ./protocol/strict:FuzzDecode \
+    ./protocol/strict:FuzzReceiptDecoders \
+    ./protocol/strict:FuzzEnvelopeParsers \
+    ./devicefw:FuzzDeviceTicketDecodes; do
+    pkg=${pkgfuzz%%:*} fz=${pkgfuzz##*:}
+    echo "--- $fz ($pkg)"
+    log=$(mktemp)
+    if ! go test "$pkg" -run '^$' -fuzz "^$fz\$" -fuzztime "$FUZZTIME" >"$log" 2>&1; then
+      cat "$log"; echo "fuzz target $fz failed; the input is in $pkg/testdata/fuzz/$fz"; exit 1
+    fi
+    tail -n 1 "$log"; rm -f "$log"
+  done
+fi
+
+step "go test (race detector on)"
+go test -race -count=1 ./...
