@@ -270,3 +270,31 @@ func TestDeriveKeySeparatesPurposes(t *testing.T) {
 		t.Errorf("DeriveKey with a short master = %v; want ErrKeySize", err)
 	}
 }
+
+func TestReasonNames(t *testing.T) {
+	rs := protocol.Reasons()
+	if len(rs) < 25 {
+		t.Fatalf("only %d reasons", len(rs))
+	}
+	seen := map[string]bool{}
+	for i, r := range rs {
+		if i > 0 && r <= rs[i-1] {
+			t.Errorf("Reasons() not ascending at %v", r)
+		}
+		name := r.String()
+		if seen[name] || strings.HasPrefix(name, "reason_") {
+			t.Errorf("reason %d has name %q (duplicate or missing)", r, name)
+		}
+		seen[name] = true
+		var back protocol.Reason
+		if err := back.UnmarshalText([]byte(name)); err != nil || back != r {
+			t.Errorf("UnmarshalText(%q) = %v, %v", name, back, err)
+		}
+		if r.Transient() != (r >= 96 && r < 128) {
+			t.Errorf("%v.Transient() wrong", r)
+		}
+	}
+	if protocol.Reason(200).Valid() || protocol.Reason(200).String() != "reason_200" {
+		t.Errorf("undefined reason 200 reads as defined")
+	}
+}

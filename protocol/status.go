@@ -123,51 +123,62 @@ const (
 	ReasonShuttingDown Reason = 99
 )
 
-var reasonNames = map[Reason]string{
-	ReasonNone:              "none",
-	ReasonMalformed:         "malformed",
-	ReasonTooLarge:          "too_large",
-	ReasonNonCanonical:      "non_canonical",
-	ReasonUnexpectedTag:     "unexpected_tag",
-	ReasonUnknownField:      "unknown_field",
-	ReasonMissingField:      "missing_field",
-	ReasonFieldRange:        "field_range",
-	ReasonStringTooLong:     "string_too_long",
-	ReasonBadName:           "bad_name",
-	ReasonTooManyReadings:   "too_many_readings",
-	ReasonDuplicateMeter:    "duplicate_meter",
-	ReasonWrongKind:         "wrong_kind",
-	ReasonBadHeader:         "bad_header",
-	ReasonUnsupportedAlg:    "unsupported_alg",
-	ReasonUnknownKey:        "unknown_key",
-	ReasonBadSignature:      "bad_signature",
-	ReasonDeviceMismatch:    "device_mismatch",
-	ReasonDeviceDisabled:    "device_disabled",
-	ReasonUnknownMeter:      "unknown_meter",
-	ReasonRegisterBackwards: "register_backwards",
-	ReasonEpochBackwards:    "epoch_backwards",
-	ReasonClockSkew:         "clock_skew",
-	ReasonUnknownAccount:    "unknown_account",
-	ReasonChargeOverflow:    "charge_overflow",
-	ReasonRegisterJump:      "register_jump",
-	ReasonStorageFull:       "storage_full",
-	ReasonStoreError:        "store_error",
-	ReasonOverloaded:        "overloaded",
-	ReasonShuttingDown:      "shutting_down",
+// reasonNames lists every defined reason in ascending order. A table, not
+// a map: firmware pays no map initialisation for it.
+var reasonNames = [...]struct {
+	r    Reason
+	name string
+}{
+	{ReasonNone, "none"},
+	{ReasonMalformed, "malformed"},
+	{ReasonTooLarge, "too_large"},
+	{ReasonNonCanonical, "non_canonical"},
+	{ReasonUnexpectedTag, "unexpected_tag"},
+	{ReasonUnknownField, "unknown_field"},
+	{ReasonMissingField, "missing_field"},
+	{ReasonFieldRange, "field_range"},
+	{ReasonStringTooLong, "string_too_long"},
+	{ReasonBadName, "bad_name"},
+	{ReasonTooManyReadings, "too_many_readings"},
+	{ReasonDuplicateMeter, "duplicate_meter"},
+	{ReasonWrongKind, "wrong_kind"},
+	{ReasonBadHeader, "bad_header"},
+	{ReasonUnsupportedAlg, "unsupported_alg"},
+	{ReasonUnknownKey, "unknown_key"},
+	{ReasonBadSignature, "bad_signature"},
+	{ReasonDeviceMismatch, "device_mismatch"},
+	{ReasonDeviceDisabled, "device_disabled"},
+	{ReasonUnknownMeter, "unknown_meter"},
+	{ReasonRegisterBackwards, "register_backwards"},
+	{ReasonEpochBackwards, "epoch_backwards"},
+	{ReasonClockSkew, "clock_skew"},
+	{ReasonUnknownAccount, "unknown_account"},
+	{ReasonChargeOverflow, "charge_overflow"},
+	{ReasonRegisterJump, "register_jump"},
+	{ReasonStorageFull, "storage_full"},
+	{ReasonStoreError, "store_error"},
+	{ReasonOverloaded, "overloaded"},
+	{ReasonShuttingDown, "shutting_down"},
 }
 
 // String returns the reason's snake_case name, used as a metric label.
 func (r Reason) String() string {
-	if s, ok := reasonNames[r]; ok {
-		return s
+	for _, n := range reasonNames {
+		if n.r == r {
+			return n.name
+		}
 	}
 	return "reason_" + strconv.Itoa(int(r))
 }
 
 // Valid reports whether r is a reason this version defines.
 func (r Reason) Valid() bool {
-	_, ok := reasonNames[r]
-	return ok
+	for _, n := range reasonNames {
+		if n.r == r {
+			return true
+		}
+	}
+	return false
 }
 
 // Transient reports whether the reason goes with StatusRetryLater.
@@ -176,11 +187,9 @@ func (r Reason) Transient() bool { return r >= 96 && r < 128 }
 // Reasons lists every defined reason in ascending order, for tables and
 // metric pre-registration.
 func Reasons() []Reason {
-	out := make([]Reason, 0, len(reasonNames))
-	for r := Reason(0); r < 128; r++ {
-		if _, ok := reasonNames[r]; ok {
-			out = append(out, r)
-		}
+	out := make([]Reason, len(reasonNames))
+	for i, n := range reasonNames {
+		out[i] = n.r
 	}
 	return out
 }
@@ -204,9 +213,9 @@ func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
 // UnmarshalText reads a reason name written by MarshalText.
 func (r *Reason) UnmarshalText(b []byte) error {
-	for k, n := range reasonNames {
-		if n == string(b) {
-			*r = k
+	for _, n := range reasonNames {
+		if n.name == string(b) {
+			*r = n.r
 			return nil
 		}
 	}
