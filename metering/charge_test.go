@@ -150,7 +150,7 @@ func TestGraduatedTiersSplitAtEdge(t *testing.T) {
 func peakTariff(t testing.TB) *metering.Tariff {
 	return mustValid(t, &metering.Tariff{ID: "tou", Currency: "EUR", Location: mustLoc(t, "Europe/Berlin"), Period: metering.PeriodMonth,
 		Tiers:   []metering.Tier{{UpTo: 100_000, Price: per(200_000_000, 1000)}, {Price: per(150_000_000, 1000)}},
-		Windows: []metering.Window{{Name: "peak", Weekdays: 0b0111110, From: 17 * 60, To: 21 * 60, Price: per(400_000_000, 1000)}}})
+		Windows: []metering.TimeOfUse{{Name: "peak", Weekdays: 0b0111110, From: 17 * 60, To: 21 * 60, Price: per(400_000_000, 1000)}}})
 }
 
 func TestTimeOfUseAcrossDaylightSaving(t *testing.T) {

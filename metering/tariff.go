@@ -46,12 +46,12 @@ type Tier struct {
 	Price Price
 }
 
-// Window is a time-of-use window: on the given weekdays, from From to To
+// TimeOfUse is a time-of-use window: on the given weekdays, from From to To
 // (minutes after local midnight, From < To ≤ 1440), usage is priced at
 // Price instead of the tier price. Windows are in local wall-clock time of
 // the tariff's zone, so "17:00–21:00" stays 17:00–21:00 across daylight
 // saving changes.
-type Window struct {
+type TimeOfUse struct {
 	Name     string
 	Weekdays uint8 // bit d set: applies on time.Weekday(d)
 	From, To uint16
@@ -73,7 +73,7 @@ type Tariff struct {
 	// Tiers, ascending by UpTo; the last has UpTo 0. A flat price is one tier.
 	Tiers []Tier
 	// Windows override the tier price while they are open.
-	Windows []Window
+	Windows []TimeOfUse
 	// MinCharge, if not zero, is the least a ticket with usage is charged.
 	MinCharge Nanos
 

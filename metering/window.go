@@ -1,0 +1,179 @@
+package metering
+
+import "fmt"
+
+// WindowKey names one stream of aggregates: what one account owes one
+// provider for one meter.
+type WindowKey struct {
+	Provider, Account, Meter string
+}
+
+// Window is an aggregation window being filled: the totals of the tickets
+// whose usage time falls in [Start, End).
+type Window struct {
+	Start, End int64 // Unix ms
+	Currency   Currency
+	Quantity   uint64
+	Amount     Nanos
+	Tickets    uint64
+	Tree       Frontier
+}
+
+// WindowState is the aggregation state of one WindowKey.
+type WindowState struct {
+	// Floor: every usage time before it belongs to a sealed window.
+	Floor int64
+	// Open is the window being filled; Open.End == 0 when there is none.
+	Open Window
+}
+
+// Policy is a provider's settlement policy: when its windows close.
+type Policy struct {
+	// Length of a window in ms. Windows are aligned to multiples of Length
+	// since the Unix epoch (hourly windows start on the hour, UTC).
+	Length int64
+	// Threshold closes a window early, at the item that makes its amount
+	// reach it: the provider is paid when the IOUs add up. 0: never early.
+	Threshold Nanos
+}
+
+// Validate checks the policy.
+func (p Policy) Validate() error {
+	if p.Length <= 0 {
+		return fmt.Errorf("%w: window length must be positive", ErrBadTariff)
+	}
+	if p.Threshold < 0 {
+		return fmt.Errorf("%w: negative settlement threshold", ErrBadTariff)
+	}
+	return nil
+}
+
+// Item is one ticket's contribution to a window.
+type Item struct {
+	Time     int64 // usage time: the ticket's time, Unix ms
+	Quantity uint64
+	Amount   Nanos
+	Ticket   Hash // TicketHash of the ticket bytes
+}
+
+// SealReason says why a window closed.
+type SealReason uint8
+
+// Seal reasons.
+const (
+	SealedByTime      SealReason = iota + 1 // its end time passed
+	SealedByThreshold                       // its amount reached the threshold
+)
+
+func (r SealReason) String() string {
+	switch r {
+	case SealedByTime:
+		return "time"
+	case SealedByThreshold:
+		return "threshold"
+	}
+	return fmt.Sprintf("reason(%d)", r)
+}
+
+// Sealed is a closed window's totals and Merkle root: what becomes an
+// aggregate for the provider.
+type Sealed struct {
+	Start, End int64
+	Currency   Currency
+	Quantity   uint64
+	Amount     Nanos
+	Tickets    uint64
+	Root       Hash
+	Reason     SealReason
+}
+
+// Correction is an item whose usage time falls in a window that is already
+// sealed. It is never dropped and never moved into the open window: the
+// caller issues it as a correction of the sealed aggregate of the slot
+// [SlotStart, SlotEnd) that holds its time.
+type Correction struct {
+	SlotStart, SlotEnd int64
+	Item               Item
+}
+
+// Decision is what adding one item did.
+type Decision struct {
+	State WindowState
+	// Sealed lists the windows closed, oldest first (at most two: the open
+	// window that the item's time passed, and the new one that reached the
+	// threshold).
+	Sealed []Sealed
+	// Correction is set, and nothing else changed, when the item belongs to
+	// a sealed window.
+	Correction *Correction
+}
+
+// slot returns the aligned slot that holds t.
+func (p Policy) slot(t int64) (int64, int64) {
+	s := t - ((t%p.Length)+p.Length)%p.Length
+	return s, s + p.Length
+}
+
+// Add places an item in the aggregation state of one key. st is not
+// changed; Decision.State is the new state to commit with the sealed
+// windows and the correction.
+func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
+	if err := p.Validate(); err != nil {
+		return Decision{}, err
+	}
+	if it.Amount < 0 {
+		return Decision{}, fmt.Errorf("%w: negative amount in a window", ErrBadMoney)
+	}
+	d := Decision{State: st}
+	if it.Time < st.Floor {
+		s, e := p.slot(it.Time)
+		d.Correction = &Correction{SlotStart: s, SlotEnd: e, Item: it}
+		return d, nil
+	}
+	w := &d.State.Open
+	if w.End != 0 && it.Time >= w.End {
+		d.Sealed = append(d.Sealed, seal(w, SealedByTime))
+		d.State.Floor = w.End
+		*w = Window{}
+	}
+	if w.End == 0 {
+		s, e := p.slot(it.Time)
+		*w = Window{Start: max(s, d.State.Floor), End: e, Currency: cur}
+		w.Tree.Peaks = nil
+	}
+	if w.Currency != cur {
+		return Decision{}, fmt.Errorf("%w: window in %s, item in %s", ErrCurrencyMismatch, w.Currency, cur)
+	}
+	amt, err := w.Amount.Add(it.Amount)
+	if err != nil {
+		return Decision{}, err
+	}
+	if w.Quantity+it.Quantity < w.Quantity {
+		return Decision{}, fmt.Errorf("%w: window quantity", ErrOverflow)
+	}
+	w.Amount, w.Quantity, w.Tickets = amt, w.Quantity+it.Quantity, w.Tickets+1
+	// The frontier's slice is shared with st's: copy before appending.
+	w.Tree.Peaks = append([]Hash(nil), w.Tree.Peaks...)
+	w.Tree.Add(it.Ticket)
+	if p.Threshold > 0 && w.Amount >= p.Threshold {
+		w.End = it.Time + 1
+		d.Sealed = append(d.Sealed, seal(w, SealedByThreshold))
+		d.State.Floor = w.End
+		*w = Window{}
+	}
+	return d, nil
+}
+
+// Close seals the open window if its end time is at or before now.
+func (p Policy) Close(st WindowState, now int64) (WindowState, *Sealed) {
+	if st.Open.End == 0 || now < st.Open.End {
+		return st, nil
+	}
+	s := seal(&st.Open, SealedByTime)
+	return WindowState{Floor: st.Open.End}, &s
+}
+
+func seal(w *Window, why SealReason) Sealed {
+	return Sealed{Start: w.Start, End: w.End, Currency: w.Currency, Quantity: w.Quantity, Amount: w.Amount,
+		Tickets: w.Tickets, Root: w.Tree.Root(), Reason: why}
+}

@@ -1,0 +1,125 @@
+package metering_test
+
+import (
+	"testing"
+
+	"github.com/farthing-iot/farthing/metering"
+)
+
+const hour = int64(3600_000)
+
+func item(at int64, amount metering.Nanos, n int) metering.Item {
+	return metering.Item{Time: at, Quantity: 10, Amount: amount, Ticket: tickets(n + 1)[n]}
+}
+
+func TestWindowsCloseOnTimeAndThreshold(t *testing.T) {
+	p := metering.Policy{Length: hour, Threshold: 1_000}
+	var st metering.WindowState
+	base := 1_790_000_000_000 - 1_790_000_000_000%hour
+	add := func(at int64, amount metering.Nanos, n int) metering.Decision {
+		d, err := p.Add(st, "EUR", item(at, amount, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = d.State
+		return d
+	}
+	add(base+10, 300, 0)
+	add(base+20, 300, 1)
+	if d := add(base+30, 500, 2); len(d.Sealed) != 1 || d.Sealed[0].Reason != metering.SealedByThreshold ||
+		d.Sealed[0].Amount != 1_100 || d.Sealed[0].Tickets != 3 || d.Sealed[0].End != base+31 {
+		t.Fatalf("threshold seal = %+v", d.Sealed)
+	}
+	// The root of the sealed window is the root of its three tickets.
+	// The next window starts where the early one ended.
+	d := add(base+40, 100, 3)
+	if d.State.Open.Start != base+31 || d.State.Open.End != base+hour {
+		t.Fatalf("window after an early close = [%d, %d)", d.State.Open.Start-base, d.State.Open.End-base)
+	}
+	// An item in the next hour seals the open window by time.
+	d = add(base+hour+5, 100, 4)
+	if len(d.Sealed) != 1 || d.Sealed[0].Reason != metering.SealedByTime || d.Sealed[0].Amount != 100 {
+		t.Fatalf("time seal = %+v", d.Sealed)
+	}
+	// A late item for the sealed first hour is a correction, not dropped
+	// and not moved.
+	d = add(base+35, 7, 5)
+	if d.Correction == nil || d.Correction.SlotStart != base || d.Correction.Item.Amount != 7 || d.State.Open.Amount != 100 {
+		t.Fatalf("late item: correction %+v, open amount %d", d.Correction, d.State.Open.Amount)
+	}
+	// Close on a timer.
+	if _, s := p.Close(st, base+2*hour-1); s != nil {
+		t.Fatal("closed before its end")
+	}
+	st2, s := p.Close(st, base+2*hour)
+	if s == nil || s.Amount != 100 || st2.Open.End != 0 || st2.Floor != base+2*hour {
+		t.Fatalf("Close = %+v, %+v", s, st2)
+	}
+}
+
+func TestWindowRootCoversItsTickets(t *testing.T) {
+	p := metering.Policy{Length: hour}
+	var st metering.WindowState
+	ts := tickets(10)
+	for i, h := range ts {
+		d, err := p.Add(st, "EUR", metering.Item{Time: int64(i), Quantity: 1, Amount: 1, Ticket: h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = d.State
+	}
+	_, s := p.Close(st, hour)
+	if s == nil || s.Root != metering.MerkleRoot(ts) || s.Tickets != 10 {
+		t.Fatalf("sealed root %x tickets %d; want the root of the 10 tickets", s.Root, s.Tickets)
+	}
+	if _, err := p.Add(st, "USD", metering.Item{Time: 11}); err == nil {
+		t.Fatal("a USD item joined a EUR window")
+	}
+}
+
+func TestSettleRounding(t *testing.T) {
+	for _, tc := range []struct {
+		gross       metering.Nanos
+		rule        metering.Rounding
+		payout, out metering.Nanos
+	}{
+		{12_345_678, metering.RoundCarry, 10_000_000, 2_345_678}, // 0.012345678 EUR: pay 0.01, carry the rest
+		{15_000_000, metering.RoundHalfEven, 20_000_000, 0},      // 0.015 → 0.02 (tie to even cent 2)
+		{25_000_000, metering.RoundHalfEven, 20_000_000, 0},      // 0.025 → 0.02
+		{25_000_001, metering.RoundHalfEven, 30_000_000, 0},      // just above half
+		{-15_000_000, metering.RoundHalfEven, -20_000_000, 0},    // negative tie
+		{19_999_999, metering.RoundDown, 10_000_000, 0},          // truncate
+	} {
+		s, err := metering.Settle("p", "a", "EUR", []metering.Nanos{tc.gross}, 0, tc.rule)
+		if err != nil || s.Payout != tc.payout || s.CarryOut != tc.out || s.RoundingDifference != s.Payout+s.CarryOut-s.Gross {
+			t.Errorf("Settle(%d, %v) = payout %d carry %d, %v; want %d, %d", tc.gross, tc.rule, s.Payout, s.CarryOut, err, tc.payout, tc.out)
+		}
+	}
+	// Carrying loses nothing over many settlements.
+	var carry, paid metering.Nanos
+	for i := 0; i < 1000; i++ {
+		s, _ := metering.Settle("p", "a", "EUR", []metering.Nanos{3_333_333}, carry, metering.RoundCarry)
+		carry, paid = s.CarryOut, paid+s.Payout
+	}
+	if paid+carry != 3_333_333_000 {
+		t.Fatalf("1000 settlements paid %d + carry %d; want 3333333000", paid, carry)
+	}
+	// JPY has no minor unit.
+	if s, _ := metering.Settle("p", "a", "JPY", []metering.Nanos{1_600_000_000}, 0, metering.RoundCarry); s.Payout != 1_000_000_000 {
+		t.Errorf("JPY payout %d; want 1 yen", s.Payout)
+	}
+}
+
+func TestSplitIsExact(t *testing.T) {
+	parts, err := metering.Split(100, []uint64{1, 1, 1})
+	if err != nil || parts[0]+parts[1]+parts[2] != 100 || parts[0] != 34 {
+		t.Fatalf("Split(100, 1:1:1) = %v, %v", parts, err)
+	}
+	parts, _ = metering.Split(1_000_000_007, []uint64{70, 20, 10}) // creator, publisher, platform
+	if parts[0]+parts[1]+parts[2] != 1_000_000_007 {
+		t.Fatalf("parts %v do not sum", parts)
+	}
+	if a, err := metering.ThresholdForFee(300_000_000, 100, 200); err != nil || a != 30_000_000_000 {
+		t.Fatalf("ThresholdForFee(0.30 + 1%%, under 2%%) = %d, %v; want 30 EUR", a, err)
+	}
+}
