@@ -196,3 +196,13 @@ func (t *Tariff) priceBand(st *ChargeState, ch *Charge, b int, q uint64) error {
 	}
 	return nil
 }
+
+// StateAt returns a fresh pricing state in which used units have already
+// been counted in the billing period that holds instant at (Unix ms): for
+// quoting a usage in the middle of a period.
+func (t *Tariff) StateAt(used uint64, at int64) ChargeState {
+	st := ChargeState{Tariff: t.fingerprint}
+	seg := st.segment(t, at)
+	st.PeriodStart, st.Used = seg.periodStart, used
+	return st
+}

@@ -15,7 +15,8 @@ import (
 // The version byte is 1 for every type today. A decoder refuses a version
 // it does not know, a truncated value and trailing bytes, so nothing
 // half-written is ever taken for state. Changing a layout means a new
-// version number and a decoder that still reads the old one.
+// version number and a decoder that still reads the old one. Numbers must
+// be in their shortest form, so one state has exactly one encoding.
 
 const stateVersion = 1
 
@@ -65,8 +66,8 @@ func (r *rbuf) u() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("truncated or overlong number")
+	if n <= 0 || n != uvarintLen(v) {
+		r.fail("truncated, overlong or non-minimal number")
 		return 0
 	}
 	r.b = r.b[n:]
@@ -78,12 +79,26 @@ func (r *rbuf) i() int64 {
 		return 0
 	}
 	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail("truncated or overlong number")
+	ux := uint64(v) << 1 // zig-zag, as binary.PutVarint
+	if v < 0 {
+		ux = ^ux
+	}
+	if n <= 0 || n != uvarintLen(ux) {
+		r.fail("truncated, overlong or non-minimal number")
 		return 0
 	}
 	r.b = r.b[n:]
 	return v
+}
+
+// uvarintLen is the length of the minimal uvarint encoding of v.
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
 }
 
 func (r *rbuf) bytes(max int) []byte {

@@ -36,7 +36,12 @@ if [ "$FUZZTIME" != "0" ]; then
     ./protocol/strict:FuzzDecode \
     ./protocol/strict:FuzzReceiptDecoders \
     ./protocol/strict:FuzzEnvelopeParsers \
-    ./devicefw:FuzzDeviceTicketDecodes; do
+    ./devicefw:FuzzDeviceTicketDecodes \
+    ./metering:FuzzParseMoney \
+    ./metering:FuzzParseTariffs \
+    ./metering:FuzzStateDecode \
+    ./metering:FuzzExactCharging \
+    ./metering:FuzzSplit; do
     pkg=${pkgfuzz%%:*} fz=${pkgfuzz##*:}
     echo "--- $fz ($pkg)"
     log=$(mktemp)

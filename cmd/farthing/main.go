@@ -5,6 +5,8 @@
 //	farthing ticket --key FILE --device ID --seq N --reading METER=VALUE [--reading ...] [--out FILE]
 //	farthing decode [FILE]
 //	farthing verify --pub FILE [FILE]
+//	farthing tariff check FILE
+//	farthing tariff quote --tariffs FILE --tariff ID --from REGISTER --to REGISTER --at TIME
 //
 // Every command refuses bad input with a one-line error on stderr and exit
 // status 2.
@@ -17,6 +19,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	_ "time/tzdata" // tariffs name IANA zones; do not depend on the host's
 )
 
 // exitBad is the exit status for bad input and failed checks.
@@ -32,6 +35,7 @@ var commands = []command{
 	{"ticket", "--key FILE --device ID --seq N --reading METER=VALUE [--reading ...] [--time MS] [--epoch N] [--account ID] [--session ID] [--out FILE] [--hex]", runTicket},
 	{"decode", "[FILE]", runDecode},
 	{"verify", "--pub FILE [FILE]", runVerify},
+	{"tariff", "check FILE | quote --tariffs FILE --tariff ID --from REGISTER --to REGISTER --at TIME [--since TIME] [--used N]", runTariff},
 }
 
 // env is what a command may touch, so tests run commands in-process.
