@@ -1,0 +1,55 @@
+package store
+
+import "encoding/binary"
+
+// Keys. Parts are joined with a 0 byte, which no identifier contains
+// (identifiers are [A-Za-z0-9._-]); numbers are 8-byte big-endian so keys
+// sort in numeric order.
+//
+//	meta        "aggregate-seq" → last aggregate seq (8 bytes)
+//	devices     device → device state
+//	receipts    device 0 seq → the receipt of an accepted ticket
+//	tickets     device 0 seq → the ticket's bytes, as received
+//	meters      device 0 meter → metering.MeterState
+//	charges     account 0 meter → metering.ChargeState
+//	accounts    account → metering.Account
+//	entries     account 0 seq → metering.Entry
+//	windows     provider 0 account 0 meter → metering.WindowState
+//	sealed      aggregate seq → sealed window or correction (the outbox)
+//	slots       provider 0 account 0 meter 0 slot start → aggregate seq of the last window sealed in that slot
+
+// Key joins parts with 0 bytes.
+func Key(parts ...string) []byte {
+	n := len(parts)
+	for _, p := range parts {
+		n += len(p)
+	}
+	k := make([]byte, 0, n)
+	for i, p := range parts {
+		if i > 0 {
+			k = append(k, 0)
+		}
+		k = append(k, p...)
+	}
+	return k
+}
+
+// KeySeq is Key(parts...) followed by 0 and seq in 8 bytes big-endian.
+func KeySeq(seq uint64, parts ...string) []byte {
+	k := Key(parts...)
+	if len(parts) > 0 {
+		k = append(k, 0)
+	}
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// Uint64 decodes an 8-byte big-endian value; 0 if b is not 8 bytes.
+func Uint64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// PutUint64 encodes v in 8 bytes big-endian.
+func PutUint64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

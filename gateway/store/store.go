@@ -1,0 +1,276 @@
+// Package store keeps the gateway's state in one bbolt file and commits it
+// in groups: many operations share one transaction and one fsync.
+//
+// The store knows buckets and bytes, not tickets: an operation is a
+// function run inside the write transaction, and the gateway's ingest
+// decides what it writes. Invariants:
+//
+//   - One goroutine, the committer, owns every write transaction. It takes
+//     whatever operations are queued (at most Options.MaxBatch), runs them in
+//     order in one bbolt transaction, commits with fsync, and only then
+//     reports each operation's result. An operation's result is never
+//     reported before its writes are on disk.
+//   - An operation that returns an error must not have written anything:
+//     operations check first and write last. If the commit itself fails,
+//     every operation of the batch gets the error and nothing of the batch
+//     is on disk.
+//   - Reads (View) run concurrently with the committer and see the last
+//     committed state.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket names. Keys are documented in keys.go.
+var (
+	BucketMeta      = []byte("meta")
+	BucketDevices   = []byte("devices")
+	BucketReceipts  = []byte("receipts")
+	BucketTickets   = []byte("tickets")
+	BucketMeters    = []byte("meters")
+	BucketCharges   = []byte("charges")
+	BucketAccounts  = []byte("accounts")
+	BucketEntries   = []byte("entries")
+	BucketWindows   = []byte("windows")
+	BucketSealed    = []byte("sealed")
+	BucketSlotIndex = []byte("slots")
+)
+
+var allBuckets = [][]byte{BucketMeta, BucketDevices, BucketReceipts, BucketTickets, BucketMeters, BucketCharges,
+	BucketAccounts, BucketEntries, BucketWindows, BucketSealed, BucketSlotIndex}
+
+// Errors.
+var (
+	// ErrClosed: the store is closed or closing; the operation did not run.
+	ErrClosed = errors.New("store: closed")
+	// ErrCommit wraps a failed commit: nothing of the batch is on disk.
+	ErrCommit = errors.New("store: commit failed")
+)
+
+// Options configure a store. The zero value works.
+type Options struct {
+	// MaxBatch is the most operations in one transaction; default 512.
+	MaxBatch int
+	// Linger is how long the committer waits for more operations after the
+	// first of a batch; default 0: it takes what is queued, so at low load
+	// a ticket waits for one fsync, and at high load the batch grows while
+	// the previous fsync runs. A ticket waits at most Linger plus two
+	// commits.
+	Linger time.Duration
+	// QueueLen bounds the queue of operations; default 4096. Do blocks (up
+	// to its context) when the queue is full.
+	QueueLen int
+	// ReadOnly opens the file for reading only (for inspection).
+	ReadOnly bool
+	// NoSync skips fsync. For tests of things other than durability only.
+	NoSync bool
+}
+
+// Op is an operation run inside the write transaction. It must not keep
+// tx or slices from it, and must not write anything if it returns an error.
+type Op func(tx *bolt.Tx) error
+
+type request struct {
+	op   Op
+	done chan error
+}
+
+// Store is an open state file.
+type Store struct {
+	db    *bolt.DB
+	opts  Options
+	queue chan request
+	stop  chan struct{}
+	wg    sync.WaitGroup // the committer
+	once  sync.Once
+
+	mu     sync.RWMutex // guards closed against Do's send
+	closed bool
+
+	// Statistics, read with Stats.
+	commits, ops atomic.Uint64
+	lastBatch    atomic.Int64
+	size         atomic.Int64
+}
+
+// Open opens or creates the state file at path and starts the committer.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if opts.QueueLen <= 0 {
+		opts.QueueLen = 4096
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, ReadOnly: opts.ReadOnly, NoSync: opts.NoSync})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("store: %s is locked by another process", path)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	s := &Store{db: db, opts: opts, queue: make(chan request, opts.QueueLen), stop: make(chan struct{})}
+	if !opts.ReadOnly {
+		if err := db.Update(func(tx *bolt.Tx) error {
+			for _, b := range allBuckets {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: create buckets: %w", err)
+		}
+		s.wg.Add(1)
+		go s.committer()
+	}
+	s.updateSize()
+	return s, nil
+}
+
+// Path returns the file's path.
+func (s *Store) Path() string { return s.db.Path() }
+
+// Do runs op in a group commit and returns once its writes are durable,
+// or with its error. If ctx ends before op is queued, op never runs; once
+// queued, Do waits for the result regardless of ctx, so a caller never
+// mistakes a committed operation for a failed one.
+func (s *Store) Do(ctx context.Context, op Op) error {
+	r := request{op: op, done: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.queue <- r:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	return <-r.done
+}
+
+// View runs fn in a read-only transaction on the last committed state.
+func (s *Store) View(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
+
+// committer is the one goroutine that writes. It exits when the queue is
+// closed and drained.
+func (s *Store) committer() {
+	defer s.wg.Done()
+	batch := make([]request, 0, s.opts.MaxBatch)
+	for {
+		r, ok := <-s.queue
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], r)
+		var linger <-chan time.Time
+		if s.opts.Linger > 0 {
+			linger = time.After(s.opts.Linger)
+		}
+	fill:
+		for len(batch) < s.opts.MaxBatch {
+			var r request
+			var ok bool
+			if linger == nil {
+				select {
+				case r, ok = <-s.queue:
+				default:
+					break fill
+				}
+			} else {
+				select {
+				case r, ok = <-s.queue:
+				case <-linger:
+					break fill
+				}
+			}
+			if !ok {
+				break fill
+			}
+			batch = append(batch, r)
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs a batch in one transaction.
+func (s *Store) commit(batch []request) {
+	results := make([]error, len(batch))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for i, r := range batch {
+			results[i] = runOp(r.op, tx)
+		}
+		return nil
+	})
+	if err != nil {
+		err = fmt.Errorf("%w: %v", ErrCommit, err)
+		for i := range results {
+			results[i] = err
+		}
+	}
+	s.commits.Add(1)
+	s.ops.Add(uint64(len(batch)))
+	s.lastBatch.Store(int64(len(batch)))
+	s.updateSize()
+	for i, r := range batch {
+		r.done <- results[i]
+	}
+}
+
+// runOp runs one operation, turning a panic into an error so that one bad
+// operation cannot take the batch down with it.
+func runOp(op Op, tx *bolt.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("store: operation panicked: %v", p)
+		}
+	}()
+	return op(tx)
+}
+
+func (s *Store) updateSize() {
+	if fi, err := os.Stat(s.db.Path()); err == nil {
+		s.size.Store(fi.Size())
+	}
+}
+
+// Stats are the committer's counters.
+type Stats struct {
+	Commits, Ops uint64
+	LastBatch    int64
+	FileBytes    int64
+}
+
+// Stats returns the counters.
+func (s *Store) Stats() Stats {
+	return Stats{Commits: s.commits.Load(), Ops: s.ops.Load(), LastBatch: s.lastBatch.Load(), FileBytes: s.size.Load()}
+}
+
+// Close stops taking operations, lets the committer finish every queued
+// one, and closes the file.
+func (s *Store) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		if !s.opts.ReadOnly {
+			close(s.queue)
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+		err = s.db.Close()
+	})
+	return err
+}

@@ -1,0 +1,124 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/gateway/store"
+)
+
+func open(t testing.TB, opts store.Options) *store.Store {
+	s, err := store.Open(filepath.Join(t.TempDir(), "state.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func put(k, v string) store.Op {
+	return func(tx *bolt.Tx) error { return tx.Bucket(store.BucketMeta).Put([]byte(k), []byte(v)) }
+}
+
+func TestGroupCommitIsDurableAndIsolated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 200)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%10 == 0 { // refused operations write nothing and do not disturb the batch
+				errs[i] = s.Do(context.Background(), func(*bolt.Tx) error { return fmt.Errorf("refused %d", i) })
+				return
+			}
+			errs[i] = s.Do(context.Background(), put(fmt.Sprint("k", i), fmt.Sprint(i)))
+		}()
+	}
+	wg.Wait()
+	st := s.Stats()
+	if st.Ops != 200 || st.Commits == 0 || st.Commits > 200 {
+		t.Fatalf("stats %+v", st)
+	}
+	t.Logf("200 operations in %d commits", st.Commits)
+	s.Close()
+	// Reopen: every successful operation is there, no refused one.
+	s, err = store.Open(path, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.View(func(tx *bolt.Tx) error {
+		for i, e := range errs {
+			v := tx.Bucket(store.BucketMeta).Get([]byte(fmt.Sprint("k", i)))
+			if (i%10 == 0) != (e != nil) || (e == nil) != (string(v) == fmt.Sprint(i)) {
+				t.Errorf("op %d: err %v, stored %q", i, e, v)
+			}
+		}
+		return nil
+	})
+}
+
+func TestPanickingOpIsAnError(t *testing.T) {
+	s := open(t, store.Options{})
+	if err := s.Do(context.Background(), func(*bolt.Tx) error { panic("boom") }); err == nil {
+		t.Fatal("a panicking operation succeeded")
+	}
+	if err := s.Do(context.Background(), put("after", "1")); err != nil {
+		t.Fatalf("the store did not survive a panicking operation: %v", err)
+	}
+}
+
+func TestClosedStoreRefuses(t *testing.T) {
+	s := open(t, store.Options{})
+	s.Close()
+	if err := s.Do(context.Background(), put("x", "y")); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("Do after Close = %v; want ErrClosed", err)
+	}
+}
+
+// BenchmarkGroupCommit: 64 writers putting 100-byte values with fsync on,
+// against one put per transaction.
+func BenchmarkGroupCommit(b *testing.B) {
+	val := make([]byte, 100)
+	b.Run("grouped-64-writers", func(b *testing.B) {
+		s := open(b, store.Options{})
+		var n sync.WaitGroup
+		ch := make(chan int)
+		for w := 0; w < 64; w++ {
+			n.Add(1)
+			go func() {
+				defer n.Done()
+				for i := range ch {
+					s.Do(context.Background(), func(tx *bolt.Tx) error {
+						return tx.Bucket(store.BucketTickets).Put(store.PutUint64(uint64(i)), val)
+					})
+				}
+			}()
+		}
+		for i := 0; b.Loop(); i++ {
+			ch <- i
+		}
+		close(ch)
+		n.Wait()
+		b.ReportMetric(float64(s.Stats().Ops)/float64(max(1, s.Stats().Commits)), "ops/commit")
+	})
+	b.Run("one-per-tx", func(b *testing.B) {
+		s := open(b, store.Options{})
+		for i := 0; b.Loop(); i++ {
+			s.Do(context.Background(), func(tx *bolt.Tx) error {
+				return tx.Bucket(store.BucketTickets).Put(store.PutUint64(uint64(i)), val)
+			})
+		}
+	})
+}
