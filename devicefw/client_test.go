@@ -331,3 +331,15 @@ func mustHex(t testing.TB, s string) []byte {
 	}
 	return b
 }
+
+// TestReceiptForUnreadableTicket: a receipt with seq 0 (the gateway could
+// not read the ticket) is returned with ErrNotPending and frees nothing.
+func TestReceiptForUnreadableTicket(t *testing.T) {
+	k := testKeys(t)
+	c := newClient(t, k, &flash{}, 4)
+	c.Report(1, []devicefw.Reading{{Meter: 0, Register: 1}})
+	r, err := c.HandleReceipt(receipt(t, k, 0, protocol.StatusRejected, protocol.ReasonMalformed))
+	if !errors.Is(err, devicefw.ErrNotPending) || r.Reason != protocol.ReasonMalformed || c.Pending() != 1 {
+		t.Fatalf("seq-0 receipt: %+v, %v, pending %d", r, err, c.Pending())
+	}
+}

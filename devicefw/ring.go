@@ -78,6 +78,9 @@ func (r *ring) supersede() {
 }
 
 func (r *ring) find(seq uint64) int {
+	if seq == 0 {
+		return -1 // free slots hold seq 0; no ticket has it
+	}
 	for i := 0; i < r.n; i++ {
 		if r.slots[i].seq == seq {
 			return i

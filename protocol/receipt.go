@@ -6,7 +6,7 @@ package protocol
 //	receipt-payload = {
 //	  0: 2,                 ; kind: receipt
 //	  1: device-id,         ; tstr, the ticket's device
-//	  2: seq,               ; uint, the ticket's seq
+//	  2: seq,               ; uint, the ticket's seq; 0 if the ticket could not be read
 //	  3: status,            ; uint, Status: 0 accepted, 1 duplicate, 2 rejected,
 //	                        ;   3 insufficient funds, 4 retry later
 //	  ? 4: reason,          ; uint > 0, Reason; required with status 2 and 4, absent with 0 and 1
@@ -45,8 +45,11 @@ func (r *Receipt) Validate() error {
 	if err := checkNameString(r.Device, MaxDeviceIDLen, "device id"); err != nil {
 		return err
 	}
-	if r.Seq == 0 || r.Seq > MaxSeq {
-		return newError(ReasonFieldRange, "seq must be in 1..2^63-1")
+	if r.Seq > MaxSeq {
+		return newError(ReasonFieldRange, "seq must be in 0..2^63-1")
+	}
+	if r.Seq == 0 && r.Status != StatusRejected && r.Status != StatusRetryLater {
+		return newError(ReasonFieldRange, "seq 0 (an unreadable ticket) goes only with rejected or retry later")
 	}
 	if !r.Status.Valid() {
 		return newError(ReasonFieldRange, "unknown status")

@@ -11,9 +11,10 @@
 //     reports each operation's result. An operation's result is never
 //     reported before its writes are on disk.
 //   - An operation that returns an error must not have written anything:
-//     operations check first and write last. If the commit itself fails,
-//     every operation of the batch gets the error and nothing of the batch
-//     is on disk.
+//     operations check first and write last. One that fails while writing
+//     returns ErrAbort (or panics), and the whole batch is rolled back. If
+//     the commit itself fails, every operation of the batch gets the error
+//     and nothing of the batch is on disk.
 //   - Reads (View) run concurrently with the committer and see the last
 //     committed state.
 package store
@@ -54,6 +55,10 @@ var (
 	ErrClosed = errors.New("store: closed")
 	// ErrCommit wraps a failed commit: nothing of the batch is on disk.
 	ErrCommit = errors.New("store: commit failed")
+	// ErrAbort, returned (wrapped) by an operation that may have written
+	// part of its effects, rolls the whole batch back: every operation of
+	// it then fails with ErrCommit. A panicking operation aborts too.
+	ErrAbort = errors.New("store: batch aborted")
 )
 
 // Options configure a store. The zero value works.
@@ -211,6 +216,9 @@ func (s *Store) commit(batch []request) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for i, r := range batch {
 			results[i] = runOp(r.op, tx)
+			if errors.Is(results[i], ErrAbort) {
+				return results[i]
+			}
 		}
 		return nil
 	})
@@ -234,7 +242,7 @@ func (s *Store) commit(batch []request) {
 func runOp(op Op, tx *bolt.Tx) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("store: operation panicked: %v", p)
+			err = fmt.Errorf("%w: operation panicked: %v", ErrAbort, p)
 		}
 	}()
 	return op(tx)

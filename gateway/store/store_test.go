@@ -77,6 +77,20 @@ func TestPanickingOpIsAnError(t *testing.T) {
 	if err := s.Do(context.Background(), put("after", "1")); err != nil {
 		t.Fatalf("the store did not survive a panicking operation: %v", err)
 	}
+	// An aborting operation rolls back what it wrote.
+	err := s.Do(context.Background(), func(tx *bolt.Tx) error {
+		tx.Bucket(store.BucketMeta).Put([]byte("half"), []byte("written"))
+		return fmt.Errorf("%w: disk trouble", store.ErrAbort)
+	})
+	if !errors.Is(err, store.ErrCommit) {
+		t.Fatalf("aborting op = %v; want ErrCommit", err)
+	}
+	s.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(store.BucketMeta).Get([]byte("half")); v != nil {
+			t.Errorf("an aborted operation's write landed: %q", v)
+		}
+		return nil
+	})
 }
 
 func TestClosedStoreRefuses(t *testing.T) {

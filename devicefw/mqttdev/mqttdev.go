@@ -1,0 +1,144 @@
+// Package mqttdev connects a devicefw.Client to a Farthing gateway over
+// MQTT with paho, for Linux-class devices. TinyGo never compiles it.
+//
+// It publishes tickets at QoS 1 on PREFIX/DEVICE/ticket, reads receipts on
+// PREFIX/DEVICE/receipt, hands them to the client (which checks and matches
+// them), and after every (re)connect sends again every ticket still
+// pending, oldest first.
+package mqttdev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farthing-iot/farthing/devicefw"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Config configures a device connection.
+type Config struct {
+	Broker   string // tcp://host:port
+	Device   string // the device id, also the MQTT user name
+	Password string // the device's MQTT password
+	Prefix   string // topic prefix; default farthing/v1
+	Client   *devicefw.Client
+	// OnReceipt is called for every receipt (or receipt error), from
+	// paho's goroutine, after the client has handled it.
+	OnReceipt func(protocol.Receipt, error)
+}
+
+// Device is a connected device.
+type Device struct {
+	cfg  Config
+	mu   sync.Mutex // guards the devicefw.Client, which is single-threaded
+	conn paho.Client
+}
+
+func (d *Device) ticketTopic() string  { return d.cfg.Prefix + "/" + d.cfg.Device + "/ticket" }
+func (d *Device) receiptTopic() string { return d.cfg.Prefix + "/" + d.cfg.Device + "/receipt" }
+
+// Connect connects and subscribes; it returns once the subscription is in
+// place or ctx ends.
+func Connect(ctx context.Context, cfg Config) (*Device, error) {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "farthing/v1"
+	}
+	if cfg.Client == nil {
+		return nil, errors.New("mqttdev: no devicefw client")
+	}
+	d := &Device{cfg: cfg}
+	subscribed := make(chan error, 1)
+	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID("dev-" + cfg.Device).
+		SetUsername(cfg.Device).SetPassword(cfg.Password).SetCleanSession(true).
+		SetAutoReconnect(true).SetConnectRetry(false).SetMaxReconnectInterval(2 * time.Second).
+		SetOrderMatters(false).SetKeepAlive(20 * time.Second)
+	opts.SetOnConnectHandler(func(c paho.Client) {
+		t := c.Subscribe(d.receiptTopic(), 1, d.onReceipt)
+		go func() {
+			t.Wait()
+			select {
+			case subscribed <- t.Error():
+			default:
+			}
+			if t.Error() == nil {
+				d.ResendPending()
+			}
+		}()
+	})
+	d.conn = paho.NewClient(opts)
+	t := d.conn.Connect()
+	select {
+	case <-t.Done():
+		if err := t.Error(); err != nil {
+			return nil, fmt.Errorf("mqttdev: connect: %w", err)
+		}
+	case <-ctx.Done():
+		d.conn.Disconnect(0)
+		return nil, ctx.Err()
+	}
+	select {
+	case err := <-subscribed:
+		if err != nil {
+			d.conn.Disconnect(0)
+			return nil, fmt.Errorf("mqttdev: subscribe: %w", err)
+		}
+	case <-ctx.Done():
+		d.conn.Disconnect(0)
+		return nil, ctx.Err()
+	}
+	return d, nil
+}
+
+func (d *Device) onReceipt(_ paho.Client, m paho.Message) {
+	d.mu.Lock()
+	r, err := d.cfg.Client.HandleReceipt(m.Payload())
+	d.mu.Unlock()
+	if d.cfg.OnReceipt != nil {
+		d.cfg.OnReceipt(r, err)
+	}
+}
+
+// Report signs a ticket for the readings, keeps it pending and publishes
+// it. It does not wait for the broker; the receipt comes to OnReceipt.
+func (d *Device) Report(nowMs uint64, readings []devicefw.Reading) (uint64, error) {
+	d.mu.Lock()
+	msg, seq, err := d.cfg.Client.Report(nowMs, readings)
+	if err == nil {
+		msg = append([]byte(nil), msg...) // the pending slot may be reused before paho writes it
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	d.conn.Publish(d.ticketTopic(), 1, false, msg)
+	return seq, nil
+}
+
+// ResendPending publishes every pending ticket again, oldest first.
+func (d *Device) ResendPending() int {
+	var msgs [][]byte
+	d.mu.Lock()
+	for seq, msg, ok := d.cfg.Client.NextPending(0); ok; seq, msg, ok = d.cfg.Client.NextPending(seq) {
+		msgs = append(msgs, append([]byte(nil), msg...))
+	}
+	d.mu.Unlock()
+	for _, m := range msgs {
+		d.conn.Publish(d.ticketTopic(), 1, false, m)
+	}
+	return len(msgs)
+}
+
+// Pending returns the number of unacknowledged tickets.
+func (d *Device) Pending() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.Client.Pending()
+}
+
+// Close disconnects.
+func (d *Device) Close() { d.conn.Disconnect(250) }

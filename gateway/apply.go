@@ -1,0 +1,194 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// apply runs inside the write transaction. It reads what it needs,
+// computes every effect with metering, and only then writes: a refusal
+// leaves the transaction untouched.
+//
+// Effects of an accepted ticket, all in the one commit: the device's last
+// seq, the stored receipt, the raw ticket, each meter's state, each (account,
+// meter) pricing state, the account entry and balance, and each window's
+// state with any windows it sealed (numbered with the gapless aggregate seq).
+func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.Ticket, raw []byte) (protocol.Receipt, error) {
+	r := protocol.Receipt{Device: dev.ID, Seq: tk.Seq}
+	b := func(name []byte) *bolt.Bucket { return tx.Bucket(name) }
+
+	ds, err := getDeviceState(b(store.BucketDevices), dev.ID)
+	if err != nil {
+		return r, err
+	}
+	acct, err := loadAccount(tx, snap, dev.Account)
+	if err != nil {
+		return r, err
+	}
+	r.Currency = string(acct.Currency)
+	if tk.Seq <= ds.LastSeq {
+		// Repeated or superseded: charges nothing; a repeat is answered with
+		// the original charge.
+		r.Status = protocol.StatusDuplicate
+		if v := b(store.BucketReceipts).Get(store.KeySeq(tk.Seq, dev.ID)); v != nil {
+			if sr, err := decodeStoredReceipt(v); err == nil {
+				r.Charged, r.Balance, r.HasBalance = sr.Charged, sr.Balance, true
+			}
+		}
+		return r, nil
+	}
+
+	type write struct {
+		bucket []byte
+		key    []byte
+		val    []byte
+	}
+	var writes []write
+	put := func(bucket, key, val []byte) { writes = append(writes, write{bucket, key, val}) }
+	hash := metering.TicketHash(raw)
+	var total metering.Nanos
+	type windowAdd struct {
+		key  metering.WindowKey
+		item metering.Item
+	}
+	var adds []windowAdd
+	for _, rd := range tk.Readings {
+		mkey := store.Key(dev.ID, rd.Meter)
+		var ms metering.MeterState
+		if v := b(store.BucketMeters).Get(mkey); v != nil {
+			if err := ms.UnmarshalBinary(v); err != nil {
+				return r, err
+			}
+		}
+		u, ms2, outcome, err := ms.Advance(tk.Seq, tk.Epoch, rd.Register, int64(tk.Time))
+		switch {
+		case errors.Is(err, metering.ErrRegisterBackwards):
+			return r, reject(protocol.ReasonRegisterBackwards, "meter %s: %v", rd.Meter, err)
+		case errors.Is(err, metering.ErrEpochBackwards):
+			return r, reject(protocol.ReasonEpochBackwards, "meter %s: %v", rd.Meter, err)
+		case err != nil:
+			return r, err
+		}
+		mb, _ := ms2.MarshalBinary()
+		put(store.BucketMeters, mkey, mb)
+		if outcome != metering.Counted {
+			continue // a baseline charges nothing and feeds no window
+		}
+		tariff := snap.Tariffs.Get(dev.Tariffs[rd.Meter])
+		ckey := store.Key(dev.Account, rd.Meter)
+		var cs metering.ChargeState
+		if v := b(store.BucketCharges).Get(ckey); v != nil {
+			if err := cs.UnmarshalBinary(v); err != nil {
+				return r, err
+			}
+		}
+		ch, cs2, err := tariff.Price(cs, u)
+		if err != nil {
+			return r, reject(protocol.ReasonChargeOverflow, "meter %s: %v", rd.Meter, err)
+		}
+		if total, err = total.Add(ch.Amount); err != nil {
+			return r, reject(protocol.ReasonChargeOverflow, "%v", err)
+		}
+		cb, _ := cs2.MarshalBinary()
+		put(store.BucketCharges, ckey, cb)
+		adds = append(adds, windowAdd{metering.WindowKey{Provider: dev.Provider, Account: dev.Account, Meter: rd.Meter},
+			metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash}})
+	}
+
+	ref := dev.ID + "/" + strconv.FormatUint(tk.Seq, 10)
+	if total > 0 {
+		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, in.now().UnixMilli(), ref)
+		if errors.Is(err, metering.ErrInsufficientFunds) {
+			return r, &refusal{status: protocol.StatusInsufficientFunds, detail: err.Error()}
+		}
+		if err != nil {
+			return r, reject(protocol.ReasonChargeOverflow, "%v", err)
+		}
+		eb, _ := entry.MarshalBinary()
+		put(store.BucketEntries, store.KeySeq(entry.Seq, acct.ID), eb)
+		acct = acct2
+	}
+	ab, _ := acct.MarshalBinary()
+	put(store.BucketAccounts, []byte(acct.ID), ab)
+
+	aggSeq := store.Uint64(b(store.BucketMeta).Get(metaAggSeq))
+	for _, a := range adds {
+		wkey := store.Key(a.key.Provider, a.key.Account, a.key.Meter)
+		var ws metering.WindowState
+		if v := b(store.BucketWindows).Get(wkey); v != nil {
+			if err := ws.UnmarshalBinary(v); err != nil {
+				return r, err
+			}
+		}
+		// Several readings of one ticket can land in one window key only
+		// if a meter repeats, which the decoder forbids.
+		d, err := snap.Policies[a.key.Provider].Add(ws, acct.Currency, a.item)
+		if err != nil {
+			return r, reject(protocol.ReasonChargeOverflow, "window %v: %v", a.key, err)
+		}
+		wb, _ := d.State.MarshalBinary()
+		put(store.BucketWindows, wkey, wb)
+		for _, s := range d.Sealed {
+			aggSeq++
+			rec := sealedRecord{Provider: a.key.Provider, Account: a.key.Account, Meter: a.key.Meter, Sealed: s}
+			put(store.BucketSealed, store.PutUint64(aggSeq), rec.encode())
+			put(store.BucketSlotIndex, store.KeySeq(uint64(slotOf(snap.Policies[a.key.Provider], s.Start)), a.key.Provider, a.key.Account, a.key.Meter), store.PutUint64(aggSeq))
+		}
+		if c := d.Correction; c != nil {
+			aggSeq++
+			corrected := store.Uint64(b(store.BucketSlotIndex).Get(store.KeySeq(uint64(c.SlotStart), a.key.Provider, a.key.Account, a.key.Meter)))
+			rec := sealedRecord{Provider: a.key.Provider, Account: a.key.Account, Meter: a.key.Meter, Corrects: corrected,
+				Sealed: metering.Sealed{Start: c.SlotStart, End: c.SlotEnd, Currency: acct.Currency, Quantity: c.Item.Quantity,
+					Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket})}}
+			put(store.BucketSealed, store.PutUint64(aggSeq), rec.encode())
+		}
+	}
+
+	avail, _ := acct.Available()
+	r.Status, r.Charged, r.Balance, r.HasBalance = protocol.StatusAccepted, uint64(total), int64(avail), true
+	put(store.BucketMeta, metaAggSeq, store.PutUint64(aggSeq))
+	put(store.BucketDevices, []byte(dev.ID), deviceState{LastSeq: tk.Seq}.encode())
+	put(store.BucketReceipts, store.KeySeq(tk.Seq, dev.ID), storedReceipt{Charged: uint64(total), Balance: int64(avail)}.encode())
+	put(store.BucketTickets, store.KeySeq(tk.Seq, dev.ID), raw)
+
+	for _, w := range writes {
+		if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
+			return r, fmt.Errorf("%w: %v", store.ErrAbort, err) // part written: roll the batch back
+		}
+	}
+	return r, nil
+}
+
+var metaAggSeq = []byte("aggregate-seq")
+
+func slotOf(p metering.Policy, t int64) int64 {
+	return t - ((t%p.Length)+p.Length)%p.Length
+}
+
+func getDeviceState(b *bolt.Bucket, id string) (deviceState, error) {
+	v := b.Get([]byte(id))
+	if v == nil {
+		return deviceState{}, nil
+	}
+	return decodeDeviceState(v)
+}
+
+// loadAccount reads an account, or its opening state if it has none yet.
+func loadAccount(tx *bolt.Tx, snap *Snapshot, id string) (metering.Account, error) {
+	if v := tx.Bucket(store.BucketAccounts).Get([]byte(id)); v != nil {
+		var a metering.Account
+		return a, a.UnmarshalBinary(v)
+	}
+	a, ok := snap.Accounts[id]
+	if !ok {
+		return a, fmt.Errorf("account %q is not configured", id)
+	}
+	return a, nil
+}

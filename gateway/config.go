@@ -1,0 +1,288 @@
+package gateway
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Config is the daemon's configuration, one YAML file. Every field has a
+// default that works on one machine: an embedded broker on localhost and a
+// data directory under the working directory.
+type Config struct {
+	// GatewayID names this gateway in aggregates; default "gw-" + host name.
+	GatewayID string `yaml:"gateway_id"`
+	// DataDir holds the state file, the gateway key and, by default, the
+	// tariff and device files; default "farthing-data".
+	DataDir string `yaml:"data_dir"`
+	// KeyFile is the gateway's Ed25519 key; default DataDir/gateway.key,
+	// generated on first start.
+	KeyFile string `yaml:"key_file"`
+	// Tariffs is the tariff file; default DataDir/tariffs.yaml.
+	Tariffs string `yaml:"tariffs"`
+	// Devices is the device registry; default DataDir/devices.yaml.
+	Devices string `yaml:"devices"`
+	// Accounts are created with their opening balance on first sight;
+	// after that the ledger in the state file is the authority.
+	Accounts []AccountConfig `yaml:"accounts"`
+	// Providers are who devices' usage is owed to, with their settlement policy.
+	Providers []ProviderConfig `yaml:"providers"`
+	MQTT      MQTTConfig       `yaml:"mqtt"`
+	HTTP      HTTPConfig       `yaml:"http"`
+	Limits    LimitsConfig     `yaml:"limits"`
+	Commit    CommitConfig     `yaml:"commit"`
+}
+
+// AccountConfig is an account's opening state.
+type AccountConfig struct {
+	ID          string `yaml:"id"`
+	Kind        string `yaml:"kind"` // prepaid | postpaid
+	Currency    string `yaml:"currency"`
+	Balance     string `yaml:"balance"`      // decimal, opening balance
+	CreditLimit string `yaml:"credit_limit"` // decimal, postpaid only
+}
+
+// ProviderConfig is a provider's settlement policy.
+type ProviderConfig struct {
+	ID        string        `yaml:"id"`
+	Window    time.Duration `yaml:"window"`    // aggregation window; default 1h
+	Threshold string        `yaml:"threshold"` // "5.00 EUR": seal early at this amount
+}
+
+// MQTTConfig chooses the broker.
+type MQTTConfig struct {
+	// Mode is "embedded" (default: the daemon runs the broker) or
+	// "external" (the daemon is a client of a broker it does not own).
+	Mode string `yaml:"mode"`
+	// Listen is the embedded broker's TCP address; default 127.0.0.1:1883.
+	Listen string `yaml:"listen"`
+	// Broker is the external broker's URL, e.g. tcp://127.0.0.1:1883.
+	Broker   string `yaml:"broker"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	ClientID string `yaml:"client_id"`
+	// TopicPrefix; tickets arrive on PREFIX/DEVICE/ticket, receipts leave
+	// on PREFIX/DEVICE/receipt. Default farthing/v1.
+	TopicPrefix string `yaml:"topic_prefix"`
+}
+
+// HTTPConfig is the metrics and health endpoint.
+type HTTPConfig struct {
+	// Listen address for /metrics, /healthz, /readyz, /inspect; default
+	// 127.0.0.1:9100; "off" disables it.
+	Listen string `yaml:"listen"`
+}
+
+// LimitsConfig bounds what the gateway accepts.
+type LimitsConfig struct {
+	// MaxStoreBytes: above this state-file size new tickets get "retry
+	// later"; default 1 GiB.
+	MaxStoreBytes int64 `yaml:"max_store_bytes"`
+	// MinFreeBytes: below this much free disk, new tickets get "retry
+	// later"; default 64 MiB.
+	MinFreeBytes int64 `yaml:"min_free_bytes"`
+	// MaxClockSkew: a ticket whose device time is further than this from
+	// the gateway's clock is refused; default 48h.
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
+	// RetryAfter is what a "retry later" receipt asks for; default 5s.
+	RetryAfter time.Duration `yaml:"retry_after"`
+}
+
+// CommitConfig tunes group commit.
+type CommitConfig struct {
+	MaxBatch int           `yaml:"max_batch"`
+	Linger   time.Duration `yaml:"linger"`
+}
+
+// LoadConfig reads a configuration file; path "" gives the defaults.
+// Unknown fields and bad values are errors naming the field.
+func LoadConfig(path string) (*Config, error) {
+	c := &Config{}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(c); err != nil && err.Error() != "EOF" {
+			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+		}
+	}
+	if err := c.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := c.validate(path); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) setDefaults() error {
+	if c.GatewayID == "" {
+		h, _ := os.Hostname()
+		c.GatewayID = "gw-" + sanitize(h)
+	}
+	if c.DataDir == "" {
+		c.DataDir = "farthing-data"
+	}
+	if c.KeyFile == "" {
+		c.KeyFile = filepath.Join(c.DataDir, "gateway.key")
+	}
+	if c.Tariffs == "" {
+		c.Tariffs = filepath.Join(c.DataDir, "tariffs.yaml")
+	}
+	if c.Devices == "" {
+		c.Devices = filepath.Join(c.DataDir, "devices.yaml")
+	}
+	if c.MQTT.Mode == "" {
+		c.MQTT.Mode = "embedded"
+	}
+	if c.MQTT.Listen == "" {
+		c.MQTT.Listen = "127.0.0.1:1883"
+	}
+	if c.MQTT.TopicPrefix == "" {
+		c.MQTT.TopicPrefix = "farthing/v1"
+	}
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = "farthingd-" + c.GatewayID
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:9100"
+	}
+	if c.Limits.MaxStoreBytes == 0 {
+		c.Limits.MaxStoreBytes = 1 << 30
+	}
+	if c.Limits.MinFreeBytes == 0 {
+		c.Limits.MinFreeBytes = 64 << 20
+	}
+	if c.Limits.MaxClockSkew == 0 {
+		c.Limits.MaxClockSkew = 48 * time.Hour
+	}
+	if c.Limits.RetryAfter == 0 {
+		c.Limits.RetryAfter = 5 * time.Second
+	}
+	for i := range c.Providers {
+		if c.Providers[i].Window == 0 {
+			c.Providers[i].Window = time.Hour
+		}
+	}
+	return nil
+}
+
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !protocol.ValidName(string(c), 1) {
+			b[i] = '-'
+		}
+	}
+	if len(b) == 0 {
+		return "local"
+	}
+	if len(b) > 60 {
+		b = b[:60]
+	}
+	return string(b)
+}
+
+func (c *Config) validate(path string) error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s: %s", ErrConfig, path, field, fmt.Sprintf(format, args...))
+	}
+	if !protocol.ValidName(c.GatewayID, protocol.MaxDeviceIDLen) {
+		return bad("gateway_id", "%q: use 1..64 of [A-Za-z0-9._-]", c.GatewayID)
+	}
+	switch c.MQTT.Mode {
+	case "embedded":
+	case "external":
+		if c.MQTT.Broker == "" {
+			return bad("mqtt.broker", "required in external mode")
+		}
+	default:
+		return bad("mqtt.mode", "%q: want embedded or external", c.MQTT.Mode)
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Accounts {
+		f := fmt.Sprintf("accounts[%d]", i)
+		if _, err := a.Opening(); err != nil {
+			return bad(f, "%v", err)
+		}
+		if seen[a.ID] {
+			return bad(f+".id", "account %q twice", a.ID)
+		}
+		seen[a.ID] = true
+	}
+	seen = map[string]bool{}
+	for i, p := range c.Providers {
+		f := fmt.Sprintf("providers[%d]", i)
+		if !protocol.ValidName(p.ID, protocol.MaxDeviceIDLen) {
+			return bad(f+".id", "%q: use 1..64 of [A-Za-z0-9._-]", p.ID)
+		}
+		if seen[p.ID] {
+			return bad(f+".id", "provider %q twice", p.ID)
+		}
+		seen[p.ID] = true
+		if _, err := p.Policy(); err != nil {
+			return bad(f, "%v", err)
+		}
+	}
+	if c.Commit.MaxBatch < 0 || c.Commit.Linger < 0 {
+		return bad("commit", "negative value")
+	}
+	return nil
+}
+
+// Opening returns the account's opening state.
+func (a AccountConfig) Opening() (metering.Account, error) {
+	acct := metering.Account{ID: a.ID, Currency: metering.Currency(a.Currency)}
+	if !protocol.ValidName(a.ID, protocol.MaxAccountLen) {
+		return acct, fmt.Errorf("id %q: use 1..64 of [A-Za-z0-9._-]", a.ID)
+	}
+	if !acct.Currency.Valid() {
+		return acct, fmt.Errorf("currency %q: want an ISO 4217 code", a.Currency)
+	}
+	switch a.Kind {
+	case "prepaid":
+		acct.Kind = metering.Prepaid
+	case "postpaid":
+		acct.Kind = metering.Postpaid
+	default:
+		return acct, fmt.Errorf("kind %q: want prepaid or postpaid", a.Kind)
+	}
+	var err error
+	if a.Balance != "" {
+		if acct.Balance, err = metering.ParseNanos(a.Balance); err != nil {
+			return acct, fmt.Errorf("balance: %v", err)
+		}
+	}
+	if a.CreditLimit != "" {
+		if acct.Kind != metering.Postpaid {
+			return acct, fmt.Errorf("credit_limit: only postpaid accounts have one")
+		}
+		if acct.CreditLimit, err = metering.ParseNanos(a.CreditLimit); err != nil || acct.CreditLimit < 0 {
+			return acct, fmt.Errorf("credit_limit %q: want a decimal ≥ 0", a.CreditLimit)
+		}
+	}
+	return acct, nil
+}
+
+// Policy returns the provider's settlement policy.
+func (p ProviderConfig) Policy() (metering.Policy, error) {
+	pol := metering.Policy{Length: p.Window.Milliseconds()}
+	if p.Threshold != "" {
+		m, err := metering.ParseMoney(p.Threshold)
+		if err != nil {
+			return pol, fmt.Errorf("threshold: %v", err)
+		}
+		pol.Threshold = m.Nanos
+	}
+	return pol, pol.Validate()
+}

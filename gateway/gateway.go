@@ -1,0 +1,389 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/gateway/mqtt"
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/internal/keyfile"
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// StateFile is the name of the state file in the data directory.
+const StateFile = "state.db"
+
+// AddrFile holds the address of the running daemon's HTTP endpoint, so
+// that `farthing inspect` can ask it while it holds the state file.
+const AddrFile = "http.addr"
+
+// Gateway is a running daemon.
+type Gateway struct {
+	cfg     *Config
+	log     *slog.Logger
+	store   *store.Store
+	ingest  *Ingest
+	metrics *Metrics
+	key     ed25519.PrivateKey
+
+	mu     sync.Mutex // guards mtimes
+	mtimes [2]time.Time
+
+	ready   chan struct{} // closed once the transports listen
+	httpLis net.Listener
+}
+
+// New opens the data directory (creating the gateway key on first start)
+// and loads tariffs and devices. Run starts serving.
+func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: log, metrics: NewMetrics(), ready: make(chan struct{})}
+	k, err := keyfile.Load(cfg.KeyFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if k, err = keyfile.GenerateEd25519(); err != nil {
+			return nil, err
+		}
+		pem, _ := k.EncodePrivate()
+		if err := keyfile.WriteNew(cfg.KeyFile, pem, 0o600); err != nil {
+			return nil, fmt.Errorf("gateway key: %w", err)
+		}
+		pub, _ := k.EncodePublic()
+		keyfile.WriteNew(cfg.KeyFile+".pub", pub, 0o644)
+		log.Info("generated the gateway key", "private", cfg.KeyFile, "public", cfg.KeyFile+".pub")
+	case err != nil:
+		return nil, fmt.Errorf("gateway key: %w", err)
+	case k.Private == nil:
+		return nil, fmt.Errorf("gateway key %s: want an Ed25519 private key, found a %s", cfg.KeyFile, k.Kind())
+	}
+	g.key = k.Private
+	snap, err := g.loadSnapshot()
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: cfg.Commit.Linger})
+	if err != nil {
+		return nil, err
+	}
+	g.store = st
+	g.ingest = NewIngest(st, snap, cfg.Limits, g.metrics, log)
+	return g, nil
+}
+
+// Ingest returns the pipeline, for transports added from outside.
+func (g *Gateway) Ingest() *Ingest { return g.ingest }
+
+// Store returns the state store.
+func (g *Gateway) Store() *store.Store { return g.store }
+
+// Ready is closed once the gateway serves.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// HTTPAddr is the address of the metrics endpoint once ready ("" if off).
+func (g *Gateway) HTTPAddr() string {
+	if g.httpLis == nil {
+		return ""
+	}
+	return g.httpLis.Addr().String()
+}
+
+// loadSnapshot reads the tariff and device files and the configuration
+// into a snapshot. A missing file is empty (every ticket is refused).
+func (g *Gateway) loadSnapshot() (*Snapshot, error) {
+	snap := &Snapshot{GatewayID: g.cfg.GatewayID, Policies: map[string]metering.Policy{}, Accounts: map[string]metering.Account{}}
+	for _, a := range g.cfg.Accounts {
+		acct, _ := a.Opening()
+		snap.Accounts[a.ID] = acct
+	}
+	for _, p := range g.cfg.Providers {
+		snap.Policies[p.ID], _ = p.Policy()
+	}
+	var mt [2]time.Time
+	if b, err := os.ReadFile(g.cfg.Tariffs); err == nil {
+		if snap.Tariffs, err = metering.ParseTariffs(g.cfg.Tariffs, b); err != nil {
+			return nil, err
+		}
+		if fi, err := os.Stat(g.cfg.Tariffs); err == nil {
+			mt[0] = fi.ModTime()
+		}
+	} else if errors.Is(err, os.ErrNotExist) {
+		snap.Tariffs = &metering.TariffSet{}
+		g.log.Warn("no tariff file: every ticket is refused until one exists", "path", g.cfg.Tariffs)
+	} else {
+		return nil, err
+	}
+	rf, err := ReadRegistryFile(g.cfg.Devices)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(g.cfg.Devices); err == nil {
+		mt[1] = fi.ModTime()
+	}
+	if snap.Registry, err = BuildRegistry(g.cfg.Devices, rf, snap); err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.mtimes = mt
+	g.mu.Unlock()
+	return snap, nil
+}
+
+// Reload re-reads the tariff and device files. On an error the gateway
+// keeps its current configuration and returns the error. Tickets in flight
+// finish with the snapshot they started with.
+func (g *Gateway) Reload() error {
+	snap, err := g.loadSnapshot()
+	if err != nil {
+		g.log.Error("reload refused: keeping the current devices and tariffs", "error", err)
+		return err
+	}
+	g.ingest.Reload(snap)
+	g.log.Info("reloaded", "devices", snap.Registry.Len(), "tariffs", len(snap.Tariffs.Tariffs))
+	return nil
+}
+
+// handle is the MQTT transports' handler.
+func (g *Gateway) handle(transport string) mqtt.Handler {
+	return func(ctx context.Context, device string, payload []byte) ([]byte, bool) {
+		res := g.ingest.Submit(ctx, Submission{Device: device, Payload: payload, Transport: transport})
+		return res.Bytes, res.Receipt.Status != protocol.StatusRetryLater
+	}
+}
+
+func (g *Gateway) authenticate(device string, password []byte) bool {
+	d := g.ingest.Snapshot().Registry.Device(device)
+	return d != nil && !d.Disabled && d.CheckMQTTPassword(password)
+}
+
+// Run serves until ctx ends, then shuts down gracefully: transports stop
+// taking tickets, tickets in flight finish their commits, the store
+// closes.
+func (g *Gateway) Run(ctx context.Context) error {
+	tctx, stopTransports := context.WithCancel(context.Background())
+	defer stopTransports()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	topics := mqtt.Topics{Prefix: g.cfg.MQTT.TopicPrefix}
+	event := func(e string) { g.metrics.Transport.WithLabelValues("mqtt", e).Inc() }
+	switch g.cfg.MQTT.Mode {
+	case "embedded":
+		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.handle("mqtt"),
+			Authenticate: g.authenticate, Log: g.log, Event: event})
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- b.Serve(tctx) }()
+		g.log.Info("embedded MQTT broker listening", "addr", g.cfg.MQTT.Listen, "tickets", topics.TicketFilter())
+	case "external":
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- mqtt.RunClient(tctx, mqtt.ClientConfig{Broker: g.cfg.MQTT.Broker, ClientID: g.cfg.MQTT.ClientID,
+				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.handle("mqtt"), Log: g.log, Event: event})
+		}()
+	}
+	var srv *http.Server
+	if g.cfg.HTTP.Listen != "off" {
+		l, err := net.Listen("tcp", g.cfg.HTTP.Listen)
+		if err != nil {
+			stopTransports()
+			wg.Wait()
+			return fmt.Errorf("http: %w", err)
+		}
+		g.httpLis = l
+		os.WriteFile(filepath.Join(g.cfg.DataDir, AddrFile), []byte(l.Addr().String()), 0o600)
+		srv = &http.Server{Handler: g.mux(), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(l)
+		g.log.Info("metrics and health", "addr", "http://"+l.Addr().String()+"/metrics")
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); g.housekeeping(tctx) }()
+	close(g.ready)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		g.log.Error("transport failed", "error", err)
+	}
+	g.log.Info("shutting down: finishing tickets in flight")
+	stopTransports()
+	wg.Wait()
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		srv.Shutdown(sctx)
+		cancel()
+		os.Remove(filepath.Join(g.cfg.DataDir, AddrFile))
+	}
+	if cerr := g.store.Close(); err == nil {
+		err = cerr
+	}
+	g.log.Info("stopped")
+	return err
+}
+
+// housekeeping closes windows whose end passed, watches the store's size
+// and the disk, and reloads the configuration files when they change.
+func (g *Gateway) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if err := g.CloseWindows(ctx, now); err != nil && ctx.Err() == nil {
+				g.log.Warn("closing windows failed", "error", err)
+			}
+			g.watchDisk()
+			g.watchFiles()
+		}
+	}
+}
+
+func (g *Gateway) watchDisk() {
+	st := g.store.Stats()
+	g.metrics.StoreBytes.Set(float64(st.FileBytes))
+	g.metrics.BatchSize.Observe(float64(st.LastBatch))
+	full := st.FileBytes > g.cfg.Limits.MaxStoreBytes
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(g.cfg.DataDir, &fs); err == nil && int64(fs.Bavail)*int64(fs.Bsize) < g.cfg.Limits.MinFreeBytes {
+		full = true
+	}
+	if full != g.ingest.full.Load() {
+		g.log.Warn("storage bound", "full", full, "state_bytes", st.FileBytes)
+	}
+	g.ingest.SetFull(full)
+}
+
+func (g *Gateway) watchFiles() {
+	var mt [2]time.Time
+	for i, p := range []string{g.cfg.Tariffs, g.cfg.Devices} {
+		if fi, err := os.Stat(p); err == nil {
+			mt[i] = fi.ModTime()
+		}
+	}
+	g.mu.Lock()
+	changed := mt != g.mtimes
+	g.mu.Unlock()
+	if changed {
+		g.Reload()
+		g.mu.Lock()
+		g.mtimes = mt // do not retry a broken file every second
+		g.mu.Unlock()
+	}
+}
+
+// CloseWindows seals every open window whose end is at or before now.
+func (g *Gateway) CloseWindows(ctx context.Context, now time.Time) error {
+	snap := g.ingest.Snapshot()
+	return g.store.Do(ctx, func(tx *bolt.Tx) error {
+		type kv struct{ k, v []byte }
+		var writes []kv
+		wb := tx.Bucket(store.BucketWindows)
+		aggSeq := store.Uint64(tx.Bucket(store.BucketMeta).Get(metaAggSeq))
+		start := aggSeq
+		err := wb.ForEach(func(k, v []byte) error {
+			var ws metering.WindowState
+			if err := ws.UnmarshalBinary(v); err != nil {
+				return nil // left for inspection; never half-written
+			}
+			key := splitKey(k)
+			if len(key) != 3 {
+				return nil
+			}
+			pol, ok := snap.Policies[key[0]]
+			if !ok {
+				return nil
+			}
+			ws2, sealed := pol.Close(ws, now.UnixMilli())
+			if sealed == nil {
+				return nil
+			}
+			aggSeq++
+			rec := sealedRecord{Provider: key[0], Account: key[1], Meter: key[2], Sealed: *sealed}
+			b, _ := ws2.MarshalBinary()
+			writes = append(writes, kv{append([]byte(nil), k...), b},
+				kv{append([]byte("S"), store.PutUint64(aggSeq)...), rec.encode()},
+				kv{append([]byte("I"), store.KeySeq(uint64(slotOf(pol, sealed.Start)), key...)...), store.PutUint64(aggSeq)})
+			return nil
+		})
+		if err != nil || aggSeq == start {
+			return err
+		}
+		for _, w := range writes {
+			var err error
+			switch w.k[0] {
+			case 'S':
+				err = tx.Bucket(store.BucketSealed).Put(w.k[1:], w.v)
+			case 'I':
+				err = tx.Bucket(store.BucketSlotIndex).Put(w.k[1:], w.v)
+			default:
+				err = wb.Put(w.k, w.v)
+			}
+			if err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
+		g.metrics.Sealed.WithLabelValues("time").Add(float64(aggSeq - start))
+		return tx.Bucket(store.BucketMeta).Put(metaAggSeq, store.PutUint64(aggSeq))
+	})
+}
+
+func splitKey(k []byte) []string {
+	var parts []string
+	start := 0
+	for i, c := range k {
+		if c == 0 {
+			parts = append(parts, string(k[start:i]))
+			start = i + 1
+		}
+	}
+	return append(parts, string(k[start:]))
+}
+
+func (g *Gateway) mux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.Handle("/metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}))
+	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-g.ready:
+			if g.ingest.full.Load() {
+				http.Error(w, "storage near its bound", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		default:
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}
+	})
+	m.HandleFunc("/inspect", func(w http.ResponseWriter, _ *http.Request) {
+		rep, err := Inspect(g.store, g.ingest.Snapshot())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(rep)
+	})
+	return m
+}

@@ -1,0 +1,251 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
+)
+
+// Submission is a ticket as a transport received it.
+type Submission struct {
+	// Device is the identity the transport authenticated: the device id in
+	// the MQTT topic (and user name), or the DTLS identity. The ticket's
+	// device id and key must match it.
+	Device string
+	// Payload is the ticket's bytes, untrusted.
+	Payload []byte
+	// Transport names the transport, for metrics and logs.
+	Transport string
+}
+
+// Result is the gateway's answer to one submission.
+type Result struct {
+	Receipt protocol.Receipt
+	// Bytes is the receipt MAC'd with the submitting device's receipt key;
+	// nil when the submitter is not a registered device (nobody to answer).
+	Bytes []byte
+}
+
+// Ingest is the pipeline every transport feeds: decode, verify, dedup,
+// price, commit, receipt. It is safe for concurrent use: decoding and
+// verification run on the transports' goroutines (so on every core), and
+// all state changes go through the store's single committer.
+type Ingest struct {
+	store   *store.Store
+	snap    atomic.Pointer[Snapshot]
+	metrics *Metrics
+	log     *slog.Logger
+	limits  LimitsConfig
+	now     func() time.Time
+	full    atomic.Bool // the store is near its bound
+}
+
+// Snapshot is the configuration the pipeline prices with; Reload swaps it
+// atomically, so a ticket in flight finishes with the snapshot it started
+// with.
+type Snapshot struct {
+	Registry  *Registry
+	Tariffs   *metering.TariffSet
+	Policies  map[string]metering.Policy
+	Accounts  map[string]metering.Account // opening states
+	GatewayID string
+}
+
+// Account, Provider and Tariff make a Snapshot the Known of BuildRegistry.
+func (s *Snapshot) Account(id string) bool  { _, ok := s.Accounts[id]; return ok }
+func (s *Snapshot) Provider(id string) bool { _, ok := s.Policies[id]; return ok }
+func (s *Snapshot) Tariff(id, account string) error {
+	t := s.Tariffs.Get(id)
+	if t == nil {
+		return fmt.Errorf("tariff %q is not in the tariff file", id)
+	}
+	if a := s.Accounts[account]; a.Currency != t.Currency {
+		return fmt.Errorf("%w: tariff %q is in %s, account %q in %s", metering.ErrCurrencyMismatch, id, t.Currency, account, a.Currency)
+	}
+	return nil
+}
+
+// NewIngest returns a pipeline over st with the first snapshot.
+func NewIngest(st *store.Store, snap *Snapshot, limits LimitsConfig, m *Metrics, log *slog.Logger) *Ingest {
+	in := &Ingest{store: st, metrics: m, log: log, limits: limits, now: time.Now}
+	in.snap.Store(snap)
+	return in
+}
+
+// Reload installs a new snapshot (a registry or tariff change).
+func (in *Ingest) Reload(s *Snapshot) { in.snap.Store(s) }
+
+// Snapshot returns the current snapshot.
+func (in *Ingest) Snapshot() *Snapshot { return in.snap.Load() }
+
+// refusal is a pipeline outcome other than a commit.
+type refusal struct {
+	status protocol.Status
+	reason protocol.Reason
+	detail string
+}
+
+func (r *refusal) Error() string {
+	return r.status.String() + ": " + r.reason.String() + ": " + r.detail
+}
+
+func reject(reason protocol.Reason, format string, args ...any) *refusal {
+	return &refusal{status: protocol.StatusRejected, reason: reason, detail: fmt.Sprintf(format, args...)}
+}
+
+// Submit runs one ticket through the pipeline and returns the receipt to
+// send. It returns only after an accepted ticket's effects are durable.
+func (in *Ingest) Submit(ctx context.Context, sub Submission) Result {
+	start := in.now()
+	snap := in.snap.Load()
+	answer := snap.Registry.Device(sub.Device) // who gets the receipt
+	r := protocol.Receipt{Device: sub.Device}
+	if answer != nil {
+		r.Currency = string(snap.Accounts[answer.Account].Currency)
+	}
+
+	dev, tk, raw, ref := in.check(snap, sub)
+	if ref == nil {
+		r.Seq = tk.Seq
+		var rc protocol.Receipt
+		err := in.store.Do(ctx, func(tx *bolt.Tx) error {
+			var err error
+			rc, err = in.apply(tx, snap, dev, &tk, raw)
+			return err
+		})
+		var rf *refusal
+		switch {
+		case err == nil:
+			r = rc
+		case errors.As(err, &rf):
+			ref = rf
+		case errors.Is(err, store.ErrClosed):
+			ref = &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonShuttingDown, detail: "gateway is stopping"}
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			ref = &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonOverloaded, detail: "queue full"}
+		default:
+			ref = &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonStoreError, detail: err.Error()}
+			in.log.Error("commit failed", "device", sub.Device, "seq", tk.Seq, "error", err)
+		}
+		if in.metrics != nil {
+			in.metrics.Commit.Observe(in.now().Sub(start).Seconds())
+		}
+	} else {
+		r.Seq = tk.Seq
+	}
+	if ref != nil {
+		r.Status, r.Reason, r.Charged, r.HasBalance = ref.status, ref.reason, 0, false
+		if ref.status == protocol.StatusInsufficientFunds {
+			r.Reason = protocol.ReasonNone
+			r.Balance, r.HasBalance = in.available(snap, dev), true
+		}
+		if ref.status == protocol.StatusRetryLater {
+			r.RetryAfter = uint32(in.limits.RetryAfter.Milliseconds())
+		}
+		lvl := slog.LevelInfo
+		if ref.status == protocol.StatusRetryLater {
+			lvl = slog.LevelWarn
+		}
+		in.log.Log(ctx, lvl, "ticket refused", "transport", sub.Transport, "device", sub.Device, "seq", tk.Seq,
+			"status", ref.status.String(), "reason", ref.reason.String(), "detail", ref.detail)
+	}
+	if in.metrics != nil {
+		reason := ""
+		if r.Reason != protocol.ReasonNone {
+			reason = r.Reason.String()
+		}
+		in.metrics.Tickets.WithLabelValues(r.Status.String(), reason).Inc()
+		in.metrics.Latency.WithLabelValues(sub.Transport).Observe(in.now().Sub(start).Seconds())
+	}
+	res := Result{Receipt: r}
+	if answer != nil {
+		if mac, err := protocol.NewHMAC(answer.ReceiptKey); err == nil {
+			var e protocol.Encoder
+			b, err := e.AppendReceipt(make([]byte, 0, 128), &r, mac)
+			if err != nil {
+				in.log.Error("receipt encoding failed", "device", sub.Device, "error", err)
+			} else {
+				res.Bytes = b
+			}
+		}
+	}
+	return res
+}
+
+// check decodes and authenticates the ticket: everything that needs no
+// state. It returns the device, the ticket and the raw bytes, or a refusal.
+func (in *Ingest) check(snap *Snapshot, sub Submission) (*Device, protocol.Ticket, []byte, *refusal) {
+	t0 := in.now()
+	env, tk, err := strict.DecodeTicket(sub.Payload)
+	if err != nil {
+		return nil, tk, nil, reject(protocol.ReasonOf(err), "%v", err)
+	}
+	dev := snap.Registry.ByKeyID(env.KeyID)
+	switch {
+	case dev == nil:
+		return nil, tk, nil, reject(protocol.ReasonUnknownKey, "no device has key id %x", env.KeyID)
+	case dev.Disabled:
+		return nil, tk, nil, reject(protocol.ReasonDeviceDisabled, "device %s is disabled", dev.ID)
+	case tk.Device != dev.ID:
+		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "ticket names device %q, its key is %q's", tk.Device, dev.ID)
+	case sub.Device != dev.ID:
+		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "ticket of device %q arrived as %q", dev.ID, sub.Device)
+	}
+	v := dev.Verifier
+	if env.Alg == protocol.AlgHMAC256 { // HMAC state is per goroutine
+		if v, err = dev.NewVerifier(); err != nil {
+			return nil, tk, nil, reject(protocol.ReasonUnknownKey, "%v", err)
+		}
+	}
+	var scratch [protocol.MaxTicketSize + 64]byte
+	if err := env.Verify(v, scratch[:0]); err != nil {
+		return nil, tk, nil, reject(protocol.ReasonOf(err), "%v", err)
+	}
+	if in.metrics != nil {
+		in.metrics.Verify.Observe(in.now().Sub(t0).Seconds())
+	}
+	now := in.now().UnixMilli()
+	if skew := in.limits.MaxClockSkew.Milliseconds(); int64(tk.Time) > now+skew || int64(tk.Time) < now-skew {
+		return nil, tk, nil, reject(protocol.ReasonClockSkew, "device time %d is more than %v from %d", tk.Time, in.limits.MaxClockSkew, now)
+	}
+	if tk.Account != "" && tk.Account != dev.Account {
+		return nil, tk, nil, reject(protocol.ReasonUnknownAccount, "device %s may not charge account %q", dev.ID, tk.Account)
+	}
+	for _, rd := range tk.Readings {
+		if _, ok := dev.Tariffs[rd.Meter]; !ok {
+			return nil, tk, nil, reject(protocol.ReasonUnknownMeter, "device %s has no tariff for meter %q", dev.ID, rd.Meter)
+		}
+	}
+	if in.full.Load() {
+		return nil, tk, nil, &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonStorageFull, detail: "state file near its bound"}
+	}
+	return dev, tk, sub.Payload, nil
+}
+
+func (in *Ingest) available(snap *Snapshot, dev *Device) int64 {
+	if dev == nil {
+		return 0
+	}
+	var avail metering.Nanos
+	in.store.View(func(tx *bolt.Tx) error {
+		a, err := loadAccount(tx, snap, dev.Account)
+		if err == nil {
+			avail, _ = a.Available()
+		}
+		return nil
+	})
+	return int64(avail)
+}
+
+// SetFull marks the store near (or back under) its bound.
+func (in *Ingest) SetFull(full bool) { in.full.Store(full) }

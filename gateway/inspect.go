@@ -1,0 +1,140 @@
+package gateway
+
+import (
+	"bytes"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
+)
+
+// Report is what `farthing inspect` shows: the state file read in one
+// consistent transaction, and the reconciliation of its money.
+type Report struct {
+	Gateway     string          `json:"gateway,omitempty"`
+	StoreBytes  int64           `json:"store_bytes"`
+	Devices     []DeviceReport  `json:"devices"`
+	Accounts    []AccountReport `json:"accounts"`
+	OpenWindows []WindowReport  `json:"open_windows"`
+	Sealed      []WindowReport  `json:"sealed"`
+	Reconcile   ReconcileReport `json:"reconcile"`
+}
+
+// DeviceReport is one device's progress.
+type DeviceReport struct {
+	ID       string `json:"id"`
+	LastSeq  uint64 `json:"last_seq"`
+	Accepted int    `json:"accepted_tickets"`
+}
+
+// AccountReport is one account's ledger.
+type AccountReport struct {
+	ID       string `json:"id"`
+	Kind     string `json:"kind"`
+	Balance  string `json:"balance"`
+	Entries  uint64 `json:"entries"`
+	Currency string `json:"currency"`
+}
+
+// WindowReport is an open or sealed window.
+type WindowReport struct {
+	Seq      uint64 `json:"seq,omitempty"`
+	Provider string `json:"provider"`
+	Account  string `json:"account"`
+	Meter    string `json:"meter"`
+	Start    int64  `json:"start_ms"`
+	End      int64  `json:"end_ms"`
+	Quantity uint64 `json:"quantity"`
+	Amount   string `json:"amount"`
+	Tickets  uint64 `json:"tickets"`
+	Reason   string `json:"reason,omitempty"`
+	Corrects uint64 `json:"corrects,omitempty"`
+}
+
+// ReconcileReport adds up the money three ways; they must agree to the
+// nano: what receipts said was charged, what the ledger debited, and what
+// the windows (open and sealed) hold for providers.
+type ReconcileReport struct {
+	ReceiptsCharged metering.Nanos `json:"receipts_charged_nanos"`
+	LedgerCharged   metering.Nanos `json:"ledger_charged_nanos"`
+	WindowsOpen     metering.Nanos `json:"windows_open_nanos"`
+	WindowsSealed   metering.Nanos `json:"windows_sealed_nanos"`
+	Tickets         uint64         `json:"tickets"`
+	Balanced        bool           `json:"balanced"`
+}
+
+// Inspect reads the store in one read transaction. Sums are in nanos of
+// all currencies together: with several currencies, each sum still agrees
+// with the others because every ticket is in one currency.
+func Inspect(st *store.Store, snap *Snapshot) (*Report, error) {
+	rep := &Report{StoreBytes: st.Stats().FileBytes}
+	if snap != nil {
+		rep.Gateway = snap.GatewayID
+	}
+	err := st.View(func(tx *bolt.Tx) error {
+		accepted := map[string]int{}
+		tx.Bucket(store.BucketReceipts).ForEach(func(k, v []byte) error {
+			if r, err := decodeStoredReceipt(v); err == nil {
+				rep.Reconcile.ReceiptsCharged += metering.Nanos(r.Charged)
+				rep.Reconcile.Tickets++
+				if i := bytes.IndexByte(k, 0); i > 0 {
+					accepted[string(k[:i])]++
+				}
+			}
+			return nil
+		})
+		tx.Bucket(store.BucketDevices).ForEach(func(k, v []byte) error {
+			ds, _ := decodeDeviceState(v)
+			rep.Devices = append(rep.Devices, DeviceReport{ID: string(k), LastSeq: ds.LastSeq, Accepted: accepted[string(k)]})
+			return nil
+		})
+		tx.Bucket(store.BucketAccounts).ForEach(func(k, v []byte) error {
+			var a metering.Account
+			if a.UnmarshalBinary(v) == nil {
+				rep.Accounts = append(rep.Accounts, AccountReport{ID: a.ID, Kind: a.Kind.String(), Balance: metering.Money{Nanos: a.Balance, Currency: a.Currency}.String(),
+					Entries: a.Seq, Currency: string(a.Currency)})
+			}
+			return nil
+		})
+		tx.Bucket(store.BucketEntries).ForEach(func(_, v []byte) error {
+			var e metering.Entry
+			if e.UnmarshalBinary(v) == nil && e.Kind == metering.EntryCharge {
+				rep.Reconcile.LedgerCharged -= e.Amount
+			}
+			return nil
+		})
+		tx.Bucket(store.BucketWindows).ForEach(func(k, v []byte) error {
+			var ws metering.WindowState
+			key := splitKey(k)
+			if ws.UnmarshalBinary(v) == nil && ws.Open.End != 0 && len(key) == 3 {
+				o := ws.Open
+				rep.Reconcile.WindowsOpen += o.Amount
+				rep.OpenWindows = append(rep.OpenWindows, WindowReport{Provider: key[0], Account: key[1], Meter: key[2], Start: o.Start, End: o.End,
+					Quantity: o.Quantity, Amount: metering.Money{Nanos: o.Amount, Currency: o.Currency}.String(), Tickets: o.Tickets})
+			}
+			return nil
+		})
+		tx.Bucket(store.BucketSealed).ForEach(func(k, v []byte) error {
+			r, err := decodeSealedRecord(v)
+			if err != nil {
+				return nil
+			}
+			rep.Reconcile.WindowsSealed += r.Amount
+			reason := r.Reason.String()
+			if r.Corrects != 0 || r.Reason == 0 {
+				reason = "correction"
+			}
+			rep.Sealed = append(rep.Sealed, WindowReport{Seq: store.Uint64(k), Provider: r.Provider, Account: r.Account, Meter: r.Meter,
+				Start: r.Start, End: r.End, Quantity: r.Quantity, Amount: metering.Money{Nanos: r.Amount, Currency: r.Currency}.String(),
+				Tickets: r.Tickets, Reason: reason, Corrects: r.Corrects})
+			return nil
+		})
+		return nil
+	})
+	sort.Slice(rep.Devices, func(i, j int) bool { return rep.Devices[i].ID < rep.Devices[j].ID })
+	rc := &rep.Reconcile
+	rc.Balanced = rc.ReceiptsCharged == rc.LedgerCharged && rc.LedgerCharged == rc.WindowsOpen+rc.WindowsSealed
+	return rep, err
+}

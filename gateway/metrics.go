@@ -1,0 +1,58 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Metrics are the gateway's Prometheus metrics. Every refusal is counted
+// by its reason code.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Tickets      *prometheus.CounterVec   // by status and reason
+	Verify       prometheus.Histogram     // seconds to decode and verify
+	Commit       prometheus.Histogram     // seconds from queueing to durable
+	BatchSize    prometheus.Histogram     // operations per commit
+	StoreBytes   prometheus.Gauge         // state file size
+	OldestSealed prometheus.Gauge         // age in seconds of the oldest aggregate not yet forwarded
+	Sealed       *prometheus.CounterVec   // windows sealed, by reason
+	Transport    *prometheus.CounterVec   // transport events, by transport and event
+	Latency      *prometheus.HistogramVec // end to end per transport, seconds
+}
+
+// NewMetrics registers the metrics on a fresh registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.Tickets = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_tickets_total",
+		Help: "Tickets by receipt status and reason."}, []string{"status", "reason"})
+	m.Verify = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "farthing_verify_seconds",
+		Help: "Time to decode and verify a ticket.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 16)})
+	m.Commit = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "farthing_commit_seconds",
+		Help: "Time from queueing a ticket to its durable commit.", Buckets: prometheus.ExponentialBuckets(1e-5, 2, 18)})
+	m.BatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "farthing_commit_batch_size",
+		Help: "Operations per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 11)})
+	m.StoreBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_store_bytes", Help: "Size of the state file."})
+	m.OldestSealed = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_oldest_unforwarded_seconds",
+		Help: "Age of the oldest sealed aggregate not yet confirmed upstream."})
+	m.Sealed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_windows_sealed_total",
+		Help: "Aggregation windows sealed, by reason (time, threshold, correction)."}, []string{"reason"})
+	m.Transport = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_transport_events_total",
+		Help: "Transport events (connections, refusals), by transport and event."}, []string{"transport", "event"})
+	m.Latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "farthing_ticket_seconds",
+		Help: "Time from a ticket's arrival to its receipt, by transport.", Buckets: prometheus.ExponentialBuckets(1e-5, 2, 18)}, []string{"transport"})
+	m.Registry.MustRegister(m.Tickets, m.Verify, m.Commit, m.BatchSize, m.StoreBytes, m.OldestSealed, m.Sealed, m.Transport, m.Latency,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	// Pre-create every reason so dashboards see zeros, not gaps.
+	for _, r := range protocol.Reasons() {
+		st := protocol.StatusRejected
+		if r.Transient() {
+			st = protocol.StatusRetryLater
+		}
+		if r != protocol.ReasonNone {
+			m.Tickets.WithLabelValues(st.String(), r.String())
+		}
+	}
+	return m
+}

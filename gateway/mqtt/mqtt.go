@@ -1,0 +1,51 @@
+// Package mqtt carries tickets and receipts over MQTT, in two modes that
+// feed one handler: an embedded broker (mochi-mqtt) inside the daemon, the
+// default, and a client (paho) of an external broker such as Mosquitto.
+//
+// Topics: devices publish tickets on PREFIX/DEVICE/ticket and read receipts
+// on PREFIX/DEVICE/receipt. A ticket is acknowledged to the broker (PUBACK
+// or the paho ack) only after the handler returned, and the handler returns
+// only after the ticket is committed: an acknowledged ticket is durable.
+package mqtt
+
+import (
+	"context"
+	"strings"
+
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Handler processes one ticket that arrived on device's ticket topic and
+// returns the receipt to publish (nil: publish nothing) and whether the
+// ticket may be acknowledged to the broker: true once its effects are
+// durable or it is refused for good, false when it should come again
+// (retry later). It must not return before the ticket's effects are durable.
+type Handler func(ctx context.Context, device string, payload []byte) (receipt []byte, ack bool)
+
+// Topics builds and parses the topic names under one prefix.
+type Topics struct{ Prefix string }
+
+// Ticket is the topic a device publishes tickets on.
+func (t Topics) Ticket(device string) string { return t.Prefix + "/" + device + "/ticket" }
+
+// Receipt is the topic a device reads receipts on.
+func (t Topics) Receipt(device string) string { return t.Prefix + "/" + device + "/receipt" }
+
+// TicketFilter subscribes to every device's tickets.
+func (t Topics) TicketFilter() string { return t.Prefix + "/+/ticket" }
+
+// DeviceOf returns the device of a ticket topic, or "" if topic is not one.
+func (t Topics) DeviceOf(topic string) string {
+	rest, ok := strings.CutPrefix(topic, t.Prefix+"/")
+	if !ok {
+		return ""
+	}
+	dev, ok := strings.CutSuffix(rest, "/ticket")
+	if !ok || !protocol.ValidName(dev, protocol.MaxDeviceIDLen) {
+		return ""
+	}
+	return dev
+}
+
+// MaxPacket bounds an MQTT packet: a ticket and the topic around it.
+const MaxPacket = protocol.MaxTicketSize + 256

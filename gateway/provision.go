@@ -1,0 +1,66 @@
+package gateway
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// DeviceSecrets is what a provisioned device holds: its master secret and,
+// for an Ed25519 device, its signing key.
+type DeviceSecrets struct {
+	Master  []byte
+	Private ed25519.PrivateKey // nil for HMAC devices
+}
+
+// NewDevice makes the keys for a device and its registry entry.
+func NewDevice(id, keyType, account, provider string, tariffs map[string]string) (DeviceEntry, DeviceSecrets, error) {
+	var s DeviceSecrets
+	s.Master = make([]byte, protocol.MasterSecretSize)
+	if _, err := rand.Read(s.Master); err != nil {
+		return DeviceEntry{}, s, err
+	}
+	e := DeviceEntry{ID: id, KeyType: keyType, Secret: hex.EncodeToString(s.Master), Account: account, Provider: provider, Tariffs: tariffs}
+	switch keyType {
+	case "hmac":
+	case "ed25519":
+		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return e, s, err
+		}
+		s.Private, e.PublicKey = priv, hex.EncodeToString(pub)
+	default:
+		return e, s, fmt.Errorf("%w: key type %q: want hmac or ed25519", ErrRegistry, keyType)
+	}
+	return e, s, nil
+}
+
+// Signer returns the device's ticket signer.
+func (s DeviceSecrets) Signer() (protocol.Signer, error) {
+	if s.Private != nil {
+		return protocol.NewEd25519Signer(s.Private)
+	}
+	k, err := protocol.DeriveKey(s.Master, protocol.PurposeTicket)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.NewHMAC(k)
+}
+
+// ReceiptVerifier returns the verifier of the device's receipts.
+func (s DeviceSecrets) ReceiptVerifier() (*protocol.HMAC, error) {
+	k, err := protocol.DeriveKey(s.Master, protocol.PurposeReceipt)
+	if err != nil {
+		return nil, err
+	}
+	return protocol.NewHMAC(k)
+}
+
+// MQTTPassword returns the device's MQTT password.
+func (s DeviceSecrets) MQTTPassword() string {
+	k, _ := protocol.DeriveKey(s.Master, protocol.PurposeMQTTPassword)
+	return hex.EncodeToString(k)
+}

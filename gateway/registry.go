@@ -1,0 +1,213 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// DeviceEntry is one device in the registry file (devices.yaml, mode 0600:
+// it holds device secrets).
+type DeviceEntry struct {
+	ID string `yaml:"id"`
+	// KeyType is "hmac" (tickets MAC'd with a key derived from Secret) or
+	// "ed25519" (tickets signed; PublicKey verifies them).
+	KeyType   string `yaml:"key_type"`
+	PublicKey string `yaml:"public_key,omitempty"` // hex, ed25519 only
+	// Secret is the device's master secret (hex): its ticket MAC key (hmac
+	// devices), receipt MAC key and MQTT password are derived from it.
+	Secret   string `yaml:"secret"`
+	Account  string `yaml:"account"`
+	Provider string `yaml:"provider"`
+	// Tariffs maps each meter the device reports to a tariff id.
+	Tariffs  map[string]string `yaml:"tariffs"`
+	Disabled bool              `yaml:"disabled,omitempty"`
+}
+
+// RegistryFile is the layout of devices.yaml.
+type RegistryFile struct {
+	Devices []DeviceEntry `yaml:"devices"`
+}
+
+// Device is a registry entry with its keys derived and parsed.
+type Device struct {
+	DeviceEntry
+	KeyID        []byte
+	Verifier     protocol.Verifier // ticket verifier; HMAC verifiers are not safe for concurrent use: see NewVerifier
+	ReceiptKey   []byte
+	MQTTPassword string // hex of the derived key
+	ticketKey    []byte
+	pub          ed25519.PublicKey
+}
+
+// NewVerifier returns a ticket verifier for the device that the caller may
+// use from one goroutine.
+func (d *Device) NewVerifier() (protocol.Verifier, error) {
+	if d.pub != nil {
+		return protocol.NewEd25519Verifier(d.pub)
+	}
+	return protocol.NewHMAC(d.ticketKey)
+}
+
+// CheckMQTTPassword compares in constant time.
+func (d *Device) CheckMQTTPassword(p []byte) bool {
+	return subtle.ConstantTimeCompare([]byte(d.MQTTPassword), p) == 1
+}
+
+// Registry is an immutable snapshot of the device registry; reloading
+// builds a new one.
+type Registry struct {
+	byID  map[string]*Device
+	byKID map[string]*Device
+}
+
+// Device returns the device with id, or nil.
+func (r *Registry) Device(id string) *Device { return r.byID[id] }
+
+// ByKeyID returns the device whose ticket key has this kid, or nil.
+func (r *Registry) ByKeyID(kid []byte) *Device { return r.byKID[string(kid)] }
+
+// Len is the number of devices.
+func (r *Registry) Len() int { return len(r.byID) }
+
+// Devices returns the devices sorted by id.
+func (r *Registry) Devices() []*Device {
+	out := make([]*Device, 0, len(r.byID))
+	for _, d := range r.byID {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// ReadRegistryFile reads devices.yaml; a missing file is an empty registry.
+func ReadRegistryFile(path string) (*RegistryFile, error) {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return &RegistryFile{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRegistry, err)
+	}
+	var f RegistryFile
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && err.Error() != "EOF" {
+		return nil, fmt.Errorf("%w: %s: %v", ErrRegistry, path, err)
+	}
+	return &f, nil
+}
+
+// WriteRegistryFile replaces devices.yaml atomically (write, fsync, rename),
+// so a gateway watching it never reads half a file.
+func WriteRegistryFile(path string, f *RegistryFile) error {
+	b, err := yaml.Marshal(f)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".devices-*.yaml")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// BuildRegistry checks every entry against the accounts, providers and
+// tariffs known, derives keys and indexes the devices. Errors name the
+// file, the device and the field.
+func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error) {
+	r := &Registry{byID: map[string]*Device{}, byKID: map[string]*Device{}}
+	for i, e := range f.Devices {
+		bad := func(field, format string, args ...any) error {
+			return fmt.Errorf("%w: %s: devices[%d] (%s): %s: %s", ErrRegistry, path, i, e.ID, field, fmt.Sprintf(format, args...))
+		}
+		if !protocol.ValidName(e.ID, protocol.MaxDeviceIDLen) {
+			return nil, bad("id", "use 1..64 of [A-Za-z0-9._-]")
+		}
+		if r.byID[e.ID] != nil {
+			return nil, bad("id", "device listed twice")
+		}
+		master, err := hex.DecodeString(e.Secret)
+		if err != nil || len(master) != protocol.MasterSecretSize {
+			return nil, bad("secret", "want %d bytes in hex", protocol.MasterSecretSize)
+		}
+		d := &Device{DeviceEntry: e}
+		d.ReceiptKey, _ = protocol.DeriveKey(master, protocol.PurposeReceipt)
+		pw, _ := protocol.DeriveKey(master, protocol.PurposeMQTTPassword)
+		d.MQTTPassword = hex.EncodeToString(pw)
+		switch e.KeyType {
+		case "hmac":
+			d.ticketKey, _ = protocol.DeriveKey(master, protocol.PurposeTicket)
+			kid := protocol.KeyIDOf(protocol.AlgHMAC256, d.ticketKey)
+			d.KeyID = kid[:]
+		case "ed25519":
+			pub, err := hex.DecodeString(e.PublicKey)
+			if err != nil || len(pub) != ed25519.PublicKeySize {
+				return nil, bad("public_key", "want a 32-byte Ed25519 public key in hex")
+			}
+			d.pub = pub
+			kid := protocol.KeyIDOf(protocol.AlgEdDSA, pub)
+			d.KeyID = kid[:]
+		default:
+			return nil, bad("key_type", "%q: want hmac or ed25519", e.KeyType)
+		}
+		if d.Verifier, err = d.NewVerifier(); err != nil {
+			return nil, bad("key", "%v", err)
+		}
+		if !known.Account(e.Account) {
+			return nil, bad("account", "account %q is not configured", e.Account)
+		}
+		if !known.Provider(e.Provider) {
+			return nil, bad("provider", "provider %q is not configured", e.Provider)
+		}
+		if len(e.Tariffs) == 0 {
+			return nil, bad("tariffs", "no meter has a tariff")
+		}
+		for meter, t := range e.Tariffs {
+			if !protocol.ValidName(meter, protocol.MaxMeterNameLen) {
+				return nil, bad("tariffs", "meter %q: use 1..32 of [A-Za-z0-9._-]", meter)
+			}
+			if err := known.Tariff(t, e.Account); err != nil {
+				return nil, bad("tariffs."+meter, "%v", err)
+			}
+		}
+		if o := r.byKID[string(d.KeyID)]; o != nil {
+			return nil, bad("key", "same key id as device %q", o.ID)
+		}
+		r.byID[e.ID], r.byKID[string(d.KeyID)] = d, d
+	}
+	return r, nil
+}
+
+// Known is what registry entries are checked against.
+type Known interface {
+	Account(id string) bool
+	Provider(id string) bool
+	// Tariff returns nil if tariff id exists and may charge account.
+	Tariff(id, account string) error
+}
