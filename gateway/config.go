@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -103,7 +105,11 @@ type CommitConfig struct {
 
 // LoadConfig reads a configuration file; path "" gives the defaults.
 // Unknown fields and bad values are errors naming the field.
-func LoadConfig(path string) (*Config, error) {
+func LoadConfig(path string) (*Config, error) { return LoadConfigWithDataDir(path, "") }
+
+// LoadConfigWithDataDir is LoadConfig with the data directory replaced
+// (when dataDir is not empty): the paths that default to it follow it.
+func LoadConfigWithDataDir(path, dataDir string) (*Config, error) {
 	c := &Config{}
 	if path != "" {
 		b, err := os.ReadFile(path)
@@ -112,9 +118,12 @@ func LoadConfig(path string) (*Config, error) {
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
-		if err := dec.Decode(c); err != nil && err.Error() != "EOF" {
+		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 		}
+	}
+	if dataDir != "" {
+		c.DataDir = dataDir
 	}
 	if err := c.setDefaults(); err != nil {
 		return nil, err
