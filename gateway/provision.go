@@ -64,3 +64,15 @@ func (s DeviceSecrets) MQTTPassword() string {
 	k, _ := protocol.DeriveKey(s.Master, protocol.PurposeMQTTPassword)
 	return hex.EncodeToString(k)
 }
+
+// SecretsOf recovers a device's secrets from its registry entry (which
+// holds them: the registry file is secret).
+func SecretsOf(e DeviceEntry) (DeviceSecrets, error) {
+	var s DeviceSecrets
+	m, err := hex.DecodeString(e.Secret)
+	if err != nil || len(m) != protocol.MasterSecretSize {
+		return s, fmt.Errorf("%w: device %s: bad secret", ErrRegistry, e.ID)
+	}
+	s.Master = m
+	return s, nil
+}

@@ -1,0 +1,234 @@
+// Package demo runs Farthing end to end on one machine: a gateway with its
+// embedded broker in a temporary data directory, a few provisioned devices
+// with different tariffs and account types, a short simulated load, and a
+// reconciliation of the money. It is `farthing demo`.
+package demo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"text/tabwriter"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/internal/sim"
+	"github.com/farthing-iot/farthing/metering"
+)
+
+// Options shape a demo run.
+type Options struct {
+	Rate     float64       // tickets/s over all devices; default 600
+	Duration time.Duration // default 4s
+	Out      io.Writer     // the story; default os.Stdout
+	Log      *slog.Logger  // the gateway's log; default discarded
+	Dir      string        // data directory; default a new temporary one, removed after
+}
+
+// Result is what the demo found.
+type Result struct {
+	Sim      *sim.Report
+	Inspect  *gateway.Report
+	Balanced bool
+	DataDir  string
+}
+
+const tariffs = `tariffs:
+  - id: evse-dc
+    currency: EUR
+    unit: Wh
+    timezone: Europe/Berlin
+    period: month
+    tiers:
+      - {up_to: 100000, price: 0.39 EUR, per: 1000}
+      - {price: 0.34 EUR, per: 1000}
+    time_of_use:
+      - {name: peak, days: weekdays, from: "17:00", to: "21:00", price: 0.49 EUR, per: 1000}
+  - id: plug-home
+    currency: EUR
+    unit: Wh
+    timezone: Europe/Berlin
+    period: day
+    free: 50
+    price: 0.30 EUR
+    per: 1000
+  - id: plug-ontime
+    currency: EUR
+    unit: ms
+    period: none
+    price: 0.000001 EUR
+    per: 1000
+  - id: data-eu
+    currency: EUR
+    unit: byte
+    period: none
+    price: 0.10 EUR
+    per: 1000000000
+`
+
+// Run runs the demo and writes its story to opts.Out.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Rate <= 0 {
+		opts.Rate = 600
+	}
+	if opts.Duration <= 0 {
+		opts.Duration = 4 * time.Second
+	}
+	if opts.Out == nil {
+		opts.Out = os.Stdout
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	dir := opts.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "farthing-demo-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	out := opts.Out
+	mqttAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := gateway.LoadConfigWithDataDir("", dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.GatewayID = "gw-demo"
+	cfg.MQTT.Listen = mqttAddr
+	cfg.HTTP.Listen = "off"
+	cfg.Accounts = []gateway.AccountConfig{
+		{ID: "household", Kind: "prepaid", Currency: "EUR", Balance: "50.00"},
+		{ID: "fleet", Kind: "postpaid", Currency: "EUR", CreditLimit: "10000"},
+		{ID: "kiosk", Kind: "prepaid", Currency: "EUR", Balance: "0.002"},
+	}
+	cfg.Providers = []gateway.ProviderConfig{
+		{ID: "stadtwerk", Window: 2 * time.Second, Threshold: "0.50 EUR"},
+		{ID: "telco", Window: 2 * time.Second},
+	}
+	if err := os.WriteFile(cfg.Tariffs, []byte(tariffs), 0o600); err != nil {
+		return nil, err
+	}
+	type spec struct {
+		id, keyType, account, provider string
+		tariffs                        map[string]string
+	}
+	specs := []spec{
+		{"evse-1", "ed25519", "fleet", "stadtwerk", map[string]string{"energy_wh": "evse-dc"}},
+		{"evse-2", "ed25519", "fleet", "stadtwerk", map[string]string{"energy_wh": "evse-dc"}},
+		{"plug-1", "hmac", "household", "stadtwerk", map[string]string{"energy_wh": "plug-home", "on_ms": "plug-ontime"}},
+		{"plug-2", "hmac", "household", "stadtwerk", map[string]string{"energy_wh": "plug-home"}},
+		{"modem-1", "hmac", "fleet", "telco", map[string]string{"data_bytes": "data-eu"}},
+		{"kiosk-1", "hmac", "kiosk", "stadtwerk", map[string]string{"energy_wh": "plug-home"}},
+	}
+	var rf gateway.RegistryFile
+	var devs []sim.Device
+	for _, s := range specs {
+		e, sec, err := gateway.NewDevice(s.id, s.keyType, s.account, s.provider, s.tariffs)
+		if err != nil {
+			return nil, err
+		}
+		rf.Devices = append(rf.Devices, e)
+		devs = append(devs, sim.Device{Entry: e, Secrets: sec})
+	}
+	if err := gateway.WriteRegistryFile(cfg.Devices, &rf); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "Farthing demo\n  data directory %s\n  gateway %s with an embedded MQTT broker on %s\n", dir, cfg.GatewayID, mqttAddr)
+	fmt.Fprintf(out, "  %d devices: 2 EV chargers (Ed25519, postpaid fleet), 2 smart plugs (HMAC, prepaid household),\n", len(specs))
+	fmt.Fprintf(out, "  a cellular modem (HMAC, data at 0.10 EUR/GB) and a kiosk whose prepaid balance is nearly empty\n")
+
+	g, err := gateway.New(cfg, opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	gctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- g.Run(gctx) }()
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		stop()
+		return nil, err
+	}
+	fmt.Fprintf(out, "\nSimulated load: %.0f tickets/s for %v, signed before the clock starts\n", opts.Rate, opts.Duration)
+	rep, err := sim.Run(ctx, sim.Config{Broker: "tcp://" + mqttAddr, Devices: devs, Rate: opts.Rate, Duration: opts.Duration,
+		InFlight: 4, Drain: 10 * time.Second, Progress: out})
+	stop()
+	if gerr := <-done; err == nil {
+		err = gerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "\n%s", rep)
+
+	// Read the books back from the state file the gateway left.
+	st, err := store.Open(filepath.Join(dir, gateway.StateFile), store.Options{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	insp, err := gateway.Inspect(st, nil)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Sim: rep, Inspect: insp, DataDir: dir}
+	rc := insp.Reconcile
+	simCharged := metering.Nanos(rep.Charged["EUR"])
+	res.Balanced = rc.Balanced && simCharged == rc.ReceiptsCharged && rep.Missing == 0 && rep.BadReceipts == 0
+
+	fmt.Fprintf(out, "\nAccounts\n")
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	for _, a := range insp.Accounts {
+		fmt.Fprintf(tw, "  %s\t%s\tbalance %s\t%d entries\n", a.ID, a.Kind, a.Balance, a.Entries)
+	}
+	tw.Flush()
+	var corrections int
+	for _, s := range insp.Sealed {
+		if s.Reason == "correction" {
+			corrections++
+		}
+	}
+	fmt.Fprintf(out, "\nWindows: %d sealed (%d of them corrections for late tickets), %d still open\n",
+		len(insp.Sealed), corrections, len(insp.OpenWindows))
+	fmt.Fprintf(out, "\nReconciliation (nano-EUR)\n")
+	tw = tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
+	rows := [][2]string{
+		{"charged in the receipts the devices got", fmt.Sprint(simCharged)},
+		{"charged in the receipts the gateway stored", fmt.Sprint(rc.ReceiptsCharged)},
+		{"debited in the ledger", fmt.Sprint(rc.LedgerCharged)},
+		{"in sealed windows", fmt.Sprint(rc.WindowsSealed)},
+		{"in open windows", fmt.Sprint(rc.WindowsOpen)},
+		{"sealed + open", fmt.Sprint(rc.WindowsSealed + rc.WindowsOpen)},
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "  %s\t%s\t\n", r[0], r[1])
+	}
+	tw.Flush()
+	verdict := "BALANCED: every nano is accounted for"
+	if !res.Balanced {
+		verdict = "NOT BALANCED"
+	}
+	fmt.Fprintf(out, "\n%s (= %s)\n", verdict, metering.Money{Nanos: rc.LedgerCharged, Currency: "EUR"})
+	return res, nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

@@ -1,0 +1,36 @@
+package demo_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/farthing-iot/farthing/internal/demo"
+)
+
+// TestDemoReconciles runs the whole demo, short: a gateway, six devices of
+// both key types, three account kinds, real MQTT, a real state file, and
+// the books must balance to the nano.
+func TestDemoReconciles(t *testing.T) {
+	var out bytes.Buffer
+	res, err := demo.Run(context.Background(), demo.Options{Rate: 400, Duration: 2 * time.Second, Out: &out})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !res.Balanced || !strings.Contains(out.String(), "BALANCED") {
+		t.Fatalf("demo did not balance:\n%s", out.String())
+	}
+	s := res.Sim
+	if s.Sent < 400 || s.Accepted+s.InsufficientFunds+s.Duplicates != s.Sent || s.Missing != 0 {
+		t.Fatalf("sim report: %+v", s)
+	}
+	if s.InsufficientFunds == 0 {
+		t.Errorf("the kiosk's prepaid balance never ran out: %+v", s)
+	}
+	if res.Inspect.Reconcile.LedgerCharged == 0 || len(res.Inspect.Sealed) == 0 {
+		t.Errorf("nothing charged or nothing sealed: %+v", res.Inspect.Reconcile)
+	}
+	t.Logf("\n%s", out.String())
+}
