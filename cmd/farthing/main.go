@@ -7,6 +7,10 @@
 //	farthing verify --pub FILE [FILE]
 //	farthing tariff check FILE
 //	farthing tariff quote --tariffs FILE --tariff ID --from REGISTER --to REGISTER --at TIME
+//	farthing device add|list …
+//	farthing sim [--devices N --rate R --duration D --type hmac|ed25519]
+//	farthing demo
+//	farthing inspect [--data DIR]
 //
 // Every command refuses bad input with a one-line error on stderr and exit
 // status 2.
@@ -36,6 +40,10 @@ var commands = []command{
 	{"decode", "[FILE]", runDecode},
 	{"verify", "--pub FILE [FILE]", runVerify},
 	{"tariff", "check FILE | quote --tariffs FILE --tariff ID --from REGISTER --to REGISTER --at TIME [--since TIME] [--used N]", runTariff},
+	{"device", "add --id ID|--count N [--prefix P] --type hmac|ed25519 --account A --provider P --tariff METER=TARIFF... [--data DIR] | list [--data DIR]", runDevice},
+	{"sim", "[--broker URL] [--data DIR] [--devices N] [--type hmac|ed25519|any] [--rate R] [--duration D] [--inflight K] [--json]", runSim},
+	{"demo", "[--rate R] [--duration D]", runDemo},
+	{"inspect", "[--data DIR]", runInspect},
 }
 
 // env is what a command may touch, so tests run commands in-process.

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/internal/demo"
+	"github.com/farthing-iot/farthing/internal/keyfile"
+	"github.com/farthing-iot/farthing/internal/sim"
+)
+
+// This file holds the commands that work with a gateway's data: device,
+// sim, demo and inspect.
+
+const defaultData = "farthing-data"
+
+// runDevice dispatches "device add" and "device list".
+func runDevice(e *env, args []string) error {
+	if len(args) == 0 {
+		return usageError{"want a subcommand: add or list"}
+	}
+	switch args[0] {
+	case "add":
+		return runDeviceAdd(e, args[1:])
+	case "list":
+		return runDeviceList(e, args[1:])
+	}
+	return usageError{fmt.Sprintf("unknown subcommand %q: want add or list", args[0])}
+}
+
+// meterTariffs collects repeated --tariff METER=TARIFF flags.
+type meterTariffs map[string]string
+
+func (m meterTariffs) String() string { return fmt.Sprint(map[string]string(m)) }
+func (m meterTariffs) Set(s string) error {
+	meter, t, ok := strings.Cut(s, "=")
+	if !ok || meter == "" || t == "" {
+		return fmt.Errorf("%q is not METER=TARIFF", s)
+	}
+	m[meter] = t
+	return nil
+}
+
+// runDeviceAdd provisions devices: keys, a registry entry, secret files.
+func runDeviceAdd(e *env, args []string) error {
+	fs := newFlags("device add")
+	data := fs.String("data", defaultData, "the gateway's data directory")
+	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	id := fs.String("id", "", "device id (or --count with --prefix)")
+	count := fs.Int("count", 0, "add this many devices named PREFIX0001…")
+	prefix := fs.String("prefix", "dev-", "name prefix with --count")
+	typ := fs.String("type", "hmac", "hmac or ed25519")
+	account := fs.String("account", "", "account the device charges")
+	provider := fs.String("provider", "", "provider the usage is owed to")
+	tariffs := meterTariffs{}
+	fs.Var(tariffs, "tariff", "METER=TARIFF, repeatable")
+	out := fs.String("out", "", "directory for the devices' secret files (default DATA/device-keys)")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *registry == "" {
+		*registry = filepath.Join(*data, "devices.yaml")
+	}
+	if *out == "" {
+		*out = filepath.Join(*data, "device-keys")
+	}
+	var ids []string
+	switch {
+	case *id != "" && *count == 0:
+		ids = []string{*id}
+	case *id == "" && *count > 0 && *count <= 100000:
+		for i := 1; i <= *count; i++ {
+			ids = append(ids, fmt.Sprintf("%s%04d", *prefix, i))
+		}
+	default:
+		return usageError{"give --id, or --count (1..100000)"}
+	}
+	if *account == "" || *provider == "" || len(tariffs) == 0 {
+		return usageError{"--account, --provider and at least one --tariff are required"}
+	}
+	rf, err := gateway.ReadRegistryFile(*registry)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, d := range rf.Devices {
+		have[d.ID] = true
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if have[id] {
+			return fmt.Errorf("device %q is already registered", id)
+		}
+		entry, sec, err := gateway.NewDevice(id, *typ, *account, *provider, tariffs)
+		if err != nil {
+			return err
+		}
+		if err := writeDeviceSecrets(*out, id, sec); err != nil {
+			return err
+		}
+		rf.Devices = append(rf.Devices, entry)
+	}
+	if err := os.MkdirAll(filepath.Dir(*registry), 0o700); err != nil {
+		return err
+	}
+	if err := gateway.WriteRegistryFile(*registry, rf); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s (a running gateway picks them up)\n", len(ids), *registry, *out)
+	return nil
+}
+
+// writeDeviceSecrets writes ID.secret (and ID.key for Ed25519) for the
+// firmware, 0600.
+func writeDeviceSecrets(dir, id string, s gateway.DeviceSecrets) error {
+	m, _ := (&keyfile.Key{Master: s.Master}).EncodePrivate()
+	if err := keyfile.WriteNew(filepath.Join(dir, id+".secret"), m, 0o600); err != nil {
+		return err
+	}
+	if s.Private != nil {
+		k, _ := (&keyfile.Key{Private: s.Private}).EncodePrivate()
+		return keyfile.WriteNew(filepath.Join(dir, id+".key"), k, 0o600)
+	}
+	return nil
+}
+
+func runDeviceList(e *env, args []string) error {
+	fs := newFlags("device list")
+	data := fs.String("data", defaultData, "the gateway's data directory")
+	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *registry == "" {
+		*registry = filepath.Join(*data, "devices.yaml")
+	}
+	rf, err := gateway.ReadRegistryFile(*registry)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKEY\tACCOUNT\tPROVIDER\tTARIFFS")
+	for _, d := range rf.Devices {
+		var ts []string
+		for m, t := range d.Tariffs {
+			ts = append(ts, m+"="+t)
+		}
+		sort.Strings(ts)
+		state := ""
+		if d.Disabled {
+			state = " (disabled)"
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\n", d.ID, state, d.KeyType, d.Account, d.Provider, strings.Join(ts, ","))
+	}
+	return tw.Flush()
+}
+
+// runSim drives registered devices against a broker.
+func runSim(e *env, args []string) error {
+	fs := newFlags("sim")
+	data := fs.String("data", defaultData, "the gateway's data directory")
+	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	keys := fs.String("keys", "", "directory with the devices' secret files (default DATA/device-keys)")
+	broker := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker")
+	prefix := fs.String("prefix", "farthing/v1", "topic prefix")
+	n := fs.Int("devices", 0, "use the first N matching devices (default all)")
+	typ := fs.String("type", "any", "hmac, ed25519 or any")
+	rate := fs.Float64("rate", 1000, "tickets per second over all devices")
+	dur := fs.Duration("duration", 10*time.Second, "how long to send")
+	inflight := fs.Int("inflight", 4, "tickets a device may have without a receipt")
+	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *registry == "" {
+		*registry = filepath.Join(*data, "devices.yaml")
+	}
+	if *keys == "" {
+		*keys = filepath.Join(*data, "device-keys")
+	}
+	if *typ != "any" && *typ != "hmac" && *typ != "ed25519" {
+		return usageError{fmt.Sprintf("--type %q: want hmac, ed25519 or any", *typ)}
+	}
+	rf, err := gateway.ReadRegistryFile(*registry)
+	if err != nil {
+		return err
+	}
+	var devs []sim.Device
+	for _, d := range rf.Devices {
+		if d.Disabled || (*typ != "any" && d.KeyType != *typ) {
+			continue
+		}
+		sec, err := gateway.SecretsOf(d)
+		if err != nil {
+			return err
+		}
+		if d.KeyType == "ed25519" {
+			k, err := keyfile.Load(filepath.Join(*keys, d.ID+".key"))
+			if err != nil {
+				return fmt.Errorf("device %s: %w", d.ID, err)
+			}
+			sec.Private = k.Private
+		}
+		devs = append(devs, sim.Device{Entry: d, Secrets: sec})
+		if *n > 0 && len(devs) == *n {
+			break
+		}
+	}
+	if len(devs) == 0 {
+		return fmt.Errorf("%s: no %s devices (add some with farthing device add)", *registry, *typ)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := sim.Run(ctx, sim.Config{Broker: *broker, Prefix: *prefix, Devices: devs, Rate: *rate, Duration: *dur,
+		InFlight: *inflight, Progress: e.stderr})
+	if err != nil {
+		return err
+	}
+	if *jsonOut {
+		return json.NewEncoder(e.stdout).Encode(rep)
+	}
+	fmt.Fprint(e.stdout, rep)
+	return nil
+}
+
+// runDemo runs the one-command demo.
+func runDemo(e *env, args []string) error {
+	fs := newFlags("demo")
+	rate := fs.Float64("rate", 600, "tickets per second")
+	dur := fs.Duration("duration", 4*time.Second, "how long to send")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := demo.Run(ctx, demo.Options{Rate: *rate, Duration: *dur, Out: e.stdout})
+	if err != nil {
+		return err
+	}
+	if !res.Balanced {
+		return errors.New("the books do not balance")
+	}
+	return nil
+}
+
+// runInspect shows a gateway's state: from the running daemon if there is
+// one (it holds the state file), else from the file, read-only.
+func runInspect(e *env, args []string) error {
+	fs := newFlags("inspect")
+	data := fs.String("data", defaultData, "the gateway's data directory")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	rep, err := inspectLive(*data)
+	if err != nil {
+		st, oerr := store.Open(filepath.Join(*data, gateway.StateFile), store.Options{ReadOnly: true})
+		if oerr != nil {
+			if os.IsNotExist(errors.Unwrap(oerr)) || errors.Is(oerr, os.ErrNotExist) {
+				return fmt.Errorf("%s: no state file", *data)
+			}
+			return oerr
+		}
+		defer st.Close()
+		if rep, err = gateway.Inspect(st, nil); err != nil {
+			return err
+		}
+	}
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+func inspectLive(data string) (*gateway.Report, error) {
+	addr, err := os.ReadFile(filepath.Join(data, gateway.AddrFile))
+	if err != nil {
+		return nil, err
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + strings.TrimSpace(string(addr)) + "/inspect")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("inspect: %s", resp.Status)
+	}
+	var rep gateway.Report
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&rep); err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}
