@@ -30,6 +30,9 @@ type Config struct {
 	// OnReceipt is called for every receipt (or receipt error), from
 	// paho's goroutine, after the client has handled it.
 	OnReceipt func(protocol.Receipt, error)
+	// OnPublish, if set, is called with every ticket published, first
+	// sends and resends, for logging.
+	OnPublish func(seq uint64, ticket []byte)
 }
 
 // Device is a connected device.
@@ -116,19 +119,29 @@ func (d *Device) Report(nowMs uint64, readings []devicefw.Reading) (uint64, erro
 		return 0, err
 	}
 	d.conn.Publish(d.ticketTopic(), 1, false, msg)
+	if d.cfg.OnPublish != nil {
+		d.cfg.OnPublish(seq, msg)
+	}
 	return seq, nil
 }
 
 // ResendPending publishes every pending ticket again, oldest first.
 func (d *Device) ResendPending() int {
-	var msgs [][]byte
+	type pending struct {
+		seq uint64
+		msg []byte
+	}
+	var msgs []pending
 	d.mu.Lock()
 	for seq, msg, ok := d.cfg.Client.NextPending(0); ok; seq, msg, ok = d.cfg.Client.NextPending(seq) {
-		msgs = append(msgs, append([]byte(nil), msg...))
+		msgs = append(msgs, pending{seq, append([]byte(nil), msg...)})
 	}
 	d.mu.Unlock()
 	for _, m := range msgs {
-		d.conn.Publish(d.ticketTopic(), 1, false, m)
+		d.conn.Publish(d.ticketTopic(), 1, false, m.msg)
+		if d.cfg.OnPublish != nil {
+			d.cfg.OnPublish(m.seq, m.msg)
+		}
 	}
 	return len(msgs)
 }

@@ -1,0 +1,402 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/devicefw"
+	"github.com/farthing-iot/farthing/devicefw/mqttdev"
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// buildDaemon compiles farthingd once for the crash tests.
+func buildDaemon(t *testing.T) string {
+	bin := filepath.Join(t.TempDir(), "farthingd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type daemon struct {
+	cmd *exec.Cmd
+	log *os.File
+}
+
+func startDaemon(t *testing.T, bin, config, addr string) *daemon {
+	log, err := os.OpenFile(filepath.Join(filepath.Dir(config), "farthingd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", config)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, log: log}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return d
+		}
+		if time.Now().After(deadline) {
+			d.cmd.Process.Kill()
+			t.Fatalf("farthingd did not listen on %s", addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *daemon) kill(t *testing.T) {
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Wait()
+	d.log.Close()
+}
+
+func (d *daemon) stop(t *testing.T) {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("farthingd exit after SIGTERM: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		d.cmd.Process.Kill()
+		t.Error("farthingd did not stop within 20s of SIGTERM")
+	}
+	d.log.Close()
+}
+
+type memSeq struct {
+	mu sync.Mutex
+	v  uint64
+}
+
+func (m *memSeq) LoadSeq() (uint64, error) { m.mu.Lock(); defer m.mu.Unlock(); return m.v, nil }
+func (m *memSeq) SaveSeq(v uint64) error   { m.mu.Lock(); defer m.mu.Unlock(); m.v = v; return nil }
+
+// seen is what one device learnt from receipts.
+type seen struct {
+	mu         sync.Mutex
+	accepted   map[uint64]uint64 // seq → charged
+	duplicates map[uint64]uint64
+	others     int
+	sent       map[uint64][]byte // seq → the ticket's bytes
+}
+
+// TestCrashLosesNothingCountsNothingTwice kills the daemon with SIGKILL
+// in the middle of a load, restarts it, lets the devices resend what they
+// hold, and checks the books against what every device was told.
+func TestCrashLosesNothingCountsNothingTwice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test builds and kills a daemon")
+	}
+	bin := buildDaemon(t)
+	dir := t.TempDir()
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	config := filepath.Join(dir, "farthingd.yaml")
+	os.WriteFile(config, []byte(fmt.Sprintf(`gateway_id: gw-crash
+data_dir: %s
+accounts:
+  - {id: fleet, kind: postpaid, currency: EUR, credit_limit: "1000000"}
+providers:
+  - {id: utility, window: 1s, threshold: "0.05 EUR"}
+mqtt: {listen: "%s"}
+http: {listen: "off"}
+`, filepath.Join(dir, "data"), addr)), 0o600)
+	os.MkdirAll(filepath.Join(dir, "data"), 0o700)
+	os.WriteFile(filepath.Join(dir, "data", "tariffs.yaml"), []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"), 0o600)
+	const nDev = 6
+	var rf gateway.RegistryFile
+	secrets := map[string]gateway.DeviceSecrets{}
+	for i := 0; i < nDev; i++ {
+		typ := "hmac"
+		if i%3 == 2 {
+			typ = "ed25519"
+		}
+		e, s, err := gateway.NewDevice(fmt.Sprintf("dev-%d", i), typ, "fleet", "utility", map[string]string{"energy_wh": "energy"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rf.Devices = append(rf.Devices, e)
+		secrets[e.ID] = s
+	}
+	gateway.WriteRegistryFile(filepath.Join(dir, "data", "devices.yaml"), &rf)
+
+	d := startDaemon(t, bin, config, addr)
+	type dev struct {
+		id string
+		*mqttdev.Device
+		seen *seen
+	}
+	var devs []*dev
+	for _, e := range rf.Devices {
+		s := secrets[e.ID]
+		signer, _ := s.Signer()
+		rv, _ := s.ReceiptVerifier()
+		c, err := devicefw.New(devicefw.Config{Device: e.ID, Meters: []string{"energy_wh"}, Signer: signer, Receipts: rv,
+			Seq: &memSeq{}, Pending: make([]byte, 32*protocol.MaxTicketSize)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sn := &seen{accepted: map[uint64]uint64{}, duplicates: map[uint64]uint64{}, sent: map[uint64][]byte{}}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		md, err := mqttdev.Connect(ctx, mqttdev.Config{Broker: "tcp://" + addr, Device: e.ID, Password: s.MQTTPassword(), Client: c,
+			OnPublish: func(seq uint64, b []byte) { sn.mu.Lock(); sn.sent[seq] = b; sn.mu.Unlock() },
+			OnReceipt: func(r protocol.Receipt, err error) {
+				if err != nil && !errors.Is(err, devicefw.ErrNotPending) {
+					return
+				}
+				sn.mu.Lock()
+				defer sn.mu.Unlock()
+				switch r.Status {
+				case protocol.StatusAccepted:
+					if _, dup := sn.accepted[r.Seq]; dup {
+						t.Errorf("%s: seq %d accepted twice", e.ID, r.Seq)
+					}
+					sn.accepted[r.Seq] = r.Charged
+				case protocol.StatusDuplicate:
+					sn.duplicates[r.Seq] = r.Charged
+				default:
+					sn.others++
+				}
+			}})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer md.Close()
+		devs = append(devs, &dev{id: e.ID, Device: md, seen: sn})
+	}
+
+	// Load: every device reports every 2 ms; the daemon is killed during it.
+	var wg sync.WaitGroup
+	stopLoad := make(chan struct{})
+	for _, dv := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reg := uint64(0)
+			for {
+				select {
+				case <-stopLoad:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+				reg += 7
+				dv.Report(uint64(time.Now().UnixMilli()), []devicefw.Reading{{Meter: 0, Register: reg}})
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	d.kill(t)
+	t.Log("farthingd killed with SIGKILL under load")
+	time.Sleep(300 * time.Millisecond)
+	d = startDaemon(t, bin, config, addr)
+	time.Sleep(1500 * time.Millisecond)
+	close(stopLoad)
+	wg.Wait()
+
+	// Let every device get an answer for everything it holds.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pending := 0
+		for _, dv := range devs {
+			pending += dv.Pending()
+			if dv.Pending() > 0 {
+				dv.ResendPending()
+			}
+		}
+		if pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tickets still pending 30s after the load", pending)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	// Replay each device's last accepted ticket as raw bytes: "duplicate"
+	// with the original charge.
+	replayed := 0
+	for _, dv := range devs {
+		dv.seen.mu.Lock()
+		var last uint64
+		for s := range dv.seen.accepted {
+			last = max(last, s)
+		}
+		dv.seen.mu.Unlock()
+		if last == 0 {
+			continue
+		}
+		dv.seen.mu.Lock()
+		raw, want := dv.seen.sent[last], dv.seen.accepted[last]
+		dv.seen.mu.Unlock()
+		rc := rawReceipt(t, addr, dv.id, secrets[dv.id], raw)
+		if rc.Status != protocol.StatusDuplicate || rc.Charged != want {
+			t.Errorf("%s: replay of seq %d answered %+v; want duplicate charging %d", dv.id, last, rc, want)
+		}
+		replayed++
+	}
+	if replayed == 0 {
+		t.Fatal("no device had an accepted ticket")
+	}
+	d.stop(t)
+
+	// The books: every accepted ticket exactly once, with its charge.
+	st, err := store.Open(filepath.Join(dir, "data", gateway.StateFile), store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rep, err := gateway.Inspect(st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the devices were told must match what is stored: an accepted
+	// seq is stored with its charge; a duplicate is either a stored ticket
+	// answered with its original charge, or an older ticket a newer one
+	// superseded, which charges nothing.
+	told := map[string]bool{}
+	var acceptedN, dupN int
+	for _, dv := range devs {
+		dv.seen.mu.Lock()
+		for seq, charged := range dv.seen.accepted {
+			acceptedN++
+			told[fmt.Sprint(dv.id, "/", seq)] = true
+			if got, ok := storedCharge(t, st, dv.id, seq); !ok || got != charged {
+				t.Errorf("%s seq %d: told accepted with %d, stored %d (%v)", dv.id, seq, charged, got, ok)
+			}
+		}
+		for seq, charged := range dv.seen.duplicates {
+			dupN++
+			got, ok := storedCharge(t, st, dv.id, seq)
+			if ok {
+				told[fmt.Sprint(dv.id, "/", seq)] = true
+			}
+			if got != charged {
+				t.Errorf("%s seq %d: duplicate says %d, stored %d (stored: %v)", dv.id, seq, charged, got, ok)
+			}
+		}
+		dv.seen.mu.Unlock()
+	}
+	// Each stored ticket is in the ledger exactly once.
+	refs := map[string]int{}
+	st.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(store.BucketEntries).ForEach(func(_, v []byte) error {
+			var e metering.Entry
+			if err := e.UnmarshalBinary(v); err != nil {
+				t.Errorf("bad entry: %v", err)
+			}
+			refs[e.Ref]++
+			return nil
+		})
+	})
+	for ref, n := range refs {
+		if n != 1 {
+			t.Errorf("ticket %s is in the ledger %d times", ref, n)
+		}
+	}
+	unanswered := 0
+	st.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(store.BucketReceipts).ForEach(func(k, _ []byte) error {
+			i := bytes.IndexByte(k, 0)
+			if !told[fmt.Sprint(string(k[:i]), "/", binary.BigEndian.Uint64(k[i+1:]))] {
+				unanswered++ // committed, receipt lost in the crash, superseded on the device
+			}
+			return nil
+		})
+	})
+	rc := rep.Reconcile
+	t.Logf("%d accepted, %d duplicate answers, %d stored tickets (%d whose receipt died with the daemon and were superseded); %+v",
+		acceptedN, dupN, rc.Tickets, unanswered, rc)
+	if !rc.Balanced {
+		t.Fatalf("books do not balance after the crash: %+v", rc)
+	}
+	if acceptedN < 100 {
+		t.Fatalf("only %d tickets accepted: the load did not run", acceptedN)
+	}
+	if int(rc.Tickets) != len(told)+unanswered {
+		t.Fatalf("stored %d tickets; told %d + unanswered %d", rc.Tickets, len(told), unanswered)
+	}
+}
+
+func storedCharge(t *testing.T, st *store.Store, device string, seq uint64) (uint64, bool) {
+	var v []byte
+	st.View(func(tx *bolt.Tx) error {
+		v = append(v, tx.Bucket(store.BucketReceipts).Get(store.KeySeq(seq, device))...)
+		return nil
+	})
+	if v == nil {
+		return 0, false
+	}
+	// storedReceipt: version 1, uvarint charged, varint balance.
+	var charged uint64
+	var shift uint
+	for _, b := range v[1:] {
+		charged |= uint64(b&0x7f) << shift
+		if b < 0x80 {
+			break
+		}
+		shift += 7
+	}
+	return charged, true
+}
+
+func rawReceipt(t *testing.T, addr, device string, s gateway.DeviceSecrets, payload []byte) protocol.Receipt {
+	got := make(chan []byte, 1)
+	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("replay-" + device).SetUsername(device).SetPassword(s.MQTTPassword())
+	c := paho.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("replay connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	c.Subscribe("farthing/v1/"+device+"/receipt", 1, func(_ paho.Client, m paho.Message) {
+		select {
+		case got <- m.Payload():
+		default:
+		}
+	}).WaitTimeout(5 * time.Second)
+	c.Publish("farthing/v1/"+device+"/ticket", 1, false, payload).WaitTimeout(5 * time.Second)
+	select {
+	case b := <-got:
+		var env protocol.Envelope
+		var r protocol.Receipt
+		if err := protocol.ParseReceipt(b, &env, &r); err != nil {
+			t.Fatal(err)
+		}
+		rv, _ := s.ReceiptVerifier()
+		if err := env.Verify(rv, nil); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no receipt for the replay")
+		return protocol.Receipt{}
+	}
+}
