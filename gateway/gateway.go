@@ -194,12 +194,25 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); errc <- b.Serve(tctx) }()
 		g.log.Info("embedded MQTT broker listening", "addr", g.cfg.MQTT.Listen, "tickets", topics.TicketFilter())
 	case "external":
+		subscribed := make(chan struct{})
+		var once sync.Once
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			errc <- mqtt.RunClient(tctx, mqtt.ClientConfig{Broker: g.cfg.MQTT.Broker, ClientID: g.cfg.MQTT.ClientID,
-				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.handle("mqtt"), Log: g.log, Event: event})
+				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.handle("mqtt"), Log: g.log, Event: event,
+				Subscribed: func() { once.Do(func() { close(subscribed) }) }})
 		}()
+		// Ready means tickets can arrive: wait for the subscription.
+		select {
+		case <-subscribed:
+		case err := <-errc:
+			stopTransports()
+			wg.Wait()
+			g.store.Close()
+			return err
+		case <-ctx.Done():
+		}
 	}
 	var srv *http.Server
 	if g.cfg.HTTP.Listen != "off" {

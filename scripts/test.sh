@@ -12,6 +12,9 @@ FUZZTIME=${FUZZTIME:-10s}
 
 step() { printf '\n=== %s\n' "$*"; }
 
+step "packages: Mosquitto for the external-broker tests"
+bash scripts/apt-install.sh mosquitto mosquitto-clients
+
 step "go version"
 go version
 

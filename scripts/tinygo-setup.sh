@@ -16,18 +16,7 @@ if [ -x "$ROOT/build/tinygo" ] && "$ROOT/build/tinygo" version >/dev/null 2>&1; 
   exit 0
 fi
 
-need=""
-for p in llvm-19-dev clang-19 lld-19 libclang-19-dev; do
-  dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
-done
-if [ -n "$need" ]; then
-  echo "tinygo-setup: installing$need" >&2
-  if [ ! -f /var/lib/apt/lists/.farthing-updated ]; then
-    apt-get update -qq >&2
-    touch /var/lib/apt/lists/.farthing-updated
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >&2
-fi
+bash "$(dirname "$0")/apt-install.sh" llvm-19-dev clang-19 lld-19 libclang-19-dev
 
 echo "tinygo-setup: building tinygo $TINYGO_VERSION into $ROOT" >&2
 dir=$(go mod download -json "github.com/tinygo-org/tinygo@$TINYGO_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')

@@ -21,6 +21,9 @@ type ClientConfig struct {
 	Concurrency int
 	Log         *slog.Logger
 	Event       func(event string)
+	// Subscribed, if set, is called after every subscription the broker
+	// confirmed (the first one makes the gateway ready).
+	Subscribed func()
 }
 
 // RunClient connects to the broker, subscribes to every device's ticket
@@ -76,8 +79,13 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		cfg.Event("connected")
 		t := c.Subscribe(cfg.Topics.TicketFilter(), 1, handler)
 		go func() {
-			if t.WaitTimeout(10*time.Second) && t.Error() != nil {
+			switch {
+			case !t.WaitTimeout(10 * time.Second):
+				cfg.Log.Error("subscribe timed out", "filter", cfg.Topics.TicketFilter())
+			case t.Error() != nil:
 				cfg.Log.Error("subscribe failed", "filter", cfg.Topics.TicketFilter(), "error", t.Error())
+			case cfg.Subscribed != nil:
+				cfg.Subscribed()
 			}
 		}()
 		cfg.Log.Info("connected to broker", "broker", cfg.Broker, "filter", cfg.Topics.TicketFilter())

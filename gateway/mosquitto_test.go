@@ -1,0 +1,226 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/farthing-iot/farthing/devicefw"
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// mosquitto runs a real Mosquitto on a free loopback port with password
+// authentication and an ACL like a production edge box: each device may
+// publish its own ticket topic and read its own receipt topic; the gateway
+// user reads every ticket topic and writes every receipt topic.
+type mosquitto struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
+func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
+		if _, err := os.Stat(bin); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatal("mosquitto is not installed; scripts/test.sh installs it (apt-get install -y mosquitto)")
+			}
+			t.Skip("mosquitto is not installed; run scripts/test.sh, which installs it")
+		}
+	}
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwd")
+	first := true
+	for u, p := range users {
+		args := []string{"-b", pw, u, p}
+		if first {
+			args = append([]string{"-c"}, args...)
+			first = false
+		}
+		if out, err := exec.Command("mosquitto_passwd", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+		}
+	}
+	acl := filepath.Join(dir, "acl")
+	os.WriteFile(acl, []byte("user farthingd\ntopic read farthing/v1/+/ticket\ntopic write farthing/v1/+/receipt\n\n"+
+		"pattern write farthing/v1/%u/ticket\npattern read farthing/v1/%u/receipt\n"), 0o600)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	// Run as root, Mosquitto drops to the "mosquitto" user, which cannot
+	// read the test's private files: keep the current user.
+	userLine := ""
+	if os.Geteuid() == 0 {
+		userLine = "user root\n"
+	}
+	os.WriteFile(conf, []byte(userLine+fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n", port, pw, acl)), 0o600)
+	cmd := exec.Command(bin, "-c", conf)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // keep the pipe drained; show the log on failure
+		s := bufio.NewScanner(stderr)
+		for s.Scan() {
+			if testing.Verbose() {
+				t.Log("mosquitto: " + s.Text())
+			}
+		}
+	}()
+	m := &mosquitto{addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; i < 100; i++ {
+		if c, err := net.DialTimeout("tcp", m.addr, 100*time.Millisecond); err == nil {
+			c.Close()
+			return m
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("mosquitto did not start")
+	return nil
+}
+
+// TestExternalMosquitto: the same pipeline behind a real Mosquitto that the
+// gateway does not own.
+func TestExternalMosquitto(t *testing.T) {
+	devs := []devSpec{{"plug-1", "hmac", "prepaid-1"}, {"evse-1", "ed25519", "fleet"}}
+	// Provision first, to give Mosquitto the devices' passwords.
+	tg := startGatewayExternal(t, devs, func(secrets map[string]gateway.DeviceSecrets) (string, string) {
+		users := map[string]string{"farthingd": "gateway-secret"}
+		for id, s := range secrets {
+			users[id] = s.MQTTPassword()
+		}
+		m := startMosquitto(t, users)
+		return "tcp://" + m.addr, "gateway-secret"
+	})
+	var charged uint64
+	for _, id := range []string{"plug-1", "evse-1"} {
+		d := connectDevice(t, tg, id)
+		for i := uint64(0); i < 20; i++ {
+			if _, err := d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 500 * i}}); err != nil {
+				t.Fatal(err)
+			}
+			r := d.next(t)
+			if r.Status != protocol.StatusAccepted {
+				t.Fatalf("%s via Mosquitto: %+v", id, r)
+			}
+			charged += r.Charged
+		}
+	}
+	// A's ticket on B's own topic: Mosquitto lets B publish there, the
+	// gateway refuses it.
+	b, err := connectRaw(t, tg, "plug-1", tg.secrets["plug-1"].MQTTPassword())
+	if err != nil {
+		t.Fatal(err)
+	}
+	signerA, _ := tg.secrets["evse-1"].Signer()
+	var enc protocol.Encoder
+	ticketA, _ := enc.AppendTicket(nil, &protocol.Ticket{Device: "evse-1", Seq: 1 << 40, Time: now(), Readings: []protocol.Reading{{Meter: "energy_wh", Register: 1 << 30}}}, signerA)
+	b.publish(t, "plug-1", ticketA)
+	if r := b.receipt(t, tg); r.Status != protocol.StatusRejected || r.Reason != protocol.ReasonDeviceMismatch {
+		t.Fatalf("A's ticket as B through Mosquitto: %+v", r)
+	}
+	rep, err := gateway.Inspect(tg.Store(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Reconcile.Balanced || uint64(rep.Reconcile.ReceiptsCharged) != charged || rep.Reconcile.Tickets != 40 {
+		t.Fatalf("reconcile %+v; devices were charged %d", rep.Reconcile, charged)
+	}
+}
+
+// startGatewayExternal is startGateway in external mode; broker starts
+// the broker once the devices are provisioned and returns its URL and the
+// gateway's password.
+func startGatewayExternal(t *testing.T, devs []devSpec, broker func(map[string]gateway.DeviceSecrets) (string, string)) *testGateway {
+	dir := t.TempDir()
+	secrets := map[string]gateway.DeviceSecrets{}
+	var rf gateway.RegistryFile
+	for _, d := range devs {
+		e, s, err := gateway.NewDevice(d.id, d.keyType, d.account, "utility", map[string]string{"energy_wh": "energy", "on_ms": "ontime"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rf.Devices = append(rf.Devices, e)
+		secrets[d.id] = s
+	}
+	url, password := broker(secrets)
+	os.WriteFile(filepath.Join(dir, "tariffs.yaml"), []byte(testTariffs), 0o600)
+	gateway.WriteRegistryFile(filepath.Join(dir, "devices.yaml"), &rf)
+	conf := filepath.Join(dir, "farthingd.yaml")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`gateway_id: gw-ext
+data_dir: %s
+accounts:
+  - {id: prepaid-1, kind: prepaid, currency: EUR, balance: "10.00"}
+  - {id: fleet, kind: postpaid, currency: EUR, credit_limit: "1000"}
+providers:
+  - {id: utility, window: 1h}
+mqtt: {mode: external, broker: "%s", username: farthingd, password: "%s", client_id: farthingd-test}
+http: {listen: "127.0.0.1:0"}
+`, dir, url, password)), 0o600)
+	cfg, err := gateway.LoadConfig(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		t.Fatalf("gateway stopped: %v", err)
+	}
+	t.Cleanup(func() { cancel(); <-done })
+	tg := &testGateway{Gateway: g, cfg: cfg, secrets: secrets, broker: url}
+	return tg // Ready: the gateway's subscription is confirmed
+}
+
+// TestMosquittoPubSubmitsTicketFile: mosquitto_pub, a client no one here
+// wrote, sends a ticket file to the embedded broker and it is accepted.
+func TestMosquittoPubSubmitsTicketFile(t *testing.T) {
+	pub, err := exec.LookPath("mosquitto_pub")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("mosquitto_pub is not installed; scripts/test.sh installs it (apt-get install -y mosquitto-clients)")
+		}
+		t.Skip("mosquitto_pub is not installed; run scripts/test.sh, which installs it")
+	}
+	tg := startGateway(t, []devSpec{{"plug-9", "hmac", "prepaid-1"}})
+	signer, _ := tg.secrets["plug-9"].Signer()
+	var enc protocol.Encoder
+	file := filepath.Join(t.TempDir(), "ticket.cbor")
+	for seq, reg := range []uint64{100, 2100} {
+		b, err := enc.AppendTicket(nil, &protocol.Ticket{Device: "plug-9", Seq: uint64(seq + 1), Time: now(),
+			Readings: []protocol.Reading{{Meter: "energy_wh", Register: reg}}}, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(file, b, 0o600)
+		host, port, _ := net.SplitHostPort(tg.cfg.MQTT.Listen)
+		out, err := exec.Command(pub, "-h", host, "-p", port, "-u", "plug-9", "-P", tg.secrets["plug-9"].MQTTPassword(),
+			"-i", fmt.Sprintf("mosquitto-pub-%d", seq), "-q", "1", "-t", "farthing/v1/plug-9/ticket", "-f", file).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mosquitto_pub: %v: %s", err, out)
+		}
+	}
+	rep, _ := gateway.Inspect(tg.Store(), nil)
+	// mosquitto_pub waits for the PUBACK, which comes after the commit.
+	if rep.Reconcile.Tickets != 2 || rep.Reconcile.ReceiptsCharged != 600_000_000 {
+		t.Fatalf("after two tickets from mosquitto_pub: %+v; want 2 tickets charging 0.60 EUR", rep.Reconcile)
+	}
+}

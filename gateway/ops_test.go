@@ -1,0 +1,132 @@
+package gateway_test
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/farthing-iot/farthing/devicefw"
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestMetricsAndHealth(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}})
+	d := connectDevice(t, tg, "plug-1")
+	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 1}})
+	d.next(t)
+	rc, err := connectRaw(t, tg, "plug-1", tg.secrets["plug-1"].MQTTPassword())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.publish(t, "plug-1", []byte("garbage"))
+	rc.receipt(t, tg)
+	base := "http://" + tg.HTTPAddr()
+	if code, body := httpGet(t, base+"/healthz"); code != 200 || !strings.Contains(body, "ok") {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	if code, body := httpGet(t, base+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %q", code, body)
+	}
+	_, m := httpGet(t, base+"/metrics")
+	for _, want := range []string{
+		`farthing_tickets_total{reason="",status="accepted"} 1`,
+		`farthing_tickets_total{reason="unexpected_tag",status="rejected"} 1`,
+		`farthing_tickets_total{reason="register_backwards",status="rejected"} 0`,
+		"farthing_commit_seconds_bucket", "farthing_verify_seconds_bucket", "farthing_store_bytes", "farthing_ticket_seconds_bucket",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if code, body := httpGet(t, base+"/inspect"); code != 200 || !strings.Contains(body, `"balanced":true`) {
+		t.Errorf("/inspect = %d %q", code, body)
+	}
+}
+
+// TestRegistryReloadsWithoutRestart: a device added to devices.yaml while
+// the gateway runs can connect and is accepted; a broken file is refused
+// and the gateway keeps its devices.
+func TestRegistryReloadsWithoutRestart(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}})
+	old := connectDevice(t, tg, "plug-1")
+	path := tg.cfg.Devices
+	rf, err := gateway.ReadRegistryFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, s, _ := gateway.NewDevice("plug-2", "ed25519", "fleet", "utility", map[string]string{"energy_wh": "energy"})
+	rf.Devices = append(rf.Devices, e)
+	tg.secrets["plug-2"] = s
+	if err := gateway.WriteRegistryFile(path, rf); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Reload(); err != nil { // what SIGHUP does; the file watch would too
+		t.Fatal(err)
+	}
+	d := connectDevice(t, tg, "plug-2")
+	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 5}})
+	if r := d.next(t); r.Status != protocol.StatusAccepted {
+		t.Fatalf("new device after reload: %+v", r)
+	}
+	// An existing connection keeps working across the reload.
+	old.Report(now(), []devicefw.Reading{{Meter: 0, Register: 5}})
+	if r := old.next(t); r.Status != protocol.StatusAccepted {
+		t.Fatalf("old device after reload: %+v", r)
+	}
+	// A broken registry is refused; the devices stay.
+	os.WriteFile(path, []byte("devices:\n  - {id: x, key_type: rsa}\n"), 0o600)
+	if err := tg.Reload(); !errors.Is(err, gateway.ErrRegistry) {
+		t.Fatalf("Reload of a broken registry = %v", err)
+	}
+	old.Report(now(), []devicefw.Reading{{Meter: 0, Register: 9}})
+	if r := old.next(t); r.Status != protocol.StatusAccepted {
+		t.Fatalf("device after a refused reload: %+v", r)
+	}
+	// The file watch picks up a fixed file by itself.
+	rf.Devices = rf.Devices[:1]
+	gateway.WriteRegistryFile(path, rf)
+	deadline := time.Now().Add(10 * time.Second)
+	for tg.Ingest().Snapshot().Registry.Device("plug-2") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the gateway did not notice devices.yaml changed")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ yaml, want string }{
+		{"mqtt: {mode: carrier-pigeon}\n", "mqtt.mode"},
+		{"colour: red\n", "colour"},
+		{"accounts:\n  - {id: a, kind: prepaid, currency: euro}\n", "accounts[0]"},
+		{"accounts:\n  - {id: a, kind: prepaid, currency: EUR, credit_limit: \"5\"}\n", "credit_limit"},
+		{"providers:\n  - {id: p, threshold: lots}\n", "providers[0]"},
+		{"gateway_id: \"gw/1\"\n", "gateway_id"},
+		{"mqtt: {mode: external}\n", "mqtt.broker"},
+	} {
+		p := filepath.Join(dir, "c.yaml")
+		os.WriteFile(p, []byte(tc.yaml), 0o600)
+		_, err := gateway.LoadConfig(p)
+		if !errors.Is(err, gateway.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("config %q: %v; want an error naming %q", tc.yaml, err, tc.want)
+		}
+	}
+}
