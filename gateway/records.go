@@ -124,7 +124,11 @@ func decodeSealedRecord(b []byte) (sealedRecord, error) {
 	r.Provider, r.Account, r.Meter = d.s(), d.s(), d.s()
 	r.Start, r.End, r.Currency = d.i(), d.i(), metering.Currency(d.s())
 	r.Quantity, r.Amount, r.Tickets = d.u(), metering.Nanos(d.i()), d.u()
-	r.Reason, r.Corrects = metering.SealReason(d.u()), d.u()
+	reason := d.u()
+	if reason > 0xff {
+		d.err = errRecord
+	}
+	r.Reason, r.Corrects = metering.SealReason(reason), d.u()
 	if d.err == nil && len(d.b) == len(r.Root) {
 		copy(r.Root[:], d.b)
 		d.b = nil

@@ -101,6 +101,17 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
+// u8 reads a number that must fit a byte (a kind or reason code): a
+// larger one is refused, never truncated.
+func (r *rbuf) u8() uint8 {
+	v := r.u()
+	if v > 0xff {
+		r.fail("code out of range")
+		return 0
+	}
+	return uint8(v)
+}
+
 func (r *rbuf) bytes(max int) []byte {
 	n := r.u()
 	if r.err != nil {
@@ -211,7 +222,7 @@ func (a Account) MarshalBinary() ([]byte, error) { return a.AppendBinary(nil) }
 // UnmarshalBinary decodes a.
 func (a *Account) UnmarshalBinary(b []byte) error {
 	r := newReader(b, "account")
-	v := Account{ID: r.s(), Kind: AccountKind(r.u()), Currency: Currency(r.s()), Balance: r.nanos(), CreditLimit: r.nanos(), Seq: r.u()}
+	v := Account{ID: r.s(), Kind: AccountKind(r.u8()), Currency: Currency(r.s()), Balance: r.nanos(), CreditLimit: r.nanos(), Seq: r.u()}
 	if err := r.done(); err != nil {
 		return err
 	}
@@ -234,7 +245,7 @@ func (e Entry) MarshalBinary() ([]byte, error) { return e.AppendBinary(nil) }
 // UnmarshalBinary decodes e.
 func (e *Entry) UnmarshalBinary(b []byte) error {
 	r := newReader(b, "account entry")
-	v := Entry{Account: r.s(), Seq: r.u(), Kind: EntryKind(r.u()), Amount: r.nanos(), Time: r.i(), Ref: r.s()}
+	v := Entry{Account: r.s(), Seq: r.u(), Kind: EntryKind(r.u8()), Amount: r.nanos(), Time: r.i(), Ref: r.s()}
 	if err := r.done(); err != nil {
 		return err
 	}
