@@ -46,7 +46,7 @@ type devSpec struct{ id, keyType, account string }
 
 // startGateway runs a gateway with an embedded broker in a temporary data
 // directory, with the given devices provisioned.
-func startGateway(t testing.TB, devs []devSpec) *testGateway {
+func startGateway(t testing.TB, devs []devSpec, opts ...func(*gateway.Config)) *testGateway {
 	dir := t.TempDir()
 	cfg := &gateway.Config{GatewayID: "gw-test", DataDir: dir,
 		Accounts: []gateway.AccountConfig{
@@ -77,6 +77,9 @@ func startGateway(t testing.TB, devs []devSpec) *testGateway {
 	// Defaults for what the test did not set.
 	cfg.KeyFile, cfg.Tariffs, cfg.Devices = filepath.Join(dir, "gateway.key"), filepath.Join(dir, "tariffs.yaml"), filepath.Join(dir, "devices.yaml")
 	cfg.MQTT.Mode, cfg.MQTT.TopicPrefix, cfg.Limits = "embedded", "farthing/v1", full.Limits
+	for _, o := range opts {
+		o(cfg)
+	}
 	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

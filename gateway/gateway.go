@@ -79,7 +79,8 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: cfg.Commit.Linger})
+	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: cfg.Commit.Linger,
+		OnCommit: func(ops int, _ time.Duration) { g.metrics.BatchSize.Observe(float64(ops)) }})
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +277,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 func (g *Gateway) watchDisk() {
 	st := g.store.Stats()
 	g.metrics.StoreBytes.Set(float64(st.FileBytes))
-	g.metrics.BatchSize.Observe(float64(st.LastBatch))
+	g.metrics.OldestSealed.Set(g.oldestUnforwarded(time.Now()).Seconds())
 	full := st.FileBytes > g.cfg.Limits.MaxStoreBytes
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(g.cfg.DataDir, &fs); err == nil && int64(fs.Bavail)*int64(fs.Bsize) < g.cfg.Limits.MinFreeBytes {
@@ -286,6 +287,23 @@ func (g *Gateway) watchDisk() {
 		g.log.Warn("storage bound", "full", full, "state_bytes", st.FileBytes)
 	}
 	g.ingest.SetFull(full)
+}
+
+// oldestUnforwarded is the age of the oldest sealed aggregate still in
+// the outbox (every sealed one, until forwarding confirms and removes it).
+func (g *Gateway) oldestUnforwarded(now time.Time) time.Duration {
+	var age time.Duration
+	g.store.View(func(tx *bolt.Tx) error {
+		_, v := tx.Bucket(store.BucketSealed).Cursor().First()
+		if v == nil {
+			return nil
+		}
+		if r, err := decodeSealedRecord(v); err == nil {
+			age = max(0, now.Sub(time.UnixMilli(r.End)))
+		}
+		return nil
+	})
+	return age
 }
 
 func (g *Gateway) watchFiles() {

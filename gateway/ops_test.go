@@ -130,3 +130,56 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskBoundAnswersRetryLater: when the state file passes its bound,
+// new tickets are answered "retry later" and nothing already accepted is
+// touched.
+func TestDiskBoundAnswersRetryLater(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}})
+	d := connectDevice(t, tg, "plug-1")
+	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 1}})
+	if r := d.next(t); r.Status != protocol.StatusAccepted {
+		t.Fatal(r)
+	}
+	before, _ := gateway.Inspect(tg.Store(), nil)
+	tg.Ingest().SetFull(true) // what the disk watch does past limits.max_store_bytes or min_free_bytes
+	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 2}})
+	r := d.next(t)
+	if r.Status != protocol.StatusRetryLater || r.Reason != protocol.ReasonStorageFull || r.RetryAfter == 0 {
+		t.Fatalf("ticket past the disk bound: %+v", r)
+	}
+	if d.Pending() != 1 {
+		t.Fatalf("the device dropped a retry-later ticket")
+	}
+	after, _ := gateway.Inspect(tg.Store(), nil)
+	if after.Reconcile != before.Reconcile {
+		t.Fatalf("a refused ticket changed the books")
+	}
+	if code, _ := httpGet(t, "http://"+tg.HTTPAddr()+"/readyz"); code != 503 {
+		t.Errorf("/readyz = %d while full; want 503", code)
+	}
+	tg.Ingest().SetFull(false)
+	d.ResendPending()
+	if r := d.next(t); r.Status != protocol.StatusAccepted {
+		t.Fatalf("resend after space came back: %+v", r)
+	}
+}
+
+// TestStateFileBoundIsWatched: past limits.max_store_bytes the gateway
+// turns to "retry later" by itself.
+func TestStateFileBoundIsWatched(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}}, func(c *gateway.Config) { c.Limits.MaxStoreBytes = 1 })
+	d := connectDevice(t, tg, "plug-1")
+	deadline := time.Now().Add(10 * time.Second)
+	for i := uint64(1); ; i++ {
+		d.Report(now(), []devicefw.Reading{{Meter: 0, Register: i}})
+		r := d.next(t)
+		if r.Status == protocol.StatusRetryLater && r.Reason == protocol.ReasonStorageFull {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a state file over a 1-byte bound was not noticed: last receipt %+v", r)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

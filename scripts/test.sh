@@ -4,14 +4,14 @@
 # compiles the firmware with a real TinyGo, fuzzes every decoder for a
 # bounded time and runs the whole test suite. CI runs exactly this.
 #
-#   FUZZTIME=50000x  budget of each fuzz target (0 skips fuzzing). A count
+#   FUZZTIME=200000x budget of each fuzz target (0 skips fuzzing). A count
 #                    (Nx), not a duration: Go 1.26's fuzz coordinator can fail
 #                    a target with "context deadline exceeded" at a duration
 #                    budget's end without any finding (golang/go#75804).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin:$HOME/go/bin
-FUZZTIME=${FUZZTIME:-50000x}
+FUZZTIME=${FUZZTIME:-200000x}
 
 step() { printf '\n=== %s\n' "$*"; }
 

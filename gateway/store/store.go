@@ -78,6 +78,9 @@ type Options struct {
 	ReadOnly bool
 	// NoSync skips fsync. For tests of things other than durability only.
 	NoSync bool
+	// OnCommit, if set, is called by the committer after every commit with
+	// the number of operations and how long the transaction took.
+	OnCommit func(ops int, took time.Duration)
 }
 
 // Op is an operation run inside the write transaction. It must not keep
@@ -213,6 +216,7 @@ func (s *Store) committer() {
 // commit runs a batch in one transaction.
 func (s *Store) commit(batch []request) {
 	results := make([]error, len(batch))
+	start := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for i, r := range batch {
 			results[i] = runOp(r.op, tx)
@@ -232,6 +236,9 @@ func (s *Store) commit(batch []request) {
 	s.ops.Add(uint64(len(batch)))
 	s.lastBatch.Store(int64(len(batch)))
 	s.updateSize()
+	if s.opts.OnCommit != nil {
+		s.opts.OnCommit(len(batch), time.Since(start))
+	}
 	for i, r := range batch {
 		r.done <- results[i]
 	}
