@@ -3,6 +3,7 @@ package mqtt
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"time"
@@ -17,7 +18,9 @@ type ClientConfig struct {
 	Username, Password string
 	Topics             Topics
 	Handle             Handler
-	// Concurrency bounds tickets handled at once; default 512.
+	// Concurrency is the number of shards that handle tickets at once;
+	// default 256. A device's tickets always go to the same shard, in the
+	// order the broker delivered them.
 	Concurrency int
 	Log         *slog.Logger
 	Event       func(event string)
@@ -30,12 +33,18 @@ type ClientConfig struct {
 // topic at QoS 1 with a persistent session, and handles tickets until ctx
 // ends. Each ticket is acknowledged to the broker only after the handler
 // returned (its effects are durable), so the broker re-delivers a ticket the
-// gateway did not finish. Handlers run concurrently (paho's OrderMatters is
-// off); the wait for a free slot is the back-pressure on the broker. It
-// waits for handlers in progress before returning.
+// gateway did not finish.
+//
+// Ordering: paho delivers in order (OrderMatters on) to a callback that
+// only routes the message to a shard chosen by its device id; each shard
+// handles its queue in order. So one device's tickets are committed in the
+// order they arrived while devices on other shards proceed in parallel. A
+// full shard queue blocks the callback: that is the back-pressure on the
+// broker. The callback never waits on a paho token, which would deadlock.
+// RunClient waits for the shards to drain before returning.
 func RunClient(ctx context.Context, cfg ClientConfig) error {
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 512
+		cfg.Concurrency = 256
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -43,9 +52,36 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 	if cfg.Event == nil {
 		cfg.Event = func(string) {}
 	}
-	slots := make(chan struct{}, cfg.Concurrency)
-	var inflight sync.WaitGroup
-	var client paho.Client
+	type job struct {
+		c   paho.Client
+		msg paho.Message
+		dev string
+	}
+	shards := make([]chan job, cfg.Concurrency)
+	var workers sync.WaitGroup
+	for i := range shards {
+		shards[i] = make(chan job, 64)
+		workers.Add(1)
+		go func(q chan job) {
+			defer workers.Done()
+			for j := range q {
+				receipt, ack := cfg.Handle(ctx, j.dev, j.msg.Payload())
+				if receipt != nil {
+					t := j.c.Publish(cfg.Topics.Receipt(j.dev), 1, false, receipt)
+					go func() {
+						if t.WaitTimeout(30*time.Second) && t.Error() != nil {
+							cfg.Log.Warn("receipt publish failed", "device", j.dev, "error", t.Error())
+						}
+					}()
+				}
+				if ack {
+					j.msg.Ack() // unacknowledged, the broker delivers it again
+				}
+			}
+		}(shards[i])
+	}
+	var closing sync.RWMutex // held for reading while routing; closing the shards takes it
+	closed := false
 	handler := func(c paho.Client, msg paho.Message) {
 		dev := cfg.Topics.DeviceOf(msg.Topic())
 		if dev == "" {
@@ -53,25 +89,19 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 			msg.Ack()
 			return
 		}
-		slots <- struct{}{}
-		inflight.Add(1)
-		defer func() { <-slots; inflight.Done() }()
-		receipt, ack := cfg.Handle(ctx, dev, msg.Payload())
-		if receipt != nil {
-			t := c.Publish(cfg.Topics.Receipt(dev), 1, false, receipt)
-			go func() {
-				if t.WaitTimeout(30*time.Second) && t.Error() != nil {
-					cfg.Log.Warn("receipt publish failed", "device", dev, "error", t.Error())
-				}
-			}()
+		closing.RLock()
+		defer closing.RUnlock()
+		if closed {
+			return // not acknowledged: the broker delivers it again
 		}
-		if ack {
-			msg.Ack() // unacknowledged, the broker delivers it again
-		}
+		h := fnv.New32a()
+		h.Write([]byte(dev))
+		shards[h.Sum32()%uint32(len(shards))] <- job{c, msg, dev}
 	}
+	var client paho.Client
 	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(cfg.ClientID).
 		SetUsername(cfg.Username).SetPassword(cfg.Password).
-		SetCleanSession(false).SetAutoAckDisabled(true).SetOrderMatters(false).
+		SetCleanSession(false).SetAutoAckDisabled(true).SetOrderMatters(true).
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(10 * time.Second).SetKeepAlive(30 * time.Second).
 		SetMessageChannelDepth(uint(cfg.Concurrency))
@@ -104,7 +134,13 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 	case <-ctx.Done():
 	}
 	<-ctx.Done()
-	inflight.Wait()
-	client.Disconnect(1000)
+	client.Disconnect(1000) // no new deliveries
+	closing.Lock()
+	closed = true
+	for _, q := range shards {
+		close(q)
+	}
+	closing.Unlock()
+	workers.Wait()
 	return nil
 }
