@@ -50,8 +50,12 @@ type Gateway struct {
 }
 
 // New opens the data directory (creating the gateway key on first start)
-// and loads tariffs and devices. Run starts serving.
+// and loads tariffs and devices. Run starts serving. A nil log means
+// slog.Default().
 func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}

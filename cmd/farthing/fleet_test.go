@@ -1,0 +1,67 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/farthing-iot/farthing/gateway"
+)
+
+func TestDeviceAddListAndInspect(t *testing.T) {
+	data := t.TempDir()
+	out := mustRun(t, nil, "device", "add", "--data", data, "--count", "3", "--prefix", "plug-", "--type", "ed25519",
+		"--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy")
+	if !strings.Contains(out, "added 3 device(s)") {
+		t.Fatalf("device add printed %q", out)
+	}
+	mustRun(t, nil, "device", "add", "--data", data, "--id", "kiosk-1", "--type", "hmac", "--account", "kiosk", "--provider", "utility", "--tariff", "water_ml=water")
+	for _, f := range []string{"plug-0001.key", "plug-0001.secret", "kiosk-1.secret"} {
+		fi, err := os.Stat(filepath.Join(data, "device-keys", f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v; want 0600", f, err, fi.Mode().Perm())
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(data, "devices.yaml")); fi.Mode().Perm() != 0o600 {
+		t.Errorf("devices.yaml mode %v; want 0600 (it holds secrets)", fi.Mode().Perm())
+	}
+	rf, err := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml"))
+	if err != nil || len(rf.Devices) != 4 || rf.Devices[0].PublicKey == "" || rf.Devices[3].KeyType != "hmac" {
+		t.Fatalf("registry after adds: %+v, %v", rf, err)
+	}
+	list := mustRun(t, nil, "device", "list", "--data", data)
+	if !strings.Contains(list, "plug-0003") || !strings.Contains(list, "water_ml=water") {
+		t.Errorf("device list:\n%s", list)
+	}
+	if code, _, errOut := farthing(t, nil, "device", "add", "--data", data, "--id", "kiosk-1", "--type", "hmac", "--account", "a", "--provider", "p", "--tariff", "m=t"); code != exitBad || !strings.Contains(errOut, "already registered") {
+		t.Errorf("adding a device twice: exit %d %q", code, errOut)
+	}
+	if code, _, errOut := farthing(t, nil, "device", "add", "--data", data, "--id", "x"); code != exitBad || !strings.Contains(errOut, "--account") {
+		t.Errorf("device add without account: exit %d %q", code, errOut)
+	}
+	// inspect with no daemon and no state file.
+	if code, _, errOut := farthing(t, nil, "inspect", "--data", data); code != exitBad || !strings.Contains(errOut, "no state file") {
+		t.Errorf("inspect without state: exit %d %q", code, errOut)
+	}
+}
+
+// TestInspectReadsTheStateFile: with the daemon stopped, inspect opens the
+// state file read-only.
+func TestInspectReadsTheStateFile(t *testing.T) {
+	data := t.TempDir()
+	cfg, err := gateway.LoadConfigWithDataDir("", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(cfg, nil)
+	if err == nil {
+		g.Store().Close()
+	}
+	out := mustRun(t, nil, "inspect", "--data", data)
+	var rep gateway.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Reconcile.Balanced {
+		t.Fatalf("inspect output %q: %v", out, err)
+	}
+}
