@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -45,11 +47,6 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 		return r, nil
 	}
 
-	type write struct {
-		bucket []byte
-		key    []byte
-		val    []byte
-	}
 	var writes []write
 	put := func(bucket, key, val []byte) { writes = append(writes, write{bucket, key, val}) }
 	hash := metering.TicketHash(raw)
@@ -135,11 +132,14 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 		}
 		wb, _ := d.State.MarshalBinary()
 		put(store.BucketWindows, wkey, wb)
-		for _, s := range d.Sealed {
+		for _, sl := range d.Sealed {
 			aggSeq++
-			rec := sealedRecord{Provider: a.key.Provider, Account: a.key.Account, Meter: a.key.Meter, Sealed: s}
-			put(store.BucketSealed, store.PutUint64(aggSeq), rec.encode())
-			put(store.BucketSlotIndex, store.KeySeq(uint64(slotOf(snap.Policies[a.key.Provider], s.Start)), a.key.Provider, a.key.Account, a.key.Meter), store.PutUint64(aggSeq))
+			rec := sealedRecord{Provider: a.key.Provider, Account: a.key.Account, Meter: a.key.Meter, Sealed: sl}
+			ws, err := in.sealWrites(snap, aggSeq, rec, true)
+			if err != nil {
+				return r, err
+			}
+			writes = append(writes, ws...)
 		}
 		if c := d.Correction; c != nil {
 			aggSeq++
@@ -147,7 +147,11 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 			rec := sealedRecord{Provider: a.key.Provider, Account: a.key.Account, Meter: a.key.Meter, Corrects: corrected,
 				Sealed: metering.Sealed{Start: c.SlotStart, End: c.SlotEnd, Currency: acct.Currency, Quantity: c.Item.Quantity,
 					Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket})}}
-			put(store.BucketSealed, store.PutUint64(aggSeq), rec.encode())
+			ws, err := in.sealWrites(snap, aggSeq, rec, false)
+			if err != nil {
+				return r, err
+			}
+			writes = append(writes, ws...)
 		}
 	}
 
@@ -167,6 +171,94 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 }
 
 var metaAggSeq = []byte("aggregate-seq")
+
+// write is one Put, collected so that an operation writes only once every
+// check has passed.
+type write struct {
+	bucket []byte
+	key    []byte
+	val    []byte
+}
+
+// sealWrites returns what sealing one window (or issuing one correction)
+// writes: the sealed record, the slot index (windows only) and, in the
+// outbox, the aggregate signed with the gateway's key, so the bytes that
+// are sent and re-sent are fixed when the window seals.
+func (in *Ingest) sealWrites(snap *Snapshot, seq uint64, rec sealedRecord, window bool) ([]write, error) {
+	ws := []write{{store.BucketSealed, store.PutUint64(seq), rec.encode()}}
+	if window {
+		ws = append(ws, write{store.BucketSlotIndex, store.KeySeq(uint64(slotOf(snap.Policies[rec.Provider], rec.Start)), rec.Provider, rec.Account, rec.Meter), store.PutUint64(seq)})
+	}
+	if in.signer != nil {
+		agg := rec.Aggregate(snap.GatewayID, seq)
+		var enc protocol.Encoder
+		b, err := enc.AppendAggregate(nil, &agg, in.signer)
+		if err != nil {
+			return nil, fmt.Errorf("aggregate %d: %w", seq, err)
+		}
+		ws = append(ws, write{store.BucketOutbox, store.PutUint64(seq), b})
+	}
+	if window {
+		in.metrics.Sealed.WithLabelValues(rec.Reason.String()).Inc()
+	} else {
+		in.metrics.Sealed.WithLabelValues("correction").Inc()
+	}
+	return ws, nil
+}
+
+// CloseWindows seals every open window whose end is at or before now.
+func (in *Ingest) CloseWindows(ctx context.Context, now time.Time) error {
+	snap := in.snap.Load()
+	return in.store.Do(ctx, func(tx *bolt.Tx) error {
+		var writes []write
+		wb := tx.Bucket(store.BucketWindows)
+		aggSeq := store.Uint64(tx.Bucket(store.BucketMeta).Get(metaAggSeq))
+		start := aggSeq
+		err := wb.ForEach(func(k, v []byte) error {
+			var ws metering.WindowState
+			if err := ws.UnmarshalBinary(v); err != nil {
+				return nil // left for inspection; never half-written
+			}
+			key := splitKey(k)
+			pol, ok := snap.Policies[key[0]]
+			if len(key) != 3 || !ok {
+				return nil
+			}
+			ws2, sealed := pol.Close(ws, now.UnixMilli())
+			if sealed == nil {
+				return nil
+			}
+			aggSeq++
+			b, _ := ws2.MarshalBinary()
+			writes = append(writes, write{store.BucketWindows, append([]byte(nil), k...), b})
+			sw, err := in.sealWrites(snap, aggSeq, sealedRecord{Provider: key[0], Account: key[1], Meter: key[2], Sealed: *sealed}, true)
+			writes = append(writes, sw...)
+			return err
+		})
+		if err != nil || aggSeq == start {
+			return err
+		}
+		writes = append(writes, write{store.BucketMeta, metaAggSeq, store.PutUint64(aggSeq)})
+		for _, w := range writes {
+			if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
+		return nil
+	})
+}
+
+func splitKey(k []byte) []string {
+	var parts []string
+	start := 0
+	for i, c := range k {
+		if c == 0 {
+			parts = append(parts, string(k[start:i]))
+			start = i + 1
+		}
+	}
+	return append(parts, string(k[start:]))
+}
 
 func slotOf(p metering.Policy, t int64) int64 {
 	return t - ((t%p.Length)+p.Length)%p.Length

@@ -90,6 +90,9 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	}
 	g.store = st
 	g.ingest = NewIngest(st, snap, cfg.Limits, g.metrics, log)
+	if g.ingest.signer, err = protocol.NewEd25519Signer(g.key); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 
@@ -269,7 +272,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if err := g.CloseWindows(ctx, now); err != nil && ctx.Err() == nil {
+			if err := g.ingest.CloseWindows(ctx, now); err != nil && ctx.Err() == nil {
 				g.log.Warn("closing windows failed", "error", err)
 			}
 			g.watchDisk()
@@ -326,74 +329,6 @@ func (g *Gateway) watchFiles() {
 		g.mtimes = mt // do not retry a broken file every second
 		g.mu.Unlock()
 	}
-}
-
-// CloseWindows seals every open window whose end is at or before now.
-func (g *Gateway) CloseWindows(ctx context.Context, now time.Time) error {
-	snap := g.ingest.Snapshot()
-	return g.store.Do(ctx, func(tx *bolt.Tx) error {
-		type kv struct{ k, v []byte }
-		var writes []kv
-		wb := tx.Bucket(store.BucketWindows)
-		aggSeq := store.Uint64(tx.Bucket(store.BucketMeta).Get(metaAggSeq))
-		start := aggSeq
-		err := wb.ForEach(func(k, v []byte) error {
-			var ws metering.WindowState
-			if err := ws.UnmarshalBinary(v); err != nil {
-				return nil // left for inspection; never half-written
-			}
-			key := splitKey(k)
-			if len(key) != 3 {
-				return nil
-			}
-			pol, ok := snap.Policies[key[0]]
-			if !ok {
-				return nil
-			}
-			ws2, sealed := pol.Close(ws, now.UnixMilli())
-			if sealed == nil {
-				return nil
-			}
-			aggSeq++
-			rec := sealedRecord{Provider: key[0], Account: key[1], Meter: key[2], Sealed: *sealed}
-			b, _ := ws2.MarshalBinary()
-			writes = append(writes, kv{append([]byte(nil), k...), b},
-				kv{append([]byte("S"), store.PutUint64(aggSeq)...), rec.encode()},
-				kv{append([]byte("I"), store.KeySeq(uint64(slotOf(pol, sealed.Start)), key...)...), store.PutUint64(aggSeq)})
-			return nil
-		})
-		if err != nil || aggSeq == start {
-			return err
-		}
-		for _, w := range writes {
-			var err error
-			switch w.k[0] {
-			case 'S':
-				err = tx.Bucket(store.BucketSealed).Put(w.k[1:], w.v)
-			case 'I':
-				err = tx.Bucket(store.BucketSlotIndex).Put(w.k[1:], w.v)
-			default:
-				err = wb.Put(w.k, w.v)
-			}
-			if err != nil {
-				return fmt.Errorf("%w: %v", store.ErrAbort, err)
-			}
-		}
-		g.metrics.Sealed.WithLabelValues("time").Add(float64(aggSeq - start))
-		return tx.Bucket(store.BucketMeta).Put(metaAggSeq, store.PutUint64(aggSeq))
-	})
-}
-
-func splitKey(k []byte) []string {
-	var parts []string
-	start := 0
-	for i, c := range k {
-		if c == 0 {
-			parts = append(parts, string(k[start:i]))
-			start = i + 1
-		}
-	}
-	return append(parts, string(k[start:]))
 }
 
 func (g *Gateway) mux() *http.ServeMux {

@@ -47,7 +47,8 @@ type Ingest struct {
 	log     *slog.Logger
 	limits  LimitsConfig
 	now     func() time.Time
-	full    atomic.Bool // the store is near its bound
+	full    atomic.Bool     // the store is near its bound
+	signer  protocol.Signer // the gateway's Ed25519 key, for aggregates
 }
 
 // Snapshot is the configuration the pipeline prices with; Reload swaps it
@@ -77,6 +78,9 @@ func (s *Snapshot) Tariff(id, account string) error {
 
 // NewIngest returns a pipeline over st with the first snapshot.
 func NewIngest(st *store.Store, snap *Snapshot, limits LimitsConfig, m *Metrics, log *slog.Logger) *Ingest {
+	if m == nil {
+		m = NewMetrics()
+	}
 	in := &Ingest{store: st, metrics: m, log: log, limits: limits, now: time.Now}
 	in.snap.Store(snap)
 	return in

@@ -17,6 +17,8 @@ import "encoding/binary"
 //	windows     provider 0 account 0 meter → metering.WindowState
 //	sealed      aggregate seq → sealed window or correction (the outbox)
 //	slots       provider 0 account 0 meter 0 slot start → aggregate seq of the last window sealed in that slot
+//	outbox      aggregate seq → the signed aggregate, until every upstream confirmed it
+//	meta        "upstream/" name → the last aggregate seq that upstream confirmed
 
 // Key joins parts with 0 bytes.
 func Key(parts ...string) []byte {

@@ -44,10 +44,11 @@ var (
 	BucketWindows   = []byte("windows")
 	BucketSealed    = []byte("sealed")
 	BucketSlotIndex = []byte("slots")
+	BucketOutbox    = []byte("outbox")
 )
 
 var allBuckets = [][]byte{BucketMeta, BucketDevices, BucketReceipts, BucketTickets, BucketMeters, BucketCharges,
-	BucketAccounts, BucketEntries, BucketWindows, BucketSealed, BucketSlotIndex}
+	BucketAccounts, BucketEntries, BucketWindows, BucketSealed, BucketSlotIndex, BucketOutbox}
 
 // Errors.
 var (
