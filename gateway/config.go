@@ -40,6 +40,42 @@ type Config struct {
 	HTTP      HTTPConfig       `yaml:"http"`
 	Limits    LimitsConfig     `yaml:"limits"`
 	Commit    CommitConfig     `yaml:"commit"`
+	// Upstreams receive every sealed aggregate (or their providers').
+	Upstreams []UpstreamConfig `yaml:"upstreams"`
+	// Forward tunes every upstream's forwarder.
+	Forward ForwardSettings `yaml:"forward"`
+}
+
+// UpstreamConfig is one destination of aggregates.
+type UpstreamConfig struct {
+	// Name keys the upstream's progress in the state file: keep it stable.
+	Name string `yaml:"name"`
+	// Type is mqtt, http or jetstream.
+	Type string `yaml:"type"`
+	// URL: tcp://host:port (mqtt), https://… (http), nats://host:port[,…] (jetstream).
+	URL string `yaml:"url"`
+	// Providers limits the upstream to these providers; empty: all.
+	Providers []string `yaml:"providers"`
+	// Username and Password for mqtt.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// Topic is the mqtt topic prefix or the jetstream subject prefix.
+	Topic string `yaml:"topic"`
+	// Stream, CreateStream and Replicas are for jetstream.
+	Stream       string `yaml:"stream"`
+	CreateStream bool   `yaml:"create_stream"`
+	Replicas     int    `yaml:"replicas"`
+	// Header is added to every http request.
+	Header map[string]string `yaml:"header"`
+}
+
+// ForwardSettings tune the forwarders (see ForwardConfig).
+type ForwardSettings struct {
+	DrainRate    float64       `yaml:"drain_rate"`
+	MinConnected time.Duration `yaml:"min_connected"`
+	BackoffMin   time.Duration `yaml:"backoff_min"`
+	BackoffMax   time.Duration `yaml:"backoff_max"`
+	MaxAge       time.Duration `yaml:"max_age"`
 }
 
 // AccountConfig is an account's opening state.
@@ -241,6 +277,22 @@ func (c *Config) validate(path string) error {
 		seen[p.ID] = true
 		if _, err := p.Policy(); err != nil {
 			return bad(f, "%v", err)
+		}
+	}
+	seen = map[string]bool{}
+	for i, u := range c.Upstreams {
+		f := fmt.Sprintf("upstreams[%d]", i)
+		if !protocol.ValidName(u.Name, 64) || seen[u.Name] {
+			return bad(f+".name", "%q: want a unique name of [A-Za-z0-9._-]", u.Name)
+		}
+		seen[u.Name] = true
+		switch u.Type {
+		case "mqtt", "http", "jetstream":
+		default:
+			return bad(f+".type", "%q: want mqtt, http or jetstream", u.Type)
+		}
+		if u.URL == "" {
+			return bad(f+".url", "required")
 		}
 	}
 	if c.Commit.MaxBatch < 0 || c.Commit.Linger < 0 {

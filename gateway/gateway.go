@@ -21,6 +21,9 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway/mqtt"
 	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/gateway/upstream/httpsink"
+	"github.com/farthing-iot/farthing/gateway/upstream/jetstreamsink"
+	"github.com/farthing-iot/farthing/gateway/upstream/mqttsink"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
@@ -236,6 +239,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go srv.Serve(l)
 		g.log.Info("metrics and health", "addr", "http://"+l.Addr().String()+"/metrics")
 	}
+	if err := g.startForwarders(tctx, &wg); err != nil {
+		stopTransports()
+		wg.Wait()
+		g.store.Close()
+		return err
+	}
 	wg.Add(1)
 	go func() { defer wg.Done(); g.housekeeping(tctx) }()
 	close(g.ready)
@@ -260,6 +269,50 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("stopped")
 	return err
+}
+
+// startForwarders starts one forwarder per configured upstream; each
+// stops when ctx ends.
+func (g *Gateway) startForwarders(ctx context.Context, wg *sync.WaitGroup) error {
+	var names []string
+	for _, u := range g.cfg.Upstreams {
+		names = append(names, u.Name)
+	}
+	f := NewForwarder(g.ingest, names)
+	for _, u := range g.cfg.Upstreams {
+		var up Upstream
+		switch u.Type {
+		case "mqtt":
+			up = mqttsink.New(mqttsink.Config{Broker: u.URL, ClientID: "farthing-" + g.cfg.GatewayID + "-" + u.Name,
+				Username: u.Username, Password: u.Password, TopicPrefix: u.Topic})
+		case "http":
+			h := http.Header{}
+			for k, v := range u.Header {
+				h.Set(k, v)
+			}
+			up = httpsink.New(httpsink.Config{URL: u.URL, Header: h})
+		case "jetstream":
+			s, err := jetstreamsink.New(ctx, jetstreamsink.Config{URL: u.URL, Stream: u.Stream, SubjectPrefix: u.Topic,
+				Create: u.CreateStream, Replicas: u.Replicas, Name: "farthing-" + g.cfg.GatewayID})
+			if err != nil {
+				return err
+			}
+			up = s
+		}
+		fc := ForwardConfig{Name: u.Name, Providers: u.Providers, DrainRate: g.cfg.Forward.DrainRate,
+			MinConnected: g.cfg.Forward.MinConnected, BackoffMin: g.cfg.Forward.BackoffMin, BackoffMax: g.cfg.Forward.BackoffMax,
+			MaxAge: g.cfg.Forward.MaxAge}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer up.Close()
+			if err := f.Run(ctx, up, fc); err != nil {
+				g.log.Error("forwarder stopped", "upstream", fc.Name, "error", err)
+			}
+		}()
+		g.log.Info("forwarding aggregates", "upstream", u.Name, "type", u.Type, "url", u.URL)
+	}
+	return nil
 }
 
 // housekeeping closes windows whose end passed, watches the store's size

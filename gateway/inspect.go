@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"sort"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -19,7 +20,10 @@ type Report struct {
 	Accounts    []AccountReport `json:"accounts"`
 	OpenWindows []WindowReport  `json:"open_windows"`
 	Sealed      []WindowReport  `json:"sealed"`
-	Reconcile   ReconcileReport `json:"reconcile"`
+	// Outbox is the number of aggregates some upstream has not confirmed.
+	Outbox    int               `json:"outbox"`
+	Upstreams map[string]uint64 `json:"upstream_confirmed_seq,omitempty"`
+	Reconcile ReconcileReport   `json:"reconcile"`
 }
 
 // DeviceReport is one device's progress.
@@ -113,6 +117,16 @@ func Inspect(st *store.Store, snap *Snapshot) (*Report, error) {
 				rep.Reconcile.WindowsOpen += o.Amount
 				rep.OpenWindows = append(rep.OpenWindows, WindowReport{Provider: key[0], Account: key[1], Meter: key[2], Start: o.Start, End: o.End,
 					Quantity: o.Quantity, Amount: metering.Money{Nanos: o.Amount, Currency: o.Currency}.String(), Tickets: o.Tickets})
+			}
+			return nil
+		})
+		rep.Outbox = tx.Bucket(store.BucketOutbox).Stats().KeyN
+		tx.Bucket(store.BucketMeta).ForEach(func(k, v []byte) error {
+			if name, ok := strings.CutPrefix(string(k), "upstream/"); ok {
+				if rep.Upstreams == nil {
+					rep.Upstreams = map[string]uint64{}
+				}
+				rep.Upstreams[name] = store.Uint64(v)
 			}
 			return nil
 		})

@@ -15,8 +15,8 @@ FUZZTIME=${FUZZTIME:-200000x}
 
 step() { printf '\n=== %s\n' "$*"; }
 
-step "packages: Mosquitto for the external-broker tests"
-bash scripts/apt-install.sh mosquitto mosquitto-clients
+step "packages: Mosquitto and nats-server for the broker and upstream tests"
+bash scripts/apt-install.sh mosquitto mosquitto-clients nats-server
 
 step "go version"
 go version

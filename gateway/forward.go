@@ -1,0 +1,223 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/gateway/upstream"
+)
+
+// Upstream is where aggregates go: a provider's MQTT broker, an HTTP
+// endpoint or a JetStream stream (packages under gateway/upstream).
+type Upstream interface {
+	// Send delivers one signed aggregate and returns nil only once the
+	// upstream confirmed it (PUBACK, HTTP 2xx, JetStream ack). Sending the
+	// same aggregate again must be harmless: Key is the idempotency key
+	// "<gateway>/<seq>" and receivers deduplicate on it.
+	Send(ctx context.Context, a upstream.Outgoing) error
+	// Close releases the connection.
+	Close() error
+}
+
+// ForwardConfig tunes one upstream's forwarder.
+type ForwardConfig struct {
+	// Name keys the upstream's progress in the state file; keep it stable.
+	Name string
+	// Providers limits the upstream to these providers' aggregates; empty
+	// means all.
+	Providers []string
+	// BackoffMin and BackoffMax bound the retry delay, which doubles per
+	// failure and is drawn uniformly from [0, delay] (full jitter);
+	// defaults 200ms and 1m.
+	BackoffMin, BackoffMax time.Duration
+	// MinConnected is how long sending must succeed before the backoff
+	// resets to BackoffMin; default 30s. A flapping link keeps backing off.
+	MinConnected time.Duration
+	// DrainRate bounds aggregates per second, so a long outage drains
+	// without flooding the provider; default 200.
+	DrainRate float64
+	// MaxAge: an aggregate older than this still waiting is reported (log
+	// and metric), never deleted; default 24h.
+	MaxAge time.Duration
+}
+
+func (c *ForwardConfig) defaults() {
+	if c.BackoffMin <= 0 {
+		c.BackoffMin = 200 * time.Millisecond
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = time.Minute
+	}
+	if c.MinConnected <= 0 {
+		c.MinConnected = 30 * time.Second
+	}
+	if c.DrainRate <= 0 {
+		c.DrainRate = 200
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = 24 * time.Hour
+	}
+}
+
+func upstreamKey(name string) []byte { return []byte("upstream/" + name) }
+
+// Forwarder sends the outbox to every configured upstream. An aggregate
+// leaves the outbox only when every upstream confirmed it.
+type Forwarder struct {
+	in    *Ingest
+	names []string // every configured upstream, for pruning
+}
+
+// NewForwarder returns a forwarder for upstreams with these names.
+func NewForwarder(in *Ingest, names []string) *Forwarder {
+	return &Forwarder{in: in, names: slices.Clone(names)}
+}
+
+// Run forwards to one upstream until ctx ends: in aggregate-seq order,
+// each sent until confirmed, retried with backoff and full jitter.
+func (f *Forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) error {
+	cfg.defaults()
+	in := f.in
+	log := in.log.With("upstream", cfg.Name)
+	var cursor uint64
+	if err := in.store.View(func(tx *bolt.Tx) error {
+		cursor = store.Uint64(tx.Bucket(store.BucketMeta).Get(upstreamKey(cfg.Name)))
+		return nil
+	}); err != nil {
+		return err
+	}
+	interval := time.Duration(float64(time.Second) / cfg.DrainRate)
+	var (
+		attempt        int
+		connectedSince time.Time // first success after the last failure
+		lastSend       time.Time
+		reportedOld    uint64
+	)
+	for ctx.Err() == nil {
+		next, ok, err := f.next(cursor)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			sleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		if len(cfg.Providers) > 0 && !slices.Contains(cfg.Providers, next.Provider) {
+			cursor = next.Seq // not this upstream's: nothing to confirm
+			if err := f.confirm(ctx, cfg.Name, cursor); err != nil && ctx.Err() == nil {
+				log.Warn("recording progress failed", "error", err)
+			}
+			continue
+		}
+		if age := time.Since(next.end); age > cfg.MaxAge && reportedOld != next.Seq {
+			reportedOld = next.Seq
+			log.Warn("aggregate waiting longer than max_age; it is kept", "seq", next.Seq, "age", age.Round(time.Second))
+		}
+		if wait := interval - time.Since(lastSend); wait > 0 {
+			sleep(ctx, wait)
+		}
+		lastSend = time.Now()
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = up.Send(sctx, next.Outgoing)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			in.metrics.Transport.WithLabelValues("upstream", "send_failed").Inc()
+			delay := min(cfg.BackoffMax, cfg.BackoffMin<<min(attempt, 30))
+			d := time.Duration(rand.Int64N(int64(delay) + 1))
+			log.Warn("upstream send failed; retrying", "seq", next.Seq, "attempt", attempt+1, "retry_in", d.Round(time.Millisecond), "error", err)
+			attempt++
+			connectedSince = time.Time{}
+			sleep(ctx, d)
+			continue
+		}
+		if connectedSince.IsZero() {
+			connectedSince = time.Now()
+		} else if attempt > 0 && time.Since(connectedSince) >= cfg.MinConnected {
+			attempt = 0
+		}
+		in.metrics.Transport.WithLabelValues("upstream", "confirmed").Inc()
+		cursor = next.Seq
+		if err := f.confirm(ctx, cfg.Name, cursor); err != nil && ctx.Err() == nil {
+			log.Warn("recording a confirmation failed; the aggregate will be sent again", "seq", cursor, "error", err)
+		}
+	}
+	return nil
+}
+
+type pending struct {
+	upstream.Outgoing
+	end time.Time
+}
+
+// next returns the first outbox aggregate after cursor.
+func (f *Forwarder) next(cursor uint64) (pending, bool, error) {
+	var p pending
+	var ok bool
+	err := f.in.store.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(store.BucketOutbox).Cursor().Seek(store.PutUint64(cursor + 1))
+		if k == nil {
+			return nil
+		}
+		seq := store.Uint64(k)
+		rec, err := decodeSealedRecord(tx.Bucket(store.BucketSealed).Get(k))
+		if err != nil {
+			return fmt.Errorf("outbox %d: %w", seq, err)
+		}
+		gw := f.in.snap.Load().GatewayID
+		p = pending{Outgoing: upstream.Outgoing{Seq: seq, Gateway: gw, Provider: rec.Provider, Key: gw + "/" + strconv.FormatUint(seq, 10),
+			Bytes: append([]byte(nil), v...)}, end: time.UnixMilli(rec.End)}
+		ok = true
+		return nil
+	})
+	return p, ok, err
+}
+
+// confirm records an upstream's progress and drops from the outbox every
+// aggregate all upstreams confirmed.
+func (f *Forwarder) confirm(ctx context.Context, name string, seq uint64) error {
+	return f.in.store.Do(ctx, func(tx *bolt.Tx) error {
+		meta := tx.Bucket(store.BucketMeta)
+		if err := meta.Put(upstreamKey(name), store.PutUint64(seq)); err != nil {
+			return fmt.Errorf("%w: %v", store.ErrAbort, err)
+		}
+		low := seq
+		for _, n := range f.names {
+			low = min(low, store.Uint64(meta.Get(upstreamKey(n))))
+		}
+		ob := tx.Bucket(store.BucketOutbox)
+		var done [][]byte
+		c := ob.Cursor()
+		for k, _ := c.First(); k != nil && store.Uint64(k) <= low; k, _ = c.Next() {
+			done = append(done, append([]byte(nil), k...))
+		}
+		for _, k := range done {
+			if err := ob.Delete(k); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
+		return nil
+	})
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// ErrUpstream wraps a refusal by an upstream.
+var ErrUpstream = errors.New("gateway: upstream refused")

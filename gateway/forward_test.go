@@ -1,0 +1,230 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/farthing-iot/farthing/devicefw"
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/internal/keyfile"
+	"github.com/farthing-iot/farthing/internal/receiver"
+)
+
+// natsServer runs a real nats-server with JetStream on a loopback port.
+type natsServer struct {
+	port, cluster int
+	dir, name     string
+	routes        string
+	cmd           *exec.Cmd
+}
+
+func natsBin(t *testing.T) string {
+	for _, p := range []string{"nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"} {
+		if b, err := exec.LookPath(p); err == nil {
+			return b
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("nats-server is not installed; scripts/test.sh installs it (apt-get install -y nats-server)")
+	}
+	t.Skip("nats-server is not installed; run scripts/test.sh, which installs it")
+	return ""
+}
+
+func freeTCP(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func (n *natsServer) start(t *testing.T) {
+	args := []string{"-js", "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-sd", n.dir}
+	if n.cluster != 0 {
+		args = append(args, "-n", n.name, "--cluster_name", "farthing", "--cluster", fmt.Sprintf("nats://127.0.0.1:%d", n.cluster), "--routes", n.routes)
+	}
+	n.cmd = exec.Command(natsBin(t), args...)
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), 100*time.Millisecond); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("nats-server did not start")
+}
+
+func (n *natsServer) kill() {
+	if n.cmd != nil && n.cmd.Process != nil {
+		n.cmd.Process.Kill()
+		n.cmd.Wait()
+		n.cmd = nil
+	}
+}
+
+func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+
+func gatewayPub(t *testing.T, tg *testGateway) ed25519.PublicKey {
+	k, err := keyfile.Load(tg.cfg.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.Private.Public().(ed25519.PublicKey)
+}
+
+// books is what receivers sharing the work booked together: amounts,
+// aggregates, and the seqs below the highest that none of them has.
+func books(t *testing.T, rs ...*receiver.Receiver) (amount, aggregates uint64, gaps int) {
+	high := map[string]uint64{}
+	var reps []*receiver.Report
+	for _, r := range rs {
+		rep, err := r.Report()
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps = append(reps, rep)
+		for _, tot := range rep.Totals {
+			amount += tot.Amount
+			aggregates += tot.Aggregates
+		}
+		for gw, h := range rep.High {
+			high[gw] = max(high[gw], h)
+		}
+	}
+	for gw, h := range high {
+		for seq := uint64(1); seq <= h; seq++ {
+			has := false
+			for _, rep := range reps {
+				missing := false
+				for _, g := range rep.Gaps[gw] {
+					missing = missing || g == seq
+				}
+				has = has || (seq <= rep.High[gw] && !missing)
+			}
+			if !has {
+				gaps++
+			}
+		}
+	}
+	return
+}
+
+// TestUpstreamsDeliverEveryAggregateOnce: sealed aggregates go to
+// JetStream (two receivers share one durable consumer) and to an HTTP
+// receiver; the NATS server is killed under load and comes back; in the end
+// each receiver's books equal the gateway's ledger to the nano, with no
+// gaps and no aggregate booked twice.
+func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
+	ns := &natsServer{port: freeTCP(t), dir: t.TempDir()}
+	ns.start(t)
+	defer ns.kill()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	httpRecv, err := receiver.Open(filepath.Join(t.TempDir(), "http.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer httpRecv.Close()
+	srv := httptest.NewServer(nil)
+	defer srv.Close()
+
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}, {"evse-1", "ed25519", "fleet"}}, func(c *gateway.Config) {
+		c.Providers = []gateway.ProviderConfig{{ID: "utility", Window: 300 * time.Millisecond}}
+		c.Upstreams = []gateway.UpstreamConfig{
+			{Name: "js", Type: "jetstream", URL: ns.url(), CreateStream: true},
+			{Name: "http", Type: "http", URL: srv.URL + "/aggregates"},
+		}
+		c.Forward = gateway.ForwardSettings{DrainRate: 1000, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond}
+	})
+	pub := gatewayPub(t, tg)
+	// The HTTP receiver trusts the gateway key, which exists only now.
+	httpRecv.Close()
+	httpRecv, _ = receiver.Open(filepath.Join(t.TempDir(), "http2.db"), []ed25519.PublicKey{pub})
+	srv.Config.Handler = httpRecv.Handler(log)
+
+	var js []*receiver.Receiver
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		r, err := receiver.Open(filepath.Join(t.TempDir(), fmt.Sprintf("js%d.db", i)), []ed25519.PublicKey{pub})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		js = append(js, r)
+		wg.Add(1)
+		go func() { defer wg.Done(); r.RunJetStream(ctx, ns.url(), "FARTHING", "provider", log) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+
+	// Load with an uplink outage in the middle.
+	devs := []*device{connectDevice(t, tg, "plug-1"), connectDevice(t, tg, "evse-1")}
+	reg := uint64(0)
+	report := func(n int) {
+		for i := 0; i < n; i++ {
+			reg += 17
+			for _, d := range devs {
+				d.Report(now(), []devicefw.Reading{{Meter: 0, Register: reg}})
+				d.next(t)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	report(60)
+	ns.kill()
+	report(150) // windows keep sealing while the uplink is down
+	ns.start(t)
+	report(60)
+	if err := tg.Ingest().CloseWindows(context.Background(), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := gateway.Inspect(tg.Store(), nil)
+	ledger := uint64(rep.Reconcile.LedgerCharged)
+	sealed := uint64(len(rep.Sealed))
+	if !rep.Reconcile.Balanced || rep.Reconcile.WindowsOpen != 0 || sealed < 5 {
+		t.Fatalf("gateway books: %+v, %d sealed", rep.Reconcile, sealed)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ja, jn, jg := books(t, js...)
+		ha, hn, hg := books(t, httpRecv)
+		if ja == ledger && jn == sealed && ha == ledger && hn == sealed {
+			if jg != 0 || hg != 0 {
+				t.Fatalf("gaps: jetstream %d, http %d", jg, hg)
+			}
+			st := js[0].Stats()
+			st2 := js[1].Stats()
+			t.Logf("ledger %d nanos in %d aggregates; jetstream receivers booked %d + %d, http %d", ledger, sealed, st.Accepted, st2.Accepted, httpRecv.Stats().Accepted)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s: ledger %d in %d aggregates; jetstream %d in %d; http %d in %d", ledger, sealed, ja, jn, ha, hn)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// The outbox empties once both upstreams confirmed everything.
+	for time.Now().Before(deadline) {
+		rep, _ = gateway.Inspect(tg.Store(), nil)
+		if rep.Outbox == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("outbox still holds %d aggregates", rep.Outbox)
+}
