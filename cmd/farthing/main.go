@@ -11,6 +11,7 @@
 //	farthing sim [--devices N --rate R --duration D --type hmac|ed25519]
 //	farthing demo
 //	farthing inspect [--data DIR]
+//	farthing receive --trust GATEWAY.pub --http ADDR|--mqtt URL|--jetstream URL
 //
 // Every command refuses bad input with a one-line error on stderr and exit
 // status 2.
@@ -44,6 +45,7 @@ var commands = []command{
 	{"sim", "[--broker URL] [--data DIR] [--devices N] [--type hmac|ed25519|any] [--rate R] [--duration D] [--inflight K] [--json]", runSim},
 	{"demo", "[--rate R] [--duration D]", runDemo},
 	{"inspect", "[--data DIR]", runInspect},
+	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR]", runReceive},
 }
 
 // env is what a command may touch, so tests run commands in-process.

@@ -6,10 +6,12 @@ package demo
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 
@@ -18,6 +20,8 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/internal/keyfile"
+	"github.com/farthing-iot/farthing/internal/receiver"
 	"github.com/farthing-iot/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/metering"
 )
@@ -35,6 +39,7 @@ type Options struct {
 type Result struct {
 	Sim      *sim.Report
 	Inspect  *gateway.Report
+	Received *receiver.Report
 	Balanced bool
 	DataDir  string
 }
@@ -148,10 +153,34 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	fmt.Fprintf(out, "  %d devices: 2 EV chargers (Ed25519, postpaid fleet), 2 smart plugs (HMAC, prepaid household),\n", len(specs))
 	fmt.Fprintf(out, "  a cellular modem (HMAC, data at 0.10 EUR/GB) and a kiosk whose prepaid balance is nearly empty\n")
 
-	g, err := gateway.New(cfg, opts.Log)
+	// The provider's receiver, over HTTP: the gateway forwards every sealed
+	// aggregate to it.
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
+	cfg.Upstreams = []gateway.UpstreamConfig{{Name: "providers", Type: "http", URL: "http://" + rl.Addr().String() + "/aggregates"}}
+	cfg.Forward = gateway.ForwardSettings{DrainRate: 2000, BackoffMin: 20 * time.Millisecond, BackoffMax: time.Second}
+	g, err := gateway.New(cfg, opts.Log)
+	if err != nil {
+		rl.Close()
+		return nil, err
+	}
+	gk, err := keyfile.Load(cfg.KeyFile)
+	if err != nil {
+		rl.Close()
+		return nil, err
+	}
+	recv, err := receiver.Open(filepath.Join(dir, "receiver.db"), []ed25519.PublicKey{gk.Private.Public().(ed25519.PublicKey)})
+	if err != nil {
+		rl.Close()
+		return nil, err
+	}
+	defer recv.Close()
+	rsrv := &http.Server{Handler: recv.Handler(opts.Log), ReadHeaderTimeout: 5 * time.Second}
+	go rsrv.Serve(rl)
+	defer rsrv.Close()
+	fmt.Fprintf(out, "  the providers' receiver on http://%s/aggregates, trusting the gateway's key\n", rl.Addr())
 	gctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- g.Run(gctx) }()
@@ -164,6 +193,18 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	fmt.Fprintf(out, "\nSimulated load: %.0f tickets/s for %v, signed before the clock starts\n", opts.Rate, opts.Duration)
 	rep, err := sim.Run(ctx, sim.Config{Broker: "tcp://" + mqttAddr, Devices: devs, Rate: opts.Rate, Duration: opts.Duration,
 		InFlight: 4, Drain: 10 * time.Second, Progress: out})
+	if err == nil {
+		// Settle up: seal every open window and let the forwarder deliver.
+		err = g.Ingest().CloseWindows(ctx, time.Now().Add(24*time.Hour))
+		deadline := time.Now().Add(30 * time.Second)
+		for err == nil {
+			ir, ierr := gateway.Inspect(g.Store(), nil)
+			if ierr != nil || ir.Outbox == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	stop()
 	if gerr := <-done; err == nil {
 		err = gerr
@@ -183,10 +224,23 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Sim: rep, Inspect: insp, DataDir: dir}
+	rrep, err := recv.Report()
+	if err != nil {
+		return nil, err
+	}
+	var received metering.Nanos
+	gaps := 0
+	for _, g := range rrep.Gaps {
+		gaps += len(g)
+	}
+	res := &Result{Sim: rep, Inspect: insp, DataDir: dir, Received: rrep}
 	rc := insp.Reconcile
+	for _, t := range rrep.Totals {
+		received += metering.Nanos(t.Amount)
+	}
 	simCharged := metering.Nanos(rep.Charged["EUR"])
-	res.Balanced = rc.Balanced && simCharged == rc.ReceiptsCharged && rep.Missing == 0 && rep.BadReceipts == 0
+	res.Balanced = rc.Balanced && simCharged == rc.ReceiptsCharged && rep.Missing == 0 && rep.BadReceipts == 0 &&
+		received == rc.LedgerCharged && gaps == 0 && insp.Outbox == 0
 
 	fmt.Fprintf(out, "\nAccounts\n")
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
@@ -202,6 +256,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	fmt.Fprintf(out, "\nWindows: %d sealed (%d of them corrections for late tickets), %d still open\n",
 		len(insp.Sealed), corrections, len(insp.OpenWindows))
+	fmt.Fprintf(out, "\nWhat the providers received (signed aggregates, verified, each once; %d duplicates dropped)\n", rrep.Stats.Duplicates)
+	tw = tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	for _, t := range rrep.Totals {
+		fmt.Fprintf(tw, "  %s\tfrom %s\t%s\t%d aggregates\n", t.Provider, t.Account,
+			metering.Money{Nanos: metering.Nanos(t.Amount), Currency: metering.Currency(t.Currency)}, t.Aggregates)
+	}
+	tw.Flush()
 	fmt.Fprintf(out, "\nReconciliation (nano-EUR)\n")
 	tw = tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
 	rows := [][2]string{
@@ -211,6 +272,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		{"in sealed windows", fmt.Sprint(rc.WindowsSealed)},
 		{"in open windows", fmt.Sprint(rc.WindowsOpen)},
 		{"sealed + open", fmt.Sprint(rc.WindowsSealed + rc.WindowsOpen)},
+		{"received by the providers", fmt.Sprint(received)},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "  %s\t%s\t\n", r[0], r[1])

@@ -29,6 +29,13 @@ func TestDemoReconciles(t *testing.T) {
 	if s.InsufficientFunds == 0 {
 		t.Errorf("the kiosk's prepaid balance never ran out: %+v", s)
 	}
+	var received uint64
+	for _, tot := range res.Received.Totals {
+		received += tot.Amount
+	}
+	if received != uint64(res.Inspect.Reconcile.LedgerCharged) || res.Inspect.Outbox != 0 {
+		t.Errorf("providers received %d; ledger %d; outbox %d", received, res.Inspect.Reconcile.LedgerCharged, res.Inspect.Outbox)
+	}
 	if res.Inspect.Reconcile.LedgerCharged == 0 || len(res.Inspect.Sealed) == 0 {
 		t.Errorf("nothing charged or nothing sealed: %+v", res.Inspect.Reconcile)
 	}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/farthing-iot/farthing/internal/keyfile"
+	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/metering"
+)
+
+// trustFiles collects repeated --trust FILE flags.
+type trustFiles []string
+
+func (t *trustFiles) String() string     { return fmt.Sprint(*t) }
+func (t *trustFiles) Set(s string) error { *t = append(*t, s); return nil }
+
+// runReceive is the provider's receiver.
+func runReceive(e *env, args []string) error {
+	fs := newFlags("receive")
+	data := fs.String("data", "farthing-receiver", "directory for the receiver's state")
+	var trust trustFiles
+	fs.Var(&trust, "trust", "a gateway's public key file (repeatable)")
+	httpAddr := fs.String("http", "", "serve POST /aggregates and GET /totals on this address")
+	mqttURL := fs.String("mqtt", "", "subscribe to aggregates on this MQTT broker")
+	topic := fs.String("topic", "farthing/v1/aggregates/#", "MQTT topic filter")
+	user := fs.String("user", "", "MQTT user name")
+	password := fs.String("password", "", "MQTT password")
+	clientID := fs.String("client-id", "farthing-receiver", "MQTT client id (the broker keeps the session under it)")
+	jsURL := fs.String("jetstream", "", "consume aggregates from this NATS server")
+	stream := fs.String("stream", "FARTHING", "JetStream stream")
+	durable := fs.String("durable", "farthing-receiver", "JetStream durable consumer (receivers on one durable share the work)")
+	every := fs.Duration("every", 10*time.Second, "print the totals this often")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	modes := 0
+	for _, m := range []string{*httpAddr, *mqttURL, *jsURL} {
+		if m != "" {
+			modes++
+		}
+	}
+	if modes != 1 {
+		return usageError{"give one of --http, --mqtt or --jetstream"}
+	}
+	if len(trust) == 0 {
+		return usageError{"--trust is required: the gateways' public keys"}
+	}
+	var keys []ed25519.PublicKey
+	for _, f := range trust {
+		k, err := keyfile.Load(f)
+		if err != nil {
+			return err
+		}
+		switch {
+		case k.Public != nil:
+			keys = append(keys, k.Public)
+		case k.Private != nil:
+			keys = append(keys, k.Private.Public().(ed25519.PublicKey))
+		default:
+			return fmt.Errorf("%s: not an Ed25519 gateway key", f)
+		}
+	}
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return err
+	}
+	r, err := receiver.Open(filepath.Join(*data, "receiver.db"), keys)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	log := slog.New(slog.NewTextHandler(e.stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	switch {
+	case *httpAddr != "":
+		l, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: r.Handler(log), ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- srv.Serve(l) }()
+		defer srv.Close()
+		fmt.Fprintf(e.stderr, "receiving on http://%s/aggregates\n", l.Addr())
+	case *mqttURL != "":
+		go func() { errc <- r.RunMQTT(ctx, *mqttURL, *clientID, *topic, *user, *password, log) }()
+	default:
+		go func() { errc <- r.RunJetStream(ctx, *jsURL, *stream, *durable, log) }()
+	}
+	t := time.NewTicker(*every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return printTotals(e, r)
+		case err := <-errc:
+			if err != nil && err != http.ErrServerClosed {
+				return err
+			}
+		case <-t.C:
+			printTotals(e, r)
+		}
+	}
+}
+
+func printTotals(e *env, r *receiver.Receiver) error {
+	rep, err := r.Report()
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROVIDER\tACCOUNT\tAMOUNT\tQUANTITY\tTICKETS\tAGGREGATES")
+	for _, t := range rep.Totals {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", t.Provider, t.Account,
+			metering.Money{Nanos: metering.Nanos(t.Amount), Currency: metering.Currency(t.Currency)}, t.Quantity, t.Tickets, t.Aggregates)
+	}
+	tw.Flush()
+	for gw, g := range rep.Gaps {
+		if len(g) > 0 {
+			fmt.Fprintf(e.stdout, "gateway %s: %d aggregates missing so far, first %d\n", gw, len(g), g[0])
+		}
+	}
+	fmt.Fprintf(e.stdout, "accepted %d, duplicates dropped %d, refused %d\n", rep.Stats.Accepted, rep.Stats.Duplicates, rep.Stats.Refused)
+	return nil
+}
