@@ -228,3 +228,65 @@ func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
 	}
 	t.Fatalf("outbox still holds %d aggregates", rep.Outbox)
 }
+
+// TestMQTTUpstreamAndReceiverRestart: aggregates go through a real
+// Mosquitto to a receiver with a persistent session; the receiver is
+// stopped while windows keep sealing and started again on its file; the
+// broker kept what it missed; in the end its books equal the ledger.
+func TestMQTTUpstreamAndReceiverRestart(t *testing.T) {
+	m := startMosquitto(t, map[string]string{"farthingd": "gw-pw", "receiver": "rcv-pw"})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}}, func(c *gateway.Config) {
+		c.Providers = []gateway.ProviderConfig{{ID: "utility", Window: 200 * time.Millisecond}}
+		c.Upstreams = []gateway.UpstreamConfig{{Name: "mq", Type: "mqtt", URL: "tcp://" + m.addr, Username: "farthingd", Password: "gw-pw"}}
+		c.Forward = gateway.ForwardSettings{DrainRate: 1000, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond}
+	})
+	pub := gatewayPub(t, tg)
+	dbPath := filepath.Join(t.TempDir(), "receiver.db")
+	startReceiver := func() (*receiver.Receiver, func()) {
+		r, err := receiver.Open(dbPath, []ed25519.PublicKey{pub})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.RunMQTT(ctx, "tcp://"+m.addr, "provider-receiver", "", "receiver", "rcv-pw", log)
+		}()
+		return r, func() { cancel(); <-done; r.Close() }
+	}
+	r, stopR := startReceiver()
+	d := connectDevice(t, tg, "plug-1")
+	reg := uint64(0)
+	report := func(n int) {
+		for i := 0; i < n; i++ {
+			reg += 11
+			d.Report(now(), []devicefw.Reading{{Meter: 0, Register: reg}})
+			d.next(t)
+			time.Sleep(3 * time.Millisecond)
+		}
+	}
+	report(100)
+	time.Sleep(300 * time.Millisecond)
+	stopR() // the receiver goes away; its session stays at the broker
+	report(150)
+	r, stopR = startReceiver()
+	defer stopR()
+	report(50)
+	tg.Ingest().CloseWindows(context.Background(), time.Now().Add(time.Hour))
+	rep, _ := gateway.Inspect(tg.Store(), nil)
+	ledger, sealed := uint64(rep.Reconcile.LedgerCharged), uint64(len(rep.Sealed))
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		a, n, gaps := books(t, r)
+		if a == ledger && n == sealed && gaps == 0 {
+			t.Logf("receiver booked %d aggregates, %d nanos, across a restart", n, a)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60s the receiver has %d in %d aggregates (%d gaps); ledger %d in %d", a, n, gaps, ledger, sealed)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

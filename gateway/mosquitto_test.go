@@ -52,7 +52,8 @@ func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
 		}
 	}
 	acl := filepath.Join(dir, "acl")
-	os.WriteFile(acl, []byte("user farthingd\ntopic read farthing/v1/+/ticket\ntopic write farthing/v1/+/receipt\n\n"+
+	os.WriteFile(acl, []byte("user farthingd\ntopic read farthing/v1/+/ticket\ntopic write farthing/v1/+/receipt\ntopic write farthing/v1/aggregates/#\n\n"+
+		"user receiver\ntopic read farthing/v1/aggregates/#\n\n"+
 		"pattern write farthing/v1/%u/ticket\npattern read farthing/v1/%u/receipt\n"), 0o600)
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	port := l.Addr().(*net.TCPAddr).Port
