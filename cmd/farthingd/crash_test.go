@@ -3,10 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +28,8 @@ import (
 	"github.com/farthing-iot/farthing/devicefw/mqttdev"
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/internal/keyfile"
+	"github.com/farthing-iot/farthing/internal/receiver"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -119,6 +127,14 @@ func TestCrashLosesNothingCountsNothingTwice(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := l.Addr().String()
 	l.Close()
+	// The provider's receiver, over HTTP; it trusts the gateway's key once
+	// the first start made it.
+	recvMux := &swapHandler{}
+	recvSrv := httptest.NewServer(recvMux)
+	defer recvSrv.Close()
+	l2, _ := net.Listen("tcp", "127.0.0.1:0")
+	httpAddr := l2.Addr().String()
+	l2.Close()
 	config := filepath.Join(dir, "farthingd.yaml")
 	os.WriteFile(config, []byte(fmt.Sprintf(`gateway_id: gw-crash
 data_dir: %s
@@ -127,8 +143,11 @@ accounts:
 providers:
   - {id: utility, window: 1s, threshold: "0.05 EUR"}
 mqtt: {listen: "%s"}
-http: {listen: "off"}
-`, filepath.Join(dir, "data"), addr)), 0o600)
+http: {listen: "%s"}
+upstreams:
+  - {name: provider, type: http, url: "%s/aggregates"}
+forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
+`, filepath.Join(dir, "data"), addr, httpAddr, recvSrv.URL)), 0o600)
 	os.MkdirAll(filepath.Join(dir, "data"), 0o700)
 	os.WriteFile(filepath.Join(dir, "data", "tariffs.yaml"), []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"), 0o600)
 	const nDev = 6
@@ -149,6 +168,16 @@ http: {listen: "off"}
 	gateway.WriteRegistryFile(filepath.Join(dir, "data", "devices.yaml"), &rf)
 
 	d := startDaemon(t, bin, config, addr)
+	gk, err := keyfile.Load(filepath.Join(dir, "data", "gateway.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv, err := receiver.Open(filepath.Join(dir, "receiver.db"), []ed25519.PublicKey{gk.Private.Public().(ed25519.PublicKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Close()
+	recvMux.set(recv.Handler(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	type dev struct {
 		id string
 		*mqttdev.Device
@@ -266,6 +295,22 @@ http: {listen: "off"}
 	if replayed == 0 {
 		t.Fatal("no device had an accepted ticket")
 	}
+	// Let the windows seal on their timer and the outbox drain.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		var live gateway.Report
+		if resp, err := http.Get("http://" + httpAddr + "/inspect"); err == nil {
+			json.NewDecoder(resp.Body).Decode(&live)
+			resp.Body.Close()
+		}
+		if live.Outbox == 0 && len(live.OpenWindows) == 0 && live.Reconcile.Tickets > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox %d, open windows %d after 30s", live.Outbox, len(live.OpenWindows))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	d.stop(t)
 
 	// The books: every accepted ticket exactly once, with its charge.
@@ -344,6 +389,44 @@ http: {listen: "off"}
 	if int(rc.Tickets) != len(told)+unanswered {
 		t.Fatalf("stored %d tickets; told %d + unanswered %d", rc.Tickets, len(told), unanswered)
 	}
+	// The provider got every sealed aggregate once: forwarding was killed
+	// in the middle too, and what was sent again was dropped as duplicate.
+	rr, err := recv.Report()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, aggs uint64
+	for _, tot := range rr.Totals {
+		got, aggs = got+tot.Amount, aggs+tot.Aggregates
+	}
+	gaps := 0
+	for _, g := range rr.Gaps {
+		gaps += len(g)
+	}
+	t.Logf("provider booked %d aggregates (%d resends dropped), %d nanos", aggs, rr.Stats.Duplicates, got)
+	if got != uint64(rc.LedgerCharged) || aggs != uint64(len(rep.Sealed)) || gaps != 0 {
+		t.Fatalf("provider has %d nanos in %d aggregates (%d gaps); ledger %d in %d sealed", got, aggs, gaps, rc.LedgerCharged, len(rep.Sealed))
+	}
+}
+
+// swapHandler lets the test install the receiver after the gateway key
+// exists.
+type swapHandler struct {
+	mu sync.Mutex
+	h  http.Handler
+}
+
+func (s *swapHandler) set(h http.Handler) { s.mu.Lock(); s.h = h; s.mu.Unlock() }
+
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	h := s.h
+	s.mu.Unlock()
+	if h == nil {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+		return
+	}
+	h.ServeHTTP(w, r)
 }
 
 func storedCharge(t *testing.T, st *store.Store, device string, seq uint64) (uint64, bool) {
