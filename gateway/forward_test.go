@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -288,5 +289,73 @@ func TestMQTTUpstreamAndReceiverRestart(t *testing.T) {
 			t.Fatalf("after 60s the receiver has %d in %d aggregates (%d gaps); ledger %d in %d", a, n, gaps, ledger, sealed)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestJetStreamClusterNodeKilled: a 3-node JetStream cluster with an R3
+// stream; one node is killed while aggregates flow; the receiver's books
+// still equal the ledger, every aggregate once.
+func TestJetStreamClusterNodeKilled(t *testing.T) {
+	natsBin(t)
+	var nodes []*natsServer
+	var routes []string
+	for i := 0; i < 3; i++ {
+		n := &natsServer{port: freeTCP(t), cluster: freeTCP(t), dir: t.TempDir(), name: fmt.Sprintf("n%d", i+1)}
+		nodes = append(nodes, n)
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", n.cluster))
+	}
+	var seeds []string
+	for _, n := range nodes {
+		n.routes = strings.Join(routes, ",")
+		n.start(t)
+		defer n.kill()
+		seeds = append(seeds, n.url())
+	}
+	url := strings.Join(seeds, ",")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}}, func(c *gateway.Config) {
+		c.Providers = []gateway.ProviderConfig{{ID: "utility", Window: 200 * time.Millisecond}}
+		c.Upstreams = []gateway.UpstreamConfig{{Name: "js", Type: "jetstream", URL: url, CreateStream: true, Replicas: 3}}
+		c.Forward = gateway.ForwardSettings{DrainRate: 1000, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond}
+	})
+	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), []ed25519.PublicKey{gatewayPub(t, tg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.RunJetStream(ctx, url, "FARTHING", "provider", log) }()
+	defer func() { cancel(); <-done }()
+
+	d := connectDevice(t, tg, "plug-1")
+	reg := uint64(0)
+	report := func(n int) {
+		for i := 0; i < n; i++ {
+			reg += 13
+			d.Report(now(), []devicefw.Reading{{Meter: 0, Register: reg}})
+			d.next(t)
+			time.Sleep(3 * time.Millisecond)
+		}
+	}
+	report(150)
+	nodes[0].kill()
+	t.Log("killed node n1")
+	report(200)
+	tg.Ingest().CloseWindows(context.Background(), time.Now().Add(time.Hour))
+	rep, _ := gateway.Inspect(tg.Store(), nil)
+	ledger, sealed := uint64(rep.Reconcile.LedgerCharged), uint64(len(rep.Sealed))
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		a, n, gaps := books(t, r)
+		if a == ledger && n == sealed && gaps == 0 {
+			t.Logf("%d aggregates, %d nanos, through a cluster that lost a node (%d resends dropped)", n, a, r.Stats().Duplicates)
+			return
+		}
+		if time.Now().After(deadline) {
+			ir, _ := gateway.Inspect(tg.Store(), nil)
+			t.Fatalf("after 90s: receiver %d in %d aggregates (%d gaps); ledger %d in %d; outbox %d", a, n, gaps, ledger, sealed, ir.Outbox)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
