@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -50,6 +51,7 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 	var writes []write
 	put := func(bucket, key, val []byte) { writes = append(writes, write{bucket, key, val}) }
 	hash := metering.TicketHash(raw)
+	ref := dev.ID + "/" + strconv.FormatUint(tk.Seq, 10)
 	var total metering.Nanos
 	type windowAdd struct {
 		key  metering.WindowKey
@@ -99,7 +101,6 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 			metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash}})
 	}
 
-	ref := dev.ID + "/" + strconv.FormatUint(tk.Seq, 10)
 	if total > 0 {
 		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, in.now().UnixMilli(), ref)
 		if errors.Is(err, metering.ErrInsufficientFunds) {
@@ -116,6 +117,7 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 	put(store.BucketAccounts, []byte(acct.ID), ab)
 
 	aggSeq := store.Uint64(b(store.BucketMeta).Get(metaAggSeq))
+	var tleaves []byte
 	for _, a := range adds {
 		wkey := store.Key(a.key.Provider, a.key.Account, a.key.Meter)
 		var ws metering.WindowState
@@ -132,6 +134,19 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 		}
 		wb, _ := d.State.MarshalBinary()
 		put(store.BucketWindows, wkey, wb)
+		// The ticket's leaf in the window it joined, for inclusion proofs.
+		var leafKey []byte
+		switch {
+		case d.Correction != nil:
+			leafKey = leafKeyCorrection(aggSeq + uint64(len(d.Sealed)) + 1)
+		case len(d.Sealed) > 0 && d.Sealed[len(d.Sealed)-1].Reason == metering.SealedByThreshold:
+			w := d.Sealed[len(d.Sealed)-1]
+			leafKey = leafKeyWindow(wkey, w.Start, w.Tickets-1)
+		default:
+			leafKey = leafKeyWindow(wkey, d.State.Open.Start, d.State.Open.Tickets-1)
+		}
+		put(store.BucketLeaves, leafKey, append(hash[:], ref...))
+		tleaves = append(binary.AppendUvarint(tleaves, uint64(len(leafKey))), leafKey...)
 		for _, sl := range d.Sealed {
 			aggSeq++
 			rec := sealedRecord{Provider: a.key.Provider, Account: a.key.Account, Meter: a.key.Meter, Sealed: sl}
@@ -161,6 +176,9 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 	put(store.BucketDevices, []byte(dev.ID), deviceState{LastSeq: tk.Seq}.encode())
 	put(store.BucketReceipts, store.KeySeq(tk.Seq, dev.ID), storedReceipt{Charged: uint64(total), Balance: int64(avail)}.encode())
 	put(store.BucketTickets, store.KeySeq(tk.Seq, dev.ID), raw)
+	if len(tleaves) > 0 {
+		put(store.BucketTicketIdx, store.KeySeq(tk.Seq, dev.ID), tleaves)
+	}
 
 	for _, w := range writes {
 		if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
@@ -187,6 +205,7 @@ type write struct {
 func (in *Ingest) sealWrites(snap *Snapshot, seq uint64, rec sealedRecord, window bool) ([]write, error) {
 	ws := []write{{store.BucketSealed, store.PutUint64(seq), rec.encode()}}
 	if window {
+		ws = append(ws, write{store.BucketSealedBy, leafWindowPrefix(store.Key(rec.Provider, rec.Account, rec.Meter), rec.Start), store.PutUint64(seq)})
 		ws = append(ws, write{store.BucketSlotIndex, store.KeySeq(uint64(slotOf(snap.Policies[rec.Provider], rec.Start)), rec.Provider, rec.Account, rec.Meter), store.PutUint64(seq)})
 	}
 	if in.signer != nil {
@@ -258,6 +277,20 @@ func splitKey(k []byte) []string {
 		}
 	}
 	return append(parts, string(k[start:]))
+}
+
+// leafWindowPrefix is the key prefix of a window's leaves.
+func leafWindowPrefix(wkey []byte, start int64) []byte {
+	k := append(append([]byte(nil), wkey...), 0)
+	return binary.BigEndian.AppendUint64(k, uint64(start))
+}
+
+func leafKeyWindow(wkey []byte, start int64, index uint64) []byte {
+	return binary.BigEndian.AppendUint64(leafWindowPrefix(wkey, start), index)
+}
+
+func leafKeyCorrection(aggSeq uint64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64([]byte("c\x00"), aggSeq), 0)
 }
 
 func slotOf(p metering.Policy, t int64) int64 {

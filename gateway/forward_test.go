@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +22,8 @@ import (
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
 )
 
 // natsServer runs a real nats-server with JetStream on a loopback port.
@@ -357,5 +361,78 @@ func TestJetStreamClusterNodeKilled(t *testing.T) {
 			t.Fatalf("after 90s: receiver %d in %d aggregates (%d gaps); ledger %d in %d; outbox %d", a, n, gaps, ledger, sealed, ir.Outbox)
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// TestInclusionProofs: for tickets in sealed windows and in a correction,
+// the proof checks against the root of the signed aggregate a provider
+// holds, with the ticket's own bytes.
+func TestInclusionProofs(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}, {"plug-2", "ed25519", "fleet"}}, func(c *gateway.Config) {
+		c.Providers = []gateway.ProviderConfig{{ID: "utility", Window: time.Hour}}
+	})
+	sent := map[string][]byte{}
+	var mu sync.Mutex
+	for _, id := range []string{"plug-1", "plug-2"} {
+		d := connectDevice(t, tg, id)
+		for i := uint64(1); i <= 40; i++ {
+			signer, _ := tg.secrets[id].Signer()
+			var enc protocol.Encoder
+			b, _ := enc.AppendTicket(nil, &protocol.Ticket{Device: id, Seq: i, Time: now(),
+				Readings: []protocol.Reading{{Meter: "energy_wh", Register: 10 * i}, {Meter: "on_ms", Register: 1000 * i}}}, signer)
+			mu.Lock()
+			sent[fmt.Sprintf("%s/%d", id, i)] = b
+			mu.Unlock()
+			rc, err := connectRaw(t, tg, id, tg.secrets[id].MQTTPassword())
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc.publish(t, id, b)
+			rc.receipt(t, tg)
+			rc.Disconnect(50)
+		}
+		_ = d
+	}
+	if err := tg.Ingest().CloseWindows(context.Background(), time.Now().Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for ref, raw := range sent {
+		var dev string
+		var seq uint64
+		fmt.Sscanf(strings.Replace(ref, "/", " ", 1), "%s %d", &dev, &seq)
+		ps, err := gateway.TicketProofs(tg.Store(), dev, seq)
+		if seq == 1 {
+			if err == nil {
+				t.Errorf("%s: a baseline reading has a proof", ref)
+			}
+			continue
+		}
+		if err != nil || len(ps) != 2 {
+			t.Fatalf("%s: %d proofs, %v; want one per meter", ref, len(ps), err)
+		}
+		for _, p := range ps {
+			h := metering.TicketHash(raw)
+			root, _ := hex.DecodeString(p.Root)
+			var path []metering.Hash
+			for _, s := range p.Path {
+				b, _ := hex.DecodeString(s)
+				var x metering.Hash
+				copy(x[:], b)
+				path = append(path, x)
+			}
+			var r metering.Hash
+			copy(r[:], root)
+			if err := metering.VerifyInclusion(r, h, p.Index, p.Tickets, path); err != nil || p.Ticket != ref {
+				t.Fatalf("%s: proof %+v does not verify: %v", ref, p, err)
+			}
+			checked++
+		}
+	}
+	if checked != 2*2*39 {
+		t.Fatalf("checked %d proofs", checked)
+	}
+	if _, err := gateway.TicketProofs(tg.Store(), "plug-1", 999); !errors.Is(err, gateway.ErrNoProof) {
+		t.Fatalf("proof of an unknown ticket: %v", err)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -401,6 +403,21 @@ func (g *Gateway) mux() *http.ServeMux {
 		default:
 			http.Error(w, "starting", http.StatusServiceUnavailable)
 		}
+	})
+	m.HandleFunc("/proof", func(w http.ResponseWriter, r *http.Request) {
+		dev, seqStr, _ := strings.Cut(r.URL.Query().Get("ticket"), "/")
+		seq, err := strconv.ParseUint(seqStr, 10, 64)
+		if err != nil || dev == "" {
+			http.Error(w, "want ?ticket=DEVICE/SEQ", http.StatusBadRequest)
+			return
+		}
+		ps, err := TicketProofs(g.store, dev, seq)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(ps)
 	})
 	m.HandleFunc("/inspect", func(w http.ResponseWriter, _ *http.Request) {
 		rep, err := Inspect(g.store, g.ingest.Snapshot())

@@ -11,6 +11,7 @@
 //	farthing sim [--devices N --rate R --duration D --type hmac|ed25519]
 //	farthing demo
 //	farthing inspect [--data DIR]
+//	farthing proof --ticket DEVICE/SEQ [--data DIR]
 //	farthing receive --trust GATEWAY.pub --http ADDR|--mqtt URL|--jetstream URL
 //
 // Every command refuses bad input with a one-line error on stderr and exit
@@ -45,6 +46,7 @@ var commands = []command{
 	{"sim", "[--broker URL] [--data DIR] [--devices N] [--type hmac|ed25519|any] [--rate R] [--duration D] [--inflight K] [--json]", runSim},
 	{"demo", "[--rate R] [--duration D]", runDemo},
 	{"inspect", "[--data DIR]", runInspect},
+	{"proof", "--ticket DEVICE/SEQ [--data DIR]", runProof},
 	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR]", runReceive},
 }
 

@@ -19,6 +19,10 @@ import "encoding/binary"
 //	slots       provider 0 account 0 meter 0 slot start → aggregate seq of the last window sealed in that slot
 //	outbox      aggregate seq → the signed aggregate, until every upstream confirmed it
 //	meta        "upstream/" name → the last aggregate seq that upstream confirmed
+//	leaves      provider 0 account 0 meter 0 window start(8) index(8) → ticket hash(32) device/seq
+//	            (a correction's one leaf: "c" 0 aggregate seq(8) 0(8))
+//	ticketleaves device 0 seq → the ticket's leaf keys, each length-prefixed
+//	sealedby    provider 0 account 0 meter 0 window start(8) → aggregate seq
 
 // Key joins parts with 0 bytes.
 func Key(parts ...string) []byte {

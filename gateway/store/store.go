@@ -45,10 +45,14 @@ var (
 	BucketSealed    = []byte("sealed")
 	BucketSlotIndex = []byte("slots")
 	BucketOutbox    = []byte("outbox")
+	BucketLeaves    = []byte("leaves")
+	BucketTicketIdx = []byte("ticketleaves")
+	BucketSealedBy  = []byte("sealedby")
 )
 
 var allBuckets = [][]byte{BucketMeta, BucketDevices, BucketReceipts, BucketTickets, BucketMeters, BucketCharges,
-	BucketAccounts, BucketEntries, BucketWindows, BucketSealed, BucketSlotIndex, BucketOutbox}
+	BucketAccounts, BucketEntries, BucketWindows, BucketSealed, BucketSlotIndex, BucketOutbox,
+	BucketLeaves, BucketTicketIdx, BucketSealedBy}
 
 // Errors.
 var (
