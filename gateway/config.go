@@ -131,6 +131,10 @@ type LimitsConfig struct {
 	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 	// RetryAfter is what a "retry later" receipt asks for; default 5s.
 	RetryAfter time.Duration `yaml:"retry_after"`
+	// AuditRetention is how long raw tickets are kept after every upstream
+	// confirmed their aggregates, for audits and inclusion proofs; then
+	// they are pruned. Default 90 days.
+	AuditRetention time.Duration `yaml:"audit_retention"`
 }
 
 // CommitConfig tunes group commit.
@@ -213,6 +217,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Limits.RetryAfter == 0 {
 		c.Limits.RetryAfter = 5 * time.Second
+	}
+	if c.Limits.AuditRetention == 0 {
+		c.Limits.AuditRetention = 90 * 24 * time.Hour
 	}
 	for i := range c.Providers {
 		if c.Providers[i].Window == 0 {

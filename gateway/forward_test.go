@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -19,7 +20,10 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/devicefw"
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/internal/receiver"
 	"github.com/farthing-iot/farthing/metering"
@@ -434,5 +438,75 @@ func TestInclusionProofs(t *testing.T) {
 	}
 	if _, err := gateway.TicketProofs(tg.Store(), "plug-1", 999); !errors.Is(err, gateway.ErrNoProof) {
 		t.Fatalf("proof of an unknown ticket: %v", err)
+	}
+}
+
+// TestTicketsPrunedAfterConfirmationAndRetention: raw tickets go once every
+// upstream confirmed their aggregates and the retention passed; the books
+// stay; what is not confirmed stays whole.
+func TestTicketsPrunedAfterConfirmationAndRetention(t *testing.T) {
+	var srv *httptest.Server
+	recvOK := make(chan bool, 1)
+	recvOK <- false
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ok := <-recvOK
+		recvOK <- ok
+		if !ok {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}}, func(c *gateway.Config) {
+		c.Providers = []gateway.ProviderConfig{{ID: "utility", Window: time.Hour}}
+		c.Upstreams = []gateway.UpstreamConfig{{Name: "h", Type: "http", URL: srv.URL}}
+		c.Forward = gateway.ForwardSettings{BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
+	})
+	d := connectDevice(t, tg, "plug-1")
+	for i := uint64(0); i < 30; i++ {
+		d.Report(now(), []devicefw.Reading{{Meter: 0, Register: i * 5}, {Meter: 1, Register: i * 100}})
+		d.next(t)
+	}
+	tg.Ingest().CloseWindows(context.Background(), time.Now().Add(2*time.Hour))
+	count := func() (tickets int) {
+		tg.Store().View(func(tx *bolt.Tx) error {
+			tickets = tx.Bucket(store.BucketTickets).Stats().KeyN
+			return nil
+		})
+		return
+	}
+	// Unconfirmed: nothing goes, however old.
+	if n, _ := tg.Ingest().PruneTickets(context.Background(), []string{"h"}, 0, time.Now().Add(3*time.Hour)); n != 0 || count() != 30 {
+		t.Fatalf("pruned %d aggregates before any confirmation; %d tickets left", n, count())
+	}
+	<-recvOK
+	recvOK <- true // the upstream comes up and confirms everything
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rep, _ := gateway.Inspect(tg.Store(), nil)
+		if rep.Outbox == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox still %d", rep.Outbox)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Confirmed but within retention: kept.
+	if n, _ := tg.Ingest().PruneTickets(context.Background(), []string{"h"}, 24*time.Hour, time.Now()); n != 0 || count() != 30 {
+		t.Fatalf("pruned %d within retention; %d tickets left", n, count())
+	}
+	before, _ := gateway.Inspect(tg.Store(), nil)
+	n, err := tg.Ingest().PruneTickets(context.Background(), []string{"h"}, time.Hour, time.Now().Add(4*time.Hour))
+	if err != nil || n == 0 || count() != 1 { // the baseline ticket is in no aggregate
+		t.Fatalf("after retention: pruned %d (%v); %d tickets left; want only the baseline", n, err, count())
+	}
+	after, _ := gateway.Inspect(tg.Store(), nil)
+	if after.Reconcile != before.Reconcile {
+		t.Fatalf("pruning changed the books: %+v → %+v", before.Reconcile, after.Reconcile)
+	}
+	if _, err := gateway.TicketProofs(tg.Store(), "plug-1", 5); !errors.Is(err, gateway.ErrNoProof) {
+		t.Fatalf("proof of a pruned ticket: %v", err)
 	}
 }

@@ -332,6 +332,13 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 			}
 			g.watchDisk()
 			g.watchFiles()
+			var names []string
+			for _, u := range g.cfg.Upstreams {
+				names = append(names, u.Name)
+			}
+			if _, err := g.ingest.PruneTickets(ctx, names, g.cfg.Limits.AuditRetention, now); err != nil && ctx.Err() == nil {
+				g.log.Warn("pruning tickets failed", "error", err)
+			}
 		}
 	}
 }
