@@ -89,7 +89,7 @@ func (n *natsServer) kill() {
 
 func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
 
-func gatewayPub(t *testing.T, tg *testGateway) ed25519.PublicKey {
+func gatewayPub(t testing.TB, tg *testGateway) ed25519.PublicKey {
 	k, err := keyfile.Load(tg.cfg.KeyFile)
 	if err != nil {
 		t.Fatal(err)
