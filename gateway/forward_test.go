@@ -510,3 +510,30 @@ func TestTicketsPrunedAfterConfirmationAndRetention(t *testing.T) {
 		t.Fatalf("proof of a pruned ticket: %v", err)
 	}
 }
+
+// TestOldestUnforwardedMetric: the gauge shows the age of what waits in
+// the outbox, and zero once it drained.
+func TestOldestUnforwardedMetric(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}}, func(c *gateway.Config) {
+		c.Providers = []gateway.ProviderConfig{{ID: "utility", Window: 100 * time.Millisecond}}
+		c.Upstreams = []gateway.UpstreamConfig{{Name: "h", Type: "http", URL: "http://127.0.0.1:1/unreachable"}}
+		c.Forward = gateway.ForwardSettings{BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
+	})
+	d := connectDevice(t, tg, "plug-1")
+	for i := uint64(0); i < 3; i++ {
+		d.Report(now(), []devicefw.Reading{{Meter: 0, Register: i}})
+		d.next(t)
+	}
+	// The housekeeping timer seals the window; the upstream is unreachable.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, m := httpGet(t, "http://"+tg.HTTPAddr()+"/metrics")
+		if strings.Contains(m, "farthing_oldest_unforwarded_seconds") && !strings.Contains(m, "farthing_oldest_unforwarded_seconds 0\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the oldest-unforwarded gauge stayed 0 with an aggregate waiting")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

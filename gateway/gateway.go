@@ -358,16 +358,16 @@ func (g *Gateway) watchDisk() {
 	g.ingest.SetFull(full)
 }
 
-// oldestUnforwarded is the age of the oldest sealed aggregate still in
-// the outbox (every sealed one, until forwarding confirms and removes it).
+// oldestUnforwarded is the age of the oldest aggregate still in the
+// outbox: sealed, not yet confirmed by every upstream.
 func (g *Gateway) oldestUnforwarded(now time.Time) time.Duration {
 	var age time.Duration
 	g.store.View(func(tx *bolt.Tx) error {
-		_, v := tx.Bucket(store.BucketSealed).Cursor().First()
-		if v == nil {
+		k, _ := tx.Bucket(store.BucketOutbox).Cursor().First()
+		if k == nil {
 			return nil
 		}
-		if r, err := decodeSealedRecord(v); err == nil {
+		if r, err := decodeSealedRecord(tx.Bucket(store.BucketSealed).Get(k)); err == nil {
 			age = max(0, now.Sub(time.UnixMilli(r.End)))
 		}
 		return nil
