@@ -64,12 +64,14 @@ func Connect(ctx context.Context, cfg Config) (*Device, error) {
 		t := c.Subscribe(d.receiptTopic(), 1, d.onReceipt)
 		go func() {
 			t.Wait()
+			// Resend before Connect returns, so a ticket reported right
+			// after Connect is not sent twice.
+			if t.Error() == nil {
+				d.ResendPending()
+			}
 			select {
 			case subscribed <- t.Error():
 			default:
-			}
-			if t.Error() == nil {
-				d.ResendPending()
 			}
 		}()
 	})
