@@ -37,6 +37,7 @@ type Config struct {
 	// Providers are who devices' usage is owed to, with their settlement policy.
 	Providers []ProviderConfig `yaml:"providers"`
 	MQTT      MQTTConfig       `yaml:"mqtt"`
+	DTLS      DTLSConfig       `yaml:"dtls"`
 	HTTP      HTTPConfig       `yaml:"http"`
 	Limits    LimitsConfig     `yaml:"limits"`
 	Commit    CommitConfig     `yaml:"commit"`
@@ -109,6 +110,18 @@ type MQTTConfig struct {
 	// TopicPrefix; tickets arrive on PREFIX/DEVICE/ticket, receipts leave
 	// on PREFIX/DEVICE/receipt. Default farthing/v1.
 	TopicPrefix string `yaml:"topic_prefix"`
+}
+
+// DTLSConfig is the CoAP-over-DTLS listener (see package coaps).
+type DTLSConfig struct {
+	// Listen is the UDP address; default 127.0.0.1:5684; "off" disables it.
+	Listen           string        `yaml:"listen"`
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	MaxHalfOpen      int           `yaml:"max_half_open"`
+	HandshakeRate    float64       `yaml:"handshake_rate"`
+	HandshakeBurst   int           `yaml:"handshake_burst"`
+	IdleTimeout      time.Duration `yaml:"idle_timeout"`
+	MaxSessions      int           `yaml:"max_sessions"`
 }
 
 // HTTPConfig is the metrics and health endpoint.
@@ -202,6 +215,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MQTT.ClientID == "" {
 		c.MQTT.ClientID = "farthingd-" + c.GatewayID
+	}
+	if c.DTLS.Listen == "" {
+		c.DTLS.Listen = "127.0.0.1:5684"
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9100"

@@ -55,7 +55,8 @@ func startGateway(t testing.TB, devs []devSpec, opts ...func(*gateway.Config)) *
 			{ID: "fleet", Kind: "postpaid", Currency: "EUR", CreditLimit: "1000"},
 		},
 		Providers: []gateway.ProviderConfig{{ID: "utility", Window: time.Hour}},
-		MQTT:      gateway.MQTTConfig{Listen: freePort(t)}, HTTP: gateway.HTTPConfig{Listen: "127.0.0.1:0"}}
+		MQTT:      gateway.MQTTConfig{Listen: freePort(t)}, HTTP: gateway.HTTPConfig{Listen: "127.0.0.1:0"},
+		DTLS: gateway.DTLSConfig{Listen: "127.0.0.1:0"}}
 	os.WriteFile(filepath.Join(dir, "tariffs.yaml"), []byte(testTariffs), 0o600)
 	tg := &testGateway{cfg: cfg, secrets: map[string]gateway.DeviceSecrets{}}
 	var rf gateway.RegistryFile

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/farthing-iot/farthing/gateway/coaps"
 	"github.com/farthing-iot/farthing/gateway/mqtt"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/gateway/upstream/httpsink"
@@ -50,8 +51,9 @@ type Gateway struct {
 	mu     sync.Mutex // guards mtimes
 	mtimes [2]time.Time
 
-	ready   chan struct{} // closed once the transports listen
-	httpLis net.Listener
+	ready    chan struct{} // closed once the transports listen
+	httpLis  net.Listener
+	coapAddr string
 }
 
 // New opens the data directory (creating the gateway key on first start)
@@ -181,6 +183,22 @@ func (g *Gateway) handle(transport string) mqtt.Handler {
 	}
 }
 
+func (g *Gateway) handleCoAP(ctx context.Context, device string, payload []byte) ([]byte, protocol.Status, time.Duration) {
+	res := g.ingest.Submit(ctx, Submission{Device: device, Payload: payload, Transport: "coaps"})
+	return res.Bytes, res.Receipt.Status, time.Duration(res.Receipt.RetryAfter) * time.Millisecond
+}
+
+func (g *Gateway) dtlsPSK(identity string) ([]byte, bool) {
+	d := g.ingest.Snapshot().Registry.Device(identity)
+	if d == nil || d.Disabled {
+		return nil, false
+	}
+	return d.DTLSPSK, true
+}
+
+// CoAPAddr is the DTLS listener's UDP address once ready ("" if off).
+func (g *Gateway) CoAPAddr() string { return g.coapAddr }
+
 func (g *Gateway) authenticate(device string, password []byte) bool {
 	d := g.ingest.Snapshot().Registry.Device(device)
 	return d != nil && !d.Disabled && d.CheckMQTTPassword(password)
@@ -226,6 +244,23 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return err
 		case <-ctx.Done():
 		}
+	}
+	if g.cfg.DTLS.Listen != "off" {
+		c := g.cfg.DTLS
+		cs, err := coaps.Listen(coaps.Config{Listen: c.Listen, Handle: g.handleCoAP, PSK: g.dtlsPSK, Log: g.log,
+			HandshakeTimeout: c.HandshakeTimeout, MaxHalfOpen: c.MaxHalfOpen, HandshakeRate: c.HandshakeRate,
+			HandshakeBurst: c.HandshakeBurst, IdleTimeout: c.IdleTimeout, MaxSessions: c.MaxSessions,
+			Event: func(e string) { g.metrics.Transport.WithLabelValues("coaps", e).Inc() }})
+		if err != nil {
+			stopTransports()
+			wg.Wait()
+			g.store.Close()
+			return err
+		}
+		g.coapAddr = cs.Addr().String()
+		wg.Add(1)
+		go func() { defer wg.Done(); cs.Serve(tctx) }()
+		g.log.Info("CoAP over DTLS listening", "addr", g.coapAddr, "path", "/t")
 	}
 	var srv *http.Server
 	if g.cfg.HTTP.Listen != "off" {

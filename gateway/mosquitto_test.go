@@ -169,6 +169,7 @@ providers:
   - {id: utility, window: 1h}
 mqtt: {mode: external, broker: "%s", username: farthingd, password: "%s", client_id: farthingd-test}
 http: {listen: "127.0.0.1:0"}
+dtls: {listen: "off"}
 `, dir, url, password)), 0o600)
 	cfg, err := gateway.LoadConfig(conf)
 	if err != nil {

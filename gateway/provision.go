@@ -76,3 +76,6 @@ func SecretsOf(e DeviceEntry) (DeviceSecrets, error) {
 	s.Master = m
 	return s, nil
 }
+
+// DTLSPSK returns the device's DTLS pre-shared key (its identity is its id).
+func (s DeviceSecrets) DTLSPSK() []byte { return DTLSPSKOf(s.Master) }

@@ -47,6 +47,7 @@ type Device struct {
 	Verifier     protocol.Verifier // ticket verifier; HMAC verifiers are not safe for concurrent use: see NewVerifier
 	ReceiptKey   []byte
 	MQTTPassword string // hex of the derived key
+	DTLSPSK      []byte // the DTLS pre-shared key (see DTLSPSKOf)
 	ticketKey    []byte
 	pub          ed25519.PublicKey
 }
@@ -63,6 +64,15 @@ func (d *Device) NewVerifier() (protocol.Verifier, error) {
 // CheckMQTTPassword compares in constant time.
 func (d *Device) CheckMQTTPassword(p []byte) bool {
 	return subtle.ConstantTimeCompare([]byte(d.MQTTPassword), p) == 1
+}
+
+// DTLSPSKOf derives a device's DTLS pre-shared key from its master secret:
+// the first 32 hex digits of its PurposeDTLSPSK key, 128 bits as ASCII, so
+// that tools which take a PSK only as text (libcoap's coap-client -k) can
+// use it.
+func DTLSPSKOf(master []byte) []byte {
+	k, _ := protocol.DeriveKey(master, protocol.PurposeDTLSPSK)
+	return []byte(hex.EncodeToString(k)[:32])
 }
 
 // Registry is an immutable snapshot of the device registry; reloading
@@ -162,6 +172,7 @@ func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error)
 		d.ReceiptKey, _ = protocol.DeriveKey(master, protocol.PurposeReceipt)
 		pw, _ := protocol.DeriveKey(master, protocol.PurposeMQTTPassword)
 		d.MQTTPassword = hex.EncodeToString(pw)
+		d.DTLSPSK = DTLSPSKOf(master)
 		switch e.KeyType {
 		case "hmac":
 			d.ticketKey, _ = protocol.DeriveKey(master, protocol.PurposeTicket)

@@ -38,7 +38,7 @@ run() { # mode broker-url
 }
 
 mq=$(port)
-printf '%s\nmqtt: {listen: "127.0.0.1:%s"}\nhttp: {listen: "off"}\n' "$accounts" "$mq" > "$work/embedded.yaml"
+printf '%s\nmqtt: {listen: "127.0.0.1:%s"}\nhttp: {listen: "off"}\ndtls: {listen: "off"}\n' "$accounts" "$mq" > "$work/embedded.yaml"
 "$work/farthingd" --config "$work/embedded.yaml" --data "$data" 2>"$work/embedded.log" &
 gw=$!
 for i in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$mq) 2>/dev/null && break; sleep 0.1; done
@@ -50,7 +50,7 @@ printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_infl
 [ "$(id -u)" = 0 ] && sed -i '1i user root' "$work/mosquitto.conf"
 /usr/sbin/mosquitto -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" &
 for i in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$mp) 2>/dev/null && break; sleep 0.1; done
-printf '%s\nmqtt: {mode: external, broker: "tcp://127.0.0.1:%s"}\nhttp: {listen: "off"}\n' "$accounts" "$mp" > "$work/external.yaml"
+printf '%s\nmqtt: {mode: external, broker: "tcp://127.0.0.1:%s"}\nhttp: {listen: "off"}\ndtls: {listen: "off"}\n' "$accounts" "$mp" > "$work/external.yaml"
 "$work/farthingd" --config "$work/external.yaml" --data "$data" 2>"$work/external.log" &
 gw=$!
 sleep 1

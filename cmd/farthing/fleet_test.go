@@ -55,6 +55,7 @@ func TestInspectReadsTheStateFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.DTLS.Listen = "off"
 	g, err := gateway.New(cfg, nil)
 	if err == nil {
 		g.Store().Close()

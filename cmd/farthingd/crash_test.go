@@ -144,6 +144,7 @@ providers:
   - {id: utility, window: 1s, threshold: "0.05 EUR"}
 mqtt: {listen: "%s"}
 http: {listen: "%s"}
+dtls: {listen: "off"}
 upstreams:
   - {name: provider, type: http, url: "%s/aggregates"}
 forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}

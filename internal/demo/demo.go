@@ -112,6 +112,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	cfg.GatewayID = "gw-demo"
 	cfg.MQTT.Listen = mqttAddr
 	cfg.HTTP.Listen = "off"
+	cfg.DTLS.Listen = "off"
 	cfg.Accounts = []gateway.AccountConfig{
 		{ID: "household", Kind: "prepaid", Currency: "EUR", Balance: "50.00"},
 		{ID: "fleet", Kind: "postpaid", Currency: "EUR", CreditLimit: "10000"},

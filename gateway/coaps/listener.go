@@ -1,0 +1,151 @@
+package coaps
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+	coapNet "github.com/plgd-dev/go-coap/v3/net"
+)
+
+// limitedListener sits between pion's DTLS listener and the CoAP server.
+// It runs each handshake in its own goroutine under a deadline, caps the
+// handshakes in progress and the established sessions, and hands the CoAP
+// server only sessions whose handshake completed. A flood of ClientHellos
+// therefore costs a bounded number of goroutines and never delays the
+// sessions already served.
+type limitedListener struct {
+	inner            net.Listener
+	handshakeTimeout time.Duration
+	maxHalfOpen      int64
+	maxSessions      int64
+	event            func(string)
+	halfOpen         atomic.Int64
+	sessions         atomic.Int64
+	ready            chan net.Conn
+	wg               sync.WaitGroup // the accept loop and the handshakes
+	closeOnce        sync.Once
+	done             chan struct{}
+}
+
+func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, maxSessions int64, event func(string)) *limitedListener {
+	l := &limitedListener{inner: inner, handshakeTimeout: timeout, maxHalfOpen: maxHalfOpen, maxSessions: maxSessions,
+		event: event, ready: make(chan net.Conn), done: make(chan struct{})}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+func (l *limitedListener) acceptLoop() {
+	defer l.wg.Done()
+	for {
+		c, err := l.inner.Accept()
+		if err != nil {
+			select {
+			case <-l.done:
+				return
+			default:
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			return
+		}
+		dc, ok := c.(*piondtls.Conn)
+		switch {
+		case !ok:
+			c.Close()
+			continue
+		case l.sessions.Load() >= l.maxSessions:
+			l.event("session_cap")
+			c.Close()
+			continue
+		case l.halfOpen.Add(1) > l.maxHalfOpen:
+			l.halfOpen.Add(-1)
+			l.event("half_open_cap")
+			c.Close()
+			continue
+		}
+		l.wg.Add(1)
+		go l.handshake(dc)
+	}
+}
+
+func (l *limitedListener) handshake(c *piondtls.Conn) {
+	defer l.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), l.handshakeTimeout)
+	err := c.HandshakeContext(ctx)
+	cancel()
+	l.halfOpen.Add(-1)
+	if err != nil {
+		if ctx.Err() != nil {
+			l.event("handshake_timeout")
+		} else {
+			l.event("handshake_failed")
+		}
+		c.Close()
+		return
+	}
+	l.sessions.Add(1)
+	l.event("session_opened")
+	s := &session{Conn: c, closed: func() { l.sessions.Add(-1); l.event("session_closed") }}
+	select {
+	case l.ready <- s:
+	case <-l.done:
+		s.Close()
+	}
+}
+
+// AcceptWithContext returns the next session whose handshake completed.
+func (l *limitedListener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		return nil, coapNet.ErrListenerIsClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close stops accepting, waits for handshakes in progress to end (each is
+// bounded by the handshake timeout) and closes the socket.
+func (l *limitedListener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.done)
+		err = l.inner.Close()
+		l.wg.Wait()
+	})
+	return err
+}
+
+func (l *limitedListener) Addr() net.Addr { return l.inner.Addr() }
+
+// session is an established DTLS session; Close counts it out once.
+type session struct {
+	*piondtls.Conn
+	once   sync.Once
+	closed func()
+}
+
+func (s *session) Close() error {
+	s.once.Do(s.closed)
+	return s.Conn.Close()
+}
+
+// Identity returns the device the session authenticated: its PSK identity,
+// or the common name of its certificate.
+func (s *session) Identity() string {
+	st, ok := s.Conn.ConnectionState()
+	if !ok {
+		return ""
+	}
+	if len(st.IdentityHint) > 0 {
+		return string(st.IdentityHint)
+	}
+	return certIdentity(st.PeerCertificates)
+}

@@ -1,0 +1,264 @@
+// Package coaps carries tickets over CoAP (RFC 7252) on DTLS 1.2 (pion/dtls
+// v3) with the IoT profile of RFC 7925: a device POSTs a ticket to /t and
+// gets its receipt in the response, after the commit. go-coap (plgd) does
+// the CoAP: piggybacked ACKs, message-ID deduplication and retransmission.
+//
+// Devices authenticate with a PSK whose identity is their device id, or
+// with an X.509 certificate whose common name is their device id; the
+// ticket's device must be the same. Connection IDs (RFC 9146) keep a
+// session across a NAT rebinding. Abuse limits, each counted: a handshake
+// deadline, a cap on handshakes in progress, a per-source handshake rate,
+// an idle-session timeout and a cap on sessions.
+package coaps
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/plgd-dev/go-coap/v3/dtls/server"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/mux"
+	"github.com/plgd-dev/go-coap/v3/options"
+	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// CoAP Content-Formats of COSE messages (IANA CoAP Content-Formats).
+const (
+	ContentFormatMac0  message.MediaType = 17 // application/cose; cose-type="cose-mac0"
+	ContentFormatSign1 message.MediaType = 18 // application/cose; cose-type="cose-sign1"
+)
+
+// Handler processes a ticket from an authenticated device and returns the
+// receipt, its status and, for retry later, how long to wait. It returns
+// only after the ticket's effects are durable.
+type Handler func(ctx context.Context, device string, payload []byte) (receipt []byte, status protocol.Status, retryAfter time.Duration)
+
+// Config configures the listener. Zero fields take the defaults shown.
+type Config struct {
+	Listen string // UDP address; default 127.0.0.1:5684
+	Path   string // the resource tickets are POSTed to; default "t"
+	Handle Handler
+	// PSK returns the device's DTLS pre-shared key for a PSK identity.
+	PSK func(identity string) ([]byte, bool)
+	// Certificate, if set, lets devices authenticate with X.509
+	// certificates issued by ClientCAs; the common name is the device id.
+	Certificate *tls.Certificate
+	ClientCAs   *x509.CertPool
+
+	HandshakeTimeout time.Duration // default 10s
+	MaxHalfOpen      int           // handshakes in progress; default 256
+	HandshakeRate    float64       // new handshakes per second per source IP; default 5
+	HandshakeBurst   int           // default 20
+	IdleTimeout      time.Duration // default 5m
+	MaxSessions      int           // default 20000
+
+	Log   *slog.Logger
+	Event func(event string) // counts refusals and session events
+}
+
+func (c *Config) defaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:5684"
+	}
+	if c.Path == "" {
+		c.Path = "t"
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.MaxHalfOpen <= 0 {
+		c.MaxHalfOpen = 256
+	}
+	if c.HandshakeRate <= 0 {
+		c.HandshakeRate = 5
+	}
+	if c.HandshakeBurst <= 0 {
+		c.HandshakeBurst = 20
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 20000
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Event == nil {
+		c.Event = func(string) {}
+	}
+}
+
+// Server is a running CoAP-over-DTLS listener.
+type Server struct {
+	cfg Config
+	l   *limitedListener
+	srv *server.Server
+}
+
+// Listen binds the UDP socket; Serve starts serving.
+func Listen(cfg Config) (*Server, error) {
+	cfg.defaults()
+	limiter := newSourceLimiter(cfg.HandshakeRate, cfg.HandshakeBurst, 100000)
+	opts := []piondtls.ServerOption{
+		piondtls.WithPSK(func(identity []byte) ([]byte, error) {
+			if key, ok := cfg.PSK(string(identity)); ok {
+				return key, nil
+			}
+			cfg.Event("psk_unknown_identity")
+			cfg.Log.Info("dtls: unknown PSK identity", "identity", string(identity))
+			return nil, errors.New("unknown identity")
+		}),
+		piondtls.WithPSKIdentityHint([]byte("farthing")),
+		piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(8)),
+		piondtls.WithExtendedMasterSecret(piondtls.RequireExtendedMasterSecret),
+		piondtls.WithOnConnectionAttempt(func(a net.Addr) error {
+			if !limiter.allow(a, time.Now()) {
+				cfg.Event("rate_limited")
+				return errors.New("handshake rate limit")
+			}
+			return nil
+		}),
+	}
+	suites := []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_CCM_8, piondtls.TLS_PSK_WITH_AES_128_CCM,
+		piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256}
+	if cfg.Certificate != nil {
+		suites = append(suites, piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+		opts = append(opts, piondtls.WithCertificates(*cfg.Certificate), piondtls.WithClientCAs(cfg.ClientCAs),
+			piondtls.WithClientAuth(piondtls.VerifyClientCertIfGiven))
+	}
+	opts = append(opts, piondtls.WithCipherSuites(suites...))
+	addr, err := net.ResolveUDPAddr("udp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("coaps: %w", err)
+	}
+	inner, err := piondtls.ListenWithOptions("udp", addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("coaps: listen %s: %w", cfg.Listen, err)
+	}
+	s := &Server{cfg: cfg}
+	s.l = newLimitedListener(inner, cfg.HandshakeTimeout, int64(cfg.MaxHalfOpen), int64(cfg.MaxSessions), cfg.Event)
+	m := mux.NewRouter()
+	m.Handle("/"+cfg.Path, mux.HandlerFunc(s.serveTicket))
+	m.DefaultHandle(mux.HandlerFunc(func(w mux.ResponseWriter, r *mux.Message) {
+		cfg.Event("not_found")
+		w.SetResponse(codes.NotFound, message.TextPlain, bytes.NewReader([]byte("tickets go to /"+cfg.Path)))
+	}))
+	s.srv = server.New(options.WithMux(m), options.WithMaxMessageSize(protocol.MaxTicketSize+256),
+		options.WithInactivityMonitor(cfg.IdleTimeout, func(cc *udpClient.Conn) {
+			cfg.Event("idle_closed")
+			cc.Close()
+		}),
+		options.WithErrors(func(err error) { cfg.Log.Debug("coap", "error", err) }))
+	return s, nil
+}
+
+// Addr is the UDP address the server listens on.
+func (s *Server) Addr() net.Addr { return s.l.Addr() }
+
+// Serve serves until ctx ends; sessions in progress end with it.
+func (s *Server) Serve(ctx context.Context) error {
+	go func() {
+		<-ctx.Done()
+		s.srv.Stop()
+		s.l.Close()
+	}()
+	err := s.srv.Serve(s.l)
+	s.l.Close()
+	return err
+}
+
+// allowedOptions are the options a ticket POST may carry; an unknown
+// critical (odd-numbered) option is refused with 4.02 as RFC 7252 §5.4.1
+// requires.
+var allowedOptions = map[message.OptionID]bool{
+	message.URIHost: true, message.URIPort: true, message.URIPath: true, message.ContentFormat: true,
+	message.URIQuery: true, message.Accept: true, message.Block1: true, message.Block2: true, message.Size1: true,
+}
+
+func (s *Server) refuse(w mux.ResponseWriter, code codes.Code, event, msg string) {
+	s.cfg.Event(event)
+	s.cfg.Log.Info("coaps: request refused", "remote", w.Conn().RemoteAddr(), "reason", event)
+	w.SetResponse(code, message.TextPlain, bytes.NewReader([]byte(msg)))
+}
+
+func (s *Server) serveTicket(w mux.ResponseWriter, r *mux.Message) {
+	if r.Code() != codes.POST {
+		s.refuse(w, codes.MethodNotAllowed, "bad_method", "POST a ticket")
+		return
+	}
+	for _, o := range r.Options() {
+		if uint16(o.ID)%2 == 1 && !allowedOptions[o.ID] {
+			s.refuse(w, codes.BadOption, "bad_option", fmt.Sprintf("unsupported critical option %d", o.ID))
+			return
+		}
+	}
+	if cf, err := r.ContentFormat(); err != nil || (cf != ContentFormatMac0 && cf != ContentFormatSign1) {
+		s.refuse(w, codes.UnsupportedMediaType, "bad_content_format", "Content-Format must be application/cose (17 or 18)")
+		return
+	}
+	var body []byte
+	if r.Body() != nil {
+		var err error
+		body, err = io.ReadAll(io.LimitReader(r.Body(), protocol.MaxTicketSize+1))
+		if err != nil {
+			s.refuse(w, codes.BadRequest, "bad_body", "cannot read the payload")
+			return
+		}
+	}
+	if len(body) > protocol.MaxTicketSize {
+		s.refuse(w, codes.RequestEntityTooLarge, "too_large", "ticket larger than its limit")
+		return
+	}
+	sess, ok := w.Conn().NetConn().(*session)
+	if !ok || sess.Identity() == "" {
+		s.refuse(w, codes.Unauthorized, "no_identity", "no authenticated device")
+		return
+	}
+	receipt, status, retry := s.cfg.Handle(r.Context(), sess.Identity(), body)
+	code := codes.Changed
+	switch status {
+	case protocol.StatusAccepted, protocol.StatusDuplicate:
+	case protocol.StatusRejected:
+		code = codes.BadRequest
+	case protocol.StatusInsufficientFunds:
+		code = codes.Forbidden
+	case protocol.StatusRetryLater:
+		code = codes.ServiceUnavailable
+	}
+	if receipt == nil {
+		w.SetResponse(code, message.TextPlain, nil)
+		return
+	}
+	if err := w.SetResponse(code, ContentFormatMac0, bytes.NewReader(receipt)); err != nil {
+		s.cfg.Log.Warn("coaps: cannot set the response", "error", err)
+		return
+	}
+	if status == protocol.StatusRetryLater && retry > 0 {
+		w.Message().SetOptionUint32(message.MaxAge, uint32(max(1, retry/time.Second)))
+	}
+}
+
+// certIdentity returns the common name of the leaf certificate.
+func certIdentity(raw [][]byte) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	c, err := x509.ParseCertificate(raw[0])
+	if err != nil {
+		return ""
+	}
+	return c.Subject.CommonName
+}

@@ -1,0 +1,244 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	piondtls "github.com/pion/dtls/v3"
+	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+func dialCoAP(t testing.TB, addr, identity string, psk []byte) (*udpClient.Conn, error) {
+	return coapdtls.Dial(addr, coapdtls.NewDTLSClientOptions(
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
+		piondtls.WithPSKIdentityHint([]byte(identity)),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+		piondtls.WithConnectionIDGenerator(piondtls.OnlySendCIDGenerator()),
+	))
+}
+
+func post(t testing.TB, cc *udpClient.Conn, cf message.MediaType, body []byte) *pool.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cc.Post(ctx, "/t", cf, bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST /t: %v", err)
+	}
+	return resp
+}
+
+func coapReceipt(t testing.TB, tg *testGateway, device string, resp *pool.Message) protocol.Receipt {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env protocol.Envelope
+	var r protocol.Receipt
+	if err := protocol.ParseReceipt(b, &env, &r); err != nil {
+		t.Fatalf("response %v is not a receipt: %v (%q)", resp.Code(), err, b)
+	}
+	rv, _ := tg.secrets[device].ReceiptVerifier()
+	if err := env.Verify(rv, nil); err != nil {
+		t.Fatalf("receipt does not verify: %v", err)
+	}
+	return r
+}
+
+func signed(t testing.TB, tg *testGateway, device string, seq, reg uint64) []byte {
+	signer, _ := tg.secrets[device].Signer()
+	var enc protocol.Encoder
+	b, err := enc.AppendTicket(nil, &protocol.Ticket{Device: device, Seq: seq, Time: now(),
+		Readings: []protocol.Reading{{Meter: "energy_wh", Register: reg}}}, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestCoAPOverDTLSWithPSK(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}, {"evse-1", "ed25519", "fleet"}})
+	addr := tg.CoAPAddr()
+	cc, err := dialCoAP(t, addr, "plug-1", tg.secrets["plug-1"].DTLSPSK())
+	if err != nil {
+		t.Fatalf("PSK handshake: %v", err)
+	}
+	defer cc.Close()
+	resp := post(t, cc, 17, signed(t, tg, "plug-1", 1, 100))
+	if resp.Code() != codes.Changed || coapReceipt(t, tg, "plug-1", resp).Status != protocol.StatusAccepted {
+		t.Fatalf("first ticket: %v", resp.Code())
+	}
+	resp = post(t, cc, 17, signed(t, tg, "plug-1", 2, 2100))
+	if r := coapReceipt(t, tg, "plug-1", resp); resp.Code() != codes.Changed || r.Charged != 600_000_000 {
+		t.Fatalf("2 kWh: %v %+v", resp.Code(), r)
+	}
+	before, _ := gateway.Inspect(tg.Store(), nil)
+	// A's ticket over B's session is refused by the pipeline.
+	resp = post(t, cc, 18, signed(t, tg, "evse-1", 1, 5))
+	if r := coapReceipt(t, tg, "plug-1", resp); resp.Code() != codes.BadRequest || r.Reason != protocol.ReasonDeviceMismatch {
+		t.Fatalf("evse-1's ticket as plug-1: %v %+v", resp.Code(), r)
+	}
+	// CoAP-level refusals: each a clear code, nothing stored.
+	for _, tc := range []struct {
+		name string
+		do   func() *pool.Message
+		want codes.Code
+	}{
+		{"text payload", func() *pool.Message { return post(t, cc, message.TextPlain, []byte("hello")) }, codes.UnsupportedMediaType},
+		{"oversize", func() *pool.Message { return post(t, cc, 17, make([]byte, protocol.MaxTicketSize+1)) }, codes.RequestEntityTooLarge},
+		{"garbage", func() *pool.Message { return post(t, cc, 17, []byte{0xd1, 0x84}) }, codes.BadRequest},
+		{"GET", func() *pool.Message {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			r, err := cc.Get(ctx, "/t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}, codes.MethodNotAllowed},
+		{"unknown critical option", func() *pool.Message {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := cc.NewPostRequest(ctx, "/t", 17, bytes.NewReader(signed(t, tg, "plug-1", 3, 2200)))
+			req.SetOptionUint32(message.OptionID(65001), 7) // odd: critical, and unknown
+			r, err := cc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}, codes.BadOption},
+	} {
+		if got := tc.do().Code(); got != tc.want {
+			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
+		}
+	}
+	after, _ := gateway.Inspect(tg.Store(), nil)
+	if after.Reconcile != before.Reconcile {
+		t.Fatalf("refused requests changed the books")
+	}
+	// Wrong key and unknown identity: the handshake fails.
+	if c, err := dialCoAP(t, addr, "plug-1", []byte("0123456789abcdef0123456789abcdef")); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err = c.Post(ctx, "/t", 17, bytes.NewReader(signed(t, tg, "plug-1", 9, 9999)))
+		cancel()
+		c.Close()
+		if err == nil {
+			t.Fatal("a wrong PSK was served")
+		}
+	}
+	if c, err := dialCoAP(t, addr, "nobody", []byte("x")); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err = c.Post(ctx, "/t", 17, bytes.NewReader([]byte{1}))
+		cancel()
+		c.Close()
+		if err == nil {
+			t.Fatal("an unknown identity was served")
+		}
+	}
+	final, _ := gateway.Inspect(tg.Store(), nil)
+	if final.Reconcile.Tickets != 2 {
+		t.Fatalf("stored %d tickets; want the 2 accepted", final.Reconcile.Tickets)
+	}
+}
+
+// TestHandshakeFloodDoesNotStopDevices: a bounded flood of handshakes with
+// unknown identities from many source ports; an established device keeps
+// being served and the flood is counted.
+func TestHandshakeFloodDoesNotStopDevices(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}}, func(c *gateway.Config) {
+		c.DTLS.HandshakeTimeout = 2 * time.Second
+	})
+	addr := tg.CoAPAddr()
+	cc, err := dialCoAP(t, addr, "plug-1", tg.secrets["plug-1"].DTLSPSK())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	// The flood runs until the device is done, bounded at 400 attempts.
+	stop := make(chan struct{})
+	var attempts atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 20; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for attempts.Add(1) <= 400 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				bogusHandshake(addr)
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond) // let the flood start first
+	served := 0
+	for seq := uint64(1); seq <= 20; seq++ {
+		if resp := post(t, cc, 17, signed(t, tg, "plug-1", seq, 10*seq)); resp.Code() == codes.Changed {
+			served++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if served != 20 {
+		t.Fatalf("the established device got %d of 20 answers during the flood", served)
+	}
+	t.Logf("20 of 20 tickets served during a flood of %d handshake attempts", min(attempts.Load(), 400))
+	_, m := httpGet(t, "http://"+tg.HTTPAddr()+"/metrics")
+	if !strings.Contains(m, `farthing_transport_events_total{event="rate_limited",transport="coaps"}`) ||
+		!strings.Contains(m, `farthing_transport_events_total{event="psk_unknown_identity",transport="coaps"}`) {
+		t.Fatalf("the flood was not counted:\n%s", grepLines(m, "transport"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// bogusHandshake makes a real DTLS handshake attempt with an unknown PSK
+// identity from a fresh UDP socket (a new source port), giving up after a
+// short deadline.
+func bogusHandshake(addr string) {
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return
+	}
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return
+	}
+	defer pc.Close()
+	c, err := piondtls.ClientWithOptions(pc, raddr,
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return []byte("bogus"), nil }),
+		piondtls.WithPSKIdentityHint([]byte("attacker")),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8))
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	c.HandshakeContext(ctx)
+	cancel()
+	c.Close()
+}
