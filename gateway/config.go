@@ -122,6 +122,12 @@ type DTLSConfig struct {
 	HandshakeBurst   int           `yaml:"handshake_burst"`
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`
 	MaxSessions      int           `yaml:"max_sessions"`
+	// CertFile and KeyFile (PEM) are the gateway's certificate for devices
+	// that authenticate with certificates issued by ClientCAFile (PEM); the
+	// certificate's common name is the device id. Empty: PSK only.
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 // HTTPConfig is the metrics and health endpoint.

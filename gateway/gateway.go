@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -196,6 +198,26 @@ func (g *Gateway) dtlsPSK(identity string) ([]byte, bool) {
 	return d.DTLSPSK, true
 }
 
+// loadDTLSCerts reads the certificate files of the DTLS listener, if set.
+func loadDTLSCerts(c DTLSConfig) (*tls.Certificate, *x509.CertPool, error) {
+	if c.CertFile == "" && c.KeyFile == "" && c.ClientCAFile == "" {
+		return nil, nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: dtls.cert_file/key_file: %v", ErrConfig, err)
+	}
+	pem, err := os.ReadFile(c.ClientCAFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: dtls.client_ca_file: %v", ErrConfig, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, nil, fmt.Errorf("%w: dtls.client_ca_file: no certificate in %s", ErrConfig, c.ClientCAFile)
+	}
+	return &cert, pool, nil
+}
+
 // CoAPAddr is the DTLS listener's UDP address once ready ("" if off).
 func (g *Gateway) CoAPAddr() string { return g.coapAddr }
 
@@ -247,7 +269,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	if g.cfg.DTLS.Listen != "off" {
 		c := g.cfg.DTLS
+		cert, cas, err := loadDTLSCerts(c)
+		if err != nil {
+			stopTransports()
+			wg.Wait()
+			g.store.Close()
+			return err
+		}
 		cs, err := coaps.Listen(coaps.Config{Listen: c.Listen, Handle: g.handleCoAP, PSK: g.dtlsPSK, Log: g.log,
+			Certificate: cert, ClientCAs: cas,
 			HandshakeTimeout: c.HandshakeTimeout, MaxHalfOpen: c.MaxHalfOpen, HandshakeRate: c.HandshakeRate,
 			HandshakeBurst: c.HandshakeBurst, IdleTimeout: c.IdleTimeout, MaxSessions: c.MaxSessions,
 			Event: func(e string) { g.metrics.Transport.WithLabelValues("coaps", e).Inc() }})

@@ -137,7 +137,7 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.Certificate != nil {
 		suites = append(suites, piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
 		opts = append(opts, piondtls.WithCertificates(*cfg.Certificate), piondtls.WithClientCAs(cfg.ClientCAs),
-			piondtls.WithClientAuth(piondtls.VerifyClientCertIfGiven))
+			piondtls.WithClientAuth(piondtls.RequireAndVerifyClientCert))
 	}
 	opts = append(opts, piondtls.WithCipherSuites(suites...))
 	addr, err := net.ResolveUDPAddr("udp", cfg.Listen)
