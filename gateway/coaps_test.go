@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -18,7 +19,10 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/farthing-iot/farthing/devicefw"
+	"github.com/farthing-iot/farthing/devicefw/coapdev"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -241,4 +245,67 @@ func bogusHandshake(addr string) {
 	c.HandshakeContext(ctx)
 	cancel()
 	c.Close()
+}
+
+// TestCoapdevDevice: the firmware client over devicefw/coapdev.
+func TestCoapdevDevice(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"modem-1", "ed25519", "fleet"}})
+	s := tg.secrets["modem-1"]
+	signer, _ := s.Signer()
+	rv, _ := s.ReceiptVerifier()
+	c, err := devicefw.New(devicefw.Config{Device: "modem-1", Meters: []string{"energy_wh"}, Signer: signer, Receipts: rv,
+		Seq: &memSeq{}, Pending: make([]byte, 4*protocol.MaxTicketSize)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := coapdev.Dial(coapdev.Config{Addr: tg.CoAPAddr(), Device: "modem-1", PSK: s.DTLSPSK(), Client: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var charged uint64
+	for i := uint64(0); i < 10; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		r, err := d.Report(ctx, now(), []devicefw.Reading{{Meter: 0, Register: 1000 * i}})
+		cancel()
+		if err != nil || r.Status != protocol.StatusAccepted {
+			t.Fatalf("report %d: %+v %v", i, r, err)
+		}
+		charged += r.Charged
+	}
+	if d.Pending() != 0 || charged != 2_700_000_000 {
+		t.Fatalf("pending %d, charged %d; want 0 and 9 kWh at 0.30", d.Pending(), charged)
+	}
+}
+
+// TestSimOverCoAP: the simulator's CoAP mode, 30 devices with their own
+// DTLS sessions, every ticket accepted and the books balanced.
+func TestSimOverCoAP(t *testing.T) {
+	var specs []devSpec
+	for i := 0; i < 30; i++ {
+		typ := "hmac"
+		if i%2 == 1 {
+			typ = "ed25519"
+		}
+		specs = append(specs, devSpec{fmt.Sprintf("cell-%02d", i), typ, "fleet"})
+	}
+	tg := startGateway(t, specs, func(c *gateway.Config) { c.DTLS.HandshakeRate, c.DTLS.HandshakeBurst = 1000, 1000 })
+	rf, _ := gateway.ReadRegistryFile(tg.cfg.Devices)
+	var devs []sim.Device
+	for _, e := range rf.Devices {
+		devs = append(devs, sim.Device{Entry: e, Secrets: tg.secrets[e.ID]})
+	}
+	rep, err := sim.Run(context.Background(), sim.Config{Transport: "coaps", CoAPAddr: tg.CoAPAddr(), Devices: devs,
+		Rate: 300, Duration: time.Second, Drain: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Sent < 250 || rep.Accepted != rep.Sent || rep.Missing != 0 || rep.BadReceipts != 0 || rep.HandshakesPerSecond == 0 {
+		t.Fatalf("sim over CoAP: %+v", rep)
+	}
+	ir, _ := gateway.Inspect(tg.Store(), nil)
+	if !ir.Reconcile.Balanced || uint64(ir.Reconcile.ReceiptsCharged) != rep.Charged["EUR"] {
+		t.Fatalf("books %+v; sim saw %d", ir.Reconcile, rep.Charged["EUR"])
+	}
+	t.Logf("%d tickets over DTLS, %.0f handshakes/s at setup, p99 %v", rep.Accepted, rep.HandshakesPerSecond, rep.P99)
 }

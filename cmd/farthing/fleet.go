@@ -185,6 +185,8 @@ func runSim(e *env, args []string) error {
 	dur := fs.Duration("duration", 10*time.Second, "how long to send")
 	inflight := fs.Int("inflight", 4, "tickets a device may have without a receipt")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	transport := fs.String("transport", "mqtt", "mqtt or coaps")
+	coapAddr := fs.String("coap", "127.0.0.1:5684", "the gateway's CoAP-over-DTLS address (with --transport coaps)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -193,6 +195,9 @@ func runSim(e *env, args []string) error {
 	}
 	if *keys == "" {
 		*keys = filepath.Join(*data, "device-keys")
+	}
+	if *transport != "mqtt" && *transport != "coaps" {
+		return usageError{fmt.Sprintf("--transport %q: want mqtt or coaps", *transport)}
 	}
 	if *typ != "any" && *typ != "hmac" && *typ != "ed25519" {
 		return usageError{fmt.Sprintf("--type %q: want hmac, ed25519 or any", *typ)}
@@ -228,7 +233,7 @@ func runSim(e *env, args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := sim.Run(ctx, sim.Config{Broker: *broker, Prefix: *prefix, Devices: devs, Rate: *rate, Duration: *dur,
-		InFlight: *inflight, Progress: e.stderr})
+		InFlight: *inflight, Progress: e.stderr, Transport: *transport, CoAPAddr: *coapAddr})
 	if err != nil {
 		return err
 	}

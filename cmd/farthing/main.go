@@ -43,7 +43,7 @@ var commands = []command{
 	{"verify", "--pub FILE [FILE]", runVerify},
 	{"tariff", "check FILE | quote --tariffs FILE --tariff ID --from REGISTER --to REGISTER --at TIME [--since TIME] [--used N]", runTariff},
 	{"device", "add --id ID|--count N [--prefix P] --type hmac|ed25519 --account A --provider P --tariff METER=TARIFF... [--data DIR] | list [--data DIR]", runDevice},
-	{"sim", "[--broker URL] [--data DIR] [--devices N] [--type hmac|ed25519|any] [--rate R] [--duration D] [--inflight K] [--json]", runSim},
+	{"sim", "[--transport mqtt|coaps] [--broker URL] [--coap ADDR] [--data DIR] [--devices N] [--type hmac|ed25519|any] [--rate R] [--duration D] [--inflight K] [--json]", runSim},
 	{"demo", "[--rate R] [--duration D]", runDemo},
 	{"inspect", "[--data DIR]", runInspect},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR]", runProof},

@@ -8,6 +8,7 @@
 package sim
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -18,6 +19,10 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	piondtls "github.com/pion/dtls/v3"
+	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
+	"github.com/plgd-dev/go-coap/v3/message"
+	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/protocol"
@@ -39,6 +44,10 @@ type Config struct {
 	Drain time.Duration
 	// Progress, if set, gets a line a second.
 	Progress io.Writer
+	// Transport is "mqtt" (default) or "coaps"; CoAPAddr is the gateway's
+	// DTLS address for coaps.
+	Transport string
+	CoAPAddr  string
 }
 
 // Device is a simulated device: its registry entry and its secrets (an
@@ -64,6 +73,8 @@ type Report struct {
 	P50, P99, Max     time.Duration
 	// Charged sums the charges of accepted receipts, per currency.
 	Charged map[string]uint64 `json:"charged_nanos"`
+	// Handshakes per second while the DTLS sessions were set up (coaps).
+	HandshakesPerSecond float64 `json:"handshakes_per_second,omitempty"`
 }
 
 // String formats the report for people.
@@ -77,6 +88,9 @@ func (r *Report) String() string {
 	sort.Strings(reasons)
 	for _, k := range reasons {
 		s += fmt.Sprintf("rejected %s: %d\n", k, r.Rejected[k])
+	}
+	if r.HandshakesPerSecond > 0 {
+		s += fmt.Sprintf("DTLS sessions set up at %.0f handshakes/s\n", r.HandshakesPerSecond)
 	}
 	s += fmt.Sprintf("throughput %.0f receipts/s over %v\nreceipt latency p50 %v, p99 %v, max %v\n",
 		r.Throughput, r.Elapsed.Round(time.Millisecond), r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond))
@@ -94,6 +108,8 @@ type simDevice struct {
 	slots    chan struct{}
 	client   paho.Client
 	mu       sync.Mutex // guards receipts (HMAC state)
+	coap     *udpClient.Conn
+	psk      []byte
 }
 
 // Run runs the simulation until it has sent for Duration and drained, or
@@ -169,25 +185,38 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		default:
 		}
 	}
-	// Connect every device.
-	for _, d := range devs {
-		d := d
-		opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(fmt.Sprintf("sim-%s-%d", d.entry.ID, seqBase)).
-			SetUsername(d.entry.ID).SetPassword(d.password).SetCleanSession(true).SetAutoReconnect(false).
-			SetOrderMatters(false).SetWriteTimeout(10 * time.Second)
-		d.client = paho.NewClient(opts)
-		if t := d.client.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-			closeAll(devs)
-			return nil, fmt.Errorf("sim: device %s cannot connect to %s: %v", d.entry.ID, cfg.Broker, t.Error())
+	if cfg.Transport == "coaps" {
+		if err := connectCoAP(ctx, cfg, devs, &rep); err != nil {
+			return nil, err
 		}
-		topic := cfg.Prefix + "/" + d.entry.ID + "/receipt"
-		if t := d.client.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { onReceipt(d, m.Payload()) }); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-			closeAll(devs)
-			return nil, fmt.Errorf("sim: device %s cannot subscribe to %s: %v", d.entry.ID, topic, t.Error())
+		defer func() {
+			for _, d := range devs {
+				if d.coap != nil {
+					d.coap.Close()
+				}
+			}
+		}()
+	} else {
+		// Connect every device.
+		for _, d := range devs {
+			d := d
+			opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(fmt.Sprintf("sim-%s-%d", d.entry.ID, seqBase)).
+				SetUsername(d.entry.ID).SetPassword(d.password).SetCleanSession(true).SetAutoReconnect(false).
+				SetOrderMatters(false).SetWriteTimeout(10 * time.Second)
+			d.client = paho.NewClient(opts)
+			if t := d.client.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+				closeAll(devs)
+				return nil, fmt.Errorf("sim: device %s cannot connect to %s: %v", d.entry.ID, cfg.Broker, t.Error())
+			}
+			topic := cfg.Prefix + "/" + d.entry.ID + "/receipt"
+			if t := d.client.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { onReceipt(d, m.Payload()) }); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+				closeAll(devs)
+				return nil, fmt.Errorf("sim: device %s cannot subscribe to %s: %v", d.entry.ID, topic, t.Error())
+			}
 		}
-	}
-	defer closeAll(devs)
+		defer closeAll(devs)
 
+	}
 	// Send, each device paced to its share of the rate.
 	start := time.Now()
 	sendCtx, stopSending := context.WithTimeout(ctx, cfg.Duration)
@@ -216,9 +245,21 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 					return
 				}
 				d.sentAt[k].Store(time.Now().UnixNano())
-				d.client.Publish(topic, 1, false, d.tickets[k])
 				sent.Add(1)
 				next = next.Add(interval)
+				if d.coap != nil {
+					// One request at a time: a device's tickets arrive in order.
+					pctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a request sent is waited for, even past the send window
+					resp, err := d.coap.Post(pctx, "/t", coapContentFormat(d.tickets[k]), bytes.NewReader(d.tickets[k]))
+					cancel()
+					if err == nil && resp.Body() != nil {
+						if b, err := io.ReadAll(resp.Body()); err == nil {
+							onReceipt(d, b)
+						}
+					}
+					continue
+				}
+				d.client.Publish(topic, 1, false, d.tickets[k])
 			}
 		}()
 	}
@@ -296,7 +337,7 @@ func prepare(e gateway.DeviceEntry, s gateway.DeviceSecrets, n int, epoch, seqBa
 	if len(meters) > protocol.MaxReadings {
 		meters = meters[:protocol.MaxReadings]
 	}
-	d := &simDevice{entry: e, password: s.MQTTPassword(), receipts: rv, base: seqBase, tickets: make([][]byte, n),
+	d := &simDevice{entry: e, password: s.MQTTPassword(), psk: s.DTLSPSK(), receipts: rv, base: seqBase, tickets: make([][]byte, n),
 		sentAt: make([]atomic.Int64, n), got: make([]atomic.Bool, n), slots: make(chan struct{}, inflight)}
 	regs := make([]uint64, len(meters))
 	r := rand.New(rand.NewPCG(seqBase, uint64(len(e.ID))))
@@ -314,4 +355,60 @@ func prepare(e gateway.DeviceEntry, s gateway.DeviceSecrets, n int, epoch, seqBa
 		}
 	}
 	return d, nil
+}
+
+// connectCoAP opens every device's DTLS session and completes its
+// handshake before the clock starts, retrying with backoff when the
+// gateway's per-source handshake limit refuses one.
+func connectCoAP(ctx context.Context, cfg Config, devs []*simDevice, rep *Report) error {
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(devs))
+	sem := make(chan struct{}, 32)
+	for _, d := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var err error
+			for attempt := 0; attempt < 8; attempt++ {
+				d.coap, err = coapdtls.Dial(cfg.CoAPAddr, coapdtls.NewDTLSClientOptions(
+					piondtls.WithPSK(func([]byte) ([]byte, error) { return d.psk, nil }),
+					piondtls.WithPSKIdentityHint([]byte(d.entry.ID)),
+					piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+					piondtls.WithConnectionIDGenerator(piondtls.OnlySendCIDGenerator())))
+				if err == nil {
+					if dc, ok := d.coap.NetConn().(*piondtls.Conn); ok {
+						hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+						err = dc.HandshakeContext(hctx)
+						cancel()
+					}
+				}
+				if err == nil {
+					return
+				}
+				if d.coap != nil {
+					d.coap.Close()
+					d.coap = nil
+				}
+				time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+			}
+			errs <- fmt.Errorf("sim: device %s: DTLS handshake with %s: %w", d.entry.ID, cfg.CoAPAddr, err)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	rep.HandshakesPerSecond = float64(len(devs)) / time.Since(start).Seconds()
+	return nil
+}
+
+func coapContentFormat(ticket []byte) message.MediaType {
+	if len(ticket) > 0 && ticket[0] == 0xd2 {
+		return 18
+	}
+	return 17
 }

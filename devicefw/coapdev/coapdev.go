@@ -1,0 +1,134 @@
+// Package coapdev connects a devicefw.Client to a Farthing gateway over
+// CoAP on DTLS (pion/dtls v3, go-coap v3), for Linux-class devices and
+// cellular modules driven from Linux. TinyGo never compiles it.
+//
+// The device authenticates with its PSK (identity: its device id) and
+// offers a Connection ID, so its session survives a NAT rebinding. Each
+// ticket is a confirmable POST to /t; the receipt comes back in the
+// response and is handed to the client, which checks and matches it.
+package coapdev
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	piondtls "github.com/pion/dtls/v3"
+	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
+	"github.com/plgd-dev/go-coap/v3/message"
+	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/farthing-iot/farthing/devicefw"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Config configures a device connection.
+type Config struct {
+	Addr   string // the gateway's UDP address, host:port
+	Device string // device id, the PSK identity
+	PSK    []byte // the device's DTLS PSK
+	Path   string // default "t"
+	Client *devicefw.Client
+}
+
+// Device is a device with a DTLS session to the gateway.
+type Device struct {
+	cfg Config
+	mu  sync.Mutex // guards the devicefw.Client
+	cc  *udpClient.Conn
+}
+
+// Dial opens the session (the handshake happens on the first request).
+func Dial(cfg Config) (*Device, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("coapdev: no devicefw client")
+	}
+	if cfg.Path == "" {
+		cfg.Path = "t"
+	}
+	cc, err := coapdtls.Dial(cfg.Addr, coapdtls.NewDTLSClientOptions(
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return cfg.PSK, nil }),
+		piondtls.WithPSKIdentityHint([]byte(cfg.Device)),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+		piondtls.WithConnectionIDGenerator(piondtls.OnlySendCIDGenerator()),
+		piondtls.WithExtendedMasterSecret(piondtls.RequireExtendedMasterSecret),
+	))
+	if err != nil {
+		return nil, fmt.Errorf("coapdev: %w", err)
+	}
+	return &Device{cfg: cfg, cc: cc}, nil
+}
+
+// ContentFormat is the CoAP Content-Format of a ticket: 17 (COSE_Mac0) or
+// 18 (COSE_Sign1), read from its COSE tag.
+func ContentFormat(ticket []byte) message.MediaType {
+	if len(ticket) > 0 && ticket[0] == 0xd2 {
+		return 18
+	}
+	return 17
+}
+
+// Report signs a ticket for the readings, keeps it pending, POSTs it and
+// returns the gateway's receipt once it has been checked and matched. On
+// a transport error the ticket stays pending for ResendPending.
+func (d *Device) Report(ctx context.Context, nowMs uint64, readings []devicefw.Reading) (protocol.Receipt, error) {
+	d.mu.Lock()
+	msg, _, err := d.cfg.Client.Report(nowMs, readings)
+	if err == nil {
+		msg = append([]byte(nil), msg...)
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return protocol.Receipt{}, err
+	}
+	return d.Send(ctx, msg)
+}
+
+// Send POSTs one ticket's bytes and handles the receipt.
+func (d *Device) Send(ctx context.Context, ticket []byte) (protocol.Receipt, error) {
+	resp, err := d.cc.Post(ctx, "/"+d.cfg.Path, ContentFormat(ticket), bytes.NewReader(ticket))
+	if err != nil {
+		return protocol.Receipt{}, fmt.Errorf("coapdev: %w", err)
+	}
+	if resp.Body() == nil {
+		return protocol.Receipt{}, fmt.Errorf("coapdev: %v without a receipt", resp.Code())
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body(), protocol.MaxReceiptSize+1))
+	if err != nil {
+		return protocol.Receipt{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.Client.HandleReceipt(body)
+}
+
+// ResendPending sends every pending ticket again, oldest first, and returns
+// how many got a final answer.
+func (d *Device) ResendPending(ctx context.Context) int {
+	var msgs [][]byte
+	d.mu.Lock()
+	for seq, msg, ok := d.cfg.Client.NextPending(0); ok; seq, msg, ok = d.cfg.Client.NextPending(seq) {
+		msgs = append(msgs, append([]byte(nil), msg...))
+	}
+	d.mu.Unlock()
+	n := 0
+	for _, m := range msgs {
+		if r, err := d.Send(ctx, m); err == nil && r.Status.Final() {
+			n++
+		}
+	}
+	return n
+}
+
+// Pending returns the number of unacknowledged tickets.
+func (d *Device) Pending() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.Client.Pending()
+}
+
+// Close ends the session.
+func (d *Device) Close() error { return d.cc.Close() }
