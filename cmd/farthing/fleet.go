@@ -187,6 +187,7 @@ func runSim(e *env, args []string) error {
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	transport := fs.String("transport", "mqtt", "mqtt or coaps")
 	coapAddr := fs.String("coap", "127.0.0.1:5684", "the gateway's CoAP-over-DTLS address (with --transport coaps)")
+	hold := fs.Duration("hold", 0, "keep the sessions open and idle this long after the run")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -233,7 +234,7 @@ func runSim(e *env, args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := sim.Run(ctx, sim.Config{Broker: *broker, Prefix: *prefix, Devices: devs, Rate: *rate, Duration: *dur,
-		InFlight: *inflight, Progress: e.stderr, Transport: *transport, CoAPAddr: *coapAddr})
+		InFlight: *inflight, Progress: e.stderr, Transport: *transport, CoAPAddr: *coapAddr, Hold: *hold})
 	if err != nil {
 		return err
 	}

@@ -48,6 +48,9 @@ type Config struct {
 	// DTLS address for coaps.
 	Transport string
 	CoAPAddr  string
+	// Hold keeps the devices' sessions open and idle this long after the
+	// run, so their cost at the gateway can be measured.
+	Hold time.Duration
 }
 
 // Device is a simulated device: its registry entry and its secrets (an
@@ -291,6 +294,15 @@ loop:
 		}
 	}
 	elapsed := time.Since(start)
+	if cfg.Hold > 0 {
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "sim: holding %d idle sessions for %v\n", len(devs), cfg.Hold)
+		}
+		select {
+		case <-time.After(cfg.Hold):
+		case <-ctx.Done():
+		}
+	}
 	repMu.Lock()
 	defer repMu.Unlock()
 	rep.Sent = sent.Load()
