@@ -309,3 +309,40 @@ func TestSimOverCoAP(t *testing.T) {
 	}
 	t.Logf("%d tickets over DTLS, %.0f handshakes/s at setup, p99 %v", rep.Accepted, rep.HandshakesPerSecond, rep.P99)
 }
+
+// TestCoAPRetransmissionIsDeduplicated: a confirmable request retransmitted
+// with the same message ID gets the first response again (RFC 7252 §4.5)
+// without reaching the pipeline, which would have said "duplicate".
+func TestCoAPRetransmissionIsDeduplicated(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"m-1", "hmac", "fleet"}})
+	cc, err := dialCoAP(t, tg.CoAPAddr(), "m-1", tg.secrets["m-1"].DTLSPSK())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	post(t, cc, 17, signed(t, tg, "m-1", 1, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	body := signed(t, tg, "m-1", 2, 501)
+	var got []protocol.Receipt
+	for i := 0; i < 2; i++ {
+		req, err := cc.NewPostRequest(ctx, "/t", 17, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetMessageID(4242)
+		req.SetToken([]byte{1, 2, 3, 4})
+		resp, err := cc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, coapReceipt(t, tg, "m-1", resp))
+	}
+	if got[0].Status != protocol.StatusAccepted || got[1] != got[0] {
+		t.Fatalf("retransmission answered %+v after %+v; want the same accepted receipt", got[1], got[0])
+	}
+	rep, _ := gateway.Inspect(tg.Store(), nil)
+	if rep.Reconcile.Tickets != 2 {
+		t.Fatalf("stored %d tickets", rep.Reconcile.Tickets)
+	}
+}
