@@ -346,3 +346,21 @@ func TestCoAPRetransmissionIsDeduplicated(t *testing.T) {
 		t.Fatalf("stored %d tickets", rep.Reconcile.Tickets)
 	}
 }
+
+// TestCoAPRetryLaterIs503WithMaxAge: past the disk bound a ticket gets
+// 5.03 with Max-Age and the retry-later receipt.
+func TestCoAPRetryLaterIs503WithMaxAge(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"m-1", "hmac", "fleet"}})
+	cc, err := dialCoAP(t, tg.CoAPAddr(), "m-1", tg.secrets["m-1"].DTLSPSK())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	tg.Ingest().SetFull(true)
+	resp := post(t, cc, 17, signed(t, tg, "m-1", 1, 1))
+	r := coapReceipt(t, tg, "m-1", resp)
+	maxAge, err := resp.GetOptionUint32(message.MaxAge)
+	if resp.Code() != codes.ServiceUnavailable || r.Status != protocol.StatusRetryLater || r.Reason != protocol.ReasonStorageFull || err != nil || maxAge != 5 {
+		t.Fatalf("retry later over CoAP: %v max-age %d (%v), %+v", resp.Code(), maxAge, err, r)
+	}
+}

@@ -2,6 +2,7 @@ package coaps
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ type limitedListener struct {
 	maxHalfOpen      int64
 	maxSessions      int64
 	event            func(string)
+	log              *slog.Logger
 	halfOpen         atomic.Int64
 	sessions         atomic.Int64
 	ready            chan net.Conn
@@ -31,9 +33,9 @@ type limitedListener struct {
 	done             chan struct{}
 }
 
-func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, maxSessions int64, event func(string)) *limitedListener {
+func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, maxSessions int64, event func(string), log *slog.Logger) *limitedListener {
 	l := &limitedListener{inner: inner, handshakeTimeout: timeout, maxHalfOpen: maxHalfOpen, maxSessions: maxSessions,
-		event: event, ready: make(chan net.Conn), done: make(chan struct{})}
+		event: event, log: log, ready: make(chan net.Conn), done: make(chan struct{})}
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
@@ -61,11 +63,13 @@ func (l *limitedListener) acceptLoop() {
 			continue
 		case l.sessions.Load() >= l.maxSessions:
 			l.event("session_cap")
+			l.log.Warn("dtls: session cap reached; new session refused", "remote", c.RemoteAddr())
 			c.Close()
 			continue
 		case l.halfOpen.Add(1) > l.maxHalfOpen:
 			l.halfOpen.Add(-1)
 			l.event("half_open_cap")
+			l.log.Warn("dtls: too many handshakes in progress; new one refused", "remote", c.RemoteAddr())
 			c.Close()
 			continue
 		}
@@ -81,11 +85,12 @@ func (l *limitedListener) handshake(c *piondtls.Conn) {
 	cancel()
 	l.halfOpen.Add(-1)
 	if err != nil {
+		reason := "handshake_failed" // a wrong key, a bad certificate, a malformed flight
 		if ctx.Err() != nil {
-			l.event("handshake_timeout")
-		} else {
-			l.event("handshake_failed")
+			reason = "handshake_timeout"
 		}
+		l.event(reason)
+		l.log.Info("dtls: handshake refused", "remote", c.RemoteAddr(), "reason", reason, "error", err)
 		c.Close()
 		return
 	}

@@ -127,6 +127,7 @@ func Listen(cfg Config) (*Server, error) {
 		piondtls.WithOnConnectionAttempt(func(a net.Addr) error {
 			if !limiter.allow(a, time.Now()) {
 				cfg.Event("rate_limited")
+				cfg.Log.Debug("dtls: handshake rate limit", "remote", a)
 				return errors.New("handshake rate limit")
 			}
 			return nil
@@ -149,7 +150,7 @@ func Listen(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("coaps: listen %s: %w", cfg.Listen, err)
 	}
 	s := &Server{cfg: cfg}
-	s.l = newLimitedListener(inner, cfg.HandshakeTimeout, int64(cfg.MaxHalfOpen), int64(cfg.MaxSessions), cfg.Event)
+	s.l = newLimitedListener(inner, cfg.HandshakeTimeout, int64(cfg.MaxHalfOpen), int64(cfg.MaxSessions), cfg.Event, cfg.Log)
 	m := mux.NewRouter()
 	m.Handle("/"+cfg.Path, mux.HandlerFunc(s.serveTicket))
 	m.DefaultHandle(mux.HandlerFunc(func(w mux.ResponseWriter, r *mux.Message) {
