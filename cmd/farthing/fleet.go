@@ -31,15 +31,17 @@ const defaultData = "farthing-data"
 // runDevice dispatches "device add" and "device list".
 func runDevice(e *env, args []string) error {
 	if len(args) == 0 {
-		return usageError{"want a subcommand: add or list"}
+		return usageError{"want a subcommand: add, list or credentials"}
 	}
 	switch args[0] {
 	case "add":
 		return runDeviceAdd(e, args[1:])
 	case "list":
 		return runDeviceList(e, args[1:])
+	case "credentials":
+		return runDeviceCredentials(e, args[1:])
 	}
-	return usageError{fmt.Sprintf("unknown subcommand %q: want add or list", args[0])}
+	return usageError{fmt.Sprintf("unknown subcommand %q: want add, list or credentials", args[0])}
 }
 
 // meterTariffs collects repeated --tariff METER=TARIFF flags.
@@ -311,4 +313,39 @@ func inspectLive(data string) (*gateway.Report, error) {
 		return nil, err
 	}
 	return &rep, nil
+}
+
+// runDeviceCredentials prints the transport credentials derived from a
+// device's secret: what a device (or coap-client, mosquitto_pub) needs.
+func runDeviceCredentials(e *env, args []string) error {
+	fs := newFlags("device credentials")
+	data := fs.String("data", defaultData, "the gateway's data directory")
+	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	id := fs.String("id", "", "device id")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *registry == "" {
+		*registry = filepath.Join(*data, "devices.yaml")
+	}
+	if *id == "" {
+		return usageError{"--id is required"}
+	}
+	rf, err := gateway.ReadRegistryFile(*registry)
+	if err != nil {
+		return err
+	}
+	for _, d := range rf.Devices {
+		if d.ID != *id {
+			continue
+		}
+		s, err := gateway.SecretsOf(d)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "mqtt user: %s\nmqtt password: %s\ndtls psk identity: %s\ndtls psk: %s\n",
+			d.ID, s.MQTTPassword(), d.ID, s.DTLSPSK())
+		return nil
+	}
+	return fmt.Errorf("%s: no device %q", *registry, *id)
 }

@@ -31,6 +31,10 @@ func TestDeviceAddListAndInspect(t *testing.T) {
 	if err != nil || len(rf.Devices) != 4 || rf.Devices[0].PublicKey == "" || rf.Devices[3].KeyType != "hmac" {
 		t.Fatalf("registry after adds: %+v, %v", rf, err)
 	}
+	cred := mustRun(t, nil, "device", "credentials", "--data", data, "--id", "kiosk-1")
+	if !strings.Contains(cred, "dtls psk identity: kiosk-1") || !strings.Contains(cred, "mqtt password: ") {
+		t.Errorf("device credentials:\n%s", cred)
+	}
 	list := mustRun(t, nil, "device", "list", "--data", data)
 	if !strings.Contains(list, "plug-0003") || !strings.Contains(list, "water_ml=water") {
 		t.Errorf("device list:\n%s", list)
