@@ -46,6 +46,7 @@ var commands = []command{
 	{"sim", "[--transport mqtt|coaps] [--broker URL] [--coap ADDR] [--data DIR] [--devices N] [--type hmac|ed25519|any] [--rate R] [--duration D] [--inflight K] [--json]", runSim},
 	{"demo", "[--rate R] [--duration D]", runDemo},
 	{"inspect", "[--data DIR]", runInspect},
+	{"bench", "[--runs N] [--duration D] [--devices N] [--json FILE] [--plot FILE]", runBench},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR]", runProof},
 	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR]", runReceive},
 }

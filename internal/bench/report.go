@@ -1,0 +1,74 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// WriteTable prints the report for people.
+func (r *Report) WriteTable(w io.Writer) error {
+	fmt.Fprintf(w, "Farthing bench on %s: %d cores, %s, %s (%.0f s)\n\n", r.Host, r.Cores, r.Go, r.When.Format("2006-01-02 15:04 MST"), r.ElapsedS)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LIMIT\tMEDIAN/s\tSPREAD")
+	fmt.Fprintf(tw, "L1 Ed25519 ticket decode+verify, all cores\t%.0f\t%.0f–%.0f\n", r.L1.Median, r.L1.Min, r.L1.Max)
+	for _, k := range []string{"embedded", "mosquitto"} {
+		if s, ok := r.L2[k]; ok {
+			fmt.Fprintf(tw, "L2 %s broker, QoS 1 paho → paho\t%.0f\t%.0f–%.0f\n", k, s.Median, s.Min, s.Max)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "END TO END\tTICKETS/s\tSPREAD\tRATIO\tP50/P99/MAX ms AT MAX\tAT HALF RATE\tRSS MB\tCPU cores")
+	for _, e := range r.E {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f–%.0f\t%s %.3f\t%.1f / %.1f / %.1f\t%.1f / %.1f / %.1f\t%.0f\t%.2f\n",
+			e.Name, e.Throughput.Median, e.Throughput.Min, e.Throughput.Max, e.Limit, e.Ratio,
+			e.AtMax.P50, e.AtMax.P99, e.AtMax.Max, e.AtHalf.P50, e.AtHalf.P99, e.AtHalf.Max, e.RSSMB, e.CPUCores)
+	}
+	return tw.Flush()
+}
+
+// WritePlot draws, per end-to-end figure, its throughput next to its limit,
+// with the p99 receipt latency at half that rate under its name, as a PNG.
+func (r *Report) WritePlot(path string) error {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Farthing on %s (%d cores)", r.Host, r.Cores)
+	p.Y.Label.Text = "tickets or messages per second"
+	var names []string
+	var tps, lim plotter.Values
+	for _, e := range r.E {
+		names = append(names, fmt.Sprintf("%s\np99 %.0f ms at half rate", e.Name, e.AtHalf.P99))
+		tps = append(tps, e.Throughput.Median)
+		l := r.L1.Median
+		if e.Limit != "E/L1" {
+			l = e.Throughput.Median / max(e.Ratio, 1e-9)
+		}
+		lim = append(lim, l)
+	}
+	w := vg.Points(18)
+	b1, err := plotter.NewBarChart(tps, w)
+	if err != nil {
+		return err
+	}
+	b1.Color = plotutil.Color(0)
+	b1.Offset = -w / 2
+	b2, err := plotter.NewBarChart(lim, w)
+	if err != nil {
+		return err
+	}
+	b2.Color = plotutil.Color(1)
+	b2.Offset = w / 2
+	p.Add(b1, b2)
+	p.Legend.Add("end to end", b1)
+	p.Legend.Add("its limit (L1 or L2)", b2)
+	p.Legend.Top = true
+	p.Legend.Left = true
+	p.NominalX(names...)
+	return p.Save(vg.Length(140+110*len(names)), 10*vg.Centimeter, path)
+}
