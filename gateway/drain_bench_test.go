@@ -64,6 +64,11 @@ func BenchmarkDrainAfterOutage(b *testing.B) {
 	b.ReportMetric(float64(want)/b.Elapsed().Seconds(), "aggregates/s")
 }
 
+// benchSubmitters is how many devices submit at once in the ingest
+// benchmarks; each has one ticket in flight, as a device behind the
+// embedded broker does.
+var benchSubmitters = 16
+
 // BenchmarkIngestForwarding compares ingest throughput without an upstream
 // and with one in the worst case for the forwarder: 1 ms windows, so every
 // ticket seals an aggregate that is signed, stored and forwarded while
@@ -74,7 +79,7 @@ func BenchmarkIngestForwarding(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			hs := httptest.NewUnstartedServer(nil)
 			var devs []devSpec
-			for i := 0; i < 16; i++ {
+			for i := 0; i < benchSubmitters; i++ {
 				devs = append(devs, devSpec{fmt.Sprintf("d%02d", i), "hmac", "fleet"})
 			}
 			tg := startGateway(b, devs, func(c *gateway.Config) {
