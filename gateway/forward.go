@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -218,6 +217,3 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	}
 }
-
-// ErrUpstream wraps a refusal by an upstream.
-var ErrUpstream = errors.New("gateway: upstream refused")
