@@ -40,8 +40,8 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 		// Repeated or superseded: charges nothing; a repeat is answered with
 		// the original charge.
 		r.Status = protocol.StatusDuplicate
-		if v := b(store.BucketReceipts).Get(store.KeySeq(tk.Seq, dev.ID)); v != nil {
-			if sr, err := decodeStoredReceipt(v); err == nil {
+		if v := b(store.BucketTickets).Get(store.KeySeq(tk.Seq, dev.ID)); v != nil {
+			if sr, err := decodeTicketRecord(v); err == nil {
 				r.Charged, r.Balance, r.HasBalance = sr.Charged, sr.Balance, true
 			}
 		}
@@ -174,11 +174,8 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 	r.Status, r.Charged, r.Balance, r.HasBalance = protocol.StatusAccepted, uint64(total), int64(avail), true
 	put(store.BucketMeta, metaAggSeq, store.PutUint64(aggSeq))
 	put(store.BucketDevices, []byte(dev.ID), deviceState{LastSeq: tk.Seq}.encode())
-	put(store.BucketReceipts, store.KeySeq(tk.Seq, dev.ID), storedReceipt{Charged: uint64(total), Balance: int64(avail)}.encode())
-	put(store.BucketTickets, store.KeySeq(tk.Seq, dev.ID), raw)
-	if len(tleaves) > 0 {
-		put(store.BucketTicketIdx, store.KeySeq(tk.Seq, dev.ID), tleaves)
-	}
+	put(store.BucketTickets, store.KeySeq(tk.Seq, dev.ID),
+		ticketRecord{Charged: uint64(total), Balance: int64(avail), Leaves: tleaves, Raw: raw}.encode())
 
 	for _, w := range writes {
 		if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {

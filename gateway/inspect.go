@@ -79,8 +79,8 @@ func Inspect(st *store.Store, snap *Snapshot) (*Report, error) {
 	}
 	err := st.View(func(tx *bolt.Tx) error {
 		accepted := map[string]int{}
-		tx.Bucket(store.BucketReceipts).ForEach(func(k, v []byte) error {
-			if r, err := decodeStoredReceipt(v); err == nil {
+		tx.Bucket(store.BucketTickets).ForEach(func(k, v []byte) error {
+			if r, err := decodeTicketRecord(v); err == nil {
 				rep.Reconcile.ReceiptsCharged += metering.Nanos(r.Charged)
 				rep.Reconcile.Tickets++
 				if i := bytes.IndexByte(k, 0); i > 0 {

@@ -38,8 +38,9 @@ type Proof struct {
 func TicketProofs(st *store.Store, device string, seq uint64) ([]Proof, error) {
 	var out []Proof
 	err := st.View(func(tx *bolt.Tx) error {
-		idx := tx.Bucket(store.BucketTicketIdx).Get(store.KeySeq(seq, device))
-		if idx == nil {
+		rec, err := decodeTicketRecord(tx.Bucket(store.BucketTickets).Get(store.KeySeq(seq, device)))
+		idx := rec.Leaves
+		if err != nil || len(idx) == 0 || rec.Raw == nil {
 			return fmt.Errorf("%w: ticket %s/%d is not stored (unknown, a baseline reading, or pruned)", ErrNoProof, device, seq)
 		}
 		for len(idx) > 0 {
@@ -107,4 +108,26 @@ func proofOf(tx *bolt.Tx, leafKey []byte) (Proof, error) {
 		p.Path = append(p.Path, hex.EncodeToString(h[:]))
 	}
 	return p, nil
+}
+
+// StoredTicket returns what the state file keeps of an accepted ticket:
+// its charge, and its bytes unless they were pruned. ok is false for a
+// ticket that was never accepted.
+func StoredTicket(st *store.Store, device string, seq uint64) (charged uint64, raw []byte, ok bool) {
+	st.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(store.BucketTickets).Get(store.KeySeq(seq, device))
+		if v == nil {
+			return nil
+		}
+		r, err := decodeTicketRecord(v)
+		if err != nil {
+			return nil
+		}
+		charged, raw, ok = r.Charged, append([]byte(nil), r.Raw...), true
+		if len(raw) == 0 {
+			raw = nil
+		}
+		return nil
+	})
+	return charged, raw, ok
 }

@@ -20,8 +20,8 @@ const maxPrunePerRun = 256
 // PruneTickets deletes the raw tickets and Merkle leaves of aggregates that
 // every upstream confirmed and whose window ended more than retention ago,
 // in aggregate-seq order, at most maxPrunePerRun aggregates per call. A
-// ticket in several aggregates (one per meter) goes when the last of them
-// is pruned. Without upstreams nothing is ever confirmed, so nothing is
+// ticket in several aggregates (one per meter) loses its bytes when the
+// last of them is pruned; its outcome stays. Without upstreams nothing is ever confirmed, so nothing is
 // pruned. Receipts, ledger entries and sealed totals are kept: they are the
 // books. It returns how many aggregates it pruned.
 func (in *Ingest) PruneTickets(ctx context.Context, upstreams []string, retention time.Duration, now time.Time) (int, error) {
@@ -65,8 +65,9 @@ func (in *Ingest) PruneTickets(ctx context.Context, upstreams []string, retentio
 		if seq == done {
 			return nil
 		}
-		// Writes: drop each leaf, and each ticket whose last leaf it was.
-		leaves, idx, tickets := tx.Bucket(store.BucketLeaves), tx.Bucket(store.BucketTicketIdx), tx.Bucket(store.BucketTickets)
+		// Writes: drop each leaf, and the bytes of each ticket whose last
+		// leaf it was; the ticket's outcome stays (it is in the books).
+		leaves, tickets := tx.Bucket(store.BucketLeaves), tx.Bucket(store.BucketTickets)
 		for _, d := range drops {
 			if err := leaves.Delete(d.key); err != nil {
 				return fmt.Errorf("%w: %v", store.ErrAbort, err)
@@ -74,16 +75,15 @@ func (in *Ingest) PruneTickets(ctx context.Context, upstreams []string, retentio
 			if d.ticket == nil {
 				continue
 			}
-			rest := removeLeaf(idx.Get(d.ticket), d.key)
-			var err error
-			if len(rest) == 0 {
-				if err = idx.Delete(d.ticket); err == nil {
-					err = tickets.Delete(d.ticket)
-				}
-			} else {
-				err = idx.Put(d.ticket, rest)
-			}
+			rec, err := decodeTicketRecord(tickets.Get(d.ticket))
 			if err != nil {
+				continue
+			}
+			rec.Leaves = removeLeaf(rec.Leaves, d.key)
+			if len(rec.Leaves) == 0 {
+				rec.Raw = nil
+			}
+			if err := tickets.Put(d.ticket, rec.encode()); err != nil {
 				return fmt.Errorf("%w: %v", store.ErrAbort, err)
 			}
 		}

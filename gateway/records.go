@@ -19,11 +19,15 @@ type deviceState struct {
 	LastSeq uint64 // seq of the last accepted ticket
 }
 
-// storedReceipt is the outcome of an accepted ticket, kept so a repeated
-// ticket is answered with the original charge.
-type storedReceipt struct {
+// ticketRecord is everything kept of one accepted ticket, in one value so
+// that accepting a ticket writes one record, not three: the outcome (so a
+// repeated ticket is answered with the original charge), the keys of its
+// Merkle leaves, and its bytes as received (nil once pruned).
+type ticketRecord struct {
 	Charged uint64
 	Balance int64
+	Leaves  []byte // uvarint-length-prefixed leaf keys
+	Raw     []byte
 }
 
 // sealedRecord is a sealed window or a correction: one aggregate in the
@@ -104,12 +108,24 @@ func decodeDeviceState(b []byte) (deviceState, error) {
 	return s, d.done()
 }
 
-func (r storedReceipt) encode() []byte { return enc{1}.u(r.Charged).i(r.Balance) }
+func (r ticketRecord) encode() []byte {
+	e := enc{1}.u(r.Charged).i(r.Balance).u(uint64(len(r.Leaves)))
+	e = append(e, r.Leaves...)
+	return append(e, r.Raw...)
+}
 
-func decodeStoredReceipt(b []byte) (storedReceipt, error) {
+func decodeTicketRecord(b []byte) (ticketRecord, error) {
 	d := newDec(b)
-	r := storedReceipt{Charged: d.u(), Balance: d.i()}
-	return r, d.done()
+	r := ticketRecord{Charged: d.u(), Balance: d.i()}
+	n := d.u()
+	if d.err != nil || n > uint64(len(d.b)) {
+		return r, errRecord
+	}
+	r.Leaves, r.Raw = d.b[:n:n], d.b[n:]
+	if len(r.Raw) == 0 {
+		r.Raw = nil
+	}
+	return r, nil
 }
 
 func (r sealedRecord) encode() []byte {

@@ -370,7 +370,7 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 	}
 	unanswered := 0
 	st.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(store.BucketReceipts).ForEach(func(k, _ []byte) error {
+		return tx.Bucket(store.BucketTickets).ForEach(func(k, _ []byte) error {
 			i := bytes.IndexByte(k, 0)
 			if !told[fmt.Sprint(string(k[:i]), "/", binary.BigEndian.Uint64(k[i+1:]))] {
 				unanswered++ // committed, receipt lost in the crash, superseded on the device
@@ -431,25 +431,8 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func storedCharge(t *testing.T, st *store.Store, device string, seq uint64) (uint64, bool) {
-	var v []byte
-	st.View(func(tx *bolt.Tx) error {
-		v = append(v, tx.Bucket(store.BucketReceipts).Get(store.KeySeq(seq, device))...)
-		return nil
-	})
-	if v == nil {
-		return 0, false
-	}
-	// storedReceipt: version 1, uvarint charged, varint balance.
-	var charged uint64
-	var shift uint
-	for _, b := range v[1:] {
-		charged |= uint64(b&0x7f) << shift
-		if b < 0x80 {
-			break
-		}
-		shift += 7
-	}
-	return charged, true
+	charged, _, ok := gateway.StoredTicket(st, device, seq)
+	return charged, ok
 }
 
 func rawReceipt(t *testing.T, addr, device string, s gateway.DeviceSecrets, payload []byte) protocol.Receipt {

@@ -8,8 +8,8 @@ import "encoding/binary"
 //
 //	meta        "aggregate-seq" → last aggregate seq (8 bytes)
 //	devices     device → device state
-//	receipts    device 0 seq → the receipt of an accepted ticket
-//	tickets     device 0 seq → the ticket's bytes, as received
+//	tickets     device 0 seq → an accepted ticket: its charge and balance, its
+//	            Merkle leaf keys, and its bytes as received (until pruned)
 //	meters      device 0 meter → metering.MeterState
 //	charges     account 0 meter → metering.ChargeState
 //	accounts    account → metering.Account
@@ -21,7 +21,6 @@ import "encoding/binary"
 //	meta        "upstream/" name → the last aggregate seq that upstream confirmed
 //	leaves      provider 0 account 0 meter 0 window start(8) index(8) → ticket hash(32) device/seq
 //	            (a correction's one leaf: "c" 0 aggregate seq(8) 0(8))
-//	ticketleaves device 0 seq → the ticket's leaf keys, each length-prefixed
 //	sealedby    provider 0 account 0 meter 0 window start(8) → aggregate seq
 
 // Key joins parts with 0 bytes.

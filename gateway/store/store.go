@@ -35,7 +35,6 @@ import (
 var (
 	BucketMeta      = []byte("meta")
 	BucketDevices   = []byte("devices")
-	BucketReceipts  = []byte("receipts")
 	BucketTickets   = []byte("tickets")
 	BucketMeters    = []byte("meters")
 	BucketCharges   = []byte("charges")
@@ -46,13 +45,12 @@ var (
 	BucketSlotIndex = []byte("slots")
 	BucketOutbox    = []byte("outbox")
 	BucketLeaves    = []byte("leaves")
-	BucketTicketIdx = []byte("ticketleaves")
 	BucketSealedBy  = []byte("sealedby")
 )
 
-var allBuckets = [][]byte{BucketMeta, BucketDevices, BucketReceipts, BucketTickets, BucketMeters, BucketCharges,
+var allBuckets = [][]byte{BucketMeta, BucketDevices, BucketTickets, BucketMeters, BucketCharges,
 	BucketAccounts, BucketEntries, BucketWindows, BucketSealed, BucketSlotIndex, BucketOutbox,
-	BucketLeaves, BucketTicketIdx, BucketSealedBy}
+	BucketLeaves, BucketSealedBy}
 
 // Errors.
 var (
