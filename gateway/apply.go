@@ -59,14 +59,7 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 	}
 	var adds []windowAdd
 	for _, rd := range tk.Readings {
-		mkey := store.Key(dev.ID, rd.Meter)
-		var ms metering.MeterState
-		if v := b(store.BucketMeters).Get(mkey); v != nil {
-			if err := ms.UnmarshalBinary(v); err != nil {
-				return r, err
-			}
-		}
-		u, ms2, outcome, err := ms.Advance(tk.Seq, tk.Epoch, rd.Register, int64(tk.Time))
+		u, ms2, outcome, err := ds.meter(rd.Meter).Advance(tk.Seq, tk.Epoch, rd.Register, int64(tk.Time))
 		switch {
 		case errors.Is(err, metering.ErrRegisterBackwards):
 			return r, reject(protocol.ReasonRegisterBackwards, "meter %s: %v", rd.Meter, err)
@@ -75,8 +68,7 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 		case err != nil:
 			return r, err
 		}
-		mb, _ := ms2.MarshalBinary()
-		put(store.BucketMeters, mkey, mb)
+		ds.setMeter(rd.Meter, ms2)
 		if outcome != metering.Counted {
 			continue // a baseline charges nothing and feeds no window
 		}
@@ -173,7 +165,8 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 	avail, _ := acct.Available()
 	r.Status, r.Charged, r.Balance, r.HasBalance = protocol.StatusAccepted, uint64(total), int64(avail), true
 	put(store.BucketMeta, metaAggSeq, store.PutUint64(aggSeq))
-	put(store.BucketDevices, []byte(dev.ID), deviceState{LastSeq: tk.Seq}.encode())
+	ds.LastSeq = tk.Seq
+	put(store.BucketDevices, []byte(dev.ID), ds.encode())
 	put(store.BucketTickets, store.KeySeq(tk.Seq, dev.ID),
 		ticketRecord{Charged: uint64(total), Balance: int64(avail), Leaves: tleaves, Raw: raw}.encode())
 

@@ -14,9 +14,38 @@ import (
 
 var errRecord = errors.New("gateway: bad stored record")
 
-// deviceState is what the gateway remembers per device.
+// deviceState is what the gateway remembers per device, in one record so
+// that accepting a ticket writes it once: the last accepted seq and each
+// meter's last reading.
 type deviceState struct {
 	LastSeq uint64 // seq of the last accepted ticket
+	Meters  []meterRecord
+}
+
+type meterRecord struct {
+	Name  string
+	State metering.MeterState
+}
+
+// meter returns the state of meter name (zero if none yet).
+func (s *deviceState) meter(name string) metering.MeterState {
+	for _, m := range s.Meters {
+		if m.Name == name {
+			return m.State
+		}
+	}
+	return metering.MeterState{}
+}
+
+// setMeter records meter name's new state.
+func (s *deviceState) setMeter(name string, st metering.MeterState) {
+	for i := range s.Meters {
+		if s.Meters[i].Name == name {
+			s.Meters[i].State = st
+			return
+		}
+	}
+	s.Meters = append(s.Meters, meterRecord{name, st})
 }
 
 // ticketRecord is everything kept of one accepted ticket, in one value so
@@ -100,11 +129,32 @@ func (d *dec) done() error {
 	return d.err
 }
 
-func (s deviceState) encode() []byte { return enc{1}.u(s.LastSeq) }
+func (s deviceState) encode() []byte {
+	e := enc{1}.u(s.LastSeq).u(uint64(len(s.Meters)))
+	for _, m := range s.Meters {
+		mb, _ := m.State.MarshalBinary()
+		e = e.s(m.Name).s(string(mb))
+	}
+	return e
+}
 
 func decodeDeviceState(b []byte) (deviceState, error) {
 	d := newDec(b)
 	s := deviceState{LastSeq: d.u()}
+	n := d.u()
+	if n > 64 {
+		return s, errRecord
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		name, raw := d.s(), d.s()
+		var st metering.MeterState
+		if d.err == nil {
+			if err := st.UnmarshalBinary([]byte(raw)); err != nil {
+				return s, err
+			}
+		}
+		s.Meters = append(s.Meters, meterRecord{name, st})
+	}
 	return s, d.done()
 }
 

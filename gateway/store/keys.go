@@ -7,10 +7,9 @@ import "encoding/binary"
 // sort in numeric order.
 //
 //	meta        "aggregate-seq" → last aggregate seq (8 bytes)
-//	devices     device → device state
+//	devices     device → device state: last accepted seq, each meter's last reading
 //	tickets     device 0 seq → an accepted ticket: its charge and balance, its
 //	            Merkle leaf keys, and its bytes as received (until pruned)
-//	meters      device 0 meter → metering.MeterState
 //	charges     account 0 meter → metering.ChargeState
 //	accounts    account → metering.Account
 //	entries     account 0 seq → metering.Entry

@@ -36,7 +36,6 @@ var (
 	BucketMeta      = []byte("meta")
 	BucketDevices   = []byte("devices")
 	BucketTickets   = []byte("tickets")
-	BucketMeters    = []byte("meters")
 	BucketCharges   = []byte("charges")
 	BucketAccounts  = []byte("accounts")
 	BucketEntries   = []byte("entries")
@@ -48,7 +47,7 @@ var (
 	BucketSealedBy  = []byte("sealedby")
 )
 
-var allBuckets = [][]byte{BucketMeta, BucketDevices, BucketTickets, BucketMeters, BucketCharges,
+var allBuckets = [][]byte{BucketMeta, BucketDevices, BucketTickets, BucketCharges,
 	BucketAccounts, BucketEntries, BucketWindows, BucketSealed, BucketSlotIndex, BucketOutbox,
 	BucketLeaves, BucketSealedBy}
 
