@@ -99,8 +99,8 @@ func TestDTLSAbuseLimits(t *testing.T) {
 	if err := open("b"); err != nil {
 		t.Fatal(err)
 	}
-	if err := open("c"); err == nil {
-		t.Fatal("a third session was served past max_sessions 2")
+	if err := pskHandshake(addr, "c", tg.secrets["c"].DTLSPSK()); err == nil {
+		t.Fatal("a third session completed its handshake past max_sessions 2")
 	}
 	waitEvent(t, tg, "session_cap")
 	// Idle sessions are closed, which makes room.
