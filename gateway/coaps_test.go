@@ -381,3 +381,17 @@ func pskHandshake(addr, identity string, psk []byte) error {
 	defer cancel()
 	return c.HandshakeContext(ctx)
 }
+
+// TestCoapdevWrongKeyFailsAtDial: a device with the wrong PSK learns it
+// from Dial, within the handshake timeout.
+func TestCoapdevWrongKeyFailsAtDial(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"modem-2", "hmac", "fleet"}})
+	s := tg.secrets["modem-2"]
+	signer, _ := s.Signer()
+	rv, _ := s.ReceiptVerifier()
+	c, _ := devicefw.New(devicefw.Config{Device: "modem-2", Meters: []string{"energy_wh"}, Signer: signer, Receipts: rv, Seq: &memSeq{}})
+	if _, err := coapdev.Dial(coapdev.Config{Addr: tg.CoAPAddr(), Device: "modem-2", PSK: []byte("not-the-key"), Client: c,
+		HandshakeTimeout: 2 * time.Second}); err == nil {
+		t.Fatal("Dial with a wrong PSK succeeded")
+	}
+}

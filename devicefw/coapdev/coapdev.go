@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	piondtls "github.com/pion/dtls/v3"
 	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
@@ -32,6 +33,8 @@ type Config struct {
 	PSK    []byte // the device's DTLS PSK
 	Path   string // default "t"
 	Client *devicefw.Client
+	// HandshakeTimeout bounds the DTLS handshake Dial makes; default 10s.
+	HandshakeTimeout time.Duration
 }
 
 // Device is a device with a DTLS session to the gateway.
@@ -41,7 +44,9 @@ type Device struct {
 	cc  *udpClient.Conn
 }
 
-// Dial opens the session (the handshake happens on the first request).
+// Dial opens the session and completes its DTLS handshake within
+// HandshakeTimeout, so that a refused handshake (a wrong key) is an error
+// here and never a request left waiting.
 func Dial(cfg Config) (*Device, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("coapdev: no devicefw client")
@@ -58,6 +63,18 @@ func Dial(cfg Config) (*Device, error) {
 	))
 	if err != nil {
 		return nil, fmt.Errorf("coapdev: %w", err)
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if dc, ok := cc.NetConn().(*piondtls.Conn); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.HandshakeTimeout)
+		err := dc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			cc.Close()
+			return nil, fmt.Errorf("coapdev: DTLS handshake with %s: %w", cfg.Addr, err)
+		}
 	}
 	return &Device{cfg: cfg, cc: cc}, nil
 }
