@@ -11,7 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -110,22 +109,6 @@ func TestCoAPWithClientCertificate(t *testing.T) {
 // certHandshake makes one DTLS handshake with a client certificate from a
 // fresh socket, under a 5 s deadline.
 func certHandshake(addr string, cert tls.Certificate, roots *x509.CertPool) error {
-	raddr, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return err
-	}
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return err
-	}
-	defer pc.Close()
-	c, err := piondtls.ClientWithOptions(pc, raddr, piondtls.WithCertificates(cert), piondtls.WithRootCAs(roots),
+	return handshake(addr, 5*time.Second, piondtls.WithCertificates(cert), piondtls.WithRootCAs(roots),
 		piondtls.WithServerName("gateway.local"), piondtls.WithCipherSuites(piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return c.HandshakeContext(ctx)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ const testTariffs = `tariffs:
   - {id: ontime, currency: EUR, unit: ms, period: none, price: 0.000001 EUR, per: 7}
 `
 
+// freePort returns a free loopback TCP address.
 func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -32,6 +34,13 @@ func freePort(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// freeTCP returns a free loopback TCP port.
+func freeTCP(t testing.TB) int {
+	_, port, _ := net.SplitHostPort(freePort(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 type testGateway struct {
@@ -81,6 +90,14 @@ func startGateway(t testing.TB, devs []devSpec, opts ...func(*gateway.Config)) *
 	for _, o := range opts {
 		o(cfg)
 	}
+	tg.Gateway, tg.stop = runGateway(t, cfg)
+	tg.broker = "tcp://" + cfg.MQTT.Listen
+	return tg
+}
+
+// runGateway starts a gateway on cfg, waits until it is ready, and stops
+// it when the test ends; stop may also be called earlier.
+func runGateway(t testing.TB, cfg *gateway.Config) (*gateway.Gateway, func()) {
 	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -91,11 +108,11 @@ func startGateway(t testing.TB, devs []devSpec, opts ...func(*gateway.Config)) *
 	select {
 	case <-g.Ready():
 	case err := <-done:
+		cancel()
 		t.Fatalf("gateway stopped: %v", err)
 	}
-	tg.Gateway, tg.broker = g, "tcp://"+cfg.MQTT.Listen
 	var once sync.Once
-	tg.stop = func() {
+	stop := func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
@@ -103,8 +120,8 @@ func startGateway(t testing.TB, devs []devSpec, opts ...func(*gateway.Config)) *
 			}
 		})
 	}
-	t.Cleanup(tg.stop)
-	return tg
+	t.Cleanup(stop)
+	return g, stop
 }
 
 type memSeq struct{ v uint64 }

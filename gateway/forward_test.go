@@ -49,15 +49,6 @@ func natsBin(t *testing.T) string {
 	return ""
 }
 
-func freeTCP(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func (n *natsServer) start(t *testing.T) {
 	args := []string{"-js", "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-sd", n.dir}
 	if n.cluster != 0 {

@@ -119,8 +119,8 @@ func (in *Ingest) Submit(ctx context.Context, sub Submission) Result {
 	}
 
 	dev, tk, raw, ref := in.check(snap, sub)
+	r.Seq = tk.Seq // 0 when the ticket could not be read
 	if ref == nil {
-		r.Seq = tk.Seq
 		var rc protocol.Receipt
 		err := in.store.Do(ctx, func(tx *bolt.Tx) error {
 			var err error
@@ -144,8 +144,6 @@ func (in *Ingest) Submit(ctx context.Context, sub Submission) Result {
 		if in.metrics != nil {
 			in.metrics.Commit.Observe(in.now().Sub(start).Seconds())
 		}
-	} else {
-		r.Seq = tk.Seq
 	}
 	if ref != nil {
 		r.Status, r.Reason, r.Charged, r.HasBalance = ref.status, ref.reason, 0, false

@@ -2,10 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -175,21 +172,9 @@ dtls: {listen: "off"}
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	select {
-	case <-g.Ready():
-	case err := <-done:
-		t.Fatalf("gateway stopped: %v", err)
-	}
-	t.Cleanup(func() { cancel(); <-done })
+	g, _ := runGateway(t, cfg) // ready: the gateway's subscription is confirmed
 	tg := &testGateway{Gateway: g, cfg: cfg, secrets: secrets, broker: url}
-	return tg // Ready: the gateway's subscription is confirmed
+	return tg
 }
 
 // TestMosquittoPubSubmitsTicketFile: mosquitto_pub, a client no one here

@@ -21,9 +21,9 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	piondtls "github.com/pion/dtls/v3"
 	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
-	"github.com/plgd-dev/go-coap/v3/message"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/farthing-iot/farthing/devicefw/coapdev"
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -253,7 +253,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				if d.coap != nil {
 					// One request at a time: a device's tickets arrive in order.
 					pctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a request sent is waited for, even past the send window
-					resp, err := d.coap.Post(pctx, "/t", coapContentFormat(d.tickets[k]), bytes.NewReader(d.tickets[k]))
+					resp, err := d.coap.Post(pctx, "/t", coapdev.ContentFormat(d.tickets[k]), bytes.NewReader(d.tickets[k]))
 					cancel()
 					if err == nil && resp.Body() != nil {
 						if b, err := io.ReadAll(resp.Body()); err == nil {
@@ -416,11 +416,4 @@ func connectCoAP(ctx context.Context, cfg Config, devs []*simDevice, rep *Report
 	}
 	rep.HandshakesPerSecond = float64(len(devs)) / time.Since(start).Seconds()
 	return nil
-}
-
-func coapContentFormat(ticket []byte) message.MediaType {
-	if len(ticket) > 0 && ticket[0] == 0xd2 {
-		return 18
-	}
-	return 17
 }
