@@ -235,6 +235,10 @@ func (in *Ingest) CloseWindows(ctx context.Context, now time.Time) error {
 			}
 			ws2, sealed := pol.Close(ws, now.UnixMilli())
 			if sealed == nil {
+				if ws2.Floor != ws.Floor { // a split slot's time passed
+					b, _ := ws2.MarshalBinary()
+					writes = append(writes, write{store.BucketWindows, append([]byte(nil), k...), b})
+				}
 				return nil
 			}
 			aggSeq++
@@ -244,10 +248,12 @@ func (in *Ingest) CloseWindows(ctx context.Context, now time.Time) error {
 			writes = append(writes, sw...)
 			return err
 		})
-		if err != nil || aggSeq == start {
+		if err != nil || len(writes) == 0 {
 			return err
 		}
-		writes = append(writes, write{store.BucketMeta, metaAggSeq, store.PutUint64(aggSeq)})
+		if aggSeq != start {
+			writes = append(writes, write{store.BucketMeta, metaAggSeq, store.PutUint64(aggSeq)})
+		}
 		for _, w := range writes {
 			if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
 				return fmt.Errorf("%w: %v", store.ErrAbort, err)

@@ -9,7 +9,11 @@ type WindowKey struct {
 }
 
 // Window is an aggregation window being filled: the totals of the tickets
-// whose usage time falls in [Start, End).
+// whose usage time falls in its slot of the policy's length. [Start, End)
+// is the part of the slot the window stands for: the whole slot, or, once a
+// threshold closed a part of the slot early, the rest of it after that part.
+// Start identifies the window within its key: the parts of one slot have
+// distinct, increasing starts.
 type Window struct {
 	Start, End int64 // Unix ms
 	Currency   Currency
@@ -21,9 +25,14 @@ type Window struct {
 
 // WindowState is the aggregation state of one WindowKey.
 type WindowState struct {
-	// Floor: every usage time before it belongs to a sealed window.
+	// Floor: every usage time before it belongs to a slot whose time
+	// passed; an item from before it is a correction. Only the end of a
+	// slot moves it, never a threshold: devices' clocks differ, and an item
+	// a little behind the one that crossed the threshold is not late.
 	Floor int64
 	// Open is the window being filled; Open.End == 0 when there is none.
+	// Then Open.Start, if not 0, is where a threshold closed the previous
+	// part of the current slot: the next part starts there.
 	Open Window
 }
 
@@ -34,6 +43,9 @@ type Policy struct {
 	Length int64
 	// Threshold closes a window early, at the item that makes its amount
 	// reach it: the provider is paid when the IOUs add up. 0: never early.
+	// The rest of the slot goes on in a new window (the slot's next part),
+	// which also takes the slot's items that arrive later but carry an
+	// earlier time.
 	Threshold Nanos
 }
 
@@ -138,8 +150,22 @@ func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
 	}
 	if w.End == 0 {
 		s, e := p.slot(it.Time)
-		*w = Window{Start: max(s, d.State.Floor), End: e, Currency: cur}
-		w.Tree.Peaks = nil
+		if w.Start != 0 { // a threshold split a slot
+			if _, splitEnd := p.slot(w.Start); splitEnd <= s {
+				d.State.Floor = max(d.State.Floor, splitEnd) // and its time passed
+			}
+		}
+		start := max(s, d.State.Floor)
+		if w.Start > start && w.Start < e { // the next part of the split slot
+			start = w.Start
+		}
+		if it.Time < d.State.Floor {
+			cs, ce := p.slot(it.Time)
+			d.State = st
+			d.Correction = &Correction{SlotStart: cs, SlotEnd: ce, Item: it}
+			return d, nil
+		}
+		*w = Window{Start: start, End: e, Currency: cur}
 	}
 	if w.Currency != cur {
 		return Decision{}, fmt.Errorf("%w: window in %s, item in %s", ErrCurrencyMismatch, w.Currency, cur)
@@ -156,16 +182,31 @@ func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
 	w.Tree.Peaks = append([]Hash(nil), w.Tree.Peaks...)
 	w.Tree.Add(it.Ticket)
 	if p.Threshold > 0 && w.Amount >= p.Threshold {
-		w.End = it.Time + 1
+		// The part ends after the item that crossed, and always after its
+		// own start, so the next part's start is new.
+		slotEnd := w.End
+		w.End = min(max(it.Time+1, w.Start+1), slotEnd)
 		d.Sealed = append(d.Sealed, seal(w, SealedByThreshold))
-		d.State.Floor = w.End
+		next := w.End
 		*w = Window{}
+		if next < slotEnd {
+			w.Start = next
+		} else {
+			d.State.Floor = slotEnd // the part took the slot's last instant
+		}
 	}
 	return d, nil
 }
 
 // Close seals the open window if its end time is at or before now.
 func (p Policy) Close(st WindowState, now int64) (WindowState, *Sealed) {
+	if st.Open.End == 0 && st.Open.Start != 0 {
+		// Nothing open after a threshold split its slot: once the slot's
+		// time passed, its late items are corrections.
+		if _, e := p.slot(st.Open.Start); now >= e {
+			return WindowState{Floor: max(st.Floor, e)}, nil
+		}
+	}
 	if st.Open.End == 0 || now < st.Open.End {
 		return st, nil
 	}

@@ -123,3 +123,54 @@ func TestSplitIsExact(t *testing.T) {
 		t.Fatalf("ThresholdForFee(0.30 + 1%%, under 2%%) = %d, %v; want 30 EUR", a, err)
 	}
 }
+
+// A threshold closes a part of a slot, not the slot: an item a little
+// behind the one that crossed (another device's clock) joins the next part
+// instead of becoming a correction. Only the slot's end makes items late.
+func TestThresholdSplitsTheSlot(t *testing.T) {
+	p := metering.Policy{Length: hour, Threshold: 1_000}
+	var st metering.WindowState
+	base := 1_790_000_000_000 - 1_790_000_000_000%hour
+	n := 0
+	add := func(at int64, amount metering.Nanos) metering.Decision {
+		t.Helper()
+		d, err := p.Add(st, "EUR", item(at, amount, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		st = d.State
+		return d
+	}
+	add(base+500, 600)
+	if d := add(base+600, 600); len(d.Sealed) != 1 || d.Sealed[0].End != base+601 {
+		t.Fatalf("threshold seal = %+v", d.Sealed)
+	}
+	d := add(base+550, 10) // behind the crossing item
+	if d.Correction != nil || d.State.Open.Start != base+601 || d.State.Open.Tickets != 1 {
+		t.Fatalf("an item behind the threshold: correction %+v, open %+v", d.Correction, d.State.Open)
+	}
+	// A second split of the slot, crossed by an item from before the first
+	// split's end: the parts' starts still increase.
+	d = add(base+100, 2_000)
+	if len(d.Sealed) != 1 || d.Sealed[0].Start != base+601 || d.Sealed[0].End != base+602 {
+		t.Fatalf("second split = %+v", d.Sealed)
+	}
+	// Nothing open now; the split slot's time passes on the timer, and
+	// then its items are corrections.
+	if st2, s := p.Close(st, base+hour-1); s != nil || st2.Floor != st.Floor {
+		t.Fatalf("Close before the slot's end: %+v %+v", s, st2)
+	}
+	st2, s := p.Close(st, base+hour)
+	if s != nil || st2.Floor != base+hour {
+		t.Fatalf("Close after the split slot's end: sealed %+v, floor %d", s, st2.Floor-base)
+	}
+	// Without the timer, an item of a later slot ends the split slot too.
+	d = add(base+hour+10, 1)
+	if d.State.Floor != base+hour || d.State.Open.Start != base+hour {
+		t.Fatalf("next slot: floor %d, open %+v", d.State.Floor-base, d.State.Open)
+	}
+	if d = add(base+700, 1); d.Correction == nil || d.Correction.SlotStart != base {
+		t.Fatalf("an item of the passed split slot: %+v", d.Correction)
+	}
+}
