@@ -56,7 +56,7 @@ func TestDTLSAbuseLimits(t *testing.T) {
 		c.DTLS.HandshakeTimeout = 300 * time.Millisecond
 		c.DTLS.MaxHalfOpen = 2
 		c.DTLS.MaxSessions = 2
-		c.DTLS.IdleTimeout = 2 * time.Second // well beyond the time to try a third session, even on a loaded machine
+		c.DTLS.IdleTimeout = 5 * time.Second // well beyond the time to try a third session, even on a loaded machine
 		c.DTLS.HandshakeRate, c.DTLS.HandshakeBurst = 1000, 1000
 	})
 	addr := tg.CoAPAddr()

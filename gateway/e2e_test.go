@@ -14,10 +14,12 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/mqttdev"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -366,5 +368,48 @@ func TestInsufficientFunds(t *testing.T) {
 	rep, _ := gateway.Inspect(tg.Store(), nil)
 	if !rep.Reconcile.Balanced || rep.Reconcile.LedgerCharged != 0 {
 		t.Fatalf("an unpaid ticket reached the ledger: %+v", rep.Reconcile)
+	}
+}
+
+// A device with many tickets in flight: the embedded broker reads the next
+// ticket while earlier ones wait for their commit, yet commits them in
+// arrival order (none is taken for a repeat), acknowledges each only after
+// its commit, and answers them in order.
+func TestPipelinedTicketsKeepOrderAndDurability(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}})
+	rc, err := connectRaw(t, tg, "plug-1", tg.secrets["plug-1"].MQTTPassword())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.receipts = make(chan []byte, 400)
+	const n = 300
+	toks := make([]paho.Token, n)
+	for i := range toks {
+		toks[i] = rc.Publish("farthing/v1/plug-1/ticket", 1, false, signed(t, tg, "plug-1", uint64(i+1), uint64(1000+10*i)))
+	}
+	stored := func(seq uint64) bool {
+		var ok bool
+		tg.Store().View(func(tx *bolt.Tx) error {
+			ok = tx.Bucket(store.BucketTickets).Get(store.KeySeq(seq, "plug-1")) != nil
+			return nil
+		})
+		return ok
+	}
+	for i, tok := range toks {
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("ticket %d: no PUBACK: %v", i+1, tok.Error())
+		}
+		if !stored(uint64(i + 1)) {
+			t.Fatalf("ticket %d acknowledged before it was committed", i+1)
+		}
+	}
+	for i := 0; i < n; i++ {
+		r := rc.receipt(t, tg)
+		if r.Seq != uint64(i+1) || r.Status != protocol.StatusAccepted {
+			t.Fatalf("receipt %d: seq %d status %v", i+1, r.Seq, r.Status)
+		}
+	}
+	if st := tg.Store().Stats(); st.Commits >= n {
+		t.Errorf("%d tickets took %d commits: they did not share them", n, st.Commits)
 	}
 }

@@ -179,9 +179,12 @@ func (g *Gateway) Reload() error {
 
 // handle is the MQTT transports' handler.
 func (g *Gateway) handle(transport string) mqtt.Handler {
-	return func(ctx context.Context, device string, payload []byte) ([]byte, bool) {
-		res := g.ingest.Submit(ctx, Submission{Device: device, Payload: payload, Transport: transport})
-		return res.Bytes, res.Receipt.Status != protocol.StatusRetryLater
+	return func(ctx context.Context, device string, payload []byte) mqtt.Reply {
+		p := g.ingest.Start(ctx, Submission{Device: device, Payload: payload, Transport: transport})
+		return func() ([]byte, bool) {
+			res := p.Wait()
+			return res.Bytes, res.Receipt.Status != protocol.StatusRetryLater
+		}
 	}
 }
 

@@ -110,46 +110,90 @@ func reject(reason protocol.Reason, format string, args ...any) *refusal {
 // Submit runs one ticket through the pipeline and returns the receipt to
 // send. It returns only after an accepted ticket's effects are durable.
 func (in *Ingest) Submit(ctx context.Context, sub Submission) Result {
-	start := in.now()
-	snap := in.snap.Load()
+	return in.Start(ctx, sub).Wait()
+}
+
+// Pending is a ticket on its way through the pipeline: checked, and queued
+// for its commit. Wait returns its result.
+type Pending struct {
+	in    *Ingest
+	ctx   context.Context
+	sub   Submission
+	start time.Time
+	snap  *Snapshot
+	dev   *Device
+	tk    protocol.Ticket
+	ref   *refusal
+	done  <-chan error     // the commit's result; nil when refused before
+	rc    protocol.Receipt // set by the commit
+}
+
+// Start decodes and verifies a ticket on the caller's goroutine and queues
+// it for commit, then returns without waiting for the commit. Tickets are
+// committed in the order Start queued them, so a transport that calls
+// Start for a device's tickets in arrival order keeps them in that order
+// while many are in flight.
+func (in *Ingest) Start(ctx context.Context, sub Submission) *Pending {
+	p := &Pending{in: in, ctx: ctx, sub: sub, start: in.now(), snap: in.snap.Load()}
+	dev, tk, raw, ref := in.check(p.snap, sub)
+	p.dev, p.tk, p.ref = dev, tk, ref
+	if ref != nil {
+		return p
+	}
+	done, err := in.store.Enqueue(ctx, func(tx *bolt.Tx) error {
+		var err error
+		p.rc, err = in.apply(tx, p.snap, dev, &p.tk, raw)
+		return err
+	})
+	if err != nil {
+		p.ref = commitRefusal(in, sub, tk.Seq, err)
+		return p
+	}
+	p.done = done
+	return p
+}
+
+// commitRefusal turns a failed commit into the answer to the device.
+func commitRefusal(in *Ingest, sub Submission, seq uint64, err error) *refusal {
+	var rf *refusal
+	switch {
+	case errors.As(err, &rf):
+		return rf
+	case errors.Is(err, store.ErrClosed):
+		return &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonShuttingDown, detail: "gateway is stopping"}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonOverloaded, detail: "queue full"}
+	default:
+		in.log.Error("commit failed", "device", sub.Device, "seq", seq, "error", err)
+		return &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonStoreError, detail: err.Error()}
+	}
+}
+
+// Wait returns the ticket's result once its effects are durable, or its
+// refusal.
+func (p *Pending) Wait() Result {
+	in, snap, sub, ref := p.in, p.snap, p.sub, p.ref
 	answer := snap.Registry.Device(sub.Device) // who gets the receipt
 	r := protocol.Receipt{Device: sub.Device}
 	if answer != nil {
 		r.Currency = string(snap.Accounts[answer.Account].Currency)
 	}
-
-	dev, tk, raw, ref := in.check(snap, sub)
-	r.Seq = tk.Seq // 0 when the ticket could not be read
-	if ref == nil {
-		var rc protocol.Receipt
-		err := in.store.Do(ctx, func(tx *bolt.Tx) error {
-			var err error
-			rc, err = in.apply(tx, snap, dev, &tk, raw)
-			return err
-		})
-		var rf *refusal
-		switch {
-		case err == nil:
-			r = rc
-		case errors.As(err, &rf):
-			ref = rf
-		case errors.Is(err, store.ErrClosed):
-			ref = &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonShuttingDown, detail: "gateway is stopping"}
-		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-			ref = &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonOverloaded, detail: "queue full"}
-		default:
-			ref = &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonStoreError, detail: err.Error()}
-			in.log.Error("commit failed", "device", sub.Device, "seq", tk.Seq, "error", err)
+	r.Seq = p.tk.Seq // 0 when the ticket could not be read
+	if p.done != nil {
+		if err := <-p.done; err != nil {
+			ref = commitRefusal(in, sub, p.tk.Seq, err)
+		} else {
+			r = p.rc
 		}
 		if in.metrics != nil {
-			in.metrics.Commit.Observe(in.now().Sub(start).Seconds())
+			in.metrics.Commit.Observe(in.now().Sub(p.start).Seconds())
 		}
 	}
 	if ref != nil {
 		r.Status, r.Reason, r.Charged, r.HasBalance = ref.status, ref.reason, 0, false
 		if ref.status == protocol.StatusInsufficientFunds {
 			r.Reason = protocol.ReasonNone
-			r.Balance, r.HasBalance = in.available(snap, dev), true
+			r.Balance, r.HasBalance = in.available(snap, p.dev), true
 		}
 		if ref.status == protocol.StatusRetryLater {
 			r.RetryAfter = uint32(in.limits.RetryAfter.Milliseconds())
@@ -158,7 +202,7 @@ func (in *Ingest) Submit(ctx context.Context, sub Submission) Result {
 		if ref.status == protocol.StatusRetryLater {
 			lvl = slog.LevelWarn
 		}
-		in.log.Log(ctx, lvl, "ticket refused", "transport", sub.Transport, "device", sub.Device, "seq", tk.Seq,
+		in.log.Log(p.ctx, lvl, "ticket refused", "transport", sub.Transport, "device", sub.Device, "seq", p.tk.Seq,
 			"status", ref.status.String(), "reason", ref.reason.String(), "detail", ref.detail)
 	}
 	if in.metrics != nil {
@@ -167,7 +211,7 @@ func (in *Ingest) Submit(ctx context.Context, sub Submission) Result {
 			reason = r.Reason.String()
 		}
 		in.metrics.Tickets.WithLabelValues(r.Status.String(), reason).Inc()
-		in.metrics.Latency.WithLabelValues(sub.Transport).Observe(in.now().Sub(start).Seconds())
+		in.metrics.Latency.WithLabelValues(sub.Transport).Observe(in.now().Sub(p.start).Seconds())
 	}
 	res := Result{Receipt: r}
 	if answer != nil {

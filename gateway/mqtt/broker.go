@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -21,14 +22,41 @@ type BrokerConfig struct {
 	Log          *slog.Logger
 	// Event, if set, counts transport events ("auth_refused", "acl_refused").
 	Event func(event string)
+	// Inflight bounds the tickets of one client that are checked and
+	// queued but not yet answered; default 64. Beyond it the broker stops
+	// reading from the client until the oldest is answered.
+	Inflight int
 }
 
 // Broker is the embedded MQTT broker. Devices authenticate with their id
 // as user name; the ACL lets each publish only its own ticket topic and
 // subscribe only its own receipt topic; everything else is refused.
+//
+// A client's tickets are pipelined: the broker reads the next while the
+// ones before it wait for their group commit, and answers them (receipt,
+// then PUBACK) in the order they arrived, each only after its commit.
 type Broker struct {
 	cfg BrokerConfig
 	srv *mochi.Server
+
+	mu      sync.Mutex
+	pipes   map[*mochi.Client]*pipe
+	closed  bool
+	writers sync.WaitGroup // one per pipe
+}
+
+// pipe holds one client's tickets between Handler and their answers.
+type pipe struct {
+	mu      sync.Mutex // held while sending, so closing never races a send
+	closed  bool
+	answers chan answer
+}
+
+type answer struct {
+	id    uint16 // packet id, for the PUBACK
+	ack   bool   // send the PUBACK
+	dev   string
+	reply Reply
 }
 
 // NewBroker builds the broker; Serve starts it.
@@ -39,11 +67,14 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if cfg.Event == nil {
 		cfg.Event = func(string) {}
 	}
+	if cfg.Inflight <= 0 {
+		cfg.Inflight = 64
+	}
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = MaxPacket
 	caps.RetainAvailable = 0
 	srv := mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps, Logger: cfg.Log.With("component", "mqtt-broker")})
-	b := &Broker{cfg: cfg, srv: srv}
+	b := &Broker{cfg: cfg, srv: srv, pipes: map[*mochi.Client]*pipe{}}
 	if err := srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, err
 	}
@@ -54,13 +85,69 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 }
 
 // Serve runs the broker until ctx ends, then closes it: clients are
-// disconnected and hooks in progress finish first.
+// disconnected, and every ticket already queued is committed and answered
+// (where its client is still there) before Serve returns.
 func (b *Broker) Serve(ctx context.Context) error {
 	if err := b.srv.Serve(); err != nil {
 		return err
 	}
 	<-ctx.Done()
-	return b.srv.Close()
+	err := b.srv.Close()
+	b.mu.Lock()
+	b.closed = true
+	for cl, p := range b.pipes {
+		p.close()
+		delete(b.pipes, cl)
+	}
+	b.mu.Unlock()
+	b.writers.Wait()
+	return err
+}
+
+// pipe returns cl's pipe, starting its writer on first use; nil once the
+// broker is closing.
+func (b *Broker) pipe(cl *mochi.Client) *pipe {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.pipes[cl]; p != nil || b.closed {
+		return p
+	}
+	p := &pipe{answers: make(chan answer, b.cfg.Inflight)}
+	b.pipes[cl] = p
+	b.writers.Add(1)
+	go func() {
+		defer b.writers.Done()
+		for a := range p.answers {
+			b.answer(cl, a)
+		}
+	}()
+	return p
+}
+
+// answer waits for one ticket's outcome, publishes its receipt and
+// acknowledges it. A ticket told "retry later" is acknowledged too: the
+// device keeps it and sends it again.
+func (b *Broker) answer(cl *mochi.Client, a answer) {
+	receipt, _ := a.reply()
+	if receipt != nil {
+		if err := b.srv.Publish(b.cfg.Topics.Receipt(a.dev), receipt, false, 1); err != nil {
+			b.cfg.Log.Warn("receipt publish failed", "device", a.dev, "error", err)
+		}
+	}
+	if a.ack {
+		// An error means the client is gone; it sends the ticket again
+		// and is answered "duplicate" with the original receipt.
+		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: a.id})
+	}
+}
+
+func (p *pipe) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		close(p.answers)
+	}
 }
 
 type hook struct {
@@ -71,7 +158,7 @@ type hook struct {
 func (h *hook) ID() string { return "farthing" }
 
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish}, []byte{b})
+	return bytes.Contains([]byte{mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish, mochi.OnDisconnect}, []byte{b})
 }
 
 func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
@@ -95,21 +182,44 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish handles a ticket before the broker acknowledges it: the
-// handler commits it, the receipt is published, and the ticket itself is
-// acknowledged but not routed anywhere.
+// OnPublish checks a ticket and queues it for commit on the client's read
+// goroutine, so the client's tickets keep their order, and hands it to the
+// client's pipe, which answers it once committed. The broker neither
+// acknowledges nor routes the ticket itself.
 func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil // our own receipts
 	}
 	dev := string(cl.Properties.Username)
-	// The embedded broker acknowledges every ticket; a device told "retry
-	// later" keeps the ticket and sends it again.
-	receipt, _ := h.b.cfg.Handle(context.Background(), dev, pk.Payload)
-	if receipt != nil {
-		if err := h.b.srv.Publish(h.b.cfg.Topics.Receipt(dev), receipt, false, 1); err != nil {
-			h.b.cfg.Log.Warn("receipt publish failed", "device", dev, "error", err)
-		}
+	if pk.FixedHeader.Qos != 1 {
+		// QoS 0 has no acknowledgement to hold back, and QoS 2 keeps
+		// mochi's own flow: both are answered here, in turn.
+		h.b.answer(cl, answer{dev: dev, reply: h.b.cfg.Handle(context.Background(), dev, pk.Payload)})
+		return pk, packets.CodeSuccessIgnore
 	}
-	return pk, packets.CodeSuccessIgnore
+	p := h.b.pipe(cl)
+	if p == nil {
+		return pk, packets.ErrRejectPacket // closing: not acknowledged, so sent again
+	}
+	a := answer{id: pk.PacketID, dev: dev, reply: h.b.cfg.Handle(context.Background(), dev, pk.Payload), ack: true}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		h.b.answer(cl, a) // the client left meanwhile: answer here
+		return pk, packets.ErrRejectPacket
+	}
+	p.answers <- a // blocks reading from this client while its pipe is full
+	p.mu.Unlock()
+	return pk, packets.ErrRejectPacket
+}
+
+// OnDisconnect ends the client's pipe; its writer answers what is queued.
+func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
+	h.b.mu.Lock()
+	p := h.b.pipes[cl]
+	delete(h.b.pipes, cl)
+	h.b.mu.Unlock()
+	if p != nil {
+		p.close()
+	}
 }

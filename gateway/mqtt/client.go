@@ -57,15 +57,30 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		msg paho.Message
 		dev string
 	}
+	type started struct {
+		job
+		reply Reply
+	}
 	shards := make([]chan job, cfg.Concurrency)
 	var workers sync.WaitGroup
 	for i := range shards {
 		shards[i] = make(chan job, 64)
-		workers.Add(1)
+		// Each shard starts its tickets in order and answers them in the
+		// same order, up to cap(answers) in flight, so a device's tickets
+		// share group commits instead of waiting for one each.
+		answers := make(chan started, 32)
+		workers.Add(2)
 		go func(q chan job) {
 			defer workers.Done()
+			defer close(answers)
 			for j := range q {
-				receipt, ack := cfg.Handle(ctx, j.dev, j.msg.Payload())
+				answers <- started{j, cfg.Handle(ctx, j.dev, j.msg.Payload())}
+			}
+		}(shards[i])
+		go func() {
+			defer workers.Done()
+			for j := range answers {
+				receipt, ack := j.reply()
 				if receipt != nil {
 					t := j.c.Publish(cfg.Topics.Receipt(j.dev), 1, false, receipt)
 					go func() {
@@ -78,7 +93,7 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 					j.msg.Ack() // unacknowledged, the broker delivers it again
 				}
 			}
-		}(shards[i])
+		}()
 	}
 	var closing sync.RWMutex // held for reading while routing; closing the shards takes it
 	closed := false

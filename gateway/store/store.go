@@ -159,20 +159,31 @@ func (s *Store) Path() string { return s.db.Path() }
 // queued, Do waits for the result regardless of ctx, so a caller never
 // mistakes a committed operation for a failed one.
 func (s *Store) Do(ctx context.Context, op Op) error {
+	done, err := s.Enqueue(ctx, op)
+	if err != nil {
+		return err
+	}
+	return <-done
+}
+
+// Enqueue queues op for a group commit and returns at once with the
+// channel that delivers its result once its writes are durable. Operations
+// run in the order they were queued, so a caller that queues several in
+// turn may wait for them later and in any order. If ctx ends before op is
+// queued, op never runs and Enqueue returns ctx's error.
+func (s *Store) Enqueue(ctx context.Context, op Op) (<-chan error, error) {
 	r := request{op: op, done: make(chan error, 1)}
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
-		s.mu.RUnlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	select {
 	case s.queue <- r:
-		s.mu.RUnlock()
+		return r.done, nil
 	case <-ctx.Done():
-		s.mu.RUnlock()
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
-	return <-r.done
 }
 
 // View runs fn in a read-only transaction on the last committed state.
