@@ -93,7 +93,10 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: cfg.Commit.Linger,
-		OnCommit: func(ops int, _ time.Duration) { g.metrics.BatchSize.Observe(float64(ops)) }})
+		OnCommit: func(ops int, took time.Duration) {
+			g.metrics.BatchSize.Observe(float64(ops))
+			g.metrics.CommitTx.Observe(took.Seconds())
+		}})
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,7 @@ type Ingest struct {
 	now     func() time.Time
 	full    atomic.Bool     // the store is near its bound
 	signer  protocol.Signer // the gateway's Ed25519 key, for aggregates
+	ed      *edBatcher
 }
 
 // Snapshot is the configuration the pipeline prices with; Reload swaps it
@@ -81,7 +83,8 @@ func NewIngest(st *store.Store, snap *Snapshot, limits LimitsConfig, m *Metrics,
 	if m == nil {
 		m = NewMetrics()
 	}
-	in := &Ingest{store: st, metrics: m, log: log, limits: limits, now: time.Now}
+	in := &Ingest{store: st, metrics: m, log: log, limits: limits, now: time.Now,
+		ed: newEdBatcher(func(n int) { m.VerifyBatch.Observe(float64(n)) })}
 	in.snap.Store(snap)
 	return in
 }
@@ -247,14 +250,7 @@ func (in *Ingest) check(snap *Snapshot, sub Submission) (*Device, protocol.Ticke
 	case sub.Device != dev.ID:
 		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "ticket of device %q arrived as %q", dev.ID, sub.Device)
 	}
-	v := dev.Verifier
-	if env.Alg == protocol.AlgHMAC256 { // HMAC state is per goroutine
-		if v, err = dev.NewVerifier(); err != nil {
-			return nil, tk, nil, reject(protocol.ReasonUnknownKey, "%v", err)
-		}
-	}
-	var scratch [protocol.MaxTicketSize + 64]byte
-	if err := env.Verify(v, scratch[:0]); err != nil {
+	if err := in.verify(dev, &env); err != nil {
 		return nil, tk, nil, reject(protocol.ReasonOf(err), "%v", err)
 	}
 	if in.metrics != nil {
@@ -291,6 +287,36 @@ func (in *Ingest) available(snap *Snapshot, dev *Device) int64 {
 		return nil
 	})
 	return int64(avail)
+}
+
+// tbsPool holds buffers for the bytes a ticket's signature covers.
+var tbsPool = sync.Pool{New: func() any { b := make([]byte, 0, protocol.MaxTicketSize+64); return &b }}
+
+// verify checks the ticket's MAC or signature with the device's key.
+// Ed25519 signatures go through the batcher (ZIP-215, the gateway's one
+// rule); HMAC state is made per ticket, as it is not safe to share.
+func (in *Ingest) verify(dev *Device, env *protocol.Envelope) error {
+	if (env.Alg == protocol.AlgEdDSA) != (dev.pub != nil) {
+		return &protocol.Error{Reason: protocol.ReasonUnsupportedAlg, Detail: "ticket uses " + env.Alg.String() + ", the device's key is " + dev.KeyType}
+	}
+	bp := tbsPool.Get().(*[]byte)
+	defer tbsPool.Put(bp)
+	tbs := protocol.AppendToBeSigned((*bp)[:0], env.Alg, env.Protected, env.Payload)
+	*bp = tbs[:0]
+	if env.Alg == protocol.AlgEdDSA {
+		if !in.ed.Verify(dev.pub, tbs, env.Signature) {
+			return protocol.ErrBadSignature
+		}
+		return nil
+	}
+	v, err := dev.NewVerifier()
+	if err != nil {
+		return err
+	}
+	if v.Verify(tbs, env.Signature) != nil {
+		return protocol.ErrBadSignature
+	}
+	return nil
 }
 
 // SetFull marks the store near (or back under) its bound.

@@ -13,8 +13,10 @@ type Metrics struct {
 
 	Tickets      *prometheus.CounterVec   // by status and reason
 	Verify       prometheus.Histogram     // seconds to decode and verify
+	VerifyBatch  prometheus.Histogram     // Ed25519 signatures per batch verification
 	Commit       prometheus.Histogram     // seconds from queueing to durable
 	BatchSize    prometheus.Histogram     // operations per commit
+	CommitTx     prometheus.Histogram     // seconds per write transaction, fsync included
 	StoreBytes   prometheus.Gauge         // state file size
 	OldestSealed prometheus.Gauge         // age in seconds of the oldest aggregate not yet forwarded
 	Sealed       *prometheus.CounterVec   // windows sealed, by reason
@@ -29,10 +31,14 @@ func NewMetrics() *Metrics {
 		Help: "Tickets by receipt status and reason."}, []string{"status", "reason"})
 	m.Verify = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "farthing_verify_seconds",
 		Help: "Time to decode and verify a ticket.", Buckets: prometheus.ExponentialBuckets(1e-6, 2, 16)})
+	m.VerifyBatch = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "farthing_verify_batch_size",
+		Help: "Ed25519 signatures verified together (1: alone).", Buckets: prometheus.ExponentialBuckets(1, 2, 7)})
 	m.Commit = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "farthing_commit_seconds",
 		Help: "Time from queueing a ticket to its durable commit.", Buckets: prometheus.ExponentialBuckets(1e-5, 2, 18)})
 	m.BatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "farthing_commit_batch_size",
 		Help: "Operations per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 11)})
+	m.CommitTx = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "farthing_commit_transaction_seconds",
+		Help: "Time of one group commit's write transaction, fsync included.", Buckets: prometheus.ExponentialBuckets(1e-5, 2, 18)})
 	m.StoreBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_store_bytes", Help: "Size of the state file."})
 	m.OldestSealed = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_oldest_unforwarded_seconds",
 		Help: "Age of the oldest sealed aggregate not yet confirmed upstream."})
@@ -42,7 +48,7 @@ func NewMetrics() *Metrics {
 		Help: "Transport events (connections, refusals), by transport and event."}, []string{"transport", "event"})
 	m.Latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "farthing_ticket_seconds",
 		Help: "Time from a ticket's arrival to its receipt, by transport.", Buckets: prometheus.ExponentialBuckets(1e-5, 2, 18)}, []string{"transport"})
-	m.Registry.MustRegister(m.Tickets, m.Verify, m.Commit, m.BatchSize, m.StoreBytes, m.OldestSealed, m.Sealed, m.Transport, m.Latency,
+	m.Registry.MustRegister(m.Tickets, m.Verify, m.VerifyBatch, m.Commit, m.BatchSize, m.CommitTx, m.StoreBytes, m.OldestSealed, m.Sealed, m.Transport, m.Latency,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	// Pre-create every reason so dashboards see zeros, not gaps.
 	for _, r := range protocol.Reasons() {

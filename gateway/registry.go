@@ -10,11 +10,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 // DeviceEntry is one device in the registry file (devices.yaml, mode 0600:
@@ -40,15 +43,18 @@ type RegistryFile struct {
 	Devices []DeviceEntry `yaml:"devices"`
 }
 
-// Device is a registry entry with its keys derived and parsed.
+// Device is a registry entry with its keys derived and parsed. It is kept
+// small (a gateway holds every registered device): the master secret and
+// the public key's hex are dropped once the keys are derived, all keys share
+// one allocation, and devices with the same meters and tariffs share one
+// tariff map.
 type Device struct {
-	DeviceEntry
+	DeviceEntry  // Secret and PublicKey are cleared
 	KeyID        []byte
-	Verifier     protocol.Verifier // ticket verifier; HMAC verifiers are not safe for concurrent use: see NewVerifier
 	ReceiptKey   []byte
-	MQTTPassword string // hex of the derived key
 	DTLSPSK      []byte // the DTLS pre-shared key (see DTLSPSKOf)
-	ticketKey    []byte
+	mqttPassword []byte // the derived key; the password is its hex
+	ticketKey    []byte // hmac devices
 	pub          ed25519.PublicKey
 }
 
@@ -56,14 +62,21 @@ type Device struct {
 // use from one goroutine.
 func (d *Device) NewVerifier() (protocol.Verifier, error) {
 	if d.pub != nil {
-		return protocol.NewEd25519Verifier(d.pub)
+		return strict.NewEd25519Verifier(d.pub) // ZIP-215, as everywhere in the gateway
 	}
 	return protocol.NewHMAC(d.ticketKey)
 }
 
 // CheckMQTTPassword compares in constant time.
 func (d *Device) CheckMQTTPassword(p []byte) bool {
-	return subtle.ConstantTimeCompare([]byte(d.MQTTPassword), p) == 1
+	var got [32]byte
+	if len(p) != 2*len(got) || len(d.mqttPassword) != len(got) {
+		return false
+	}
+	if _, err := hex.Decode(got[:], p); err != nil {
+		return false
+	}
+	return subtle.ConstantTimeCompare(got[:], d.mqttPassword) == 1
 }
 
 // DTLSPSKOf derives a device's DTLS pre-shared key from its master secret:
@@ -153,7 +166,8 @@ func WriteRegistryFile(path string, f *RegistryFile) error {
 // tariffs known, derives keys and indexes the devices. Errors name the
 // file, the device and the field.
 func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error) {
-	r := &Registry{byID: map[string]*Device{}, byKID: map[string]*Device{}}
+	r := &Registry{byID: make(map[string]*Device, len(f.Devices)), byKID: make(map[string]*Device, len(f.Devices))}
+	in := interner{strs: map[string]string{}, maps: map[string]map[string]string{}}
 	for i, e := range f.Devices {
 		bad := func(field, format string, args ...any) error {
 			return fmt.Errorf("%w: %s: devices[%d] (%s): %s: %s", ErrRegistry, path, i, e.ID, field, fmt.Sprintf(format, args...))
@@ -169,29 +183,40 @@ func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error)
 			return nil, bad("secret", "want %d bytes in hex", protocol.MasterSecretSize)
 		}
 		d := &Device{DeviceEntry: e}
-		d.ReceiptKey, _ = protocol.DeriveKey(master, protocol.PurposeReceipt)
-		pw, _ := protocol.DeriveKey(master, protocol.PurposeMQTTPassword)
-		d.MQTTPassword = hex.EncodeToString(pw)
-		d.DTLSPSK = DTLSPSKOf(master)
+		d.Secret, d.PublicKey = "", ""
+		keys := make([]byte, 0, 4*32+protocol.KeyIDLen)
+		derive := func(purpose protocol.KeyPurpose) []byte {
+			k, _ := protocol.DeriveKey(master, purpose)
+			keys = append(keys, k...)
+			return keys[len(keys)-len(k) : len(keys) : len(keys)]
+		}
+		d.ReceiptKey = derive(protocol.PurposeReceipt)
+		d.mqttPassword = derive(protocol.PurposeMQTTPassword)
+		keys = append(keys, DTLSPSKOf(master)...)
+		d.DTLSPSK = keys[len(keys)-32 : len(keys) : len(keys)]
+		var kid [protocol.KeyIDLen]byte
 		switch e.KeyType {
 		case "hmac":
-			d.ticketKey, _ = protocol.DeriveKey(master, protocol.PurposeTicket)
-			kid := protocol.KeyIDOf(protocol.AlgHMAC256, d.ticketKey)
-			d.KeyID = kid[:]
+			d.ticketKey = derive(protocol.PurposeTicket)
+			kid = protocol.KeyIDOf(protocol.AlgHMAC256, d.ticketKey)
 		case "ed25519":
 			pub, err := hex.DecodeString(e.PublicKey)
 			if err != nil || len(pub) != ed25519.PublicKeySize {
 				return nil, bad("public_key", "want a 32-byte Ed25519 public key in hex")
 			}
-			d.pub = pub
-			kid := protocol.KeyIDOf(protocol.AlgEdDSA, pub)
-			d.KeyID = kid[:]
+			keys = append(keys, pub...)
+			d.pub = keys[len(keys)-len(pub) : len(keys) : len(keys)]
+			kid = protocol.KeyIDOf(protocol.AlgEdDSA, pub)
 		default:
 			return nil, bad("key_type", "%q: want hmac or ed25519", e.KeyType)
 		}
-		if d.Verifier, err = d.NewVerifier(); err != nil {
+		keys = append(keys, kid[:]...)
+		d.KeyID = keys[len(keys)-len(kid) : len(keys) : len(keys)]
+		if _, err = d.NewVerifier(); err != nil {
 			return nil, bad("key", "%v", err)
 		}
+		d.Account, d.Provider = in.str(e.Account), in.str(e.Provider)
+		d.Tariffs = in.tariffs(e.Tariffs)
 		if !known.Account(e.Account) {
 			return nil, bad("account", "account %q is not configured", e.Account)
 		}
@@ -215,6 +240,42 @@ func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error)
 		r.byID[e.ID], r.byKID[string(d.KeyID)] = d, d
 	}
 	return r, nil
+}
+
+// interner shares equal strings and equal tariff maps between devices.
+type interner struct {
+	strs map[string]string
+	maps map[string]map[string]string
+}
+
+func (in *interner) str(s string) string {
+	if v, ok := in.strs[s]; ok {
+		return v
+	}
+	in.strs[s] = s
+	return s
+}
+
+// tariffs returns a shared map equal to m. The maps are never written
+// after the registry is built.
+func (in *interner) tariffs(m map[string]string) map[string]string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var sig strings.Builder
+	for _, k := range keys {
+		sig.WriteString(k)
+		sig.WriteByte(0)
+		sig.WriteString(m[k])
+		sig.WriteByte(0)
+	}
+	if v, ok := in.maps[sig.String()]; ok {
+		return v
+	}
+	in.maps[sig.String()] = m
+	return m
 }
 
 // Known is what registry entries are checked against.

@@ -20,6 +20,7 @@ import (
 	"os"
 
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 // PEM block types.
@@ -72,9 +73,9 @@ func (k *Key) Signer(kind protocol.Kind) (protocol.Signer, error) {
 func (k *Key) Verifier(kind protocol.Kind) (protocol.Verifier, error) {
 	switch {
 	case k.Private != nil:
-		return protocol.NewEd25519Verifier(k.Private.Public().(ed25519.PublicKey))
+		return strict.NewEd25519Verifier(k.Private.Public().(ed25519.PublicKey))
 	case k.Public != nil:
-		return protocol.NewEd25519Verifier(k.Public)
+		return strict.NewEd25519Verifier(k.Public)
 	}
 	return k.hmac(kind)
 }

@@ -44,7 +44,7 @@ const (
 // Receiver keeps the books of received aggregates.
 type Receiver struct {
 	db    *bolt.DB
-	trust map[string]*protocol.Ed25519Verifier // by kid
+	trust map[string]*strict.Ed25519Verifier // by kid
 
 	mu    sync.Mutex // guards stats
 	stats Stats
@@ -73,9 +73,9 @@ func Open(path string, trusted []ed25519.PublicKey) (*Receiver, error) {
 		db.Close()
 		return nil, err
 	}
-	r := &Receiver{db: db, trust: map[string]*protocol.Ed25519Verifier{}}
+	r := &Receiver{db: db, trust: map[string]*strict.Ed25519Verifier{}}
 	for _, k := range trusted {
-		v, err := protocol.NewEd25519Verifier(k)
+		v, err := strict.NewEd25519Verifier(k)
 		if err != nil {
 			db.Close()
 			return nil, err
