@@ -110,6 +110,12 @@ type MQTTConfig struct {
 	// TopicPrefix; tickets arrive on PREFIX/DEVICE/ticket, receipts leave
 	// on PREFIX/DEVICE/receipt. Default farthing/v1.
 	TopicPrefix string `yaml:"topic_prefix"`
+	// SessionExpiry is how long the embedded broker keeps the session of a
+	// device that left without a clean session (its subscription and
+	// undelivered receipts); default 1h. A device that comes back later
+	// resends its unanswered tickets and is answered again ("duplicate",
+	// with the original charge), so nothing is lost when a session expires.
+	SessionExpiry time.Duration `yaml:"session_expiry"`
 }
 
 // DTLSConfig is the CoAP-over-DTLS listener (see package coaps).
@@ -215,6 +221,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MQTT.Listen == "" {
 		c.MQTT.Listen = "127.0.0.1:1883"
+	}
+	if c.MQTT.SessionExpiry <= 0 {
+		c.MQTT.SessionExpiry = time.Hour
 	}
 	if c.MQTT.TopicPrefix == "" {
 		c.MQTT.TopicPrefix = "farthing/v1"

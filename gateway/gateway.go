@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,6 +161,11 @@ func (g *Gateway) loadSnapshot() (*Snapshot, error) {
 	if snap.Registry, err = BuildRegistry(g.cfg.Devices, rf, snap); err != nil {
 		return nil, err
 	}
+	// Parsing a large registry file takes several times the memory the
+	// registry keeps; give the rest back to the system now rather than
+	// over the next minutes.
+	rf = nil
+	debug.FreeOSMemory()
 	g.mu.Lock()
 	g.mtimes = mt
 	g.mu.Unlock()
@@ -245,7 +251,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	switch g.cfg.MQTT.Mode {
 	case "embedded":
 		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.handle("mqtt"),
-			Authenticate: g.authenticate, Log: g.log, Event: event})
+			Authenticate: g.authenticate, Log: g.log, Event: event, SessionExpiry: g.cfg.MQTT.SessionExpiry})
 		if err != nil {
 			return err
 		}

@@ -140,19 +140,19 @@ func (in *Ingest) Start(ctx context.Context, sub Submission) *Pending {
 	p := &Pending{in: in, ctx: ctx, sub: sub, start: in.now(), snap: in.snap.Load()}
 	dev, tk, raw, ref := in.check(p.snap, sub)
 	p.dev, p.tk, p.ref = dev, tk, ref
-	if ref != nil {
+	if p.ref != nil {
 		return p
 	}
-	done, err := in.store.Enqueue(ctx, func(tx *bolt.Tx) error {
+	committed, err := in.store.Enqueue(ctx, func(tx *bolt.Tx) error {
 		var err error
 		p.rc, err = in.apply(tx, p.snap, dev, &p.tk, raw)
 		return err
 	})
 	if err != nil {
-		p.ref = commitRefusal(in, sub, tk.Seq, err)
+		p.ref = commitRefusal(in, sub, p.tk.Seq, err)
 		return p
 	}
-	p.done = done
+	p.done = committed
 	return p
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -26,6 +27,9 @@ type BrokerConfig struct {
 	// queued but not yet answered; default 64. Beyond it the broker stops
 	// reading from the client until the oldest is answered.
 	Inflight int
+	// SessionExpiry bounds how long a disconnected persistent session is
+	// kept; default 1h.
+	SessionExpiry time.Duration
 }
 
 // Broker is the embedded MQTT broker. Devices authenticate with their id
@@ -45,11 +49,15 @@ type Broker struct {
 	writers sync.WaitGroup // one per pipe
 }
 
-// pipe holds one client's tickets between Handler and their answers.
+// pipe holds one client's tickets between Handler and their answers. It
+// has a goroutine only while it has tickets to answer, so idle clients
+// cost none.
 type pipe struct {
-	mu      sync.Mutex // held while sending, so closing never races a send
+	slots   chan struct{} // one per ticket not yet answered: the bound
+	mu      sync.Mutex
+	queue   []answer
+	running bool // a writer goroutine is answering
 	closed  bool
-	answers chan answer
 }
 
 type answer struct {
@@ -71,9 +79,19 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 		cfg.Inflight = 64
 	}
 	caps := mochi.NewDefaultServerCapabilities()
+	if cfg.SessionExpiry <= 0 {
+		cfg.SessionExpiry = time.Hour
+	}
 	caps.MaximumPacketSize = MaxPacket
 	caps.RetainAvailable = 0
-	srv := mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps, Logger: cfg.Log.With("component", "mqtt-broker")})
+	// Per-client memory: a device is sent receipts only, at most one per
+	// ticket in flight, so its queue of pending writes need not be mochi's
+	// default 8192 (64 KB per client); its packets are small, so are its
+	// buffers; and a session it left does not live forever.
+	caps.MaximumClientWritesPending = int32(2 * cfg.Inflight)
+	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
+	srv := mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps, Logger: cfg.Log.With("component", "mqtt-broker"),
+		ClientNetReadBufferSize: 1024, ClientNetWriteBufferSize: 1024})
 	b := &Broker{cfg: cfg, srv: srv, pipes: map[*mochi.Client]*pipe{}}
 	if err := srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, err
@@ -104,24 +122,57 @@ func (b *Broker) Serve(ctx context.Context) error {
 	return err
 }
 
-// pipe returns cl's pipe, starting its writer on first use; nil once the
-// broker is closing.
+// pipe returns cl's pipe; nil once the broker is closing.
 func (b *Broker) pipe(cl *mochi.Client) *pipe {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p := b.pipes[cl]; p != nil || b.closed {
 		return p
 	}
-	p := &pipe{answers: make(chan answer, b.cfg.Inflight)}
+	p := &pipe{slots: make(chan struct{}, b.cfg.Inflight)}
 	b.pipes[cl] = p
-	b.writers.Add(1)
-	go func() {
-		defer b.writers.Done()
-		for a := range p.answers {
-			b.answer(cl, a)
-		}
-	}()
 	return p
+}
+
+// push queues a ticket's answer in arrival order, starting the pipe's
+// writer if it is not running. It blocks while the client has Inflight
+// tickets unanswered. It returns false, queuing nothing, once the pipe is
+// closed.
+func (b *Broker) push(cl *mochi.Client, p *pipe, a answer) bool {
+	p.slots <- struct{}{}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		<-p.slots
+		return false
+	}
+	p.queue = append(p.queue, a)
+	if !p.running {
+		p.running = true
+		b.writers.Add(1)
+		go b.write(cl, p)
+	}
+	return true
+}
+
+// write answers the pipe's tickets in order until none is left.
+func (b *Broker) write(cl *mochi.Client, p *pipe) {
+	defer b.writers.Done()
+	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			p.running = false
+			p.queue = nil // an idle client keeps no buffer
+			p.mu.Unlock()
+			return
+		}
+		a := p.queue[0]
+		p.queue[0] = answer{}
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+		b.answer(cl, a)
+		<-p.slots
+	}
 }
 
 // answer waits for one ticket's outcome, publishes its receipt and
@@ -141,13 +192,12 @@ func (b *Broker) answer(cl *mochi.Client, a answer) {
 	}
 }
 
+// close makes the pipe refuse new tickets; those queued are still
+// answered (committed first, whether or not the client is there).
 func (p *pipe) close() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.closed {
-		p.closed = true
-		close(p.answers)
-	}
+	p.closed = true
+	p.mu.Unlock()
 }
 
 type hook struct {
@@ -202,14 +252,9 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		return pk, packets.ErrRejectPacket // closing: not acknowledged, so sent again
 	}
 	a := answer{id: pk.PacketID, dev: dev, reply: h.b.cfg.Handle(context.Background(), dev, pk.Payload), ack: true}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if !h.b.push(cl, p, a) {
 		h.b.answer(cl, a) // the client left meanwhile: answer here
-		return pk, packets.ErrRejectPacket
 	}
-	p.answers <- a // blocks reading from this client while its pipe is full
-	p.mu.Unlock()
 	return pk, packets.ErrRejectPacket
 }
 
