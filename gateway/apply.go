@@ -109,6 +109,7 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 	put(store.BucketAccounts, []byte(acct.ID), ab)
 
 	aggSeq := store.Uint64(b(store.BucketMeta).Get(metaAggSeq))
+	aggSeq0 := aggSeq
 	var tleaves []byte
 	for _, a := range adds {
 		wkey := store.Key(a.key.Provider, a.key.Account, a.key.Meter)
@@ -164,7 +165,9 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 
 	avail, _ := acct.Available()
 	r.Status, r.Charged, r.Balance, r.HasBalance = protocol.StatusAccepted, uint64(total), int64(avail), true
-	put(store.BucketMeta, metaAggSeq, store.PutUint64(aggSeq))
+	if aggSeq != aggSeq0 {
+		put(store.BucketMeta, metaAggSeq, store.PutUint64(aggSeq))
+	}
 	ds.LastSeq = tk.Seq
 	put(store.BucketDevices, []byte(dev.ID), ds.encode())
 	put(store.BucketTickets, store.KeySeq(tk.Seq, dev.ID),
