@@ -34,7 +34,11 @@ type Options struct {
 	Duration time.Duration // per run; default 3s
 	Devices  int           // per key type; default 50
 	Offered  float64       // tickets/s offered to find the maximum; default 30000
-	Out      io.Writer     // progress
+	// Registered and Connected shape the memory figure: a registry of
+	// Registered devices, Connected of them connected at once; defaults
+	// 100,000 and 10,000; Connected < 0 skips it.
+	Registered, Connected int
+	Out                   io.Writer // progress
 }
 
 // Spread is a median with its min and max over the runs.
@@ -79,6 +83,7 @@ type Report struct {
 	L1       Spread            `json:"l1_ed25519_verifications_per_second"`
 	L2       map[string]Spread `json:"l2_broker_messages_per_second"`
 	E        []EndToEnd        `json:"end_to_end"`
+	Memory   []Memory          `json:"memory"`
 	ElapsedS float64           `json:"elapsed_seconds"`
 }
 
@@ -109,6 +114,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
+	}
+	if o.Registered <= 0 {
+		o.Registered = 100_000
+	}
+	if o.Connected == 0 {
+		o.Connected = 10_000
 	}
 	began := time.Now()
 	host, _ := os.Hostname()
@@ -145,7 +156,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	stopBare()
 	rep.L2["embedded"] = spread(l2)
 	say("L2 embedded broker (mochi), QoS 1: %.0f msg/s", rep.L2["embedded"].Median)
-	mosq, stopMosq := startMosquitto()
+	mosq, mosqPID, stopMosq := startMosquitto()
 	if mosq != "" {
 		defer stopMosq()
 		l2 = nil
@@ -224,6 +235,29 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			rep.E = append(rep.E, e)
 		}
 		stopExt()
+	}
+	if o.Connected > 0 {
+		fleet := filepath.Join(dir, "fleet")
+		say("memory: writing a registry of %d devices", o.Registered)
+		if err := provisionFleet(fleet, o.Registered, filepath.Join(data, "tariffs.yaml")); err != nil {
+			return nil, err
+		}
+		m, err := memoryScenario(ctx, fleet, "embedded broker", o.Registered, o.Connected, "", "")
+		if err != nil {
+			return nil, err
+		}
+		rep.Memory = append(rep.Memory, m)
+		say("memory, embedded broker: %.0f MB with %d registered, %.0f MB (%.0f MB anonymous) with %d connected",
+			m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.Connected)
+		if mosq != "" {
+			m, err := memoryScenario(ctx, fleet, "Mosquitto (external mode)", o.Registered, o.Connected, mosq, mosqPID)
+			if err != nil {
+				return nil, err
+			}
+			rep.Memory = append(rep.Memory, m)
+			say("memory, Mosquitto: gateway %.0f MB with %d registered, %.0f MB (%.0f MB anonymous) with %d connected; Mosquitto %.0f MB",
+				m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.Connected, m.BrokerMB)
+		}
 	}
 	rep.ElapsedS = time.Since(began).Seconds()
 	return rep, nil
@@ -354,12 +388,14 @@ func startGateway(ctx context.Context, data, id string, tune func(*gateway.Confi
 	return func() { cancel(); <-done }, nil
 }
 
-// startMosquitto runs Mosquitto on a free port, if it is installed.
-func startMosquitto() (string, func()) {
+// startMosquitto runs Mosquitto on a free port, if it is installed, with
+// its open-file limit raised to the hard limit (it holds one per client).
+// It returns the address and the process id.
+func startMosquitto() (string, string, func()) {
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if _, err := os.Stat("/usr/sbin/mosquitto"); err != nil {
-			return "", func() {}
+			return "", "", func() {}
 		}
 		bin = "/usr/sbin/mosquitto"
 	}
@@ -372,10 +408,10 @@ func startMosquitto() (string, func()) {
 	}
 	fmt.Fprintf(conf, "%slistener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n", user, port)
 	conf.Close()
-	cmd := exec.Command(bin, "-c", conf.Name())
+	cmd := exec.Command("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" -c "$1"`, bin, conf.Name())
 	if err := cmd.Start(); err != nil {
 		os.Remove(conf.Name())
-		return "", func() {}
+		return "", "", func() {}
 	}
 	for i := 0; i < 50; i++ {
 		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
@@ -384,7 +420,7 @@ func startMosquitto() (string, func()) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return addr, func() { cmd.Process.Kill(); cmd.Wait(); os.Remove(conf.Name()) }
+	return addr, strconv.Itoa(cmd.Process.Pid), func() { cmd.Process.Kill(); cmd.Wait(); os.Remove(conf.Name()) }
 }
 
 // monitor samples this process's resident memory and CPU.

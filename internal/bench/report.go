@@ -31,6 +31,19 @@ func (r *Report) WriteTable(w io.Writer) error {
 			e.Name, e.Throughput.Median, e.Throughput.Min, e.Throughput.Max, e.Limit, e.Ratio,
 			e.AtMax.P50, e.AtMax.P99, e.AtMax.Max, e.AtHalf.P50, e.AtHalf.P99, e.AtHalf.Max, e.RSSMB, e.CPUCores)
 	}
+	if err := tw.Flush(); err != nil || len(r.Memory) == 0 {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMORY\tREGISTERED\tRSS MB\tCONNECTED\tRSS MB\tANONYMOUS MB\tBROKER RSS MB")
+	for _, m := range r.Memory {
+		broker := "in the gateway"
+		if m.BrokerMB > 0 {
+			broker = fmt.Sprintf("%.0f", m.BrokerMB)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%.0f\t%.0f\t%s\n", m.Name, m.Registered, m.IdleRSSMB, m.Connected, m.RSSMB, m.AnonMB, broker)
+	}
 	return tw.Flush()
 }
 

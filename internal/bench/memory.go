@@ -1,0 +1,192 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/internal/sim"
+)
+
+// Memory is the gateway's resident memory with a large fleet: many devices
+// registered, a share of them connected at once.
+type Memory struct {
+	Name       string  `json:"name"`
+	Registered int     `json:"registered"`
+	Connected  int     `json:"connected"`
+	IdleRSSMB  float64 `json:"rss_mb_registered_only"`
+	RSSMB      float64 `json:"rss_mb_connected"`
+	AnonMB     float64 `json:"anon_rss_mb_connected"` // without the mapped state file's pages
+	BrokerMB   float64 `json:"broker_rss_mb,omitempty"`
+	Sent       uint64  `json:"tickets_sent"`
+	Missing    uint64  `json:"receipts_missing"`
+}
+
+// memStatus reads VmRSS and RssAnon of a process, in MB.
+func memStatus(pid string) (rss, anon float64) {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "RssAnon:":
+			anon = kb / 1024
+		}
+	}
+	return rss, anon
+}
+
+// provisionFleet writes a registry of n HMAC devices (HMAC devices need no
+// key files: the simulator reads their secrets from the registry) and a
+// copy of the tariff file.
+func provisionFleet(data string, n int, tariffs string) error {
+	if err := os.MkdirAll(filepath.Join(data, "device-keys"), 0o700); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(tariffs)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(data, "tariffs.yaml"), b, 0o600); err != nil {
+		return err
+	}
+	rf := gateway.RegistryFile{Devices: make([]gateway.DeviceEntry, 0, n)}
+	meters := map[string]string{"energy_wh": "energy"}
+	for i := 1; i <= n; i++ {
+		e, _, err := gateway.NewDevice(fmt.Sprintf("fleet-%06d", i), "hmac", "fleet", "utility", meters)
+		if err != nil {
+			return err
+		}
+		rf.Devices = append(rf.Devices, e)
+	}
+	return gateway.WriteRegistryFile(filepath.Join(data, "devices.yaml"), &rf)
+}
+
+// memoryScenario starts a gateway over a registry of registered devices,
+// reads its memory, then connects `connected` of them (the simulator keeps
+// their sessions open and idle after a short load) and reads it again.
+// broker is "" for the embedded broker, else the external broker's
+// address (with brokerPID, to read its memory too).
+func memoryScenario(ctx context.Context, data, name string, registered, connected int, broker, brokerPID string) (Memory, error) {
+	m := Memory{Name: name, Registered: registered, Connected: connected}
+	addr := freeAddr("tcp")
+	stop, err := startGateway(ctx, data, "gw-bench-mem", func(c *gateway.Config) {
+		c.DTLS.Listen = "off"
+		if broker == "" {
+			c.MQTT.Listen = addr
+		} else {
+			c.MQTT.Mode, c.MQTT.Broker = "external", "tcp://"+broker
+		}
+	})
+	if err != nil {
+		return m, err
+	}
+	defer stop()
+	if broker == "" {
+		broker = addr
+	}
+	debug.FreeOSMemory()
+	self := strconv.Itoa(os.Getpid())
+	m.IdleRSSMB, _ = memStatus(self)
+
+	self2, err := os.Executable()
+	if err != nil {
+		return m, err
+	}
+	const hold = 3 * time.Second
+	cmd := exec.CommandContext(ctx, self2, "sim", "--data", data, "--type", "hmac", "--devices", strconv.Itoa(connected),
+		"--rate", "2000", "--duration", "2s", "--inflight", "1", "--hold", hold.String(), "--json", "--broker", "tcp://"+broker)
+	out, err := startSim(cmd)
+	if err != nil {
+		return m, err
+	}
+	// Sample while the sessions are held: the last samples are all devices
+	// connected, idle, after their tickets.
+	for {
+		select {
+		case <-out.done:
+			r, err := out.report()
+			if err != nil {
+				return m, fmt.Errorf("%s: %w", name, err)
+			}
+			m.Sent, m.Missing = r.Sent, r.Missing
+			return m, nil
+		case <-time.After(250 * time.Millisecond):
+			if out.holding() {
+				rss, anon := memStatus(self)
+				m.RSSMB, m.AnonMB = max(m.RSSMB, rss), max(m.AnonMB, anon)
+				if brokerPID != "" {
+					b, _ := memStatus(brokerPID)
+					m.BrokerMB = max(m.BrokerMB, b)
+				}
+			}
+		}
+	}
+}
+
+// simRun is a simulator process whose progress is watched.
+type simRun struct {
+	done   chan struct{}
+	err    error
+	stdout bytes.Buffer
+	hold   atomic.Bool // the simulator reported that it holds its sessions
+	errTxt strings.Builder
+}
+
+func startSim(cmd *exec.Cmd) (*simRun, error) {
+	r := &simRun{done: make(chan struct{})}
+	cmd.Stdout = &r.stdout
+	pr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "holding") {
+				r.hold.Store(true)
+			}
+			if r.errTxt.Len() < 4096 {
+				r.errTxt.WriteString(sc.Text() + "\n")
+			}
+		}
+		r.err = cmd.Wait()
+		close(r.done)
+	}()
+	return r, nil
+}
+
+func (r *simRun) holding() bool { return r.hold.Load() }
+
+func (r *simRun) report() (*sim.Report, error) {
+	if r.err != nil {
+		return nil, fmt.Errorf("farthing sim: %v: %s", r.err, strings.TrimSpace(r.errTxt.String()))
+	}
+	var rep sim.Report
+	if err := json.Unmarshal(r.stdout.Bytes(), &rep); err != nil {
+		return nil, fmt.Errorf("farthing sim output: %w", err)
+	}
+	return &rep, nil
+}
