@@ -116,6 +116,11 @@ type MQTTConfig struct {
 	// resends its unanswered tickets and is answered again ("duplicate",
 	// with the original charge), so nothing is lost when a session expires.
 	SessionExpiry time.Duration `yaml:"session_expiry"`
+	// ReceiptQoS is the QoS receipts are published at: 0 (default) or 1.
+	// Receipts need no delivery guarantee of their own: a device keeps a
+	// ticket until its receipt arrives and sends it again after a
+	// reconnect, and a repeat is answered with the original receipt.
+	ReceiptQoS int `yaml:"receipt_qos"`
 }
 
 // DTLSConfig is the CoAP-over-DTLS listener (see package coaps).
@@ -335,6 +340,9 @@ func (c *Config) validate(path string) error {
 	}
 	if c.Commit.MaxBatch < 0 || c.Commit.Linger < 0 {
 		return bad("commit", "negative value")
+	}
+	if c.MQTT.ReceiptQoS != 0 && c.MQTT.ReceiptQoS != 1 {
+		return bad("mqtt.receipt_qos", "%d: want 0 or 1", c.MQTT.ReceiptQoS)
 	}
 	return nil
 }

@@ -251,7 +251,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	switch g.cfg.MQTT.Mode {
 	case "embedded":
 		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.handle("mqtt"),
-			Authenticate: g.authenticate, Log: g.log, Event: event, SessionExpiry: g.cfg.MQTT.SessionExpiry})
+			Authenticate: g.authenticate, Log: g.log, Event: event, SessionExpiry: g.cfg.MQTT.SessionExpiry,
+			ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS)})
 		if err != nil {
 			return err
 		}
@@ -265,7 +266,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			errc <- mqtt.RunClient(tctx, mqtt.ClientConfig{Broker: g.cfg.MQTT.Broker, ClientID: g.cfg.MQTT.ClientID,
-				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.handle("mqtt"), Log: g.log, Event: event,
+				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.handle("mqtt"), Log: g.log, Event: event, ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS),
 				Subscribed: func() { once.Do(func() { close(subscribed) }) }})
 		}()
 		// Ready means tickets can arrive: wait for the subscription.
@@ -475,6 +476,8 @@ func (g *Gateway) mux() *http.ServeMux {
 	m.Handle("/metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}))
 	m.HandleFunc("/debug/pprof/", pprof.Index)
 	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		select {

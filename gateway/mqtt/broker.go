@@ -30,6 +30,9 @@ type BrokerConfig struct {
 	// SessionExpiry bounds how long a disconnected persistent session is
 	// kept; default 1h.
 	SessionExpiry time.Duration
+	// ReceiptQoS is the QoS receipts are published at (see the package
+	// documentation); 0 or 1.
+	ReceiptQoS byte
 }
 
 // Broker is the embedded MQTT broker. Devices authenticate with their id
@@ -178,18 +181,42 @@ func (b *Broker) write(cl *mochi.Client, p *pipe) {
 // answer waits for one ticket's outcome, publishes its receipt and
 // acknowledges it. A ticket told "retry later" is acknowledged too: the
 // device keeps it and sends it again.
+//
+// At QoS 0 the receipt (if the device subscribed to its receipt topic) and
+// the PUBACK go out in one write on the client's connection, under the
+// client's lock as mochi's own writes: no broker routing, no hop through
+// the client's write goroutine, one system call per ticket. At QoS 1 the
+// receipt goes through the broker, which tracks it until the device acks.
 func (b *Broker) answer(cl *mochi.Client, a answer) {
 	receipt, _ := a.reply()
+	var buf bytes.Buffer
+	topic := b.cfg.Topics.Receipt(a.dev)
 	if receipt != nil {
-		if err := b.srv.Publish(b.cfg.Topics.Receipt(a.dev), receipt, false, 1); err != nil {
-			b.cfg.Log.Warn("receipt publish failed", "device", a.dev, "error", err)
+		if b.cfg.ReceiptQoS > 0 {
+			if err := b.srv.Publish(topic, receipt, false, b.cfg.ReceiptQoS); err != nil {
+				b.cfg.Log.Warn("receipt publish failed", "device", a.dev, "error", err)
+			}
+		} else if _, ok := cl.State.Subscriptions.Get(topic); ok {
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: receipt,
+				ProtocolVersion: cl.Properties.ProtocolVersion}
+			if err := pk.PublishEncode(&buf); err != nil {
+				b.cfg.Log.Warn("receipt encoding failed", "device", a.dev, "error", err)
+				buf.Reset()
+			}
 		}
 	}
 	if a.ack {
-		// An error means the client is gone; it sends the ticket again
-		// and is answered "duplicate" with the original receipt.
-		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: a.id})
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: a.id, ProtocolVersion: cl.Properties.ProtocolVersion}
+		pk.PubackEncode(&buf)
 	}
+	if buf.Len() == 0 || cl.Closed() || cl.Net.Conn == nil {
+		// A client that is gone sends the ticket again and is answered
+		// "duplicate" with the original receipt.
+		return
+	}
+	cl.Lock()
+	_, _ = buf.WriteTo(cl.Net.Conn)
+	cl.Unlock()
 }
 
 // close makes the pipe refuse new tickets; those queued are still

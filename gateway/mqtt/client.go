@@ -27,6 +27,9 @@ type ClientConfig struct {
 	// Subscribed, if set, is called after every subscription the broker
 	// confirmed (the first one makes the gateway ready).
 	Subscribed func()
+	// ReceiptQoS is the QoS receipts are published at (see the package
+	// documentation); 0 or 1.
+	ReceiptQoS byte
 }
 
 // RunClient connects to the broker, subscribes to every device's ticket
@@ -82,12 +85,14 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 			for j := range answers {
 				receipt, ack := j.reply()
 				if receipt != nil {
-					t := j.c.Publish(cfg.Topics.Receipt(j.dev), 1, false, receipt)
-					go func() {
-						if t.WaitTimeout(30*time.Second) && t.Error() != nil {
-							cfg.Log.Warn("receipt publish failed", "device", j.dev, "error", t.Error())
-						}
-					}()
+					t := j.c.Publish(cfg.Topics.Receipt(j.dev), cfg.ReceiptQoS, false, receipt)
+					if cfg.ReceiptQoS > 0 {
+						go func() {
+							if t.WaitTimeout(30*time.Second) && t.Error() != nil {
+								cfg.Log.Warn("receipt publish failed", "device", j.dev, "error", t.Error())
+							}
+						}()
+					}
 				}
 				if ack {
 					j.msg.Ack() // unacknowledged, the broker delivers it again

@@ -56,5 +56,13 @@ func (t Topics) DeviceOf(topic string) string {
 	return dev
 }
 
+// Receipts go out at QoS 0 unless configured otherwise. A receipt is an
+// answer the device can always get again: its ticket stays in the device's
+// pending ring until the receipt arrives, and the device sends it again
+// after a reconnect (the only way a QoS 0 message is lost on a live TCP
+// session); the gateway answers a repeat "duplicate" with the original
+// charge. QoS 1 would add a PUBACK from every device for every receipt,
+// and broker state for each one in flight, for nothing the device lacks.
+
 // MaxPacket bounds an MQTT packet: a ticket and the topic around it.
 const MaxPacket = protocol.MaxTicketSize + 256
