@@ -62,7 +62,7 @@ func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
 	if os.Geteuid() == 0 {
 		userLine = "user root\n"
 	}
-	os.WriteFile(conf, []byte(userLine+fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\n", port, pw, acl)), 0o600)
+	os.WriteFile(conf, []byte(userLine+fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\nset_tcp_nodelay true\n", port, pw, acl)), 0o600)
 	cmd := exec.Command(bin, "-c", conf)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {

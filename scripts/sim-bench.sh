@@ -46,7 +46,7 @@ run "embedded broker" "tcp://127.0.0.1:$mq"
 kill -TERM $gw; wait $gw || true
 
 mp=$(port)
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n' "$mp" > "$work/mosquitto.conf"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\nset_tcp_nodelay true\n' "$mp" > "$work/mosquitto.conf"
 [ "$(id -u)" = 0 ] && sed -i '1i user root' "$work/mosquitto.conf"
 /usr/sbin/mosquitto -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" &
 for i in $(seq 50); do (echo > /dev/tcp/127.0.0.1/$mp) 2>/dev/null && break; sleep 0.1; done

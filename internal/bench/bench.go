@@ -406,7 +406,7 @@ func startMosquitto() (string, string, func()) {
 	if os.Geteuid() == 0 {
 		user = "user root\n"
 	}
-	fmt.Fprintf(conf, "%slistener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n", user, port)
+	fmt.Fprintf(conf, "%slistener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\nset_tcp_nodelay true\n", user, port)
 	conf.Close()
 	cmd := exec.Command("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" -c "$1"`, bin, conf.Name())
 	if err := cmd.Start(); err != nil {
