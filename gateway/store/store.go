@@ -147,6 +147,7 @@ func Open(path string, opts Options) (*Store, error) {
 		s.wg.Add(1)
 		go s.committer()
 	}
+	releaseMapped(db)
 	s.updateSize()
 	return s, nil
 }

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -250,7 +251,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		say("memory, embedded broker: %.0f MB with %d registered, %.0f MB (%.0f MB anonymous) with %d connected",
 			m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.Connected)
 		if mosq != "" {
-			m, err := memoryScenario(ctx, fleet, "Mosquitto (external mode)", o.Registered, o.Connected, mosq, mosqPID)
+			// With the soft memory limit an operator would set for a fleet
+			// this size (GOMEMLIMIT; see the README), so the figure is the
+			// gateway's memory, not the collector's headroom.
+			prev := debug.SetMemoryLimit(memLimit)
+			m, err := memoryScenario(ctx, fleet, "Mosquitto (external mode), GOMEMLIMIT=100MiB", o.Registered, o.Connected, mosq, mosqPID)
+			debug.SetMemoryLimit(prev)
 			if err != nil {
 				return nil, err
 			}
@@ -387,6 +393,9 @@ func startGateway(ctx context.Context, data, id string, tune func(*gateway.Confi
 	}
 	return func() { cancel(); <-done }, nil
 }
+
+// memLimit is the soft memory limit of the external-mode memory figure.
+const memLimit = 100 << 20
 
 // startMosquitto runs Mosquitto on a free port, if it is installed, with
 // its open-file limit raised to the hard limit (it holds one per client).
