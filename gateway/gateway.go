@@ -49,6 +49,7 @@ type Gateway struct {
 	store   *store.Store
 	ingest  *Ingest
 	metrics *Metrics
+	gc      *gcTuner
 	key     ed25519.PrivateKey
 
 	mu     sync.Mutex // guards mtimes
@@ -69,7 +70,7 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: log, metrics: NewMetrics(), ready: make(chan struct{})}
+	g := &Gateway{cfg: cfg, log: log, metrics: NewMetrics(), gc: newGCTuner(), ready: make(chan struct{})}
 	k, err := keyfile.Load(cfg.KeyFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -411,6 +412,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			g.gc.tune()
 			if now.Sub(released) >= memoryRelease {
 				// A collection also shrinks the stacks of idle connections'
 				// goroutines, which grew while they handled tickets: with

@@ -55,7 +55,7 @@ func TestBenchRunsToItsTable(t *testing.T) {
 		t.Fatal("no memory figure")
 	}
 	for _, m := range rep.Memory {
-		if m.Registered != 500 || m.Connected != 50 || m.Sent == 0 || m.Missing != 0 || m.RSSMB <= 0 || m.AnonMB <= 0 || m.AnonMB > m.RSSMB {
+		if m.Registered != 500 || m.Connected != 50 || m.Sent == 0 || m.Missing != 0 || m.RSSMB <= 0 || m.AnonMB <= 0 || m.AnonMB > m.RSSMB || m.SettledMB <= 0 {
 			t.Errorf("memory figure %+v", m)
 		}
 	}

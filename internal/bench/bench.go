@@ -248,8 +248,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		rep.Memory = append(rep.Memory, m)
-		say("memory, embedded broker: %.0f MB with %d registered, %.0f MB (%.0f MB anonymous) with %d connected",
-			m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.Connected)
+		say("memory, embedded broker: %.0f MB with %d registered, %.0f MB (%.0f MB anonymous, %.0f settled) with %d connected",
+			m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.SettledMB, m.Connected)
 		if mosq != "" {
 			// With the soft memory limit an operator would set for a fleet
 			// this size (GOMEMLIMIT; see the README), so the figure is the
@@ -261,8 +261,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				return nil, err
 			}
 			rep.Memory = append(rep.Memory, m)
-			say("memory, Mosquitto: gateway %.0f MB with %d registered, %.0f MB (%.0f MB anonymous) with %d connected; Mosquitto %.0f MB",
-				m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.Connected, m.BrokerMB)
+			say("memory, Mosquitto: gateway %.0f MB with %d registered, %.0f MB (%.0f MB anonymous, %.0f settled) with %d connected; Mosquitto %.0f MB",
+				m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.SettledMB, m.Connected, m.BrokerMB)
 		}
 	}
 	rep.ElapsedS = time.Since(began).Seconds()

@@ -36,13 +36,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMORY\tREGISTERED\tRSS MB\tCONNECTED\tRSS MB\tANONYMOUS MB\tBROKER RSS MB")
+	fmt.Fprintln(tw, "MEMORY\tREGISTERED\tRSS MB\tCONNECTED\tRSS MB\tANONYMOUS MB\tSETTLED MB\tBROKER RSS MB")
 	for _, m := range r.Memory {
 		broker := "in the gateway"
 		if m.BrokerMB > 0 {
 			broker = fmt.Sprintf("%.0f", m.BrokerMB)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%.0f\t%.0f\t%s\n", m.Name, m.Registered, m.IdleRSSMB, m.Connected, m.RSSMB, m.AnonMB, broker)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%.0f\t%.0f\t%.0f\t%s\n", m.Name, m.Registered, m.IdleRSSMB, m.Connected, m.RSSMB, m.AnonMB, m.SettledMB, broker)
 	}
 	return tw.Flush()
 }
