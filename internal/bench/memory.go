@@ -32,9 +32,9 @@ type Memory struct {
 	// after the gateway's periodic memory release (housekeeping, once a
 	// minute), which the bench triggers instead of waiting for it.
 	SettledMB float64 `json:"anon_rss_mb_connected_settled"`
-	BrokerMB   float64 `json:"broker_rss_mb,omitempty"`
-	Sent       uint64  `json:"tickets_sent"`
-	Missing    uint64  `json:"receipts_missing"`
+	BrokerMB  float64 `json:"broker_rss_mb,omitempty"`
+	Sent      uint64  `json:"tickets_sent"`
+	Missing   uint64  `json:"receipts_missing"`
 }
 
 // memStatus reads VmRSS and RssAnon of a process, in MB.
