@@ -208,7 +208,7 @@ func (g *Gateway) dtlsPSK(identity string) ([]byte, bool) {
 	if d == nil || d.Disabled {
 		return nil, false
 	}
-	return d.DTLSPSK, true
+	return d.DTLSPSK(), true
 }
 
 // loadDTLSCerts reads the certificate files of the DTLS listener, if set.

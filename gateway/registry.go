@@ -45,38 +45,73 @@ type RegistryFile struct {
 
 // Device is a registry entry with its keys derived and parsed. It is kept
 // small (a gateway holds every registered device): the master secret and
-// the public key's hex are dropped once the keys are derived, all keys share
-// one allocation, and devices with the same meters and tariffs share one
-// tariff map.
+// the public key's hex are dropped once the keys are derived, the keys are
+// held inline, and devices with the same meters and tariffs share one
+// tariff map and their account and provider names.
 type Device struct {
-	DeviceEntry  // Secret and PublicKey are cleared
-	KeyID        []byte
-	ReceiptKey   []byte
-	DTLSPSK      []byte // the DTLS pre-shared key (see DTLSPSKOf)
-	mqttPassword []byte // the derived key; the password is its hex
-	ticketKey    []byte // hmac devices
-	pub          ed25519.PublicKey
+	DeviceEntry // Secret and PublicKey are cleared
+	// keys: receipt key | MQTT password key | DTLS PSK | ticket key or
+	// Ed25519 public key | key id. The slices the methods return alias it
+	// and must not be changed.
+	keys [keysLen]byte
+	ed   bool // keys holds an Ed25519 public key, not an HMAC key
+}
+
+const (
+	offReceipt = 0
+	offMQTT    = offReceipt + 32
+	offPSK     = offMQTT + 32
+	offKey     = offPSK + 32
+	offKID     = offKey + 32
+	keysLen    = offKID + protocol.KeyIDLen
+)
+
+// KeyID returns the id of the device's ticket key.
+func (d *Device) KeyID() []byte { return d.keys[offKID:keysLen:keysLen] }
+
+// ReceiptKey returns the key that MACs the device's receipts.
+func (d *Device) ReceiptKey() []byte { return d.keys[offReceipt:offMQTT:offMQTT] }
+
+// DTLSPSK returns the DTLS pre-shared key (see DTLSPSKOf).
+func (d *Device) DTLSPSK() []byte { return d.keys[offPSK:offKey:offKey] }
+
+func (d *Device) mqttPassword() []byte { return d.keys[offMQTT:offPSK:offPSK] }
+
+// pub is the device's Ed25519 public key; nil for an HMAC device.
+func (d *Device) pub() ed25519.PublicKey {
+	if !d.ed {
+		return nil
+	}
+	return d.keys[offKey:offKID:offKID]
+}
+
+// ticketKey is the device's HMAC ticket key; nil for an Ed25519 device.
+func (d *Device) ticketKey() []byte {
+	if d.ed {
+		return nil
+	}
+	return d.keys[offKey:offKID:offKID]
 }
 
 // NewVerifier returns a ticket verifier for the device that the caller may
 // use from one goroutine.
 func (d *Device) NewVerifier() (protocol.Verifier, error) {
-	if d.pub != nil {
-		return strict.NewEd25519Verifier(d.pub) // ZIP-215, as everywhere in the gateway
+	if d.ed {
+		return strict.NewEd25519Verifier(d.pub()) // ZIP-215, as everywhere in the gateway
 	}
-	return protocol.NewHMAC(d.ticketKey)
+	return protocol.NewHMAC(d.ticketKey())
 }
 
 // CheckMQTTPassword compares in constant time.
 func (d *Device) CheckMQTTPassword(p []byte) bool {
 	var got [32]byte
-	if len(p) != 2*len(got) || len(d.mqttPassword) != len(got) {
+	if len(p) != 2*len(got) {
 		return false
 	}
 	if _, err := hex.Decode(got[:], p); err != nil {
 		return false
 	}
-	return subtle.ConstantTimeCompare(got[:], d.mqttPassword) == 1
+	return subtle.ConstantTimeCompare(got[:], d.mqttPassword()) == 1
 }
 
 // DTLSPSKOf derives a device's DTLS pre-shared key from its master secret:
@@ -92,14 +127,19 @@ func DTLSPSKOf(master []byte) []byte {
 // builds a new one.
 type Registry struct {
 	byID  map[string]*Device
-	byKID map[string]*Device
+	byKID map[[protocol.KeyIDLen]byte]*Device
 }
 
 // Device returns the device with id, or nil.
 func (r *Registry) Device(id string) *Device { return r.byID[id] }
 
 // ByKeyID returns the device whose ticket key has this kid, or nil.
-func (r *Registry) ByKeyID(kid []byte) *Device { return r.byKID[string(kid)] }
+func (r *Registry) ByKeyID(kid []byte) *Device {
+	if len(kid) != protocol.KeyIDLen {
+		return nil
+	}
+	return r.byKID[[protocol.KeyIDLen]byte(kid)]
+}
 
 // Len is the number of devices.
 func (r *Registry) Len() int { return len(r.byID) }
@@ -166,7 +206,7 @@ func WriteRegistryFile(path string, f *RegistryFile) error {
 // tariffs known, derives keys and indexes the devices. Errors name the
 // file, the device and the field.
 func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error) {
-	r := &Registry{byID: make(map[string]*Device, len(f.Devices)), byKID: make(map[string]*Device, len(f.Devices))}
+	r := &Registry{byID: make(map[string]*Device, len(f.Devices)), byKID: make(map[[protocol.KeyIDLen]byte]*Device, len(f.Devices))}
 	in := interner{strs: map[string]string{}, maps: map[string]map[string]string{}}
 	for i, e := range f.Devices {
 		bad := func(field, format string, args ...any) error {
@@ -184,38 +224,34 @@ func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error)
 		}
 		d := &Device{DeviceEntry: e}
 		d.Secret, d.PublicKey = "", ""
-		keys := make([]byte, 0, 4*32+protocol.KeyIDLen)
-		derive := func(purpose protocol.KeyPurpose) []byte {
+		derive := func(off int, purpose protocol.KeyPurpose) {
 			k, _ := protocol.DeriveKey(master, purpose)
-			keys = append(keys, k...)
-			return keys[len(keys)-len(k) : len(keys) : len(keys)]
+			copy(d.keys[off:off+32], k)
 		}
-		d.ReceiptKey = derive(protocol.PurposeReceipt)
-		d.mqttPassword = derive(protocol.PurposeMQTTPassword)
-		keys = append(keys, DTLSPSKOf(master)...)
-		d.DTLSPSK = keys[len(keys)-32 : len(keys) : len(keys)]
+		derive(offReceipt, protocol.PurposeReceipt)
+		derive(offMQTT, protocol.PurposeMQTTPassword)
+		copy(d.keys[offPSK:offKey], DTLSPSKOf(master))
 		var kid [protocol.KeyIDLen]byte
 		switch e.KeyType {
 		case "hmac":
-			d.ticketKey = derive(protocol.PurposeTicket)
-			kid = protocol.KeyIDOf(protocol.AlgHMAC256, d.ticketKey)
+			derive(offKey, protocol.PurposeTicket)
+			kid = protocol.KeyIDOf(protocol.AlgHMAC256, d.ticketKey())
 		case "ed25519":
 			pub, err := hex.DecodeString(e.PublicKey)
 			if err != nil || len(pub) != ed25519.PublicKeySize {
 				return nil, bad("public_key", "want a 32-byte Ed25519 public key in hex")
 			}
-			keys = append(keys, pub...)
-			d.pub = keys[len(keys)-len(pub) : len(keys) : len(keys)]
+			d.ed = true
+			copy(d.keys[offKey:offKID], pub)
 			kid = protocol.KeyIDOf(protocol.AlgEdDSA, pub)
 		default:
 			return nil, bad("key_type", "%q: want hmac or ed25519", e.KeyType)
 		}
-		keys = append(keys, kid[:]...)
-		d.KeyID = keys[len(keys)-len(kid) : len(keys) : len(keys)]
+		copy(d.keys[offKID:], kid[:])
 		if _, err = d.NewVerifier(); err != nil {
 			return nil, bad("key", "%v", err)
 		}
-		d.Account, d.Provider = in.str(e.Account), in.str(e.Provider)
+		d.Account, d.Provider, d.KeyType = in.str(e.Account), in.str(e.Provider), in.str(e.KeyType)
 		d.Tariffs = in.tariffs(e.Tariffs)
 		if !known.Account(e.Account) {
 			return nil, bad("account", "account %q is not configured", e.Account)
@@ -234,10 +270,10 @@ func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error)
 				return nil, bad("tariffs."+meter, "%v", err)
 			}
 		}
-		if o := r.byKID[string(d.KeyID)]; o != nil {
+		if o := r.byKID[kid]; o != nil {
 			return nil, bad("key", "same key id as device %q", o.ID)
 		}
-		r.byID[e.ID], r.byKID[string(d.KeyID)] = d, d
+		r.byID[e.ID], r.byKID[kid] = d, d
 	}
 	return r, nil
 }
