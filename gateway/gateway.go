@@ -165,7 +165,6 @@ func (g *Gateway) loadSnapshot() (*Snapshot, error) {
 	// Parsing a large registry file takes several times the memory the
 	// registry keeps; give the rest back to the system now rather than
 	// over the next minutes.
-	rf = nil
 	debug.FreeOSMemory()
 	g.mu.Lock()
 	g.mtimes = mt

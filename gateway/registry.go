@@ -248,9 +248,6 @@ func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error)
 			return nil, bad("key_type", "%q: want hmac or ed25519", e.KeyType)
 		}
 		copy(d.keys[offKID:], kid[:])
-		if _, err = d.NewVerifier(); err != nil {
-			return nil, bad("key", "%v", err)
-		}
 		d.Account, d.Provider, d.KeyType = in.str(e.Account), in.str(e.Provider), in.str(e.KeyType)
 		d.Tariffs = in.tariffs(e.Tariffs)
 		if !known.Account(e.Account) {

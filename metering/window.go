@@ -136,11 +136,10 @@ func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
 	if it.Amount < 0 {
 		return Decision{}, fmt.Errorf("%w: negative amount in a window", ErrBadMoney)
 	}
-	d := Decision{State: st}
-	if it.Time < st.Floor {
+	d := Decision{State: p.passSplit(st, it.Time)}
+	if it.Time < d.State.Floor {
 		s, e := p.slot(it.Time)
-		d.Correction = &Correction{SlotStart: s, SlotEnd: e, Item: it}
-		return d, nil
+		return Decision{State: st, Correction: &Correction{SlotStart: s, SlotEnd: e, Item: it}}, nil
 	}
 	w := &d.State.Open
 	if w.End != 0 && it.Time >= w.End {
@@ -150,20 +149,9 @@ func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
 	}
 	if w.End == 0 {
 		s, e := p.slot(it.Time)
-		if w.Start != 0 { // a threshold split a slot
-			if _, splitEnd := p.slot(w.Start); splitEnd <= s {
-				d.State.Floor = max(d.State.Floor, splitEnd) // and its time passed
-			}
-		}
 		start := max(s, d.State.Floor)
-		if w.Start > start && w.Start < e { // the next part of the split slot
+		if w.Start > start && w.Start < e { // the next part of a slot a threshold split
 			start = w.Start
-		}
-		if it.Time < d.State.Floor {
-			cs, ce := p.slot(it.Time)
-			d.State = st
-			d.Correction = &Correction{SlotStart: cs, SlotEnd: ce, Item: it}
-			return d, nil
 		}
 		*w = Window{Start: start, End: e, Currency: cur}
 	}
@@ -198,16 +186,25 @@ func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
 	return d, nil
 }
 
+// passSplit ends the slot a threshold split, with nothing open since, once
+// t is at or past the slot's end: the slot's late items are corrections
+// from then on.
+func (p Policy) passSplit(st WindowState, t int64) WindowState {
+	if st.Open.End != 0 || st.Open.Start == 0 {
+		return st
+	}
+	if _, e := p.slot(st.Open.Start); t >= e {
+		return WindowState{Floor: max(st.Floor, e)}
+	}
+	return st
+}
+
 // Close seals the open window if its end time is at or before now.
 func (p Policy) Close(st WindowState, now int64) (WindowState, *Sealed) {
-	if st.Open.End == 0 && st.Open.Start != 0 {
-		// Nothing open after a threshold split its slot: once the slot's
-		// time passed, its late items are corrections.
-		if _, e := p.slot(st.Open.Start); now >= e {
-			return WindowState{Floor: max(st.Floor, e)}, nil
-		}
+	if st.Open.End == 0 {
+		return p.passSplit(st, now), nil
 	}
-	if st.Open.End == 0 || now < st.Open.End {
+	if now < st.Open.End {
 		return st, nil
 	}
 	s := seal(&st.Open, SealedByTime)

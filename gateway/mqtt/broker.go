@@ -81,10 +81,10 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if cfg.Inflight <= 0 {
 		cfg.Inflight = 64
 	}
-	caps := mochi.NewDefaultServerCapabilities()
 	if cfg.SessionExpiry <= 0 {
 		cfg.SessionExpiry = time.Hour
 	}
+	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = MaxPacket
 	caps.RetainAvailable = 0
 	// Per-client memory: a device is sent receipts only, at most one per

@@ -5,9 +5,7 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,7 +17,6 @@ import (
 	"runtime/debug"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -255,7 +252,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			// this size (GOMEMLIMIT; see the README), so the figure is the
 			// gateway's memory, not the collector's headroom.
 			prev := debug.SetMemoryLimit(memLimit)
-			m, err := memoryScenario(ctx, fleet, "Mosquitto (external mode), GOMEMLIMIT=100MiB", o.Registered, o.Connected, mosq, mosqPID)
+			name := fmt.Sprintf("Mosquitto (external mode), GOMEMLIMIT=%dMiB", memLimit>>20)
+			m, err := memoryScenario(ctx, fleet, name, o.Registered, o.Connected, mosq, mosqPID)
 			debug.SetMemoryLimit(prev)
 			if err != nil {
 				return nil, err
@@ -324,17 +322,12 @@ func runSim(ctx context.Context, data, keys, transport, broker string, rate floa
 	} else {
 		args = append(args, "--broker", broker)
 	}
-	cmd := exec.CommandContext(ctx, self, args...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("farthing sim: %v: %s", err, strings.TrimSpace(errOut.String()))
+	r, err := startSim(exec.CommandContext(ctx, self, args...))
+	if err != nil {
+		return nil, err
 	}
-	var r sim.Report
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
-		return nil, fmt.Errorf("farthing sim output: %w", err)
-	}
-	return &r, nil
+	<-r.done
+	return r.report()
 }
 
 // provision writes tariffs, n HMAC and n Ed25519 devices and their keys.
@@ -448,17 +441,8 @@ func cpuTime() time.Duration {
 }
 
 func rssMB() float64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	rss, _ := memStatus("self")
+	return rss
 }
 
 func startMonitor() *monitor {

@@ -37,7 +37,8 @@ type Memory struct {
 	Missing   uint64  `json:"receipts_missing"`
 }
 
-// memStatus reads VmRSS and RssAnon of a process, in MB.
+// memStatus reads VmRSS and RssAnon of a process ("self" for this one), in
+// MB.
 func memStatus(pid string) (rss, anon float64) {
 	b, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
@@ -109,15 +110,14 @@ func memoryScenario(ctx context.Context, data, name string, registered, connecte
 		broker = addr
 	}
 	debug.FreeOSMemory()
-	self := strconv.Itoa(os.Getpid())
-	m.IdleRSSMB, _ = memStatus(self)
+	m.IdleRSSMB, _ = memStatus("self")
 
-	self2, err := os.Executable()
+	exe, err := os.Executable()
 	if err != nil {
 		return m, err
 	}
 	const hold = 4 * time.Second
-	cmd := exec.CommandContext(ctx, self2, "sim", "--data", data, "--type", "hmac", "--devices", strconv.Itoa(connected),
+	cmd := exec.CommandContext(ctx, exe, "sim", "--data", data, "--type", "hmac", "--devices", strconv.Itoa(connected),
 		"--rate", "2000", "--duration", "2s", "--inflight", "1", "--hold", hold.String(), "--json", "--broker", "tcp://"+broker)
 	out, err := startSim(cmd)
 	if err != nil {
@@ -143,14 +143,14 @@ func memoryScenario(ctx context.Context, data, name string, registered, connecte
 			if heldSince.IsZero() {
 				heldSince = time.Now()
 			}
-			rss, anon := memStatus(self)
+			rss, anon := memStatus("self")
 			if time.Since(heldSince) < hold/2 {
 				m.RSSMB, m.AnonMB = max(m.RSSMB, rss), max(m.AnonMB, anon)
 			} else {
 				if !released {
 					debug.FreeOSMemory()
 					released = true
-					_, anon = memStatus(self)
+					_, anon = memStatus("self")
 				}
 				m.SettledMB = max(m.SettledMB, anon)
 			}
@@ -168,9 +168,10 @@ type simRun struct {
 	err    error
 	stdout bytes.Buffer
 	hold   atomic.Bool // the simulator reported that it holds its sessions
-	errTxt strings.Builder
+	tail   []string    // the last lines of its standard error
 }
 
+// startSim starts the simulator command; done closes when it has exited.
 func startSim(cmd *exec.Cmd) (*simRun, error) {
 	r := &simRun{done: make(chan struct{})}
 	cmd.Stdout = &r.stdout
@@ -187,8 +188,8 @@ func startSim(cmd *exec.Cmd) (*simRun, error) {
 			if strings.Contains(sc.Text(), "holding") {
 				r.hold.Store(true)
 			}
-			if r.errTxt.Len() < 4096 {
-				r.errTxt.WriteString(sc.Text() + "\n")
+			if r.tail = append(r.tail, sc.Text()); len(r.tail) > 16 {
+				r.tail = r.tail[1:]
 			}
 		}
 		r.err = cmd.Wait()
@@ -201,7 +202,7 @@ func (r *simRun) holding() bool { return r.hold.Load() }
 
 func (r *simRun) report() (*sim.Report, error) {
 	if r.err != nil {
-		return nil, fmt.Errorf("farthing sim: %v: %s", r.err, strings.TrimSpace(r.errTxt.String()))
+		return nil, fmt.Errorf("farthing sim: %v: %s", r.err, strings.Join(r.tail, "\n"))
 	}
 	var rep sim.Report
 	if err := json.Unmarshal(r.stdout.Bytes(), &rep); err != nil {
