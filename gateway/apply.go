@@ -203,6 +203,7 @@ func (in *Ingest) sealWrites(snap *Snapshot, seq uint64, rec sealedRecord, windo
 	}
 	if in.signer != nil {
 		agg := rec.Aggregate(snap.GatewayID, seq)
+		agg.Epoch = in.stream.Epoch
 		var enc protocol.Encoder
 		b, err := enc.AppendAggregate(nil, &agg, in.signer)
 		if err != nil {

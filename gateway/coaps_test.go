@@ -356,11 +356,16 @@ func pskOptions(identity string, psk []byte) []piondtls.ClientOption {
 // socket and returns its error; the test owns the only handshake of the
 // connection, so the deadline always holds.
 func handshake(addr string, timeout time.Duration, opts ...piondtls.ClientOption) error {
+	return handshakeBound(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, addr, timeout, opts...)
+}
+
+// handshakeBound is handshake from a socket bound to local.
+func handshakeBound(local *net.UDPAddr, addr string, timeout time.Duration, opts ...piondtls.ClientOption) error {
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return err
 	}
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	pc, err := net.ListenUDP("udp", local)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,10 @@ import (
 // default that works on one machine: an embedded broker on localhost and a
 // data directory under the working directory.
 type Config struct {
-	// GatewayID names this gateway in aggregates; default "gw-" + host name.
+	// GatewayID names this gateway in aggregates; default "gw-" and the key
+	// id of the gateway's key in hex (protocol.DefaultGatewayID), which no
+	// two gateways share. Receivers bind it to the key: it is a label, and
+	// the stream a receiver books on is the key and the state file's epoch.
 	GatewayID string `yaml:"gateway_id"`
 	// DataDir holds the state file, the gateway key and, by default, the
 	// tariff and device files; default "farthing-data".
@@ -205,10 +208,6 @@ func LoadConfigWithDataDir(path, dataDir string) (*Config, error) {
 }
 
 func (c *Config) setDefaults() error {
-	if c.GatewayID == "" {
-		h, _ := os.Hostname()
-		c.GatewayID = "gw-" + sanitize(h)
-	}
 	if c.DataDir == "" {
 		c.DataDir = "farthing-data"
 	}
@@ -232,9 +231,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MQTT.TopicPrefix == "" {
 		c.MQTT.TopicPrefix = "farthing/v1"
-	}
-	if c.MQTT.ClientID == "" {
-		c.MQTT.ClientID = "farthingd-" + c.GatewayID
 	}
 	if c.DTLS.Listen == "" {
 		c.DTLS.Listen = "127.0.0.1:5684"
@@ -265,27 +261,22 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-func sanitize(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if !protocol.ValidName(string(c), 1) {
-			b[i] = '-'
-		}
+// setKeyDefaults fills in what defaults to the gateway key: the gateway
+// id and, from it, the MQTT client id of external mode.
+func (c *Config) setKeyDefaults(kid [protocol.KeyIDLen]byte) {
+	if c.GatewayID == "" {
+		c.GatewayID = protocol.DefaultGatewayID(kid)
 	}
-	if len(b) == 0 {
-		return "local"
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = "farthingd-" + c.GatewayID
 	}
-	if len(b) > 60 {
-		b = b[:60]
-	}
-	return string(b)
 }
 
 func (c *Config) validate(path string) error {
 	bad := func(field, format string, args ...any) error {
 		return fmt.Errorf("%w: %s: %s: %s", ErrConfig, path, field, fmt.Sprintf(format, args...))
 	}
-	if !protocol.ValidName(c.GatewayID, protocol.MaxDeviceIDLen) {
+	if c.GatewayID != "" && !protocol.ValidName(c.GatewayID, protocol.MaxDeviceIDLen) {
 		return bad("gateway_id", "%q: use 1..64 of [A-Za-z0-9._-]", c.GatewayID)
 	}
 	switch c.MQTT.Mode {

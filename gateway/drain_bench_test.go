@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
@@ -27,7 +26,7 @@ func BenchmarkDrainAfterOutage(b *testing.B) {
 		c.Upstreams = []gateway.UpstreamConfig{{Name: "h", Type: "http", URL: "http://" + hs.Listener.Addr().String() + "/aggregates"}}
 		c.Forward = gateway.ForwardSettings{DrainRate: 1e6, BackoffMin: time.Millisecond, BackoffMax: 20 * time.Millisecond, MinConnected: time.Millisecond}
 	})
-	r, err := receiver.Open(filepath.Join(b.TempDir(), "r.db"), []ed25519.PublicKey{gatewayPub(b, tg)})
+	r, err := receiver.Open(filepath.Join(b.TempDir(), "r.db"), receiver.Keys(gatewayPub(b, tg)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -90,7 +89,7 @@ func BenchmarkIngestForwarding(b *testing.B) {
 					c.Forward = gateway.ForwardSettings{DrainRate: 1e6}
 				}
 			})
-			r, _ := receiver.Open(filepath.Join(b.TempDir(), "r.db"), []ed25519.PublicKey{gatewayPub(b, tg)})
+			r, _ := receiver.Open(filepath.Join(b.TempDir(), "r.db"), receiver.Keys(gatewayPub(b, tg)))
 			defer r.Close()
 			hs.Config.Handler = r.Handler(nil)
 			hs.Start()

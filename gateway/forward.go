@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -174,7 +173,7 @@ func (f *Forwarder) next(cursor uint64) (pending, bool, error) {
 			return fmt.Errorf("outbox %d: %w", seq, err)
 		}
 		gw := f.in.snap.Load().GatewayID
-		p = pending{Outgoing: upstream.Outgoing{Seq: seq, Gateway: gw, Provider: rec.Provider, Key: gw + "/" + strconv.FormatUint(seq, 10),
+		p = pending{Outgoing: upstream.Outgoing{Seq: seq, Gateway: gw, Provider: rec.Provider, Key: f.in.stream.Key(seq),
 			Bytes: append([]byte(nil), v...)}, end: time.UnixMilli(rec.End)}
 		ok = true
 		return nil

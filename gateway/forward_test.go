@@ -153,14 +153,14 @@ func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
 	pub := gatewayPub(t, tg)
 	// The HTTP receiver trusts the gateway key, which exists only now.
 	httpRecv.Close()
-	httpRecv, _ = receiver.Open(filepath.Join(t.TempDir(), "http2.db"), []ed25519.PublicKey{pub})
+	httpRecv, _ = receiver.Open(filepath.Join(t.TempDir(), "http2.db"), receiver.Keys(pub))
 	srv.Config.Handler = httpRecv.Handler(log)
 
 	var js []*receiver.Receiver
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := 0; i < 2; i++ {
-		r, err := receiver.Open(filepath.Join(t.TempDir(), fmt.Sprintf("js%d.db", i)), []ed25519.PublicKey{pub})
+		r, err := receiver.Open(filepath.Join(t.TempDir(), fmt.Sprintf("js%d.db", i)), receiver.Keys(pub))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,7 +242,7 @@ func TestMQTTUpstreamAndReceiverRestart(t *testing.T) {
 	pub := gatewayPub(t, tg)
 	dbPath := filepath.Join(t.TempDir(), "receiver.db")
 	startReceiver := func() (*receiver.Receiver, func()) {
-		r, err := receiver.Open(dbPath, []ed25519.PublicKey{pub})
+		r, err := receiver.Open(dbPath, receiver.Keys(pub))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +315,7 @@ func TestJetStreamClusterNodeKilled(t *testing.T) {
 		c.Upstreams = []gateway.UpstreamConfig{{Name: "js", Type: "jetstream", URL: url, CreateStream: true, Replicas: 3}}
 		c.Forward = gateway.ForwardSettings{DrainRate: 1000, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond}
 	})
-	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), []ed25519.PublicKey{gatewayPub(t, tg)})
+	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), receiver.Keys(gatewayPub(t, tg)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,6 +90,8 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway key %s: want an Ed25519 private key, found a %s", cfg.KeyFile, k.Kind())
 	}
 	g.key = k.Private
+	kid := protocol.KeyIDOf(protocol.AlgEdDSA, k.Private.Public().(ed25519.PublicKey))
+	cfg.setKeyDefaults(kid)
 	snap, err := g.loadSnapshot()
 	if err != nil {
 		return nil, err
@@ -105,8 +107,16 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	g.store = st
 	g.ingest = NewIngest(st, snap, cfg.Limits, g.metrics, log)
 	if g.ingest.signer, err = protocol.NewEd25519Signer(g.key); err != nil {
+		st.Close()
 		return nil, err
 	}
+	epoch, err := loadStreamEpoch(context.Background(), st)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("stream epoch: %w", err)
+	}
+	g.ingest.stream, _ = protocol.StreamOf(kid[:], epoch)
+	log.Info("aggregate stream", "gateway", cfg.GatewayID, "stream", g.ingest.stream.String())
 	return g, nil
 }
 

@@ -50,6 +50,7 @@ type Ingest struct {
 	now     func() time.Time
 	full    atomic.Bool     // the store is near its bound
 	signer  protocol.Signer // the gateway's Ed25519 key, for aggregates
+	stream  protocol.StreamID // the signer's key id and the state file's stream epoch
 	ed      *edBatcher
 }
 

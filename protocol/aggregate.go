@@ -19,9 +19,18 @@ package protocol
 //	  11: tickets,          ; uint, number of tickets included
 //	  12: merkle-root,      ; bstr .size 32, SHA-256 Merkle root over the included tickets
 //	  ? 13: corrects,       ; uint > 0, seq of the aggregate this one corrects
+//	  ? 14: stream-epoch,   ; uint > 0, made at random with the gateway's state file
 //	}
 //
-// Receivers deduplicate on (gateway-id, seq).
+// An aggregate stream is named by the key that signs it (the COSE kid)
+// and its stream epoch: receivers book each (kid, epoch, seq) once. The
+// same (kid, epoch, seq) with other bytes is a conflict, never a
+// duplicate; a new epoch from a known kid is a stream reset (the gateway
+// lost or replaced its state file and counts seqs from 1 again). An
+// aggregate without key 14 has epoch 0: it comes from a state file made
+// before stream epochs existed. The gateway id is a label bound to the
+// key by the receiver, not an identity: any number of gateways may
+// share one.
 type Aggregate struct {
 	Gateway     string `json:"gateway"`
 	Seq         uint64 `json:"seq"`
@@ -36,6 +45,10 @@ type Aggregate struct {
 	Tickets     uint64 `json:"tickets"`
 	MerkleRoot  []byte `json:"merkle_root"`        // MerkleRootLen bytes
 	Corrects    uint64 `json:"corrects,omitempty"` // 0 if this is not a correction
+	// Epoch names the gateway's aggregate stream together with the
+	// signing key: random, made with the state file; 0 for a state file
+	// older than stream epochs.
+	Epoch uint64 `json:"stream_epoch,omitempty"`
 }
 
 // Aggregate payload keys.
@@ -53,6 +66,7 @@ const (
 	aggTickets     = 11
 	aggMerkleRoot  = 12
 	aggCorrects    = 13
+	aggEpoch       = 14
 )
 
 // Validate checks a against the limits and rules of the wire format.
@@ -96,6 +110,9 @@ func AppendAggregatePayload(dst []byte, a *Aggregate) ([]byte, error) {
 	if a.Corrects != 0 {
 		n++
 	}
+	if a.Epoch != 0 {
+		n++
+	}
 	dst = appendHead(dst, majorMap, uint64(n))
 	dst = append(dst, keyKind, byte(KindAggregate))
 	dst = appendUint(dst, aggGateway)
@@ -125,6 +142,10 @@ func AppendAggregatePayload(dst []byte, a *Aggregate) ([]byte, error) {
 	if a.Corrects != 0 {
 		dst = appendUint(dst, aggCorrects)
 		dst = appendUint(dst, a.Corrects)
+	}
+	if a.Epoch != 0 {
+		dst = appendUint(dst, aggEpoch)
+		dst = appendUint(dst, a.Epoch)
 	}
 	return dst, nil
 }

@@ -77,6 +77,7 @@
 //	  11: uint,              ; number of tickets included
 //	  12: bstr .size 32,     ; SHA-256 Merkle root over the included tickets
 //	  ? 13: seq,             ; this corrects aggregate seq N of the same window
+//	  ? 14: uint .gt 0,      ; stream epoch; absent means epoch 0 (see below)
 //	}
 //
 //	id       = tstr .regexp "[A-Za-z0-9._-]{1,64}"
@@ -87,6 +88,30 @@
 //	nanos    = uint                                ; 1e-9 of the currency unit
 //	status   = 0..4
 //	reason   = 1..65535
+//
+// # Aggregate streams
+//
+// A gateway's aggregates form one stream, named by the key id of the key
+// that signs them (the kid) and a stream epoch (key 14): a random number
+// made when the gateway creates its state file. Within a stream, seqs are
+// gapless from 1. Receivers book each (kid, epoch, seq) exactly once:
+//
+//   - the same (kid, epoch, seq) with the same bytes is a duplicate: booked
+//     already, answered as such;
+//   - the same (kid, epoch, seq) with other bytes is a conflict: refused,
+//     kept aside, counted, logged and reported, never booked and never
+//     called a duplicate;
+//   - a new epoch from a kid already seen is a stream reset (the gateway
+//     lost, replaced or restored its state file): reported with the last
+//     seq of the epoch before it, and booked;
+//   - the gateway id (key 1) is bound to the kid: each trusted key speaks
+//     for one gateway id, and an aggregate that claims another is refused.
+//
+// The default gateway id is "gw-" and the kid in hex (DefaultGatewayID),
+// so gateways left at their defaults never share one. An aggregate
+// without key 14 has epoch 0 and was made by a gateway whose state file
+// is older than stream epochs; it is read and booked like any other. The
+// idempotency key upstreams deduplicate on is StreamID.Key: "KID.EPOCH/SEQ".
 //
 // # Encoding
 //

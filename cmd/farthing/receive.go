@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -30,7 +31,7 @@ func runReceive(e *env, args []string) error {
 	fs := newFlags("receive")
 	data := fs.String("data", "farthing-receiver", "directory for the receiver's state")
 	var trust trustFiles
-	fs.Var(&trust, "trust", "a gateway's public key file (repeatable)")
+	fs.Var(&trust, "trust", "a gateway's public key file, as [GATEWAY-ID=]FILE: the key speaks for that gateway id\n(without one, for the first id it is seen with); repeatable")
 	httpAddr := fs.String("http", "", "serve POST /aggregates and GET /totals on this address")
 	mqttURL := fs.String("mqtt", "", "subscribe to aggregates on this MQTT broker")
 	topic := fs.String("topic", "farthing/v1/aggregates/#", "MQTT topic filter")
@@ -56,17 +57,21 @@ func runReceive(e *env, args []string) error {
 	if len(trust) == 0 {
 		return usageError{"--trust is required: the gateways' public keys"}
 	}
-	var keys []ed25519.PublicKey
-	for _, f := range trust {
+	var keys []receiver.Trust
+	for _, arg := range trust {
+		gw, f, ok := strings.Cut(arg, "=")
+		if !ok {
+			gw, f = "", arg
+		}
 		k, err := keyfile.Load(f)
 		if err != nil {
 			return err
 		}
 		switch {
 		case k.Public != nil:
-			keys = append(keys, k.Public)
+			keys = append(keys, receiver.Trust{Key: k.Public, Gateway: gw})
 		case k.Private != nil:
-			keys = append(keys, k.Private.Public().(ed25519.PublicKey))
+			keys = append(keys, receiver.Trust{Key: k.Private.Public().(ed25519.PublicKey), Gateway: gw})
 		default:
 			return fmt.Errorf("%s: not an Ed25519 gateway key", f)
 		}
@@ -126,11 +131,22 @@ func printTotals(e *env, r *receiver.Receiver) error {
 			metering.Money{Nanos: metering.Nanos(t.Amount), Currency: metering.Currency(t.Currency)}, t.Quantity, t.Tickets, t.Aggregates)
 	}
 	tw.Flush()
-	for gw, g := range rep.Gaps {
-		if len(g) > 0 {
-			fmt.Fprintf(e.stdout, "gateway %s: %d aggregates missing so far, first %d\n", gw, len(g), g[0])
+	for _, s := range rep.Streams {
+		if s.ResetFrom != nil {
+			fmt.Fprintf(e.stdout, "STREAM RESET: gateway %s (key %s) began epoch %x after epoch %x had reached seq %d\n",
+				s.Gateway, s.KeyID, s.Epoch, s.ResetFrom.Epoch, s.ResetFrom.LastSeq)
+		}
+		if s.Missing > 0 {
+			fmt.Fprintf(e.stdout, "gateway %s stream %s: %d aggregates missing so far, first %d\n", s.Gateway, s.Stream, s.Missing, s.Gaps[0])
 		}
 	}
-	fmt.Fprintf(e.stdout, "accepted %d, duplicates dropped %d, refused %d\n", rep.Stats.Accepted, rep.Stats.Duplicates, rep.Stats.Refused)
+	for _, h := range rep.Held {
+		fmt.Fprintf(e.stdout, "HELD (%s): stream %s seq %d, gateway %s, %s/%s %s: not booked, see GET /totals or the receiver file\n",
+			h.Reason, h.Stream, h.Seq, h.Gateway, h.Provider, h.Account,
+			metering.Money{Nanos: metering.Nanos(h.Amount), Currency: metering.Currency(h.Currency)})
+	}
+	st := rep.Stats
+	fmt.Fprintf(e.stdout, "accepted %d, duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, refused %d\n",
+		st.Accepted, st.Duplicates, st.Conflicts, st.WrongGateway, st.Resets, st.Refused)
 	return nil
 }

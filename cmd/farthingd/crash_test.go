@@ -173,7 +173,7 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 	if err != nil {
 		t.Fatal(err)
 	}
-	recv, err := receiver.Open(filepath.Join(dir, "receiver.db"), []ed25519.PublicKey{gk.Private.Public().(ed25519.PublicKey)})
+	recv, err := receiver.Open(filepath.Join(dir, "receiver.db"), receiver.Keys(gk.Private.Public().(ed25519.PublicKey)))
 	if err != nil {
 		t.Fatal(err)
 	}

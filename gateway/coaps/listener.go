@@ -2,6 +2,7 @@ package coaps
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -33,6 +34,17 @@ type limitedListener struct {
 	done             chan struct{}
 }
 
+// The backoff of the accept loop after an error other than a rate-limit
+// refusal.
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// errRateLimited is what the connection-attempt hook returns for a source
+// over its handshake rate; pion's Accept passes it back.
+var errRateLimited = errors.New("coaps: handshake rate limit")
+
 func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, maxSessions int64, event func(string), log *slog.Logger) *limitedListener {
 	l := &limitedListener{inner: inner, handshakeTimeout: timeout, maxHalfOpen: maxHalfOpen, maxSessions: maxSessions,
 		event: event, log: log, ready: make(chan net.Conn), done: make(chan struct{})}
@@ -41,8 +53,15 @@ func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, 
 	return l
 }
 
+// acceptLoop runs until Close. No error ends it: a refusal by the
+// handshake rate limit (errRateLimited, counted where it is decided) is
+// one source's problem and the loop goes straight on; any other error is
+// counted, logged, and waited out with a backoff from minAcceptBackoff to
+// maxAcceptBackoff, so a failing socket does not spin a core while the
+// listener keeps its place.
 func (l *limitedListener) acceptLoop() {
 	defer l.wg.Done()
+	backoff := time.Duration(0)
 	for {
 		c, err := l.inner.Accept()
 		if err != nil {
@@ -51,11 +70,20 @@ func (l *limitedListener) acceptLoop() {
 				return
 			default:
 			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			if errors.Is(err, errRateLimited) {
 				continue
 			}
-			return
+			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
+			l.event("accept_error")
+			l.log.Warn("dtls: accept failed; still listening", "error", err, "retry_in", backoff)
+			select {
+			case <-l.done:
+				return
+			case <-time.After(backoff):
+			}
+			continue
 		}
+		backoff = 0
 		dc, ok := c.(*piondtls.Conn)
 		switch {
 		case !ok:

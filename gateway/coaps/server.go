@@ -128,7 +128,7 @@ func Listen(cfg Config) (*Server, error) {
 			if !limiter.allow(a, time.Now()) {
 				cfg.Event("rate_limited")
 				cfg.Log.Debug("dtls: handshake rate limit", "remote", a)
-				return errors.New("handshake rate limit")
+				return errRateLimited
 			}
 			return nil
 		}),

@@ -9,8 +9,10 @@ type Outgoing struct {
 	Seq      uint64
 	Gateway  string
 	Provider string
-	// Key is the idempotency key "<gateway>/<seq>"; receivers deduplicate
-	// on it, so sending again is harmless.
+	// Key is the idempotency key of the aggregate's stream and seq
+	// (protocol.StreamID.Key: "KID.EPOCH/SEQ"); receivers deduplicate on
+	// it, so sending again is harmless, and two gateways that share a
+	// gateway id never share a key.
 	Key string
 	// Bytes is the COSE_Sign1 aggregate, exactly as stored when its window
 	// sealed.

@@ -172,7 +172,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		rl.Close()
 		return nil, err
 	}
-	recv, err := receiver.Open(filepath.Join(dir, "receiver.db"), []ed25519.PublicKey{gk.Private.Public().(ed25519.PublicKey)})
+	recv, err := receiver.Open(filepath.Join(dir, "receiver.db"), receiver.Keys(gk.Private.Public().(ed25519.PublicKey)))
 	if err != nil {
 		rl.Close()
 		return nil, err

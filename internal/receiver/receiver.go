@@ -1,13 +1,37 @@
 // Package receiver is the provider's side of Farthing: it takes aggregates
 // from gateways (MQTT, a JetStream durable consumer, or HTTP), checks each
-// against the gateway keys it trusts, keeps each (gateway, seq) once,
-// reports gaps in a gateway's seqs, and keeps per-provider, per-account
-// totals in its own bbolt file. It is `farthing receive`.
+// against the gateway keys it trusts, books each aggregate exactly once,
+// and keeps per-provider, per-account totals in its own bbolt file. It is
+// `farthing receive`.
+//
+// The books are keyed by aggregate stream — the signing key's id and the
+// stream epoch (protocol.StreamID) — and seq, never by the gateway id
+// alone. Each trusted key speaks for one gateway id: the one given with
+// it, or else the first it was seen with, recorded in the file.
+//
+// Every aggregate ends in one of these, each counted and, where it is not
+// plain, logged by the transport and kept in the file for the report:
+//
+//   - booked: new (stream, seq), signature good;
+//   - duplicate: the same bytes again (a resend); nothing booked twice;
+//   - conflict (ErrConflict): a (stream, seq) already booked with other
+//     bytes, validly signed; kept aside in the held list, never booked;
+//   - wrong gateway (ErrWrongGateway): validly signed, but naming another
+//     gateway id than its key is bound to; held, never booked;
+//   - refused (ErrUntrusted, ErrInvalid): not signed by a trusted key, or
+//     not a valid aggregate; nothing in it can be trusted, so nothing kept.
+//
+// A new epoch from a key seen before is a stream reset: the gateway lost or
+// replaced its state file. Its aggregates are booked; the reset is
+// reported with the last seq of the epoch before it.
 package receiver
 
 import (
+	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -20,128 +44,423 @@ import (
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
+// Buckets of the receiver's file. kid is 8 bytes, epoch and seq 8 bytes
+// big-endian, so keys sort by stream, then seq.
+//
+//	booked    kid epoch seq → the aggregate's bytes, as booked
+//	streams   kid epoch → streamRecord: gateway id, highest seq, count, the reset it began with
+//	latest    kid → epoch of the key's newest stream (to tell a reset)
+//	bindings  kid → gateway id the key speaks for
+//	held      kid epoch seq hash(8) → reason(1) unix ms(8) the aggregate's bytes
+//	totals    provider 0 account 0 currency → totals record
+//
+// A file from before streams has "seen" (gateway 0 seq → bytes) and
+// "high"; Open moves "seen" into "booked" once, keeping the totals.
 var (
-	bucketSeen   = []byte("seen")   // gateway 0 seq(8) → aggregate bytes
-	bucketHigh   = []byte("high")   // gateway → highest seq seen (8)
-	bucketTotals = []byte("totals") // provider 0 account 0 currency → totals record
+	bucketBooked   = []byte("booked")
+	bucketStreams  = []byte("streams")
+	bucketLatest   = []byte("latest")
+	bucketBindings = []byte("bindings")
+	bucketHeld     = []byte("held")
+	bucketTotals   = []byte("totals")
+
+	legacySeen = []byte("seen")
+	legacyHigh = []byte("high")
 )
 
 // Errors a refused aggregate gets.
 var (
+	// ErrUntrusted: the signing key is not one the receiver trusts.
 	ErrUntrusted = errors.New("receiver: aggregate from a gateway key not trusted")
-	ErrInvalid   = errors.New("receiver: invalid aggregate")
+	// ErrInvalid: not a well-formed aggregate, or a bad signature.
+	ErrInvalid = errors.New("receiver: invalid aggregate")
+	// ErrConflict: the aggregate's (stream, seq) is booked already with
+	// other bytes. The aggregate is held, not booked.
+	ErrConflict = errors.New("receiver: conflicting aggregate: this stream and seq are booked with other bytes")
+	// ErrWrongGateway: the aggregate names another gateway id than the one
+	// its key is bound to. The aggregate is held, not booked.
+	ErrWrongGateway = errors.New("receiver: aggregate names another gateway than its key is bound to")
 )
 
-// Outcome of one aggregate.
+// Refused reports whether err is a final answer about the aggregate (it
+// will never be booked, however often it comes again), as opposed to a
+// failure of the receiver's own storage.
+func Refused(err error) bool {
+	return errors.Is(err, ErrUntrusted) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrConflict) || errors.Is(err, ErrWrongGateway)
+}
+
+// Outcome of one aggregate that was not refused.
 type Outcome int
 
 // Outcomes.
 const (
+	// Accepted: booked now.
 	Accepted Outcome = iota
+	// Duplicate: booked before with the same bytes; nothing booked now.
 	Duplicate
 )
+
+// Booking is what Accept did with an aggregate.
+type Booking struct {
+	Outcome   Outcome
+	Aggregate *protocol.Aggregate
+	Stream    protocol.StreamID
+	// ResetFrom is set when the aggregate began a new epoch of a key seen
+	// before: the epoch it replaced and that epoch's highest seq.
+	ResetFrom *Reset
+}
+
+// Hold reasons, as kept in the file and reported.
+const (
+	holdConflict     byte = 1
+	holdWrongGateway byte = 2
+)
+
+func holdReason(r byte) string {
+	switch r {
+	case holdConflict:
+		return "conflict"
+	case holdWrongGateway:
+		return "wrong_gateway"
+	}
+	return "unknown"
+}
+
+// Trust is one gateway key the receiver accepts aggregates from.
+type Trust struct {
+	Key ed25519.PublicKey
+	// Gateway is the gateway id the key speaks for; "" binds the key to the
+	// first gateway id it is seen with.
+	Gateway string
+}
+
+// Keys trusts each key, each bound on first use.
+func Keys(keys ...ed25519.PublicKey) []Trust {
+	t := make([]Trust, len(keys))
+	for i, k := range keys {
+		t[i].Key = k
+	}
+	return t
+}
+
+type trusted struct {
+	v       *strict.Ed25519Verifier
+	gateway string // configured binding; "" if bound on first use
+}
 
 // Receiver keeps the books of received aggregates.
 type Receiver struct {
 	db    *bolt.DB
-	trust map[string]*strict.Ed25519Verifier // by kid
+	trust map[string]trusted // by kid
 
 	mu    sync.Mutex // guards stats
 	stats Stats
 }
 
-// Stats count what came in.
+// Stats count what came in since Open.
 type Stats struct {
-	Accepted, Duplicates, Refused uint64
+	Accepted     uint64 `json:"accepted"`
+	Duplicates   uint64 `json:"duplicates"`
+	Conflicts    uint64 `json:"conflicts"`
+	WrongGateway uint64 `json:"wrong_gateway"`
+	Resets       uint64 `json:"stream_resets"`
+	Refused      uint64 `json:"refused"`
 }
 
 // Open opens (or creates) the receiver's file and trusts these gateway
-// public keys.
-func Open(path string, trusted []ed25519.PublicKey) (*Receiver, error) {
+// keys.
+func Open(path string, trust []Trust) (*Receiver, error) {
+	r := &Receiver{trust: map[string]trusted{}}
+	for _, t := range trust {
+		v, err := strict.NewEd25519Verifier(t.Key)
+		if err != nil {
+			return nil, err
+		}
+		if t.Gateway != "" && !protocol.ValidName(t.Gateway, protocol.MaxDeviceIDLen) {
+			return nil, fmt.Errorf("receiver: gateway id %q: use 1..64 of [A-Za-z0-9._-]", t.Gateway)
+		}
+		r.trust[string(v.KeyID())] = trusted{v: v, gateway: t.Gateway}
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("receiver: %w", err)
 	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketSeen, bucketHigh, bucketTotals} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := db.Update(r.setUp); err != nil {
 		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("receiver: %w", err)
 	}
-	r := &Receiver{db: db, trust: map[string]*strict.Ed25519Verifier{}}
-	for _, k := range trusted {
-		v, err := strict.NewEd25519Verifier(k)
-		if err != nil {
-			db.Close()
-			return nil, err
-		}
-		r.trust[string(v.KeyID())] = v
-	}
+	r.db = db
 	return r, nil
+}
+
+// setUp creates the buckets, moves a file from before streams to the
+// stream layout, and checks configured bindings against recorded ones.
+func (r *Receiver) setUp(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	if err := migrateLegacy(tx); err != nil {
+		return err
+	}
+	bind := tx.Bucket(bucketBindings)
+	for kid, t := range r.trust {
+		if t.gateway == "" {
+			continue
+		}
+		if old := bind.Get([]byte(kid)); old != nil && string(old) != t.gateway {
+			return fmt.Errorf("key %x is bound to gateway %q in this file, not %q", kid, old, t.gateway)
+		}
+		if err := bind.Put([]byte(kid), []byte(t.gateway)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// migrateLegacy books the aggregates of a file from before streams into
+// the stream layout (their totals are counted already) and drops the old
+// buckets. Their signatures were checked when they were first booked.
+func migrateLegacy(tx *bolt.Tx) error {
+	seen := tx.Bucket(legacySeen)
+	if seen == nil {
+		return nil
+	}
+	err := seen.ForEach(func(_, b []byte) error {
+		env, a, err := strict.DecodeAggregate(b)
+		if err != nil {
+			return nil // it could not have been booked
+		}
+		s, ok := protocol.StreamOf(env.KeyID, a.Epoch)
+		if !ok {
+			return nil
+		}
+		if err := tx.Bucket(bucketBindings).Put(s.KeyID[:], []byte(a.Gateway)); err != nil {
+			return err
+		}
+		_, err = bookStream(tx, s, &a, b)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := tx.DeleteBucket(legacySeen); err != nil {
+		return err
+	}
+	if tx.Bucket(legacyHigh) != nil {
+		return tx.DeleteBucket(legacyHigh)
+	}
+	return nil
 }
 
 // Close closes the file.
 func (r *Receiver) Close() error { return r.db.Close() }
 
 // Accept checks and books one aggregate. It is durable when it returns
-// (bbolt commits with fsync), so a transport may acknowledge then.
-func (r *Receiver) Accept(b []byte) (Outcome, *protocol.Aggregate, error) {
+// (bbolt commits with fsync), so a transport may acknowledge then; that
+// includes a conflict or a wrong gateway, whose aggregate is held in the
+// file. An error for which Refused is false is the receiver's own failure:
+// the aggregate should come again.
+func (r *Receiver) Accept(b []byte) (Booking, error) {
 	env, a, err := strict.DecodeAggregate(b)
 	if err != nil {
 		r.count(func(s *Stats) { s.Refused++ })
-		return 0, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return Booking{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	v := r.trust[string(env.KeyID)]
-	if v == nil {
+	t, ok := r.trust[string(env.KeyID)]
+	if !ok {
 		r.count(func(s *Stats) { s.Refused++ })
-		return 0, nil, fmt.Errorf("%w: kid %x (gateway %s)", ErrUntrusted, env.KeyID, a.Gateway)
+		return Booking{Aggregate: &a}, fmt.Errorf("%w: kid %x (gateway %s)", ErrUntrusted, env.KeyID, a.Gateway)
 	}
-	if err := env.Verify(v, nil); err != nil {
+	if err := env.Verify(t.v, nil); err != nil {
 		r.count(func(s *Stats) { s.Refused++ })
-		return 0, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return Booking{Aggregate: &a}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	out := Accepted
+	s, _ := protocol.StreamOf(env.KeyID, a.Epoch) // a trusted kid has the length
+	bk := Booking{Aggregate: &a, Stream: s}
+	var res bookResult
 	err = r.db.Update(func(tx *bolt.Tx) error {
-		key := binary.BigEndian.AppendUint64(append([]byte(a.Gateway), 0), a.Seq)
-		seen := tx.Bucket(bucketSeen)
-		if seen.Get(key) != nil {
-			out = Duplicate
-			return nil
-		}
-		if err := seen.Put(key, b); err != nil {
-			return err
-		}
-		hb := tx.Bucket(bucketHigh)
-		if h := hb.Get([]byte(a.Gateway)); h == nil || binary.BigEndian.Uint64(h) < a.Seq {
-			if err := hb.Put([]byte(a.Gateway), binary.BigEndian.AppendUint64(nil, a.Seq)); err != nil {
-				return err
-			}
-		}
-		tb := tx.Bucket(bucketTotals)
-		tk := []byte(a.Provider + "\x00" + a.Account + "\x00" + a.Currency)
-		t := decodeTotal(tb.Get(tk))
-		t.Amount += a.Amount
-		t.Quantity += a.Quantity
-		t.Tickets += a.Tickets
-		t.Aggregates++
-		return tb.Put(tk, t.encode())
+		var err error
+		res, err = book(tx, s, &a, b)
+		return err
 	})
 	if err != nil {
-		return 0, nil, fmt.Errorf("receiver: store: %w", err)
+		return bk, fmt.Errorf("receiver: store: %w", err)
 	}
-	r.count(func(s *Stats) {
-		if out == Duplicate {
-			s.Duplicates++
-		} else {
-			s.Accepted++
+	r.count(func(st *Stats) {
+		switch {
+		case res.held == holdConflict:
+			st.Conflicts++
+		case res.held == holdWrongGateway:
+			st.WrongGateway++
+		case res.duplicate:
+			st.Duplicates++
+		default:
+			st.Accepted++
+			if res.reset != nil {
+				st.Resets++
+			}
 		}
 	})
-	return out, &a, nil
+	switch res.held {
+	case holdConflict:
+		return bk, fmt.Errorf("%w: stream %s seq %d (gateway %s); held for review", ErrConflict, s, a.Seq, a.Gateway)
+	case holdWrongGateway:
+		return bk, fmt.Errorf("%w: key %x speaks for gateway %q, the aggregate says %q; held for review", ErrWrongGateway, s.KeyID, res.bound, a.Gateway)
+	}
+	if res.duplicate {
+		bk.Outcome = Duplicate
+	}
+	bk.ResetFrom = res.reset
+	return bk, nil
+}
+
+type bookResult struct {
+	duplicate bool
+	reset     *Reset // the aggregate began a new epoch of a known key
+	held      byte   // 0 or the hold reason
+	bound     string // the gateway id the key is bound to
+}
+
+// book is Accept's transaction: the identity checks, then the booking.
+func book(tx *bolt.Tx, s protocol.StreamID, a *protocol.Aggregate, b []byte) (bookResult, error) {
+	var res bookResult
+	bind := tx.Bucket(bucketBindings)
+	bound := bind.Get(s.KeyID[:])
+	switch {
+	case bound == nil:
+		if err := bind.Put(s.KeyID[:], []byte(a.Gateway)); err != nil {
+			return res, err
+		}
+	case string(bound) != a.Gateway:
+		res.held, res.bound = holdWrongGateway, string(bound)
+		return res, hold(tx, s, a.Seq, holdWrongGateway, b)
+	}
+	key := seqKey(s, a.Seq)
+	if old := tx.Bucket(bucketBooked).Get(key); old != nil {
+		if bytes.Equal(old, b) {
+			res.duplicate = true
+			return res, nil
+		}
+		res.held = holdConflict
+		return res, hold(tx, s, a.Seq, holdConflict, b)
+	}
+	reset, err := bookStream(tx, s, a, b)
+	if err != nil {
+		return res, err
+	}
+	res.reset = reset
+	tb := tx.Bucket(bucketTotals)
+	tk := []byte(a.Provider + "\x00" + a.Account + "\x00" + a.Currency)
+	t := decodeTotal(tb.Get(tk))
+	var ok bool
+	if t.Amount, ok = addU64(t.Amount, a.Amount); !ok {
+		return res, fmt.Errorf("total of %s/%s overflows", a.Provider, a.Account)
+	}
+	if t.Quantity, ok = addU64(t.Quantity, a.Quantity); !ok {
+		return res, fmt.Errorf("quantity of %s/%s overflows", a.Provider, a.Account)
+	}
+	t.Tickets += a.Tickets
+	t.Aggregates++
+	return res, tb.Put(tk, t.encode())
+}
+
+func addU64(a, b uint64) (uint64, bool) {
+	s := a + b
+	return s, s >= a
+}
+
+// bookStream records a's bytes under its stream and seq and updates the
+// stream's record; when a began a new epoch of a key seen before (a stream
+// reset) it returns the epoch replaced.
+func bookStream(tx *bolt.Tx, s protocol.StreamID, a *protocol.Aggregate, b []byte) (*Reset, error) {
+	if err := tx.Bucket(bucketBooked).Put(seqKey(s, a.Seq), b); err != nil {
+		return nil, err
+	}
+	sb := tx.Bucket(bucketStreams)
+	sk := streamKey(s)
+	rec, known := decodeStream(sb.Get(sk))
+	var reset *Reset
+	if !known {
+		rec = streamRecord{Gateway: a.Gateway, First: time.Now().UnixMilli()}
+		lb := tx.Bucket(bucketLatest)
+		if prev := lb.Get(s.KeyID[:]); len(prev) == 8 {
+			p := s
+			p.Epoch = binary.BigEndian.Uint64(prev)
+			if old, ok := decodeStream(sb.Get(streamKey(p))); ok {
+				rec.ResetFrom, rec.ResetFromLast, rec.Reset = p.Epoch, old.High, true
+				reset = &Reset{Epoch: p.Epoch, LastSeq: old.High}
+			}
+		}
+		if err := lb.Put(s.KeyID[:], binary.BigEndian.AppendUint64(nil, s.Epoch)); err != nil {
+			return nil, err
+		}
+	}
+	rec.High = max(rec.High, a.Seq)
+	rec.Count++
+	return reset, sb.Put(sk, rec.encode())
+}
+
+// hold keeps an aggregate that cannot be booked, once per distinct bytes.
+func hold(tx *bolt.Tx, s protocol.StreamID, seq uint64, reason byte, b []byte) error {
+	h := sha256.Sum256(b)
+	k := append(seqKey(s, seq), h[:8]...)
+	hb := tx.Bucket(bucketHeld)
+	if hb.Get(k) != nil {
+		return nil
+	}
+	v := binary.BigEndian.AppendUint64([]byte{reason}, uint64(time.Now().UnixMilli()))
+	return hb.Put(k, append(v, b...))
+}
+
+func streamKey(s protocol.StreamID) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), s.KeyID[:]...), s.Epoch)
+}
+
+func seqKey(s protocol.StreamID, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(streamKey(s), seq)
+}
+
+func streamOfKey(k []byte) protocol.StreamID {
+	var s protocol.StreamID
+	copy(s.KeyID[:], k[:protocol.KeyIDLen])
+	s.Epoch = binary.BigEndian.Uint64(k[protocol.KeyIDLen:])
+	return s
+}
+
+// streamRecord is what the receiver keeps per stream.
+type streamRecord struct {
+	Gateway       string
+	High          uint64 // highest seq booked
+	Count         uint64 // aggregates booked
+	First         int64  // unix ms of the first booking
+	Reset         bool   // the stream began as a reset of the key's epoch ResetFrom
+	ResetFrom     uint64
+	ResetFromLast uint64 // ResetFrom's highest seq when this stream began
+}
+
+func (r streamRecord) encode() []byte {
+	b := make([]byte, 0, 42+len(r.Gateway))
+	for _, v := range []uint64{r.High, r.Count, uint64(r.First), r.ResetFrom, r.ResetFromLast} {
+		b = binary.BigEndian.AppendUint64(b, v)
+	}
+	flag := byte(0)
+	if r.Reset {
+		flag = 1
+	}
+	return append(append(b, flag), r.Gateway...)
+}
+
+func decodeStream(b []byte) (streamRecord, bool) {
+	var r streamRecord
+	if len(b) < 41 {
+		return r, false
+	}
+	r.High, r.Count, r.First = binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), int64(binary.BigEndian.Uint64(b[16:]))
+	r.ResetFrom, r.ResetFromLast = binary.BigEndian.Uint64(b[24:]), binary.BigEndian.Uint64(b[32:])
+	r.Reset, r.Gateway = b[40] == 1, string(b[41:])
+	return r, true
 }
 
 func (r *Receiver) count(f func(*Stats)) {
@@ -185,53 +504,127 @@ func decodeTotal(b []byte) Total {
 	return t
 }
 
-// Report is the receiver's view: totals and, per gateway, the seqs missing
-// below the highest seen.
-type Report struct {
-	Totals []Total             `json:"totals"`
-	Gaps   map[string][]uint64 `json:"gaps"`
-	High   map[string]uint64   `json:"highest_seq"`
-	Stats  Stats               `json:"stats"`
+// StreamReport is one aggregate stream as booked.
+type StreamReport struct {
+	Stream     string `json:"stream"` // protocol.StreamID.String()
+	KeyID      string `json:"key_id"`
+	Epoch      uint64 `json:"epoch"`
+	Gateway    string `json:"gateway"`
+	High       uint64 `json:"highest_seq"`
+	Aggregates uint64 `json:"aggregates"`
+	// Missing counts the seqs below High not booked; Gaps lists the first
+	// maxGaps of them.
+	Missing uint64   `json:"missing"`
+	Gaps    []uint64 `json:"gaps,omitempty"`
+	// ResetFrom is set when this stream began as a new epoch of a key
+	// already seen: the gateway lost or replaced its state file.
+	ResetFrom *Reset `json:"reset_from,omitempty"`
 }
 
-// Report reads the totals and finds the gaps.
+// Reset is the epoch a stream reset replaced, and how far it had got.
+type Reset struct {
+	Epoch   uint64 `json:"epoch"`
+	LastSeq uint64 `json:"last_seq"`
+}
+
+// Held is an aggregate kept aside, not booked: a conflict or a wrong
+// gateway. Its money is in Amount; an operator decides what it is.
+type Held struct {
+	Stream   string `json:"stream"`
+	Seq      uint64 `json:"seq"`
+	Reason   string `json:"reason"` // conflict | wrong_gateway
+	At       int64  `json:"at_ms"`
+	Gateway  string `json:"gateway"` // as the aggregate claims
+	Provider string `json:"provider"`
+	Account  string `json:"account"`
+	Amount   uint64 `json:"amount_nanos"`
+	Currency string `json:"currency"`
+	Bytes    string `json:"bytes_hex"`
+}
+
+// Report is the receiver's view: totals, every stream with its gaps and
+// reset, the held aggregates, and the counters.
+type Report struct {
+	Totals  []Total        `json:"totals"`
+	Streams []StreamReport `json:"streams"`
+	Held    []Held         `json:"held"`
+	// Gaps and High are keyed by stream (protocol.StreamID.String()).
+	Gaps  map[string][]uint64 `json:"gaps"`
+	High  map[string]uint64   `json:"highest_seq"`
+	Stats Stats               `json:"stats"`
+}
+
+// maxGaps bounds the seqs listed per stream.
+const maxGaps = 1000
+
+// Report reads the books in one transaction.
 func (r *Receiver) Report() (*Report, error) {
 	rep := &Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}, Stats: r.Stats()}
 	err := r.db.View(func(tx *bolt.Tx) error {
 		tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
-			var p [3]string
-			start, n := 0, 0
-			for i, c := range k {
-				if c == 0 && n < 2 {
-					p[n], start, n = string(k[start:i]), i+1, n+1
-				}
+			p := bytes.SplitN(k, []byte{0}, 3)
+			if len(p) != 3 {
+				return nil
 			}
-			p[2] = string(k[start:])
 			t := decodeTotal(v)
-			t.Provider, t.Account, t.Currency = p[0], p[1], p[2]
+			t.Provider, t.Account, t.Currency = string(p[0]), string(p[1]), string(p[2])
 			rep.Totals = append(rep.Totals, t)
 			return nil
 		})
-		seen := tx.Bucket(bucketSeen)
-		return tx.Bucket(bucketHigh).ForEach(func(gw, h []byte) error {
-			high := binary.BigEndian.Uint64(h)
-			rep.High[string(gw)] = high
-			c := seen.Cursor()
-			prefix := append(append([]byte(nil), gw...), 0)
-			want := uint64(1)
-			for k, _ := c.Seek(prefix); k != nil && len(k) == len(prefix)+8 && string(k[:len(prefix)]) == string(prefix); k, _ = c.Next() {
-				seq := binary.BigEndian.Uint64(k[len(prefix):])
-				for ; want < seq && len(rep.Gaps[string(gw)]) < 1000; want++ {
-					rep.Gaps[string(gw)] = append(rep.Gaps[string(gw)], want)
-				}
-				want = seq + 1
+		booked := tx.Bucket(bucketBooked)
+		tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
+			rec, ok := decodeStream(v)
+			if !ok || len(k) != protocol.KeyIDLen+8 {
+				return nil
 			}
+			s := streamOfKey(k)
+			sr := StreamReport{Stream: s.String(), KeyID: hex.EncodeToString(s.KeyID[:]), Epoch: s.Epoch,
+				Gateway: rec.Gateway, High: rec.High, Aggregates: rec.Count, Missing: rec.High - rec.Count}
+			if rec.Reset {
+				sr.ResetFrom = &Reset{Epoch: rec.ResetFrom, LastSeq: rec.ResetFromLast}
+			}
+			if sr.Missing > 0 {
+				sr.Gaps = gaps(booked.Cursor(), k, rec.High)
+			}
+			rep.Streams = append(rep.Streams, sr)
+			rep.High[sr.Stream] = sr.High
+			rep.Gaps[sr.Stream] = sr.Gaps
+			return nil
+		})
+		return tx.Bucket(bucketHeld).ForEach(func(k, v []byte) error {
+			if len(k) != protocol.KeyIDLen+24 || len(v) < 9 {
+				return nil
+			}
+			h := Held{Stream: streamOfKey(k).String(), Seq: binary.BigEndian.Uint64(k[protocol.KeyIDLen+8:]),
+				Reason: holdReason(v[0]), At: int64(binary.BigEndian.Uint64(v[1:])), Bytes: hex.EncodeToString(v[9:])}
+			if _, a, err := strict.DecodeAggregate(v[9:]); err == nil {
+				h.Gateway, h.Provider, h.Account, h.Amount, h.Currency = a.Gateway, a.Provider, a.Account, a.Amount, a.Currency
+			}
+			rep.Held = append(rep.Held, h)
 			return nil
 		})
 	})
 	sort.Slice(rep.Totals, func(i, j int) bool {
 		a, b := rep.Totals[i], rep.Totals[j]
-		return a.Provider+"\x00"+a.Account < b.Provider+"\x00"+b.Account
+		return a.Provider+"\x00"+a.Account+"\x00"+a.Currency < b.Provider+"\x00"+b.Account+"\x00"+b.Currency
 	})
 	return rep, err
+}
+
+// gaps lists the first maxGaps seqs in 1..high not booked in the stream
+// whose key is prefix.
+func gaps(c *bolt.Cursor, prefix []byte, high uint64) []uint64 {
+	var out []uint64
+	want := uint64(1)
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < maxGaps; k, _ = c.Next() {
+		seq := binary.BigEndian.Uint64(k[len(prefix):])
+		for ; want < seq && len(out) < maxGaps; want++ {
+			out = append(out, want)
+		}
+		want = seq + 1
+	}
+	for ; want <= high && len(out) < maxGaps; want++ {
+		out = append(out, want)
+	}
+	return out
 }

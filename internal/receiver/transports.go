@@ -18,7 +18,8 @@ import (
 )
 
 // Handler serves POST /aggregates (an aggregate; 200 once booked, also
-// for a duplicate; 400/403 for a refusal) and GET /totals.
+// for a duplicate; 400/403 for a refusal; 409 for a conflict or a wrong
+// gateway, held in the file) and GET /totals (the Report).
 func (r *Receiver) Handler(log *slog.Logger) http.Handler {
 	m := http.NewServeMux()
 	m.HandleFunc("POST /aggregates", func(w http.ResponseWriter, req *http.Request) {
@@ -27,8 +28,10 @@ func (r *Receiver) Handler(log *slog.Logger) http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		out, a, err := r.Accept(b)
+		bk, err := r.Accept(b)
 		switch {
+		case errors.Is(err, ErrConflict), errors.Is(err, ErrWrongGateway):
+			http.Error(w, err.Error(), http.StatusConflict)
 		case errors.Is(err, ErrUntrusted):
 			http.Error(w, err.Error(), http.StatusForbidden)
 		case errors.Is(err, ErrInvalid):
@@ -36,15 +39,13 @@ func (r *Receiver) Handler(log *slog.Logger) http.Handler {
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		default:
-			if out == Duplicate {
-				fmt.Fprintf(w, "duplicate %s/%d\n", a.Gateway, a.Seq)
+			if bk.Outcome == Duplicate {
+				fmt.Fprintf(w, "duplicate %s\n", bk.Stream.Key(bk.Aggregate.Seq))
 				return
 			}
-			fmt.Fprintf(w, "accepted %s/%d\n", a.Gateway, a.Seq)
+			fmt.Fprintf(w, "accepted %s\n", bk.Stream.Key(bk.Aggregate.Seq))
 		}
-		if err != nil {
-			log.Warn("aggregate refused", "key", req.Header.Get("Idempotency-Key"), "error", err)
-		}
+		logOutcome(log, "key", req.Header.Get("Idempotency-Key"), bk, err)
 	})
 	m.HandleFunc("GET /totals", func(w http.ResponseWriter, _ *http.Request) {
 		rep, err := r.Report()
@@ -66,13 +67,10 @@ func (r *Receiver) RunMQTT(ctx context.Context, broker, clientID, filter, user, 
 		filter = "farthing/v1/aggregates/#"
 	}
 	handle := func(_ paho.Client, m paho.Message) {
-		_, _, err := r.Accept(m.Payload())
-		if err != nil && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrUntrusted) {
-			log.Error("aggregate not booked; it will come again", "error", err)
-			return
-		}
-		if err != nil {
-			log.Warn("aggregate refused", "topic", m.Topic(), "error", err)
+		bk, err := r.Accept(m.Payload())
+		logOutcome(log, "topic", m.Topic(), bk, err)
+		if err != nil && !Refused(err) {
+			return // not acknowledged: it comes again
 		}
 		m.Ack()
 	}
@@ -116,15 +114,14 @@ func (r *Receiver) RunJetStream(ctx context.Context, url, stream, durable string
 		}
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		_, _, err := r.Accept(m.Data())
+		bk, err := r.Accept(m.Data())
+		logOutcome(log, "subject", m.Subject(), bk, err)
 		switch {
 		case err == nil:
 			m.Ack()
-		case errors.Is(err, ErrInvalid), errors.Is(err, ErrUntrusted):
-			log.Warn("aggregate refused", "subject", m.Subject(), "error", err)
-			m.Term()
+		case Refused(err):
+			m.Term() // a refusal is final; a held aggregate is kept in the file
 		default:
-			log.Error("aggregate not booked; it will come again", "error", err)
 			m.Nak()
 		}
 	})
@@ -134,4 +131,22 @@ func (r *Receiver) RunJetStream(ctx context.Context, url, stream, durable string
 	<-ctx.Done()
 	cc.Stop()
 	return nil
+}
+
+// logOutcome writes the log line of an aggregate that was not plainly
+// booked: a conflict or a wrong gateway at error level (money held, an
+// operator must look), a refusal at warn, a storage failure at error, a
+// stream reset at warn.
+func logOutcome(log *slog.Logger, where, what string, bk Booking, err error) {
+	switch {
+	case errors.Is(err, ErrConflict), errors.Is(err, ErrWrongGateway):
+		log.Error("aggregate held, not booked", where, what, "amount_nanos", bk.Aggregate.Amount, "error", err)
+	case Refused(err):
+		log.Warn("aggregate refused", where, what, "error", err)
+	case err != nil:
+		log.Error("aggregate not booked; it will come again", where, what, "error", err)
+	case bk.ResetFrom != nil:
+		log.Warn("aggregate stream reset: the gateway started a new state file", where, what, "gateway", bk.Aggregate.Gateway,
+			"stream", bk.Stream.String(), "previous_epoch", fmt.Sprintf("%x", bk.ResetFrom.Epoch), "previous_last_seq", bk.ResetFrom.LastSeq)
+	}
 }

@@ -17,6 +17,7 @@ type aggregatePayload struct {
 	Tickets     uint64 `cbor:"11,keyasint"`
 	MerkleRoot  []byte `cbor:"12,keyasint"`
 	Corrects    uint64 `cbor:"13,keyasint"`
+	Epoch       uint64 `cbor:"14,keyasint"`
 }
 
 // DecodeAggregate decodes an untrusted aggregate. It does not verify the
@@ -42,7 +43,7 @@ func DecodeAggregate(b []byte) (protocol.Envelope, protocol.Aggregate, error) {
 	}
 	a = protocol.Aggregate{Gateway: p.Gateway, Seq: p.Seq, Provider: p.Provider, Account: p.Account, Meter: p.Meter,
 		WindowStart: p.WindowStart, WindowEnd: p.WindowEnd, Quantity: p.Quantity, Amount: p.Amount,
-		Currency: p.Currency, Tickets: p.Tickets, MerkleRoot: p.MerkleRoot, Corrects: p.Corrects}
+		Currency: p.Currency, Tickets: p.Tickets, MerkleRoot: p.MerkleRoot, Corrects: p.Corrects, Epoch: p.Epoch}
 	var buf [protocol.MaxAggregateSize]byte
 	again, err := protocol.AppendAggregatePayload(buf[:0], &a)
 	if err != nil {

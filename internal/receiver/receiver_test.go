@@ -1,0 +1,236 @@
+package receiver_test
+
+import (
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+type gw struct {
+	pub ed25519.PublicKey
+	s   *protocol.Ed25519Signer
+}
+
+func newGW(t *testing.T) gw {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	s, err := protocol.NewEd25519Signer(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gw{pub, s}
+}
+
+// agg signs an aggregate of amount in stream epoch with seq for gateway id.
+func (g gw) agg(t *testing.T, id string, epoch, seq, amount uint64) []byte {
+	t.Helper()
+	a := protocol.Aggregate{Gateway: id, Seq: seq, Epoch: epoch, Provider: "p", Account: "a", Meter: "m",
+		WindowStart: 1, WindowEnd: 2, Quantity: amount / 10, Amount: amount, Currency: "EUR", Tickets: 1, MerkleRoot: make([]byte, 32)}
+	var enc protocol.Encoder
+	b, err := enc.AppendAggregate(nil, &a, g.s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func total(t *testing.T, r *receiver.Receiver) (amount, aggs uint64, rep *receiver.Report) {
+	t.Helper()
+	rep, err := r.Report()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tot := range rep.Totals {
+		amount += tot.Amount
+		aggs += tot.Aggregates
+	}
+	return amount, aggs, rep
+}
+
+func mustBook(t *testing.T, r *receiver.Receiver, b []byte, want receiver.Outcome) receiver.Booking {
+	t.Helper()
+	bk, err := r.Accept(b)
+	if err != nil {
+		t.Fatalf("Accept: %v", err)
+	}
+	if bk.Outcome != want {
+		t.Fatalf("Accept outcome = %d; want %d", bk.Outcome, want)
+	}
+	return bk
+}
+
+// Two gateways that share a gateway id (say both left at an old default
+// "gw-raspberrypi") send seqs 1..n each: every aggregate of both is booked.
+func TestTwoGatewaysOneIDBothBooked(t *testing.T) {
+	a, b := newGW(t), newGW(t)
+	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), receiver.Keys(a.pub, b.pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for seq := uint64(1); seq <= 5; seq++ {
+		mustBook(t, r, a.agg(t, "gw-raspberrypi", 7, seq, 1000), receiver.Accepted)
+		mustBook(t, r, b.agg(t, "gw-raspberrypi", 9, seq, 10), receiver.Accepted)
+	}
+	mustBook(t, r, a.agg(t, "gw-raspberrypi", 7, 3, 1000), receiver.Duplicate)
+	amount, aggs, rep := total(t, r)
+	if amount != 5*1000+5*10 || aggs != 10 || len(rep.Streams) != 2 {
+		t.Fatalf("booked %d nanos in %d aggregates, %d streams; want 5050 in 10, 2 streams", amount, aggs, len(rep.Streams))
+	}
+	if st := rep.Stats; st.Accepted != 10 || st.Duplicates != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A gateway whose state file was lost starts a new epoch at seq 1: booked,
+// and reported as a reset with the old epoch's last seq.
+func TestStreamResetBookedAndReported(t *testing.T) {
+	a := newGW(t)
+	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), receiver.Keys(a.pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for seq := uint64(1); seq <= 4; seq++ {
+		if bk := mustBook(t, r, a.agg(t, "gw-a", 100, seq, 5), receiver.Accepted); bk.ResetFrom != nil {
+			t.Fatalf("seq %d: reset %+v in the first epoch", seq, bk.ResetFrom)
+		}
+	}
+	bk := mustBook(t, r, a.agg(t, "gw-a", 200, 1, 7), receiver.Accepted)
+	if bk.ResetFrom == nil || bk.ResetFrom.Epoch != 100 || bk.ResetFrom.LastSeq != 4 {
+		t.Fatalf("new epoch: ResetFrom = %+v; want epoch 100, last seq 4", bk.ResetFrom)
+	}
+	mustBook(t, r, a.agg(t, "gw-a", 200, 2, 7), receiver.Accepted)
+	amount, _, rep := total(t, r)
+	if amount != 4*5+2*7 {
+		t.Fatalf("booked %d; want %d", amount, 4*5+2*7)
+	}
+	resets := 0
+	for _, s := range rep.Streams {
+		if s.ResetFrom != nil {
+			resets++
+			if s.Epoch != 200 || s.ResetFrom.LastSeq != 4 {
+				t.Fatalf("reset stream %+v", s)
+			}
+		}
+	}
+	if resets != 1 || rep.Stats.Resets != 1 {
+		t.Fatalf("%d resets in the report, %d counted; want 1", resets, rep.Stats.Resets)
+	}
+}
+
+// The same (key, epoch, seq) with other bytes is a conflict: refused,
+// held, counted, reported, never booked and never called a duplicate.
+func TestConflictHeldNotBooked(t *testing.T) {
+	a := newGW(t)
+	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), receiver.Keys(a.pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	mustBook(t, r, a.agg(t, "gw-a", 1, 1, 500), receiver.Accepted)
+	other := a.agg(t, "gw-a", 1, 1, 777)
+	for range 2 {
+		if _, err := r.Accept(other); !errors.Is(err, receiver.ErrConflict) || !receiver.Refused(err) {
+			t.Fatalf("conflicting aggregate: err = %v; want ErrConflict", err)
+		}
+	}
+	amount, aggs, rep := total(t, r)
+	if amount != 500 || aggs != 1 {
+		t.Fatalf("booked %d in %d; want 500 in 1", amount, aggs)
+	}
+	if len(rep.Held) != 1 || rep.Held[0].Reason != "conflict" || rep.Held[0].Amount != 777 || rep.Held[0].Seq != 1 {
+		t.Fatalf("held = %+v; want the 777 aggregate, once, as a conflict", rep.Held)
+	}
+	if rep.Stats.Conflicts != 2 || rep.Stats.Duplicates != 0 {
+		t.Fatalf("stats %+v: want 2 conflicts, 0 duplicates", rep.Stats)
+	}
+}
+
+// A key speaks for one gateway id: the configured one, or the first seen.
+func TestKeyBoundToOneGatewayID(t *testing.T) {
+	a, b := newGW(t), newGW(t)
+	path := filepath.Join(t.TempDir(), "r.db")
+	r, err := receiver.Open(path, []receiver.Trust{{Key: a.pub, Gateway: "site-1"}, {Key: b.pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Accept(a.agg(t, "site-2", 1, 1, 5)); !errors.Is(err, receiver.ErrWrongGateway) {
+		t.Fatalf("configured binding: err = %v; want ErrWrongGateway", err)
+	}
+	mustBook(t, r, a.agg(t, "site-1", 1, 1, 5), receiver.Accepted)
+	mustBook(t, r, b.agg(t, "site-9", 1, 1, 3), receiver.Accepted) // bound now
+	if _, err := r.Accept(b.agg(t, "site-1", 1, 2, 3)); !errors.Is(err, receiver.ErrWrongGateway) {
+		t.Fatalf("binding on first use: err = %v; want ErrWrongGateway", err)
+	}
+	amount, _, rep := total(t, r)
+	if amount != 8 || len(rep.Held) != 2 || rep.Stats.WrongGateway != 2 {
+		t.Fatalf("booked %d, held %d, counted %d; want 8, 2, 2", amount, len(rep.Held), rep.Stats.WrongGateway)
+	}
+	r.Close()
+	// The binding made on first use is in the file: reopening with another
+	// configured id for that key is refused.
+	if _, err := receiver.Open(path, []receiver.Trust{{Key: b.pub, Gateway: "site-1"}}); err == nil {
+		t.Fatal("reopened with a binding that contradicts the file")
+	}
+}
+
+// An aggregate from before stream epochs (no key 14) is epoch 0, and a
+// receiver file from before streams is carried over with its totals.
+func TestLegacyAggregatesAndFile(t *testing.T) {
+	a := newGW(t)
+	path := filepath.Join(t.TempDir(), "r.db")
+	old := a.agg(t, "gw-old", 0, 1, 40)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		seen, _ := tx.CreateBucket([]byte("seen"))
+		seen.Put(binary.BigEndian.AppendUint64([]byte("gw-old\x00"), 1), old)
+		high, _ := tx.CreateBucket([]byte("high"))
+		high.Put([]byte("gw-old"), binary.BigEndian.AppendUint64(nil, 1))
+		tot, _ := tx.CreateBucket([]byte("totals"))
+		var v []byte
+		for _, x := range []uint64{40, 4, 1, 1} {
+			v = binary.BigEndian.AppendUint64(v, x)
+		}
+		return tot.Put([]byte("p\x00a\x00EUR"), v)
+	})
+	db.Close()
+	r, err := receiver.Open(path, receiver.Keys(a.pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	mustBook(t, r, old, receiver.Duplicate)
+	mustBook(t, r, a.agg(t, "gw-old", 0, 2, 2), receiver.Accepted)
+	amount, aggs, rep := total(t, r)
+	if amount != 42 || aggs != 2 || len(rep.Streams) != 1 || rep.Streams[0].Epoch != 0 || rep.Streams[0].High != 2 {
+		t.Fatalf("booked %d in %d, streams %+v", amount, aggs, rep.Streams)
+	}
+}
+
+// Gaps are per stream, counted below its highest seq.
+func TestGapsPerStream(t *testing.T) {
+	a := newGW(t)
+	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), receiver.Keys(a.pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, seq := range []uint64{1, 2, 5, 7} {
+		mustBook(t, r, a.agg(t, "gw-a", 3, seq, 1), receiver.Accepted)
+	}
+	_, _, rep := total(t, r)
+	s := rep.Streams[0]
+	if s.Missing != 3 || len(s.Gaps) != 3 || s.Gaps[0] != 3 || s.Gaps[1] != 4 || s.Gaps[2] != 6 {
+		t.Fatalf("stream %+v: want gaps 3 4 6", s)
+	}
+}
