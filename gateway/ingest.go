@@ -48,8 +48,8 @@ type Ingest struct {
 	log     *slog.Logger
 	limits  LimitsConfig
 	now     func() time.Time
-	full    atomic.Bool     // the store is near its bound
-	signer  protocol.Signer // the gateway's Ed25519 key, for aggregates
+	full    atomic.Bool       // the store is near its bound
+	signer  protocol.Signer   // the gateway's Ed25519 key, for aggregates
 	stream  protocol.StreamID // the signer's key id and the state file's stream epoch
 	ed      *edBatcher
 }
