@@ -11,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/farthing-iot/farthing/gateway/mqtt"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -42,6 +43,7 @@ type Config struct {
 	MQTT      MQTTConfig       `yaml:"mqtt"`
 	DTLS      DTLSConfig       `yaml:"dtls"`
 	HTTP      HTTPConfig       `yaml:"http"`
+	Operator  OperatorConfig   `yaml:"operator"`
 	Limits    LimitsConfig     `yaml:"limits"`
 	Commit    CommitConfig     `yaml:"commit"`
 	// Upstreams receive every sealed aggregate (or their providers').
@@ -124,6 +126,9 @@ type MQTTConfig struct {
 	// ticket until its receipt arrives and sends it again after a
 	// reconnect, and a repeat is answered with the original receipt.
 	ReceiptQoS int `yaml:"receipt_qos"`
+	// The embedded broker's front door: connect_timeout, max_connections,
+	// connect_rate, connect_burst (see mqtt.DoorConfig for the defaults).
+	mqtt.DoorConfig `yaml:",inline"`
 }
 
 // DTLSConfig is the CoAP-over-DTLS listener (see package coaps).
@@ -146,8 +151,9 @@ type DTLSConfig struct {
 
 // HTTPConfig is the metrics and health endpoint.
 type HTTPConfig struct {
-	// Listen address for /metrics, /healthz, /readyz, /inspect; default
-	// 127.0.0.1:9100; "off" disables it.
+	// Listen address for /metrics, /healthz and /readyz, and nothing else
+	// (the operator API has its own listener); default 127.0.0.1:9100;
+	// "off" disables it.
 	Listen string `yaml:"listen"`
 }
 
@@ -237,6 +243,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9100"
+	}
+	if c.Operator.Socket == "" {
+		c.Operator.Socket = filepath.Join(c.DataDir, OperatorSocket)
 	}
 	if c.Limits.MaxStoreBytes == 0 {
 		c.Limits.MaxStoreBytes = 1 << 30
@@ -331,6 +340,9 @@ func (c *Config) validate(path string) error {
 	}
 	if c.Commit.MaxBatch < 0 || c.Commit.Linger < 0 {
 		return bad("commit", "negative value")
+	}
+	if err := c.Operator.validate(); err != nil {
+		return bad("operator", "%v", err)
 	}
 	if c.MQTT.ReceiptQoS != 0 && c.MQTT.ReceiptQoS != 1 {
 		return bad("mqtt.receipt_qos", "%d: want 0 or 1", c.MQTT.ReceiptQoS)

@@ -5,24 +5,23 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/net/netutil"
 
 	"github.com/farthing-iot/farthing/gateway/coaps"
 	"github.com/farthing-iot/farthing/gateway/mqtt"
@@ -38,10 +37,6 @@ import (
 // StateFile is the name of the state file in the data directory.
 const StateFile = "state.db"
 
-// AddrFile holds the address of the running daemon's HTTP endpoint, so
-// that `farthing inspect` can ask it while it holds the state file.
-const AddrFile = "http.addr"
-
 // Gateway is a running daemon.
 type Gateway struct {
 	cfg     *Config
@@ -55,9 +50,12 @@ type Gateway struct {
 	mu     sync.Mutex // guards mtimes
 	mtimes [2]time.Time
 
-	ready    chan struct{} // closed once the transports listen
-	httpLis  net.Listener
-	coapAddr string
+	ready     chan struct{} // closed once the transports listen
+	httpLis   net.Listener
+	coapAddr  string
+	listeners []listenerCheck // set before ready is closed
+	// operatorAddr is the operator API's TCP address once ready ("" if off).
+	operatorAddr string
 }
 
 // New opens the data directory (creating the gateway key on first start)
@@ -240,6 +238,10 @@ func loadDTLSCerts(c DTLSConfig) (*tls.Certificate, *x509.CertPool, error) {
 	return &cert, pool, nil
 }
 
+// OperatorAddr is the operator API's TCP address once ready ("" if it
+// listens on its Unix socket only).
+func (g *Gateway) OperatorAddr() string { return g.operatorAddr }
+
 // CoAPAddr is the DTLS listener's UDP address once ready ("" if off).
 func (g *Gateway) CoAPAddr() string { return g.coapAddr }
 
@@ -251,114 +253,135 @@ func (g *Gateway) authenticate(device string, password []byte) bool {
 // Run serves until ctx ends, then shuts down gracefully: transports stop
 // taking tickets, tickets in flight finish their commits, the store
 // closes.
-func (g *Gateway) Run(ctx context.Context) error {
+func (g *Gateway) Run(ctx context.Context) (err error) {
 	tctx, stopTransports := context.WithCancel(context.Background())
-	defer stopTransports()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	topics := mqtt.Topics{Prefix: g.cfg.MQTT.TopicPrefix}
-	event := func(e string) { g.metrics.Transport.WithLabelValues("mqtt", e).Inc() }
-	switch g.cfg.MQTT.Mode {
-	case "embedded":
-		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.handle("mqtt"),
-			Authenticate: g.authenticate, Log: g.log, Event: event, SessionExpiry: g.cfg.MQTT.SessionExpiry,
-			ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS)})
-		if err != nil {
-			return err
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); errc <- b.Serve(tctx) }()
-		g.log.Info("embedded MQTT broker listening", "addr", g.cfg.MQTT.Listen, "tickets", topics.TicketFilter())
-	case "external":
-		subscribed := make(chan struct{})
-		var once sync.Once
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errc <- mqtt.RunClient(tctx, mqtt.ClientConfig{Broker: g.cfg.MQTT.Broker, ClientID: g.cfg.MQTT.ClientID,
-				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.handle("mqtt"), Log: g.log, Event: event, ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS),
-				Subscribed: func() { once.Do(func() { close(subscribed) }) }})
-		}()
-		// Ready means tickets can arrive: wait for the subscription.
-		select {
-		case <-subscribed:
-		case err := <-errc:
-			stopTransports()
-			wg.Wait()
-			g.store.Close()
-			return err
-		case <-ctx.Done():
-		}
-	}
-	if g.cfg.DTLS.Listen != "off" {
-		c := g.cfg.DTLS
-		cert, cas, err := loadDTLSCerts(c)
-		if err != nil {
-			stopTransports()
-			wg.Wait()
-			g.store.Close()
-			return err
-		}
-		cs, err := coaps.Listen(coaps.Config{Listen: c.Listen, Handle: g.handleCoAP, PSK: g.dtlsPSK, Log: g.log,
-			Certificate: cert, ClientCAs: cas,
-			HandshakeTimeout: c.HandshakeTimeout, MaxHalfOpen: c.MaxHalfOpen, HandshakeRate: c.HandshakeRate,
-			HandshakeBurst: c.HandshakeBurst, IdleTimeout: c.IdleTimeout, MaxSessions: c.MaxSessions,
-			Event: func(e string) { g.metrics.Transport.WithLabelValues("coaps", e).Inc() }})
-		if err != nil {
-			stopTransports()
-			wg.Wait()
-			g.store.Close()
-			return err
-		}
-		g.coapAddr = cs.Addr().String()
-		wg.Add(1)
-		go func() { defer wg.Done(); cs.Serve(tctx) }()
-		g.log.Info("CoAP over DTLS listening", "addr", g.coapAddr, "path", "/t")
-	}
+	var api *operatorAPI
 	var srv *http.Server
+	// One teardown for every exit: transports stop, goroutines end, the
+	// servers close, the store closes last.
+	defer func() {
+		stopTransports()
+		wg.Wait()
+		if srv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			srv.Shutdown(sctx)
+			cancel()
+		}
+		if api != nil {
+			api.close()
+		}
+		if cerr := g.store.Close(); err == nil {
+			err = cerr
+		}
+		g.log.Info("stopped")
+	}()
+	errc := make(chan error, 4)
+	if err := g.startMQTT(ctx, tctx, &wg, errc); err != nil {
+		return err
+	}
+	if err := g.startDTLS(tctx, &wg); err != nil {
+		return err
+	}
 	if g.cfg.HTTP.Listen != "off" {
 		l, err := net.Listen("tcp", g.cfg.HTTP.Listen)
 		if err != nil {
-			stopTransports()
-			wg.Wait()
 			return fmt.Errorf("http: %w", err)
 		}
 		g.httpLis = l
-		os.WriteFile(filepath.Join(g.cfg.DataDir, AddrFile), []byte(l.Addr().String()), 0o600)
-		srv = &http.Server{Handler: g.mux(), ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(l)
+		srv = &http.Server{Handler: g.mux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: g.httpErrorLog()}
+		go srv.Serve(netutil.LimitListener(l, metricsMaxConns))
 		g.log.Info("metrics and health", "addr", "http://"+l.Addr().String()+"/metrics")
 	}
+	var oerr error
+	if api, oerr = g.startOperator(); oerr != nil {
+		return oerr
+	}
 	if err := g.startForwarders(tctx, &wg); err != nil {
-		stopTransports()
-		wg.Wait()
-		g.store.Close()
 		return err
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); g.housekeeping(tctx) }()
 	close(g.ready)
 
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 		g.log.Error("transport failed", "error", err)
 	}
 	g.log.Info("shutting down: finishing tickets in flight")
-	stopTransports()
-	wg.Wait()
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		srv.Shutdown(sctx)
-		cancel()
-		os.Remove(filepath.Join(g.cfg.DataDir, AddrFile))
-	}
-	if cerr := g.store.Close(); err == nil {
-		err = cerr
-	}
-	g.log.Info("stopped")
 	return err
+}
+
+// metricsMaxConns caps the metrics listener's connections: scrapers and
+// health checks, a handful at a time.
+const metricsMaxConns = 64
+
+// startMQTT starts the embedded broker, or the client of an external one
+// and waits for its subscription (ready means tickets can arrive).
+func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc chan error) error {
+	topics := mqtt.Topics{Prefix: g.cfg.MQTT.TopicPrefix}
+	event := func(e string) { g.metrics.Transport.WithLabelValues("mqtt", e).Inc() }
+	switch g.cfg.MQTT.Mode {
+	case "embedded":
+		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.handle("mqtt"),
+			Authenticate: g.authenticate, Log: g.log, Event: event, SessionExpiry: g.cfg.MQTT.SessionExpiry,
+			ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS), Door: g.cfg.MQTT.DoorConfig})
+		if err != nil {
+			return err
+		}
+		g.listeners = append(g.listeners, listenerCheck{"mqtt", b.Serving})
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- b.Serve(tctx) }()
+		g.log.Info("embedded MQTT broker listening", "addr", b.Addr(), "tickets", topics.TicketFilter())
+	case "external":
+		subscribed := make(chan struct{})
+		var once sync.Once
+		var up atomic.Bool
+		g.listeners = append(g.listeners, listenerCheck{"mqtt", up.Load})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- mqtt.RunClient(tctx, mqtt.ClientConfig{Broker: g.cfg.MQTT.Broker, ClientID: g.cfg.MQTT.ClientID,
+				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.handle("mqtt"), Log: g.log, Event: event, ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS),
+				Subscribed: func() { up.Store(true); once.Do(func() { close(subscribed) }) },
+				Lost:       func() { up.Store(false) }})
+		}()
+		select {
+		case <-subscribed:
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+	}
+	return nil
+}
+
+// startDTLS starts the CoAP-over-DTLS listener unless it is off.
+func (g *Gateway) startDTLS(tctx context.Context, wg *sync.WaitGroup) error {
+	if g.cfg.DTLS.Listen == "off" {
+		return nil
+	}
+	c := g.cfg.DTLS
+	cert, cas, err := loadDTLSCerts(c)
+	if err != nil {
+		return err
+	}
+	cs, err := coaps.Listen(coaps.Config{Listen: c.Listen, Handle: g.handleCoAP, PSK: g.dtlsPSK, Log: g.log,
+		Certificate: cert, ClientCAs: cas,
+		HandshakeTimeout: c.HandshakeTimeout, MaxHalfOpen: c.MaxHalfOpen, HandshakeRate: c.HandshakeRate,
+		HandshakeBurst: c.HandshakeBurst, IdleTimeout: c.IdleTimeout, MaxSessions: c.MaxSessions,
+		Event: func(e string) { g.metrics.Transport.WithLabelValues("coaps", e).Inc() }})
+	if err != nil {
+		return err
+	}
+	g.coapAddr = cs.Addr().String()
+	g.listeners = append(g.listeners, listenerCheck{"dtls", cs.Serving})
+	wg.Add(1)
+	go func() { defer wg.Done(); cs.Serve(tctx) }()
+	g.log.Info("CoAP over DTLS listening", "addr", g.coapAddr, "path", "/t")
+	return nil
 }
 
 // startForwarders starts one forwarder per configured upstream; each
@@ -496,49 +519,47 @@ func (g *Gateway) watchFiles() {
 	}
 }
 
+// mux is the metrics listener's: /metrics, /healthz and /readyz, and
+// nothing else. Whatever shows devices, balances or the process's memory
+// is on the operator API.
 func (g *Gateway) mux() *http.ServeMux {
 	m := http.NewServeMux()
 	m.Handle("/metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}))
-	m.HandleFunc("/debug/pprof/", pprof.Index)
-	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-g.ready:
-			if g.ingest.full.Load() {
-				http.Error(w, "storage near its bound", http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ready")
-		default:
-			http.Error(w, "starting", http.StatusServiceUnavailable)
-		}
-	})
-	m.HandleFunc("/proof", func(w http.ResponseWriter, r *http.Request) {
-		dev, seqStr, _ := strings.Cut(r.URL.Query().Get("ticket"), "/")
-		seq, err := strconv.ParseUint(seqStr, 10, 64)
-		if err != nil || dev == "" {
-			http.Error(w, "want ?ticket=DEVICE/SEQ", http.StatusBadRequest)
+		if why := g.notReady(); why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
-		ps, err := TicketProofs(g.store, dev, seq)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(ps)
-	})
-	m.HandleFunc("/inspect", func(w http.ResponseWriter, _ *http.Request) {
-		rep, err := Inspect(g.store, g.ingest.Snapshot())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(rep)
+		fmt.Fprintln(w, "ready")
 	})
 	return m
+}
+
+// listenerCheck names a transport listener and tells whether it is
+// accepting now.
+type listenerCheck struct {
+	name    string
+	serving func() bool
+}
+
+// notReady returns why the gateway cannot take tickets now ("" if it
+// can): starting, a transport listener not accepting, or storage near its
+// bound.
+func (g *Gateway) notReady() string {
+	select {
+	case <-g.ready:
+	default:
+		return "starting"
+	}
+	var why []string
+	for _, l := range g.listeners {
+		if !l.serving() {
+			why = append(why, l.name+" listener not accepting")
+		}
+	}
+	if g.ingest.full.Load() {
+		why = append(why, "storage near its bound")
+	}
+	return strings.Join(why, "; ")
 }

@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/gateway"
@@ -16,9 +20,11 @@ import (
 )
 
 // mosquitto runs a real Mosquitto on a free loopback port with password
-// authentication and an ACL like a production edge box: each device may
-// publish its own ticket topic and read its own receipt topic; the gateway
-// user reads every ticket topic and writes every receipt topic.
+// authentication, the ACL and settings the project ships for external
+// mode (mqtt/mosquitto/farthing.acl and farthing.conf): each device may
+// publish its own ticket topic and read its own receipt topic, its client
+// id is its user name; the gateway user reads every ticket topic and
+// writes every receipt topic.
 type mosquitto struct {
 	addr string
 	cmd  *exec.Cmd
@@ -48,10 +54,14 @@ func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
 			t.Fatalf("mosquitto_passwd: %v: %s", err, out)
 		}
 	}
-	acl := filepath.Join(dir, "acl")
-	os.WriteFile(acl, []byte("user farthingd\ntopic read farthing/v1/+/ticket\ntopic write farthing/v1/+/receipt\ntopic write farthing/v1/aggregates/#\n\n"+
-		"user receiver\ntopic read farthing/v1/aggregates/#\n\n"+
-		"pattern write farthing/v1/%u/ticket\npattern read farthing/v1/%u/receipt\n"), 0o600)
+	acl, err := filepath.Abs(filepath.Join("mqtt", "mosquitto", "farthing.acl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped, err := os.ReadFile(filepath.Join("mqtt", "mosquitto", "farthing.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
@@ -62,7 +72,7 @@ func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
 	if os.Geteuid() == 0 {
 		userLine = "user root\n"
 	}
-	os.WriteFile(conf, []byte(userLine+fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\nacl_file %s\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 100000\nset_tcp_nodelay true\n", port, pw, acl)), 0o600)
+	os.WriteFile(conf, []byte(userLine+fmt.Sprintf("listener %d 127.0.0.1\npassword_file %s\nacl_file %s\n", port, pw, acl)+string(shipped)), 0o600)
 	cmd := exec.Command(bin, "-c", conf)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -115,6 +125,7 @@ func TestExternalMosquitto(t *testing.T) {
 			}
 			charged += r.Charged
 		}
+		d.Close() // one session per device: the raw client below takes plug-1's
 	}
 	// A's ticket on B's own topic: Mosquitto lets B publish there, the
 	// gateway refuses it.
@@ -135,6 +146,63 @@ func TestExternalMosquitto(t *testing.T) {
 	}
 	if !rep.Reconcile.Balanced || uint64(rep.Reconcile.ReceiptsCharged) != charged || rep.Reconcile.Tickets != 40 {
 		t.Fatalf("reconcile %+v; devices were charged %d", rep.Reconcile, charged)
+	}
+	mosquittoHoldsSessionsAndWills(t, tg)
+}
+
+// mosquittoHoldsSessionsAndWills checks the shipped Mosquitto settings
+// against two abuses by a device with valid credentials (evse-1): taking
+// over plug-1's session with plug-1's client id, and leaving a Will on
+// plug-1's receipt topic.
+func mosquittoHoldsSessionsAndWills(t *testing.T, tg *testGateway) {
+	connect := func(user, clientID string, opt func(*paho.ClientOptions)) (paho.Client, error) {
+		o := paho.NewClientOptions().AddBroker(tg.broker).SetClientID(clientID).SetUsername(user).
+			SetPassword(tg.secrets[user].MQTTPassword()).SetAutoReconnect(false).SetProtocolVersion(4)
+		if opt != nil {
+			opt(o)
+		}
+		c := paho.NewClient(o)
+		tok := c.Connect()
+		if !tok.WaitTimeout(5 * time.Second) {
+			return c, fmt.Errorf("connect timed out")
+		}
+		return c, tok.Error()
+	}
+	var lost atomic.Bool
+	got := make(chan string, 10)
+	a, err := connect("plug-1", "plug-1", func(o *paho.ClientOptions) {
+		o.SetConnectionLostHandler(func(paho.Client, error) { lost.Store(true) })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Disconnect(100)
+	if tok := a.Subscribe("farthing/v1/plug-1/receipt", 0, func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	if b, err := connect("evse-1", "plug-1", nil); err == nil {
+		defer b.Disconnect(100)
+	}
+	var conn net.Conn
+	w, err := connect("evse-1", "evse-1-will", func(o *paho.ClientOptions) {
+		o.SetWill("farthing/v1/plug-1/receipt", "forged receipt", 0, false)
+		o.SetCustomOpenConnectionFn(func(u *url.URL, _ paho.ClientOptions) (net.Conn, error) {
+			c, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+			conn = c
+			return c, err
+		})
+	})
+	if err == nil {
+		conn.Close() // dropped without DISCONNECT: a Will would go out now
+		w.Disconnect(0)
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("through Mosquitto, evse-1's Will reached plug-1's receipt topic: %q", m)
+	case <-time.After(time.Second):
+	}
+	if lost.Load() || !a.IsConnectionOpen() {
+		t.Fatal("through Mosquitto, evse-1 took over plug-1's session with plug-1's client id")
 	}
 }
 

@@ -1,9 +1,6 @@
 package protocol
 
-import (
-	"encoding/hex"
-	"strconv"
-)
+import "strconv"
 
 // StreamID names one gateway's aggregate stream: the key id of the
 // gateway's Ed25519 key (the COSE kid of every aggregate it signs) and the
@@ -34,7 +31,7 @@ func StreamOf(kid []byte, epoch uint64) (StreamID, bool) {
 // String is "KID.EPOCH" in lower-case hex, e.g. "0a1b2c3d4e5f6071.9f3e2d1c0b0a0908".
 func (s StreamID) String() string {
 	b := make([]byte, 0, 2*KeyIDLen+1+16)
-	b = hex.AppendEncode(b, s.KeyID[:])
+	b = appendHex(b, s.KeyID[:])
 	b = append(b, '.')
 	return string(strconv.AppendUint(b, s.Epoch, 16))
 }
@@ -51,5 +48,15 @@ func (s StreamID) Key(seq uint64) string {
 // configured: "gw-" and its key id in hex. Unlike a host name, no two
 // gateways share it.
 func DefaultGatewayID(kid [KeyIDLen]byte) string {
-	return "gw-" + hex.EncodeToString(kid[:])
+	return string(appendHex([]byte("gw-"), kid[:]))
+}
+
+// appendHex appends b in lower-case hex (encoding/hex is not on the
+// device path's import list).
+func appendHex(dst, b []byte) []byte {
+	const digits = "0123456789abcdef"
+	for _, c := range b {
+		dst = append(dst, digits[c>>4], digits[c&15])
+	}
+	return dst
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -272,10 +270,15 @@ func runDemo(e *env, args []string) error {
 func runInspect(e *env, args []string) error {
 	fs := newFlags("inspect")
 	data := fs.String("data", defaultData, "the gateway's data directory")
+	op := addOperatorFlags(fs)
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	rep, err := inspectLive(*data)
+	rep := &gateway.Report{}
+	err := op.getJSON(*data, "/inspect", rep)
+	if err != nil && !errors.Is(err, errNoDaemon) {
+		return err
+	}
 	if err != nil {
 		st, oerr := store.Open(filepath.Join(*data, gateway.StateFile), store.Options{ReadOnly: true})
 		if oerr != nil {
@@ -292,27 +295,6 @@ func runInspect(e *env, args []string) error {
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)
-}
-
-func inspectLive(data string) (*gateway.Report, error) {
-	addr, err := os.ReadFile(filepath.Join(data, gateway.AddrFile))
-	if err != nil {
-		return nil, err
-	}
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + strings.TrimSpace(string(addr)) + "/inspect")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("inspect: %s", resp.Status)
-	}
-	var rep gateway.Report
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&rep); err != nil {
-		return nil, err
-	}
-	return &rep, nil
 }
 
 // runDeviceCredentials prints the transport credentials derived from a

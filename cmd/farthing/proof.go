@@ -2,15 +2,11 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
+	"errors"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/store"
@@ -21,6 +17,7 @@ func runProof(e *env, args []string) error {
 	fs := newFlags("proof")
 	data := fs.String("data", defaultData, "the gateway's data directory")
 	ticket := fs.String("ticket", "", "DEVICE/SEQ")
+	op := addOperatorFlags(fs)
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -30,21 +27,11 @@ func runProof(e *env, args []string) error {
 		return usageError{"--ticket DEVICE/SEQ is required"}
 	}
 	var proofs []gateway.Proof
-	if addr, err := os.ReadFile(filepath.Join(*data, gateway.AddrFile)); err == nil {
-		c := &http.Client{Timeout: 5 * time.Second}
-		resp, err := c.Get("http://" + strings.TrimSpace(string(addr)) + "/proof?ticket=" + url.QueryEscape(*ticket))
-		if err == nil {
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s", strings.TrimSpace(string(body)))
-			}
-			if err := json.Unmarshal(body, &proofs); err != nil {
-				return err
-			}
-		}
+	err = op.getJSON(*data, "/proof?ticket="+url.QueryEscape(*ticket), &proofs)
+	if err != nil && !errors.Is(err, errNoDaemon) {
+		return err
 	}
-	if proofs == nil {
+	if err != nil {
 		st, err := store.Open(filepath.Join(*data, gateway.StateFile), store.Options{ReadOnly: true})
 		if err != nil {
 			return err

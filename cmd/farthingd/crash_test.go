@@ -34,27 +34,22 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 )
 
-// buildDaemon compiles farthingd once for the crash tests.
-func buildDaemon(t *testing.T) string {
-	bin := filepath.Join(t.TempDir(), "farthingd")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 type daemon struct {
 	cmd *exec.Cmd
 	log *os.File
 }
 
 func startDaemon(t *testing.T, bin, config, addr string) *daemon {
+	return startDaemonCmd(t, exec.Command(bin, "--config", config), config, addr)
+}
+
+// startDaemonCmd starts cmd (a farthingd with config) with its output in
+// farthingd.log next to config, and waits until it listens on addr.
+func startDaemonCmd(t *testing.T, cmd *exec.Cmd, config, addr string) *daemon {
 	log, err := os.OpenFile(filepath.Join(filepath.Dir(config), "farthingd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--config", config)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -300,7 +295,7 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		var live gateway.Report
-		if resp, err := http.Get("http://" + httpAddr + "/inspect"); err == nil {
+		if resp, err := operatorGet(filepath.Join(dir, "data"), "/inspect"); err == nil {
 			json.NewDecoder(resp.Body).Decode(&live)
 			resp.Body.Close()
 		}

@@ -56,7 +56,7 @@ func Connect(ctx context.Context, cfg Config) (*Device, error) {
 	}
 	d := &Device{cfg: cfg}
 	subscribed := make(chan error, 1)
-	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID("dev-" + cfg.Device).
+	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(cfg.Device).
 		SetUsername(cfg.Device).SetPassword(cfg.Password).SetCleanSession(true).
 		SetAutoReconnect(true).SetConnectRetry(false).SetMaxReconnectInterval(2 * time.Second).
 		SetOrderMatters(false).SetKeepAlive(20 * time.Second)

@@ -26,6 +26,8 @@ type limitedListener struct {
 	maxSessions      int64
 	event            func(string)
 	log              *slog.Logger
+	serving          atomic.Bool  // the accept loop runs
+	lastError        atomic.Int64 // unix ns of the last Accept error other than a refusal
 	halfOpen         atomic.Int64
 	sessions         atomic.Int64
 	ready            chan net.Conn
@@ -41,6 +43,13 @@ const (
 	maxAcceptBackoff = time.Second
 )
 
+// failing reports whether Accept failed (other than by a refusal) within
+// the last two maximum backoffs: while accepting fails, it fails at least
+// that often.
+func (l *limitedListener) failing() bool {
+	return time.Since(time.Unix(0, l.lastError.Load())) < 2*maxAcceptBackoff
+}
+
 // errRateLimited is what the connection-attempt hook returns for a source
 // over its handshake rate; pion's Accept passes it back.
 var errRateLimited = errors.New("coaps: handshake rate limit")
@@ -49,6 +58,7 @@ func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, 
 	l := &limitedListener{inner: inner, handshakeTimeout: timeout, maxHalfOpen: maxHalfOpen, maxSessions: maxSessions,
 		event: event, log: log, ready: make(chan net.Conn), done: make(chan struct{})}
 	l.wg.Add(1)
+	l.serving.Store(true)
 	go l.acceptLoop()
 	return l
 }
@@ -61,6 +71,7 @@ func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, 
 // listener keeps its place.
 func (l *limitedListener) acceptLoop() {
 	defer l.wg.Done()
+	defer l.serving.Store(false)
 	backoff := time.Duration(0)
 	for {
 		c, err := l.inner.Accept()
@@ -73,6 +84,7 @@ func (l *limitedListener) acceptLoop() {
 			if errors.Is(err, errRateLimited) {
 				continue
 			}
+			l.lastError.Store(time.Now().UnixNano())
 			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
 			l.event("accept_error")
 			l.log.Warn("dtls: accept failed; still listening", "error", err, "retry_in", backoff)

@@ -31,6 +31,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/farthing-iot/farthing/gateway/sourcelimit"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -111,7 +112,7 @@ type Server struct {
 // Listen binds the UDP socket; Serve starts serving.
 func Listen(cfg Config) (*Server, error) {
 	cfg.defaults()
-	limiter := newSourceLimiter(cfg.HandshakeRate, cfg.HandshakeBurst, 100000)
+	limiter := sourcelimit.New(cfg.HandshakeRate, cfg.HandshakeBurst, 100000)
 	opts := []piondtls.ServerOption{
 		piondtls.WithPSK(func(identity []byte) ([]byte, error) {
 			if key, ok := cfg.PSK(string(identity)); ok {
@@ -125,7 +126,7 @@ func Listen(cfg Config) (*Server, error) {
 		piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(8)),
 		piondtls.WithExtendedMasterSecret(piondtls.RequireExtendedMasterSecret),
 		piondtls.WithOnConnectionAttempt(func(a net.Addr) error {
-			if !limiter.allow(a, time.Now()) {
+			if !limiter.Allow(a, time.Now()) {
 				cfg.Event("rate_limited")
 				cfg.Log.Debug("dtls: handshake rate limit", "remote", a)
 				return errRateLimited
@@ -165,6 +166,10 @@ func Listen(cfg Config) (*Server, error) {
 		options.WithErrors(func(err error) { cfg.Log.Debug("coap", "error", err) }))
 	return s, nil
 }
+
+// Serving reports whether the listener is accepting new sessions now:
+// false before Serve, after it, and while accepting fails.
+func (s *Server) Serving() bool { return s.l.serving.Load() && !s.l.failing() }
 
 // Addr is the UDP address the server listens on.
 func (s *Server) Addr() net.Addr { return s.l.Addr() }

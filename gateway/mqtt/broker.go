@@ -3,13 +3,13 @@ package mqtt
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -33,18 +33,26 @@ type BrokerConfig struct {
 	// ReceiptQoS is the QoS receipts are published at (see the package
 	// documentation); 0 or 1.
 	ReceiptQoS byte
+	// Door bounds the TCP front door: CONNECT deadline, connection cap,
+	// per-source connection rate.
+	Door DoorConfig
 }
 
 // Broker is the embedded MQTT broker. Devices authenticate with their id
 // as user name; the ACL lets each publish only its own ticket topic and
-// subscribe only its own receipt topic; everything else is refused.
+// subscribe only its own receipt topic; everything else is refused. The
+// same ACL holds for a Will: a CONNECT whose Will topic the device may not
+// publish to is refused (retained messages are off). A device's session is
+// always kept under its own id, whatever client id it sent, so no device
+// can take over another's session or disconnect it.
 //
 // A client's tickets are pipelined: the broker reads the next while the
 // ones before it wait for their group commit, and answers them (receipt,
 // then PUBACK) in the order they arrived, each only after its commit.
 type Broker struct {
-	cfg BrokerConfig
-	srv *mochi.Server
+	cfg  BrokerConfig
+	srv  *mochi.Server
+	door *door
 
 	mu      sync.Mutex
 	pipes   map[*mochi.Client]*pipe
@@ -99,11 +107,20 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if err := srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, err
 	}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Listen})); err != nil {
+	b.door = newDoor("tcp", cfg.Listen, cfg.Door, cfg.Event, cfg.Log)
+	if err := srv.AddListener(b.door); err != nil {
 		return nil, fmt.Errorf("mqtt: listen %s: %w", cfg.Listen, err)
 	}
 	return b, nil
 }
+
+// Addr is the address the broker listens on.
+func (b *Broker) Addr() string { return b.door.Address() }
+
+// Serving reports whether the broker's listener is accepting connections
+// now: false before Serve, after it, and while accepting fails (for
+// example while the process is out of file descriptors).
+func (b *Broker) Serving() bool { return b.door.Serving() }
 
 // Serve runs the broker until ctx ends, then closes it: clients are
 // disconnected, and every ticket already queued is committed and answered
@@ -235,28 +252,71 @@ type hook struct {
 func (h *hook) ID() string { return "farthing" }
 
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish, mochi.OnDisconnect}, []byte{b})
+	return bytes.Contains([]byte{mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish, mochi.OnDisconnect}, []byte{b})
 }
 
-func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
-	ok := h.b.cfg.Authenticate(string(pk.Connect.Username), pk.Connect.Password)
-	if !ok {
-		h.b.cfg.Event("auth_refused")
-		h.b.cfg.Log.Info("mqtt login refused", "user", string(pk.Connect.Username), "remote", cl.Net.Remote)
+// errWillRefused ends a connection whose Will the ACL does not allow.
+var errWillRefused = errors.New("mqtt: will topic not allowed")
+
+// OnConnect runs once the CONNECT packet is read: the connection is past
+// its CONNECT deadline, and its Will is held to the publish ACL — a device
+// may leave a Will only on a topic it may publish to itself.
+func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
+	if dc, ok := cl.Net.Conn.(*doorConn); ok {
+		dc.connected.Store(true)
 	}
-	return ok
+	if pk.Connect.WillFlag && !h.allowed(string(pk.Connect.Username), pk.Connect.WillTopic, true) {
+		h.b.cfg.Event("will_refused")
+		h.b.cfg.Log.Info("mqtt connection refused: will topic not allowed", "user", string(pk.Connect.Username),
+			"topic", pk.Connect.WillTopic, "remote", cl.Net.Remote)
+		code := packets.ErrNotAuthorized
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.ErrBadUsernameOrPassword // 3.1.1's only refusal: 0x05 not authorized
+		}
+		h.b.srv.SendConnack(cl, code, false, nil)
+		return errWillRefused
+	}
+	return nil
+}
+
+// OnConnectAuthenticate checks the device's password, then keeps its
+// session under its own id: a client id other than the device id is
+// replaced (and counted), so a device cannot take over, or disconnect,
+// another device's session by sending that device's client id.
+func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+	dev := string(pk.Connect.Username)
+	if !h.b.cfg.Authenticate(dev, pk.Connect.Password) {
+		h.b.cfg.Event("auth_refused")
+		h.b.cfg.Log.Info("mqtt login refused", "user", dev, "remote", cl.Net.Remote)
+		return false
+	}
+	if cl.ID != dev {
+		h.b.cfg.Event("client_id_replaced")
+		h.b.cfg.Log.Debug("mqtt client id replaced by the device id", "device", dev, "client_id", cl.ID)
+		cl.ID = dev
+		if cl.Properties.ProtocolVersion >= 5 {
+			cl.Properties.Props.AssignedClientID = dev
+		}
+	}
+	return true
 }
 
 // OnACLCheck allows a device its own two topics and nothing else.
 func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	dev := string(cl.Properties.Username)
-	t := h.b.cfg.Topics
-	if (write && topic == t.Ticket(dev)) || (!write && topic == t.Receipt(dev)) {
+	if h.allowed(dev, topic, write) {
 		return true
 	}
 	h.b.cfg.Event("acl_refused")
 	h.b.cfg.Log.Info("mqtt topic refused", "device", dev, "topic", topic, "write", write)
 	return false
+}
+
+// allowed is the ACL: a device writes its ticket topic, reads its receipt
+// topic, and nothing else.
+func (h *hook) allowed(dev, topic string, write bool) bool {
+	t := h.b.cfg.Topics
+	return (write && topic == t.Ticket(dev)) || (!write && topic == t.Receipt(dev))
 }
 
 // OnPublish checks a ticket and queues it for commit on the client's read

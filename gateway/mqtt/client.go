@@ -27,6 +27,8 @@ type ClientConfig struct {
 	// Subscribed, if set, is called after every subscription the broker
 	// confirmed (the first one makes the gateway ready).
 	Subscribed func()
+	// Lost, if set, is called when the connection to the broker is lost.
+	Lost func()
 	// ReceiptQoS is the QoS receipts are published at (see the package
 	// documentation); 0 or 1.
 	ReceiptQoS byte
@@ -142,6 +144,9 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 	})
 	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		cfg.Event("connection_lost")
+		if cfg.Lost != nil {
+			cfg.Lost()
+		}
 		cfg.Log.Warn("broker connection lost", "error", err)
 	})
 	client = paho.NewClient(opts)

@@ -203,7 +203,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		// Connect every device.
 		for _, d := range devs {
 			d := d
-			opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(fmt.Sprintf("sim-%s-%d", d.entry.ID, seqBase)).
+			opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(d.entry.ID).
 				SetUsername(d.entry.ID).SetPassword(d.password).SetCleanSession(true).SetAutoReconnect(false).
 				SetOrderMatters(false).SetWriteTimeout(10 * time.Second)
 			d.client = paho.NewClient(opts)

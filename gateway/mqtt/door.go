@@ -1,0 +1,190 @@
+package mqtt
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/farthing-iot/farthing/gateway/sourcelimit"
+)
+
+// DoorConfig bounds the embedded broker's TCP front door. Zero fields take
+// the defaults shown.
+type DoorConfig struct {
+	// ConnectTimeout is how long a new TCP connection may take to send its
+	// CONNECT packet, from the accept; then it is closed. Default 10s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxConnections caps the open connections, authenticated or not;
+	// beyond it new ones are closed at once. Default 20000.
+	MaxConnections int `yaml:"max_connections"`
+	// ConnectRate and ConnectBurst limit new connections per second per
+	// source IP address. Defaults 20 and 100: a NAT with many devices
+	// behind it reconnecting after an outage is served within seconds.
+	ConnectRate  float64 `yaml:"connect_rate"`
+	ConnectBurst int     `yaml:"connect_burst"`
+}
+
+func (c *DoorConfig) defaults() {
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 20000
+	}
+	if c.ConnectRate <= 0 {
+		c.ConnectRate = 20
+	}
+	if c.ConnectBurst <= 0 {
+		c.ConnectBurst = 100
+	}
+}
+
+// The accept loop's backoff after an error such as EMFILE (the process is
+// out of file descriptors) or ENFILE (the system is).
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// door is the embedded broker's TCP listener (a mochi listeners.Listener).
+// Unlike mochi's own, no accept error ends it: it counts the error, logs
+// it, and backs off until accepting works again, so a moment of file
+// descriptor exhaustion does not close MQTT for good. Every connection
+// gets ConnectTimeout to send CONNECT; connections are capped in number
+// and in rate per source address. Serving reports whether the loop is
+// accepting right now.
+type door struct {
+	id, address string
+	cfg         DoorConfig
+	event       func(string)
+	log         *slog.Logger
+	limiter     *sourcelimit.Limiter
+
+	ln      net.Listener
+	open    atomic.Int64 // connections accepted and not yet closed
+	lastErr atomic.Int64 // unix ns of the last Accept error
+	serving atomic.Bool  // Serve is in its loop
+	closed  atomic.Bool
+	conns   sync.WaitGroup // one per connection handed to mochi
+}
+
+var _ listeners.Listener = (*door)(nil)
+
+func newDoor(id, address string, cfg DoorConfig, event func(string), log *slog.Logger) *door {
+	cfg.defaults()
+	return &door{id: id, address: address, cfg: cfg, event: event, log: log,
+		limiter: sourcelimit.New(cfg.ConnectRate, cfg.ConnectBurst, 100000)}
+}
+
+func (d *door) ID() string       { return d.id }
+func (d *door) Protocol() string { return "tcp" }
+
+// Address is the bound address once Init ran.
+func (d *door) Address() string {
+	if d.ln != nil {
+		return d.ln.Addr().String()
+	}
+	return d.address
+}
+
+// Init binds the socket.
+func (d *door) Init(*slog.Logger) error {
+	ln, err := net.Listen("tcp", d.address)
+	if err != nil {
+		return err
+	}
+	d.ln = ln
+	return nil
+}
+
+// Serving reports whether the door is accepting connections now.
+// While accepting fails it fails at least once per maxAcceptBackoff, so an
+// error within two of those means the door is not accepting.
+func (d *door) Serving() bool {
+	return d.serving.Load() && time.Since(time.Unix(0, d.lastErr.Load())) >= 2*maxAcceptBackoff
+}
+
+// Serve accepts until Close.
+func (d *door) Serve(establish listeners.EstablishFn) {
+	d.serving.Store(true)
+	defer d.serving.Store(false)
+	var backoff time.Duration
+	for {
+		c, err := d.ln.Accept()
+		if err != nil {
+			if d.closed.Load() {
+				return
+			}
+			d.lastErr.Store(time.Now().UnixNano())
+			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
+			d.event("accept_error")
+			d.log.Warn("mqtt: accept failed; still listening", "error", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		if backoff > 0 {
+			d.log.Info("mqtt: accepting again")
+		}
+		backoff = 0
+		if !d.limiter.Allow(c.RemoteAddr(), time.Now()) {
+			d.event("connect_rate_limited")
+			d.log.Debug("mqtt: connection rate limit", "remote", c.RemoteAddr())
+			c.Close()
+			continue
+		}
+		if d.open.Add(1) > int64(d.cfg.MaxConnections) {
+			d.open.Add(-1)
+			d.event("connection_cap")
+			d.log.Warn("mqtt: connection cap reached; new connection refused", "remote", c.RemoteAddr(), "cap", d.cfg.MaxConnections)
+			c.Close()
+			continue
+		}
+		c.SetReadDeadline(time.Now().Add(d.cfg.ConnectTimeout))
+		dc := &doorConn{Conn: c, door: d}
+		d.conns.Add(1)
+		go func() {
+			defer d.conns.Done()
+			err := establish(d.id, dc)
+			dc.Close()
+			if err != nil && !dc.connected.Load() {
+				reason := "connect_failed"
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					reason = "connect_timeout"
+				}
+				d.event(reason)
+				d.log.Info("mqtt: connection closed before CONNECT", "remote", c.RemoteAddr(), "reason", reason, "error", err)
+			}
+		}()
+	}
+}
+
+// Close stops accepting and lets mochi close its clients.
+func (d *door) Close(closeClients listeners.CloseFn) {
+	if d.closed.Swap(true) {
+		return
+	}
+	closeClients(d.id)
+	if d.ln != nil {
+		d.ln.Close()
+	}
+}
+
+// doorConn counts a connection out once, and knows whether its CONNECT
+// arrived (set by the broker's OnConnect hook).
+type doorConn struct {
+	net.Conn
+	door      *door
+	once      sync.Once
+	connected atomic.Bool
+}
+
+func (c *doorConn) Close() error {
+	c.once.Do(func() { c.door.open.Add(-1) })
+	return c.Conn.Close()
+}
