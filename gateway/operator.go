@@ -63,7 +63,8 @@ func (c *OperatorConfig) validate() error {
 	return nil
 }
 
-// Operator listener caps and deadlines.
+// Operator listener caps and deadlines. A connection carries one request,
+// so operatorMaxConns bounds requests in progress.
 const (
 	operatorMaxConns    = 32
 	operatorReadTimeout = 30 * time.Second
@@ -118,6 +119,9 @@ func (api *operatorAPI) serve(l net.Listener, h http.Handler, tc *tls.Config, er
 	l = netutil.LimitListener(l, operatorMaxConns)
 	srv := &http.Server{Handler: h, TLSConfig: tc, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: operatorReadTimeout,
 		WriteTimeout: operatorWriteTimeout, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: errorLog}
+	// One request per connection: an operator client that keeps idle
+	// connections open cannot hold the capped slots.
+	srv.SetKeepAlivesEnabled(false)
 	api.servers = append(api.servers, srv)
 	if tc != nil {
 		go srv.ServeTLS(l, "", "")

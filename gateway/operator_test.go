@@ -79,6 +79,13 @@ func TestOperatorAPIIsOffTheMetricsListener(t *testing.T) {
 	if code, _ := getBody(t, c, "http://farthingd/debug/pprof/"); code != http.StatusNotFound {
 		t.Fatalf("pprof on the socket while disabled = %d; want 404", code)
 	}
+	// Clients that never close their connections do not use up the API's
+	// capped connections: each request has its own.
+	for i := 0; i < 50; i++ {
+		if code, _ := getBody(t, socketClient(sock), "http://farthingd/inspect"); code != 200 {
+			t.Fatalf("request %d from a fresh client = %d", i, code)
+		}
+	}
 }
 
 // testPKI is a CA, a server certificate for 127.0.0.1 and a client
