@@ -37,12 +37,15 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 	}
 	r.Currency = string(acct.Currency)
 	if tk.Seq <= ds.LastSeq {
-		// Repeated or superseded: charges nothing; a repeat is answered with
-		// the original charge.
+		// Repeated or superseded: charges nothing. A repeat is answered
+		// with the original charge; a seq never seen below the last
+		// accepted one says it was superseded (its registers are covered
+		// by the later ticket).
 		r.Status = protocol.StatusDuplicate
+		r.Reason = protocol.ReasonSuperseded
 		if v := b(store.BucketTickets).Get(store.KeySeq(tk.Seq, dev.ID)); v != nil {
 			if sr, err := decodeTicketRecord(v); err == nil {
-				r.Charged, r.Balance, r.HasBalance = sr.Charged, sr.Balance, true
+				r.Charged, r.Balance, r.HasBalance, r.Reason = sr.Charged, sr.Balance, true, protocol.ReasonNone
 			}
 		}
 		return r, nil

@@ -163,7 +163,9 @@ type LimitsConfig struct {
 	// later"; default 1 GiB.
 	MaxStoreBytes int64 `yaml:"max_store_bytes"`
 	// MinFreeBytes: below this much free disk, new tickets get "retry
-	// later"; default 64 MiB.
+	// later". Default: 64 MiB, or 5% of the data directory's file system
+	// if that is less (a 256 MiB partition keeps 12.8 MiB free, not 64),
+	// worked out at start-up and logged with the free space found.
 	MinFreeBytes int64 `yaml:"min_free_bytes"`
 	// MaxClockSkew: a ticket whose device time is further than this from
 	// the gateway's clock is refused; default 48h.
@@ -249,9 +251,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Limits.MaxStoreBytes == 0 {
 		c.Limits.MaxStoreBytes = 1 << 30
-	}
-	if c.Limits.MinFreeBytes == 0 {
-		c.Limits.MinFreeBytes = 64 << 20
 	}
 	if c.Limits.MaxClockSkew == 0 {
 		c.Limits.MaxClockSkew = 48 * time.Hour

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -51,6 +52,25 @@ type testGateway struct {
 	secrets map[string]gateway.DeviceSecrets
 	broker  string
 	stop    func()
+	logs    *syncBuffer // the gateway's log, info and above
+}
+
+// syncBuffer is a bytes.Buffer for a logger that other goroutines write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 type devSpec struct{ id, keyType, account string }
@@ -92,7 +112,8 @@ func startGateway(t testing.TB, devs []devSpec, opts ...func(*gateway.Config)) *
 	for _, o := range opts {
 		o(cfg)
 	}
-	tg.Gateway, tg.stop = runGateway(t, cfg)
+	tg.logs = &syncBuffer{}
+	tg.Gateway, tg.stop = runGatewayLog(t, cfg, tg.logs)
 	tg.broker = "tcp://" + cfg.MQTT.Listen
 	return tg
 }
@@ -100,7 +121,13 @@ func startGateway(t testing.TB, devs []devSpec, opts ...func(*gateway.Config)) *
 // runGateway starts a gateway on cfg, waits until it is ready, and stops
 // it when the test ends; stop may also be called earlier.
 func runGateway(t testing.TB, cfg *gateway.Config) (*gateway.Gateway, func()) {
-	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return runGatewayLog(t, cfg, io.Discard)
+}
+
+// runGatewayLog is runGateway with the gateway's log (info and above)
+// written to w.
+func runGatewayLog(t testing.TB, cfg *gateway.Config, w io.Writer) (*gateway.Gateway, func()) {
+	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(w, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,10 +320,18 @@ func TestReplayedTicketChargesNothing(t *testing.T) {
 	if after.Reconcile != before.Reconcile || after.Accounts[0].Balance != before.Accounts[0].Balance {
 		t.Fatalf("a replay changed the books: %+v → %+v", before.Reconcile, after.Reconcile)
 	}
-	// An older seq that was never seen is superseded: duplicate, charges nothing.
-	rc.publish(t, "plug-1", ticket(1, 100))
-	if r := rc.receipt(t, tg); r.Status != protocol.StatusDuplicate {
-		t.Fatalf("old seq answered %+v", r)
+	if again.Reason != protocol.ReasonNone {
+		t.Fatalf("a repeat of an accepted ticket answered with reason %v", again.Reason)
+	}
+	// An older seq that was never seen is superseded: duplicate, charges
+	// nothing, and says so.
+	rc.publish(t, "plug-1", ticket(10, 6100))
+	if r := rc.receipt(t, tg); r.Status != protocol.StatusAccepted {
+		t.Fatalf("seq 10: %+v", r)
+	}
+	rc.publish(t, "plug-1", ticket(7, 5600))
+	if r := rc.receipt(t, tg); r.Status != protocol.StatusDuplicate || r.Reason != protocol.ReasonSuperseded || r.Charged != 0 {
+		t.Fatalf("a never-seen seq below the last answered %+v; want duplicate, superseded, 0 charged", r)
 	}
 }
 

@@ -56,6 +56,12 @@ type Gateway struct {
 	listeners []listenerCheck // set before ready is closed
 	// operatorAddr is the operator API's TCP address once ready ("" if off).
 	operatorAddr string
+	// minFree is limits.min_free_bytes as worked out at start-up.
+	minFree int64
+	// While the store is full (housekeeping's goroutine only): since when,
+	// the refusal count when it filled, and when it was last logged.
+	fullSince, fullLogged time.Time
+	fullReported          uint64
 }
 
 // New opens the data directory (creating the gateway key on first start)
@@ -88,6 +94,7 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway key %s: want an Ed25519 private key, found a %s", cfg.KeyFile, k.Kind())
 	}
 	g.key = k.Private
+	g.minFree = g.minFreeFloor()
 	kid := protocol.KeyIDOf(protocol.AlgEdDSA, k.Private.Public().(ed25519.PublicKey))
 	cfg.setKeyDefaults(kid)
 	snap, err := g.loadSnapshot()
@@ -475,13 +482,64 @@ func (g *Gateway) watchDisk() {
 	g.metrics.OldestSealed.Set(g.oldestUnforwarded(time.Now()).Seconds())
 	full := st.FileBytes > g.cfg.Limits.MaxStoreBytes
 	var fs syscall.Statfs_t
-	if err := syscall.Statfs(g.cfg.DataDir, &fs); err == nil && int64(fs.Bavail)*int64(fs.Bsize) < g.cfg.Limits.MinFreeBytes {
+	if err := syscall.Statfs(g.cfg.DataDir, &fs); err == nil && int64(fs.Bavail)*int64(fs.Bsize) < g.minFree {
 		full = true
 	}
-	if full != g.ingest.full.Load() {
-		g.log.Warn("storage bound", "full", full, "state_bytes", st.FileBytes)
+	refused := g.ingest.fullRefused.Load()
+	switch was := g.ingest.full.Load(); {
+	case full && !was:
+		g.log.Warn("storage near its bound: new tickets are answered retry later until space comes back",
+			"state_bytes", st.FileBytes, "max_store_bytes", g.cfg.Limits.MaxStoreBytes, "free_bytes", int64(fs.Bavail)*int64(fs.Bsize), "min_free_bytes", g.minFree)
+		g.fullSince, g.fullReported, g.fullLogged = time.Now(), refused, time.Now()
+	case !full && was:
+		g.log.Info("storage back under its bound: tickets accepted again", "retry_later_answers", refused-g.fullReported,
+			"for", time.Since(g.fullSince).Round(time.Second))
+	case full && time.Since(g.fullLogged) >= fullLogEvery && refused != g.fullReported:
+		// One line a minute while full, not one per refused ticket.
+		g.log.Warn("storage still near its bound", "retry_later_answers_since_full", refused-g.fullReported,
+			"for", time.Since(g.fullSince).Round(time.Second))
+		g.fullLogged = time.Now()
 	}
 	g.ingest.SetFull(full)
+}
+
+// fullLogEvery is how often a full store is logged while it stays full.
+const fullLogEvery = time.Minute
+
+// Free-space floor defaults: defaultMinFree, or minFreeShare of the file
+// system if that is less.
+const (
+	defaultMinFree = 64 << 20
+	minFreeShare   = 20 // 1/20 = 5%
+)
+
+// minFreeFor is the free-space floor for a file system of size bytes: the
+// configured one, or by default defaultMinFree or minFreeShare of the file
+// system, whichever is less.
+func minFreeFor(configured, size int64) int64 {
+	if configured != 0 {
+		return configured
+	}
+	return min(defaultMinFree, size/minFreeShare)
+}
+
+// minFreeFloor works out limits.min_free_bytes for the data directory's
+// file system and says at start-up what it is against what is free.
+func (g *Gateway) minFreeFloor() int64 {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(g.cfg.DataDir, &fs); err != nil {
+		g.log.Warn("cannot read the data directory's file system; free space is not watched", "error", err)
+		return 0
+	}
+	size, free := int64(fs.Blocks)*int64(fs.Bsize), int64(fs.Bavail)*int64(fs.Bsize)
+	floor := minFreeFor(g.cfg.Limits.MinFreeBytes, size)
+	if free < floor {
+		g.log.Error("the data directory's file system has less free space than limits.min_free_bytes: every ticket will be answered retry later",
+			"free_bytes", free, "min_free_bytes", floor, "filesystem_bytes", size)
+	} else {
+		g.log.Info("free-space floor", "min_free_bytes", floor, "free_bytes", free, "filesystem_bytes", size)
+	}
+	return floor
 }
 
 // oldestUnforwarded is the age of the oldest aggregate still in the

@@ -48,10 +48,13 @@ type Ingest struct {
 	log     *slog.Logger
 	limits  LimitsConfig
 	now     func() time.Time
-	full    atomic.Bool       // the store is near its bound
-	signer  protocol.Signer   // the gateway's Ed25519 key, for aggregates
-	stream  protocol.StreamID // the signer's key id and the state file's stream epoch
-	ed      *edBatcher
+	full    atomic.Bool // the store is near its bound
+	// fullRefused counts tickets answered retry later for a full store;
+	// they are logged in summary (see Gateway.watchDisk), not one by one.
+	fullRefused atomic.Uint64
+	signer      protocol.Signer   // the gateway's Ed25519 key, for aggregates
+	stream      protocol.StreamID // the signer's key id and the state file's stream epoch
+	ed          *edBatcher
 }
 
 // Snapshot is the configuration the pipeline prices with; Reload swaps it
@@ -203,7 +206,11 @@ func (p *Pending) Wait() Result {
 			r.RetryAfter = uint32(in.limits.RetryAfter.Milliseconds())
 		}
 		lvl := slog.LevelInfo
-		if ref.status == protocol.StatusRetryLater {
+		switch {
+		case ref.reason == protocol.ReasonStorageFull:
+			in.fullRefused.Add(1)
+			lvl = slog.LevelDebug // summarised once a minute while full
+		case ref.status == protocol.StatusRetryLater:
 			lvl = slog.LevelWarn
 		}
 		in.log.Log(p.ctx, lvl, "ticket refused", "transport", sub.Transport, "device", sub.Device, "seq", p.tk.Seq,

@@ -53,8 +53,11 @@ func NewMetrics() *Metrics {
 	// Pre-create every reason so dashboards see zeros, not gaps.
 	for _, r := range protocol.Reasons() {
 		st := protocol.StatusRejected
-		if r.Transient() {
+		switch {
+		case r.Transient():
 			st = protocol.StatusRetryLater
+		case r == protocol.ReasonSuperseded:
+			st = protocol.StatusDuplicate
 		}
 		if r != protocol.ReasonNone {
 			m.Tickets.WithLabelValues(st.String(), r.String())

@@ -173,11 +173,26 @@ func TestStateFileBoundIsWatched(t *testing.T) {
 		d.Report(now(), []devicefw.Reading{{Meter: 0, Register: i}})
 		r := d.next(t)
 		if r.Status == protocol.StatusRetryLater && r.Reason == protocol.ReasonStorageFull {
-			return
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("a state file over a 1-byte bound was not noticed: last receipt %+v", r)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// More refused tickets add no log lines: a full store is logged when it
+	// fills, once a minute while it stays full, and when it empties.
+	for i := 0; i < 30; i++ {
+		d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 1000 + uint64(i)}})
+		if r := d.next(t); r.Status != protocol.StatusRetryLater {
+			t.Fatalf("ticket %d while full: %+v", i, r)
+		}
+	}
+	logs := tg.logs.String()
+	if n := strings.Count(logs, "ticket refused"); n != 0 {
+		t.Errorf("%d per-ticket log lines for a full store; want a summary", n)
+	}
+	if n := strings.Count(logs, "storage"); n < 1 || n > 2 {
+		t.Errorf("%d storage log lines for 30+ refused tickets; want 1 or 2:\n%s", n, logs)
 	}
 }

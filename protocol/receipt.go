@@ -9,7 +9,8 @@ package protocol
 //	  2: seq,               ; uint, the ticket's seq; 0 if the ticket could not be read
 //	  3: status,            ; uint, Status: 0 accepted, 1 duplicate, 2 rejected,
 //	                        ;   3 insufficient funds, 4 retry later
-//	  ? 4: reason,          ; uint > 0, Reason; required with status 2 and 4, absent with 0 and 1
+//	  ? 4: reason,          ; uint > 0, Reason; required with status 2 and 4, absent with 0,
+//	                        ; with 1 only ReasonSuperseded (a never-seen seq below the last accepted)
 //	  5: charged,           ; uint, nano-units of currency charged for this ticket
 //	                        ;   (for a duplicate: what the original charged)
 //	  ? 6: balance,         ; int, nano-units: prepaid balance, or remaining credit when postpaid
@@ -58,9 +59,13 @@ func (r *Receipt) Validate() error {
 		return newError(ReasonFieldRange, "unknown reason")
 	}
 	switch r.Status {
-	case StatusAccepted, StatusDuplicate:
+	case StatusAccepted:
 		if r.Reason != ReasonNone {
 			return newError(ReasonFieldRange, "reason given with status "+r.Status.String())
+		}
+	case StatusDuplicate:
+		if r.Reason != ReasonNone && r.Reason != ReasonSuperseded {
+			return newError(ReasonFieldRange, "a duplicate's only reason is superseded")
 		}
 	case StatusRejected, StatusRetryLater:
 		if r.Reason == ReasonNone {

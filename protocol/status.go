@@ -112,6 +112,12 @@ const (
 	// ReasonRegisterJump: a register increase larger than the meter allows
 	// in one ticket.
 	ReasonRegisterJump Reason = 70
+	// ReasonSuperseded: with StatusDuplicate, a ticket never seen before
+	// whose seq is below the device's last accepted one. Its readings are
+	// cumulative registers that the later ticket already covers, so it
+	// charges nothing: it is answered, not lost. (A plain repeat of an
+	// accepted ticket is a duplicate without a reason.)
+	ReasonSuperseded Reason = 71
 
 	// ReasonStorageFull: the gateway's disk is near its bound (retry later).
 	ReasonStorageFull Reason = 96
@@ -155,6 +161,7 @@ var reasonNames = [...]struct {
 	{ReasonUnknownAccount, "unknown_account"},
 	{ReasonChargeOverflow, "charge_overflow"},
 	{ReasonRegisterJump, "register_jump"},
+	{ReasonSuperseded, "superseded"},
 	{ReasonStorageFull, "storage_full"},
 	{ReasonStoreError, "store_error"},
 	{ReasonOverloaded, "overloaded"},
