@@ -367,7 +367,6 @@ func TestInclusionProofs(t *testing.T) {
 	sent := map[string][]byte{}
 	var mu sync.Mutex
 	for _, id := range []string{"plug-1", "plug-2"} {
-		d := connectDevice(t, tg, id)
 		for i := uint64(1); i <= 40; i++ {
 			signer, _ := tg.secrets[id].Signer()
 			var enc protocol.Encoder
@@ -384,7 +383,6 @@ func TestInclusionProofs(t *testing.T) {
 			rc.receipt(t, tg)
 			rc.Disconnect(50)
 		}
-		_ = d
 	}
 	if err := tg.Ingest().CloseWindows(context.Background(), time.Now().Add(2*time.Hour)); err != nil {
 		t.Fatal(err)

@@ -84,7 +84,8 @@
 //	id       = tstr .regexp "[A-Za-z0-9._-]{1,64}"
 //	name     = tstr .regexp "[A-Za-z0-9._-]{1,32}"
 //	currency = tstr .regexp "[A-Za-z0-9._-]{1,8}"    ; ISO 4217 code, e.g. "EUR"
-//	seq      = 1..9223372036854775807
+//	seq      = 1..9223372036854775807              ; a device that reached the top can send nothing
+//	                                               ; newer: it is provisioned again under a new id
 //	ms       = uint .gt 0                          ; Unix time in milliseconds
 //	nanos    = uint                                ; 1e-9 of the currency unit
 //	status   = 0..4

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,5 +71,39 @@ func TestInspectReadsTheStateFile(t *testing.T) {
 	var rep gateway.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Reconcile.Balanced {
 		t.Fatalf("inspect output %q: %v", out, err)
+	}
+}
+
+// TestInspectAndProofAskTheRunningDaemon: while farthingd runs, inspect
+// and proof go through its operator socket (the state file is the
+// daemon's); over TCP they need TLS and the token.
+func TestInspectAndProofAskTheRunningDaemon(t *testing.T) {
+	data := t.TempDir()
+	cfg, err := gateway.LoadConfigWithDataDir("", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.GatewayID = "gw-live"
+	cfg.DTLS.Listen, cfg.HTTP.Listen, cfg.MQTT.Listen = "off", "off", "127.0.0.1:0"
+	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-g.Ready()
+	out := mustRun(t, nil, "inspect", "--data", data)
+	var rep gateway.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Gateway != "gw-live" {
+		t.Fatalf("inspect through the socket: %q: %v (a report read from the file has no gateway id)", out, err)
+	}
+	code, _, errOut := farthing(t, nil, "proof", "--data", data, "--ticket", "nobody/1")
+	if code != exitBad || !strings.Contains(errOut, "404") {
+		t.Fatalf("proof of an unknown ticket through the socket: exit %d %q; want the daemon's 404", code, errOut)
+	}
+	if code, _, errOut := farthing(t, nil, "inspect", "--data", data, "--operator", "http://127.0.0.1:1"); code != exitBad || !strings.Contains(errOut, "https") {
+		t.Fatalf("inspect --operator over plain HTTP: exit %d %q", code, errOut)
 	}
 }

@@ -72,6 +72,9 @@ type door struct {
 	serving atomic.Bool  // Serve is in its loop
 	closed  atomic.Bool
 	conns   sync.WaitGroup // one per connection handed to mochi
+
+	mu   sync.Mutex // guards live
+	live map[*doorConn]struct{}
 }
 
 var _ listeners.Listener = (*door)(nil)
@@ -147,6 +150,16 @@ func (d *door) Serve(establish listeners.EstablishFn) {
 		}
 		c.SetReadDeadline(time.Now().Add(d.cfg.ConnectTimeout))
 		dc := &doorConn{Conn: c, door: d}
+		d.mu.Lock()
+		if d.live == nil {
+			d.live = map[*doorConn]struct{}{}
+		}
+		d.live[dc] = struct{}{}
+		d.mu.Unlock()
+		if d.closed.Load() { // Close ran between the accept and now
+			dc.Close()
+			return
+		}
 		d.conns.Add(1)
 		go func() {
 			defer d.conns.Done()
@@ -164,14 +177,25 @@ func (d *door) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-// Close stops accepting and lets mochi close its clients.
-func (d *door) Close(closeClients listeners.CloseFn) {
+// Close stops accepting and closes every connection; each client's read
+// loop then ends and mochi cleans it up. It does not call closeClients:
+// mochi's version takes its client table's read lock twice, which
+// deadlocks against a client leaving at the same moment.
+func (d *door) Close(listeners.CloseFn) {
 	if d.closed.Swap(true) {
 		return
 	}
-	closeClients(d.id)
 	if d.ln != nil {
 		d.ln.Close()
+	}
+	d.mu.Lock()
+	live := make([]*doorConn, 0, len(d.live))
+	for c := range d.live {
+		live = append(live, c)
+	}
+	d.mu.Unlock()
+	for _, c := range live {
+		c.Close()
 	}
 }
 
@@ -185,6 +209,11 @@ type doorConn struct {
 }
 
 func (c *doorConn) Close() error {
-	c.once.Do(func() { c.door.open.Add(-1) })
+	c.once.Do(func() {
+		c.door.open.Add(-1)
+		c.door.mu.Lock()
+		delete(c.door.live, c)
+		c.door.mu.Unlock()
+	})
 	return c.Conn.Close()
 }
