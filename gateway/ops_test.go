@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"errors"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,13 +16,7 @@ import (
 
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return getBody(t, http.DefaultClient, url)
 }
 
 func TestMetricsAndHealth(t *testing.T) {
