@@ -613,7 +613,7 @@ func (g *Gateway) notReady() string {
 	var why []string
 	for _, l := range g.listeners {
 		if !l.serving() {
-			why = append(why, l.name+" listener not accepting")
+			why = append(why, l.name+" not accepting tickets")
 		}
 	}
 	if g.ingest.full.Load() {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,8 +27,8 @@ import (
 // id is its user name; the gateway user reads every ticket topic and
 // writes every receipt topic.
 type mosquitto struct {
-	addr string
-	cmd  *exec.Cmd
+	addr, bin, conf string
+	cmd             *exec.Cmd
 }
 
 func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
@@ -73,30 +74,86 @@ func startMosquitto(t *testing.T, users map[string]string) *mosquitto {
 		userLine = "user root\n"
 	}
 	os.WriteFile(conf, []byte(userLine+fmt.Sprintf("listener %d 127.0.0.1\npassword_file %s\nacl_file %s\n", port, pw, acl)+string(shipped)), 0o600)
-	cmd := exec.Command(bin, "-c", conf)
+	m := &mosquitto{addr: fmt.Sprintf("127.0.0.1:%d", port), bin: bin, conf: conf}
+	m.start(t)
+	t.Cleanup(m.kill)
+	return m
+}
+
+// kill stops Mosquitto with SIGKILL.
+func (m *mosquitto) kill() {
+	if m.cmd != nil {
+		m.cmd.Process.Kill()
+		m.cmd.Wait()
+		m.cmd = nil
+	}
+}
+
+// start runs Mosquitto on its configuration and waits until it listens.
+func (m *mosquitto) start(t *testing.T) {
+	cmd := exec.Command(m.bin, "-c", m.conf)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { // keep the pipe drained; show the log on failure
+	m.cmd = cmd
+	verbose := testing.Verbose()
+	go func() { // keep the pipe drained
 		s := bufio.NewScanner(stderr)
 		for s.Scan() {
-			if testing.Verbose() {
-				t.Log("mosquitto: " + s.Text())
+			if verbose {
+				fmt.Fprintln(os.Stderr, "mosquitto: "+s.Text())
 			}
 		}
 	}()
-	m := &mosquitto{addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	for i := 0; i < 100; i++ {
 		if c, err := net.DialTimeout("tcp", m.addr, 100*time.Millisecond); err == nil {
 			c.Close()
-			return m
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("mosquitto did not start")
-	return nil
+}
+
+// TestReadinessFollowsTheExternalBroker: in external mode /readyz is
+// green while the gateway's subscription stands, red while Mosquitto is
+// down, and green again once the gateway has reconnected.
+func TestReadinessFollowsTheExternalBroker(t *testing.T) {
+	var m *mosquitto
+	tg := startGatewayExternal(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}}, func(secrets map[string]gateway.DeviceSecrets) (string, string) {
+		users := map[string]string{"farthingd": "gateway-secret"}
+		for id, s := range secrets {
+			users[id] = s.MQTTPassword()
+		}
+		m = startMosquitto(t, users)
+		return "tcp://" + m.addr, "gateway-secret"
+	})
+	readyz := func() int { code, _ := httpGet(t, "http://"+tg.HTTPAddr()+"/readyz"); return code }
+	waitFor := func(want int, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for readyz() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz did not become %d within %v", want, within)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor(200, 5*time.Second)
+	m.kill()
+	waitFor(503, 10*time.Second)
+	_, body := httpGet(t, "http://"+tg.HTTPAddr()+"/readyz")
+	if !strings.Contains(body, "mqtt not accepting tickets") {
+		t.Fatalf("/readyz with the broker down says %q", body)
+	}
+	m.start(t)
+	waitFor(200, 20*time.Second)
+	d := connectDevice(t, tg, "plug-1")
+	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 1}})
+	if r := d.next(t); r.Status != protocol.StatusAccepted {
+		t.Fatalf("ticket after the broker came back: %+v", r)
+	}
 }
 
 // TestExternalMosquitto: the same pipeline behind a real Mosquitto that the

@@ -15,6 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/internal/receiver"
 	"github.com/farthing-iot/farthing/metering"
@@ -25,6 +27,9 @@ type trustFiles []string
 
 func (t *trustFiles) String() string     { return fmt.Sprint(*t) }
 func (t *trustFiles) Set(s string) error { *t = append(*t, s); return nil }
+
+// receiveMaxConns caps the receiver's HTTP connections.
+const receiveMaxConns = 256
 
 // runReceive is the provider's receiver.
 func runReceive(e *env, args []string) error {
@@ -94,8 +99,12 @@ func runReceive(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: r.Handler(log), ReadHeaderTimeout: 5 * time.Second}
-		go func() { errc <- srv.Serve(l) }()
+		// Gateways post one small aggregate per request; a cap and deadlines
+		// keep one slow or greedy client from holding the door.
+		srv := &http.Server{Handler: r.Handler(log), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		go func() { errc <- srv.Serve(netutil.LimitListener(l, receiveMaxConns)) }()
 		defer srv.Close()
 		fmt.Fprintf(e.stderr, "receiving on http://%s/aggregates\n", l.Addr())
 	case *mqttURL != "":

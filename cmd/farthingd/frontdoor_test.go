@@ -186,7 +186,7 @@ func TestMQTTAcceptSurvivesFDExhaustion(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if code, body := readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "mqtt listener not accepting") {
+	if code, body := readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "mqtt not accepting tickets") {
 		t.Fatalf("readyz while accepting fails = %d %q; want 503 naming the mqtt listener", code, body)
 	}
 	for _, c := range flood {
