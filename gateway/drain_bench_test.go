@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -26,7 +26,7 @@ func BenchmarkDrainAfterOutage(b *testing.B) {
 		c.Upstreams = []gateway.UpstreamConfig{{Name: "h", Type: "http", URL: "http://" + hs.Listener.Addr().String() + "/aggregates"}}
 		c.Forward = gateway.ForwardSettings{DrainRate: 1e6, BackoffMin: time.Millisecond, BackoffMax: 20 * time.Millisecond, MinConnected: time.Millisecond}
 	})
-	r, err := receiver.Open(filepath.Join(b.TempDir(), "r.db"), receiver.Keys(gatewayPub(b, tg)))
+	r, err := provider.Open(filepath.Join(b.TempDir(), "r.db"), provider.Keys(gatewayPub(b, tg)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func BenchmarkIngestForwarding(b *testing.B) {
 					c.Forward = gateway.ForwardSettings{DrainRate: 1e6}
 				}
 			})
-			r, _ := receiver.Open(filepath.Join(b.TempDir(), "r.db"), receiver.Keys(gatewayPub(b, tg)))
+			r, _ := provider.Open(filepath.Join(b.TempDir(), "r.db"), provider.Keys(gatewayPub(b, tg)))
 			defer r.Close()
 			hs.Config.Handler = r.Handler(nil)
 			hs.Start()

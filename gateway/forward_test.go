@@ -23,7 +23,7 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -88,9 +88,9 @@ func gatewayPub(t testing.TB, tg *testGateway) ed25519.PublicKey {
 
 // books is what receivers sharing the work booked together: amounts,
 // aggregates, and the seqs below the highest that none of them has.
-func books(t *testing.T, rs ...*receiver.Receiver) (amount, aggregates uint64, gaps int) {
+func books(t *testing.T, rs ...*provider.Receiver) (amount, aggregates uint64, gaps int) {
 	high := map[string]uint64{}
-	var reps []*receiver.Report
+	var reps []*provider.Report
 	for _, r := range rs {
 		rep, err := r.Report()
 		if err != nil {
@@ -134,7 +134,7 @@ func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
 	defer ns.kill()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	httpRecv, err := receiver.Open(filepath.Join(t.TempDir(), "http.db"), nil)
+	httpRecv, err := provider.Open(filepath.Join(t.TempDir(), "http.db"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,14 +153,14 @@ func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
 	pub := gatewayPub(t, tg)
 	// The HTTP receiver trusts the gateway key, which exists only now.
 	httpRecv.Close()
-	httpRecv, _ = receiver.Open(filepath.Join(t.TempDir(), "http2.db"), receiver.Keys(pub))
+	httpRecv, _ = provider.Open(filepath.Join(t.TempDir(), "http2.db"), provider.Keys(pub))
 	srv.Config.Handler = httpRecv.Handler(log)
 
-	var js []*receiver.Receiver
+	var js []*provider.Receiver
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := 0; i < 2; i++ {
-		r, err := receiver.Open(filepath.Join(t.TempDir(), fmt.Sprintf("js%d.db", i)), receiver.Keys(pub))
+		r, err := provider.Open(filepath.Join(t.TempDir(), fmt.Sprintf("js%d.db", i)), provider.Keys(pub))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -241,8 +241,8 @@ func TestMQTTUpstreamAndReceiverRestart(t *testing.T) {
 	})
 	pub := gatewayPub(t, tg)
 	dbPath := filepath.Join(t.TempDir(), "receiver.db")
-	startReceiver := func() (*receiver.Receiver, func()) {
-		r, err := receiver.Open(dbPath, receiver.Keys(pub))
+	startReceiver := func() (*provider.Receiver, func()) {
+		r, err := provider.Open(dbPath, provider.Keys(pub))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +315,7 @@ func TestJetStreamClusterNodeKilled(t *testing.T) {
 		c.Upstreams = []gateway.UpstreamConfig{{Name: "js", Type: "jetstream", URL: url, CreateStream: true, Replicas: 3}}
 		c.Forward = gateway.ForwardSettings{DrainRate: 1000, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond}
 	})
-	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), receiver.Keys(gatewayPub(t, tg)))
+	r, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(gatewayPub(t, tg)))
 	if err != nil {
 		t.Fatal(err)
 	}

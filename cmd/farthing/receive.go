@@ -18,7 +18,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/metering"
 )
 
@@ -62,7 +62,7 @@ func runReceive(e *env, args []string) error {
 	if len(trust) == 0 {
 		return usageError{"--trust is required: the gateways' public keys"}
 	}
-	var keys []receiver.Trust
+	var keys []provider.Trust
 	for _, arg := range trust {
 		gw, f, ok := strings.Cut(arg, "=")
 		if !ok {
@@ -74,9 +74,9 @@ func runReceive(e *env, args []string) error {
 		}
 		switch {
 		case k.Public != nil:
-			keys = append(keys, receiver.Trust{Key: k.Public, Gateway: gw})
+			keys = append(keys, provider.Trust{Key: k.Public, Gateway: gw})
 		case k.Private != nil:
-			keys = append(keys, receiver.Trust{Key: k.Private.Public().(ed25519.PublicKey), Gateway: gw})
+			keys = append(keys, provider.Trust{Key: k.Private.Public().(ed25519.PublicKey), Gateway: gw})
 		default:
 			return fmt.Errorf("%s: not an Ed25519 gateway key", f)
 		}
@@ -84,7 +84,7 @@ func runReceive(e *env, args []string) error {
 	if err := os.MkdirAll(*data, 0o700); err != nil {
 		return err
 	}
-	r, err := receiver.Open(filepath.Join(*data, "receiver.db"), keys)
+	r, err := provider.Open(filepath.Join(*data, "receiver.db"), keys)
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func runReceive(e *env, args []string) error {
 	}
 }
 
-func printTotals(e *env, r *receiver.Receiver) error {
+func printTotals(e *env, r *provider.Receiver) error {
 	rep, err := r.Report()
 	if err != nil {
 		return err

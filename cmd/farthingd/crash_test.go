@@ -29,7 +29,7 @@ import (
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -168,7 +168,7 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 	if err != nil {
 		t.Fatal(err)
 	}
-	recv, err := receiver.Open(filepath.Join(dir, "receiver.db"), receiver.Keys(gk.Private.Public().(ed25519.PublicKey)))
+	recv, err := provider.Open(filepath.Join(dir, "receiver.db"), provider.Keys(gk.Private.Public().(ed25519.PublicKey)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
@@ -28,14 +28,14 @@ type receiverProc struct {
 	out  bytes.Buffer
 }
 
-func (r *receiverProc) report(t *testing.T) *receiver.Report {
+func (r *receiverProc) report(t *testing.T) *provider.Report {
 	t.Helper()
 	resp, err := http.Get("http://" + r.addr + "/totals")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var rep receiver.Report
+	var rep provider.Report
 	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 
 	// A validly signed aggregate with a booked (key, epoch, seq) and other
 	// bytes: 409, held, reported, not booked.
-	var first receiver.StreamReport
+	var first provider.StreamReport
 	for _, s := range rep.Streams {
 		if s.ResetFrom != nil {
 			first = s

@@ -21,7 +21,7 @@ import (
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/metering"
 )
@@ -39,7 +39,7 @@ type Options struct {
 type Result struct {
 	Sim      *sim.Report
 	Inspect  *gateway.Report
-	Received *receiver.Report
+	Received *provider.Report
 	Balanced bool
 	DataDir  string
 }
@@ -172,7 +172,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		rl.Close()
 		return nil, err
 	}
-	recv, err := receiver.Open(filepath.Join(dir, "receiver.db"), receiver.Keys(gk.Private.Public().(ed25519.PublicKey)))
+	recv, err := provider.Open(filepath.Join(dir, "receiver.db"), provider.Keys(gk.Private.Public().(ed25519.PublicKey)))
 	if err != nil {
 		rl.Close()
 		return nil, err

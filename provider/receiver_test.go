@@ -1,4 +1,4 @@
-package receiver_test
+package provider_test
 
 import (
 	"crypto/ed25519"
@@ -9,7 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -40,7 +40,7 @@ func (g gw) agg(t *testing.T, id string, epoch, seq, amount uint64) []byte {
 	return b
 }
 
-func total(t *testing.T, r *receiver.Receiver) (amount, aggs uint64, rep *receiver.Report) {
+func total(t *testing.T, r *provider.Receiver) (amount, aggs uint64, rep *provider.Report) {
 	t.Helper()
 	rep, err := r.Report()
 	if err != nil {
@@ -53,7 +53,7 @@ func total(t *testing.T, r *receiver.Receiver) (amount, aggs uint64, rep *receiv
 	return amount, aggs, rep
 }
 
-func mustBook(t *testing.T, r *receiver.Receiver, b []byte, want receiver.Outcome) receiver.Booking {
+func mustBook(t *testing.T, r *provider.Receiver, b []byte, want provider.Outcome) provider.Booking {
 	t.Helper()
 	bk, err := r.Accept(b)
 	if err != nil {
@@ -69,16 +69,16 @@ func mustBook(t *testing.T, r *receiver.Receiver, b []byte, want receiver.Outcom
 // "gw-raspberrypi") send seqs 1..n each: every aggregate of both is booked.
 func TestTwoGatewaysOneIDBothBooked(t *testing.T) {
 	a, b := newGW(t), newGW(t)
-	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), receiver.Keys(a.pub, b.pub))
+	r, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub, b.pub))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	for seq := uint64(1); seq <= 5; seq++ {
-		mustBook(t, r, a.agg(t, "gw-raspberrypi", 7, seq, 1000), receiver.Accepted)
-		mustBook(t, r, b.agg(t, "gw-raspberrypi", 9, seq, 10), receiver.Accepted)
+		mustBook(t, r, a.agg(t, "gw-raspberrypi", 7, seq, 1000), provider.Accepted)
+		mustBook(t, r, b.agg(t, "gw-raspberrypi", 9, seq, 10), provider.Accepted)
 	}
-	mustBook(t, r, a.agg(t, "gw-raspberrypi", 7, 3, 1000), receiver.Duplicate)
+	mustBook(t, r, a.agg(t, "gw-raspberrypi", 7, 3, 1000), provider.Duplicate)
 	amount, aggs, rep := total(t, r)
 	if amount != 5*1000+5*10 || aggs != 10 || len(rep.Streams) != 2 {
 		t.Fatalf("booked %d nanos in %d aggregates, %d streams; want 5050 in 10, 2 streams", amount, aggs, len(rep.Streams))
@@ -92,21 +92,21 @@ func TestTwoGatewaysOneIDBothBooked(t *testing.T) {
 // and reported as a reset with the old epoch's last seq.
 func TestStreamResetBookedAndReported(t *testing.T) {
 	a := newGW(t)
-	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), receiver.Keys(a.pub))
+	r, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	for seq := uint64(1); seq <= 4; seq++ {
-		if bk := mustBook(t, r, a.agg(t, "gw-a", 100, seq, 5), receiver.Accepted); bk.ResetFrom != nil {
+		if bk := mustBook(t, r, a.agg(t, "gw-a", 100, seq, 5), provider.Accepted); bk.ResetFrom != nil {
 			t.Fatalf("seq %d: reset %+v in the first epoch", seq, bk.ResetFrom)
 		}
 	}
-	bk := mustBook(t, r, a.agg(t, "gw-a", 200, 1, 7), receiver.Accepted)
+	bk := mustBook(t, r, a.agg(t, "gw-a", 200, 1, 7), provider.Accepted)
 	if bk.ResetFrom == nil || bk.ResetFrom.Epoch != 100 || bk.ResetFrom.LastSeq != 4 {
 		t.Fatalf("new epoch: ResetFrom = %+v; want epoch 100, last seq 4", bk.ResetFrom)
 	}
-	mustBook(t, r, a.agg(t, "gw-a", 200, 2, 7), receiver.Accepted)
+	mustBook(t, r, a.agg(t, "gw-a", 200, 2, 7), provider.Accepted)
 	amount, _, rep := total(t, r)
 	if amount != 4*5+2*7 {
 		t.Fatalf("booked %d; want %d", amount, 4*5+2*7)
@@ -129,15 +129,15 @@ func TestStreamResetBookedAndReported(t *testing.T) {
 // held, counted, reported, never booked and never called a duplicate.
 func TestConflictHeldNotBooked(t *testing.T) {
 	a := newGW(t)
-	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), receiver.Keys(a.pub))
+	r, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	mustBook(t, r, a.agg(t, "gw-a", 1, 1, 500), receiver.Accepted)
+	mustBook(t, r, a.agg(t, "gw-a", 1, 1, 500), provider.Accepted)
 	other := a.agg(t, "gw-a", 1, 1, 777)
 	for range 2 {
-		if _, err := r.Accept(other); !errors.Is(err, receiver.ErrConflict) || !receiver.Refused(err) {
+		if _, err := r.Accept(other); !errors.Is(err, provider.ErrConflict) || !provider.Refused(err) {
 			t.Fatalf("conflicting aggregate: err = %v; want ErrConflict", err)
 		}
 	}
@@ -157,16 +157,16 @@ func TestConflictHeldNotBooked(t *testing.T) {
 func TestKeyBoundToOneGatewayID(t *testing.T) {
 	a, b := newGW(t), newGW(t)
 	path := filepath.Join(t.TempDir(), "r.db")
-	r, err := receiver.Open(path, []receiver.Trust{{Key: a.pub, Gateway: "site-1"}, {Key: b.pub}})
+	r, err := provider.Open(path, []provider.Trust{{Key: a.pub, Gateway: "site-1"}, {Key: b.pub}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Accept(a.agg(t, "site-2", 1, 1, 5)); !errors.Is(err, receiver.ErrWrongGateway) {
+	if _, err := r.Accept(a.agg(t, "site-2", 1, 1, 5)); !errors.Is(err, provider.ErrWrongGateway) {
 		t.Fatalf("configured binding: err = %v; want ErrWrongGateway", err)
 	}
-	mustBook(t, r, a.agg(t, "site-1", 1, 1, 5), receiver.Accepted)
-	mustBook(t, r, b.agg(t, "site-9", 1, 1, 3), receiver.Accepted) // bound now
-	if _, err := r.Accept(b.agg(t, "site-1", 1, 2, 3)); !errors.Is(err, receiver.ErrWrongGateway) {
+	mustBook(t, r, a.agg(t, "site-1", 1, 1, 5), provider.Accepted)
+	mustBook(t, r, b.agg(t, "site-9", 1, 1, 3), provider.Accepted) // bound now
+	if _, err := r.Accept(b.agg(t, "site-1", 1, 2, 3)); !errors.Is(err, provider.ErrWrongGateway) {
 		t.Fatalf("binding on first use: err = %v; want ErrWrongGateway", err)
 	}
 	amount, _, rep := total(t, r)
@@ -176,7 +176,7 @@ func TestKeyBoundToOneGatewayID(t *testing.T) {
 	r.Close()
 	// The binding made on first use is in the file: reopening with another
 	// configured id for that key is refused.
-	if _, err := receiver.Open(path, []receiver.Trust{{Key: b.pub, Gateway: "site-1"}}); err == nil {
+	if _, err := provider.Open(path, []provider.Trust{{Key: b.pub, Gateway: "site-1"}}); err == nil {
 		t.Fatal("reopened with a binding that contradicts the file")
 	}
 }
@@ -204,13 +204,13 @@ func TestLegacyAggregatesAndFile(t *testing.T) {
 		return tot.Put([]byte("p\x00a\x00EUR"), v)
 	})
 	db.Close()
-	r, err := receiver.Open(path, receiver.Keys(a.pub))
+	r, err := provider.Open(path, provider.Keys(a.pub))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	mustBook(t, r, old, receiver.Duplicate)
-	mustBook(t, r, a.agg(t, "gw-old", 0, 2, 2), receiver.Accepted)
+	mustBook(t, r, old, provider.Duplicate)
+	mustBook(t, r, a.agg(t, "gw-old", 0, 2, 2), provider.Accepted)
 	amount, aggs, rep := total(t, r)
 	if amount != 42 || aggs != 2 || len(rep.Streams) != 1 || rep.Streams[0].Epoch != 0 || rep.Streams[0].High != 2 {
 		t.Fatalf("booked %d in %d, streams %+v", amount, aggs, rep.Streams)
@@ -220,13 +220,13 @@ func TestLegacyAggregatesAndFile(t *testing.T) {
 // Gaps are per stream, counted below its highest seq.
 func TestGapsPerStream(t *testing.T) {
 	a := newGW(t)
-	r, err := receiver.Open(filepath.Join(t.TempDir(), "r.db"), receiver.Keys(a.pub))
+	r, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	for _, seq := range []uint64{1, 2, 5, 7} {
-		mustBook(t, r, a.agg(t, "gw-a", 3, seq, 1), receiver.Accepted)
+		mustBook(t, r, a.agg(t, "gw-a", 3, seq, 1), provider.Accepted)
 	}
 	_, _, rep := total(t, r)
 	s := rep.Streams[0]

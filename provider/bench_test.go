@@ -1,11 +1,11 @@
-package receiver_test
+package provider_test
 
 import (
 	"crypto/ed25519"
 	"path/filepath"
 	"testing"
 
-	"github.com/farthing-iot/farthing/internal/receiver"
+	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -14,7 +14,7 @@ import (
 func BenchmarkAccept(b *testing.B) {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	s, _ := protocol.NewEd25519Signer(priv)
-	r, err := receiver.Open(filepath.Join(b.TempDir(), "r.db"), receiver.Keys(pub))
+	r, err := provider.Open(filepath.Join(b.TempDir(), "r.db"), provider.Keys(pub))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,8 +1,9 @@
-// Package receiver is the provider's side of Farthing: it takes aggregates
-// from gateways (MQTT, a JetStream durable consumer, or HTTP), checks each
-// against the gateway keys it trusts, books each aggregate exactly once,
-// and keeps per-provider, per-account totals in its own bbolt file. It is
-// `farthing receive`.
+// Package provider is the provider's side of Farthing, for a provider's
+// own Go service to import: it takes aggregates from gateways (MQTT, a
+// JetStream durable consumer, or HTTP), checks each against the gateway
+// keys it trusts, books each aggregate exactly once, and keeps
+// per-provider, per-account totals in its own bbolt file. `farthing
+// receive` is a thin command around it.
 //
 // The books are keyed by aggregate stream — the signing key's id and the
 // stream epoch (protocol.StreamID) — and seq, never by the gateway id
@@ -24,7 +25,7 @@
 // A new epoch from a key seen before is a stream reset: the gateway lost or
 // replaced its state file. Its aggregates are booked; the reset is
 // reported with the last seq of the epoch before it.
-package receiver
+package provider
 
 import (
 	"bytes"
