@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/provider"
 )
 
 // BenchmarkDrainAfterOutage: b.N aggregates pile up in the outbox while

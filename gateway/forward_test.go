@@ -23,9 +23,9 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/provider"
 )
 
 // natsServer runs a real nats-server with JetStream on a loopback port.

@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/provider"
 )
 
 // BenchmarkAccept books distinct aggregates from one gateway: decode,

@@ -9,8 +9,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/provider"
 )
 
 type gw struct {

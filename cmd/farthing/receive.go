@@ -18,8 +18,8 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/provider"
 )
 
 // trustFiles collects repeated --trust FILE flags.

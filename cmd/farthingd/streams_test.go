@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
+	"github.com/farthing-iot/farthing/provider"
 )
 
 // receiverProc is a `farthing receive --http` process.

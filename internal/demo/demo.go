@@ -21,9 +21,9 @@ import (
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/provider"
 )
 
 // Options shape a demo run.
