@@ -238,7 +238,7 @@ func (c *Config) setDefaults() error {
 		c.MQTT.SessionExpiry = time.Hour
 	}
 	if c.MQTT.TopicPrefix == "" {
-		c.MQTT.TopicPrefix = "farthing/v1"
+		c.MQTT.TopicPrefix = protocol.DefaultTopicPrefix
 	}
 	if c.DTLS.Listen == "" {
 		c.DTLS.Listen = "127.0.0.1:5684"

@@ -387,7 +387,7 @@ func (g *Gateway) startDTLS(tctx context.Context, wg *sync.WaitGroup) error {
 	g.listeners = append(g.listeners, listenerCheck{"dtls", cs.Serving})
 	wg.Add(1)
 	go func() { defer wg.Done(); cs.Serve(tctx) }()
-	g.log.Info("CoAP over DTLS listening", "addr", g.coapAddr, "path", "/t")
+	g.log.Info("CoAP over DTLS listening", "addr", g.coapAddr, "path", "/"+protocol.CoAPTicketPath)
 	return nil
 }
 

@@ -64,7 +64,7 @@ func (r *Receiver) Handler(log *slog.Logger) http.Handler {
 // acknowledged once booked (or refused for good).
 func (r *Receiver) RunMQTT(ctx context.Context, broker, clientID, filter, user, password string, log *slog.Logger) error {
 	if filter == "" {
-		filter = "farthing/v1/aggregates/#"
+		filter = protocol.Topics{}.AggregateFilter()
 	}
 	handle := func(_ paho.Client, m paho.Message) {
 		bk, err := r.Accept(m.Payload())

@@ -19,6 +19,7 @@ import (
 	"github.com/farthing-iot/farthing/internal/demo"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/internal/sim"
+	"github.com/farthing-iot/farthing/protocol"
 )
 
 // This file holds the commands that work with a gateway's data: device,
@@ -178,7 +179,7 @@ func runSim(e *env, args []string) error {
 	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
 	keys := fs.String("keys", "", "directory with the devices' secret files (default DATA/device-keys)")
 	broker := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker")
-	prefix := fs.String("prefix", "farthing/v1", "topic prefix")
+	prefix := fs.String("prefix", protocol.DefaultTopicPrefix, "topic prefix")
 	n := fs.Int("devices", 0, "use the first N matching devices (default all)")
 	typ := fs.String("type", "any", "hmac, ed25519 or any")
 	rate := fs.Float64("rate", 1000, "tickets per second over all devices")

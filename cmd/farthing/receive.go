@@ -19,6 +19,7 @@ import (
 
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
 )
 
@@ -39,7 +40,7 @@ func runReceive(e *env, args []string) error {
 	fs.Var(&trust, "trust", "a gateway's public key file, as [GATEWAY-ID=]FILE: the key speaks for that gateway id\n(without one, for the first id it is seen with); repeatable")
 	httpAddr := fs.String("http", "", "serve POST /aggregates and GET /totals on this address")
 	mqttURL := fs.String("mqtt", "", "subscribe to aggregates on this MQTT broker")
-	topic := fs.String("topic", "farthing/v1/aggregates/#", "MQTT topic filter")
+	topic := fs.String("topic", protocol.Topics{}.AggregateFilter(), "MQTT topic filter")
 	user := fs.String("user", "", "MQTT user name")
 	password := fs.String("password", "", "MQTT password")
 	clientID := fs.String("client-id", "farthing-receiver", "MQTT client id (the broker keeps the session under it)")

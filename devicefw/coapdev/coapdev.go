@@ -31,7 +31,7 @@ type Config struct {
 	Addr   string // the gateway's UDP address, host:port
 	Device string // device id, the PSK identity
 	PSK    []byte // the device's DTLS PSK
-	Path   string // default "t"
+	Path   string // default protocol.CoAPTicketPath
 	Client *devicefw.Client
 	// HandshakeTimeout bounds the DTLS handshake Dial makes; default 10s.
 	HandshakeTimeout time.Duration
@@ -52,7 +52,7 @@ func Dial(cfg Config) (*Device, error) {
 		return nil, errors.New("coapdev: no devicefw client")
 	}
 	if cfg.Path == "" {
-		cfg.Path = "t"
+		cfg.Path = protocol.CoAPTicketPath
 	}
 	cc, err := coapdtls.Dial(cfg.Addr, coapdtls.NewDTLSClientOptions(
 		piondtls.WithPSK(func([]byte) ([]byte, error) { return cfg.PSK, nil }),
@@ -80,12 +80,9 @@ func Dial(cfg Config) (*Device, error) {
 }
 
 // ContentFormat is the CoAP Content-Format of a ticket: 17 (COSE_Mac0) or
-// 18 (COSE_Sign1), read from its COSE tag.
+// 18 (COSE_Sign1), read from its COSE tag (protocol.ContentFormatOf).
 func ContentFormat(ticket []byte) message.MediaType {
-	if len(ticket) > 0 && ticket[0] == 0xd2 {
-		return 18
-	}
-	return 17
+	return message.MediaType(protocol.ContentFormatOf(ticket))
 }
 
 // Report signs a ticket for the readings, keeps it pending, POSTs it and

@@ -42,14 +42,18 @@ type Device struct {
 	conn paho.Client
 }
 
-func (d *Device) ticketTopic() string  { return d.cfg.Prefix + "/" + d.cfg.Device + "/ticket" }
-func (d *Device) receiptTopic() string { return d.cfg.Prefix + "/" + d.cfg.Device + "/receipt" }
+func (d *Device) ticketTopic() string {
+	return protocol.Topics{Prefix: d.cfg.Prefix}.Ticket(d.cfg.Device)
+}
+func (d *Device) receiptTopic() string {
+	return protocol.Topics{Prefix: d.cfg.Prefix}.Receipt(d.cfg.Device)
+}
 
 // Connect connects and subscribes; it returns once the subscription is in
 // place or ctx ends.
 func Connect(ctx context.Context, cfg Config) (*Device, error) {
 	if cfg.Prefix == "" {
-		cfg.Prefix = "farthing/v1"
+		cfg.Prefix = protocol.DefaultTopicPrefix
 	}
 	if cfg.Client == nil {
 		return nil, errors.New("mqttdev: no devicefw client")

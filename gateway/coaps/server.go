@@ -35,10 +35,10 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 )
 
-// CoAP Content-Formats of COSE messages (IANA CoAP Content-Formats).
+// CoAP Content-Formats of COSE messages (protocol.ContentFormatMac0, …).
 const (
-	ContentFormatMac0  message.MediaType = 17 // application/cose; cose-type="cose-mac0"
-	ContentFormatSign1 message.MediaType = 18 // application/cose; cose-type="cose-sign1"
+	ContentFormatMac0  = message.MediaType(protocol.ContentFormatMac0)
+	ContentFormatSign1 = message.MediaType(protocol.ContentFormatSign1)
 )
 
 // Handler processes a ticket from an authenticated device and returns the
@@ -49,7 +49,7 @@ type Handler func(ctx context.Context, device string, payload []byte) (receipt [
 // Config configures the listener. Zero fields take the defaults shown.
 type Config struct {
 	Listen string // UDP address; default 127.0.0.1:5684
-	Path   string // the resource tickets are POSTed to; default "t"
+	Path   string // the resource tickets are POSTed to; default protocol.CoAPTicketPath
 	Handle Handler
 	// PSK returns the device's DTLS pre-shared key for a PSK identity.
 	PSK func(identity string) ([]byte, bool)
@@ -74,7 +74,7 @@ func (c *Config) defaults() {
 		c.Listen = "127.0.0.1:5684"
 	}
 	if c.Path == "" {
-		c.Path = "t"
+		c.Path = protocol.CoAPTicketPath
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second

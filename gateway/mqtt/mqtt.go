@@ -12,7 +12,6 @@ package mqtt
 
 import (
 	"context"
-	"strings"
 
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -31,30 +30,8 @@ type Handler func(ctx context.Context, device string, payload []byte) Reply
 // ticket's effects are durable.
 type Reply func() (receipt []byte, ack bool)
 
-// Topics builds and parses the topic names under one prefix.
-type Topics struct{ Prefix string }
-
-// Ticket is the topic a device publishes tickets on.
-func (t Topics) Ticket(device string) string { return t.Prefix + "/" + device + "/ticket" }
-
-// Receipt is the topic a device reads receipts on.
-func (t Topics) Receipt(device string) string { return t.Prefix + "/" + device + "/receipt" }
-
-// TicketFilter subscribes to every device's tickets.
-func (t Topics) TicketFilter() string { return t.Prefix + "/+/ticket" }
-
-// DeviceOf returns the device of a ticket topic, or "" if topic is not one.
-func (t Topics) DeviceOf(topic string) string {
-	rest, ok := strings.CutPrefix(topic, t.Prefix+"/")
-	if !ok {
-		return ""
-	}
-	dev, ok := strings.CutSuffix(rest, "/ticket")
-	if !ok || !protocol.ValidName(dev, protocol.MaxDeviceIDLen) {
-		return ""
-	}
-	return dev
-}
+// Topics are the topic names (protocol.Topics).
+type Topics = protocol.Topics
 
 // Receipts go out at QoS 0 unless configured otherwise. A receipt is an
 // answer the device can always get again: its ticket stays in the device's

@@ -125,7 +125,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("sim: rate and duration must be positive")
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "farthing/v1"
+		cfg.Prefix = protocol.DefaultTopicPrefix
 	}
 	if cfg.InFlight <= 0 {
 		cfg.InFlight = 4
@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				closeAll(devs)
 				return nil, fmt.Errorf("sim: device %s cannot connect to %s: %v", d.entry.ID, cfg.Broker, t.Error())
 			}
-			topic := cfg.Prefix + "/" + d.entry.ID + "/receipt"
+			topic := protocol.Topics{Prefix: cfg.Prefix}.Receipt(d.entry.ID)
 			if t := d.client.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { onReceipt(d, m.Payload()) }); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 				closeAll(devs)
 				return nil, fmt.Errorf("sim: device %s cannot subscribe to %s: %v", d.entry.ID, topic, t.Error())
@@ -233,7 +233,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			defer wg.Done()
 			// Spread the devices' first tickets over one interval.
 			next := start.Add(time.Duration(int64(interval) * int64(i) / int64(len(devs))))
-			topic := cfg.Prefix + "/" + d.entry.ID + "/ticket"
+			topic := protocol.Topics{Prefix: cfg.Prefix}.Ticket(d.entry.ID)
 			for k := range d.tickets {
 				if wait := time.Until(next); wait > 0 {
 					select {
@@ -253,7 +253,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				if d.coap != nil {
 					// One request at a time: a device's tickets arrive in order.
 					pctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a request sent is waited for, even past the send window
-					resp, err := d.coap.Post(pctx, "/t", coapdev.ContentFormat(d.tickets[k]), bytes.NewReader(d.tickets[k]))
+					resp, err := d.coap.Post(pctx, "/"+protocol.CoAPTicketPath, coapdev.ContentFormat(d.tickets[k]), bytes.NewReader(d.tickets[k]))
 					cancel()
 					if err == nil && resp.Body() != nil {
 						if b, err := io.ReadAll(resp.Body()); err == nil {

@@ -11,6 +11,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/farthing-iot/farthing/gateway/upstream"
+	"github.com/farthing-iot/farthing/protocol"
 )
 
 // Config configures the sink.
@@ -32,7 +33,7 @@ type Sink struct {
 // New connects in the background; Send fails until connected.
 func New(cfg Config) *Sink {
 	if cfg.TopicPrefix == "" {
-		cfg.TopicPrefix = "farthing/v1/aggregates"
+		cfg.TopicPrefix = protocol.Topics{}.Aggregates()
 	}
 	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(cfg.ClientID).SetUsername(cfg.Username).
 		SetPassword(cfg.Password).SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).

@@ -1,0 +1,76 @@
+package protocol
+
+// Transport names: the MQTT topic layout, the CoAP resource and the CoAP
+// Content-Formats, defined here once for the gateway, the device adapters
+// and the simulator. The HKDF labels of the keys a device derives from its
+// master secret are the KeyPurpose constants in keys.go.
+//
+//	PREFIX/DEVICE/ticket       a device publishes its tickets (QoS 1)
+//	PREFIX/DEVICE/receipt      the gateway publishes that device's receipts
+//	PREFIX/aggregates/PROVIDER/GATEWAY
+//	                           an MQTT upstream publishes aggregates (see
+//	                           the gateway's mqttsink)
+//	coaps://GATEWAY/t          a device POSTs a ticket; the response is the receipt
+//
+// An MQTT device's user name and client id are its device id.
+
+// DefaultTopicPrefix is the topic prefix unless configured otherwise.
+const DefaultTopicPrefix = "farthing/v1"
+
+// CoAPTicketPath is the CoAP resource tickets are POSTed to ("/t").
+const CoAPTicketPath = "t"
+
+// CoAP Content-Formats of COSE messages (IANA CoAP Content-Formats).
+const (
+	ContentFormatMac0  uint16 = 17 // application/cose; cose-type="cose-mac0"
+	ContentFormatSign1 uint16 = 18 // application/cose; cose-type="cose-sign1"
+)
+
+// ContentFormatOf returns the CoAP Content-Format of a COSE message from
+// its tag: ContentFormatSign1 for a COSE_Sign1, else ContentFormatMac0.
+func ContentFormatOf(msg []byte) uint16 {
+	if len(msg) > 0 && msg[0] == 0xc0|byte(TagSign1) {
+		return ContentFormatSign1
+	}
+	return ContentFormatMac0
+}
+
+// Topics builds and parses topic names under one prefix; the zero value
+// uses DefaultTopicPrefix.
+type Topics struct{ Prefix string }
+
+func (t Topics) prefix() string {
+	if t.Prefix == "" {
+		return DefaultTopicPrefix
+	}
+	return t.Prefix
+}
+
+// Ticket is the topic a device publishes tickets on.
+func (t Topics) Ticket(device string) string { return t.prefix() + "/" + device + "/ticket" }
+
+// Receipt is the topic a device reads receipts on.
+func (t Topics) Receipt(device string) string { return t.prefix() + "/" + device + "/receipt" }
+
+// TicketFilter subscribes to every device's tickets.
+func (t Topics) TicketFilter() string { return t.prefix() + "/+/ticket" }
+
+// Aggregates is the prefix of the topics aggregates are published under.
+func (t Topics) Aggregates() string { return t.prefix() + "/aggregates" }
+
+// AggregateFilter subscribes to every aggregate.
+func (t Topics) AggregateFilter() string { return t.Aggregates() + "/#" }
+
+// DeviceOf returns the device of a ticket topic, or "" if topic is not one.
+// (No strings package: the device path keeps to a short import list.)
+func (t Topics) DeviceOf(topic string) string {
+	p, s := t.prefix()+"/", "/ticket"
+	if len(topic) <= len(p)+len(s) || topic[:len(p)] != p || topic[len(topic)-len(s):] != s {
+		return ""
+	}
+	dev := topic[len(p) : len(topic)-len(s)]
+	if !ValidName(dev, MaxDeviceIDLen) {
+		return ""
+	}
+	return dev
+}
