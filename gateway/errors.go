@@ -3,12 +3,16 @@
 // receipt) over a bbolt store, the MQTT transports and metrics.
 package gateway
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/farthing-iot/farthing/gateway/registry"
+)
 
 // Errors.
 var (
 	// ErrConfig: the configuration file is wrong; the message names the field.
 	ErrConfig = errors.New("gateway: bad configuration")
 	// ErrRegistry: the device registry is wrong; the message names the device and field.
-	ErrRegistry = errors.New("gateway: bad device registry")
+	ErrRegistry = registry.ErrInvalid
 )

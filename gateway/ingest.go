@@ -304,7 +304,7 @@ var tbsPool = sync.Pool{New: func() any { b := make([]byte, 0, protocol.MaxTicke
 // Ed25519 signatures go through the batcher (ZIP-215, the gateway's one
 // rule); HMAC state is made per ticket, as it is not safe to share.
 func (in *Ingest) verify(dev *Device, env *protocol.Envelope) error {
-	if (env.Alg == protocol.AlgEdDSA) != dev.ed {
+	if (env.Alg == protocol.AlgEdDSA) != (dev.Ed25519Key() != nil) {
 		return &protocol.Error{Reason: protocol.ReasonUnsupportedAlg, Detail: "ticket uses " + env.Alg.String() + ", the device's key is " + dev.KeyType}
 	}
 	bp := tbsPool.Get().(*[]byte)
@@ -312,7 +312,7 @@ func (in *Ingest) verify(dev *Device, env *protocol.Envelope) error {
 	tbs := protocol.AppendToBeSigned((*bp)[:0], env.Alg, env.Protected, env.Payload)
 	*bp = tbs[:0]
 	if env.Alg == protocol.AlgEdDSA {
-		if !in.ed.Verify(dev.pub(), tbs, env.Signature) {
+		if !in.ed.Verify(dev.Ed25519Key(), tbs, env.Signature) {
 			return protocol.ErrBadSignature
 		}
 		return nil

@@ -24,7 +24,7 @@ import (
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/farthing-iot/farthing/devicefw/coapdev"
-	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -56,8 +56,8 @@ type Config struct {
 // Device is a simulated device: its registry entry and its secrets (an
 // Ed25519 device's private key is not in the registry).
 type Device struct {
-	Entry   gateway.DeviceEntry
-	Secrets gateway.DeviceSecrets
+	Entry   registry.Entry
+	Secrets registry.Secrets
 }
 
 // Report is the outcome of a run.
@@ -101,7 +101,7 @@ func (r *Report) String() string {
 }
 
 type simDevice struct {
-	entry    gateway.DeviceEntry
+	entry    registry.Entry
 	password string
 	receipts *protocol.HMAC
 	tickets  [][]byte
@@ -329,7 +329,7 @@ func closeAll(devs []*simDevice) {
 // "every": a new register
 // epoch for the run, registers that grow by 1..100 per ticket on every
 // meter the device has a tariff for.
-func prepare(e gateway.DeviceEntry, s gateway.DeviceSecrets, n int, epoch, seqBase uint64, inflight int, every time.Duration) (*simDevice, error) {
+func prepare(e registry.Entry, s registry.Secrets, n int, epoch, seqBase uint64, inflight int, every time.Duration) (*simDevice, error) {
 	if e.KeyType == "ed25519" && s.Private == nil {
 		return nil, fmt.Errorf("sim: device %s signs with Ed25519, and its private key was not given", e.ID)
 	}

@@ -1,4 +1,9 @@
-package gateway
+// Package registry is the device registry: the devices.yaml file, each
+// device's keys derived from its master secret, and provisioning (making a
+// new device's secrets). The daemon, the CLI and the simulator use it; it
+// links no broker, store or metrics, so a tool that only provisions or
+// simulates devices stays small.
+package registry
 
 import (
 	"bytes"
@@ -20,9 +25,9 @@ import (
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
-// DeviceEntry is one device in the registry file (devices.yaml, mode 0600:
+// Entry is one device in the registry file (devices.yaml, mode 0600:
 // it holds device secrets).
-type DeviceEntry struct {
+type Entry struct {
 	ID string `yaml:"id"`
 	// KeyType is "hmac" (tickets MAC'd with a key derived from Secret) or
 	// "ed25519" (tickets signed; PublicKey verifies them).
@@ -38,9 +43,9 @@ type DeviceEntry struct {
 	Disabled bool              `yaml:"disabled,omitempty"`
 }
 
-// RegistryFile is the layout of devices.yaml.
-type RegistryFile struct {
-	Devices []DeviceEntry `yaml:"devices"`
+// File is the layout of devices.yaml.
+type File struct {
+	Devices []Entry `yaml:"devices"`
 }
 
 // Device is a registry entry with its keys derived and parsed. It is kept
@@ -49,7 +54,7 @@ type RegistryFile struct {
 // held inline, and devices with the same meters and tariffs share one
 // tariff map and their account and provider names.
 type Device struct {
-	DeviceEntry // Secret and PublicKey are cleared
+	Entry // Secret and PublicKey are cleared
 	// keys: receipt key | MQTT password key | DTLS PSK | ticket key or
 	// Ed25519 public key | key id. The slices the methods return alias it
 	// and must not be changed.
@@ -77,8 +82,8 @@ func (d *Device) DTLSPSK() []byte { return d.keys[offPSK:offKey:offKey] }
 
 func (d *Device) mqttPassword() []byte { return d.keys[offMQTT:offPSK:offPSK] }
 
-// pub is the device's Ed25519 public key; nil for an HMAC device.
-func (d *Device) pub() ed25519.PublicKey {
+// Ed25519Key is the device's Ed25519 public key; nil for an HMAC device.
+func (d *Device) Ed25519Key() ed25519.PublicKey {
 	if !d.ed {
 		return nil
 	}
@@ -97,7 +102,7 @@ func (d *Device) ticketKey() []byte {
 // use from one goroutine.
 func (d *Device) NewVerifier() (protocol.Verifier, error) {
 	if d.ed {
-		return strict.NewEd25519Verifier(d.pub()) // ZIP-215, as everywhere in the gateway
+		return strict.NewEd25519Verifier(d.Ed25519Key()) // ZIP-215, as everywhere in the gateway
 	}
 	return protocol.NewHMAC(d.ticketKey())
 }
@@ -154,27 +159,27 @@ func (r *Registry) Devices() []*Device {
 	return out
 }
 
-// ReadRegistryFile reads devices.yaml; a missing file is an empty registry.
-func ReadRegistryFile(path string) (*RegistryFile, error) {
+// ReadFile reads devices.yaml; a missing file is an empty registry.
+func ReadFile(path string) (*File, error) {
 	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
-		return &RegistryFile{}, nil
+		return &File{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRegistry, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	var f RegistryFile
+	var f File
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: %s: %v", ErrRegistry, path, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
 	}
 	return &f, nil
 }
 
-// WriteRegistryFile replaces devices.yaml atomically (write, fsync, rename),
+// WriteFile replaces devices.yaml atomically (write, fsync, rename),
 // so a gateway watching it never reads half a file.
-func WriteRegistryFile(path string, f *RegistryFile) error {
+func WriteFile(path string, f *File) error {
 	b, err := yaml.Marshal(f)
 	if err != nil {
 		return err
@@ -202,15 +207,15 @@ func WriteRegistryFile(path string, f *RegistryFile) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// BuildRegistry checks every entry against the accounts, providers and
+// Build checks every entry against the accounts, providers and
 // tariffs known, derives keys and indexes the devices. Errors name the
 // file, the device and the field.
-func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error) {
+func Build(path string, f *File, known Known) (*Registry, error) {
 	r := &Registry{byID: make(map[string]*Device, len(f.Devices)), byKID: make(map[[protocol.KeyIDLen]byte]*Device, len(f.Devices))}
 	in := interner{strs: map[string]string{}, maps: map[string]map[string]string{}}
 	for i, e := range f.Devices {
 		bad := func(field, format string, args ...any) error {
-			return fmt.Errorf("%w: %s: devices[%d] (%s): %s: %s", ErrRegistry, path, i, e.ID, field, fmt.Sprintf(format, args...))
+			return fmt.Errorf("%w: %s: devices[%d] (%s): %s: %s", ErrInvalid, path, i, e.ID, field, fmt.Sprintf(format, args...))
 		}
 		if !protocol.ValidName(e.ID, protocol.MaxDeviceIDLen) {
 			return nil, bad("id", "use 1..64 of [A-Za-z0-9._-]")
@@ -222,7 +227,7 @@ func BuildRegistry(path string, f *RegistryFile, known Known) (*Registry, error)
 		if err != nil || len(master) != protocol.MasterSecretSize {
 			return nil, bad("secret", "want %d bytes in hex", protocol.MasterSecretSize)
 		}
-		d := &Device{DeviceEntry: e}
+		d := &Device{Entry: e}
 		d.Secret, d.PublicKey = "", ""
 		derive := func(off int, purpose protocol.KeyPurpose) {
 			k, _ := protocol.DeriveKey(master, purpose)
@@ -310,6 +315,10 @@ func (in *interner) tariffs(m map[string]string) map[string]string {
 	in.maps[sig.String()] = m
 	return m
 }
+
+// ErrInvalid: the device registry is wrong; the message names the file,
+// the device and the field.
+var ErrInvalid = errors.New("registry: bad device registry")
 
 // Known is what registry entries are checked against.
 type Known interface {

@@ -1,4 +1,4 @@
-package gateway
+package registry
 
 import (
 	"crypto/ed25519"
@@ -9,21 +9,21 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 )
 
-// DeviceSecrets is what a provisioned device holds: its master secret and,
+// Secrets is what a provisioned device holds: its master secret and,
 // for an Ed25519 device, its signing key.
-type DeviceSecrets struct {
+type Secrets struct {
 	Master  []byte
 	Private ed25519.PrivateKey // nil for HMAC devices
 }
 
 // NewDevice makes the keys for a device and its registry entry.
-func NewDevice(id, keyType, account, provider string, tariffs map[string]string) (DeviceEntry, DeviceSecrets, error) {
-	var s DeviceSecrets
+func NewDevice(id, keyType, account, provider string, tariffs map[string]string) (Entry, Secrets, error) {
+	var s Secrets
 	s.Master = make([]byte, protocol.MasterSecretSize)
 	if _, err := rand.Read(s.Master); err != nil {
-		return DeviceEntry{}, s, err
+		return Entry{}, s, err
 	}
-	e := DeviceEntry{ID: id, KeyType: keyType, Secret: hex.EncodeToString(s.Master), Account: account, Provider: provider, Tariffs: tariffs}
+	e := Entry{ID: id, KeyType: keyType, Secret: hex.EncodeToString(s.Master), Account: account, Provider: provider, Tariffs: tariffs}
 	switch keyType {
 	case "hmac":
 	case "ed25519":
@@ -33,13 +33,13 @@ func NewDevice(id, keyType, account, provider string, tariffs map[string]string)
 		}
 		s.Private, e.PublicKey = priv, hex.EncodeToString(pub)
 	default:
-		return e, s, fmt.Errorf("%w: key type %q: want hmac or ed25519", ErrRegistry, keyType)
+		return e, s, fmt.Errorf("%w: key type %q: want hmac or ed25519", ErrInvalid, keyType)
 	}
 	return e, s, nil
 }
 
 // Signer returns the device's ticket signer.
-func (s DeviceSecrets) Signer() (protocol.Signer, error) {
+func (s Secrets) Signer() (protocol.Signer, error) {
 	if s.Private != nil {
 		return protocol.NewEd25519Signer(s.Private)
 	}
@@ -51,7 +51,7 @@ func (s DeviceSecrets) Signer() (protocol.Signer, error) {
 }
 
 // ReceiptVerifier returns the verifier of the device's receipts.
-func (s DeviceSecrets) ReceiptVerifier() (*protocol.HMAC, error) {
+func (s Secrets) ReceiptVerifier() (*protocol.HMAC, error) {
 	k, err := protocol.DeriveKey(s.Master, protocol.PurposeReceipt)
 	if err != nil {
 		return nil, err
@@ -60,22 +60,22 @@ func (s DeviceSecrets) ReceiptVerifier() (*protocol.HMAC, error) {
 }
 
 // MQTTPassword returns the device's MQTT password.
-func (s DeviceSecrets) MQTTPassword() string {
+func (s Secrets) MQTTPassword() string {
 	k, _ := protocol.DeriveKey(s.Master, protocol.PurposeMQTTPassword)
 	return hex.EncodeToString(k)
 }
 
 // SecretsOf recovers a device's secrets from its registry entry (which
 // holds them: the registry file is secret).
-func SecretsOf(e DeviceEntry) (DeviceSecrets, error) {
-	var s DeviceSecrets
+func SecretsOf(e Entry) (Secrets, error) {
+	var s Secrets
 	m, err := hex.DecodeString(e.Secret)
 	if err != nil || len(m) != protocol.MasterSecretSize {
-		return s, fmt.Errorf("%w: device %s: bad secret", ErrRegistry, e.ID)
+		return s, fmt.Errorf("%w: device %s: bad secret", ErrInvalid, e.ID)
 	}
 	s.Master = m
 	return s, nil
 }
 
 // DTLSPSK returns the device's DTLS pre-shared key (its identity is its id).
-func (s DeviceSecrets) DTLSPSK() []byte { return DTLSPSKOf(s.Master) }
+func (s Secrets) DTLSPSK() []byte { return DTLSPSKOf(s.Master) }
