@@ -15,12 +15,10 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/mqttdev"
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -423,11 +421,7 @@ func TestPipelinedTicketsKeepOrderAndDurability(t *testing.T) {
 		toks[i] = rc.Publish("farthing/v1/plug-1/ticket", 1, false, signed(t, tg, "plug-1", uint64(i+1), uint64(1000+10*i)))
 	}
 	stored := func(seq uint64) bool {
-		var ok bool
-		tg.Store().View(func(tx *bolt.Tx) error {
-			ok = tx.Bucket(store.BucketTickets).Get(store.KeySeq(seq, "plug-1")) != nil
-			return nil
-		})
+		_, _, ok := gateway.StoredTicket(tg.Store(), "plug-1", seq)
 		return ok
 	}
 	for i, tok := range toks {

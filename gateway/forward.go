@@ -2,14 +2,10 @@ package gateway
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"slices"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
-	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/gateway/upstream"
 )
 
@@ -65,8 +61,6 @@ func (c *ForwardConfig) defaults() {
 	}
 }
 
-func upstreamKey(name string) []byte { return []byte("upstream/" + name) }
-
 // Forwarder sends the outbox to every configured upstream. An aggregate
 // leaves the outbox only when every upstream confirmed it.
 type Forwarder struct {
@@ -85,11 +79,8 @@ func (f *Forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) err
 	cfg.defaults()
 	in := f.in
 	log := in.log.With("upstream", cfg.Name)
-	var cursor uint64
-	if err := in.store.View(func(tx *bolt.Tx) error {
-		cursor = store.Uint64(tx.Bucket(store.BucketMeta).Get(upstreamKey(cfg.Name)))
-		return nil
-	}); err != nil {
+	cursor, err := in.books.Confirmed(cfg.Name)
+	if err != nil {
 		return err
 	}
 	interval := time.Duration(float64(time.Second) / cfg.DrainRate)
@@ -160,52 +151,19 @@ type pending struct {
 
 // next returns the first outbox aggregate after cursor.
 func (f *Forwarder) next(cursor uint64) (pending, bool, error) {
-	var p pending
-	var ok bool
-	err := f.in.store.View(func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(store.BucketOutbox).Cursor().Seek(store.PutUint64(cursor + 1))
-		if k == nil {
-			return nil
-		}
-		seq := store.Uint64(k)
-		rec, err := decodeSealedRecord(tx.Bucket(store.BucketSealed).Get(k))
-		if err != nil {
-			return fmt.Errorf("outbox %d: %w", seq, err)
-		}
-		gw := f.in.snap.Load().GatewayID
-		p = pending{Outgoing: upstream.Outgoing{Seq: seq, Gateway: gw, Provider: rec.Provider, Key: f.in.stream.Key(seq),
-			Bytes: append([]byte(nil), v...)}, end: time.UnixMilli(rec.End)}
-		ok = true
-		return nil
-	})
-	return p, ok, err
+	o, ok, err := f.in.books.Next(cursor)
+	if !ok || err != nil {
+		return pending{}, ok, err
+	}
+	gw := f.in.snap.Load().GatewayID
+	return pending{Outgoing: upstream.Outgoing{Seq: o.Seq, Gateway: gw, Provider: o.Provider, Key: f.in.books.Stream().Key(o.Seq),
+		Bytes: o.Bytes}, end: o.End}, true, nil
 }
 
 // confirm records an upstream's progress and drops from the outbox every
 // aggregate all upstreams confirmed.
 func (f *Forwarder) confirm(ctx context.Context, name string, seq uint64) error {
-	return f.in.store.Do(ctx, func(tx *bolt.Tx) error {
-		meta := tx.Bucket(store.BucketMeta)
-		if err := meta.Put(upstreamKey(name), store.PutUint64(seq)); err != nil {
-			return fmt.Errorf("%w: %v", store.ErrAbort, err)
-		}
-		low := seq
-		for _, n := range f.names {
-			low = min(low, store.Uint64(meta.Get(upstreamKey(n))))
-		}
-		ob := tx.Bucket(store.BucketOutbox)
-		var done [][]byte
-		c := ob.Cursor()
-		for k, _ := c.First(); k != nil && store.Uint64(k) <= low; k, _ = c.Next() {
-			done = append(done, append([]byte(nil), k...))
-		}
-		for _, k := range done {
-			if err := ob.Delete(k); err != nil {
-				return fmt.Errorf("%w: %v", store.ErrAbort, err)
-			}
-		}
-		return nil
-	})
+	return f.in.books.Confirm(ctx, name, seq, f.names)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -20,10 +20,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/net/netutil"
 
 	"github.com/farthing-iot/farthing/gateway/coaps"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/mqtt"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/gateway/upstream/httpsink"
@@ -110,18 +110,25 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	g.store = st
-	g.ingest = NewIngest(st, snap, cfg.Limits, g.metrics, log)
-	if g.ingest.signer, err = protocol.NewEd25519Signer(g.key); err != nil {
+	signer, err := protocol.NewEd25519Signer(g.key)
+	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	epoch, err := loadStreamEpoch(context.Background(), st)
+	if err := ledger.Init(context.Background(), st); err != nil {
+		st.Close()
+		return nil, err
+	}
+	epoch, err := ledger.StreamEpoch(context.Background(), st)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("stream epoch: %w", err)
 	}
-	g.ingest.stream, _ = protocol.StreamOf(kid[:], epoch)
-	log.Info("aggregate stream", "gateway", cfg.GatewayID, "stream", g.ingest.stream.String())
+	stream, _ := protocol.StreamOf(kid[:], epoch)
+	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream,
+		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }})
+	g.ingest = NewIngest(books, snap, cfg.Limits, g.metrics, log)
+	log.Info("aggregate stream", "gateway", cfg.GatewayID, "stream", stream.String())
 	return g, nil
 }
 
@@ -145,7 +152,7 @@ func (g *Gateway) HTTPAddr() string {
 // loadSnapshot reads the tariff and device files and the configuration
 // into a snapshot. A missing file is empty (every ticket is refused).
 func (g *Gateway) loadSnapshot() (*Snapshot, error) {
-	snap := &Snapshot{GatewayID: g.cfg.GatewayID, Policies: map[string]metering.Policy{}, Accounts: map[string]metering.Account{}}
+	snap := &Snapshot{Terms: ledger.Terms{GatewayID: g.cfg.GatewayID, Policies: map[string]metering.Policy{}, Accounts: map[string]metering.Account{}}}
 	for _, a := range g.cfg.Accounts {
 		acct, _ := a.Opening()
 		snap.Accounts[a.ID] = acct
@@ -479,7 +486,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 func (g *Gateway) watchDisk() {
 	st := g.store.Stats()
 	g.metrics.StoreBytes.Set(float64(st.FileBytes))
-	g.metrics.OldestSealed.Set(g.oldestUnforwarded(time.Now()).Seconds())
+	g.metrics.OldestSealed.Set(g.ingest.books.OldestUnforwarded(time.Now()).Seconds())
 	full := st.FileBytes > g.cfg.Limits.MaxStoreBytes
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(g.cfg.DataDir, &fs); err == nil && int64(fs.Bavail)*int64(fs.Bsize) < g.minFree {
@@ -540,23 +547,6 @@ func (g *Gateway) minFreeFloor() int64 {
 		g.log.Info("free-space floor", "min_free_bytes", floor, "free_bytes", free, "filesystem_bytes", size)
 	}
 	return floor
-}
-
-// oldestUnforwarded is the age of the oldest aggregate still in the
-// outbox: sealed, not yet confirmed by every upstream.
-func (g *Gateway) oldestUnforwarded(now time.Time) time.Duration {
-	var age time.Duration
-	g.store.View(func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(store.BucketOutbox).Cursor().First()
-		if k == nil {
-			return nil
-		}
-		if r, err := decodeSealedRecord(tx.Bucket(store.BucketSealed).Get(k)); err == nil {
-			age = max(0, now.Sub(time.UnixMilli(r.End)))
-		}
-		return nil
-	})
-	return age
 }
 
 func (g *Gateway) watchFiles() {

@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
@@ -42,7 +43,7 @@ type Result struct {
 // verification run on the transports' goroutines (so on every core), and
 // all state changes go through the store's single committer.
 type Ingest struct {
-	store   *store.Store
+	books   *ledger.Books
 	snap    atomic.Pointer[Snapshot]
 	metrics *Metrics
 	log     *slog.Logger
@@ -52,8 +53,6 @@ type Ingest struct {
 	// fullRefused counts tickets answered retry later for a full store;
 	// they are logged in summary (see Gateway.watchDisk), not one by one.
 	fullRefused atomic.Uint64
-	signer      protocol.Signer   // the gateway's Ed25519 key, for aggregates
-	stream      protocol.StreamID // the signer's key id and the state file's stream epoch
 	ed          *edBatcher
 }
 
@@ -61,11 +60,8 @@ type Ingest struct {
 // atomically, so a ticket in flight finishes with the snapshot it started
 // with.
 type Snapshot struct {
-	Registry  *Registry
-	Tariffs   *metering.TariffSet
-	Policies  map[string]metering.Policy
-	Accounts  map[string]metering.Account // opening states
-	GatewayID string
+	Registry *Registry
+	ledger.Terms
 }
 
 // Account, Provider and Tariff make a Snapshot the Known of BuildRegistry.
@@ -82,12 +78,13 @@ func (s *Snapshot) Tariff(id, account string) error {
 	return nil
 }
 
-// NewIngest returns a pipeline over st with the first snapshot.
-func NewIngest(st *store.Store, snap *Snapshot, limits LimitsConfig, m *Metrics, log *slog.Logger) *Ingest {
+// NewIngest returns a pipeline that keeps its books in books, with the
+// first snapshot.
+func NewIngest(books *ledger.Books, snap *Snapshot, limits LimitsConfig, m *Metrics, log *slog.Logger) *Ingest {
 	if m == nil {
 		m = NewMetrics()
 	}
-	in := &Ingest{store: st, metrics: m, log: log, limits: limits, now: time.Now,
+	in := &Ingest{books: books, metrics: m, log: log, limits: limits, now: time.Now,
 		ed: newEdBatcher(func(n int) { m.VerifyBatch.Observe(float64(n)) })}
 	in.snap.Store(snap)
 	return in
@@ -99,20 +96,10 @@ func (in *Ingest) Reload(s *Snapshot) { in.snap.Store(s) }
 // Snapshot returns the current snapshot.
 func (in *Ingest) Snapshot() *Snapshot { return in.snap.Load() }
 
-// refusal is a pipeline outcome other than a commit.
-type refusal struct {
-	status protocol.Status
-	reason protocol.Reason
-	detail string
-}
+// refusal is a pipeline outcome other than a commit (ledger.Refusal).
+type refusal = ledger.Refusal
 
-func (r *refusal) Error() string {
-	return r.status.String() + ": " + r.reason.String() + ": " + r.detail
-}
-
-func reject(reason protocol.Reason, format string, args ...any) *refusal {
-	return &refusal{status: protocol.StatusRejected, reason: reason, detail: fmt.Sprintf(format, args...)}
-}
+var reject = ledger.Reject
 
 // Submit runs one ticket through the pipeline and returns the receipt to
 // send. It returns only after an accepted ticket's effects are durable.
@@ -147,9 +134,9 @@ func (in *Ingest) Start(ctx context.Context, sub Submission) *Pending {
 	if p.ref != nil {
 		return p
 	}
-	committed, err := in.store.Enqueue(ctx, func(tx *bolt.Tx) error {
+	committed, err := in.books.Store().Enqueue(ctx, func(tx *bolt.Tx) error {
 		var err error
-		p.rc, err = in.apply(tx, p.snap, dev, &p.tk, raw)
+		p.rc, err = in.books.Apply(tx, &p.snap.Terms, payerOf(dev), &p.tk, raw)
 		return err
 	})
 	if err != nil {
@@ -162,17 +149,17 @@ func (in *Ingest) Start(ctx context.Context, sub Submission) *Pending {
 
 // commitRefusal turns a failed commit into the answer to the device.
 func commitRefusal(in *Ingest, sub Submission, seq uint64, err error) *refusal {
-	var rf *refusal
+	var rf *ledger.Refusal
 	switch {
 	case errors.As(err, &rf):
 		return rf
 	case errors.Is(err, store.ErrClosed):
-		return &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonShuttingDown, detail: "gateway is stopping"}
+		return &refusal{Status: protocol.StatusRetryLater, Reason: protocol.ReasonShuttingDown, Detail: "gateway is stopping"}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonOverloaded, detail: "queue full"}
+		return &refusal{Status: protocol.StatusRetryLater, Reason: protocol.ReasonOverloaded, Detail: "queue full"}
 	default:
 		in.log.Error("commit failed", "device", sub.Device, "seq", seq, "error", err)
-		return &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonStoreError, detail: err.Error()}
+		return &refusal{Status: protocol.StatusRetryLater, Reason: protocol.ReasonStoreError, Detail: err.Error()}
 	}
 }
 
@@ -197,24 +184,24 @@ func (p *Pending) Wait() Result {
 		}
 	}
 	if ref != nil {
-		r.Status, r.Reason, r.Charged, r.HasBalance = ref.status, ref.reason, 0, false
-		if ref.status == protocol.StatusInsufficientFunds {
+		r.Status, r.Reason, r.Charged, r.HasBalance = ref.Status, ref.Reason, 0, false
+		if ref.Status == protocol.StatusInsufficientFunds {
 			r.Reason = protocol.ReasonNone
 			r.Balance, r.HasBalance = in.available(snap, p.dev), true
 		}
-		if ref.status == protocol.StatusRetryLater {
+		if ref.Status == protocol.StatusRetryLater {
 			r.RetryAfter = uint32(in.limits.RetryAfter.Milliseconds())
 		}
 		lvl := slog.LevelInfo
 		switch {
-		case ref.reason == protocol.ReasonStorageFull:
+		case ref.Reason == protocol.ReasonStorageFull:
 			in.fullRefused.Add(1)
 			lvl = slog.LevelDebug // summarised once a minute while full
-		case ref.status == protocol.StatusRetryLater:
+		case ref.Status == protocol.StatusRetryLater:
 			lvl = slog.LevelWarn
 		}
 		in.log.Log(p.ctx, lvl, "ticket refused", "transport", sub.Transport, "device", sub.Device, "seq", p.tk.Seq,
-			"status", ref.status.String(), "reason", ref.reason.String(), "detail", ref.detail)
+			"status", ref.Status.String(), "reason", ref.Reason.String(), "detail", ref.Detail)
 	}
 	if in.metrics != nil {
 		reason := ""
@@ -277,7 +264,7 @@ func (in *Ingest) check(snap *Snapshot, sub Submission) (*Device, protocol.Ticke
 		}
 	}
 	if in.full.Load() {
-		return nil, tk, nil, &refusal{status: protocol.StatusRetryLater, reason: protocol.ReasonStorageFull, detail: "state file near its bound"}
+		return nil, tk, nil, &refusal{Status: protocol.StatusRetryLater, Reason: protocol.ReasonStorageFull, Detail: "state file near its bound"}
 	}
 	return dev, tk, sub.Payload, nil
 }
@@ -286,15 +273,12 @@ func (in *Ingest) available(snap *Snapshot, dev *Device) int64 {
 	if dev == nil {
 		return 0
 	}
-	var avail metering.Nanos
-	in.store.View(func(tx *bolt.Tx) error {
-		a, err := loadAccount(tx, snap, dev.Account)
-		if err == nil {
-			avail, _ = a.Available()
-		}
-		return nil
-	})
-	return int64(avail)
+	return in.books.Available(&snap.Terms, dev.Account)
+}
+
+// payerOf is who a device's tickets are charged to.
+func payerOf(d *Device) ledger.Payer {
+	return ledger.Payer{Device: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs}
 }
 
 // tbsPool holds buffers for the bytes a ticket's signature covers.
@@ -329,3 +313,16 @@ func (in *Ingest) verify(dev *Device, env *protocol.Envelope) error {
 
 // SetFull marks the store near (or back under) its bound.
 func (in *Ingest) SetFull(full bool) { in.full.Store(full) }
+
+// CloseWindows seals every open window whose end is at or before now.
+func (in *Ingest) CloseWindows(ctx context.Context, now time.Time) error {
+	return in.books.CloseWindows(ctx, &in.snap.Load().Terms, now)
+}
+
+// PruneTickets prunes what every upstream confirmed (ledger.Books.PruneTickets).
+func (in *Ingest) PruneTickets(ctx context.Context, upstreams []string, retention time.Duration, now time.Time) (int, error) {
+	return in.books.PruneTickets(ctx, upstreams, retention, now)
+}
+
+// Books returns the books the pipeline keeps.
+func (in *Ingest) Books() *ledger.Books { return in.books }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,11 +20,11 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/mqttdev"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
@@ -348,30 +346,23 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 	}
 	// Each stored ticket is in the ledger exactly once.
 	refs := map[string]int{}
-	st.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(store.BucketEntries).ForEach(func(_, v []byte) error {
-			var e metering.Entry
-			if err := e.UnmarshalBinary(v); err != nil {
-				t.Errorf("bad entry: %v", err)
-			}
-			refs[e.Ref]++
-			return nil
-		})
-	})
+	if err := ledger.Entries(st, func(_ string, e metering.Entry) error {
+		refs[e.Ref]++
+		return nil
+	}); err != nil {
+		t.Errorf("bad entry: %v", err)
+	}
 	for ref, n := range refs {
 		if n != 1 {
 			t.Errorf("ticket %s is in the ledger %d times", ref, n)
 		}
 	}
 	unanswered := 0
-	st.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(store.BucketTickets).ForEach(func(k, _ []byte) error {
-			i := bytes.IndexByte(k, 0)
-			if !told[fmt.Sprint(string(k[:i]), "/", binary.BigEndian.Uint64(k[i+1:]))] {
-				unanswered++ // committed, receipt lost in the crash, superseded on the device
-			}
-			return nil
-		})
+	ledger.Tickets(st, func(dev string, seq uint64) error {
+		if !told[fmt.Sprint(dev, "/", seq)] {
+			unanswered++ // committed, receipt lost in the crash, superseded on the device
+		}
+		return nil
 	})
 	rc := rep.Reconcile
 	t.Logf("%d accepted, %d duplicate answers, %d stored tickets (%d whose receipt died with the daemon and were superseded); %+v",

@@ -1,9 +1,9 @@
 // Package store keeps the gateway's state in one bbolt file and commits it
 // in groups: many operations share one transaction and one fsync.
 //
-// The store knows buckets and bytes, not tickets: an operation is a
-// function run inside the write transaction, and the gateway's ingest
-// decides what it writes. Invariants:
+// The store knows bytes, not tickets: an operation is a function run
+// inside the write transaction, and package ledger, which owns the
+// buckets and their layout, decides what it writes. Invariants:
 //
 //   - One goroutine, the committer, owns every write transaction. It takes
 //     whatever operations are queued (at most Options.MaxBatch), runs them in
@@ -30,26 +30,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 )
-
-// Bucket names. Keys are documented in keys.go.
-var (
-	BucketMeta      = []byte("meta")
-	BucketDevices   = []byte("devices")
-	BucketTickets   = []byte("tickets")
-	BucketCharges   = []byte("charges")
-	BucketAccounts  = []byte("accounts")
-	BucketEntries   = []byte("entries")
-	BucketWindows   = []byte("windows")
-	BucketSealed    = []byte("sealed")
-	BucketSlotIndex = []byte("slots")
-	BucketOutbox    = []byte("outbox")
-	BucketLeaves    = []byte("leaves")
-	BucketSealedBy  = []byte("sealedby")
-)
-
-var allBuckets = [][]byte{BucketMeta, BucketDevices, BucketTickets, BucketCharges,
-	BucketAccounts, BucketEntries, BucketWindows, BucketSealed, BucketSlotIndex, BucketOutbox,
-	BucketLeaves, BucketSealedBy}
 
 // Errors.
 var (
@@ -133,17 +113,6 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{db: db, opts: opts, queue: make(chan request, opts.QueueLen), stop: make(chan struct{})}
 	if !opts.ReadOnly {
-		if err := db.Update(func(tx *bolt.Tx) error {
-			for _, b := range allBuckets {
-				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			db.Close()
-			return nil, fmt.Errorf("store: create buckets: %w", err)
-		}
 		s.wg.Add(1)
 		go s.committer()
 	}

@@ -1,4 +1,4 @@
-package gateway
+package ledger
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 )
 
 // ErrNoProof: the ticket is unknown, pruned, or its window is not sealed yet.
-var ErrNoProof = errors.New("gateway: no inclusion proof")
+var ErrNoProof = errors.New("ledger: no inclusion proof")
 
 // Proof shows that one ticket is leaf Index of the Merkle tree whose root
 // aggregate Aggregate carries (RFC 9162 audit path). A provider checks it
@@ -38,7 +38,7 @@ type Proof struct {
 func TicketProofs(st *store.Store, device string, seq uint64) ([]Proof, error) {
 	var out []Proof
 	err := st.View(func(tx *bolt.Tx) error {
-		rec, err := decodeTicketRecord(tx.Bucket(store.BucketTickets).Get(store.KeySeq(seq, device)))
+		rec, err := decodeTicketRecord(tx.Bucket(bucketTickets).Get(seqKey(seq, device)))
 		idx := rec.Leaves
 		if err != nil || len(idx) == 0 || rec.Raw == nil {
 			return fmt.Errorf("%w: ticket %s/%d is not stored (unknown, a baseline reading, or pruned)", ErrNoProof, device, seq)
@@ -71,18 +71,18 @@ func proofOf(tx *bolt.Tx, leafKey []byte) (Proof, error) {
 	if bytes.HasPrefix(leafKey, []byte("c\x00")) {
 		aggSeq = binary.BigEndian.Uint64(prefix[2:])
 	} else {
-		aggSeq = store.Uint64(tx.Bucket(store.BucketSealedBy).Get(prefix))
+		aggSeq = getU64(tx.Bucket(bucketSealedBy).Get(prefix))
 		if aggSeq == 0 {
 			return p, fmt.Errorf("%w: the ticket's window is still open", ErrNoProof)
 		}
 	}
-	rec, err := decodeSealedRecord(tx.Bucket(store.BucketSealed).Get(store.PutUint64(aggSeq)))
+	rec, err := decodeSealedRecord(tx.Bucket(bucketSealed).Get(putU64(aggSeq)))
 	if err != nil {
 		return p, err
 	}
 	var leaves []metering.Hash
 	var ticket metering.Hash
-	c := tx.Bucket(store.BucketLeaves).Cursor()
+	c := tx.Bucket(bucketLeaves).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Next() {
 		var h metering.Hash
 		copy(h[:], v)
@@ -115,7 +115,7 @@ func proofOf(tx *bolt.Tx, leafKey []byte) (Proof, error) {
 // ticket that was never accepted.
 func StoredTicket(st *store.Store, device string, seq uint64) (charged uint64, raw []byte, ok bool) {
 	st.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(store.BucketTickets).Get(store.KeySeq(seq, device))
+		v := tx.Bucket(bucketTickets).Get(seqKey(seq, device))
 		if v == nil {
 			return nil
 		}

@@ -1,4 +1,4 @@
-package gateway
+package ledger
 
 import (
 	"context"
@@ -23,11 +23,11 @@ import (
 // seq, the stored receipt, the raw ticket, each meter's state, each (account,
 // meter) pricing state, the account entry and balance, and each window's
 // state with any windows it sealed (numbered with the gapless aggregate seq).
-func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.Ticket, raw []byte) (protocol.Receipt, error) {
-	r := protocol.Receipt{Device: dev.ID, Seq: tk.Seq}
+func (bk *Books) Apply(tx *bolt.Tx, snap *Terms, dev Payer, tk *protocol.Ticket, raw []byte) (protocol.Receipt, error) {
+	r := protocol.Receipt{Device: dev.Device, Seq: tk.Seq}
 	b := func(name []byte) *bolt.Bucket { return tx.Bucket(name) }
 
-	ds, err := getDeviceState(b(store.BucketDevices), dev.ID)
+	ds, err := getDeviceState(b(bucketDevices), dev.Device)
 	if err != nil {
 		return r, err
 	}
@@ -43,7 +43,7 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 		// by the later ticket).
 		r.Status = protocol.StatusDuplicate
 		r.Reason = protocol.ReasonSuperseded
-		if v := b(store.BucketTickets).Get(store.KeySeq(tk.Seq, dev.ID)); v != nil {
+		if v := b(bucketTickets).Get(seqKey(tk.Seq, dev.Device)); v != nil {
 			if sr, err := decodeTicketRecord(v); err == nil {
 				r.Charged, r.Balance, r.HasBalance, r.Reason = sr.Charged, sr.Balance, true, protocol.ReasonNone
 			}
@@ -54,7 +54,7 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 	var writes []write
 	put := func(bucket, key, val []byte) { writes = append(writes, write{bucket, key, val}) }
 	hash := metering.TicketHash(raw)
-	ref := dev.ID + "/" + strconv.FormatUint(tk.Seq, 10)
+	ref := dev.Device + "/" + strconv.FormatUint(tk.Seq, 10)
 	var total metering.Nanos
 	type windowAdd struct {
 		key  metering.WindowKey
@@ -65,9 +65,9 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 		u, ms2, outcome, err := ds.meter(rd.Meter).Advance(tk.Seq, tk.Epoch, rd.Register, int64(tk.Time))
 		switch {
 		case errors.Is(err, metering.ErrRegisterBackwards):
-			return r, reject(protocol.ReasonRegisterBackwards, "meter %s: %v", rd.Meter, err)
+			return r, Reject(protocol.ReasonRegisterBackwards, "meter %s: %v", rd.Meter, err)
 		case errors.Is(err, metering.ErrEpochBackwards):
-			return r, reject(protocol.ReasonEpochBackwards, "meter %s: %v", rd.Meter, err)
+			return r, Reject(protocol.ReasonEpochBackwards, "meter %s: %v", rd.Meter, err)
 		case err != nil:
 			return r, err
 		}
@@ -76,48 +76,48 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 			continue // a baseline charges nothing and feeds no window
 		}
 		tariff := snap.Tariffs.Get(dev.Tariffs[rd.Meter])
-		ckey := store.Key(dev.Account, rd.Meter)
+		ckey := joinKey(dev.Account, rd.Meter)
 		var cs metering.ChargeState
-		if v := b(store.BucketCharges).Get(ckey); v != nil {
+		if v := b(bucketCharges).Get(ckey); v != nil {
 			if err := cs.UnmarshalBinary(v); err != nil {
 				return r, err
 			}
 		}
 		ch, cs2, err := tariff.Price(cs, u)
 		if err != nil {
-			return r, reject(protocol.ReasonChargeOverflow, "meter %s: %v", rd.Meter, err)
+			return r, Reject(protocol.ReasonChargeOverflow, "meter %s: %v", rd.Meter, err)
 		}
 		if total, err = total.Add(ch.Amount); err != nil {
-			return r, reject(protocol.ReasonChargeOverflow, "%v", err)
+			return r, Reject(protocol.ReasonChargeOverflow, "%v", err)
 		}
 		cb, _ := cs2.MarshalBinary()
-		put(store.BucketCharges, ckey, cb)
+		put(bucketCharges, ckey, cb)
 		adds = append(adds, windowAdd{metering.WindowKey{Provider: dev.Provider, Account: dev.Account, Meter: rd.Meter},
 			metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash}})
 	}
 
 	if total > 0 {
-		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, in.now().UnixMilli(), ref)
+		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, bk.now().UnixMilli(), ref)
 		if errors.Is(err, metering.ErrInsufficientFunds) {
-			return r, &refusal{status: protocol.StatusInsufficientFunds, detail: err.Error()}
+			return r, &Refusal{Status: protocol.StatusInsufficientFunds, Detail: err.Error()}
 		}
 		if err != nil {
-			return r, reject(protocol.ReasonChargeOverflow, "%v", err)
+			return r, Reject(protocol.ReasonChargeOverflow, "%v", err)
 		}
 		eb, _ := entry.MarshalBinary()
-		put(store.BucketEntries, store.KeySeq(entry.Seq, acct.ID), eb)
+		put(bucketEntries, seqKey(entry.Seq, acct.ID), eb)
 		acct = acct2
 	}
 	ab, _ := acct.MarshalBinary()
-	put(store.BucketAccounts, []byte(acct.ID), ab)
+	put(bucketAccounts, []byte(acct.ID), ab)
 
-	aggSeq := store.Uint64(b(store.BucketMeta).Get(metaAggSeq))
+	aggSeq := getU64(b(bucketMeta).Get(metaAggSeq))
 	aggSeq0 := aggSeq
 	var tleaves []byte
 	for _, a := range adds {
-		wkey := store.Key(a.key.Provider, a.key.Account, a.key.Meter)
+		wkey := joinKey(a.key.Provider, a.key.Account, a.key.Meter)
 		var ws metering.WindowState
-		if v := b(store.BucketWindows).Get(wkey); v != nil {
+		if v := b(bucketWindows).Get(wkey); v != nil {
 			if err := ws.UnmarshalBinary(v); err != nil {
 				return r, err
 			}
@@ -126,10 +126,10 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 		// if a meter repeats, which the decoder forbids.
 		d, err := snap.Policies[a.key.Provider].Add(ws, acct.Currency, a.item)
 		if err != nil {
-			return r, reject(protocol.ReasonChargeOverflow, "window %v: %v", a.key, err)
+			return r, Reject(protocol.ReasonChargeOverflow, "window %v: %v", a.key, err)
 		}
 		wb, _ := d.State.MarshalBinary()
-		put(store.BucketWindows, wkey, wb)
+		put(bucketWindows, wkey, wb)
 		// The ticket's leaf in the window it joined, for inclusion proofs.
 		var leafKey []byte
 		switch {
@@ -141,12 +141,12 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 		default:
 			leafKey = leafKeyWindow(wkey, d.State.Open.Start, d.State.Open.Tickets-1)
 		}
-		put(store.BucketLeaves, leafKey, append(hash[:], ref...))
+		put(bucketLeaves, leafKey, append(hash[:], ref...))
 		tleaves = append(binary.AppendUvarint(tleaves, uint64(len(leafKey))), leafKey...)
 		for _, sl := range d.Sealed {
 			aggSeq++
 			rec := sealedRecord{Provider: a.key.Provider, Account: a.key.Account, Meter: a.key.Meter, Sealed: sl}
-			ws, err := in.sealWrites(snap, aggSeq, rec, true)
+			ws, err := bk.sealWrites(snap, aggSeq, rec, true)
 			if err != nil {
 				return r, err
 			}
@@ -154,11 +154,11 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 		}
 		if c := d.Correction; c != nil {
 			aggSeq++
-			corrected := store.Uint64(b(store.BucketSlotIndex).Get(store.KeySeq(uint64(c.SlotStart), a.key.Provider, a.key.Account, a.key.Meter)))
+			corrected := getU64(b(bucketSlotIndex).Get(seqKey(uint64(c.SlotStart), a.key.Provider, a.key.Account, a.key.Meter)))
 			rec := sealedRecord{Provider: a.key.Provider, Account: a.key.Account, Meter: a.key.Meter, Corrects: corrected,
 				Sealed: metering.Sealed{Start: c.SlotStart, End: c.SlotEnd, Currency: acct.Currency, Quantity: c.Item.Quantity,
 					Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket})}}
-			ws, err := in.sealWrites(snap, aggSeq, rec, false)
+			ws, err := bk.sealWrites(snap, aggSeq, rec, false)
 			if err != nil {
 				return r, err
 			}
@@ -169,11 +169,11 @@ func (in *Ingest) apply(tx *bolt.Tx, snap *Snapshot, dev *Device, tk *protocol.T
 	avail, _ := acct.Available()
 	r.Status, r.Charged, r.Balance, r.HasBalance = protocol.StatusAccepted, uint64(total), int64(avail), true
 	if aggSeq != aggSeq0 {
-		put(store.BucketMeta, metaAggSeq, store.PutUint64(aggSeq))
+		put(bucketMeta, metaAggSeq, putU64(aggSeq))
 	}
 	ds.LastSeq = tk.Seq
-	put(store.BucketDevices, []byte(dev.ID), ds.encode())
-	put(store.BucketTickets, store.KeySeq(tk.Seq, dev.ID),
+	put(bucketDevices, []byte(dev.Device), ds.encode())
+	put(bucketTickets, seqKey(tk.Seq, dev.Device),
 		ticketRecord{Charged: uint64(total), Balance: int64(avail), Leaves: tleaves, Raw: raw}.encode())
 
 	for _, w := range writes {
@@ -198,37 +198,36 @@ type write struct {
 // writes: the sealed record, the slot index (windows only) and, in the
 // outbox, the aggregate signed with the gateway's key, so the bytes that
 // are sent and re-sent are fixed when the window seals.
-func (in *Ingest) sealWrites(snap *Snapshot, seq uint64, rec sealedRecord, window bool) ([]write, error) {
-	ws := []write{{store.BucketSealed, store.PutUint64(seq), rec.encode()}}
+func (bk *Books) sealWrites(snap *Terms, seq uint64, rec sealedRecord, window bool) ([]write, error) {
+	ws := []write{{bucketSealed, putU64(seq), rec.encode()}}
 	if window {
-		ws = append(ws, write{store.BucketSealedBy, leafWindowPrefix(store.Key(rec.Provider, rec.Account, rec.Meter), rec.Start), store.PutUint64(seq)})
-		ws = append(ws, write{store.BucketSlotIndex, store.KeySeq(uint64(slotOf(snap.Policies[rec.Provider], rec.Start)), rec.Provider, rec.Account, rec.Meter), store.PutUint64(seq)})
+		ws = append(ws, write{bucketSealedBy, leafWindowPrefix(joinKey(rec.Provider, rec.Account, rec.Meter), rec.Start), putU64(seq)})
+		ws = append(ws, write{bucketSlotIndex, seqKey(uint64(slotOf(snap.Policies[rec.Provider], rec.Start)), rec.Provider, rec.Account, rec.Meter), putU64(seq)})
 	}
-	if in.signer != nil {
+	if bk.cfg.Signer != nil {
 		agg := rec.Aggregate(snap.GatewayID, seq)
-		agg.Epoch = in.stream.Epoch
+		agg.Epoch = bk.cfg.Stream.Epoch
 		var enc protocol.Encoder
-		b, err := enc.AppendAggregate(nil, &agg, in.signer)
+		b, err := enc.AppendAggregate(nil, &agg, bk.cfg.Signer)
 		if err != nil {
 			return nil, fmt.Errorf("aggregate %d: %w", seq, err)
 		}
-		ws = append(ws, write{store.BucketOutbox, store.PutUint64(seq), b})
+		ws = append(ws, write{bucketOutbox, putU64(seq), b})
 	}
 	if window {
-		in.metrics.Sealed.WithLabelValues(rec.Reason.String()).Inc()
+		bk.cfg.OnSeal(rec.Reason.String())
 	} else {
-		in.metrics.Sealed.WithLabelValues("correction").Inc()
+		bk.cfg.OnSeal("correction")
 	}
 	return ws, nil
 }
 
 // CloseWindows seals every open window whose end is at or before now.
-func (in *Ingest) CloseWindows(ctx context.Context, now time.Time) error {
-	snap := in.snap.Load()
-	return in.store.Do(ctx, func(tx *bolt.Tx) error {
+func (bk *Books) CloseWindows(ctx context.Context, snap *Terms, now time.Time) error {
+	return bk.st.Do(ctx, func(tx *bolt.Tx) error {
 		var writes []write
-		wb := tx.Bucket(store.BucketWindows)
-		aggSeq := store.Uint64(tx.Bucket(store.BucketMeta).Get(metaAggSeq))
+		wb := tx.Bucket(bucketWindows)
+		aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
 		start := aggSeq
 		err := wb.ForEach(func(k, v []byte) error {
 			var ws metering.WindowState
@@ -244,14 +243,14 @@ func (in *Ingest) CloseWindows(ctx context.Context, now time.Time) error {
 			if sealed == nil {
 				if ws2.Floor != ws.Floor { // a split slot's time passed
 					b, _ := ws2.MarshalBinary()
-					writes = append(writes, write{store.BucketWindows, append([]byte(nil), k...), b})
+					writes = append(writes, write{bucketWindows, append([]byte(nil), k...), b})
 				}
 				return nil
 			}
 			aggSeq++
 			b, _ := ws2.MarshalBinary()
-			writes = append(writes, write{store.BucketWindows, append([]byte(nil), k...), b})
-			sw, err := in.sealWrites(snap, aggSeq, sealedRecord{Provider: key[0], Account: key[1], Meter: key[2], Sealed: *sealed}, true)
+			writes = append(writes, write{bucketWindows, append([]byte(nil), k...), b})
+			sw, err := bk.sealWrites(snap, aggSeq, sealedRecord{Provider: key[0], Account: key[1], Meter: key[2], Sealed: *sealed}, true)
 			writes = append(writes, sw...)
 			return err
 		})
@@ -259,7 +258,7 @@ func (in *Ingest) CloseWindows(ctx context.Context, now time.Time) error {
 			return err
 		}
 		if aggSeq != start {
-			writes = append(writes, write{store.BucketMeta, metaAggSeq, store.PutUint64(aggSeq)})
+			writes = append(writes, write{bucketMeta, metaAggSeq, putU64(aggSeq)})
 		}
 		for _, w := range writes {
 			if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
@@ -309,8 +308,8 @@ func getDeviceState(b *bolt.Bucket, id string) (deviceState, error) {
 }
 
 // loadAccount reads an account, or its opening state if it has none yet.
-func loadAccount(tx *bolt.Tx, snap *Snapshot, id string) (metering.Account, error) {
-	if v := tx.Bucket(store.BucketAccounts).Get([]byte(id)); v != nil {
+func loadAccount(tx *bolt.Tx, snap *Terms, id string) (metering.Account, error) {
+	if v := tx.Bucket(bucketAccounts).Get([]byte(id)); v != nil {
 		var a metering.Account
 		return a, a.UnmarshalBinary(v)
 	}

@@ -1,4 +1,4 @@
-package gateway
+package ledger
 
 import (
 	"bytes"
@@ -24,25 +24,25 @@ const maxPrunePerRun = 256
 // last of them is pruned; its outcome stays. Without upstreams nothing is ever confirmed, so nothing is
 // pruned. Receipts, ledger entries and sealed totals are kept: they are the
 // books. It returns how many aggregates it pruned.
-func (in *Ingest) PruneTickets(ctx context.Context, upstreams []string, retention time.Duration, now time.Time) (int, error) {
+func (bk *Books) PruneTickets(ctx context.Context, upstreams []string, retention time.Duration, now time.Time) (int, error) {
 	if len(upstreams) == 0 {
 		return 0, nil
 	}
 	pruned := 0
-	err := in.store.Do(ctx, func(tx *bolt.Tx) error {
+	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
 		pruned = 0
-		meta := tx.Bucket(store.BucketMeta)
+		meta := tx.Bucket(bucketMeta)
 		low := uint64(1<<63 - 1)
 		for _, n := range upstreams {
-			low = min(low, store.Uint64(meta.Get(upstreamKey(n))))
+			low = min(low, getU64(meta.Get(upstreamKey(n))))
 		}
-		done := store.Uint64(meta.Get(metaPrunedThrough))
+		done := getU64(meta.Get(metaPrunedThrough))
 		cutoff := now.Add(-retention).UnixMilli()
 		type leafDrop struct{ key, ticket []byte }
 		var drops []leafDrop
 		seq := done
 		for seq < low && pruned < maxPrunePerRun {
-			rec, err := decodeSealedRecord(tx.Bucket(store.BucketSealed).Get(store.PutUint64(seq + 1)))
+			rec, err := decodeSealedRecord(tx.Bucket(bucketSealed).Get(putU64(seq + 1)))
 			if err != nil {
 				return err
 			}
@@ -55,9 +55,9 @@ func (in *Ingest) PruneTickets(ctx context.Context, upstreams []string, retentio
 			if rec.Corrects != 0 || rec.Reason == 0 {
 				prefix = leafKeyCorrection(seq)[:10]
 			} else {
-				prefix = leafWindowPrefix(store.Key(rec.Provider, rec.Account, rec.Meter), rec.Start)
+				prefix = leafWindowPrefix(joinKey(rec.Provider, rec.Account, rec.Meter), rec.Start)
 			}
-			c := tx.Bucket(store.BucketLeaves).Cursor()
+			c := tx.Bucket(bucketLeaves).Cursor()
 			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Next() {
 				drops = append(drops, leafDrop{append([]byte(nil), k...), ticketKey(v[32:])})
 			}
@@ -67,7 +67,7 @@ func (in *Ingest) PruneTickets(ctx context.Context, upstreams []string, retentio
 		}
 		// Writes: drop each leaf, and the bytes of each ticket whose last
 		// leaf it was; the ticket's outcome stays (it is in the books).
-		leaves, tickets := tx.Bucket(store.BucketLeaves), tx.Bucket(store.BucketTickets)
+		leaves, tickets := tx.Bucket(bucketLeaves), tx.Bucket(bucketTickets)
 		for _, d := range drops {
 			if err := leaves.Delete(d.key); err != nil {
 				return fmt.Errorf("%w: %v", store.ErrAbort, err)
@@ -87,7 +87,7 @@ func (in *Ingest) PruneTickets(ctx context.Context, upstreams []string, retentio
 				return fmt.Errorf("%w: %v", store.ErrAbort, err)
 			}
 		}
-		if err := meta.Put(metaPrunedThrough, store.PutUint64(seq)); err != nil {
+		if err := meta.Put(metaPrunedThrough, putU64(seq)); err != nil {
 			return fmt.Errorf("%w: %v", store.ErrAbort, err)
 		}
 		return nil
@@ -108,7 +108,7 @@ func ticketKey(ref []byte) []byte {
 		}
 		seq = seq*10 + uint64(c-'0')
 	}
-	return store.KeySeq(seq, string(ref[:i]))
+	return seqKey(seq, string(ref[:i]))
 }
 
 // removeLeaf returns a ticket's leaf list without leaf.

@@ -1,7 +1,9 @@
-package gateway
+package ledger
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"sort"
 	"strings"
 
@@ -72,14 +74,14 @@ type ReconcileReport struct {
 // Inspect reads the store in one read transaction. Sums are in nanos of
 // all currencies together: with several currencies, each sum still agrees
 // with the others because every ticket is in one currency.
-func Inspect(st *store.Store, snap *Snapshot) (*Report, error) {
+func Inspect(st *store.Store, snap *Terms) (*Report, error) {
 	rep := &Report{StoreBytes: st.Stats().FileBytes}
 	if snap != nil {
 		rep.Gateway = snap.GatewayID
 	}
 	err := st.View(func(tx *bolt.Tx) error {
 		accepted := map[string]int{}
-		tx.Bucket(store.BucketTickets).ForEach(func(k, v []byte) error {
+		tx.Bucket(bucketTickets).ForEach(func(k, v []byte) error {
 			if r, err := decodeTicketRecord(v); err == nil {
 				rep.Reconcile.ReceiptsCharged += metering.Nanos(r.Charged)
 				rep.Reconcile.Tickets++
@@ -89,12 +91,12 @@ func Inspect(st *store.Store, snap *Snapshot) (*Report, error) {
 			}
 			return nil
 		})
-		tx.Bucket(store.BucketDevices).ForEach(func(k, v []byte) error {
+		tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
 			ds, _ := decodeDeviceState(v)
 			rep.Devices = append(rep.Devices, DeviceReport{ID: string(k), LastSeq: ds.LastSeq, Accepted: accepted[string(k)]})
 			return nil
 		})
-		tx.Bucket(store.BucketAccounts).ForEach(func(k, v []byte) error {
+		tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
 			var a metering.Account
 			if a.UnmarshalBinary(v) == nil {
 				rep.Accounts = append(rep.Accounts, AccountReport{ID: a.ID, Kind: a.Kind.String(), Balance: metering.Money{Nanos: a.Balance, Currency: a.Currency}.String(),
@@ -102,14 +104,14 @@ func Inspect(st *store.Store, snap *Snapshot) (*Report, error) {
 			}
 			return nil
 		})
-		tx.Bucket(store.BucketEntries).ForEach(func(_, v []byte) error {
+		tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
 			var e metering.Entry
 			if e.UnmarshalBinary(v) == nil && e.Kind == metering.EntryCharge {
 				rep.Reconcile.LedgerCharged -= e.Amount
 			}
 			return nil
 		})
-		tx.Bucket(store.BucketWindows).ForEach(func(k, v []byte) error {
+		tx.Bucket(bucketWindows).ForEach(func(k, v []byte) error {
 			var ws metering.WindowState
 			key := splitKey(k)
 			if ws.UnmarshalBinary(v) == nil && ws.Open.End != 0 && len(key) == 3 {
@@ -120,17 +122,17 @@ func Inspect(st *store.Store, snap *Snapshot) (*Report, error) {
 			}
 			return nil
 		})
-		rep.Outbox = tx.Bucket(store.BucketOutbox).Stats().KeyN
-		tx.Bucket(store.BucketMeta).ForEach(func(k, v []byte) error {
+		rep.Outbox = tx.Bucket(bucketOutbox).Stats().KeyN
+		tx.Bucket(bucketMeta).ForEach(func(k, v []byte) error {
 			if name, ok := strings.CutPrefix(string(k), "upstream/"); ok {
 				if rep.Upstreams == nil {
 					rep.Upstreams = map[string]uint64{}
 				}
-				rep.Upstreams[name] = store.Uint64(v)
+				rep.Upstreams[name] = getU64(v)
 			}
 			return nil
 		})
-		tx.Bucket(store.BucketSealed).ForEach(func(k, v []byte) error {
+		tx.Bucket(bucketSealed).ForEach(func(k, v []byte) error {
 			r, err := decodeSealedRecord(v)
 			if err != nil {
 				return nil
@@ -140,7 +142,7 @@ func Inspect(st *store.Store, snap *Snapshot) (*Report, error) {
 			if r.Corrects != 0 || r.Reason == 0 {
 				reason = "correction"
 			}
-			rep.Sealed = append(rep.Sealed, WindowReport{Seq: store.Uint64(k), Provider: r.Provider, Account: r.Account, Meter: r.Meter,
+			rep.Sealed = append(rep.Sealed, WindowReport{Seq: getU64(k), Provider: r.Provider, Account: r.Account, Meter: r.Meter,
 				Start: r.Start, End: r.End, Quantity: r.Quantity, Amount: metering.Money{Nanos: r.Amount, Currency: r.Currency}.String(),
 				Tickets: r.Tickets, Reason: reason, Corrects: r.Corrects})
 			return nil
@@ -151,4 +153,32 @@ func Inspect(st *store.Store, snap *Snapshot) (*Report, error) {
 	rc := &rep.Reconcile
 	rc.Balanced = rc.ReceiptsCharged == rc.LedgerCharged && rc.LedgerCharged == rc.WindowsOpen+rc.WindowsSealed
 	return rep, err
+}
+
+// Entries calls fn with every ledger entry, by account and then entry
+// seq. A stored entry that does not decode is an error.
+func Entries(st *store.Store, fn func(account string, e metering.Entry) error) error {
+	return st.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+			var e metering.Entry
+			if err := e.UnmarshalBinary(v); err != nil {
+				return err
+			}
+			return fn(e.Account, e)
+		})
+	})
+}
+
+// Tickets calls fn with the device and seq of every accepted ticket the
+// books keep, by device and then seq.
+func Tickets(st *store.Store, fn func(device string, seq uint64) error) error {
+	return st.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTickets).ForEach(func(k, _ []byte) error {
+			i := bytes.IndexByte(k, 0)
+			if i < 0 || len(k) != i+9 {
+				return fmt.Errorf("%w: ticket key %x", errRecord, k)
+			}
+			return fn(string(k[:i]), binary.BigEndian.Uint64(k[i+1:]))
+		})
+	})
 }

@@ -1,4 +1,4 @@
-package gateway
+package ledger
 
 import (
 	"context"
@@ -15,22 +15,22 @@ import (
 // written once, in the transaction that first finds it missing.
 var metaStreamEpoch = []byte("stream-epoch")
 
-// loadStreamEpoch returns the state file's stream epoch, making it on
+// StreamEpoch returns the state file's stream epoch, making it on
 // first use. A new state file gets a random epoch (never 0), so a gateway
 // that lost its state and starts its aggregate seqs from 1 again is seen
 // by receivers as a new stream, not as a sender of duplicates. A state
 // file that sealed aggregates before epochs existed keeps epoch 0: its
 // aggregates already went out without one, and the ones it seals next
 // continue that stream.
-func loadStreamEpoch(ctx context.Context, st *store.Store) (uint64, error) {
+func StreamEpoch(ctx context.Context, st *store.Store) (uint64, error) {
 	var epoch uint64
 	err := st.Do(ctx, func(tx *bolt.Tx) error {
-		meta := tx.Bucket(store.BucketMeta)
+		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(metaStreamEpoch); len(v) == 8 {
 			epoch = binary.BigEndian.Uint64(v)
 			return nil
 		}
-		if store.Uint64(meta.Get(metaAggSeq)) == 0 {
+		if getU64(meta.Get(metaAggSeq)) == 0 {
 			var b [8]byte
 			for epoch == 0 {
 				if _, err := rand.Read(b[:]); err != nil {
@@ -39,7 +39,7 @@ func loadStreamEpoch(ctx context.Context, st *store.Store) (uint64, error) {
 				epoch = binary.BigEndian.Uint64(b[:])
 			}
 		}
-		if err := meta.Put(metaStreamEpoch, store.PutUint64(epoch)); err != nil {
+		if err := meta.Put(metaStreamEpoch, putU64(epoch)); err != nil {
 			return fmt.Errorf("%w: %v", store.ErrAbort, err)
 		}
 		return nil

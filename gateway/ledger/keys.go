@@ -1,0 +1,85 @@
+package ledger
+
+import "encoding/binary"
+
+// The state file's schema: buckets, keys and values. Parts are joined with a 0 byte, which no identifier contains
+// (identifiers are [A-Za-z0-9._-]); numbers are 8-byte big-endian so keys
+// sort in numeric order.
+//
+//	meta        "aggregate-seq" → last aggregate seq (8 bytes)
+//	devices     device → device state: last accepted seq, each meter's last reading
+//	tickets     device 0 seq → an accepted ticket: its charge and balance, its
+//	            Merkle leaf keys, and its bytes as received (until pruned)
+//	charges     account 0 meter → metering.ChargeState
+//	accounts    account → metering.Account
+//	entries     account 0 seq → metering.Entry
+//	windows     provider 0 account 0 meter → metering.WindowState
+//	sealed      aggregate seq → sealed window or correction (the outbox)
+//	slots       provider 0 account 0 meter 0 slot start → aggregate seq of the last window sealed in that slot
+//	outbox      aggregate seq → the signed aggregate, until every upstream confirmed it
+//	meta        "upstream/" name → the last aggregate seq that upstream confirmed
+//	leaves      provider 0 account 0 meter 0 window start(8) index(8) → ticket hash(32) device/seq
+//	            (a correction's one leaf: "c" 0 aggregate seq(8) 0(8))
+//	sealedby    provider 0 account 0 meter 0 window start(8) → aggregate seq
+//	meta        "stream-epoch" → the stream epoch (8 bytes), made with the file
+//	meta        "pruned-through" → the last aggregate seq whose tickets were pruned
+//	meta        "schema-version" → the schema version (8 bytes); absent in files of version 0
+//
+// Values are the records of records.go and metering's state types, all in
+// metering's state encoding (a version byte, then varints and strings).
+
+// Buckets.
+var (
+	bucketMeta      = []byte("meta")
+	bucketDevices   = []byte("devices")
+	bucketTickets   = []byte("tickets")
+	bucketCharges   = []byte("charges")
+	bucketAccounts  = []byte("accounts")
+	bucketEntries   = []byte("entries")
+	bucketWindows   = []byte("windows")
+	bucketSealed    = []byte("sealed")
+	bucketSlotIndex = []byte("slots")
+	bucketOutbox    = []byte("outbox")
+	bucketLeaves    = []byte("leaves")
+	bucketSealedBy  = []byte("sealedby")
+)
+
+var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
+	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
+	bucketLeaves, bucketSealedBy}
+
+// joinKey joins parts with 0 bytes.
+func joinKey(parts ...string) []byte {
+	n := len(parts)
+	for _, p := range parts {
+		n += len(p)
+	}
+	k := make([]byte, 0, n)
+	for i, p := range parts {
+		if i > 0 {
+			k = append(k, 0)
+		}
+		k = append(k, p...)
+	}
+	return k
+}
+
+// seqKey is joinKey(parts...) followed by 0 and seq in 8 bytes big-endian.
+func seqKey(seq uint64, parts ...string) []byte {
+	k := joinKey(parts...)
+	if len(parts) > 0 {
+		k = append(k, 0)
+	}
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// getU64 decodes an 8-byte big-endian value; 0 if b is not 8 bytes.
+func getU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// putU64 encodes v in 8 bytes big-endian.
+func putU64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

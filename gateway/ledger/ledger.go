@@ -1,0 +1,110 @@
+// Package ledger owns the gateway's books: every bucket, key layout and
+// record of the state file, and the typed operations on them — accept a
+// ticket's effects, seal due windows, the outbox (next, confirm), pruning,
+// inclusion proofs, the stream epoch and the inspect view. Nothing outside
+// this package names a bucket; gateway/store below it keeps only bytes and
+// the group commit.
+//
+// Invariants:
+//
+//   - Every operation that writes runs inside one store operation (a
+//     group-committed bbolt transaction) and reads everything it needs
+//     before it writes: an operation that returns an error has written
+//     nothing. Accepting a ticket is: load the state it touches, decide
+//     with package metering (no I/O), then write.
+//   - Aggregate seqs are gapless from 1 within the state file's stream
+//     epoch; a sealed aggregate's bytes are signed once, when it seals, and
+//     sent unchanged until every upstream confirmed them.
+//   - Money is in nanos, exact: the receipts' charges, the ledger entries
+//     and the windows (open and sealed) add up to the same sum (Inspect's
+//     reconciliation).
+//
+// The state file carries a schema version (meta "schema-version"), checked
+// when the gateway opens it: an older file is migrated, a newer one is
+// refused.
+package ledger
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Terms are the configuration the books are kept by: the gateway id
+// aggregates carry, the tariffs and settlement policies, and the accounts'
+// opening states. The gateway swaps them on a reload; an operation uses
+// the Terms it was handed from start to end.
+type Terms struct {
+	GatewayID string
+	Tariffs   *metering.TariffSet
+	Policies  map[string]metering.Policy
+	Accounts  map[string]metering.Account // opening states
+}
+
+// Payer is who a ticket is charged to: the device, its account and
+// provider, and the tariff of each of its meters.
+type Payer struct {
+	Device, Account, Provider string
+	Tariffs                   map[string]string // meter → tariff id
+}
+
+// Refusal is an outcome other than a commit: a rejected ticket (with its
+// reason), insufficient funds, or retry later. Nothing is written.
+type Refusal struct {
+	Status protocol.Status
+	Reason protocol.Reason
+	Detail string
+}
+
+func (r *Refusal) Error() string {
+	return r.Status.String() + ": " + r.Reason.String() + ": " + r.Detail
+}
+
+// Reject returns a Refusal with StatusRejected.
+func Reject(reason protocol.Reason, format string, args ...any) *Refusal {
+	return &Refusal{Status: protocol.StatusRejected, Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Config is what Books needs besides the store.
+type Config struct {
+	// Signer signs aggregates when they seal (the gateway's Ed25519 key);
+	// nil seals without an outbox entry (tests of pricing only).
+	Signer protocol.Signer
+	// Stream names the aggregate stream: the signer's key id and the state
+	// file's epoch (see StreamEpoch).
+	Stream protocol.StreamID
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// OnSeal, if set, is told the reason of every aggregate sealed
+	// ("time", "threshold", "correction", …), for metrics.
+	OnSeal func(reason string)
+}
+
+// Books is the gateway's state file seen through typed operations. It is
+// safe for concurrent use: writes go through the store's single committer.
+type Books struct {
+	st  *store.Store
+	cfg Config
+}
+
+// New returns the books kept in st. Call Init first on a writable store.
+func New(st *store.Store, cfg Config) *Books {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.OnSeal == nil {
+		cfg.OnSeal = func(string) {}
+	}
+	return &Books{st: st, cfg: cfg}
+}
+
+// Stream is the aggregate stream the books seal into.
+func (b *Books) Stream() protocol.StreamID { return b.cfg.Stream }
+
+// Store is the store the books are kept in.
+func (b *Books) Store() *store.Store { return b.st }
+
+func (b *Books) now() time.Time { return b.cfg.Now() }

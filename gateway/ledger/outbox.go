@@ -1,0 +1,113 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/gateway/store"
+)
+
+// upstreamKey keys an upstream's progress in the meta bucket.
+func upstreamKey(name string) []byte { return []byte("upstream/" + name) }
+
+// Outgoing is one sealed aggregate in the outbox.
+type Outgoing struct {
+	Seq      uint64
+	Provider string
+	End      time.Time // the end of its window
+	Bytes    []byte    // the signed aggregate, as sealed
+}
+
+// Confirmed returns the last aggregate seq upstream name confirmed.
+func (bk *Books) Confirmed(name string) (uint64, error) {
+	var seq uint64
+	err := bk.st.View(func(tx *bolt.Tx) error {
+		seq = getU64(tx.Bucket(bucketMeta).Get(upstreamKey(name)))
+		return nil
+	})
+	return seq, err
+}
+
+// Next returns the first aggregate in the outbox after seq cursor; false
+// if there is none.
+func (bk *Books) Next(cursor uint64) (Outgoing, bool, error) {
+	var o Outgoing
+	var ok bool
+	err := bk.st.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(bucketOutbox).Cursor().Seek(putU64(cursor + 1))
+		if k == nil {
+			return nil
+		}
+		seq := getU64(k)
+		rec, err := decodeSealedRecord(tx.Bucket(bucketSealed).Get(k))
+		if err != nil {
+			return fmt.Errorf("outbox %d: %w", seq, err)
+		}
+		o = Outgoing{Seq: seq, Provider: rec.Provider, End: time.UnixMilli(rec.End), Bytes: append([]byte(nil), v...)}
+		ok = true
+		return nil
+	})
+	return o, ok, err
+}
+
+// Confirm records that upstream name confirmed every aggregate up to seq,
+// and drops from the outbox every aggregate all of upstreams confirmed.
+func (bk *Books) Confirm(ctx context.Context, name string, seq uint64, upstreams []string) error {
+	return bk.st.Do(ctx, func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Put(upstreamKey(name), putU64(seq)); err != nil {
+			return fmt.Errorf("%w: %v", store.ErrAbort, err)
+		}
+		low := seq
+		for _, n := range upstreams {
+			low = min(low, getU64(meta.Get(upstreamKey(n))))
+		}
+		ob := tx.Bucket(bucketOutbox)
+		var done [][]byte
+		c := ob.Cursor()
+		for k, _ := c.First(); k != nil && getU64(k) <= low; k, _ = c.Next() {
+			done = append(done, append([]byte(nil), k...))
+		}
+		for _, k := range done {
+			if err := ob.Delete(k); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
+		return nil
+	})
+}
+
+// OldestUnforwarded is the age of the oldest aggregate still in the
+// outbox (sealed, not yet confirmed by every upstream); 0 if it is empty.
+func (bk *Books) OldestUnforwarded(now time.Time) time.Duration {
+	var age time.Duration
+	bk.st.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketOutbox).Cursor().First()
+		if k == nil {
+			return nil
+		}
+		if r, err := decodeSealedRecord(tx.Bucket(bucketSealed).Get(k)); err == nil {
+			age = max(0, now.Sub(time.UnixMilli(r.End)))
+		}
+		return nil
+	})
+	return age
+}
+
+// Available is what an account can spend now: its prepaid balance or its
+// remaining credit, from the books or, before its first charge, from its
+// opening state in t.
+func (bk *Books) Available(t *Terms, account string) int64 {
+	var avail int64
+	bk.st.View(func(tx *bolt.Tx) error {
+		if a, err := loadAccount(tx, t, account); err == nil {
+			n, _ := a.Available()
+			avail = int64(n)
+		}
+		return nil
+	})
+	return avail
+}

@@ -1,0 +1,152 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Records the gateway stores besides metering's state types, in
+// metering's state encoding (metering.StateWriter): a version byte (1),
+// then varints and length-prefixed strings.
+
+var errRecord = errors.New("ledger: bad stored record")
+
+// deviceState is what the gateway remembers per device, in one record so
+// that accepting a ticket writes it once: the last accepted seq and each
+// meter's last reading.
+type deviceState struct {
+	LastSeq uint64 // seq of the last accepted ticket
+	Meters  []meterRecord
+}
+
+type meterRecord struct {
+	Name  string
+	State metering.MeterState
+}
+
+// meter returns the state of meter name (zero if none yet).
+func (s *deviceState) meter(name string) metering.MeterState {
+	for _, m := range s.Meters {
+		if m.Name == name {
+			return m.State
+		}
+	}
+	return metering.MeterState{}
+}
+
+// setMeter records meter name's new state.
+func (s *deviceState) setMeter(name string, st metering.MeterState) {
+	for i := range s.Meters {
+		if s.Meters[i].Name == name {
+			s.Meters[i].State = st
+			return
+		}
+	}
+	s.Meters = append(s.Meters, meterRecord{name, st})
+}
+
+// ticketRecord is everything kept of one accepted ticket, in one value so
+// that accepting a ticket writes one record, not three: the outcome (so a
+// repeated ticket is answered with the original charge), the keys of its
+// Merkle leaves, and its bytes as received (nil once pruned).
+type ticketRecord struct {
+	Charged uint64
+	Balance int64
+	Leaves  []byte // uvarint-length-prefixed leaf keys
+	Raw     []byte
+}
+
+// sealedRecord is a sealed window or a correction: one aggregate in the
+// outbox, numbered by the gapless aggregate seq.
+type sealedRecord struct {
+	Provider, Account, Meter string
+	metering.Sealed
+	Corrects uint64 // aggregate seq corrected; 0 for a window
+}
+
+func (s deviceState) encode() []byte {
+	w := metering.NewStateWriter().Uint(s.LastSeq).Uint(uint64(len(s.Meters)))
+	for _, m := range s.Meters {
+		mb, _ := m.State.MarshalBinary()
+		w.String(m.Name).String(string(mb))
+	}
+	return w.Bytes()
+}
+
+func decodeDeviceState(b []byte) (deviceState, error) {
+	r := metering.NewStateReader(b, "device state")
+	s := deviceState{LastSeq: r.Uint()}
+	n := r.Uint()
+	if n > 64 {
+		return s, fmt.Errorf("%w: %d meters", errRecord, n)
+	}
+	for i := uint64(0); i < n && r.Err() == nil; i++ {
+		name, raw := r.String(), r.String()
+		var st metering.MeterState
+		if r.Err() == nil {
+			if err := st.UnmarshalBinary([]byte(raw)); err != nil {
+				return s, err
+			}
+		}
+		s.Meters = append(s.Meters, meterRecord{name, st})
+	}
+	return s, r.Done()
+}
+
+func (t ticketRecord) encode() []byte {
+	return metering.NewStateWriter().Uint(t.Charged).Int(t.Balance).Uint(uint64(len(t.Leaves))).Rest(t.Leaves).Rest(t.Raw).Bytes()
+}
+
+func decodeTicketRecord(b []byte) (ticketRecord, error) {
+	r := metering.NewStateReader(b, "ticket record")
+	t := ticketRecord{Charged: r.Uint(), Balance: r.Int()}
+	n := r.Uint()
+	rest := r.Rest()
+	if err := r.Err(); err != nil {
+		return t, err
+	}
+	if n > uint64(len(rest)) {
+		return t, fmt.Errorf("%w: ticket record: leaves truncated", errRecord)
+	}
+	t.Leaves, t.Raw = rest[:n:n], rest[n:]
+	if len(t.Raw) == 0 {
+		t.Raw = nil
+	}
+	return t, nil
+}
+
+func (s sealedRecord) encode() []byte {
+	return metering.NewStateWriter().String(s.Provider).String(s.Account).String(s.Meter).Int(s.Start).Int(s.End).
+		String(string(s.Currency)).Uint(s.Quantity).Int(int64(s.Amount)).Uint(s.Tickets).Uint(uint64(s.Reason)).Uint(s.Corrects).
+		Rest(s.Root[:]).Bytes()
+}
+
+func decodeSealedRecord(b []byte) (sealedRecord, error) {
+	r := metering.NewStateReader(b, "sealed record")
+	var s sealedRecord
+	s.Provider, s.Account, s.Meter = r.String(), r.String(), r.String()
+	s.Start, s.End, s.Currency = r.Int(), r.Int(), metering.Currency(r.String())
+	s.Quantity, s.Amount, s.Tickets = r.Uint(), metering.Nanos(r.Int()), r.Uint()
+	reason := r.Uint()
+	if reason > 0xff {
+		r.Fail("seal reason out of range")
+	}
+	s.Reason, s.Corrects = metering.SealReason(reason), r.Uint()
+	if root := r.Rest(); r.Err() == nil {
+		if len(root) != len(s.Root) {
+			return s, fmt.Errorf("%w: sealed record: root of %d bytes", errRecord, len(root))
+		}
+		copy(s.Root[:], root)
+	}
+	return s, r.Err()
+}
+
+// Aggregate turns the record into the protocol message for the provider.
+func (r sealedRecord) Aggregate(gateway string, seq uint64) protocol.Aggregate {
+	return protocol.Aggregate{Gateway: gateway, Seq: seq, Provider: r.Provider, Account: r.Account, Meter: r.Meter,
+		WindowStart: uint64(max(r.Start, 1)), WindowEnd: uint64(max(r.End, r.Start+1, 2)), Quantity: r.Quantity,
+		Amount: uint64(r.Amount), Currency: string(r.Currency), Tickets: r.Tickets, MerkleRoot: r.Root[:], Corrects: r.Corrects}
+}
