@@ -15,121 +15,181 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 )
 
-// apply runs inside the write transaction. It reads what it needs,
-// computes every effect with metering, and only then writes: a refusal
-// leaves the transaction untouched.
+// Apply accepts one ticket's effects inside the write transaction tx, in
+// three steps: load reads the state the ticket touches, decide computes
+// every effect with metering (no I/O: decide is tested without bbolt),
+// and put writes them. A refusal (*Refusal) or any error leaves the
+// transaction untouched.
 //
 // Effects of an accepted ticket, all in the one commit: the device's last
-// seq, the stored receipt, the raw ticket, each meter's state, each (account,
-// meter) pricing state, the account entry and balance, and each window's
-// state with any windows it sealed (numbered with the gapless aggregate seq).
-func (bk *Books) Apply(tx *bolt.Tx, snap *Terms, dev Payer, tk *protocol.Ticket, raw []byte) (protocol.Receipt, error) {
-	r := protocol.Receipt{Device: dev.Device, Seq: tk.Seq}
-	b := func(name []byte) *bolt.Bucket { return tx.Bucket(name) }
+// seq, the stored receipt, the raw ticket, each meter's state, each
+// (account, meter) pricing state, the account entry and balance, and each
+// window's state with any windows it sealed (numbered with the gapless
+// aggregate seq).
+func (bk *Books) Apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte) (protocol.Receipt, error) {
+	st, err := load(tx, t, p, tk)
+	if err != nil {
+		return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, err
+	}
+	eff, err := decide(st, t, p, tk, raw, bk.now().UnixMilli())
+	if err != nil || !eff.accepted {
+		return eff.receipt, err
+	}
+	return eff.receipt, bk.put(tx, t, p, tk, &eff)
+}
 
-	ds, err := getDeviceState(b(bucketDevices), dev.Device)
-	if err != nil {
-		return r, err
+// ticketState is what accepting one ticket reads from the books.
+type ticketState struct {
+	device  deviceState
+	account metering.Account
+	charges map[string]metering.ChargeState // (account, meter) pricing state, by meter
+	windows map[string]metering.WindowState // (provider, account, meter) window, by meter
+	aggSeq  uint64                          // the last aggregate seq sealed
+	stored  *ticketRecord                   // tk.Seq's record, when tk.Seq is not new
+}
+
+// load reads what the ticket touches.
+func load(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket) (ticketState, error) {
+	var st ticketState
+	var err error
+	if st.device, err = getDeviceState(tx.Bucket(bucketDevices), p.Device); err != nil {
+		return st, err
 	}
-	acct, err := loadAccount(tx, snap, dev.Account)
-	if err != nil {
-		return r, err
+	if st.account, err = loadAccount(tx, t, p.Account); err != nil {
+		return st, err
 	}
-	r.Currency = string(acct.Currency)
+	if tk.Seq <= st.device.LastSeq {
+		if v := tx.Bucket(bucketTickets).Get(seqKey(tk.Seq, p.Device)); v != nil {
+			if r, err := decodeTicketRecord(v); err == nil {
+				st.stored = &r
+			}
+		}
+		return st, nil
+	}
+	st.charges, st.windows = map[string]metering.ChargeState{}, map[string]metering.WindowState{}
+	for _, rd := range tk.Readings {
+		if v := tx.Bucket(bucketCharges).Get(joinKey(p.Account, rd.Meter)); v != nil {
+			var cs metering.ChargeState
+			if err := cs.UnmarshalBinary(v); err != nil {
+				return st, err
+			}
+			st.charges[rd.Meter] = cs
+		}
+		if v := tx.Bucket(bucketWindows).Get(joinKey(p.Provider, p.Account, rd.Meter)); v != nil {
+			var ws metering.WindowState
+			if err := ws.UnmarshalBinary(v); err != nil {
+				return st, err
+			}
+			st.windows[rd.Meter] = ws
+		}
+	}
+	st.aggSeq = getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
+	return st, nil
+}
+
+// ticketEffects is what accepting one ticket changes.
+type ticketEffects struct {
+	receipt  protocol.Receipt
+	accepted bool // false: a duplicate, nothing to write
+	device   deviceState
+	account  metering.Account
+	entry    *metering.Entry // nil when nothing was charged
+	charges  map[string]metering.ChargeState
+	windows  map[string]metering.WindowState
+	leaves   []write // the ticket's Merkle leaves
+	seals    []seal  // aggregates sealed, in seq order
+	aggSeq   uint64  // the last aggregate seq after this ticket
+	ticket   ticketRecord
+}
+
+// seal is one aggregate a ticket seals: a window, or a correction of the
+// last window sealed in slot (whose aggregate seq put looks up).
+type seal struct {
+	seq    uint64
+	rec    sealedRecord
+	window bool
+	slot   int64
+}
+
+// decide computes a ticket's effects from the state load read; it does
+// no I/O. now is the gateway's clock (Unix ms), for the ledger entry.
+func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, now int64) (ticketEffects, error) {
+	eff := ticketEffects{receipt: protocol.Receipt{Device: p.Device, Seq: tk.Seq, Currency: string(st.account.Currency)}}
+	r := &eff.receipt
+	ds := st.device
 	if tk.Seq <= ds.LastSeq {
 		// Repeated or superseded: charges nothing. A repeat is answered
 		// with the original charge; a seq never seen below the last
 		// accepted one says it was superseded (its registers are covered
 		// by the later ticket).
-		r.Status = protocol.StatusDuplicate
-		r.Reason = protocol.ReasonSuperseded
-		if v := b(bucketTickets).Get(seqKey(tk.Seq, dev.Device)); v != nil {
-			if sr, err := decodeTicketRecord(v); err == nil {
-				r.Charged, r.Balance, r.HasBalance, r.Reason = sr.Charged, sr.Balance, true, protocol.ReasonNone
-			}
+		r.Status, r.Reason = protocol.StatusDuplicate, protocol.ReasonSuperseded
+		if sr := st.stored; sr != nil {
+			r.Charged, r.Balance, r.HasBalance, r.Reason = sr.Charged, sr.Balance, true, protocol.ReasonNone
 		}
-		return r, nil
+		return eff, nil
 	}
-
-	var writes []write
-	put := func(bucket, key, val []byte) { writes = append(writes, write{bucket, key, val}) }
+	ds.Meters = append([]meterRecord(nil), ds.Meters...) // st is not changed
 	hash := metering.TicketHash(raw)
-	ref := dev.Device + "/" + strconv.FormatUint(tk.Seq, 10)
+	ref := p.Device + "/" + strconv.FormatUint(tk.Seq, 10)
 	var total metering.Nanos
 	type windowAdd struct {
-		key  metering.WindowKey
-		item metering.Item
+		meter string
+		item  metering.Item
 	}
 	var adds []windowAdd
+	eff.charges = map[string]metering.ChargeState{}
 	for _, rd := range tk.Readings {
 		u, ms2, outcome, err := ds.meter(rd.Meter).Advance(tk.Seq, tk.Epoch, rd.Register, int64(tk.Time))
 		switch {
 		case errors.Is(err, metering.ErrRegisterBackwards):
-			return r, Reject(protocol.ReasonRegisterBackwards, "meter %s: %v", rd.Meter, err)
+			return eff, Reject(protocol.ReasonRegisterBackwards, "meter %s: %v", rd.Meter, err)
 		case errors.Is(err, metering.ErrEpochBackwards):
-			return r, Reject(protocol.ReasonEpochBackwards, "meter %s: %v", rd.Meter, err)
+			return eff, Reject(protocol.ReasonEpochBackwards, "meter %s: %v", rd.Meter, err)
 		case err != nil:
-			return r, err
+			return eff, err
 		}
 		ds.setMeter(rd.Meter, ms2)
 		if outcome != metering.Counted {
 			continue // a baseline charges nothing and feeds no window
 		}
-		tariff := snap.Tariffs.Get(dev.Tariffs[rd.Meter])
-		ckey := joinKey(dev.Account, rd.Meter)
-		var cs metering.ChargeState
-		if v := b(bucketCharges).Get(ckey); v != nil {
-			if err := cs.UnmarshalBinary(v); err != nil {
-				return r, err
-			}
-		}
-		ch, cs2, err := tariff.Price(cs, u)
+		tariff := t.Tariffs.Get(p.Tariffs[rd.Meter])
+		ch, cs2, err := tariff.Price(st.charges[rd.Meter], u)
 		if err != nil {
-			return r, Reject(protocol.ReasonChargeOverflow, "meter %s: %v", rd.Meter, err)
+			return eff, Reject(protocol.ReasonChargeOverflow, "meter %s: %v", rd.Meter, err)
 		}
 		if total, err = total.Add(ch.Amount); err != nil {
-			return r, Reject(protocol.ReasonChargeOverflow, "%v", err)
+			return eff, Reject(protocol.ReasonChargeOverflow, "%v", err)
 		}
-		cb, _ := cs2.MarshalBinary()
-		put(bucketCharges, ckey, cb)
-		adds = append(adds, windowAdd{metering.WindowKey{Provider: dev.Provider, Account: dev.Account, Meter: rd.Meter},
-			metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash}})
+		eff.charges[rd.Meter] = cs2
+		adds = append(adds, windowAdd{rd.Meter, metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash}})
 	}
 
+	acct := st.account
 	if total > 0 {
-		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, bk.now().UnixMilli(), ref)
+		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, now, ref)
 		if errors.Is(err, metering.ErrInsufficientFunds) {
-			return r, &Refusal{Status: protocol.StatusInsufficientFunds, Detail: err.Error()}
+			return eff, &Refusal{Status: protocol.StatusInsufficientFunds, Detail: err.Error()}
 		}
 		if err != nil {
-			return r, Reject(protocol.ReasonChargeOverflow, "%v", err)
+			return eff, Reject(protocol.ReasonChargeOverflow, "%v", err)
 		}
-		eb, _ := entry.MarshalBinary()
-		put(bucketEntries, seqKey(entry.Seq, acct.ID), eb)
-		acct = acct2
+		eff.entry, acct = &entry, acct2
 	}
-	ab, _ := acct.MarshalBinary()
-	put(bucketAccounts, []byte(acct.ID), ab)
+	eff.account = acct
 
-	aggSeq := getU64(b(bucketMeta).Get(metaAggSeq))
-	aggSeq0 := aggSeq
+	aggSeq := st.aggSeq
 	var tleaves []byte
+	eff.windows = map[string]metering.WindowState{}
 	for _, a := range adds {
-		wkey := joinKey(a.key.Provider, a.key.Account, a.key.Meter)
-		var ws metering.WindowState
-		if v := b(bucketWindows).Get(wkey); v != nil {
-			if err := ws.UnmarshalBinary(v); err != nil {
-				return r, err
-			}
-		}
+		key := metering.WindowKey{Provider: p.Provider, Account: p.Account, Meter: a.meter}
+		wkey := joinKey(key.Provider, key.Account, key.Meter)
 		// Several readings of one ticket can land in one window key only
 		// if a meter repeats, which the decoder forbids.
-		d, err := snap.Policies[a.key.Provider].Add(ws, acct.Currency, a.item)
+		d, err := t.Policies[key.Provider].Add(st.windows[a.meter], acct.Currency, a.item)
 		if err != nil {
-			return r, Reject(protocol.ReasonChargeOverflow, "window %v: %v", a.key, err)
+			return eff, Reject(protocol.ReasonChargeOverflow, "window %v: %v", key, err)
 		}
-		wb, _ := d.State.MarshalBinary()
-		put(bucketWindows, wkey, wb)
+		eff.windows[a.meter] = d.State
 		// The ticket's leaf in the window it joined, for inclusion proofs.
 		var leafKey []byte
 		switch {
@@ -141,47 +201,73 @@ func (bk *Books) Apply(tx *bolt.Tx, snap *Terms, dev Payer, tk *protocol.Ticket,
 		default:
 			leafKey = leafKeyWindow(wkey, d.State.Open.Start, d.State.Open.Tickets-1)
 		}
-		put(bucketLeaves, leafKey, append(hash[:], ref...))
+		eff.leaves = append(eff.leaves, write{bucketLeaves, leafKey, append(hash[:], ref...)})
 		tleaves = append(binary.AppendUvarint(tleaves, uint64(len(leafKey))), leafKey...)
 		for _, sl := range d.Sealed {
 			aggSeq++
-			rec := sealedRecord{Provider: a.key.Provider, Account: a.key.Account, Meter: a.key.Meter, Sealed: sl}
-			ws, err := bk.sealWrites(snap, aggSeq, rec, true)
-			if err != nil {
-				return r, err
-			}
-			writes = append(writes, ws...)
+			eff.seals = append(eff.seals, seal{seq: aggSeq, window: true,
+				rec: sealedRecord{Provider: key.Provider, Account: key.Account, Meter: key.Meter, Sealed: sl}})
 		}
 		if c := d.Correction; c != nil {
 			aggSeq++
-			corrected := getU64(b(bucketSlotIndex).Get(seqKey(uint64(c.SlotStart), a.key.Provider, a.key.Account, a.key.Meter)))
-			rec := sealedRecord{Provider: a.key.Provider, Account: a.key.Account, Meter: a.key.Meter, Corrects: corrected,
-				Sealed: metering.Sealed{Start: c.SlotStart, End: c.SlotEnd, Currency: acct.Currency, Quantity: c.Item.Quantity,
-					Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket})}}
-			ws, err := bk.sealWrites(snap, aggSeq, rec, false)
-			if err != nil {
-				return r, err
-			}
-			writes = append(writes, ws...)
+			eff.seals = append(eff.seals, seal{seq: aggSeq, slot: c.SlotStart,
+				rec: sealedRecord{Provider: key.Provider, Account: key.Account, Meter: key.Meter,
+					Sealed: metering.Sealed{Start: c.SlotStart, End: c.SlotEnd, Currency: acct.Currency, Quantity: c.Item.Quantity,
+						Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket})}}})
 		}
 	}
+	eff.aggSeq = aggSeq
 
 	avail, _ := acct.Available()
 	r.Status, r.Charged, r.Balance, r.HasBalance = protocol.StatusAccepted, uint64(total), int64(avail), true
-	if aggSeq != aggSeq0 {
-		put(bucketMeta, metaAggSeq, putU64(aggSeq))
-	}
 	ds.LastSeq = tk.Seq
-	put(bucketDevices, []byte(dev.Device), ds.encode())
-	put(bucketTickets, seqKey(tk.Seq, dev.Device),
-		ticketRecord{Charged: uint64(total), Balance: int64(avail), Leaves: tleaves, Raw: raw}.encode())
+	eff.device = ds
+	eff.ticket = ticketRecord{Charged: uint64(total), Balance: int64(avail), Leaves: tleaves, Raw: raw}
+	eff.accepted = true
+	return eff, nil
+}
 
+// put writes an accepted ticket's effects: it looks up what corrections
+// correct, signs what sealed, then writes; a failed write aborts the
+// batch, since part of the effects may be written.
+func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *ticketEffects) error {
+	var writes []write
+	for _, s := range eff.seals {
+		if !s.window {
+			s.rec.Corrects = getU64(tx.Bucket(bucketSlotIndex).Get(seqKey(uint64(s.slot), s.rec.Provider, s.rec.Account, s.rec.Meter)))
+		}
+		ws, err := bk.sealWrites(t, s.seq, s.rec, s.window)
+		if err != nil {
+			return err
+		}
+		writes = append(writes, ws...)
+	}
+	for meter, cs := range eff.charges {
+		b, _ := cs.MarshalBinary()
+		writes = append(writes, write{bucketCharges, joinKey(p.Account, meter), b})
+	}
+	if e := eff.entry; e != nil {
+		b, _ := e.MarshalBinary()
+		writes = append(writes, write{bucketEntries, seqKey(e.Seq, eff.account.ID), b})
+	}
+	ab, _ := eff.account.MarshalBinary()
+	writes = append(writes, write{bucketAccounts, []byte(eff.account.ID), ab})
+	for meter, ws := range eff.windows {
+		b, _ := ws.MarshalBinary()
+		writes = append(writes, write{bucketWindows, joinKey(p.Provider, p.Account, meter), b})
+	}
+	writes = append(writes, eff.leaves...)
+	if len(eff.seals) > 0 {
+		writes = append(writes, write{bucketMeta, metaAggSeq, putU64(eff.aggSeq)})
+	}
+	writes = append(writes, write{bucketDevices, []byte(p.Device), eff.device.encode()},
+		write{bucketTickets, seqKey(tk.Seq, p.Device), eff.ticket.encode()})
 	for _, w := range writes {
 		if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
-			return r, fmt.Errorf("%w: %v", store.ErrAbort, err) // part written: roll the batch back
+			return fmt.Errorf("%w: %v", store.ErrAbort, err) // part written: roll the batch back
 		}
 	}
-	return r, nil
+	return nil
 }
 
 var metaAggSeq = []byte("aggregate-seq")

@@ -75,6 +75,9 @@ type ReconcileReport struct {
 // all currencies together: with several currencies, each sum still agrees
 // with the others because every ticket is in one currency.
 func Inspect(st *store.Store, snap *Terms) (*Report, error) {
+	if err := CheckSchema(st); err != nil {
+		return nil, err
+	}
 	rep := &Report{StoreBytes: st.Stats().FileBytes}
 	if snap != nil {
 		rep.Gateway = snap.GatewayID

@@ -36,6 +36,9 @@ type Proof struct {
 // counted reading), each checked against the stored root before it is
 // returned.
 func TicketProofs(st *store.Store, device string, seq uint64) ([]Proof, error) {
+	if err := CheckSchema(st); err != nil {
+		return nil, err
+	}
 	var out []Proof
 	err := st.View(func(tx *bolt.Tx) error {
 		rec, err := decodeTicketRecord(tx.Bucket(bucketTickets).Get(seqKey(seq, device)))

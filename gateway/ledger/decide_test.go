@@ -1,0 +1,74 @@
+package ledger
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+func testTerms(t *testing.T, balance metering.Nanos) *Terms {
+	t.Helper()
+	ts, err := metering.ParseTariffs("test", []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Terms{GatewayID: "gw-test", Tariffs: ts,
+		Policies: map[string]metering.Policy{"utility": {Length: 3_600_000}},
+		Accounts: map[string]metering.Account{"home": {ID: "home", Kind: metering.Prepaid, Currency: "EUR", Balance: balance}}}
+}
+
+var testPayer = Payer{Device: "plug-1", Account: "home", Provider: "utility", Tariffs: map[string]string{"energy_wh": "energy"}}
+
+func ticket(seq, reg uint64) *protocol.Ticket {
+	return &protocol.Ticket{Device: "plug-1", Seq: seq, Time: 1_790_000_000_000 + seq*1000,
+		Readings: []protocol.Reading{{Meter: "energy_wh", Register: reg}}}
+}
+
+// decide is the money logic of accepting a ticket, without a state file:
+// a baseline charges nothing, the next reading is priced and debited, a
+// repeat or an older seq changes nothing, a register that goes back and a
+// balance too small are refused.
+func TestDecideWithoutAStateFile(t *testing.T) {
+	terms := testTerms(t, 1_000_000_000) // 1 EUR prepaid
+	st := ticketState{account: terms.Accounts["home"]}
+
+	eff, err := decide(st, terms, testPayer, ticket(1, 1000), []byte("t1"), 1)
+	if err != nil || !eff.accepted || eff.receipt.Charged != 0 || eff.entry != nil || len(eff.leaves) != 0 {
+		t.Fatalf("baseline: %+v, %v; want accepted, nothing charged", eff.receipt, err)
+	}
+	st.device = eff.device
+
+	eff, err = decide(st, terms, testPayer, ticket(2, 3000), []byte("t2"), 2)
+	if err != nil || eff.receipt.Charged != 600_000_000 || eff.entry == nil || eff.entry.Amount != -600_000_000 {
+		t.Fatalf("2 kWh at 0.30: %+v, entry %+v, %v", eff.receipt, eff.entry, err)
+	}
+	if eff.receipt.Balance != 400_000_000 || eff.account.Balance != 400_000_000 || len(eff.leaves) != 1 || eff.device.LastSeq != 2 {
+		t.Fatalf("after the charge: receipt %+v, account %+v, %d leaves", eff.receipt, eff.account, len(eff.leaves))
+	}
+	if st.device.LastSeq != 1 {
+		t.Fatal("decide changed the state it was given")
+	}
+	st.device, st.account, st.charges, st.windows = eff.device, eff.account, eff.charges, eff.windows
+
+	stored := eff.ticket
+	st.stored = &stored
+	dup, err := decide(st, terms, testPayer, ticket(2, 3000), []byte("t2"), 3)
+	if err != nil || dup.accepted || dup.receipt.Status != protocol.StatusDuplicate || dup.receipt.Charged != 600_000_000 {
+		t.Fatalf("repeat: %+v, %v; want duplicate with the original charge", dup.receipt, err)
+	}
+	st.stored = nil
+	old, _ := decide(st, terms, testPayer, ticket(1, 1000), []byte("t1"), 3)
+	if old.accepted || old.receipt.Reason != protocol.ReasonSuperseded {
+		t.Fatalf("older seq: %+v; want duplicate, superseded", old.receipt)
+	}
+
+	var rf *Refusal
+	if _, err := decide(st, terms, testPayer, ticket(3, 2000), nil, 4); !errors.As(err, &rf) || rf.Reason != protocol.ReasonRegisterBackwards {
+		t.Fatalf("register backwards: %v", err)
+	}
+	if _, err := decide(st, terms, testPayer, ticket(3, 10_000), nil, 4); !errors.As(err, &rf) || rf.Status != protocol.StatusInsufficientFunds {
+		t.Fatalf("7 kWh on 0.40 EUR prepaid: %v; want insufficient funds", err)
+	}
+}
