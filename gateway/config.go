@@ -2,16 +2,21 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/farthing-iot/farthing/gateway/coaps"
 	"github.com/farthing-iot/farthing/gateway/mqtt"
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -75,15 +80,6 @@ type UpstreamConfig struct {
 	Header map[string]string `yaml:"header"`
 }
 
-// ForwardSettings tune the forwarders (see ForwardConfig).
-type ForwardSettings struct {
-	DrainRate    float64       `yaml:"drain_rate"`
-	MinConnected time.Duration `yaml:"min_connected"`
-	BackoffMin   time.Duration `yaml:"backoff_min"`
-	BackoffMax   time.Duration `yaml:"backoff_max"`
-	MaxAge       time.Duration `yaml:"max_age"`
-}
-
 // AccountConfig is an account's opening state.
 type AccountConfig struct {
 	ID          string `yaml:"id"`
@@ -134,13 +130,10 @@ type MQTTConfig struct {
 // DTLSConfig is the CoAP-over-DTLS listener (see package coaps).
 type DTLSConfig struct {
 	// Listen is the UDP address; default 127.0.0.1:5684; "off" disables it.
-	Listen           string        `yaml:"listen"`
-	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
-	MaxHalfOpen      int           `yaml:"max_half_open"`
-	HandshakeRate    float64       `yaml:"handshake_rate"`
-	HandshakeBurst   int           `yaml:"handshake_burst"`
-	IdleTimeout      time.Duration `yaml:"idle_timeout"`
-	MaxSessions      int           `yaml:"max_sessions"`
+	Listen string `yaml:"listen"`
+	// The abuse limits: handshake_timeout, max_half_open, handshake_rate,
+	// handshake_burst, idle_timeout, max_sessions (see coaps.Limits).
+	coaps.Limits `yaml:",inline"`
 	// CertFile and KeyFile (PEM) are the gateway's certificate for devices
 	// that authenticate with certificates issued by ClientCAFile (PEM); the
 	// certificate's common name is the device id. Empty: PSK only.
@@ -192,15 +185,17 @@ func LoadConfig(path string) (*Config, error) { return LoadConfigWithDataDir(pat
 // (when dataDir is not empty): the paths that default to it follow it.
 func LoadConfigWithDataDir(path, dataDir string) (*Config, error) {
 	c := &Config{}
+	var data []byte
 	if path != "" {
 		b, err := os.ReadFile(path)
+		data = b
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+			return nil, fmt.Errorf("%w:\n%v", ErrConfig, yamlErrors(path, b, err))
 		}
 	}
 	if dataDir != "" {
@@ -210,6 +205,15 @@ func LoadConfigWithDataDir(path, dataDir string) (*Config, error) {
 		return nil, err
 	}
 	if err := c.validate(path); err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) && data != nil {
+			var root yaml.Node
+			if yaml.Unmarshal(data, &root) == nil {
+				if line := lineOfPath(&root, fe.field); line > 0 {
+					return nil, fmt.Errorf("%w: %s:%d: %s: %s", ErrConfig, path, line, fe.field, fe.msg)
+				}
+			}
+		}
 		return nil, err
 	}
 	return c, nil
@@ -266,7 +270,54 @@ func (c *Config) setDefaults() error {
 			c.Providers[i].Window = time.Hour
 		}
 	}
+	c.MQTT.DoorConfig.SetDefaults()
+	c.DTLS.Limits.SetDefaults()
+	c.Forward.SetDefaults()
+	if c.Commit.MaxBatch == 0 {
+		c.Commit.MaxBatch = store.DefaultMaxBatch
+	}
 	return nil
+}
+
+// PrintConfig writes cfg as YAML, every field with its effective value
+// (defaults filled in), for `farthingd --print-config`. Secrets
+// (passwords, header values) are not printed.
+func PrintConfig(w io.Writer, cfg *Config) error {
+	c := *cfg
+	c.Upstreams = slices.Clone(cfg.Upstreams)
+	redact := func(s *string) {
+		if *s != "" {
+			*s = "(secret, not printed)"
+		}
+	}
+	redact(&c.MQTT.Password)
+	for i := range c.Upstreams {
+		redact(&c.Upstreams[i].Password)
+		if len(c.Upstreams[i].Header) > 0 {
+			h := map[string]string{}
+			for k := range c.Upstreams[i].Header {
+				h[k] = "(not printed)"
+			}
+			c.Upstreams[i].Header = h
+		}
+	}
+	note := ""
+	if c.GatewayID == "" {
+		note = "# gateway_id is derived from the gateway key at start: gw- and its key id in hex\n"
+		if k, err := keyfile.Load(c.KeyFile); err == nil && k.Private != nil {
+			c.GatewayID = protocol.DefaultGatewayID(protocol.KeyIDOf(protocol.AlgEdDSA, k.Private.Public().(ed25519.PublicKey)))
+			if c.MQTT.ClientID == "" {
+				c.MQTT.ClientID = "farthingd-" + c.GatewayID
+			}
+			note = ""
+		}
+	}
+	b, err := yaml.Marshal(&c)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, note+string(b))
+	return err
 }
 
 // setKeyDefaults fills in what defaults to the gateway key: the gateway
@@ -282,7 +333,7 @@ func (c *Config) setKeyDefaults(kid [protocol.KeyIDLen]byte) {
 
 func (c *Config) validate(path string) error {
 	bad := func(field, format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s: %s", ErrConfig, path, field, fmt.Sprintf(format, args...))
+		return &fieldError{file: path, field: field, msg: fmt.Sprintf(format, args...)}
 	}
 	if c.GatewayID != "" && !protocol.ValidName(c.GatewayID, protocol.MaxDeviceIDLen) {
 		return bad("gateway_id", "%q: use 1..64 of [A-Za-z0-9._-]", c.GatewayID)
@@ -395,3 +446,13 @@ func (p ProviderConfig) Policy() (metering.Policy, error) {
 	}
 	return pol, pol.Validate()
 }
+
+// fieldError is a configuration value that decoded but is wrong; it names
+// the YAML path of the field.
+type fieldError struct{ file, field, msg string }
+
+func (e *fieldError) Error() string {
+	return fmt.Sprintf("%s: %s: %s: %s", ErrConfig.Error(), e.file, e.field, e.msg)
+}
+
+func (e *fieldError) Unwrap() error { return ErrConfig }

@@ -21,29 +21,37 @@ type Upstream interface {
 	Close() error
 }
 
-// ForwardConfig tunes one upstream's forwarder.
+// ForwardConfig is one upstream's forwarder.
 type ForwardConfig struct {
 	// Name keys the upstream's progress in the state file; keep it stable.
 	Name string
 	// Providers limits the upstream to these providers' aggregates; empty
 	// means all.
 	Providers []string
+	ForwardSettings
+}
+
+// ForwardSettings tune every forwarder (the forward section of
+// farthingd.yaml). Zero fields take the defaults shown.
+type ForwardSettings struct {
+	// DrainRate bounds aggregates per second, so a long outage drains
+	// without flooding the provider; default 200.
+	DrainRate float64 `yaml:"drain_rate"`
+	// MinConnected is how long sending must succeed before the backoff
+	// resets to BackoffMin; default 30s. A flapping link keeps backing off.
+	MinConnected time.Duration `yaml:"min_connected"`
 	// BackoffMin and BackoffMax bound the retry delay, which doubles per
 	// failure and is drawn uniformly from [0, delay] (full jitter);
 	// defaults 200ms and 1m.
-	BackoffMin, BackoffMax time.Duration
-	// MinConnected is how long sending must succeed before the backoff
-	// resets to BackoffMin; default 30s. A flapping link keeps backing off.
-	MinConnected time.Duration
-	// DrainRate bounds aggregates per second, so a long outage drains
-	// without flooding the provider; default 200.
-	DrainRate float64
+	BackoffMin time.Duration `yaml:"backoff_min"`
+	BackoffMax time.Duration `yaml:"backoff_max"`
 	// MaxAge: an aggregate older than this still waiting is reported (log
 	// and metric), never deleted; default 24h.
-	MaxAge time.Duration
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
-func (c *ForwardConfig) defaults() {
+// SetDefaults fills in the zero fields.
+func (c *ForwardSettings) SetDefaults() {
 	if c.BackoffMin <= 0 {
 		c.BackoffMin = 200 * time.Millisecond
 	}
@@ -76,7 +84,7 @@ func NewForwarder(in *Ingest, names []string) *Forwarder {
 // Run forwards to one upstream until ctx ends: in aggregate-seq order,
 // each sent until confirmed, retried with backoff and full jitter.
 func (f *Forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) error {
-	cfg.defaults()
+	cfg.SetDefaults()
 	in := f.in
 	log := in.log.With("upstream", cfg.Name)
 	cursor, err := in.books.Confirmed(cfg.Name)

@@ -71,6 +71,9 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if err := cfg.setDefaults(); err != nil { // a zero Config works
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -383,9 +386,7 @@ func (g *Gateway) startDTLS(tctx context.Context, wg *sync.WaitGroup) error {
 		return err
 	}
 	cs, err := coaps.Listen(coaps.Config{Listen: c.Listen, Handle: g.handleCoAP, PSK: g.dtlsPSK, Log: g.log,
-		Certificate: cert, ClientCAs: cas,
-		HandshakeTimeout: c.HandshakeTimeout, MaxHalfOpen: c.MaxHalfOpen, HandshakeRate: c.HandshakeRate,
-		HandshakeBurst: c.HandshakeBurst, IdleTimeout: c.IdleTimeout, MaxSessions: c.MaxSessions,
+		Certificate: cert, ClientCAs: cas, Limits: c.Limits,
 		Event: func(e string) { g.metrics.Transport.WithLabelValues("coaps", e).Inc() }})
 	if err != nil {
 		return err
@@ -426,9 +427,7 @@ func (g *Gateway) startForwarders(ctx context.Context, wg *sync.WaitGroup) error
 			}
 			up = s
 		}
-		fc := ForwardConfig{Name: u.Name, Providers: u.Providers, DrainRate: g.cfg.Forward.DrainRate,
-			MinConnected: g.cfg.Forward.MinConnected, BackoffMin: g.cfg.Forward.BackoffMin, BackoffMax: g.cfg.Forward.BackoffMax,
-			MaxAge: g.cfg.Forward.MaxAge}
+		fc := ForwardConfig{Name: u.Name, Providers: u.Providers, ForwardSettings: g.cfg.Forward}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

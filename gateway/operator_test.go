@@ -181,6 +181,7 @@ func TestOperatorAPIOverTLS(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	cfg.MQTT.Listen, cfg.DTLS.Listen, cfg.HTTP.Listen = freePort(t), "off", "off"
 	cfg.KeyFile = filepath.Join(cfg.DataDir, "gateway.key")
+	cfg.Operator.Socket = "" // its own data directory's
 	g, err := gateway.New(&cfg, nil)
 	if err != nil {
 		t.Fatal(err)

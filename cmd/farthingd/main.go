@@ -1,6 +1,6 @@
 // Command farthingd is the Farthing edge gateway daemon.
 //
-//	farthingd [--config FILE] [--data DIR] [--log-level debug|info|warn|error]
+//	farthingd [--config FILE] [--data DIR] [--log-level debug|info|warn|error] [--print-config]
 //
 // With no flags it starts on localhost with an embedded MQTT broker
 // (127.0.0.1:1883), keeps its state under ./farthing-data and creates its
@@ -25,15 +25,16 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("farthingd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration file (YAML); default: built-in defaults")
 	dataDir := fs.String("data", "", "data directory (overrides the configuration)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	printConfig := fs.Bool("print-config", false, "print the effective configuration (every setting, defaults filled in; secrets not printed) and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -50,6 +51,13 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "farthingd: %v\n", err)
 		return 2
+	}
+	if *printConfig {
+		if err := gateway.PrintConfig(stdout, cfg); err != nil {
+			fmt.Fprintf(stderr, "farthingd: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	g, err := gateway.New(cfg, log)
 	if err != nil {

@@ -58,15 +58,21 @@ type Config struct {
 	Certificate *tls.Certificate
 	ClientCAs   *x509.CertPool
 
-	HandshakeTimeout time.Duration // default 10s
-	MaxHalfOpen      int           // handshakes in progress; default 256
-	HandshakeRate    float64       // new handshakes per second per source IP; default 5
-	HandshakeBurst   int           // default 20
-	IdleTimeout      time.Duration // default 5m
-	MaxSessions      int           // default 20000
+	Limits
 
 	Log   *slog.Logger
 	Event func(event string) // counts refusals and session events
+}
+
+// Limits are the listener's abuse limits (the dtls section of
+// farthingd.yaml). Zero fields take the defaults shown.
+type Limits struct {
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"` // a handshake's deadline; default 10s
+	MaxHalfOpen      int           `yaml:"max_half_open"`     // handshakes in progress; default 256
+	HandshakeRate    float64       `yaml:"handshake_rate"`    // new handshakes per second per source IP; default 5
+	HandshakeBurst   int           `yaml:"handshake_burst"`   // default 20
+	IdleTimeout      time.Duration `yaml:"idle_timeout"`      // an idle session closes; default 5m
+	MaxSessions      int           `yaml:"max_sessions"`      // default 20000
 }
 
 func (c *Config) defaults() {
@@ -76,6 +82,17 @@ func (c *Config) defaults() {
 	if c.Path == "" {
 		c.Path = protocol.CoAPTicketPath
 	}
+	c.Limits.SetDefaults()
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Event == nil {
+		c.Event = func(string) {}
+	}
+}
+
+// SetDefaults fills in the zero fields.
+func (c *Limits) SetDefaults() {
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
@@ -93,12 +110,6 @@ func (c *Config) defaults() {
 	}
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 20000
-	}
-	if c.Log == nil {
-		c.Log = slog.Default()
-	}
-	if c.Event == nil {
-		c.Event = func(string) {}
 	}
 }
 

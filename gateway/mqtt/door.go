@@ -30,7 +30,8 @@ type DoorConfig struct {
 	ConnectBurst int     `yaml:"connect_burst"`
 }
 
-func (c *DoorConfig) defaults() {
+// SetDefaults fills in the zero fields.
+func (c *DoorConfig) SetDefaults() {
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
@@ -80,7 +81,7 @@ type door struct {
 var _ listeners.Listener = (*door)(nil)
 
 func newDoor(id, address string, cfg DoorConfig, event func(string), log *slog.Logger) *door {
-	cfg.defaults()
+	cfg.SetDefaults()
 	return &door{id: id, address: address, cfg: cfg, event: event, log: log,
 		limiter: sourcelimit.New(cfg.ConnectRate, cfg.ConnectBurst, 100000)}
 }

@@ -43,6 +43,9 @@ var (
 	ErrAbort = errors.New("store: batch aborted")
 )
 
+// DefaultMaxBatch is Options.MaxBatch's default.
+const DefaultMaxBatch = 512
+
 // Options configure a store. The zero value works.
 type Options struct {
 	// MaxBatch is the most operations in one transaction; default 512.
@@ -95,7 +98,7 @@ type Store struct {
 // Open opens or creates the state file at path and starts the committer.
 func Open(path string, opts Options) (*Store, error) {
 	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 512
+		opts.MaxBatch = DefaultMaxBatch
 	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 4096
