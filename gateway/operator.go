@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -72,18 +71,11 @@ const (
 	operatorWriteTimeout = 2 * time.Minute
 )
 
-// operatorAPI is the running operator API: its listeners and servers.
-type operatorAPI struct {
-	servers []*http.Server
-	socket  string // removed on close
-}
-
-// startOperator starts the operator API's listeners; they serve until
-// close. A listener that cannot start is an error: the daemon does not run
-// with a door the operator asked for missing.
-func (g *Gateway) startOperator() (*operatorAPI, error) {
+// startOperator starts the operator API's listeners on hs; they serve
+// until hs closes. A listener that cannot start is an error: the daemon
+// does not run with a door the operator asked for missing.
+func (g *Gateway) startOperator(hs *httpServers) error {
 	c := g.cfg.Operator
-	api := &operatorAPI{}
 	h := g.operatorMux()
 	if c.Socket == "" {
 		c.Socket = filepath.Join(g.cfg.DataDir, OperatorSocket)
@@ -91,56 +83,36 @@ func (g *Gateway) startOperator() (*operatorAPI, error) {
 	if c.Socket != "off" {
 		l, err := listenSocket(c.Socket)
 		if err != nil {
-			return nil, fmt.Errorf("operator socket: %w", err)
+			return fmt.Errorf("operator socket: %w", err)
 		}
-		api.socket = c.Socket
-		api.serve(l, g.withCredential(h, func(*http.Request) (string, bool) { return "socket", true }), nil, g.httpErrorLog())
+		hs.removeOnClose(c.Socket)
+		hs.serve(netutil.LimitListener(l, operatorMaxConns), g.operatorServer(g.withCredential(h, func(*http.Request) (string, bool) { return "socket", true }), nil))
 		g.log.Info("operator API", "socket", c.Socket)
 	}
 	if c.Listen != "" {
 		tc, check, err := operatorTLS(c)
 		if err != nil {
-			api.close()
-			return nil, fmt.Errorf("%w: operator: %v", ErrConfig, err)
+			return fmt.Errorf("%w: operator: %v", ErrConfig, err)
 		}
 		l, err := net.Listen("tcp", c.Listen)
 		if err != nil {
-			api.close()
-			return nil, fmt.Errorf("operator: %w", err)
+			return fmt.Errorf("operator: %w", err)
 		}
-		api.serve(l, g.withCredential(h, check), tc, g.httpErrorLog())
+		hs.serve(netutil.LimitListener(l, operatorMaxConns), g.operatorServer(g.withCredential(h, check), tc))
 		g.operatorAddr = l.Addr().String()
 		g.log.Info("operator API", "addr", "https://"+g.operatorAddr)
 	}
-	return api, nil
+	return nil
 }
 
-func (api *operatorAPI) serve(l net.Listener, h http.Handler, tc *tls.Config, errorLog *log.Logger) {
-	l = netutil.LimitListener(l, operatorMaxConns)
+// operatorServer is the operator API's HTTP server: deadlines, and one
+// request per connection, so a client that keeps idle connections open
+// cannot hold the capped slots.
+func (g *Gateway) operatorServer(h http.Handler, tc *tls.Config) *http.Server {
 	srv := &http.Server{Handler: h, TLSConfig: tc, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: operatorReadTimeout,
-		WriteTimeout: operatorWriteTimeout, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: errorLog}
-	// One request per connection: an operator client that keeps idle
-	// connections open cannot hold the capped slots.
+		WriteTimeout: operatorWriteTimeout, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: g.httpErrorLog()}
 	srv.SetKeepAlivesEnabled(false)
-	api.servers = append(api.servers, srv)
-	if tc != nil {
-		go srv.ServeTLS(l, "", "")
-	} else {
-		go srv.Serve(l)
-	}
-}
-
-func (api *operatorAPI) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	for _, s := range api.servers {
-		if s.Shutdown(ctx) != nil {
-			s.Close()
-		}
-	}
-	if api.socket != "" {
-		os.Remove(api.socket)
-	}
+	return srv
 }
 
 // listenSocket listens on a Unix socket at path with mode 0600. A socket

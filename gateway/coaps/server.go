@@ -21,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	piondtls "github.com/pion/dtls/v3"
@@ -187,12 +188,20 @@ func (s *Server) Addr() net.Addr { return s.l.Addr() }
 
 // Serve serves until ctx ends; sessions in progress end with it.
 func (s *Server) Serve(ctx context.Context) error {
-	go func() {
-		<-ctx.Done()
-		s.srv.Stop()
-		s.l.Close()
+	served := make(chan struct{})
+	var stopper sync.WaitGroup
+	stopper.Add(1)
+	go func() { // stops the server when ctx ends; Serve waits for it
+		defer stopper.Done()
+		select {
+		case <-ctx.Done():
+			s.srv.Stop()
+		case <-served:
+		}
 	}()
 	err := s.srv.Serve(s.l)
+	close(served)
+	stopper.Wait()
 	s.l.Close()
 	return err
 }

@@ -74,7 +74,10 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		// same order, up to cap(answers) in flight, so a device's tickets
 		// share group commits instead of waiting for one each.
 		answers := make(chan started, 32)
-		workers.Add(2)
+		// QoS 1 receipts' tokens, waited for in order by one goroutine per
+		// shard (not one per receipt), to log a receipt the broker refused.
+		receipts := make(chan receiptToken, 256)
+		workers.Add(3)
 		go func(q chan job) {
 			defer workers.Done()
 			defer close(answers)
@@ -84,16 +87,21 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		}(shards[i])
 		go func() {
 			defer workers.Done()
+			for rt := range receipts {
+				if rt.t.WaitTimeout(30*time.Second) && rt.t.Error() != nil {
+					cfg.Log.Warn("receipt publish failed", "device", rt.dev, "error", rt.t.Error())
+				}
+			}
+		}()
+		go func() {
+			defer workers.Done()
+			defer close(receipts)
 			for j := range answers {
 				receipt, ack := j.reply()
 				if receipt != nil {
 					t := j.c.Publish(cfg.Topics.Receipt(j.dev), cfg.ReceiptQoS, false, receipt)
 					if cfg.ReceiptQoS > 0 {
-						go func() {
-							if t.WaitTimeout(30*time.Second) && t.Error() != nil {
-								cfg.Log.Warn("receipt publish failed", "device", j.dev, "error", t.Error())
-							}
-						}()
+						receipts <- receiptToken{j.dev, t}
 					}
 				}
 				if ack {
@@ -168,4 +176,10 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 	closing.Unlock()
 	workers.Wait()
 	return nil
+}
+
+// receiptToken is a QoS 1 receipt on its way to the broker.
+type receiptToken struct {
+	dev string
+	t   paho.Token
 }

@@ -1,0 +1,122 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
+)
+
+// mux is the metrics listener's: /metrics, /healthz and /readyz, and
+// nothing else. Whatever shows devices, balances or the process's memory
+// is on the operator API.
+func (g *Gateway) mux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.Handle("/metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}))
+	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if why := g.notReady(); why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return m
+}
+
+// listenerCheck names a transport listener and tells whether it is
+// accepting now.
+type listenerCheck struct {
+	name    string
+	serving func() bool
+}
+
+// notReady returns why the gateway cannot take tickets now ("" if it
+// can): starting, a transport listener not accepting, or storage near its
+// bound.
+func (g *Gateway) notReady() string {
+	select {
+	case <-g.ready:
+	default:
+		return "starting"
+	}
+	var why []string
+	for _, l := range g.listeners {
+		if !l.serving() {
+			why = append(why, l.name+" not accepting tickets")
+		}
+	}
+	if g.ingest.full.Load() {
+		why = append(why, "storage near its bound")
+	}
+	return strings.Join(why, "; ")
+}
+
+// httpServers owns the gateway's HTTP servers (metrics, operator API):
+// each serves on a goroutine of its own, which close waits for.
+type httpServers struct {
+	wg      sync.WaitGroup
+	servers []*http.Server
+	files   []string // Unix sockets to remove on close
+}
+
+// serve runs srv on l (with TLS if srv.TLSConfig is set) until close.
+func (hs *httpServers) serve(l net.Listener, srv *http.Server) {
+	hs.servers = append(hs.servers, srv)
+	hs.wg.Add(1)
+	go func() {
+		defer hs.wg.Done()
+		if srv.TLSConfig != nil {
+			srv.ServeTLS(l, "", "")
+		} else {
+			srv.Serve(l)
+		}
+	}()
+}
+
+func (hs *httpServers) removeOnClose(path string) { hs.files = append(hs.files, path) }
+
+// close shuts every server down (requests in progress get 2 s), waits for
+// their goroutines and removes the sockets.
+func (hs *httpServers) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, s := range hs.servers {
+		if s.Shutdown(ctx) != nil {
+			s.Close()
+		}
+	}
+	hs.wg.Wait()
+	for _, f := range hs.files {
+		os.Remove(f)
+	}
+}
+
+// metricsMaxConns caps the metrics listener's connections: scrapers and
+// health checks, a handful at a time.
+const metricsMaxConns = 64
+
+// startMetrics starts the metrics listener (/metrics, /healthz, /readyz)
+// on hs, unless http.listen is off.
+func (g *Gateway) startMetrics(hs *httpServers) error {
+	if g.cfg.HTTP.Listen == "off" {
+		return nil
+	}
+	l, err := net.Listen("tcp", g.cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	g.httpLis = l
+	hs.serve(netutil.LimitListener(l, metricsMaxConns), &http.Server{Handler: g.mux(), ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
+		ErrorLog: g.httpErrorLog()})
+	g.log.Info("metrics and health", "addr", "http://"+l.Addr().String()+"/metrics")
+	return nil
+}

@@ -1,0 +1,297 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway/coaps"
+	"github.com/farthing-iot/farthing/gateway/mqtt"
+	"github.com/farthing-iot/farthing/gateway/upstream/httpsink"
+	"github.com/farthing-iot/farthing/gateway/upstream/jetstreamsink"
+	"github.com/farthing-iot/farthing/gateway/upstream/mqttsink"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Run serves until ctx ends, then shuts down gracefully: transports stop
+// taking tickets, tickets in flight finish their commits, the store
+// closes.
+func (g *Gateway) Run(ctx context.Context) (err error) {
+	tctx, stopTransports := context.WithCancel(context.Background())
+	var wg sync.WaitGroup // the transports, forwarders and housekeeping
+	var hs httpServers    // the metrics and operator listeners
+	// One teardown for every exit: transports stop, goroutines end, the
+	// servers close, the store closes last.
+	defer func() {
+		stopTransports()
+		wg.Wait()
+		hs.close()
+		if cerr := g.store.Close(); err == nil {
+			err = cerr
+		}
+		g.log.Info("stopped")
+	}()
+	errc := make(chan error, 4)
+	if err := g.startMQTT(ctx, tctx, &wg, errc); err != nil {
+		return err
+	}
+	if err := g.startDTLS(tctx, &wg); err != nil {
+		return err
+	}
+	if err := g.startMetrics(&hs); err != nil {
+		return err
+	}
+	if err := g.startOperator(&hs); err != nil {
+		return err
+	}
+	if err := g.startForwarders(tctx, &wg); err != nil {
+		return err
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); g.housekeeping(tctx) }()
+	close(g.ready)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		g.log.Error("transport failed", "error", err)
+	}
+	g.log.Info("shutting down: finishing tickets in flight")
+	return err
+}
+
+// startMQTT starts the embedded broker, or the client of an external one
+// and waits for its subscription (ready means tickets can arrive).
+func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc chan error) error {
+	topics := mqtt.Topics{Prefix: g.cfg.MQTT.TopicPrefix}
+	event := func(e string) { g.metrics.Transport.WithLabelValues("mqtt", e).Inc() }
+	switch g.cfg.MQTT.Mode {
+	case "embedded":
+		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.handle("mqtt"),
+			Authenticate: g.authenticate, Log: g.log, Event: event, SessionExpiry: g.cfg.MQTT.SessionExpiry,
+			ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS), Door: g.cfg.MQTT.DoorConfig})
+		if err != nil {
+			return err
+		}
+		g.listeners = append(g.listeners, listenerCheck{"mqtt", b.Serving})
+		wg.Add(1)
+		go func() { defer wg.Done(); errc <- b.Serve(tctx) }()
+		g.log.Info("embedded MQTT broker listening", "addr", b.Addr(), "tickets", topics.TicketFilter())
+	case "external":
+		subscribed := make(chan struct{})
+		var once sync.Once
+		var up atomic.Bool
+		g.listeners = append(g.listeners, listenerCheck{"mqtt", up.Load})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- mqtt.RunClient(tctx, mqtt.ClientConfig{Broker: g.cfg.MQTT.Broker, ClientID: g.cfg.MQTT.ClientID,
+				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.handle("mqtt"), Log: g.log, Event: event, ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS),
+				Subscribed: func() { up.Store(true); once.Do(func() { close(subscribed) }) },
+				Lost:       func() { up.Store(false) }})
+		}()
+		select {
+		case <-subscribed:
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+	}
+	return nil
+}
+
+// startDTLS starts the CoAP-over-DTLS listener unless it is off.
+func (g *Gateway) startDTLS(tctx context.Context, wg *sync.WaitGroup) error {
+	if g.cfg.DTLS.Listen == "off" {
+		return nil
+	}
+	c := g.cfg.DTLS
+	cert, cas, err := loadDTLSCerts(c)
+	if err != nil {
+		return err
+	}
+	cs, err := coaps.Listen(coaps.Config{Listen: c.Listen, Handle: g.handleCoAP, PSK: g.dtlsPSK, Log: g.log,
+		Certificate: cert, ClientCAs: cas, Limits: c.Limits,
+		Event: func(e string) { g.metrics.Transport.WithLabelValues("coaps", e).Inc() }})
+	if err != nil {
+		return err
+	}
+	g.coapAddr = cs.Addr().String()
+	g.listeners = append(g.listeners, listenerCheck{"dtls", cs.Serving})
+	wg.Add(1)
+	go func() { defer wg.Done(); cs.Serve(tctx) }()
+	g.log.Info("CoAP over DTLS listening", "addr", g.coapAddr, "path", "/"+protocol.CoAPTicketPath)
+	return nil
+}
+
+// startForwarders starts one forwarder per configured upstream; each
+// stops when ctx ends.
+func (g *Gateway) startForwarders(ctx context.Context, wg *sync.WaitGroup) error {
+	var names []string
+	for _, u := range g.cfg.Upstreams {
+		names = append(names, u.Name)
+	}
+	f := NewForwarder(g.ingest, names)
+	for _, u := range g.cfg.Upstreams {
+		var up Upstream
+		switch u.Type {
+		case "mqtt":
+			up = mqttsink.New(mqttsink.Config{Broker: u.URL, ClientID: "farthing-" + g.cfg.GatewayID + "-" + u.Name,
+				Username: u.Username, Password: u.Password, TopicPrefix: u.Topic})
+		case "http":
+			h := http.Header{}
+			for k, v := range u.Header {
+				h.Set(k, v)
+			}
+			up = httpsink.New(httpsink.Config{URL: u.URL, Header: h})
+		case "jetstream":
+			s, err := jetstreamsink.New(ctx, jetstreamsink.Config{URL: u.URL, Stream: u.Stream, SubjectPrefix: u.Topic,
+				Create: u.CreateStream, Replicas: u.Replicas, Name: "farthing-" + g.cfg.GatewayID})
+			if err != nil {
+				return err
+			}
+			up = s
+		}
+		fc := ForwardConfig{Name: u.Name, Providers: u.Providers, ForwardSettings: g.cfg.Forward}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer up.Close()
+			if err := f.Run(ctx, up, fc); err != nil {
+				g.log.Error("forwarder stopped", "upstream", fc.Name, "error", err)
+			}
+		}()
+		g.log.Info("forwarding aggregates", "upstream", u.Name, "type", u.Type, "url", u.URL)
+	}
+	return nil
+}
+
+// memoryRelease is how often housekeeping returns unused memory.
+const memoryRelease = time.Minute
+
+// housekeeping closes windows whose end passed, watches the store's size
+// and the disk, reloads the configuration files when they change, and
+// every memoryRelease gives memory the gateway no longer uses back to the
+// system.
+func (g *Gateway) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	released := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			g.gc.tune()
+			if now.Sub(released) >= memoryRelease {
+				// A collection also shrinks the stacks of idle connections'
+				// goroutines, which grew while they handled tickets: with
+				// 10,000 idle devices on the embedded broker this halves the
+				// resident memory. It costs one collection a minute.
+				debug.FreeOSMemory()
+				released = now
+			}
+			if err := g.ingest.CloseWindows(ctx, now); err != nil && ctx.Err() == nil {
+				g.log.Warn("closing windows failed", "error", err)
+			}
+			g.watchDisk()
+			g.watchFiles()
+			var names []string
+			for _, u := range g.cfg.Upstreams {
+				names = append(names, u.Name)
+			}
+			if _, err := g.ingest.PruneTickets(ctx, names, g.cfg.Limits.AuditRetention, now); err != nil && ctx.Err() == nil {
+				g.log.Warn("pruning tickets failed", "error", err)
+			}
+		}
+	}
+}
+
+func (g *Gateway) watchDisk() {
+	st := g.store.Stats()
+	g.metrics.StoreBytes.Set(float64(st.FileBytes))
+	g.metrics.OldestSealed.Set(g.ingest.books.OldestUnforwarded(time.Now()).Seconds())
+	full := st.FileBytes > g.cfg.Limits.MaxStoreBytes
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(g.cfg.DataDir, &fs); err == nil && int64(fs.Bavail)*int64(fs.Bsize) < g.minFree {
+		full = true
+	}
+	refused := g.ingest.fullRefused.Load()
+	switch was := g.ingest.full.Load(); {
+	case full && !was:
+		g.log.Warn("storage near its bound: new tickets are answered retry later until space comes back",
+			"state_bytes", st.FileBytes, "max_store_bytes", g.cfg.Limits.MaxStoreBytes, "free_bytes", int64(fs.Bavail)*int64(fs.Bsize), "min_free_bytes", g.minFree)
+		g.fullSince, g.fullReported, g.fullLogged = time.Now(), refused, time.Now()
+	case !full && was:
+		g.log.Info("storage back under its bound: tickets accepted again", "retry_later_answers", refused-g.fullReported,
+			"for", time.Since(g.fullSince).Round(time.Second))
+	case full && time.Since(g.fullLogged) >= fullLogEvery && refused != g.fullReported:
+		// One line a minute while full, not one per refused ticket.
+		g.log.Warn("storage still near its bound", "retry_later_answers_since_full", refused-g.fullReported,
+			"for", time.Since(g.fullSince).Round(time.Second))
+		g.fullLogged = time.Now()
+	}
+	g.ingest.SetFull(full)
+}
+
+// fullLogEvery is how often a full store is logged while it stays full.
+const fullLogEvery = time.Minute
+
+// Free-space floor defaults: defaultMinFree, or minFreeShare of the file
+// system if that is less.
+const (
+	defaultMinFree = 64 << 20
+	minFreeShare   = 20 // 1/20 = 5%
+)
+
+// minFreeFor is the free-space floor for a file system of size bytes: the
+// configured one, or by default defaultMinFree or minFreeShare of the file
+// system, whichever is less.
+func minFreeFor(configured, size int64) int64 {
+	if configured != 0 {
+		return configured
+	}
+	return min(defaultMinFree, size/minFreeShare)
+}
+
+// minFreeFloor works out limits.min_free_bytes for the data directory's
+// file system and says at start-up what it is against what is free.
+func (g *Gateway) minFreeFloor() int64 {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(g.cfg.DataDir, &fs); err != nil {
+		g.log.Warn("cannot read the data directory's file system; free space is not watched", "error", err)
+		return 0
+	}
+	size, free := int64(fs.Blocks)*int64(fs.Bsize), int64(fs.Bavail)*int64(fs.Bsize)
+	floor := minFreeFor(g.cfg.Limits.MinFreeBytes, size)
+	if free < floor {
+		g.log.Error("the data directory's file system has less free space than limits.min_free_bytes: every ticket will be answered retry later",
+			"free_bytes", free, "min_free_bytes", floor, "filesystem_bytes", size)
+	} else {
+		g.log.Info("free-space floor", "min_free_bytes", floor, "free_bytes", free, "filesystem_bytes", size)
+	}
+	return floor
+}
+
+func (g *Gateway) watchFiles() {
+	var mt [2]time.Time
+	for i, p := range []string{g.cfg.Tariffs, g.cfg.Devices} {
+		if fi, err := os.Stat(p); err == nil {
+			mt[i] = fi.ModTime()
+		}
+	}
+	g.mu.Lock()
+	changed := mt != g.mtimes
+	g.mu.Unlock()
+	if changed {
+		g.Reload()
+		g.mu.Lock()
+		g.mtimes = mt // do not retry a broken file every second
+		g.mu.Unlock()
+	}
+}
