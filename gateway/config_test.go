@@ -70,3 +70,32 @@ func TestPrintConfigRoundTrips(t *testing.T) {
 		t.Fatalf("printed and loaded back: %+v; want %+v", cfg2.Forward, cfg.Forward)
 	}
 }
+
+// CONFIG.md names every setting --print-config prints (and so every
+// setting there is).
+func TestConfigReferenceIsComplete(t *testing.T) {
+	ref, err := os.ReadFile("CONFIG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := gateway.LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Upstreams = []gateway.UpstreamConfig{{Name: "u", Type: "http", URL: "https://x"}}
+	cfg.Accounts = []gateway.AccountConfig{{ID: "a"}}
+	cfg.Providers = []gateway.ProviderConfig{{ID: "p"}}
+	var out bytes.Buffer
+	if err := gateway.PrintConfig(&out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		key, _, ok := strings.Cut(strings.TrimLeft(strings.TrimSpace(line), "- "), ":")
+		if !ok || strings.HasPrefix(key, "#") || key == "" {
+			continue
+		}
+		if !strings.Contains(string(ref), "`"+key+"`") {
+			t.Errorf("CONFIG.md does not name the setting %q", key)
+		}
+	}
+}
