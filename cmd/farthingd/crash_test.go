@@ -53,18 +53,11 @@ func startDaemonCmd(t *testing.T, cmd *exec.Cmd, config, addr string) *daemon {
 		t.Fatal(err)
 	}
 	d := &daemon{cmd: cmd, log: log}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return d
-		}
-		if time.Now().After(deadline) {
-			d.cmd.Process.Kill()
-			t.Fatalf("farthingd did not listen on %s", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !listening(addr, 15*time.Second) {
+		d.cmd.Process.Kill()
+		t.Fatalf("farthingd did not listen on %s", addr)
 	}
+	return d
 }
 
 func (d *daemon) kill(t *testing.T) {

@@ -109,3 +109,18 @@ func inspect(t *testing.T, dataDir string) *gateway.Report {
 	}
 	return &rep
 }
+
+// listening waits up to within for a TCP listener on addr.
+func listening(addr string, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -231,15 +230,8 @@ func startReceiverAt(t *testing.T, addr string, trust ...string) *receiverProc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.cmd.Process.Kill(); r.cmd.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("farthing receive did not listen: %s", r.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !listening(addr, 10*time.Second) {
+		t.Fatalf("farthing receive did not listen: %s", r.out.String())
 	}
+	return r
 }
