@@ -24,8 +24,9 @@ type DoorConfig struct {
 	// beyond it new ones are closed at once. Default 20000.
 	MaxConnections int `yaml:"max_connections"`
 	// ConnectRate and ConnectBurst limit new connections per second per
-	// source IP address. Defaults 20 and 100: a NAT with many devices
-	// behind it reconnecting after an outage is served within seconds.
+	// source IP address. Defaults 50 and 200. Devices behind one NAT share
+	// a source: 2,000 of them reconnecting at once are all in within about
+	// 36 seconds; raise the rate for larger fleets behind one address.
 	ConnectRate  float64 `yaml:"connect_rate"`
 	ConnectBurst int     `yaml:"connect_burst"`
 }
@@ -39,10 +40,10 @@ func (c *DoorConfig) SetDefaults() {
 		c.MaxConnections = 20000
 	}
 	if c.ConnectRate <= 0 {
-		c.ConnectRate = 20
+		c.ConnectRate = 50
 	}
 	if c.ConnectBurst <= 0 {
-		c.ConnectBurst = 100
+		c.ConnectBurst = 200
 	}
 }
 
