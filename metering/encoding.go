@@ -299,34 +299,32 @@ func (st *WindowState) UnmarshalBinary(b []byte) error {
 
 // StateWriter builds a record in the encoding above, for state types
 // kept outside this package (the gateway's device, ticket and sealed
-// records), so the state file has one encoding, not two.
-type StateWriter struct{ w wbuf }
+// records), so the state file has one encoding, not two. It is a byte
+// slice: each method returns it with the field appended.
+type StateWriter []byte
 
 // NewStateWriter starts a record: the version byte.
-func NewStateWriter() *StateWriter { return &StateWriter{w: wbuf{stateVersion}} }
+func NewStateWriter() StateWriter { return StateWriter{stateVersion} }
 
 // Uint appends an unsigned number.
-func (s *StateWriter) Uint(v uint64) *StateWriter { s.w = s.w.u(v); return s }
+func (s StateWriter) Uint(v uint64) StateWriter { return StateWriter(wbuf(s).u(v)) }
 
 // Int appends a signed number.
-func (s *StateWriter) Int(v int64) *StateWriter { s.w = s.w.i(v); return s }
+func (s StateWriter) Int(v int64) StateWriter { return StateWriter(wbuf(s).i(v)) }
 
 // String appends a length-prefixed string (at most maxStateString bytes
 // are read back).
-func (s *StateWriter) String(v string) *StateWriter { s.w = s.w.s(v); return s }
+func (s StateWriter) String(v string) StateWriter { return StateWriter(wbuf(s).s(v)) }
 
 // Rest appends bytes with no length: only the last field may be one.
-func (s *StateWriter) Rest(p []byte) *StateWriter { s.w = append(s.w, p...); return s }
-
-// Bytes returns the record.
-func (s *StateWriter) Bytes() []byte { return s.w }
+func (s StateWriter) Rest(p []byte) StateWriter { return append(s, p...) }
 
 // StateReader reads a record written by StateWriter. The first error
 // sticks: later reads return zero values, and Err (or Done) reports it.
-type StateReader struct{ r *rbuf }
+type StateReader struct{ r rbuf }
 
 // NewStateReader starts reading b; what names the record in errors.
-func NewStateReader(b []byte, what string) *StateReader { return &StateReader{r: newReader(b, what)} }
+func NewStateReader(b []byte, what string) StateReader { return StateReader{r: *newReader(b, what)} }
 
 // Uint reads an unsigned number.
 func (s *StateReader) Uint() uint64 { return s.r.u() }

@@ -42,10 +42,17 @@ func (bk *Books) Apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw 
 type ticketState struct {
 	device  deviceState
 	account metering.Account
-	charges map[string]metering.ChargeState // (account, meter) pricing state, by meter
-	windows map[string]metering.WindowState // (provider, account, meter) window, by meter
-	aggSeq  uint64                          // the last aggregate seq sealed
-	stored  *ticketRecord                   // tk.Seq's record, when tk.Seq is not new
+	meters  []meterState  // per reading, in the ticket's order
+	aggSeq  uint64        // the last aggregate seq sealed
+	stored  *ticketRecord // tk.Seq's record, when tk.Seq is not new
+}
+
+// meterState is one reading's meter: its (account, meter) pricing state
+// and its (provider, account, meter) window. A ticket names a meter once,
+// so a slice in reading order serves as the map (no map per ticket).
+type meterState struct {
+	charge metering.ChargeState
+	window metering.WindowState
 }
 
 // load reads what the ticket touches.
@@ -66,21 +73,18 @@ func load(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket) (ticketState, err
 		}
 		return st, nil
 	}
-	st.charges, st.windows = map[string]metering.ChargeState{}, map[string]metering.WindowState{}
-	for _, rd := range tk.Readings {
+	st.meters = make([]meterState, len(tk.Readings))
+	for i, rd := range tk.Readings {
+		m := &st.meters[i]
 		if v := tx.Bucket(bucketCharges).Get(joinKey(p.Account, rd.Meter)); v != nil {
-			var cs metering.ChargeState
-			if err := cs.UnmarshalBinary(v); err != nil {
+			if err := m.charge.UnmarshalBinary(v); err != nil {
 				return st, err
 			}
-			st.charges[rd.Meter] = cs
 		}
 		if v := tx.Bucket(bucketWindows).Get(joinKey(p.Provider, p.Account, rd.Meter)); v != nil {
-			var ws metering.WindowState
-			if err := ws.UnmarshalBinary(v); err != nil {
+			if err := m.window.UnmarshalBinary(v); err != nil {
 				return st, err
 			}
-			st.windows[rd.Meter] = ws
 		}
 	}
 	st.aggSeq = getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
@@ -94,12 +98,18 @@ type ticketEffects struct {
 	device   deviceState
 	account  metering.Account
 	entry    *metering.Entry // nil when nothing was charged
-	charges  map[string]metering.ChargeState
-	windows  map[string]metering.WindowState
-	leaves   []write // the ticket's Merkle leaves
-	seals    []seal  // aggregates sealed, in seq order
-	aggSeq   uint64  // the last aggregate seq after this ticket
+	changed  []meterChange   // per counted reading
+	leaves   []write         // the ticket's Merkle leaves
+	seals    []seal          // aggregates sealed, in seq order
+	aggSeq   uint64          // the last aggregate seq after this ticket
 	ticket   ticketRecord
+}
+
+// meterChange is a counted reading's new pricing state and window.
+type meterChange struct {
+	meter  string
+	charge metering.ChargeState
+	window metering.WindowState
 }
 
 // seal is one aggregate a ticket seals: a window, or a correction of the
@@ -133,12 +143,11 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 	ref := p.Device + "/" + strconv.FormatUint(tk.Seq, 10)
 	var total metering.Nanos
 	type windowAdd struct {
-		meter string
-		item  metering.Item
+		reading int
+		item    metering.Item
 	}
 	var adds []windowAdd
-	eff.charges = map[string]metering.ChargeState{}
-	for _, rd := range tk.Readings {
+	for ri, rd := range tk.Readings {
 		u, ms2, outcome, err := ds.meter(rd.Meter).Advance(tk.Seq, tk.Epoch, rd.Register, int64(tk.Time))
 		switch {
 		case errors.Is(err, metering.ErrRegisterBackwards):
@@ -153,15 +162,15 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 			continue // a baseline charges nothing and feeds no window
 		}
 		tariff := t.Tariffs.Get(p.Tariffs[rd.Meter])
-		ch, cs2, err := tariff.Price(st.charges[rd.Meter], u)
+		ch, cs2, err := tariff.Price(st.meters[ri].charge, u)
 		if err != nil {
 			return eff, Reject(protocol.ReasonChargeOverflow, "meter %s: %v", rd.Meter, err)
 		}
 		if total, err = total.Add(ch.Amount); err != nil {
 			return eff, Reject(protocol.ReasonChargeOverflow, "%v", err)
 		}
-		eff.charges[rd.Meter] = cs2
-		adds = append(adds, windowAdd{rd.Meter, metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash}})
+		eff.changed = append(eff.changed, meterChange{meter: rd.Meter, charge: cs2})
+		adds = append(adds, windowAdd{ri, metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash}})
 	}
 
 	acct := st.account
@@ -179,17 +188,16 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 
 	aggSeq := st.aggSeq
 	var tleaves []byte
-	eff.windows = map[string]metering.WindowState{}
-	for _, a := range adds {
-		key := metering.WindowKey{Provider: p.Provider, Account: p.Account, Meter: a.meter}
+	for ai, a := range adds {
+		key := metering.WindowKey{Provider: p.Provider, Account: p.Account, Meter: tk.Readings[a.reading].Meter}
 		wkey := joinKey(key.Provider, key.Account, key.Meter)
 		// Several readings of one ticket can land in one window key only
 		// if a meter repeats, which the decoder forbids.
-		d, err := t.Policies[key.Provider].Add(st.windows[a.meter], acct.Currency, a.item)
+		d, err := t.Policies[key.Provider].Add(st.meters[a.reading].window, acct.Currency, a.item)
 		if err != nil {
 			return eff, Reject(protocol.ReasonChargeOverflow, "window %v: %v", key, err)
 		}
-		eff.windows[a.meter] = d.State
+		eff.changed[ai].window = d.State
 		// The ticket's leaf in the window it joined, for inclusion proofs.
 		var leafKey []byte
 		switch {
@@ -242,9 +250,11 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 		}
 		writes = append(writes, ws...)
 	}
-	for meter, cs := range eff.charges {
-		b, _ := cs.MarshalBinary()
-		writes = append(writes, write{bucketCharges, joinKey(p.Account, meter), b})
+	for _, c := range eff.changed {
+		b, _ := c.charge.MarshalBinary()
+		writes = append(writes, write{bucketCharges, joinKey(p.Account, c.meter), b})
+		wb, _ := c.window.MarshalBinary()
+		writes = append(writes, write{bucketWindows, joinKey(p.Provider, p.Account, c.meter), wb})
 	}
 	if e := eff.entry; e != nil {
 		b, _ := e.MarshalBinary()
@@ -252,10 +262,6 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 	}
 	ab, _ := eff.account.MarshalBinary()
 	writes = append(writes, write{bucketAccounts, []byte(eff.account.ID), ab})
-	for meter, ws := range eff.windows {
-		b, _ := ws.MarshalBinary()
-		writes = append(writes, write{bucketWindows, joinKey(p.Provider, p.Account, meter), b})
-	}
 	writes = append(writes, eff.leaves...)
 	if len(eff.seals) > 0 {
 		writes = append(writes, write{bucketMeta, metaAggSeq, putU64(eff.aggSeq)})

@@ -34,6 +34,7 @@ func TestDecideWithoutAStateFile(t *testing.T) {
 	terms := testTerms(t, 1_000_000_000) // 1 EUR prepaid
 	st := ticketState{account: terms.Accounts["home"]}
 
+	st.meters = make([]meterState, 1)
 	eff, err := decide(st, terms, testPayer, ticket(1, 1000), []byte("t1"), 1)
 	if err != nil || !eff.accepted || eff.receipt.Charged != 0 || eff.entry != nil || len(eff.leaves) != 0 {
 		t.Fatalf("baseline: %+v, %v; want accepted, nothing charged", eff.receipt, err)
@@ -50,7 +51,8 @@ func TestDecideWithoutAStateFile(t *testing.T) {
 	if st.device.LastSeq != 1 {
 		t.Fatal("decide changed the state it was given")
 	}
-	st.device, st.account, st.charges, st.windows = eff.device, eff.account, eff.charges, eff.windows
+	st.device, st.account = eff.device, eff.account
+	st.meters = []meterState{{charge: eff.changed[0].charge, window: eff.changed[0].window}}
 
 	stored := eff.ticket
 	st.stored = &stored

@@ -71,9 +71,9 @@ func (s deviceState) encode() []byte {
 	w := metering.NewStateWriter().Uint(s.LastSeq).Uint(uint64(len(s.Meters)))
 	for _, m := range s.Meters {
 		mb, _ := m.State.MarshalBinary()
-		w.String(m.Name).String(string(mb))
+		w = w.String(m.Name).String(string(mb))
 	}
-	return w.Bytes()
+	return w
 }
 
 func decodeDeviceState(b []byte) (deviceState, error) {
@@ -97,7 +97,7 @@ func decodeDeviceState(b []byte) (deviceState, error) {
 }
 
 func (t ticketRecord) encode() []byte {
-	return metering.NewStateWriter().Uint(t.Charged).Int(t.Balance).Uint(uint64(len(t.Leaves))).Rest(t.Leaves).Rest(t.Raw).Bytes()
+	return metering.NewStateWriter().Uint(t.Charged).Int(t.Balance).Uint(uint64(len(t.Leaves))).Rest(t.Leaves).Rest(t.Raw)
 }
 
 func decodeTicketRecord(b []byte) (ticketRecord, error) {
@@ -121,7 +121,7 @@ func decodeTicketRecord(b []byte) (ticketRecord, error) {
 func (s sealedRecord) encode() []byte {
 	return metering.NewStateWriter().String(s.Provider).String(s.Account).String(s.Meter).Int(s.Start).Int(s.End).
 		String(string(s.Currency)).Uint(s.Quantity).Int(int64(s.Amount)).Uint(s.Tickets).Uint(uint64(s.Reason)).Uint(s.Corrects).
-		Rest(s.Root[:]).Bytes()
+		Rest(s.Root[:])
 }
 
 func decodeSealedRecord(b []byte) (sealedRecord, error) {
