@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -196,6 +197,16 @@ func operatorTLS(c OperatorConfig) (*tls.Config, func(*http.Request) (string, bo
 	return tc, check, nil
 }
 
+// credentialKey carries the kind of credential that made an operator
+// request ("socket", "token", "cert:NAME") to the handlers, for the audit
+// log.
+type credentialKey struct{}
+
+func credentialOf(r *http.Request) string {
+	who, _ := r.Context().Value(credentialKey{}).(string)
+	return who
+}
+
 // withCredential refuses a request without a credential (401, counted,
 // logged without what was sent) and logs every operator request with the
 // kind of credential that made it.
@@ -210,13 +221,13 @@ func (g *Gateway) withCredential(h http.Handler, check func(*http.Request) (stri
 			return
 		}
 		g.log.Info("operator API", "credential", who, "method", r.Method, "path", r.URL.Path)
-		h.ServeHTTP(w, r)
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credentialKey{}, who)))
 	})
 }
 
-// operatorMux serves the operator's read calls: GET /inspect (the state
-// file's report), GET /proof?ticket=DEVICE/SEQ (inclusion proofs) and,
-// when enabled, /debug/pprof/.
+// operatorMux serves the operator's calls: GET /inspect (the state file's
+// report), GET /proof?ticket=DEVICE/SEQ (inclusion proofs), the accounts
+// (see accountRoutes) and, when enabled, /debug/pprof/.
 func (g *Gateway) operatorMux() *http.ServeMux {
 	m := http.NewServeMux()
 	if g.cfg.Operator.Pprof {
@@ -240,6 +251,7 @@ func (g *Gateway) operatorMux() *http.ServeMux {
 		}
 		writeJSON(w, g.log, ps)
 	})
+	g.accountRoutes(m)
 	m.HandleFunc("GET /inspect", func(w http.ResponseWriter, _ *http.Request) {
 		rep, err := Inspect(g.store, g.ingest.Snapshot())
 		if err != nil {

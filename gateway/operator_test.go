@@ -156,6 +156,18 @@ func TestOperatorAPIOverTLS(t *testing.T) {
 	if code, body := getBody(t, anon, base+"/inspect", "Authorization", "Bearer "+token); code != 200 || !strings.Contains(body, `"balanced":true`) {
 		t.Fatalf("/inspect with the token = %d %q", code, body)
 	}
+	// A top-up without a credential is refused and changes nothing.
+	resp, err := anon.Post(base+"/accounts/prepaid-1/topups", "application/json", strings.NewReader(`{"amount":"5.00 EUR","ref":"p1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("top-up without a credential = %d; want 401", resp.StatusCode)
+	}
+	if code, body := getBody(t, anon, base+"/accounts/prepaid-1", "Authorization", "Bearer "+token); code != 200 || !strings.Contains(body, `"balance_nanos":10000000000`) {
+		t.Fatalf("account after the refused top-up = %d %s; want the opening 10 EUR", code, body)
+	}
 	if code, _ := getBody(t, anon, base+"/debug/pprof/cmdline", "Authorization", "Bearer "+token); code != 200 {
 		t.Fatalf("pprof enabled, with the token = %d; want 200", code)
 	}
@@ -170,7 +182,7 @@ func TestOperatorAPIOverTLS(t *testing.T) {
 	if code, _ := getBody(t, http.DefaultClient, "http://"+tg.OperatorAddr()+"/inspect", "Authorization", "Bearer "+token); code == 200 {
 		t.Fatal("the TCP operator API answered plain HTTP")
 	}
-	if !strings.Contains(metricsText(t, tg), `farthing_transport_events_total{event="unauthorized",transport="operator"} 2`) {
+	if !strings.Contains(metricsText(t, tg), `farthing_transport_events_total{event="unauthorized",transport="operator"} 3`) {
 		t.Fatal("refused operator requests were not counted")
 	}
 

@@ -11,6 +11,7 @@
 //	farthing sim [--devices N --rate R --duration D --type hmac|ed25519]
 //	farthing demo
 //	farthing inspect [--data DIR]
+//	farthing account topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T]
 //	farthing proof --ticket DEVICE/SEQ [--data DIR]
 //	farthing receive --trust GATEWAY.pub --http ADDR|--mqtt URL|--jetstream URL
 //
@@ -46,6 +47,7 @@ var commands = []command{
 	{"sim", "[--transport mqtt|coaps] [--broker URL] [--coap ADDR] [--data DIR] [--devices N] [--type hmac|ed25519|any] [--rate R] [--duration D] [--inflight K] [--json]", runSim},
 	{"demo", "[--rate R] [--duration D]", runDemo},
 	{"inspect", "[--data DIR]", runInspect},
+	{"account", "topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T] [--format table|csv|json] [--data DIR]", runAccount},
 	{"bench", "[--runs N] [--duration D] [--devices N] [--json FILE] [--plot FILE]", runBench},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR]", runProof},
 	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR]", runReceive},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -43,11 +44,33 @@ var errNoDaemon = errors.New("no running daemon")
 // v. Without --operator and without a daemon it returns errNoDaemon, so
 // the caller can read the state file itself.
 func (o *operatorFlags) getJSON(data, path string, v any) error {
+	return o.do(data, http.MethodGet, path, nil, v)
+}
+
+// postJSON sends body as JSON to the operator API and decodes the answer
+// into v. There is no fallback to the state file: a change needs the
+// running daemon.
+func (o *operatorFlags) postJSON(data, path string, body, v any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	return o.do(data, http.MethodPost, path, b, v)
+}
+
+func (o *operatorFlags) do(data, method, path string, body []byte, v any) error {
 	c, base, err := o.client(data)
 	if err != nil {
 		return err
 	}
-	resp, err := c.Get(base + path)
+	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		if *o.url == "" {
 			return fmt.Errorf("%w: %v", errNoDaemon, err)

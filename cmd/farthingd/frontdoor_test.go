@@ -34,7 +34,9 @@ type gatewayDir struct {
 
 // newGatewayDir writes a configuration with an embedded broker on a free
 // port, the given mqtt settings (YAML flow-map entries, may be empty) and
-// extra top-level YAML, a tariff, and the devices (HMAC, account fleet).
+// extra top-level YAML, a tariff (0.30 EUR/kWh), and the devices (HMAC;
+// "id" is on the postpaid account fleet, "id@kiosk" on the prepaid
+// account kiosk, which opens with 0.60 EUR).
 func newGatewayDir(t *testing.T, devices []string, mqttExtra, extra string) *gatewayDir {
 	t.Helper()
 	g := &gatewayDir{dir: t.TempDir(), mqtt: freeAddr(t, "tcp"), http: freeAddr(t, "tcp"), secrets: map[string]gateway.DeviceSecrets{}}
@@ -46,6 +48,7 @@ func newGatewayDir(t *testing.T, devices []string, mqttExtra, extra string) *gat
 	os.WriteFile(g.config, []byte(fmt.Sprintf(`data_dir: %s
 accounts:
   - {id: fleet, kind: postpaid, currency: EUR, credit_limit: "1000000"}
+  - {id: kiosk, kind: prepaid, currency: EUR, balance: "0.60"}
 providers:
   - {id: utility, window: 1s, threshold: "0.05 EUR"}
 mqtt: {listen: "%s"%s}
@@ -55,8 +58,12 @@ dtls: {listen: "off"}
 	os.MkdirAll(g.data, 0o700)
 	os.WriteFile(filepath.Join(g.data, "tariffs.yaml"), []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"), 0o600)
 	var rf gateway.RegistryFile
-	for _, id := range devices {
-		e, s, err := gateway.NewDevice(id, "hmac", "fleet", "utility", map[string]string{"energy_wh": "energy"})
+	for _, spec := range devices {
+		id, account, ok := strings.Cut(spec, "@")
+		if !ok {
+			account = "fleet"
+		}
+		e, s, err := gateway.NewDevice(id, "hmac", account, "utility", map[string]string{"energy_wh": "energy"})
 		if err != nil {
 			t.Fatal(err)
 		}

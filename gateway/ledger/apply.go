@@ -45,6 +45,7 @@ type ticketState struct {
 	meters  []meterState  // per reading, in the ticket's order
 	aggSeq  uint64        // the last aggregate seq sealed
 	stored  *ticketRecord // tk.Seq's record, when tk.Seq is not new
+	opening bool          // the account has no record yet: account is its opening state
 }
 
 // meterState is one reading's meter: its (account, meter) pricing state
@@ -65,6 +66,7 @@ func load(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket) (ticketState, err
 	if st.account, err = loadAccount(tx, t, p.Account); err != nil {
 		return st, err
 	}
+	st.opening = tx.Bucket(bucketAccounts).Get([]byte(p.Account)) == nil
 	if tk.Seq <= st.device.LastSeq {
 		if v := tx.Bucket(bucketTickets).Get(seqKey(tk.Seq, p.Device)); v != nil {
 			if r, err := decodeTicketRecord(v); err == nil {
@@ -94,7 +96,8 @@ func load(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket) (ticketState, err
 // ticketEffects is what accepting one ticket changes.
 type ticketEffects struct {
 	receipt  protocol.Receipt
-	accepted bool // false: a duplicate, nothing to write
+	accepted bool            // false: a duplicate, nothing to write
+	opening  *metering.Nanos // the account's opening balance, to record with its first write
 	device   deviceState
 	account  metering.Account
 	entry    *metering.Entry // nil when nothing was charged
@@ -185,6 +188,10 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 		eff.entry, acct = &entry, acct2
 	}
 	eff.account = acct
+	if st.opening {
+		b := st.account.Balance
+		eff.opening = &b
+	}
 
 	aggSeq := st.aggSeq
 	var tleaves []byte
@@ -262,6 +269,9 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 	}
 	ab, _ := eff.account.MarshalBinary()
 	writes = append(writes, write{bucketAccounts, []byte(eff.account.ID), ab})
+	if eff.opening != nil {
+		writes = append(writes, write{bucketOpenings, []byte(eff.account.ID), encodeOpening(*eff.opening)})
+	}
 	writes = append(writes, eff.leaves...)
 	if len(eff.seals) > 0 {
 		writes = append(writes, write{bucketMeta, metaAggSeq, putU64(eff.aggSeq)})

@@ -59,15 +59,20 @@ type WindowReport struct {
 	Corrects uint64 `json:"corrects,omitempty"`
 }
 
-// ReconcileReport adds up the money three ways; they must agree to the
-// nano: what receipts said was charged, what the ledger debited, and what
-// the windows (open and sealed) hold for providers.
+// ReconcileReport adds up the money; every equation must hold to the
+// nano: what receipts said was charged = what the ledger debited = what
+// the windows (open and sealed) hold for providers; and the accounts'
+// opening balances + top-ups + adjustments − charges = their balances.
 type ReconcileReport struct {
 	ReceiptsCharged metering.Nanos `json:"receipts_charged_nanos"`
 	LedgerCharged   metering.Nanos `json:"ledger_charged_nanos"`
 	WindowsOpen     metering.Nanos `json:"windows_open_nanos"`
 	WindowsSealed   metering.Nanos `json:"windows_sealed_nanos"`
 	Tickets         uint64         `json:"tickets"`
+	Opening         metering.Nanos `json:"opening_nanos"`
+	TopUps          metering.Nanos `json:"top_ups_nanos"`
+	Adjustments     metering.Nanos `json:"adjustments_nanos"`
+	Balances        metering.Nanos `json:"balances_nanos"`
 	Balanced        bool           `json:"balanced"`
 }
 
@@ -102,6 +107,10 @@ func Inspect(st *store.Store, snap *Terms) (*Report, error) {
 		tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
 			var a metering.Account
 			if a.UnmarshalBinary(v) == nil {
+				rep.Reconcile.Balances += a.Balance
+				if o, err := decodeOpening(tx.Bucket(bucketOpenings).Get(k)); err == nil {
+					rep.Reconcile.Opening += o
+				}
 				rep.Accounts = append(rep.Accounts, AccountReport{ID: a.ID, Kind: a.Kind.String(), Balance: metering.Money{Nanos: a.Balance, Currency: a.Currency}.String(),
 					Entries: a.Seq, Currency: string(a.Currency)})
 			}
@@ -109,8 +118,16 @@ func Inspect(st *store.Store, snap *Terms) (*Report, error) {
 		})
 		tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
 			var e metering.Entry
-			if e.UnmarshalBinary(v) == nil && e.Kind == metering.EntryCharge {
+			if e.UnmarshalBinary(v) != nil {
+				return nil
+			}
+			switch e.Kind {
+			case metering.EntryCharge:
 				rep.Reconcile.LedgerCharged -= e.Amount
+			case metering.EntryTopUp:
+				rep.Reconcile.TopUps += e.Amount
+			default:
+				rep.Reconcile.Adjustments += e.Amount
 			}
 			return nil
 		})
@@ -154,7 +171,8 @@ func Inspect(st *store.Store, snap *Terms) (*Report, error) {
 	})
 	sort.Slice(rep.Devices, func(i, j int) bool { return rep.Devices[i].ID < rep.Devices[j].ID })
 	rc := &rep.Reconcile
-	rc.Balanced = rc.ReceiptsCharged == rc.LedgerCharged && rc.LedgerCharged == rc.WindowsOpen+rc.WindowsSealed
+	rc.Balanced = rc.ReceiptsCharged == rc.LedgerCharged && rc.LedgerCharged == rc.WindowsOpen+rc.WindowsSealed &&
+		rc.Opening+rc.TopUps+rc.Adjustments-rc.LedgerCharged == rc.Balances
 	return rep, err
 }
 

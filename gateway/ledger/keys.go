@@ -24,6 +24,9 @@ import "encoding/binary"
 //	meta        "stream-epoch" → the stream epoch (8 bytes), made with the file
 //	meta        "pruned-through" → the last aggregate seq whose tickets were pruned
 //	meta        "schema-version" → the schema version (8 bytes); absent in files of version 0
+//	openings    account → its opening balance, written with the account's first record (version 2)
+//	audit       seq(8) → an operator operation (Operation): what, when, by which credential (version 2)
+//	refs        kind "/" reference → the audit seq of the operation that used it: the idempotency index (version 2)
 //
 // Values are the records of records.go and metering's state types, all in
 // metering's state encoding (a version byte, then varints and strings).
@@ -42,11 +45,14 @@ var (
 	bucketOutbox    = []byte("outbox")
 	bucketLeaves    = []byte("leaves")
 	bucketSealedBy  = []byte("sealedby")
+	bucketOpenings  = []byte("openings")
+	bucketAudit     = []byte("audit")
+	bucketRefs      = []byte("refs")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
 	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
-	bucketLeaves, bucketSealedBy}
+	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs}
 
 // joinKey joins parts with 0 bytes.
 func joinKey(parts ...string) []byte {

@@ -8,12 +8,15 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
 )
 
 // SchemaVersion is the version of the state file's layout this build
-// writes. Version 0 is a file from before the version was recorded; its
-// layout is the same, so migrating it records the version.
-const SchemaVersion = 1
+// writes. Version 0 is a file from before the version was recorded, with
+// version 1's layout. Version 2 adds the openings, audit and refs buckets;
+// migrating to it records each existing account's opening balance as its
+// balance less the sum of its entries.
+const SchemaVersion = 2
 
 var metaSchemaVersion = []byte("schema-version")
 
@@ -42,7 +45,12 @@ func Init(ctx context.Context, st *store.Store) error {
 				return fmt.Errorf("%w: %v", store.ErrAbort, err)
 			}
 		}
-		// 0 → 1: the layout is unchanged; the version is recorded.
+		// 0 → 1: the layout is unchanged. 1 → 2: openings from the books.
+		if v < 2 {
+			if err := migrateOpenings(tx); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
 		if err := tx.Bucket(bucketMeta).Put(metaSchemaVersion, putU64(SchemaVersion)); err != nil {
 			return fmt.Errorf("%w: %v", store.ErrAbort, err)
 		}
@@ -62,5 +70,33 @@ func CheckSchema(st *store.Store) error {
 			return fmt.Errorf("%w: %s has schema version %d, this build knows up to %d", ErrSchemaNewer, st.Path(), v, SchemaVersion)
 		}
 		return nil
+	})
+}
+
+// migrateOpenings records, for each account of a version-1 file, its
+// opening balance: the balance less the sum of its entries (every change
+// to a balance is an entry).
+func migrateOpenings(tx *bolt.Tx) error {
+	sums := map[string]metering.Nanos{}
+	if err := tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
+		var e metering.Entry
+		if err := e.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		sums[e.Account] += e.Amount
+		return nil
+	}); err != nil {
+		return err
+	}
+	ob := tx.Bucket(bucketOpenings)
+	return tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
+		var a metering.Account
+		if err := a.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		if ob.Get(k) != nil {
+			return nil
+		}
+		return ob.Put(append([]byte(nil), k...), encodeOpening(a.Balance-sums[a.ID]))
 	})
 }

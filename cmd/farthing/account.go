@@ -1,0 +1,170 @@
+package main
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/metering"
+)
+
+// runAccount is `farthing account topup|list|show|entries`, through the
+// running daemon's operator API.
+func runAccount(e *env, args []string) error {
+	if len(args) == 0 {
+		return usageError{"account: want topup, list, show or entries"}
+	}
+	fs := newFlags("account " + args[0])
+	data := fs.String("data", defaultData, "the gateway's data directory")
+	format := fs.String("format", "table", "table, csv or json")
+	op := addOperatorFlags(fs)
+	switch args[0] {
+	case "topup":
+		ref := fs.String("ref", "", "your reference for this top-up (a payment id): the same ref again is the same top-up")
+		pos, err := parseInterspersed(fs, args[1:], 2)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 2 || *ref == "" {
+			return usageError{"account topup ACCOUNT AMOUNT --ref REF (AMOUNT like \"5.00 EUR\")"}
+		}
+		if _, err := metering.ParseMoney(pos[1]); err != nil {
+			return usageError{"amount: " + err.Error()}
+		}
+		var res ledger.TopUpResult
+		if err := op.postJSON(*data, "/accounts/"+url.PathEscape(pos[0])+"/topups",
+			gateway.TopUpRequest{Amount: pos[1], Ref: *ref}, &res); err != nil {
+			if errors.Is(err, errNoDaemon) {
+				return fmt.Errorf("a top-up needs the running farthingd: %w", err)
+			}
+			return err
+		}
+		if *format == "json" {
+			return printJSON(e, res)
+		}
+		what := "topped up"
+		if res.Repeated {
+			what = "already done (same ref)"
+		}
+		cur := metering.Currency(res.Currency)
+		fmt.Fprintf(e.stdout, "%s: %s %s, entry %d, balance %s\n", res.Account, what,
+			metering.Money{Nanos: res.Amount, Currency: cur}, res.EntrySeq, metering.Money{Nanos: res.Balance, Currency: cur})
+		return nil
+	case "list", "show":
+		pos, err := parseInterspersed(fs, args[1:], 1)
+		if err != nil {
+			return err
+		}
+		var views []ledger.AccountView
+		if args[0] == "show" {
+			if len(pos) != 1 {
+				return usageError{"account show ACCOUNT"}
+			}
+			var v ledger.AccountView
+			if err := op.getJSON(*data, "/accounts/"+url.PathEscape(pos[0]), &v); err != nil {
+				return err
+			}
+			views = append(views, v)
+		} else if err := op.getJSON(*data, "/accounts", &views); err != nil {
+			return err
+		}
+		return printAccounts(e, *format, views)
+	case "entries":
+		since := fs.String("since", "", "only entries at or after this time (RFC 3339 or Unix ms)")
+		pos, err := parseInterspersed(fs, args[1:], 1)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return usageError{"account entries ACCOUNT [--since T]"}
+		}
+		var entries []metering.Entry
+		path := "/accounts/" + url.PathEscape(pos[0]) + "/entries?since=" + url.QueryEscape(*since)
+		if err := op.getJSON(*data, path, &entries); err != nil {
+			return err
+		}
+		return printEntries(e, *format, entries)
+	}
+	return usageError{"account: want topup, list, show or entries, not " + args[0]}
+}
+
+func printJSON(e *env, v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printAccounts(e *env, format string, views []ledger.AccountView) error {
+	money := func(n metering.Nanos, c string) string {
+		return metering.Money{Nanos: n, Currency: metering.Currency(c)}.String()
+	}
+	rows := [][]string{{"ACCOUNT", "KIND", "BALANCE", "AVAILABLE", "CREDIT LIMIT", "OPENING", "ENTRIES"}}
+	for _, v := range views {
+		rows = append(rows, []string{v.ID, v.Kind, money(v.Balance, v.Currency), money(v.Available, v.Currency),
+			money(v.CreditLimit, v.Currency), money(v.Opening, v.Currency), strconv.FormatUint(v.Entries, 10)})
+	}
+	return printRows(e, format, views, rows)
+}
+
+func printEntries(e *env, format string, entries []metering.Entry) error {
+	rows := [][]string{{"SEQ", "TIME", "KIND", "AMOUNT (nanos)", "REF"}}
+	for _, x := range entries {
+		rows = append(rows, []string{strconv.FormatUint(x.Seq, 10), time.UnixMilli(x.Time).UTC().Format(time.RFC3339Nano),
+			x.Kind.String(), strconv.FormatInt(int64(x.Amount), 10), x.Ref})
+	}
+	return printRows(e, format, entries, rows)
+}
+
+// printRows prints v as JSON, or rows as a table or CSV.
+func printRows(e *env, format string, v any, rows [][]string) error {
+	switch format {
+	case "json":
+		return printJSON(e, v)
+	case "csv":
+		w := csv.NewWriter(e.stdout)
+		w.WriteAll(rows)
+		return w.Error()
+	case "table":
+		tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
+		for _, r := range rows {
+			for i, c := range r {
+				if i > 0 {
+					fmt.Fprint(tw, "\t")
+				}
+				fmt.Fprint(tw, c)
+			}
+			fmt.Fprintln(tw)
+		}
+		return tw.Flush()
+	}
+	return usageError{"--format: want table, csv or json"}
+}
+
+// parseInterspersed parses flags that may come before, between or after
+// the positional arguments (account topup fleet "5 EUR" --ref r1) and
+// returns the positional ones, at most max.
+func parseInterspersed(fs *flag.FlagSet, args []string, max int) ([]string, error) {
+	var pos []string
+	for {
+		if err := parse(fs, args, len(args)); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+	if len(pos) > max {
+		return nil, usageError{fmt.Sprintf("unexpected argument %q", pos[max])}
+	}
+	return pos, nil
+}

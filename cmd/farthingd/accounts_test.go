@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// farthingCLI runs the farthing binary against a data directory.
+func farthingCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command(built(t, "farthing", "../farthing"), args...).CombinedOutput()
+	return string(out), err
+}
+
+// TestTopUpServesADeviceThatRanDry: a prepaid device runs its account dry
+// over MQTT; `farthing account topup` through the operator socket refills
+// it and the device is served again. A top-up whose daemon is killed
+// with SIGKILL between request and answer, sent again with the same
+// reference after the restart, is booked exactly once; the books
+// reconcile (opening + top-ups − charges = balances).
+func TestTopUpServesADeviceThatRanDry(t *testing.T) {
+	bin := buildDaemon(t)
+	g := newGatewayDir(t, []string{"kiosk-1@kiosk"}, "", "")
+	d := startDaemon(t, bin, g.config, g.mqtt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	dev, err := dialDevice(ctx, g, "kiosk-1")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 0.60 EUR: a baseline and two kWh at 0.30, then the account is dry.
+	for i := 0; i < 3; i++ {
+		if r := dev.report(t); r.Status != protocol.StatusAccepted {
+			t.Fatalf("ticket %d: %+v", i, r)
+		}
+	}
+	if r := dev.report(t); r.Status != protocol.StatusInsufficientFunds || r.Balance != 0 {
+		t.Fatalf("ticket on a dry account: %+v; want insufficient funds, balance 0", r)
+	}
+	out, err := farthingCLI(t, "account", "topup", "kiosk", "1.00 EUR", "--ref", "pay-1", "--data", g.data)
+	if err != nil || !strings.Contains(out, "topped up 1.00 EUR") || !strings.Contains(out, "balance 1.00 EUR") {
+		t.Fatalf("farthing account topup: %v\n%q", err, out)
+	}
+	out, _ = farthingCLI(t, "account", "topup", "kiosk", "1.00 EUR", "--ref", "pay-1", "--data", g.data)
+	if !strings.Contains(out, "already done") {
+		t.Fatalf("the same reference again: %s", out)
+	}
+	out, err = farthingCLI(t, "account", "topup", "kiosk", "2.00 EUR", "--ref", "pay-1", "--data", g.data)
+	if err == nil || !strings.Contains(out, "409") {
+		t.Fatalf("the reference with another amount: %v %s; want a 409 refusal", err, out)
+	}
+	// The next ticket is served, and charges the kWh refused before too:
+	// registers are cumulative, so the refused usage was not lost.
+	if r := dev.report(t); r.Status != protocol.StatusAccepted || r.Charged != 600_000_000 || r.Balance != 400_000_000 {
+		t.Fatalf("the first ticket after the top-up: %+v; want accepted, 0.60 charged, 0.40 left", r)
+	}
+	dev.Close()
+
+	// SIGKILL between a top-up's request and its answer.
+	c, err := net.Dial("unix", filepath.Join(g.data, "operator.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"amount":"0.50 EUR","ref":"pay-2"}`
+	c.Write([]byte("POST /accounts/kiosk/topups HTTP/1.1\r\nHost: farthingd\r\nContent-Type: application/json\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n" + body))
+	d.kill(t)
+	c.Close()
+	d = startDaemon(t, bin, g.config, g.mqtt)
+	defer d.stop(t)
+	out, err = farthingCLI(t, "account", "topup", "kiosk", "0.50 EUR", "--ref", "pay-2", "--data", g.data)
+	if err != nil {
+		t.Fatalf("top-up again after the kill: %v %s", err, out)
+	}
+	t.Logf("after SIGKILL, the same reference: %s", strings.TrimSpace(out))
+	out, err = farthingCLI(t, "account", "entries", "kiosk", "--format", "json", "--data", g.data)
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	var entries []metering.Entry
+	if err := json.Unmarshal([]byte(out), &entries); err != nil {
+		t.Fatal(err, out)
+	}
+	refs := map[string]int{}
+	for _, e := range entries {
+		if e.Kind == metering.EntryTopUp {
+			refs[e.Ref]++
+		}
+	}
+	if refs["pay-1"] != 1 || refs["pay-2"] != 1 {
+		t.Fatalf("top-up entries by reference %v; want pay-1 and pay-2 once each", refs)
+	}
+	rep := inspect(t, g.data)
+	rc := rep.Reconcile
+	if !rc.Balanced || rc.TopUps != 1_500_000_000 || rc.Opening+rc.TopUps-rc.LedgerCharged != rc.Balances {
+		t.Fatalf("reconcile after top-ups: %+v", rc)
+	}
+	var log []ledger.Operation
+	resp, err := operatorGet(g.data, "/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&log)
+	resp.Body.Close()
+	if len(log) != 2 || log[0].Credential != "socket" {
+		t.Fatalf("audit log %+v; want the two top-ups, by the socket", log)
+	}
+}

@@ -1,0 +1,122 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/metering"
+)
+
+// TopUpRequest is the body of POST /accounts/{id}/topups.
+type TopUpRequest struct {
+	// Amount is a decimal with its currency, e.g. "5.00 EUR".
+	Amount string `json:"amount"`
+	// Ref is the caller's reference (a payment id): the same ref again is
+	// the same top-up; with another amount or account it is refused.
+	Ref string `json:"ref"`
+}
+
+// accountRoutes serves the accounts on the operator API:
+//
+//	GET  /accounts                      every account (ledger.AccountView)
+//	GET  /accounts/{id}                 one account
+//	GET  /accounts/{id}/entries?since=T its ledger entries (T: RFC 3339 or Unix ms)
+//	POST /accounts/{id}/topups          a top-up (TopUpRequest → ledger.TopUpResult), idempotent by ref
+//	GET  /audit                         the operator operations recorded
+//
+// A top-up is committed with fsync before it is answered, and recorded in
+// the audit log with the credential that made it.
+func (g *Gateway) accountRoutes(m *http.ServeMux) {
+	terms := func() *ledger.Terms { return &g.ingest.Snapshot().Terms }
+	m.HandleFunc("GET /accounts", func(w http.ResponseWriter, _ *http.Request) {
+		v, err := ledger.Accounts(g.store, terms())
+		answer(w, g, v, err)
+	})
+	m.HandleFunc("GET /accounts/{id}", func(w http.ResponseWriter, r *http.Request) {
+		v, err := ledger.Account(g.store, terms(), r.PathValue("id"))
+		answer(w, g, v, err)
+	})
+	m.HandleFunc("GET /accounts/{id}/entries", func(w http.ResponseWriter, r *http.Request) {
+		since, err := parseSince(r.URL.Query().Get("since"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if _, err := ledger.Account(g.store, terms(), r.PathValue("id")); err != nil {
+			answer(w, g, nil, err)
+			return
+		}
+		v, err := ledger.AccountEntries(g.store, r.PathValue("id"), since)
+		if v == nil {
+			v = []metering.Entry{}
+		}
+		answer(w, g, v, err)
+	})
+	m.HandleFunc("POST /accounts/{id}/topups", func(w http.ResponseWriter, r *http.Request) {
+		var req TopUpRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			http.Error(w, "want {\"amount\": \"5.00 EUR\", \"ref\": \"…\"}: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		amount, err := metering.ParseMoney(req.Amount)
+		if err != nil {
+			http.Error(w, "amount: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		res, err := g.ingest.books.TopUp(r.Context(), terms(), r.PathValue("id"), amount, req.Ref, credentialOf(r))
+		if err == nil {
+			g.metrics.Transport.WithLabelValues("operator", "top_up").Inc()
+			g.log.Info("top-up", "account", r.PathValue("id"), "amount", amount.String(), "ref", req.Ref,
+				"repeated", res.Repeated, "credential", credentialOf(r))
+		}
+		answer(w, g, res, err)
+	})
+	m.HandleFunc("GET /audit", func(w http.ResponseWriter, _ *http.Request) {
+		v, err := ledger.AuditLog(g.store)
+		if v == nil {
+			v = []ledger.Operation{}
+		}
+		answer(w, g, v, err)
+	})
+}
+
+// answer writes v as JSON, or err with its status: 404 for an unknown
+// account, 409 for a reference used for another operation, 400 for a bad
+// top-up, 503 for anything else (the store).
+func answer(w http.ResponseWriter, g *Gateway, v any, err error) {
+	switch {
+	case err == nil:
+		writeJSON(w, g.log, v)
+	case errors.Is(err, ledger.ErrUnknownAccount):
+		http.Error(w, err.Error(), http.StatusNotFound)
+	case errors.Is(err, ledger.ErrRefConflict):
+		http.Error(w, err.Error(), http.StatusConflict)
+	case errors.Is(err, ledger.ErrBadTopUp):
+		http.Error(w, err.Error(), http.StatusBadRequest)
+	default:
+		g.log.Error("operator API: books unavailable", "error", err)
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	}
+}
+
+// parseSince reads RFC 3339 or Unix milliseconds; "" is the beginning.
+func parseSince(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return ms, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return 0, errors.New("since: want RFC 3339 (2026-11-30T00:00:00Z) or Unix milliseconds")
+	}
+	return t.UnixMilli(), nil
+}

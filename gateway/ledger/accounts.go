@@ -1,0 +1,245 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
+)
+
+// Errors of the account operations.
+var (
+	// ErrUnknownAccount: the account is neither configured nor in the books.
+	ErrUnknownAccount = errors.New("ledger: unknown account")
+	// ErrRefConflict: an operation's reference was used before for
+	// something else (another account or amount); nothing was done.
+	ErrRefConflict = errors.New("ledger: reference already used for another operation")
+	// ErrBadTopUp: the amount is not positive or not in the account's
+	// currency; nothing was done.
+	ErrBadTopUp = errors.New("ledger: bad top-up")
+)
+
+// Operation is one money-changing operator call as the audit log keeps
+// it: what, when, by which credential, and what it did.
+type Operation struct {
+	Seq        uint64         `json:"seq"`  // audit log seq, from 1
+	Kind       string         `json:"kind"` // "top_up"
+	Ref        string         `json:"ref"`  // the caller's reference: the idempotency key
+	Account    string         `json:"account"`
+	Amount     metering.Nanos `json:"amount_nanos"`
+	Currency   string         `json:"currency"`
+	Time       int64          `json:"time_ms"`
+	Credential string         `json:"credential"` // "socket", "token", "cert:NAME"
+	EntrySeq   uint64         `json:"entry_seq"`  // the ledger entry it made
+}
+
+func (o Operation) encode() []byte {
+	return metering.NewStateWriter().Uint(o.Seq).String(o.Kind).String(o.Ref).String(o.Account).Int(int64(o.Amount)).
+		String(o.Currency).Int(o.Time).String(o.Credential).Uint(o.EntrySeq)
+}
+
+func decodeOperation(b []byte) (Operation, error) {
+	r := metering.NewStateReader(b, "operation")
+	o := Operation{Seq: r.Uint(), Kind: r.String(), Ref: r.String(), Account: r.String(), Amount: metering.Nanos(r.Int()),
+		Currency: r.String(), Time: r.Int(), Credential: r.String(), EntrySeq: r.Uint()}
+	return o, r.Done()
+}
+
+// TopUpResult is what a top-up did, or did before (Repeated).
+type TopUpResult struct {
+	Operation
+	Balance  metering.Nanos `json:"balance_nanos"` // after the top-up, or now for a repeat
+	Repeated bool           `json:"repeated"`      // the reference was seen: nothing new was done
+}
+
+// TopUp credits amount to account, once per ref: the same ref again with
+// the same account and amount returns the first result (Repeated), with
+// anything else ErrRefConflict. The entry, the new balance and the audit
+// record are committed together, with fsync, before TopUp returns.
+func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount metering.Money, ref, credential string) (TopUpResult, error) {
+	var res TopUpResult
+	if ref == "" || len(ref) > 128 {
+		return res, fmt.Errorf("%w: a reference of 1..128 bytes is required", ErrBadTopUp)
+	}
+	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
+		res = TopUpResult{}
+		refKey := []byte("top_up/" + ref)
+		if seq := getU64(tx.Bucket(bucketRefs).Get(refKey)); seq != 0 {
+			o, err := decodeOperation(tx.Bucket(bucketAudit).Get(putU64(seq)))
+			if err != nil {
+				return err
+			}
+			if o.Account != account || o.Amount != amount.Nanos || o.Currency != string(amount.Currency) {
+				return fmt.Errorf("%w: %q was a top-up of %s to %s", ErrRefConflict, ref,
+					metering.Money{Nanos: o.Amount, Currency: metering.Currency(o.Currency)}, o.Account)
+			}
+			a, err := loadAccount(tx, t, account)
+			if err != nil {
+				return err
+			}
+			res.Operation, res.Balance, res.Repeated = o, a.Balance, true
+			return nil
+		}
+		a, err := loadAccount(tx, t, account)
+		if err != nil {
+			return fmt.Errorf("%w: %q", ErrUnknownAccount, account)
+		}
+		opening := tx.Bucket(bucketAccounts).Get([]byte(account)) == nil
+		e, a2, err := a.TopUp(amount, bk.now().UnixMilli(), ref)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrBadTopUp, err)
+		}
+		seq := tx.Bucket(bucketAudit).Sequence() + 1
+		o := Operation{Seq: seq, Kind: "top_up", Ref: ref, Account: account, Amount: amount.Nanos, Currency: string(amount.Currency),
+			Time: e.Time, Credential: credential, EntrySeq: e.Seq}
+		eb, _ := e.MarshalBinary()
+		ab, _ := a2.MarshalBinary()
+		writes := []write{{bucketEntries, seqKey(e.Seq, account), eb}, {bucketAccounts, []byte(account), ab},
+			{bucketAudit, putU64(seq), o.encode()}, {bucketRefs, refKey, putU64(seq)}}
+		if opening {
+			writes = append(writes, write{bucketOpenings, []byte(account), encodeOpening(a.Balance)})
+		}
+		if err := tx.Bucket(bucketAudit).SetSequence(seq); err != nil {
+			return fmt.Errorf("%w: %v", store.ErrAbort, err)
+		}
+		for _, w := range writes {
+			if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
+		res.Operation, res.Balance = o, a2.Balance
+		return nil
+	})
+	return res, err
+}
+
+// AccountView is one account as the operator sees it.
+type AccountView struct {
+	ID          string         `json:"id"`
+	Kind        string         `json:"kind"`
+	Currency    string         `json:"currency"`
+	Opening     metering.Nanos `json:"opening_nanos"`
+	Balance     metering.Nanos `json:"balance_nanos"`
+	Available   metering.Nanos `json:"available_nanos"`
+	CreditLimit metering.Nanos `json:"credit_limit_nanos"`
+	Entries     uint64         `json:"entries"`
+}
+
+// Accounts lists every account, configured or in the books, by id.
+func Accounts(st *store.Store, t *Terms) ([]AccountView, error) {
+	var out []AccountView
+	err := st.View(func(tx *bolt.Tx) error {
+		ids := map[string]bool{}
+		tx.Bucket(bucketAccounts).ForEach(func(k, _ []byte) error { ids[string(k)] = true; return nil })
+		if t != nil {
+			for id := range t.Accounts {
+				ids[id] = true
+			}
+		}
+		for id := range ids {
+			v, err := accountView(tx, t, id)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, err
+}
+
+// Account returns one account.
+func Account(st *store.Store, t *Terms, id string) (AccountView, error) {
+	var v AccountView
+	err := st.View(func(tx *bolt.Tx) error {
+		var err error
+		v, err = accountView(tx, t, id)
+		return err
+	})
+	return v, err
+}
+
+func accountView(tx *bolt.Tx, t *Terms, id string) (AccountView, error) {
+	var a metering.Account
+	if v := tx.Bucket(bucketAccounts).Get([]byte(id)); v != nil {
+		if err := a.UnmarshalBinary(v); err != nil {
+			return AccountView{}, err
+		}
+	} else if o, ok := terms(t).Accounts[id]; ok {
+		a = o
+	} else {
+		return AccountView{}, fmt.Errorf("%w: %q", ErrUnknownAccount, id)
+	}
+	avail, _ := a.Available()
+	view := AccountView{ID: a.ID, Kind: a.Kind.String(), Currency: string(a.Currency), Balance: a.Balance, Available: avail,
+		CreditLimit: a.CreditLimit, Entries: a.Seq, Opening: a.Balance}
+	if v := tx.Bucket(bucketOpenings).Get([]byte(id)); v != nil {
+		if o, err := decodeOpening(v); err == nil {
+			view.Opening = o
+		}
+	}
+	return view, nil
+}
+
+// AccountEntries returns an account's ledger entries made at or after
+// since (Unix ms; 0 for all), in order.
+func AccountEntries(st *store.Store, id string, since int64) ([]metering.Entry, error) {
+	var out []metering.Entry
+	err := st.View(func(tx *bolt.Tx) error {
+		prefix := append([]byte(id), 0)
+		c := tx.Bucket(bucketEntries).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Next() {
+			var e metering.Entry
+			if err := e.UnmarshalBinary(v); err != nil {
+				return err
+			}
+			if e.Time >= since {
+				out = append(out, e)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// AuditLog returns the operator operations recorded, in order.
+func AuditLog(st *store.Store) ([]Operation, error) {
+	var out []Operation
+	err := st.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAudit).ForEach(func(_, v []byte) error {
+			o, err := decodeOperation(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, o)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// terms returns t, or empty terms for a nil t (a read of the file alone).
+func terms(t *Terms) *Terms {
+	if t == nil {
+		return &Terms{}
+	}
+	return t
+}
+
+// An account's opening balance, recorded when the account is first
+// written, so that opening + top-ups − charges = balance is a check, not
+// an identity.
+func encodeOpening(n metering.Nanos) []byte { return metering.NewStateWriter().Int(int64(n)) }
+
+func decodeOpening(b []byte) (metering.Nanos, error) {
+	r := metering.NewStateReader(b, "opening balance")
+	n := metering.Nanos(r.Int())
+	return n, r.Done()
+}
