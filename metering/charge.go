@@ -83,8 +83,10 @@ type Charge struct {
 //     stays carried. So the charges of a band always sum to
 //     floor(Q_band·Nanos/Per) for the band's total quantity: nothing is
 //     lost and nothing is rounded up.
-//  6. If the tariff has a minimum charge and the usage is not zero, a
-//     charge below it is topped up to it (the TopUp is reported apart).
+//  6. If the tariff has a minimum charge and some of the usage is past
+//     the free allowance, a charge below it is topped up to it (the TopUp
+//     is reported apart). Usage entirely inside the free allowance stays
+//     free: the minimum never applies to it.
 //
 // A state that belongs to another tariff (another fingerprint) starts
 // afresh: its carried remainders, each under one nano, are dropped.
@@ -125,7 +127,7 @@ func (t *Tariff) Price(st ChargeState, u Usage) (Charge, ChargeState, error) {
 	if err != nil {
 		return Charge{}, ChargeState{}, err
 	}
-	if u.Quantity > 0 && ch.Amount < t.MinCharge {
+	if u.Quantity > ch.Free && ch.Amount < t.MinCharge {
 		ch.TopUp = t.MinCharge - ch.Amount
 		ch.Amount = t.MinCharge
 	}

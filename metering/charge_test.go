@@ -221,8 +221,15 @@ func TestFreeAllowanceAndMinimumCharge(t *testing.T) {
 		Tiers: []metering.Tier{{Price: per(1_000_000, 1)}}, MinCharge: 10_000})
 	at := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC).UnixMilli()
 	ch, st, _ := tr.Price(metering.ChargeState{}, metering.Usage{From: at, To: at, Quantity: 400})
-	if ch.Free != 400 || ch.Amount != 10_000 || ch.TopUp != 10_000 {
-		t.Fatalf("400 free units: %+v; want free 400, minimum charge 10000", ch)
+	if ch.Free != 400 || ch.Amount != 0 || ch.TopUp != 0 {
+		t.Fatalf("400 free units: %+v; want free 400, nothing charged (the minimum applies only past the allowance)", ch)
+	}
+	cheap := mustValid(t, &metering.Tariff{ID: "cheap", Currency: "EUR", Location: time.UTC, Period: metering.PeriodDay, Free: 500,
+		Tiers: []metering.Tier{{Price: per(1, 1)}}, MinCharge: 10_000})
+	_, cst, _ := cheap.Price(metering.ChargeState{}, metering.Usage{From: at, To: at, Quantity: 400})
+	tiny, _, _ := cheap.Price(cst, metering.Usage{From: at, To: at, Quantity: 101})
+	if tiny.Free != 100 || tiny.Amount != 10_000 || tiny.TopUp != 9_999 {
+		t.Fatalf("100 free units and 1 past them at 1 nano: %+v; want the minimum charge 10000", tiny)
 	}
 	ch, st, _ = tr.Price(st, metering.Usage{From: at, To: at, Quantity: 200})
 	if ch.Free != 100 || ch.Amount != 100_000_000 || ch.TopUp != 0 {

@@ -18,8 +18,10 @@ import (
 //	    unit: Wh                   # the meter's base unit (for people)
 //	    timezone: Europe/Berlin    # IANA zone for periods and windows; default UTC
 //	    period: month              # none | day | week | month | year; default month
-//	    free: 1000                 # free units per period; default 0
-//	    min_charge: 0.0001 EUR     # least charge of a ticket with usage; optional
+//	    free: 1000                 # free units per period; default 0. Per account and meter:
+//	                               # every device of the account shares one allowance
+//	    min_charge: 0.0001 EUR     # least charge of a ticket with usage past the free
+//	                               # allowance; usage inside the allowance stays free; optional
 //	    tiers:                     # graduated; or a flat "price:" and "per:" instead
 //	      - {up_to: 10000, price: 0.30 EUR, per: 1000}
 //	      - {price: 0.25 EUR, per: 1000}

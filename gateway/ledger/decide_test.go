@@ -74,3 +74,50 @@ func TestDecideWithoutAStateFile(t *testing.T) {
 		t.Fatalf("7 kWh on 0.40 EUR prepaid: %v; want insufficient funds", err)
 	}
 }
+
+// The free allowance belongs to the account and meter: two devices of one
+// account draw on one allowance, and usage inside it is never charged the
+// tariff's minimum.
+func TestFreeAllowanceIsTheAccounts(t *testing.T) {
+	ts, err := metering.ParseTariffs("test", []byte("tariffs:\n  - {id: energy, currency: EUR, period: day, timezone: UTC, free: 500, min_charge: 0.05 EUR, price: 0.30 EUR, per: 1000}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	terms := testTerms(t, 1_000_000_000)
+	terms.Tariffs = ts
+	a, b := testPayer, testPayer
+	b.Device = "plug-2"
+	tk := func(dev string, seq, reg uint64) *protocol.Ticket {
+		t := ticket(seq, reg)
+		t.Device = dev
+		return t
+	}
+	// The books between tickets: one account, one (account, meter) pricing
+	// state, one device state per device.
+	account := terms.Accounts["home"]
+	var charge metering.ChargeState
+	devices := map[string]deviceState{}
+	send := func(p Payer, seq, reg uint64) protocol.Receipt {
+		t.Helper()
+		st := ticketState{device: devices[p.Device], account: account, meters: []meterState{{charge: charge}}}
+		eff, err := decide(st, terms, p, tk(p.Device, seq, reg), nil, int64(seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		account, devices[p.Device] = eff.account, eff.device
+		if len(eff.changed) > 0 {
+			charge = eff.changed[0].charge
+		}
+		return eff.receipt
+	}
+	send(a, 1, 1000) // baselines
+	send(b, 1, 1000)
+	if r := send(a, 2, 1400); r.Charged != 0 {
+		t.Fatalf("400 Wh inside the 500 Wh allowance: %+v; want nothing charged, not the minimum", r)
+	}
+	// plug-2's 300 Wh: the account's remaining 100 Wh are free, 200 Wh are
+	// charged at 0.30/kWh = 0.06 EUR (above the 0.05 minimum).
+	if r := send(b, 2, 1300); r.Charged != 60_000_000 {
+		t.Fatalf("plug-2's 300 Wh after plug-1 used 400 of the account's 500 free: %+v; want 0.06 EUR", r)
+	}
+}
