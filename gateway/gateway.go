@@ -111,6 +111,14 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		st.Close()
 		return nil, err
 	}
+	ignored, err := ledger.CheckAccounts(st, &snap.Terms)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	for _, id := range ignored {
+		log.Info("the configured balance of an account with state is an opening balance only: ignored (use farthing account topup)", "account", id)
+	}
 	epoch, err := ledger.StreamEpoch(context.Background(), st)
 	if err != nil {
 		st.Close()

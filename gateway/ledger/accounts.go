@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -242,4 +243,46 @@ func decodeOpening(b []byte) (metering.Nanos, error) {
 	r := metering.NewStateReader(b, "opening balance")
 	n := metering.Nanos(r.Int())
 	return n, r.Done()
+}
+
+// ErrAccountChanged: the configuration gives an account that has state in
+// the books another kind or currency.
+var ErrAccountChanged = errors.New("ledger: account configuration contradicts the books")
+
+// CheckAccounts compares the configured accounts with the books. A kind
+// or currency that differs from an account's record is an error (money in
+// the books would change meaning); a different opening balance is
+// reported in ignored, since the books are the authority once an account
+// has a record (a top-up changes a balance, not the configuration).
+func CheckAccounts(st *store.Store, t *Terms) (ignored []string, err error) {
+	var bad []string
+	verr := st.View(func(tx *bolt.Tx) error {
+		for id, c := range terms(t).Accounts {
+			v := tx.Bucket(bucketAccounts).Get([]byte(id))
+			if v == nil {
+				continue
+			}
+			var a metering.Account
+			if err := a.UnmarshalBinary(v); err != nil {
+				return err
+			}
+			if a.Kind != c.Kind || a.Currency != c.Currency {
+				bad = append(bad, fmt.Sprintf("%s is %s in %s in the books, %s in %s in the configuration", id, a.Kind, a.Currency, c.Kind, c.Currency))
+				continue
+			}
+			if o, err := decodeOpening(tx.Bucket(bucketOpenings).Get([]byte(id))); err == nil && o != c.Balance {
+				ignored = append(ignored, id)
+			}
+		}
+		return nil
+	})
+	if verr != nil {
+		return nil, verr
+	}
+	sort.Strings(bad)
+	sort.Strings(ignored)
+	if len(bad) > 0 {
+		return ignored, fmt.Errorf("%w: %s", ErrAccountChanged, strings.Join(bad, "; "))
+	}
+	return ignored, nil
 }

@@ -58,3 +58,29 @@ func TestTopUpOncePerReference(t *testing.T) {
 		t.Fatalf("reconcile %+v, %v", rep.Reconcile, err)
 	}
 }
+
+// Reload rules: a changed credit limit applies to an account with state;
+// a changed opening balance is ignored (and said); a changed kind or
+// currency is refused.
+func TestAccountConfigurationChanges(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t, filepath.Join(t.TempDir(), "state.db"))
+	Init(ctx, st)
+	bk := New(st, Config{})
+	terms := &Terms{Accounts: map[string]metering.Account{"fleet": {ID: "fleet", Kind: metering.Postpaid, Currency: "EUR", CreditLimit: 1_000}}}
+	if _, err := bk.TopUp(ctx, terms, "fleet", metering.Money{Nanos: 10, Currency: "EUR"}, "r1", "socket"); err != nil {
+		t.Fatal(err)
+	}
+	terms.Accounts["fleet"] = metering.Account{ID: "fleet", Kind: metering.Postpaid, Currency: "EUR", CreditLimit: 5_000, Balance: 77}
+	if got := bk.Available(terms, "fleet"); got != 5_010 {
+		t.Fatalf("available after the credit limit went to 5000: %d; want 5010", got)
+	}
+	ignored, err := CheckAccounts(st, terms)
+	if err != nil || len(ignored) != 1 || ignored[0] != "fleet" {
+		t.Fatalf("a changed opening balance: ignored %v, %v; want fleet ignored", ignored, err)
+	}
+	terms.Accounts["fleet"] = metering.Account{ID: "fleet", Kind: metering.Prepaid, Currency: "USD"}
+	if _, err := CheckAccounts(st, terms); !errors.Is(err, ErrAccountChanged) {
+		t.Fatalf("a changed kind and currency: %v; want ErrAccountChanged", err)
+	}
+}

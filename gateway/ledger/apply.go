@@ -410,10 +410,21 @@ func getDeviceState(b *bolt.Bucket, id string) (deviceState, error) {
 }
 
 // loadAccount reads an account, or its opening state if it has none yet.
+//
+// Reload rules: once an account has a record, the books hold its balance,
+// kind and currency (a configured balance is an opening balance only; use
+// a top-up), while its credit limit is the configured one, so a changed
+// credit_limit takes effect at the next reload.
 func loadAccount(tx *bolt.Tx, snap *Terms, id string) (metering.Account, error) {
 	if v := tx.Bucket(bucketAccounts).Get([]byte(id)); v != nil {
 		var a metering.Account
-		return a, a.UnmarshalBinary(v)
+		if err := a.UnmarshalBinary(v); err != nil {
+			return a, err
+		}
+		if c, ok := terms(snap).Accounts[id]; ok && c.Kind == a.Kind {
+			a.CreditLimit = c.CreditLimit
+		}
+		return a, nil
 	}
 	a, ok := snap.Accounts[id]
 	if !ok {
