@@ -87,6 +87,37 @@ type AccountConfig struct {
 	Currency    string `yaml:"currency"`
 	Balance     string `yaml:"balance"`      // decimal, opening balance
 	CreditLimit string `yaml:"credit_limit"` // decimal, postpaid only
+	// DailyCap and MonthlyCap bound what the account may spend per
+	// calendar day and month (decimal, in its currency); none by default.
+	DailyCap   string `yaml:"daily_cap,omitempty"`
+	MonthlyCap string `yaml:"monthly_cap,omitempty"`
+	// Timezone is where the account's days and months begin (IANA name);
+	// default UTC.
+	Timezone string `yaml:"timezone,omitempty"`
+}
+
+// Caps returns the account's spending caps.
+func (a AccountConfig) Caps() (metering.Caps, error) {
+	var c metering.Caps
+	var err error
+	for _, f := range []struct {
+		s    string
+		to   *metering.Nanos
+		name string
+	}{{a.DailyCap, &c.Day, "daily_cap"}, {a.MonthlyCap, &c.Month, "monthly_cap"}} {
+		if f.s == "" {
+			continue
+		}
+		if *f.to, err = metering.ParseNanos(f.s); err != nil || *f.to <= 0 {
+			return c, fmt.Errorf("%s %q: want a decimal > 0", f.name, f.s)
+		}
+	}
+	if a.Timezone != "" {
+		if c.Location, err = time.LoadLocation(a.Timezone); err != nil {
+			return c, fmt.Errorf("timezone %q: %v", a.Timezone, err)
+		}
+	}
+	return c, nil
 }
 
 // ProviderConfig is a provider's settlement policy.
@@ -351,6 +382,9 @@ func (c *Config) validate(path string) error {
 	for i, a := range c.Accounts {
 		f := fmt.Sprintf("accounts[%d]", i)
 		if _, err := a.Opening(); err != nil {
+			return bad(f, "%v", err)
+		}
+		if _, err := a.Caps(); err != nil {
 			return bad(f, "%v", err)
 		}
 		if seen[a.ID] {

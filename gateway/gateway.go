@@ -152,10 +152,12 @@ func (g *Gateway) HTTPAddr() string {
 // loadSnapshot reads the tariff and device files and the configuration
 // into a snapshot. A missing file is empty (every ticket is refused).
 func (g *Gateway) loadSnapshot() (*Snapshot, error) {
-	snap := &Snapshot{Terms: ledger.Terms{GatewayID: g.cfg.GatewayID, Policies: map[string]metering.Policy{}, Accounts: map[string]metering.Account{}}}
+	snap := &Snapshot{Terms: ledger.Terms{GatewayID: g.cfg.GatewayID, Policies: map[string]metering.Policy{},
+		Accounts: map[string]metering.Account{}, Caps: map[string]metering.Caps{}}}
 	for _, a := range g.cfg.Accounts {
 		acct, _ := a.Opening()
 		snap.Accounts[a.ID] = acct
+		snap.Caps[a.ID], _ = a.Caps() // validated with the configuration
 	}
 	for _, p := range g.cfg.Providers {
 		snap.Policies[p.ID], _ = p.Policy()

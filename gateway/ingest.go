@@ -186,7 +186,6 @@ func (p *Pending) Wait() Result {
 	if ref != nil {
 		r.Status, r.Reason, r.Charged, r.HasBalance = ref.Status, ref.Reason, 0, false
 		if ref.Status == protocol.StatusInsufficientFunds {
-			r.Reason = protocol.ReasonNone
 			r.Balance, r.HasBalance = in.available(snap, p.dev), true
 		}
 		if ref.Status == protocol.StatusRetryLater {
@@ -278,7 +277,7 @@ func (in *Ingest) available(snap *Snapshot, dev *Device) int64 {
 
 // payerOf is who a device's tickets are charged to.
 func payerOf(d *Device) ledger.Payer {
-	return ledger.Payer{Device: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs}
+	return ledger.Payer{Device: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs, DailyCap: d.DailyCapNanos}
 }
 
 // tbsPool holds buffers for the bytes a ticket's signature covers.

@@ -58,6 +58,8 @@ func NewMetrics() *Metrics {
 			st = protocol.StatusRetryLater
 		case r == protocol.ReasonSuperseded:
 			st = protocol.StatusDuplicate
+		case r == protocol.ReasonSpendingCap:
+			st = protocol.StatusInsufficientFunds
 		}
 		if r != protocol.ReasonNone {
 			m.Tickets.WithLabelValues(st.String(), r.String())

@@ -19,6 +19,9 @@ var (
 	// ErrInsufficientFunds: a prepaid charge would take the balance below
 	// zero, or a postpaid one past the credit limit.
 	ErrInsufficientFunds = errors.New("metering: insufficient funds")
+	// ErrCapReached: a charge would take spending past a cap for the day
+	// or the month.
+	ErrCapReached = errors.New("metering: spending cap reached")
 	// ErrRegisterBackwards: a register lower than the last one in the same
 	// epoch.
 	ErrRegisterBackwards = errors.New("metering: register went backwards")

@@ -56,7 +56,8 @@
 //	  2: uint,               ; seq of the ticket; 0 if the ticket could not be read
 //	  3: status,             ; 0 accepted, 1 duplicate, 2 rejected, 3 insufficient funds, 4 retry later
 //	  ? 4: reason,           ; why (see Reason); required with status 2 and 4; with status 1
-//	                         ; only 71 (superseded: never seen, below the last accepted seq)
+//	                         ; only 71 (superseded: never seen, below the last accepted seq);
+//	                         ; with status 3 only 72 (spending cap reached, not the balance)
 //	  5: nanos,              ; charged for this ticket (a duplicate repeats the original charge)
 //	  ? 6: int,              ; balance in nano-units: prepaid balance or remaining credit
 //	  ? 7: currency,

@@ -10,7 +10,8 @@ package protocol
 //	  3: status,            ; uint, Status: 0 accepted, 1 duplicate, 2 rejected,
 //	                        ;   3 insufficient funds, 4 retry later
 //	  ? 4: reason,          ; uint > 0, Reason; required with status 2 and 4, absent with 0,
-//	                        ; with 1 only ReasonSuperseded (a never-seen seq below the last accepted)
+//	                        ; with 1 only ReasonSuperseded (a never-seen seq below the last accepted);
+//	                        ; with 3 only ReasonSpendingCap (a spending cap, not the balance)
 //	  5: charged,           ; uint, nano-units of currency charged for this ticket
 //	                        ;   (for a duplicate: what the original charged)
 //	  ? 6: balance,         ; int, nano-units: prepaid balance, or remaining credit when postpaid
@@ -66,6 +67,10 @@ func (r *Receipt) Validate() error {
 	case StatusDuplicate:
 		if r.Reason != ReasonNone && r.Reason != ReasonSuperseded {
 			return newError(ReasonFieldRange, "a duplicate's only reason is superseded")
+		}
+	case StatusInsufficientFunds:
+		if r.Reason != ReasonNone && r.Reason != ReasonSpendingCap {
+			return newError(ReasonFieldRange, "insufficient funds' only reason is spending_cap")
 		}
 	case StatusRejected, StatusRetryLater:
 		if r.Reason == ReasonNone {

@@ -118,6 +118,11 @@ const (
 	// charges nothing: it is answered, not lost. (A plain repeat of an
 	// accepted ticket is a duplicate without a reason.)
 	ReasonSuperseded Reason = 71
+	// ReasonSpendingCap: with StatusInsufficientFunds, the charge would
+	// pass a spending cap (the account's per day or month, or the
+	// device's per day), not the balance. Nothing is charged; a device
+	// tells it from an empty account by this reason.
+	ReasonSpendingCap Reason = 72
 
 	// ReasonStorageFull: the gateway's disk is near its bound (retry later).
 	ReasonStorageFull Reason = 96
@@ -162,6 +167,7 @@ var reasonNames = [...]struct {
 	{ReasonChargeOverflow, "charge_overflow"},
 	{ReasonRegisterJump, "register_jump"},
 	{ReasonSuperseded, "superseded"},
+	{ReasonSpendingCap, "spending_cap"},
 	{ReasonStorageFull, "storage_full"},
 	{ReasonStoreError, "store_error"},
 	{ReasonOverloaded, "overloaded"},

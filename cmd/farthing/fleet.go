@@ -66,6 +66,7 @@ func runDeviceAdd(e *env, args []string) error {
 	prefix := fs.String("prefix", "dev-", "name prefix with --count")
 	typ := fs.String("type", "hmac", "hmac or ed25519")
 	account := fs.String("account", "", "account the device charges")
+	dailyCap := fs.String("daily-cap", "", "what the device may spend per day, a decimal in its account's currency (default: no cap)")
 	provider := fs.String("provider", "", "provider the usage is owed to")
 	tariffs := meterTariffs{}
 	fs.Var(tariffs, "tariff", "METER=TARIFF, repeatable")
@@ -112,6 +113,7 @@ func runDeviceAdd(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		entry.DailyCap = *dailyCap
 		if err := writeDeviceSecrets(*out, id, sec); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -115,5 +116,60 @@ func TestTopUpServesADeviceThatRanDry(t *testing.T) {
 	resp.Body.Close()
 	if len(log) != 2 || log[0].Credential != "socket" {
 		t.Fatalf("audit log %+v; want the two top-ups, by the socket", log)
+	}
+}
+
+// TestSpendingCapsOverMQTT: an account's daily cap and a device's daily
+// cap each stop a charge with "insufficient funds" and the reason
+// spending_cap, which a device tells from an empty account; nothing is
+// charged, and the other device of the account is served until the
+// account's cap.
+func TestSpendingCapsOverMQTT(t *testing.T) {
+	bin := buildDaemon(t)
+	g := newGatewayDir(t, []string{"meter-a@capped", "meter-b@capped"}, "",
+		"")
+	// The capped account: 1.00 EUR a day in Berlin; meter-b alone 0.40 a day.
+	b, _ := os.ReadFile(g.config)
+	cfg := strings.Replace(string(b), "providers:", `  - {id: capped, kind: postpaid, currency: EUR, credit_limit: "100", daily_cap: "1.00", timezone: Europe/Berlin}
+providers:`, 1)
+	os.WriteFile(g.config, []byte(cfg), 0o600)
+	devs, _ := os.ReadFile(filepath.Join(g.data, "devices.yaml"))
+	devs = []byte(strings.Replace(string(devs), "id: meter-b\n", "id: meter-b\n      daily_cap: \"0.40\"\n", 1))
+	os.WriteFile(filepath.Join(g.data, "devices.yaml"), devs, 0o600)
+	d := startDaemon(t, bin, g.config, g.mqtt)
+	defer d.stop(t)
+	dial := func(id string) *testDevice {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		dev, err := dialDevice(ctx, g, id)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", id, err, g.logText())
+		}
+		return dev
+	}
+	a, bdev := dial("meter-a"), dial("meter-b")
+	defer a.Close()
+	defer bdev.Close()
+	a.report(t) // baselines
+	bdev.report(t)
+	if r := bdev.report(t); r.Status != protocol.StatusAccepted || r.Charged != 300_000_000 {
+		t.Fatalf("meter-b's first kWh: %+v", r)
+	}
+	if r := bdev.report(t); r.Status != protocol.StatusInsufficientFunds || r.Reason != protocol.ReasonSpendingCap || r.Charged != 0 {
+		t.Fatalf("meter-b past its 0.40 daily cap: %+v; want insufficient funds, spending_cap", r)
+	}
+	// meter-a goes on until the account's 1.00: 0.30 spent by meter-b, so
+	// two more kWh (0.90) and the third (1.20) is over.
+	for i := 0; i < 2; i++ {
+		if r := a.report(t); r.Status != protocol.StatusAccepted {
+			t.Fatalf("meter-a kWh %d: %+v", i, r)
+		}
+	}
+	if r := a.report(t); r.Status != protocol.StatusInsufficientFunds || r.Reason != protocol.ReasonSpendingCap {
+		t.Fatalf("meter-a past the account's 1.00 daily cap: %+v", r)
+	}
+	rep := inspect(t, g.data)
+	if !rep.Reconcile.Balanced || rep.Reconcile.LedgerCharged != 900_000_000 {
+		t.Fatalf("after the caps: %+v; want 0.90 EUR charged, balanced", rep.Reconcile)
 	}
 }

@@ -46,6 +46,9 @@ type ticketState struct {
 	aggSeq  uint64        // the last aggregate seq sealed
 	stored  *ticketRecord // tk.Seq's record, when tk.Seq is not new
 	opening bool          // the account has no record yet: account is its opening state
+	// What the account and the device spent in the current day and month,
+	// for their caps.
+	accountSpent, deviceSpent metering.Spent
 }
 
 // meterState is one reading's meter: its (account, meter) pricing state
@@ -67,6 +70,16 @@ func load(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket) (ticketState, err
 		return st, err
 	}
 	st.opening = tx.Bucket(bucketAccounts).Get([]byte(p.Account)) == nil
+	if v := tx.Bucket(bucketSpend).Get(spendKey("account", p.Account)); v != nil {
+		if err := st.accountSpent.UnmarshalBinary(v); err != nil {
+			return st, err
+		}
+	}
+	if v := tx.Bucket(bucketSpend).Get(spendKey("device", p.Device)); v != nil {
+		if err := st.deviceSpent.UnmarshalBinary(v); err != nil {
+			return st, err
+		}
+	}
 	if tk.Seq <= st.device.LastSeq {
 		if v := tx.Bucket(bucketTickets).Get(seqKey(tk.Seq, p.Device)); v != nil {
 			if r, err := decodeTicketRecord(v); err == nil {
@@ -98,14 +111,16 @@ type ticketEffects struct {
 	receipt  protocol.Receipt
 	accepted bool            // false: a duplicate, nothing to write
 	opening  *metering.Nanos // the account's opening balance, to record with its first write
-	device   deviceState
-	account  metering.Account
-	entry    *metering.Entry // nil when nothing was charged
-	changed  []meterChange   // per counted reading
-	leaves   []write         // the ticket's Merkle leaves
-	seals    []seal          // aggregates sealed, in seq order
-	aggSeq   uint64          // the last aggregate seq after this ticket
-	ticket   ticketRecord
+	// Spending to record, when the account or the device has a cap.
+	accountSpent, deviceSpent *metering.Spent
+	device                    deviceState
+	account                   metering.Account
+	entry                     *metering.Entry // nil when nothing was charged
+	changed                   []meterChange   // per counted reading
+	leaves                    []write         // the ticket's Merkle leaves
+	seals                     []seal          // aggregates sealed, in seq order
+	aggSeq                    uint64          // the last aggregate seq after this ticket
+	ticket                    ticketRecord
 }
 
 // meterChange is a counted reading's new pricing state and window.
@@ -178,6 +193,21 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 
 	acct := st.account
 	if total > 0 {
+		caps := terms(t).Caps[p.Account]
+		if caps.Day > 0 || caps.Month > 0 {
+			s, err := caps.Charge(st.accountSpent, total, now)
+			if err != nil {
+				return eff, spendRefusal("account "+p.Account, err)
+			}
+			eff.accountSpent = &s
+		}
+		if p.DailyCap > 0 {
+			s, err := metering.Caps{Day: p.DailyCap, Location: caps.Location}.Charge(st.deviceSpent, total, now)
+			if err != nil {
+				return eff, spendRefusal("device "+p.Device, err)
+			}
+			eff.deviceSpent = &s
+		}
 		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, now, ref)
 		if errors.Is(err, metering.ErrInsufficientFunds) {
 			return eff, &Refusal{Status: protocol.StatusInsufficientFunds, Detail: err.Error()}
@@ -271,6 +301,14 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 	writes = append(writes, write{bucketAccounts, []byte(eff.account.ID), ab})
 	if eff.opening != nil {
 		writes = append(writes, write{bucketOpenings, []byte(eff.account.ID), encodeOpening(*eff.opening)})
+	}
+	if s := eff.accountSpent; s != nil {
+		b, _ := s.MarshalBinary()
+		writes = append(writes, write{bucketSpend, spendKey("account", p.Account), b})
+	}
+	if s := eff.deviceSpent; s != nil {
+		b, _ := s.MarshalBinary()
+		writes = append(writes, write{bucketSpend, spendKey("device", p.Device), b})
 	}
 	writes = append(writes, eff.leaves...)
 	if len(eff.seals) > 0 {
@@ -431,4 +469,16 @@ func loadAccount(tx *bolt.Tx, snap *Terms, id string) (metering.Account, error) 
 		return a, fmt.Errorf("account %q is not configured", id)
 	}
 	return a, nil
+}
+
+// spendKey keys what an account or a device spent.
+func spendKey(kind, id string) []byte { return joinKey(kind, id) }
+
+// spendRefusal answers a charge past a cap: insufficient funds with the
+// reason spending_cap, so a device tells it from an empty account.
+func spendRefusal(who string, err error) error {
+	if errors.Is(err, metering.ErrCapReached) {
+		return &Refusal{Status: protocol.StatusInsufficientFunds, Reason: protocol.ReasonSpendingCap, Detail: who + ": " + err.Error()}
+	}
+	return Reject(protocol.ReasonChargeOverflow, "%s: %v", who, err)
 }

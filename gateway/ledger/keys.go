@@ -27,6 +27,7 @@ import "encoding/binary"
 //	openings    account → its opening balance, written with the account's first record (version 2)
 //	audit       seq(8) → an operator operation (Operation): what, when, by which credential (version 2)
 //	refs        kind "/" reference → the audit seq of the operation that used it: the idempotency index (version 2)
+//	spend       "account" 0 id / "device" 0 id → metering.Spent: spending in the current day and month (version 3)
 //
 // Values are the records of records.go and metering's state types, all in
 // metering's state encoding (a version byte, then varints and strings).
@@ -48,11 +49,12 @@ var (
 	bucketOpenings  = []byte("openings")
 	bucketAudit     = []byte("audit")
 	bucketRefs      = []byte("refs")
+	bucketSpend     = []byte("spend")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
 	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
-	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs}
+	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend}
 
 // joinKey joins parts with 0 bytes.
 func joinKey(parts ...string) []byte {

@@ -42,6 +42,9 @@ type Terms struct {
 	Tariffs   *metering.TariffSet
 	Policies  map[string]metering.Policy
 	Accounts  map[string]metering.Account // opening states
+	// Caps are the accounts' spending caps, with the time zone their days
+	// and months are counted in; an account without an entry has none.
+	Caps map[string]metering.Caps
 }
 
 // Payer is who a ticket is charged to: the device, its account and
@@ -49,6 +52,9 @@ type Terms struct {
 type Payer struct {
 	Device, Account, Provider string
 	Tariffs                   map[string]string // meter → tariff id
+	// DailyCap bounds what the device may spend per day (in the account's
+	// currency and time zone); 0 is none.
+	DailyCap metering.Nanos
 }
 
 // Refusal is an outcome other than a commit: a rejected ticket (with its

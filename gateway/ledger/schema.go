@@ -15,8 +15,9 @@ import (
 // writes. Version 0 is a file from before the version was recorded, with
 // version 1's layout. Version 2 adds the openings, audit and refs buckets;
 // migrating to it records each existing account's opening balance as its
-// balance less the sum of its entries.
-const SchemaVersion = 2
+// balance less the sum of its entries. Version 3 adds the spend bucket
+// (spending caps), empty in a migrated file.
+const SchemaVersion = 3
 
 var metaSchemaVersion = []byte("schema-version")
 

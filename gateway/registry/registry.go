@@ -21,6 +21,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
@@ -41,6 +42,9 @@ type Entry struct {
 	// Tariffs maps each meter the device reports to a tariff id.
 	Tariffs  map[string]string `yaml:"tariffs"`
 	Disabled bool              `yaml:"disabled,omitempty"`
+	// DailyCap bounds what the device may spend per day (decimal, in its
+	// account's currency and time zone); none by default.
+	DailyCap string `yaml:"daily_cap,omitempty"`
 }
 
 // File is the layout of devices.yaml.
@@ -55,6 +59,8 @@ type File struct {
 // tariff map and their account and provider names.
 type Device struct {
 	Entry // Secret and PublicKey are cleared
+	// DailyCapNanos is DailyCap parsed; 0 is none.
+	DailyCapNanos metering.Nanos
 	// keys: receipt key | MQTT password key | DTLS PSK | ticket key or
 	// Ed25519 public key | key id. The slices the methods return alias it
 	// and must not be changed.
@@ -263,6 +269,11 @@ func Build(path string, f *File, known Known) (*Registry, error) {
 		}
 		if len(e.Tariffs) == 0 {
 			return nil, bad("tariffs", "no meter has a tariff")
+		}
+		if e.DailyCap != "" {
+			if d.DailyCapNanos, err = metering.ParseNanos(e.DailyCap); err != nil || d.DailyCapNanos <= 0 {
+				return nil, bad("daily_cap", "%q: want a decimal > 0", e.DailyCap)
+			}
 		}
 		for meter, t := range e.Tariffs {
 			if !protocol.ValidName(meter, protocol.MaxMeterNameLen) {
