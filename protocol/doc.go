@@ -8,6 +8,7 @@
 //	ticket    = COSE_Sign1 / COSE_Mac0      ; signed (EdDSA) or MAC'd (HMAC 256/256) by the device
 //	receipt   = COSE_Mac0 / COSE_Sign1      ; MAC'd with the device's receipt key, or signed by the gateway
 //	aggregate = COSE_Sign1                  ; signed by the gateway's Ed25519 key
+//	voucher   = COSE_Sign1                  ; signed by a voucher issuer's Ed25519 key
 //
 //	COSE_Sign1 = #6.18([
 //	  protected:   bstr .cbor {1: -8, 4: kid},   ; alg EdDSA (Ed25519), key id
@@ -33,7 +34,7 @@
 // in every payload, so a signature over one kind can never pass for
 // another:
 //
-//	payload = ticket-payload / receipt-payload / aggregate-payload
+//	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload
 //
 //	ticket-payload = {
 //	  0: 1,                  ; kind: ticket
@@ -80,6 +81,16 @@
 //	  12: bstr .size 32,     ; SHA-256 Merkle root over the included tickets
 //	  ? 13: seq,             ; this corrects aggregate seq N of the same window
 //	  ? 14: uint .gt 0,      ; stream epoch; absent means epoch 0 (see below)
+//	}
+//
+//	voucher-payload = {
+//	  0: 4,                  ; kind: voucher
+//	  1: id,                 ; voucher id: redeemed at most once, ever
+//	  2: id,                 ; account credited
+//	  3: uint .gt 0,         ; amount, nanos
+//	  4: currency,
+//	  5: ms,                 ; expiry: not redeemed at or after it
+//	  ? 6: id,               ; issuer label
 //	}
 //
 //	id       = tstr .regexp "[A-Za-z0-9._-]{1,64}"

@@ -10,6 +10,7 @@ const (
 	KindTicket    Kind = 1
 	KindReceipt   Kind = 2
 	KindAggregate Kind = 3
+	KindVoucher   Kind = 4
 )
 
 // String returns the kind's name.
@@ -21,6 +22,8 @@ func (k Kind) String() string {
 		return "receipt"
 	case KindAggregate:
 		return "aggregate"
+	case KindVoucher:
+		return "voucher"
 	}
 	return "unknown"
 }

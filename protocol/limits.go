@@ -9,6 +9,8 @@ const (
 	MaxTicketSize = 1280
 	// MaxReceiptSize bounds an encoded receipt.
 	MaxReceiptSize = 384
+	// MaxVoucherSize bounds an encoded voucher.
+	MaxVoucherSize = 384
 	// MaxAggregateSize bounds an encoded aggregate.
 	MaxAggregateSize = 768
 	// MaxMessageSize is the largest of the above: what a transport should

@@ -124,6 +124,22 @@ const (
 	// tells it from an empty account by this reason.
 	ReasonSpendingCap Reason = 72
 
+	// Voucher refusals: a voucher that changes nothing.
+
+	// ReasonVoucherForged: not signed by an issuer the gateway trusts, or
+	// its signature does not verify (tampered).
+	ReasonVoucherForged Reason = 80
+	// ReasonVoucherExpired: redeemed after its expiry.
+	ReasonVoucherExpired Reason = 81
+	// ReasonVoucherWrongAccount: for an account that is not this one (or
+	// not one the gateway knows).
+	ReasonVoucherWrongAccount Reason = 82
+	// ReasonVoucherWrongCurrency: in another currency than its account.
+	ReasonVoucherWrongCurrency Reason = 83
+	// ReasonVoucherRedeemed: its id was redeemed before; a voucher id is
+	// redeemed at most once, ever.
+	ReasonVoucherRedeemed Reason = 84
+
 	// ReasonStorageFull: the gateway's disk is near its bound (retry later).
 	ReasonStorageFull Reason = 96
 	// ReasonStoreError: the gateway could not commit (retry later).
@@ -168,6 +184,11 @@ var reasonNames = [...]struct {
 	{ReasonRegisterJump, "register_jump"},
 	{ReasonSuperseded, "superseded"},
 	{ReasonSpendingCap, "spending_cap"},
+	{ReasonVoucherForged, "voucher_forged"},
+	{ReasonVoucherExpired, "voucher_expired"},
+	{ReasonVoucherWrongAccount, "voucher_wrong_account"},
+	{ReasonVoucherWrongCurrency, "voucher_wrong_currency"},
+	{ReasonVoucherRedeemed, "voucher_redeemed"},
 	{ReasonStorageFull, "storage_full"},
 	{ReasonStoreError, "store_error"},
 	{ReasonOverloaded, "overloaded"},

@@ -39,6 +39,7 @@ if [ "$FUZZTIME" != "0" ]; then
     ./protocol/strict:FuzzDecodeTicket \
     ./protocol/strict:FuzzDecodeReceipt \
     ./protocol/strict:FuzzDecodeAggregate \
+    ./protocol/strict:FuzzDecodeVoucher \
     ./protocol/strict:FuzzDecode \
     ./protocol/strict:FuzzReceiptDecoders \
     ./protocol/strict:FuzzEnvelopeParsers \

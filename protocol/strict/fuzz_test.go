@@ -2,6 +2,7 @@ package strict_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"testing"
 
 	"github.com/farthing-iot/farthing/internal/vectors"
@@ -78,6 +79,37 @@ func FuzzDecodeAggregate(f *testing.F) {
 			return
 		}
 		checkAccepted(t, in, env, protocol.MaxAggregateSize, func() ([]byte, error) { return protocol.AppendAggregatePayload(nil, &a) })
+	})
+}
+
+func FuzzDecodeVoucher(f *testing.F) {
+	seedVectors(f)
+	signer, _ := protocol.NewEd25519Signer(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+	var enc protocol.Encoder
+	for _, v := range []protocol.Voucher{
+		{ID: "V-0001", Account: "household", Amount: 10_000_000_000, Currency: "EUR", Expiry: 1_800_000_000_000},
+		{ID: "kiosk.card-77", Account: "kiosk", Amount: 1, Currency: "JPY", Expiry: 1, Issuer: "stadtwerk"},
+	} {
+		b, err := enc.AppendVoucher(nil, &v, signer)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		env, v, err := strict.DecodeVoucher(in)
+		if err != nil {
+			if !protocol.ReasonOf(err).Valid() {
+				t.Fatalf("refusal without a valid reason: %v", err)
+			}
+			return
+		}
+		checkAccepted(t, in, env, protocol.MaxVoucherSize, func() ([]byte, error) { return protocol.AppendVoucherPayload(nil, &v) })
+		text := protocol.VoucherText(in)
+		back, err := protocol.ParseVoucherText(text)
+		if err != nil || string(back) != string(in) {
+			t.Fatalf("text form does not round-trip: %q: %v", text, err)
+		}
 	})
 }
 

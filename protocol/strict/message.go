@@ -2,14 +2,15 @@ package strict
 
 import "github.com/farthing-iot/farthing/protocol"
 
-// Message is any decoded Farthing message; exactly one of Ticket, Receipt
-// and Aggregate is set, as Kind says.
+// Message is any decoded Farthing message; exactly one of Ticket, Receipt,
+// Aggregate and Voucher is set, as Kind says.
 type Message struct {
 	Kind      protocol.Kind
 	Envelope  protocol.Envelope
 	Ticket    *protocol.Ticket
 	Receipt   *protocol.Receipt
 	Aggregate *protocol.Aggregate
+	Voucher   *protocol.Voucher
 }
 
 // Decode decodes an untrusted message of any kind. The kind is read from
@@ -41,6 +42,10 @@ func Decode(b []byte) (*Message, error) {
 	case protocol.KindAggregate:
 		env, a, err := DecodeAggregate(b)
 		m.Envelope, m.Aggregate = env, &a
+		return m, err
+	case protocol.KindVoucher:
+		env, v, err := DecodeVoucher(b)
+		m.Envelope, m.Voucher = env, &v
 		return m, err
 	}
 	return nil, &protocol.Error{Reason: protocol.ReasonWrongKind, Detail: "payload kind is missing or unknown"}
