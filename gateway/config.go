@@ -43,6 +43,9 @@ type Config struct {
 	// Accounts are created with their opening balance on first sight;
 	// after that the ledger in the state file is the authority.
 	Accounts []AccountConfig `yaml:"accounts"`
+	// VoucherIssuers are the public key files (PEM) of those whose signed
+	// top-up vouchers this gateway redeems; none by default.
+	VoucherIssuers []string `yaml:"voucher_issuers"`
 	// Providers are who devices' usage is owed to, with their settlement policy.
 	Providers []ProviderConfig `yaml:"providers"`
 	MQTT      MQTTConfig       `yaml:"mqtt"`

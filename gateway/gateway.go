@@ -21,6 +21,7 @@ import (
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 // StateFile is the name of the state file in the data directory.
@@ -45,6 +46,8 @@ type Gateway struct {
 	listeners []listenerCheck // set before ready is closed
 	// operatorAddr is the operator API's TCP address once ready ("" if off).
 	operatorAddr string
+	// issuers verify vouchers, by key id (voucher_issuers).
+	issuers map[string]*strict.Ed25519Verifier
 	// minFree is limits.min_free_bytes as worked out at start-up.
 	minFree int64
 	// While the store is full (housekeeping's goroutine only): since when,
@@ -86,6 +89,9 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway key %s: want an Ed25519 private key, found a %s", cfg.KeyFile, k.Kind())
 	}
 	g.key = k.Private
+	if g.issuers, err = loadIssuers(cfg.VoucherIssuers); err != nil {
+		return nil, err
+	}
 	g.minFree = g.minFreeFloor()
 	kid := protocol.KeyIDOf(protocol.AlgEdDSA, k.Private.Public().(ed25519.PublicKey))
 	cfg.setKeyDefaults(kid)

@@ -252,6 +252,7 @@ func (g *Gateway) operatorMux() *http.ServeMux {
 		writeJSON(w, g.log, ps)
 	})
 	g.accountRoutes(m)
+	g.voucherRoutes(m)
 	m.HandleFunc("GET /inspect", func(w http.ResponseWriter, _ *http.Request) {
 		rep, err := Inspect(g.store, g.ingest.Snapshot())
 		if err != nil {

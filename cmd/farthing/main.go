@@ -12,6 +12,7 @@
 //	farthing demo
 //	farthing inspect [--data DIR]
 //	farthing account topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T]
+//	farthing voucher issue --key ISSUER.key --id ID --account A --amount AMOUNT --expires T | redeem TEXT
 //	farthing proof --ticket DEVICE/SEQ [--data DIR]
 //	farthing receive --trust GATEWAY.pub --http ADDR|--mqtt URL|--jetstream URL
 //
@@ -47,6 +48,7 @@ var commands = []command{
 	{"sim", "[--transport mqtt|coaps] [--broker URL] [--coap ADDR] [--data DIR] [--devices N] [--type hmac|ed25519|any] [--rate R] [--duration D] [--inflight K] [--json]", runSim},
 	{"demo", "[--rate R] [--duration D]", runDemo},
 	{"inspect", "[--data DIR]", runInspect},
+	{"voucher", "issue --key ISSUER.key --id ID --account A --amount \"5.00 EUR\" --expires T [--issuer NAME] [--out FILE] | redeem TEXT [--data DIR]", runVoucher},
 	{"account", "topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T] [--format table|csv|json] [--data DIR]", runAccount},
 	{"bench", "[--runs N] [--duration D] [--devices N] [--json FILE] [--plot FILE]", runBench},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR]", runProof},

@@ -173,3 +173,80 @@ providers:`, 1)
 		t.Fatalf("after the caps: %+v; want 0.90 EUR charged, balanced", rep.Reconcile)
 	}
 }
+
+// TestVoucherServesADeviceThatRanDry: a voucher issued with `farthing
+// voucher issue` and redeemed with `farthing voucher redeem` through the
+// real daemon refills a prepaid account that ran dry, and the device is
+// served again over MQTT. Replayed, forged, tampered, expired,
+// wrong-currency and wrong-account vouchers are refused with their own
+// reasons and change nothing.
+func TestVoucherServesADeviceThatRanDry(t *testing.T) {
+	bin := buildDaemon(t)
+	keys := t.TempDir()
+	issuerPub, _ := makeGatewayKey(t, keys) // an Ed25519 key pair: the issuer's
+	forgerDir := t.TempDir()
+	makeGatewayKey(t, forgerDir)
+	forgerKey := filepath.Join(forgerDir, "gateway.key")
+	g := newGatewayDir(t, []string{"kiosk-1@kiosk"}, "", "voucher_issuers: ["+issuerPub+"]\n")
+	d := startDaemon(t, bin, g.config, g.mqtt)
+	defer d.stop(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	dev, err := dialDevice(ctx, g, "kiosk-1")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	for i := 0; i < 3; i++ {
+		dev.report(t)
+	}
+	if r := dev.report(t); r.Status != protocol.StatusInsufficientFunds {
+		t.Fatalf("dry: %+v", r)
+	}
+	issue := func(key string, args ...string) string {
+		t.Helper()
+		out, err := farthingCLI(t, append([]string{"voucher", "issue", "--key", key}, args...)...)
+		if err != nil {
+			t.Fatalf("voucher issue: %v %s", err, out)
+		}
+		return strings.TrimSpace(out)
+	}
+	issuerKey := filepath.Join(keys, "gateway.key")
+	v1 := issue(issuerKey, "--id", "V-0001", "--account", "kiosk", "--amount", "1.00 EUR", "--expires", "24h")
+	out, err := farthingCLI(t, "voucher", "redeem", v1, "--data", g.data)
+	if err != nil || !strings.Contains(out, "redeemed 1.00 EUR") {
+		t.Fatalf("redeem: %v %s", err, out)
+	}
+	if r := dev.report(t); r.Status != protocol.StatusAccepted || r.Charged != 600_000_000 {
+		t.Fatalf("the device after the voucher: %+v", r)
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"replay", v1, "voucher_redeemed"},
+		{"forged", issue(forgerKey, "--id", "V-0002", "--account", "kiosk", "--amount", "9.00 EUR", "--expires", "24h"), "voucher_forged"},
+		{"tampered", tamper(v1), ""},
+		{"expired", issue(issuerKey, "--id", "V-0003", "--account", "kiosk", "--amount", "1.00 EUR", "--expires", "2020-01-01T00:00:00Z"), "voucher_expired"},
+		{"wrong currency", issue(issuerKey, "--id", "V-0004", "--account", "kiosk", "--amount", "1.00 USD", "--expires", "24h"), "voucher_wrong_currency"},
+		{"wrong account", issue(issuerKey, "--id", "V-0005", "--account", "nobody", "--amount", "1.00 EUR", "--expires", "24h"), "voucher_wrong_account"},
+	} {
+		out, err := farthingCLI(t, "voucher", "redeem", tc.text, "--data", g.data)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("%s voucher: %v %s; want a refusal naming %q", tc.name, err, out, tc.want)
+		}
+	}
+	rep := inspect(t, g.data)
+	if !rep.Reconcile.Balanced || rep.Reconcile.TopUps != 1_000_000_000 {
+		t.Fatalf("after one good voucher and six bad ones: %+v; want 1.00 EUR of top-ups", rep.Reconcile)
+	}
+}
+
+// tamper changes one character in the middle of a voucher's text.
+func tamper(text string) string {
+	b := []byte(text)
+	i := len(b) / 2
+	if b[i] == 'A' {
+		b[i] = 'B'
+	} else {
+		b[i] = 'A'
+	}
+	return string(b)
+}

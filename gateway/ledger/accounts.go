@@ -91,33 +91,44 @@ func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount met
 		if err != nil {
 			return fmt.Errorf("%w: %q", ErrUnknownAccount, account)
 		}
-		opening := tx.Bucket(bucketAccounts).Get([]byte(account)) == nil
-		e, a2, err := a.TopUp(amount, bk.now().UnixMilli(), ref)
+		o, bal, err := bk.credit(tx, a, amount, "top_up", ref, refKey, credential)
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrBadTopUp, err)
+			return err
 		}
-		seq := tx.Bucket(bucketAudit).Sequence() + 1
-		o := Operation{Seq: seq, Kind: "top_up", Ref: ref, Account: account, Amount: amount.Nanos, Currency: string(amount.Currency),
-			Time: e.Time, Credential: credential, EntrySeq: e.Seq}
-		eb, _ := e.MarshalBinary()
-		ab, _ := a2.MarshalBinary()
-		writes := []write{{bucketEntries, seqKey(e.Seq, account), eb}, {bucketAccounts, []byte(account), ab},
-			{bucketAudit, putU64(seq), o.encode()}, {bucketRefs, refKey, putU64(seq)}}
-		if opening {
-			writes = append(writes, write{bucketOpenings, []byte(account), encodeOpening(a.Balance)})
-		}
-		if err := tx.Bucket(bucketAudit).SetSequence(seq); err != nil {
-			return fmt.Errorf("%w: %v", store.ErrAbort, err)
-		}
-		for _, w := range writes {
-			if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
-				return fmt.Errorf("%w: %v", store.ErrAbort, err)
-			}
-		}
-		res.Operation, res.Balance = o, a2.Balance
+		res.Operation, res.Balance = o, bal
 		return nil
 	})
 	return res, err
+}
+
+// credit adds a top-up entry of amount to account a, records the
+// operation in the audit log under refKey, and the account's opening
+// balance if this is its first record. It runs inside a store operation.
+func (bk *Books) credit(tx *bolt.Tx, a metering.Account, amount metering.Money, kind, ref string, refKey []byte, credential string) (Operation, metering.Nanos, error) {
+	opening := tx.Bucket(bucketAccounts).Get([]byte(a.ID)) == nil
+	e, a2, err := a.TopUp(amount, bk.now().UnixMilli(), ref)
+	if err != nil {
+		return Operation{}, 0, fmt.Errorf("%w: %v", ErrBadTopUp, err)
+	}
+	seq := tx.Bucket(bucketAudit).Sequence() + 1
+	o := Operation{Seq: seq, Kind: kind, Ref: ref, Account: a.ID, Amount: amount.Nanos, Currency: string(amount.Currency),
+		Time: e.Time, Credential: credential, EntrySeq: e.Seq}
+	eb, _ := e.MarshalBinary()
+	ab, _ := a2.MarshalBinary()
+	writes := []write{{bucketEntries, seqKey(e.Seq, a.ID), eb}, {bucketAccounts, []byte(a.ID), ab},
+		{bucketAudit, putU64(seq), o.encode()}, {bucketRefs, refKey, putU64(seq)}}
+	if opening {
+		writes = append(writes, write{bucketOpenings, []byte(a.ID), encodeOpening(a.Balance)})
+	}
+	if err := tx.Bucket(bucketAudit).SetSequence(seq); err != nil {
+		return o, 0, fmt.Errorf("%w: %v", store.ErrAbort, err)
+	}
+	for _, w := range writes {
+		if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
+			return o, 0, fmt.Errorf("%w: %v", store.ErrAbort, err)
+		}
+	}
+	return o, a2.Balance, nil
 }
 
 // AccountView is one account as the operator sees it.

@@ -1,0 +1,68 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// RedeemResult is what redeeming a voucher did: the top-up entry it made
+// and the balance after it.
+type RedeemResult struct {
+	Operation
+	Balance metering.Nanos `json:"balance_nanos"`
+}
+
+// Redeem credits a voucher whose signature the caller has checked against
+// a trusted issuer, once per voucher id, ever. forAccount, if not empty,
+// is the account of the device that passed the voucher on: a voucher for
+// another account is refused. A refusal is a *Refusal with its reason
+// (voucher_expired, voucher_wrong_account, voucher_wrong_currency,
+// voucher_redeemed) and changes nothing; for voucher_redeemed the first
+// redemption is returned with it. The entry (kind top_up, reference
+// "voucher:ID"), the balance and the audit record are committed together,
+// with fsync, before Redeem returns.
+func (bk *Books) Redeem(ctx context.Context, t *Terms, v protocol.Voucher, forAccount, credential string) (RedeemResult, error) {
+	var res RedeemResult
+	now := bk.now().UnixMilli()
+	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
+		res = RedeemResult{}
+		refKey := []byte("voucher/" + v.ID)
+		if seq := getU64(tx.Bucket(bucketRefs).Get(refKey)); seq != 0 {
+			if o, err := decodeOperation(tx.Bucket(bucketAudit).Get(putU64(seq))); err == nil {
+				res.Operation = o
+			}
+			return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherRedeemed,
+				Detail: fmt.Sprintf("voucher %s was redeemed before (audit %d)", v.ID, seq)}
+		}
+		if forAccount != "" && forAccount != v.Account {
+			return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherWrongAccount,
+				Detail: fmt.Sprintf("voucher %s is for account %s, not %s", v.ID, v.Account, forAccount)}
+		}
+		a, err := loadAccount(tx, t, v.Account)
+		if err != nil {
+			return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherWrongAccount,
+				Detail: fmt.Sprintf("voucher %s is for account %s, which this gateway does not keep", v.ID, v.Account)}
+		}
+		if string(a.Currency) != v.Currency {
+			return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherWrongCurrency,
+				Detail: fmt.Sprintf("voucher %s is in %s, account %s in %s", v.ID, v.Currency, a.ID, a.Currency)}
+		}
+		if int64(v.Expiry) <= now {
+			return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherExpired,
+				Detail: fmt.Sprintf("voucher %s expired at %d", v.ID, v.Expiry)}
+		}
+		amount := metering.Money{Nanos: metering.Nanos(v.Amount), Currency: a.Currency}
+		o, bal, err := bk.credit(tx, a, amount, "voucher", "voucher:"+v.ID, refKey, credential)
+		if err != nil {
+			return err
+		}
+		res.Operation, res.Balance = o, bal
+		return nil
+	})
+	return res, err
+}
