@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"text/tabwriter"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
 )
 
@@ -161,6 +163,19 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	cfg.Upstreams = []gateway.UpstreamConfig{{Name: "providers", Type: "http", URL: "http://" + rl.Addr().String() + "/aggregates"}}
+	// The kiosk's provider sells top-up vouchers, signed with an issuer key
+	// the gateway trusts.
+	issuer, err := keyfile.GenerateEd25519()
+	if err != nil {
+		rl.Close()
+		return nil, err
+	}
+	issuerPub, _ := issuer.EncodePublic()
+	cfg.VoucherIssuers = []string{filepath.Join(dir, "issuer.pub")}
+	if err := os.WriteFile(cfg.VoucherIssuers[0], issuerPub, 0o644); err != nil {
+		rl.Close()
+		return nil, err
+	}
 	cfg.Forward = gateway.ForwardSettings{DrainRate: 2000, BackoffMin: 20 * time.Millisecond, BackoffMax: time.Second}
 	g, err := gateway.New(cfg, opts.Log)
 	if err != nil {
@@ -192,8 +207,44 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	fmt.Fprintf(out, "\nSimulated load: %.0f tickets/s for %v, signed before the clock starts\n", opts.Rate, opts.Duration)
+	// Half-way through, the kiosk's customer buys a 20.00 EUR voucher and
+	// the gateway redeems it: the kiosk, dry by then, is served again.
+	var wg sync.WaitGroup
+	var redeemed string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-time.After(opts.Duration / 2):
+		case <-ctx.Done():
+			return
+		}
+		signer, err := protocol.NewEd25519Signer(issuer.Private)
+		if err != nil {
+			redeemed = err.Error()
+			return
+		}
+		var enc protocol.Encoder
+		v, err := enc.AppendVoucher(nil, &protocol.Voucher{ID: "V-DEMO-0001", Account: "kiosk", Amount: 20_000_000_000, Currency: "EUR",
+			Expiry: uint64(time.Now().Add(time.Hour).UnixMilli()), Issuer: "stadtwerk"}, signer)
+		if err != nil {
+			redeemed = err.Error()
+			return
+		}
+		r, err := g.RedeemVoucher(ctx, v, "", "demo")
+		if err != nil {
+			redeemed = "voucher refused: " + err.Error()
+			return
+		}
+		redeemed = fmt.Sprintf("voucher %s redeemed for the kiosk: %s, balance %s", "V-DEMO-0001",
+			metering.Money{Nanos: r.Amount, Currency: "EUR"}, metering.Money{Nanos: r.Balance, Currency: "EUR"})
+	}()
 	rep, err := sim.Run(ctx, sim.Config{Broker: "tcp://" + mqttAddr, Devices: devs, Rate: opts.Rate, Duration: opts.Duration,
 		InFlight: 4, Drain: 10 * time.Second, Progress: out})
+	wg.Wait()
+	if redeemed != "" {
+		fmt.Fprintf(out, "  mid-run: %s\n", redeemed)
+	}
 	if err == nil {
 		// Settle up: seal every open window and let the forwarder deliver.
 		err = g.Ingest().CloseWindows(ctx, time.Now().Add(24*time.Hour))
@@ -274,6 +325,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		{"in open windows", fmt.Sprint(rc.WindowsOpen)},
 		{"sealed + open", fmt.Sprint(rc.WindowsSealed + rc.WindowsOpen)},
 		{"received by the providers", fmt.Sprint(received)},
+		{"opening balances", fmt.Sprint(rc.Opening)},
+		{"+ top-ups and vouchers", fmt.Sprint(rc.TopUps)},
+		{"- charges", fmt.Sprint(rc.LedgerCharged)},
+		{"= balances", fmt.Sprint(rc.Opening + rc.TopUps + rc.Adjustments - rc.LedgerCharged)},
+		{"balances in the books", fmt.Sprint(rc.Balances)},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "  %s\t%s\t\n", r[0], r[1])

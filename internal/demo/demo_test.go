@@ -29,6 +29,21 @@ func TestDemoReconciles(t *testing.T) {
 	if s.InsufficientFunds == 0 {
 		t.Errorf("the kiosk's prepaid balance never ran out: %+v", s)
 	}
+	// Mid-run the kiosk is topped up by a voucher and goes on: it has
+	// charge entries besides the voucher's, and the top-ups are the
+	// voucher's 20 EUR.
+	rc := res.Inspect.Reconcile
+	if !strings.Contains(out.String(), "voucher V-DEMO-0001 redeemed") || rc.TopUps != 20_000_000_000 {
+		t.Errorf("no voucher redeemed mid-run (top-ups %d):\n%s", rc.TopUps, out.String())
+	}
+	for _, a := range res.Inspect.Accounts {
+		if a.ID == "kiosk" && a.Entries < 2 {
+			t.Errorf("the kiosk was not served after the voucher: %+v", a)
+		}
+	}
+	if rc.Opening+rc.TopUps-rc.LedgerCharged != rc.Balances {
+		t.Errorf("opening %d + top-ups %d - charges %d != balances %d", rc.Opening, rc.TopUps, rc.LedgerCharged, rc.Balances)
+	}
 	var received uint64
 	for _, tot := range res.Received.Totals {
 		received += tot.Amount
