@@ -172,6 +172,9 @@ func (c *Client) ticket(nowMs uint64, readings []Reading) (protocol.Ticket, uint
 // its status and balance: stop serving on insufficient funds, log a
 // rejection's reason, wait RetryAfter before re-sending.
 //
+// A receipt for a voucher (r.Voucher set) frees no ticket: its status and
+// balance say whether the voucher was redeemed.
+//
 // A receipt that does not parse or verify is refused with a
 // *protocol.Error and changes nothing. A valid receipt for a ticket that
 // is no longer pending returns ErrNotPending along with the receipt.
@@ -186,6 +189,9 @@ func (c *Client) HandleReceipt(b []byte) (protocol.Receipt, error) {
 	}
 	if r.Device != c.cfg.Device {
 		return protocol.Receipt{}, ErrWrongDevice
+	}
+	if r.Voucher != "" {
+		return *r, nil // answers a voucher the device passed on: no ticket to free
 	}
 	i := c.ring.find(r.Seq)
 	if i < 0 {

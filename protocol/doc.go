@@ -63,6 +63,7 @@
 //	  ? 6: int,              ; balance in nano-units: prepaid balance or remaining credit
 //	  ? 7: currency,
 //	  ? 8: uint .gt 0,       ; retry after, milliseconds
+//	  ? 9: id,               ; voucher id: the receipt answers a voucher, seq is 0
 //	}
 //
 //	aggregate-payload = {

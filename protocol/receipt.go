@@ -17,6 +17,8 @@ package protocol
 //	  ? 6: balance,         ; int, nano-units: prepaid balance, or remaining credit when postpaid
 //	  ? 7: currency,        ; tstr, ISO 4217 code, e.g. "EUR"
 //	  ? 8: retry-after,     ; uint > 0, milliseconds to wait before re-sending
+//	  ? 9: voucher-id,      ; tstr: this answers a voucher the device passed on, not a
+//	                        ;   ticket; seq is then 0, balance the account's after it
 //	}
 type Receipt struct {
 	Device     string `json:"device"`
@@ -28,6 +30,8 @@ type Receipt struct {
 	HasBalance bool   `json:"has_balance,omitempty"`
 	Currency   string `json:"currency,omitempty"`
 	RetryAfter uint32 `json:"retry_after,omitempty"` // milliseconds
+	// Voucher is set when the receipt answers a voucher, not a ticket.
+	Voucher string `json:"voucher,omitempty"`
 }
 
 // Receipt payload keys.
@@ -40,6 +44,7 @@ const (
 	receiptBalance    = 6
 	receiptCurrency   = 7
 	receiptRetryAfter = 8
+	receiptVoucher    = 9
 )
 
 // Validate checks r against the limits and rules of the wire format.
@@ -50,7 +55,14 @@ func (r *Receipt) Validate() error {
 	if r.Seq > MaxSeq {
 		return newError(ReasonFieldRange, "seq must be in 0..2^63-1")
 	}
-	if r.Seq == 0 && r.Status != StatusRejected && r.Status != StatusRetryLater {
+	if r.Voucher != "" {
+		if err := checkNameString(r.Voucher, MaxDeviceIDLen, "voucher id"); err != nil {
+			return err
+		}
+		if r.Seq != 0 {
+			return newError(ReasonFieldRange, "a voucher's receipt has seq 0")
+		}
+	} else if r.Seq == 0 && r.Status != StatusRejected && r.Status != StatusRetryLater {
 		return newError(ReasonFieldRange, "seq 0 (an unreadable ticket) goes only with rejected or retry later")
 	}
 	if !r.Status.Valid() {
@@ -91,7 +103,7 @@ func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 		return dst, err
 	}
 	n := 5
-	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0} {
+	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0, r.Voucher != ""} {
 		if present {
 			n++
 		}
@@ -121,6 +133,10 @@ func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 	if r.RetryAfter != 0 {
 		dst = appendUint(dst, receiptRetryAfter)
 		dst = appendUint(dst, uint64(r.RetryAfter))
+	}
+	if r.Voucher != "" {
+		dst = appendUint(dst, receiptVoucher)
+		dst = appendText(dst, r.Voucher)
 	}
 	return dst, nil
 }
@@ -155,7 +171,7 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 	seen := 0
 	// Reset everything optional; required fields are checked below.
 	r.Reason, r.Balance, r.HasBalance, r.RetryAfter = 0, 0, false, 0
-	currency := false
+	currency, voucher := false, false
 	for {
 		k, ok := keys.next()
 		if !ok {
@@ -201,6 +217,12 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 				rd.fail(ReasonFieldRange, "retry-after out of range or written out as 0")
 			}
 			r.RetryAfter = uint32(s)
+		case receiptVoucher:
+			p := rd.text(MaxDeviceIDLen, "voucher id")
+			if string(p) != r.Voucher {
+				r.Voucher = string(p)
+			}
+			voucher = true
 		default:
 			rd.fail(ReasonUnknownField, "unknown receipt field")
 		}
@@ -212,6 +234,9 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 	}
 	if !currency {
 		r.Currency = ""
+	}
+	if !voucher {
+		r.Voucher = ""
 	}
 	const required = 1<<keyKind | 1<<receiptDevice | 1<<receiptSeq | 1<<receiptStatus | 1<<receiptCharged
 	if seen&required != required {

@@ -12,6 +12,7 @@ type receiptPayload struct {
 	Balance    *int64 `cbor:"6,keyasint"`
 	Currency   string `cbor:"7,keyasint"`
 	RetryAfter uint32 `cbor:"8,keyasint"`
+	Voucher    string `cbor:"9,keyasint"`
 }
 
 // DecodeReceipt decodes an untrusted receipt. It does not verify the
@@ -33,7 +34,7 @@ func DecodeReceipt(b []byte) (protocol.Envelope, protocol.Receipt, error) {
 		return env, r, err
 	}
 	r = protocol.Receipt{Device: p.Device, Seq: p.Seq, Status: protocol.Status(p.Status), Reason: protocol.Reason(p.Reason),
-		Charged: p.Charged, Currency: p.Currency, RetryAfter: p.RetryAfter}
+		Charged: p.Charged, Currency: p.Currency, RetryAfter: p.RetryAfter, Voucher: p.Voucher}
 	if p.Balance != nil {
 		r.Balance, r.HasBalance = *p.Balance, true
 	}

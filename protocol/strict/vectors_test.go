@@ -81,6 +81,8 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		Currency: "EUR", Tickets: 60, MerkleRoot: root, Epoch: 0x5eed_0f_f4_2a_17_c0_01})
 	add("receipt-hmac-superseded", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 4, Status: protocol.StatusDuplicate,
 		Reason: protocol.ReasonSuperseded}, nil)
+	add("receipt-hmac-voucher", "hmac", nil, &protocol.Receipt{Device: "kiosk-1", Status: protocol.StatusAccepted,
+		Balance: 20_002_000_000, HasBalance: true, Currency: "EUR", Voucher: "V-0001"}, nil)
 	add("receipt-hmac-spending-cap", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 5, Status: protocol.StatusInsufficientFunds,
 		Reason: protocol.ReasonSpendingCap, Balance: 12_000_000_000, HasBalance: true, Currency: "EUR"}, nil)
 
