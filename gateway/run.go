@@ -74,7 +74,11 @@ func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc 
 	case "embedded":
 		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.handle("mqtt"),
 			Authenticate: g.authenticate, Log: g.log, Event: event, SessionExpiry: g.cfg.MQTT.SessionExpiry,
-			ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS), Door: g.cfg.MQTT.DoorConfig})
+			ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS), Door: g.cfg.MQTT.DoorConfig,
+			HandleVoucher: func(ctx context.Context, device string, payload []byte) []byte {
+				b, _ := g.voucherFromDevice(ctx, device, payload)
+				return b
+			}})
 		if err != nil {
 			return err
 		}
@@ -116,7 +120,7 @@ func (g *Gateway) startDTLS(tctx context.Context, wg *sync.WaitGroup) error {
 		return err
 	}
 	cs, err := coaps.Listen(coaps.Config{Listen: c.Listen, Handle: g.handleCoAP, PSK: g.dtlsPSK, Log: g.log,
-		Certificate: cert, ClientCAs: cas, Limits: c.Limits,
+		Certificate: cert, ClientCAs: cas, Limits: c.Limits, HandleVoucher: g.voucherFromDevice,
 		Event: func(e string) { g.metrics.Transport.WithLabelValues("coaps", e).Inc() }})
 	if err != nil {
 		return err

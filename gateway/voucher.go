@@ -135,3 +135,39 @@ func (g *Gateway) voucherRoutes(m *http.ServeMux) {
 		answer(w, g, res, err)
 	})
 }
+
+// voucherFromDevice redeems a voucher a device passed on (a keypad, a
+// kiosk) for the device's own account, and returns the receipt, MAC'd
+// with the device's receipt key: the voucher's id, seq 0, accepted or
+// rejected with the reason, and the account's balance.
+func (g *Gateway) voucherFromDevice(ctx context.Context, device string, payload []byte) ([]byte, protocol.Status) {
+	snap := g.ingest.Snapshot()
+	dev := snap.Registry.Device(device)
+	if dev == nil || dev.Disabled {
+		return nil, protocol.StatusRejected
+	}
+	r := protocol.Receipt{Device: device, Status: protocol.StatusAccepted, Currency: string(snap.Accounts[dev.Account].Currency)}
+	if _, v, err := strict.DecodeVoucher(payload); err == nil {
+		r.Voucher = v.ID
+	}
+	_, err := g.RedeemVoucher(ctx, payload, dev.Account, "device:"+device)
+	var rf *ledger.Refusal
+	switch {
+	case errors.As(err, &rf):
+		r.Status, r.Reason = protocol.StatusRejected, rf.Reason
+	case err != nil:
+		r.Status, r.Reason = protocol.StatusRetryLater, protocol.ReasonStoreError
+	}
+	r.Balance, r.HasBalance = g.ingest.books.Available(&snap.Terms, dev.Account), true
+	mac, err := protocol.NewHMAC(dev.ReceiptKey())
+	if err != nil {
+		return nil, r.Status
+	}
+	var e protocol.Encoder
+	b, err := e.AppendReceipt(nil, &r, mac)
+	if err != nil {
+		g.log.Error("voucher receipt not encoded", "device", device, "error", err)
+		return nil, r.Status
+	}
+	return b, r.Status
+}

@@ -10,7 +10,10 @@ package protocol
 //	PREFIX/aggregates/PROVIDER/GATEWAY
 //	                           an MQTT upstream publishes aggregates (see
 //	                           the gateway's mqttsink)
+//	PREFIX/DEVICE/voucher      a device passes on a voucher (a keypad, a kiosk);
+//	                           the answer is a receipt with the voucher's id
 //	coaps://GATEWAY/t          a device POSTs a ticket; the response is the receipt
+//	coaps://GATEWAY/v          a device POSTs a voucher; the response is the receipt
 //
 // An MQTT device's user name and client id are its device id.
 
@@ -19,6 +22,9 @@ const DefaultTopicPrefix = "farthing/v1"
 
 // CoAPTicketPath is the CoAP resource tickets are POSTed to ("/t").
 const CoAPTicketPath = "t"
+
+// CoAPVoucherPath is the CoAP resource vouchers are POSTed to ("/v").
+const CoAPVoucherPath = "v"
 
 // CoAP Content-Formats of COSE messages (IANA CoAP Content-Formats).
 const (
@@ -51,6 +57,9 @@ func (t Topics) Ticket(device string) string { return t.prefix() + "/" + device 
 
 // Receipt is the topic a device reads receipts on.
 func (t Topics) Receipt(device string) string { return t.prefix() + "/" + device + "/receipt" }
+
+// Voucher is the topic a device passes vouchers on.
+func (t Topics) Voucher(device string) string { return t.prefix() + "/" + device + "/voucher" }
 
 // TicketFilter subscribes to every device's tickets.
 func (t Topics) TicketFilter() string { return t.prefix() + "/+/ticket" }

@@ -119,6 +119,27 @@ func (d *Device) Send(ctx context.Context, ticket []byte) (protocol.Receipt, err
 	return d.cfg.Client.HandleReceipt(body)
 }
 
+// Redeem POSTs a voucher (bought by the customer, typed on a keypad) to
+// the gateway's voucher resource and returns its receipt: accepted with
+// the account's new balance, or rejected with the reason; Receipt.Voucher
+// is the voucher's id.
+func (d *Device) Redeem(ctx context.Context, voucher []byte) (protocol.Receipt, error) {
+	resp, err := d.cc.Post(ctx, "/"+protocol.CoAPVoucherPath, message.MediaType(protocol.ContentFormatSign1), bytes.NewReader(voucher))
+	if err != nil {
+		return protocol.Receipt{}, fmt.Errorf("coapdev: %w", err)
+	}
+	if resp.Body() == nil {
+		return protocol.Receipt{}, fmt.Errorf("coapdev: %v without a receipt", resp.Code())
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body(), protocol.MaxReceiptSize+1))
+	if err != nil {
+		return protocol.Receipt{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.Client.HandleReceipt(body)
+}
+
 // ResendPending sends every pending ticket again, oldest first, and returns
 // how many got a final answer.
 func (d *Device) ResendPending(ctx context.Context) int {

@@ -112,6 +112,18 @@ func (d *Device) onReceipt(_ paho.Client, m paho.Message) {
 	}
 }
 
+// Redeem passes on a voucher (bought by the customer, typed on a keypad)
+// on the device's voucher topic. The answer is a receipt with the
+// voucher's id (Receipt.Voucher), delivered to OnReceipt: accepted with
+// the account's new balance, or rejected with the reason.
+func (d *Device) Redeem(voucher []byte) error {
+	t := d.conn.Publish(protocol.Topics{Prefix: d.cfg.Prefix}.Voucher(d.cfg.Device), 1, false, voucher)
+	if !t.WaitTimeout(10 * time.Second) {
+		return errors.New("mqttdev: voucher not acknowledged within 10s")
+	}
+	return t.Error()
+}
+
 // Report signs a ticket for the readings, keeps it pending and publishes
 // it. It does not wait for the broker; the receipt comes to OnReceipt.
 func (d *Device) Report(nowMs uint64, readings []devicefw.Reading) (uint64, error) {

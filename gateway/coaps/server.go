@@ -52,6 +52,10 @@ type Config struct {
 	Listen string // UDP address; default 127.0.0.1:5684
 	Path   string // the resource tickets are POSTed to; default protocol.CoAPTicketPath
 	Handle Handler
+	// HandleVoucher, if set, serves POST /v: it redeems a voucher an
+	// authenticated device passed on and returns the receipt and its
+	// status, once the redemption is durable (or refused).
+	HandleVoucher func(ctx context.Context, device string, payload []byte) ([]byte, protocol.Status)
 	// PSK returns the device's DTLS pre-shared key for a PSK identity.
 	PSK func(identity string) ([]byte, bool)
 	// Certificate, if set, lets devices authenticate with X.509
@@ -166,6 +170,9 @@ func Listen(cfg Config) (*Server, error) {
 	s.l = newLimitedListener(inner, cfg.HandshakeTimeout, int64(cfg.MaxHalfOpen), int64(cfg.MaxSessions), cfg.Event, cfg.Log)
 	m := mux.NewRouter()
 	m.Handle("/"+cfg.Path, mux.HandlerFunc(s.serveTicket))
+	if cfg.HandleVoucher != nil {
+		m.Handle("/"+protocol.CoAPVoucherPath, mux.HandlerFunc(s.serveVoucher))
+	}
 	m.DefaultHandle(mux.HandlerFunc(func(w mux.ResponseWriter, r *mux.Message) {
 		cfg.Event("not_found")
 		w.SetResponse(codes.NotFound, message.TextPlain, bytes.NewReader([]byte("tickets go to /"+cfg.Path)))
@@ -287,4 +294,39 @@ func certIdentity(raw [][]byte) string {
 		return ""
 	}
 	return c.Subject.CommonName
+}
+
+// serveVoucher redeems a voucher POSTed by an authenticated device: 2.04
+// with the receipt when redeemed, 4.00 with the receipt (and its reason)
+// when refused.
+func (s *Server) serveVoucher(w mux.ResponseWriter, r *mux.Message) {
+	if r.Code() != codes.POST {
+		s.refuse(w, codes.MethodNotAllowed, "bad_method", "POST a voucher")
+		return
+	}
+	var body []byte
+	if r.Body() != nil {
+		var err error
+		if body, err = io.ReadAll(io.LimitReader(r.Body(), protocol.MaxVoucherSize+1)); err != nil {
+			s.refuse(w, codes.BadRequest, "bad_body", "cannot read the payload")
+			return
+		}
+	}
+	if len(body) > protocol.MaxVoucherSize {
+		s.refuse(w, codes.RequestEntityTooLarge, "too_large", "voucher larger than its limit")
+		return
+	}
+	sess, ok := w.Conn().NetConn().(*session)
+	if !ok || sess.Identity() == "" {
+		s.refuse(w, codes.Unauthorized, "no_identity", "no authenticated device")
+		return
+	}
+	receipt, status := s.cfg.HandleVoucher(r.Context(), sess.Identity(), body)
+	code := codes.Changed
+	if status != protocol.StatusAccepted {
+		code = codes.BadRequest
+	}
+	if err := w.SetResponse(code, ContentFormatMac0, bytes.NewReader(receipt)); err != nil {
+		s.cfg.Log.Warn("coaps: cannot set the response", "error", err)
+	}
 }

@@ -18,6 +18,10 @@ type BrokerConfig struct {
 	Listen string // TCP address
 	Topics Topics
 	Handle Handler
+	// HandleVoucher, if set, redeems a voucher a device published on its
+	// voucher topic and returns the receipt to publish; it returns once the
+	// redemption is durable (or refused).
+	HandleVoucher func(ctx context.Context, device string, payload []byte) []byte
 	// Authenticate checks a device's user name (its id) and password.
 	Authenticate func(device string, password []byte) bool
 	Log          *slog.Logger
@@ -312,10 +316,14 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	return false
 }
 
-// allowed is the ACL: a device writes its ticket topic, reads its receipt
-// topic, and nothing else.
+// allowed is the ACL: a device writes its ticket topic (and its voucher
+// topic, when vouchers are taken), reads its receipt topic, and nothing
+// else.
 func (h *hook) allowed(dev, topic string, write bool) bool {
 	t := h.b.cfg.Topics
+	if write && h.b.cfg.HandleVoucher != nil && topic == t.Voucher(dev) {
+		return true
+	}
 	return (write && topic == t.Ticket(dev)) || (!write && topic == t.Receipt(dev))
 }
 
@@ -328,6 +336,17 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		return pk, nil // our own receipts
 	}
 	dev := string(cl.Properties.Username)
+	if h.b.cfg.HandleVoucher != nil && pk.TopicName == h.b.cfg.Topics.Voucher(dev) {
+		// Vouchers are rare: redeemed here, on the client's read goroutine,
+		// and answered in turn with its tickets.
+		receipt := h.b.cfg.HandleVoucher(context.Background(), dev, pk.Payload)
+		reply := func() ([]byte, bool) { return receipt, true }
+		a := answer{id: pk.PacketID, dev: dev, reply: reply, ack: pk.FixedHeader.Qos == 1}
+		if p := h.b.pipe(cl); p == nil || !h.b.push(cl, p, a) {
+			h.b.answer(cl, a)
+		}
+		return pk, packets.ErrRejectPacket
+	}
 	if pk.FixedHeader.Qos != 1 {
 		// QoS 0 has no acknowledgement to hold back, and QoS 2 keeps
 		// mochi's own flow: both are answered here, in turn.
