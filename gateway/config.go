@@ -97,6 +97,21 @@ type AccountConfig struct {
 	// Timezone is where the account's days and months begin (IANA name);
 	// default UTC.
 	Timezone string `yaml:"timezone,omitempty"`
+	// LowBalance is a level (decimal): receipts of tickets that leave the
+	// account able to spend less carry the low-balance flag.
+	LowBalance string `yaml:"low_balance,omitempty"`
+}
+
+// LowBalanceLevel returns the account's low-balance level; 0 is none.
+func (a AccountConfig) LowBalanceLevel() (metering.Nanos, error) {
+	if a.LowBalance == "" {
+		return 0, nil
+	}
+	n, err := metering.ParseNanos(a.LowBalance)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("low_balance %q: want a decimal > 0", a.LowBalance)
+	}
+	return n, nil
 }
 
 // Caps returns the account's spending caps.
@@ -388,6 +403,9 @@ func (c *Config) validate(path string) error {
 			return bad(f, "%v", err)
 		}
 		if _, err := a.Caps(); err != nil {
+			return bad(f, "%v", err)
+		}
+		if _, err := a.LowBalanceLevel(); err != nil {
 			return bad(f, "%v", err)
 		}
 		if seen[a.ID] {

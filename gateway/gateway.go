@@ -159,11 +159,12 @@ func (g *Gateway) HTTPAddr() string {
 // into a snapshot. A missing file is empty (every ticket is refused).
 func (g *Gateway) loadSnapshot() (*Snapshot, error) {
 	snap := &Snapshot{Terms: ledger.Terms{GatewayID: g.cfg.GatewayID, Policies: map[string]metering.Policy{},
-		Accounts: map[string]metering.Account{}, Caps: map[string]metering.Caps{}}}
+		Accounts: map[string]metering.Account{}, Caps: map[string]metering.Caps{}, LowBalance: map[string]metering.Nanos{}}}
 	for _, a := range g.cfg.Accounts {
 		acct, _ := a.Opening()
 		snap.Accounts[a.ID] = acct
 		snap.Caps[a.ID], _ = a.Caps() // validated with the configuration
+		snap.LowBalance[a.ID], _ = a.LowBalanceLevel()
 	}
 	for _, p := range g.cfg.Providers {
 		snap.Policies[p.ID], _ = p.Policy()

@@ -208,6 +208,9 @@ func (p *Pending) Wait() Result {
 			reason = r.Reason.String()
 		}
 		in.metrics.Tickets.WithLabelValues(r.Status.String(), reason).Inc()
+		if r.LowBalance && p.dev != nil {
+			in.metrics.LowBalance.WithLabelValues(p.dev.Account).Inc()
+		}
 		in.metrics.Latency.WithLabelValues(sub.Transport).Observe(in.now().Sub(p.start).Seconds())
 	}
 	res := Result{Receipt: r}

@@ -22,6 +22,7 @@ type Metrics struct {
 	Sealed       *prometheus.CounterVec   // windows sealed, by reason
 	Transport    *prometheus.CounterVec   // transport events, by transport and event
 	Latency      *prometheus.HistogramVec // end to end per transport, seconds
+	LowBalance   *prometheus.CounterVec   // receipts with the low-balance flag, by account
 }
 
 // NewMetrics registers the metrics on a fresh registry.
@@ -48,6 +49,9 @@ func NewMetrics() *Metrics {
 		Help: "Transport events (connections, refusals), by transport and event."}, []string{"transport", "event"})
 	m.Latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "farthing_ticket_seconds",
 		Help: "Time from a ticket's arrival to its receipt, by transport.", Buckets: prometheus.ExponentialBuckets(1e-5, 2, 18)}, []string{"transport"})
+	m.LowBalance = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_low_balance_receipts_total",
+		Help: "Receipts that carried the low-balance flag: the account is below its low_balance level."}, []string{"account"})
+	m.Registry.MustRegister(m.LowBalance)
 	m.Registry.MustRegister(m.Tickets, m.Verify, m.VerifyBatch, m.Commit, m.BatchSize, m.CommitTx, m.StoreBytes, m.OldestSealed, m.Sealed, m.Transport, m.Latency,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	// Pre-create every reason so dashboards see zeros, not gaps.

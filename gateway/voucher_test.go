@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,5 +92,31 @@ func TestDeviceRedeemsVoucherOverMQTTAndCoAP(t *testing.T) {
 	rep, _ := gateway.Inspect(tg.Store(), nil)
 	if !rep.Reconcile.Balanced || rep.Reconcile.TopUps != 2_000_000_000 {
 		t.Fatalf("books after two vouchers: %+v", rep.Reconcile)
+	}
+}
+
+// An account below its low_balance level gets the low-balance flag in
+// its receipts, counted by account.
+func TestLowBalanceFlag(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}}, func(c *gateway.Config) {
+		for i := range c.Accounts {
+			if c.Accounts[i].ID == "prepaid-1" {
+				c.Accounts[i].LowBalance = "9.00" // opens with 10.00
+			}
+		}
+	})
+	d := connectDevice(t, tg, "plug-1")
+	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 1000}})
+	d.next(t)
+	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 2000}}) // 0.30: 9.70 left
+	if r := d.next(t); r.Status != protocol.StatusAccepted || r.LowBalance {
+		t.Fatalf("9.70 left of a 9.00 level: %+v; want no flag", r)
+	}
+	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 5000}}) // 0.90: 8.80 left
+	if r := d.next(t); r.Status != protocol.StatusAccepted || !r.LowBalance || r.Balance != 8_800_000_000 {
+		t.Fatalf("8.80 left of a 9.00 level: %+v; want the low-balance flag", r)
+	}
+	if m := metricsText(t, tg); !strings.Contains(m, `farthing_low_balance_receipts_total{account="prepaid-1"} 1`) {
+		t.Fatalf("the flag was not counted")
 	}
 }

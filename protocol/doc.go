@@ -64,6 +64,7 @@
 //	  ? 7: currency,
 //	  ? 8: uint .gt 0,       ; retry after, milliseconds
 //	  ? 9: id,               ; voucher id: the receipt answers a voucher, seq is 0
+//	  ? 10: 1,               ; low balance: the account is below its low-balance level
 //	}
 //
 //	aggregate-payload = {

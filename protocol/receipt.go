@@ -19,6 +19,7 @@ package protocol
 //	  ? 8: retry-after,     ; uint > 0, milliseconds to wait before re-sending
 //	  ? 9: voucher-id,      ; tstr: this answers a voucher the device passed on, not a
 //	                        ;   ticket; seq is then 0, balance the account's after it
+//	  ? 10: 1,              ; low balance: the account is below its low-balance level
 //	}
 type Receipt struct {
 	Device     string `json:"device"`
@@ -32,6 +33,9 @@ type Receipt struct {
 	RetryAfter uint32 `json:"retry_after,omitempty"` // milliseconds
 	// Voucher is set when the receipt answers a voucher, not a ticket.
 	Voucher string `json:"voucher,omitempty"`
+	// LowBalance: the account is below its low-balance level; a machine
+	// can warn its customer before it runs dry.
+	LowBalance bool `json:"low_balance,omitempty"`
 }
 
 // Receipt payload keys.
@@ -45,6 +49,7 @@ const (
 	receiptCurrency   = 7
 	receiptRetryAfter = 8
 	receiptVoucher    = 9
+	receiptLowBalance = 10
 )
 
 // Validate checks r against the limits and rules of the wire format.
@@ -103,7 +108,7 @@ func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 		return dst, err
 	}
 	n := 5
-	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0, r.Voucher != ""} {
+	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0, r.Voucher != "", r.LowBalance} {
 		if present {
 			n++
 		}
@@ -138,6 +143,10 @@ func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 		dst = appendUint(dst, receiptVoucher)
 		dst = appendText(dst, r.Voucher)
 	}
+	if r.LowBalance {
+		dst = appendUint(dst, receiptLowBalance)
+		dst = appendUint(dst, 1)
+	}
 	return dst, nil
 }
 
@@ -170,7 +179,7 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 	keys := rd.mapOf(16, "receipt payload")
 	seen := 0
 	// Reset everything optional; required fields are checked below.
-	r.Reason, r.Balance, r.HasBalance, r.RetryAfter = 0, 0, false, 0
+	r.Reason, r.Balance, r.HasBalance, r.RetryAfter, r.LowBalance = 0, 0, false, 0, false
 	currency, voucher := false, false
 	for {
 		k, ok := keys.next()
@@ -223,6 +232,11 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 				r.Voucher = string(p)
 			}
 			voucher = true
+		case receiptLowBalance:
+			if rd.uint("low balance") != 1 && rd.err == nil {
+				rd.fail(ReasonNonCanonical, "low balance is written as 1 or left out")
+			}
+			r.LowBalance = true
 		default:
 			rd.fail(ReasonUnknownField, "unknown receipt field")
 		}

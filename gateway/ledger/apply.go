@@ -265,6 +265,9 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 
 	avail, _ := acct.Available()
 	r.Status, r.Charged, r.Balance, r.HasBalance = protocol.StatusAccepted, uint64(total), int64(avail), true
+	if level := terms(t).LowBalance[p.Account]; level > 0 && avail < level {
+		r.LowBalance = true
+	}
 	ds.LastSeq = tk.Seq
 	eff.device = ds
 	eff.ticket = ticketRecord{Charged: uint64(total), Balance: int64(avail), Leaves: tleaves, Raw: raw}

@@ -45,6 +45,9 @@ type Terms struct {
 	// Caps are the accounts' spending caps, with the time zone their days
 	// and months are counted in; an account without an entry has none.
 	Caps map[string]metering.Caps
+	// LowBalance is each account's low-balance level: a receipt whose
+	// account can spend less than it carries the low-balance flag.
+	LowBalance map[string]metering.Nanos
 }
 
 // Payer is who a ticket is charged to: the device, its account and

@@ -13,6 +13,7 @@ type receiptPayload struct {
 	Currency   string `cbor:"7,keyasint"`
 	RetryAfter uint32 `cbor:"8,keyasint"`
 	Voucher    string `cbor:"9,keyasint"`
+	LowBalance uint8  `cbor:"10,keyasint"`
 }
 
 // DecodeReceipt decodes an untrusted receipt. It does not verify the
@@ -34,7 +35,7 @@ func DecodeReceipt(b []byte) (protocol.Envelope, protocol.Receipt, error) {
 		return env, r, err
 	}
 	r = protocol.Receipt{Device: p.Device, Seq: p.Seq, Status: protocol.Status(p.Status), Reason: protocol.Reason(p.Reason),
-		Charged: p.Charged, Currency: p.Currency, RetryAfter: p.RetryAfter, Voucher: p.Voucher}
+		Charged: p.Charged, Currency: p.Currency, RetryAfter: p.RetryAfter, Voucher: p.Voucher, LowBalance: p.LowBalance != 0}
 	if p.Balance != nil {
 		r.Balance, r.HasBalance = *p.Balance, true
 	}

@@ -83,6 +83,8 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		Reason: protocol.ReasonSuperseded}, nil)
 	add("receipt-hmac-voucher", "hmac", nil, &protocol.Receipt{Device: "kiosk-1", Status: protocol.StatusAccepted,
 		Balance: 20_002_000_000, HasBalance: true, Currency: "EUR", Voucher: "V-0001"}, nil)
+	add("receipt-hmac-low-balance", "hmac", nil, &protocol.Receipt{Device: "kiosk-1", Seq: 9, Status: protocol.StatusAccepted, Charged: 300_000_000,
+		Balance: 400_000_000, HasBalance: true, Currency: "EUR", LowBalance: true}, nil)
 	add("receipt-hmac-spending-cap", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 5, Status: protocol.StatusInsufficientFunds,
 		Reason: protocol.ReasonSpendingCap, Balance: 12_000_000_000, HasBalance: true, Currency: "EUR"}, nil)
 
