@@ -9,6 +9,7 @@
 //	receipt   = COSE_Mac0 / COSE_Sign1      ; MAC'd with the device's receipt key, or signed by the gateway
 //	aggregate = COSE_Sign1                  ; signed by the gateway's Ed25519 key
 //	voucher   = COSE_Sign1                  ; signed by a voucher issuer's Ed25519 key
+//	credit    = COSE_Sign1                  ; signed by the gateway's Ed25519 key
 //
 //	COSE_Sign1 = #6.18([
 //	  protected:   bstr .cbor {1: -8, 4: kid},   ; alg EdDSA (Ed25519), key id
@@ -34,7 +35,7 @@
 // in every payload, so a signature over one kind can never pass for
 // another:
 //
-//	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload
+//	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload / credit-payload
 //
 //	ticket-payload = {
 //	  0: 1,                  ; kind: ticket
@@ -93,6 +94,19 @@
 //	  4: currency,
 //	  5: ms,                 ; expiry: not redeemed at or after it
 //	  ? 6: id,               ; issuer label
+//	}
+//
+//	credit-payload = {        ; a top-up or a redeemed voucher, sent upstream
+//	  0: 5,                  ; kind: credit
+//	  1: id,                 ; gateway id
+//	  2: seq,                ; the stream's seq, shared with the aggregates
+//	  3: id,                 ; account credited
+//	  4: uint .gt 0,         ; amount, nanos
+//	  5: currency,
+//	  6: ms,                 ; when
+//	  7: "top_up" / "voucher",
+//	  8: tstr .size (1..128),; the top-up's reference or the voucher's id
+//	  ? 14: uint .gt 0,      ; stream epoch
 //	}
 //
 //	id       = tstr .regexp "[A-Za-z0-9._-]{1,64}"

@@ -11,6 +11,7 @@ const (
 	KindReceipt   Kind = 2
 	KindAggregate Kind = 3
 	KindVoucher   Kind = 4
+	KindCredit    Kind = 5
 )
 
 // String returns the kind's name.
@@ -24,6 +25,8 @@ func (k Kind) String() string {
 		return "aggregate"
 	case KindVoucher:
 		return "voucher"
+	case KindCredit:
+		return "credit"
 	}
 	return "unknown"
 }

@@ -40,6 +40,7 @@ if [ "$FUZZTIME" != "0" ]; then
     ./protocol/strict:FuzzDecodeReceipt \
     ./protocol/strict:FuzzDecodeAggregate \
     ./protocol/strict:FuzzDecodeVoucher \
+    ./protocol/strict:FuzzDecodeCredit \
     ./protocol/strict:FuzzDecode \
     ./protocol/strict:FuzzReceiptDecoders \
     ./protocol/strict:FuzzEnvelopeParsers \

@@ -113,6 +113,28 @@ func FuzzDecodeVoucher(f *testing.F) {
 	})
 }
 
+func FuzzDecodeCredit(f *testing.F) {
+	seedVectors(f)
+	signer, _ := protocol.NewEd25519Signer(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+	var enc protocol.Encoder
+	b, err := enc.AppendCredit(nil, &protocol.Credit{Gateway: "gw-1", Seq: 7, Account: "kiosk", Amount: 20_000_000_000,
+		Currency: "EUR", Time: 1_790_000_000_000, Kind: protocol.CreditVoucher, Ref: "V-0001", Epoch: 99}, signer)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		env, c, err := strict.DecodeCredit(in)
+		if err != nil {
+			if !protocol.ReasonOf(err).Valid() {
+				t.Fatalf("refusal without a valid reason: %v", err)
+			}
+			return
+		}
+		checkAccepted(t, in, env, protocol.MaxAggregateSize, func() ([]byte, error) { return protocol.AppendCreditPayload(nil, &c) })
+	})
+}
+
 // FuzzReceiptDecoders is differential: the firmware's canonical parser and
 // the gateway's strict decoder accept exactly the same receipts, with the
 // same fields.

@@ -3,7 +3,7 @@ package strict
 import "github.com/farthing-iot/farthing/protocol"
 
 // Message is any decoded Farthing message; exactly one of Ticket, Receipt,
-// Aggregate and Voucher is set, as Kind says.
+// Aggregate, Voucher and Credit is set, as Kind says.
 type Message struct {
 	Kind      protocol.Kind
 	Envelope  protocol.Envelope
@@ -11,6 +11,7 @@ type Message struct {
 	Receipt   *protocol.Receipt
 	Aggregate *protocol.Aggregate
 	Voucher   *protocol.Voucher
+	Credit    *protocol.Credit
 }
 
 // Decode decodes an untrusted message of any kind. The kind is read from
@@ -46,6 +47,10 @@ func Decode(b []byte) (*Message, error) {
 	case protocol.KindVoucher:
 		env, v, err := DecodeVoucher(b)
 		m.Envelope, m.Voucher = env, &v
+		return m, err
+	case protocol.KindCredit:
+		env, c, err := DecodeCredit(b)
+		m.Envelope, m.Credit = env, &c
 		return m, err
 	}
 	return nil, &protocol.Error{Reason: protocol.ReasonWrongKind, Detail: "payload kind is missing or unknown"}
