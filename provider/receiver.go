@@ -54,6 +54,9 @@ import (
 //	bindings  kid → gateway id the key speaks for
 //	held      kid epoch seq hash(8) → reason(1) unix ms(8) the aggregate's bytes
 //	totals    provider 0 account 0 currency → totals record
+//	credits   account 0 currency 0 kind → credit totals: amount(8) count(8)
+//	vouchers  voucher id → kid epoch seq of the credit that first named it
+//	doubles   voucher id 0 kid epoch seq → kid epoch seq of the first: a voucher credited twice
 //
 // A file from before streams has "seen" (gateway 0 seq → bytes) and
 // "high"; Open moves "seen" into "booked" once, keeping the totals.
@@ -64,6 +67,9 @@ var (
 	bucketBindings = []byte("bindings")
 	bucketHeld     = []byte("held")
 	bucketTotals   = []byte("totals")
+	bucketCredits  = []byte("credits")
+	bucketVouchers = []byte("vouchers")
+	bucketDoubles  = []byte("doubles")
 
 	legacySeen = []byte("seen")
 	legacyHigh = []byte("high")
@@ -104,11 +110,17 @@ const (
 // Booking is what Accept did with an aggregate.
 type Booking struct {
 	Outcome   Outcome
-	Aggregate *protocol.Aggregate
+	Aggregate *protocol.Aggregate // for an aggregate
+	Credit    *protocol.Credit    // for a credit record (a top-up or a voucher)
 	Stream    protocol.StreamID
 	// ResetFrom is set when the aggregate began a new epoch of a key seen
 	// before: the epoch it replaced and that epoch's highest seq.
 	ResetFrom *Reset
+	// DoubleRedemption is set when a voucher credit names a voucher
+	// credited before (at another gateway, or in another stream): where it
+	// was (stream/seq). The credit is booked — the gateway granted it —
+	// and flagged.
+	DoubleRedemption string
 }
 
 // Hold reasons, as kept in the file and reported.
@@ -165,7 +177,10 @@ type Stats struct {
 	Conflicts    uint64 `json:"conflicts"`
 	WrongGateway uint64 `json:"wrong_gateway"`
 	Resets       uint64 `json:"stream_resets"`
-	Refused      uint64 `json:"refused"`
+	Credits      uint64 `json:"credits"`
+	// DoubleRedemptions counts voucher credits whose voucher was credited before.
+	DoubleRedemptions uint64 `json:"double_redemptions"`
+	Refused           uint64 `json:"refused"`
 }
 
 // Open opens (or creates) the receiver's file and trusts these gateway
@@ -197,7 +212,8 @@ func Open(path string, trust []Trust) (*Receiver, error) {
 // setUp creates the buckets, moves a file from before streams to the
 // stream layout, and checks configured bindings against recorded ones.
 func (r *Receiver) setUp(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals} {
+	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals,
+		bucketCredits, bucketVouchers, bucketDoubles} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -240,7 +256,7 @@ func migrateLegacy(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketBindings).Put(s.KeyID[:], []byte(a.Gateway)); err != nil {
 			return err
 		}
-		_, err = bookStream(tx, s, &a, b)
+		_, err = bookStream(tx, s, a.Gateway, a.Seq, b)
 		return err
 	})
 	if err != nil {
@@ -264,26 +280,33 @@ func (r *Receiver) Close() error { return r.db.Close() }
 // file. An error for which Refused is false is the receiver's own failure:
 // the aggregate should come again.
 func (r *Receiver) Accept(b []byte) (Booking, error) {
-	env, a, err := strict.DecodeAggregate(b)
+	m, err := strict.Decode(b)
+	if err == nil && m.Kind != protocol.KindAggregate && m.Kind != protocol.KindCredit {
+		err = fmt.Errorf("a %s, not an aggregate or a credit", m.Kind)
+	}
 	if err != nil {
 		r.count(func(s *Stats) { s.Refused++ })
 		return Booking{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	rec := recordOf(m)
+	bk := Booking{Aggregate: m.Aggregate, Credit: m.Credit}
+	env := m.Envelope
 	t, ok := r.trust[string(env.KeyID)]
 	if !ok {
 		r.count(func(s *Stats) { s.Refused++ })
-		return Booking{Aggregate: &a}, fmt.Errorf("%w: kid %x (gateway %s)", ErrUntrusted, env.KeyID, a.Gateway)
+		return bk, fmt.Errorf("%w: kid %x (gateway %s)", ErrUntrusted, env.KeyID, rec.gateway)
 	}
 	if err := env.Verify(t.v, nil); err != nil {
 		r.count(func(s *Stats) { s.Refused++ })
-		return Booking{Aggregate: &a}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return bk, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	s, _ := protocol.StreamOf(env.KeyID, a.Epoch) // a trusted kid has the length
-	bk := Booking{Aggregate: &a, Stream: s}
+	s, _ := protocol.StreamOf(env.KeyID, rec.epoch) // a trusted kid has the length
+	bk.Stream = s
+	a := rec // the stream fields, for the messages below
 	var res bookResult
 	err = r.db.Update(func(tx *bolt.Tx) error {
 		var err error
-		res, err = book(tx, s, &a, b)
+		res, err = book(tx, s, rec, b)
 		return err
 	})
 	if err != nil {
@@ -302,22 +325,80 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 			if res.reset != nil {
 				st.Resets++
 			}
+			if rec.credit != nil {
+				st.Credits++
+			}
+			if res.double != "" {
+				st.DoubleRedemptions++
+			}
 		}
 	})
 	switch res.held {
 	case holdConflict:
-		return bk, fmt.Errorf("%w: stream %s seq %d (gateway %s); held for review", ErrConflict, s, a.Seq, a.Gateway)
+		return bk, fmt.Errorf("%w: stream %s seq %d (gateway %s); held for review", ErrConflict, s, a.seq, a.gateway)
 	case holdWrongGateway:
-		return bk, fmt.Errorf("%w: key %x speaks for gateway %q, the aggregate says %q; held for review", ErrWrongGateway, s.KeyID, res.bound, a.Gateway)
+		return bk, fmt.Errorf("%w: key %x speaks for gateway %q, the record says %q; held for review", ErrWrongGateway, s.KeyID, res.bound, a.gateway)
 	}
 	if res.duplicate {
 		bk.Outcome = Duplicate
 	}
-	bk.ResetFrom = res.reset
+	bk.ResetFrom, bk.DoubleRedemption = res.reset, res.double
 	return bk, nil
 }
 
+// Seq is the booked record's seq in its stream.
+func (b Booking) Seq() uint64 {
+	if b.Credit != nil {
+		return b.Credit.Seq
+	}
+	if b.Aggregate != nil {
+		return b.Aggregate.Seq
+	}
+	return 0
+}
+
+// Amount is the record's amount in nanos.
+func (b Booking) Amount() uint64 {
+	if b.Credit != nil {
+		return b.Credit.Amount
+	}
+	if b.Aggregate != nil {
+		return b.Aggregate.Amount
+	}
+	return 0
+}
+
+// Gateway is the gateway id the record names.
+func (b Booking) Gateway() string {
+	if b.Credit != nil {
+		return b.Credit.Gateway
+	}
+	if b.Aggregate != nil {
+		return b.Aggregate.Gateway
+	}
+	return ""
+}
+
+// record is what a stream carries, an aggregate or a credit, seen by the
+// fields the books need of either.
+type record struct {
+	gateway string
+	seq     uint64
+	epoch   uint64
+	agg     *protocol.Aggregate
+	credit  *protocol.Credit
+}
+
+func recordOf(m *strict.Message) record {
+	if c := m.Credit; c != nil {
+		return record{gateway: c.Gateway, seq: c.Seq, epoch: c.Epoch, credit: c}
+	}
+	a := m.Aggregate
+	return record{gateway: a.Gateway, seq: a.Seq, epoch: a.Epoch, agg: a}
+}
+
 type bookResult struct {
+	double    string // a voucher credit whose voucher was credited before: where (stream/seq)
 	duplicate bool
 	reset     *Reset // the aggregate began a new epoch of a known key
 	held      byte   // 0 or the hold reason
@@ -325,33 +406,38 @@ type bookResult struct {
 }
 
 // book is Accept's transaction: the identity checks, then the booking.
-func book(tx *bolt.Tx, s protocol.StreamID, a *protocol.Aggregate, b []byte) (bookResult, error) {
+func book(tx *bolt.Tx, s protocol.StreamID, rec record, b []byte) (bookResult, error) {
 	var res bookResult
 	bind := tx.Bucket(bucketBindings)
 	bound := bind.Get(s.KeyID[:])
 	switch {
 	case bound == nil:
-		if err := bind.Put(s.KeyID[:], []byte(a.Gateway)); err != nil {
+		if err := bind.Put(s.KeyID[:], []byte(rec.gateway)); err != nil {
 			return res, err
 		}
-	case string(bound) != a.Gateway:
+	case string(bound) != rec.gateway:
 		res.held, res.bound = holdWrongGateway, string(bound)
-		return res, hold(tx, s, a.Seq, holdWrongGateway, b)
+		return res, hold(tx, s, rec.seq, holdWrongGateway, b)
 	}
-	key := seqKey(s, a.Seq)
+	key := seqKey(s, rec.seq)
 	if old := tx.Bucket(bucketBooked).Get(key); old != nil {
 		if bytes.Equal(old, b) {
 			res.duplicate = true
 			return res, nil
 		}
 		res.held = holdConflict
-		return res, hold(tx, s, a.Seq, holdConflict, b)
+		return res, hold(tx, s, rec.seq, holdConflict, b)
 	}
-	reset, err := bookStream(tx, s, a, b)
+	reset, err := bookStream(tx, s, rec.gateway, rec.seq, b)
 	if err != nil {
 		return res, err
 	}
 	res.reset = reset
+	if rec.credit != nil {
+		res.double, err = bookCredit(tx, key, rec.credit)
+		return res, err
+	}
+	a := rec.agg
 	tb := tx.Bucket(bucketTotals)
 	tk := []byte(a.Provider + "\x00" + a.Account + "\x00" + a.Currency)
 	t := decodeTotal(tb.Get(tk))
@@ -375,8 +461,8 @@ func addU64(a, b uint64) (uint64, bool) {
 // bookStream records a's bytes under its stream and seq and updates the
 // stream's record; when a began a new epoch of a key seen before (a stream
 // reset) it returns the epoch replaced.
-func bookStream(tx *bolt.Tx, s protocol.StreamID, a *protocol.Aggregate, b []byte) (*Reset, error) {
-	if err := tx.Bucket(bucketBooked).Put(seqKey(s, a.Seq), b); err != nil {
+func bookStream(tx *bolt.Tx, s protocol.StreamID, gateway string, seq uint64, b []byte) (*Reset, error) {
+	if err := tx.Bucket(bucketBooked).Put(seqKey(s, seq), b); err != nil {
 		return nil, err
 	}
 	sb := tx.Bucket(bucketStreams)
@@ -384,7 +470,7 @@ func bookStream(tx *bolt.Tx, s protocol.StreamID, a *protocol.Aggregate, b []byt
 	rec, known := decodeStream(sb.Get(sk))
 	var reset *Reset
 	if !known {
-		rec = streamRecord{Gateway: a.Gateway, First: time.Now().UnixMilli()}
+		rec = streamRecord{Gateway: gateway, First: time.Now().UnixMilli()}
 		lb := tx.Bucket(bucketLatest)
 		if prev := lb.Get(s.KeyID[:]); len(prev) == 8 {
 			p := s
@@ -398,7 +484,7 @@ func bookStream(tx *bolt.Tx, s protocol.StreamID, a *protocol.Aggregate, b []byt
 			return nil, err
 		}
 	}
-	rec.High = max(rec.High, a.Seq)
+	rec.High = max(rec.High, seq)
 	rec.Count++
 	return reset, sb.Put(sk, rec.encode())
 }
@@ -549,6 +635,10 @@ type Report struct {
 	Totals  []Total        `json:"totals"`
 	Streams []StreamReport `json:"streams"`
 	Held    []Held         `json:"held"`
+	// Credits are the top-ups and vouchers the gateways credited.
+	Credits []CreditTotal `json:"credits"`
+	// Doubles are vouchers credited twice (at two gateways, say).
+	Doubles []DoubleRedemption `json:"double_redemptions"`
 	// Gaps and High are keyed by stream (protocol.StreamID.String()).
 	Gaps  map[string][]uint64 `json:"gaps"`
 	High  map[string]uint64   `json:"highest_seq"`
@@ -592,6 +682,25 @@ func (r *Receiver) Report() (*Report, error) {
 			rep.Gaps[sr.Stream] = sr.Gaps
 			return nil
 		})
+		tx.Bucket(bucketCredits).ForEach(func(k, v []byte) error {
+			p := bytes.SplitN(k, []byte{0}, 3)
+			if len(p) == 3 && len(v) == 16 {
+				rep.Credits = append(rep.Credits, CreditTotal{Account: string(p[0]), Currency: string(p[1]), Kind: string(p[2]),
+					Amount: binary.BigEndian.Uint64(v), Count: binary.BigEndian.Uint64(v[8:])})
+			}
+			return nil
+		})
+		tx.Bucket(bucketDoubles).ForEach(func(k, v []byte) error {
+			i := bytes.IndexByte(k, 0)
+			if i < 0 || len(k) != i+1+protocol.KeyIDLen+16 || len(v) != protocol.KeyIDLen+16 {
+				return nil
+			}
+			second := k[i+1:]
+			rep.Doubles = append(rep.Doubles, DoubleRedemption{Voucher: string(k[:i]),
+				First:  streamOfKey(v).Key(binary.BigEndian.Uint64(v[protocol.KeyIDLen+8:])),
+				Second: streamOfKey(second).Key(binary.BigEndian.Uint64(second[protocol.KeyIDLen+8:]))})
+			return nil
+		})
 		return tx.Bucket(bucketHeld).ForEach(func(k, v []byte) error {
 			if len(k) != protocol.KeyIDLen+24 || len(v) < 9 {
 				return nil
@@ -628,4 +737,50 @@ func gaps(c *bolt.Cursor, prefix []byte, high uint64) []uint64 {
 		out = append(out, want)
 	}
 	return out
+}
+
+// bookCredit adds a credit to the credit totals and, for a voucher,
+// records where it was first credited; a voucher credited before returns
+// where (stream/seq) and is recorded as a double redemption.
+func bookCredit(tx *bolt.Tx, key []byte, c *protocol.Credit) (string, error) {
+	cb := tx.Bucket(bucketCredits)
+	ck := []byte(c.Account + "\x00" + c.Currency + "\x00" + c.Kind)
+	var amount, count uint64
+	if v := cb.Get(ck); len(v) == 16 {
+		amount, count = binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
+	}
+	var ok bool
+	if amount, ok = addU64(amount, c.Amount); !ok {
+		return "", fmt.Errorf("credits of %s overflow", c.Account)
+	}
+	if err := cb.Put(ck, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, amount), count+1)); err != nil {
+		return "", err
+	}
+	if c.Kind != protocol.CreditVoucher {
+		return "", nil
+	}
+	vb := tx.Bucket(bucketVouchers)
+	first := vb.Get([]byte(c.Ref))
+	if first == nil {
+		return "", vb.Put([]byte(c.Ref), key)
+	}
+	where := streamOfKey(first).Key(binary.BigEndian.Uint64(first[protocol.KeyIDLen+8:]))
+	return where, tx.Bucket(bucketDoubles).Put(append([]byte(c.Ref+"\x00"), key...), first)
+}
+
+// CreditTotal is what the gateways credited to one account in one
+// currency, by kind (top_up or voucher).
+type CreditTotal struct {
+	Account  string `json:"account"`
+	Currency string `json:"currency"`
+	Kind     string `json:"kind"`
+	Amount   uint64 `json:"amount_nanos"`
+	Count    uint64 `json:"count"`
+}
+
+// DoubleRedemption is a voucher credited by two credit records.
+type DoubleRedemption struct {
+	Voucher string `json:"voucher"`
+	First   string `json:"first"`  // stream/seq of the first credit
+	Second  string `json:"second"` // stream/seq of this one
 }

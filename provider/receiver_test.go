@@ -234,3 +234,64 @@ func TestGapsPerStream(t *testing.T) {
 		t.Fatalf("stream %+v: want gaps 3 4 6", s)
 	}
 }
+
+func (g gw) credit(t *testing.T, id string, epoch, seq uint64, kind, ref string, amount uint64) []byte {
+	t.Helper()
+	c := protocol.Credit{Gateway: id, Seq: seq, Epoch: epoch, Account: "kiosk", Amount: amount, Currency: "EUR",
+		Time: 1_790_000_000_000, Kind: kind, Ref: ref}
+	var enc protocol.Encoder
+	b, err := enc.AppendCredit(nil, &c, g.s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Credit records share their stream's seqs with the aggregates (no gaps),
+// add to the credit totals, and a voucher credited by two gateways is
+// booked (the gateways granted it) and flagged.
+func TestCreditsAndDoubleRedemption(t *testing.T) {
+	a, b := newGW(t), newGW(t)
+	r, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub, b.pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	mustBook(t, r, a.agg(t, "gw-a", 1, 1, 100), provider.Accepted)
+	mustBook(t, r, a.credit(t, "gw-a", 1, 2, protocol.CreditTopUp, "pay-1", 5_000), provider.Accepted)
+	bk := mustBook(t, r, a.credit(t, "gw-a", 1, 3, protocol.CreditVoucher, "V-1", 2_000), provider.Accepted)
+	if bk.DoubleRedemption != "" || bk.Credit == nil {
+		t.Fatalf("first redemption: %+v", bk)
+	}
+	mustBook(t, r, a.agg(t, "gw-a", 1, 4, 100), provider.Accepted)
+	mustBook(t, r, a.credit(t, "gw-a", 1, 3, protocol.CreditVoucher, "V-1", 2_000), provider.Duplicate)
+	bk = mustBook(t, r, b.credit(t, "gw-b", 9, 1, protocol.CreditVoucher, "V-1", 2_000), provider.Accepted)
+	if bk.DoubleRedemption == "" {
+		t.Fatal("a voucher credited at a second gateway was not flagged")
+	}
+	rep, err := r.Report()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rep.Streams {
+		if s.Missing != 0 {
+			t.Errorf("stream %s misses %d: credits must fill the seqs", s.Stream, s.Missing)
+		}
+	}
+	var voucher, topUp uint64
+	for _, c := range rep.Credits {
+		switch c.Kind {
+		case protocol.CreditVoucher:
+			voucher += c.Amount
+		case protocol.CreditTopUp:
+			topUp += c.Amount
+		}
+	}
+	if voucher != 4_000 || topUp != 5_000 || len(rep.Doubles) != 1 || rep.Doubles[0].Voucher != "V-1" || rep.Stats.DoubleRedemptions != 1 {
+		t.Fatalf("credits %+v, doubles %+v, stats %+v", rep.Credits, rep.Doubles, rep.Stats)
+	}
+	amount, _, _ := total(t, r)
+	if amount != 200 {
+		t.Fatalf("aggregate totals %d; credits must not count as usage", amount)
+	}
+}

@@ -40,10 +40,10 @@ func (r *Receiver) Handler(log *slog.Logger) http.Handler {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		default:
 			if bk.Outcome == Duplicate {
-				fmt.Fprintf(w, "duplicate %s\n", bk.Stream.Key(bk.Aggregate.Seq))
+				fmt.Fprintf(w, "duplicate %s\n", bk.Stream.Key(bk.Seq()))
 				return
 			}
-			fmt.Fprintf(w, "accepted %s\n", bk.Stream.Key(bk.Aggregate.Seq))
+			fmt.Fprintf(w, "accepted %s\n", bk.Stream.Key(bk.Seq()))
 		}
 		logOutcome(log, "key", req.Header.Get("Idempotency-Key"), bk, err)
 	})
@@ -140,13 +140,16 @@ func (r *Receiver) RunJetStream(ctx context.Context, url, stream, durable string
 func logOutcome(log *slog.Logger, where, what string, bk Booking, err error) {
 	switch {
 	case errors.Is(err, ErrConflict), errors.Is(err, ErrWrongGateway):
-		log.Error("aggregate held, not booked", where, what, "amount_nanos", bk.Aggregate.Amount, "error", err)
+		log.Error("aggregate held, not booked", where, what, "amount_nanos", bk.Amount(), "error", err)
 	case Refused(err):
 		log.Warn("aggregate refused", where, what, "error", err)
 	case err != nil:
 		log.Error("aggregate not booked; it will come again", where, what, "error", err)
+	case bk.DoubleRedemption != "":
+		log.Error("voucher credited twice: booked, and flagged", where, what, "voucher", bk.Credit.Ref, "account", bk.Credit.Account,
+			"amount_nanos", bk.Credit.Amount, "stream", bk.Stream.Key(bk.Seq()), "first", bk.DoubleRedemption)
 	case bk.ResetFrom != nil:
-		log.Warn("aggregate stream reset: the gateway started a new state file", where, what, "gateway", bk.Aggregate.Gateway,
+		log.Warn("aggregate stream reset: the gateway started a new state file", where, what, "gateway", bk.Gateway(),
 			"stream", bk.Stream.String(), "previous_epoch", fmt.Sprintf("%x", bk.ResetFrom.Epoch), "previous_last_seq", bk.ResetFrom.LastSeq)
 	}
 }

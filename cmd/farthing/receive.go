@@ -150,13 +150,20 @@ func printTotals(e *env, r *provider.Receiver) error {
 			fmt.Fprintf(e.stdout, "gateway %s stream %s: %d aggregates missing so far, first %d\n", s.Gateway, s.Stream, s.Missing, s.Gaps[0])
 		}
 	}
+	for _, c := range rep.Credits {
+		fmt.Fprintf(e.stdout, "credited %s: %s by %d %s(s)\n", c.Account,
+			metering.Money{Nanos: metering.Nanos(c.Amount), Currency: metering.Currency(c.Currency)}, c.Count, c.Kind)
+	}
+	for _, d := range rep.Doubles {
+		fmt.Fprintf(e.stdout, "VOUCHER CREDITED TWICE: %s, first %s, again %s\n", d.Voucher, d.First, d.Second)
+	}
 	for _, h := range rep.Held {
 		fmt.Fprintf(e.stdout, "HELD (%s): stream %s seq %d, gateway %s, %s/%s %s: not booked, see GET /totals or the receiver file\n",
 			h.Reason, h.Stream, h.Seq, h.Gateway, h.Provider, h.Account,
 			metering.Money{Nanos: metering.Nanos(h.Amount), Currency: metering.Currency(h.Currency)})
 	}
 	st := rep.Stats
-	fmt.Fprintf(e.stdout, "accepted %d, duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, refused %d\n",
-		st.Accepted, st.Duplicates, st.Conflicts, st.WrongGateway, st.Resets, st.Refused)
+	fmt.Fprintf(e.stdout, "accepted %d (credits %d), duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, vouchers credited twice %d, refused %d\n",
+		st.Accepted, st.Credits, st.Duplicates, st.Conflicts, st.WrongGateway, st.Resets, st.DoubleRedemptions, st.Refused)
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
 )
 
 // Errors of the account operations.
@@ -91,7 +92,7 @@ func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount met
 		if err != nil {
 			return fmt.Errorf("%w: %q", ErrUnknownAccount, account)
 		}
-		o, bal, err := bk.credit(tx, a, amount, "top_up", ref, refKey, credential)
+		o, bal, err := bk.credit(tx, t, a, amount, "top_up", ref, refKey, credential)
 		if err != nil {
 			return err
 		}
@@ -103,8 +104,11 @@ func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount met
 
 // credit adds a top-up entry of amount to account a, records the
 // operation in the audit log under refKey, and the account's opening
-// balance if this is its first record. It runs inside a store operation.
-func (bk *Books) credit(tx *bolt.Tx, a metering.Account, amount metering.Money, kind, ref string, refKey []byte, credential string) (Operation, metering.Nanos, error) {
+// balance if this is its first record; with a signer, it also puts a
+// signed protocol.Credit in the outbox under the stream's next seq, so the
+// credit goes upstream in order with the aggregates. It runs inside a
+// store operation.
+func (bk *Books) credit(tx *bolt.Tx, t *Terms, a metering.Account, amount metering.Money, kind, ref string, refKey []byte, credential string) (Operation, metering.Nanos, error) {
 	opening := tx.Bucket(bucketAccounts).Get([]byte(a.ID)) == nil
 	e, a2, err := a.TopUp(amount, bk.now().UnixMilli(), ref)
 	if err != nil {
@@ -119,6 +123,21 @@ func (bk *Books) credit(tx *bolt.Tx, a metering.Account, amount metering.Money, 
 		{bucketAudit, putU64(seq), o.encode()}, {bucketRefs, refKey, putU64(seq)}}
 	if opening {
 		writes = append(writes, write{bucketOpenings, []byte(a.ID), encodeOpening(a.Balance)})
+	}
+	if bk.cfg.Signer != nil {
+		aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq)) + 1
+		c := protocol.Credit{Gateway: terms(t).GatewayID, Seq: aggSeq, Account: a.ID, Amount: uint64(amount.Nanos),
+			Currency: string(amount.Currency), Time: uint64(e.Time), Kind: kind, Ref: strings.TrimPrefix(ref, "voucher:"),
+			Epoch: bk.cfg.Stream.Epoch}
+		var enc protocol.Encoder
+		b, err := enc.AppendCredit(nil, &c, bk.cfg.Signer)
+		if err != nil {
+			return o, 0, fmt.Errorf("credit record: %w", err)
+		}
+		rec := metering.NewStateWriter().String(a.ID).Int(e.Time)
+		writes = append(writes, write{bucketOutbox, putU64(aggSeq), b}, write{bucketCredits, putU64(aggSeq), rec},
+			write{bucketMeta, metaAggSeq, putU64(aggSeq)})
+		bk.cfg.OnSeal("credit")
 	}
 	if err := tx.Bucket(bucketAudit).SetSequence(seq); err != nil {
 		return o, 0, fmt.Errorf("%w: %v", store.ErrAbort, err)

@@ -28,6 +28,8 @@ import "encoding/binary"
 //	audit       seq(8) → an operator operation (Operation): what, when, by which credential (version 2)
 //	refs        kind "/" reference → the audit seq of the operation that used it: the idempotency index (version 2)
 //	spend       "account" 0 id / "device" 0 id → metering.Spent: spending in the current day and month (version 3)
+//	credits     aggregate seq → a credit record (account, time) whose signed protocol.Credit is in the outbox
+//	            under the same seq: top-ups and vouchers go upstream in the aggregates' stream (version 4)
 //
 // Values are the records of records.go and metering's state types, all in
 // metering's state encoding (a version byte, then varints and strings).
@@ -50,11 +52,12 @@ var (
 	bucketAudit     = []byte("audit")
 	bucketRefs      = []byte("refs")
 	bucketSpend     = []byte("spend")
+	bucketCredits   = []byte("credits")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
 	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
-	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend}
+	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketCredits}
 
 // joinKey joins parts with 0 bytes.
 func joinKey(parts ...string) []byte {

@@ -8,6 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
 )
 
 // upstreamKey keys an upstream's progress in the meta bucket.
@@ -42,6 +43,19 @@ func (bk *Books) Next(cursor uint64) (Outgoing, bool, error) {
 			return nil
 		}
 		seq := getU64(k)
+		if c := tx.Bucket(bucketCredits).Get(k); c != nil {
+			// A credit record: no provider (it goes to every upstream that
+			// takes all providers), dated when it was credited.
+			r := metering.NewStateReader(c, "credit record")
+			_ = r.String() // the account
+			at := r.Int()
+			if err := r.Done(); err != nil {
+				return fmt.Errorf("outbox %d: %w", seq, err)
+			}
+			o = Outgoing{Seq: seq, End: time.UnixMilli(at), Bytes: append([]byte(nil), v...)}
+			ok = true
+			return nil
+		}
 		rec, err := decodeSealedRecord(tx.Bucket(bucketSealed).Get(k))
 		if err != nil {
 			return fmt.Errorf("outbox %d: %w", seq, err)

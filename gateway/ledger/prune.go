@@ -42,6 +42,10 @@ func (bk *Books) PruneTickets(ctx context.Context, upstreams []string, retention
 		var drops []leafDrop
 		seq := done
 		for seq < low && pruned < maxPrunePerRun {
+			if tx.Bucket(bucketCredits).Get(putU64(seq+1)) != nil {
+				seq++ // a credit record: no tickets or leaves to prune
+				continue
+			}
 			rec, err := decodeSealedRecord(tx.Bucket(bucketSealed).Get(putU64(seq + 1)))
 			if err != nil {
 				return err

@@ -16,8 +16,9 @@ import (
 // version 1's layout. Version 2 adds the openings, audit and refs buckets;
 // migrating to it records each existing account's opening balance as its
 // balance less the sum of its entries. Version 3 adds the spend bucket
-// (spending caps), empty in a migrated file.
-const SchemaVersion = 3
+// (spending caps), empty in a migrated file. Version 4 adds the credits
+// bucket (top-ups and vouchers sent upstream).
+const SchemaVersion = 4
 
 var metaSchemaVersion = []byte("schema-version")
 

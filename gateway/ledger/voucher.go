@@ -57,7 +57,7 @@ func (bk *Books) Redeem(ctx context.Context, t *Terms, v protocol.Voucher, forAc
 				Detail: fmt.Sprintf("voucher %s expired at %d", v.ID, v.Expiry)}
 		}
 		amount := metering.Money{Nanos: metering.Nanos(v.Amount), Currency: a.Currency}
-		o, bal, err := bk.credit(tx, a, amount, "voucher", "voucher:"+v.ID, refKey, credential)
+		o, bal, err := bk.credit(tx, t, a, amount, "voucher", "voucher:"+v.ID, refKey, credential)
 		if err != nil {
 			return err
 		}

@@ -290,9 +290,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	for _, t := range rrep.Totals {
 		received += metering.Nanos(t.Amount)
 	}
+	var credited metering.Nanos
+	for _, c := range rrep.Credits {
+		credited += metering.Nanos(c.Amount)
+	}
 	simCharged := metering.Nanos(rep.Charged["EUR"])
 	res.Balanced = rc.Balanced && simCharged == rc.ReceiptsCharged && rep.Missing == 0 && rep.BadReceipts == 0 &&
-		received == rc.LedgerCharged && gaps == 0 && insp.Outbox == 0
+		received == rc.LedgerCharged && gaps == 0 && insp.Outbox == 0 && credited == rc.TopUps
 
 	fmt.Fprintf(out, "\nAccounts\n")
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
@@ -327,6 +331,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		{"received by the providers", fmt.Sprint(received)},
 		{"opening balances", fmt.Sprint(rc.Opening)},
 		{"+ top-ups and vouchers", fmt.Sprint(rc.TopUps)},
+		{"credits the providers were sent", fmt.Sprint(credited)},
 		{"- charges", fmt.Sprint(rc.LedgerCharged)},
 		{"= balances", fmt.Sprint(rc.Opening + rc.TopUps + rc.Adjustments - rc.LedgerCharged)},
 		{"balances in the books", fmt.Sprint(rc.Balances)},
