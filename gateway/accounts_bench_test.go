@@ -2,15 +2,11 @@ package gateway_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -33,11 +29,7 @@ func BenchmarkTopUp(b *testing.B) {
 // verification against the trusted issuers, and the books' commit with
 // fsync, one at a time.
 func BenchmarkRedeemVoucher(b *testing.B) {
-	_, priv, _ := ed25519.GenerateKey(nil)
-	dir := b.TempDir()
-	pub, _ := (&keyfile.Key{Public: priv.Public().(ed25519.PublicKey)}).EncodePublic()
-	pubPath := filepath.Join(dir, "issuer.pub")
-	os.WriteFile(pubPath, pub, 0o644)
+	priv, pubPath := issuerKey(b)
 	tg := startGateway(b, nil, func(c *gateway.Config) { c.DTLS.Listen, c.VoucherIssuers = "off", []string{pubPath} })
 	signer, _ := protocol.NewEd25519Signer(priv)
 	vouchers := make([][]byte, b.N)

@@ -7,14 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
@@ -27,10 +25,7 @@ import (
 // the customer redeemed at both (each gateway alone had to accept it: it
 // works offline).
 func TestCreditsGoUpstreamAndDoubleRedemptionIsFlagged(t *testing.T) {
-	_, priv, _ := ed25519.GenerateKey(nil)
-	pubPath := filepath.Join(t.TempDir(), "issuer.pub")
-	pub, _ := (&keyfile.Key{Public: priv.Public().(ed25519.PublicKey)}).EncodePublic()
-	os.WriteFile(pubPath, pub, 0o644)
+	priv, pubPath := issuerKey(t)
 
 	recvMux := &swapHandler{}
 	srv := httptest.NewServer(recvMux)

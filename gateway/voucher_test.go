@@ -23,10 +23,7 @@ import (
 // replay, and a voucher for another account, are refused with their
 // reasons.
 func TestDeviceRedeemsVoucherOverMQTTAndCoAP(t *testing.T) {
-	_, priv, _ := ed25519.GenerateKey(nil)
-	pubPath := filepath.Join(t.TempDir(), "issuer.pub")
-	pub, _ := (&keyfile.Key{Public: priv.Public().(ed25519.PublicKey)}).EncodePublic()
-	os.WriteFile(pubPath, pub, 0o644)
+	priv, pubPath := issuerKey(t)
 	tg := startGateway(t, []devSpec{{"kiosk-m", "hmac", "poor"}, {"kiosk-c", "hmac", "poor"}},
 		func(c *gateway.Config) { c.VoucherIssuers = []string{pubPath} })
 	signer, _ := protocol.NewEd25519Signer(priv)
@@ -119,4 +116,17 @@ func TestLowBalanceFlag(t *testing.T) {
 	if m := metricsText(t, tg); !strings.Contains(m, `farthing_low_balance_receipts_total{account="prepaid-1"} 1`) {
 		t.Fatalf("the flag was not counted")
 	}
+}
+
+// issuerKey makes a voucher issuer: its private key, and its public key
+// file for voucher_issuers.
+func issuerKey(t testing.TB) (ed25519.PrivateKey, string) {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(nil)
+	path := filepath.Join(t.TempDir(), "issuer.pub")
+	pub, _ := (&keyfile.Key{Public: priv.Public().(ed25519.PublicKey)}).EncodePublic()
+	if err := os.WriteFile(path, pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return priv, path
 }

@@ -103,7 +103,13 @@ func (d *Device) Report(ctx context.Context, nowMs uint64, readings []devicefw.R
 
 // Send POSTs one ticket's bytes and handles the receipt.
 func (d *Device) Send(ctx context.Context, ticket []byte) (protocol.Receipt, error) {
-	resp, err := d.cc.Post(ctx, "/"+d.cfg.Path, ContentFormat(ticket), bytes.NewReader(ticket))
+	return d.post(ctx, "/"+d.cfg.Path, ContentFormat(ticket), ticket)
+}
+
+// post POSTs a COSE message to path and handles the receipt it is
+// answered with.
+func (d *Device) post(ctx context.Context, path string, cf message.MediaType, msg []byte) (protocol.Receipt, error) {
+	resp, err := d.cc.Post(ctx, path, cf, bytes.NewReader(msg))
 	if err != nil {
 		return protocol.Receipt{}, fmt.Errorf("coapdev: %w", err)
 	}
@@ -124,20 +130,7 @@ func (d *Device) Send(ctx context.Context, ticket []byte) (protocol.Receipt, err
 // the account's new balance, or rejected with the reason; Receipt.Voucher
 // is the voucher's id.
 func (d *Device) Redeem(ctx context.Context, voucher []byte) (protocol.Receipt, error) {
-	resp, err := d.cc.Post(ctx, "/"+protocol.CoAPVoucherPath, message.MediaType(protocol.ContentFormatSign1), bytes.NewReader(voucher))
-	if err != nil {
-		return protocol.Receipt{}, fmt.Errorf("coapdev: %w", err)
-	}
-	if resp.Body() == nil {
-		return protocol.Receipt{}, fmt.Errorf("coapdev: %v without a receipt", resp.Code())
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body(), protocol.MaxReceiptSize+1))
-	if err != nil {
-		return protocol.Receipt{}, err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.cfg.Client.HandleReceipt(body)
+	return d.post(ctx, "/"+protocol.CoAPVoucherPath, message.MediaType(protocol.ContentFormatSign1), voucher)
 }
 
 // ResendPending sends every pending ticket again, oldest first, and returns
