@@ -266,7 +266,7 @@ func mosquittoHoldsSessionsAndWills(t *testing.T, tg *testGateway) {
 // startGatewayExternal is startGateway in external mode; broker starts
 // the broker once the devices are provisioned and returns its URL and the
 // gateway's password.
-func startGatewayExternal(t *testing.T, devs []devSpec, broker func(map[string]gateway.DeviceSecrets) (string, string)) *testGateway {
+func startGatewayExternal(t *testing.T, devs []devSpec, broker func(map[string]gateway.DeviceSecrets) (string, string), extraYAML ...string) *testGateway {
 	dir := t.TempDir()
 	secrets := map[string]gateway.DeviceSecrets{}
 	var rf gateway.RegistryFile
@@ -292,7 +292,7 @@ providers:
 mqtt: {mode: external, broker: "%s", username: farthingd, password: "%s", client_id: farthingd-test}
 http: {listen: "127.0.0.1:0"}
 dtls: {listen: "off"}
-`, dir, url, password)), 0o600)
+%s`, dir, url, password, strings.Join(extraYAML, "\n"))), 0o600)
 	cfg, err := gateway.LoadConfig(conf)
 	if err != nil {
 		t.Fatal(err)
@@ -334,5 +334,30 @@ func TestMosquittoPubSubmitsTicketFile(t *testing.T) {
 	// mosquitto_pub waits for the PUBACK, which comes after the commit.
 	if rep.Reconcile.Tickets != 2 || rep.Reconcile.ReceiptsCharged != 600_000_000 {
 		t.Fatalf("after two tickets from mosquitto_pub: %+v; want 2 tickets charging 0.60 EUR", rep.Reconcile)
+	}
+}
+
+// TestExternalMosquittoVoucher: behind Mosquitto with the shipped ACL, a
+// device passes a voucher on its voucher topic and the gateway, a client
+// of the broker, redeems it and answers with a receipt.
+func TestExternalMosquittoVoucher(t *testing.T) {
+	priv, pubPath := issuerKey(t)
+	tg := startGatewayExternal(t, []devSpec{{"kiosk-1", "hmac", "prepaid-1"}}, func(secrets map[string]gateway.DeviceSecrets) (string, string) {
+		users := map[string]string{"farthingd": "gateway-secret"}
+		for id, s := range secrets {
+			users[id] = s.MQTTPassword()
+		}
+		return "tcp://" + startMosquitto(t, users).addr, "gateway-secret"
+	}, "voucher_issuers: ["+pubPath+"]")
+	signer, _ := protocol.NewEd25519Signer(priv)
+	var enc protocol.Encoder
+	v, _ := enc.AppendVoucher(nil, &protocol.Voucher{ID: "V-EXT", Account: "prepaid-1", Amount: 2_000_000_000, Currency: "EUR",
+		Expiry: uint64(time.Now().Add(time.Hour).UnixMilli())}, signer)
+	d := connectDevice(t, tg, "kiosk-1")
+	if err := d.Redeem(v); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.next(t); r.Voucher != "V-EXT" || r.Status != protocol.StatusAccepted || r.Balance != 12_000_000_000 {
+		t.Fatalf("voucher through Mosquitto: %+v; want accepted, balance 12.00 EUR", r)
 	}
 }

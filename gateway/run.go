@@ -75,10 +75,7 @@ func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc 
 		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.handle("mqtt"),
 			Authenticate: g.authenticate, Log: g.log, Event: event, SessionExpiry: g.cfg.MQTT.SessionExpiry,
 			ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS), Door: g.cfg.MQTT.DoorConfig,
-			HandleVoucher: func(ctx context.Context, device string, payload []byte) []byte {
-				b, _ := g.voucherFromDevice(ctx, device, payload)
-				return b
-			}})
+			HandleVoucher: g.mqttVoucher})
 		if err != nil {
 			return err
 		}
@@ -96,8 +93,9 @@ func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc 
 			defer wg.Done()
 			errc <- mqtt.RunClient(tctx, mqtt.ClientConfig{Broker: g.cfg.MQTT.Broker, ClientID: g.cfg.MQTT.ClientID,
 				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.handle("mqtt"), Log: g.log, Event: event, ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS),
-				Subscribed: func() { up.Store(true); once.Do(func() { close(subscribed) }) },
-				Lost:       func() { up.Store(false) }})
+				Subscribed:    func() { up.Store(true); once.Do(func() { close(subscribed) }) },
+				HandleVoucher: g.mqttVoucher,
+				Lost:          func() { up.Store(false) }})
 		}()
 		select {
 		case <-subscribed:

@@ -64,6 +64,13 @@ func (t Topics) Voucher(device string) string { return t.prefix() + "/" + device
 // TicketFilter subscribes to every device's tickets.
 func (t Topics) TicketFilter() string { return t.prefix() + "/+/ticket" }
 
+// VoucherFilter subscribes to every device's vouchers.
+func (t Topics) VoucherFilter() string { return t.prefix() + "/+/voucher" }
+
+// DeviceOfVoucher returns the device of a voucher topic, or "" if topic is
+// not one.
+func (t Topics) DeviceOfVoucher(topic string) string { return t.deviceOf(topic, "/voucher") }
+
 // Aggregates is the prefix of the topics aggregates are published under.
 func (t Topics) Aggregates() string { return t.prefix() + "/aggregates" }
 
@@ -72,8 +79,10 @@ func (t Topics) AggregateFilter() string { return t.Aggregates() + "/#" }
 
 // DeviceOf returns the device of a ticket topic, or "" if topic is not one.
 // (No strings package: the device path keeps to a short import list.)
-func (t Topics) DeviceOf(topic string) string {
-	p, s := t.prefix()+"/", "/ticket"
+func (t Topics) DeviceOf(topic string) string { return t.deviceOf(topic, "/ticket") }
+
+func (t Topics) deviceOf(topic, s string) string {
+	p := t.prefix() + "/"
 	if len(topic) <= len(p)+len(s) || topic[:len(p)] != p || topic[len(topic)-len(s):] != s {
 		return ""
 	}

@@ -29,6 +29,10 @@ type ClientConfig struct {
 	Subscribed func()
 	// Lost, if set, is called when the connection to the broker is lost.
 	Lost func()
+	// HandleVoucher, if set, redeems vouchers devices publish on their
+	// voucher topics (the client subscribes to them too) and returns the
+	// receipt to publish.
+	HandleVoucher func(ctx context.Context, device string, payload []byte) []byte
 	// ReceiptQoS is the QoS receipts are published at (see the package
 	// documentation); 0 or 1.
 	ReceiptQoS byte
@@ -58,9 +62,10 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		cfg.Event = func(string) {}
 	}
 	type job struct {
-		c   paho.Client
-		msg paho.Message
-		dev string
+		c       paho.Client
+		msg     paho.Message
+		dev     string
+		voucher bool // the message is a voucher, not a ticket
 	}
 	type started struct {
 		job
@@ -82,6 +87,11 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 			defer workers.Done()
 			defer close(answers)
 			for j := range q {
+				if j.voucher {
+					receipt := cfg.HandleVoucher(ctx, j.dev, j.msg.Payload())
+					answers <- started{j, func() ([]byte, bool) { return receipt, true }}
+					continue
+				}
 				answers <- started{j, cfg.Handle(ctx, j.dev, j.msg.Payload())}
 			}
 		}(shards[i])
@@ -113,7 +123,11 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 	var closing sync.RWMutex // held for reading while routing; closing the shards takes it
 	closed := false
 	handler := func(c paho.Client, msg paho.Message) {
-		dev := cfg.Topics.DeviceOf(msg.Topic())
+		dev, voucher := cfg.Topics.DeviceOf(msg.Topic()), false
+		if dev == "" && cfg.HandleVoucher != nil {
+			dev = cfg.Topics.DeviceOfVoucher(msg.Topic())
+			voucher = dev != ""
+		}
 		if dev == "" {
 			cfg.Event("bad_topic")
 			msg.Ack()
@@ -126,7 +140,7 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		}
 		h := fnv.New32a()
 		h.Write([]byte(dev))
-		shards[h.Sum32()%uint32(len(shards))] <- job{c, msg, dev}
+		shards[h.Sum32()%uint32(len(shards))] <- job{c, msg, dev, voucher}
 	}
 	var client paho.Client
 	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(cfg.ClientID).
@@ -137,7 +151,11 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		SetMessageChannelDepth(uint(cfg.Concurrency))
 	opts.SetOnConnectHandler(func(c paho.Client) {
 		cfg.Event("connected")
-		t := c.Subscribe(cfg.Topics.TicketFilter(), 1, handler)
+		filters := map[string]byte{cfg.Topics.TicketFilter(): 1}
+		if cfg.HandleVoucher != nil {
+			filters[cfg.Topics.VoucherFilter()] = 1
+		}
+		t := c.SubscribeMultiple(filters, handler)
 		go func() {
 			switch {
 			case !t.WaitTimeout(10 * time.Second):
