@@ -6,6 +6,8 @@ import (
 	"math/bits"
 	"strconv"
 	"strings"
+
+	"github.com/bojanz/currency"
 )
 
 // NanosPerUnit is the number of nano-units in one unit of a currency.
@@ -50,15 +52,12 @@ func (c Currency) Valid() bool {
 }
 
 // MinorDigits is the number of decimal digits of the currency's minor unit
-// (ISO 4217 exponent): 2 for EUR and USD, 0 for JPY, 3 for KWD.
+// (ISO 4217 exponent, from CLDR's data through github.com/bojanz/currency):
+// 2 for EUR and USD, 0 for JPY, 3 for BHD and KWD. A code CLDR does not
+// know gets 2.
 func (c Currency) MinorDigits() int {
-	switch c {
-	case "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF":
-		return 0
-	case "BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND":
-		return 3
-	case "CLF", "UYW":
-		return 4
+	if d, ok := currency.GetDigits(string(c)); ok {
+		return int(d)
 	}
 	return 2
 }
