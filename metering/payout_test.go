@@ -1,0 +1,92 @@
+package metering_test
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/farthing-iot/farthing/metering"
+)
+
+// Rounding to each currency's minor unit: cents for EUR, yen for JPY,
+// fils (3 decimals) for BHD; the rest is carried, nothing is lost.
+func TestSplitPayoutMinorUnits(t *testing.T) {
+	for _, tc := range []struct {
+		cur     metering.Currency
+		gross   metering.Nanos
+		payees  []metering.Nanos
+		carried metering.Nanos
+	}{
+		{"EUR", 10_005_000_001, []metering.Nanos{7_000_000_000, 3_000_000_000}, 5_000_001},          // 10.005000001 → 10.00 paid
+		{"JPY", 1_234_567_890_123, []metering.Nanos{864_000_000_000, 370_000_000_000}, 567_890_123}, // 1234.56… yen → 1234 yen
+		{"BHD", 1_000_900_000, []metering.Nanos{700_000_000, 300_000_000}, 900_000},                 // 1.0009 → 1.000
+	} {
+		s, err := metering.SplitPayout(tc.gross, tc.cur, metering.PlatformFee{}, []uint64{70, 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Payees[0] != tc.payees[0] || s.Payees[1] != tc.payees[1] || s.CarryOut != tc.carried || s.Fee != 0 {
+			t.Errorf("%s %d: %+v; want payees %v, carry %d", tc.cur, tc.gross, s, tc.payees, tc.carried)
+		}
+	}
+}
+
+// Weights that do not divide the amount: 1.00 EUR among three equal
+// payees is 34 + 33 + 33 cents, the first taking the extra cent.
+func TestSplitPayoutWeightsThatDoNotDivide(t *testing.T) {
+	s, err := metering.SplitPayout(1_000_000_000, "EUR", metering.PlatformFee{}, []uint64{1, 1, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Payees[0] != 340_000_000 || s.Payees[1] != 330_000_000 || s.Payees[2] != 330_000_000 || s.CarryOut != 0 {
+		t.Fatalf("%+v", s)
+	}
+}
+
+// The platform fee: basis points plus a fixed part, capped.
+func TestPlatformFee(t *testing.T) {
+	f := metering.PlatformFee{BasisPoints: 500, Fixed: 100_000_000, Cap: 2_000_000_000} // 5% + 0.10, at most 2.00
+	for gross, want := range map[metering.Nanos]metering.Nanos{
+		10_000_000_000:  600_000_000,   // 0.50 + 0.10
+		100_000_000_000: 2_000_000_000, // 5.10 capped at 2.00
+		50_000_000:      50_000_000,    // never more than the gross
+	} {
+		if got, _ := f.Of(gross); got != want {
+			t.Errorf("fee of %d = %d; want %d", gross, got, want)
+		}
+	}
+}
+
+// Property: for random amounts, currencies, fees and weights, fee +
+// payees + carry = gross to the nano, every payee is paid whole minor
+// units, and nothing negative is paid.
+func TestSplitPayoutLosesNothing(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	curs := []metering.Currency{"EUR", "JPY", "BHD", "USD", "CLF"}
+	for i := 0; i < 20000; i++ {
+		gross := metering.Nanos(r.Int64N(1_000_000_000_000_000)) - 1_000_000
+		cur := curs[r.IntN(len(curs))]
+		fee := metering.PlatformFee{BasisPoints: uint32(r.IntN(3000)), Fixed: metering.Nanos(r.Int64N(1_000_000_000)), Cap: metering.Nanos(r.Int64N(5)) * 1_000_000_000}
+		weights := make([]uint64, 1+r.IntN(5))
+		for j := range weights {
+			weights[j] = uint64(1 + r.IntN(100))
+		}
+		s, err := metering.SplitPayout(gross, cur, fee, weights)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := s.Fee + s.CarryOut
+		unit := metering.Nanos(1)
+		for d := cur.MinorDigits(); d < 9; d++ {
+			unit *= 10
+		}
+		for _, p := range s.Payees {
+			if p < 0 || p%unit != 0 {
+				t.Fatalf("%s payee %d is not whole minor units", cur, p)
+			}
+			sum += p
+		}
+		if sum != gross || s.Fee < 0 || (gross > 0 && (s.CarryOut < 0 || s.CarryOut >= unit)) {
+			t.Fatalf("gross %d %s fee %+v weights %v: %+v (sum %d)", gross, cur, fee, weights, s, sum)
+		}
+	}
+}
