@@ -212,9 +212,21 @@ func Open(path string, trust []Trust) (*Receiver, error) {
 // setUp creates the buckets, moves a file from before streams to the
 // stream layout, and checks configured bindings against recorded ones.
 func (r *Receiver) setUp(tx *bolt.Tx) error {
+	newUnpaid := tx.Bucket(bucketUnpaid) == nil
 	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals,
-		bucketCredits, bucketVouchers, bucketDoubles} {
+		bucketCredits, bucketVouchers, bucketDoubles, bucketUnpaid, bucketPayouts, bucketPayoutMeta} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	if newUnpaid {
+		// A file from before payouts: every aggregate booked is unpaid.
+		if err := tx.Bucket(bucketBooked).ForEach(func(k, v []byte) error {
+			if _, a, err := strict.DecodeAggregate(v); err == nil {
+				return tx.Bucket(bucketUnpaid).Put(unpaidKey(&a, k), binary.BigEndian.AppendUint64(nil, a.Amount))
+			}
+			return nil
+		}); err != nil {
 			return err
 		}
 	}
@@ -438,6 +450,9 @@ func book(tx *bolt.Tx, s protocol.StreamID, rec record, b []byte) (bookResult, e
 		return res, err
 	}
 	a := rec.agg
+	if err := tx.Bucket(bucketUnpaid).Put(unpaidKey(a, key), binary.BigEndian.AppendUint64(nil, a.Amount)); err != nil {
+		return res, err
+	}
 	tb := tx.Bucket(bucketTotals)
 	tk := []byte(a.Provider + "\x00" + a.Account + "\x00" + a.Currency)
 	t := decodeTotal(tb.Get(tk))
@@ -783,4 +798,10 @@ type DoubleRedemption struct {
 	Voucher string `json:"voucher"`
 	First   string `json:"first"`  // stream/seq of the first credit
 	Second  string `json:"second"` // stream/seq of this one
+}
+
+// unpaidKey keys a booked aggregate in the wallet of its provider, by
+// currency: provider 0 currency 0 kid epoch seq.
+func unpaidKey(a *protocol.Aggregate, seqKey []byte) []byte {
+	return append([]byte(a.Provider+"\x00"+a.Currency+"\x00"), seqKey...)
 }

@@ -14,7 +14,8 @@
 //	farthing account topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T]
 //	farthing voucher issue --key ISSUER.key --id ID --account A --amount AMOUNT --expires T | redeem TEXT
 //	farthing proof --ticket DEVICE/SEQ [--data DIR]
-//	farthing receive --trust GATEWAY.pub --http ADDR|--mqtt URL|--jetstream URL
+//	farthing receive --trust GATEWAY.pub --http ADDR|--mqtt URL|--jetstream URL [--payouts FILE]
+//	farthing payouts run --policy FILE | list | report [--data DIR]
 //
 // Every command refuses bad input with a one-line error on stderr and exit
 // status 2.
@@ -52,6 +53,7 @@ var commands = []command{
 	{"account", "topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T] [--format table|csv|json] [--data DIR]", runAccount},
 	{"bench", "[--runs N] [--duration D] [--devices N] [--json FILE] [--plot FILE]", runBench},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR]", runProof},
+	{"payouts", "run --policy FILE | list | report [--data DIR] [--format table|csv|json]", runPayouts},
 	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR]", runReceive},
 }
 

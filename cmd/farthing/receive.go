@@ -48,6 +48,7 @@ func runReceive(e *env, args []string) error {
 	stream := fs.String("stream", "FARTHING", "JetStream stream")
 	durable := fs.String("durable", "farthing-receiver", "JetStream durable consumer (receivers on one durable share the work)")
 	every := fs.Duration("every", 10*time.Second, "print the totals this often")
+	payouts := fs.String("payouts", "", "the payouts file: run payouts at every --every tick (and at the end)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -62,6 +63,13 @@ func runReceive(e *env, args []string) error {
 	}
 	if len(trust) == 0 {
 		return usageError{"--trust is required: the gateways' public keys"}
+	}
+	var policies map[string]provider.PayoutPolicy
+	if *payouts != "" {
+		var err error
+		if policies, err = provider.ReadPayoutPolicies(*payouts); err != nil {
+			return err
+		}
 	}
 	var keys []provider.Trust
 	for _, arg := range trust {
@@ -118,12 +126,14 @@ func runReceive(e *env, args []string) error {
 	for {
 		select {
 		case <-ctx.Done():
+			payOut(e, r, policies)
 			return printTotals(e, r)
 		case err := <-errc:
 			if err != nil && err != http.ErrServerClosed {
 				return err
 			}
 		case <-t.C:
+			payOut(e, r, policies)
 			printTotals(e, r)
 		}
 	}
@@ -162,8 +172,43 @@ func printTotals(e *env, r *provider.Receiver) error {
 			h.Reason, h.Stream, h.Seq, h.Gateway, h.Provider, h.Account,
 			metering.Money{Nanos: metering.Nanos(h.Amount), Currency: metering.Currency(h.Currency)})
 	}
+	if ws, err := r.Wallets(); err == nil {
+		for _, w := range ws {
+			if w.Payouts == 0 && w.Carried == 0 {
+				continue
+			}
+			m := func(n metering.Nanos) metering.Money { return metering.Money{Nanos: n, Currency: metering.Currency(w.Currency)} }
+			verdict := "BALANCED"
+			if !w.Balanced {
+				verdict = "NOT BALANCED"
+			}
+			fmt.Fprintf(e.stdout, "wallet %s: received %s = paid %s + fees %s + carried %s + pending %s: %s\n", w.Provider,
+				m(w.Received), m(w.Paid), m(w.Fees), m(w.Carried), m(w.Pending), verdict)
+		}
+	}
 	st := rep.Stats
 	fmt.Fprintf(e.stdout, "accepted %d (credits %d), duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, vouchers credited twice %d, refused %d\n",
 		st.Accepted, st.Credits, st.Duplicates, st.Conflicts, st.WrongGateway, st.Resets, st.DoubleRedemptions, st.Refused)
 	return nil
+}
+
+// payOut runs the payouts the policies call for and prints them.
+func payOut(e *env, r *provider.Receiver, policies map[string]provider.PayoutPolicy) {
+	if policies == nil {
+		return
+	}
+	made, err := r.RunPayouts(policies, time.Now())
+	if err != nil {
+		fmt.Fprintf(e.stderr, "payouts: %v\n", err)
+	}
+	for _, p := range made {
+		cur := metering.Currency(p.Currency)
+		var parts []string
+		for _, s := range p.Payees {
+			parts = append(parts, fmt.Sprintf("%s %s", s.ID, metering.Money{Nanos: s.Amount, Currency: cur}))
+		}
+		fmt.Fprintf(e.stdout, "PAYOUT %s #%d: %s to %s, platform fee %s, carried %s (%d aggregates)\n", p.Provider, p.Number,
+			metering.Money{Nanos: p.Gross, Currency: cur}, strings.Join(parts, ", "), metering.Money{Nanos: p.Fee, Currency: cur},
+			metering.Money{Nanos: p.CarryOut, Currency: cur}, len(p.Aggregates))
+	}
 }

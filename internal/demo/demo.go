@@ -42,6 +42,8 @@ type Result struct {
 	Sim      *sim.Report
 	Inspect  *gateway.Report
 	Received *provider.Report
+	Payouts  []provider.Payout
+	Wallets  []provider.Wallet
 	Balanced bool
 	DataDir  string
 }
@@ -276,6 +278,22 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The providers' wallets pay out: stadtwerk's platform keeps 5% +
+	// 0.10 EUR (at most 5.00), and a creator and a publisher share the rest
+	// 70/30 in whole cents; telco's few nanos stay pending under its
+	// threshold.
+	payouts, err := recv.RunPayouts(map[string]provider.PayoutPolicy{
+		"stadtwerk": {Provider: "stadtwerk", Threshold: "1.00 EUR", FeeBasisPoints: 500, FeeFixed: "0.10 EUR", FeeCap: "5.00 EUR",
+			Payees: []provider.PayeeWeight{{ID: "creator", Weight: 70}, {ID: "publisher", Weight: 30}}},
+		"telco": {Provider: "telco", Threshold: "1.00 EUR", Payees: []provider.PayeeWeight{{ID: "telco-ops", Weight: 1}}},
+	}, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	wallets, err := recv.Wallets()
+	if err != nil {
+		return nil, err
+	}
 	rrep, err := recv.Report()
 	if err != nil {
 		return nil, err
@@ -285,7 +303,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	for _, g := range rrep.Gaps {
 		gaps += len(g)
 	}
-	res := &Result{Sim: rep, Inspect: insp, DataDir: dir, Received: rrep}
+	res := &Result{Sim: rep, Inspect: insp, DataDir: dir, Received: rrep, Payouts: payouts, Wallets: wallets}
+	var paid, fees, carried, pending metering.Nanos
+	walletsBalanced := true
+	for _, w := range wallets {
+		paid, fees, carried, pending = paid+w.Paid, fees+w.Fees, carried+w.Carried, pending+w.Pending
+		walletsBalanced = walletsBalanced && w.Balanced
+	}
 	rc := insp.Reconcile
 	for _, t := range rrep.Totals {
 		received += metering.Nanos(t.Amount)
@@ -296,7 +320,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	simCharged := metering.Nanos(rep.Charged["EUR"])
 	res.Balanced = rc.Balanced && simCharged == rc.ReceiptsCharged && rep.Missing == 0 && rep.BadReceipts == 0 &&
-		received == rc.LedgerCharged && gaps == 0 && insp.Outbox == 0 && credited == rc.TopUps
+		received == rc.LedgerCharged && gaps == 0 && insp.Outbox == 0 && credited == rc.TopUps &&
+		walletsBalanced && paid+fees+carried+pending == rc.LedgerCharged
 
 	fmt.Fprintf(out, "\nAccounts\n")
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
@@ -319,6 +344,14 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			metering.Money{Nanos: metering.Nanos(t.Amount), Currency: metering.Currency(t.Currency)}, t.Aggregates)
 	}
 	tw.Flush()
+	fmt.Fprintf(out, "\nPayouts\n")
+	for _, p := range payouts {
+		for _, s := range p.Payees {
+			fmt.Fprintf(out, "  %s #%d: %s %s\n", p.Provider, p.Number, s.ID, metering.Money{Nanos: s.Amount, Currency: metering.Currency(p.Currency)})
+		}
+		fmt.Fprintf(out, "  %s #%d: platform fee %s, carried %s, over %d aggregates\n", p.Provider, p.Number,
+			metering.Money{Nanos: p.Fee, Currency: metering.Currency(p.Currency)}, metering.Money{Nanos: p.CarryOut, Currency: metering.Currency(p.Currency)}, len(p.Aggregates))
+	}
 	fmt.Fprintf(out, "\nReconciliation (nano-EUR)\n")
 	tw = tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
 	rows := [][2]string{
@@ -329,6 +362,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		{"in open windows", fmt.Sprint(rc.WindowsOpen)},
 		{"sealed + open", fmt.Sprint(rc.WindowsSealed + rc.WindowsOpen)},
 		{"received by the providers", fmt.Sprint(received)},
+		{"paid to payees", fmt.Sprint(paid)},
+		{"+ platform fees", fmt.Sprint(fees)},
+		{"+ carried", fmt.Sprint(carried)},
+		{"+ pending (under the threshold)", fmt.Sprint(pending)},
+		{"= received", fmt.Sprint(paid + fees + carried + pending)},
 		{"opening balances", fmt.Sprint(rc.Opening)},
 		{"+ top-ups and vouchers", fmt.Sprint(rc.TopUps)},
 		{"credits the providers were sent", fmt.Sprint(credited)},

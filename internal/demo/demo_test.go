@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/internal/demo"
+	"github.com/farthing-iot/farthing/metering"
 )
 
 // TestDemoReconciles runs the whole demo, short: a gateway, six devices of
@@ -40,6 +41,21 @@ func TestDemoReconciles(t *testing.T) {
 		if a.ID == "kiosk" && a.Entries < 2 {
 			t.Errorf("the kiosk was not served after the voucher: %+v", a)
 		}
+	}
+	// The providers' wallets paid out: two payees and a platform fee, and
+	// paid + fees + carried + pending = what the ledger charged.
+	if len(res.Payouts) == 0 || len(res.Payouts[0].Payees) < 2 || res.Payouts[0].Fee == 0 {
+		t.Errorf("no payout to two payees with a fee: %+v", res.Payouts)
+	}
+	var all metering.Nanos
+	for _, w := range res.Wallets {
+		if !w.Balanced {
+			t.Errorf("wallet %+v does not balance", w)
+		}
+		all += w.Paid + w.Fees + w.Carried + w.Pending
+	}
+	if all != rc.LedgerCharged {
+		t.Errorf("paid + fees + carried + pending = %d; the ledger charged %d", all, rc.LedgerCharged)
 	}
 	if rc.Opening+rc.TopUps-rc.LedgerCharged != rc.Balances {
 		t.Errorf("opening %d + top-ups %d - charges %d != balances %d", rc.Opening, rc.TopUps, rc.LedgerCharged, rc.Balances)

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/provider"
+)
+
+// runPayouts is `farthing payouts run|list|report` on a receiver's data
+// directory (while `farthing receive` is not running: it holds the file;
+// `farthing receive --payouts FILE` runs them itself).
+func runPayouts(e *env, args []string) error {
+	if len(args) == 0 {
+		return usageError{"payouts: want run, list or report"}
+	}
+	fs := newFlags("payouts " + args[0])
+	data := fs.String("data", "farthing-receiver", "the receiver's data directory")
+	policy := fs.String("policy", "", "the payouts file (YAML): each provider's threshold, platform fee and payees")
+	format := fs.String("format", "table", "table, csv or json")
+	if err := parse(fs, args[1:], 0); err != nil {
+		return err
+	}
+	r, err := provider.Open(filepath.Join(*data, "receiver.db"), nil)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	switch args[0] {
+	case "run":
+		if *policy == "" {
+			return usageError{"payouts run --policy FILE"}
+		}
+		ps, err := provider.ReadPayoutPolicies(*policy)
+		if err != nil {
+			return err
+		}
+		made, err := r.RunPayouts(ps, time.Now())
+		if err != nil {
+			return err
+		}
+		return printPayouts(e, *format, made)
+	case "list":
+		ps, err := r.Payouts()
+		if err != nil {
+			return err
+		}
+		return printPayouts(e, *format, ps)
+	case "report":
+		ws, err := r.Wallets()
+		if err != nil {
+			return err
+		}
+		return printWallets(e, *format, ws)
+	}
+	return usageError{"payouts: want run, list or report, not " + args[0]}
+}
+
+func printPayouts(e *env, format string, ps []provider.Payout) error {
+	if ps == nil {
+		ps = []provider.Payout{}
+	}
+	rows := [][]string{{"PROVIDER", "PAYOUT", "TIME", "CURRENCY", "GROSS (nanos)", "FEE (nanos)", "PAYEE", "AMOUNT (minor units)", "AMOUNT (nanos)", "CARRIED (nanos)", "AGGREGATES"}}
+	for _, p := range ps {
+		for _, s := range p.Payees {
+			rows = append(rows, []string{p.Provider, strconv.FormatUint(p.Number, 10), time.UnixMilli(p.Time).UTC().Format(time.RFC3339),
+				p.Currency, fmt.Sprint(p.Gross), fmt.Sprint(p.Fee), s.ID, strconv.FormatInt(s.Minor, 10), fmt.Sprint(s.Amount),
+				fmt.Sprint(p.CarryOut), strconv.Itoa(len(p.Aggregates))})
+		}
+	}
+	return printRows(e, format, ps, rows)
+}
+
+func printWallets(e *env, format string, ws []provider.Wallet) error {
+	rows := [][]string{{"PROVIDER", "RECEIVED", "= PAID TO PAYEES", "+ PLATFORM FEES", "+ CARRIED", "+ PENDING", "PAYOUTS", "BALANCED"}}
+	for _, w := range ws {
+		m := func(n metering.Nanos) string { return metering.Money{Nanos: n, Currency: metering.Currency(w.Currency)}.String() }
+		rows = append(rows, []string{w.Provider, m(w.Received), m(w.Paid), m(w.Fees), m(w.Carried), m(w.Pending),
+			strconv.FormatUint(w.Payouts, 10), strings.ToUpper(strconv.FormatBool(w.Balanced))})
+	}
+	return printRows(e, format, ws, rows)
+}

@@ -1,0 +1,349 @@
+package provider
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Payout buckets of the receiver's file:
+//
+//	unpaid      provider 0 currency 0 kid epoch seq → amount(8): a booked aggregate no payout covers yet
+//	payouts     provider 0 number(8) → a Payout (JSON), immutable once written
+//	payoutmeta  provider → last payout number(8), carried nanos(8), currency
+var (
+	bucketUnpaid     = []byte("unpaid")
+	bucketPayouts    = []byte("payouts")
+	bucketPayoutMeta = []byte("payoutmeta")
+)
+
+// ErrPolicy: a payout policy that does not hold together.
+var ErrPolicy = errors.New("provider: bad payout policy")
+
+// PayoutPolicy is how one provider's wallet is paid out (a receiver's
+// payouts file, YAML).
+type PayoutPolicy struct {
+	Provider string `yaml:"provider"`
+	// Threshold: pay once the wallet (unpaid aggregates plus what was
+	// carried) holds at least this, e.g. "10.00 EUR".
+	Threshold string `yaml:"threshold"`
+	// RailFee and RailMaxBasisPoints derive the threshold instead: pay
+	// once the payout rail's fee (fixed RailFee plus RailBasisPoints) is
+	// under RailMaxBasisPoints of the sum (metering.ThresholdForFee). The
+	// larger of the two thresholds applies.
+	RailFee            string `yaml:"rail_fee"`
+	RailBasisPoints    uint32 `yaml:"rail_fee_bps"`
+	RailMaxBasisPoints uint32 `yaml:"rail_fee_max_bps"`
+	// The platform's fee: basis points of the gross plus a fixed part, at
+	// most a cap.
+	FeeBasisPoints uint32 `yaml:"platform_fee_bps"`
+	FeeFixed       string `yaml:"platform_fee_fixed"`
+	FeeCap         string `yaml:"platform_fee_cap"`
+	// Payees share what is left by weight (a creator 70, a publisher 30).
+	Payees []PayeeWeight `yaml:"payees"`
+	// Rounding is "carry" (the default and only rule for payouts): whole
+	// minor units are paid and the rest carried into the next payout.
+	Rounding string `yaml:"rounding"`
+}
+
+// PayeeWeight is one payee of a provider's payouts.
+type PayeeWeight struct {
+	ID     string `yaml:"id"`
+	Weight uint64 `yaml:"weight"`
+}
+
+// PayoutPolicies is the payouts file.
+type PayoutPolicies struct {
+	Policies []PayoutPolicy `yaml:"payouts"`
+}
+
+// ReadPayoutPolicies reads and checks a payouts file.
+func ReadPayoutPolicies(path string) (map[string]PayoutPolicy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f PayoutPolicies
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: %s: %v", ErrPolicy, path, err)
+	}
+	out := map[string]PayoutPolicy{}
+	for i, p := range f.Policies {
+		if _, _, err := p.compile(); err != nil {
+			return nil, fmt.Errorf("%w: %s: payouts[%d] (%s): %v", ErrPolicy, path, i, p.Provider, err)
+		}
+		if _, dup := out[p.Provider]; dup {
+			return nil, fmt.Errorf("%w: %s: payouts[%d]: provider %q twice", ErrPolicy, path, i, p.Provider)
+		}
+		out[p.Provider] = p
+	}
+	return out, nil
+}
+
+// compile returns the policy's threshold and fee.
+func (p PayoutPolicy) compile() (metering.Money, metering.PlatformFee, error) {
+	var th metering.Money
+	var fee metering.PlatformFee
+	if !protocol.ValidName(p.Provider, protocol.MaxDeviceIDLen) {
+		return th, fee, fmt.Errorf("provider %q: use 1..64 of [A-Za-z0-9._-]", p.Provider)
+	}
+	if len(p.Payees) == 0 {
+		return th, fee, errors.New("no payees")
+	}
+	for _, w := range p.Payees {
+		if w.ID == "" || w.Weight == 0 {
+			return th, fee, fmt.Errorf("payee %q: an id and a weight > 0", w.ID)
+		}
+	}
+	if p.Rounding != "" && p.Rounding != "carry" {
+		return th, fee, fmt.Errorf("rounding %q: payouts carry the remainder (carry)", p.Rounding)
+	}
+	var err error
+	if th, err = metering.ParseMoney(p.Threshold); err != nil {
+		return th, fee, fmt.Errorf("threshold: %v", err)
+	}
+	if p.RailFee != "" {
+		rf, err := metering.ParseMoney(p.RailFee)
+		if err != nil || rf.Currency != th.Currency {
+			return th, fee, fmt.Errorf("rail_fee %q: a fee in %s", p.RailFee, th.Currency)
+		}
+		derived, err := metering.ThresholdForFee(rf.Nanos, p.RailBasisPoints, p.RailMaxBasisPoints)
+		if err != nil {
+			return th, fee, fmt.Errorf("rail fee: %v", err)
+		}
+		th.Nanos = max(th.Nanos, derived)
+	}
+	fee.BasisPoints = p.FeeBasisPoints
+	for _, f := range []struct {
+		s  string
+		to *metering.Nanos
+	}{{p.FeeFixed, &fee.Fixed}, {p.FeeCap, &fee.Cap}} {
+		if f.s == "" {
+			continue
+		}
+		m, err := metering.ParseMoney(f.s)
+		if err != nil || m.Currency != th.Currency || m.Nanos < 0 {
+			return th, fee, fmt.Errorf("platform fee %q: an amount in %s", f.s, th.Currency)
+		}
+		*f.to = m.Nanos
+	}
+	return th, fee, nil
+}
+
+// Payout is one payout of a provider's wallet: numbered per provider,
+// immutable once made, covering exactly the aggregates it lists.
+// Gross = Fee + Σ Payees + CarryOut; Gross = Σ aggregates + CarryIn.
+type Payout struct {
+	Provider   string         `json:"provider"`
+	Number     uint64         `json:"number"`
+	Time       int64          `json:"time_ms"`
+	Currency   string         `json:"currency"`
+	CarryIn    metering.Nanos `json:"carry_in_nanos"`
+	Gross      metering.Nanos `json:"gross_nanos"`
+	Fee        metering.Nanos `json:"platform_fee_nanos"`
+	Payees     []PayeeShare   `json:"payees"`
+	CarryOut   metering.Nanos `json:"carry_out_nanos"`
+	Aggregates []string       `json:"aggregates"` // stream keys KID.EPOCH/SEQ
+}
+
+// PayeeShare is one payee's part of a payout, in nanos and in the
+// currency's minor units.
+type PayeeShare struct {
+	ID     string         `json:"id"`
+	Amount metering.Nanos `json:"amount_nanos"`
+	Minor  int64          `json:"amount_minor_units"`
+}
+
+// RunPayouts pays out, for each provider with a policy, the wallet that
+// reached its threshold: the aggregates booked and not yet paid, plus
+// what the last payout carried. Each payout is one transaction — the
+// payout, its aggregates leaving the wallet and the new carry commit
+// together — so running again, or after a crash, pays nothing twice.
+func (r *Receiver) RunPayouts(policies map[string]PayoutPolicy, now time.Time) ([]Payout, error) {
+	names := make([]string, 0, len(policies))
+	for n := range policies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var made []Payout
+	for _, name := range names {
+		var p *Payout
+		err := r.db.Update(func(tx *bolt.Tx) error {
+			var err error
+			p, err = payOut(tx, policies[name], now)
+			return err
+		})
+		if err != nil {
+			return made, fmt.Errorf("provider %s: %w", name, err)
+		}
+		if p != nil {
+			made = append(made, *p)
+		}
+	}
+	return made, nil
+}
+
+// payOut makes one provider's payout, if its wallet reached the threshold.
+func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
+	th, fee, err := pol.compile()
+	if err != nil {
+		return nil, err
+	}
+	meta := tx.Bucket(bucketPayoutMeta)
+	number, carry := uint64(0), metering.Nanos(0)
+	if v := meta.Get([]byte(pol.Provider)); len(v) >= 16 {
+		number, carry = binary.BigEndian.Uint64(v), metering.Nanos(binary.BigEndian.Uint64(v[8:]))
+		if string(v[16:]) != string(th.Currency) {
+			return nil, fmt.Errorf("%w: the wallet is in %s, the policy in %s", ErrPolicy, v[16:], th.Currency)
+		}
+	}
+	prefix := []byte(pol.Provider + "\x00" + string(th.Currency) + "\x00")
+	gross := carry
+	var keys [][]byte
+	c := tx.Bucket(bucketUnpaid).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if len(v) != 8 {
+			continue
+		}
+		if gross, err = gross.Add(metering.Nanos(binary.BigEndian.Uint64(v))); err != nil {
+			return nil, err
+		}
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	if len(keys) == 0 || gross < th.Nanos {
+		return nil, nil // pending: below the threshold
+	}
+	weights := make([]uint64, len(pol.Payees))
+	for i, w := range pol.Payees {
+		weights[i] = w.Weight
+	}
+	s, err := metering.SplitPayout(gross, th.Currency, fee, weights)
+	if err != nil {
+		return nil, err
+	}
+	unit := int64(1)
+	for d := th.Currency.MinorDigits(); d < 9; d++ {
+		unit *= 10
+	}
+	p := &Payout{Provider: pol.Provider, Number: number + 1, Time: now.UnixMilli(), Currency: string(th.Currency),
+		CarryIn: carry, Gross: gross, Fee: s.Fee, CarryOut: s.CarryOut}
+	for i, w := range pol.Payees {
+		p.Payees = append(p.Payees, PayeeShare{ID: w.ID, Amount: s.Payees[i], Minor: int64(s.Payees[i]) / unit})
+	}
+	up := tx.Bucket(bucketUnpaid)
+	for _, k := range keys {
+		sk := k[len(prefix):]
+		p.Aggregates = append(p.Aggregates, streamOfKey(sk).Key(binary.BigEndian.Uint64(sk[protocol.KeyIDLen+8:])))
+		if err := up.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	pk := binary.BigEndian.AppendUint64([]byte(pol.Provider+"\x00"), p.Number)
+	if err := tx.Bucket(bucketPayouts).Put(pk, b); err != nil {
+		return nil, err
+	}
+	mv := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, p.Number), uint64(p.CarryOut))
+	return p, meta.Put([]byte(pol.Provider), append(mv, th.Currency...))
+}
+
+// Payouts lists the payouts made, by provider and number.
+func (r *Receiver) Payouts() ([]Payout, error) {
+	var out []Payout
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPayouts).ForEach(func(_, v []byte) error {
+			var p Payout
+			if err := json.Unmarshal(v, &p); err != nil {
+				return err
+			}
+			out = append(out, p)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Wallet is one provider's money at the receiver: Received = Paid + Fees
+// + Carried + Pending, to the nano.
+type Wallet struct {
+	Provider string         `json:"provider"`
+	Currency string         `json:"currency"`
+	Received metering.Nanos `json:"received_nanos"` // every aggregate booked
+	Paid     metering.Nanos `json:"paid_to_payees_nanos"`
+	Fees     metering.Nanos `json:"platform_fees_nanos"`
+	Carried  metering.Nanos `json:"carried_nanos"`
+	Pending  metering.Nanos `json:"pending_nanos"` // booked, not yet in a payout
+	Payouts  uint64         `json:"payouts"`
+	Balanced bool           `json:"balanced"`
+}
+
+// Wallets reconciles each provider's wallet in one transaction.
+func (r *Receiver) Wallets() ([]Wallet, error) {
+	ws := map[string]*Wallet{}
+	get := func(p string) *Wallet {
+		if ws[p] == nil {
+			ws[p] = &Wallet{Provider: p}
+		}
+		return ws[p]
+	}
+	err := r.db.View(func(tx *bolt.Tx) error {
+		tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
+			parts := bytes.SplitN(k, []byte{0}, 3)
+			if len(parts) == 3 {
+				w := get(string(parts[0]))
+				w.Received += metering.Nanos(decodeTotal(v).Amount)
+				w.Currency = string(parts[2])
+			}
+			return nil
+		})
+		tx.Bucket(bucketUnpaid).ForEach(func(k, v []byte) error {
+			if i := bytes.IndexByte(k, 0); i > 0 && len(v) == 8 {
+				get(string(k[:i])).Pending += metering.Nanos(binary.BigEndian.Uint64(v))
+			}
+			return nil
+		})
+		tx.Bucket(bucketPayoutMeta).ForEach(func(k, v []byte) error {
+			if len(v) >= 16 {
+				get(string(k)).Carried = metering.Nanos(binary.BigEndian.Uint64(v[8:]))
+			}
+			return nil
+		})
+		return tx.Bucket(bucketPayouts).ForEach(func(_, v []byte) error {
+			var p Payout
+			if err := json.Unmarshal(v, &p); err != nil {
+				return err
+			}
+			w := get(p.Provider)
+			w.Fees += p.Fee
+			w.Payouts++
+			for _, s := range p.Payees {
+				w.Paid += s.Amount
+			}
+			return nil
+		})
+	})
+	var out []Wallet
+	for _, w := range ws {
+		w.Balanced = w.Received == w.Paid+w.Fees+w.Carried+w.Pending
+		out = append(out, *w)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Provider < out[j].Provider })
+	return out, err
+}

@@ -1,0 +1,145 @@
+package provider_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/provider"
+)
+
+func (g gw) aggFor(t *testing.T, id, prov, cur string, epoch, seq, amount uint64) []byte {
+	t.Helper()
+	a := protocol.Aggregate{Gateway: id, Seq: seq, Epoch: epoch, Provider: prov, Account: "a", Meter: "m",
+		WindowStart: 1, WindowEnd: 2, Quantity: 1, Amount: amount, Currency: cur, Tickets: 1, MerkleRoot: make([]byte, 32)}
+	var enc protocol.Encoder
+	b, err := enc.AppendAggregate(nil, &a, g.s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Property: for random streams of aggregates from two gateways to three
+// providers in EUR, JPY and BHD, and random policies, every nano received
+// is paid to a payee, kept as a fee, carried or pending — after every run,
+// and a run repeated at once pays nothing.
+func TestPayoutsLoseNothing(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := 0; round < 20; round++ {
+		a, b := newGW(t), newGW(t)
+		rc, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub, b.pub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		provs := map[string]string{"stadtwerk": "EUR", "telco": "JPY", "souq": "BHD"}
+		policies := map[string]provider.PayoutPolicy{}
+		for p, cur := range provs {
+			pol := provider.PayoutPolicy{Provider: p, Threshold: fmt.Sprintf("%d %s", 1+r.IntN(20), cur),
+				FeeBasisPoints: uint32(r.IntN(2000)), Payees: []provider.PayeeWeight{{ID: "creator", Weight: uint64(1 + r.IntN(100))}}}
+			if r.IntN(2) == 0 {
+				pol.Payees = append(pol.Payees, provider.PayeeWeight{ID: "publisher", Weight: uint64(1 + r.IntN(100))})
+			}
+			if r.IntN(2) == 0 {
+				pol.FeeFixed = fmt.Sprintf("0.%d %s", r.IntN(10), cur)
+			}
+			if r.IntN(3) == 0 {
+				pol.FeeCap = fmt.Sprintf("%d %s", 1+r.IntN(3), cur)
+			}
+			policies[p] = pol
+		}
+		seqs := map[*gw]uint64{&a: 0, &b: 0}
+		names := []string{"stadtwerk", "telco", "souq"}
+		for batch := 0; batch < 10; batch++ {
+			for i := 0; i < 1+r.IntN(30); i++ {
+				g := &a
+				if r.IntN(2) == 0 {
+					g = &b
+				}
+				seqs[g]++
+				p := names[r.IntN(3)]
+				if _, err := rc.Accept(g.aggFor(t, fmt.Sprintf("gw-%p", g), p, provs[p], 1, seqs[g], uint64(r.Int64N(3_000_000_000)+1))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := rc.RunPayouts(policies, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			again, err := rc.RunPayouts(policies, time.Now())
+			if err != nil || len(again) != 0 {
+				t.Fatalf("a second run at once paid %d payouts, %v", len(again), err)
+			}
+			ws, _ := rc.Wallets()
+			for _, w := range ws {
+				if !w.Balanced {
+					t.Fatalf("round %d batch %d: %+v", round, batch, w)
+				}
+			}
+		}
+		ps, _ := rc.Payouts()
+		seen := map[string]bool{}
+		for _, p := range ps {
+			var sum metering.Nanos
+			for _, s := range p.Payees {
+				sum += s.Amount
+			}
+			if p.Fee+sum+p.CarryOut != p.Gross {
+				t.Fatalf("payout %+v does not add up", p)
+			}
+			for _, k := range p.Aggregates {
+				if seen[k] {
+					t.Fatalf("aggregate %s paid twice", k)
+				}
+				seen[k] = true
+			}
+		}
+		rc.Close()
+	}
+}
+
+// The payouts file: a threshold derived from the rail's fee, the platform
+// fee, the payees.
+func TestReadPayoutPolicies(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "payouts.yaml")
+	os.WriteFile(path, []byte(`payouts:
+  - provider: stadtwerk
+    threshold: "1.00 EUR"
+    rail_fee: "0.25 EUR"
+    rail_fee_bps: 0
+    rail_fee_max_bps: 200
+    platform_fee_bps: 500
+    platform_fee_fixed: "0.10 EUR"
+    platform_fee_cap: "5.00 EUR"
+    payees:
+      - {id: creator, weight: 70}
+      - {id: publisher, weight: 30}
+`), 0o600)
+	ps, err := provider.ReadPayoutPolicies(path)
+	if err != nil || len(ps) != 1 || ps["stadtwerk"].FeeBasisPoints != 500 {
+		t.Fatalf("%+v, %v", ps, err)
+	}
+	a := newGW(t)
+	rc, _ := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub))
+	defer rc.Close()
+	// 0.25 EUR is under 2% of 12.50 EUR: below that nothing is paid.
+	rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 1, 12_000_000_000))
+	if made, _ := rc.RunPayouts(ps, time.Now()); len(made) != 0 {
+		t.Fatalf("paid 12.00 EUR below the derived 12.50 threshold: %+v", made)
+	}
+	rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 2, 1_000_000_001))
+	made, err := rc.RunPayouts(ps, time.Now())
+	if err != nil || len(made) != 1 {
+		t.Fatalf("payout of 13.000000001 EUR: %+v, %v", made, err)
+	}
+	p := made[0]
+	// fee 5% of 13.000000001 + 0.10 = 0.750000000 (rounded down) = 0.75; net 12.250000001:
+	// 12.25 paid, 70/30 = 8.575 → 8.58 (largest remainder) and 3.675 → 3.67; 0.000000001 carried.
+	if p.Fee != 750_000_000 || p.Payees[0].Minor+p.Payees[1].Minor != 1225 || p.CarryOut != 1 || len(p.Aggregates) != 2 {
+		t.Fatalf("payout %+v", p)
+	}
+}
