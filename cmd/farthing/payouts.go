@@ -78,7 +78,9 @@ func printPayouts(e *env, format string, ps []provider.Payout) error {
 func printWallets(e *env, format string, ws []provider.Wallet) error {
 	rows := [][]string{{"PROVIDER", "RECEIVED", "= PAID TO PAYEES", "+ PLATFORM FEES", "+ CARRIED", "+ PENDING", "PAYOUTS", "BALANCED"}}
 	for _, w := range ws {
-		m := func(n metering.Nanos) string { return metering.Money{Nanos: n, Currency: metering.Currency(w.Currency)}.String() }
+		m := func(n metering.Nanos) string {
+			return metering.Money{Nanos: n, Currency: metering.Currency(w.Currency)}.String()
+		}
 		rows = append(rows, []string{w.Provider, m(w.Received), m(w.Paid), m(w.Fees), m(w.Carried), m(w.Pending),
 			strconv.FormatUint(w.Payouts, 10), strings.ToUpper(strconv.FormatBool(w.Balanced))})
 	}

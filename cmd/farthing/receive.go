@@ -177,7 +177,9 @@ func printTotals(e *env, r *provider.Receiver) error {
 			if w.Payouts == 0 && w.Carried == 0 {
 				continue
 			}
-			m := func(n metering.Nanos) metering.Money { return metering.Money{Nanos: n, Currency: metering.Currency(w.Currency)} }
+			m := func(n metering.Nanos) metering.Money {
+				return metering.Money{Nanos: n, Currency: metering.Currency(w.Currency)}
+			}
 			verdict := "BALANCED"
 			if !w.Balanced {
 				verdict = "NOT BALANCED"
