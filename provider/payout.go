@@ -56,6 +56,11 @@ type PayoutPolicy struct {
 	// Rounding is "carry" (the default and only rule for payouts): whole
 	// minor units are paid and the rest carried into the next payout.
 	Rounding string `yaml:"rounding"`
+	// OnGap is what a payout does while a stream that feeds the wallet
+	// misses an aggregate below its highest seq: "wait" (the default: no
+	// payout until the gap closes) or "pay" (pay what arrived, and record
+	// the gap in the payout).
+	OnGap string `yaml:"on_gap"`
 }
 
 // PayeeWeight is one payee of a provider's payouts.
@@ -109,6 +114,9 @@ func (p PayoutPolicy) compile() (metering.Money, metering.PlatformFee, error) {
 			return th, fee, fmt.Errorf("payee %q: an id and a weight > 0", w.ID)
 		}
 	}
+	if p.OnGap != "" && p.OnGap != "wait" && p.OnGap != "pay" {
+		return th, fee, fmt.Errorf("on_gap %q: want wait or pay", p.OnGap)
+	}
 	if p.Rounding != "" && p.Rounding != "carry" {
 		return th, fee, fmt.Errorf("rounding %q: payouts carry the remainder (carry)", p.Rounding)
 	}
@@ -148,16 +156,22 @@ func (p PayoutPolicy) compile() (metering.Money, metering.PlatformFee, error) {
 // immutable once made, covering exactly the aggregates it lists.
 // Gross = Fee + Σ Payees + CarryOut; Gross = Σ aggregates + CarryIn.
 type Payout struct {
-	Provider   string         `json:"provider"`
-	Number     uint64         `json:"number"`
-	Time       int64          `json:"time_ms"`
-	Currency   string         `json:"currency"`
-	CarryIn    metering.Nanos `json:"carry_in_nanos"`
-	Gross      metering.Nanos `json:"gross_nanos"`
-	Fee        metering.Nanos `json:"platform_fee_nanos"`
-	Payees     []PayeeShare   `json:"payees"`
-	CarryOut   metering.Nanos `json:"carry_out_nanos"`
-	Aggregates []string       `json:"aggregates"` // stream keys KID.EPOCH/SEQ
+	Provider string         `json:"provider"`
+	Number   uint64         `json:"number"`
+	Time     int64          `json:"time_ms"`
+	Currency string         `json:"currency"`
+	CarryIn  metering.Nanos `json:"carry_in_nanos"`
+	Gross    metering.Nanos `json:"gross_nanos"`
+	Fee      metering.Nanos `json:"platform_fee_nanos"`
+	Payees   []PayeeShare   `json:"payees"`
+	CarryOut metering.Nanos `json:"carry_out_nanos"`
+	// Aggregates lists the aggregates covered, as runs of consecutive
+	// seqs of one stream: "KID.EPOCH/FROM-TO" (or "KID.EPOCH/SEQ").
+	Aggregates []string `json:"aggregates"`
+	Count      uint64   `json:"aggregate_count"`
+	// Gaps are the streams that missed aggregates when the payout was made
+	// (only with on_gap: pay): what they miss is paid when it arrives.
+	Gaps []string `json:"gaps,omitempty"`
 }
 
 // PayeeShare is one payee's part of a payout, in nanos and in the
@@ -227,6 +241,10 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 	if len(keys) == 0 || gross < th.Nanos {
 		return nil, nil // pending: below the threshold
 	}
+	gaps := streamGaps(tx, keys, len(prefix))
+	if len(gaps) > 0 && pol.OnGap != "pay" {
+		return nil, nil // waiting: a stream feeding the wallet misses an aggregate
+	}
 	weights := make([]uint64, len(pol.Payees))
 	for i, w := range pol.Payees {
 		weights[i] = w.Weight
@@ -240,18 +258,40 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 		unit *= 10
 	}
 	p := &Payout{Provider: pol.Provider, Number: number + 1, Time: now.UnixMilli(), Currency: string(th.Currency),
-		CarryIn: carry, Gross: gross, Fee: s.Fee, CarryOut: s.CarryOut}
+		CarryIn: carry, Gross: gross, Fee: s.Fee, CarryOut: s.CarryOut, Gaps: gaps}
 	for i, w := range pol.Payees {
 		p.Payees = append(p.Payees, PayeeShare{ID: w.ID, Amount: s.Payees[i], Minor: int64(s.Payees[i]) / unit})
 	}
 	up := tx.Bucket(bucketUnpaid)
-	for _, k := range keys {
+	var run struct {
+		stream   string
+		from, to uint64
+	}
+	flush := func() {
+		if run.stream == "" {
+			return
+		}
+		r := run.stream + "/" + fmt.Sprint(run.from)
+		if run.to != run.from {
+			r += "-" + fmt.Sprint(run.to)
+		}
+		p.Aggregates = append(p.Aggregates, r)
+	}
+	for _, k := range keys { // in stream, then seq order
 		sk := k[len(prefix):]
-		p.Aggregates = append(p.Aggregates, streamOfKey(sk).Key(binary.BigEndian.Uint64(sk[protocol.KeyIDLen+8:])))
+		stream, seq := streamOfKey(sk).String(), binary.BigEndian.Uint64(sk[protocol.KeyIDLen+8:])
+		if stream == run.stream && seq == run.to+1 {
+			run.to = seq
+		} else {
+			flush()
+			run.stream, run.from, run.to = stream, seq, seq
+		}
 		if err := up.Delete(k); err != nil {
 			return nil, err
 		}
 	}
+	flush()
+	p.Count = uint64(len(keys))
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
@@ -346,4 +386,24 @@ func (r *Receiver) Wallets() ([]Wallet, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Provider < out[j].Provider })
 	return out, err
+}
+
+// streamGaps returns the streams of the wallet's aggregates (keys, each
+// prefixed by n bytes) that miss an aggregate below their highest seq.
+func streamGaps(tx *bolt.Tx, keys [][]byte, n int) []string {
+	seen := map[string]bool{}
+	var gaps []string
+	sb := tx.Bucket(bucketStreams)
+	for _, k := range keys {
+		sk := string(k[n : n+protocol.KeyIDLen+8])
+		if seen[sk] {
+			continue
+		}
+		seen[sk] = true
+		if rec, ok := decodeStream(sb.Get([]byte(sk))); ok && rec.High > rec.Count {
+			gaps = append(gaps, streamOfKey([]byte(sk)).String())
+		}
+	}
+	sort.Strings(gaps)
+	return gaps
 }

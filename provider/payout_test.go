@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,7 +93,7 @@ func TestPayoutsLoseNothing(t *testing.T) {
 			if p.Fee+sum+p.CarryOut != p.Gross {
 				t.Fatalf("payout %+v does not add up", p)
 			}
-			for _, k := range p.Aggregates {
+			for _, k := range expand(t, p.Aggregates) {
 				if seen[k] {
 					t.Fatalf("aggregate %s paid twice", k)
 				}
@@ -139,7 +141,77 @@ func TestReadPayoutPolicies(t *testing.T) {
 	p := made[0]
 	// fee 5% of 13.000000001 + 0.10 = 0.750000000 (rounded down) = 0.75; net 12.250000001:
 	// 12.25 paid, 70/30 = 8.575 → 8.58 (largest remainder) and 3.675 → 3.67; 0.000000001 carried.
-	if p.Fee != 750_000_000 || p.Payees[0].Minor+p.Payees[1].Minor != 1225 || p.CarryOut != 1 || len(p.Aggregates) != 2 {
+	if p.Fee != 750_000_000 || p.Payees[0].Minor+p.Payees[1].Minor != 1225 || p.CarryOut != 1 || p.Count != 2 ||
+		len(p.Aggregates) != 1 || !strings.HasSuffix(p.Aggregates[0], "/1-2") {
 		t.Fatalf("payout %+v", p)
 	}
+}
+
+// A stream that misses an aggregate holds the provider's payouts until
+// the gap closes (on_gap: wait), then one payout covers everything; with
+// on_gap: pay, what arrived is paid and the gap is recorded.
+func TestPayoutsWaitForGaps(t *testing.T) {
+	for _, onGap := range []string{"wait", "pay"} {
+		a := newGW(t)
+		rc, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol := map[string]provider.PayoutPolicy{"stadtwerk": {Provider: "stadtwerk", Threshold: "1.00 EUR", OnGap: onGap,
+			Payees: []provider.PayeeWeight{{ID: "p", Weight: 1}}}}
+		rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 1, 2_000_000_000))
+		second := a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 2, 3_000_000_000) // dropped on the way
+		rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 3, 4_000_000_000))
+		made, err := rc.RunPayouts(pol, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch onGap {
+		case "wait":
+			if len(made) != 0 {
+				t.Fatalf("paid across a gap: %+v", made)
+			}
+		case "pay":
+			if len(made) != 1 || len(made[0].Gaps) != 1 || made[0].Gross != 6_000_000_000 {
+				t.Fatalf("on_gap pay: %+v; want 6.00 EUR paid, the gap recorded", made)
+			}
+		}
+		rc.Accept(second) // the gap closes
+		made, _ = rc.RunPayouts(pol, time.Now())
+		var total metering.Nanos
+		ps, _ := rc.Payouts()
+		for _, p := range ps {
+			total += p.Gross
+		}
+		if len(made) != 1 || total != 9_000_000_000 {
+			t.Fatalf("%s: after the gap closed: made %+v, all payouts %d; want 9.00 EUR paid in all", onGap, made, total)
+		}
+		ws, _ := rc.Wallets()
+		if !ws[0].Balanced || ws[0].Pending != 0 {
+			t.Fatalf("%s: wallet %+v", onGap, ws[0])
+		}
+		rc.Close()
+	}
+}
+
+// expand turns a payout's runs ("STREAM/FROM-TO") into one key per
+// aggregate.
+func expand(t *testing.T, runs []string) []string {
+	var out []string
+	for _, r := range runs {
+		stream, seqs, _ := strings.Cut(r, "/")
+		from, to, ok := strings.Cut(seqs, "-")
+		if !ok {
+			to = from
+		}
+		f, err1 := strconv.ParseUint(from, 10, 64)
+		l, err2 := strconv.ParseUint(to, 10, 64)
+		if err1 != nil || err2 != nil || l < f {
+			t.Fatalf("bad run %q", r)
+		}
+		for s := f; s <= l; s++ {
+			out = append(out, fmt.Sprintf("%s/%d", stream, s))
+		}
+	}
+	return out
 }

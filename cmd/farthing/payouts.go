@@ -69,7 +69,7 @@ func printPayouts(e *env, format string, ps []provider.Payout) error {
 		for _, s := range p.Payees {
 			rows = append(rows, []string{p.Provider, strconv.FormatUint(p.Number, 10), time.UnixMilli(p.Time).UTC().Format(time.RFC3339),
 				p.Currency, fmt.Sprint(p.Gross), fmt.Sprint(p.Fee), s.ID, strconv.FormatInt(s.Minor, 10), fmt.Sprint(s.Amount),
-				fmt.Sprint(p.CarryOut), strconv.Itoa(len(p.Aggregates))})
+				fmt.Sprint(p.CarryOut), strconv.FormatUint(p.Count, 10)})
 		}
 	}
 	return printRows(e, format, ps, rows)

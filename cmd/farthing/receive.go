@@ -211,6 +211,6 @@ func payOut(e *env, r *provider.Receiver, policies map[string]provider.PayoutPol
 		}
 		fmt.Fprintf(e.stdout, "PAYOUT %s #%d: %s to %s, platform fee %s, carried %s (%d aggregates)\n", p.Provider, p.Number,
 			metering.Money{Nanos: p.Gross, Currency: cur}, strings.Join(parts, ", "), metering.Money{Nanos: p.Fee, Currency: cur},
-			metering.Money{Nanos: p.CarryOut, Currency: cur}, len(p.Aggregates))
+			metering.Money{Nanos: p.CarryOut, Currency: cur}, p.Count)
 	}
 }

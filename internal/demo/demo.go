@@ -350,7 +350,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			fmt.Fprintf(out, "  %s #%d: %s %s\n", p.Provider, p.Number, s.ID, metering.Money{Nanos: s.Amount, Currency: metering.Currency(p.Currency)})
 		}
 		fmt.Fprintf(out, "  %s #%d: platform fee %s, carried %s, over %d aggregates\n", p.Provider, p.Number,
-			metering.Money{Nanos: p.Fee, Currency: metering.Currency(p.Currency)}, metering.Money{Nanos: p.CarryOut, Currency: metering.Currency(p.Currency)}, len(p.Aggregates))
+			metering.Money{Nanos: p.Fee, Currency: metering.Currency(p.Currency)}, metering.Money{Nanos: p.CarryOut, Currency: metering.Currency(p.Currency)}, p.Count)
 	}
 	fmt.Fprintf(out, "\nReconciliation (nano-EUR)\n")
 	tw = tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
