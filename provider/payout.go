@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -23,10 +24,12 @@ import (
 //	unpaid      provider 0 currency 0 kid epoch seq → amount(8): a booked aggregate no payout covers yet
 //	payouts     provider 0 number(8) → a Payout (JSON), immutable once written
 //	payoutmeta  provider → last payout number(8), carried nanos(8), currency
+//	payoutslot  provider → the last scheduled time (unix seconds, 8) a payout was considered at
 var (
 	bucketUnpaid     = []byte("unpaid")
 	bucketPayouts    = []byte("payouts")
 	bucketPayoutMeta = []byte("payoutmeta")
+	bucketPayoutSlot = []byte("payoutslot")
 )
 
 // ErrPolicy: a payout policy that does not hold together.
@@ -61,6 +64,60 @@ type PayoutPolicy struct {
 	// payout until the gap closes) or "pay" (pay what arrived, and record
 	// the gap in the payout).
 	OnGap string `yaml:"on_gap"`
+	// Schedule is when the receiver pays out on its own: a comma-separated
+	// list of "threshold" (as soon as the wallet reaches the threshold; the
+	// default) and "daily HH:MM [ZONE]" (once a day at that time in the
+	// IANA zone, UTC without one; a receiver that was down at that time
+	// pays when it comes back). "farthing payouts run" pays whatever has
+	// reached its threshold, whatever the schedule.
+	Schedule string `yaml:"schedule"`
+}
+
+// schedule is a compiled PayoutPolicy.Schedule.
+type schedule struct {
+	threshold bool
+	daily     bool
+	hour, min int
+	loc       *time.Location
+}
+
+// parseSchedule reads a PayoutPolicy.Schedule.
+func parseSchedule(s string) (schedule, error) {
+	if strings.TrimSpace(s) == "" {
+		return schedule{threshold: true}, nil
+	}
+	var sc schedule
+	for _, part := range strings.Split(s, ",") {
+		f := strings.Fields(part)
+		switch {
+		case len(f) == 1 && f[0] == "threshold":
+			sc.threshold = true
+		case (len(f) == 2 || len(f) == 3) && f[0] == "daily" && !sc.daily:
+			at, err := time.Parse("15:04", f[1])
+			if err != nil {
+				return sc, fmt.Errorf("schedule %q: the time of day as HH:MM", part)
+			}
+			sc.daily, sc.hour, sc.min, sc.loc = true, at.Hour(), at.Minute(), time.UTC
+			if len(f) == 3 {
+				if sc.loc, err = time.LoadLocation(f[2]); err != nil {
+					return sc, fmt.Errorf("schedule %q: %v", part, err)
+				}
+			}
+		default:
+			return sc, fmt.Errorf("schedule %q: want threshold and/or daily HH:MM [ZONE]", part)
+		}
+	}
+	return sc, nil
+}
+
+// lastSlot is the latest daily payout time at or before now.
+func (sc schedule) lastSlot(now time.Time) time.Time {
+	l := now.In(sc.loc)
+	t := time.Date(l.Year(), l.Month(), l.Day(), sc.hour, sc.min, 0, 0, sc.loc)
+	if t.After(now) {
+		t = time.Date(l.Year(), l.Month(), l.Day()-1, sc.hour, sc.min, 0, 0, sc.loc)
+	}
+	return t
 }
 
 // PayeeWeight is one payee of a provider's payouts.
@@ -116,6 +173,9 @@ func (p PayoutPolicy) compile() (metering.Money, metering.PlatformFee, error) {
 	}
 	if p.OnGap != "" && p.OnGap != "wait" && p.OnGap != "pay" {
 		return th, fee, fmt.Errorf("on_gap %q: want wait or pay", p.OnGap)
+	}
+	if _, err := parseSchedule(p.Schedule); err != nil {
+		return th, fee, err
 	}
 	if p.Rounding != "" && p.Rounding != "carry" {
 		return th, fee, fmt.Errorf("rounding %q: payouts carry the remainder (carry)", p.Rounding)
@@ -188,6 +248,19 @@ type PayeeShare struct {
 // payout, its aggregates leaving the wallet and the new carry commit
 // together — so running again, or after a crash, pays nothing twice.
 func (r *Receiver) RunPayouts(policies map[string]PayoutPolicy, now time.Time) ([]Payout, error) {
+	return r.runPayouts(policies, now, false)
+}
+
+// RunDuePayouts is RunPayouts for the providers whose schedule calls for
+// a payout at now: at their threshold, or at their daily time since the
+// last one considered (recorded with the payout, so a restart does not
+// pay a day twice). A provider due at its daily time whose wallet is
+// below the threshold waits for the next day's.
+func (r *Receiver) RunDuePayouts(policies map[string]PayoutPolicy, now time.Time) ([]Payout, error) {
+	return r.runPayouts(policies, now, true)
+}
+
+func (r *Receiver) runPayouts(policies map[string]PayoutPolicy, now time.Time, scheduled bool) ([]Payout, error) {
 	names := make([]string, 0, len(policies))
 	for n := range policies {
 		names = append(names, n)
@@ -197,8 +270,15 @@ func (r *Receiver) RunPayouts(policies map[string]PayoutPolicy, now time.Time) (
 	for _, name := range names {
 		var p *Payout
 		err := r.db.Update(func(tx *bolt.Tx) error {
+			pol := policies[name]
+			if scheduled {
+				due, err := dueAt(tx, pol, now)
+				if err != nil || !due {
+					return err
+				}
+			}
 			var err error
-			p, err = payOut(tx, policies[name], now)
+			p, err = payOut(tx, pol, now)
 			return err
 		})
 		if err != nil {
@@ -209,6 +289,24 @@ func (r *Receiver) RunPayouts(policies map[string]PayoutPolicy, now time.Time) (
 		}
 	}
 	return made, nil
+}
+
+// dueAt tells whether pol's schedule calls for a payout at now, and
+// records a daily time as considered.
+func dueAt(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (bool, error) {
+	sc, err := parseSchedule(pol.Schedule)
+	if err != nil {
+		return false, err
+	}
+	if !sc.daily {
+		return sc.threshold, nil
+	}
+	slot := sc.lastSlot(now).Unix()
+	b := tx.Bucket(bucketPayoutSlot)
+	if v := b.Get([]byte(pol.Provider)); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) >= slot {
+		return sc.threshold, nil // this day's time was considered already
+	}
+	return true, b.Put([]byte(pol.Provider), binary.BigEndian.AppendUint64(nil, uint64(slot)))
 }
 
 // payOut makes one provider's payout, if its wallet reached the threshold.

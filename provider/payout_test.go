@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	_ "time/tzdata" // the schedule test's zone, wherever it runs
 
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
@@ -214,4 +215,73 @@ func expand(t *testing.T, runs []string) []string {
 		}
 	}
 	return out
+}
+
+// A daily schedule pays once a day at its time in its zone, catches up
+// after downtime, and with "threshold" also pays as soon as it can.
+func TestPayoutSchedule(t *testing.T) {
+	paris, err := time.LoadLocation("Europe/Paris")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(day, hour, min int) time.Time { return time.Date(2026, 3, day, hour, min, 0, 0, paris) }
+	for _, tc := range []struct {
+		schedule string
+		want     []bool // a payout at each check below
+	}{
+		{"daily 02:00 Europe/Paris", []bool{true, false, false, true, false}},
+		{"daily 02:00 Europe/Paris, threshold", []bool{true, true, false, true, false}},
+		{"", []bool{true, true, false, true, false}},
+	} {
+		a := newGW(t)
+		path := filepath.Join(t.TempDir(), "r.db")
+		rc, err := provider.Open(path, provider.Keys(a.pub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol := map[string]provider.PayoutPolicy{"stadtwerk": {Provider: "stadtwerk", Threshold: "1.00 EUR",
+			Schedule: tc.schedule, Payees: []provider.PayeeWeight{{ID: "p", Weight: 1}}}}
+		seq := uint64(0)
+		check := func(i int, now time.Time, fill bool) {
+			t.Helper()
+			if fill {
+				seq++
+				rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, seq, 2_000_000_000))
+			}
+			made, err := rc.RunDuePayouts(pol, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(made) == 1; got != tc.want[i] {
+				t.Fatalf("%q check %d at %s: paid %v, want %v", tc.schedule, i, now, got, tc.want[i])
+			}
+		}
+		check(0, at(10, 9, 0), true)   // first sight: catches up on this morning's 02:00
+		check(1, at(10, 23, 0), true)  // the same day again
+		check(2, at(11, 1, 59), false) // nothing new, and before 02:00
+		rc.Close()
+		if rc, err = provider.Open(path, provider.Keys(a.pub)); err != nil { // a restart keeps the day's mark
+			t.Fatal(err)
+		}
+		if !tc.want[1] {
+			// The wallet still holds the day-10 aggregate: it goes at day 11's 02:00.
+			check(3, at(11, 2, 0), false)
+		} else {
+			check(3, at(11, 2, 0), true)
+		}
+		check(4, at(11, 2, 30), false)
+		rc.Close()
+	}
+	if _, err := provider.ReadPayoutPolicies(writeFile(t, "payouts:\n- provider: x\n  threshold: 1.00 EUR\n  schedule: daily 25:00\n  payees: [{id: p, weight: 1}]\n")); err == nil {
+		t.Fatal("a daily time of 25:00 was accepted")
+	}
+}
+
+func writeFile(t *testing.T, s string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "payouts.yaml")
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

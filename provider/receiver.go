@@ -214,7 +214,7 @@ func Open(path string, trust []Trust) (*Receiver, error) {
 func (r *Receiver) setUp(tx *bolt.Tx) error {
 	newUnpaid := tx.Bucket(bucketUnpaid) == nil
 	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals,
-		bucketCredits, bucketVouchers, bucketDoubles, bucketUnpaid, bucketPayouts, bucketPayoutMeta} {
+		bucketCredits, bucketVouchers, bucketDoubles, bucketUnpaid, bucketPayouts, bucketPayoutMeta, bucketPayoutSlot} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}

@@ -48,7 +48,7 @@ func runReceive(e *env, args []string) error {
 	stream := fs.String("stream", "FARTHING", "JetStream stream")
 	durable := fs.String("durable", "farthing-receiver", "JetStream durable consumer (receivers on one durable share the work)")
 	every := fs.Duration("every", 10*time.Second, "print the totals this often")
-	payouts := fs.String("payouts", "", "the payouts file: run payouts at every --every tick (and at the end)")
+	payouts := fs.String("payouts", "", "the payouts file: pay out on each provider's schedule (checked at every --every tick)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -199,7 +199,7 @@ func payOut(e *env, r *provider.Receiver, policies map[string]provider.PayoutPol
 	if policies == nil {
 		return
 	}
-	made, err := r.RunPayouts(policies, time.Now())
+	made, err := r.RunDuePayouts(policies, time.Now())
 	if err != nil {
 		fmt.Fprintf(e.stderr, "payouts: %v\n", err)
 	}
