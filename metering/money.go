@@ -62,6 +62,33 @@ func (c Currency) MinorDigits() int {
 	return 2
 }
 
+// MinorUnit is one minor unit of the currency in nanos: 10,000,000 for
+// EUR (a cent), 1,000,000,000 for JPY, 1,000,000 for BHD (a fils).
+func (c Currency) MinorUnit() Nanos {
+	unit := Nanos(1)
+	for i := c.MinorDigits(); i < 9; i++ {
+		unit *= 10
+	}
+	return unit
+}
+
+// InMinorUnits writes n in minor units of the currency, exactly: 1.23456789
+// EUR is "123.456789" (cents), 5 JPY is "5"; no trailing zeros.
+func (c Currency) InMinorUnits(n Nanos) string {
+	unit := c.MinorUnit()
+	sign := ""
+	u := uint64(n)
+	if n < 0 {
+		sign, u = "-", uint64(-(n + 1))+1 // also for the smallest Nanos
+	}
+	whole, frac := u/uint64(unit), u%uint64(unit)
+	if frac == 0 {
+		return sign + strconv.FormatUint(whole, 10)
+	}
+	f := strconv.FormatUint(frac+uint64(unit), 10)[1:] // zero-padded to the unit's digits
+	return sign + strconv.FormatUint(whole, 10) + "." + strings.TrimRight(f, "0")
+}
+
 // Money is an amount with its currency.
 type Money struct {
 	Nanos    Nanos

@@ -55,10 +55,7 @@ func SplitPayout(gross Nanos, cur Currency, fee PlatformFee, weights []uint64) (
 		return s, err
 	}
 	net := gross - s.Fee
-	unit := Nanos(1)
-	for i := cur.MinorDigits(); i < 9; i++ {
-		unit *= 10
-	}
+	unit := cur.MinorUnit()
 	units := net / unit
 	parts, err := Split(units, weights)
 	if err != nil {

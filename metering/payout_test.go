@@ -1,6 +1,7 @@
 package metering_test
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -88,5 +89,29 @@ func TestSplitPayoutLosesNothing(t *testing.T) {
 		if sum != gross || s.Fee < 0 || (gross > 0 && (s.CarryOut < 0 || s.CarryOut >= unit)) {
 			t.Fatalf("gross %d %s fee %+v weights %v: %+v (sum %d)", gross, cur, fee, weights, s, sum)
 		}
+	}
+}
+
+func TestInMinorUnits(t *testing.T) {
+	for _, tc := range []struct {
+		cur  metering.Currency
+		n    metering.Nanos
+		want string
+	}{
+		{"EUR", 1_234_567_890, "123.456789"},
+		{"EUR", 10_000_000, "1"},
+		{"EUR", 1, "0.0000001"},
+		{"EUR", -15_000_000, "-1.5"},
+		{"JPY", 5_000_000_001, "5.000000001"},
+		{"JPY", 0, "0"},
+		{"BHD", 1_234_500_000, "1234.5"},
+		{"EUR", math.MinInt64, "-922337203685.4775808"},
+	} {
+		if got := tc.cur.InMinorUnits(tc.n); got != tc.want {
+			t.Errorf("%s %d: %q, want %q", tc.cur, tc.n, got, tc.want)
+		}
+	}
+	if metering.Currency("BHD").MinorUnit() != 1_000_000 || metering.Currency("JPY").MinorUnit() != 1_000_000_000 {
+		t.Error("minor units of BHD or JPY")
 	}
 }

@@ -75,10 +75,7 @@ func Settle(provider, account string, cur Currency, amounts []Nanos, carryIn Nan
 		}
 	}
 	s.Gross = gross
-	unit := Nanos(1)
-	for i := cur.MinorDigits(); i < 9; i++ {
-		unit *= 10
-	}
+	unit := cur.MinorUnit()
 	whole, rest := gross/unit*unit, gross%unit // truncated toward zero
 	switch rule {
 	case RoundCarry:

@@ -351,10 +351,7 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 	if err != nil {
 		return nil, err
 	}
-	unit := int64(1)
-	for d := th.Currency.MinorDigits(); d < 9; d++ {
-		unit *= 10
-	}
+	unit := int64(th.Currency.MinorUnit())
 	p := &Payout{Provider: pol.Provider, Number: number + 1, Time: now.UnixMilli(), Currency: string(th.Currency),
 		CarryIn: carry, Gross: gross, Fee: s.Fee, CarryOut: s.CarryOut, Gaps: gaps}
 	for i, w := range pol.Payees {

@@ -15,7 +15,7 @@
 //	farthing voucher issue --key ISSUER.key --id ID --account A --amount AMOUNT --expires T | redeem TEXT
 //	farthing proof --ticket DEVICE/SEQ [--data DIR]
 //	farthing receive --trust GATEWAY.pub --http ADDR|--mqtt URL|--jetstream URL [--payouts FILE]
-//	farthing payouts run --policy FILE | list | report [--data DIR]
+//	farthing payouts run --policy FILE | list | report | statement [--from D --to D --account A] [--data DIR]
 //
 // Every command refuses bad input with a one-line error on stderr and exit
 // status 2.
@@ -53,7 +53,7 @@ var commands = []command{
 	{"account", "topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T] [--format table|csv|json] [--data DIR]", runAccount},
 	{"bench", "[--runs N] [--duration D] [--devices N] [--json FILE] [--plot FILE]", runBench},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR]", runProof},
-	{"payouts", "run --policy FILE | list | report [--data DIR] [--format table|csv|json]", runPayouts},
+	{"payouts", "run --policy FILE | list | report | statement [--from D] [--to D] [--account A] [--data DIR] [--format table|csv|json]", runPayouts},
 	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR]", runReceive},
 }
 

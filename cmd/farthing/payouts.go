@@ -11,17 +11,22 @@ import (
 	"github.com/farthing-iot/farthing/provider"
 )
 
-// runPayouts is `farthing payouts run|list|report` on a receiver's data
+// runPayouts is `farthing payouts run|list|report|statement` on a receiver's data
 // directory (while `farthing receive` is not running: it holds the file;
 // `farthing receive --payouts FILE` runs them itself).
 func runPayouts(e *env, args []string) error {
 	if len(args) == 0 {
-		return usageError{"payouts: want run, list or report"}
+		return usageError{"payouts: want run, list, report or statement"}
 	}
 	fs := newFlags("payouts " + args[0])
 	data := fs.String("data", "farthing-receiver", "the receiver's data directory")
 	policy := fs.String("policy", "", "the payouts file (YAML): each provider's threshold, platform fee and payees")
 	format := fs.String("format", "table", "table, csv or json")
+	account := fs.String("account", "", "statement: only this account")
+	now := time.Now().UTC()
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	from := fs.String("from", month.Format(time.DateOnly), "statement: the period's start, a date (UTC) or RFC 3339 time")
+	to := fs.String("to", month.AddDate(0, 1, 0).Format(time.DateOnly), "statement: the period's end (excluded)")
 	if err := parse(fs, args[1:], 0); err != nil {
 		return err
 	}
@@ -50,6 +55,20 @@ func runPayouts(e *env, args []string) error {
 			return err
 		}
 		return printPayouts(e, *format, ps)
+	case "statement":
+		lo, err := parseWhen(*from)
+		if err != nil {
+			return usageError{"--from: " + err.Error()}
+		}
+		hi, err := parseWhen(*to)
+		if err != nil {
+			return usageError{"--to: " + err.Error()}
+		}
+		lines, err := r.Statement(*account, lo, hi)
+		if err != nil {
+			return err
+		}
+		return printStatement(e, *format, lines)
 	case "report":
 		ws, err := r.Wallets()
 		if err != nil {
@@ -57,7 +76,24 @@ func runPayouts(e *env, args []string) error {
 		}
 		return printWallets(e, *format, ws)
 	}
-	return usageError{"payouts: want run, list or report, not " + args[0]}
+	return usageError{"payouts: want run, list, report or statement, not " + args[0]}
+}
+
+// parseWhen reads a date (midnight UTC) or an RFC 3339 time.
+func parseWhen(s string) (time.Time, error) {
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	return time.Parse(time.RFC3339, s)
+}
+
+func printStatement(e *env, format string, ls []provider.StatementLine) error {
+	rows := [][]string{{"ACCOUNT", "PROVIDER", "METER", "CURRENCY", "QUANTITY", "AMOUNT (minor units)", "AMOUNT (nanos)", "TICKETS", "AGGREGATES", "CORRECTIONS"}}
+	for _, l := range ls {
+		rows = append(rows, []string{l.Account, l.Provider, l.Meter, l.Currency, strconv.FormatUint(l.Quantity, 10), l.Minor,
+			fmt.Sprint(l.Amount), strconv.FormatUint(l.Tickets, 10), strconv.FormatUint(l.Aggregates, 10), strconv.FormatUint(l.Corrections, 10)})
+	}
+	return printRows(e, format, ls, rows)
 }
 
 func printPayouts(e *env, format string, ps []provider.Payout) error {

@@ -83,7 +83,8 @@ func payoutsIn(t *testing.T, dir string) []provider.Payout {
 
 // `farthing payouts run` killed with SIGKILL part-way through, then run
 // again, pays every provider exactly once and loses no nano; list and
-// report then show it in CSV, JSON and the reconciliation.
+// report then show it in CSV, JSON and the reconciliation, and the
+// accounts' statement what they were charged.
 func TestPayoutsRunSurvivesSIGKILL(t *testing.T) {
 	src := t.TempDir()
 	policy := fillReceiver(t, src, payoutProviders)
@@ -161,6 +162,11 @@ func TestPayoutsRunSurvivesSIGKILL(t *testing.T) {
 	var listed []provider.Payout
 	if err := json.Unmarshal([]byte(mustRun(t, nil, "payouts", "list", "--format", "json", "--data", dir)), &listed); err != nil || len(listed) != payoutProviders {
 		t.Fatalf("json: %d payouts (%v)", len(listed), err)
+	}
+	stmt, err := csv.NewReader(strings.NewReader(mustRun(t, nil, "payouts", "statement", "--from", "1970-01-01",
+		"--to", "1970-01-02", "--format", "csv", "--data", dir))).ReadAll()
+	if err != nil || len(stmt) != 1+payoutProviders || stmt[1][0] != "a" || stmt[1][5] != "150" || stmt[1][6] != "1500000000" {
+		t.Fatalf("statement (%v): %d rows, first %v", err, len(stmt), stmt[min(1, len(stmt)-1)])
 	}
 	report := mustRun(t, nil, "payouts", "report", "--data", dir)
 	if strings.Count(report, "TRUE") != payoutProviders || strings.Contains(report, "FALSE") {

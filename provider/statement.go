@@ -1,0 +1,83 @@
+package provider
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol/strict"
+)
+
+// StatementLine is what one account was charged by one provider on one
+// meter over a statement's period: what a postpaid account is invoiced.
+type StatementLine struct {
+	Account  string         `json:"account"`
+	Provider string         `json:"provider"`
+	Meter    string         `json:"meter"`
+	Currency string         `json:"currency"`
+	Quantity uint64         `json:"quantity"` // the meter's base units
+	Amount   metering.Nanos `json:"amount_nanos"`
+	// Minor is Amount in minor units of the currency, exactly (cents with a
+	// decimal fraction for EUR): the statement does not round; an invoice
+	// rounds its total once, by the money rules.
+	Minor       string `json:"amount_minor_units"`
+	Tickets     uint64 `json:"tickets"`
+	Aggregates  uint64 `json:"aggregates"`
+	Corrections uint64 `json:"corrections"` // of Aggregates, the corrections of earlier windows
+}
+
+// Statement lists what each account (or only account, if it is not "")
+// was charged over [from, to): every aggregate booked whose window starts
+// in the period, corrections included, summed by account, provider,
+// meter and currency, in that order. Aggregates held for review are not
+// booked and so not charged.
+func (r *Receiver) Statement(account string, from, to time.Time) ([]StatementLine, error) {
+	lo, hi := uint64(max(from.UnixMilli(), 0)), uint64(max(to.UnixMilli(), 0))
+	lines := map[[4]string]*StatementLine{}
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBooked).ForEach(func(_, v []byte) error {
+			_, a, err := strict.DecodeAggregate(v)
+			if err != nil || a.WindowStart < lo || a.WindowStart >= hi || (account != "" && a.Account != account) {
+				return nil // a credit, or outside the statement
+			}
+			k := [4]string{a.Account, a.Provider, a.Meter, a.Currency}
+			l := lines[k]
+			if l == nil {
+				l = &StatementLine{Account: a.Account, Provider: a.Provider, Meter: a.Meter, Currency: a.Currency}
+				lines[k] = l
+			}
+			var ok bool
+			if l.Quantity, ok = addU64(l.Quantity, a.Quantity); !ok {
+				return fmt.Errorf("statement: quantity of %s/%s/%s overflows", a.Account, a.Provider, a.Meter)
+			}
+			if l.Amount, err = l.Amount.Add(metering.Nanos(a.Amount)); err != nil || a.Amount > uint64(math.MaxInt64) {
+				return fmt.Errorf("statement: amount of %s/%s/%s overflows", a.Account, a.Provider, a.Meter)
+			}
+			l.Tickets += a.Tickets
+			l.Aggregates++
+			if a.Corrects != 0 {
+				l.Corrections++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]StatementLine, 0, len(lines))
+	for _, l := range lines {
+		l.Minor = metering.Currency(l.Currency).InMinorUnits(l.Amount)
+		out = append(out, *l)
+	}
+	slices.SortFunc(out, func(a, b StatementLine) int {
+		return cmp.Or(strings.Compare(a.Account, b.Account), strings.Compare(a.Provider, b.Provider),
+			strings.Compare(a.Meter, b.Meter), strings.Compare(a.Currency, b.Currency))
+	})
+	return out, nil
+}
