@@ -79,7 +79,7 @@ func (c Currency) InMinorUnits(n Nanos) string {
 	sign := ""
 	u := uint64(n)
 	if n < 0 {
-		sign, u = "-", uint64(-(n + 1))+1 // also for the smallest Nanos
+		sign, u = "-", uint64(-(n+1))+1 // also for the smallest Nanos
 	}
 	whole, frac := u/uint64(unit), u%uint64(unit)
 	if frac == 0 {

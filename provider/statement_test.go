@@ -42,7 +42,7 @@ func TestStatement(t *testing.T) {
 	book("acct-1", "kwh", nov.Add(time.Hour), 10, 5_000_000, 1)  // a late correction of the first
 	book("acct-1", "water", nov.Add(2*time.Hour), 3, 30_000_000, 0)
 	book("acct-2", "kwh", nov.Add(3*time.Hour), 7, 70_000_000, 0)
-	book("acct-1", "kwh", dec, 99, 99_000_000, 0)                      // December
+	book("acct-1", "kwh", dec, 99, 99_000_000, 0)                        // December
 	book("acct-1", "kwh", nov.Add(-time.Millisecond), 99, 99_000_000, 0) // October
 
 	lines, err := rc.Statement("", nov, dec)
