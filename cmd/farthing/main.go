@@ -14,7 +14,7 @@
 //	farthing account topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T]
 //	farthing voucher issue --key ISSUER.key --id ID --account A --amount AMOUNT --expires T | redeem TEXT
 //	farthing proof --ticket DEVICE/SEQ [--data DIR]
-//	farthing receive --trust GATEWAY.pub --http ADDR|--mqtt URL|--jetstream URL [--payouts FILE]
+//	farthing receive --trust GATEWAY.pub --http ADDR|--mqtt URL|--jetstream URL [--payouts FILE] | report [--data DIR]
 //	farthing payouts run --policy FILE | list | report | statement [--from D --to D --account A] [--data DIR]
 //
 // Every command refuses bad input with a one-line error on stderr and exit
@@ -54,7 +54,7 @@ var commands = []command{
 	{"bench", "[--runs N] [--duration D] [--devices N] [--json FILE] [--plot FILE]", runBench},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR]", runProof},
 	{"payouts", "run --policy FILE | list | report | statement [--from D] [--to D] [--account A] [--data DIR] [--format table|csv|json]", runPayouts},
-	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR]", runReceive},
+	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR] | report [--data DIR]", runReceive},
 }
 
 // env is what a command may touch, so tests run commands in-process.

@@ -172,4 +172,8 @@ func TestPayoutsRunSurvivesSIGKILL(t *testing.T) {
 	if strings.Count(report, "TRUE") != payoutProviders || strings.Contains(report, "FALSE") {
 		t.Fatalf("report not balanced:\n%s", report)
 	}
+	report = mustRun(t, nil, "receive", "report", "--data", dir)
+	if strings.Count(report, ": BALANCED") != payoutProviders || strings.Contains(report, "NOT BALANCED") {
+		t.Fatalf("receive report not balanced:\n%s", report)
+	}
 }

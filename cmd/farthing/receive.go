@@ -34,6 +34,9 @@ const receiveMaxConns = 256
 
 // runReceive is the provider's receiver.
 func runReceive(e *env, args []string) error {
+	if len(args) > 0 && args[0] == "report" {
+		return receiveReport(e, args[1:])
+	}
 	fs := newFlags("receive")
 	data := fs.String("data", "farthing-receiver", "directory for the receiver's state")
 	var trust trustFiles
@@ -192,6 +195,26 @@ func printTotals(e *env, r *provider.Receiver) error {
 	fmt.Fprintf(e.stdout, "accepted %d (credits %d), duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, vouchers credited twice %d, refused %d\n",
 		st.Accepted, st.Credits, st.Duplicates, st.Conflicts, st.WrongGateway, st.Resets, st.DoubleRedemptions, st.Refused)
 	return nil
+}
+
+// receiveReport is `farthing receive report`: the totals, streams, held
+// aggregates and the wallets' reconciliation of a stopped receiver's file.
+func receiveReport(e *env, args []string) error {
+	fs := newFlags("receive report")
+	data := fs.String("data", "farthing-receiver", "the receiver's data directory")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	path := filepath.Join(*data, "receiver.db")
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("no receiver file: %w", err)
+	}
+	r, err := provider.Open(path, nil)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return printTotals(e, r)
 }
 
 // payOut runs the payouts the policies call for and prints them.
