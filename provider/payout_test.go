@@ -285,3 +285,23 @@ func writeFile(t *testing.T, s string) string {
 	}
 	return path
 }
+
+// The README's payouts file is one the receiver takes.
+func TestReadmePayoutsFile(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\npayouts:\n")
+	block, _, closed := strings.Cut(rest, "```")
+	if !ok || !closed {
+		t.Fatal("the README has no payouts file")
+	}
+	ps, err := provider.ReadPayoutPolicies(writeFile(t, "payouts:\n"+block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := ps["stadtwerk"]; !ok || len(p.Payees) != 2 || p.Schedule == "" {
+		t.Fatalf("README payouts file read as %+v", ps)
+	}
+}
