@@ -198,6 +198,9 @@ func Open(path string, trust []Trust) (*Receiver, error) {
 		r.trust[string(v.KeyID())] = trusted{v: v, gateway: t.Gateway}
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("receiver: %s is in use by another process (a running farthing receive?): %w", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("receiver: %w", err)
 	}

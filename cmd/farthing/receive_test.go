@@ -109,6 +109,10 @@ func TestReceiverPaysWhenTheGapCloses(t *testing.T) {
 	}
 	post(2) // the gap closes
 	waitFor(t, out, "PAYOUT stadtwerk #1")
+	// The running receiver holds its file: a second command says so.
+	if code, _, errOut := farthing(t, nil, "payouts", "list", "--data", filepath.Join(dir, "recv")); code == 0 || !strings.Contains(errOut, "in use") {
+		t.Errorf("payouts list beside a running receiver: exit %d, %q", code, errOut)
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	got := out.String()
