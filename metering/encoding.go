@@ -266,6 +266,9 @@ func (st WindowState) AppendBinary(b []byte) ([]byte, error) {
 		w = w.u(uint64(len(p)))
 		w = append(w, p[:]...)
 	}
+	if len(o.Bands) > 0 { // optional: a window state from before bands ends at the peaks
+		w = w.bands(o.Bands)
+	}
 	return w, nil
 }
 
@@ -286,6 +289,11 @@ func (st *WindowState) UnmarshalBinary(b []byte) error {
 	}
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		o.Tree.Peaks = append(o.Tree.Peaks, r.hash())
+	}
+	if r.err == nil && len(r.b) > 0 {
+		if o.Bands = r.bands(); r.err == nil && len(o.Bands) == 0 {
+			r.fail("an empty list of price bands") // written as absent: one encoding per state
+		}
 	}
 	if err := r.done(); err != nil {
 		return err

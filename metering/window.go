@@ -21,6 +21,9 @@ type Window struct {
 	Amount     Nanos
 	Tickets    uint64
 	Tree       Frontier
+	// Bands splits Quantity and Amount by price band, sorted by name
+	// (items without bands add to the totals only).
+	Bands []BandPart
 }
 
 // WindowState is the aggregation state of one WindowKey.
@@ -66,6 +69,8 @@ type Item struct {
 	Quantity uint64
 	Amount   Nanos
 	Ticket   Hash // TicketHash of the ticket bytes
+	// Bands splits the item by price band (Charge.Parts); nil if unknown.
+	Bands []BandPart
 }
 
 // SealReason says why a window closed.
@@ -97,6 +102,9 @@ type Sealed struct {
 	Tickets    uint64
 	Root       Hash
 	Reason     SealReason
+	// Bands: the window's bands, completed (CompleteBands) so that they
+	// add up to Quantity and Amount; nil when the window has none.
+	Bands []BandPart
 }
 
 // Correction is an item whose usage time falls in a window that is already
@@ -165,6 +173,11 @@ func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
 	if w.Quantity+it.Quantity < w.Quantity {
 		return Decision{}, fmt.Errorf("%w: window quantity", ErrOverflow)
 	}
+	if len(it.Bands) > 0 {
+		if w.Bands, err = MergeBands(w.Bands, it.Bands); err != nil { // a new slice: st's is not changed
+			return Decision{}, err
+		}
+	}
 	w.Amount, w.Quantity, w.Tickets = amt, w.Quantity+it.Quantity, w.Tickets+1
 	// The frontier's slice is shared with st's: copy before appending.
 	w.Tree.Peaks = append([]Hash(nil), w.Tree.Peaks...)
@@ -212,6 +225,10 @@ func (p Policy) Close(st WindowState, now int64) (WindowState, *Sealed) {
 }
 
 func seal(w *Window, why SealReason) Sealed {
-	return Sealed{Start: w.Start, End: w.End, Currency: w.Currency, Quantity: w.Quantity, Amount: w.Amount,
+	s := Sealed{Start: w.Start, End: w.End, Currency: w.Currency, Quantity: w.Quantity, Amount: w.Amount,
 		Tickets: w.Tickets, Root: w.Tree.Root(), Reason: why}
+	if len(w.Bands) > 0 {
+		s.Bands = CompleteBands(w.Bands, w.Quantity, w.Amount)
+	}
+	return s
 }

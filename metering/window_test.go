@@ -174,3 +174,57 @@ func TestThresholdSplitsTheSlot(t *testing.T) {
 		t.Fatalf("an item of the passed split slot: %+v", d.Correction)
 	}
 }
+
+// A window sums its items' price bands; its sealed totals list them,
+// completed with "unsplit" for items that came without bands, and the
+// bands survive the window state's encoding.
+func TestWindowBands(t *testing.T) {
+	p := metering.Policy{Length: 3_600_000}
+	var st metering.WindowState
+	add := func(at int64, q uint64, amt metering.Nanos, bands ...metering.BandPart) {
+		t.Helper()
+		d, err := p.Add(st, "EUR", metering.Item{Time: at, Quantity: q, Amount: amt, Ticket: metering.Hash{byte(at)}, Bands: bands})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = d.State
+	}
+	add(1000, 150, 50_000_000, metering.BandPart{Band: "free", Quantity: 100},
+		metering.BandPart{Band: "minimum", Amount: 30_000_000}, metering.BandPart{Band: "tier 1", Quantity: 50, Amount: 20_000_000})
+	before := st
+	add(2000, 1990, 691_000_000, metering.BandPart{Band: "tier 1", Quantity: 940, Amount: 376_000_000},
+		metering.BandPart{Band: "tier 2", Quantity: 1050, Amount: 315_000_000})
+	if len(before.Open.Bands) != 3 || before.Open.Bands[2].Quantity != 50 {
+		t.Fatalf("adding an item changed the state it was given: %+v", before.Open.Bands)
+	}
+	add(3000, 7, 7_000_000) // an item without bands (from before bands)
+	b, err := st.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back metering.WindowState
+	if err := back.UnmarshalBinary(b); err != nil || len(back.Open.Bands) != 4 {
+		t.Fatalf("window state round trip: %+v, %v", back.Open.Bands, err)
+	}
+	_, sealed := p.Close(back, 3_600_000)
+	want := []metering.BandPart{{Band: "free", Quantity: 100}, {Band: "minimum", Amount: 30_000_000},
+		{Band: "tier 1", Quantity: 990, Amount: 396_000_000}, {Band: "tier 2", Quantity: 1050, Amount: 315_000_000},
+		{Band: "unsplit", Quantity: 7, Amount: 7_000_000}}
+	if sealed == nil || len(sealed.Bands) != len(want) {
+		t.Fatalf("sealed bands: %+v", sealed)
+	}
+	for i := range want {
+		if sealed.Bands[i] != want[i] {
+			t.Errorf("band %d: %+v, want %+v", i, sealed.Bands[i], want[i])
+		}
+	}
+	// A window state from before bands (no bands written) still decodes.
+	st.Open.Bands = nil
+	old, _ := st.MarshalBinary()
+	if err := back.UnmarshalBinary(old); err != nil || back.Open.Bands != nil {
+		t.Fatalf("a window without bands: %+v, %v", back.Open.Bands, err)
+	}
+	if metering.CompleteBands(want, 1, 1) != nil {
+		t.Error("bands larger than the totals were completed")
+	}
+}

@@ -20,7 +20,12 @@ package protocol
 //	  12: merkle-root,      ; bstr .size 32, SHA-256 Merkle root over the included tickets
 //	  ? 13: corrects,       ; uint > 0, seq of the aggregate this one corrects
 //	  ? 14: stream-epoch,   ; uint > 0, made at random with the gateway's state file
+//	  ? 15: [1*8 band],     ; the price bands, sorted by name (bytewise), names distinct
 //	}
+//	band = [name: tstr, quantity: uint, amount: uint]
+//	                        ; name: 1..24 bytes of printable ASCII ("tier 1",
+//	                        ; "window peak", "free", "minimum", "unsplit");
+//	                        ; the quantities add up to key 8, the amounts to key 9
 //
 // An aggregate stream is named by the key that signs it (the COSE kid)
 // and its stream epoch: receivers book each (kid, epoch, seq) once. The
@@ -49,6 +54,17 @@ type Aggregate struct {
 	// signing key: random, made with the state file; 0 for a state file
 	// older than stream epochs.
 	Epoch uint64 `json:"stream_epoch,omitempty"`
+	// Bands splits Quantity and Amount by price band (a tariff's tiers and
+	// time windows, the free allowance, the minimum-charge top-up): what a
+	// statement lists per band. Absent from gateways older than bands.
+	Bands []AggregateBand `json:"bands,omitempty"`
+}
+
+// AggregateBand is the part of an aggregate that fell in one price band.
+type AggregateBand struct {
+	Band     string `json:"band"`
+	Quantity uint64 `json:"quantity"`
+	Amount   uint64 `json:"amount"`
 }
 
 // Aggregate payload keys.
@@ -67,6 +83,7 @@ const (
 	aggMerkleRoot  = 12
 	aggCorrects    = 13
 	aggEpoch       = 14
+	aggBands       = 15
 )
 
 // Validate checks a against the limits and rules of the wire format.
@@ -98,6 +115,36 @@ func (a *Aggregate) Validate() error {
 	if a.Corrects >= a.Seq {
 		return newError(ReasonFieldRange, "a correction must follow the aggregate it corrects")
 	}
+	return a.validateBands()
+}
+
+// validateBands checks the bands: at most MaxAggregateBands, named, sorted
+// and distinct, adding up to the aggregate's quantity and amount.
+func (a *Aggregate) validateBands() error {
+	if len(a.Bands) > MaxAggregateBands {
+		return newError(ReasonFieldRange, "too many price bands")
+	}
+	var q, amt uint64
+	for i, b := range a.Bands {
+		if b.Band == "" || len(b.Band) > MaxBandNameLen {
+			return newError(ReasonFieldRange, "a price band's name must be 1..24 bytes")
+		}
+		for j := 0; j < len(b.Band); j++ {
+			if c := b.Band[j]; c < 0x20 || c > 0x7e {
+				return newError(ReasonBadName, "a price band's name must be printable ASCII")
+			}
+		}
+		if i > 0 && a.Bands[i-1].Band >= b.Band {
+			return newError(ReasonFieldRange, "price bands must be sorted by name, each once")
+		}
+		if q+b.Quantity < q || amt+b.Amount < amt {
+			return newError(ReasonFieldRange, "price bands overflow")
+		}
+		q, amt = q+b.Quantity, amt+b.Amount
+	}
+	if len(a.Bands) > 0 && (q != a.Quantity || amt != a.Amount) {
+		return newError(ReasonFieldRange, "price bands must add up to the quantity and the amount")
+	}
 	return nil
 }
 
@@ -111,6 +158,9 @@ func AppendAggregatePayload(dst []byte, a *Aggregate) ([]byte, error) {
 		n++
 	}
 	if a.Epoch != 0 {
+		n++
+	}
+	if len(a.Bands) > 0 {
 		n++
 	}
 	dst = appendHead(dst, majorMap, uint64(n))
@@ -146,6 +196,16 @@ func AppendAggregatePayload(dst []byte, a *Aggregate) ([]byte, error) {
 	if a.Epoch != 0 {
 		dst = appendUint(dst, aggEpoch)
 		dst = appendUint(dst, a.Epoch)
+	}
+	if len(a.Bands) > 0 {
+		dst = appendUint(dst, aggBands)
+		dst = appendHead(dst, majorArray, uint64(len(a.Bands)))
+		for _, b := range a.Bands {
+			dst = appendHead(dst, majorArray, 3)
+			dst = appendText(dst, b.Band)
+			dst = appendUint(dst, b.Quantity)
+			dst = appendUint(dst, b.Amount)
+		}
 	}
 	return dst, nil
 }

@@ -84,6 +84,8 @@
 //	  12: bstr .size 32,     ; SHA-256 Merkle root over the included tickets
 //	  ? 13: seq,             ; this corrects aggregate seq N of the same window
 //	  ? 14: uint .gt 0,      ; stream epoch; absent means epoch 0 (see below)
+//	  ? 15: [1*8 band],      ; price bands, sorted by name, names distinct;
+//	                         ; their quantities add up to key 8, amounts to key 9
 //	}
 //
 //	voucher-payload = {
@@ -109,6 +111,8 @@
 //	  ? 14: uint .gt 0,      ; stream epoch
 //	}
 //
+//	band     = [tstr .regexp "[ -~]{1,24}", uint, uint]   ; name ("tier 1", "window peak", "free",
+//	                                               ; "minimum", "unsplit"), quantity, nanos
 //	id       = tstr .regexp "[A-Za-z0-9._-]{1,64}"
 //	name     = tstr .regexp "[A-Za-z0-9._-]{1,32}"
 //	currency = tstr .regexp "[A-Za-z0-9._-]{1,8}"    ; ISO 4217 code, e.g. "EUR"

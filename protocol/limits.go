@@ -11,8 +11,9 @@ const (
 	MaxReceiptSize = 384
 	// MaxVoucherSize bounds an encoded voucher.
 	MaxVoucherSize = 384
-	// MaxAggregateSize bounds an encoded aggregate.
-	MaxAggregateSize = 768
+	// MaxAggregateSize bounds an encoded aggregate. One with every field
+	// at its limit, MaxAggregateBands bands included, is 812 bytes.
+	MaxAggregateSize = 1024
 	// MaxMessageSize is the largest of the above: what a transport should
 	// accept before handing bytes to a decoder.
 	MaxMessageSize = MaxTicketSize
@@ -34,6 +35,10 @@ const (
 	KeyIDLen = 8
 	// MaxKeyIDLen bounds a kid accepted from the wire (bytes).
 	MaxKeyIDLen = 16
+	// MaxAggregateBands bounds the price bands one aggregate lists.
+	MaxAggregateBands = 8
+	// MaxBandNameLen bounds a price band's name (bytes of printable ASCII).
+	MaxBandNameLen = 24
 	// MerkleRootLen is the length of an aggregate's Merkle root (SHA-256).
 	MerkleRootLen = 32
 )

@@ -11,15 +11,21 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 // StatementLine is what one account was charged by one provider on one
-// meter over a statement's period: what a postpaid account is invoiced.
+// meter in one price band over a statement's period: what a postpaid
+// account is invoiced. Tickets and Aggregates count those that charged
+// something in the band (a ticket across a tier edge counts in both).
 type StatementLine struct {
-	Account  string         `json:"account"`
-	Provider string         `json:"provider"`
-	Meter    string         `json:"meter"`
+	Account  string `json:"account"`
+	Provider string `json:"provider"`
+	Meter    string `json:"meter"`
+	// Band is the price band ("tier 1", "window peak", "free", "minimum"),
+	// or "unsplit" for aggregates that do not list bands.
+	Band     string         `json:"band"`
 	Currency string         `json:"currency"`
 	Quantity uint64         `json:"quantity"` // the meter's base units
 	Amount   metering.Nanos `json:"amount_nanos"`
@@ -35,34 +41,43 @@ type StatementLine struct {
 // Statement lists what each account (or only account, if it is not "")
 // was charged over [from, to): every aggregate booked whose window starts
 // in the period, corrections included, summed by account, provider,
-// meter and currency, in that order. Aggregates held for review are not
+// meter, band and currency, in that order. Aggregates held for review are not
 // booked and so not charged.
 func (r *Receiver) Statement(account string, from, to time.Time) ([]StatementLine, error) {
 	lo, hi := uint64(max(from.UnixMilli(), 0)), uint64(max(to.UnixMilli(), 0))
-	lines := map[[4]string]*StatementLine{}
+	lines := map[[5]string]*StatementLine{}
 	err := r.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketBooked).ForEach(func(_, v []byte) error {
 			_, a, err := strict.DecodeAggregate(v)
 			if err != nil || a.WindowStart < lo || a.WindowStart >= hi || (account != "" && a.Account != account) {
 				return nil // a credit, or outside the statement
 			}
-			k := [4]string{a.Account, a.Provider, a.Meter, a.Currency}
-			l := lines[k]
-			if l == nil {
-				l = &StatementLine{Account: a.Account, Provider: a.Provider, Meter: a.Meter, Currency: a.Currency}
-				lines[k] = l
+			bands := a.Bands
+			if len(bands) == 0 {
+				bands = []protocol.AggregateBand{{Band: metering.BandUnsplit, Quantity: a.Quantity, Amount: a.Amount}}
 			}
-			var ok bool
-			if l.Quantity, ok = addU64(l.Quantity, a.Quantity); !ok {
-				return fmt.Errorf("statement: quantity of %s/%s/%s overflows", a.Account, a.Provider, a.Meter)
-			}
-			if l.Amount, err = l.Amount.Add(metering.Nanos(a.Amount)); err != nil || a.Amount > uint64(math.MaxInt64) {
-				return fmt.Errorf("statement: amount of %s/%s/%s overflows", a.Account, a.Provider, a.Meter)
-			}
-			l.Tickets += a.Tickets
-			l.Aggregates++
-			if a.Corrects != 0 {
-				l.Corrections++
+			for _, b := range bands {
+				k := [5]string{a.Account, a.Provider, a.Meter, b.Band, a.Currency}
+				l := lines[k]
+				if l == nil {
+					l = &StatementLine{Account: a.Account, Provider: a.Provider, Meter: a.Meter, Band: b.Band, Currency: a.Currency}
+					lines[k] = l
+				}
+				var ok bool
+				if l.Quantity, ok = addU64(l.Quantity, b.Quantity); !ok {
+					return fmt.Errorf("statement: quantity of %s/%s/%s overflows", a.Account, a.Provider, a.Meter)
+				}
+				if b.Amount > uint64(math.MaxInt64) {
+					return fmt.Errorf("statement: amount of %s/%s/%s overflows", a.Account, a.Provider, a.Meter)
+				}
+				if l.Amount, err = l.Amount.Add(metering.Nanos(b.Amount)); err != nil {
+					return fmt.Errorf("statement: amount of %s/%s/%s: %w", a.Account, a.Provider, a.Meter, err)
+				}
+				l.Tickets += a.Tickets
+				l.Aggregates++
+				if a.Corrects != 0 {
+					l.Corrections++
+				}
 			}
 			return nil
 		})
@@ -77,7 +92,7 @@ func (r *Receiver) Statement(account string, from, to time.Time) ([]StatementLin
 	}
 	slices.SortFunc(out, func(a, b StatementLine) int {
 		return cmp.Or(strings.Compare(a.Account, b.Account), strings.Compare(a.Provider, b.Provider),
-			strings.Compare(a.Meter, b.Meter), strings.Compare(a.Currency, b.Currency))
+			strings.Compare(a.Meter, b.Meter), strings.Compare(a.Band, b.Band), strings.Compare(a.Currency, b.Currency))
 	})
 	return out, nil
 }

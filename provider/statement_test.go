@@ -50,11 +50,11 @@ func TestStatement(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []provider.StatementLine{
-		{Account: "acct-1", Provider: "stadtwerk", Meter: "kwh", Currency: "EUR", Quantity: 1510, Amount: 128_456_790,
+		{Account: "acct-1", Provider: "stadtwerk", Meter: "kwh", Band: "unsplit", Currency: "EUR", Quantity: 1510, Amount: 128_456_790,
 			Minor: "12.845679", Tickets: 6, Aggregates: 3, Corrections: 1},
-		{Account: "acct-1", Provider: "stadtwerk", Meter: "water", Currency: "EUR", Quantity: 3, Amount: 30_000_000,
+		{Account: "acct-1", Provider: "stadtwerk", Meter: "water", Band: "unsplit", Currency: "EUR", Quantity: 3, Amount: 30_000_000,
 			Minor: "3", Tickets: 2, Aggregates: 1},
-		{Account: "acct-2", Provider: "stadtwerk", Meter: "kwh", Currency: "EUR", Quantity: 7, Amount: 70_000_000,
+		{Account: "acct-2", Provider: "stadtwerk", Meter: "kwh", Band: "unsplit", Currency: "EUR", Quantity: 7, Amount: 70_000_000,
 			Minor: "7", Tickets: 2, Aggregates: 1},
 	}
 	if len(lines) != len(want) {
@@ -67,5 +67,33 @@ func TestStatement(t *testing.T) {
 	}
 	if only, _ := rc.Statement("acct-2", nov, dec); len(only) != 1 || only[0] != want[2] {
 		t.Errorf("acct-2's statement: %+v", only)
+	}
+
+	// An aggregate that lists its price bands gives a line per band.
+	seq++
+	a := protocol.Aggregate{Gateway: "gw-a", Seq: seq, Epoch: 1, Provider: "stadtwerk", Account: "acct-3", Meter: "kwh",
+		WindowStart: uint64(nov.UnixMilli()), WindowEnd: uint64(nov.UnixMilli()) + 1, Quantity: 2150, Amount: 791_000_000,
+		Currency: "EUR", Tickets: 3, MerkleRoot: make([]byte, 32),
+		Bands: []protocol.AggregateBand{{Band: "free", Quantity: 100}, {Band: "minimum", Amount: 76_000_000},
+			{Band: "tier 1", Quantity: 1000, Amount: 400_000_000}, {Band: "tier 2", Quantity: 1050, Amount: 315_000_000}}}
+	var enc protocol.Encoder
+	b, err := enc.AppendAggregate(nil, &a, g.s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.Accept(b); err != nil {
+		t.Fatal(err)
+	}
+	banded, err := rc.Statement("acct-3", nov, dec)
+	if err != nil || len(banded) != 4 {
+		t.Fatalf("acct-3's statement: %+v, %v", banded, err)
+	}
+	for i, want := range []struct {
+		band  string
+		minor string
+	}{{"free", "0"}, {"minimum", "7.6"}, {"tier 1", "40"}, {"tier 2", "31.5"}} {
+		if banded[i].Band != want.band || banded[i].Minor != want.minor || banded[i].Quantity != a.Bands[i].Quantity {
+			t.Errorf("line %d: %+v, want band %s, %s cents", i, banded[i], want.band, want.minor)
+		}
 	}
 }

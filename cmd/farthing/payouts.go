@@ -88,9 +88,9 @@ func parseWhen(s string) (time.Time, error) {
 }
 
 func printStatement(e *env, format string, ls []provider.StatementLine) error {
-	rows := [][]string{{"ACCOUNT", "PROVIDER", "METER", "CURRENCY", "QUANTITY", "AMOUNT (minor units)", "AMOUNT (nanos)", "TICKETS", "AGGREGATES", "CORRECTIONS"}}
+	rows := [][]string{{"ACCOUNT", "PROVIDER", "METER", "BAND", "CURRENCY", "QUANTITY", "AMOUNT (minor units)", "AMOUNT (nanos)", "TICKETS", "AGGREGATES", "CORRECTIONS"}}
 	for _, l := range ls {
-		rows = append(rows, []string{l.Account, l.Provider, l.Meter, l.Currency, strconv.FormatUint(l.Quantity, 10), l.Minor,
+		rows = append(rows, []string{l.Account, l.Provider, l.Meter, l.Band, l.Currency, strconv.FormatUint(l.Quantity, 10), l.Minor,
 			fmt.Sprint(l.Amount), strconv.FormatUint(l.Tickets, 10), strconv.FormatUint(l.Aggregates, 10), strconv.FormatUint(l.Corrections, 10)})
 	}
 	return printRows(e, format, ls, rows)

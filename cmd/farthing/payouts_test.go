@@ -165,7 +165,7 @@ func TestPayoutsRunSurvivesSIGKILL(t *testing.T) {
 	}
 	stmt, err := csv.NewReader(strings.NewReader(mustRun(t, nil, "payouts", "statement", "--from", "1970-01-01",
 		"--to", "1970-01-02", "--format", "csv", "--data", dir))).ReadAll()
-	if err != nil || len(stmt) != 1+payoutProviders || stmt[1][0] != "a" || stmt[1][5] != "150" || stmt[1][6] != "1500000000" {
+	if err != nil || len(stmt) != 1+payoutProviders || stmt[1][0] != "a" || stmt[1][3] != "unsplit" || stmt[1][6] != "150" || stmt[1][7] != "1500000000" {
 		t.Fatalf("statement (%v): %d rows, first %v", err, len(stmt), stmt[min(1, len(stmt)-1)])
 	}
 	report := mustRun(t, nil, "payouts", "report", "--data", dir)

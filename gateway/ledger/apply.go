@@ -188,7 +188,8 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 			return eff, Reject(protocol.ReasonChargeOverflow, "%v", err)
 		}
 		eff.changed = append(eff.changed, meterChange{meter: rd.Meter, charge: cs2})
-		adds = append(adds, windowAdd{ri, metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash}})
+		adds = append(adds, windowAdd{ri, metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash,
+			Bands: ch.Parts(tariff)}})
 	}
 
 	acct := st.account
@@ -258,7 +259,8 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 			eff.seals = append(eff.seals, seal{seq: aggSeq, slot: c.SlotStart,
 				rec: sealedRecord{Provider: key.Provider, Account: key.Account, Meter: key.Meter,
 					Sealed: metering.Sealed{Start: c.SlotStart, End: c.SlotEnd, Currency: acct.Currency, Quantity: c.Item.Quantity,
-						Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket})}}})
+						Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket}),
+						Bands: metering.CompleteBands(c.Item.Bands, c.Item.Quantity, c.Item.Amount)}}})
 		}
 	}
 	eff.aggSeq = aggSeq

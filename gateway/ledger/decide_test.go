@@ -121,3 +121,68 @@ func TestFreeAllowanceIsTheAccounts(t *testing.T) {
 		t.Fatalf("plug-2's 300 Wh after plug-1 used 400 of the account's 500 free: %+v; want 0.06 EUR", r)
 	}
 }
+
+// A window keeps its charges by price band, and its aggregate lists them:
+// across a tier edge, inside the free allowance, with a minimum top-up —
+// the bands add up to the aggregate's quantity and amount.
+func TestAggregateBands(t *testing.T) {
+	ts, err := metering.ParseTariffs("test", []byte(`tariffs:
+  - id: energy
+    currency: EUR
+    period: month
+    timezone: UTC
+    free: 100
+    min_charge: 0.05 EUR
+    tiers:
+      - {up_to: 1100, price: 0.40 EUR, per: 1000}
+      - {price: 0.30 EUR, per: 1000}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	terms := testTerms(t, 100_000_000_000)
+	terms.Tariffs = ts
+	st := ticketState{account: terms.Accounts["home"], meters: make([]meterState, 1)}
+	var window metering.WindowState
+	for i, reg := range []uint64{1000, 1150, 1160, 3150} { // baseline; 100 free + 50; 10 (minimum); 1990 across the edge
+		st.meters[0].window = window
+		eff, err := decide(st, terms, testPayer, ticket(uint64(i+1), reg), []byte{byte(i)}, int64(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.device, st.account = eff.device, eff.account
+		if len(eff.changed) > 0 {
+			st.meters[0].charge, window = eff.changed[0].charge, eff.changed[0].window
+		}
+	}
+	_, sealed := terms.Policies["utility"].Close(window, 1_800_000_000_000)
+	if sealed == nil {
+		t.Fatal("the window did not seal")
+	}
+	a := sealedRecord{Provider: "utility", Account: "home", Meter: "energy_wh", Sealed: *sealed}.Aggregate("gw-test", 1)
+	if err := a.Validate(); err != nil {
+		t.Fatalf("aggregate %+v: %v", a, err)
+	}
+	// 100 Wh free; 50 Wh at 0.40 = 0.02, topped up to 0.05 (0.03 minimum);
+	// 10 Wh at 0.40 = 0.004, topped up (0.046 minimum); then 940 Wh at 0.40
+	// to the 1,100 Wh edge = 0.376 and 1,050 Wh at 0.30 = 0.315.
+	want := []protocol.AggregateBand{
+		{Band: "free", Quantity: 100},
+		{Band: "minimum", Amount: 76_000_000},
+		{Band: "tier 1", Quantity: 1000, Amount: 400_000_000},
+		{Band: "tier 2", Quantity: 1050, Amount: 315_000_000},
+	}
+	if len(a.Bands) != len(want) {
+		t.Fatalf("bands %+v, want %+v", a.Bands, want)
+	}
+	for i := range want {
+		if a.Bands[i] != want[i] {
+			t.Errorf("band %d: %+v, want %+v (all: %+v)", i, a.Bands[i], want[i], a.Bands)
+		}
+	}
+	// The sealed record keeps its bands through the state file's encoding.
+	rec, err := decodeSealedRecord(sealedRecord{Provider: "utility", Account: "home", Meter: "energy_wh", Sealed: *sealed}.encode())
+	if err != nil || len(rec.Bands) != len(sealed.Bands) {
+		t.Fatalf("sealed record round trip: %+v, %v", rec.Bands, err)
+	}
+}

@@ -1,8 +1,10 @@
 package ledger
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
@@ -121,7 +123,16 @@ func decodeTicketRecord(b []byte) (ticketRecord, error) {
 func (s sealedRecord) encode() []byte {
 	return metering.NewStateWriter().String(s.Provider).String(s.Account).String(s.Meter).Int(s.Start).Int(s.End).
 		String(string(s.Currency)).Uint(s.Quantity).Int(int64(s.Amount)).Uint(s.Tickets).Uint(uint64(s.Reason)).Uint(s.Corrects).
-		Rest(s.Root[:])
+		Rest(s.sealedTail())
+}
+
+// sealedTail is the root, then, if the window has bands, their record
+// (a sealed record from before bands ends at the root).
+func (s sealedRecord) sealedTail() []byte {
+	if len(s.Bands) == 0 {
+		return s.Root[:]
+	}
+	return append(s.Root[:len(s.Root):len(s.Root)], metering.NewStateWriter().AppendBands(s.Bands)...)
 }
 
 func decodeSealedRecord(b []byte) (sealedRecord, error) {
@@ -135,11 +146,17 @@ func decodeSealedRecord(b []byte) (sealedRecord, error) {
 		r.Fail("seal reason out of range")
 	}
 	s.Reason, s.Corrects = metering.SealReason(reason), r.Uint()
-	if root := r.Rest(); r.Err() == nil {
-		if len(root) != len(s.Root) {
-			return s, fmt.Errorf("%w: sealed record: root of %d bytes", errRecord, len(root))
+	if rest := r.Rest(); r.Err() == nil {
+		if len(rest) < len(s.Root) {
+			return s, fmt.Errorf("%w: sealed record: root of %d bytes", errRecord, len(rest))
 		}
-		copy(s.Root[:], root)
+		copy(s.Root[:], rest)
+		if len(rest) > len(s.Root) {
+			br := metering.NewStateReader(rest[len(s.Root):], "sealed record's bands")
+			if s.Bands = br.Bands(); br.Done() != nil || len(s.Bands) == 0 {
+				return s, fmt.Errorf("%w: sealed record: bad price bands", errRecord)
+			}
+		}
 	}
 	return s, r.Err()
 }
@@ -148,5 +165,57 @@ func decodeSealedRecord(b []byte) (sealedRecord, error) {
 func (r sealedRecord) Aggregate(gateway string, seq uint64) protocol.Aggregate {
 	return protocol.Aggregate{Gateway: gateway, Seq: seq, Provider: r.Provider, Account: r.Account, Meter: r.Meter,
 		WindowStart: uint64(max(r.Start, 1)), WindowEnd: uint64(max(r.End, r.Start+1, 2)), Quantity: r.Quantity,
-		Amount: uint64(r.Amount), Currency: string(r.Currency), Tickets: r.Tickets, MerkleRoot: r.Root[:], Corrects: r.Corrects}
+		Amount: uint64(r.Amount), Currency: string(r.Currency), Tickets: r.Tickets, MerkleRoot: r.Root[:], Corrects: r.Corrects,
+		Bands: wireBands(r.Bands, r.Quantity, r.Amount)}
+}
+
+// wireBands is the bands of a sealed window as an aggregate lists them:
+// the MaxAggregateBands-1 largest by amount by name, the rest (and any
+// name too long for the wire) folded into metering.BandUnsplit, so that
+// they still add up. Bands that do not add up to the totals are left out.
+func wireBands(bands []metering.BandPart, quantity uint64, amount metering.Nanos) []protocol.AggregateBand {
+	bands = metering.CompleteBands(bands, quantity, amount)
+	if len(bands) == 0 {
+		return nil
+	}
+	fits := len(bands) <= protocol.MaxAggregateBands
+	for _, b := range bands {
+		fits = fits && wireBandName(b.Band)
+	}
+	if fits {
+		out := make([]protocol.AggregateBand, len(bands))
+		for i, b := range bands {
+			out[i] = protocol.AggregateBand{Band: b.Band, Quantity: b.Quantity, Amount: uint64(b.Amount)}
+		}
+		return out
+	}
+	keep := slices.Clone(bands)
+	slices.SortStableFunc(keep, func(a, b metering.BandPart) int { return cmp.Compare(b.Amount, a.Amount) })
+	var kept, folded []metering.BandPart
+	for _, b := range keep {
+		if !wireBandName(b.Band) || b.Band == metering.BandUnsplit || len(kept) == protocol.MaxAggregateBands-1 {
+			folded = append(folded, metering.BandPart{Band: metering.BandUnsplit, Quantity: b.Quantity, Amount: b.Amount})
+			continue
+		}
+		kept = append(kept, b)
+	}
+	sorted, err := metering.MergeBands(nil, append(kept, folded...))
+	if err != nil {
+		return nil
+	}
+	return wireBands(sorted, quantity, amount) // fits now
+}
+
+// wireBandName tells whether an aggregate can carry name as a band's:
+// 1..MaxBandNameLen bytes of printable ASCII.
+func wireBandName(name string) bool {
+	if name == "" || len(name) > protocol.MaxBandNameLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] < 0x20 || name[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
