@@ -70,6 +70,17 @@ func FuzzDecodeReceipt(f *testing.F) {
 
 func FuzzDecodeAggregate(f *testing.F) {
 	seedVectors(f)
+	signer, _ := protocol.NewEd25519Signer(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+	var enc protocol.Encoder
+	banded := protocol.Aggregate{Gateway: "gw-1", Seq: 3, Provider: "p", Account: "a", Meter: "m", WindowStart: 1, WindowEnd: 2,
+		Quantity: 2150, Amount: 791_000_000, Currency: "EUR", Tickets: 3, MerkleRoot: make([]byte, 32), Epoch: 9,
+		Bands: []protocol.AggregateBand{{Band: "free", Quantity: 100}, {Band: "minimum", Amount: 76_000_000},
+			{Band: "tier 1", Quantity: 1000, Amount: 400_000_000}, {Band: "tier 2", Quantity: 1050, Amount: 315_000_000}}}
+	b, err := enc.AppendAggregate(nil, &banded, signer)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		env, a, err := strict.DecodeAggregate(in)
 		if err != nil {
