@@ -1,6 +1,13 @@
 package gateway
 
-import "github.com/farthing-iot/farthing/gateway/registry"
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/farthing-iot/farthing/gateway/registry"
+)
 
 // The device registry lives in package registry, which tools that only
 // provision or simulate devices import without the daemon. These names
@@ -29,3 +36,44 @@ var (
 	WriteRegistryFile = registry.WriteFile
 	BuildRegistry     = registry.Build
 )
+
+// DeviceCheck is the body of POST /devices/check: registry entries about
+// to be added, checked against the running configuration before the
+// device file is written (their keys are not sent).
+type DeviceCheck struct {
+	Devices []DeviceTerms `json:"devices"`
+}
+
+// DeviceTerms is what a registry entry charges and to whom.
+type DeviceTerms struct {
+	ID       string            `json:"id"`
+	Account  string            `json:"account"`
+	Provider string            `json:"provider"`
+	Tariffs  map[string]string `json:"tariffs"`
+	DailyCap string            `json:"daily_cap,omitempty"`
+}
+
+// deviceRoutes serves POST /devices/check on the operator API: 200 when
+// every entry fits the running configuration, 422 naming the first that
+// does not (device, field and why), 400 for a body that is not a check.
+func (g *Gateway) deviceRoutes(m *http.ServeMux) {
+	m.HandleFunc("POST /devices/check", func(w http.ResponseWriter, r *http.Request) {
+		var req DeviceCheck
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			http.Error(w, "want {\"devices\": [...]}: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		snap := g.ingest.Snapshot()
+		for _, d := range req.Devices {
+			e := DeviceEntry{ID: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs, DailyCap: d.DailyCap}
+			if _, err := registry.CheckTerms(e, snap); err != nil {
+				g.log.Warn("operator API: device refused by the configuration", "device", d.ID, "error", err)
+				http.Error(w, fmt.Sprintf("device %s: %v", d.ID, err), http.StatusUnprocessableEntity)
+				return
+			}
+		}
+		writeJSON(w, g.log, map[string]int{"checked": len(req.Devices)})
+	})
+}

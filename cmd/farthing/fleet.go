@@ -71,6 +71,7 @@ func runDeviceAdd(e *env, args []string) error {
 	tariffs := meterTariffs{}
 	fs.Var(tariffs, "tariff", "METER=TARIFF, repeatable")
 	out := fs.String("out", "", "directory for the devices' secret files (default DATA/device-keys)")
+	op := addOperatorFlags(fs)
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -102,13 +103,28 @@ func runDeviceAdd(e *env, args []string) error {
 	for _, d := range rf.Devices {
 		have[d.ID] = true
 	}
-	if err := os.MkdirAll(*out, 0o700); err != nil {
-		return err
-	}
 	for _, id := range ids {
 		if have[id] {
 			return fmt.Errorf("device %q is already registered", id)
 		}
+	}
+	// Every device added here has the same terms: one check covers them.
+	check := gateway.DeviceCheck{Devices: []gateway.DeviceTerms{{ID: ids[0], Account: *account, Provider: *provider,
+		Tariffs: tariffs, DailyCap: *dailyCap}}}
+	// The running gateway checks the terms against its configuration
+	// before anything is written: a device it would refuse must not make
+	// the whole file unloadable.
+	var checked map[string]int
+	switch err := op.postJSON(*data, "/devices/check", check, &checked); {
+	case errors.Is(err, errNoDaemon):
+		fmt.Fprintf(e.stderr, "farthing device add: no gateway runs on %s: the terms are checked when one loads the file\n", *data)
+	case err != nil:
+		return fmt.Errorf("refused, nothing written: %w", err)
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return err
+	}
+	for _, id := range ids {
 		entry, sec, err := gateway.NewDevice(id, *typ, *account, *provider, tariffs)
 		if err != nil {
 			return err

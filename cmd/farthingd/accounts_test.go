@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -67,6 +69,36 @@ func TestTopUpServesADeviceThatRanDry(t *testing.T) {
 		t.Fatalf("the first ticket after the top-up: %+v; want accepted, 0.60 charged, 0.40 left", r)
 	}
 	dev.Close()
+
+	// device add asks the running gateway first: terms its configuration
+	// would refuse are refused with one line, exit 2, nothing written.
+	registry := filepath.Join(g.data, "devices.yaml")
+	before, _ := os.ReadFile(registry)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--account", "nobody", "--provider", "utility", "--tariff", "energy_wh=energy"}, `account "nobody" is not configured`},
+		{[]string{"--account", "kiosk", "--provider", "nobody", "--tariff", "energy_wh=energy"}, `provider "nobody" is not configured`},
+		{[]string{"--account", "kiosk", "--provider", "utility", "--tariff", "energy_wh=nothing"}, `tariffs.energy_wh: `},
+	} {
+		args := append([]string{"device", "add", "--data", g.data, "--id", "ghost-1", "--type", "hmac"}, tc.args...)
+		out, err := farthingCLI(t, args...)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(out, tc.want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("device add %v: %v\n%s; want one line with %q, exit 2", tc.args, err, out, tc.want)
+		}
+	}
+	if after, _ := os.ReadFile(registry); !bytes.Equal(before, after) {
+		t.Fatal("a refused device add changed the device file")
+	}
+	if _, err := os.Stat(filepath.Join(g.data, "device-keys", "ghost-1.secret")); err == nil {
+		t.Fatal("a refused device add wrote the device's secret")
+	}
+	if out, err := farthingCLI(t, "device", "add", "--data", g.data, "--id", "kiosk-2", "--type", "hmac", "--account", "kiosk",
+		"--provider", "utility", "--tariff", "energy_wh=energy"); err != nil || strings.Contains(out, "no gateway runs") {
+		t.Fatalf("device add with good terms: %v\n%s", err, out)
+	}
 
 	// SIGKILL between a top-up's request and its answer.
 	c, err := net.Dial("unix", filepath.Join(g.data, "operator.sock"))

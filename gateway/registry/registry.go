@@ -183,7 +183,8 @@ func ReadFile(path string) (*File, error) {
 	return &f, nil
 }
 
-// WriteFile replaces devices.yaml atomically (write, fsync, rename),
+// WriteFile replaces devices.yaml atomically (write, fsync, rename, fsync
+// of the directory),
 // so a gateway watching it never reads half a file.
 func WriteFile(path string, f *File) error {
 	b, err := yaml.Marshal(f)
@@ -210,7 +211,17 @@ func WriteFile(path string, f *File) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	// The rename is durable once the directory is synced: a crash after
+	// this leaves the new file, before it the old one, never neither.
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // Build checks every entry against the accounts, providers and
@@ -261,27 +272,10 @@ func Build(path string, f *File, known Known) (*Registry, error) {
 		copy(d.keys[offKID:], kid[:])
 		d.Account, d.Provider, d.KeyType = in.str(e.Account), in.str(e.Provider), in.str(e.KeyType)
 		d.Tariffs = in.tariffs(e.Tariffs)
-		if !known.Account(e.Account) {
-			return nil, bad("account", "account %q is not configured", e.Account)
-		}
-		if !known.Provider(e.Provider) {
-			return nil, bad("provider", "provider %q is not configured", e.Provider)
-		}
-		if len(e.Tariffs) == 0 {
-			return nil, bad("tariffs", "no meter has a tariff")
-		}
-		if e.DailyCap != "" {
-			if d.DailyCapNanos, err = metering.ParseNanos(e.DailyCap); err != nil || d.DailyCapNanos <= 0 {
-				return nil, bad("daily_cap", "%q: want a decimal > 0", e.DailyCap)
-			}
-		}
-		for meter, t := range e.Tariffs {
-			if !protocol.ValidName(meter, protocol.MaxMeterNameLen) {
-				return nil, bad("tariffs", "meter %q: use 1..32 of [A-Za-z0-9._-]", meter)
-			}
-			if err := known.Tariff(t, e.Account); err != nil {
-				return nil, bad("tariffs."+meter, "%v", err)
-			}
+		if d.DailyCapNanos, err = CheckTerms(e, known); err != nil {
+			var te *TermsError
+			errors.As(err, &te)
+			return nil, bad(te.Field, "%s", te.Problem)
 		}
 		if o := r.byKID[kid]; o != nil {
 			return nil, bad("key", "same key id as device %q", o.ID)
@@ -289,6 +283,46 @@ func Build(path string, f *File, known Known) (*Registry, error) {
 		r.byID[e.ID], r.byKID[kid] = d, d
 	}
 	return r, nil
+}
+
+// TermsError is an entry's terms that do not fit the configuration: the
+// field and what is wrong with it.
+type TermsError struct{ Field, Problem string }
+
+func (e *TermsError) Error() string { return e.Field + ": " + e.Problem }
+
+// CheckTerms checks what an entry charges and to whom — its account,
+// provider, tariffs and daily cap — against the configuration known, and
+// returns the daily cap in nanos. A *TermsError names the field.
+func CheckTerms(e Entry, known Known) (metering.Nanos, error) {
+	bad := func(field, format string, args ...any) (metering.Nanos, error) {
+		return 0, &TermsError{Field: field, Problem: fmt.Sprintf(format, args...)}
+	}
+	if !known.Account(e.Account) {
+		return bad("account", "account %q is not configured", e.Account)
+	}
+	if !known.Provider(e.Provider) {
+		return bad("provider", "provider %q is not configured", e.Provider)
+	}
+	if len(e.Tariffs) == 0 {
+		return bad("tariffs", "no meter has a tariff")
+	}
+	var dailyCap metering.Nanos
+	if e.DailyCap != "" {
+		var err error
+		if dailyCap, err = metering.ParseNanos(e.DailyCap); err != nil || dailyCap <= 0 {
+			return bad("daily_cap", "%q: want a decimal > 0", e.DailyCap)
+		}
+	}
+	for meter, t := range e.Tariffs {
+		if !protocol.ValidName(meter, protocol.MaxMeterNameLen) {
+			return bad("tariffs", "meter %q: use 1..32 of [A-Za-z0-9._-]", meter)
+		}
+		if err := known.Tariff(t, e.Account); err != nil {
+			return bad("tariffs."+meter, "%v", err)
+		}
+	}
+	return dailyCap, nil
 }
 
 // interner shares equal strings and equal tariff maps between devices.
