@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +67,7 @@ func runDeviceAdd(e *env, args []string) error {
 	count := fs.Int("count", 0, "add this many devices named PREFIX0001…")
 	prefix := fs.String("prefix", "dev-", "name prefix with --count")
 	typ := fs.String("type", "hmac", "hmac or ed25519")
+	pub := fs.String("pub", "", "the Ed25519 public key the device made itself: a key file or 64 hex digits (with --id; implies --type ed25519)")
 	account := fs.String("account", "", "account the device charges")
 	dailyCap := fs.String("daily-cap", "", "what the device may spend per day, a decimal in its account's currency (default: no cap)")
 	provider := fs.String("provider", "", "provider the usage is owed to")
@@ -91,6 +94,17 @@ func runDeviceAdd(e *env, args []string) error {
 		}
 	default:
 		return usageError{"give --id, or --count (1..100000)"}
+	}
+	var devicePub ed25519.PublicKey
+	if *pub != "" {
+		if *count != 0 {
+			return usageError{"--pub registers one device: give --id"}
+		}
+		var err error
+		if devicePub, err = readPublicKey(*pub); err != nil {
+			return fmt.Errorf("--pub: %w", err)
+		}
+		*typ = "ed25519"
 	}
 	if *account == "" || *provider == "" || len(tariffs) == 0 {
 		return usageError{"--account, --provider and at least one --tariff are required"}
@@ -124,16 +138,31 @@ func runDeviceAdd(e *env, args []string) error {
 	if err := os.MkdirAll(*out, 0o700); err != nil {
 		return err
 	}
+	secrets := map[string]gateway.DeviceSecrets{}
 	for _, id := range ids {
 		entry, sec, err := gateway.NewDevice(id, *typ, *account, *provider, tariffs)
 		if err != nil {
 			return err
 		}
 		entry.DailyCap = *dailyCap
-		if err := writeDeviceSecrets(*out, id, sec); err != nil {
+		if devicePub != nil {
+			entry.PublicKey, sec.Private = hex.EncodeToString(devicePub), nil
+		}
+		secrets[id] = sec
+		rf.Devices = append(rf.Devices, entry)
+	}
+	// The file as it will be written must load: ids, meters, key ids
+	// (a public key registered twice) — the terms were checked above.
+	if _, err := gateway.BuildRegistry(*registry, rf, anyTerms{}); err != nil {
+		return fmt.Errorf("refused, nothing written: %w", err)
+	}
+	for _, id := range ids {
+		if err := writeDeviceSecrets(*out, id, secrets[id]); err != nil {
 			return err
 		}
-		rf.Devices = append(rf.Devices, entry)
+	}
+	if *typ == "ed25519" && devicePub == nil {
+		fmt.Fprintf(e.stderr, "farthing device add: the devices' private keys were made here (%s): for devices in the field, let each make its own and register it with --pub\n", *out)
 	}
 	if err := os.MkdirAll(filepath.Dir(*registry), 0o700); err != nil {
 		return err
@@ -143,6 +172,33 @@ func runDeviceAdd(e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s (a running gateway picks them up)\n", len(ids), *registry, *out)
 	return nil
+}
+
+// anyTerms is a registry.Known that takes every account, provider and
+// tariff: for checking a device file's structure without its gateway.
+type anyTerms struct{}
+
+func (anyTerms) Account(string) bool         { return true }
+func (anyTerms) Provider(string) bool        { return true }
+func (anyTerms) Tariff(string, string) error { return nil }
+
+// readPublicKey reads an Ed25519 public key from 64 hex digits or a key
+// file; a private key file is refused (it should never leave the device).
+func readPublicKey(s string) (ed25519.PublicKey, error) {
+	if b, err := hex.DecodeString(s); err == nil {
+		if len(b) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("%d bytes of hex: want %d", len(b), ed25519.PublicKeySize)
+		}
+		return b, nil
+	}
+	k, err := keyfile.Load(s)
+	if err != nil {
+		return nil, err
+	}
+	if k.Public == nil {
+		return nil, fmt.Errorf("%s: not an Ed25519 public key file (a private key stays on the device)", s)
+	}
+	return k.Public, nil
 }
 
 // writeDeviceSecrets writes ID.secret (and ID.key for Ed25519) for the

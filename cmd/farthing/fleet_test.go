@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -105,5 +107,57 @@ func TestInspectAndProofAskTheRunningDaemon(t *testing.T) {
 	}
 	if code, _, errOut := farthing(t, nil, "inspect", "--data", data, "--operator", "http://127.0.0.1:1"); code != exitBad || !strings.Contains(errOut, "https") {
 		t.Fatalf("inspect --operator over plain HTTP: exit %d %q", code, errOut)
+	}
+}
+
+// A device that made its own Ed25519 key is registered by its public key:
+// no private key is written on the gateway, the same key cannot be
+// registered twice, a private key file is refused, and a key made on the
+// gateway says so.
+func TestDeviceAddWithItsOwnKey(t *testing.T) {
+	data, dev := t.TempDir(), t.TempDir()
+	mustRun(t, nil, "keygen", "--type", "ed25519", "--out", dev) // on the device
+	terms := []string{"--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy"}
+	code, out, errOut := farthing(t, nil, append([]string{"device", "add", "--data", data, "--id", "own-1", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
+	if code != 0 || !strings.Contains(out, "added 1 device(s)") || !strings.Contains(errOut, "no gateway runs") || strings.Contains(errOut, "made here") {
+		t.Fatalf("device add --pub: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(data, "device-keys", "own-1.key")); err == nil {
+		t.Error("a private key was written for a device that made its own")
+	}
+	k, err := os.ReadFile(filepath.Join(dev, "device.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf, _ := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml"))
+	if len(rf.Devices) != 1 || rf.Devices[0].KeyType != "ed25519" || rf.Devices[0].PublicKey == "" {
+		t.Fatalf("registry: %+v", rf.Devices)
+	}
+	if pub, err := readPublicKey(filepath.Join(dev, "device.pub")); err != nil || rf.Devices[0].PublicKey != hex.EncodeToString(pub) {
+		t.Fatalf("registered key %s, the device's %x (%v; file %q)", rf.Devices[0].PublicKey, pub, err, k)
+	}
+	before, _ := os.ReadFile(filepath.Join(data, "devices.yaml"))
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--id", "own-2", "--pub", rf.Devices[0].PublicKey}, "same key id"},
+		{[]string{"--id", "own-3", "--pub", filepath.Join(dev, "device.key")}, "a private key stays on the device"},
+		{[]string{"--count", "2", "--pub", rf.Devices[0].PublicKey}, "--id"},
+	} {
+		code, _, errOut := farthing(t, nil, append(append([]string{"device", "add", "--data", data}, tc.args...), terms...)...)
+		if code != exitBad || !strings.Contains(errOut, tc.want) {
+			t.Errorf("device add %v: exit %d %q; want %q", tc.args, code, errOut, tc.want)
+		}
+	}
+	if after, _ := os.ReadFile(filepath.Join(data, "devices.yaml")); !bytes.Equal(before, after) {
+		t.Error("a refused device add changed the device file")
+	}
+	if _, err := os.Stat(filepath.Join(data, "device-keys", "own-2.secret")); err == nil {
+		t.Error("a refused device add wrote a secret")
+	}
+	_, _, errOut = farthing(t, nil, append([]string{"device", "add", "--data", data, "--id", "lab-1", "--type", "ed25519"}, terms...)...)
+	if !strings.Contains(errOut, "private keys were made here") {
+		t.Errorf("a key made on the gateway went unsaid: %q", errOut)
 	}
 }
