@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -29,10 +30,10 @@ import (
 
 const defaultData = "farthing-data"
 
-// runDevice dispatches "device add" and "device list".
+// runDevice dispatches the device subcommands.
 func runDevice(e *env, args []string) error {
 	if len(args) == 0 {
-		return usageError{"want a subcommand: add, list or credentials"}
+		return usageError{"want a subcommand: add, list, credentials, disable, enable or remove"}
 	}
 	switch args[0] {
 	case "add":
@@ -41,8 +42,10 @@ func runDevice(e *env, args []string) error {
 		return runDeviceList(e, args[1:])
 	case "credentials":
 		return runDeviceCredentials(e, args[1:])
+	case "disable", "enable", "remove":
+		return runDeviceChange(e, args[0], args[1:])
 	}
-	return usageError{fmt.Sprintf("unknown subcommand %q: want add, list or credentials", args[0])}
+	return usageError{fmt.Sprintf("unknown subcommand %q: want add, list, credentials, disable, enable or remove", args[0])}
 }
 
 // meterTariffs collects repeated --tariff METER=TARIFF flags.
@@ -171,6 +174,59 @@ func runDeviceAdd(e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s (a running gateway picks them up)\n", len(ids), *registry, *out)
+	return nil
+}
+
+// runDeviceChange is "device disable|enable|remove --id ID": the device
+// file is replaced atomically and a running gateway picks the change up
+// (a disabled device's tickets are refused with reason device_disabled
+// and it cannot connect; a removed one is unknown, and its secret files
+// on the gateway are deleted).
+func runDeviceChange(e *env, verb string, args []string) error {
+	fs := newFlags("device " + verb)
+	data := fs.String("data", defaultData, "the gateway's data directory")
+	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	id := fs.String("id", "", "the device")
+	keys := fs.String("keys", "", "directory of the devices' secret files (default DATA/device-keys)")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *id == "" {
+		return usageError{"--id is required"}
+	}
+	if *registry == "" {
+		*registry = filepath.Join(*data, "devices.yaml")
+	}
+	if *keys == "" {
+		*keys = filepath.Join(*data, "device-keys")
+	}
+	rf, err := gateway.ReadRegistryFile(*registry)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(rf.Devices, func(d gateway.DeviceEntry) bool { return d.ID == *id })
+	if i < 0 {
+		return fmt.Errorf("device %q is not registered in %s", *id, *registry)
+	}
+	switch verb {
+	case "disable":
+		rf.Devices[i].Disabled = true
+	case "enable":
+		rf.Devices[i].Disabled = false
+	case "remove":
+		rf.Devices = slices.Delete(rf.Devices, i, i+1)
+	}
+	if err := gateway.WriteRegistryFile(*registry, rf); err != nil {
+		return err
+	}
+	if verb == "remove" {
+		for _, f := range []string{*id + ".secret", *id + ".key"} {
+			if err := os.Remove(filepath.Join(*keys, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	fmt.Fprintf(e.stdout, "device %s: %sd in %s (a running gateway picks it up)\n", *id, verb, *registry)
 	return nil
 }
 

@@ -149,6 +149,56 @@ func TestTopUpServesADeviceThatRanDry(t *testing.T) {
 	if len(log) != 2 || log[0].Credential != "socket" {
 		t.Fatalf("audit log %+v; want the two top-ups, by the socket", log)
 	}
+
+	// device disable and remove while the gateway runs: it reloads the
+	// device file, refuses the connected device's next ticket with
+	// device_disabled (nothing charged), and a removed device cannot
+	// connect; its secrets on the gateway are deleted.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	dev, err = dialDevice(ctx, g, "kiosk-1")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	dev.reg = 4000 // the registers it reported before the restart
+	change := func(verb string) {
+		t.Helper()
+		reloads := strings.Count(g.logText(), "msg=reloaded")
+		if out, err := farthingCLI(t, "device", verb, "--id", "kiosk-1", "--data", g.data); err != nil {
+			t.Fatalf("device %s: %v %s", verb, err, out)
+		}
+		for deadline := time.Now().Add(10 * time.Second); strings.Count(g.logText(), "msg=reloaded") == reloads; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the gateway did not reload after device %s:\n%s", verb, g.logText())
+			}
+		}
+	}
+	charged := inspect(t, g.data).Reconcile.LedgerCharged
+	change("disable")
+	if r := dev.report(t); r.Status != protocol.StatusRejected || r.Reason != protocol.ReasonDeviceDisabled {
+		t.Fatalf("a disabled device's ticket: %+v; want rejected, device_disabled", r)
+	}
+	if after := inspect(t, g.data).Reconcile.LedgerCharged; after != charged {
+		t.Fatalf("a disabled device was charged: %d then %d", charged, after)
+	}
+	change("remove")
+	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+	if again, err := dialDevice(ctx, g, "kiosk-1"); err == nil {
+		again.Close()
+		t.Error("a removed device connected")
+	}
+	cancel()
+	secret := filepath.Join(g.data, "device-keys", "kiosk-2.secret") // added with device add above
+	if _, err := os.Stat(secret); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := farthingCLI(t, "device", "remove", "--id", "kiosk-2", "--data", g.data); err != nil {
+		t.Fatal(err, out)
+	}
+	if _, err := os.Stat(secret); err == nil {
+		t.Error("device remove left the device's secret on the gateway")
+	}
 }
 
 // TestSpendingCapsOverMQTT: an account's daily cap and a device's daily
