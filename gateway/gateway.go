@@ -37,8 +37,12 @@ type Gateway struct {
 	gc      *gcTuner
 	key     ed25519.PrivateKey
 
-	mu     sync.Mutex // guards mtimes
+	mu     sync.Mutex // guards mtimes and closeSession
 	mtimes [2]time.Time
+	// closeSession closes a device's open session on the embedded broker
+	// (nil until it runs): a reload that disables or removes a device
+	// calls it.
+	closeSession func(device string) bool
 
 	ready     chan struct{} // closed once the transports listen
 	httpLis   net.Listener
@@ -212,9 +216,35 @@ func (g *Gateway) Reload() error {
 		g.log.Error("reload refused: keeping the current devices and tariffs", "error", err)
 		return err
 	}
+	old := g.ingest.Snapshot()
 	g.ingest.Reload(snap)
 	g.log.Info("reloaded", "devices", snap.Registry.Len(), "tariffs", len(snap.Tariffs.Tariffs))
+	g.closeSessionsOfStopped(old, snap)
 	return nil
+}
+
+// closeSessionsOfStopped closes the open MQTT sessions of the devices the
+// reload from old to snap disabled or removed: they could not connect
+// again, and must not go on holding a session either.
+func (g *Gateway) closeSessionsOfStopped(old, snap *Snapshot) {
+	g.mu.Lock()
+	closeSession := g.closeSession
+	g.mu.Unlock()
+	if closeSession == nil || old == nil || old.Registry == nil {
+		return
+	}
+	for _, d := range old.Registry.Devices() {
+		if d.Disabled {
+			continue
+		}
+		if now := snap.Registry.Device(d.ID); now != nil && !now.Disabled {
+			continue
+		}
+		if closeSession(d.ID) {
+			g.metrics.Transport.WithLabelValues("mqtt", "session_closed").Inc()
+			g.log.Warn("device session closed: the device was disabled or removed", "device", d.ID)
+		}
+	}
 }
 
 // handle is the MQTT transports' handler.

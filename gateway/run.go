@@ -80,6 +80,9 @@ func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc 
 			return err
 		}
 		g.listeners = append(g.listeners, listenerCheck{"mqtt", b.Serving})
+		g.mu.Lock()
+		g.closeSession = b.Disconnect
+		g.mu.Unlock()
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- b.Serve(tctx) }()
 		g.log.Info("embedded MQTT broker listening", "addr", b.Addr(), "tickets", topics.TicketFilter())

@@ -151,9 +151,9 @@ func TestTopUpServesADeviceThatRanDry(t *testing.T) {
 	}
 
 	// device disable and remove while the gateway runs: it reloads the
-	// device file, refuses the connected device's next ticket with
-	// device_disabled (nothing charged), and a removed device cannot
-	// connect; its secrets on the gateway are deleted.
+	// device file, closes the disabled device's open session (nothing
+	// more is charged), and neither a disabled nor a removed device can
+	// connect; a removed one's secrets on the gateway are deleted.
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	dev, err = dialDevice(ctx, g, "kiosk-1")
 	cancel()
@@ -161,7 +161,6 @@ func TestTopUpServesADeviceThatRanDry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	dev.reg = 4000 // the registers it reported before the restart
 	change := func(verb string) {
 		t.Helper()
 		reloads := strings.Count(g.logText(), "msg=reloaded")
@@ -176,9 +175,19 @@ func TestTopUpServesADeviceThatRanDry(t *testing.T) {
 	}
 	charged := inspect(t, g.data).Reconcile.LedgerCharged
 	change("disable")
-	if r := dev.report(t); r.Status != protocol.StatusRejected || r.Reason != protocol.ReasonDeviceDisabled {
-		t.Fatalf("a disabled device's ticket: %+v; want rejected, device_disabled", r)
+	// Its open session is closed with the reload, and it cannot come back.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(g.logText(),
+		`msg="device session closed: the device was disabled or removed" device=kiosk-1`); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the disabled device's session was not closed:\n%s", g.logText())
+		}
 	}
+	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+	if again, err := dialDevice(ctx, g, "kiosk-1"); err == nil {
+		again.Close()
+		t.Error("a disabled device connected")
+	}
+	cancel()
 	if after := inspect(t, g.data).Reconcile.LedgerCharged; after != charged {
 		t.Fatalf("a disabled device was charged: %d then %d", charged, after)
 	}

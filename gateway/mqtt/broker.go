@@ -118,6 +118,22 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	return b, nil
 }
 
+// Disconnect closes the connection of the client with this id (a device
+// id: clients connect under their device's id), telling an MQTT 5 client
+// why (administrative action). It reports whether such a client was connected.
+func (b *Broker) Disconnect(id string) bool {
+	cl, ok := b.srv.Clients.Get(id)
+	if !ok || cl.Closed() {
+		return false
+	}
+	if cl.Properties.ProtocolVersion >= 5 {
+		b.srv.DisconnectClient(cl, packets.ErrAdministrativeAction) // sends the reason, then closes
+		return true
+	}
+	cl.Stop(packets.ErrAdministrativeAction) // MQTT 3: a server sends no DISCONNECT, it closes
+	return true
+}
+
 // Addr is the address the broker listens on.
 func (b *Broker) Addr() string { return b.door.Address() }
 
