@@ -50,12 +50,13 @@ func (ch Charge) Parts(t *Tariff) []BandPart {
 	if ch.TopUp != 0 {
 		out = append(out, BandPart{Band: BandMinimum, Amount: ch.TopUp})
 	}
-	merged, _ := MergeBands(nil, out) // names of one tariff are distinct; sums are bounded by ch's
-	return merged
+	// The names of one tariff's bands are distinct: sorting is enough.
+	slices.SortFunc(out, func(a, b BandPart) int { return cmp.Compare(a.Band, b.Band) })
+	return out
 }
 
-// MergeBands adds parts into bands (both sorted by name) and returns a new
-// slice, sorted by name: bands itself is not changed.
+// MergeBands adds parts (in any order) into bands (sorted by name) and
+// returns a new slice, sorted by name: bands itself is not changed.
 func MergeBands(bands, parts []BandPart) ([]BandPart, error) {
 	out := make([]BandPart, len(bands), len(bands)+len(parts))
 	copy(out, bands)

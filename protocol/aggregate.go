@@ -118,6 +118,20 @@ func (a *Aggregate) Validate() error {
 	return a.validateBands()
 }
 
+// ValidBandName tells whether an aggregate can carry name as a price
+// band's: 1..MaxBandNameLen bytes of printable ASCII.
+func ValidBandName(name string) bool {
+	if name == "" || len(name) > MaxBandNameLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] < 0x20 || name[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // validateBands checks the bands: at most MaxAggregateBands, named, sorted
 // and distinct, adding up to the aggregate's quantity and amount.
 func (a *Aggregate) validateBands() error {
@@ -129,10 +143,8 @@ func (a *Aggregate) validateBands() error {
 		if b.Band == "" || len(b.Band) > MaxBandNameLen {
 			return newError(ReasonFieldRange, "a price band's name must be 1..24 bytes")
 		}
-		for j := 0; j < len(b.Band); j++ {
-			if c := b.Band[j]; c < 0x20 || c > 0x7e {
-				return newError(ReasonBadName, "a price band's name must be printable ASCII")
-			}
+		if !ValidBandName(b.Band) {
+			return newError(ReasonBadName, "a price band's name must be printable ASCII")
 		}
 		if i > 0 && a.Bands[i-1].Band >= b.Band {
 			return newError(ReasonFieldRange, "price bands must be sorted by name, each once")

@@ -186,3 +186,30 @@ func TestAggregateBands(t *testing.T) {
 		t.Fatalf("sealed record round trip: %+v, %v", rec.Bands, err)
 	}
 }
+
+// More bands than the wire carries, or a name it cannot carry, fold into
+// "unsplit": the aggregate keeps the largest, and the sums hold.
+func TestWireBandsFold(t *testing.T) {
+	var bands []metering.BandPart
+	var q uint64
+	var amt metering.Nanos
+	for i := range 10 {
+		b := metering.BandPart{Band: "tier " + string(rune('a'+i)), Quantity: uint64(i + 1), Amount: metering.Nanos(100 * (i + 1))}
+		if i == 9 {
+			b.Band = "window nuit-\u00e9t\u00e9" // not printable ASCII, and the largest
+		}
+		bands, q, amt = append(bands, b), q+b.Quantity, amt+b.Amount
+	}
+	bands, _ = metering.MergeBands(nil, bands)
+	a := protocol.Aggregate{Gateway: "gw", Seq: 1, Provider: "p", Account: "a", Meter: "m", WindowStart: 1, WindowEnd: 2,
+		Quantity: q, Amount: uint64(amt), Currency: "EUR", Tickets: 1, MerkleRoot: make([]byte, 32),
+		Bands: wireBands(bands, q, amt)}
+	if err := a.Validate(); err != nil || len(a.Bands) != protocol.MaxAggregateBands {
+		t.Fatalf("folded bands %+v: %v", a.Bands, err)
+	}
+	// Kept: tiers i..c (the seven largest with printable names); folded:
+	// tiers b and a and the window: 2+1+10 Wh, 200+100+1000 nanos.
+	if u := a.Bands[len(a.Bands)-1]; u.Band != metering.BandUnsplit || u.Quantity != 13 || u.Amount != 1300 {
+		t.Fatalf("unsplit %+v; want 13 Wh, 1300 nanos (all: %+v)", u, a.Bands)
+	}
+}

@@ -170,9 +170,9 @@ func (r sealedRecord) Aggregate(gateway string, seq uint64) protocol.Aggregate {
 }
 
 // wireBands is the bands of a sealed window as an aggregate lists them:
-// the MaxAggregateBands-1 largest by amount by name, the rest (and any
-// name too long for the wire) folded into metering.BandUnsplit, so that
-// they still add up. Bands that do not add up to the totals are left out.
+// all of them if they fit the wire, else the MaxAggregateBands-1 largest
+// by amount, the rest (and any name the wire cannot carry) folded into
+// metering.BandUnsplit, so that they still add up. Bands that do not add up to the totals are left out.
 func wireBands(bands []metering.BandPart, quantity uint64, amount metering.Nanos) []protocol.AggregateBand {
 	bands = metering.CompleteBands(bands, quantity, amount)
 	if len(bands) == 0 {
@@ -180,42 +180,27 @@ func wireBands(bands []metering.BandPart, quantity uint64, amount metering.Nanos
 	}
 	fits := len(bands) <= protocol.MaxAggregateBands
 	for _, b := range bands {
-		fits = fits && wireBandName(b.Band)
+		fits = fits && protocol.ValidBandName(b.Band)
 	}
-	if fits {
-		out := make([]protocol.AggregateBand, len(bands))
-		for i, b := range bands {
-			out[i] = protocol.AggregateBand{Band: b.Band, Quantity: b.Quantity, Amount: uint64(b.Amount)}
+	if !fits { // keep the largest, fold the rest into unsplit
+		byAmount := slices.Clone(bands)
+		slices.SortStableFunc(byAmount, func(a, b metering.BandPart) int { return cmp.Compare(b.Amount, a.Amount) })
+		kept := 0
+		for i, b := range byAmount {
+			if !protocol.ValidBandName(b.Band) || b.Band == metering.BandUnsplit || kept == protocol.MaxAggregateBands-1 {
+				byAmount[i].Band = metering.BandUnsplit
+				continue
+			}
+			kept++
 		}
-		return out
-	}
-	keep := slices.Clone(bands)
-	slices.SortStableFunc(keep, func(a, b metering.BandPart) int { return cmp.Compare(b.Amount, a.Amount) })
-	var kept, folded []metering.BandPart
-	for _, b := range keep {
-		if !wireBandName(b.Band) || b.Band == metering.BandUnsplit || len(kept) == protocol.MaxAggregateBands-1 {
-			folded = append(folded, metering.BandPart{Band: metering.BandUnsplit, Quantity: b.Quantity, Amount: b.Amount})
-			continue
-		}
-		kept = append(kept, b)
-	}
-	sorted, err := metering.MergeBands(nil, append(kept, folded...))
-	if err != nil {
-		return nil
-	}
-	return wireBands(sorted, quantity, amount) // fits now
-}
-
-// wireBandName tells whether an aggregate can carry name as a band's:
-// 1..MaxBandNameLen bytes of printable ASCII.
-func wireBandName(name string) bool {
-	if name == "" || len(name) > protocol.MaxBandNameLen {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if name[i] < 0x20 || name[i] > 0x7e {
-			return false
+		var err error
+		if bands, err = metering.MergeBands(nil, byAmount); err != nil {
+			return nil
 		}
 	}
-	return true
+	out := make([]protocol.AggregateBand, len(bands))
+	for i, b := range bands {
+		out[i] = protocol.AggregateBand{Band: b.Band, Quantity: b.Quantity, Amount: uint64(b.Amount)}
+	}
+	return out
 }
