@@ -202,6 +202,10 @@ func (p *Pending) Wait() Result {
 		in.log.Log(p.ctx, lvl, "ticket refused", "transport", sub.Transport, "device", sub.Device, "seq", p.tk.Seq,
 			"status", ref.Status.String(), "reason", ref.Reason.String(), "detail", ref.Detail)
 	}
+	if r.Status == protocol.StatusHeld && p.done != nil && ref == nil {
+		in.log.Warn("ticket held: it broke a plausibility rule of its meter; its usage waits for an operator (farthing quarantine)",
+			"transport", sub.Transport, "device", sub.Device, "seq", p.tk.Seq, "rule", r.Reason.String())
+	}
 	if in.metrics != nil {
 		reason := ""
 		if r.Reason != protocol.ReasonNone {
@@ -280,7 +284,8 @@ func (in *Ingest) available(snap *Snapshot, dev *Device) int64 {
 
 // payerOf is who a device's tickets are charged to.
 func payerOf(d *Device) ledger.Payer {
-	return ledger.Payer{Device: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs, DailyCap: d.DailyCapNanos}
+	return ledger.Payer{Device: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs, DailyCap: d.DailyCapNanos,
+		Rules: d.Plausibility}
 }
 
 // tbsPool holds buffers for the bytes a ticket's signature covers.

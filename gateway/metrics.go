@@ -69,5 +69,8 @@ func NewMetrics() *Metrics {
 			m.Tickets.WithLabelValues(st.String(), r.String())
 		}
 	}
+	for _, r := range protocol.HoldRules {
+		m.Tickets.WithLabelValues(protocol.StatusHeld.String(), r.String())
+	}
 	return m
 }

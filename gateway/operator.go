@@ -227,7 +227,8 @@ func (g *Gateway) withCredential(h http.Handler, check func(*http.Request) (stri
 
 // operatorMux serves the operator's calls: GET /inspect (the state file's
 // report), GET /proof?ticket=DEVICE/SEQ (inclusion proofs), the accounts
-// (see accountRoutes), vouchers, the device check (deviceRoutes) and, when enabled, /debug/pprof/.
+// (see accountRoutes), vouchers, the device check (deviceRoutes), the held
+// tickets (quarantineRoutes) and, when enabled, /debug/pprof/.
 func (g *Gateway) operatorMux() *http.ServeMux {
 	m := http.NewServeMux()
 	if g.cfg.Operator.Pprof {
@@ -254,6 +255,7 @@ func (g *Gateway) operatorMux() *http.ServeMux {
 	g.accountRoutes(m)
 	g.voucherRoutes(m)
 	g.deviceRoutes(m)
+	g.quarantineRoutes(m)
 	m.HandleFunc("GET /inspect", func(w http.ResponseWriter, _ *http.Request) {
 		rep, err := Inspect(g.store, g.ingest.Snapshot())
 		if err != nil {

@@ -76,6 +76,10 @@ type Tariff struct {
 	Windows []TimeOfUse
 	// MinCharge, if not zero, is the least a ticket with usage is charged.
 	MinCharge Nanos
+	// Rules are the plausibility rules of every meter the tariff prices
+	// (a device may give a meter its own). They are not part of the
+	// price: changing them keeps the pricing state.
+	Rules Rules
 
 	fingerprint uint64
 }
@@ -160,6 +164,10 @@ func (t *Tariff) computeFingerprint() uint64 {
 	}
 	return 1
 }
+
+// PeriodOf returns the start (Unix ms) of the billing period that
+// contains at; 0 for a tariff without periods.
+func (t *Tariff) PeriodOf(at int64) int64 { return t.segmentAt(at).periodStart }
 
 // band returns the price of band b: tiers first, then windows.
 func (t *Tariff) band(b int) Price {

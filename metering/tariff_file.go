@@ -27,6 +27,9 @@ import (
 //	      - {price: 0.25 EUR, per: 1000}
 //	    time_of_use:
 //	      - {name: peak, days: [mon, tue, wed, thu, fri], from: "17:00", to: "21:00", price: 0.40 EUR, per: 1000}
+//	    plausibility:              # what a reading may do before it is held; see Rules
+//	      max_rate: 22000/h
+//	      max_jump: 50000
 //
 // A price is a decimal in the tariff's currency (the currency may be
 // written after it and must then match) for "per" base units (default 1).
@@ -247,6 +250,11 @@ func (p *tariffParser) tariff(n *yaml.Node, path string) (*Tariff, error) {
 		},
 		"tiers":       func(v *yaml.Node) error { tierNodes = v; return p.kind(v, path+".tiers", yaml.SequenceNode) },
 		"time_of_use": func(v *yaml.Node) error { touNodes = v; return p.kind(v, path+".time_of_use", yaml.SequenceNode) },
+		"plausibility": func(v *yaml.Node) error {
+			var err error
+			t.Rules, err = p.rules(v, path+".plausibility")
+			return err
+		},
 	}
 	if err := p.fields(n, path, merge(h, p.priceHandlers(&flat, path, &t.Currency))); err != nil {
 		return nil, err

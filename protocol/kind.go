@@ -12,6 +12,7 @@ const (
 	KindAggregate Kind = 3
 	KindVoucher   Kind = 4
 	KindCredit    Kind = 5
+	KindHold      Kind = 6
 )
 
 // String returns the kind's name.
@@ -27,6 +28,8 @@ func (k Kind) String() string {
 		return "voucher"
 	case KindCredit:
 		return "credit"
+	case KindHold:
+		return "hold"
 	}
 	return "unknown"
 }

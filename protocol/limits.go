@@ -14,6 +14,9 @@ const (
 	// MaxAggregateSize bounds an encoded aggregate. One with every field
 	// at its limit, MaxAggregateBands bands included, is 812 bytes.
 	MaxAggregateSize = 1024
+	// MaxHoldSize bounds an encoded hold record: one with every field at
+	// its limit is under it (a test keeps it so).
+	MaxHoldSize = 1280
 	// MaxMessageSize is the largest of the above: what a transport should
 	// accept before handing bytes to a decoder.
 	MaxMessageSize = MaxTicketSize

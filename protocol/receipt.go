@@ -89,7 +89,7 @@ func (r *Receipt) Validate() error {
 		if r.Reason != ReasonNone && r.Reason != ReasonSpendingCap {
 			return newError(ReasonFieldRange, "insufficient funds' only reason is spending_cap")
 		}
-	case StatusRejected, StatusRetryLater:
+	case StatusRejected, StatusRetryLater, StatusHeld:
 		if r.Reason == ReasonNone {
 			return newError(ReasonMissingField, "status "+r.Status.String()+" needs a reason")
 		}

@@ -22,9 +22,14 @@ const (
 	// its bound, store error, overload). Nothing was recorded; send it again
 	// after RetryAfter.
 	StatusRetryLater Status = 4
+	// StatusHeld: the ticket was verified and committed, but a plausibility
+	// rule of its meter held it (Reason names the rule): its usage is kept
+	// in quarantine, charged nothing until an operator releases it, and
+	// never charged twice. The device must not send it again.
+	StatusHeld Status = 5
 )
 
-var statusNames = [...]string{"accepted", "duplicate", "rejected", "insufficient_funds", "retry_later"}
+var statusNames = [...]string{"accepted", "duplicate", "rejected", "insufficient_funds", "retry_later", "held"}
 
 // String returns the status' snake_case name.
 func (s Status) String() string {
@@ -94,23 +99,30 @@ const (
 	ReasonDeviceMismatch Reason = 35
 	// ReasonDeviceDisabled: the device is registered but switched off.
 	ReasonDeviceDisabled Reason = 36
+	// ReasonDeviceSuspended: the gateway suspended the device after it
+	// broke its plausibility rules too often; an operator lifts it.
+	ReasonDeviceSuspended Reason = 37
+	// ReasonKeyRevoked: the key (or client certificate) was revoked.
+	ReasonKeyRevoked Reason = 38
 
 	// ReasonUnknownMeter: the device has no tariff for this meter.
 	ReasonUnknownMeter Reason = 64
 	// ReasonRegisterBackwards: a register lower than the last charged value
-	// in the same epoch.
+	// in the same epoch: held (StatusHeld), or refused where the meter's
+	// rules say so.
 	ReasonRegisterBackwards Reason = 65
 	// ReasonEpochBackwards: a register epoch older than the current one.
 	ReasonEpochBackwards Reason = 66
-	// ReasonClockSkew: the device time is too far from the gateway's.
+	// ReasonClockSkew: the device time is too far from the gateway's:
+	// refused past the gateway's limit, held past a meter's own.
 	ReasonClockSkew Reason = 67
 	// ReasonUnknownAccount: the ticket names an account the device may not
 	// charge.
 	ReasonUnknownAccount Reason = 68
 	// ReasonChargeOverflow: the charge does not fit the amount type.
 	ReasonChargeOverflow Reason = 69
-	// ReasonRegisterJump: a register increase larger than the meter allows
-	// in one ticket.
+	// ReasonRegisterJump: with StatusHeld, a register increase larger than
+	// the meter allows in one ticket.
 	ReasonRegisterJump Reason = 70
 	// ReasonSuperseded: with StatusDuplicate, a ticket never seen before
 	// whose seq is below the device's last accepted one. Its readings are
@@ -123,6 +135,12 @@ const (
 	// device's per day), not the balance. Nothing is charged; a device
 	// tells it from an empty account by this reason.
 	ReasonSpendingCap Reason = 72
+	// ReasonRateTooHigh: with StatusHeld, the usage is more than the meter
+	// can count in the device time since its last reading.
+	ReasonRateTooHigh Reason = 73
+	// ReasonRegisterFault: with StatusHeld, the register is one of the
+	// values the meter sends as an error code (all ones in 32 bits, …).
+	ReasonRegisterFault Reason = 74
 
 	// Voucher refusals: a voucher that changes nothing.
 
@@ -175,6 +193,8 @@ var reasonNames = [...]struct {
 	{ReasonBadSignature, "bad_signature"},
 	{ReasonDeviceMismatch, "device_mismatch"},
 	{ReasonDeviceDisabled, "device_disabled"},
+	{ReasonDeviceSuspended, "device_suspended"},
+	{ReasonKeyRevoked, "key_revoked"},
 	{ReasonUnknownMeter, "unknown_meter"},
 	{ReasonRegisterBackwards, "register_backwards"},
 	{ReasonEpochBackwards, "epoch_backwards"},
@@ -184,6 +204,8 @@ var reasonNames = [...]struct {
 	{ReasonRegisterJump, "register_jump"},
 	{ReasonSuperseded, "superseded"},
 	{ReasonSpendingCap, "spending_cap"},
+	{ReasonRateTooHigh, "rate_too_high"},
+	{ReasonRegisterFault, "register_fault"},
 	{ReasonVoucherForged, "voucher_forged"},
 	{ReasonVoucherExpired, "voucher_expired"},
 	{ReasonVoucherWrongAccount, "voucher_wrong_account"},

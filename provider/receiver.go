@@ -70,6 +70,7 @@ var (
 	bucketCredits  = []byte("credits")
 	bucketVouchers = []byte("vouchers")
 	bucketDoubles  = []byte("doubles")
+	bucketHolds    = []byte("quarantine")
 
 	legacySeen = []byte("seen")
 	legacyHigh = []byte("high")
@@ -112,6 +113,7 @@ type Booking struct {
 	Outcome   Outcome
 	Aggregate *protocol.Aggregate // for an aggregate
 	Credit    *protocol.Credit    // for a credit record (a top-up or a voucher)
+	Hold      *protocol.Hold      // for a hold record (a ticket held, released or voided)
 	Stream    protocol.StreamID
 	// ResetFrom is set when the aggregate began a new epoch of a key seen
 	// before: the epoch it replaced and that epoch's highest seq.
@@ -178,6 +180,8 @@ type Stats struct {
 	WrongGateway uint64 `json:"wrong_gateway"`
 	Resets       uint64 `json:"stream_resets"`
 	Credits      uint64 `json:"credits"`
+	// Holds counts hold records: tickets a gateway held, released or voided.
+	Holds uint64 `json:"holds"`
 	// DoubleRedemptions counts voucher credits whose voucher was credited before.
 	DoubleRedemptions uint64 `json:"double_redemptions"`
 	Refused           uint64 `json:"refused"`
@@ -217,7 +221,7 @@ func Open(path string, trust []Trust) (*Receiver, error) {
 func (r *Receiver) setUp(tx *bolt.Tx) error {
 	newUnpaid := tx.Bucket(bucketUnpaid) == nil
 	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals,
-		bucketCredits, bucketVouchers, bucketDoubles, bucketUnpaid, bucketPayouts, bucketPayoutMeta, bucketPayoutSlot} {
+		bucketCredits, bucketVouchers, bucketDoubles, bucketHolds, bucketUnpaid, bucketPayouts, bucketPayoutMeta, bucketPayoutSlot} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -296,15 +300,15 @@ func (r *Receiver) Close() error { return r.db.Close() }
 // the aggregate should come again.
 func (r *Receiver) Accept(b []byte) (Booking, error) {
 	m, err := strict.Decode(b)
-	if err == nil && m.Kind != protocol.KindAggregate && m.Kind != protocol.KindCredit {
-		err = fmt.Errorf("a %s, not an aggregate or a credit", m.Kind)
+	if err == nil && m.Kind != protocol.KindAggregate && m.Kind != protocol.KindCredit && m.Kind != protocol.KindHold {
+		err = fmt.Errorf("a %s, not an aggregate, a credit or a hold record", m.Kind)
 	}
 	if err != nil {
 		r.count(func(s *Stats) { s.Refused++ })
 		return Booking{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	rec := recordOf(m)
-	bk := Booking{Aggregate: m.Aggregate, Credit: m.Credit}
+	bk := Booking{Aggregate: m.Aggregate, Credit: m.Credit, Hold: m.Hold}
 	env := m.Envelope
 	t, ok := r.trust[string(env.KeyID)]
 	if !ok {
@@ -343,6 +347,9 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 			if rec.credit != nil {
 				st.Credits++
 			}
+			if rec.hold != nil {
+				st.Holds++
+			}
 			if res.double != "" {
 				st.DoubleRedemptions++
 			}
@@ -366,6 +373,9 @@ func (b Booking) Seq() uint64 {
 	if b.Credit != nil {
 		return b.Credit.Seq
 	}
+	if b.Hold != nil {
+		return b.Hold.Seq
+	}
 	if b.Aggregate != nil {
 		return b.Aggregate.Seq
 	}
@@ -388,6 +398,9 @@ func (b Booking) Gateway() string {
 	if b.Credit != nil {
 		return b.Credit.Gateway
 	}
+	if b.Hold != nil {
+		return b.Hold.Gateway
+	}
 	if b.Aggregate != nil {
 		return b.Aggregate.Gateway
 	}
@@ -402,11 +415,15 @@ type record struct {
 	epoch   uint64
 	agg     *protocol.Aggregate
 	credit  *protocol.Credit
+	hold    *protocol.Hold
 }
 
 func recordOf(m *strict.Message) record {
 	if c := m.Credit; c != nil {
 		return record{gateway: c.Gateway, seq: c.Seq, epoch: c.Epoch, credit: c}
+	}
+	if h := m.Hold; h != nil {
+		return record{gateway: h.Gateway, seq: h.Seq, epoch: h.Epoch, hold: h}
 	}
 	a := m.Aggregate
 	return record{gateway: a.Gateway, seq: a.Seq, epoch: a.Epoch, agg: a}
@@ -451,6 +468,9 @@ func book(tx *bolt.Tx, s protocol.StreamID, rec record, b []byte) (bookResult, e
 	if rec.credit != nil {
 		res.double, err = bookCredit(tx, key, rec.credit)
 		return res, err
+	}
+	if rec.hold != nil {
+		return res, bookHold(tx, rec.hold, b)
 	}
 	a := rec.agg
 	if err := tx.Bucket(bucketUnpaid).Put(unpaidKey(a, key), binary.BigEndian.AppendUint64(nil, a.Amount)); err != nil {
@@ -657,6 +677,10 @@ type Report struct {
 	Credits []CreditTotal `json:"credits"`
 	// Doubles are vouchers credited twice (at two gateways, say).
 	Doubles []DoubleRedemption `json:"double_redemptions"`
+	// Quarantine is the tickets the gateways held, each as its latest
+	// record says: still held, released (its charge is in the aggregates)
+	// or voided (never charged).
+	Quarantine []protocol.Hold `json:"quarantine"`
 	// Gaps and High are keyed by stream (protocol.StreamID.String()).
 	Gaps  map[string][]uint64 `json:"gaps"`
 	High  map[string]uint64   `json:"highest_seq"`
@@ -717,6 +741,12 @@ func (r *Receiver) Report() (*Report, error) {
 			rep.Doubles = append(rep.Doubles, DoubleRedemption{Voucher: string(k[:i]),
 				First:  streamOfKey(v).Key(binary.BigEndian.Uint64(v[protocol.KeyIDLen+8:])),
 				Second: streamOfKey(second).Key(binary.BigEndian.Uint64(second[protocol.KeyIDLen+8:]))})
+			return nil
+		})
+		tx.Bucket(bucketHolds).ForEach(func(_, v []byte) error {
+			if _, h, err := strict.DecodeHold(v); err == nil {
+				rep.Quarantine = append(rep.Quarantine, h)
+			}
 			return nil
 		})
 		return tx.Bucket(bucketHeld).ForEach(func(k, v []byte) error {
@@ -784,6 +814,20 @@ func bookCredit(tx *bolt.Tx, key []byte, c *protocol.Credit) (string, error) {
 	}
 	where := streamOfKey(first).Key(binary.BigEndian.Uint64(first[protocol.KeyIDLen+8:]))
 	return where, tx.Bucket(bucketDoubles).Put(append([]byte(c.Ref+"\x00"), key...), first)
+}
+
+// bookHold keeps the latest record of a held ticket (by the gateway's
+// stream seq): the books hold no money for it; a release's charge comes
+// in the aggregates like any other.
+func bookHold(tx *bolt.Tx, h *protocol.Hold, b []byte) error {
+	hb := tx.Bucket(bucketHolds)
+	k := binary.BigEndian.AppendUint64([]byte(h.Gateway+"\x00"+h.Device+"\x00"), h.Ticket)
+	if old := hb.Get(k); old != nil {
+		if _, prev, err := strict.DecodeHold(old); err == nil && prev.Seq > h.Seq {
+			return nil // a later record of the same ticket is booked
+		}
+	}
+	return hb.Put(k, b)
 }
 
 // CreditTotal is what the gateways credited to one account in one

@@ -23,7 +23,7 @@ import (
 func (r *Receiver) Handler(log *slog.Logger) http.Handler {
 	m := http.NewServeMux()
 	m.HandleFunc("POST /aggregates", func(w http.ResponseWriter, req *http.Request) {
-		b, err := io.ReadAll(io.LimitReader(req.Body, protocol.MaxAggregateSize+1))
+		b, err := io.ReadAll(io.LimitReader(req.Body, protocol.MaxMessageSize+1))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

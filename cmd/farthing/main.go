@@ -51,6 +51,7 @@ var commands = []command{
 	{"inspect", "[--data DIR]", runInspect},
 	{"voucher", "issue --key ISSUER.key --id ID --account A --amount \"5.00 EUR\" --expires T [--issuer NAME] [--out FILE] | redeem TEXT [--data DIR]", runVoucher},
 	{"account", "topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T] [--format table|csv|json] [--data DIR]", runAccount},
+	{"quarantine", "list [--state held|released|voided|all] [--device D] | show DEVICE/SEQ | release DEVICE/SEQ [--note WHY] | void DEVICE/SEQ --note WHY [--data DIR]", runQuarantine},
 	{"bench", "[--runs N] [--duration D] [--devices N] [--json FILE] [--plot FILE]", runBench},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR]", runProof},
 	{"payouts", "run --policy FILE | list | report | statement [--from D] [--to D] [--account A] [--data DIR] [--format table|csv|json]", runPayouts},

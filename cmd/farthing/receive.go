@@ -175,6 +175,26 @@ func printTotals(e *env, r *provider.Receiver) error {
 			h.Reason, h.Stream, h.Seq, h.Gateway, h.Provider, h.Account,
 			metering.Money{Nanos: metering.Nanos(h.Amount), Currency: metering.Currency(h.Currency)})
 	}
+	for _, h := range rep.Quarantine {
+		var usage []string
+		for _, u := range h.Usage {
+			usage = append(usage, fmt.Sprintf("%s=%d", u.Meter, u.Quantity))
+		}
+		line := fmt.Sprintf("QUARANTINE %s: %s/%d (%s, %s) %s by rule %s", h.Gateway, h.Device, h.Ticket, h.Account, h.Provider,
+			strings.Join(usage, " "), h.Rule)
+		switch h.Action {
+		case protocol.HoldHeld:
+			line += ": HELD, not charged"
+		case protocol.HoldReleased:
+			line += fmt.Sprintf(": released, charged %s in the aggregates", metering.Money{Nanos: metering.Nanos(h.Amount), Currency: metering.Currency(h.Currency)})
+		default:
+			line += ": voided, never charged"
+		}
+		if h.Note != "" {
+			line += " (" + h.Note + ")"
+		}
+		fmt.Fprintln(e.stdout, line)
+	}
 	if ws, err := r.Wallets(); err == nil {
 		for _, w := range ws {
 			if w.Payouts == 0 && w.Carried == 0 {
@@ -192,8 +212,8 @@ func printTotals(e *env, r *provider.Receiver) error {
 		}
 	}
 	st := rep.Stats
-	fmt.Fprintf(e.stdout, "accepted %d (credits %d), duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, vouchers credited twice %d, refused %d\n",
-		st.Accepted, st.Credits, st.Duplicates, st.Conflicts, st.WrongGateway, st.Resets, st.DoubleRedemptions, st.Refused)
+	fmt.Fprintf(e.stdout, "accepted %d (credits %d, hold records %d), duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, vouchers credited twice %d, refused %d\n",
+		st.Accepted, st.Credits, st.Holds, st.Duplicates, st.Conflicts, st.WrongGateway, st.Resets, st.DoubleRedemptions, st.Refused)
 	return nil
 }
 

@@ -135,7 +135,7 @@ func (bk *Books) credit(tx *bolt.Tx, t *Terms, a metering.Account, amount meteri
 			return o, 0, fmt.Errorf("credit record: %w", err)
 		}
 		rec := metering.NewStateWriter().String(a.ID).Int(e.Time)
-		writes = append(writes, write{bucketOutbox, putU64(aggSeq), b}, write{bucketCredits, putU64(aggSeq), rec},
+		writes = append(writes, write{bucketOutbox, putU64(aggSeq), b}, write{bucketRecords, putU64(aggSeq), rec},
 			write{bucketMeta, metaAggSeq, putU64(aggSeq)})
 		bk.cfg.OnSeal("credit")
 	}

@@ -45,6 +45,7 @@ type ticketState struct {
 	meters  []meterState  // per reading, in the ticket's order
 	aggSeq  uint64        // the last aggregate seq sealed
 	stored  *ticketRecord // tk.Seq's record, when tk.Seq is not new
+	hold    *holdRecord   // tk.Seq's hold, when tk.Seq is not new and was held
 	opening bool          // the account has no record yet: account is its opening state
 	// What the account and the device spent in the current day and month,
 	// for their caps.
@@ -86,6 +87,11 @@ func load(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket) (ticketState, err
 				st.stored = &r
 			}
 		}
+		if v := tx.Bucket(bucketHolds).Get(seqKey(tk.Seq, p.Device)); v != nil {
+			if h, err := decodeHoldRecord(v); err == nil {
+				st.hold = &h
+			}
+		}
 		return st, nil
 	}
 	st.meters = make([]meterState, len(tk.Readings))
@@ -121,6 +127,7 @@ type ticketEffects struct {
 	seals                     []seal          // aggregates sealed, in seq order
 	aggSeq                    uint64          // the last aggregate seq after this ticket
 	ticket                    ticketRecord
+	hold                      *holdRecord // the ticket was held: its record
 }
 
 // meterChange is a counted reading's new pricing state and window.
@@ -154,6 +161,11 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 		if sr := st.stored; sr != nil {
 			r.Charged, r.Balance, r.HasBalance, r.Reason = sr.Charged, sr.Balance, true, protocol.ReasonNone
 		}
+		if h := st.hold; h != nil && h.State != protocol.HoldReleased {
+			// A held (or voided) ticket again: the same answer, so the
+			// device still stops sending it.
+			r.Status, r.Reason = protocol.StatusHeld, h.Rule
+		}
 		return eff, nil
 	}
 	ds.Meters = append([]meterRecord(nil), ds.Meters...) // st is not changed
@@ -165,8 +177,14 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 		item    metering.Item
 	}
 	var adds []windowAdd
+	// First every reading is judged by its meter's rules: a ticket that
+	// breaks one is held whole, and nothing of it is priced.
+	judged := make([]metering.Usage, len(tk.Readings))
+	outcomes := make([]metering.Outcome, len(tk.Readings))
+	var broke metering.Violation
 	for ri, rd := range tk.Readings {
-		u, ms2, outcome, err := ds.meter(rd.Meter).Advance(tk.Seq, tk.Epoch, rd.Register, int64(tk.Time))
+		rules := p.rules(t, rd.Meter)
+		u, ms2, outcome, v, err := rules.Judge(ds.meter(rd.Meter), tk.Seq, tk.Epoch, rd.Register, int64(tk.Time), now)
 		switch {
 		case errors.Is(err, metering.ErrRegisterBackwards):
 			return eff, Reject(protocol.ReasonRegisterBackwards, "meter %s: %v", rd.Meter, err)
@@ -176,7 +194,17 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 			return eff, err
 		}
 		ds.setMeter(rd.Meter, ms2)
-		if outcome != metering.Counted {
+		judged[ri], outcomes[ri] = u, outcome
+		if broke == metering.Plausible {
+			broke = v
+		}
+	}
+	if broke != metering.Plausible {
+		return holdTicket(st, t, p, tk, raw, now, ds, judged, outcomes, broke)
+	}
+	for ri, rd := range tk.Readings {
+		u := judged[ri]
+		if outcomes[ri] != metering.Counted {
 			continue // a baseline charges nothing and feeds no window
 		}
 		tariff := t.Tariffs.Get(p.Tariffs[rd.Meter])
@@ -224,46 +252,19 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 		eff.opening = &b
 	}
 
-	aggSeq := st.aggSeq
-	var tleaves []byte
-	for ai, a := range adds {
-		key := metering.WindowKey{Provider: p.Provider, Account: p.Account, Meter: tk.Readings[a.reading].Meter}
-		wkey := joinKey(key.Provider, key.Account, key.Meter)
-		// Several readings of one ticket can land in one window key only
-		// if a meter repeats, which the decoder forbids.
-		d, err := t.Policies[key.Provider].Add(st.meters[a.reading].window, acct.Currency, a.item)
-		if err != nil {
-			return eff, Reject(protocol.ReasonChargeOverflow, "window %v: %v", key, err)
-		}
-		eff.changed[ai].window = d.State
-		// The ticket's leaf in the window it joined, for inclusion proofs.
-		var leafKey []byte
-		switch {
-		case d.Correction != nil:
-			leafKey = leafKeyCorrection(aggSeq + uint64(len(d.Sealed)) + 1)
-		case len(d.Sealed) > 0 && d.Sealed[len(d.Sealed)-1].Reason == metering.SealedByThreshold:
-			w := d.Sealed[len(d.Sealed)-1]
-			leafKey = leafKeyWindow(wkey, w.Start, w.Tickets-1)
-		default:
-			leafKey = leafKeyWindow(wkey, d.State.Open.Start, d.State.Open.Tickets-1)
-		}
-		eff.leaves = append(eff.leaves, write{bucketLeaves, leafKey, append(hash[:], ref...)})
-		tleaves = append(binary.AppendUvarint(tleaves, uint64(len(leafKey))), leafKey...)
-		for _, sl := range d.Sealed {
-			aggSeq++
-			eff.seals = append(eff.seals, seal{seq: aggSeq, window: true,
-				rec: sealedRecord{Provider: key.Provider, Account: key.Account, Meter: key.Meter, Sealed: sl}})
-		}
-		if c := d.Correction; c != nil {
-			aggSeq++
-			eff.seals = append(eff.seals, seal{seq: aggSeq, slot: c.SlotStart,
-				rec: sealedRecord{Provider: key.Provider, Account: key.Account, Meter: key.Meter,
-					Sealed: metering.Sealed{Start: c.SlotStart, End: c.SlotEnd, Currency: acct.Currency, Quantity: c.Item.Quantity,
-						Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket}),
-						Bands: metering.CompleteBands(c.Item.Bands, c.Item.Quantity, c.Item.Amount)}}})
-		}
+	items := make([]windowItem, len(adds))
+	for i, a := range adds {
+		items[i] = windowItem{meter: tk.Readings[a.reading].Meter, state: st.meters[a.reading].window, item: a.item}
 	}
-	eff.aggSeq = aggSeq
+	wins, err := addToWindows(t, p, acct.Currency, hash, ref, items, st.aggSeq)
+	if err != nil {
+		return eff, err
+	}
+	for i, w := range wins.states {
+		eff.changed[i].window = w
+	}
+	eff.leaves, eff.seals, eff.aggSeq = wins.leaves, wins.seals, wins.aggSeq
+	tleaves := wins.tleaves
 
 	avail, _ := acct.Available()
 	r.Status, r.Charged, r.Balance, r.HasBalance = protocol.StatusAccepted, uint64(total), int64(avail), true
@@ -275,6 +276,68 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 	eff.ticket = ticketRecord{Charged: uint64(total), Balance: int64(avail), Leaves: tleaves, Raw: raw}
 	eff.accepted = true
 	return eff, nil
+}
+
+// windowItem is one priced usage on its way into its window.
+type windowItem struct {
+	meter string
+	state metering.WindowState
+	item  metering.Item
+}
+
+// windowAdds is what adding a ticket's items to their windows changes.
+type windowAdds struct {
+	states  []metering.WindowState // per item
+	leaves  []write                // the ticket's Merkle leaves
+	tleaves []byte                 // their keys, for the ticket record
+	seals   []seal                 // aggregates sealed, in seq order
+	aggSeq  uint64                 // the last aggregate seq after them
+}
+
+// addToWindows adds one ticket's priced items (hash and ref name the
+// ticket) to the payer's windows, after aggregate seq aggSeq: an item
+// whose window sealed already goes out as a correction. No I/O.
+func addToWindows(t *Terms, p Payer, cur metering.Currency, hash metering.Hash, ref string, items []windowItem, aggSeq uint64) (windowAdds, error) {
+	var out windowAdds
+	for _, a := range items {
+		key := metering.WindowKey{Provider: p.Provider, Account: p.Account, Meter: a.meter}
+		wkey := joinKey(key.Provider, key.Account, key.Meter)
+		// Several readings of one ticket can land in one window key only
+		// if a meter repeats, which the decoder forbids.
+		d, err := t.Policies[key.Provider].Add(a.state, cur, a.item)
+		if err != nil {
+			return out, Reject(protocol.ReasonChargeOverflow, "window %v: %v", key, err)
+		}
+		out.states = append(out.states, d.State)
+		// The ticket's leaf in the window it joined, for inclusion proofs.
+		var leafKey []byte
+		switch {
+		case d.Correction != nil:
+			leafKey = leafKeyCorrection(aggSeq + uint64(len(d.Sealed)) + 1)
+		case len(d.Sealed) > 0 && d.Sealed[len(d.Sealed)-1].Reason == metering.SealedByThreshold:
+			w := d.Sealed[len(d.Sealed)-1]
+			leafKey = leafKeyWindow(wkey, w.Start, w.Tickets-1)
+		default:
+			leafKey = leafKeyWindow(wkey, d.State.Open.Start, d.State.Open.Tickets-1)
+		}
+		out.leaves = append(out.leaves, write{bucketLeaves, leafKey, append(hash[:], ref...)})
+		out.tleaves = append(binary.AppendUvarint(out.tleaves, uint64(len(leafKey))), leafKey...)
+		for _, sl := range d.Sealed {
+			aggSeq++
+			out.seals = append(out.seals, seal{seq: aggSeq, window: true,
+				rec: sealedRecord{Provider: key.Provider, Account: key.Account, Meter: key.Meter, Sealed: sl}})
+		}
+		if c := d.Correction; c != nil {
+			aggSeq++
+			out.seals = append(out.seals, seal{seq: aggSeq, slot: c.SlotStart,
+				rec: sealedRecord{Provider: key.Provider, Account: key.Account, Meter: key.Meter,
+					Sealed: metering.Sealed{Start: c.SlotStart, End: c.SlotEnd, Currency: cur, Quantity: c.Item.Quantity,
+						Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket}),
+						Bands: metering.CompleteBands(c.Item.Bands, c.Item.Quantity, c.Item.Amount)}}})
+		}
+	}
+	out.aggSeq = aggSeq
+	return out, nil
 }
 
 // put writes an accepted ticket's effects: it looks up what corrections
@@ -318,6 +381,13 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 	writes = append(writes, eff.leaves...)
 	if len(eff.seals) > 0 {
 		writes = append(writes, write{bucketMeta, metaAggSeq, putU64(eff.aggSeq)})
+	}
+	if eff.hold != nil {
+		hw, err := bk.holdWrites(t, eff.hold, eff.aggSeq+1)
+		if err != nil {
+			return err
+		}
+		writes = append(writes, hw...)
 	}
 	writes = append(writes, write{bucketDevices, []byte(p.Device), eff.device.encode()},
 		write{bucketTickets, seqKey(tk.Seq, p.Device), eff.ticket.encode()})

@@ -28,8 +28,8 @@ func ticket(seq, reg uint64) *protocol.Ticket {
 
 // decide is the money logic of accepting a ticket, without a state file:
 // a baseline charges nothing, the next reading is priced and debited, a
-// repeat or an older seq changes nothing, a register that goes back and a
-// balance too small are refused.
+// repeat or an older seq changes nothing, a register that goes back is
+// held, and a balance too small is refused.
 func TestDecideWithoutAStateFile(t *testing.T) {
 	terms := testTerms(t, 1_000_000_000) // 1 EUR prepaid
 	st := ticketState{account: terms.Accounts["home"]}
@@ -67,8 +67,18 @@ func TestDecideWithoutAStateFile(t *testing.T) {
 	}
 
 	var rf *Refusal
-	if _, err := decide(st, terms, testPayer, ticket(3, 2000), nil, 4); !errors.As(err, &rf) || rf.Reason != protocol.ReasonRegisterBackwards {
-		t.Fatalf("register backwards: %v", err)
+	back, err := decide(st, terms, testPayer, ticket(3, 2000), nil, 4)
+	if err != nil || back.receipt.Status != protocol.StatusHeld || back.receipt.Reason != protocol.ReasonRegisterBackwards ||
+		back.entry != nil || back.hold == nil || back.hold.Usage[0].Usage.Quantity != 2000 || back.device.meter("energy_wh").Register != 2000 {
+		t.Fatalf("register backwards: %+v, %+v, %v; want held, 2000 units as from a restarted meter", back.receipt, back.hold, err)
+	}
+	jump := *terms.Tariffs.Get("energy")
+	jump.Rules.MaxJump = 5000
+	p := testPayer
+	p.Rules = map[string]*metering.Rules{"energy_wh": &jump.Rules}
+	held, err := decide(st, terms, p, ticket(3, 9000), nil, 4)
+	if err != nil || held.receipt.Status != protocol.StatusHeld || held.receipt.Reason != protocol.ReasonRegisterJump || held.receipt.Charged != 0 {
+		t.Fatalf("a device's own rule: %+v, %v; want held, register_jump", held.receipt, err)
 	}
 	if _, err := decide(st, terms, testPayer, ticket(3, 10_000), nil, 4); !errors.As(err, &rf) || rf.Status != protocol.StatusInsufficientFunds {
 		t.Fatalf("7 kWh on 0.40 EUR prepaid: %v; want insufficient funds", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
 )
 
 // Report is what `farthing inspect` shows: the state file read in one
@@ -74,6 +75,18 @@ type ReconcileReport struct {
 	Adjustments     metering.Nanos `json:"adjustments_nanos"`
 	Balances        metering.Nanos `json:"balances_nanos"`
 	Balanced        bool           `json:"balanced"`
+	// Held is the quarantine's own line: held usage is in no sum above
+	// until it is released.
+	Held HeldLine `json:"held"`
+}
+
+// HeldLine counts held tickets by what became of them; Released is what
+// their releases charged (a part of ReceiptsCharged).
+type HeldLine struct {
+	Open     int            `json:"open"`
+	Released int            `json:"released"`
+	Voided   int            `json:"voided"`
+	Charged  metering.Nanos `json:"released_charged_nanos"`
 }
 
 // Inspect reads the store in one read transaction. Sums are in nanos of
@@ -139,6 +152,22 @@ func Inspect(st *store.Store, snap *Terms) (*Report, error) {
 				rep.Reconcile.WindowsOpen += o.Amount
 				rep.OpenWindows = append(rep.OpenWindows, WindowReport{Provider: key[0], Account: key[1], Meter: key[2], Start: o.Start, End: o.End,
 					Quantity: o.Quantity, Amount: metering.Money{Nanos: o.Amount, Currency: o.Currency}.String(), Tickets: o.Tickets})
+			}
+			return nil
+		})
+		tx.Bucket(bucketHolds).ForEach(func(_, v []byte) error {
+			h, err := decodeHoldRecord(v)
+			if err != nil {
+				return nil
+			}
+			switch h.State {
+			case protocol.HoldHeld:
+				rep.Reconcile.Held.Open++
+			case protocol.HoldReleased:
+				rep.Reconcile.Held.Released++
+				rep.Reconcile.Held.Charged += h.Charged
+			default:
+				rep.Reconcile.Held.Voided++
 			}
 			return nil
 		})

@@ -28,8 +28,10 @@ import "encoding/binary"
 //	audit       seq(8) → an operator operation (Operation): what, when, by which credential (version 2)
 //	refs        kind "/" reference → the audit seq of the operation that used it: the idempotency index (version 2)
 //	spend       "account" 0 id / "device" 0 id → metering.Spent: spending in the current day and month (version 3)
-//	credits     aggregate seq → a credit record (account, time) whose signed protocol.Credit is in the outbox
-//	            under the same seq: top-ups and vouchers go upstream in the aggregates' stream (version 4)
+//	credits     aggregate seq → a record that is not an aggregate (account, time) whose signed message is in the
+//	            outbox under the same seq: a protocol.Credit (top-ups and vouchers, version 4) or a
+//	            protocol.Hold (version 5); they go upstream in the aggregates' stream
+//	holds       device 0 seq → a held ticket (holdRecord): its usage, rule and what the operator did (version 5)
 //
 // Values are the records of records.go and metering's state types, all in
 // metering's state encoding (a version byte, then varints and strings).
@@ -52,12 +54,15 @@ var (
 	bucketAudit     = []byte("audit")
 	bucketRefs      = []byte("refs")
 	bucketSpend     = []byte("spend")
-	bucketCredits   = []byte("credits")
+	// bucketRecords holds the outbox's records that are not aggregates;
+	// named "credits" in the file, its first kind.
+	bucketRecords = []byte("credits")
+	bucketHolds   = []byte("holds")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
 	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
-	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketCredits}
+	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds}
 
 // joinKey joins parts with 0 bytes.
 func joinKey(parts ...string) []byte {

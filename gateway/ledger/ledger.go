@@ -58,6 +58,9 @@ type Payer struct {
 	// DailyCap bounds what the device may spend per day (in the account's
 	// currency and time zone); 0 is none.
 	DailyCap metering.Nanos
+	// Rules are the device's own plausibility rules, by meter; a meter
+	// without an entry has its tariff's.
+	Rules map[string]*metering.Rules
 }
 
 // Refusal is an outcome other than a commit: a rejected ticket (with its

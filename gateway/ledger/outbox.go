@@ -43,10 +43,10 @@ func (bk *Books) Next(cursor uint64) (Outgoing, bool, error) {
 			return nil
 		}
 		seq := getU64(k)
-		if c := tx.Bucket(bucketCredits).Get(k); c != nil {
-			// A credit record: no provider (it goes to every upstream that
-			// takes all providers), dated when it was credited.
-			r := metering.NewStateReader(c, "credit record")
+		if c := tx.Bucket(bucketRecords).Get(k); c != nil {
+			// A credit or hold record: no provider (it goes to every
+			// upstream that takes all providers), dated when it was made.
+			r := metering.NewStateReader(c, "outbox record")
 			_ = r.String() // the account
 			at := r.Int()
 			if err := r.Done(); err != nil {

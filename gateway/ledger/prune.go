@@ -42,8 +42,8 @@ func (bk *Books) PruneTickets(ctx context.Context, upstreams []string, retention
 		var drops []leafDrop
 		seq := done
 		for seq < low && pruned < maxPrunePerRun {
-			if tx.Bucket(bucketCredits).Get(putU64(seq+1)) != nil {
-				seq++ // a credit record: no tickets or leaves to prune
+			if tx.Bucket(bucketRecords).Get(putU64(seq+1)) != nil {
+				seq++ // a credit or hold record: no tickets or leaves to prune
 				continue
 			}
 			rec, err := decodeSealedRecord(tx.Bucket(bucketSealed).Get(putU64(seq + 1)))

@@ -17,8 +17,9 @@ import (
 // migrating to it records each existing account's opening balance as its
 // balance less the sum of its entries. Version 3 adds the spend bucket
 // (spending caps), empty in a migrated file. Version 4 adds the credits
-// bucket (top-ups and vouchers sent upstream).
-const SchemaVersion = 4
+// bucket (top-ups and vouchers sent upstream). Version 5 adds the holds
+// bucket (quarantined tickets), empty in a migrated file.
+const SchemaVersion = 5
 
 var metaSchemaVersion = []byte("schema-version")
 

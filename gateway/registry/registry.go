@@ -45,6 +45,9 @@ type Entry struct {
 	// DailyCap bounds what the device may spend per day (decimal, in its
 	// account's currency and time zone); none by default.
 	DailyCap string `yaml:"daily_cap,omitempty"`
+	// Plausibility gives some of the device's meters rules of their own,
+	// replacing their tariff's (see metering.Rules).
+	Plausibility map[string]*metering.Rules `yaml:"plausibility,omitempty"`
 }
 
 // File is the layout of devices.yaml.
@@ -320,6 +323,14 @@ func CheckTerms(e Entry, known Known) (metering.Nanos, error) {
 		}
 		if err := known.Tariff(t, e.Account); err != nil {
 			return bad("tariffs."+meter, "%v", err)
+		}
+	}
+	for meter, r := range e.Plausibility {
+		if _, ok := e.Tariffs[meter]; !ok {
+			return bad("plausibility."+meter, "the device has no tariff for meter %q", meter)
+		}
+		if r == nil {
+			return bad("plausibility."+meter, "empty rules")
 		}
 	}
 	return dailyCap, nil

@@ -3,7 +3,7 @@ package strict
 import "github.com/farthing-iot/farthing/protocol"
 
 // Message is any decoded Farthing message; exactly one of Ticket, Receipt,
-// Aggregate, Voucher and Credit is set, as Kind says.
+// Aggregate, Voucher, Credit and Hold is set, as Kind says.
 type Message struct {
 	Kind      protocol.Kind
 	Envelope  protocol.Envelope
@@ -12,6 +12,7 @@ type Message struct {
 	Aggregate *protocol.Aggregate
 	Voucher   *protocol.Voucher
 	Credit    *protocol.Credit
+	Hold      *protocol.Hold
 }
 
 // Decode decodes an untrusted message of any kind. The kind is read from
@@ -51,6 +52,10 @@ func Decode(b []byte) (*Message, error) {
 	case protocol.KindCredit:
 		env, c, err := DecodeCredit(b)
 		m.Envelope, m.Credit = env, &c
+		return m, err
+	case protocol.KindHold:
+		env, h, err := DecodeHold(b)
+		m.Envelope, m.Hold = env, &h
 		return m, err
 	}
 	return nil, &protocol.Error{Reason: protocol.ReasonWrongKind, Detail: "payload kind is missing or unknown"}

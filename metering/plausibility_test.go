@@ -1,0 +1,94 @@
+package metering_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/farthing-iot/farthing/metering"
+)
+
+// Each rule holds what breaks it, and the meter state moves as the
+// cumulative-register rule in Judge's doc says.
+func TestJudgeRules(t *testing.T) {
+	const min = 60_000
+	last := metering.MeterState{Seq: 5, Register: 10_000, Time: 10 * min, Started: true}
+	rules := metering.Rules{MaxRate: metering.Rate{Units: 22_000, Per: time.Hour}, MaxJump: 50_000,
+		MaxClockSkew: 15 * time.Minute}
+	now := int64(20 * min)
+	for _, c := range []struct {
+		name     string
+		rules    metering.Rules
+		seq      uint64
+		epoch    uint64
+		register uint64
+		at       int64
+		want     metering.Violation
+		held     uint64 // usage
+		next     uint64 // register the meter stands at after
+	}{
+		{"plausible", rules, 6, 0, 13_000, 20 * min, metering.Plausible, 3_000, 13_000},
+		// 22 kW for 10 minutes is 3666 Wh: 3667 is one too many.
+		{"rate edge", rules, 6, 0, 13_666, 20 * min, metering.Plausible, 3_666, 13_666},
+		{"rate", rules, 6, 0, 13_667, 20 * min, metering.ViolationRate, 3_667, 13_667},
+		{"jump", metering.Rules{MaxJump: 50_000}, 6, 0, 60_001, 20 * min, metering.ViolationJump, 50_001, 60_001},
+		{"fault 32", rules, 6, 0, 4294967295, 20 * min, metering.ViolationFault, 0, 10_000},
+		{"fault listed", metering.Rules{Faults: []uint64{16777215}}, 6, 0, 16777215, 20 * min, metering.ViolationFault, 0, 10_000},
+		{"fault list replaces defaults", metering.Rules{Faults: []uint64{}}, 6, 0, 4294967295, 20 * min, metering.Plausible, 4294957295, 4294967295},
+		{"backwards", rules, 6, 0, 400, 20 * min, metering.ViolationBackwards, 400, 400},
+		{"skew", rules, 6, 0, 10_100, 40 * min, metering.ViolationClockSkew, 100, 10_100},
+		{"new epoch counts from zero", rules, 6, 1, 100, 20 * min, metering.Plausible, 100, 100},
+	} {
+		u, next, out, v, err := c.rules.Judge(last, c.seq, c.epoch, c.register, c.at, now)
+		if err != nil || out != metering.Counted || v != c.want || u.Quantity != c.held || next.Register != c.next || next.Seq != c.seq {
+			t.Errorf("%s: usage %d, next %+v, %v, %v, %v; want %v with usage %d, register %d", c.name, u.Quantity, next, out, v, err,
+				c.want, c.held, c.next)
+		}
+	}
+	// After a fault, the next good reading counts from the last good one.
+	_, st, _, _, _ := rules.Judge(last, 6, 0, 4294967295, 15*min, now)
+	u, _, _, v, _ := rules.Judge(st, 7, 0, 11_000, 20*min, now)
+	if v != metering.Plausible || u.Quantity != 1_000 || u.From != 10*min {
+		t.Errorf("after a fault: %+v, %v; want 1000 units from the last good reading", u, v)
+	}
+	// A first reading that is a fault sets no baseline.
+	if _, st, out, v, _ := rules.Judge(metering.MeterState{}, 1, 0, 1<<64-1, 0, now); st.Started || v != metering.ViolationFault || out != metering.Baseline {
+		t.Errorf("fault as the first reading: %+v, %v, %v", st, out, v)
+	}
+	// backwards: refuse keeps the old behaviour.
+	if _, st, _, _, err := (&metering.Rules{RefuseBackwards: true}).Judge(last, 6, 0, 400, 20*min, now); !errors.Is(err, metering.ErrRegisterBackwards) || st != last {
+		t.Errorf("backwards refused: %+v, %v", st, err)
+	}
+	if _, _, _, _, err := rules.Judge(metering.MeterState{Seq: 5, Epoch: 2, Register: 1, Started: true}, 6, 1, 5, 0, now); !errors.Is(err, metering.ErrEpochBackwards) {
+		t.Errorf("older epoch: %v", err)
+	}
+}
+
+func TestParseRules(t *testing.T) {
+	set, err := metering.ParseTariffs("t.yaml", []byte(`tariffs:
+  - id: ev
+    currency: EUR
+    price: 0.30
+    per: 1000
+    plausibility:
+      max_rate: 22000/h
+      max_jump: 50_000
+      faults: [16777215]
+      max_clock_skew: 15m
+      backwards: refuse
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := set.Get("ev").Rules
+	if r.MaxRate != (metering.Rate{Units: 22000, Per: time.Hour}) || r.MaxJump != 50000 || len(r.Faults) != 1 ||
+		r.MaxClockSkew != 15*time.Minute || !r.RefuseBackwards {
+		t.Errorf("rules %+v", r)
+	}
+	for _, bad := range []string{"max_rate: 5", "max_rate: 5/ms", "backwards: maybe", "max_clock_skew: -1s", "speed: 3"} {
+		_, err := metering.ParseTariffs("t.yaml", []byte("tariffs:\n  - id: ev\n    currency: EUR\n    price: 1\n    plausibility:\n      "+bad+"\n"))
+		if !errors.Is(err, metering.ErrBadTariff) {
+			t.Errorf("%q: %v, want ErrBadTariff", bad, err)
+		}
+	}
+}
