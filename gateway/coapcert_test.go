@@ -30,6 +30,9 @@ func issue(t testing.TB, cn string, parent *x509.Certificate, parentKey *ecdsa.P
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: ca,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}, DNSNames: []string{cn}}
+	if ca {
+		tmpl.KeyUsage |= x509.KeyUsageCRLSign
+	}
 	if parent == nil {
 		parent, parentKey = tmpl, key
 	}

@@ -58,6 +58,28 @@ type Config struct {
 	Upstreams []UpstreamConfig `yaml:"upstreams"`
 	// Forward tunes every upstream's forwarder.
 	Forward ForwardSettings `yaml:"forward"`
+	// Fraud is what the gateway does about devices that break their
+	// plausibility rules or look cloned.
+	Fraud FraudConfig `yaml:"fraud"`
+}
+
+// FraudConfig sets the automatic suspension of devices. A suspended
+// device's tickets are refused (reason device_suspended) until an
+// operator resumes it (farthing device resume).
+type FraudConfig struct {
+	// SuspendAfter suspends a device with this many tickets held within
+	// Window; 0 (the default) never does.
+	SuspendAfter int `yaml:"suspend_after"`
+	// Window is the time signs are counted over; default 1h.
+	Window time.Duration `yaml:"window"`
+	// Clones is "log" (the default: a suspected clone is counted and
+	// logged) or "suspend" (it is also suspended).
+	Clones string `yaml:"clones"`
+	// CloneSignals is how many signs of a clone within Window make a
+	// suspected clone; default 5. Signs: the device's MQTT session taken
+	// over from another address, a second DTLS session from another
+	// address, a ticket answered superseded (two seq streams interleaving).
+	CloneSignals int `yaml:"clone_signals"`
 }
 
 // UpstreamConfig is one destination of aggregates.
@@ -189,6 +211,10 @@ type DTLSConfig struct {
 	CertFile     string `yaml:"cert_file"`
 	KeyFile      string `yaml:"key_file"`
 	ClientCAFile string `yaml:"client_ca_file"`
+	// CRLFile is the client CA's certificate revocation list (PEM or
+	// DER), checked at every handshake and read again when it changes: a
+	// revoked certificate's handshake fails.
+	CRLFile string `yaml:"crl_file"`
 }
 
 // HTTPConfig is the metrics and health endpoint.
@@ -318,6 +344,22 @@ func (c *Config) setDefaults() error {
 		if c.Providers[i].Window == 0 {
 			c.Providers[i].Window = time.Hour
 		}
+	}
+	if c.Fraud.Window == 0 {
+		c.Fraud.Window = time.Hour
+	}
+	if c.Fraud.CloneSignals == 0 {
+		c.Fraud.CloneSignals = 5
+	}
+	switch c.Fraud.Clones {
+	case "":
+		c.Fraud.Clones = "log"
+	case "log", "suspend":
+	default:
+		return fmt.Errorf("%w: fraud.clones: %q: want log or suspend", ErrConfig, c.Fraud.Clones)
+	}
+	if c.Fraud.SuspendAfter < 0 || c.Fraud.CloneSignals < 0 || c.Fraud.Window < 0 {
+		return fmt.Errorf("%w: fraud: suspend_after, clone_signals and window must not be negative", ErrConfig)
 	}
 	c.MQTT.DoorConfig.SetDefaults()
 	c.DTLS.Limits.SetDefaults()

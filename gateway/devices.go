@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
 )
 
@@ -25,6 +26,8 @@ type (
 	DeviceSecrets = registry.Secrets
 	// Known is what registry entries are checked against (registry.Known).
 	Known = registry.Known
+	// NextKey is a key a device rotates to (registry.NextKey).
+	NextKey = registry.NextKey
 )
 
 // Registry functions (see package registry).
@@ -35,6 +38,7 @@ var (
 	ReadRegistryFile  = registry.ReadFile
 	WriteRegistryFile = registry.WriteFile
 	BuildRegistry     = registry.Build
+	RegistryKeyIDs    = registry.KeyIDs
 )
 
 // DeviceCheck is the body of POST /devices/check: registry entries about
@@ -53,10 +57,25 @@ type DeviceTerms struct {
 	DailyCap string            `json:"daily_cap,omitempty"`
 }
 
-// deviceRoutes serves POST /devices/check on the operator API: 200 when
+// deviceRoutes serves, on the operator API, POST /devices/check: 200 when
 // every entry fits the running configuration, 422 naming the first that
-// does not (device, field and why), 400 for a body that is not a check.
+// does not (device, field and why), 400 for a body that is not a check;
+// GET /devices/suspended: the devices the gateway suspended
+// (ledger.Suspension); POST /devices/{id}/resume: lift a suspension
+// (audited), 404 if the device was not suspended.
 func (g *Gateway) deviceRoutes(m *http.ServeMux) {
+	m.HandleFunc("GET /devices/suspended", func(w http.ResponseWriter, _ *http.Request) {
+		v, err := ledger.Suspensions(g.store)
+		answer(w, g, v, err)
+	})
+	m.HandleFunc("POST /devices/{id}/resume", func(w http.ResponseWriter, r *http.Request) {
+		was, err := g.ingest.Resume(r.Context(), r.PathValue("id"), credentialOf(r))
+		if err == nil && !was {
+			http.Error(w, "device "+r.PathValue("id")+" is not suspended", http.StatusNotFound)
+			return
+		}
+		answer(w, g, map[string]string{"resumed": r.PathValue("id")}, err)
+	})
 	m.HandleFunc("POST /devices/check", func(w http.ResponseWriter, r *http.Request) {
 		var req DeviceCheck
 		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))

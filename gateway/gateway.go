@@ -37,12 +37,14 @@ type Gateway struct {
 	gc      *gcTuner
 	key     ed25519.PrivateKey
 
-	mu     sync.Mutex // guards mtimes and closeSession
+	mu     sync.Mutex // guards mtimes and closers
 	mtimes [2]time.Time
-	// closeSession closes a device's open session on the embedded broker
-	// (nil until it runs): a reload that disables or removes a device
-	// calls it.
-	closeSession func(device string) bool
+	// closers close a device's open sessions, by transport (the embedded
+	// broker's and the DTLS listener's, once they run): a device revoked,
+	// disabled, removed or suspended loses them.
+	closers map[string]func(device string) int
+	toClose []string  // suspended devices whose sessions housekeeping closes
+	crl     *crlWatch // the DTLS client certificates' revocation list, if any
 
 	ready     chan struct{} // closed once the transports listen
 	httpLis   net.Listener
@@ -138,6 +140,17 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream,
 		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }})
 	g.ingest = NewIngest(books, snap, cfg.Limits, g.metrics, log)
+	if err := g.ingest.SetFraud(cfg.Fraud); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("suspended devices: %w", err)
+	}
+	g.ingest.onSuspend = func(device string) {
+		// Closed by housekeeping within a second, after the receipt of
+		// the ticket that led to the suspension has gone out.
+		g.mu.Lock()
+		g.toClose = append(g.toClose, device)
+		g.mu.Unlock()
+	}
 	log.Info("aggregate stream", "gateway", cfg.GatewayID, "stream", stream.String())
 	return g, nil
 }
@@ -223,28 +236,57 @@ func (g *Gateway) Reload() error {
 	return nil
 }
 
-// closeSessionsOfStopped closes the open MQTT sessions of the devices the
-// reload from old to snap disabled or removed: they could not connect
-// again, and must not go on holding a session either.
+// closeSessionsOfStopped closes the open sessions of the devices the
+// reload from old to snap revoked, disabled or removed: they could not
+// connect again, and must not go on holding a session either.
 func (g *Gateway) closeSessionsOfStopped(old, snap *Snapshot) {
-	g.mu.Lock()
-	closeSession := g.closeSession
-	g.mu.Unlock()
-	if closeSession == nil || old == nil || old.Registry == nil {
+	if old == nil || old.Registry == nil {
 		return
 	}
 	for _, d := range old.Registry.Devices() {
-		if d.Disabled {
+		if !d.Active() {
 			continue
 		}
-		if now := snap.Registry.Device(d.ID); now != nil && !now.Disabled {
+		if now := snap.Registry.Device(d.ID); now != nil && now.Active() {
 			continue
 		}
-		if closeSession(d.ID) {
-			g.metrics.Transport.WithLabelValues("mqtt", "session_closed").Inc()
-			g.log.Warn("device session closed: the device was disabled or removed", "device", d.ID)
+		g.closeSessions(d.ID, "the device was revoked, disabled or removed")
+	}
+}
+
+// closeSessions closes device's open sessions on every transport.
+func (g *Gateway) closeSessions(device, why string) {
+	g.mu.Lock()
+	closers := g.closers
+	g.mu.Unlock()
+	for transport, closeDevice := range closers {
+		if n := closeDevice(device); n > 0 {
+			g.metrics.Transport.WithLabelValues(transport, "session_closed").Add(float64(n))
+			g.log.Warn("device session closed: "+why, "device", device, "transport", transport, "sessions", n)
 		}
 	}
+}
+
+// closeSuspended closes the sessions of the devices suspended since it
+// last ran.
+func (g *Gateway) closeSuspended() {
+	g.mu.Lock()
+	devs := g.toClose
+	g.toClose = nil
+	g.mu.Unlock()
+	for _, d := range devs {
+		g.closeSessions(d, "the device was suspended")
+	}
+}
+
+// addCloser registers a transport's way to close a device's sessions.
+func (g *Gateway) addCloser(transport string, f func(device string) int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closers == nil {
+		g.closers = map[string]func(string) int{}
+	}
+	g.closers[transport] = f
 }
 
 // handle is the MQTT transports' handler.
@@ -265,7 +307,7 @@ func (g *Gateway) handleCoAP(ctx context.Context, device string, payload []byte)
 
 func (g *Gateway) dtlsPSK(identity string) ([]byte, bool) {
 	d := g.ingest.Snapshot().Registry.Device(identity)
-	if d == nil || d.Disabled {
+	if d == nil || !d.Active() || g.ingest.suspended(d.ID) {
 		return nil, false
 	}
 	return d.DTLSPSK(), true
@@ -300,5 +342,5 @@ func (g *Gateway) CoAPAddr() string { return g.coapAddr }
 
 func (g *Gateway) authenticate(device string, password []byte) bool {
 	d := g.ingest.Snapshot().Registry.Device(device)
-	return d != nil && !d.Disabled && d.CheckMQTTPassword(password)
+	return d != nil && d.Active() && !g.ingest.suspended(d.ID) && d.CheckMQTTPassword(password)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,8 @@ type Ingest struct {
 	// they are logged in summary (see Gateway.watchDisk), not one by one.
 	fullRefused atomic.Uint64
 	ed          *edBatcher
+	fraud       fraudWatch
+	onSuspend   func(device string) // closes a suspended device's sessions
 }
 
 // Snapshot is the configuration the pipeline prices with; Reload swaps it
@@ -120,6 +123,7 @@ type Pending struct {
 	ref   *refusal
 	done  <-chan error     // the commit's result; nil when refused before
 	rc    protocol.Receipt // set by the commit
+	fresh bool             // the commit wrote the ticket (it was not seen before)
 }
 
 // Start decodes and verifies a ticket on the caller's goroutine and queues
@@ -136,7 +140,7 @@ func (in *Ingest) Start(ctx context.Context, sub Submission) *Pending {
 	}
 	committed, err := in.books.Store().Enqueue(ctx, func(tx *bolt.Tx) error {
 		var err error
-		p.rc, err = in.books.Apply(tx, &p.snap.Terms, payerOf(dev), &p.tk, raw)
+		p.rc, p.fresh, err = in.books.Apply(tx, &p.snap.Terms, payerOf(dev, p.snap.Registry), &p.tk, raw)
 		return err
 	})
 	if err != nil {
@@ -168,6 +172,9 @@ func commitRefusal(in *Ingest, sub Submission, seq uint64, err error) *refusal {
 func (p *Pending) Wait() Result {
 	in, snap, sub, ref := p.in, p.snap, p.sub, p.ref
 	answer := snap.Registry.Device(sub.Device) // who gets the receipt
+	if p.dev != nil && p.dev.ID == sub.Device {
+		answer = p.dev // with the keys of the ticket's key (a rotating device's next)
+	}
 	r := protocol.Receipt{Device: sub.Device}
 	if answer != nil {
 		r.Currency = string(snap.Accounts[answer.Account].Currency)
@@ -202,9 +209,15 @@ func (p *Pending) Wait() Result {
 		in.log.Log(p.ctx, lvl, "ticket refused", "transport", sub.Transport, "device", sub.Device, "seq", p.tk.Seq,
 			"status", ref.Status.String(), "reason", ref.Reason.String(), "detail", ref.Detail)
 	}
-	if r.Status == protocol.StatusHeld && p.done != nil && ref == nil {
-		in.log.Warn("ticket held: it broke a plausibility rule of its meter; its usage waits for an operator (farthing quarantine)",
-			"transport", sub.Transport, "device", sub.Device, "seq", p.tk.Seq, "rule", r.Reason.String())
+	if p.done != nil && ref == nil {
+		switch {
+		case r.Status == protocol.StatusHeld && p.fresh:
+			in.log.Warn("ticket held: it broke a plausibility rule of its meter; its usage waits for an operator (farthing quarantine)",
+				"transport", sub.Transport, "device", sub.Device, "seq", p.tk.Seq, "rule", r.Reason.String())
+			in.noteHeld(sub.Device)
+		case r.Status == protocol.StatusDuplicate && r.Reason == protocol.ReasonSuperseded:
+			in.NoteCloneSign(sub.Device, SignSuperseded, "seq "+strconv.FormatUint(p.tk.Seq, 10))
+		}
 	}
 	if in.metrics != nil {
 		reason := ""
@@ -242,8 +255,14 @@ func (in *Ingest) check(snap *Snapshot, sub Submission) (*Device, protocol.Ticke
 	}
 	dev := snap.Registry.ByKeyID(env.KeyID)
 	switch {
+	case snap.Registry.KeyRevoked(env.KeyID):
+		return nil, tk, nil, reject(protocol.ReasonKeyRevoked, "key id %x was revoked", env.KeyID)
 	case dev == nil:
 		return nil, tk, nil, reject(protocol.ReasonUnknownKey, "no device has key id %x", env.KeyID)
+	case dev.Revoked:
+		return nil, tk, nil, reject(protocol.ReasonKeyRevoked, "device %s is revoked", dev.ID)
+	case in.suspended(dev.ID):
+		return nil, tk, nil, reject(protocol.ReasonDeviceSuspended, "device %s is suspended until an operator resumes it", dev.ID)
 	case dev.Disabled:
 		return nil, tk, nil, reject(protocol.ReasonDeviceDisabled, "device %s is disabled", dev.ID)
 	case tk.Device != dev.ID:
@@ -251,6 +270,7 @@ func (in *Ingest) check(snap *Snapshot, sub Submission) (*Device, protocol.Ticke
 	case sub.Device != dev.ID:
 		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "ticket of device %q arrived as %q", dev.ID, sub.Device)
 	}
+	dev = dev.ForKey(env.KeyID) // a rotating device's next key, when the ticket uses it
 	if err := in.verify(dev, &env); err != nil {
 		return nil, tk, nil, reject(protocol.ReasonOf(err), "%v", err)
 	}
@@ -282,10 +302,15 @@ func (in *Ingest) available(snap *Snapshot, dev *Device) int64 {
 	return in.books.Available(&snap.Terms, dev.Account)
 }
 
-// payerOf is who a device's tickets are charged to.
-func payerOf(d *Device) ledger.Payer {
-	return ledger.Payer{Device: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs, DailyCap: d.DailyCapNanos,
-		Rules: d.Plausibility}
+// payerOf is who a device's tickets are charged to, as seen through the
+// key the ticket used (d is the device ForKey returned).
+func payerOf(d *Device, reg *Registry) ledger.Payer {
+	p := ledger.Payer{Device: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs, DailyCap: d.DailyCapNanos,
+		Rules: d.Plausibility, Key: [protocol.KeyIDLen]byte(d.KeyID())}
+	if r := reg.Device(d.ID); r != nil {
+		p.NextKey, p.RetireAt, p.Rotating = r.Rotation()
+	}
+	return p
 }
 
 // tbsPool holds buffers for the bytes a ticket's signature covers.

@@ -21,6 +21,7 @@ type Metrics struct {
 	OldestSealed prometheus.Gauge         // age in seconds of the oldest aggregate not yet forwarded
 	Sealed       *prometheus.CounterVec   // windows sealed, by reason
 	Transport    *prometheus.CounterVec   // transport events, by transport and event
+	Fraud        *prometheus.CounterVec   // signs of clones and suspensions, by event
 	Latency      *prometheus.HistogramVec // end to end per transport, seconds
 	LowBalance   *prometheus.CounterVec   // receipts with the low-balance flag, by account
 }
@@ -52,6 +53,12 @@ func NewMetrics() *Metrics {
 	m.LowBalance = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_low_balance_receipts_total",
 		Help: "Receipts that carried the low-balance flag: the account is below its low_balance level."}, []string{"account"})
 	m.Registry.MustRegister(m.LowBalance)
+	m.Fraud = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_fraud_events_total",
+		Help: "Signs of cloned devices, suspected clones and devices suspended, by event."}, []string{"event"})
+	m.Registry.MustRegister(m.Fraud)
+	for _, e := range []string{SignTakeover, SignDTLS, SignSuperseded, "clone_suspected", "suspended_holds", "suspended_clone"} {
+		m.Fraud.WithLabelValues(e)
+	}
 	m.Registry.MustRegister(m.Tickets, m.Verify, m.VerifyBatch, m.Commit, m.BatchSize, m.CommitTx, m.StoreBytes, m.OldestSealed, m.Sealed, m.Transport, m.Latency,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	// Pre-create every reason so dashboards see zeros, not gaps.

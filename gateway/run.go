@@ -75,14 +75,20 @@ func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc 
 		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.handle("mqtt"),
 			Authenticate: g.authenticate, Log: g.log, Event: event, SessionExpiry: g.cfg.MQTT.SessionExpiry,
 			ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS), Door: g.cfg.MQTT.DoorConfig,
-			HandleVoucher: g.mqttVoucher})
+			HandleVoucher: g.mqttVoucher,
+			OnTakeover: func(dev, oldRemote, newRemote string) {
+				g.ingest.NoteCloneSign(dev, SignTakeover, "session of "+oldRemote+" taken over from "+newRemote)
+			}})
 		if err != nil {
 			return err
 		}
 		g.listeners = append(g.listeners, listenerCheck{"mqtt", b.Serving})
-		g.mu.Lock()
-		g.closeSession = b.Disconnect
-		g.mu.Unlock()
+		g.addCloser("mqtt", func(dev string) int {
+			if b.Disconnect(dev) {
+				return 1
+			}
+			return 0
+		})
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- b.Serve(tctx) }()
 		g.log.Info("embedded MQTT broker listening", "addr", b.Addr(), "tickets", topics.TicketFilter())
@@ -120,12 +126,23 @@ func (g *Gateway) startDTLS(tctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
-	cs, err := coaps.Listen(coaps.Config{Listen: c.Listen, Handle: g.handleCoAP, PSK: g.dtlsPSK, Log: g.log,
+	cc := coaps.Config{Listen: c.Listen, Handle: g.handleCoAP, PSK: g.dtlsPSK, Log: g.log,
 		Certificate: cert, ClientCAs: cas, Limits: c.Limits, HandleVoucher: g.voucherFromDevice,
-		Event: func(e string) { g.metrics.Transport.WithLabelValues("coaps", e).Inc() }})
+		Event: func(e string) { g.metrics.Transport.WithLabelValues("coaps", e).Inc() },
+		SecondSession: func(dev, oldRemote, newRemote string) {
+			g.ingest.NoteCloneSign(dev, SignDTLS, "session from "+newRemote+" while one from "+oldRemote+" is open")
+		}}
+	if c.CRLFile != "" {
+		if g.crl, err = newCRLWatch(c.CRLFile, c.ClientCAFile, g.log); err != nil {
+			return err
+		}
+		cc.Revoked = g.crl.revoked
+	}
+	cs, err := coaps.Listen(cc)
 	if err != nil {
 		return err
 	}
+	g.addCloser("coaps", cs.Disconnect)
 	g.coapAddr = cs.Addr().String()
 	g.listeners = append(g.listeners, listenerCheck{"dtls", cs.Serving})
 	wg.Add(1)
@@ -193,6 +210,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 			return
 		case now := <-t.C:
 			g.gc.tune()
+			g.closeSuspended()
 			if now.Sub(released) >= memoryRelease {
 				// A collection also shrinks the stacks of idle connections'
 				// goroutines, which grew while they handled tickets: with

@@ -143,7 +143,7 @@ func (g *Gateway) voucherRoutes(m *http.ServeMux) {
 func (g *Gateway) voucherFromDevice(ctx context.Context, device string, payload []byte) ([]byte, protocol.Status) {
 	snap := g.ingest.Snapshot()
 	dev := snap.Registry.Device(device)
-	if dev == nil || dev.Disabled {
+	if dev == nil || !dev.Active() {
 		return nil, protocol.StatusRejected
 	}
 	r := protocol.Receipt{Device: device, Status: protocol.StatusAccepted, Currency: string(snap.Accounts[dev.Account].Currency)}

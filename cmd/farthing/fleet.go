@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -33,7 +35,7 @@ const defaultData = "farthing-data"
 // runDevice dispatches the device subcommands.
 func runDevice(e *env, args []string) error {
 	if len(args) == 0 {
-		return usageError{"want a subcommand: add, list, credentials, disable, enable or remove"}
+		return usageError{"want a subcommand: add, list, credentials, disable, enable, remove, revoke, rotate or resume"}
 	}
 	switch args[0] {
 	case "add":
@@ -42,10 +44,12 @@ func runDevice(e *env, args []string) error {
 		return runDeviceList(e, args[1:])
 	case "credentials":
 		return runDeviceCredentials(e, args[1:])
-	case "disable", "enable", "remove":
+	case "disable", "enable", "remove", "revoke", "rotate":
 		return runDeviceChange(e, args[0], args[1:])
+	case "resume":
+		return runDeviceResume(e, args[1:])
 	}
-	return usageError{fmt.Sprintf("unknown subcommand %q: want add, list, credentials, disable, enable or remove", args[0])}
+	return usageError{fmt.Sprintf("unknown subcommand %q: want add, list, credentials, disable, enable, remove, revoke, rotate or resume", args[0])}
 }
 
 // meterTariffs collects repeated --tariff METER=TARIFF flags.
@@ -188,6 +192,13 @@ func runDeviceChange(e *env, verb string, args []string) error {
 	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
 	id := fs.String("id", "", "the device")
 	keys := fs.String("keys", "", "directory of the devices' secret files (default DATA/device-keys)")
+	var pub, overlap *string
+	var commit *bool
+	if verb == "rotate" {
+		pub = fs.String("pub", "", "ed25519: the new public key the device made (hex, or a public key file)")
+		overlap = fs.String("overlap", "168h", "how long the old key stays valid if the device is not seen using the new one")
+		commit = fs.Bool("commit", false, "end the rotation: the new key becomes the device's key, the old one is revoked")
+	}
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -215,6 +226,26 @@ func runDeviceChange(e *env, verb string, args []string) error {
 		rf.Devices[i].Disabled = false
 	case "remove":
 		rf.Devices = slices.Delete(rf.Devices, i, i+1)
+	case "revoke":
+		cur, next, err := gateway.RegistryKeyIDs(rf.Devices[i])
+		if err != nil {
+			return err
+		}
+		rf.Devices[i].Revoked = true
+		rf.RevokedKeys = appendKeyID(rf.RevokedKeys, cur)
+		if next != nil {
+			rf.RevokedKeys = appendKeyID(rf.RevokedKeys, *next)
+		}
+	case "rotate":
+		note, err := rotate(&rf.Devices[i], rf, *keys, *pub, *overlap, *commit)
+		if err != nil {
+			return err
+		}
+		if err := gateway.WriteRegistryFile(*registry, rf); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "device %s: %s in %s (a running gateway picks it up)\n", *id, note, *registry)
+		return nil
 	}
 	if err := gateway.WriteRegistryFile(*registry, rf); err != nil {
 		return err
@@ -227,6 +258,110 @@ func runDeviceChange(e *env, verb string, args []string) error {
 		}
 	}
 	fmt.Fprintf(e.stdout, "device %s: %sd in %s (a running gateway picks it up)\n", *id, verb, *registry)
+	return nil
+}
+
+func appendKeyID(list []string, kid [protocol.KeyIDLen]byte) []string {
+	h := hex.EncodeToString(kid[:])
+	if slices.Contains(list, h) {
+		return list
+	}
+	return append(list, h)
+}
+
+// rotate starts or commits a rotation of e's ticket key and says what it
+// did. Starting: an ed25519 device's new public key comes from the
+// device (pub); an hmac device gets a new master secret, written as
+// KEYS/ID.next.secret for its firmware. Committing: the next key becomes
+// the key and the old key id is revoked for good.
+func rotate(e *gateway.DeviceEntry, rf *gateway.RegistryFile, keys, pub, overlap string, commit bool) (string, error) {
+	if commit {
+		if e.Next == nil {
+			return "", fmt.Errorf("device %s is not rotating a key", e.ID)
+		}
+		cur, _, err := gateway.RegistryKeyIDs(*e)
+		if err != nil {
+			return "", err
+		}
+		rf.RevokedKeys = appendKeyID(rf.RevokedKeys, cur)
+		if e.KeyType == "hmac" {
+			e.Secret = e.Next.Secret
+			next := filepath.Join(keys, e.ID+".next.secret")
+			if err := os.Rename(next, filepath.Join(keys, e.ID+".secret")); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return "", err
+			}
+		} else {
+			e.PublicKey = e.Next.PublicKey
+		}
+		e.Next = nil
+		return fmt.Sprintf("rotation committed, key %x revoked", cur), nil
+	}
+	d, err := time.ParseDuration(overlap)
+	if err != nil || d <= 0 {
+		return "", usageError{"--overlap: want a duration above 0, such as 168h"}
+	}
+	if e.Next != nil {
+		return "", fmt.Errorf("device %s is already rotating (until %s): commit it first (--commit)", e.ID, e.Next.Until)
+	}
+	nk := &gateway.NextKey{Until: time.Now().Add(d).UTC().Format(time.RFC3339)}
+	switch e.KeyType {
+	case "ed25519":
+		if pub == "" {
+			return "", usageError{"rotate: an ed25519 device makes its new key itself: give its public key with --pub FILE|HEX"}
+		}
+		k, err := readPublicKey(pub)
+		if err != nil {
+			return "", err
+		}
+		nk.PublicKey = hex.EncodeToString(k)
+	case "hmac":
+		if pub != "" {
+			return "", usageError{"rotate: --pub is for ed25519 devices; an hmac device gets a new secret"}
+		}
+		m := make([]byte, protocol.MasterSecretSize)
+		if _, err := rand.Read(m); err != nil {
+			return "", err
+		}
+		nk.Secret = hex.EncodeToString(m)
+		if err := os.MkdirAll(keys, 0o700); err != nil {
+			return "", err
+		}
+		enc, _ := (&keyfile.Key{Master: m}).EncodePrivate()
+		if err := keyfile.WriteNew(filepath.Join(keys, e.ID+".next.secret"), enc, 0o600); err != nil {
+			return "", err
+		}
+	}
+	e.Next = nk
+	_, next, err := gateway.RegistryKeyIDs(*e)
+	if err != nil {
+		e.Next = nil
+		return "", err
+	}
+	what := fmt.Sprintf("rotating to key %x; the old key is valid until the device uses the new one, or until %s", *next, nk.Until)
+	if e.KeyType == "hmac" {
+		what += "; the new secret is in " + filepath.Join(keys, e.ID+".next.secret")
+	}
+	return what, nil
+}
+
+// runDeviceResume is "device resume --id ID": lifts a suspension the
+// running gateway made.
+func runDeviceResume(e *env, args []string) error {
+	fs := newFlags("device resume")
+	data := fs.String("data", defaultData, "the gateway's data directory")
+	id := fs.String("id", "", "the device")
+	op := addOperatorFlags(fs)
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *id == "" {
+		return usageError{"--id is required"}
+	}
+	var res map[string]string
+	if err := op.postJSON(*data, "/devices/"+url.PathEscape(*id)+"/resume", struct{}{}, &res); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "device %s: resumed\n", *id)
 	return nil
 }
 

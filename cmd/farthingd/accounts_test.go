@@ -177,7 +177,7 @@ func TestTopUpServesADeviceThatRanDry(t *testing.T) {
 	change("disable")
 	// Its open session is closed with the reload, and it cannot come back.
 	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(g.logText(),
-		`msg="device session closed: the device was disabled or removed" device=kiosk-1`); time.Sleep(50 * time.Millisecond) {
+		`msg="device session closed: the device was revoked, disabled or removed" device=kiosk-1`); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the disabled device's session was not closed:\n%s", g.logText())
 		}

@@ -31,7 +31,10 @@ type limitedListener struct {
 	halfOpen         atomic.Int64
 	sessions         atomic.Int64
 	ready            chan net.Conn
-	wg               sync.WaitGroup // the accept loop and the handshakes
+	second           func(device, oldRemote, newRemote string)
+	mu               sync.Mutex
+	open             map[*session]struct{} // the established sessions
+	wg               sync.WaitGroup        // the accept loop and the handshakes
 	closeOnce        sync.Once
 	done             chan struct{}
 }
@@ -56,7 +59,7 @@ var errRateLimited = errors.New("coaps: handshake rate limit")
 
 func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, maxSessions int64, event func(string), log *slog.Logger) *limitedListener {
 	l := &limitedListener{inner: inner, handshakeTimeout: timeout, maxHalfOpen: maxHalfOpen, maxSessions: maxSessions,
-		event: event, log: log, ready: make(chan net.Conn), done: make(chan struct{})}
+		event: event, log: log, ready: make(chan net.Conn), done: make(chan struct{}), open: map[*session]struct{}{}}
 	l.wg.Add(1)
 	l.serving.Store(true)
 	go l.acceptLoop()
@@ -136,12 +139,65 @@ func (l *limitedListener) handshake(c *piondtls.Conn) {
 	}
 	l.sessions.Add(1)
 	l.event("session_opened")
-	s := &session{Conn: c, closed: func() { l.sessions.Add(-1); l.event("session_closed") }}
+	s := &session{Conn: c}
+	s.closed = func() {
+		l.sessions.Add(-1)
+		l.event("session_closed")
+		l.mu.Lock()
+		delete(l.open, s)
+		l.mu.Unlock()
+	}
+	l.track(s)
 	select {
 	case l.ready <- s:
 	case <-l.done:
 		s.Close()
 	}
+}
+
+// track records an established session and tells l.second when the same
+// device has another open from another address.
+func (l *limitedListener) track(s *session) {
+	s.id = s.Identity()
+	id, host := s.id, hostOf(s.RemoteAddr())
+	var other string
+	l.mu.Lock()
+	for o := range l.open {
+		if o.id == id && hostOf(o.RemoteAddr()) != host {
+			other = o.RemoteAddr().String()
+		}
+	}
+	l.open[s] = struct{}{}
+	l.mu.Unlock()
+	if other != "" && id != "" && l.second != nil {
+		l.second(id, other, s.RemoteAddr().String())
+	}
+}
+
+// closeDevice closes the open sessions of device.
+func (l *limitedListener) closeDevice(device string) int {
+	var mine []*session
+	l.mu.Lock()
+	for s := range l.open {
+		if s.id == device {
+			mine = append(mine, s)
+		}
+	}
+	l.mu.Unlock()
+	for _, s := range mine {
+		s.Close()
+	}
+	return len(mine)
+}
+
+func hostOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return h
+	}
+	return a.String()
 }
 
 // AcceptWithContext returns the next session whose handshake completed.
@@ -175,6 +231,7 @@ type session struct {
 	*piondtls.Conn
 	once   sync.Once
 	closed func()
+	id     string // the device, once tracked
 }
 
 func (s *session) Close() error {

@@ -62,6 +62,14 @@ type Config struct {
 	// certificates issued by ClientCAs; the common name is the device id.
 	Certificate *tls.Certificate
 	ClientCAs   *x509.CertPool
+	// Revoked, if set, is asked about every client certificate that
+	// verified: a revoked one (its serial on the CA's revocation list)
+	// fails the handshake.
+	Revoked func(*x509.Certificate) bool
+	// SecondSession, if set, is told when a device opens a session while
+	// another of its sessions is open from another address (a sign of a
+	// clone; a device that reconnects from the same address is not).
+	SecondSession func(device, oldRemote, newRemote string)
 
 	Limits
 
@@ -156,6 +164,19 @@ func Listen(cfg Config) (*Server, error) {
 		suites = append(suites, piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, piondtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
 		opts = append(opts, piondtls.WithCertificates(*cfg.Certificate), piondtls.WithClientCAs(cfg.ClientCAs),
 			piondtls.WithClientAuth(piondtls.RequireAndVerifyClientCert))
+		if cfg.Revoked != nil {
+			opts = append(opts, piondtls.WithVerifyPeerCertificate(func(_ [][]byte, chains [][]*x509.Certificate) error {
+				for _, chain := range chains {
+					if len(chain) > 0 && cfg.Revoked(chain[0]) {
+						cfg.Event("cert_revoked")
+						cfg.Log.Warn("dtls: revoked client certificate refused", "device", chain[0].Subject.CommonName,
+							"serial", chain[0].SerialNumber.String())
+						return errCertRevoked
+					}
+				}
+				return nil
+			}))
+		}
 	}
 	opts = append(opts, piondtls.WithCipherSuites(suites...))
 	addr, err := net.ResolveUDPAddr("udp", cfg.Listen)
@@ -168,6 +189,7 @@ func Listen(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg}
 	s.l = newLimitedListener(inner, cfg.HandshakeTimeout, int64(cfg.MaxHalfOpen), int64(cfg.MaxSessions), cfg.Event, cfg.Log)
+	s.l.second = cfg.SecondSession
 	m := mux.NewRouter()
 	m.Handle("/"+cfg.Path, mux.HandlerFunc(s.serveTicket))
 	if cfg.HandleVoucher != nil {
@@ -185,6 +207,13 @@ func Listen(cfg Config) (*Server, error) {
 		options.WithErrors(func(err error) { cfg.Log.Debug("coap", "error", err) }))
 	return s, nil
 }
+
+// errCertRevoked fails the handshake of a revoked certificate.
+var errCertRevoked = errors.New("coaps: client certificate revoked")
+
+// Disconnect closes every open session of device (a device revoked,
+// disabled, removed or suspended) and returns how many it closed.
+func (s *Server) Disconnect(device string) int { return s.l.closeDevice(device) }
 
 // Serving reports whether the listener is accepting new sessions now:
 // false before Serve, after it, and while accepting fails.

@@ -25,17 +25,19 @@ import (
 // seq, the stored receipt, the raw ticket, each meter's state, each
 // (account, meter) pricing state, the account entry and balance, and each
 // window's state with any windows it sealed (numbered with the gapless
-// aggregate seq).
-func (bk *Books) Apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte) (protocol.Receipt, error) {
+// aggregate seq). A held ticket commits the same, with a hold record
+// instead of a charge. fresh is false for a ticket seen before (nothing
+// was written).
+func (bk *Books) Apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte) (r protocol.Receipt, fresh bool, err error) {
 	st, err := load(tx, t, p, tk)
 	if err != nil {
-		return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, err
+		return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, false, err
 	}
 	eff, err := decide(st, t, p, tk, raw, bk.now().UnixMilli())
 	if err != nil || !eff.accepted {
-		return eff.receipt, err
+		return eff.receipt, false, err
 	}
-	return eff.receipt, bk.put(tx, t, p, tk, &eff)
+	return eff.receipt, true, bk.put(tx, t, p, tk, &eff)
 }
 
 // ticketState is what accepting one ticket reads from the books.
@@ -168,6 +170,10 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 		}
 		return eff, nil
 	}
+	if p.Rotating && p.Key != p.NextKey && (ds.Key == p.NextKey || now >= p.RetireAt) {
+		return eff, Reject(protocol.ReasonKeyRevoked, "device %s rotated to key %x: key %x is retired", p.Device, p.NextKey, p.Key)
+	}
+	ds.Key = p.Key
 	ds.Meters = append([]meterRecord(nil), ds.Meters...) // st is not changed
 	hash := metering.TicketHash(raw)
 	ref := p.Device + "/" + strconv.FormatUint(tk.Seq, 10)

@@ -32,6 +32,7 @@ import "encoding/binary"
 //	            outbox under the same seq: a protocol.Credit (top-ups and vouchers, version 4) or a
 //	            protocol.Hold (version 5); they go upstream in the aggregates' stream
 //	holds       device 0 seq → a held ticket (holdRecord): its usage, rule and what the operator did (version 5)
+//	suspended   device → Suspension: a device the gateway suspended until an operator resumes it (version 5)
 //
 // Values are the records of records.go and metering's state types, all in
 // metering's state encoding (a version byte, then varints and strings).
@@ -56,13 +57,14 @@ var (
 	bucketSpend     = []byte("spend")
 	// bucketRecords holds the outbox's records that are not aggregates;
 	// named "credits" in the file, its first kind.
-	bucketRecords = []byte("credits")
-	bucketHolds   = []byte("holds")
+	bucketRecords   = []byte("credits")
+	bucketHolds     = []byte("holds")
+	bucketSuspended = []byte("suspended")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
 	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
-	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds}
+	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended}
 
 // joinKey joins parts with 0 bytes.
 func joinKey(parts ...string) []byte {

@@ -61,6 +61,12 @@ type Payer struct {
 	// Rules are the device's own plausibility rules, by meter; a meter
 	// without an entry has its tariff's.
 	Rules map[string]*metering.Rules
+	// Key is the key id the ticket was signed with. A device rotating its
+	// key (Rotating) has a NextKey: once a ticket under it is accepted, or
+	// from RetireAt (Unix ms), tickets under the old key are refused.
+	Key, NextKey [protocol.KeyIDLen]byte
+	RetireAt     int64
+	Rotating     bool
 }
 
 // Refusal is an outcome other than a commit: a rejected ticket (with its

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,6 +23,10 @@ var errRecord = errors.New("ledger: bad stored record")
 type deviceState struct {
 	LastSeq uint64 // seq of the last accepted ticket
 	Meters  []meterRecord
+	// Key is the key id of the last ticket accepted (zero in a record
+	// from before it was kept): a rotation is complete once it is the
+	// next key.
+	Key [protocol.KeyIDLen]byte
 }
 
 type meterRecord struct {
@@ -75,6 +80,9 @@ func (s deviceState) encode() []byte {
 		mb, _ := m.State.MarshalBinary()
 		w = w.String(m.Name).String(string(mb))
 	}
+	if s.Key != ([protocol.KeyIDLen]byte{}) {
+		w = w.String(string(s.Key[:]))
+	}
 	return w
 }
 
@@ -95,7 +103,14 @@ func decodeDeviceState(b []byte) (deviceState, error) {
 		}
 		s.Meters = append(s.Meters, meterRecord{name, st})
 	}
-	return s, r.Done()
+	if rest := r.Rest(); len(rest) > 0 { // the key id, an optional trailing field
+		n, w := binary.Uvarint(rest)
+		if w <= 0 || n != protocol.KeyIDLen || len(rest) != w+int(n) {
+			return s, fmt.Errorf("%w: device state: bad key id", errRecord)
+		}
+		copy(s.Key[:], rest[w:])
+	}
+	return s, r.Err()
 }
 
 func (t ticketRecord) encode() []byte {

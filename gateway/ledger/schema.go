@@ -18,7 +18,8 @@ import (
 // balance less the sum of its entries. Version 3 adds the spend bucket
 // (spending caps), empty in a migrated file. Version 4 adds the credits
 // bucket (top-ups and vouchers sent upstream). Version 5 adds the holds
-// bucket (quarantined tickets), empty in a migrated file.
+// and suspended buckets (quarantined tickets, suspended devices), empty
+// in a migrated file.
 const SchemaVersion = 5
 
 var metaSchemaVersion = []byte("schema-version")

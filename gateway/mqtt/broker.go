@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -27,6 +28,9 @@ type BrokerConfig struct {
 	Log          *slog.Logger
 	// Event, if set, counts transport events ("auth_refused", "acl_refused").
 	Event func(event string)
+	// OnTakeover, if set, is told when a device logs in while its session
+	// is still connected from another address (a sign of a clone).
+	OnTakeover func(device, oldRemote, newRemote string)
 	// Inflight bounds the tickets of one client that are checked and
 	// queued but not yet answered; default 64. Beyond it the broker stops
 	// reading from the client until the oldest is answered.
@@ -310,6 +314,10 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		h.b.cfg.Log.Info("mqtt login refused", "user", dev, "remote", cl.Net.Remote)
 		return false
 	}
+	if old, ok := h.b.srv.Clients.Get(dev); ok && !old.Closed() && h.b.cfg.OnTakeover != nil &&
+		remoteHost(old.Net.Remote) != remoteHost(cl.Net.Remote) {
+		h.b.cfg.OnTakeover(dev, old.Net.Remote, cl.Net.Remote)
+	}
 	if cl.ID != dev {
 		h.b.cfg.Event("client_id_replaced")
 		h.b.cfg.Log.Debug("mqtt client id replaced by the device id", "device", dev, "client_id", cl.ID)
@@ -319,6 +327,15 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		}
 	}
 	return true
+}
+
+// remoteHost is the host part of a remote address (the port of a device
+// that reconnects changes; its address does not).
+func remoteHost(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }
 
 // OnACLCheck allows a device its own two topics and nothing else.

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -48,11 +49,36 @@ type Entry struct {
 	// Plausibility gives some of the device's meters rules of their own,
 	// replacing their tariff's (see metering.Rules).
 	Plausibility map[string]*metering.Rules `yaml:"plausibility,omitempty"`
+	// Revoked: the device's tickets are refused with reason key_revoked
+	// and it cannot connect. Its key id is also in the file's revoked_keys.
+	Revoked bool `yaml:"revoked,omitempty"`
+	// Next is a ticket key the device is rotating to (see NextKey).
+	Next *NextKey `yaml:"next_key,omitempty"`
+}
+
+// NextKey is a ticket key a device rotates to. Until the rotation is
+// committed (farthing device rotate --commit), tickets under either key
+// are accepted — the old one only until the gateway has seen the device
+// use the new one, or until Until, whichever comes first.
+type NextKey struct {
+	// PublicKey is the new Ed25519 public key (hex), for an ed25519 device.
+	PublicKey string `yaml:"public_key,omitempty"`
+	// Secret is the new master secret (hex), for an hmac device: its
+	// ticket key, receipt key and MQTT password are derived from it; the
+	// DTLS pre-shared key stays the old one's until the commit.
+	Secret string `yaml:"secret,omitempty"`
+	// Until (RFC 3339) ends the overlap: the old key is refused after it.
+	Until string `yaml:"until"`
 }
 
 // File is the layout of devices.yaml.
 type File struct {
 	Devices []Entry `yaml:"devices"`
+	// RevokedKeys are key ids (hex) never accepted again: those of
+	// revoked devices and keys rotated out.
+	RevokedKeys []string `yaml:"revoked_keys,omitempty"`
+
+	lines []int // each device's line in the file, when read from one
 }
 
 // Device is a registry entry with its keys derived and parsed. It is kept
@@ -69,6 +95,41 @@ type Device struct {
 	// and must not be changed.
 	keys [keysLen]byte
 	ed   bool // keys holds an Ed25519 public key, not an HMAC key
+	next *nextKeys
+}
+
+// nextKeys are a rotating device's next keys, in the layout of keys, and
+// the end of the overlap (Unix ms).
+type nextKeys struct {
+	keys  [keysLen]byte
+	until int64
+}
+
+// Active reports whether the device may connect and send: not disabled,
+// not revoked.
+func (d *Device) Active() bool { return !d.Disabled && !d.Revoked }
+
+// Rotation returns, for a device rotating its ticket key, the next key's
+// id and the end of the overlap (Unix ms); ok is false otherwise.
+func (d *Device) Rotation() (next [protocol.KeyIDLen]byte, until int64, ok bool) {
+	if d.next == nil {
+		return next, 0, false
+	}
+	return [protocol.KeyIDLen]byte(d.next.keys[offKID:keysLen]), d.next.until, true
+}
+
+// ForKey returns the device as seen through key id kid: the device
+// itself, or, for its next key, a copy holding the next keys (ticket,
+// receipt and MQTT password; the DTLS PSK stays the current one's).
+func (d *Device) ForKey(kid []byte) *Device {
+	if d.next == nil || !bytes.Equal(kid, d.next.keys[offKID:keysLen]) {
+		return d
+	}
+	n := *d
+	n.keys = d.next.keys
+	copy(n.keys[offPSK:offKey], d.keys[offPSK:offKey])
+	n.next = nil
+	return &n
 }
 
 const (
@@ -116,7 +177,8 @@ func (d *Device) NewVerifier() (protocol.Verifier, error) {
 	return protocol.NewHMAC(d.ticketKey())
 }
 
-// CheckMQTTPassword compares in constant time.
+// CheckMQTTPassword compares in constant time; a rotating device may log
+// in with its current or its next password.
 func (d *Device) CheckMQTTPassword(p []byte) bool {
 	var got [32]byte
 	if len(p) != 2*len(got) {
@@ -125,7 +187,11 @@ func (d *Device) CheckMQTTPassword(p []byte) bool {
 	if _, err := hex.Decode(got[:], p); err != nil {
 		return false
 	}
-	return subtle.ConstantTimeCompare(got[:], d.mqttPassword()) == 1
+	ok := subtle.ConstantTimeCompare(got[:], d.mqttPassword()) == 1
+	if d.next != nil {
+		ok = subtle.ConstantTimeCompare(got[:], d.next.keys[offMQTT:offPSK]) == 1 || ok
+	}
+	return ok
 }
 
 // DTLSPSKOf derives a device's DTLS pre-shared key from its master secret:
@@ -140,8 +206,14 @@ func DTLSPSKOf(master []byte) []byte {
 // Registry is an immutable snapshot of the device registry; reloading
 // builds a new one.
 type Registry struct {
-	byID  map[string]*Device
-	byKID map[[protocol.KeyIDLen]byte]*Device
+	byID    map[string]*Device
+	byKID   map[[protocol.KeyIDLen]byte]*Device
+	revoked map[[protocol.KeyIDLen]byte]bool
+}
+
+// KeyRevoked reports whether kid is one of the file's revoked keys.
+func (r *Registry) KeyRevoked(kid []byte) bool {
+	return len(kid) == protocol.KeyIDLen && r.revoked[[protocol.KeyIDLen]byte(kid)]
 }
 
 // Device returns the device with id, or nil.
@@ -182,6 +254,18 @@ func ReadFile(path string) (*File, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
+	}
+	// Each device's line, so that errors found later name it.
+	var root yaml.Node
+	if yaml.Unmarshal(b, &root) == nil && len(root.Content) == 1 {
+		doc := root.Content[0]
+		for i := 0; i+1 < len(doc.Content); i += 2 {
+			if doc.Content[i].Value == "devices" {
+				for _, n := range doc.Content[i+1].Content {
+					f.lines = append(f.lines, n.Line)
+				}
+			}
+		}
 	}
 	return &f, nil
 }
@@ -231,11 +315,23 @@ func WriteFile(path string, f *File) error {
 // tariffs known, derives keys and indexes the devices. Errors name the
 // file, the device and the field.
 func Build(path string, f *File, known Known) (*Registry, error) {
-	r := &Registry{byID: make(map[string]*Device, len(f.Devices)), byKID: make(map[[protocol.KeyIDLen]byte]*Device, len(f.Devices))}
+	r := &Registry{byID: make(map[string]*Device, len(f.Devices)), byKID: make(map[[protocol.KeyIDLen]byte]*Device, len(f.Devices)),
+		revoked: map[[protocol.KeyIDLen]byte]bool{}}
+	for i, k := range f.RevokedKeys {
+		kid, err := hex.DecodeString(k)
+		if err != nil || len(kid) != protocol.KeyIDLen {
+			return nil, fmt.Errorf("%w: %s: revoked_keys[%d]: want a %d-byte key id in hex", ErrInvalid, path, i, protocol.KeyIDLen)
+		}
+		r.revoked[[protocol.KeyIDLen]byte(kid)] = true
+	}
 	in := interner{strs: map[string]string{}, maps: map[string]map[string]string{}}
 	for i, e := range f.Devices {
+		where := path
+		if i < len(f.lines) {
+			where = fmt.Sprintf("%s:%d", path, f.lines[i])
+		}
 		bad := func(field, format string, args ...any) error {
-			return fmt.Errorf("%w: %s: devices[%d] (%s): %s: %s", ErrInvalid, path, i, e.ID, field, fmt.Sprintf(format, args...))
+			return fmt.Errorf("%w: %s: devices[%d] (%s): %s: %s", ErrInvalid, where, i, e.ID, field, fmt.Sprintf(format, args...))
 		}
 		if !protocol.ValidName(e.ID, protocol.MaxDeviceIDLen) {
 			return nil, bad("id", "use 1..64 of [A-Za-z0-9._-]")
@@ -248,31 +344,36 @@ func Build(path string, f *File, known Known) (*Registry, error) {
 			return nil, bad("secret", "want %d bytes in hex", protocol.MasterSecretSize)
 		}
 		d := &Device{Entry: e}
-		d.Secret, d.PublicKey = "", ""
-		derive := func(off int, purpose protocol.KeyPurpose) {
-			k, _ := protocol.DeriveKey(master, purpose)
-			copy(d.keys[off:off+32], k)
+		d.Secret, d.PublicKey, d.Next = "", "", nil
+		if d.keys, err = deriveKeys(master, e.KeyType, e.PublicKey); err != nil {
+			return nil, bad(keyField(err), "%v", err)
 		}
-		derive(offReceipt, protocol.PurposeReceipt)
-		derive(offMQTT, protocol.PurposeMQTTPassword)
-		copy(d.keys[offPSK:offKey], DTLSPSKOf(master))
-		var kid [protocol.KeyIDLen]byte
-		switch e.KeyType {
-		case "hmac":
-			derive(offKey, protocol.PurposeTicket)
-			kid = protocol.KeyIDOf(protocol.AlgHMAC256, d.ticketKey())
-		case "ed25519":
-			pub, err := hex.DecodeString(e.PublicKey)
-			if err != nil || len(pub) != ed25519.PublicKeySize {
-				return nil, bad("public_key", "want a 32-byte Ed25519 public key in hex")
+		d.ed = e.KeyType == "ed25519"
+		kid := [protocol.KeyIDLen]byte(d.keys[offKID:keysLen])
+		if nk := e.Next; nk != nil {
+			until, err := time.Parse(time.RFC3339, nk.Until)
+			if err != nil {
+				return nil, bad("next_key.until", "%q: want RFC 3339", nk.Until)
 			}
-			d.ed = true
-			copy(d.keys[offKey:offKID], pub)
-			kid = protocol.KeyIDOf(protocol.AlgEdDSA, pub)
-		default:
-			return nil, bad("key_type", "%q: want hmac or ed25519", e.KeyType)
+			nm, pub := master, nk.PublicKey
+			if e.KeyType == "hmac" {
+				if nm, err = hex.DecodeString(nk.Secret); err != nil || len(nm) != protocol.MasterSecretSize {
+					return nil, bad("next_key.secret", "want %d bytes in hex", protocol.MasterSecretSize)
+				}
+			}
+			d.next = &nextKeys{until: until.UnixMilli()}
+			if d.next.keys, err = deriveKeys(nm, e.KeyType, pub); err != nil {
+				return nil, bad("next_key."+keyField(err), "%v", err)
+			}
+			nkid := [protocol.KeyIDLen]byte(d.next.keys[offKID:keysLen])
+			if nkid == kid {
+				return nil, bad("next_key", "the next key is the current one")
+			}
+			if o := r.byKID[nkid]; o != nil {
+				return nil, bad("next_key", "same key id as device %q", o.ID)
+			}
+			r.byKID[nkid] = d
 		}
-		copy(d.keys[offKID:], kid[:])
 		d.Account, d.Provider, d.KeyType = in.str(e.Account), in.str(e.Provider), in.str(e.KeyType)
 		d.Tariffs = in.tariffs(e.Tariffs)
 		if d.DailyCapNanos, err = CheckTerms(e, known); err != nil {
@@ -283,9 +384,81 @@ func Build(path string, f *File, known Known) (*Registry, error) {
 		if o := r.byKID[kid]; o != nil {
 			return nil, bad("key", "same key id as device %q", o.ID)
 		}
+		if r.revoked[kid] && !e.Revoked {
+			return nil, bad("key", "key id %x was revoked (revoked_keys): it is never accepted again", kid)
+		}
 		r.byID[e.ID], r.byKID[kid] = d, d
 	}
 	return r, nil
+}
+
+// KeyIDs returns the key id of an entry's ticket key and, while it
+// rotates, of its next key.
+func KeyIDs(e Entry) (current [protocol.KeyIDLen]byte, next *[protocol.KeyIDLen]byte, err error) {
+	master, err := hex.DecodeString(e.Secret)
+	if err != nil || len(master) != protocol.MasterSecretSize {
+		return current, nil, fmt.Errorf("%w: device %s: bad secret", ErrInvalid, e.ID)
+	}
+	keys, err := deriveKeys(master, e.KeyType, e.PublicKey)
+	if err != nil {
+		return current, nil, fmt.Errorf("%w: device %s: %v", ErrInvalid, e.ID, err)
+	}
+	current = [protocol.KeyIDLen]byte(keys[offKID:keysLen])
+	if nk := e.Next; nk != nil {
+		nm := master
+		if e.KeyType == "hmac" {
+			if nm, err = hex.DecodeString(nk.Secret); err != nil || len(nm) != protocol.MasterSecretSize {
+				return current, nil, fmt.Errorf("%w: device %s: bad next_key.secret", ErrInvalid, e.ID)
+			}
+		}
+		nkeys, err := deriveKeys(nm, e.KeyType, nk.PublicKey)
+		if err != nil {
+			return current, nil, fmt.Errorf("%w: device %s: next_key: %v", ErrInvalid, e.ID, err)
+		}
+		n := [protocol.KeyIDLen]byte(nkeys[offKID:keysLen])
+		next = &n
+	}
+	return current, next, nil
+}
+
+// errPublicKey is deriveKeys' complaint about a public key.
+var errPublicKey = errors.New("want a 32-byte Ed25519 public key in hex")
+
+func keyField(err error) string {
+	if errors.Is(err, errPublicKey) {
+		return "public_key"
+	}
+	return "key_type"
+}
+
+// deriveKeys lays out a device's keys: derived from its master secret,
+// and its Ed25519 public key (hex) for an ed25519 device.
+func deriveKeys(master []byte, keyType, publicKey string) ([keysLen]byte, error) {
+	var keys [keysLen]byte
+	derive := func(off int, purpose protocol.KeyPurpose) {
+		k, _ := protocol.DeriveKey(master, purpose)
+		copy(keys[off:off+32], k)
+	}
+	derive(offReceipt, protocol.PurposeReceipt)
+	derive(offMQTT, protocol.PurposeMQTTPassword)
+	copy(keys[offPSK:offKey], DTLSPSKOf(master))
+	var kid [protocol.KeyIDLen]byte
+	switch keyType {
+	case "hmac":
+		derive(offKey, protocol.PurposeTicket)
+		kid = protocol.KeyIDOf(protocol.AlgHMAC256, keys[offKey:offKID])
+	case "ed25519":
+		pub, err := hex.DecodeString(publicKey)
+		if err != nil || len(pub) != ed25519.PublicKeySize {
+			return keys, errPublicKey
+		}
+		copy(keys[offKey:offKID], pub)
+		kid = protocol.KeyIDOf(protocol.AlgEdDSA, pub)
+	default:
+		return keys, fmt.Errorf("%q: want hmac or ed25519", keyType)
+	}
+	copy(keys[offKID:], kid[:])
+	return keys, nil
 }
 
 // TermsError is an entry's terms that do not fit the configuration: the
