@@ -43,3 +43,28 @@ func BenchmarkPrice(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkJudge is the per-reading cost of the plausibility rules:
+// "advance" is MeterState.Advance alone (what a reading cost before the
+// rules), "all rules" judges the same reading under a max rate, a max
+// jump, the default fault values and a clock-skew limit.
+func BenchmarkJudge(b *testing.B) {
+	st := metering.MeterState{Seq: 1, Register: 1000, Time: 1_790_000_000_000, Started: true}
+	rules := metering.Rules{MaxRate: metering.Rate{Units: 22000, Per: time.Hour}, MaxJump: 50000, MaxClockSkew: time.Hour}
+	b.Run("advance", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := uint64(0); b.Loop(); i++ {
+			if _, _, _, err := st.Advance(2+i, 0, 1037, 1_790_000_060_000); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("all rules", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := uint64(0); b.Loop(); i++ {
+			if _, _, _, v, err := rules.Judge(st, 2+i, 0, 1037, 1_790_000_060_000, 1_790_000_060_000); err != nil || v != metering.Plausible {
+				b.Fatal(v, err)
+			}
+		}
+	})
+}

@@ -10,6 +10,7 @@
 //	aggregate = COSE_Sign1                  ; signed by the gateway's Ed25519 key
 //	voucher   = COSE_Sign1                  ; signed by a voucher issuer's Ed25519 key
 //	credit    = COSE_Sign1                  ; signed by the gateway's Ed25519 key
+//	hold      = COSE_Sign1                  ; signed by the gateway's Ed25519 key
 //
 //	COSE_Sign1 = #6.18([
 //	  protected:   bstr .cbor {1: -8, 4: kid},   ; alg EdDSA (Ed25519), key id
@@ -35,7 +36,8 @@
 // in every payload, so a signature over one kind can never pass for
 // another:
 //
-//	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload / credit-payload
+//	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload / credit-payload /
+//	          hold-payload
 //
 //	ticket-payload = {
 //	  0: 1,                  ; kind: ticket
@@ -111,6 +113,25 @@
 //	  ? 14: uint .gt 0,      ; stream epoch
 //	}
 //
+//	hold-payload = {          ; a ticket held by a plausibility rule, and what became of it
+//	  0: 6,                  ; kind: hold
+//	  1: id,                 ; gateway id
+//	  2: seq,                ; the stream's seq, shared with the aggregates
+//	  3: id,                 ; device
+//	  4: seq,                ; the held ticket's seq
+//	  5: id,                 ; account
+//	  6: id,                 ; provider
+//	  7: "held" / "released" / "voided",
+//	  8: 65 / 67 / 70 / 73 / 74,   ; the rule: register_backwards, clock_skew, register_jump,
+//	                         ; rate_too_high, register_fault
+//	  9: [1*16 [name, uint]],; usage held per meter, in units
+//	  ? 10: uint .gt 0,      ; released: the amount then charged, nanos (also in the aggregates)
+//	  11: currency,
+//	  12: ms,                ; when it was held, released or voided (gateway clock)
+//	  ? 13: tstr .regexp "[ -~]{1,64}",  ; the operator's note
+//	  ? 14: uint .gt 0,      ; stream epoch
+//	}
+//
 //	band     = [tstr .regexp "[ -~]{1,24}", uint, uint]   ; name ("tier 1", "window peak", "free",
 //	                                               ; "minimum", "unsplit"), quantity, nanos
 //	id       = tstr .regexp "[A-Za-z0-9._-]{1,64}"
@@ -120,7 +141,7 @@
 //	                                               ; newer: it is provisioned again under a new id
 //	ms       = uint .gt 0                          ; Unix time in milliseconds
 //	nanos    = uint                                ; 1e-9 of the currency unit
-//	status   = 0..4
+//	status   = 0..5                                ; 5: held (a plausibility rule; reason says which)
 //	reason   = 1..65535
 //
 // # Aggregate streams
@@ -146,6 +167,8 @@
 // without key 14 has epoch 0 and was made by a gateway whose state file
 // is older than stream epochs; it is read and booked like any other. The
 // idempotency key upstreams deduplicate on is StreamID.Key: "KID.EPOCH/SEQ".
+// Credits and hold records share the stream's seqs with the aggregates, so
+// a receiver must take all three kinds to see the stream without gaps.
 //
 // # Encoding
 //
@@ -159,7 +182,7 @@
 // # Limits
 //
 // A ticket is at most MaxTicketSize bytes, a receipt MaxReceiptSize, an
-// aggregate MaxAggregateSize; a ticket carries 1..MaxReadings readings;
+// aggregate MaxAggregateSize, a hold record MaxHoldSize; a ticket carries 1..MaxReadings readings;
 // identifiers are bounded as the CDDL says. Every refusal is an *Error
 // whose Reason a receipt carries.
 //
