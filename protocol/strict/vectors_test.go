@@ -87,6 +87,8 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		Balance: 400_000_000, HasBalance: true, Currency: "EUR", LowBalance: true}, nil)
 	add("receipt-hmac-spending-cap", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 5, Status: protocol.StatusInsufficientFunds,
 		Reason: protocol.ReasonSpendingCap, Balance: 12_000_000_000, HasBalance: true, Currency: "EUR"}, nil)
+	add("receipt-hmac-held", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 6, Status: protocol.StatusHeld,
+		Reason: protocol.ReasonRegisterFault, Balance: 12_000_000_000, HasBalance: true, Currency: "EUR"}, nil)
 
 	good, _ := hex.DecodeString(vs[0].Hex)
 	badSig := bytes.Clone(good)
