@@ -428,9 +428,19 @@ func runDeviceList(e *env, args []string) error {
 			ts = append(ts, m+"="+t)
 		}
 		sort.Strings(ts)
-		state := ""
+		var states []string
 		if d.Disabled {
-			state = " (disabled)"
+			states = append(states, "disabled")
+		}
+		if d.Revoked {
+			states = append(states, "revoked")
+		}
+		if d.Next != nil {
+			states = append(states, "rotating until "+d.Next.Until)
+		}
+		state := ""
+		if len(states) > 0 {
+			state = " (" + strings.Join(states, ", ") + ")"
 		}
 		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\n", d.ID, state, d.KeyType, d.Account, d.Provider, strings.Join(ts, ","))
 	}

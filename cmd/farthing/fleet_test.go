@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -159,5 +160,71 @@ func TestDeviceAddWithItsOwnKey(t *testing.T) {
 	_, _, errOut = farthing(t, nil, append([]string{"device", "add", "--data", data, "--id", "lab-1", "--type", "ed25519"}, terms...)...)
 	if !strings.Contains(errOut, "private keys were made here") {
 		t.Errorf("a key made on the gateway went unsaid: %q", errOut)
+	}
+}
+
+// TestDeviceRotateAndRevoke: rotate gives an hmac device a next secret (a
+// 0600 file for its firmware) and an ed25519 device the public key it made;
+// --commit makes the next key the key and revokes the old one; revoke marks
+// the device and its key ids; a revoked key cannot be added again.
+func TestDeviceRotateAndRevoke(t *testing.T) {
+	data, dev := t.TempDir(), t.TempDir()
+	terms := []string{"--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy"}
+	mustRun(t, nil, append([]string{"device", "add", "--data", data, "--id", "plug-1", "--type", "hmac"}, terms...)...)
+	mustRun(t, nil, "keygen", "--type", "ed25519", "--out", dev)
+	mustRun(t, nil, append([]string{"device", "add", "--data", data, "--id", "evse-1", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
+	reg := filepath.Join(data, "devices.yaml")
+	read := func() *gateway.RegistryFile {
+		rf, err := gateway.ReadRegistryFile(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rf
+	}
+	oldKID, _, _ := gateway.RegistryKeyIDs(read().Devices[0])
+
+	out := mustRun(t, nil, "device", "rotate", "--id", "plug-1", "--data", data, "--overlap", "1h")
+	next := filepath.Join(data, "device-keys", "plug-1.next.secret")
+	if fi, err := os.Stat(next); err != nil || fi.Mode().Perm() != 0o600 || !strings.Contains(out, "rotating to key") {
+		t.Fatalf("rotate hmac: %v %v\n%s", fi, err, out)
+	}
+	if code, _, errOut := farthing(t, nil, "device", "rotate", "--id", "plug-1", "--data", data); code != exitBad || !strings.Contains(errOut, "already rotating") {
+		t.Errorf("a second rotation: exit %d %q", code, errOut)
+	}
+	if code, _, errOut := farthing(t, nil, "device", "rotate", "--id", "evse-1", "--data", data); code != exitBad || !strings.Contains(errOut, "--pub") {
+		t.Errorf("ed25519 rotate without --pub: exit %d %q", code, errOut)
+	}
+	dev2 := t.TempDir()
+	mustRun(t, nil, "keygen", "--type", "ed25519", "--out", dev2)
+	mustRun(t, nil, "device", "rotate", "--id", "evse-1", "--pub", filepath.Join(dev2, "device.pub"), "--data", data)
+	if list := mustRun(t, nil, "device", "list", "--data", data); strings.Count(list, "rotating until") != 2 {
+		t.Errorf("device list:\n%s", list)
+	}
+	rf := read()
+	if _, err := gateway.BuildRegistry(reg, rf, anyTerms{}); err != nil {
+		t.Fatalf("the registry with two rotations does not build: %v", err)
+	}
+	_, nextKID, _ := gateway.RegistryKeyIDs(rf.Devices[0])
+
+	mustRun(t, nil, "device", "rotate", "--id", "plug-1", "--commit", "--data", data)
+	rf = read()
+	cur, _, _ := gateway.RegistryKeyIDs(rf.Devices[0])
+	if rf.Devices[0].Next != nil || cur != *nextKID || !slices.Contains(rf.RevokedKeys, hex.EncodeToString(oldKID[:])) {
+		t.Fatalf("after commit: %+v, revoked %v", rf.Devices[0], rf.RevokedKeys)
+	}
+	if _, err := os.Stat(next); err == nil {
+		t.Error("the next secret file is still there after the commit")
+	}
+
+	mustRun(t, nil, "device", "revoke", "--id", "evse-1", "--data", data)
+	rf = read()
+	evCur, evNext, _ := gateway.RegistryKeyIDs(rf.Devices[1])
+	if !rf.Devices[1].Revoked || !slices.Contains(rf.RevokedKeys, hex.EncodeToString(evCur[:])) || !slices.Contains(rf.RevokedKeys, hex.EncodeToString(evNext[:])) {
+		t.Fatalf("after revoke: %+v, revoked %v", rf.Devices[1], rf.RevokedKeys)
+	}
+	mustRun(t, nil, "device", "remove", "--id", "evse-1", "--data", data)
+	code, _, errOut := farthing(t, nil, append([]string{"device", "add", "--data", data, "--id", "evse-2", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
+	if code != exitBad || !strings.Contains(errOut, "was revoked") {
+		t.Errorf("adding a revoked key: exit %d %q", code, errOut)
 	}
 }

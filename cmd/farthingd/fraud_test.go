@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -175,5 +179,136 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 			t.Fatalf("provider: total %d (want %d), quarantine %v, missing %d", total, charged, states, missing)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestFraudScenarioOverMQTT is the fraud scenario of the README against a
+// real daemon: a cloned device (same key, another address) replays with a
+// higher seq and a made-up register — held, not charged; the genuine
+// device's tickets then come back superseded, and with the takeover of its
+// session that is enough signs: the device is suspended, its session
+// closed, its login refused. A second device is revoked through the CLI:
+// its session is closed at once and it cannot log in again. Nothing the
+// clone sent is charged, and the books reconcile with the held line.
+func TestFraudScenarioOverMQTT(t *testing.T) {
+	bin := buildDaemon(t)
+	g := newGatewayDir(t, []string{"meter-1", "meter-2"}, "", "fraud: {clones: suspend, clone_signals: 3}\n")
+	if err := os.WriteFile(filepath.Join(g.data, "tariffs.yaml"), []byte(plausibleTariff), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, bin, g.config, g.mqtt)
+	defer d.stop(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	genuine, err := dialDevice(ctx, g, "meter-1")
+	other, err2 := dialDevice(ctx, g, "meter-2")
+	cancel()
+	if err != nil || err2 != nil {
+		t.Fatal(err, err2)
+	}
+	defer genuine.Close()
+	defer other.Close()
+	for _, reg := range []uint64{1_000, 2_000} {
+		if r := genuine.send(t, reg); r.Status != protocol.StatusAccepted {
+			t.Fatalf("genuine %d: %+v", reg, r)
+		}
+	}
+	other.send(t, 500)
+
+	// The clone: the same key, from 127.0.0.2, seq 1000, a register far ahead.
+	s := g.secrets["meter-1"]
+	opts := paho.NewClientOptions().AddBroker("tcp://" + g.mqtt).SetClientID("meter-1").SetUsername("meter-1").
+		SetPassword(s.MQTTPassword()).SetAutoReconnect(false).SetDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}})
+	clone := paho.NewClient(opts)
+	if tok := clone.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("clone: %v", tok.Error())
+	}
+	signer, _ := s.Signer()
+	var enc protocol.Encoder
+	b, _ := enc.AppendTicket(nil, &protocol.Ticket{Device: "meter-1", Seq: 1000, Time: uint64(time.Now().UnixMilli()),
+		Readings: []protocol.Reading{{Meter: "energy_wh", Register: 102_000}}}, signer)
+	clone.Publish("farthing/v1/meter-1/ticket", 1, false, b).Wait()
+	// Its receipt may go to either session (the genuine device takes the
+	// session back); the quarantine shows what became of the ticket.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := operatorGet(g.data, "/holds/meter-1/1000")
+		if err == nil && resp.StatusCode == 200 {
+			var h ledger.Held
+			json.NewDecoder(resp.Body).Decode(&h)
+			resp.Body.Close()
+			if h.Rule != "register_jump" || h.Usage[0].Quantity != 100_000 {
+				t.Fatalf("the clone's ticket: %+v; want held, register_jump, 100000 units", h)
+			}
+			break
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the clone's ticket was not held:\n%s", g.logText())
+		}
+	}
+	clone.Disconnect(100)
+
+	// The genuine device goes on with its own seqs: superseded, until the
+	// signs suspend it.
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(g.logText(), "device suspended") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cloned device was not suspended:\n%s", g.logText())
+		}
+		genuine.reg += 1000
+		genuine.Report(uint64(time.Now().UnixMilli()), []devicefw.Reading{{Meter: 0, Register: genuine.reg}})
+		time.Sleep(300 * time.Millisecond)
+	}
+	for _, want := range []string{"device may be cloned", "sign=clone_sign_superseded_seq", `device session closed: the device was suspended" device=meter-1`} {
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(g.logText(), want); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("log lacks %q:\n%s", want, g.logText())
+			}
+		}
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+	if again, err := dialDevice(ctx, g, "meter-1"); err == nil {
+		again.Close()
+		t.Error("a suspended device logged in")
+	}
+	cancel()
+
+	// A revoked device: its session closed at once, its login refused.
+	if out, err := farthingCLI(t, "device", "revoke", "--id", "meter-2", "--data", g.data); err != nil {
+		t.Fatalf("device revoke: %v %s", err, out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(g.logText(), `device=meter-2 transport=mqtt sessions=1`); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the revoked device's session was not closed:\n%s", g.logText())
+		}
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+	if again, err := dialDevice(ctx, g, "meter-2"); err == nil {
+		again.Close()
+		t.Error("a revoked device logged in")
+	}
+	cancel()
+
+	// Nothing the clone sent was charged: 1 kWh of the genuine device.
+	rep := inspect(t, g.data)
+	if !rep.Reconcile.Balanced || rep.Reconcile.LedgerCharged != 300_000_000 || rep.Reconcile.Held.Open != 1 {
+		t.Errorf("reconcile %+v; want 0.30 EUR charged, the clone's ticket held", rep.Reconcile)
+	}
+	resp, err := operatorGet(g.data, "/devices/suspended")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sus []ledger.Suspension
+	json.NewDecoder(resp.Body).Decode(&sus)
+	resp.Body.Close()
+	if len(sus) != 1 || sus[0].Device != "meter-1" {
+		t.Errorf("suspended %+v", sus)
+	}
+	if out, err := farthingCLI(t, "device", "resume", "--id", "meter-1", "--data", g.data); err != nil || !strings.Contains(out, "resumed") {
+		t.Fatalf("device resume: %v %s", err, out)
+	}
+	if out, err := farthingCLI(t, "device", "resume", "--id", "meter-1", "--data", g.data); err == nil {
+		t.Errorf("resuming a device not suspended: %s", out)
 	}
 }
