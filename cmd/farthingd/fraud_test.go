@@ -183,11 +183,10 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 }
 
 // TestFraudScenarioOverMQTT is the fraud scenario of the README against a
-// real daemon: a cloned device (same key, another address) replays with a
-// higher seq and a made-up register — held, not charged; the genuine
-// device's tickets then come back superseded, and with the takeover of its
-// session that is enough signs: the device is suspended, its session
-// closed, its login refused. A second device is revoked through the CLI:
+// real daemon: a cloned device (same key, another address) sends a higher
+// seq and a made-up register — held, not charged; the genuine device's
+// tickets then come back superseded, enough signs of a clone: the device
+// is suspended, its session closed, its login refused. A second device is revoked through the CLI:
 // its session is closed at once and it cannot log in again. Nothing the
 // clone sent is charged, and the books reconcile with the held line.
 func TestFraudScenarioOverMQTT(t *testing.T) {
@@ -213,6 +212,7 @@ func TestFraudScenarioOverMQTT(t *testing.T) {
 		}
 	}
 	other.send(t, 500)
+	genuine.Close() // offline for a moment: the clone gets its session
 
 	// The clone: the same key, from 127.0.0.2, seq 1000, a register far ahead.
 	s := g.secrets["meter-1"]
@@ -227,8 +227,7 @@ func TestFraudScenarioOverMQTT(t *testing.T) {
 	b, _ := enc.AppendTicket(nil, &protocol.Ticket{Device: "meter-1", Seq: 1000, Time: uint64(time.Now().UnixMilli()),
 		Readings: []protocol.Reading{{Meter: "energy_wh", Register: 102_000}}}, signer)
 	clone.Publish("farthing/v1/meter-1/ticket", 1, false, b).Wait()
-	// Its receipt may go to either session (the genuine device takes the
-	// session back); the quarantine shows what became of the ticket.
+	// The quarantine shows what became of the ticket.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		resp, err := operatorGet(g.data, "/holds/meter-1/1000")
 		if err == nil && resp.StatusCode == 200 {
@@ -249,8 +248,16 @@ func TestFraudScenarioOverMQTT(t *testing.T) {
 	}
 	clone.Disconnect(100)
 
-	// The genuine device goes on with its own seqs: superseded, until the
-	// signs suspend it.
+	// The genuine device comes back and goes on with its own seqs:
+	// superseded, until the signs suspend it.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	genuine, err = dialDevice(ctx, g, "meter-1")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer genuine.Close()
+	genuine.reg = 2_000
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(g.logText(), "device suspended") {
 		if time.Now().After(deadline) {
