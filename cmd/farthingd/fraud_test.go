@@ -26,7 +26,7 @@ const plausibleTariff = `tariffs:
     period: none
     price: 0.30 EUR
     per: 1000
-    plausibility: {max_rate: 3600000/h, max_jump: 50000}
+    plausibility: {max_rate: 3600000/h, max_jump: 50000, max_clock_skew: 15m}
 `
 
 // send reports register reg and waits for its receipt.
@@ -34,6 +34,22 @@ func (d *testDevice) send(t *testing.T, reg uint64) protocol.Receipt {
 	t.Helper()
 	d.reg = reg - 1000
 	return d.report(t)
+}
+
+// sendAt reports register reg at device time at and waits for its receipt.
+func (d *testDevice) sendAt(t *testing.T, reg uint64, at time.Time) protocol.Receipt {
+	t.Helper()
+	d.reg = reg
+	if _, err := d.Report(uint64(at.UnixMilli()), []devicefw.Reading{{Meter: 0, Register: reg}}); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	select {
+	case r := <-d.receipts:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("no receipt within 10s")
+		return protocol.Receipt{}
+	}
 }
 
 // TestQuarantineOverMQTT runs the plausibility rules against a real
@@ -83,10 +99,13 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 	want(124_000, protocol.StatusHeld, protocol.ReasonRegisterJump, 0)
 	want(500, protocol.StatusHeld, protocol.ReasonRegisterBackwards, 0)
 	want(1_500, protocol.StatusAccepted, 0, kWh)
+	if r := dev.sendAt(t, 2_500, time.Now().Add(-time.Hour)); r.Status != protocol.StatusHeld || r.Reason != protocol.ReasonClockSkew {
+		t.Fatalf("a device clock an hour off: %+v; want held, clock_skew", r)
+	}
 
 	out, err := farthingCLI(t, "quarantine", "list", "--data", g.data, "--format", "json")
 	var held []ledger.Held
-	if err != nil || json.Unmarshal([]byte(out), &held) != nil || len(held) != 4 {
+	if err != nil || json.Unmarshal([]byte(out), &held) != nil || len(held) != 5 {
 		t.Fatalf("quarantine list: %v\n%s", err, out)
 	}
 	seqOf := map[string]uint64{}
@@ -133,8 +152,8 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 		t.Errorf("ledger charged %d; want %d", charged, 4*kWh+6_000_000_000)
 	}
 	rep := inspect(t, g.data)
-	if h := rep.Reconcile.Held; h.Open != 1 || h.Released != 1 || h.Voided != 2 || h.Charged != 6_000_000_000 {
-		t.Errorf("held line %+v; want 1 open, 1 released (6 EUR), 2 voided", h)
+	if h := rep.Reconcile.Held; h.Open != 2 || h.Released != 1 || h.Voided != 2 || h.Charged != 6_000_000_000 {
+		t.Errorf("held line %+v; want 2 open, 1 released (6 EUR), 2 voided", h)
 	}
 	audit, _ := farthingCLI(t, "quarantine", "list", "--state", "all", "--data", g.data)
 	if !strings.Contains(audit, "site confirmed a fast charger") || strings.Count(audit, "voided") != 2 {
@@ -172,7 +191,7 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 		for _, s := range prep.Streams {
 			missing += s.Missing
 		}
-		if total == charged && states[protocol.HoldHeld] == 1 && states[protocol.HoldReleased] == 1 && states[protocol.HoldVoided] == 2 && missing == 0 {
+		if total == charged && states[protocol.HoldHeld] == 2 && states[protocol.HoldReleased] == 1 && states[protocol.HoldVoided] == 2 && missing == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
