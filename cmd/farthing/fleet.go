@@ -19,11 +19,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/demo"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/internal/sim"
+	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -44,7 +47,7 @@ func runDevice(e *env, args []string) error {
 		return runDeviceList(e, args[1:])
 	case "credentials":
 		return runDeviceCredentials(e, args[1:])
-	case "disable", "enable", "remove", "revoke", "rotate":
+	case "disable", "enable", "remove", "revoke", "rotate", "rules":
 		return runDeviceChange(e, args[0], args[1:])
 	case "resume":
 		return runDeviceResume(e, args[1:])
@@ -192,8 +195,12 @@ func runDeviceChange(e *env, verb string, args []string) error {
 	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
 	id := fs.String("id", "", "the device")
 	keys := fs.String("keys", "", "directory of the devices' secret files (default DATA/device-keys)")
-	var pub, overlap *string
+	var pub, overlap, meter, set *string
 	var commit *bool
+	if verb == "rules" {
+		meter = fs.String("meter", "", "the meter whose rules change")
+		set = fs.String("set", "", `its own plausibility rules, YAML: "max_jump: 50000, max_rate: 22000/h"; empty: back to its tariff's`)
+	}
 	if verb == "rotate" {
 		pub = fs.String("pub", "", "ed25519: the new public key the device made (hex, or a public key file)")
 		overlap = fs.String("overlap", "168h", "how long the old key stays valid if the device is not seen using the new one")
@@ -235,6 +242,13 @@ func runDeviceChange(e *env, verb string, args []string) error {
 		rf.RevokedKeys = appendKeyID(rf.RevokedKeys, cur)
 		if next != nil {
 			rf.RevokedKeys = appendKeyID(rf.RevokedKeys, *next)
+		}
+	case "rules":
+		if err := setRules(&rf.Devices[i], *meter, *set); err != nil {
+			return err
+		}
+		if _, err := gateway.BuildRegistry(*registry, rf, anyTerms{}); err != nil {
+			return fmt.Errorf("refused, nothing written: %w", err)
 		}
 	case "rotate":
 		note, err := rotate(&rf.Devices[i], rf, *keys, *pub, *overlap, *commit)
@@ -342,6 +356,33 @@ func rotate(e *gateway.DeviceEntry, rf *gateway.RegistryFile, keys, pub, overlap
 		what += "; the new secret is in " + filepath.Join(keys, e.ID+".next.secret")
 	}
 	return what, nil
+}
+
+// setRules gives meter of e its own plausibility rules (a YAML map, as in
+// a tariff's plausibility), or, with rules empty, takes them away.
+func setRules(e *gateway.DeviceEntry, meter, rules string) error {
+	if meter == "" {
+		return usageError{"rules: --meter is required"}
+	}
+	if _, ok := e.Tariffs[meter]; !ok {
+		return fmt.Errorf("device %s has no meter %q", e.ID, meter)
+	}
+	if rules == "" {
+		delete(e.Plausibility, meter)
+		if len(e.Plausibility) == 0 {
+			e.Plausibility = nil
+		}
+		return nil
+	}
+	var r metering.Rules
+	if err := yaml.Unmarshal([]byte("{"+strings.Trim(rules, "{}")+"}"), &r); err != nil {
+		return usageError{"--set: " + err.Error()}
+	}
+	if e.Plausibility == nil {
+		e.Plausibility = map[string]*metering.Rules{}
+	}
+	e.Plausibility[meter] = &r
+	return nil
 }
 
 // runDeviceResume is "device resume --id ID": lifts a suspension the

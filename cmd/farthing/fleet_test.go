@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
 )
@@ -226,5 +227,33 @@ func TestDeviceRotateAndRevoke(t *testing.T) {
 	code, _, errOut := farthing(t, nil, append([]string{"device", "add", "--data", data, "--id", "evse-2", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
 	if code != exitBad || !strings.Contains(errOut, "was revoked") {
 		t.Errorf("adding a revoked key: exit %d %q", code, errOut)
+	}
+}
+
+// TestDeviceRules: a device's meter gets rules of its own through the CLI
+// (never by editing the file that holds its secret), bad rules are refused
+// with nothing written, and --set "" gives the meter back its tariff's.
+func TestDeviceRules(t *testing.T) {
+	data := t.TempDir()
+	mustRun(t, nil, "device", "add", "--data", data, "--id", "evse-1", "--type", "hmac", "--account", "fleet",
+		"--provider", "utility", "--tariff", "energy_wh=energy")
+	mustRun(t, nil, "device", "rules", "--id", "evse-1", "--meter", "energy_wh", "--set", "max_jump: 50000, max_rate: 22000/h", "--data", data)
+	rf, _ := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml"))
+	r := rf.Devices[0].Plausibility["energy_wh"]
+	if r == nil || r.MaxJump != 50000 || r.MaxRate.Units != 22000 || r.MaxRate.Per != time.Hour {
+		t.Fatalf("rules %+v", r)
+	}
+	before, _ := os.ReadFile(filepath.Join(data, "devices.yaml"))
+	for _, bad := range [][]string{{"--meter", "water_l", "--set", "max_jump: 1"}, {"--meter", "energy_wh", "--set", "max_rate: fast"}} {
+		if code, _, _ := farthing(t, nil, append([]string{"device", "rules", "--id", "evse-1", "--data", data}, bad...)...); code != exitBad {
+			t.Errorf("rules %v: exit %d", bad, code)
+		}
+	}
+	if after, _ := os.ReadFile(filepath.Join(data, "devices.yaml")); !bytes.Equal(before, after) {
+		t.Error("refused rules changed the device file")
+	}
+	mustRun(t, nil, "device", "rules", "--id", "evse-1", "--meter", "energy_wh", "--set", "", "--data", data)
+	if rf, _ := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml")); rf.Devices[0].Plausibility != nil {
+		t.Errorf("rules not cleared: %+v", rf.Devices[0].Plausibility)
 	}
 }
