@@ -61,6 +61,24 @@ type Config struct {
 	// Fraud is what the gateway does about devices that break their
 	// plausibility rules or look cloned.
 	Fraud FraudConfig `yaml:"fraud"`
+	// Audit is where the audit data (raw tickets and Merkle leaves) goes
+	// before the edge prunes it.
+	Audit AuditConfig `yaml:"audit"`
+}
+
+// AuditConfig is the audit sink: every sealed aggregate's bundle (the
+// signed aggregate, its Merkle leaves and raw tickets) is written there
+// before the edge prunes it, so any ticket can still be proved
+// (farthing proof --audit).
+type AuditConfig struct {
+	// Sink is "files" (the default: JSON lines in Dir, a new file every
+	// Rotate, for an operator or a collector to take away) or "off" (audit
+	// data is dropped with the rest after limits.audit_retention).
+	Sink string `yaml:"sink"`
+	// Dir is where the files go; default DATA/audit.
+	Dir string `yaml:"dir"`
+	// Rotate starts a new file this often; default 1h.
+	Rotate time.Duration `yaml:"rotate"`
 }
 
 // FraudConfig sets the automatic suspension of devices. A suspended
@@ -230,6 +248,9 @@ type LimitsConfig struct {
 	// MaxStoreBytes: above this state-file size new tickets get "retry
 	// later"; default 1 GiB.
 	MaxStoreBytes int64 `yaml:"max_store_bytes"`
+	// WarnStoreBytes: above this state-file size the gateway warns (log
+	// and farthing_store_warning); default 80% of MaxStoreBytes.
+	WarnStoreBytes int64 `yaml:"warn_store_bytes"`
 	// MinFreeBytes: below this much free disk, new tickets get "retry
 	// later". Default: 64 MiB, or 5% of the data directory's file system
 	// if that is less (a 256 MiB partition keeps 12.8 MiB free, not 64),
@@ -240,9 +261,10 @@ type LimitsConfig struct {
 	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 	// RetryAfter is what a "retry later" receipt asks for; default 5s.
 	RetryAfter time.Duration `yaml:"retry_after"`
-	// AuditRetention is how long raw tickets are kept after every upstream
-	// confirmed their aggregates, for audits and inclusion proofs; then
-	// they are pruned. Default 90 days.
+	// AuditRetention is how long the per-ticket data (receipts, raw
+	// tickets, Merkle leaves, ledger entries) stays at the edge after an
+	// aggregate's window ended, once every upstream confirmed it and the
+	// audit sink took its bundle; then it is pruned and folded. Default 24h.
 	AuditRetention time.Duration `yaml:"audit_retention"`
 }
 
@@ -331,6 +353,9 @@ func (c *Config) setDefaults() error {
 	if c.Limits.MaxStoreBytes == 0 {
 		c.Limits.MaxStoreBytes = 1 << 30
 	}
+	if c.Limits.WarnStoreBytes == 0 {
+		c.Limits.WarnStoreBytes = c.Limits.MaxStoreBytes / 10 * 8
+	}
 	if c.Limits.MaxClockSkew == 0 {
 		c.Limits.MaxClockSkew = 48 * time.Hour
 	}
@@ -338,7 +363,20 @@ func (c *Config) setDefaults() error {
 		c.Limits.RetryAfter = 5 * time.Second
 	}
 	if c.Limits.AuditRetention == 0 {
-		c.Limits.AuditRetention = 90 * 24 * time.Hour
+		c.Limits.AuditRetention = 24 * time.Hour
+	}
+	switch c.Audit.Sink {
+	case "":
+		c.Audit.Sink = "files"
+	case "files", "off":
+	default:
+		return fmt.Errorf("%w: audit.sink: %q: want files or off", ErrConfig, c.Audit.Sink)
+	}
+	if c.Audit.Dir == "" {
+		c.Audit.Dir = filepath.Join(c.DataDir, "audit")
+	}
+	if c.Audit.Rotate <= 0 {
+		c.Audit.Rotate = time.Hour
 	}
 	for i := range c.Providers {
 		if c.Providers[i].Window == 0 {

@@ -43,8 +43,9 @@ type Gateway struct {
 	// broker's and the DTLS listener's, once they run): a device revoked,
 	// disabled, removed or suspended loses them.
 	closers map[string]func(device string) int
-	toClose []string  // suspended devices whose sessions housekeeping closes
-	crl     *crlWatch // the DTLS client certificates' revocation list, if any
+	toClose []string    // suspended devices whose sessions housekeeping closes
+	crl     *crlWatch   // the DTLS client certificates' revocation list, if any
+	audit   *auditFiles // the audit sink; nil when off. Housekeeping owns it.
 
 	ready     chan struct{} // closed once the transports listen
 	httpLis   net.Listener
@@ -59,6 +60,7 @@ type Gateway struct {
 	// While the store is full (housekeeping's goroutine only): since when,
 	// the refusal count when it filled, and when it was last logged.
 	fullSince, fullLogged time.Time
+	warned                bool // the state file is above limits.warn_store_bytes (logged once)
 	fullReported          uint64
 }
 
@@ -143,6 +145,11 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if err := g.ingest.SetFraud(cfg.Fraud); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("suspended devices: %w", err)
+	}
+	if cfg.Audit.Sink == "files" {
+		g.audit = &auditFiles{dir: cfg.Audit.Dir, rotate: cfg.Audit.Rotate}
+	} else {
+		log.Warn("audit sink off: raw tickets and Merkle leaves are dropped with the rest after limits.audit_retention")
 	}
 	g.ingest.onSuspend = func(device string) {
 		// Closed by housekeeping within a second, after the receipt of

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway/coaps"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/mqtt"
 	"github.com/farthing-iot/farthing/gateway/upstream/httpsink"
 	"github.com/farthing-iot/farthing/gateway/upstream/jetstreamsink"
@@ -203,6 +204,9 @@ const memoryRelease = time.Minute
 func (g *Gateway) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	if g.audit != nil {
+		defer g.audit.close()
+	}
 	released := time.Now()
 	for {
 		select {
@@ -228,8 +232,12 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 			for _, u := range g.cfg.Upstreams {
 				names = append(names, u.Name)
 			}
-			if _, err := g.ingest.PruneTickets(ctx, names, g.cfg.Limits.AuditRetention, now); err != nil && ctx.Err() == nil {
-				g.log.Warn("pruning tickets failed", "error", err)
+			if err := g.shipAudit(ctx, now); err != nil && ctx.Err() == nil {
+				g.log.Error("audit sink failed: nothing is pruned until it takes the audit data", "error", err)
+			}
+			if _, err := g.ingest.books.Prune(ctx, ledger.PruneOptions{Upstreams: names, Retention: g.cfg.Limits.AuditRetention,
+				Audit: g.audit != nil, Now: now}); err != nil && ctx.Err() == nil {
+				g.log.Warn("pruning failed", "error", err)
 			}
 		}
 	}
@@ -237,12 +245,28 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 
 func (g *Gateway) watchDisk() {
 	st := g.store.Stats()
+	use := g.store.Usage()
 	g.metrics.StoreBytes.Set(float64(st.FileBytes))
+	g.metrics.StoreInUse.Set(float64(use.InUse()))
 	g.metrics.OldestSealed.Set(g.ingest.books.OldestUnforwarded(time.Now()).Seconds())
 	full := st.FileBytes > g.cfg.Limits.MaxStoreBytes
 	var fs syscall.Statfs_t
-	if err := syscall.Statfs(g.cfg.DataDir, &fs); err == nil && int64(fs.Bavail)*int64(fs.Bsize) < g.minFree {
-		full = true
+	if err := syscall.Statfs(g.cfg.DataDir, &fs); err == nil {
+		free := int64(fs.Bavail) * int64(fs.Bsize)
+		g.metrics.DiskFree.Set(float64(free))
+		full = full || free < g.minFree
+	}
+	switch warn := st.FileBytes > g.cfg.Limits.WarnStoreBytes; {
+	case warn && !g.warned:
+		g.log.Warn("state file above its warning level: check that the upstreams confirm (pruning needs them), or compact it",
+			"state_bytes", st.FileBytes, "in_use_bytes", use.InUse(), "warn_store_bytes", g.cfg.Limits.WarnStoreBytes,
+			"max_store_bytes", g.cfg.Limits.MaxStoreBytes)
+		g.warned = true
+		g.metrics.StoreWarning.Set(1)
+	case !warn && g.warned:
+		g.log.Info("state file back under its warning level", "state_bytes", st.FileBytes)
+		g.warned = false
+		g.metrics.StoreWarning.Set(0)
 	}
 	refused := g.ingest.fullRefused.Load()
 	switch was := g.ingest.full.Load(); {

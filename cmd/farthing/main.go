@@ -53,7 +53,7 @@ var commands = []command{
 	{"account", "topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T] [--format table|csv|json] [--data DIR]", runAccount},
 	{"quarantine", "list [--state held|released|voided|all] [--device D] | show DEVICE/SEQ | release DEVICE/SEQ [--note WHY] | void DEVICE/SEQ --note WHY [--data DIR]", runQuarantine},
 	{"bench", "[--runs N] [--duration D] [--devices N] [--json FILE] [--plot FILE]", runBench},
-	{"proof", "--ticket DEVICE/SEQ [--data DIR]", runProof},
+	{"proof", "--ticket DEVICE/SEQ [--data DIR] | --ticket DEVICE/SEQ --audit FILE|DIR [--pub gateway.key.pub]", runProof},
 	{"payouts", "run --policy FILE | list | report | statement [--from D] [--to D] [--account A] [--data DIR] [--format table|csv|json]", runPayouts},
 	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR] | report [--data DIR]", runReceive},
 }

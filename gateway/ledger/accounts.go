@@ -142,10 +142,8 @@ func (bk *Books) credit(tx *bolt.Tx, t *Terms, a metering.Account, amount meteri
 	if err := tx.Bucket(bucketAudit).SetSequence(seq); err != nil {
 		return o, 0, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
-	for _, w := range writes {
-		if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
-			return o, 0, fmt.Errorf("%w: %v", store.ErrAbort, err)
-		}
+	if err := putAll(tx, writes); err != nil {
+		return o, 0, err
 	}
 	return o, a2.Balance, nil
 }

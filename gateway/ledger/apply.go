@@ -397,12 +397,7 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 	}
 	writes = append(writes, write{bucketDevices, []byte(p.Device), eff.device.encode()},
 		write{bucketTickets, seqKey(tk.Seq, p.Device), eff.ticket.encode()})
-	for _, w := range writes {
-		if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
-			return fmt.Errorf("%w: %v", store.ErrAbort, err) // part written: roll the batch back
-		}
-	}
-	return nil
+	return putAll(tx, writes)
 }
 
 var metaAggSeq = []byte("aggregate-seq")
@@ -413,6 +408,28 @@ type write struct {
 	bucket []byte
 	key    []byte
 	val    []byte
+}
+
+// appendFill is the fill percent of the buckets whose keys mostly grow
+// (tickets by device and seq, leaves by window and index, entries by
+// account and seq): bbolt's default of one half would leave each page
+// split by an insert at its end half empty, doubling the file.
+const appendFill = 0.9
+
+// putAll writes ws in order; a failed write aborts the batch, since part
+// of the effects may be written.
+func putAll(tx *bolt.Tx, ws []write) error {
+	for _, w := range ws {
+		b := tx.Bucket(w.bucket)
+		switch string(w.bucket) {
+		case string(bucketTickets), string(bucketLeaves), string(bucketEntries):
+			b.FillPercent = appendFill
+		}
+		if err := b.Put(w.key, w.val); err != nil {
+			return fmt.Errorf("%w: %v", store.ErrAbort, err)
+		}
+	}
+	return nil
 }
 
 // sealWrites returns what sealing one window (or issuing one correction)
@@ -481,12 +498,7 @@ func (bk *Books) CloseWindows(ctx context.Context, snap *Terms, now time.Time) e
 		if aggSeq != start {
 			writes = append(writes, write{bucketMeta, metaAggSeq, putU64(aggSeq)})
 		}
-		for _, w := range writes {
-			if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
-				return fmt.Errorf("%w: %v", store.ErrAbort, err)
-			}
-		}
-		return nil
+		return putAll(tx, writes)
 	})
 }
 

@@ -296,10 +296,8 @@ func (bk *Books) settle(ctx context.Context, t *Terms, device string, seq uint64
 		if err := audit.SetSequence(h.AuditSeq); err != nil {
 			return fmt.Errorf("%w: %v", store.ErrAbort, err)
 		}
-		for _, w := range ws {
-			if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
-				return fmt.Errorf("%w: %v", store.ErrAbort, err)
-			}
+		if err := putAll(tx, ws); err != nil {
+			return err
 		}
 		out = h.view()
 		return nil

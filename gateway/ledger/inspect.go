@@ -155,6 +155,23 @@ func Inspect(st *store.Store, snap *Terms) (*Report, error) {
 			}
 			return nil
 		})
+		// What pruning removed, as its running totals.
+		meta := tx.Bucket(bucketMeta)
+		ft, fs, fh := counters(meta, metaFoldedTickets, 2), counters(meta, metaFoldedSealed, 2), counters(meta, metaFoldedHolds, 3)
+		rep.Reconcile.ReceiptsCharged += metering.Nanos(ft[0])
+		rep.Reconcile.Tickets += ft[1]
+		rep.Reconcile.WindowsSealed += metering.Nanos(fs[0])
+		rep.Reconcile.Held.Released += int(fh[0])
+		rep.Reconcile.Held.Voided += int(fh[1])
+		rep.Reconcile.Held.Charged += metering.Nanos(fh[2])
+		tx.Bucket(bucketFolded).ForEach(func(_, v []byte) error {
+			if f, err := decodeFoldedDay(v); err == nil {
+				rep.Reconcile.LedgerCharged -= f.Charges
+				rep.Reconcile.TopUps += f.TopUps
+				rep.Reconcile.Adjustments += f.Adjustments
+			}
+			return nil
+		})
 		tx.Bucket(bucketHolds).ForEach(func(_, v []byte) error {
 			h, err := decodeHoldRecord(v)
 			if err != nil {

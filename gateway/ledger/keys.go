@@ -32,6 +32,9 @@ import "encoding/binary"
 //	            outbox under the same seq: a protocol.Credit (top-ups and vouchers, version 4) or a
 //	            protocol.Hold (version 5); they go upstream in the aggregates' stream
 //	holds       device 0 seq → a held ticket (holdRecord): its usage, rule and what the operator did (version 5)
+//	folded      account 0 day(8) → FoldedDay: the account's entries of a UTC day, folded once pruned (version 5)
+//	meta        "pruned-end", "audit-shipped", "folded/tickets", "folded/sealed", "folded/holds" → pruning's
+//	            progress and the running totals of what it removed (see prune.go)
 //	suspended   device → Suspension: a device the gateway suspended until an operator resumes it (version 5)
 //
 // Values are the records of records.go and metering's state types, all in
@@ -60,11 +63,12 @@ var (
 	bucketRecords   = []byte("credits")
 	bucketHolds     = []byte("holds")
 	bucketSuspended = []byte("suspended")
+	bucketFolded    = []byte("folded")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
 	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
-	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended}
+	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended, bucketFolded}
 
 // joinKey joins parts with 0 bytes.
 func joinKey(parts ...string) []byte {

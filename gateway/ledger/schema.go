@@ -17,9 +17,9 @@ import (
 // migrating to it records each existing account's opening balance as its
 // balance less the sum of its entries. Version 3 adds the spend bucket
 // (spending caps), empty in a migrated file. Version 4 adds the credits
-// bucket (top-ups and vouchers sent upstream). Version 5 adds the holds
-// and suspended buckets (quarantined tickets, suspended devices), empty
-// in a migrated file.
+// bucket (top-ups and vouchers sent upstream). Version 5 adds the holds,
+// suspended and folded buckets (quarantined tickets, suspended devices,
+// ledger entries folded by day once pruned), empty in a migrated file.
 const SchemaVersion = 5
 
 var metaSchemaVersion = []byte("schema-version")

@@ -258,6 +258,25 @@ type Stats struct {
 	FileBytes    int64
 }
 
+// Usage is how the file's bytes are used: FileBytes in all, FreeBytes in
+// pages on the freelist (reused by later writes before the file grows).
+type Usage struct {
+	FileBytes, FreeBytes int64
+}
+
+// InUse is the bytes that hold data: the file less its free pages.
+func (u Usage) InUse() int64 { return u.FileBytes - u.FreeBytes }
+
+// Usage reads the file's size and its free pages.
+func (s *Store) Usage() Usage {
+	st := s.db.Stats()
+	u := Usage{FreeBytes: int64(st.FreeAlloc)}
+	if fi, err := os.Stat(s.db.Path()); err == nil {
+		u.FileBytes = fi.Size()
+	}
+	return u
+}
+
 // Stats returns the counters.
 func (s *Store) Stats() Stats {
 	return Stats{Commits: s.commits.Load(), Ops: s.ops.Load(), LastBatch: s.lastBatch.Load(), FileBytes: s.size.Load()}

@@ -1,0 +1,105 @@
+package gateway_test
+
+import (
+	"bufio"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/protocol/strict"
+)
+
+// TestStatePlateaus runs a gateway whose upstream confirms at once, with
+// short horizons (200 ms windows, 300 ms edge retention): as tickets keep
+// coming, the bytes the state file uses level off instead of growing with
+// history; the books still reconcile to the nano, counting what was
+// pruned; and a pruned ticket is still proved from the audit sink's files.
+func TestStatePlateaus(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
+	defer up.Close()
+	auditDir := t.TempDir()
+	const devices = 20
+	var specs []devSpec
+	for i := range devices {
+		specs = append(specs, devSpec{plug(i), "hmac", "fleet"})
+	}
+	tg := startGateway(t, specs, func(c *gateway.Config) {
+		c.DTLS.Listen = "off"
+		c.Providers = []gateway.ProviderConfig{{ID: "utility", Window: 200 * time.Millisecond}}
+		c.Upstreams = []gateway.UpstreamConfig{{Name: "h", Type: "http", URL: up.URL}}
+		c.Forward = gateway.ForwardSettings{BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
+		c.Limits.AuditRetention = 300 * time.Millisecond
+		c.Audit = gateway.AuditConfig{Sink: "files", Dir: auditDir, Rotate: time.Hour}
+	})
+	var sent uint64 = 1
+	round := func(n uint64) int64 {
+		submitMany(t, tg, devices, sent, n)
+		sent += n
+		time.Sleep(2500 * time.Millisecond) // windows seal, the upstream confirms, housekeeping prunes
+		return tg.Store().Usage().InUse()
+	}
+	first := round(400)
+	var last int64
+	for range 3 {
+		last = round(400)
+	}
+	t.Logf("bytes in use after 8,000 tickets: %d; after 32,000: %d", first, last)
+	if last > first+first/4 {
+		t.Errorf("the state file grew with history: %d bytes in use after 8,000 tickets, %d after 32,000", first, last)
+	}
+	rep, err := gateway.Inspect(tg.Store(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := rep.Reconcile
+	if !rc.Balanced || rc.Tickets != devices*(sent-1) || rc.ReceiptsCharged != rc.LedgerCharged {
+		t.Fatalf("reconcile after pruning: %+v (sent %d)", rc, devices*(sent-1))
+	}
+	if _, raw, ok := gateway.StoredTicket(tg.Store(), plug(3), 10); ok || raw != nil {
+		t.Fatal("an old ticket is still in the state file")
+	}
+	days, _ := ledger.FoldedDays(tg.Store(), "fleet")
+	if len(days) == 0 || days[0].Entries == 0 {
+		t.Errorf("no ledger entries were folded: %+v", days)
+	}
+	// The pruned ticket is proved from the audit files.
+	files, _ := filepath.Glob(filepath.Join(auditDir, "audit-*.jsonl"))
+	if len(files) == 0 {
+		t.Fatal("no audit files")
+	}
+	found := false
+	for _, name := range files {
+		f, _ := os.Open(name)
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
+		for sc.Scan() && !found {
+			var b ledger.AuditBundle
+			if err := json.Unmarshal(sc.Bytes(), &b); err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := hex.DecodeString(b.Aggregate)
+			_, agg, err := strict.DecodeAggregate(raw)
+			if err != nil {
+				t.Fatalf("bundle %d: %v", b.Seq, err)
+			}
+			p, ok, err := ledger.ProveFromBundle(b, agg, plug(3)+"/10")
+			if err != nil {
+				t.Fatal(err)
+			}
+			found = ok && p.Aggregate == b.Seq
+		}
+		f.Close()
+	}
+	if !found {
+		t.Error("the pruned ticket is in no audit bundle")
+	}
+}
+
+func plug(i int) string { return "plug-" + string(rune('0'+i/10)) + string(rune('0'+i%10)) }
