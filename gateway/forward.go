@@ -164,7 +164,7 @@ func (f *Forwarder) next(cursor uint64) (pending, bool, error) {
 		return pending{}, ok, err
 	}
 	gw := f.in.snap.Load().GatewayID
-	return pending{Outgoing: upstream.Outgoing{Seq: o.Seq, Gateway: gw, Provider: o.Provider, Key: f.in.books.Stream().Key(o.Seq),
+	return pending{Outgoing: upstream.Outgoing{Seq: o.Seq, Gateway: gw, Provider: o.Provider, Key: o.Key,
 		Bytes: o.Bytes}, end: o.End}, true, nil
 }
 

@@ -133,13 +133,12 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	for _, id := range ignored {
 		log.Info("the configured balance of an account with state is an opening balance only: ignored (use farthing account topup)", "account", id)
 	}
-	epoch, err := ledger.StreamEpoch(context.Background(), st)
+	stream, base, err := ledger.OpenStream(context.Background(), st, kid[:])
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("stream epoch: %w", err)
 	}
-	stream, _ := protocol.StreamOf(kid[:], epoch)
-	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream,
+	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream, SeqBase: base,
 		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }})
 	g.ingest = NewIngest(books, snap, cfg.Limits, g.metrics, log)
 	if err := g.ingest.SetFraud(cfg.Fraud); err != nil {

@@ -256,6 +256,7 @@ func (g *Gateway) operatorMux() *http.ServeMux {
 	g.voucherRoutes(m)
 	g.deviceRoutes(m)
 	g.quarantineRoutes(m)
+	g.backupRoutes(m)
 	m.HandleFunc("GET /inspect", func(w http.ResponseWriter, _ *http.Request) {
 		rep, err := Inspect(g.store, g.ingest.Snapshot())
 		if err != nil {

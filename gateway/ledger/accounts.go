@@ -126,7 +126,7 @@ func (bk *Books) credit(tx *bolt.Tx, t *Terms, a metering.Account, amount meteri
 	}
 	if bk.cfg.Signer != nil {
 		aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq)) + 1
-		c := protocol.Credit{Gateway: terms(t).GatewayID, Seq: aggSeq, Account: a.ID, Amount: uint64(amount.Nanos),
+		c := protocol.Credit{Gateway: terms(t).GatewayID, Seq: bk.wire(aggSeq), Account: a.ID, Amount: uint64(amount.Nanos),
 			Currency: string(amount.Currency), Time: uint64(e.Time), Kind: kind, Ref: strings.TrimPrefix(ref, "voucher:"),
 			Epoch: bk.cfg.Stream.Epoch}
 		var enc protocol.Encoder

@@ -443,7 +443,7 @@ func (bk *Books) sealWrites(snap *Terms, seq uint64, rec sealedRecord, window bo
 		ws = append(ws, write{bucketSlotIndex, seqKey(uint64(slotOf(snap.Policies[rec.Provider], rec.Start)), rec.Provider, rec.Account, rec.Meter), putU64(seq)})
 	}
 	if bk.cfg.Signer != nil {
-		agg := rec.Aggregate(snap.GatewayID, seq)
+		agg := rec.Aggregate(snap.GatewayID, bk.wire(seq))
 		agg.Epoch = bk.cfg.Stream.Epoch
 		var enc protocol.Encoder
 		b, err := enc.AppendAggregate(nil, &agg, bk.cfg.Signer)

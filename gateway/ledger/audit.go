@@ -11,6 +11,7 @@ import (
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 // AuditBundle is what an audit sink keeps of one aggregate so that any of
@@ -53,9 +54,20 @@ func (bk *Books) AuditBundles(t *Terms, max int) ([]AuditBundle, uint64, error) 
 				return fmt.Errorf("audit bundle %d: %w", through+1, err)
 			}
 			through++
-			b := AuditBundle{Stream: bk.cfg.Stream.String(), Seq: through}
-			if bk.cfg.Signer != nil {
-				agg := rec.Aggregate(terms(t).GatewayID, through)
+			b := AuditBundle{Stream: bk.cfg.Stream.String(), Seq: bk.wire(through)}
+			if through <= bk.cfg.SeqBase {
+				// Sealed before a restore, in an older epoch: its bytes are
+				// those still in the outbox, if any.
+				if v := tx.Bucket(bucketOutbox).Get(key); v != nil {
+					b.Aggregate = hex.EncodeToString(v)
+					if env, agg, err := strict.DecodeAggregate(v); err == nil {
+						if s, ok := protocol.StreamOf(env.KeyID, agg.Epoch); ok {
+							b.Stream = s.String()
+						}
+					}
+				}
+			} else if bk.cfg.Signer != nil {
+				agg := rec.Aggregate(terms(t).GatewayID, bk.wire(through))
 				agg.Epoch = bk.cfg.Stream.Epoch
 				var enc protocol.Encoder
 				ab, err := enc.AppendAggregate(nil, &agg, bk.cfg.Signer)

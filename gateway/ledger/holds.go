@@ -153,7 +153,7 @@ func (bk *Books) holdWrites(t *Terms, h *holdRecord, seq uint64) ([]write, error
 	if h.State != protocol.HoldHeld {
 		at = h.SettledAt
 	}
-	rec := protocol.Hold{Gateway: terms(t).GatewayID, Seq: seq, Device: h.Device, Ticket: h.Seq, Account: h.Account,
+	rec := protocol.Hold{Gateway: terms(t).GatewayID, Seq: bk.wire(seq), Device: h.Device, Ticket: h.Seq, Account: h.Account,
 		Provider: h.Provider, Action: h.State, Rule: h.Rule, Currency: string(terms(t).Accounts[h.Account].Currency),
 		Time: uint64(max(at, 1)), Note: h.Note, Epoch: bk.cfg.Stream.Epoch}
 	if h.State == protocol.HoldReleased {

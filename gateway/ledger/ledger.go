@@ -94,6 +94,9 @@ type Config struct {
 	// Stream names the aggregate stream: the signer's key id and the state
 	// file's epoch (see StreamEpoch).
 	Stream protocol.StreamID
+	// SeqBase is subtracted from an aggregate's seq in the file to give its
+	// seq in Stream (non-zero after a restore; see OpenStream).
+	SeqBase uint64
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// OnSeal, if set, is told the reason of every aggregate sealed
@@ -121,6 +124,16 @@ func New(st *store.Store, cfg Config) *Books {
 
 // Stream is the aggregate stream the books seal into.
 func (b *Books) Stream() protocol.StreamID { return b.cfg.Stream }
+
+// wire is the seq in its stream of the record at seq in the file: records
+// sealed since the last restore count from 1 in the new epoch; those
+// before it keep their seq in the epoch they were signed in.
+func (b *Books) wire(seq uint64) uint64 {
+	if seq > b.cfg.SeqBase {
+		return seq - b.cfg.SeqBase
+	}
+	return seq
+}
 
 // Store is the store the books are kept in.
 func (b *Books) Store() *store.Store { return b.st }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 // upstreamKey keys an upstream's progress in the meta bucket.
@@ -20,6 +22,9 @@ type Outgoing struct {
 	Provider string
 	End      time.Time // the end of its window
 	Bytes    []byte    // the signed aggregate, as sealed
+	// Key is the record's idempotency key, "KID.EPOCH/SEQ" of the stream
+	// it was signed in (after a restore, older outbox records keep theirs).
+	Key string
 }
 
 // Confirmed returns the last aggregate seq upstream name confirmed.
@@ -53,7 +58,7 @@ func (bk *Books) Next(cursor uint64) (Outgoing, bool, error) {
 				return fmt.Errorf("outbox %d: %w", seq, err)
 			}
 			o = Outgoing{Seq: seq, End: time.UnixMilli(at), Bytes: append([]byte(nil), v...)}
-			ok = true
+			o.Key, ok = bk.keyOf(o.Bytes, seq), true
 			return nil
 		}
 		rec, err := decodeSealedRecord(tx.Bucket(bucketSealed).Get(k))
@@ -61,10 +66,34 @@ func (bk *Books) Next(cursor uint64) (Outgoing, bool, error) {
 			return fmt.Errorf("outbox %d: %w", seq, err)
 		}
 		o = Outgoing{Seq: seq, Provider: rec.Provider, End: time.UnixMilli(rec.End), Bytes: append([]byte(nil), v...)}
-		ok = true
+		o.Key, ok = bk.keyOf(o.Bytes, seq), true
 		return nil
 	})
 	return o, ok, err
+}
+
+// keyOf is the idempotency key of an outbox record: its own stream and
+// seq, read from its bytes; the books' stream for a record that does not
+// read (none should).
+func (bk *Books) keyOf(b []byte, seq uint64) string {
+	m, err := strict.Decode(b)
+	if err != nil {
+		return bk.cfg.Stream.Key(bk.wire(seq))
+	}
+	var epoch, wire uint64
+	switch {
+	case m.Aggregate != nil:
+		epoch, wire = m.Aggregate.Epoch, m.Aggregate.Seq
+	case m.Credit != nil:
+		epoch, wire = m.Credit.Epoch, m.Credit.Seq
+	case m.Hold != nil:
+		epoch, wire = m.Hold.Epoch, m.Hold.Seq
+	}
+	s, ok := protocol.StreamOf(m.Envelope.KeyID, epoch)
+	if !ok {
+		return bk.cfg.Stream.Key(bk.wire(seq))
+	}
+	return s.Key(wire)
 }
 
 // Confirm records that upstream name confirmed every aggregate up to seq,

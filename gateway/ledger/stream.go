@@ -1,14 +1,18 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/protocol"
 )
 
 // metaStreamEpoch keys the stream epoch in the meta bucket: 8 bytes,
@@ -45,4 +49,96 @@ func StreamEpoch(ctx context.Context, st *store.Store) (uint64, error) {
 		return nil
 	})
 	return epoch, err
+}
+
+var (
+	// metaSeqBase keys the stream's seq base: a restored state file starts
+	// a new epoch whose seqs count from 1 again, so an aggregate's seq on
+	// the wire is its seq in the file less the base (8 bytes; absent: 0).
+	metaSeqBase = []byte("seq-base")
+	// metaGatewayKey keys the key id of the gateway key that signs the
+	// stream, recorded on first use.
+	metaGatewayKey = []byte("gateway-kid")
+	// metaRestored keys when the file was last restored from a backup
+	// (Unix ms) and the epoch it had then.
+	metaRestored = []byte("restored")
+)
+
+// ErrOtherGateway: the state file belongs to another gateway key.
+var ErrOtherGateway = errors.New("ledger: the state file was written under another gateway key")
+
+// OpenStream returns the state file's aggregate stream under the gateway
+// key kid and its seq base (see StreamEpoch and metaSeqBase), recording
+// kid on first use; a file recorded under another key is ErrOtherGateway.
+func OpenStream(ctx context.Context, st *store.Store, kid []byte) (protocol.StreamID, uint64, error) {
+	epoch, err := StreamEpoch(ctx, st)
+	if err != nil {
+		return protocol.StreamID{}, 0, err
+	}
+	var base uint64
+	err = st.Do(ctx, func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		base = getU64(meta.Get(metaSeqBase))
+		switch old := meta.Get(metaGatewayKey); {
+		case old == nil:
+			if err := meta.Put(metaGatewayKey, append([]byte(nil), kid...)); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		case !bytes.Equal(old, kid):
+			return fmt.Errorf("%w: %s is gateway key %x's, this gateway's key is %x", ErrOtherGateway, st.Path(), old, kid)
+		}
+		return nil
+	})
+	if err != nil {
+		return protocol.StreamID{}, 0, err
+	}
+	s, ok := protocol.StreamOf(kid, epoch)
+	if !ok {
+		return s, 0, fmt.Errorf("ledger: gateway key id %x is not %d bytes", kid, protocol.KeyIDLen)
+	}
+	return s, base, nil
+}
+
+// Restored is what PrepareRestore did to a backup.
+type Restored struct {
+	OldEpoch, NewEpoch uint64
+	// Base is the seq the old epoch had reached in the backup: the new
+	// epoch's seqs count from 1 after it.
+	Base uint64
+}
+
+// PrepareRestore readies a copy of a backup to become a gateway's state
+// file: it refuses a backup of another gateway key (kid), and starts a new
+// aggregate stream epoch whose seqs count from 1 again, so that no
+// receiver mistakes what the restored gateway seals next for what it
+// sealed after the backup was taken. Aggregates still in the backup's
+// outbox keep their old epoch and seq: they were signed so.
+func PrepareRestore(ctx context.Context, st *store.Store, kid []byte, now time.Time) (Restored, error) {
+	var r Restored
+	err := st.Do(ctx, func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return fmt.Errorf("%w: not a gateway state file", store.ErrAbort)
+		}
+		if old := meta.Get(metaGatewayKey); old != nil && !bytes.Equal(old, kid) {
+			return fmt.Errorf("%w: the backup is gateway key %x's, this data directory's key is %x", ErrOtherGateway, old, kid)
+		}
+		r.OldEpoch, r.Base = getU64(meta.Get(metaStreamEpoch)), getU64(meta.Get(metaAggSeq))
+		var b [8]byte
+		for r.NewEpoch == 0 || r.NewEpoch == r.OldEpoch {
+			if _, err := rand.Read(b[:]); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+			r.NewEpoch = binary.BigEndian.Uint64(b[:])
+		}
+		for _, w := range []write{{bucketMeta, metaStreamEpoch, putU64(r.NewEpoch)}, {bucketMeta, metaSeqBase, putU64(r.Base)},
+			{bucketMeta, metaGatewayKey, append([]byte(nil), kid...)},
+			{bucketMeta, metaRestored, append(putU64(uint64(now.UnixMilli())), putU64(r.OldEpoch)...)}} {
+			if err := meta.Put(w.key, w.val); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
+		return nil
+	})
+	return r, err
 }

@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,8 @@ var (
 	// part of its effects, rolls the whole batch back: every operation of
 	// it then fails with ErrCommit. A panicking operation aborts too.
 	ErrAbort = errors.New("store: batch aborted")
+	// ErrLocked: another process (a running daemon) has the file open.
+	ErrLocked = errors.New("store: locked by another process")
 )
 
 // DefaultMaxBatch is Options.MaxBatch's default.
@@ -110,7 +113,7 @@ func Open(path string, opts Options) (*Store, error) {
 		NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("store: %s is locked by another process", path)
+			return nil, fmt.Errorf("%w: %s (a running farthingd?)", ErrLocked, path)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -256,6 +259,41 @@ type Stats struct {
 	Commits, Ops uint64
 	LastBatch    int64
 	FileBytes    int64
+}
+
+// WriteBackup writes a consistent copy of the whole file to w, from one
+// read transaction (commits go on meanwhile), and returns its size.
+func (s *Store) WriteBackup(w io.Writer) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// Compact writes a compacted copy of the file at src (which no process
+// may have open) to dst, a new file: free pages are left out and pages
+// are filled.
+func Compact(dst, src string) error {
+	sdb, err := bolt.Open(src, 0o600, &bolt.Options{Timeout: 2 * time.Second, ReadOnly: true})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return fmt.Errorf("%w: %s (a running farthingd?)", ErrLocked, src)
+		}
+		return fmt.Errorf("store: open %s: %w", src, err)
+	}
+	defer sdb.Close()
+	ddb, err := bolt.Open(dst, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("store: create %s: %w", dst, err)
+	}
+	if err := bolt.Compact(ddb, sdb, 64<<20); err != nil {
+		ddb.Close()
+		return fmt.Errorf("store: compact: %w", err)
+	}
+	return ddb.Close()
 }
 
 // Usage is how the file's bytes are used: FileBytes in all, FreeBytes in
