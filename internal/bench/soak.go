@@ -1,0 +1,227 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/internal/keyfile"
+	"github.com/farthing-iot/farthing/provider"
+)
+
+// SoakOptions configure a soak run: a gateway taking Rate tickets/s for
+// Duration from Devices simulated HMAC devices over its embedded broker,
+// with a provider receiver that confirms every aggregate, and shortened
+// horizons (Window, Retention), sampled every Every.
+type SoakOptions struct {
+	Duration, Every, Window, Retention time.Duration
+	Rate                               float64
+	Devices                            int
+	Out                                io.Writer // progress lines
+}
+
+// SoakSample is the state file at one moment of a soak run.
+type SoakSample struct {
+	Seconds   float64 `json:"seconds"`
+	Accepted  float64 `json:"accepted_tickets"`
+	FileBytes float64 `json:"file_bytes"`
+	InUse     float64 `json:"inuse_bytes"`
+}
+
+// SoakReport is a soak run's samples and the plateau they show: the most
+// bytes in use in the middle third of the run and in the last third.
+type SoakReport struct {
+	Options    SoakOptions  `json:"options"`
+	Samples    []SoakSample `json:"samples"`
+	MiddleMax  float64      `json:"middle_third_max_inuse_bytes"`
+	LastMax    float64      `json:"last_third_max_inuse_bytes"`
+	Accepted   float64      `json:"accepted_tickets"`
+	FinalBytes float64      `json:"final_file_bytes"`
+}
+
+// Soak runs the soak: see SoakOptions.
+func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
+	data, err := os.MkdirTemp("", "farthing-soak-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(data)
+	say := func(format string, args ...any) { fmt.Fprintf(o.Out, "soak: "+format+"\n", args...) }
+	if err := provisionHMAC(data, o.Devices); err != nil {
+		return nil, err
+	}
+	// The provider: a receiver over HTTP that books and confirms.
+	k, err := keyfile.GenerateEd25519()
+	if err != nil {
+		return nil, err
+	}
+	priv, _ := k.EncodePrivate()
+	if err := keyfile.WriteNew(filepath.Join(data, "gateway.key"), priv, 0o600); err != nil {
+		return nil, err
+	}
+	recv, err := provider.Open(filepath.Join(data, "receiver.db"), []provider.Trust{{Key: k.Private.Public().(ed25519.PublicKey)}})
+	if err != nil {
+		return nil, err
+	}
+	defer recv.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: recv.Handler(slog.New(slog.NewTextHandler(io.Discard, nil))), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	metrics := freeAddr("tcp")
+	broker := freeAddr("tcp")
+	stop, err := startGateway(ctx, data, "gw-soak", func(c *gateway.Config) {
+		c.MQTT.Listen, c.HTTP.Listen = broker, metrics
+		c.Providers = []gateway.ProviderConfig{{ID: "utility", Window: o.Window}}
+		c.Upstreams = []gateway.UpstreamConfig{{Name: "provider", Type: "http", URL: "http://" + ln.Addr().String() + "/aggregates"}}
+		c.Limits.AuditRetention = o.Retention
+		c.Audit.Sink, c.Audit.Dir = "files", filepath.Join(data, "audit")
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	say("%d devices, %.0f tickets/s for %v; windows %v, edge retention %v; a sample every %v",
+		o.Devices, o.Rate, o.Duration, o.Window, o.Retention, o.Every)
+	simCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	simDone := make(chan error, 1)
+	go func() {
+		_, err := runSim(simCtx, data, "hmac", "mqtt", "tcp://"+broker, o.Rate, o.Duration)
+		simDone <- err
+	}()
+	rep := &SoakReport{Options: o}
+	start := time.Now()
+	t := time.NewTicker(o.Every)
+	defer t.Stop()
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case err := <-simDone:
+			if err != nil {
+				return nil, fmt.Errorf("sim: %w", err)
+			}
+			running = false
+		case <-t.C:
+		}
+		m, err := scrape("http://" + metrics + "/metrics")
+		if err != nil {
+			return nil, err
+		}
+		s := SoakSample{Seconds: time.Since(start).Seconds(), Accepted: m[`farthing_tickets_total{reason="",status="accepted"}`],
+			FileBytes: m["farthing_store_bytes"], InUse: m["farthing_store_inuse_bytes"]}
+		rep.Samples = append(rep.Samples, s)
+		say("%6.0fs  %10.0f tickets  file %7.1f MB  in use %7.1f MB", s.Seconds, s.Accepted, s.FileBytes/1e6, s.InUse/1e6)
+	}
+	n := len(rep.Samples)
+	for i, s := range rep.Samples {
+		switch {
+		case i >= 2*n/3:
+			rep.LastMax = max(rep.LastMax, s.InUse)
+		case i >= n/3:
+			rep.MiddleMax = max(rep.MiddleMax, s.InUse)
+		}
+	}
+	if n > 0 {
+		rep.Accepted, rep.FinalBytes = rep.Samples[n-1].Accepted, rep.Samples[n-1].FileBytes
+	}
+	return rep, nil
+}
+
+// provisionHMAC writes the tariffs and n HMAC devices.
+func provisionHMAC(data string, n int) error {
+	if err := provision(data, n); err != nil {
+		return err
+	}
+	rf, err := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml"))
+	if err != nil {
+		return err
+	}
+	var keep []gateway.DeviceEntry
+	for _, e := range rf.Devices {
+		if e.KeyType == "hmac" {
+			keep = append(keep, e)
+		}
+	}
+	rf.Devices = keep
+	return gateway.WriteRegistryFile(filepath.Join(data, "devices.yaml"), rf)
+}
+
+// scrape reads a Prometheus text page into name{labels} → value.
+func scrape(url string) (map[string]float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out, sc.Err()
+}
+
+// WriteCSV writes the samples as CSV.
+func (r *SoakReport) WriteCSV(w io.Writer) error {
+	if _, err := fmt.Fprintln(w, "seconds,accepted_tickets,file_bytes,inuse_bytes"); err != nil {
+		return err
+	}
+	for _, s := range r.Samples {
+		if _, err := fmt.Fprintf(w, "%.0f,%.0f,%.0f,%.0f\n", s.Seconds, s.Accepted, s.FileBytes, s.InUse); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WritePlot draws the state file's size and bytes in use over time.
+func (r *SoakReport) WritePlot(path string) error {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("State file under %.0f tickets/s, upstream confirming (windows %v, edge retention %v)",
+		r.Options.Rate, r.Options.Window, r.Options.Retention)
+	p.X.Label.Text = "minutes"
+	p.Y.Label.Text = "MB"
+	file, inuse := make(plotter.XYs, len(r.Samples)), make(plotter.XYs, len(r.Samples))
+	for i, s := range r.Samples {
+		file[i] = plotter.XY{X: s.Seconds / 60, Y: s.FileBytes / 1e6}
+		inuse[i] = plotter.XY{X: s.Seconds / 60, Y: s.InUse / 1e6}
+	}
+	if err := plotutil.AddLines(p, "file size", file, "bytes in use", inuse); err != nil {
+		return err
+	}
+	p.Legend.Top = true
+	p.Legend.Left = true
+	p.Y.Min = 0
+	return p.Save(20*vg.Centimeter, 10*vg.Centimeter, path)
+}
