@@ -92,6 +92,11 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 	if out, err := farthingCLI(t, "restore", damaged, "--data", g.data); err == nil || !strings.Contains(out, "checksum") {
 		t.Fatalf("restore of a damaged backup: %v\n%s", err, out)
 	}
+	other := t.TempDir()
+	makeGatewayKey(t, other)
+	if out, err := farthingCLI(t, "restore", backup, "--data", other); err == nil || !strings.Contains(out, "another gateway key") {
+		t.Fatalf("restore into a gateway with another key: %v\n%s", err, out)
+	}
 	out, err = farthingCLI(t, "restore", backup, "--data", g.data)
 	if err != nil || !strings.Contains(out, "new stream epoch") {
 		t.Fatalf("restore: %v\n%s", err, out)
