@@ -26,6 +26,7 @@ type TopUpRequest struct {
 //	GET  /accounts                      every account (ledger.AccountView)
 //	GET  /accounts/{id}                 one account
 //	GET  /accounts/{id}/entries?since=T its ledger entries (T: RFC 3339 or Unix ms)
+//	GET  /accounts/{id}/periods         its entries folded by UTC day once pruned (ledger.FoldedDay)
 //	POST /accounts/{id}/topups          a top-up (TopUpRequest → ledger.TopUpResult), idempotent by ref
 //	GET  /audit                         the operator operations recorded
 //
@@ -55,6 +56,14 @@ func (g *Gateway) accountRoutes(m *http.ServeMux) {
 		if v == nil {
 			v = []metering.Entry{}
 		}
+		answer(w, g, v, err)
+	})
+	m.HandleFunc("GET /accounts/{id}/periods", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := ledger.Account(g.store, terms(), r.PathValue("id")); err != nil {
+			answer(w, g, nil, err)
+			return
+		}
+		v, err := ledger.FoldedDays(g.store, r.PathValue("id"))
 		answer(w, g, v, err)
 	})
 	m.HandleFunc("POST /accounts/{id}/topups", func(w http.ResponseWriter, r *http.Request) {
