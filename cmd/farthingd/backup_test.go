@@ -167,6 +167,12 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// Any ticket is proved from the audit files alone, signature included.
+	out, err = farthingCLI(t, "proof", "--ticket", "meter-1/5", "--audit", filepath.Join(g.data, "audit"), "--pub", pub)
+	var proofs []gateway.Proof
+	if err != nil || json.Unmarshal([]byte(out), &proofs) != nil || len(proofs) == 0 || proofs[0].Ticket != "meter-1/5" {
+		t.Errorf("proof from the audit files: %v\n%.2000s", err, out)
+	}
 	// Compaction: refused while the daemon runs; on the stopped gateway it
 	// keeps the books as they were.
 	if out, err := farthingCLI(t, "compact", "--data", g.data); err == nil || !strings.Contains(out, "running") {

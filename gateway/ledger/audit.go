@@ -11,7 +11,6 @@ import (
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
-	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 // AuditBundle is what an audit sink keeps of one aggregate so that any of
@@ -55,20 +54,18 @@ func (bk *Books) AuditBundles(t *Terms, max int) ([]AuditBundle, uint64, error) 
 			}
 			through++
 			b := AuditBundle{Stream: bk.cfg.Stream.String(), Seq: bk.wire(through)}
-			if through <= bk.cfg.SeqBase {
-				// Sealed before a restore, in an older epoch: its bytes are
-				// those still in the outbox, if any.
-				if v := tx.Bucket(bucketOutbox).Get(key); v != nil {
-					b.Aggregate = hex.EncodeToString(v)
-					if env, agg, err := strict.DecodeAggregate(v); err == nil {
-						if s, ok := protocol.StreamOf(env.KeyID, agg.Epoch); ok {
-							b.Stream = s.String()
-						}
+			if bk.cfg.Signer != nil {
+				// Sealed before the last restore: in the epoch it had then
+				// (Ed25519 signatures are deterministic: the same bytes).
+				epoch := bk.cfg.Stream.Epoch
+				if through <= bk.cfg.SeqBase {
+					epoch = counters(meta, metaRestored, 2)[1]
+					if s, ok := protocol.StreamOf(bk.cfg.Stream.KeyID[:], epoch); ok {
+						b.Stream = s.String()
 					}
 				}
-			} else if bk.cfg.Signer != nil {
 				agg := rec.Aggregate(terms(t).GatewayID, bk.wire(through))
-				agg.Epoch = bk.cfg.Stream.Epoch
+				agg.Epoch = epoch
 				var enc protocol.Encoder
 				ab, err := enc.AppendAggregate(nil, &agg, bk.cfg.Signer)
 				if err != nil {
