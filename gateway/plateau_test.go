@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,3 +124,23 @@ func TestStatePlateaus(t *testing.T) {
 }
 
 func plug(i int) string { return "plug-" + string(rune('0'+i/10)) + string(rune('0'+i%10)) }
+
+// TestStoreWarningLevel: above limits.warn_store_bytes the gateway says so
+// in its log and on /metrics, before the hard bound refuses anything.
+func TestStoreWarningLevel(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-00", "hmac", "fleet"}}, func(c *gateway.Config) {
+		c.DTLS.Listen = "off"
+		c.Limits.WarnStoreBytes = 1
+	})
+	submitMany(t, tg, 1, 1, 3) // still accepted: only a warning
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, m := httpGet(t, "http://"+tg.HTTPAddr()+"/metrics")
+		if strings.Contains(m, "farthing_store_warning 1") && strings.Contains(m, "farthing_store_inuse_bytes") &&
+			strings.Contains(m, "farthing_disk_free_bytes") && strings.Contains(tg.logs.String(), "state file above its warning level") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning after 10s; log:\n%s", tg.logs.String())
+		}
+	}
+}
