@@ -41,6 +41,7 @@ if [ "$FUZZTIME" != "0" ]; then
     ./protocol/strict:FuzzDecodeAggregate \
     ./protocol/strict:FuzzDecodeVoucher \
     ./protocol/strict:FuzzDecodeCredit \
+    ./protocol/strict:FuzzDecodeHold \
     ./protocol/strict:FuzzDecode \
     ./protocol/strict:FuzzReceiptDecoders \
     ./protocol/strict:FuzzEnvelopeParsers \

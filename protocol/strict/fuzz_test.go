@@ -146,6 +146,30 @@ func FuzzDecodeCredit(f *testing.F) {
 	})
 }
 
+func FuzzDecodeHold(f *testing.F) {
+	seedVectors(f)
+	signer, _ := protocol.NewEd25519Signer(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+	var enc protocol.Encoder
+	b, err := enc.AppendHold(nil, &protocol.Hold{Gateway: "gw-1", Seq: 8, Device: "meter-1", Ticket: 12, Account: "acme",
+		Provider: "grid", Action: protocol.HoldReleased, Rule: protocol.ReasonRegisterJump,
+		Usage: []protocol.HoldReading{{Meter: "energy_wh", Quantity: 100_000}}, Amount: 30_000_000_000, Currency: "EUR",
+		Time: 1_790_000_000_000, Note: "fast charger", Epoch: 99}, signer)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		env, h, err := strict.DecodeHold(in)
+		if err != nil {
+			if !protocol.ReasonOf(err).Valid() {
+				t.Fatalf("refusal without a valid reason: %v", err)
+			}
+			return
+		}
+		checkAccepted(t, in, env, protocol.MaxHoldSize, func() ([]byte, error) { return protocol.AppendHoldPayload(nil, &h) })
+	})
+}
+
 // FuzzReceiptDecoders is differential: the firmware's canonical parser and
 // the gateway's strict decoder accept exactly the same receipts, with the
 // same fields.
