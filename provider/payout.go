@@ -261,6 +261,9 @@ func (r *Receiver) RunDuePayouts(policies map[string]PayoutPolicy, now time.Time
 }
 
 func (r *Receiver) runPayouts(policies map[string]PayoutPolicy, now time.Time, scheduled bool) ([]Payout, error) {
+	if r.db == nil {
+		return nil, ErrNeedsFile
+	}
 	names := make([]string, 0, len(policies))
 	for n := range policies {
 		names = append(names, n)
@@ -401,6 +404,9 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 
 // Payouts lists the payouts made, by provider and number.
 func (r *Receiver) Payouts() ([]Payout, error) {
+	if r.db == nil {
+		return nil, ErrNeedsFile
+	}
 	var out []Payout
 	err := r.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketPayouts).ForEach(func(_, v []byte) error {
@@ -431,6 +437,9 @@ type Wallet struct {
 
 // Wallets reconciles each provider's wallet in one transaction.
 func (r *Receiver) Wallets() ([]Wallet, error) {
+	if r.db == nil {
+		return nil, ErrNeedsFile
+	}
 	ws := map[string]*Wallet{}
 	get := func(p string) *Wallet {
 		if ws[p] == nil {

@@ -29,6 +29,7 @@ package provider
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
@@ -165,7 +166,8 @@ type trusted struct {
 
 // Receiver keeps the books of received aggregates.
 type Receiver struct {
-	db    *bolt.DB
+	books books
+	db    *bolt.DB           // the embedded file's, for payouts and statements; nil on PostgreSQL
 	trust map[string]trusted // by kid
 
 	mu    sync.Mutex // guards stats
@@ -190,16 +192,9 @@ type Stats struct {
 // Open opens (or creates) the receiver's file and trusts these gateway
 // keys.
 func Open(path string, trust []Trust) (*Receiver, error) {
-	r := &Receiver{trust: map[string]trusted{}}
-	for _, t := range trust {
-		v, err := strict.NewEd25519Verifier(t.Key)
-		if err != nil {
-			return nil, err
-		}
-		if t.Gateway != "" && !protocol.ValidName(t.Gateway, protocol.MaxDeviceIDLen) {
-			return nil, fmt.Errorf("receiver: gateway id %q: use 1..64 of [A-Za-z0-9._-]", t.Gateway)
-		}
-		r.trust[string(v.KeyID())] = trusted{v: v, gateway: t.Gateway}
+	r, err := newReceiver(trust)
+	if err != nil {
+		return nil, err
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if errors.Is(err, bolt.ErrTimeout) {
@@ -212,9 +207,48 @@ func Open(path string, trust []Trust) (*Receiver, error) {
 		db.Close()
 		return nil, fmt.Errorf("receiver: %w", err)
 	}
-	r.db = db
+	r.db, r.books = db, boltBooks{db}
 	return r, nil
 }
+
+// newReceiver is a receiver trusting these keys, without its books.
+func newReceiver(trust []Trust) (*Receiver, error) {
+	r := &Receiver{trust: map[string]trusted{}}
+	for _, t := range trust {
+		v, err := strict.NewEd25519Verifier(t.Key)
+		if err != nil {
+			return nil, err
+		}
+		if t.Gateway != "" && !protocol.ValidName(t.Gateway, protocol.MaxDeviceIDLen) {
+			return nil, fmt.Errorf("receiver: gateway id %q: use 1..64 of [A-Za-z0-9._-]", t.Gateway)
+		}
+		r.trust[string(v.KeyID())] = trusted{v: v, gateway: t.Gateway}
+	}
+	return r, nil
+}
+
+// books is where a receiver books: the embedded bbolt file (Open) or
+// PostgreSQL (OpenPostgres). book commits before it returns.
+type books interface {
+	book(ctx context.Context, s protocol.StreamID, rec record, b []byte) (bookResult, error)
+	report(ctx context.Context) (*Report, error)
+	close() error
+}
+
+// boltBooks are the books in the embedded file.
+type boltBooks struct{ db *bolt.DB }
+
+func (bb boltBooks) book(_ context.Context, s protocol.StreamID, rec record, b []byte) (bookResult, error) {
+	var res bookResult
+	err := bb.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		res, err = book(tx, s, rec, b)
+		return err
+	})
+	return res, err
+}
+
+func (bb boltBooks) close() error { return bb.db.Close() }
 
 // setUp creates the buckets, moves a file from before streams to the
 // stream layout, and checks configured bindings against recorded ones.
@@ -290,8 +324,8 @@ func migrateLegacy(tx *bolt.Tx) error {
 	return nil
 }
 
-// Close closes the file.
-func (r *Receiver) Close() error { return r.db.Close() }
+// Close closes the books.
+func (r *Receiver) Close() error { return r.books.close() }
 
 // Accept checks and books one aggregate. It is durable when it returns
 // (bbolt commits with fsync), so a transport may acknowledge then; that
@@ -322,12 +356,9 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 	s, _ := protocol.StreamOf(env.KeyID, rec.epoch) // a trusted kid has the length
 	bk.Stream = s
 	a := rec // the stream fields, for the messages below
-	var res bookResult
-	err = r.db.Update(func(tx *bolt.Tx) error {
-		var err error
-		res, err = book(tx, s, rec, b)
-		return err
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	res, err := r.books.book(ctx, s, rec, b)
+	cancel()
 	if err != nil {
 		return bk, fmt.Errorf("receiver: store: %w", err)
 	}
@@ -692,8 +723,18 @@ const maxGaps = 1000
 
 // Report reads the books in one transaction.
 func (r *Receiver) Report() (*Report, error) {
-	rep := &Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}, Stats: r.Stats()}
-	err := r.db.View(func(tx *bolt.Tx) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := r.books.report(ctx)
+	if rep != nil {
+		rep.Stats = r.Stats()
+	}
+	return rep, err
+}
+
+func (bb boltBooks) report(context.Context) (*Report, error) {
+	rep := &Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}}
+	err := bb.db.View(func(tx *bolt.Tx) error {
 		tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
 			p := bytes.SplitN(k, []byte{0}, 3)
 			if len(p) != 3 {

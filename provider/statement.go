@@ -44,6 +44,9 @@ type StatementLine struct {
 // meter, band and currency, in that order. Aggregates held for review are not
 // booked and so not charged.
 func (r *Receiver) Statement(account string, from, to time.Time) ([]StatementLine, error) {
+	if r.db == nil {
+		return nil, ErrNeedsFile
+	}
 	lo, hi := uint64(max(from.UnixMilli(), 0)), uint64(max(to.UnixMilli(), 0))
 	lines := map[[5]string]*StatementLine{}
 	err := r.db.View(func(tx *bolt.Tx) error {

@@ -15,8 +15,8 @@ FUZZTIME=${FUZZTIME:-200000x}
 
 step() { printf '\n=== %s\n' "$*"; }
 
-step "packages: Mosquitto, nats-server and libcoap for the broker, upstream and CoAP tests"
-bash scripts/apt-install.sh mosquitto mosquitto-clients nats-server libcoap3-bin
+step "packages: Mosquitto, nats-server, libcoap and PostgreSQL for the broker, upstream, CoAP and provider tests"
+bash scripts/apt-install.sh mosquitto mosquitto-clients nats-server libcoap3-bin postgresql
 
 step "go version"
 go version

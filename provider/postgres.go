@@ -1,0 +1,470 @@
+package provider
+
+import (
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
+)
+
+// The books on PostgreSQL: several receivers, one database. Every record
+// is booked in one transaction with its totals, keyed by its stream and
+// seq (booked's primary key), so a record delivered twice — to the same
+// receiver or to another one — is booked once and answered duplicate; a
+// transport acknowledges only after the commit. The schema is in
+// migrations/, applied in order by OpenPostgres, each in a transaction
+// under an advisory lock, so receivers starting together migrate once.
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// ErrNeedsFile: payout runs, wallets and statements are kept in the
+// embedded file; the PostgreSQL books do not have them yet.
+var ErrNeedsFile = errors.New("receiver: payouts and statements need the embedded receiver file, not --db")
+
+// ErrSchemaNewer: the database's schema was made by a newer build.
+var ErrSchemaNewer = errors.New("receiver: the database's schema is newer than this build")
+
+// PostgresOptions tune the connection pool.
+type PostgresOptions struct {
+	// MaxConns bounds the pool; default 8.
+	MaxConns int32
+	// ConnectTimeout bounds each connection attempt; default 5s.
+	ConnectTimeout time.Duration
+}
+
+// pgBooks are the books in PostgreSQL.
+type pgBooks struct {
+	pool *pgxpool.Pool
+}
+
+// OpenPostgres opens the books in the PostgreSQL database at url (a
+// postgres:// URL), creating or migrating its schema, and trusts these
+// gateway keys. Payout runs and statements need the bbolt file (Open).
+func OpenPostgres(ctx context.Context, url string, trust []Trust, opts PostgresOptions) (*Receiver, error) {
+	r, err := newReceiver(trust)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("receiver: --db: %w", err)
+	}
+	cfg.MaxConns = opts.MaxConns
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 8
+	}
+	cfg.ConnConfig.ConnectTimeout = opts.ConnectTimeout
+	if cfg.ConnConfig.ConnectTimeout <= 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("receiver: %w", err)
+	}
+	pg := &pgBooks{pool: pool}
+	if err := pg.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := pg.bind(ctx, r.trust); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	r.books = pg
+	return r, nil
+}
+
+// SchemaVersion is the newest migration this build has.
+func SchemaVersion() int {
+	names, _ := fs.Glob(migrations, "migrations/*.sql")
+	return len(names)
+}
+
+// migrate applies the migrations the database has not had, refusing a
+// database whose schema is newer than this build.
+func (pg *pgBooks) migrate(ctx context.Context) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	return pgx.BeginFunc(ctx, pg.pool, func(tx pgx.Tx) error {
+		// One receiver migrates at a time; the others wait, then find it done.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(7226706401)"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return err
+		}
+		var have int
+		if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&have); err != nil {
+			return err
+		}
+		if have > len(names) {
+			return fmt.Errorf("%w: the database is at version %d, this build knows up to %d: run a newer farthing", ErrSchemaNewer, have, len(names))
+		}
+		for i := have; i < len(names); i++ {
+			sql, err := migrations.ReadFile(names[i])
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return fmt.Errorf("receiver: migration %s: %w", names[i], err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", i+1, names[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// bind records the configured key bindings, refusing one that differs
+// from what the books hold.
+func (pg *pgBooks) bind(ctx context.Context, trust map[string]trusted) error {
+	for kid, t := range trust {
+		if t.gateway == "" {
+			continue
+		}
+		var old string
+		err := pg.pool.QueryRow(ctx, `INSERT INTO bindings (kid, gateway) VALUES ($1, $2)
+			ON CONFLICT (kid) DO UPDATE SET gateway = bindings.gateway RETURNING gateway`, []byte(kid), t.gateway).Scan(&old)
+		if err != nil {
+			return fmt.Errorf("receiver: %w", err)
+		}
+		if old != t.gateway {
+			return fmt.Errorf("receiver: key %x is bound to gateway %q in this database, not %q", kid, old, t.gateway)
+		}
+	}
+	return nil
+}
+
+func (pg *pgBooks) close() error { pg.pool.Close(); return nil }
+
+// transient reports whether a transaction may simply be run again.
+func transient(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// book books one verified record in one transaction (retried on a
+// serialization failure or a deadlock).
+func (pg *pgBooks) book(ctx context.Context, s protocol.StreamID, rec record, b []byte) (bookResult, error) {
+	var res bookResult
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = pgx.BeginFunc(ctx, pg.pool, func(tx pgx.Tx) error {
+			res = bookResult{}
+			return pgBook(ctx, tx, s, rec, b, &res)
+		})
+		if !transient(err) {
+			break
+		}
+	}
+	return res, err
+}
+
+func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b []byte, res *bookResult) error {
+	kid, epoch, seq := s.KeyID[:], int64(s.Epoch), int64(rec.seq)
+	var bound string
+	if err := tx.QueryRow(ctx, `INSERT INTO bindings (kid, gateway) VALUES ($1, $2)
+		ON CONFLICT (kid) DO UPDATE SET gateway = bindings.gateway RETURNING gateway`, kid, rec.gateway).Scan(&bound); err != nil {
+		return err
+	}
+	hold := func(reason byte) error {
+		h := sha256.Sum256(b)
+		_, err := tx.Exec(ctx, `INSERT INTO held (kid, epoch, seq, hash, reason, at_ms, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)
+			ON CONFLICT DO NOTHING`, kid, epoch, seq, h[:8], holdReason(reason), time.Now().UnixMilli(), b)
+		res.held = reason
+		return err
+	}
+	if bound != rec.gateway {
+		res.bound = bound
+		return hold(holdWrongGateway)
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO booked (kid, epoch, seq, gateway, bytes) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT DO NOTHING`, kid, epoch, seq, rec.gateway, b)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		var old []byte
+		if err := tx.QueryRow(ctx, "SELECT bytes FROM booked WHERE kid = $1 AND epoch = $2 AND seq = $3", kid, epoch, seq).Scan(&old); err != nil {
+			return err
+		}
+		if string(old) == string(b) {
+			res.duplicate = true
+			return nil
+		}
+		return hold(holdConflict)
+	}
+	var inserted bool
+	if err := tx.QueryRow(ctx, `INSERT INTO streams (kid, epoch, gateway, high, count, first_ms) VALUES ($1, $2, $3, $4, 1, $5)
+		ON CONFLICT (kid, epoch) DO UPDATE SET high = greatest(streams.high, EXCLUDED.high), count = streams.count + 1
+		RETURNING xmax = 0`, kid, epoch, rec.gateway, seq, time.Now().UnixMilli()).Scan(&inserted); err != nil {
+		return err
+	}
+	if inserted {
+		var prev int64
+		err := tx.QueryRow(ctx, "SELECT epoch FROM latest WHERE kid = $1", kid).Scan(&prev)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return err
+		case prev != epoch:
+			var last int64
+			if err := tx.QueryRow(ctx, "SELECT high FROM streams WHERE kid = $1 AND epoch = $2", kid, prev).Scan(&last); err == nil {
+				res.reset = &Reset{Epoch: uint64(prev), LastSeq: uint64(last)}
+				if _, err := tx.Exec(ctx, "UPDATE streams SET reset_from = $3, reset_from_last = $4 WHERE kid = $1 AND epoch = $2",
+					kid, epoch, prev, last); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO latest (kid, epoch) VALUES ($1, $2) ON CONFLICT (kid) DO UPDATE SET epoch = EXCLUDED.epoch`,
+			kid, epoch); err != nil {
+			return err
+		}
+	}
+	switch {
+	case rec.credit != nil:
+		c := rec.credit
+		if _, err := tx.Exec(ctx, `INSERT INTO credits (account, currency, kind, amount, count) VALUES ($1, $2, $3, $4, 1)
+			ON CONFLICT (account, currency, kind) DO UPDATE SET amount = credits.amount + EXCLUDED.amount, count = credits.count + 1`,
+			c.Account, c.Currency, c.Kind, int64(c.Amount)); err != nil {
+			return err
+		}
+		if c.Kind != protocol.CreditVoucher {
+			return nil
+		}
+		var fk []byte
+		var fe, fs int64
+		if err := tx.QueryRow(ctx, `INSERT INTO vouchers (voucher, kid, epoch, seq) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (voucher) DO UPDATE SET voucher = vouchers.voucher RETURNING kid, epoch, seq`, c.Ref, kid, epoch, seq).Scan(&fk, &fe, &fs); err != nil {
+			return err
+		}
+		if string(fk) == string(kid) && fe == epoch && fs == seq {
+			return nil
+		}
+		first, _ := protocol.StreamOf(fk, uint64(fe))
+		res.double = first.Key(uint64(fs))
+		_, err := tx.Exec(ctx, `INSERT INTO doubles (voucher, kid, epoch, seq, first_kid, first_epoch, first_seq)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, c.Ref, kid, epoch, seq, fk, fe, fs)
+		return err
+	case rec.hold != nil:
+		h := rec.hold
+		_, err := tx.Exec(ctx, `INSERT INTO quarantine (gateway, device, ticket, seq, bytes) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (gateway, device, ticket) DO UPDATE SET seq = EXCLUDED.seq, bytes = EXCLUDED.bytes
+			WHERE quarantine.seq < EXCLUDED.seq`, h.Gateway, h.Device, int64(h.Ticket), seq, b)
+		return err
+	}
+	a := rec.agg
+	if _, err := tx.Exec(ctx, `INSERT INTO unpaid (kid, epoch, seq, provider, currency, amount) VALUES ($1, $2, $3, $4, $5, $6)`,
+		kid, epoch, seq, a.Provider, a.Currency, int64(a.Amount)); err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO totals (provider, account, currency, amount, quantity, tickets, aggregates)
+		VALUES ($1, $2, $3, $4::numeric, $5::numeric, $6::numeric, 1)
+		ON CONFLICT (provider, account, currency) DO UPDATE SET amount = totals.amount + EXCLUDED.amount,
+			quantity = totals.quantity + EXCLUDED.quantity, tickets = totals.tickets + EXCLUDED.tickets, aggregates = totals.aggregates + 1`,
+		a.Provider, a.Account, a.Currency, strconv.FormatUint(a.Amount, 10), strconv.FormatUint(a.Quantity, 10), strconv.FormatUint(a.Tickets, 10))
+	return err
+}
+
+// u64 reads a numeric sum as uint64; a sum past it is an error, not a
+// wrapped number.
+func u64(s string) (uint64, error) {
+	v, ok := new(big.Int).SetString(s, 10)
+	if !ok || v.Sign() < 0 || !v.IsUint64() {
+		return 0, fmt.Errorf("receiver: sum %s does not fit 64 bits", s)
+	}
+	return v.Uint64(), nil
+}
+
+// report reads the books in one repeatable-read transaction.
+func (pg *pgBooks) report(ctx context.Context) (*Report, error) {
+	rep := &Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}}
+	err := pgx.BeginTxFunc(ctx, pg.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT provider, account, currency, amount::text, quantity::text, tickets::text, aggregates
+			FROM totals ORDER BY provider, account, currency`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var t Total
+			var amount, quantity, tickets string
+			var aggs int64
+			if err := rows.Scan(&t.Provider, &t.Account, &t.Currency, &amount, &quantity, &tickets, &aggs); err != nil {
+				return err
+			}
+			if t.Amount, err = u64(amount); err != nil {
+				return err
+			}
+			if t.Quantity, err = u64(quantity); err != nil {
+				return err
+			}
+			if t.Tickets, err = u64(tickets); err != nil {
+				return err
+			}
+			t.Aggregates = uint64(aggs)
+			rep.Totals = append(rep.Totals, t)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows, err = tx.Query(ctx, `SELECT kid, epoch, gateway, high, count, reset_from, reset_from_last FROM streams ORDER BY kid, epoch`)
+		if err != nil {
+			return err
+		}
+		type gapq struct {
+			kid         []byte
+			epoch, high int64
+			i           int
+		}
+		var need []gapq
+		for rows.Next() {
+			var kid []byte
+			var epoch, high, count int64
+			var from, fromLast *int64
+			var gateway string
+			if err := rows.Scan(&kid, &epoch, &gateway, &high, &count, &from, &fromLast); err != nil {
+				return err
+			}
+			s, _ := protocol.StreamOf(kid, uint64(epoch))
+			sr := StreamReport{Stream: s.String(), KeyID: hex.EncodeToString(kid), Epoch: uint64(epoch), Gateway: gateway,
+				High: uint64(high), Aggregates: uint64(count), Missing: uint64(high - count)}
+			if from != nil && fromLast != nil {
+				sr.ResetFrom = &Reset{Epoch: uint64(*from), LastSeq: uint64(*fromLast)}
+			}
+			if sr.Missing > 0 {
+				need = append(need, gapq{kid, epoch, high, len(rep.Streams)})
+			}
+			rep.Streams = append(rep.Streams, sr)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, q := range need {
+			rows, err := tx.Query(ctx, `SELECT s FROM generate_series(1::bigint, $3) s
+				WHERE NOT EXISTS (SELECT 1 FROM booked WHERE kid = $1 AND epoch = $2 AND seq = s) ORDER BY s LIMIT $4`,
+				q.kid, q.epoch, q.high, maxGaps)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var g int64
+				if err := rows.Scan(&g); err != nil {
+					return err
+				}
+				rep.Streams[q.i].Gaps = append(rep.Streams[q.i].Gaps, uint64(g))
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		for _, sr := range rep.Streams {
+			rep.High[sr.Stream] = sr.High
+			rep.Gaps[sr.Stream] = sr.Gaps
+		}
+		return pgReportRest(ctx, tx, rep)
+	})
+	return rep, err
+}
+
+// pgReportRest reads the credits, double redemptions, quarantine and held
+// records.
+func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
+	rows, err := tx.Query(ctx, `SELECT account, currency, kind, amount::text, count FROM credits ORDER BY account, currency, kind`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var c CreditTotal
+		var amount string
+		var n int64
+		if err := rows.Scan(&c.Account, &c.Currency, &c.Kind, &amount, &n); err != nil {
+			return err
+		}
+		if c.Amount, err = u64(amount); err != nil {
+			return err
+		}
+		c.Count = uint64(n)
+		rep.Credits = append(rep.Credits, c)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = tx.Query(ctx, `SELECT voucher, kid, epoch, seq, first_kid, first_epoch, first_seq FROM doubles ORDER BY voucher, kid, epoch, seq`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var d DoubleRedemption
+		var kid, fk []byte
+		var epoch, seq, fe, fs int64
+		if err := rows.Scan(&d.Voucher, &kid, &epoch, &seq, &fk, &fe, &fs); err != nil {
+			return err
+		}
+		second, _ := protocol.StreamOf(kid, uint64(epoch))
+		first, _ := protocol.StreamOf(fk, uint64(fe))
+		d.First, d.Second = first.Key(uint64(fs)), second.Key(uint64(seq))
+		rep.Doubles = append(rep.Doubles, d)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = tx.Query(ctx, `SELECT bytes FROM quarantine ORDER BY gateway, device, ticket`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return err
+		}
+		if _, h, err := strict.DecodeHold(b); err == nil {
+			rep.Quarantine = append(rep.Quarantine, h)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = tx.Query(ctx, `SELECT kid, epoch, seq, reason, at_ms, bytes FROM held ORDER BY kid, epoch, seq`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var kid, b []byte
+		var epoch, seq, at int64
+		var h Held
+		if err := rows.Scan(&kid, &epoch, &seq, &h.Reason, &at, &b); err != nil {
+			return err
+		}
+		s, _ := protocol.StreamOf(kid, uint64(epoch))
+		h.Stream, h.Seq, h.At, h.Bytes = s.String(), uint64(seq), at, hex.EncodeToString(b)
+		if _, a, err := strict.DecodeAggregate(b); err == nil {
+			h.Gateway, h.Provider, h.Account, h.Amount, h.Currency = a.Gateway, a.Provider, a.Account, a.Amount, a.Currency
+		}
+		rep.Held = append(rep.Held, h)
+	}
+	return rows.Err()
+}
+
+// ping reports whether the database answers.
+func (pg *pgBooks) ping(ctx context.Context) error { return pg.pool.Ping(ctx) }
