@@ -466,5 +466,11 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
 	return rows.Err()
 }
 
-// ping reports whether the database answers.
-func (pg *pgBooks) ping(ctx context.Context) error { return pg.pool.Ping(ctx) }
+// Ping reports whether the books answer: the database's ping on
+// PostgreSQL, always on the embedded file.
+func (r *Receiver) Ping(ctx context.Context) error {
+	if pg, ok := r.books.(*pgBooks); ok {
+		return pg.pool.Ping(ctx)
+	}
+	return nil
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -113,16 +114,23 @@ func (r *Receiver) RunJetStream(ctx context.Context, url, stream, durable string
 		case <-time.After(time.Second):
 		}
 	}
+	// While the books cannot commit (a database that is down), nothing is
+	// acknowledged: each message comes back after a delay that doubles
+	// from 100 ms to 10 s, so a down database is not hammered.
+	var failing atomic.Int64
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		bk, err := r.Accept(m.Data())
 		logOutcome(log, "subject", m.Subject(), bk, err)
 		switch {
 		case err == nil:
 			m.Ack()
+			failing.Store(0)
 		case Refused(err):
-			m.Term() // a refusal is final; a held aggregate is kept in the file
+			m.Term() // a refusal is final; a held aggregate is kept in the books
+			failing.Store(0)
 		default:
-			m.Nak()
+			n := failing.Add(1)
+			m.NakWithDelay(min(100*time.Millisecond<<min(n, 7), 10*time.Second))
 		}
 	})
 	if err != nil {

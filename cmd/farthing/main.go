@@ -58,7 +58,7 @@ var commands = []command{
 	{"compact", "[--data DIR]", runCompact},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR] | --ticket DEVICE/SEQ --audit FILE|DIR [--pub gateway.key.pub]", runProof},
 	{"payouts", "run --policy FILE | list | report | statement [--from D] [--to D] [--account A] [--data DIR] [--format table|csv|json]", runPayouts},
-	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR] | report [--data DIR]", runReceive},
+	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR | --db postgres://…] [--metrics ADDR] | report [--data DIR]", runReceive},
 }
 
 // env is what a command may touch, so tests run commands in-process.

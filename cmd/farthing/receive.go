@@ -15,6 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
 
 	"github.com/farthing-iot/farthing/internal/keyfile"
@@ -52,8 +54,14 @@ func runReceive(e *env, args []string) error {
 	durable := fs.String("durable", "farthing-receiver", "JetStream durable consumer (receivers on one durable share the work)")
 	every := fs.Duration("every", 10*time.Second, "print the totals this often")
 	payouts := fs.String("payouts", "", "the payouts file: pay out on each provider's schedule (checked at every --every tick)")
+	db := fs.String("db", "", "keep the books in PostgreSQL (postgres://USER@HOST:PORT/DB) instead of DATA/receiver.db;\nseveral receivers may share one database")
+	maxConns := fs.Int("db-max-conns", 8, "with --db: the most database connections")
+	metricsAddr := fs.String("metrics", "", "serve /metrics and /healthz on this address")
 	if err := parse(fs, args, 0); err != nil {
 		return err
+	}
+	if *db != "" && *payouts != "" {
+		return usageError{"--payouts needs the embedded receiver file, not --db"}
 	}
 	modes := 0
 	for _, m := range []string{*httpAddr, *mqttURL, *jsURL} {
@@ -93,18 +101,35 @@ func runReceive(e *env, args []string) error {
 			return fmt.Errorf("%s: not an Ed25519 gateway key", f)
 		}
 	}
-	if err := os.MkdirAll(*data, 0o700); err != nil {
-		return err
-	}
-	r, err := provider.Open(filepath.Join(*data, "receiver.db"), keys)
-	if err != nil {
-		return err
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var r *provider.Receiver
+	if *db != "" {
+		var err error
+		if r, err = provider.OpenPostgres(ctx, *db, keys, provider.PostgresOptions{MaxConns: int32(*maxConns)}); err != nil {
+			return err
+		}
+	} else {
+		if err := os.MkdirAll(*data, 0o700); err != nil {
+			return err
+		}
+		var err error
+		if r, err = provider.Open(filepath.Join(*data, "receiver.db"), keys); err != nil {
+			return err
+		}
 	}
 	defer r.Close()
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
+	if *metricsAddr != "" {
+		l, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: receiverOps(r), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+		go func() { errc <- srv.Serve(netutil.LimitListener(l, 16)) }()
+		defer srv.Close()
+	}
 	switch {
 	case *httpAddr != "":
 		l, err := net.Listen("tcp", *httpAddr)
@@ -140,6 +165,38 @@ func runReceive(e *env, args []string) error {
 			printTotals(e, r)
 		}
 	}
+}
+
+// receiverOps serves the receiver's /metrics (its counters) and /healthz
+// (503 while its books do not answer, a database that is down).
+func receiverOps(r *provider.Receiver) http.Handler {
+	reg := prometheus.NewRegistry()
+	for _, c := range []struct {
+		name, help string
+		v          func(provider.Stats) uint64
+	}{
+		{"accepted", "Records booked.", func(s provider.Stats) uint64 { return s.Accepted }},
+		{"duplicates", "Records that were booked already.", func(s provider.Stats) uint64 { return s.Duplicates }},
+		{"conflicts", "Records held: their stream and seq are booked with other bytes.", func(s provider.Stats) uint64 { return s.Conflicts }},
+		{"wrong_gateway", "Records held: another gateway id than their key's.", func(s provider.Stats) uint64 { return s.WrongGateway }},
+		{"stream_resets", "Streams that began a new epoch of a known key.", func(s provider.Stats) uint64 { return s.Resets }},
+		{"refused", "Records refused (untrusted, invalid).", func(s provider.Stats) uint64 { return s.Refused }},
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "farthing_receiver_" + c.name + "_total", Help: c.help},
+			func() float64 { return float64(c.v(r.Stats())) }))
+	}
+	m := http.NewServeMux()
+	m.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	m.HandleFunc("/healthz", func(w http.ResponseWriter, req *http.Request) {
+		ctx, cancel := context.WithTimeout(req.Context(), 3*time.Second)
+		defer cancel()
+		if err := r.Ping(ctx); err != nil {
+			http.Error(w, "books unavailable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return m
 }
 
 func printTotals(e *env, r *provider.Receiver) error {

@@ -10,11 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/internal/pgtest"
 )
 
 // binDir holds the binaries the tests build once: farthingd and farthing.
@@ -44,7 +46,27 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
+	if pg != nil {
+		pg.Stop()
+	}
 	os.Exit(code)
+}
+
+// pg is the package's PostgreSQL cluster, started by the first test that
+// needs it and stopped after the last.
+var (
+	pg     *pgtest.Cluster
+	pgOnce sync.Once
+	pgErr  error
+)
+
+func postgres(t *testing.T) *pgtest.Cluster {
+	t.Helper()
+	pgOnce.Do(func() { pg, pgErr = pgtest.Start() })
+	if pgErr != nil {
+		t.Fatal(pgErr)
+	}
+	return pg
 }
 
 // built returns the path of a binary built from pkg (relative to this
