@@ -2,6 +2,7 @@ package provider
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -261,8 +262,10 @@ func (r *Receiver) RunDuePayouts(policies map[string]PayoutPolicy, now time.Time
 }
 
 func (r *Receiver) runPayouts(policies map[string]PayoutPolicy, now time.Time, scheduled bool) ([]Payout, error) {
-	if r.db == nil {
-		return nil, ErrNeedsFile
+	if pg, ok := r.books.(*pgBooks); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		return pg.runPayouts(ctx, policies, now, scheduled)
 	}
 	names := make([]string, 0, len(policies))
 	for n := range policies {
@@ -314,7 +317,7 @@ func dueAt(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (bool, error) {
 
 // payOut makes one provider's payout, if its wallet reached the threshold.
 func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
-	th, fee, err := pol.compile()
+	th, _, err := pol.compile()
 	if err != nil {
 		return nil, err
 	}
@@ -327,22 +330,65 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 		}
 	}
 	prefix := []byte(pol.Provider + "\x00" + string(th.Currency) + "\x00")
-	gross := carry
 	var keys [][]byte
+	var unpaid []unpaidAgg
 	c := tx.Bucket(bucketUnpaid).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		if len(v) != 8 {
 			continue
 		}
-		if gross, err = gross.Add(metering.Nanos(binary.BigEndian.Uint64(v))); err != nil {
+		sk := k[len(prefix):]
+		keys = append(keys, append([]byte(nil), k...))
+		unpaid = append(unpaid, unpaidAgg{stream: streamOfKey(sk), seq: binary.BigEndian.Uint64(sk[protocol.KeyIDLen+8:]),
+			amount: binary.BigEndian.Uint64(v)})
+	}
+	p, err := makePayout(pol, number, carry, unpaid, streamGaps(tx, keys, len(prefix)), now)
+	if p == nil || err != nil {
+		return nil, err
+	}
+	up := tx.Bucket(bucketUnpaid)
+	for _, k := range keys {
+		if err := up.Delete(k); err != nil {
 			return nil, err
 		}
-		keys = append(keys, append([]byte(nil), k...))
 	}
-	if len(keys) == 0 || gross < th.Nanos {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	pk := binary.BigEndian.AppendUint64([]byte(pol.Provider+"\x00"), p.Number)
+	if err := tx.Bucket(bucketPayouts).Put(pk, b); err != nil {
+		return nil, err
+	}
+	mv := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, p.Number), uint64(p.CarryOut))
+	return p, meta.Put([]byte(pol.Provider), append(mv, th.Currency...))
+}
+
+// unpaidAgg is one aggregate in a provider's wallet, not paid out yet.
+type unpaidAgg struct {
+	stream protocol.StreamID
+	seq    uint64
+	amount uint64
+}
+
+// makePayout is the payout of a wallet holding carry and unpaid (in
+// stream, then seq order), the provider's payout number before it, and the
+// streams of the wallet that miss an aggregate; nil while the wallet is
+// below the threshold, or waits on a gap. No I/O: both books use it.
+func makePayout(pol PayoutPolicy, number uint64, carry metering.Nanos, unpaid []unpaidAgg, gaps []string, now time.Time) (*Payout, error) {
+	th, fee, err := pol.compile()
+	if err != nil {
+		return nil, err
+	}
+	gross := carry
+	for _, u := range unpaid {
+		if gross, err = gross.Add(metering.Nanos(u.amount)); err != nil {
+			return nil, err
+		}
+	}
+	if len(unpaid) == 0 || gross < th.Nanos {
 		return nil, nil // pending: below the threshold
 	}
-	gaps := streamGaps(tx, keys, len(prefix))
 	if len(gaps) > 0 && pol.OnGap != "pay" {
 		return nil, nil // waiting: a stream feeding the wallet misses an aggregate
 	}
@@ -360,7 +406,6 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 	for i, w := range pol.Payees {
 		p.Payees = append(p.Payees, PayeeShare{ID: w.ID, Amount: s.Payees[i], Minor: int64(s.Payees[i]) / unit})
 	}
-	up := tx.Bucket(bucketUnpaid)
 	var run struct {
 		stream   string
 		from, to uint64
@@ -375,37 +420,26 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 		}
 		p.Aggregates = append(p.Aggregates, r)
 	}
-	for _, k := range keys { // in stream, then seq order
-		sk := k[len(prefix):]
-		stream, seq := streamOfKey(sk).String(), binary.BigEndian.Uint64(sk[protocol.KeyIDLen+8:])
-		if stream == run.stream && seq == run.to+1 {
-			run.to = seq
+	for _, u := range unpaid {
+		stream := u.stream.String()
+		if stream == run.stream && u.seq == run.to+1 {
+			run.to = u.seq
 		} else {
 			flush()
-			run.stream, run.from, run.to = stream, seq, seq
-		}
-		if err := up.Delete(k); err != nil {
-			return nil, err
+			run.stream, run.from, run.to = stream, u.seq, u.seq
 		}
 	}
 	flush()
-	p.Count = uint64(len(keys))
-	b, err := json.Marshal(p)
-	if err != nil {
-		return nil, err
-	}
-	pk := binary.BigEndian.AppendUint64([]byte(pol.Provider+"\x00"), p.Number)
-	if err := tx.Bucket(bucketPayouts).Put(pk, b); err != nil {
-		return nil, err
-	}
-	mv := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, p.Number), uint64(p.CarryOut))
-	return p, meta.Put([]byte(pol.Provider), append(mv, th.Currency...))
+	p.Count = uint64(len(unpaid))
+	return p, nil
 }
 
 // Payouts lists the payouts made, by provider and number.
 func (r *Receiver) Payouts() ([]Payout, error) {
-	if r.db == nil {
-		return nil, ErrNeedsFile
+	if pg, ok := r.books.(*pgBooks); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return pg.payouts(ctx)
 	}
 	var out []Payout
 	err := r.db.View(func(tx *bolt.Tx) error {
@@ -437,8 +471,10 @@ type Wallet struct {
 
 // Wallets reconciles each provider's wallet in one transaction.
 func (r *Receiver) Wallets() ([]Wallet, error) {
-	if r.db == nil {
-		return nil, ErrNeedsFile
+	if pg, ok := r.books.(*pgBooks); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return pg.wallets(ctx)
 	}
 	ws := map[string]*Wallet{}
 	get := func(p string) *Wallet {

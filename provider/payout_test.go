@@ -1,12 +1,14 @@
 package provider_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	_ "time/tzdata" // the schedule test's zone, wherever it runs
@@ -153,45 +155,47 @@ func TestReadPayoutPolicies(t *testing.T) {
 // on_gap: pay, what arrived is paid and the gap is recorded.
 func TestPayoutsWaitForGaps(t *testing.T) {
 	for _, onGap := range []string{"wait", "pay"} {
-		a := newGW(t)
-		rc, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pol := map[string]provider.PayoutPolicy{"stadtwerk": {Provider: "stadtwerk", Threshold: "1.00 EUR", OnGap: onGap,
-			Payees: []provider.PayeeWeight{{ID: "p", Weight: 1}}}}
-		rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 1, 2_000_000_000))
-		second := a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 2, 3_000_000_000) // dropped on the way
-		rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 3, 4_000_000_000))
-		made, err := rc.RunPayouts(pol, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch onGap {
-		case "wait":
-			if len(made) != 0 {
-				t.Fatalf("paid across a gap: %+v", made)
+		stores(t, func(t *testing.T, open opener) {
+			a := newGW(t)
+			rc, err := open(provider.Keys(a.pub))
+			if err != nil {
+				t.Fatal(err)
 			}
-		case "pay":
-			if len(made) != 1 || len(made[0].Gaps) != 1 || made[0].Gross != 6_000_000_000 {
-				t.Fatalf("on_gap pay: %+v; want 6.00 EUR paid, the gap recorded", made)
+			pol := map[string]provider.PayoutPolicy{"stadtwerk": {Provider: "stadtwerk", Threshold: "1.00 EUR", OnGap: onGap,
+				Payees: []provider.PayeeWeight{{ID: "p", Weight: 1}}}}
+			rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 1, 2_000_000_000))
+			second := a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 2, 3_000_000_000) // dropped on the way
+			rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 3, 4_000_000_000))
+			made, err := rc.RunPayouts(pol, time.Now())
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		rc.Accept(second) // the gap closes
-		made, _ = rc.RunPayouts(pol, time.Now())
-		var total metering.Nanos
-		ps, _ := rc.Payouts()
-		for _, p := range ps {
-			total += p.Gross
-		}
-		if len(made) != 1 || total != 9_000_000_000 {
-			t.Fatalf("%s: after the gap closed: made %+v, all payouts %d; want 9.00 EUR paid in all", onGap, made, total)
-		}
-		ws, _ := rc.Wallets()
-		if !ws[0].Balanced || ws[0].Pending != 0 {
-			t.Fatalf("%s: wallet %+v", onGap, ws[0])
-		}
-		rc.Close()
+			switch onGap {
+			case "wait":
+				if len(made) != 0 {
+					t.Fatalf("paid across a gap: %+v", made)
+				}
+			case "pay":
+				if len(made) != 1 || len(made[0].Gaps) != 1 || made[0].Gross != 6_000_000_000 {
+					t.Fatalf("on_gap pay: %+v; want 6.00 EUR paid, the gap recorded", made)
+				}
+			}
+			rc.Accept(second) // the gap closes
+			made, _ = rc.RunPayouts(pol, time.Now())
+			var total metering.Nanos
+			ps, _ := rc.Payouts()
+			for _, p := range ps {
+				total += p.Gross
+			}
+			if len(made) != 1 || total != 9_000_000_000 {
+				t.Fatalf("%s: after the gap closed: made %+v, all payouts %d; want 9.00 EUR paid in all", onGap, made, total)
+			}
+			ws, _ := rc.Wallets()
+			if !ws[0].Balanced || ws[0].Pending != 0 {
+				t.Fatalf("%s: wallet %+v", onGap, ws[0])
+			}
+			rc.Close()
+		})
 	}
 }
 
@@ -233,44 +237,45 @@ func TestPayoutSchedule(t *testing.T) {
 		{"daily 02:00 Europe/Paris, threshold", []bool{true, true, false, true, false}},
 		{"", []bool{true, true, false, true, false}},
 	} {
-		a := newGW(t)
-		path := filepath.Join(t.TempDir(), "r.db")
-		rc, err := provider.Open(path, provider.Keys(a.pub))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pol := map[string]provider.PayoutPolicy{"stadtwerk": {Provider: "stadtwerk", Threshold: "1.00 EUR",
-			Schedule: tc.schedule, Payees: []provider.PayeeWeight{{ID: "p", Weight: 1}}}}
-		seq := uint64(0)
-		check := func(i int, now time.Time, fill bool) {
-			t.Helper()
-			if fill {
-				seq++
-				rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, seq, 2_000_000_000))
-			}
-			made, err := rc.RunDuePayouts(pol, now)
+		stores(t, func(t *testing.T, open opener) {
+			a := newGW(t)
+			rc, err := open(provider.Keys(a.pub))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := len(made) == 1; got != tc.want[i] {
-				t.Fatalf("%q check %d at %s: paid %v, want %v", tc.schedule, i, now, got, tc.want[i])
+			pol := map[string]provider.PayoutPolicy{"stadtwerk": {Provider: "stadtwerk", Threshold: "1.00 EUR",
+				Schedule: tc.schedule, Payees: []provider.PayeeWeight{{ID: "p", Weight: 1}}}}
+			seq := uint64(0)
+			check := func(i int, now time.Time, fill bool) {
+				t.Helper()
+				if fill {
+					seq++
+					rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, seq, 2_000_000_000))
+				}
+				made, err := rc.RunDuePayouts(pol, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := len(made) == 1; got != tc.want[i] {
+					t.Fatalf("%q check %d at %s: paid %v, want %v", tc.schedule, i, now, got, tc.want[i])
+				}
 			}
-		}
-		check(0, at(10, 9, 0), true)   // first sight: catches up on this morning's 02:00
-		check(1, at(10, 23, 0), true)  // the same day again
-		check(2, at(11, 1, 59), false) // nothing new, and before 02:00
-		rc.Close()
-		if rc, err = provider.Open(path, provider.Keys(a.pub)); err != nil { // a restart keeps the day's mark
-			t.Fatal(err)
-		}
-		if !tc.want[1] {
-			// The wallet still holds the day-10 aggregate: it goes at day 11's 02:00.
-			check(3, at(11, 2, 0), false)
-		} else {
-			check(3, at(11, 2, 0), true)
-		}
-		check(4, at(11, 2, 30), false)
-		rc.Close()
+			check(0, at(10, 9, 0), true)   // first sight: catches up on this morning's 02:00
+			check(1, at(10, 23, 0), true)  // the same day again
+			check(2, at(11, 1, 59), false) // nothing new, and before 02:00
+			rc.Close()
+			if rc, err = open(provider.Keys(a.pub)); err != nil { // a restart keeps the day's mark
+				t.Fatal(err)
+			}
+			if !tc.want[1] {
+				// The wallet still holds the day-10 aggregate: it goes at day 11's 02:00.
+				check(3, at(11, 2, 0), false)
+			} else {
+				check(3, at(11, 2, 0), true)
+			}
+			check(4, at(11, 2, 30), false)
+			rc.Close()
+		})
 	}
 	if _, err := provider.ReadPayoutPolicies(writeFile(t, "payouts:\n- provider: x\n  threshold: 1.00 EUR\n  schedule: daily 25:00\n  payees: [{id: p, weight: 1}]\n")); err == nil {
 		t.Fatal("a daily time of 25:00 was accepted")
@@ -303,5 +308,51 @@ func TestReadmePayoutsFile(t *testing.T) {
 	}
 	if p, ok := ps["stadtwerk"]; !ok || len(p.Payees) != 2 || p.Schedule == "" {
 		t.Fatalf("README payouts file read as %+v", ps)
+	}
+}
+
+// Two receivers on one database run payouts at the same moment: the
+// payout lock lets one make the payout; the other finds the wallet paid.
+func TestPostgresPayoutRunsTakeALock(t *testing.T) {
+	a := newGW(t)
+	url, err := cluster.NewDatabase(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs []*provider.Receiver
+	for range 2 {
+		r, err := provider.OpenPostgres(context.Background(), url, provider.Keys(a.pub), provider.PostgresOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		rs = append(rs, r)
+	}
+	for seq := uint64(1); seq <= 50; seq++ {
+		if _, err := rs[seq%2].Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, seq, 1_000_000_000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol := map[string]provider.PayoutPolicy{"stadtwerk": {Provider: "stadtwerk", Threshold: "1.00 EUR",
+		Payees: []provider.PayeeWeight{{ID: "p", Weight: 1}}}}
+	var wg sync.WaitGroup
+	made := make([][]provider.Payout, 2)
+	for i, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if made[i], err = r.RunPayouts(pol, time.Now()); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(made[0])+len(made[1]) != 1 {
+		t.Fatalf("payouts made: %d and %d; want exactly one", len(made[0]), len(made[1]))
+	}
+	ws, err := rs[0].Wallets()
+	if err != nil || len(ws) != 1 || !ws[0].Balanced || ws[0].Pending != 0 || ws[0].Received != 50_000_000_000 || ws[0].Payouts != 1 {
+		t.Fatalf("wallets %+v, %v", ws, err)
 	}
 }

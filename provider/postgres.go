@@ -32,9 +32,9 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// ErrNeedsFile: payout runs, wallets and statements are kept in the
-// embedded file; the PostgreSQL books do not have them yet.
-var ErrNeedsFile = errors.New("receiver: payouts and statements need the embedded receiver file, not --db")
+// ErrNeedsFile: account statements are read from the embedded file; the
+// PostgreSQL books do not have them yet.
+var ErrNeedsFile = errors.New("receiver: statements need the embedded receiver file, not --db")
 
 // ErrSchemaNewer: the database's schema was made by a newer build.
 var ErrSchemaNewer = errors.New("receiver: the database's schema is newer than this build")
@@ -54,7 +54,8 @@ type pgBooks struct {
 
 // OpenPostgres opens the books in the PostgreSQL database at url (a
 // postgres:// URL), creating or migrating its schema, and trusts these
-// gateway keys. Payout runs and statements need the bbolt file (Open).
+// gateway keys. Payout runs take a database lock, so one runs at a time
+// whichever receiver starts it; statements need the bbolt file (Open).
 func OpenPostgres(ctx context.Context, url string, trust []Trust, opts PostgresOptions) (*Receiver, error) {
 	r, err := newReceiver(trust)
 	if err != nil {

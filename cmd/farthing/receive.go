@@ -60,9 +60,6 @@ func runReceive(e *env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if *db != "" && *payouts != "" {
-		return usageError{"--payouts needs the embedded receiver file, not --db"}
-	}
 	modes := 0
 	for _, m := range []string{*httpAddr, *mqttURL, *jsURL} {
 		if m != "" {
