@@ -32,10 +32,6 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// ErrNeedsFile: account statements are read from the embedded file; the
-// PostgreSQL books do not have them yet.
-var ErrNeedsFile = errors.New("receiver: statements need the embedded receiver file, not --db")
-
 // ErrSchemaNewer: the database's schema was made by a newer build.
 var ErrSchemaNewer = errors.New("receiver: the database's schema is newer than this build")
 
@@ -55,7 +51,7 @@ type pgBooks struct {
 // OpenPostgres opens the books in the PostgreSQL database at url (a
 // postgres:// URL), creating or migrating its schema, and trusts these
 // gateway keys. Payout runs take a database lock, so one runs at a time
-// whichever receiver starts it; statements need the bbolt file (Open).
+// whichever receiver starts it.
 func OpenPostgres(ctx context.Context, url string, trust []Trust, opts PostgresOptions) (*Receiver, error) {
 	r, err := newReceiver(trust)
 	if err != nil {
@@ -157,6 +153,24 @@ func (pg *pgBooks) bind(ctx context.Context, trust map[string]trusted) error {
 }
 
 func (pg *pgBooks) close() error { pg.pool.Close(); return nil }
+
+func (pg *pgBooks) eachBooked(ctx context.Context, fn func(b []byte) error) error {
+	rows, err := pg.pool.Query(ctx, "SELECT bytes FROM booked ORDER BY kid, epoch, seq")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return err
+		}
+		if err := fn(b); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
 
 // transient reports whether a transaction may simply be run again.
 func transient(err error) bool {

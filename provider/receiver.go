@@ -232,6 +232,8 @@ func newReceiver(trust []Trust) (*Receiver, error) {
 type books interface {
 	book(ctx context.Context, s protocol.StreamID, rec record, b []byte) (bookResult, error)
 	report(ctx context.Context) (*Report, error)
+	// eachBooked calls fn with the bytes of every record booked.
+	eachBooked(ctx context.Context, fn func(b []byte) error) error
 	close() error
 }
 
@@ -249,6 +251,12 @@ func (bb boltBooks) book(_ context.Context, s protocol.StreamID, rec record, b [
 }
 
 func (bb boltBooks) close() error { return bb.db.Close() }
+
+func (bb boltBooks) eachBooked(_ context.Context, fn func(b []byte) error) error {
+	return bb.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBooked).ForEach(func(_, v []byte) error { return fn(v) })
+	})
+}
 
 // setUp creates the buckets, moves a file from before streams to the
 // stream layout, and checks configured bindings against recorded ones.

@@ -2,13 +2,12 @@ package provider
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"math"
 	"slices"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
@@ -44,46 +43,43 @@ type StatementLine struct {
 // meter, band and currency, in that order. Aggregates held for review are not
 // booked and so not charged.
 func (r *Receiver) Statement(account string, from, to time.Time) ([]StatementLine, error) {
-	if r.db == nil {
-		return nil, ErrNeedsFile
-	}
 	lo, hi := uint64(max(from.UnixMilli(), 0)), uint64(max(to.UnixMilli(), 0))
 	lines := map[[5]string]*StatementLine{}
-	err := r.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBooked).ForEach(func(_, v []byte) error {
-			_, a, err := strict.DecodeAggregate(v)
-			if err != nil || a.WindowStart < lo || a.WindowStart >= hi || (account != "" && a.Account != account) {
-				return nil // a credit, or outside the statement
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	err := r.books.eachBooked(ctx, func(v []byte) error {
+		_, a, err := strict.DecodeAggregate(v)
+		if err != nil || a.WindowStart < lo || a.WindowStart >= hi || (account != "" && a.Account != account) {
+			return nil // a credit, or outside the statement
+		}
+		bands := a.Bands
+		if len(bands) == 0 {
+			bands = []protocol.AggregateBand{{Band: metering.BandUnsplit, Quantity: a.Quantity, Amount: a.Amount}}
+		}
+		for _, b := range bands {
+			k := [5]string{a.Account, a.Provider, a.Meter, b.Band, a.Currency}
+			l := lines[k]
+			if l == nil {
+				l = &StatementLine{Account: a.Account, Provider: a.Provider, Meter: a.Meter, Band: b.Band, Currency: a.Currency}
+				lines[k] = l
 			}
-			bands := a.Bands
-			if len(bands) == 0 {
-				bands = []protocol.AggregateBand{{Band: metering.BandUnsplit, Quantity: a.Quantity, Amount: a.Amount}}
+			var ok bool
+			if l.Quantity, ok = addU64(l.Quantity, b.Quantity); !ok {
+				return fmt.Errorf("statement: quantity of %s/%s/%s overflows", a.Account, a.Provider, a.Meter)
 			}
-			for _, b := range bands {
-				k := [5]string{a.Account, a.Provider, a.Meter, b.Band, a.Currency}
-				l := lines[k]
-				if l == nil {
-					l = &StatementLine{Account: a.Account, Provider: a.Provider, Meter: a.Meter, Band: b.Band, Currency: a.Currency}
-					lines[k] = l
-				}
-				var ok bool
-				if l.Quantity, ok = addU64(l.Quantity, b.Quantity); !ok {
-					return fmt.Errorf("statement: quantity of %s/%s/%s overflows", a.Account, a.Provider, a.Meter)
-				}
-				if b.Amount > uint64(math.MaxInt64) {
-					return fmt.Errorf("statement: amount of %s/%s/%s overflows", a.Account, a.Provider, a.Meter)
-				}
-				if l.Amount, err = l.Amount.Add(metering.Nanos(b.Amount)); err != nil {
-					return fmt.Errorf("statement: amount of %s/%s/%s: %w", a.Account, a.Provider, a.Meter, err)
-				}
-				l.Tickets += a.Tickets
-				l.Aggregates++
-				if a.Corrects != 0 {
-					l.Corrections++
-				}
+			if b.Amount > uint64(math.MaxInt64) {
+				return fmt.Errorf("statement: amount of %s/%s/%s overflows", a.Account, a.Provider, a.Meter)
 			}
-			return nil
-		})
+			if l.Amount, err = l.Amount.Add(metering.Nanos(b.Amount)); err != nil {
+				return fmt.Errorf("statement: amount of %s/%s/%s: %w", a.Account, a.Provider, a.Meter, err)
+			}
+			l.Tickets += a.Tickets
+			l.Aggregates++
+			if a.Corrects != 0 {
+				l.Corrections++
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

@@ -57,7 +57,7 @@ var commands = []command{
 	{"restore", "FILE [--data DIR] [--key gateway.key]", runRestore},
 	{"compact", "[--data DIR]", runCompact},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR] | --ticket DEVICE/SEQ --audit FILE|DIR [--pub gateway.key.pub]", runProof},
-	{"payouts", "run --policy FILE | list | report | statement [--from D] [--to D] [--account A] [--data DIR] [--format table|csv|json]", runPayouts},
+	{"payouts", "run --policy FILE | list | report | statement [--from D] [--to D] [--account A] [--data DIR | --db postgres://…] [--format table|csv|json]", runPayouts},
 	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR | --db postgres://…] [--metrics ADDR] | report [--data DIR]", runReceive},
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -27,10 +28,17 @@ func runPayouts(e *env, args []string) error {
 	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
 	from := fs.String("from", month.Format(time.DateOnly), "statement: the period's start, a date (UTC) or RFC 3339 time")
 	to := fs.String("to", month.AddDate(0, 1, 0).Format(time.DateOnly), "statement: the period's end (excluded)")
+	db := fs.String("db", "", "the receivers' PostgreSQL books (postgres://…) instead of DATA/receiver.db")
 	if err := parse(fs, args[1:], 0); err != nil {
 		return err
 	}
-	r, err := provider.Open(filepath.Join(*data, "receiver.db"), nil)
+	var r *provider.Receiver
+	var err error
+	if *db != "" {
+		r, err = provider.OpenPostgres(context.Background(), *db, nil, provider.PostgresOptions{MaxConns: 2})
+	} else {
+		r, err = provider.Open(filepath.Join(*data, "receiver.db"), nil)
+	}
 	if err != nil {
 		return err
 	}
