@@ -37,73 +37,75 @@ func (g gw) aggFor(t *testing.T, id, prov, cur string, epoch, seq, amount uint64
 func TestPayoutsLoseNothing(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for round := 0; round < 20; round++ {
-		a, b := newGW(t), newGW(t)
-		rc, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub, b.pub))
-		if err != nil {
-			t.Fatal(err)
-		}
-		provs := map[string]string{"stadtwerk": "EUR", "telco": "JPY", "souq": "BHD"}
-		policies := map[string]provider.PayoutPolicy{}
-		for p, cur := range provs {
-			pol := provider.PayoutPolicy{Provider: p, Threshold: fmt.Sprintf("%d %s", 1+r.IntN(20), cur),
-				FeeBasisPoints: uint32(r.IntN(2000)), Payees: []provider.PayeeWeight{{ID: "creator", Weight: uint64(1 + r.IntN(100))}}}
-			if r.IntN(2) == 0 {
-				pol.Payees = append(pol.Payees, provider.PayeeWeight{ID: "publisher", Weight: uint64(1 + r.IntN(100))})
-			}
-			if r.IntN(2) == 0 {
-				pol.FeeFixed = fmt.Sprintf("0.%d %s", r.IntN(10), cur)
-			}
-			if r.IntN(3) == 0 {
-				pol.FeeCap = fmt.Sprintf("%d %s", 1+r.IntN(3), cur)
-			}
-			policies[p] = pol
-		}
-		seqs := map[*gw]uint64{&a: 0, &b: 0}
-		names := []string{"stadtwerk", "telco", "souq"}
-		for batch := 0; batch < 10; batch++ {
-			for i := 0; i < 1+r.IntN(30); i++ {
-				g := &a
-				if r.IntN(2) == 0 {
-					g = &b
-				}
-				seqs[g]++
-				p := names[r.IntN(3)]
-				if _, err := rc.Accept(g.aggFor(t, fmt.Sprintf("gw-%p", g), p, provs[p], 1, seqs[g], uint64(r.Int64N(3_000_000_000)+1))); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if _, err := rc.RunPayouts(policies, time.Now()); err != nil {
+		stores(t, func(t *testing.T, open opener) {
+			a, b := newGW(t), newGW(t)
+			rc, err := open(provider.Keys(a.pub, b.pub))
+			if err != nil {
 				t.Fatal(err)
 			}
-			again, err := rc.RunPayouts(policies, time.Now())
-			if err != nil || len(again) != 0 {
-				t.Fatalf("a second run at once paid %d payouts, %v", len(again), err)
+			provs := map[string]string{"stadtwerk": "EUR", "telco": "JPY", "souq": "BHD"}
+			policies := map[string]provider.PayoutPolicy{}
+			for p, cur := range provs {
+				pol := provider.PayoutPolicy{Provider: p, Threshold: fmt.Sprintf("%d %s", 1+r.IntN(20), cur),
+					FeeBasisPoints: uint32(r.IntN(2000)), Payees: []provider.PayeeWeight{{ID: "creator", Weight: uint64(1 + r.IntN(100))}}}
+				if r.IntN(2) == 0 {
+					pol.Payees = append(pol.Payees, provider.PayeeWeight{ID: "publisher", Weight: uint64(1 + r.IntN(100))})
+				}
+				if r.IntN(2) == 0 {
+					pol.FeeFixed = fmt.Sprintf("0.%d %s", r.IntN(10), cur)
+				}
+				if r.IntN(3) == 0 {
+					pol.FeeCap = fmt.Sprintf("%d %s", 1+r.IntN(3), cur)
+				}
+				policies[p] = pol
 			}
-			ws, _ := rc.Wallets()
-			for _, w := range ws {
-				if !w.Balanced {
-					t.Fatalf("round %d batch %d: %+v", round, batch, w)
+			seqs := map[*gw]uint64{&a: 0, &b: 0}
+			names := []string{"stadtwerk", "telco", "souq"}
+			for batch := 0; batch < 10; batch++ {
+				for i := 0; i < 1+r.IntN(30); i++ {
+					g := &a
+					if r.IntN(2) == 0 {
+						g = &b
+					}
+					seqs[g]++
+					p := names[r.IntN(3)]
+					if _, err := rc.Accept(g.aggFor(t, fmt.Sprintf("gw-%p", g), p, provs[p], 1, seqs[g], uint64(r.Int64N(3_000_000_000)+1))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := rc.RunPayouts(policies, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+				again, err := rc.RunPayouts(policies, time.Now())
+				if err != nil || len(again) != 0 {
+					t.Fatalf("a second run at once paid %d payouts, %v", len(again), err)
+				}
+				ws, _ := rc.Wallets()
+				for _, w := range ws {
+					if !w.Balanced {
+						t.Fatalf("round %d batch %d: %+v", round, batch, w)
+					}
 				}
 			}
-		}
-		ps, _ := rc.Payouts()
-		seen := map[string]bool{}
-		for _, p := range ps {
-			var sum metering.Nanos
-			for _, s := range p.Payees {
-				sum += s.Amount
-			}
-			if p.Fee+sum+p.CarryOut != p.Gross {
-				t.Fatalf("payout %+v does not add up", p)
-			}
-			for _, k := range expand(t, p.Aggregates) {
-				if seen[k] {
-					t.Fatalf("aggregate %s paid twice", k)
+			ps, _ := rc.Payouts()
+			seen := map[string]bool{}
+			for _, p := range ps {
+				var sum metering.Nanos
+				for _, s := range p.Payees {
+					sum += s.Amount
 				}
-				seen[k] = true
+				if p.Fee+sum+p.CarryOut != p.Gross {
+					t.Fatalf("payout %+v does not add up", p)
+				}
+				for _, k := range expand(t, p.Aggregates) {
+					if seen[k] {
+						t.Fatalf("aggregate %s paid twice", k)
+					}
+					seen[k] = true
+				}
 			}
-		}
-		rc.Close()
+			rc.Close()
+		})
 	}
 }
 
