@@ -33,7 +33,7 @@ type SoakOptions struct {
 	Duration, Every, Window, Retention time.Duration
 	Rate                               float64
 	Devices                            int
-	Out                                io.Writer // progress lines
+	Out                                io.Writer `json:"-"` // progress lines
 }
 
 // SoakSample is the state file at one moment of a soak run.
@@ -220,8 +220,8 @@ func (r *SoakReport) WritePlot(path string) error {
 	if err := plotutil.AddLines(p, "file size", file, "bytes in use", inuse); err != nil {
 		return err
 	}
-	p.Legend.Top = true
-	p.Legend.Left = true
+	p.Legend.Top = false // the lines run along the top
+	p.Legend.Left = false
 	p.Y.Min = 0
 	return p.Save(20*vg.Centimeter, 10*vg.Centimeter, path)
 }
