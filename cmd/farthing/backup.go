@@ -64,7 +64,10 @@ func runBackup(e *env, args []string) error {
 	if err := os.WriteFile(out+".sha256", []byte(sum+"  "+filepath.Base(out)+"\n"), 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "backup %s: %d bytes, sha256 %s, stream %s\n", out, n, sum, stream)
+	if stream != "" {
+		stream = ", stream " + stream
+	}
+	fmt.Fprintf(e.stdout, "backup %s: %d bytes, sha256 %s%s\n", out, n, sum, stream)
 	return nil
 }
 

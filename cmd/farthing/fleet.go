@@ -271,7 +271,11 @@ func runDeviceChange(e *env, verb string, args []string) error {
 			}
 		}
 	}
-	fmt.Fprintf(e.stdout, "device %s: %sd in %s (a running gateway picks it up)\n", *id, verb, *registry)
+	done := verb + "d"
+	if verb == "rules" {
+		done = "rules set"
+	}
+	fmt.Fprintf(e.stdout, "device %s: %s in %s (a running gateway picks it up)\n", *id, done, *registry)
 	return nil
 }
 
@@ -526,7 +530,7 @@ func runSim(e *env, args []string) error {
 	}
 	var devs []sim.Device
 	for _, d := range rf.Devices {
-		if d.Disabled || (*typ != "any" && d.KeyType != *typ) {
+		if d.Disabled || d.Revoked || (*typ != "any" && d.KeyType != *typ) {
 			continue
 		}
 		sec, err := gateway.SecretsOf(d)

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/store"
 )
 
 // runQuarantine is `farthing quarantine list|show|release|void`: the
@@ -36,7 +38,11 @@ func runQuarantine(e *env, args []string) error {
 		}
 		var hs []ledger.Held
 		q := url.Values{"state": {*state}, "device": {*device}}
-		if err := op.getJSON(*data, "/holds?"+q.Encode(), &hs); err != nil {
+		err := op.getJSON(*data, "/holds?"+q.Encode(), &hs)
+		if errors.Is(err, errNoDaemon) { // a stopped gateway: its state file
+			err = withStateFile(*data, func(st *store.Store) (err error) { hs, err = ledger.Holds(st, *state, *device); return err })
+		}
+		if err != nil {
 			return err
 		}
 		return printHolds(e, *format, hs)
@@ -61,7 +67,11 @@ func runQuarantine(e *env, args []string) error {
 		path := "/holds/" + url.PathEscape(dev) + "/" + strconv.FormatUint(seq, 10)
 		var h ledger.Held
 		if args[0] == "show" {
-			if err := op.getJSON(*data, path, &h); err != nil {
+			err := op.getJSON(*data, path, &h)
+			if errors.Is(err, errNoDaemon) {
+				err = withStateFile(*data, func(st *store.Store) (err error) { h, err = ledger.Hold(st, dev, seq); return err })
+			}
+			if err != nil {
 				return err
 			}
 			return printHolds(e, *format, []ledger.Held{h})
@@ -99,4 +109,17 @@ func printHolds(e *env, format string, hs []ledger.Held) error {
 			time.UnixMilli(h.HeldAt).UTC().Format(time.RFC3339), strings.Join(usage, " "), strconv.FormatUint(h.Charged, 10), h.Note})
 	}
 	return printRows(e, format, hs, rows)
+}
+
+// withStateFile runs fn on a stopped gateway's state file, read-only.
+func withStateFile(data string, fn func(st *store.Store) error) error {
+	st, err := store.Open(filepath.Join(data, gateway.StateFile), store.Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := ledger.CheckSchema(st); err != nil {
+		return err
+	}
+	return fn(st)
 }

@@ -69,11 +69,13 @@ type Report struct {
 	InsufficientFunds uint64            `json:"insufficient_funds"`
 	RetryLater        uint64            `json:"retry_later"`
 	Rejected          map[string]uint64 `json:"rejected"`
-	BadReceipts       uint64            `json:"bad_receipts"`
-	Missing           uint64            `json:"receipts_missing"`
-	Elapsed           time.Duration     `json:"elapsed_ns"`
-	Throughput        float64           `json:"receipts_per_second"`
-	P50, P99, Max     time.Duration
+	// Held counts receipts "held" by a plausibility rule, by rule.
+	Held          map[string]uint64 `json:"held,omitempty"`
+	BadReceipts   uint64            `json:"bad_receipts"`
+	Missing       uint64            `json:"receipts_missing"`
+	Elapsed       time.Duration     `json:"elapsed_ns"`
+	Throughput    float64           `json:"receipts_per_second"`
+	P50, P99, Max time.Duration
 	// Charged sums the charges of accepted receipts, per currency.
 	Charged map[string]uint64 `json:"charged_nanos"`
 	// Handshakes per second while the DTLS sessions were set up (coaps).
@@ -91,6 +93,14 @@ func (r *Report) String() string {
 	sort.Strings(reasons)
 	for _, k := range reasons {
 		s += fmt.Sprintf("rejected %s: %d\n", k, r.Rejected[k])
+	}
+	rules := make([]string, 0, len(r.Held))
+	for k := range r.Held {
+		rules = append(rules, k)
+	}
+	sort.Strings(rules)
+	for _, k := range rules {
+		s += fmt.Sprintf("held %s: %d (farthing quarantine list)\n", k, r.Held[k])
 	}
 	if r.HandshakesPerSecond > 0 {
 		s += fmt.Sprintf("DTLS sessions set up at %.0f handshakes/s\n", r.HandshakesPerSecond)
@@ -180,6 +190,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.InsufficientFunds++
 		case protocol.StatusRetryLater:
 			rep.RetryLater++
+		case protocol.StatusHeld:
+			if rep.Held == nil {
+				rep.Held = map[string]uint64{}
+			}
+			rep.Held[r.Reason.String()]++
 		default:
 			rep.Rejected[r.Reason.String()]++
 		}
