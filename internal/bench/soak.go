@@ -42,6 +42,9 @@ type SoakSample struct {
 	Accepted  float64 `json:"accepted_tickets"`
 	FileBytes float64 `json:"file_bytes"`
 	InUse     float64 `json:"inuse_bytes"`
+	// RSSMB is the gateway's resident memory (it runs in the bench's
+	// process; the simulated devices in their own).
+	RSSMB float64 `json:"gateway_rss_mb"`
 }
 
 // SoakReport is a soak run's samples and the plateau they show: the most
@@ -55,7 +58,9 @@ type SoakReport struct {
 	FinalBytes float64      `json:"final_file_bytes"`
 }
 
-// Soak runs the soak: see SoakOptions.
+// Soak runs the soak: see SoakOptions. Each sample reads the gateway's
+// /metrics (tickets accepted, the state file's size and bytes in use) and
+// its resident memory, so a leak shows as well as a growing file.
 func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	data, err := os.MkdirTemp("", "farthing-soak-")
 	if err != nil {
@@ -129,9 +134,10 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 			return nil, err
 		}
 		s := SoakSample{Seconds: time.Since(start).Seconds(), Accepted: m[`farthing_tickets_total{reason="",status="accepted"}`],
-			FileBytes: m["farthing_store_bytes"], InUse: m["farthing_store_inuse_bytes"]}
+			FileBytes: m["farthing_store_bytes"], InUse: m["farthing_store_inuse_bytes"], RSSMB: rssMB()}
 		rep.Samples = append(rep.Samples, s)
-		say("%6.0fs  %10.0f tickets  file %7.1f MB  in use %7.1f MB", s.Seconds, s.Accepted, s.FileBytes/1e6, s.InUse/1e6)
+		say("%6.0fs  %10.0f tickets  file %7.1f MB  in use %7.1f MB  gateway RSS %6.1f MB", s.Seconds, s.Accepted,
+			s.FileBytes/1e6, s.InUse/1e6, s.RSSMB)
 	}
 	n := len(rep.Samples)
 	for i, s := range rep.Samples {
@@ -194,11 +200,11 @@ func scrape(url string) (map[string]float64, error) {
 
 // WriteCSV writes the samples as CSV.
 func (r *SoakReport) WriteCSV(w io.Writer) error {
-	if _, err := fmt.Fprintln(w, "seconds,accepted_tickets,file_bytes,inuse_bytes"); err != nil {
+	if _, err := fmt.Fprintln(w, "seconds,accepted_tickets,file_bytes,inuse_bytes,gateway_rss_mb"); err != nil {
 		return err
 	}
 	for _, s := range r.Samples {
-		if _, err := fmt.Fprintf(w, "%.0f,%.0f,%.0f,%.0f\n", s.Seconds, s.Accepted, s.FileBytes, s.InUse); err != nil {
+		if _, err := fmt.Fprintf(w, "%.0f,%.0f,%.0f,%.0f,%.1f\n", s.Seconds, s.Accepted, s.FileBytes, s.InUse, s.RSSMB); err != nil {
 			return err
 		}
 	}
@@ -213,11 +219,19 @@ func (r *SoakReport) WritePlot(path string) error {
 	p.X.Label.Text = "minutes"
 	p.Y.Label.Text = "MB"
 	file, inuse := make(plotter.XYs, len(r.Samples)), make(plotter.XYs, len(r.Samples))
+	var rss plotter.XYs
 	for i, s := range r.Samples {
 		file[i] = plotter.XY{X: s.Seconds / 60, Y: s.FileBytes / 1e6}
 		inuse[i] = plotter.XY{X: s.Seconds / 60, Y: s.InUse / 1e6}
+		if s.RSSMB > 0 { // samples from before RSS was kept have none
+			rss = append(rss, plotter.XY{X: s.Seconds / 60, Y: s.RSSMB})
+		}
 	}
-	if err := plotutil.AddLines(p, "file size", file, "bytes in use", inuse); err != nil {
+	lines := []any{"file size", file, "bytes in use", inuse}
+	if len(rss) > 0 {
+		lines = append(lines, "gateway RSS", rss)
+	}
+	if err := plotutil.AddLines(p, lines...); err != nil {
 		return err
 	}
 	p.Legend.Top = false // the lines run along the top
