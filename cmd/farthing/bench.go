@@ -29,8 +29,18 @@ func runBench(e *env, args []string) error {
 	window := fs.Duration("window", 10*time.Second, "--soak: the aggregation window")
 	retention := fs.Duration("retention", 30*time.Second, "--soak: the edge retention (limits.audit_retention)")
 	csvPath := fs.String("csv", "", "--soak: also write the samples as CSV to FILE")
+	pinned := fs.Bool("pin", false, "run the gateway on the first half of the cores and the load on the other half")
+	l2 := fs.String(bench.L2ClientsFlag, "", "(used by --pin) run only L2's MQTT clients against the broker at ADDR and print the rate")
 	if err := parse(fs, args, 0); err != nil {
 		return err
+	}
+	if *l2 != "" {
+		v, err := bench.BrokerLimit(context.Background(), *l2, *dur)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%.0f\n", v)
+		return nil
 	}
 	if *soak > 0 {
 		return runSoak(e, bench.SoakOptions{Duration: *soak, Every: *every, Window: *window, Retention: *retention,
@@ -42,7 +52,7 @@ func runBench(e *env, args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := bench.Run(ctx, bench.Options{Runs: *runs, Duration: *dur, Devices: *devices, Offered: *offered,
-		Registered: *registered, Connected: *connected, Out: e.stderr})
+		Registered: *registered, Connected: *connected, Out: e.stderr, Pin: *pinned})
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,9 @@ type Options struct {
 	// 100,000 and 10,000; Connected < 0 skips it.
 	Registered, Connected int
 	Out                   io.Writer // progress
+	// Pin runs the gateway on the first half of the cores and the load on
+	// the other half (see pinning).
+	Pin bool
 }
 
 // Spread is a median with its min and max over the runs.
@@ -74,15 +77,18 @@ type EndToEnd struct {
 
 // Report is everything one run measured.
 type Report struct {
-	Host     string            `json:"host"`
-	Cores    int               `json:"cores"`
-	Go       string            `json:"go"`
-	When     time.Time         `json:"when"`
-	L1       Spread            `json:"l1_ed25519_verifications_per_second"`
-	L2       map[string]Spread `json:"l2_broker_messages_per_second"`
-	E        []EndToEnd        `json:"end_to_end"`
-	Memory   []Memory          `json:"memory"`
-	ElapsedS float64           `json:"elapsed_seconds"`
+	Host  string `json:"host"`
+	Cores int    `json:"cores"`
+	// GatewayCores is the cores the gateway (and L1) ran on: all of them,
+	// or half with --pin.
+	GatewayCores int               `json:"gateway_cores"`
+	Go           string            `json:"go"`
+	When         time.Time         `json:"when"`
+	L1           Spread            `json:"l1_ed25519_verifications_per_second"`
+	L2           map[string]Spread `json:"l2_broker_messages_per_second"`
+	E            []EndToEnd        `json:"end_to_end"`
+	Memory       []Memory          `json:"memory"`
+	ElapsedS     float64           `json:"elapsed_seconds"`
 }
 
 func freeAddr(network string) string {
@@ -119,9 +125,18 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Connected == 0 {
 		o.Connected = 10_000
 	}
+	if o.Pin {
+		p, err := startPinning()
+		if err != nil {
+			return nil, err
+		}
+		pin = p
+		defer func() { pin = nil }()
+		fmt.Fprintf(o.Out, "bench: gateway pinned to cores %s, load to cores %s\n", cpuList(p.gateway), cpuList(p.load))
+	}
 	began := time.Now()
 	host, _ := os.Hostname()
-	rep := &Report{Host: host, Cores: runtime.NumCPU(), Go: runtime.Version(), When: began, L2: map[string]Spread{}}
+	rep := &Report{Host: host, Cores: runtime.NumCPU(), GatewayCores: verifyWorkers(), Go: runtime.Version(), When: began, L2: map[string]Spread{}}
 	say := func(format string, args ...any) { fmt.Fprintf(o.Out, "bench: "+format+"\n", args...) }
 
 	// L1.
@@ -134,7 +149,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		l1 = append(l1, v)
 	}
 	rep.L1 = spread(l1)
-	say("L1 Ed25519 decode+verify on %d cores: %.0f/s", rep.Cores, rep.L1.Median)
+	say("L1 Ed25519 decode+verify on %d cores: %.0f/s", rep.GatewayCores, rep.L1.Median)
 
 	// L2, embedded (a bare mochi) and Mosquitto when installed.
 	mqAddr := freeAddr("tcp")
@@ -144,7 +159,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	var l2 []float64
 	for i := 0; i < o.Runs; i++ {
-		v, err := BrokerLimit(ctx, mqAddr, 2*time.Second)
+		v, err := brokerLimit(ctx, mqAddr, 2*time.Second)
 		if err != nil {
 			stopBare()
 			return nil, err
@@ -159,7 +174,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		defer stopMosq()
 		l2 = nil
 		for i := 0; i < o.Runs; i++ {
-			v, err := BrokerLimit(ctx, mosq, 2*time.Second)
+			v, err := brokerLimit(ctx, mosq, 2*time.Second)
 			if err != nil {
 				return nil, err
 			}
@@ -321,7 +336,7 @@ func runSim(ctx context.Context, data, keys, transport, broker string, rate floa
 	} else {
 		args = append(args, "--broker", broker)
 	}
-	r, err := startSim(exec.CommandContext(ctx, self, args...))
+	r, err := startSim(command(ctx, self, args...))
 	if err != nil {
 		return nil, err
 	}
@@ -414,7 +429,8 @@ func startMosquitto() (string, string, func()) {
 	}
 	fmt.Fprintf(conf, "%slistener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\nset_tcp_nodelay true\n", user, port)
 	conf.Close()
-	cmd := exec.Command("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" -c "$1"`, bin, conf.Name())
+	argv := onGatewayCores([]string{"/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" -c "$1"`, bin, conf.Name()})
+	cmd := exec.Command(argv[0], argv[1:]...)
 	if err := cmd.Start(); err != nil {
 		os.Remove(conf.Name())
 		return "", "", func() {}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +19,8 @@ import (
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
-// VerifyLimit is L1: Ed25519 ticket verifications per second on every core,
+// VerifyLimit is L1: Ed25519 ticket verifications per second on every core
+// (the gateway's cores when pinning),
 // on ticket bytes like the load's: the gateway's whole check (strict decode
 // and signature), nothing else.
 func VerifyLimit(d time.Duration) (float64, error) {
@@ -37,7 +37,7 @@ func VerifyLimit(d time.Duration) (float64, error) {
 	var n atomic.Int64
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
-	for w := 0; w < runtime.NumCPU(); w++ {
+	for w := 0; w < verifyWorkers(); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -16,7 +16,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "Farthing bench on %s: %d cores, %s, %s (%.0f s)\n\n", r.Host, r.Cores, r.Go, r.When.Format("2006-01-02 15:04 MST"), r.ElapsedS)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LIMIT\tMEDIAN/s\tSPREAD")
-	fmt.Fprintf(tw, "L1 Ed25519 ticket decode+verify, all cores\t%.0f\t%.0f–%.0f\n", r.L1.Median, r.L1.Min, r.L1.Max)
+	cores := r.GatewayCores
+	if cores == 0 { // a report from before the field
+		cores = r.Cores
+	}
+	fmt.Fprintf(tw, "L1 Ed25519 ticket decode+verify, the gateway's %d cores\t%.0f\t%.0f–%.0f\n", cores, r.L1.Median, r.L1.Min, r.L1.Max)
 	for _, k := range []string{"embedded", "mosquitto"} {
 		if s, ok := r.L2[k]; ok {
 			fmt.Fprintf(tw, "L2 %s broker, QoS 1 paho → paho\t%.0f\t%.0f–%.0f\n", k, s.Median, s.Min, s.Max)
