@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway/ledger"
@@ -12,11 +14,13 @@ import (
 // clone within the configured window, and keeps the set of suspended
 // devices (durable in the books; read here on every ticket).
 type fraudWatch struct {
-	mu        sync.Mutex
-	cfg       FraudConfig
-	held      map[string][]time.Time // recent holds, per device
-	signs     map[string][]time.Time // recent clone signs, per device
-	suspended map[string]bool
+	mu    sync.Mutex // guards cfg, held and signs, and serializes changes of suspended
+	cfg   FraudConfig
+	held  map[string][]time.Time // recent holds, per device
+	signs map[string][]time.Time // recent clone signs, per device
+	// suspended is read on every ticket without a lock: a map replaced,
+	// never changed, when a device is suspended or resumed (rare).
+	suspended atomic.Pointer[map[string]bool]
 }
 
 // Clone signs, as counted in farthing_fraud_events_total.
@@ -36,18 +40,33 @@ func (in *Ingest) SetFraud(cfg FraudConfig) error {
 	f := &in.fraud
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.cfg, f.held, f.signs, f.suspended = cfg, map[string][]time.Time{}, map[string][]time.Time{}, map[string]bool{}
+	f.cfg, f.held, f.signs = cfg, map[string][]time.Time{}, map[string][]time.Time{}
+	sus := map[string]bool{}
 	for _, s := range list {
-		f.suspended[s.Device] = true
+		sus[s.Device] = true
 	}
+	f.suspended.Store(&sus)
 	return nil
 }
 
 func (in *Ingest) suspended(device string) bool {
-	f := &in.fraud
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.suspended[device]
+	m := in.fraud.suspended.Load()
+	return m != nil && (*m)[device]
+}
+
+// setSuspended records device as suspended or not, replacing the map.
+// The caller holds f.mu.
+func (f *fraudWatch) setSuspended(device string, on bool) {
+	next := map[string]bool{}
+	if m := f.suspended.Load(); m != nil {
+		maps.Copy(next, *m)
+	}
+	if on {
+		next[device] = true
+	} else {
+		delete(next, device)
+	}
+	f.suspended.Store(&next)
 }
 
 // recent appends now to device's times in m, drops those older than the
@@ -69,7 +88,7 @@ func (f *fraudWatch) recent(m map[string][]time.Time, device string, now time.Ti
 func (in *Ingest) noteHeld(device string) {
 	f := &in.fraud
 	f.mu.Lock()
-	if f.held == nil || f.cfg.SuspendAfter == 0 || f.suspended[device] {
+	if f.held == nil || f.cfg.SuspendAfter == 0 || in.suspended(device) {
 		f.mu.Unlock()
 		return
 	}
@@ -88,7 +107,7 @@ func (in *Ingest) NoteCloneSign(device, sign, detail string) {
 	in.log.Info("sign of a cloned device", "device", device, "sign", sign, "detail", detail)
 	f := &in.fraud
 	f.mu.Lock()
-	if f.signs == nil || f.suspended[device] {
+	if f.signs == nil || in.suspended(device) {
 		f.mu.Unlock()
 		return
 	}
@@ -117,7 +136,7 @@ func (in *Ingest) suspend(device, event, why string) {
 	}
 	f := &in.fraud
 	f.mu.Lock()
-	f.suspended[device] = true
+	f.setSuspended(device, true)
 	delete(f.held, device)
 	delete(f.signs, device)
 	f.mu.Unlock()
@@ -137,7 +156,7 @@ func (in *Ingest) Resume(ctx context.Context, device, credential string) (bool, 
 	}
 	f := &in.fraud
 	f.mu.Lock()
-	delete(f.suspended, device)
+	f.setSuspended(device, false)
 	f.mu.Unlock()
 	if was {
 		in.log.Warn("device resumed", "device", device, "credential", credential)

@@ -206,7 +206,7 @@ func (r *Rules) UnmarshalYAML(n *yaml.Node) error {
 func (r Rules) MarshalYAML() (any, error) {
 	m := map[string]any{}
 	if !r.MaxRate.IsZero() {
-		m["max_rate"] = fmt.Sprintf("%d/%s", r.MaxRate.Units, r.MaxRate.Per)
+		m["max_rate"] = r.MaxRate.String()
 	}
 	if r.MaxJump > 0 {
 		m["max_jump"] = r.MaxJump

@@ -476,13 +476,8 @@ func (r *Receiver) Wallets() ([]Wallet, error) {
 		defer cancel()
 		return pg.wallets(ctx)
 	}
-	ws := map[string]*Wallet{}
-	get := func(p string) *Wallet {
-		if ws[p] == nil {
-			ws[p] = &Wallet{Provider: p}
-		}
-		return ws[p]
-	}
+	ws := walletBook{}
+	get := ws.get
 	err := r.db.View(func(tx *bolt.Tx) error {
 		tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
 			parts := bytes.SplitN(k, []byte{0}, 3)
@@ -505,27 +500,46 @@ func (r *Receiver) Wallets() ([]Wallet, error) {
 			}
 			return nil
 		})
-		return tx.Bucket(bucketPayouts).ForEach(func(_, v []byte) error {
-			var p Payout
-			if err := json.Unmarshal(v, &p); err != nil {
-				return err
-			}
-			w := get(p.Provider)
-			w.Fees += p.Fee
-			w.Payouts++
-			for _, s := range p.Payees {
-				w.Paid += s.Amount
-			}
-			return nil
-		})
+		return tx.Bucket(bucketPayouts).ForEach(func(_, v []byte) error { return ws.addPayout(v) })
 	})
+	return ws.list(), err
+}
+
+// walletBook gathers the providers' wallets while the books are read.
+type walletBook map[string]*Wallet
+
+func (wb walletBook) get(provider string) *Wallet {
+	if wb[provider] == nil {
+		wb[provider] = &Wallet{Provider: provider}
+	}
+	return wb[provider]
+}
+
+// addPayout counts a payout record (JSON) into its provider's wallet.
+func (wb walletBook) addPayout(b []byte) error {
+	var p Payout
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	w := wb.get(p.Provider)
+	w.Fees += p.Fee
+	w.Payouts++
+	for _, s := range p.Payees {
+		w.Paid += s.Amount
+	}
+	return nil
+}
+
+// list returns the wallets by provider, each checked: Received = Paid +
+// Fees + Carried + Pending.
+func (wb walletBook) list() []Wallet {
 	var out []Wallet
-	for _, w := range ws {
+	for _, w := range wb {
 		w.Balanced = w.Received == w.Paid+w.Fees+w.Carried+w.Pending
 		out = append(out, *w)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Provider < out[j].Provider })
-	return out, err
+	return out
 }
 
 // streamGaps returns the streams of the wallet's aggregates (keys, each

@@ -170,13 +170,8 @@ func (pg *pgBooks) payouts(ctx context.Context) ([]Payout, error) {
 // wallets reconciles each provider's wallet in one repeatable-read
 // transaction.
 func (pg *pgBooks) wallets(ctx context.Context) ([]Wallet, error) {
-	ws := map[string]*Wallet{}
-	get := func(p string) *Wallet {
-		if ws[p] == nil {
-			ws[p] = &Wallet{Provider: p}
-		}
-		return ws[p]
-	}
+	ws := walletBook{}
+	get := ws.get
 	err := pgx.BeginTxFunc(ctx, pg.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		q := func(sql string, scan func(pgx.Rows) error) error {
 			rows, err := tx.Query(ctx, sql)
@@ -227,24 +222,8 @@ func (pg *pgBooks) wallets(ctx context.Context) ([]Wallet, error) {
 			if err := r.Scan(&b); err != nil {
 				return err
 			}
-			var p Payout
-			if err := json.Unmarshal(b, &p); err != nil {
-				return err
-			}
-			w := get(p.Provider)
-			w.Fees += p.Fee
-			w.Payouts++
-			for _, s := range p.Payees {
-				w.Paid += s.Amount
-			}
-			return nil
+			return ws.addPayout(b)
 		})
 	})
-	var out []Wallet
-	for _, w := range ws {
-		w.Balanced = w.Received == w.Paid+w.Fees+w.Carried+w.Pending
-		out = append(out, *w)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Provider < out[j].Provider })
-	return out, err
+	return ws.list(), err
 }

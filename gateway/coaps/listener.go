@@ -33,8 +33,8 @@ type limitedListener struct {
 	ready            chan net.Conn
 	second           func(device, oldRemote, newRemote string)
 	mu               sync.Mutex
-	open             map[*session]struct{} // the established sessions
-	wg               sync.WaitGroup        // the accept loop and the handshakes
+	open             map[string]map[*session]struct{} // the established sessions, by device
+	wg               sync.WaitGroup                   // the accept loop and the handshakes
 	closeOnce        sync.Once
 	done             chan struct{}
 }
@@ -59,7 +59,7 @@ var errRateLimited = errors.New("coaps: handshake rate limit")
 
 func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, maxSessions int64, event func(string), log *slog.Logger) *limitedListener {
 	l := &limitedListener{inner: inner, handshakeTimeout: timeout, maxHalfOpen: maxHalfOpen, maxSessions: maxSessions,
-		event: event, log: log, ready: make(chan net.Conn), done: make(chan struct{}), open: map[*session]struct{}{}}
+		event: event, log: log, ready: make(chan net.Conn), done: make(chan struct{}), open: map[string]map[*session]struct{}{}}
 	l.wg.Add(1)
 	l.serving.Store(true)
 	go l.acceptLoop()
@@ -144,7 +144,12 @@ func (l *limitedListener) handshake(c *piondtls.Conn) {
 		l.sessions.Add(-1)
 		l.event("session_closed")
 		l.mu.Lock()
-		delete(l.open, s)
+		if mine := l.open[s.id]; mine != nil {
+			delete(mine, s)
+			if len(mine) == 0 {
+				delete(l.open, s.id)
+			}
+		}
 		l.mu.Unlock()
 	}
 	l.track(s)
@@ -162,12 +167,15 @@ func (l *limitedListener) track(s *session) {
 	id, host := s.id, hostOf(s.RemoteAddr())
 	var other string
 	l.mu.Lock()
-	for o := range l.open {
-		if o.id == id && hostOf(o.RemoteAddr()) != host {
+	for o := range l.open[id] {
+		if hostOf(o.RemoteAddr()) != host {
 			other = o.RemoteAddr().String()
 		}
 	}
-	l.open[s] = struct{}{}
+	if l.open[id] == nil {
+		l.open[id] = map[*session]struct{}{}
+	}
+	l.open[id][s] = struct{}{}
 	l.mu.Unlock()
 	if other != "" && id != "" && l.second != nil {
 		l.second(id, other, s.RemoteAddr().String())
@@ -178,10 +186,8 @@ func (l *limitedListener) track(s *session) {
 func (l *limitedListener) closeDevice(device string) int {
 	var mine []*session
 	l.mu.Lock()
-	for s := range l.open {
-		if s.id == device {
-			mine = append(mine, s)
-		}
+	for s := range l.open[device] {
+		mine = append(mine, s)
 	}
 	l.mu.Unlock()
 	for _, s := range mine {

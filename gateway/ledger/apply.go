@@ -185,8 +185,10 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 	var adds []windowAdd
 	// First every reading is judged by its meter's rules: a ticket that
 	// breaks one is held whole, and nothing of it is priced.
-	judged := make([]metering.Usage, len(tk.Readings))
-	outcomes := make([]metering.Outcome, len(tk.Readings))
+	// The decoder bounds readings to MaxReadings: arrays, not allocations.
+	var judgedBuf [protocol.MaxReadings]metering.Usage
+	var outcomesBuf [protocol.MaxReadings]metering.Outcome
+	judged, outcomes := judgedBuf[:len(tk.Readings)], outcomesBuf[:len(tk.Readings)]
 	var broke metering.Violation
 	for ri, rd := range tk.Readings {
 		rules := p.rules(t, rd.Meter)

@@ -32,9 +32,9 @@ type AuditLeaf struct {
 
 // AuditBundles returns the bundles of the aggregates after the last one
 // the audit sink took, at most max of them, and the seq they reach (credit
-// and hold records in between have no bundle but are passed over). It
-// needs the signer: the aggregate is signed again (Ed25519 signatures are
-// deterministic, so the bytes are those sent upstream).
+// and hold records in between have no bundle but are passed over). The
+// aggregate's bytes come from the outbox or, once it was confirmed, are
+// signed again.
 func (bk *Books) AuditBundles(t *Terms, max int) ([]AuditBundle, uint64, error) {
 	var out []AuditBundle
 	var through uint64
@@ -54,9 +54,17 @@ func (bk *Books) AuditBundles(t *Terms, max int) ([]AuditBundle, uint64, error) 
 			}
 			through++
 			b := AuditBundle{Stream: bk.cfg.Stream.String(), Seq: bk.wire(through)}
-			if bk.cfg.Signer != nil {
-				// Sealed before the last restore: in the epoch it had then
-				// (Ed25519 signatures are deterministic: the same bytes).
+			if v := tx.Bucket(bucketOutbox).Get(key); v != nil {
+				// Not confirmed yet: the bytes sent are still in the outbox.
+				b.Aggregate = hex.EncodeToString(v)
+				if s, _, ok := recordStream(v); ok {
+					b.Stream = s.String()
+				}
+			} else if bk.cfg.Signer != nil {
+				// Signed again: Ed25519 signatures are deterministic, so
+				// the bytes are those sent — in the epoch the aggregate
+				// had, which is the one before the last restore for those
+				// sealed before it.
 				epoch := bk.cfg.Stream.Epoch
 				if through <= bk.cfg.SeqBase {
 					epoch = counters(meta, metaRestored, 2)[1]

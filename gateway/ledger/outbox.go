@@ -76,9 +76,18 @@ func (bk *Books) Next(cursor uint64) (Outgoing, bool, error) {
 // seq, read from its bytes; the books' stream for a record that does not
 // read (none should).
 func (bk *Books) keyOf(b []byte, seq uint64) string {
+	if s, wire, ok := recordStream(b); ok {
+		return s.Key(wire)
+	}
+	return bk.cfg.Stream.Key(bk.wire(seq))
+}
+
+// recordStream reads the stream and seq an outbox record (an aggregate, a
+// credit or a hold record) was signed in.
+func recordStream(b []byte) (protocol.StreamID, uint64, bool) {
 	m, err := strict.Decode(b)
 	if err != nil {
-		return bk.cfg.Stream.Key(bk.wire(seq))
+		return protocol.StreamID{}, 0, false
 	}
 	var epoch, wire uint64
 	switch {
@@ -90,10 +99,7 @@ func (bk *Books) keyOf(b []byte, seq uint64) string {
 		epoch, wire = m.Hold.Epoch, m.Hold.Seq
 	}
 	s, ok := protocol.StreamOf(m.Envelope.KeyID, epoch)
-	if !ok {
-		return bk.cfg.Stream.Key(bk.wire(seq))
-	}
-	return s.Key(wire)
+	return s, wire, ok
 }
 
 // Confirm records that upstream name confirmed every aggregate up to seq,
