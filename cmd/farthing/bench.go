@@ -4,8 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,8 +21,12 @@ import (
 func runBench(e *env, args []string) error {
 	fs := newFlags("bench")
 	runs := fs.Int("runs", 3, "saturating runs per figure (the median is reported)")
-	dur := fs.Duration("duration", 3*time.Second, "length of each run")
-	devices := fs.Int("devices", 50, "simulated devices per key type")
+	dur := fs.Duration("duration", 5*time.Second, "length of each saturating run")
+	half := fs.Duration("half-duration", 20*time.Second, "length of the run at half the maximum rate (its p99 by 5 s slices)")
+	devices := fs.Int("devices", 0, "simulated devices per key type (default 1000; --soak: 10000)")
+	inflight := fs.String("inflight", "1-4", "tickets a device may have without a receipt: N, or A-B to spread the fleet over A..B")
+	sessions := fs.Int("sessions", 2000, "idle DTLS sessions for the CoAP memory figure")
+	only := fs.String("only", "", "run only these parts, comma-separated: "+strings.Join(bench.Parts, ", "))
 	offered := fs.Float64("offered", 30000, "tickets/s offered to find the maximum")
 	registered := fs.Int("registered", 100_000, "devices registered for the memory figure")
 	connected := fs.Int("connected", 10_000, "devices connected for the memory figure (0: skip it)")
@@ -29,6 +38,7 @@ func runBench(e *env, args []string) error {
 	window := fs.Duration("window", 10*time.Second, "--soak: the aggregation window")
 	retention := fs.Duration("retention", 30*time.Second, "--soak: the edge retention (limits.audit_retention)")
 	csvPath := fs.String("csv", "", "--soak: also write the samples as CSV to FILE")
+	pprofAddr := fs.String("pprof", "", "serve the bench process's /debug/pprof/ (the gateway's profiles) on ADDR, loopback, while it runs")
 	pinned := fs.Bool("pin", false, "run the gateway on the first half of the cores and the load on the other half")
 	l2 := fs.String(bench.L2ClientsFlag, "", "(used by --pin) run only L2's MQTT clients against the broker at ADDR and print the rate")
 	if err := parse(fs, args, 0); err != nil {
@@ -42,7 +52,17 @@ func runBench(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "%.0f\n", v)
 		return nil
 	}
+	if *pprofAddr != "" {
+		stop, err := servePprof(*pprofAddr, e)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if *soak > 0 {
+		if *devices == 0 {
+			*devices = 10_000
+		}
 		return runSoak(e, bench.SoakOptions{Duration: *soak, Every: *every, Window: *window, Retention: *retention,
 			Rate: *rate, Devices: *devices, Out: e.stderr}, *jsonPath, *csvPath, *plotPath)
 	}
@@ -51,8 +71,18 @@ func runBench(e *env, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench.Run(ctx, bench.Options{Runs: *runs, Duration: *dur, Devices: *devices, Offered: *offered,
-		Registered: *registered, Connected: *connected, Out: e.stderr, Pin: *pinned})
+	var parts []string
+	for _, p := range strings.Split(*only, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if !slices.Contains(bench.Parts, p) {
+			return usageError{fmt.Sprintf("--only %q: want some of %s", p, strings.Join(bench.Parts, ", "))}
+		}
+		parts = append(parts, p)
+	}
+	rep, err := bench.Run(ctx, bench.Options{Runs: *runs, Duration: *dur, HalfDuration: *half, Devices: *devices, Offered: *offered,
+		InFlight: *inflight, Registered: *registered, Connected: *connected, Sessions: *sessions, Out: e.stderr, Pin: *pinned, Only: parts})
 	if err != nil {
 		return err
 	}
@@ -105,4 +135,30 @@ func runSoak(e *env, o bench.SoakOptions, jsonPath, csvPath, plotPath string) er
 		return rep.WritePlot(plotPath)
 	}
 	return nil
+}
+
+// servePprof serves net/http/pprof's handlers on a loopback address, for
+// profiling the gateway under the bench's load.
+func servePprof(addr string, e *env) (func(), error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, usageError{fmt.Sprintf("--pprof %q: %v", addr, err)}
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return nil, usageError{fmt.Sprintf("--pprof %q: a loopback address only", addr)}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	srv := &http.Server{Handler: m, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	fmt.Fprintf(e.stderr, "bench: profiles on http://%s/debug/pprof/\n", ln.Addr())
+	return func() { srv.Close(); <-done }, nil
 }

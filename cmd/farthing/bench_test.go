@@ -28,9 +28,9 @@ func TestBenchRunsToItsTable(t *testing.T) {
 	}
 	t.Setenv("FARTHING_TEST_AS_CLI", "1")
 	js := filepath.Join(t.TempDir(), "bench.json")
-	out := mustRun(t, nil, "bench", "--runs", "1", "--duration", "1s", "--devices", "5", "--offered", "2000",
-		"--registered", "500", "--connected", "50", "--json", js)
-	for _, want := range []string{"L1 Ed25519", "L2 embedded", "embedded broker, HMAC", "embedded broker, Ed25519", "CoAP/DTLS, HMAC", "MEMORY"} {
+	out := mustRun(t, nil, "bench", "--runs", "1", "--duration", "1s", "--half-duration", "2s", "--devices", "5", "--offered", "2000",
+		"--registered", "500", "--connected", "50", "--sessions", "20", "--json", js)
+	for _, want := range []string{"L1 Ed25519", "L2 embedded", "L3 bare CoAP/DTLS", "embedded broker, HMAC", "embedded broker, Ed25519", "CoAP/DTLS, HMAC", "MEMORY"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -43,20 +43,60 @@ func TestBenchRunsToItsTable(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.L1.Median <= 0 || rep.L2["embedded"].Median <= 0 {
-		t.Fatalf("limits not measured: %+v %+v", rep.L1, rep.L2)
+	if rep.L1.Median <= 0 || rep.L2["embedded"].Median <= 0 || rep.L3.Median <= 0 {
+		t.Fatalf("limits not measured: %+v %+v %+v", rep.L1, rep.L2, rep.L3)
 	}
 	for _, e := range rep.E {
-		if e.Throughput.Median <= 0 || e.Missing != 0 || e.AtHalf.P99 <= 0 || e.Ratio <= 0 {
+		if e.Throughput.Median <= 0 || e.Missing != 0 || e.AtHalf.P99 <= 0 || e.Ratio <= 0 || e.CPUPerTicket <= 0 || e.Devices != 5 {
 			t.Errorf("%s: %+v", e.Name, e)
 		}
 	}
-	if len(rep.Memory) == 0 {
-		t.Fatal("no memory figure")
+	if len(rep.Memory) < 2 {
+		t.Fatalf("memory figures: %+v", rep.Memory)
 	}
 	for _, m := range rep.Memory {
-		if m.Registered != 500 || m.Connected != 50 || m.Sent == 0 || m.Missing != 0 || m.RSSMB <= 0 || m.AnonMB <= 0 || m.AnonMB > m.RSSMB || m.SettledMB <= 0 {
+		want := 50
+		if strings.HasPrefix(m.Name, "CoAP") {
+			want = 20
+		}
+		if m.Registered != 500 || m.Connected != want || m.Sent == 0 || m.Missing != 0 || m.RSSMB <= 0 || m.AnonMB <= 0 || m.AnonMB > m.RSSMB || m.SettledMB <= 0 {
 			t.Errorf("memory figure %+v", m)
+		}
+	}
+}
+
+// --only runs the parts asked for and nothing else; an unknown part is a
+// usage error.
+func TestBenchOnly(t *testing.T) {
+	t.Setenv("FARTHING_TEST_AS_CLI", "1")
+	js := filepath.Join(t.TempDir(), "bench.json")
+	mustRun(t, nil, "bench", "--only", "l1", "--runs", "1", "--json", js)
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.L1.Median <= 0 || len(rep.L2) != 0 || rep.L3.Median != 0 || len(rep.E) != 0 || len(rep.Memory) != 0 {
+		t.Fatalf("--only l1 ran more or less: %+v", rep)
+	}
+	if code, _, out := farthing(t, nil, "bench", "--only", "l9"); code != 2 || !strings.Contains(out, "want some of") {
+		t.Fatalf("--only l9: exit %d, %s", code, out)
+	}
+}
+
+func TestParseRange(t *testing.T) {
+	for in, want := range map[string][2]int{"4": {4, 4}, "1-4": {1, 4}, "2-2": {2, 2}} {
+		lo, hi, err := parseRange(in)
+		if err != nil || lo != want[0] || hi != want[1] {
+			t.Errorf("parseRange(%q) = %d, %d, %v", in, lo, hi, err)
+		}
+	}
+	for _, in := range []string{"", "0", "4-1", "a-b", "1-", "-3"} {
+		if _, _, err := parseRange(in); err == nil {
+			t.Errorf("parseRange(%q) accepted", in)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -504,7 +505,9 @@ func runSim(e *env, args []string) error {
 	typ := fs.String("type", "any", "hmac, ed25519 or any")
 	rate := fs.Float64("rate", 1000, "tickets per second over all devices")
 	dur := fs.Duration("duration", 10*time.Second, "how long to send")
-	inflight := fs.Int("inflight", 4, "tickets a device may have without a receipt")
+	inflight := fs.String("inflight", "4", "tickets a device may have without a receipt: N, or A-B to spread the devices over A..B")
+	slice := fs.Duration("slice", 5*time.Second, "also report the receipt latency by slices of this length (--json)")
+	bare := fs.Bool("bare", false, "count any answer as a receipt, unread (a server with no gateway behind it)")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	transport := fs.String("transport", "mqtt", "mqtt or coaps")
 	coapAddr := fs.String("coap", "127.0.0.1:5684", "the gateway's CoAP-over-DTLS address (with --transport coaps)")
@@ -514,6 +517,10 @@ func runSim(e *env, args []string) error {
 	}
 	if *registry == "" {
 		*registry = filepath.Join(*data, "devices.yaml")
+	}
+	inMin, inMax, err := parseRange(*inflight)
+	if err != nil {
+		return usageError{fmt.Sprintf("--inflight %q: %v", *inflight, err)}
 	}
 	if *keys == "" {
 		*keys = filepath.Join(*data, "device-keys")
@@ -555,7 +562,7 @@ func runSim(e *env, args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := sim.Run(ctx, sim.Config{Broker: *broker, Prefix: *prefix, Devices: devs, Rate: *rate, Duration: *dur,
-		InFlight: *inflight, Progress: e.stderr, Transport: *transport, CoAPAddr: *coapAddr, Hold: *hold})
+		InFlight: inMax, InFlightMin: inMin, Progress: e.stderr, Transport: *transport, CoAPAddr: *coapAddr, Hold: *hold, Bare: *bare, Slice: *slice})
 	if err != nil {
 		return err
 	}
@@ -564,6 +571,20 @@ func runSim(e *env, args []string) error {
 	}
 	fmt.Fprint(e.stdout, rep)
 	return nil
+}
+
+// parseRange parses "N" or "A-B" (1 <= A <= B).
+func parseRange(s string) (lo, hi int, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		b = a
+	}
+	lo, err1 := strconv.Atoi(a)
+	hi, err2 := strconv.Atoi(b)
+	if err1 != nil || err2 != nil || lo < 1 || hi < lo {
+		return 0, 0, errors.New("want N or A-B with 1 <= A <= B")
+	}
+	return lo, hi, nil
 }
 
 // runDemo runs the one-command demo.

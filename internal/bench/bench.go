@@ -29,17 +29,46 @@ import (
 // Options shape a run.
 type Options struct {
 	Runs     int           // saturating runs per figure; the median is reported; default 3
-	Duration time.Duration // per run; default 3s
-	Devices  int           // per key type; default 50
-	Offered  float64       // tickets/s offered to find the maximum; default 30000
+	Duration time.Duration // per saturating run; default 5s
+	// HalfDuration is the run at half the maximum rate, for the latency
+	// tail; default 20s, reported by slices of 5 s.
+	HalfDuration time.Duration
+	Devices      int     // per key type; default 1000
+	Offered      float64 // tickets/s offered to find the maximum; default 30000
+	// InFlight is the tickets a device may have without a receipt, "N" or
+	// "A-B" to spread the fleet over A..B; default "1-4". A CoAP device has
+	// one request out at a time.
+	InFlight string
 	// Registered and Connected shape the memory figure: a registry of
-	// Registered devices, Connected of them connected at once; defaults
-	// 100,000 and 10,000; Connected < 0 skips it.
-	Registered, Connected int
-	Out                   io.Writer // progress
+	// Registered devices, Connected of them connected at once over MQTT;
+	// defaults 100,000 and 10,000; Connected < 0 skips it. Sessions is
+	// how many idle DTLS sessions the CoAP memory figure opens; default
+	// 2,000.
+	Registered, Connected, Sessions int
+	Out                             io.Writer // progress
 	// Pin runs the gateway on the first half of the cores and the load on
 	// the other half (see pinning).
 	Pin bool
+	// Only, if set, runs only these parts: l1, l2, l3, hmac, ed25519,
+	// coap, mosquitto, memory (an E figure runs its limit too).
+	Only []string
+
+	slice time.Duration // the simulator's latency slices; default 5s
+}
+
+// Parts are the names Options.Only takes.
+var Parts = []string{"l1", "l2", "l3", "hmac", "ed25519", "coap", "mosquitto", "memory"}
+
+func (o *Options) wants(part string) bool {
+	if len(o.Only) == 0 {
+		return true
+	}
+	for _, p := range o.Only {
+		if p == part {
+			return true
+		}
+	}
+	return false
 }
 
 // Spread is a median with its min and max over the runs.
@@ -68,24 +97,34 @@ type EndToEnd struct {
 	AtMax      Latency `json:"latency_ms_at_max"`
 	HalfRate   float64 `json:"half_rate"`
 	AtHalf     Latency `json:"latency_ms_at_half"`
-	RSSMB      float64 `json:"gateway_rss_mb"`
-	CPUCores   float64 `json:"gateway_cpu_cores"`
-	Limit      string  `json:"limit"`
-	Ratio      float64 `json:"ratio"`
-	Missing    uint64  `json:"receipts_missing"`
+	// HalfP99 is the spread of p99 over the 5-second slices of the run at
+	// half rate.
+	HalfP99  Spread  `json:"p99_ms_at_half_by_slice"`
+	RSSMB    float64 `json:"gateway_rss_mb"`
+	CPUCores float64 `json:"gateway_cpu_cores"`
+	// CPUPerTicket is the gateway process's CPU time (user and system) per
+	// ticket answered at the maximum, in microseconds: the median run's.
+	CPUPerTicket float64 `json:"gateway_cpu_us_per_ticket"`
+	Devices      int     `json:"devices"`
+	InFlight     string  `json:"inflight"`
+	Limit        string  `json:"limit"`
+	Ratio        float64 `json:"ratio"`
+	Missing      uint64  `json:"receipts_missing"`
 }
 
 // Report is everything one run measured.
 type Report struct {
 	Host  string `json:"host"`
 	Cores int    `json:"cores"`
-	// GatewayCores is the cores the gateway (and L1) ran on: all of them,
-	// or half with --pin.
+	// GatewayCores is the cores the gateway (and L1, L2's broker, L3's
+	// server) ran on: all of them, or half with --pin.
 	GatewayCores int               `json:"gateway_cores"`
+	Pinned       bool              `json:"pinned"`
 	Go           string            `json:"go"`
 	When         time.Time         `json:"when"`
 	L1           Spread            `json:"l1_ed25519_verifications_per_second"`
 	L2           map[string]Spread `json:"l2_broker_messages_per_second"`
+	L3           Spread            `json:"l3_coap_dtls_requests_per_second"`
 	E            []EndToEnd        `json:"end_to_end"`
 	Memory       []Memory          `json:"memory"`
 	ElapsedS     float64           `json:"elapsed_seconds"`
@@ -102,19 +141,24 @@ func freeAddr(network string) string {
 	return l.Addr().String()
 }
 
-// Run measures.
-func Run(ctx context.Context, o Options) (*Report, error) {
+func (o *Options) defaults() {
 	if o.Runs <= 0 {
 		o.Runs = 3
 	}
 	if o.Duration <= 0 {
-		o.Duration = 3 * time.Second
+		o.Duration = 5 * time.Second
+	}
+	if o.HalfDuration <= 0 {
+		o.HalfDuration = 20 * time.Second
 	}
 	if o.Devices <= 0 {
-		o.Devices = 50
+		o.Devices = 1000
 	}
 	if o.Offered <= 0 {
 		o.Offered = 30000
+	}
+	if o.InFlight == "" {
+		o.InFlight = "1-4"
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -125,6 +169,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Connected == 0 {
 		o.Connected = 10_000
 	}
+	if o.Sessions <= 0 {
+		o.Sessions = 2000
+	}
+}
+
+// Run measures.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	o.defaults()
 	if o.Pin {
 		p, err := startPinning()
 		if err != nil {
@@ -136,56 +188,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	began := time.Now()
 	host, _ := os.Hostname()
-	rep := &Report{Host: host, Cores: runtime.NumCPU(), GatewayCores: verifyWorkers(), Go: runtime.Version(), When: began, L2: map[string]Spread{}}
+	rep := &Report{Host: host, Cores: runtime.NumCPU(), GatewayCores: verifyWorkers(), Pinned: o.Pin, Go: runtime.Version(), When: began, L2: map[string]Spread{}}
 	say := func(format string, args ...any) { fmt.Fprintf(o.Out, "bench: "+format+"\n", args...) }
-
-	// L1.
-	var l1 []float64
-	for i := 0; i < o.Runs; i++ {
-		v, err := VerifyLimit(time.Second)
-		if err != nil {
-			return nil, err
-		}
-		l1 = append(l1, v)
-	}
-	rep.L1 = spread(l1)
-	say("L1 Ed25519 decode+verify on %d cores: %.0f/s", rep.GatewayCores, rep.L1.Median)
-
-	// L2, embedded (a bare mochi) and Mosquitto when installed.
-	mqAddr := freeAddr("tcp")
-	stopBare, err := BareBroker(mqAddr)
-	if err != nil {
-		return nil, err
-	}
-	var l2 []float64
-	for i := 0; i < o.Runs; i++ {
-		v, err := brokerLimit(ctx, mqAddr, 2*time.Second)
-		if err != nil {
-			stopBare()
-			return nil, err
-		}
-		l2 = append(l2, v)
-	}
-	stopBare()
-	rep.L2["embedded"] = spread(l2)
-	say("L2 embedded broker (mochi), QoS 1: %.0f msg/s", rep.L2["embedded"].Median)
-	mosq, mosqPID, stopMosq := startMosquitto()
-	if mosq != "" {
-		defer stopMosq()
-		l2 = nil
+	runs := func(f func() (float64, error)) (Spread, error) {
+		var xs []float64
 		for i := 0; i < o.Runs; i++ {
-			v, err := brokerLimit(ctx, mosq, 2*time.Second)
+			v, err := f()
 			if err != nil {
-				return nil, err
+				return Spread{}, err
 			}
-			l2 = append(l2, v)
+			xs = append(xs, v)
 		}
-		rep.L2["mosquitto"] = spread(l2)
-		say("L2 Mosquitto, QoS 1: %.0f msg/s", rep.L2["mosquitto"].Median)
+		return spread(xs), nil
 	}
+	var err error
 
-	// The gateways: embedded broker and DTLS in one; external mode to
-	// Mosquitto in another, on the same devices.
 	dir, err := os.MkdirTemp("", "farthing-bench-")
 	if err != nil {
 		return nil, err
@@ -195,33 +212,80 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := provision(data, o.Devices); err != nil {
 		return nil, err
 	}
-	embeddedMQTT, dtlsAddr := freeAddr("tcp"), freeAddr("udp")
-	stopGW, err := startGateway(ctx, data, "gw-bench", func(c *gateway.Config) {
-		c.MQTT.Listen, c.DTLS.Listen = embeddedMQTT, dtlsAddr
-	})
-	if err != nil {
-		return nil, err
-	}
-	type config struct {
-		name, keys, transport, broker, limit string
-		limitValue                           float64
-	}
-	configs := []config{
-		{"embedded broker, HMAC", "hmac", "mqtt", "tcp://" + embeddedMQTT, "E/L2 embedded", rep.L2["embedded"].Median},
-		{"embedded broker, Ed25519", "ed25519", "mqtt", "tcp://" + embeddedMQTT, "E/L1", rep.L1.Median},
-		{"CoAP/DTLS, HMAC", "hmac", "coaps", dtlsAddr, "E/L2 embedded", rep.L2["embedded"].Median},
-	}
-	for _, c := range configs {
-		e, err := endToEnd(ctx, o, data, c.name, c.keys, c.transport, c.broker, say)
-		if err != nil {
-			stopGW()
+
+	if o.wants("l1") || o.wants("ed25519") {
+		if rep.L1, err = runs(func() (float64, error) { return VerifyLimit(2 * time.Second) }); err != nil {
 			return nil, err
 		}
-		e.Limit, e.Ratio = c.limit, e.Throughput.Median/c.limitValue
-		rep.E = append(rep.E, e)
+		say("L1 Ed25519 decode+verify, batched, on %d cores: %.0f/s", rep.GatewayCores, rep.L1.Median)
 	}
-	stopGW()
-	if mosq != "" {
+	if o.wants("l2") || o.wants("hmac") {
+		mqAddr := freeAddr("tcp")
+		stopBare, err := BareBroker(mqAddr)
+		if err != nil {
+			return nil, err
+		}
+		rep.L2["embedded"], err = runs(func() (float64, error) { return brokerLimit(ctx, mqAddr, 3*time.Second) })
+		stopBare()
+		if err != nil {
+			return nil, err
+		}
+		say("L2 embedded broker (mochi), QoS 1: %.0f msg/s", rep.L2["embedded"].Median)
+	}
+	if o.wants("l3") || o.wants("coap") {
+		if rep.L3, err = runs(func() (float64, error) { return coapLimit(ctx, o, data, 3*time.Second) }); err != nil {
+			return nil, err
+		}
+		say("L3 bare CoAP/DTLS server, %d sessions: %.0f requests/s", o.Devices, rep.L3.Median)
+	}
+	mosq, mosqPID, stopMosq := "", "", func() {}
+	if o.wants("l2") || o.wants("mosquitto") || o.wants("memory") {
+		mosq, mosqPID, stopMosq = startMosquitto()
+		defer stopMosq()
+	}
+	if mosq != "" && (o.wants("l2") || o.wants("mosquitto")) {
+		if rep.L2["mosquitto"], err = runs(func() (float64, error) { return brokerLimit(ctx, mosq, 3*time.Second) }); err != nil {
+			return nil, err
+		}
+		say("L2 Mosquitto, QoS 1: %.0f msg/s", rep.L2["mosquitto"].Median)
+	}
+
+	type config struct {
+		part, name, keys, transport, broker, limit string
+		limitValue                                 float64
+	}
+	// The gateway: embedded broker and DTLS in one; external mode to
+	// Mosquitto in another, on the same devices.
+	embeddedMQTT, dtlsAddr := freeAddr("tcp"), freeAddr("udp")
+	var configs []config
+	for _, c := range []config{
+		{"hmac", "embedded broker, HMAC", "hmac", "mqtt", "tcp://" + embeddedMQTT, "E/L2 embedded", rep.L2["embedded"].Median},
+		{"ed25519", "embedded broker, Ed25519", "ed25519", "mqtt", "tcp://" + embeddedMQTT, "E/L1", rep.L1.Median},
+		{"coap", "CoAP/DTLS, HMAC", "hmac", "coaps", dtlsAddr, "E/L3", rep.L3.Median},
+	} {
+		if o.wants(c.part) {
+			configs = append(configs, c)
+		}
+	}
+	if len(configs) > 0 {
+		stopGW, err := startGateway(ctx, data, "gw-bench", func(c *gateway.Config) {
+			c.MQTT.Listen, c.DTLS.Listen = embeddedMQTT, dtlsAddr
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range configs {
+			e, err := endToEnd(ctx, o, data, c.name, c.keys, c.transport, c.broker, say)
+			if err != nil {
+				stopGW()
+				return nil, err
+			}
+			e.Limit, e.Ratio = c.limit, e.Throughput.Median/c.limitValue
+			rep.E = append(rep.E, e)
+		}
+		stopGW()
+	}
+	if mosq != "" && o.wants("mosquitto") {
 		ext := filepath.Join(dir, "ext")
 		os.MkdirAll(ext, 0o700)
 		for _, f := range []string{"tariffs.yaml", "devices.yaml"} {
@@ -235,8 +299,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		for _, c := range []config{
-			{"Mosquitto, HMAC", "hmac", "mqtt", "tcp://" + mosq, "E/L2 mosquitto", rep.L2["mosquitto"].Median},
-			{"Mosquitto, Ed25519", "ed25519", "mqtt", "tcp://" + mosq, "E/L1", rep.L1.Median},
+			{"mosquitto", "Mosquitto, HMAC", "hmac", "mqtt", "tcp://" + mosq, "E/L2 mosquitto", rep.L2["mosquitto"].Median},
 		} {
 			e, err := endToEnd(ctx, o, data, c.name, c.keys, c.transport, c.broker, say)
 			if err != nil {
@@ -248,7 +311,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		stopExt()
 	}
-	if o.Connected > 0 {
+	if o.Connected > 0 && o.wants("memory") {
 		fleet := filepath.Join(dir, "fleet")
 		say("memory: writing a registry of %d devices", o.Registered)
 		if err := provisionFleet(fleet, o.Registered, filepath.Join(data, "tariffs.yaml")); err != nil {
@@ -259,8 +322,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		rep.Memory = append(rep.Memory, m)
-		say("memory, embedded broker: %.0f MB with %d registered, %.0f MB (%.0f MB anonymous, %.0f settled) with %d connected",
-			m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.SettledMB, m.Connected)
+		say("memory, embedded broker: %.0f MB with %d registered, %.0f MB (%.0f MB anonymous, %.0f settled) with %d connected: %.1f KB per connection",
+			m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.SettledMB, m.Connected, m.PerConnKB)
+		m, err = dtlsMemoryScenario(ctx, fleet, o.Registered, o.Sessions)
+		if err != nil {
+			return nil, err
+		}
+		rep.Memory = append(rep.Memory, m)
+		say("memory, CoAP/DTLS: %.0f MB with %d registered, %.0f MB with %d idle sessions: %.1f KB per session",
+			m.IdleRSSMB, m.Registered, m.RSSMB, m.Connected, m.PerConnKB)
 		if mosq != "" {
 			// With the soft memory limit an operator would set for a fleet
 			// this size (GOMEMLIMIT; see the README), so the figure is the
@@ -285,36 +355,44 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // throughput is the maximum sustained), then once at half the median for
 // latency, sampling the gateway's memory and CPU.
 func endToEnd(ctx context.Context, o Options, data, name, keys, transport, broker string, say func(string, ...any)) (EndToEnd, error) {
-	e := EndToEnd{Name: name}
-	var tps []float64
+	e := EndToEnd{Name: name, Devices: o.Devices, InFlight: o.InFlight}
+	if transport == "coaps" {
+		e.InFlight = "1"
+	}
+	var tps, perTicket []float64
 	var reps []*sim.Report
 	var rss float64
 	var cpu float64
 	for i := 0; i < o.Runs; i++ {
 		mon := startMonitor()
-		r, err := runSim(ctx, data, keys, transport, broker, o.Offered, o.Duration)
-		m, c := mon.stop()
+		r, busy, wall, err := runSim(ctx, o, data, keys, transport, broker, o.Offered, o.Duration, false)
+		m := mon.stop()
 		if err != nil {
 			return e, fmt.Errorf("%s: %w", name, err)
 		}
 		tps, reps = append(tps, r.Throughput), append(reps, r)
-		rss, cpu = max(rss, m), max(cpu, c)
+		perTicket = append(perTicket, busy.Seconds()*1e6/max(1, float64(r.Sent-r.Missing)))
+		rss, cpu = max(rss, m), max(cpu, busy.Seconds()/max(wall.Seconds(), 1e-9))
 		e.Missing += r.Missing
 	}
 	e.Throughput = spread(tps)
-	for _, r := range reps {
+	for i, r := range reps {
 		if r.Throughput == e.Throughput.Median {
-			e.AtMax = latency(r)
+			e.AtMax, e.CPUPerTicket = latency(r), perTicket[i]
 		}
 	}
 	e.HalfRate = e.Throughput.Median / 2
-	r, err := runSim(ctx, data, keys, transport, broker, e.HalfRate, o.Duration)
+	r, _, _, err := runSim(ctx, o, data, keys, transport, broker, e.HalfRate, o.HalfDuration, false)
 	if err != nil {
 		return e, err
 	}
-	e.AtHalf, e.RSSMB, e.CPUCores = latency(r), rss, cpu
-	say("E %s: %.0f tickets/s (%.0f–%.0f); p99 %.1f ms at max, %.1f ms at half", name, e.Throughput.Median,
-		e.Throughput.Min, e.Throughput.Max, e.AtMax.P99, e.AtHalf.P99)
+	var p99s []float64
+	for _, s := range r.Slices {
+		p99s = append(p99s, float64(s.P99)/1e6)
+	}
+	e.AtHalf, e.HalfP99, e.RSSMB, e.CPUCores = latency(r), spread(p99s), rss, cpu
+	say("E %s: %.0f tickets/s (%.0f–%.0f), %.1f µs of gateway CPU per ticket; p99 %.1f ms at max, %.1f ms at half (slices %.1f–%.1f)",
+		name, e.Throughput.Median, e.Throughput.Min, e.Throughput.Max, e.CPUPerTicket, e.AtMax.P99, e.AtHalf.P99, e.HalfP99.Min, e.HalfP99.Max)
 	return e, nil
 }
 
@@ -323,14 +401,23 @@ func latency(r *sim.Report) Latency {
 	return Latency{P50: ms(r.P50), P99: ms(r.P99), Max: ms(r.Max)}
 }
 
-// runSim runs `farthing sim` in its own process and reads its JSON report.
-func runSim(ctx context.Context, data, keys, transport, broker string, rate float64, d time.Duration) (*sim.Report, error) {
+// runSim runs `farthing sim` in its own process (on the load's cores
+// when pinning) and reads its JSON report. bare is L3's run: any answer
+// counts.
+func runSim(ctx context.Context, o Options, data, keys, transport, broker string, rate float64, d time.Duration, bare bool) (*sim.Report, time.Duration, time.Duration, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, 0, 0, err
 	}
 	args := []string{"sim", "--data", data, "--type", keys, "--rate", strconv.FormatFloat(rate, 'f', 0, 64),
-		"--duration", d.String(), "--inflight", "4", "--json", "--transport", transport}
+		"--duration", d.String(), "--inflight", o.InFlight, "--json", "--transport", transport,
+		"--devices", strconv.Itoa(o.Devices)}
+	if bare {
+		args = append(args, "--bare")
+	}
+	if o.slice > 0 {
+		args = append(args, "--slice", o.slice.String())
+	}
 	if transport == "coaps" {
 		args = append(args, "--coap", broker, "--inflight", "1")
 	} else {
@@ -338,10 +425,12 @@ func runSim(ctx context.Context, data, keys, transport, broker string, rate floa
 	}
 	r, err := startSim(command(ctx, self, args...))
 	if err != nil {
-		return nil, err
+		return nil, 0, 0, err
 	}
 	<-r.done
-	return r.report()
+	rep, err := r.report()
+	busy, wall := r.busy()
+	return rep, busy, wall, err
 }
 
 // provision writes tariffs, n HMAC and n Ed25519 devices and their keys.
@@ -445,13 +534,11 @@ func startMosquitto() (string, string, func()) {
 	return addr, strconv.Itoa(cmd.Process.Pid), func() { cmd.Process.Kill(); cmd.Wait(); os.Remove(conf.Name()) }
 }
 
-// monitor samples this process's resident memory and CPU.
+// monitor samples this process's resident memory.
 type monitor struct {
-	stopc    chan struct{}
-	wg       sync.WaitGroup
-	maxRSS   float64
-	start    time.Time
-	cpuStart time.Duration
+	stopc  chan struct{}
+	wg     sync.WaitGroup
+	maxRSS float64
 }
 
 func cpuTime() time.Duration {
@@ -466,7 +553,7 @@ func rssMB() float64 {
 }
 
 func startMonitor() *monitor {
-	m := &monitor{stopc: make(chan struct{}), start: time.Now(), cpuStart: cpuTime()}
+	m := &monitor{stopc: make(chan struct{})}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -484,9 +571,9 @@ func startMonitor() *monitor {
 	return m
 }
 
-// stop returns the peak RSS (MB) and the mean CPU used, in cores.
-func (m *monitor) stop() (float64, float64) {
+// stop returns the peak RSS (MB).
+func (m *monitor) stop() float64 {
 	close(m.stopc)
 	m.wg.Wait()
-	return m.maxRSS, float64(cpuTime()-m.cpuStart) / float64(time.Since(m.start))
+	return m.maxRSS
 }

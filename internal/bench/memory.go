@@ -33,8 +33,13 @@ type Memory struct {
 	// minute), which the bench triggers instead of waiting for it.
 	SettledMB float64 `json:"anon_rss_mb_connected_settled"`
 	BrokerMB  float64 `json:"broker_rss_mb,omitempty"`
-	Sent      uint64  `json:"tickets_sent"`
-	Missing   uint64  `json:"receipts_missing"`
+	// PerConnKB is what a connection costs the gateway: its resident
+	// memory with the fleet connected and idle, after the release, less
+	// that with it registered only, per connection.
+	PerConnKB  float64 `json:"kb_per_connection"`
+	settledRSS float64
+	Sent       uint64 `json:"tickets_sent"`
+	Missing    uint64 `json:"receipts_missing"`
 }
 
 // memStatus reads VmRSS and RssAnon of a process ("self" for this one), in
@@ -117,11 +122,19 @@ func memoryScenario(ctx context.Context, data, name string, registered, connecte
 		return m, err
 	}
 	const hold = 4 * time.Second
-	cmd := exec.CommandContext(ctx, exe, "sim", "--data", data, "--type", "hmac", "--devices", strconv.Itoa(connected),
+	cmd := command(ctx, exe, "sim", "--data", data, "--type", "hmac", "--devices", strconv.Itoa(connected),
 		"--rate", "2000", "--duration", "2s", "--inflight", "1", "--hold", hold.String(), "--json", "--broker", "tcp://"+broker)
+	return m, holdAndSample(cmd, &m, hold, brokerPID)
+}
+
+// holdAndSample runs the simulator command, which connects its devices,
+// sends a ticket from each and holds the sessions idle for hold, and
+// samples this process's memory (and the broker's, if brokerPID is set)
+// while they are held: first as it is, then after a release.
+func holdAndSample(cmd *exec.Cmd, m *Memory, hold time.Duration, brokerPID string) error {
 	out, err := startSim(cmd)
 	if err != nil {
-		return m, err
+		return err
 	}
 	// Sample while the sessions are held, all devices connected and idle
 	// after their tickets: first as they are, then after a release.
@@ -132,10 +145,11 @@ func memoryScenario(ctx context.Context, data, name string, registered, connecte
 		case <-out.done:
 			r, err := out.report()
 			if err != nil {
-				return m, fmt.Errorf("%s: %w", name, err)
+				return fmt.Errorf("%s: %w", m.Name, err)
 			}
 			m.Sent, m.Missing = r.Sent, r.Missing
-			return m, nil
+			m.PerConnKB = (m.settledRSS - m.IdleRSSMB) * 1024 / float64(m.Connected)
+			return nil
 		case <-time.After(250 * time.Millisecond):
 			if !out.holding() {
 				continue
@@ -150,9 +164,9 @@ func memoryScenario(ctx context.Context, data, name string, registered, connecte
 				if !released {
 					debug.FreeOSMemory()
 					released = true
-					_, anon = memStatus("self")
+					rss, anon = memStatus("self")
 				}
-				m.SettledMB = max(m.SettledMB, anon)
+				m.SettledMB, m.settledRSS = max(m.SettledMB, anon), max(m.settledRSS, rss)
 			}
 			if brokerPID != "" {
 				b, _ := memStatus(brokerPID)
@@ -169,6 +183,16 @@ type simRun struct {
 	stdout bytes.Buffer
 	hold   atomic.Bool // the simulator reported that it holds its sessions
 	tail   []string    // the last lines of its standard error
+	// measured is this process's CPU time and the wall clock from the
+	// simulator's sending line to its answered line: the gateway's work on
+	// the tickets, not on the sessions set up before and closed after.
+	cpu0, cpu1, wall0, wall1 atomic.Int64
+}
+
+// busy returns the CPU time this process used while the simulator sent
+// and was answered, and that time's length.
+func (r *simRun) busy() (cpu, wall time.Duration) {
+	return time.Duration(r.cpu1.Load() - r.cpu0.Load()), time.Duration(r.wall1.Load() - r.wall0.Load())
 }
 
 // startSim starts the simulator command; done closes when it has exited.
@@ -185,8 +209,15 @@ func startSim(cmd *exec.Cmd) (*simRun, error) {
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), "holding") {
+			switch line := sc.Text(); {
+			case strings.Contains(line, "holding"):
 				r.hold.Store(true)
+			case line == sim.ProgressSending:
+				r.cpu0.Store(int64(cpuTime()))
+				r.wall0.Store(time.Now().UnixNano())
+			case line == sim.ProgressDone:
+				r.cpu1.Store(int64(cpuTime()))
+				r.wall1.Store(time.Now().UnixNano())
 			}
 			if r.tail = append(r.tail, sc.Text()); len(r.tail) > 16 {
 				r.tail = r.tail[1:]

@@ -22,6 +22,7 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/internal/keyfile"
+	"github.com/farthing-iot/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/provider"
 )
 
@@ -56,6 +57,17 @@ type SoakReport struct {
 	LastMax    float64      `json:"last_third_max_inuse_bytes"`
 	Accepted   float64      `json:"accepted_tickets"`
 	FinalBytes float64      `json:"final_file_bytes"`
+	// Latency is the receipt latency's p99 by sample interval; P99MS over
+	// the whole run.
+	Latency []SoakLatency `json:"latency"`
+	P99MS   float64       `json:"p99_ms"`
+}
+
+// SoakLatency is the receipt latency of one interval of a soak run.
+type SoakLatency struct {
+	Seconds  float64 `json:"seconds"` // the interval's end, on the samples' clock
+	P99MS    float64 `json:"p99_ms"`
+	Receipts uint64  `json:"receipts"`
 }
 
 // Soak runs the soak: see SoakOptions. Each sample reads the gateway's
@@ -110,8 +122,10 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	simCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	simDone := make(chan error, 1)
+	var simRep *sim.Report
 	go func() {
-		_, err := runSim(simCtx, data, "hmac", "mqtt", "tcp://"+broker, o.Rate, o.Duration)
+		r, _, _, err := runSim(simCtx, Options{Devices: o.Devices, InFlight: "1-4", slice: o.Every}, data, "hmac", "mqtt", "tcp://"+broker, o.Rate, o.Duration, false)
+		simRep = r
 		simDone <- err
 	}()
 	rep := &SoakReport{Options: o}
@@ -138,6 +152,17 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		rep.Samples = append(rep.Samples, s)
 		say("%6.0fs  %10.0f tickets  file %7.1f MB  in use %7.1f MB  gateway RSS %6.1f MB", s.Seconds, s.Accepted,
 			s.FileBytes/1e6, s.InUse/1e6, s.RSSMB)
+	}
+	// The receipt latency by slice of the run, each at its slice's end on
+	// the samples' clock (the simulator starts sending after its devices
+	// have connected, so its slices end at the run's end).
+	if simRep != nil && len(rep.Samples) > 0 {
+		end := rep.Samples[len(rep.Samples)-1].Seconds
+		for k, sl := range simRep.Slices {
+			at := end - float64(len(simRep.Slices)-1-k)*o.Every.Seconds()
+			rep.Latency = append(rep.Latency, SoakLatency{Seconds: at, P99MS: float64(sl.P99) / 1e6, Receipts: sl.Receipts})
+		}
+		rep.P99MS = float64(simRep.P99) / 1e6
 	}
 	n := len(rep.Samples)
 	for i, s := range rep.Samples {
@@ -200,11 +225,17 @@ func scrape(url string) (map[string]float64, error) {
 
 // WriteCSV writes the samples as CSV.
 func (r *SoakReport) WriteCSV(w io.Writer) error {
-	if _, err := fmt.Fprintln(w, "seconds,accepted_tickets,file_bytes,inuse_bytes,gateway_rss_mb"); err != nil {
+	if _, err := fmt.Fprintln(w, "seconds,accepted_tickets,file_bytes,inuse_bytes,gateway_rss_mb,p99_ms"); err != nil {
 		return err
 	}
 	for _, s := range r.Samples {
-		if _, err := fmt.Fprintf(w, "%.0f,%.0f,%.0f,%.0f,%.1f\n", s.Seconds, s.Accepted, s.FileBytes, s.InUse, s.RSSMB); err != nil {
+		p99 := ""
+		for _, l := range r.Latency { // the interval that ends nearest the sample
+			if d := l.Seconds - s.Seconds; d > -r.Options.Every.Seconds()/2 && d <= r.Options.Every.Seconds()/2 {
+				p99 = fmt.Sprintf("%.1f", l.P99MS)
+			}
+		}
+		if _, err := fmt.Fprintf(w, "%.0f,%.0f,%.0f,%.0f,%.1f,%s\n", s.Seconds, s.Accepted, s.FileBytes, s.InUse, s.RSSMB, p99); err != nil {
 			return err
 		}
 	}
@@ -217,7 +248,7 @@ func (r *SoakReport) WritePlot(path string) error {
 	p.Title.Text = fmt.Sprintf("State file under %.0f tickets/s, upstream confirming (windows %v, edge retention %v)",
 		r.Options.Rate, r.Options.Window, r.Options.Retention)
 	p.X.Label.Text = "minutes"
-	p.Y.Label.Text = "MB"
+	p.Y.Label.Text = "MB (latency: ms)"
 	file, inuse := make(plotter.XYs, len(r.Samples)), make(plotter.XYs, len(r.Samples))
 	var rss plotter.XYs
 	for i, s := range r.Samples {
@@ -227,9 +258,16 @@ func (r *SoakReport) WritePlot(path string) error {
 			rss = append(rss, plotter.XY{X: s.Seconds / 60, Y: s.RSSMB})
 		}
 	}
-	lines := []any{"file size", file, "bytes in use", inuse}
+	lines := []any{"file size, MB", file, "bytes in use, MB", inuse}
 	if len(rss) > 0 {
-		lines = append(lines, "gateway RSS", rss)
+		lines = append(lines, "gateway RSS, MB", rss)
+	}
+	if len(r.Latency) > 0 {
+		p99 := make(plotter.XYs, len(r.Latency))
+		for i, l := range r.Latency {
+			p99[i] = plotter.XY{X: l.Seconds / 60, Y: l.P99MS}
+		}
+		lines = append(lines, "p99 receipt latency, ms", p99)
 	}
 	if err := plotutil.AddLines(p, lines...); err != nil {
 		return err

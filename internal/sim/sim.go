@@ -38,8 +38,10 @@ type Config struct {
 	// Duration of sending.
 	Duration time.Duration
 	// InFlight is how many tickets a device may have without a receipt;
-	// default 4.
-	InFlight int
+	// default 4. With InFlightMin > 0 the devices spread over
+	// InFlightMin..InFlight: device i may have InFlightMin + i mod
+	// (InFlight-InFlightMin+1).
+	InFlight, InFlightMin int
 	// Drain is how long to wait for receipts after sending; default 10s.
 	Drain time.Duration
 	// Progress, if set, gets a line a second.
@@ -51,6 +53,28 @@ type Config struct {
 	// Hold keeps the devices' sessions open and idle this long after the
 	// run, so their cost at the gateway can be measured.
 	Hold time.Duration
+	// Bare counts any answer to a ticket as its receipt, unread: for a
+	// server that answers without a gateway behind it (the bench's L3).
+	Bare bool
+	// Slice is the length of the slices the latency is also reported by
+	// (Report.Slices), so its spread over a run shows; default 5s.
+	Slice time.Duration
+}
+
+// The progress lines that mark the measured part of a run: after them
+// the clock runs, and it stops before the done line (sessions are set
+// up before it and closed after).
+const (
+	ProgressSending = "sim: sending"
+	ProgressDone    = "sim: answered"
+)
+
+// Slice is the receipt latency of the receipts that came in one slice of
+// a run.
+type Slice struct {
+	Receipts uint64        `json:"receipts"`
+	P50      time.Duration `json:"p50_ns"`
+	P99      time.Duration `json:"p99_ns"`
 }
 
 // Device is a simulated device: its registry entry and its secrets (an
@@ -80,6 +104,9 @@ type Report struct {
 	Charged map[string]uint64 `json:"charged_nanos"`
 	// Handshakes per second while the DTLS sessions were set up (coaps).
 	HandshakesPerSecond float64 `json:"handshakes_per_second,omitempty"`
+	// Slices is the latency by slice of Config.Slice, in order; a last
+	// slice shorter than half of one is left out.
+	Slices []Slice `json:"slices,omitempty"`
 }
 
 // String formats the report for people.
@@ -123,6 +150,7 @@ type simDevice struct {
 	mu       sync.Mutex // guards receipts (HMAC state)
 	coap     *udpClient.Conn
 	psk      []byte
+	answered int // Config.Bare: tickets answered, in order; guarded by the report's lock
 }
 
 // Run runs the simulation until it has sent for Duration and drained, or
@@ -140,6 +168,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.InFlight <= 0 {
 		cfg.InFlight = 4
 	}
+	if cfg.InFlightMin <= 0 || cfg.InFlightMin > cfg.InFlight {
+		cfg.InFlightMin = cfg.InFlight
+	}
+	if cfg.Slice <= 0 {
+		cfg.Slice = 5 * time.Second
+	}
 	if cfg.Drain <= 0 {
 		cfg.Drain = 10 * time.Second
 	}
@@ -151,10 +185,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Devices, rep.Rejected, rep.Charged = len(devs), map[string]uint64{}, map[string]uint64{}
 	var repMu sync.Mutex
 	var lat []time.Duration
+	var at []int64 // when each latency's receipt came, unix ns
 
 	// Sign everything first.
 	for i, e := range cfg.Devices {
-		d, err := prepare(e.Entry, e.Secrets, perDevice, epoch, seqBase, cfg.InFlight, time.Duration(float64(time.Second)*float64(len(cfg.Devices))/cfg.Rate))
+		inflight := cfg.InFlightMin + i%(cfg.InFlight-cfg.InFlightMin+1)
+		d, err := prepare(e.Entry, e.Secrets, perDevice, epoch, seqBase, inflight, time.Duration(float64(time.Second)*float64(len(cfg.Devices))/cfg.Rate))
 		if err != nil {
 			return nil, err
 		}
@@ -163,6 +199,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var received atomic.Uint64
 	onReceipt := func(d *simDevice, b []byte) {
 		now := time.Now()
+		if cfg.Bare {
+			onBare(d, now, &repMu, &received, &lat, &at)
+			return
+		}
 		var env protocol.Envelope
 		r := protocol.Receipt{Device: d.entry.ID}
 		err := protocol.ParseReceipt(b, &env, &r)
@@ -179,7 +219,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return
 		}
 		received.Add(1)
-		lat = append(lat, now.Sub(time.Unix(0, d.sentAt[idx].Load())))
+		lat, at = append(lat, now.Sub(time.Unix(0, d.sentAt[idx].Load()))), append(at, now.UnixNano())
 		switch r.Status {
 		case protocol.StatusAccepted:
 			rep.Accepted++
@@ -236,6 +276,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	}
 	// Send, each device paced to its share of the rate.
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "%s\n", ProgressSending)
+	}
 	start := time.Now()
 	sendCtx, stopSending := context.WithTimeout(ctx, cfg.Duration)
 	defer stopSending()
@@ -309,6 +352,9 @@ loop:
 		}
 	}
 	elapsed := time.Since(start)
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "%s\n", ProgressDone)
+	}
 	if cfg.Hold > 0 {
 		if cfg.Progress != nil {
 			fmt.Fprintf(cfg.Progress, "sim: holding %d idle sessions for %v\n", len(devs), cfg.Hold)
@@ -324,12 +370,59 @@ loop:
 	rep.Missing = rep.Sent - min(rep.Sent, received.Load())
 	rep.Elapsed = elapsed
 	rep.Throughput = float64(received.Load()) / elapsed.Seconds()
+	rep.Slices = slices(lat, at, start, elapsed, cfg.Slice)
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if n := len(lat); n > 0 {
 		rep.P50, rep.P99, rep.Max = lat[n/2], lat[min(n-1, n*99/100)], lat[n-1]
 	}
 	out := rep
 	return &out, nil
+}
+
+// onBare takes an answer of a bare server (Config.Bare): the oldest
+// ticket of d still unanswered is answered.
+func onBare(d *simDevice, now time.Time, mu *sync.Mutex, received *atomic.Uint64, lat *[]time.Duration, at *[]int64) {
+	mu.Lock()
+	defer mu.Unlock()
+	if k := d.answered; k < len(d.got) {
+		if sent := d.sentAt[k].Load(); sent != 0 {
+			d.got[k].Store(true)
+			d.answered++
+			received.Add(1)
+			*lat, *at = append(*lat, now.Sub(time.Unix(0, sent))), append(*at, now.UnixNano())
+		}
+	}
+	select {
+	case <-d.slots:
+	default:
+	}
+}
+
+// slices cuts the run into slices of every by when each receipt came and
+// returns each slice's latency.
+func slices(lat []time.Duration, at []int64, start time.Time, elapsed, every time.Duration) []Slice {
+	n := int(elapsed / every)
+	if elapsed%every >= every/2 {
+		n++
+	}
+	if n < 2 {
+		return nil
+	}
+	by := make([][]time.Duration, n)
+	for i, l := range lat {
+		k := int(time.Duration(at[i]-start.UnixNano()) / every)
+		if k >= 0 && k < n {
+			by[k] = append(by[k], l)
+		}
+	}
+	out := make([]Slice, n)
+	for k, ls := range by {
+		sort.Slice(ls, func(i, j int) bool { return ls[i] < ls[j] })
+		if m := len(ls); m > 0 {
+			out[k] = Slice{Receipts: uint64(m), P50: ls[m/2], P99: ls[min(m-1, m*99/100)]}
+		}
+	}
+	return out
 }
 
 func closeAll(devs []*simDevice) {
