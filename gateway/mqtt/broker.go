@@ -1,16 +1,19 @@
 package mqtt
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
+	"unsafe"
 
-	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -31,9 +34,9 @@ type BrokerConfig struct {
 	// OnTakeover, if set, is told when a device logs in while its session
 	// is still connected from another address (a sign of a clone).
 	OnTakeover func(device, oldRemote, newRemote string)
-	// Inflight bounds the tickets of one client that are checked and
-	// queued but not yet answered; default 64. Beyond it the broker stops
-	// reading from the client until the oldest is answered.
+	// Inflight bounds the tickets of one client that are read but not yet
+	// answered; default 64. Beyond it the broker stops reading from the
+	// client until the oldest is answered.
 	Inflight int
 	// SessionExpiry bounds how long a disconnected persistent session is
 	// kept; default 1h.
@@ -46,45 +49,104 @@ type BrokerConfig struct {
 	Door DoorConfig
 }
 
-// Broker is the embedded MQTT broker. Devices authenticate with their id
-// as user name; the ACL lets each publish only its own ticket topic and
-// subscribe only its own receipt topic; everything else is refused. The
-// same ACL holds for a Will: a CONNECT whose Will topic the device may not
-// publish to is refused (retained messages are off). A device's session is
-// always kept under its own id, whatever client id it sent, so no device
-// can take over another's session or disconnect it.
+// Broker is the embedded MQTT broker: a broker for devices only, built on
+// mochi-mqtt's packet codec (MQTT 3.1, 3.1.1 and 5). A device
+// authenticates with its id as user name; it may publish on its own ticket
+// topic (and its voucher topic) and subscribe to its own receipt topic,
+// and nothing else: there is no routing between clients, no retained
+// message and no wildcard. A CONNECT whose Will topic the device may not
+// publish to is refused; an allowed Will is never published (no one can
+// read a device's ticket topic). A device's session is always kept under
+// its own id, whatever client id it sent, so no device can take over
+// another's session or disconnect it.
 //
-// A client's tickets are pipelined: the broker reads the next while the
-// ones before it wait for their group commit, and answers them (receipt,
-// then PUBACK) in the order they arrived, each only after its commit.
+// Each connection has one goroutine, which reads. A client's tickets are
+// pipelined: the reader hands them, in arrival order, to one of
+// shardCount workers (always the same one for a client), which passes
+// them to Handler in that order — Handler checks a ticket and queues it
+// for commit, so a device's tickets share group commits with the rest of
+// the fleet — and queues each Reply on the client's pipe. The pipe's
+// writer goroutine, which exists only while answers come, waits for each
+// commit and answers in arrival order: receipt, then PUBACK, each only
+// after its commit. An idle connection costs its reading goroutine (with
+// a small stack: the deep work runs on the workers), a small read buffer
+// and its session; nothing else.
 type Broker struct {
 	cfg  BrokerConfig
-	srv  *mochi.Server
 	door *door
 
-	mu      sync.Mutex
-	pipes   map[*mochi.Client]*pipe
-	closed  bool
-	writers sync.WaitGroup // one per pipe
+	// shards are the workers' queues: a client's tickets go to one of
+	// them, so they reach Handler in the order they arrived.
+	shards   []chan start
+	stopping chan struct{} // closed when Serve's context ends
+
+	mu       sync.Mutex
+	sessions map[string]*session // by device id, connected or kept
+	closed   bool
+	writers  sync.WaitGroup // one per running pipe writer
+}
+
+// shardCount is the number of workers that hand tickets to Handler: as
+// many tickets as this are checked at once (Ed25519 ones verified in
+// batches of up to this many).
+const shardCount = 128
+
+// session is what the broker keeps of a device between its connections:
+// its receipt subscription and, at receipt QoS 1, the receipts it has not
+// acknowledged.
+type session struct {
+	dev        string
+	subscribed bool
+	qos        byte      // the subscription's granted QoS
+	conn       *client   // the connection now, or nil
+	expires    time.Time // when a kept session ends; zero while connected
+	expiry     time.Duration
+	nextID     uint16
+	unacked    map[uint16][]byte // receipt publishes (QoS 1) waiting for a PUBACK
+	unackOrder []uint16
+}
+
+// client is one connection of a device.
+type client struct {
+	b       *Broker
+	conn    *doorConn
+	r       *bufio.Reader
+	dev     string
+	remote  string
+	version byte
+	maxOut  uint32 // the largest packet the client takes (MQTT 5); 0: any
+	sess    *session
+	receipt string // the device's receipt topic
+	// keepalive is the client's keepalive in seconds; every packet moves
+	// its read deadline.
+	keepalive uint16
+
+	wmu   sync.Mutex // serializes writes to conn
+	pipe  pipe
+	pk    packets.Packet // the packet being read, on the heap (see loop)
+	shard int            // the worker that hands this client's tickets to Handler
 }
 
 // pipe holds one client's tickets between Handler and their answers. It
-// has a goroutine only while it has tickets to answer, so idle clients
-// cost none.
+// has a goroutine only while it has tickets (and for writerLinger after).
 type pipe struct {
-	slots   chan struct{} // one per ticket not yet answered: the bound
+	slots   chan struct{} // one per ticket read and not yet answered: the bound
+	wake    chan struct{} // tells a lingering writer that answers came
 	mu      sync.Mutex
 	queue   []answer
 	running bool // a writer goroutine is answering
-	closed  bool
 }
 
-type answer struct {
-	id    uint16 // packet id, for the PUBACK
-	ack   bool   // send the PUBACK
-	dev   string
-	reply Reply
+// job is a ticket (or a voucher) read and not yet answered.
+type job struct {
+	id      uint16 // packet id, for the acknowledgement
+	qos     byte   // the publish's QoS: 1 is answered with PUBACK, 2 with PUBREC
+	voucher bool
+	payload []byte
 }
+
+// errClosing refuses a connection while the broker closes.
+var errClosing = errors.New("mqtt: broker closing")
 
 // NewBroker builds the broker; Serve starts it.
 func NewBroker(cfg BrokerConfig) (*Broker, error) {
@@ -100,41 +162,32 @@ func NewBroker(cfg BrokerConfig) (*Broker, error) {
 	if cfg.SessionExpiry <= 0 {
 		cfg.SessionExpiry = time.Hour
 	}
-	caps := mochi.NewDefaultServerCapabilities()
-	caps.MaximumPacketSize = MaxPacket
-	caps.RetainAvailable = 0
-	// Per-client memory: a device is sent receipts only, at most one per
-	// ticket in flight, so its queue of pending writes need not be mochi's
-	// default 8192 (64 KB per client); its packets are small, so are its
-	// buffers; and a session it left does not live forever.
-	caps.MaximumClientWritesPending = int32(2 * cfg.Inflight)
-	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
-	srv := mochi.New(&mochi.Options{InlineClient: true, Capabilities: caps, Logger: cfg.Log.With("component", "mqtt-broker"),
-		ClientNetReadBufferSize: 1024, ClientNetWriteBufferSize: 1024})
-	b := &Broker{cfg: cfg, srv: srv, pipes: map[*mochi.Client]*pipe{}}
-	if err := srv.AddHook(&hook{b: b}, nil); err != nil {
-		return nil, err
+	b := &Broker{cfg: cfg, sessions: map[string]*session{}, stopping: make(chan struct{}), shards: make([]chan start, shardCount)}
+	for i := range b.shards {
+		b.shards[i] = make(chan start, 256)
 	}
-	b.door = newDoor("tcp", cfg.Listen, cfg.Door, cfg.Event, cfg.Log)
-	if err := srv.AddListener(b.door); err != nil {
+	b.door = newDoor(cfg.Listen, cfg.Door, cfg.Event, cfg.Log)
+	if err := b.door.listen(); err != nil {
 		return nil, fmt.Errorf("mqtt: listen %s: %w", cfg.Listen, err)
 	}
 	return b, nil
 }
 
-// Disconnect closes the connection of the client with this id (a device
-// id: clients connect under their device's id), telling an MQTT 5 client
-// why (administrative action). It reports whether such a client was connected.
+// Disconnect closes the connection of the device with this id, telling
+// an MQTT 5 client why (administrative action). It reports whether such a
+// client was connected.
 func (b *Broker) Disconnect(id string) bool {
-	cl, ok := b.srv.Clients.Get(id)
-	if !ok || cl.Closed() {
+	b.mu.Lock()
+	s := b.sessions[id]
+	var c *client
+	if s != nil {
+		c = s.conn
+	}
+	b.mu.Unlock()
+	if c == nil {
 		return false
 	}
-	if cl.Properties.ProtocolVersion >= 5 {
-		b.srv.DisconnectClient(cl, packets.ErrAdministrativeAction) // sends the reason, then closes
-		return true
-	}
-	cl.Stop(packets.ErrAdministrativeAction) // MQTT 3: a server sends no DISCONNECT, it closes
+	c.kick(packets.ErrAdministrativeAction)
 	return true
 }
 
@@ -147,64 +200,598 @@ func (b *Broker) Addr() string { return b.door.Address() }
 func (b *Broker) Serving() bool { return b.door.Serving() }
 
 // Serve runs the broker until ctx ends, then closes it: clients are
-// disconnected, and every ticket already queued is committed and answered
+// disconnected, and every ticket already read is committed and answered
 // (where its client is still there) before Serve returns.
 func (b *Broker) Serve(ctx context.Context) error {
-	if err := b.srv.Serve(); err != nil {
-		return err
+	var workers sync.WaitGroup
+	for _, in := range b.shards {
+		workers.Add(1)
+		go func() { defer workers.Done(); b.work(in) }()
 	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); b.door.serve(b.serveConn) }()
+	go func() { defer wg.Done(); b.expireSessions(ctx) }()
 	<-ctx.Done()
-	err := b.srv.Close()
 	b.mu.Lock()
 	b.closed = true
-	for cl, p := range b.pipes {
-		p.close()
-		delete(b.pipes, cl)
+	b.mu.Unlock()
+	close(b.stopping)
+	b.door.close()
+	wg.Wait()
+	b.door.conns.Wait() // no reader pushes any more
+	for _, in := range b.shards {
+		close(in)
+	}
+	workers.Wait()
+	b.writers.Wait()
+	return nil
+}
+
+// expireSessions drops kept sessions whose expiry passed, once a minute.
+func (b *Broker) expireSessions(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			b.mu.Lock()
+			for id, s := range b.sessions {
+				if s.conn == nil && now.After(s.expires) {
+					delete(b.sessions, id)
+				}
+			}
+			b.mu.Unlock()
+		}
+	}
+}
+
+// serveConn reads a connection's CONNECT and, if it passes, returns the
+// connection's read loop, which runs until the connection ends.
+func (b *Broker) serveConn(dc *doorConn) (func(), error) {
+	c := &client{b: b, conn: dc, r: bufio.NewReaderSize(dc, readBuffer), remote: dc.RemoteAddr().String()}
+	pk := new(packets.Packet)
+	err := c.read(pk)
+	if err == nil && pk.FixedHeader.Type != packets.Connect {
+		err = packets.ErrProtocolViolationRequireFirstConnect
+	}
+	if err == nil {
+		err = c.connect(pk)
+	}
+	if err != nil {
+		c.finish()
+		return nil, err
+	}
+	return c.loop, nil
+}
+
+// loop reads and handles packets until the connection ends.
+//
+// Its frame, and read's, are what an idle connection's goroutine holds
+// while it waits for the next packet: they stay small (no packet-sized
+// locals) so that the collector can shrink the stack the goroutine grew
+// while it handled packets to 4 KB.
+func (c *client) loop() {
+	defer c.finish()
+	pk := &c.pk
+	for {
+		err := c.read(pk)
+		if err == nil {
+			err = c.dispatch(pk)
+		}
+		if err != nil {
+			c.ended(err)
+			return
+		}
+	}
+}
+
+// ended tells the client why its connection ends, where MQTT lets it.
+func (c *client) ended(err error) {
+	if errors.Is(err, packets.ErrPacketTooLarge) {
+		c.disconnectWith(packets.ErrPacketTooLarge)
+	}
+}
+
+// readBuffer is a connection's read buffer: a ticket and its topic fit.
+const readBuffer = 1024
+
+// read reads the next packet into pk, which it clears first.
+func (c *client) read(pk *packets.Packet) error {
+	clear(unsafe.Slice(pk, 1))
+	hb, err := c.r.ReadByte()
+	if err != nil {
+		return err
+	}
+	if err := pk.FixedHeader.Decode(hb); err != nil {
+		return err
+	}
+	n, _, err := packets.DecodeLength(c.r)
+	if err != nil {
+		return err
+	}
+	if n+1 > MaxPacket {
+		return packets.ErrPacketTooLarge
+	}
+	pk.FixedHeader.Remaining = n
+	pk.ProtocolVersion = c.version
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return err
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		return pk.ConnectDecode(body)
+	case packets.Publish:
+		return pk.PublishDecode(body)
+	case packets.Puback:
+		return pk.PubackDecode(body)
+	case packets.Pubrec:
+		return pk.PubrecDecode(body)
+	case packets.Pubrel:
+		return pk.PubrelDecode(body)
+	case packets.Pubcomp:
+		return pk.PubcompDecode(body)
+	case packets.Subscribe:
+		return pk.SubscribeDecode(body)
+	case packets.Unsubscribe:
+		return pk.UnsubscribeDecode(body)
+	case packets.Disconnect:
+		return pk.DisconnectDecode(body)
+	case packets.Pingreq:
+		return nil
+	case packets.Auth:
+		return pk.AuthDecode(body)
+	}
+	return fmt.Errorf("mqtt: unexpected packet type %d", pk.FixedHeader.Type)
+}
+
+// connect checks the CONNECT and, if it passes, attaches the client to its
+// device's session and answers CONNACK.
+func (c *client) connect(pk *packets.Packet) error {
+	b := c.b
+	c.conn.connected.Store(true)
+	c.version = pk.ProtocolVersion
+	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
+		c.connack(code, false, nil)
+		return code
+	}
+	dev := string(pk.Connect.Username)
+	if pk.Connect.WillFlag && !b.allowed(dev, pk.Connect.WillTopic, true) {
+		b.cfg.Event("will_refused")
+		b.cfg.Log.Info("mqtt connection refused: will topic not allowed", "user", dev, "topic", pk.Connect.WillTopic, "remote", c.remote)
+		c.connack(packets.ErrNotAuthorized, false, nil)
+		return errWillRefused
+	}
+	if !b.cfg.Authenticate(dev, pk.Connect.Password) {
+		b.cfg.Event("auth_refused")
+		b.cfg.Log.Info("mqtt login refused", "user", dev, "remote", c.remote)
+		c.connack(packets.ErrBadUsernameOrPassword, false, nil)
+		return packets.ErrBadUsernameOrPassword
+	}
+	c.dev, c.receipt = dev, b.cfg.Topics.Receipt(dev)
+	h := fnv.New32a()
+	h.Write(pk.Connect.Username)
+	c.shard = int(h.Sum32() % uint32(len(b.shards)))
+	props := &packets.Properties{}
+	if string(pk.Connect.ClientIdentifier) != dev {
+		b.cfg.Event("client_id_replaced")
+		b.cfg.Log.Debug("mqtt client id replaced by the device id", "device", dev, "client_id", string(pk.Connect.ClientIdentifier))
+		props.AssignedClientID = dev
+	}
+	if c.version == 5 {
+		c.maxOut = pk.Properties.MaximumPacketSize
+	}
+	expiry := b.cfg.SessionExpiry // MQTT 3: a session that is not clean is kept
+	if c.version == 5 {
+		expiry = min(time.Duration(pk.Properties.SessionExpiryInterval)*time.Second, b.cfg.SessionExpiry)
+	} else if pk.Connect.Clean {
+		expiry = 0
+	}
+	c.pipe.slots, c.pipe.wake = make(chan struct{}, b.cfg.Inflight), make(chan struct{}, 1)
+
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		c.connack(packets.ErrServerUnavailable, false, nil)
+		return errClosing
+	}
+	s := b.sessions[dev]
+	var old *client
+	if s != nil {
+		old = s.conn
+	}
+	present := s != nil && !pk.Connect.Clean && (old != nil || time.Now().Before(s.expires))
+	if !present {
+		s = &session{dev: dev}
+		b.sessions[dev] = s
+	}
+	s.conn, s.expiry, s.expires = c, expiry, time.Time{}
+	c.sess = s
+	var resend [][]byte
+	for _, id := range s.unackOrder {
+		resend = append(resend, s.unacked[id])
 	}
 	b.mu.Unlock()
-	b.writers.Wait()
+
+	if old != nil {
+		if b.cfg.OnTakeover != nil && remoteHost(old.remote) != remoteHost(c.remote) {
+			b.cfg.OnTakeover(dev, old.remote, c.remote)
+		}
+		old.kick(packets.ErrSessionTakenOver)
+	}
+	props.ReceiveMaximum = uint16(min(b.cfg.Inflight, 65535))
+	props.MaximumPacketSize = MaxPacket
+	props.TopicAliasMaximum = 0
+	props.RetainAvailable, props.RetainAvailableFlag = 0, true
+	props.WildcardSubAvailable, props.WildcardSubAvailableFlag = 0, true
+	props.SharedSubAvailable, props.SharedSubAvailableFlag = 0, true
+	props.SubIDAvailable, props.SubIDAvailableFlag = 0, true
+	if c.version == 5 && pk.Properties.SessionExpiryInterval > 0 && time.Duration(pk.Properties.SessionExpiryInterval)*time.Second > b.cfg.SessionExpiry {
+		props.SessionExpiryInterval, props.SessionExpiryIntervalFlag = uint32(b.cfg.SessionExpiry/time.Second), true
+	}
+	if err := c.connack(packets.CodeSuccess, present, props); err != nil {
+		return err
+	}
+	c.conn.SetReadDeadline(keepaliveDeadline(pk.Connect.Keepalive))
+	c.keepalive = pk.Connect.Keepalive
+	if len(resend) > 0 {
+		var buf bytes.Buffer
+		for _, p := range resend {
+			p[0] |= 0x08 // DUP
+			buf.Write(p)
+		}
+		c.write(buf.Bytes())
+	}
+	return nil
+}
+
+// keepaliveDeadline is the read deadline for a client's keepalive: one and
+// a half times it from now, none for 0.
+func keepaliveDeadline(keepalive uint16) time.Time {
+	if keepalive == 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(time.Duration(keepalive) * 1500 * time.Millisecond)
+}
+
+// dispatch handles one packet after CONNECT.
+func (c *client) dispatch(pk *packets.Packet) error {
+	if c.keepalive > 0 {
+		c.conn.SetReadDeadline(keepaliveDeadline(c.keepalive))
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		return c.publish(pk)
+	case packets.Puback:
+		c.b.mu.Lock()
+		if _, ok := c.sess.unacked[pk.PacketID]; ok {
+			delete(c.sess.unacked, pk.PacketID)
+			c.sess.unackOrder = removeID(c.sess.unackOrder, pk.PacketID)
+		}
+		c.b.mu.Unlock()
+	case packets.Pubrel:
+		return c.ack(packets.Pubcomp, pk.PacketID, packets.CodeSuccess)
+	case packets.Pubrec, packets.Pubcomp:
+		// The broker sends nothing at QoS 2.
+	case packets.Subscribe:
+		return c.subscribe(pk)
+	case packets.Unsubscribe:
+		return c.unsubscribe(pk)
+	case packets.Pingreq:
+		var buf bytes.Buffer
+		(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingresp}}).PingrespEncode(&buf)
+		return c.write(buf.Bytes())
+	case packets.Disconnect:
+		if c.version == 5 && pk.Properties.SessionExpiryIntervalFlag {
+			c.b.mu.Lock()
+			c.sess.expiry = min(time.Duration(pk.Properties.SessionExpiryInterval)*time.Second, c.b.cfg.SessionExpiry)
+			c.b.mu.Unlock()
+		}
+		return io.EOF
+	case packets.Connect:
+		c.disconnectWith(packets.ErrProtocolViolationSecondConnect)
+		return packets.ErrProtocolViolationSecondConnect
+	default:
+		c.disconnectWith(packets.ErrProtocolViolation)
+		return packets.ErrProtocolViolation
+	}
+	return nil
+}
+
+// publish takes a PUBLISH: a ticket (or voucher) on the device's own topic
+// goes to its pipe; anything else is refused as mochi-mqtt refuses it: a
+// QoS 0 publish is dropped, an MQTT 3 client is disconnected, an MQTT 5
+// client is answered "not authorized". Each refusal is counted and logged.
+func (c *client) publish(pk *packets.Packet) error {
+	b := c.b
+	if pk.Properties.TopicAliasFlag {
+		c.disconnectWith(packets.ErrTopicAliasInvalid) // the broker allows none
+		return packets.ErrTopicAliasInvalid
+	}
+	if code := pk.PublishValidate(0); code != packets.CodeSuccess {
+		c.disconnectWith(code)
+		return code
+	}
+	voucher := b.cfg.HandleVoucher != nil && pk.TopicName == b.cfg.Topics.Voucher(c.dev)
+	if !voucher && pk.TopicName != b.cfg.Topics.Ticket(c.dev) {
+		b.cfg.Event("acl_refused")
+		b.cfg.Log.Info("mqtt topic refused", "device", c.dev, "topic", pk.TopicName, "write", true)
+		switch {
+		case pk.FixedHeader.Qos == 0:
+			return nil
+		case c.version < 5:
+			return packets.ErrNotAuthorized
+		case pk.FixedHeader.Qos == 2:
+			return c.ack(packets.Pubrec, pk.PacketID, packets.ErrNotAuthorized)
+		default:
+			return c.ack(packets.Puback, pk.PacketID, packets.ErrNotAuthorized)
+		}
+	}
+	j := job{id: pk.PacketID, qos: pk.FixedHeader.Qos, voucher: voucher, payload: pk.Payload}
+	if !c.push(j) {
+		return errClosing
+	}
+	return nil
+}
+
+// subscribe grants the device's own receipt topic and refuses every other
+// filter.
+func (c *client) subscribe(pk *packets.Packet) error {
+	b := c.b
+	codes := make([]byte, len(pk.Filters))
+	for i, f := range pk.Filters {
+		if f.Filter != c.receipt {
+			b.cfg.Event("acl_refused")
+			b.cfg.Log.Info("mqtt topic refused", "device", c.dev, "topic", f.Filter, "write", false)
+			codes[i] = packets.ErrNotAuthorized.Code
+			if c.version < 5 {
+				codes[i] = packets.ErrUnspecifiedError.Code // 0x80, MQTT 3's only failure
+			}
+			continue
+		}
+		q := min(f.Qos, 1)
+		b.mu.Lock()
+		c.sess.subscribed, c.sess.qos = true, q
+		b.mu.Unlock()
+		codes[i] = q
+	}
+	var buf bytes.Buffer
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, PacketID: pk.PacketID, ReasonCodes: codes,
+		ProtocolVersion: c.version, Mods: packets.Mods{MaxSize: c.maxOut}}
+	if err := ack.SubackEncode(&buf); err != nil {
+		return err
+	}
+	return c.write(buf.Bytes())
+}
+
+func (c *client) unsubscribe(pk *packets.Packet) error {
+	codes := make([]byte, len(pk.Filters))
+	for i, f := range pk.Filters {
+		codes[i] = packets.CodeNoSubscriptionExisted.Code
+		c.b.mu.Lock()
+		if f.Filter == c.receipt && c.sess.subscribed {
+			c.sess.subscribed = false
+			codes[i] = packets.CodeSuccess.Code
+		}
+		c.b.mu.Unlock()
+	}
+	var buf bytes.Buffer
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsuback}, PacketID: pk.PacketID, ReasonCodes: codes,
+		ProtocolVersion: c.version, Mods: packets.Mods{MaxSize: c.maxOut}}
+	if err := ack.UnsubackEncode(&buf); err != nil {
+		return err
+	}
+	return c.write(buf.Bytes())
+}
+
+// connack answers the CONNECT. A refusal of an MQTT 3 client carries
+// MQTT 3's return code for it, if it has one (else none is sent and the
+// connection closes).
+func (c *client) connack(code packets.Code, present bool, props *packets.Properties) error {
+	if props == nil {
+		props = &packets.Properties{}
+	}
+	if code.Code >= packets.ErrUnspecifiedError.Code {
+		props.ReasonString = code.Reason
+		if c.version < 5 {
+			v3, ok := packets.V5CodesToV3[code]
+			switch {
+			case ok:
+				code = v3
+			case code.Code == packets.ErrNotAuthorized.Code:
+				code = packets.Err3NotAuthorized
+			default:
+				return nil // MQTT 3 has no return code for it: the connection just closes
+			}
+		}
+	}
+	var buf bytes.Buffer
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, SessionPresent: present, ReasonCode: code.Code,
+		Properties: *props, ProtocolVersion: c.version, Mods: packets.Mods{MaxSize: c.maxOut}}
+	if err := ack.ConnackEncode(&buf); err != nil {
+		return err
+	}
+	return c.write(buf.Bytes())
+}
+
+// ack sends a PUBACK, PUBREC or PUBCOMP.
+func (c *client) ack(typ byte, id uint16, code packets.Code) error {
+	var buf bytes.Buffer
+	c.appendAck(&buf, typ, id, code)
+	return c.write(buf.Bytes())
+}
+
+func (c *client) appendAck(buf *bytes.Buffer, typ byte, id uint16, code packets.Code) {
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: id, ReasonCode: code.Code, ProtocolVersion: c.version,
+		Mods: packets.Mods{MaxSize: c.maxOut}}
+	switch typ {
+	case packets.Puback:
+		pk.PubackEncode(buf)
+	case packets.Pubrec:
+		pk.PubrecEncode(buf)
+	case packets.Pubcomp:
+		pk.PubcompEncode(buf)
+	}
+}
+
+// disconnectWith tells an MQTT 5 client why it is disconnected (an MQTT 3
+// client is just closed) and closes the connection.
+func (c *client) disconnectWith(code packets.Code) {
+	if c.version == 5 {
+		var buf bytes.Buffer
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ReasonCode: code.Code, ProtocolVersion: 5,
+			Mods: packets.Mods{MaxSize: c.maxOut}}
+		if pk.DisconnectEncode(&buf) == nil {
+			c.write(buf.Bytes())
+		}
+	}
+	c.conn.Close()
+}
+
+// kick ends the connection from outside its goroutine (administrative
+// action, takeover).
+func (c *client) kick(code packets.Code) { c.disconnectWith(code) }
+
+// write writes whole packets to the connection, one write at a time.
+func (c *client) write(p []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := c.conn.Write(p)
 	return err
 }
 
-// pipe returns cl's pipe; nil once the broker is closing.
-func (b *Broker) pipe(cl *mochi.Client) *pipe {
+// writerLinger is how long a pipe's writer waits for more tickets before
+// it ends.
+const writerLinger = time.Second
+
+// writeTimeout bounds one write to a client: a client that does not read
+// is disconnected rather than holding its writer.
+const writeTimeout = 10 * time.Second
+
+// finish runs when the connection's goroutine ends: the connection closes,
+// the pipe takes no more tickets (those queued are still committed and
+// answered where possible), and the session is kept for its expiry or
+// dropped.
+func (c *client) finish() {
+	c.conn.Close()
+	if c.sess == nil {
+		return
+	}
+	b := c.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if p := b.pipes[cl]; p != nil || b.closed {
-		return p
+	if c.sess.conn != c {
+		return // taken over
 	}
-	p := &pipe{slots: make(chan struct{}, b.cfg.Inflight)}
-	b.pipes[cl] = p
-	return p
+	c.sess.conn = nil
+	if c.sess.expiry <= 0 {
+		if b.sessions[c.dev] == c.sess {
+			delete(b.sessions, c.dev)
+		}
+		return
+	}
+	c.sess.expires = time.Now().Add(c.sess.expiry)
 }
 
-// push queues a ticket's answer in arrival order, starting the pipe's
-// writer if it is not running. It blocks while the client has Inflight
-// tickets unanswered. It returns false, queuing nothing, once the pipe is
-// closed.
-func (b *Broker) push(cl *mochi.Client, p *pipe, a answer) bool {
-	p.slots <- struct{}{}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		<-p.slots
+// push hands a ticket to its shard's worker, in arrival order. It blocks
+// while the client has Inflight tickets unanswered, and while the shard's
+// queue is full. It returns false if the broker is closing.
+func (c *client) push(j job) bool {
+	select {
+	case c.pipe.slots <- struct{}{}:
+	case <-c.b.stopping:
 		return false
 	}
+	select {
+	case c.b.shards[c.shard] <- start{c: c, j: j}:
+		return true
+	case <-c.b.stopping:
+		<-c.pipe.slots
+		return false
+	}
+}
+
+// start is a ticket on its way to Handler.
+type start struct {
+	c *client
+	j job
+}
+
+// work is a shard's worker: it hands its clients' tickets to Handler (or
+// redeems their vouchers) in the order they arrived, and queues each
+// Reply on its client's pipe. Handler only checks a ticket and queues it
+// for commit, so a worker goes on at once; the waiting is the pipes'.
+// Doing this here, not on the connection's goroutine, keeps that
+// goroutine's stack small for as long as the connection is idle.
+func (b *Broker) work(in <-chan start) {
+	for s := range in {
+		c, j := s.c, s.j
+		var reply Reply
+		if j.voucher {
+			// Vouchers are rare: redeemed here, answered in turn.
+			receipt := b.cfg.HandleVoucher(context.Background(), c.dev, j.payload)
+			reply = func() ([]byte, bool) { return receipt, true }
+		} else {
+			reply = b.cfg.Handle(context.Background(), c.dev, j.payload)
+		}
+		c.enqueue(answer{j: j, reply: reply})
+	}
+}
+
+// answer is a ticket handed to Handler, waiting for its Reply.
+type answer struct {
+	j     job
+	reply Reply
+}
+
+// enqueue queues an answer in order, starting the pipe's writer if it is
+// not running.
+func (c *client) enqueue(a answer) {
+	p := &c.pipe
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.queue = append(p.queue, a)
 	if !p.running {
 		p.running = true
-		b.writers.Add(1)
-		go b.write(cl, p)
+		c.b.writers.Add(1)
+		go c.answerAll()
+		return
 	}
-	return true
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 }
 
-// write answers the pipe's tickets in order until none is left.
-func (b *Broker) write(cl *mochi.Client, p *pipe) {
-	defer b.writers.Done()
+// answerAll is the pipe's writer: it answers the queued tickets in order,
+// each once its commit is done, until none has come for writerLinger.
+func (c *client) answerAll() {
+	defer c.b.writers.Done()
+	p := &c.pipe
+	linger := time.NewTimer(writerLinger)
+	defer linger.Stop()
+	var buf bytes.Buffer
 	for {
 		p.mu.Lock()
 		if len(p.queue) == 0 {
+			// Wait a little for the next tickets: under load the writer
+			// lives on; an idle client keeps none.
+			p.mu.Unlock()
+			linger.Reset(writerLinger)
+			select {
+			case <-p.wake:
+				continue
+			case <-linger.C:
+			}
+			p.mu.Lock()
+			if len(p.queue) > 0 {
+				p.mu.Unlock()
+				continue
+			}
 			p.running = false
 			p.queue = nil // an idle client keeps no buffer
 			p.mu.Unlock()
@@ -214,123 +801,101 @@ func (b *Broker) write(cl *mochi.Client, p *pipe) {
 		p.queue[0] = answer{}
 		p.queue = p.queue[1:]
 		p.mu.Unlock()
-		b.answer(cl, a)
+		receipt, ack := a.reply()
+		c.appendAnswer(&buf, a.j, receipt, ack)
 		<-p.slots
+		if buf.Len() > 0 {
+			// A client that is gone sends its tickets again and is answered
+			// "duplicate" with the original receipts.
+			c.write(buf.Bytes())
+			buf.Reset()
+		}
 	}
 }
 
-// answer waits for one ticket's outcome, publishes its receipt and
-// acknowledges it. A ticket told "retry later" is acknowledged too: the
-// device keeps it and sends it again.
-//
-// At QoS 0 the receipt (if the device subscribed to its receipt topic) and
-// the PUBACK go out in one write on the client's connection, under the
-// client's lock as mochi's own writes: no broker routing, no hop through
-// the client's write goroutine, one system call per ticket. At QoS 1 the
-// receipt goes through the broker, which tracks it until the device acks.
-func (b *Broker) answer(cl *mochi.Client, a answer) {
-	receipt, _ := a.reply()
-	var buf bytes.Buffer
-	topic := b.cfg.Topics.Receipt(a.dev)
+// appendAnswer appends a ticket's answer: its receipt, if the device
+// subscribed to its receipt topic, then its acknowledgement. A ticket told
+// "retry later" is acknowledged too: the device keeps it and sends it
+// again. At receipt QoS 1 the receipt waits in the session for its PUBACK,
+// and is sent again when the device reconnects to its kept session.
+func (c *client) appendAnswer(buf *bytes.Buffer, j job, receipt []byte, ack bool) {
+	b := c.b
 	if receipt != nil {
-		if b.cfg.ReceiptQoS > 0 {
-			if err := b.srv.Publish(topic, receipt, false, b.cfg.ReceiptQoS); err != nil {
-				b.cfg.Log.Warn("receipt publish failed", "device", a.dev, "error", err)
-			}
-		} else if _, ok := cl.State.Subscriptions.Get(topic); ok {
-			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: receipt,
-				ProtocolVersion: cl.Properties.ProtocolVersion}
-			if err := pk.PublishEncode(&buf); err != nil {
-				b.cfg.Log.Warn("receipt encoding failed", "device", a.dev, "error", err)
-				buf.Reset()
+		b.mu.Lock()
+		s := c.sess
+		sub, qos := s.subscribed, min(s.qos, b.cfg.ReceiptQoS)
+		var id uint16
+		if sub && qos > 0 {
+			id = s.newID()
+		}
+		b.mu.Unlock()
+		if sub {
+			start := buf.Len()
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, TopicName: c.receipt,
+				Payload: receipt, PacketID: id, ProtocolVersion: c.version, Mods: packets.Mods{MaxSize: c.maxOut}}
+			if err := pk.PublishEncode(buf); err != nil {
+				b.cfg.Log.Warn("receipt encoding failed", "device", c.dev, "error", err)
+				buf.Truncate(start)
+			} else if qos > 0 {
+				b.mu.Lock()
+				s.keep(id, append([]byte(nil), buf.Bytes()[start:]...), b.cfg.Inflight, b.cfg.Event)
+				b.mu.Unlock()
 			}
 		}
 	}
-	if a.ack {
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: a.id, ProtocolVersion: cl.Properties.ProtocolVersion}
-		pk.PubackEncode(&buf)
+	if ack && j.qos > 0 {
+		typ := packets.Puback
+		if j.qos == 2 {
+			typ = packets.Pubrec
+		}
+		c.appendAck(buf, typ, j.id, packets.CodeSuccess)
 	}
-	if buf.Len() == 0 || cl.Closed() || cl.Net.Conn == nil {
-		// A client that is gone sends the ticket again and is answered
-		// "duplicate" with the original receipt.
-		return
+}
+
+// newID returns the session's next packet id for a receipt, skipping ids
+// still waiting for their PUBACK. Called with the broker's lock held.
+func (s *session) newID() uint16 {
+	for {
+		s.nextID++
+		if s.nextID == 0 {
+			s.nextID = 1
+		}
+		if _, used := s.unacked[s.nextID]; !used {
+			return s.nextID
+		}
 	}
-	cl.Lock()
-	_, _ = buf.WriteTo(cl.Net.Conn)
-	cl.Unlock()
 }
 
-// close makes the pipe refuse new tickets; those queued are still
-// answered (committed first, whether or not the client is there).
-func (p *pipe) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
+// keep holds a QoS 1 receipt until its PUBACK. At most 2×inflight wait;
+// beyond that the oldest is let go, counted ("receipt_unacked_dropped"):
+// the device gets it again by sending its ticket again. Called with the
+// broker's lock held.
+func (s *session) keep(id uint16, p []byte, inflight int, event func(string)) {
+	if s.unacked == nil {
+		s.unacked = map[uint16][]byte{}
+	}
+	s.unacked[id] = p
+	s.unackOrder = append(s.unackOrder, id)
+	for len(s.unackOrder) > 2*inflight {
+		delete(s.unacked, s.unackOrder[0])
+		s.unackOrder = s.unackOrder[1:]
+		event("receipt_unacked_dropped")
+	}
 }
 
-type hook struct {
-	mochi.HookBase
-	b *Broker
-}
-
-func (h *hook) ID() string { return "farthing" }
-
-func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish, mochi.OnDisconnect}, []byte{b})
+func removeID(ids []uint16, id uint16) []uint16 {
+	for i, x := range ids {
+		if x == id {
+			return append(ids[:i], ids[i+1:]...)
+		}
+	}
+	return ids
 }
 
 // errWillRefused ends a connection whose Will the ACL does not allow.
 var errWillRefused = errors.New("mqtt: will topic not allowed")
 
-// OnConnect runs once the CONNECT packet is read: the connection is past
-// its CONNECT deadline, and its Will is held to the publish ACL — a device
-// may leave a Will only on a topic it may publish to itself.
-func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
-	if dc, ok := cl.Net.Conn.(*doorConn); ok {
-		dc.connected.Store(true)
-	}
-	if pk.Connect.WillFlag && !h.allowed(string(pk.Connect.Username), pk.Connect.WillTopic, true) {
-		h.b.cfg.Event("will_refused")
-		h.b.cfg.Log.Info("mqtt connection refused: will topic not allowed", "user", string(pk.Connect.Username),
-			"topic", pk.Connect.WillTopic, "remote", cl.Net.Remote)
-		code := packets.ErrNotAuthorized
-		if cl.Properties.ProtocolVersion < 5 {
-			code = packets.ErrBadUsernameOrPassword // 3.1.1's only refusal: 0x05 not authorized
-		}
-		h.b.srv.SendConnack(cl, code, false, nil)
-		return errWillRefused
-	}
-	return nil
-}
-
-// OnConnectAuthenticate checks the device's password, then keeps its
-// session under its own id: a client id other than the device id is
-// replaced (and counted), so a device cannot take over, or disconnect,
-// another device's session by sending that device's client id.
-func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
-	dev := string(pk.Connect.Username)
-	if !h.b.cfg.Authenticate(dev, pk.Connect.Password) {
-		h.b.cfg.Event("auth_refused")
-		h.b.cfg.Log.Info("mqtt login refused", "user", dev, "remote", cl.Net.Remote)
-		return false
-	}
-	if old, ok := h.b.srv.Clients.Get(dev); ok && !old.Closed() && h.b.cfg.OnTakeover != nil &&
-		remoteHost(old.Net.Remote) != remoteHost(cl.Net.Remote) {
-		h.b.cfg.OnTakeover(dev, old.Net.Remote, cl.Net.Remote)
-	}
-	if cl.ID != dev {
-		h.b.cfg.Event("client_id_replaced")
-		h.b.cfg.Log.Debug("mqtt client id replaced by the device id", "device", dev, "client_id", cl.ID)
-		cl.ID = dev
-		if cl.Properties.ProtocolVersion >= 5 {
-			cl.Properties.Props.AssignedClientID = dev
-		}
-	}
-	return true
-}
-
-// remoteHost is the host part of a remote address (the port of a device
-// that reconnects changes; its address does not).
+// remoteHost is the host part of a remote address.
 func remoteHost(addr string) string {
 	if h, _, err := net.SplitHostPort(addr); err == nil {
 		return h
@@ -338,72 +903,13 @@ func remoteHost(addr string) string {
 	return addr
 }
 
-// OnACLCheck allows a device its own two topics and nothing else.
-func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
-	dev := string(cl.Properties.Username)
-	if h.allowed(dev, topic, write) {
-		return true
-	}
-	h.b.cfg.Event("acl_refused")
-	h.b.cfg.Log.Info("mqtt topic refused", "device", dev, "topic", topic, "write", write)
-	return false
-}
-
 // allowed is the ACL: a device writes its ticket topic (and its voucher
 // topic, when vouchers are taken), reads its receipt topic, and nothing
 // else.
-func (h *hook) allowed(dev, topic string, write bool) bool {
-	t := h.b.cfg.Topics
-	if write && h.b.cfg.HandleVoucher != nil && topic == t.Voucher(dev) {
+func (b *Broker) allowed(dev, topic string, write bool) bool {
+	t := b.cfg.Topics
+	if write && b.cfg.HandleVoucher != nil && topic == t.Voucher(dev) {
 		return true
 	}
 	return (write && topic == t.Ticket(dev)) || (!write && topic == t.Receipt(dev))
-}
-
-// OnPublish checks a ticket and queues it for commit on the client's read
-// goroutine, so the client's tickets keep their order, and hands it to the
-// client's pipe, which answers it once committed. The broker neither
-// acknowledges nor routes the ticket itself.
-func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline {
-		return pk, nil // our own receipts
-	}
-	dev := string(cl.Properties.Username)
-	if h.b.cfg.HandleVoucher != nil && pk.TopicName == h.b.cfg.Topics.Voucher(dev) {
-		// Vouchers are rare: redeemed here, on the client's read goroutine,
-		// and answered in turn with its tickets.
-		receipt := h.b.cfg.HandleVoucher(context.Background(), dev, pk.Payload)
-		reply := func() ([]byte, bool) { return receipt, true }
-		a := answer{id: pk.PacketID, dev: dev, reply: reply, ack: pk.FixedHeader.Qos == 1}
-		if p := h.b.pipe(cl); p == nil || !h.b.push(cl, p, a) {
-			h.b.answer(cl, a)
-		}
-		return pk, packets.ErrRejectPacket
-	}
-	if pk.FixedHeader.Qos != 1 {
-		// QoS 0 has no acknowledgement to hold back, and QoS 2 keeps
-		// mochi's own flow: both are answered here, in turn.
-		h.b.answer(cl, answer{dev: dev, reply: h.b.cfg.Handle(context.Background(), dev, pk.Payload)})
-		return pk, packets.CodeSuccessIgnore
-	}
-	p := h.b.pipe(cl)
-	if p == nil {
-		return pk, packets.ErrRejectPacket // closing: not acknowledged, so sent again
-	}
-	a := answer{id: pk.PacketID, dev: dev, reply: h.b.cfg.Handle(context.Background(), dev, pk.Payload), ack: true}
-	if !h.b.push(cl, p, a) {
-		h.b.answer(cl, a) // the client left meanwhile: answer here
-	}
-	return pk, packets.ErrRejectPacket
-}
-
-// OnDisconnect ends the client's pipe; its writer answers what is queued.
-func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
-	h.b.mu.Lock()
-	p := h.b.pipes[cl]
-	delete(h.b.pipes, cl)
-	h.b.mu.Unlock()
-	if p != nil {
-		p.close()
-	}
 }

@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mochi-mqtt/server/v2/listeners"
-
 	"github.com/farthing-iot/farthing/gateway/sourcelimit"
 )
 
@@ -54,43 +52,37 @@ const (
 	maxAcceptBackoff = time.Second
 )
 
-// door is the embedded broker's TCP listener (a mochi listeners.Listener).
-// Unlike mochi's own, no accept error ends it: it counts the error, logs
+// door is the embedded broker's TCP listener. No accept error ends it: it counts the error, logs
 // it, and backs off until accepting works again, so a moment of file
 // descriptor exhaustion does not close MQTT for good. Every connection
 // gets ConnectTimeout to send CONNECT; connections are capped in number
 // and in rate per source address. Serving reports whether the loop is
 // accepting right now.
 type door struct {
-	id, address string
-	cfg         DoorConfig
-	event       func(string)
-	log         *slog.Logger
-	limiter     *sourcelimit.Limiter
+	address string
+	cfg     DoorConfig
+	event   func(string)
+	log     *slog.Logger
+	limiter *sourcelimit.Limiter
 
 	ln      net.Listener
 	open    atomic.Int64 // connections accepted and not yet closed
 	lastErr atomic.Int64 // unix ns of the last Accept error
 	serving atomic.Bool  // Serve is in its loop
 	closed  atomic.Bool
-	conns   sync.WaitGroup // one per connection handed to mochi
+	conns   sync.WaitGroup // one per connection being served
 
 	mu   sync.Mutex // guards live
 	live map[*doorConn]struct{}
 }
 
-var _ listeners.Listener = (*door)(nil)
-
-func newDoor(id, address string, cfg DoorConfig, event func(string), log *slog.Logger) *door {
+func newDoor(address string, cfg DoorConfig, event func(string), log *slog.Logger) *door {
 	cfg.SetDefaults()
-	return &door{id: id, address: address, cfg: cfg, event: event, log: log,
+	return &door{address: address, cfg: cfg, event: event, log: log,
 		limiter: sourcelimit.New(cfg.ConnectRate, cfg.ConnectBurst, 100000)}
 }
 
-func (d *door) ID() string       { return d.id }
-func (d *door) Protocol() string { return "tcp" }
-
-// Address is the bound address once Init ran.
+// Address is the bound address once listen ran.
 func (d *door) Address() string {
 	if d.ln != nil {
 		return d.ln.Addr().String()
@@ -98,8 +90,8 @@ func (d *door) Address() string {
 	return d.address
 }
 
-// Init binds the socket.
-func (d *door) Init(*slog.Logger) error {
+// listen binds the socket.
+func (d *door) listen() error {
 	ln, err := net.Listen("tcp", d.address)
 	if err != nil {
 		return err
@@ -115,8 +107,11 @@ func (d *door) Serving() bool {
 	return d.serving.Load() && time.Since(time.Unix(0, d.lastErr.Load())) >= 2*maxAcceptBackoff
 }
 
-// Serve accepts until Close.
-func (d *door) Serve(establish listeners.EstablishFn) {
+// serve accepts until close, serving each connection on a goroutine of
+// its own with serveConn, which takes the connection up to its CONNECT
+// and returns the rest of its life, if it has one, to run on a new
+// goroutine.
+func (d *door) serve(serveConn func(*doorConn) (loop func(), err error)) {
 	d.serving.Store(true)
 	defer d.serving.Store(false)
 	var backoff time.Duration
@@ -164,8 +159,19 @@ func (d *door) Serve(establish listeners.EstablishFn) {
 		}
 		d.conns.Add(1)
 		go func() {
+			loop, err := serveConn(dc)
+			if loop != nil {
+				// The connection's life goes on in a goroutine of its own,
+				// which starts with a small stack: the one that grew while
+				// this one checked the CONNECT is let go.
+				go func() {
+					defer d.conns.Done()
+					loop()
+					dc.Close()
+				}()
+				return
+			}
 			defer d.conns.Done()
-			err := establish(d.id, dc)
 			dc.Close()
 			if err != nil && !dc.connected.Load() {
 				reason := "connect_failed"
@@ -179,11 +185,9 @@ func (d *door) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-// Close stops accepting and closes every connection; each client's read
-// loop then ends and mochi cleans it up. It does not call closeClients:
-// mochi's version takes its client table's read lock twice, which
-// deadlocks against a client leaving at the same moment.
-func (d *door) Close(listeners.CloseFn) {
+// close stops accepting and closes every connection; each client's read
+// loop then ends.
+func (d *door) close() {
 	if d.closed.Swap(true) {
 		return
 	}
@@ -202,7 +206,7 @@ func (d *door) Close(listeners.CloseFn) {
 }
 
 // doorConn counts a connection out once, and knows whether its CONNECT
-// arrived (set by the broker's OnConnect hook).
+// arrived.
 type doorConn struct {
 	net.Conn
 	door      *door

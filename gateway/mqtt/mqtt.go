@@ -1,6 +1,7 @@
 // Package mqtt carries tickets and receipts over MQTT, in two modes that
-// feed one handler: an embedded broker (mochi-mqtt) inside the daemon, the
-// default, and a client (paho) of an external broker such as Mosquitto.
+// feed one handler: an embedded broker for devices inside the daemon (on
+// mochi-mqtt's packet codec), the default, and a client (paho) of an
+// external broker such as Mosquitto.
 //
 // Topics: devices publish tickets on PREFIX/DEVICE/ticket and read receipts
 // on PREFIX/DEVICE/receipt. A ticket is acknowledged to the broker (PUBACK

@@ -41,7 +41,7 @@ func TestReportTableAndPlot(t *testing.T) {
 	if err := r.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"L1 Ed25519", "E/L1 0.084", "embedded broker, HMAC"} {
+	for _, want := range []string{"L1 Ed25519", "E/L1 0.08", "embedded broker, HMAC"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
