@@ -107,7 +107,7 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: cfg.Commit.Linger,
+	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: cfg.Commit.Linger, Gap: cfg.Commit.Gap,
 		OnCommit: func(ops int, took time.Duration) {
 			g.metrics.BatchSize.Observe(float64(ops))
 			g.metrics.CommitTx.Observe(took.Seconds())

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	piondtls "github.com/pion/dtls/v3"
@@ -86,6 +87,13 @@ type Limits struct {
 	HandshakeBurst   int           `yaml:"handshake_burst"`   // default 20
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`      // an idle session closes; default 5m
 	MaxSessions      int           `yaml:"max_sessions"`      // default 20000
+	// ReadBuffer is the UDP socket's receive buffer in bytes; default
+	// 4 MiB. Every session's datagrams arrive on the one socket, so a
+	// burst from a large fleet waits there while the gateway is busy; a
+	// datagram that finds it full is dropped by the kernel and the device
+	// retransmits only after CoAP's ACK_TIMEOUT (2 s or more). Linux caps
+	// it at net.core.rmem_max; the gateway logs what it got.
+	ReadBuffer int `yaml:"read_buffer"`
 }
 
 func (c *Config) defaults() {
@@ -123,6 +131,9 @@ func (c *Limits) SetDefaults() {
 	}
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 20000
+	}
+	if c.ReadBuffer <= 0 {
+		c.ReadBuffer = 4 << 20
 	}
 }
 
@@ -178,7 +189,17 @@ func Listen(cfg Config) (*Server, error) {
 			}))
 		}
 	}
-	opts = append(opts, piondtls.WithCipherSuites(suites...))
+	opts = append(opts, piondtls.WithCipherSuites(suites...), piondtls.WithListenConfig(net.ListenConfig{
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			got, err := setReadBuffer(rc, cfg.ReadBuffer)
+			if err != nil {
+				cfg.Log.Warn("dtls: cannot set the socket's receive buffer", "want_bytes", cfg.ReadBuffer, "error", err)
+			} else if got > 0 && got < cfg.ReadBuffer {
+				cfg.Log.Warn("dtls: the socket's receive buffer is smaller than asked; raise net.core.rmem_max",
+					"want_bytes", cfg.ReadBuffer, "kernel_reports", got)
+			}
+			return nil
+		}}))
 	addr, err := net.ResolveUDPAddr("udp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("coaps: %w", err)

@@ -57,8 +57,17 @@ type Options struct {
 	// first of a batch; default 0: it takes what is queued, so at low load
 	// a ticket waits for one fsync, and at high load the batch grows while
 	// the previous fsync runs. A ticket waits at most Linger plus two
-	// commits.
+	// commits. With Gap set, Linger is the most it waits.
 	Linger time.Duration
+	// Gap, if set, makes the wait adaptive. The committer waits only when
+	// the batch's first operation came within Linger of the last commit
+	// (the gateway is busy: an idle one commits a lone ticket at once),
+	// and then only while they keep coming, each within Gap of the one before, for at
+	// most Linger after the first. So a stream of operations that arrive
+	// one by one (a transport handing over its tickets as it decrypts and
+	// checks them, on a core it shares with the committer) shares commits
+	// instead of paying an fsync each.
+	Gap time.Duration
 	// QueueLen bounds the queue of operations; default 4096. Do blocks (up
 	// to its context) when the queue is full.
 	QueueLen int
@@ -170,40 +179,60 @@ func (s *Store) View(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
 func (s *Store) committer() {
 	defer s.wg.Done()
 	batch := make([]request, 0, s.opts.MaxBatch)
+	wait := time.NewTimer(time.Hour)
+	wait.Stop()
+	defer wait.Stop()
 	for {
+		idleSince := time.Now()
 		r, ok := <-s.queue
 		if !ok {
 			return
 		}
+		// Busy: the first operation came within Linger of the last commit.
+		busy := time.Since(idleSince) < s.opts.Linger
 		batch = append(batch[:0], r)
-		var linger <-chan time.Time
-		if s.opts.Linger > 0 {
-			linger = time.After(s.opts.Linger)
-		}
-	fill:
-		for len(batch) < s.opts.MaxBatch {
-			var r request
-			var ok bool
-			if linger == nil {
-				select {
-				case r, ok = <-s.queue:
-				default:
-					break fill
-				}
-			} else {
-				select {
-				case r, ok = <-s.queue:
-				case <-linger:
-					break fill
-				}
-			}
-			if !ok {
-				break fill
-			}
-			batch = append(batch, r)
-		}
+		batch = s.fill(batch, wait, busy || s.opts.Gap == 0)
 		s.commit(batch)
 	}
+}
+
+// fill adds to batch what is queued and, if linger and with Linger or Gap
+// set, what comes while it waits (see Options), up to MaxBatch.
+func (s *Store) fill(batch []request, wait *time.Timer, linger bool) []request {
+	deadline := time.Now()
+	if linger {
+		deadline = deadline.Add(s.opts.Linger)
+	}
+	for len(batch) < s.opts.MaxBatch {
+		select {
+		case r, ok := <-s.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		left := time.Until(deadline)
+		if s.opts.Gap > 0 {
+			left = min(left, s.opts.Gap)
+		}
+		if !linger || left <= 0 {
+			return batch
+		}
+		wait.Reset(left)
+		select {
+		case r, ok := <-s.queue:
+			wait.Stop()
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+		case <-wait.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit runs a batch in one transaction.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -152,4 +153,54 @@ func BenchmarkGroupCommit(b *testing.B) {
 			})
 		}
 	})
+}
+
+// The adaptive wait: operations that trickle in one by one while the
+// store is busy share a commit; after an idle spell a lone operation is
+// committed at once, without waiting for company.
+func TestGapJoinsATrickleAndSparesTheIdle(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	s := open(t, store.Options{Linger: 400 * time.Millisecond, Gap: 100 * time.Millisecond,
+		OnCommit: func(n int, _ time.Duration) { mu.Lock(); sizes = append(sizes, n); mu.Unlock() }})
+	ctx := context.Background()
+	enqueue := func(k string) <-chan error {
+		done, err := s.Enqueue(ctx, put(k, "v"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return done
+	}
+	last := func() int { mu.Lock(); defer mu.Unlock(); return sizes[len(sizes)-1] }
+
+	time.Sleep(500 * time.Millisecond) // idle for longer than Linger
+	lone := enqueue("lone")
+	time.Sleep(10 * time.Millisecond) // within the gap, had it waited
+	next := enqueue("next")
+	if err := <-lone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-next; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(sizes) != 2 || sizes[0] != 1 {
+		t.Fatalf("after an idle spell a lone operation waited for company: commits %v", sizes)
+	}
+	mu.Unlock()
+	// Busy now: three operations 10 ms apart, the first right after the
+	// last commit, all within the gap of the one before.
+	var dones []<-chan error
+	for i := range 3 {
+		dones = append(dones, enqueue(fmt.Sprint("trickle-", i)))
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, d := range dones {
+		if err := <-d; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if last() != 3 {
+		t.Fatalf("a trickle of 3 was committed as %v", sizes)
+	}
 }
