@@ -32,7 +32,7 @@ func runBench(e *env, args []string) error {
 	connected := fs.Int("connected", 10_000, "devices connected for the memory figure (0: skip it)")
 	jsonPath := fs.String("json", "", "also write the report as JSON to FILE")
 	plotPath := fs.String("plot", "", "also draw a PNG chart to FILE")
-	soak := fs.Duration("soak", 0, "instead: a soak run this long, sampling the state file's size (with --rate, --every, --window, --retention, --csv)")
+	soak := fs.Duration("soak", 0, "instead: a soak run this long with --devices (default 10000) connected, sampling the gateway's memory, the receipt latency and the state file's size (with --rate, --every, --window, --retention, --csv, --pin)")
 	rate := fs.Float64("rate", 1000, "--soak: tickets per second")
 	every := fs.Duration("every", 10*time.Second, "--soak: how often the state file is sampled")
 	window := fs.Duration("window", 10*time.Second, "--soak: the aggregation window")
@@ -64,7 +64,7 @@ func runBench(e *env, args []string) error {
 			*devices = 10_000
 		}
 		return runSoak(e, bench.SoakOptions{Duration: *soak, Every: *every, Window: *window, Retention: *retention,
-			Rate: *rate, Devices: *devices, Out: e.stderr}, *jsonPath, *csvPath, *plotPath)
+			Rate: *rate, Devices: *devices, Pin: *pinned, Out: e.stderr}, *jsonPath, *csvPath, *plotPath)
 	}
 	if *connected == 0 {
 		*connected = -1 // skip

@@ -34,7 +34,10 @@ type SoakOptions struct {
 	Duration, Every, Window, Retention time.Duration
 	Rate                               float64
 	Devices                            int
-	Out                                io.Writer `json:"-"` // progress lines
+	// Pin runs the gateway and the simulated devices on separate cores,
+	// as Options.Pin does.
+	Pin bool
+	Out io.Writer `json:"-"` // progress lines
 }
 
 // SoakSample is the state file at one moment of a soak run.
@@ -46,6 +49,9 @@ type SoakSample struct {
 	// RSSMB is the gateway's resident memory (it runs in the bench's
 	// process; the simulated devices in their own).
 	RSSMB float64 `json:"gateway_rss_mb"`
+	// Unconfirmed is the age in seconds of the oldest aggregate its
+	// upstream has not confirmed: what keeps tickets from being pruned.
+	Unconfirmed float64 `json:"oldest_unconfirmed_seconds"`
 }
 
 // SoakReport is a soak run's samples and the plateau they show: the most
@@ -80,6 +86,15 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	}
 	defer os.RemoveAll(data)
 	say := func(format string, args ...any) { fmt.Fprintf(o.Out, "soak: "+format+"\n", args...) }
+	if o.Pin {
+		p, err := startPinning()
+		if err != nil {
+			return nil, err
+		}
+		pin = p
+		defer func() { pin = nil }()
+		say("gateway pinned to cores %s, devices to cores %s", cpuList(p.gateway), cpuList(p.load))
+	}
 	if err := provisionHMAC(data, o.Devices); err != nil {
 		return nil, err
 	}
@@ -148,10 +163,11 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 			return nil, err
 		}
 		s := SoakSample{Seconds: time.Since(start).Seconds(), Accepted: m[`farthing_tickets_total{reason="",status="accepted"}`],
-			FileBytes: m["farthing_store_bytes"], InUse: m["farthing_store_inuse_bytes"], RSSMB: rssMB()}
+			FileBytes: m["farthing_store_bytes"], InUse: m["farthing_store_inuse_bytes"], RSSMB: rssMB(),
+			Unconfirmed: m["farthing_oldest_unforwarded_seconds"]}
 		rep.Samples = append(rep.Samples, s)
-		say("%6.0fs  %10.0f tickets  file %7.1f MB  in use %7.1f MB  gateway RSS %6.1f MB", s.Seconds, s.Accepted,
-			s.FileBytes/1e6, s.InUse/1e6, s.RSSMB)
+		say("%6.0fs  %10.0f tickets  file %7.1f MB  in use %7.1f MB  gateway RSS %6.1f MB  oldest unconfirmed %4.0fs", s.Seconds, s.Accepted,
+			s.FileBytes/1e6, s.InUse/1e6, s.RSSMB, s.Unconfirmed)
 	}
 	// The receipt latency by slice of the run, each at its slice's end on
 	// the samples' clock (the simulator starts sending after its devices

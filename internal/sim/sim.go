@@ -150,6 +150,8 @@ type simDevice struct {
 	mu       sync.Mutex // guards receipts (HMAC state)
 	coap     *udpClient.Conn
 	psk      []byte
+	signer   protocol.Signer
+	meters   []string
 	answered int // Config.Bare: tickets answered, in order; guarded by the report's lock
 }
 
@@ -187,10 +189,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var lat []time.Duration
 	var at []int64 // when each latency's receipt came, unix ns
 
-	// Sign everything first.
 	for i, e := range cfg.Devices {
 		inflight := cfg.InFlightMin + i%(cfg.InFlight-cfg.InFlightMin+1)
-		d, err := prepare(e.Entry, e.Secrets, perDevice, epoch, seqBase, inflight, time.Duration(float64(time.Second)*float64(len(cfg.Devices))/cfg.Rate))
+		d, err := prepare(e.Entry, e.Secrets, perDevice, seqBase, inflight)
 		if err != nil {
 			return nil, err
 		}
@@ -275,6 +276,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer closeAll(devs)
 
 	}
+	// Sign everything before the clock starts, once connected.
+	interval := time.Duration(float64(time.Second) * float64(len(devs)) / cfg.Rate)
+	signedFor := time.Now().Add(time.Duration(len(devs)) * 2 * time.Microsecond) // about the signing's own time (HMAC)
+	for i, d := range devs {
+		if err := d.sign(epoch, signedFor.Add(firstAt(interval, i, len(devs))), interval); err != nil {
+			return nil, err
+		}
+	}
 	// Send, each device paced to its share of the rate.
 	if cfg.Progress != nil {
 		fmt.Fprintf(cfg.Progress, "%s\n", ProgressSending)
@@ -284,13 +293,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer stopSending()
 	var sent atomic.Uint64
 	var wg sync.WaitGroup
-	interval := time.Duration(float64(time.Second) * float64(len(devs)) / cfg.Rate)
 	for i, d := range devs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// Spread the devices' first tickets over one interval.
-			next := start.Add(time.Duration(int64(interval) * int64(i) / int64(len(devs))))
+			next := start.Add(firstAt(interval, i, len(devs)))
 			topic := protocol.Topics{Prefix: cfg.Prefix}.Ticket(d.entry.ID)
 			for k := range d.tickets {
 				if wait := time.Until(next); wait > 0 {
@@ -379,6 +386,12 @@ loop:
 	return &out, nil
 }
 
+// firstAt is when device i of n sends its first ticket, after the start:
+// the devices' first tickets are spread over one interval.
+func firstAt(interval time.Duration, i, n int) time.Duration {
+	return time.Duration(int64(interval) * int64(i) / int64(n))
+}
+
 // onBare takes an answer of a bare server (Config.Bare): the oldest
 // ticket of d still unanswered is answered.
 func onBare(d *simDevice, now time.Time, mu *sync.Mutex, received *atomic.Uint64, lat *[]time.Duration, at *[]int64) {
@@ -437,7 +450,7 @@ func closeAll(devs []*simDevice) {
 // "every": a new register
 // epoch for the run, registers that grow by 1..100 per ticket on every
 // meter the device has a tariff for.
-func prepare(e registry.Entry, s registry.Secrets, n int, epoch, seqBase uint64, inflight int, every time.Duration) (*simDevice, error) {
+func prepare(e registry.Entry, s registry.Secrets, n int, seqBase uint64, inflight int) (*simDevice, error) {
 	if e.KeyType == "ed25519" && s.Private == nil {
 		return nil, fmt.Errorf("sim: device %s signs with Ed25519, and its private key was not given", e.ID)
 	}
@@ -457,24 +470,34 @@ func prepare(e registry.Entry, s registry.Secrets, n int, epoch, seqBase uint64,
 	if len(meters) > protocol.MaxReadings {
 		meters = meters[:protocol.MaxReadings]
 	}
-	d := &simDevice{entry: e, password: s.MQTTPassword(), psk: s.DTLSPSK(), receipts: rv, base: seqBase, tickets: make([][]byte, n),
-		sentAt: make([]atomic.Int64, n), got: make([]atomic.Bool, n), slots: make(chan struct{}, inflight)}
-	regs := make([]uint64, len(meters))
-	r := rand.New(rand.NewPCG(seqBase, uint64(len(e.ID))))
+	return &simDevice{entry: e, password: s.MQTTPassword(), psk: s.DTLSPSK(), receipts: rv, base: seqBase, tickets: make([][]byte, n),
+		sentAt: make([]atomic.Int64, n), got: make([]atomic.Bool, n), slots: make(chan struct{}, inflight),
+		signer: signer, meters: meters}, nil
+}
+
+// sign makes the device's tickets: a new register epoch for the run,
+// registers that grow by 1..100 per ticket on every meter the device has
+// a tariff for, and the device's clock reading the time each ticket is
+// planned to go out, one every "every" from start. It runs once the
+// devices are connected, so that the times are those of the run (a large
+// fleet takes a while to connect) and its windows are not corrections.
+func (d *simDevice) sign(epoch uint64, start time.Time, every time.Duration) error {
+	regs := make([]uint64, len(d.meters))
+	r := rand.New(rand.NewPCG(d.base, uint64(len(d.entry.ID))))
 	var enc protocol.Encoder
-	now := uint64(time.Now().UnixMilli())
+	at := uint64(start.UnixMilli())
 	for k := range d.tickets {
-		// The device clock reads the time the ticket is planned to go out.
-		t := protocol.Ticket{Device: e.ID, Seq: seqBase + uint64(k), Time: now + uint64(int64(k)*every.Milliseconds()), Epoch: epoch}
-		for i, m := range meters {
+		t := protocol.Ticket{Device: d.entry.ID, Seq: d.base + uint64(k), Time: at + uint64(int64(k)*every.Milliseconds()), Epoch: epoch}
+		for i, m := range d.meters {
 			regs[i] += 1 + r.Uint64N(100)
 			t.Readings = append(t.Readings, protocol.Reading{Meter: m, Register: regs[i]})
 		}
-		if d.tickets[k], err = enc.AppendTicket(nil, &t, signer); err != nil {
-			return nil, err
+		var err error
+		if d.tickets[k], err = enc.AppendTicket(nil, &t, d.signer); err != nil {
+			return err
 		}
 	}
-	return d, nil
+	return nil
 }
 
 // connectCoAP opens every device's DTLS session and completes its
