@@ -54,6 +54,7 @@ type Ingest struct {
 	// fullRefused counts tickets answered retry later for a full store;
 	// they are logged in summary (see Gateway.watchDisk), not one by one.
 	fullRefused atomic.Uint64
+	received    atomic.Uint64 // tickets handed to Start, for housekeeping's idle test
 	ed          *edBatcher
 	fraud       fraudWatch
 	onSuspend   func(device string) // closes a suspended device's sessions
@@ -132,6 +133,7 @@ type Pending struct {
 // Start for a device's tickets in arrival order keeps them in that order
 // while many are in flight.
 func (in *Ingest) Start(ctx context.Context, sub Submission) *Pending {
+	in.received.Add(1)
 	p := &Pending{in: in, ctx: ctx, sub: sub, start: in.now(), snap: in.snap.Load()}
 	dev, tk, raw, ref := in.check(p.snap, sub)
 	p.dev, p.tk, p.ref = dev, tk, ref
@@ -355,6 +357,9 @@ func (in *Ingest) CloseWindows(ctx context.Context, now time.Time) error {
 func (in *Ingest) PruneTickets(ctx context.Context, upstreams []string, retention time.Duration, now time.Time) (int, error) {
 	return in.books.PruneTickets(ctx, upstreams, retention, now)
 }
+
+// Received is how many tickets the pipeline was handed so far.
+func (in *Ingest) Received() uint64 { return in.received.Load() }
 
 // Books returns the books the pipeline keeps.
 func (in *Ingest) Books() *ledger.Books { return in.books }

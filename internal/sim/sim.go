@@ -276,19 +276,29 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer closeAll(devs)
 
 	}
-	// Sign everything before the clock starts, once connected.
+	// Sign everything before the clock starts, once connected, dated from
+	// the start: after the signing, whose length is foretold from the first
+	// device's (a long run's tickets take many seconds to sign).
 	interval := time.Duration(float64(time.Second) * float64(len(devs)) / cfg.Rate)
-	signedFor := time.Now().Add(time.Duration(len(devs)) * 2 * time.Microsecond) // about the signing's own time (HMAC)
+	t0 := time.Now()
+	if err := devs[0].sign(epoch, t0, interval); err != nil {
+		return nil, err
+	}
+	start := time.Now().Add(time.Since(t0)*time.Duration(len(devs))*5/4 + 100*time.Millisecond)
 	for i, d := range devs {
-		if err := d.sign(epoch, signedFor.Add(firstAt(interval, i, len(devs))), interval); err != nil {
+		if err := d.sign(epoch, start.Add(firstAt(interval, i, len(devs))), interval); err != nil {
 			return nil, err
 		}
+	}
+	if wait := time.Until(start); wait > 0 {
+		time.Sleep(wait)
+	} else {
+		start = time.Now() // the signing took longer than foretold: the tickets are a little late
 	}
 	// Send, each device paced to its share of the rate.
 	if cfg.Progress != nil {
 		fmt.Fprintf(cfg.Progress, "%s\n", ProgressSending)
 	}
-	start := time.Now()
 	sendCtx, stopSending := context.WithTimeout(ctx, cfg.Duration)
 	defer stopSending()
 	var sent atomic.Uint64
