@@ -29,6 +29,8 @@ import (
 	"os"
 	"strings"
 	_ "time/tzdata" // tariffs name IANA zones; do not depend on the host's
+
+	"github.com/farthing-iot/farthing/internal/version"
 )
 
 // exitBad is the exit status for bad input and failed checks.
@@ -58,6 +60,8 @@ var commands = []command{
 	{"compact", "[--data DIR]", runCompact},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR] | --ticket DEVICE/SEQ --audit FILE|DIR [--pub gateway.key.pub]", runProof},
 	{"payouts", "run --policy FILE | list | report | statement [--from D] [--to D] [--account A] [--data DIR | --db postgres://…] [--format table|csv|json]", runPayouts},
+	{"version", "", runVersion},
+	{"help", "COMMAND [SUBCOMMAND]", nil},
 	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR | --db postgres://…] [--metrics ADDR] | report [--data DIR]", runReceive},
 }
 
@@ -77,38 +81,70 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func run(args []string, e *env) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || isHelp(args[0]) {
 		printUsage(e.stderr)
 		if len(args) == 0 {
 			return exitBad
 		}
 		return 0
 	}
+	if args[0] == "help" { // farthing help COMMAND [SUBCOMMAND] is COMMAND [SUBCOMMAND] --help
+		if len(args) == 1 {
+			printUsage(e.stdout)
+			return 0
+		}
+		return run(append(append([]string(nil), args[1:]...), "--help"), e)
+	}
 	for _, c := range commands {
-		if c.name != args[0] {
+		if c.name != args[0] || c.run == nil {
 			continue
 		}
 		err := c.run(e, args[1:])
+		if len(args) > 1 && isHelp(args[1]) && !errors.Is(err, flag.ErrHelp) {
+			err = flag.ErrHelp // a command with subcommands: its usage lists them
+		}
 		if err == nil {
 			return 0
 		}
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(e.stderr, "usage: farthing %s %s\n", c.name, c.usage)
+			fmt.Fprintf(e.stdout, "usage: farthing %s %s\n", c.name, c.usage)
+			var h helpError
+			if errors.As(err, &h) && h.flags != "" {
+				fmt.Fprintf(e.stdout, "\nflags of farthing %s:\n%s", h.command, h.flags)
+			}
 			return 0
 		}
 		msg := err.Error()
 		if _, ok := err.(usageError); ok {
-			msg += " (usage: farthing " + c.name + " " + c.usage + ")"
+			msg += fmt.Sprintf("; see farthing %s --help", c.name)
 		}
 		fmt.Fprintf(e.stderr, "farthing %s: %s\n", c.name, oneLine(msg))
 		return exitBad
 	}
-	fmt.Fprintf(e.stderr, "farthing: unknown command %q (commands: %s)\n", args[0], names())
+	fmt.Fprintf(e.stderr, "farthing: unknown command %q; see farthing --help (commands: %s)\n", args[0], names())
 	return exitBad
 }
 
+func isHelp(a string) bool { return a == "-h" || a == "--help" || a == "-help" }
+
+// helpError is --help on a command or subcommand: its flags, each with
+// its default.
+type helpError struct{ command, flags string }
+
+func (h helpError) Error() string { return "help requested" }
+func (h helpError) Unwrap() error { return flag.ErrHelp }
+
+// runVersion prints the build's version.
+func runVersion(e *env, args []string) error {
+	if err := parse(newFlags("version"), args, 0); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, version.String("farthing"))
+	return nil
+}
+
 func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: farthing COMMAND [flags]")
+	fmt.Fprintln(w, "usage: farthing COMMAND [flags]   (farthing help COMMAND, or COMMAND --help, lists its flags)")
 	for _, c := range commands {
 		fmt.Fprintf(w, "  farthing %s %s\n", c.name, c.usage)
 	}
@@ -135,7 +171,11 @@ func newFlags(name string) *flag.FlagSet {
 func parse(fs *flag.FlagSet, args []string, max int) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			var b strings.Builder
+			fs.SetOutput(&b)
+			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
+			return helpError{command: fs.Name(), flags: b.String()}
 		}
 		return usageError{err.Error()}
 	}

@@ -154,3 +154,30 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// Every command and subcommand answers --help with its usage and its
+// flags' defaults, exit 0; `farthing help CMD SUB` is the same; a wrong
+// flag is one line that points to --help.
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"tariff", "--help"}, {"device", "--help"}, {"help", "device", "add"}, {"device", "add", "-h"}, {"sim", "--help"}, {"help"}} {
+		code, out, errOut := farthing(t, nil, args...)
+		if code != 0 || !strings.Contains(out, "usage: farthing") {
+			t.Errorf("farthing %s: exit %d, stdout %q, stderr %q", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	_, out, _ := farthing(t, nil, "help", "device", "add")
+	if !strings.Contains(out, "flags of farthing device add") || !strings.Contains(out, "-account") {
+		t.Errorf("device add --help lists no flags:\n%s", out)
+	}
+	_, out, _ = farthing(t, nil, "sim", "--help")
+	if !strings.Contains(out, `(default "1-4")`) && !strings.Contains(out, `(default "4")`) {
+		t.Errorf("sim --help shows no defaults:\n%s", out)
+	}
+	code, _, errOut := farthing(t, nil, "sim", "--bogus")
+	if code != 2 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 || !strings.Contains(errOut, "see farthing sim --help") {
+		t.Errorf("an unknown flag: exit %d, %q", code, errOut)
+	}
+	if out := mustRun(t, nil, "version"); !strings.HasPrefix(out, "farthing ") || !strings.Contains(out, "go1.") {
+		t.Errorf("version: %q", out)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	_ "time/tzdata" // tariffs name IANA zones; do not depend on the host's
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/internal/version"
 )
 
 func main() {
@@ -35,11 +36,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data", "", "data directory (overrides the configuration)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration (every setting, defaults filled in; secrets not printed) and exit")
+	showVersion := fs.Bool("version", false, "print the version (module version, VCS revision, Go version) and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String("farthingd"))
+		return 0
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
