@@ -187,7 +187,7 @@ func (b *Broker) Disconnect(id string) bool {
 	if c == nil {
 		return false
 	}
-	c.kick(packets.ErrAdministrativeAction)
+	c.disconnectWith(packets.ErrAdministrativeAction)
 	return true
 }
 
@@ -420,7 +420,7 @@ func (c *client) connect(pk *packets.Packet) error {
 		if b.cfg.OnTakeover != nil && remoteHost(old.remote) != remoteHost(c.remote) {
 			b.cfg.OnTakeover(dev, old.remote, c.remote)
 		}
-		old.kick(packets.ErrSessionTakenOver)
+		old.disconnectWith(packets.ErrSessionTakenOver)
 	}
 	props.ReceiveMaximum = uint16(min(b.cfg.Inflight, 65535))
 	props.MaximumPacketSize = MaxPacket
@@ -651,10 +651,6 @@ func (c *client) disconnectWith(code packets.Code) {
 	c.conn.Close()
 }
 
-// kick ends the connection from outside its goroutine (administrative
-// action, takeover).
-func (c *client) kick(code packets.Code) { c.disconnectWith(code) }
-
 // write writes whole packets to the connection, one write at a time.
 func (c *client) write(p []byte) error {
 	c.wmu.Lock()
@@ -838,8 +834,15 @@ func (c *client) appendAnswer(buf *bytes.Buffer, j job, receipt []byte, ack bool
 				buf.Truncate(start)
 			} else if qos > 0 {
 				b.mu.Lock()
-				s.keep(id, append([]byte(nil), buf.Bytes()[start:]...), b.cfg.Inflight, b.cfg.Event)
+				dropped := s.keep(id, append([]byte(nil), buf.Bytes()[start:]...), b.cfg.Inflight)
 				b.mu.Unlock()
+				for range dropped {
+					b.cfg.Event("receipt_unacked_dropped")
+				}
+				if dropped > 0 {
+					b.cfg.Log.Info("mqtt: oldest unacknowledged receipts let go; the device gets them again by resending its tickets",
+						"device", c.dev, "dropped", dropped, "kept", 2*b.cfg.Inflight)
+				}
 			}
 		}
 	}
@@ -867,10 +870,11 @@ func (s *session) newID() uint16 {
 }
 
 // keep holds a QoS 1 receipt until its PUBACK. At most 2×inflight wait;
-// beyond that the oldest is let go, counted ("receipt_unacked_dropped"):
-// the device gets it again by sending its ticket again. Called with the
-// broker's lock held.
-func (s *session) keep(id uint16, p []byte, inflight int, event func(string)) {
+// beyond that the oldest are let go and keep returns how many (the caller
+// counts them, "receipt_unacked_dropped", and logs it): the device gets
+// them again by sending its tickets again. Called with the broker's lock
+// held.
+func (s *session) keep(id uint16, p []byte, inflight int) (dropped int) {
 	if s.unacked == nil {
 		s.unacked = map[uint16][]byte{}
 	}
@@ -879,8 +883,9 @@ func (s *session) keep(id uint16, p []byte, inflight int, event func(string)) {
 	for len(s.unackOrder) > 2*inflight {
 		delete(s.unacked, s.unackOrder[0])
 		s.unackOrder = s.unackOrder[1:]
-		event("receipt_unacked_dropped")
+		dropped++
 	}
+	return dropped
 }
 
 func removeID(ids []uint16, id uint16) []uint16 {
