@@ -241,6 +241,11 @@ type HTTPConfig struct {
 	// (the operator API has its own listener); default 127.0.0.1:9100;
 	// "off" disables it.
 	Listen string `yaml:"listen"`
+	// Console serves the web console under /console/ on this listener:
+	// "on" (default) or "off". Reading needs a loopback client (or the
+	// operator token); changes need the operator token
+	// (operator.token_file).
+	Console string `yaml:"console"`
 }
 
 // LimitsConfig bounds what the gateway accepts.
@@ -344,6 +349,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DTLS.Listen == "" {
 		c.DTLS.Listen = "127.0.0.1:5684"
+	}
+	if c.HTTP.Console == "" {
+		c.HTTP.Console = "on"
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9100"
@@ -541,6 +549,9 @@ func (c *Config) validate(path string) error {
 	}
 	if c.Commit.MaxBatch < 0 || c.Commit.Linger < 0 || c.Commit.Gap < 0 {
 		return bad("commit", "negative value")
+	}
+	if c.HTTP.Console != "on" && c.HTTP.Console != "off" {
+		return bad("http.console", "%q: want on or off", c.HTTP.Console)
 	}
 	if err := c.Operator.validate(); err != nil {
 		return bad("operator", "%v", err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"math/rand/v2"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway/upstream"
@@ -74,6 +76,18 @@ func (c *ForwardSettings) SetDefaults() {
 type Forwarder struct {
 	in    *Ingest
 	names []string // every configured upstream, for pruning
+	// sending is, by upstream name, the seq of the aggregate being sent
+	// and not yet confirmed (an *atomic.Uint64; 0: none).
+	sending sync.Map
+}
+
+// Sending returns the seq of the aggregate being sent to upstream name and
+// not confirmed yet (retries included), or 0.
+func (f *Forwarder) Sending(name string) uint64 {
+	if v, ok := f.sending.Load(name); ok {
+		return v.(*atomic.Uint64).Load()
+	}
+	return 0
 }
 
 // NewForwarder returns a forwarder for upstreams with these names.
@@ -92,6 +106,8 @@ func (f *Forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) err
 		return err
 	}
 	interval := time.Duration(float64(time.Second) / cfg.DrainRate)
+	sending := new(atomic.Uint64)
+	f.sending.Store(cfg.Name, sending)
 	var (
 		attempt        int
 		connectedSince time.Time // first success after the last failure
@@ -122,6 +138,7 @@ func (f *Forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) err
 			sleep(ctx, wait)
 		}
 		lastSend = time.Now()
+		sending.Store(next.Seq)
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err = up.Send(sctx, next.Outgoing)
 		cancel()
@@ -144,6 +161,7 @@ func (f *Forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) err
 			attempt = 0
 		}
 		in.metrics.Transport.WithLabelValues("upstream", "confirmed").Inc()
+		sending.Store(0)
 		cursor = next.Seq
 		if err := f.confirm(ctx, cfg.Name, cursor); err != nil && ctx.Err() == nil {
 			log.Warn("recording a confirmation failed; the aggregate will be sent again", "seq", cursor, "error", err)

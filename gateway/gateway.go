@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -37,12 +38,13 @@ type Gateway struct {
 	gc      *gcTuner
 	key     ed25519.PrivateKey
 
-	mu     sync.Mutex // guards mtimes and closers
+	mu     sync.Mutex // guards mtimes and doors
 	mtimes [2]time.Time
-	// closers close a device's open sessions, by transport (the embedded
-	// broker's and the DTLS listener's, once they run): a device revoked,
-	// disabled, removed or suspended loses them.
-	closers map[string]func(device string) int
+	// doors are the transports that hold device sessions (the embedded
+	// broker and the DTLS listener, once they run): a device revoked,
+	// disabled, removed or suspended loses its sessions through them, and
+	// the console asks them who is online.
+	doors   map[string]door
 	toClose []string    // suspended devices whose sessions housekeeping closes
 	crl     *crlWatch   // the DTLS client certificates' revocation list, if any
 	audit   *auditFiles // the audit sink; nil when off. Housekeeping owns it.
@@ -51,6 +53,8 @@ type Gateway struct {
 	httpLis   net.Listener
 	coapAddr  string
 	listeners []listenerCheck // set before ready is closed
+	forwarder *Forwarder      // set before ready is closed
+	console   *console        // the web console; nil when off
 	// operatorAddr is the operator API's TCP address once ready ("" if off).
 	operatorAddr string
 	// issuers verify vouchers, by key id (voucher_issuers).
@@ -262,11 +266,8 @@ func (g *Gateway) closeSessionsOfStopped(old, snap *Snapshot) {
 
 // closeSessions closes device's open sessions on every transport.
 func (g *Gateway) closeSessions(device, why string) {
-	g.mu.Lock()
-	closers := g.closers
-	g.mu.Unlock()
-	for transport, closeDevice := range closers {
-		if n := closeDevice(device); n > 0 {
+	for transport, d := range g.sessionDoors() {
+		if n := d.close(device); n > 0 {
 			g.metrics.Transport.WithLabelValues(transport, "session_closed").Add(float64(n))
 			g.log.Warn("device session closed: "+why, "device", device, "transport", transport, "sessions", n)
 		}
@@ -285,14 +286,32 @@ func (g *Gateway) closeSuspended() {
 	}
 }
 
-// addCloser registers a transport's way to close a device's sessions.
-func (g *Gateway) addCloser(transport string, f func(device string) int) {
+// door is what the gateway asks of a transport about its device
+// sessions.
+type door struct {
+	close     func(device string) int // closes the device's sessions, returns how many
+	online    func(device string) bool
+	connected func() int // devices with a session now
+}
+
+// addDoor registers a transport's device sessions.
+func (g *Gateway) addDoor(transport string, d door) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.closers == nil {
-		g.closers = map[string]func(string) int{}
+	next := maps.Clone(g.doors)
+	if next == nil {
+		next = map[string]door{}
 	}
-	g.closers[transport] = f
+	next[transport] = d
+	g.doors = next
+}
+
+// sessionDoors returns the transports holding device sessions; the map is
+// never modified once returned.
+func (g *Gateway) sessionDoors() map[string]door {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.doors
 }
 
 // handle is the MQTT transports' handler.

@@ -14,11 +14,15 @@ import (
 	"golang.org/x/net/netutil"
 )
 
-// mux is the metrics listener's: /metrics, /healthz and /readyz, and
-// nothing else. Whatever shows devices, balances or the process's memory
-// is on the operator API.
+// mux is the HTTP listener's: /metrics, /healthz and /readyz, open to
+// whoever reaches the listener, and the web console under /console/ (see
+// console.go for who may read and change what). The operator API has its
+// own listeners.
 func (g *Gateway) mux() *http.ServeMux {
 	m := http.NewServeMux()
+	if g.console != nil {
+		g.console.routes(m)
+	}
 	m.Handle("/metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}))
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -103,8 +107,8 @@ func (hs *httpServers) close() {
 // health checks, a handful at a time.
 const metricsMaxConns = 64
 
-// startMetrics starts the metrics listener (/metrics, /healthz, /readyz)
-// on hs, unless http.listen is off.
+// startMetrics starts the HTTP listener (/metrics, /healthz, /readyz and
+// the console) on hs, unless http.listen is off.
 func (g *Gateway) startMetrics(hs *httpServers) error {
 	if g.cfg.HTTP.Listen == "off" {
 		return nil
@@ -114,9 +118,18 @@ func (g *Gateway) startMetrics(hs *httpServers) error {
 		return fmt.Errorf("http: %w", err)
 	}
 	g.httpLis = l
+	if g.cfg.HTTP.Console != "off" {
+		if g.console, err = newConsole(g); err != nil {
+			l.Close()
+			return err
+		}
+	}
 	hs.serve(netutil.LimitListener(l, metricsMaxConns), &http.Server{Handler: g.mux(), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
 		ErrorLog: g.httpErrorLog()})
 	g.log.Info("metrics and health", "addr", "http://"+l.Addr().String()+"/metrics")
+	if g.console != nil {
+		g.log.Info("web console", "addr", "http://"+l.Addr().String()+"/console/", "changes", g.console.token != nil)
+	}
 	return nil
 }

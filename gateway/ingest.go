@@ -45,6 +45,7 @@ type Result struct {
 // all state changes go through the store's single committer.
 type Ingest struct {
 	books   *ledger.Books
+	seen    presence // when each device's last verified ticket came
 	snap    atomic.Pointer[Snapshot]
 	metrics *Metrics
 	log     *slog.Logger
@@ -140,6 +141,7 @@ func (in *Ingest) Start(ctx context.Context, sub Submission) *Pending {
 	if p.ref != nil {
 		return p
 	}
+	in.seen.saw(dev.ID, sub.Transport, p.start)
 	committed, err := in.books.Store().Enqueue(ctx, func(tx *bolt.Tx) error {
 		var err error
 		p.rc, p.fresh, err = in.books.Apply(tx, &p.snap.Terms, payerOf(dev, p.snap.Registry), &p.tk, raw)

@@ -165,22 +165,9 @@ func operatorTLS(c OperatorConfig) (*tls.Config, func(*http.Request) (string, bo
 	var token [sha256.Size]byte
 	hasToken := c.TokenFile != ""
 	if hasToken {
-		fi, err := os.Stat(c.TokenFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("token_file: %v", err)
+		if token, err = loadToken(c.TokenFile); err != nil {
+			return nil, nil, err
 		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			return nil, nil, fmt.Errorf("token_file %s is mode %v: a secret must be 0600", c.TokenFile, fi.Mode().Perm())
-		}
-		b, err := os.ReadFile(c.TokenFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("token_file: %v", err)
-		}
-		t := strings.TrimSpace(string(b))
-		if len(t) < 16 {
-			return nil, nil, fmt.Errorf("token_file %s: the token is shorter than 16 characters", c.TokenFile)
-		}
-		token = sha256.Sum256([]byte(t))
 	}
 	check := func(r *http.Request) (string, bool) {
 		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {

@@ -47,6 +47,10 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err := g.startMetrics(&hs); err != nil {
 		return err
 	}
+	if g.console != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.console.sampler.run(tctx) }()
+	}
 	if err := g.startOperator(&hs); err != nil {
 		return err
 	}
@@ -84,12 +88,12 @@ func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc 
 			return err
 		}
 		g.listeners = append(g.listeners, listenerCheck{"mqtt", b.Serving})
-		g.addCloser("mqtt", func(dev string) int {
+		g.addDoor("mqtt", door{close: func(dev string) int {
 			if b.Disconnect(dev) {
 				return 1
 			}
 			return 0
-		})
+		}, online: b.Online, connected: b.Connected})
 		wg.Add(1)
 		go func() { defer wg.Done(); errc <- b.Serve(tctx) }()
 		g.log.Info("embedded MQTT broker listening", "addr", b.Addr(), "tickets", topics.TicketFilter())
@@ -143,7 +147,7 @@ func (g *Gateway) startDTLS(tctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
-	g.addCloser("coaps", cs.Disconnect)
+	g.addDoor("coaps", door{close: cs.Disconnect, online: cs.Online, connected: cs.Connected})
 	g.coapAddr = cs.Addr().String()
 	g.listeners = append(g.listeners, listenerCheck{"dtls", cs.Serving})
 	wg.Add(1)
@@ -160,6 +164,7 @@ func (g *Gateway) startForwarders(ctx context.Context, wg *sync.WaitGroup) error
 		names = append(names, u.Name)
 	}
 	f := NewForwarder(g.ingest, names)
+	g.forwarder = f
 	for _, u := range g.cfg.Upstreams {
 		var up Upstream
 		switch u.Type {

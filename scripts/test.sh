@@ -15,8 +15,8 @@ FUZZTIME=${FUZZTIME:-200000x}
 
 step() { printf '\n=== %s\n' "$*"; }
 
-step "packages: Mosquitto, nats-server, libcoap and PostgreSQL for the broker, upstream, CoAP and provider tests"
-bash scripts/apt-install.sh mosquitto mosquitto-clients nats-server libcoap3-bin postgresql
+step "packages: Mosquitto, nats-server, libcoap, PostgreSQL, Chromium, qemu and systemd for the broker, upstream, CoAP, provider, console, cross-architecture and service tests"
+bash scripts/apt-install.sh mosquitto mosquitto-clients nats-server libcoap3-bin postgresql chromium qemu-user-static systemd
 
 step "go version"
 go version

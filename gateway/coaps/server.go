@@ -236,6 +236,20 @@ var errCertRevoked = errors.New("coaps: client certificate revoked")
 // disabled, removed or suspended) and returns how many it closed.
 func (s *Server) Disconnect(device string) int { return s.l.closeDevice(device) }
 
+// Online reports whether device has an established session now.
+func (s *Server) Online(device string) bool {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	return len(s.l.open[device]) > 0
+}
+
+// Connected is the number of devices with an established session.
+func (s *Server) Connected() int {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	return len(s.l.open)
+}
+
 // Serving reports whether the listener is accepting new sessions now:
 // false before Serve, after it, and while accepting fails.
 func (s *Server) Serving() bool { return s.l.serving.Load() && !s.l.failing() }

@@ -191,6 +191,28 @@ func (b *Broker) Disconnect(id string) bool {
 	return true
 }
 
+// Online reports whether the device with this id is connected now.
+func (b *Broker) Online(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[id]
+	return s != nil && s.conn != nil
+}
+
+// Connected is the number of devices connected now (kept sessions of
+// devices that are away are not counted).
+func (b *Broker) Connected() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, s := range b.sessions {
+		if s.conn != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // Addr is the address the broker listens on.
 func (b *Broker) Addr() string { return b.door.Address() }
 

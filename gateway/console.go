@@ -1,0 +1,803 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// The web console: server-rendered pages on the HTTP listener under
+// /console/, readable without JavaScript, kept live by server-sent events
+// where JavaScript runs.
+//
+// Who may do what (the rule the handlers below keep):
+//   - reading: any request from a loopback address whose Host is a
+//     loopback name or address (so a page of another site, rebinding a
+//     name to 127.0.0.1, cannot read it); from elsewhere, only with the
+//     operator API's bearer token in an Authorization header;
+//   - changing state (a top-up, a release, a void, a resume): only with
+//     the operator API's token (operator.token_file), sent in the form or
+//     the Authorization header, and recorded in the audit log as
+//     "console-token". Without a configured token the console is read-only.
+//
+// No page loads anything from another origin; the Content-Security-Policy
+// says so.
+
+//go:embed console
+var consoleFiles embed.FS
+
+// consoleEventsMax caps the live-update streams open at once, so that
+// open console tabs never take the HTTP listener's slots from scrapers and
+// health checks; a stream ends after consoleEventsFor and the browser
+// opens it again.
+const (
+	consoleEventsMax   = 8
+	consoleEventsEvery = 2 * time.Second
+	consoleEventsFor   = 10 * time.Minute
+	consolePageSize    = 100
+	consoleRecent      = 20
+)
+
+// console is the web console's handler and what it keeps between
+// requests.
+type console struct {
+	g       *Gateway
+	pages   map[string]*template.Template
+	token   *[sha256.Size]byte // the operator token's hash; nil: read-only
+	streams chan struct{}      // a slot per open event stream
+	sampler *sampler
+
+	mu          sync.Mutex // guards inspected and inspectedAt
+	inspected   *Report
+	inspectedAt time.Time
+}
+
+// newConsole parses the pages and loads the operator token, if any.
+func newConsole(g *Gateway) (*console, error) {
+	c := &console{g: g, pages: map[string]*template.Template{}, streams: make(chan struct{}, consoleEventsMax),
+		sampler: newSampler(g.metrics)}
+	funcs := template.FuncMap{
+		"money":  func(n metering.Nanos, cur string) string { return metering.Money{Nanos: n, Currency: metering.Currency(cur)}.String() },
+		"nanos":  func(n metering.Nanos) string { return metering.FormatNanos(n) },
+		"ms":     formatMillis,
+		"ums":    func(ms uint64) string { return formatMillis(int64(ms)) },
+		"since":  formatSince,
+		"query":  url.QueryEscape,
+		"path":   url.PathEscape,
+		"add":    func(a, b int) int { return a + b },
+		"uint":   func(n uint64) string { return strconv.FormatUint(n, 10) },
+		"signed": func(n metering.Nanos) string { return strconv.FormatInt(int64(n), 10) },
+	}
+	pages, err := fs.Glob(consoleFiles, "console/*.html")
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pages {
+		name := strings.TrimSuffix(strings.TrimPrefix(p, "console/"), ".html")
+		if name == "layout" {
+			continue
+		}
+		t, err := template.New(name).Funcs(funcs).ParseFS(consoleFiles, "console/layout.html", p)
+		if err != nil {
+			return nil, fmt.Errorf("console page %s: %w", name, err)
+		}
+		c.pages[name] = t
+	}
+	if f := g.cfg.Operator.TokenFile; f != "" {
+		t, err := loadToken(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: operator.%v", ErrConfig, err)
+		}
+		c.token = &t
+	}
+	return c, nil
+}
+
+// routes adds the console's pages to m.
+func (c *console) routes(m *http.ServeMux) {
+	static, _ := fs.Sub(consoleFiles, "console/static")
+	m.Handle("GET /console/static/", c.guard(http.StripPrefix("/console/static/", http.FileServerFS(static))))
+	m.Handle("GET /{$}", http.RedirectHandler("/console/", http.StatusSeeOther))
+	m.Handle("GET /favicon.ico", c.guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/svg+xml")
+		http.ServeFileFS(w, r, consoleFiles, "console/static/favicon.svg")
+	})))
+	page := func(pattern string, h func(w http.ResponseWriter, r *http.Request) (string, any, error)) {
+		m.Handle(pattern, c.guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			name, data, err := h(w, r)
+			c.render(w, r, name, data, err)
+		})))
+	}
+	page("GET /console/{$}", c.overviewPage)
+	page("GET /console/devices", c.devicesPage)
+	page("GET /console/devices/{id}", c.devicePage)
+	page("GET /console/accounts", c.accountsPage)
+	page("GET /console/accounts/{id}", c.accountPage)
+	page("GET /console/windows", c.windowsPage)
+	page("GET /console/quarantine", c.quarantinePage)
+	m.Handle("GET /console/events", c.guard(http.HandlerFunc(c.events)))
+	m.Handle("POST /console/accounts/{id}/topup", c.guard(c.change(c.topUp)))
+	m.Handle("POST /console/quarantine/{device}/{seq}/{action}", c.guard(c.change(c.settle)))
+	m.Handle("POST /console/devices/{id}/resume", c.guard(c.change(c.resume)))
+}
+
+// guard lets a request read the console if it comes from loopback to a
+// loopback name, or carries the operator token; it sets the headers every
+// console answer has.
+func (c *console) guard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		w.Header().Set("Cache-Control", "no-store")
+		if !(loopbackAddr(r.RemoteAddr) && loopbackHost(r.Host)) && !c.bearer(r) {
+			c.g.metrics.Transport.WithLabelValues("console", "refused").Inc()
+			c.g.log.Warn("console: refused a request from off loopback without the operator token", "remote", r.RemoteAddr, "host", r.Host, "path", r.URL.Path)
+			http.Error(w, "the console answers loopback requests (use an SSH tunnel) or requests with the operator token", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// bearer reports whether r carries the operator token in its
+// Authorization header.
+func (c *console) bearer(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && c.tokenIs(got)
+}
+
+func (c *console) tokenIs(s string) bool {
+	if c.token == nil || s == "" {
+		return false
+	}
+	h := sha256.Sum256([]byte(strings.TrimSpace(s)))
+	return subtle.ConstantTimeCompare(h[:], c.token[:]) == 1
+}
+
+// loopbackAddr reports whether a request's remote address is loopback.
+func loopbackAddr(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// loopbackHost reports whether a Host header names loopback: localhost or
+// a loopback address, with any port.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// consolePage is what every page's layout gets.
+type consolePage struct {
+	Title    string
+	Nav      string // the section, for aria-current
+	Gateway  string
+	Version  string
+	Flash    string // what the last change did
+	Problem  string // why it was refused
+	CanWrite bool   // an operator token is configured
+	Now      string
+	Data     any
+}
+
+// render answers a page, or the error a handler returned.
+func (c *console) render(w http.ResponseWriter, r *http.Request, name string, data any, err error) {
+	if err != nil {
+		status := http.StatusServiceUnavailable
+		switch {
+		case errors.Is(err, ledger.ErrUnknownAccount), errors.Is(err, errNoSuchDevice), errors.Is(err, ledger.ErrNoHold):
+			status = http.StatusNotFound
+		default:
+			c.g.log.Error("console: page not served", "path", r.URL.Path, "error", err)
+		}
+		c.fail(w, r, status, err.Error())
+		return
+	}
+	t := c.pages[name]
+	p := consolePage{Title: pageTitles[name], Nav: name, Gateway: c.g.cfg.GatewayID, Flash: r.URL.Query().Get("done"),
+		Problem: r.URL.Query().Get("problem"), CanWrite: c.token != nil, Now: time.Now().UTC().Format(time.RFC3339), Data: data}
+	if strings.HasPrefix(name, "device") {
+		p.Nav = "devices"
+	} else if strings.HasPrefix(name, "account") {
+		p.Nav = "accounts"
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := t.ExecuteTemplate(w, "layout", p); err != nil {
+		c.g.log.Debug("console: page not written", "page", name, "error", err)
+	}
+}
+
+// fail answers an HTML page saying why, with status.
+func (c *console) fail(w http.ResponseWriter, r *http.Request, status int, why string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	p := consolePage{Title: http.StatusText(status), Gateway: c.g.cfg.GatewayID, CanWrite: c.token != nil,
+		Now: time.Now().UTC().Format(time.RFC3339), Data: why}
+	if err := c.pages["error"].ExecuteTemplate(w, "layout", p); err != nil {
+		c.g.log.Debug("console: page not written", "page", "error", "path", r.URL.Path, "error", err)
+	}
+}
+
+var pageTitles = map[string]string{"overview": "Overview", "devices": "Devices", "device": "Device", "accounts": "Accounts",
+	"account": "Account", "windows": "Windows and aggregates", "quarantine": "Quarantine"}
+
+var errNoSuchDevice = errors.New("no such device in the registry")
+
+// report returns the state file's report, read at most once every two
+// seconds however many pages and streams ask.
+func (c *console) report() (*Report, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inspected != nil && time.Since(c.inspectedAt) < consoleEventsEvery {
+		return c.inspected, nil
+	}
+	rep, err := Inspect(c.g.store, c.g.ingest.Snapshot())
+	if err != nil {
+		return nil, err
+	}
+	c.inspected, c.inspectedAt = rep, time.Now()
+	return rep, nil
+}
+
+// fresh drops the kept report, after a change through the console.
+func (c *console) fresh() {
+	c.mu.Lock()
+	c.inspected = nil
+	c.mu.Unlock()
+}
+
+// figure is one number on the overview: its element id (what the live
+// updates address), label and value.
+type figure struct {
+	ID, Label, Value string
+}
+
+// panel is one part of the overview.
+type panel struct {
+	ID, Title string
+	Figures   []figure
+}
+
+// overview is the overview's panels, from the metrics sampled over the
+// last seconds, the transports and the state file's report.
+func (c *console) overview() ([]panel, error) {
+	rep, err := c.report()
+	if err != nil {
+		return nil, err
+	}
+	g := c.g
+	rates := c.sampler.rates()
+	var tickets []figure
+	for _, k := range rates.keys {
+		id := "rate-" + strings.ReplaceAll(k, "/", "-")
+		tickets = append(tickets, figure{id, k, fmt.Sprintf("%.1f/s (%d since start)", rates.perSecond[k], rates.total[k])})
+	}
+	if len(tickets) == 0 {
+		tickets = append(tickets, figure{"rate-none", "tickets", "none since start"})
+	}
+	commit := []figure{
+		{"commit-p50", "commit p50", rates.commitP50},
+		{"commit-p99", "commit p99", rates.commitP99},
+		{"commit-count", "commits in the last 10 s", strconv.FormatUint(rates.commits, 10)},
+	}
+	st := g.store.Stats()
+	disk := []figure{
+		{"store-bytes", "state file", byteSize(st.FileBytes)},
+		{"store-inuse", "in use", byteSize(int64(rates.gauges["farthing_store_inuse_bytes"]))},
+		{"disk-free", "free on its file system", byteSize(int64(rates.gauges["farthing_disk_free_bytes"]))},
+	}
+	var conn []figure
+	doors := g.sessionDoors()
+	names := slices.Sorted(func(yield func(string) bool) {
+		for k := range doors {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	for _, t := range names {
+		conn = append(conn, figure{"connected-" + t, t, strconv.Itoa(doors[t].connected())})
+	}
+	if g.cfg.MQTT.Mode == "external" {
+		conn = append(conn, figure{"connected-mqtt", "mqtt", "external broker: not known here"})
+	}
+	out := []figure{{"oldest-unforwarded", "oldest aggregate not confirmed by every upstream",
+		(time.Duration(rates.gauges["farthing_oldest_unforwarded_seconds"]) * time.Second).String()}}
+	for _, u := range g.cfg.Upstreams {
+		confirmed := rep.Upstreams[u.Name]
+		waiting := 0
+		for _, s := range rep.Sealed {
+			if s.Seq > confirmed {
+				waiting++
+			}
+		}
+		out = append(out, figure{"upstream-" + u.Name, u.Name, fmt.Sprintf("%d waiting, confirmed up to %d", waiting, confirmed)})
+	}
+	rc := rep.Reconcile
+	balanced := "yes"
+	if !rc.Balanced {
+		balanced = "NO: see farthing inspect"
+	}
+	books := []figure{
+		{"inspect-devices", "devices with tickets", strconv.Itoa(len(rep.Devices))},
+		{"inspect-accounts", "accounts", strconv.Itoa(len(rep.Accounts))},
+		{"inspect-tickets", "tickets accepted", strconv.FormatUint(rc.Tickets, 10)},
+		{"inspect-open-windows", "open windows", strconv.Itoa(len(rep.OpenWindows))},
+		{"inspect-sealed", "sealed aggregates kept", strconv.Itoa(len(rep.Sealed))},
+		{"inspect-outbox", "outbox", strconv.Itoa(rep.Outbox)},
+		{"inspect-receipts-charged", "charged by receipts (nanos)", strconv.FormatInt(int64(rc.ReceiptsCharged), 10)},
+		{"inspect-ledger-charged", "debited by the ledger (nanos)", strconv.FormatInt(int64(rc.LedgerCharged), 10)},
+		{"inspect-windows-open", "in open windows (nanos)", strconv.FormatInt(int64(rc.WindowsOpen), 10)},
+		{"inspect-windows-sealed", "in sealed windows (nanos)", strconv.FormatInt(int64(rc.WindowsSealed), 10)},
+		{"inspect-balances", "balances (nanos)", strconv.FormatInt(int64(rc.Balances), 10)},
+		{"inspect-held", "held, open", strconv.Itoa(rc.Held.Open)},
+		{"inspect-balanced", "books balance", balanced},
+	}
+	return []panel{{"tickets", "Tickets per second (last 10 s) by outcome and reason", tickets},
+		{"commit", "Commit latency (last 10 s)", commit}, {"disk", "Disk", disk},
+		{"connected", "Connected devices by transport", conn}, {"outbox", "Outbox by upstream", out},
+		{"books", "Books (as farthing inspect)", books}}, nil
+}
+
+func (c *console) overviewPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
+	p, err := c.overview()
+	return "overview", p, err
+}
+
+// events streams the overview's figures every two seconds as server-sent
+// events ("figures": a JSON object of element id → value) for as long as
+// consoleEventsFor; a stream over the cap is refused with 503.
+func (c *console) events(w http.ResponseWriter, r *http.Request) {
+	select {
+	case c.streams <- struct{}{}:
+		defer func() { <-c.streams }()
+	default:
+		c.g.metrics.Transport.WithLabelValues("console", "events_refused").Inc()
+		c.g.log.Warn("console: live-update stream refused: too many open", "remote", r.RemoteAddr, "max", consoleEventsMax)
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, "too many live-update streams open", http.StatusServiceUnavailable)
+		return
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	ctx, cancel := context.WithTimeout(r.Context(), consoleEventsFor)
+	defer cancel()
+	t := time.NewTicker(consoleEventsEvery)
+	defer t.Stop()
+	for {
+		p, err := c.overview()
+		if err != nil {
+			return
+		}
+		m := map[string]string{}
+		for _, pn := range p {
+			for _, f := range pn.Figures {
+				m[f.ID] = f.Value
+			}
+		}
+		b, _ := json.Marshal(m)
+		rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := fmt.Fprintf(w, "event: figures\ndata: %s\n\n", b); err != nil {
+			return
+		}
+		if rc.Flush() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// deviceRow is a device in the devices list.
+type deviceRow struct {
+	ID, Account, Provider, KeyType string
+	Online                         string // the transports it is connected over, "" if none
+	LastSeen                       time.Time
+	LastTransport                  string
+	LastSeq                        uint64
+	Balance                        string
+	Held                           int
+	Suspended                      bool
+	Inactive                       string // "revoked", "disabled" or ""
+}
+
+func (c *console) row(d *Device, seqs map[string]uint64, held map[string]int, balances map[string]string) deviceRow {
+	g := c.g
+	r := deviceRow{ID: d.ID, Account: d.Account, Provider: d.Provider, KeyType: d.KeyType, LastSeq: seqs[d.ID], Held: held[d.ID],
+		Suspended: g.ingest.suspended(d.ID), Balance: balances[d.Account]}
+	var on []string
+	for t, door := range g.sessionDoors() {
+		if door.online(d.ID) {
+			on = append(on, t)
+		}
+	}
+	sort.Strings(on)
+	r.Online = strings.Join(on, ", ")
+	r.LastSeen, r.LastTransport = g.ingest.seen.last(d.ID)
+	switch {
+	case d.Revoked:
+		r.Inactive = "revoked"
+	case d.Disabled:
+		r.Inactive = "disabled"
+	}
+	return r
+}
+
+// balances returns each account's balance as text.
+func (c *console) balances() (map[string]string, error) {
+	as, err := ledger.Accounts(c.g.store, &c.g.ingest.Snapshot().Terms)
+	out := map[string]string{}
+	for _, a := range as {
+		out[a.ID] = metering.Money{Nanos: a.Balance, Currency: metering.Currency(a.Currency)}.String()
+	}
+	return out, err
+}
+
+func (c *console) heldByDevice() (map[string]int, error) {
+	hs, err := ledger.Holds(c.g.store, protocol.HoldHeld, "")
+	out := map[string]int{}
+	for _, h := range hs {
+		out[h.Device]++
+	}
+	return out, err
+}
+
+// devicesList is the devices page: a search and one page of the result.
+type devicesList struct {
+	Query      string
+	Rows       []deviceRow
+	Total      int
+	Page, Last int
+}
+
+func (c *console) devicesPage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	var match []*Device
+	for _, d := range c.g.ingest.Snapshot().Registry.Devices() {
+		if q == "" || strings.Contains(strings.ToLower(d.ID), strings.ToLower(q)) || strings.Contains(strings.ToLower(d.Account), strings.ToLower(q)) {
+			match = append(match, d)
+		}
+	}
+	l := devicesList{Query: q, Total: len(match), Last: max(0, (len(match)-1)/consolePageSize)}
+	l.Page, _ = strconv.Atoi(r.URL.Query().Get("page"))
+	l.Page = min(max(l.Page, 0), l.Last)
+	match = match[l.Page*consolePageSize : min(len(match), (l.Page+1)*consolePageSize)]
+	ids := make([]string, len(match))
+	for i, d := range match {
+		ids[i] = d.ID
+	}
+	seqs, err := ledger.DeviceSeqs(c.g.store, ids)
+	if err != nil {
+		return "", nil, err
+	}
+	held, err := c.heldByDevice()
+	if err != nil {
+		return "", nil, err
+	}
+	bal, err := c.balances()
+	if err != nil {
+		return "", nil, err
+	}
+	for _, d := range match {
+		l.Rows = append(l.Rows, c.row(d, seqs, held, bal))
+	}
+	return "devices", l, nil
+}
+
+// deviceDetail is a device's page.
+type deviceDetail struct {
+	deviceRow
+	Tariffs  map[string]string
+	DailyCap string
+	Books    *ledger.DeviceView // nil: no ticket accepted yet
+	Holds    []ledger.Held
+}
+
+func (c *console) devicePage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
+	id := r.PathValue("id")
+	d := c.g.ingest.Snapshot().Registry.Device(id)
+	if d == nil {
+		return "", nil, fmt.Errorf("%w: %s", errNoSuchDevice, id)
+	}
+	v, err := ledger.Device(c.g.store, id, consoleRecent)
+	det := deviceDetail{Tariffs: d.Tariffs, DailyCap: d.DailyCap}
+	switch {
+	case err == nil:
+		det.Books = &v
+	case !errors.Is(err, ledger.ErrUnknownDevice):
+		return "", nil, err
+	}
+	if det.Holds, err = ledger.Holds(c.g.store, "", id); err != nil {
+		return "", nil, err
+	}
+	held := map[string]int{}
+	for _, h := range det.Holds {
+		if h.State == protocol.HoldHeld {
+			held[id]++
+		}
+	}
+	bal, err := c.balances()
+	if err != nil {
+		return "", nil, err
+	}
+	det.deviceRow = c.row(d, map[string]uint64{id: v.LastSeq}, held, bal)
+	return "device", det, nil
+}
+
+func (c *console) accountsPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
+	as, err := ledger.Accounts(c.g.store, &c.g.ingest.Snapshot().Terms)
+	return "accounts", as, err
+}
+
+// accountDetail is an account's page: the account, its most recent
+// entries (newest first) and the devices that charge it.
+type accountDetail struct {
+	ledger.AccountView
+	Entries []metering.Entry
+	Devices []string
+}
+
+func (c *console) accountPage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
+	id := r.PathValue("id")
+	a, err := ledger.Account(c.g.store, &c.g.ingest.Snapshot().Terms, id)
+	if err != nil {
+		return "", nil, err
+	}
+	es, err := ledger.AccountEntries(c.g.store, id, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	slices.Reverse(es)
+	det := accountDetail{AccountView: a, Entries: es[:min(len(es), 50)]}
+	for _, d := range c.g.ingest.Snapshot().Registry.Devices() {
+		if d.Account == id {
+			det.Devices = append(det.Devices, d.ID)
+		}
+	}
+	return "account", det, nil
+}
+
+// sealedRow is a sealed aggregate and where it is with each upstream.
+type sealedRow struct {
+	WindowReport
+	Upstreams []string // "name: confirmed", "name: sending", "name: waiting"
+}
+
+// windowsList is the windows page.
+type windowsList struct {
+	Open   []WindowReport
+	Sealed []sealedRow
+	Shown  int
+}
+
+func (c *console) windowsPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
+	rep, err := c.report()
+	if err != nil {
+		return "", nil, err
+	}
+	l := windowsList{Open: rep.OpenWindows, Shown: min(len(rep.Sealed), 200)}
+	sealed := rep.Sealed[len(rep.Sealed)-l.Shown:]
+	for i := len(sealed) - 1; i >= 0; i-- {
+		s := sealedRow{WindowReport: sealed[i]}
+		for _, u := range c.g.cfg.Upstreams {
+			state := "waiting"
+			switch {
+			case s.Seq <= rep.Upstreams[u.Name]:
+				state = "confirmed"
+			case c.g.forwarder != nil && c.g.forwarder.Sending(u.Name) == s.Seq:
+				state = "sending"
+			}
+			s.Upstreams = append(s.Upstreams, u.Name+": "+state)
+		}
+		l.Sealed = append(l.Sealed, s)
+	}
+	return "windows", l, nil
+}
+
+// holdsList is the quarantine page.
+type holdsList struct {
+	State string
+	Holds []ledger.Held
+}
+
+func (c *console) quarantinePage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
+	state := r.URL.Query().Get("state")
+	switch state {
+	case "all":
+		state = ""
+	case protocol.HoldHeld, protocol.HoldReleased, protocol.HoldVoided:
+	default:
+		state = protocol.HoldHeld
+	}
+	hs, err := ledger.Holds(c.g.store, state, "")
+	return "quarantine", holdsList{State: state, Holds: hs}, err
+}
+
+// errConsoleForbidden: a change without the operator token.
+var errConsoleForbidden = errors.New("the operator token is required for a change")
+
+// change wraps a form that changes state: it reads the form (at most 8
+// KB), checks the token, runs do, and sends the browser back to the page
+// it came from with what happened (303). A refusal is counted and logged;
+// without the token it is 401 and nothing is done.
+func (c *console) change(do func(r *http.Request) (back, done string, err error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+		if err := r.ParseForm(); err != nil {
+			c.fail(w, r, http.StatusBadRequest, "the form could not be read: "+err.Error())
+			return
+		}
+		if !c.tokenIs(r.PostForm.Get("token")) && !c.bearer(r) {
+			c.g.metrics.Transport.WithLabelValues("console", "unauthorized").Inc()
+			c.g.log.Warn("console: change refused without the operator token", "remote", r.RemoteAddr, "path", r.URL.Path)
+			msg := errConsoleForbidden.Error()
+			if c.token == nil {
+				msg = "the console is read-only: set operator.token_file to make changes from it"
+			}
+			c.fail(w, r, http.StatusUnauthorized, msg)
+			return
+		}
+		back, done, err := do(r.WithContext(context.WithValue(r.Context(), credentialKey{}, "console-token")))
+		c.fresh()
+		q := url.Values{}
+		if err != nil {
+			c.g.metrics.Transport.WithLabelValues("console", "change_refused").Inc()
+			c.g.log.Warn("console: change refused", "path", r.URL.Path, "error", err)
+			q.Set("problem", err.Error())
+		} else {
+			q.Set("done", done)
+		}
+		http.Redirect(w, r, back+"?"+q.Encode(), http.StatusSeeOther)
+	})
+}
+
+func (c *console) topUp(r *http.Request) (string, string, error) {
+	id := r.PathValue("id")
+	back := "/console/accounts/" + url.PathEscape(id)
+	amount, err := metering.ParseMoney(r.PostForm.Get("amount"))
+	if err != nil {
+		return back, "", fmt.Errorf("amount: %w", err)
+	}
+	ref := strings.TrimSpace(r.PostForm.Get("ref"))
+	if ref == "" {
+		return back, "", errors.New("ref: a reference (a payment id) is required, so that sending the form twice tops up once")
+	}
+	res, err := c.g.ingest.books.TopUp(r.Context(), &c.g.ingest.Snapshot().Terms, id, amount, ref, credentialOf(r))
+	if err != nil {
+		return back, "", err
+	}
+	c.g.metrics.Transport.WithLabelValues("operator", "top_up").Inc()
+	c.g.log.Info("top-up", "account", id, "amount", amount.String(), "ref", ref, "repeated", res.Repeated, "credential", credentialOf(r))
+	done := "topped up " + amount.String() + " (ref " + ref + ")"
+	if res.Repeated {
+		done = "ref " + ref + " was already used for this top-up: nothing added"
+	}
+	return back, done, nil
+}
+
+func (c *console) settle(r *http.Request) (string, string, error) {
+	dev, action := r.PathValue("device"), r.PathValue("action")
+	back := "/console/quarantine"
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil {
+		return back, "", errors.New("seq: want a number")
+	}
+	books, terms := c.g.ingest.books, &c.g.ingest.Snapshot().Terms
+	var settle func(context.Context, *ledger.Terms, string, uint64, string, string) (ledger.Held, error)
+	switch action {
+	case "release":
+		settle = books.Release
+	case "void":
+		settle = books.Void
+	default:
+		return back, "", errors.New("want release or void")
+	}
+	v, err := settle(r.Context(), terms, dev, seq, strings.TrimSpace(r.PostForm.Get("note")), credentialOf(r))
+	if err != nil {
+		return back, "", err
+	}
+	if !v.Repeated {
+		c.g.metrics.Transport.WithLabelValues("operator", action).Inc()
+	}
+	c.g.log.Warn("held ticket "+v.State, "device", dev, "seq", seq, "rule", v.Rule, "charged_nanos", v.Charged,
+		"note", v.Note, "repeated", v.Repeated, "credential", credentialOf(r))
+	return back, fmt.Sprintf("%s/%d %s", dev, seq, v.State), nil
+}
+
+func (c *console) resume(r *http.Request) (string, string, error) {
+	id := r.PathValue("id")
+	back := "/console/devices/" + url.PathEscape(id)
+	was, err := c.g.ingest.Resume(r.Context(), id, credentialOf(r))
+	switch {
+	case err != nil:
+		return back, "", err
+	case !was:
+		return back, "", errors.New("the device is not suspended")
+	}
+	return back, id + " resumed", nil
+}
+
+// loadToken reads the operator token from path, which must be mode 0600
+// and hold at least 16 characters; it returns the token's SHA-256.
+func loadToken(path string) ([sha256.Size]byte, error) {
+	var h [sha256.Size]byte
+	fi, err := os.Stat(path)
+	if err != nil {
+		return h, fmt.Errorf("token_file: %v", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return h, fmt.Errorf("token_file %s is mode %v: a secret must be 0600", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return h, fmt.Errorf("token_file: %v", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if len(t) < 16 {
+		return h, fmt.Errorf("token_file %s: the token is shorter than 16 characters", path)
+	}
+	return sha256.Sum256([]byte(t)), nil
+}
+
+func formatMillis(ms int64) string {
+	if ms == 0 {
+		return "—"
+	}
+	return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05.000Z")
+}
+
+// formatSince is a time as "12 s ago (2026-…)"; "never" for zero.
+func formatSince(t time.Time) string {
+	if t.IsZero() {
+		return "not since start"
+	}
+	return fmt.Sprintf("%s ago (%s)", time.Since(t).Round(time.Second), t.UTC().Format("15:04:05Z"))
+}
+
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
