@@ -77,7 +77,9 @@ func newConsole(g *Gateway) (*console, error) {
 	c := &console{g: g, pages: map[string]*template.Template{}, streams: make(chan struct{}, consoleEventsMax),
 		sampler: newSampler(g.metrics)}
 	funcs := template.FuncMap{
-		"money":  func(n metering.Nanos, cur string) string { return metering.Money{Nanos: n, Currency: metering.Currency(cur)}.String() },
+		"money": func(n metering.Nanos, cur string) string {
+			return metering.Money{Nanos: n, Currency: metering.Currency(cur)}.String()
+		},
 		"nanos":  func(n metering.Nanos) string { return metering.FormatNanos(n) },
 		"ms":     formatMillis,
 		"ums":    func(ms uint64) string { return formatMillis(int64(ms)) },
