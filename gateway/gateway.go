@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway/ledger"
@@ -55,6 +56,7 @@ type Gateway struct {
 	listeners []listenerCheck // set before ready is closed
 	forwarder *Forwarder      // set before ready is closed
 	console   *console        // the web console; nil when off
+	housekept atomic.Int64    // Unix ns of housekeeping's last round
 	// operatorAddr is the operator API's TCP address once ready ("" if off).
 	operatorAddr string
 	// issuers verify vouchers, by key id (voucher_issuers).

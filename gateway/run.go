@@ -214,6 +214,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 		defer g.audit.close()
 	}
 	released, seen := time.Now(), g.ingest.Received()
+	g.housekept.Store(time.Now().UnixNano())
 	for {
 		select {
 		case <-ctx.Done():
@@ -251,9 +252,25 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 				Audit: g.audit != nil, Now: now}); err != nil && ctx.Err() == nil {
 				g.log.Warn("pruning failed", "error", err)
 			}
+			g.housekept.Store(time.Now().UnixNano())
 		}
 	}
 }
+
+// SinceHousekeeping is how long ago housekeeping last finished a round
+// (windows closed, disk watched, pruning done): the daemon feeds its
+// service manager's watchdog only while this stays short. Before Run
+// starts housekeeping it is the time since the process started.
+func (g *Gateway) SinceHousekeeping() time.Duration {
+	n := g.housekept.Load()
+	if n == 0 {
+		return time.Since(processStart)
+	}
+	return time.Since(time.Unix(0, n))
+}
+
+// processStart is when the gateway package was initialised.
+var processStart = time.Now()
 
 func (g *Gateway) watchDisk() {
 	st := g.store.Stats()

@@ -61,5 +61,8 @@ if [ "$FUZZTIME" != "0" ]; then
   done
 fi
 
+step "release: static binaries for amd64, arm64 and armv7, .deb packages; arm daemons under qemu; the .deb installed"
+bash scripts/package-test.sh
+
 step "go test (race detector on)"
 go test -race -count=1 ./...

@@ -18,8 +18,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 	_ "time/tzdata" // tariffs name IANA zones; do not depend on the host's
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/internal/version"
@@ -74,15 +78,92 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		for range hup {
-			g.Reload()
-		}
-	}()
-	log.Info("farthingd starting", "gateway", cfg.GatewayID, "data", cfg.DataDir, "mqtt", cfg.MQTT.Mode)
-	if err := g.Run(ctx); err != nil {
+	defer signal.Stop(hup)
+	var wg sync.WaitGroup // the reloader and the service manager's notifier
+	defer wg.Wait()
+	sctx, stopHelpers := context.WithCancel(context.Background())
+	defer stopHelpers()
+	wg.Add(2)
+	go func() { defer wg.Done(); reloadOnHUP(sctx, g, hup, log) }()
+	go func() { defer wg.Done(); notifyServiceManager(sctx, ctx, g, log) }()
+	log.Info("farthingd starting", "version", version.String("farthingd"), "gateway", cfg.GatewayID, "data", cfg.DataDir, "mqtt", cfg.MQTT.Mode)
+	err = g.Run(ctx)
+	stopHelpers()
+	if err != nil {
 		log.Error("farthingd stopped with an error", "error", err)
 		return 1
 	}
 	return 0
+}
+
+// reloadOnHUP re-reads the device and tariff files on every SIGHUP until
+// ctx ends, telling a service manager that it is reloading and when it is
+// ready again.
+func reloadOnHUP(ctx context.Context, g *gateway.Gateway, hup <-chan os.Signal, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			sdNotify(log, "RELOADING=1")
+			if err := g.Reload(); err != nil {
+				sdNotify(log, "READY=1\nSTATUS=reload failed, serving with the previous files: "+err.Error())
+				continue
+			}
+			sdNotify(log, "READY=1\nSTATUS=serving (reloaded)")
+		}
+	}
+}
+
+// watchdogStall is how long housekeeping may go without a round before
+// the watchdog stops being fed: a gateway whose store or loop is stuck is
+// restarted by its service manager.
+const watchdogStall = 30 * time.Second
+
+// notifyServiceManager speaks systemd's notify protocol when
+// NOTIFY_SOCKET is set (Type=notify): READY=1 once every transport
+// listens, WATCHDOG=1 at half the watchdog interval while housekeeping
+// keeps its rounds (WatchdogSec=), STOPPING=1 when stop (the signal
+// context) ends. Without NOTIFY_SOCKET it does nothing.
+func notifyServiceManager(ctx, stop context.Context, g *gateway.Gateway, log *slog.Logger) {
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-g.Ready():
+		sdNotify(log, sd.SdNotifyReady+"\nSTATUS=serving")
+	}
+	interval, err := sd.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Warn("systemd watchdog settings not understood; not feeding it", "error", err)
+	}
+	var feed <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		feed = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop.Done():
+			sdNotify(log, sd.SdNotifyStopping+"\nSTATUS=stopping: finishing tickets in flight")
+			return
+		case <-feed:
+			if since := g.SinceHousekeeping(); since > watchdogStall {
+				log.Error("housekeeping has not run; not feeding the watchdog", "since", since.Round(time.Second))
+				continue
+			}
+			sdNotify(log, sd.SdNotifyWatchdog)
+		}
+	}
+}
+
+func sdNotify(log *slog.Logger, state string) {
+	if _, err := sd.SdNotify(false, state); err != nil {
+		log.Warn("notifying the service manager failed", "error", err)
+	}
 }
