@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 
 	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
@@ -60,10 +62,20 @@ type DeviceTerms struct {
 // deviceRoutes serves, on the operator API, POST /devices/check: 200 when
 // every entry fits the running configuration, 422 naming the first that
 // does not (device, field and why), 400 for a body that is not a check;
-// GET /devices/suspended: the devices the gateway suspended
+// GET /devices/{id}: one device's progress (DeviceStatus), 404 for a
+// device not in the registry; GET /devices/suspended: the devices the gateway suspended
 // (ledger.Suspension); POST /devices/{id}/resume: lift a suspension
 // (audited), 404 if the device was not suspended.
 func (g *Gateway) deviceRoutes(m *http.ServeMux) {
+	m.HandleFunc("GET /devices/{id}", func(w http.ResponseWriter, r *http.Request) {
+		v, err := g.DeviceStatus(r.PathValue("id"))
+		switch {
+		case errors.Is(err, ledger.ErrUnknownDevice), errors.Is(err, errNoSuchDevice):
+			http.Error(w, err.Error(), http.StatusNotFound)
+		default:
+			answer(w, g, v, err)
+		}
+	})
 	m.HandleFunc("GET /devices/suspended", func(w http.ResponseWriter, _ *http.Request) {
 		v, err := ledger.Suspensions(g.store)
 		answer(w, g, v, err)
@@ -95,4 +107,43 @@ func (g *Gateway) deviceRoutes(m *http.ServeMux) {
 		}
 		writeJSON(w, g.log, map[string]int{"checked": len(req.Devices)})
 	})
+}
+
+// DeviceStatus is one device as the running gateway knows it: its
+// progress in the books (its last seq, each meter's epoch and register,
+// its latest tickets), whether it is suspended, which transports it is
+// connected over and when its last ticket came (since the gateway
+// started).
+type DeviceStatus struct {
+	ledger.DeviceView
+	Suspended     bool     `json:"suspended"`
+	Online        []string `json:"online"`
+	LastSeen      int64    `json:"last_seen_ms,omitempty"`
+	LastTransport string   `json:"last_transport,omitempty"`
+}
+
+// DeviceStatus returns a registered device's status; a device the books
+// have no ticket of has an empty view.
+func (g *Gateway) DeviceStatus(id string) (DeviceStatus, error) {
+	if g.ingest.Snapshot().Registry.Device(id) == nil {
+		return DeviceStatus{}, fmt.Errorf("%w: %s", errNoSuchDevice, id)
+	}
+	v, err := ledger.Device(g.store, id, 10)
+	if errors.Is(err, ledger.ErrUnknownDevice) {
+		v, err = ledger.DeviceView{ID: id, Meters: []ledger.MeterView{}, Recent: []ledger.TicketRecord{}}, nil
+	}
+	if err != nil {
+		return DeviceStatus{}, err
+	}
+	st := DeviceStatus{DeviceView: v, Suspended: g.ingest.suspended(id), Online: []string{}}
+	for t, d := range g.sessionDoors() {
+		if d.online(id) {
+			st.Online = append(st.Online, t)
+		}
+	}
+	sort.Strings(st.Online)
+	if at, tr := g.ingest.seen.last(id); !at.IsZero() {
+		st.LastSeen, st.LastTransport = at.UnixMilli(), tr
+	}
+	return st, nil
 }

@@ -140,8 +140,10 @@ func runDeviceAdd(e *env, args []string) error {
 	// before anything is written: a device it would refuse must not make
 	// the whole file unloadable.
 	var checked map[string]int
+	running := true
 	switch err := op.postJSON(*data, "/devices/check", check, &checked); {
 	case errors.Is(err, errNoDaemon):
+		running = false
 		fmt.Fprintf(e.stderr, "farthing device add: no gateway runs on %s: the terms are checked when one loads the file\n", *data)
 	case err != nil:
 		return fmt.Errorf("refused, nothing written: %w", err)
@@ -181,7 +183,26 @@ func runDeviceAdd(e *env, args []string) error {
 	if err := gateway.WriteRegistryFile(*registry, rf); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s (a running gateway picks them up)\n", len(ids), *registry, *out)
+	if !running {
+		fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s (a gateway started on it loads them)\n", len(ids), *registry, *out)
+		return nil
+	}
+	// The running gateway re-reads the file within a second: wait for it,
+	// so that the devices can connect when this command returns.
+	last := ids[len(ids)-1]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var st gateway.DeviceStatus
+		err := op.getJSON(*data, "/devices/"+url.PathEscape(last), &st)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("added %d device(s) to %s, but the running gateway has not loaded them within 10 s (see its log): %w", len(ids), *registry, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s; the running gateway has loaded them\n", len(ids), *registry, *out)
 	return nil
 }
 

@@ -43,7 +43,7 @@ type command struct {
 
 var commands = []command{
 	{"keygen", "--type ed25519|hmac --out DIR [--name NAME]", runKeygen},
-	{"ticket", "--key FILE --device ID --seq N --reading METER=VALUE [--reading ...] [--time MS] [--epoch N] [--account ID] [--session ID] [--out FILE] [--hex]", runTicket},
+	{"ticket", "--key FILE --device ID --seq N --reading METER=VALUE [--reading ...] [--time MS] [--epoch N] [--account ID] [--session ID] [--out FILE] [--hex] | --next --device ID --add METER=AMOUNT... [--data DIR]", runTicket},
 	{"decode", "[FILE]", runDecode},
 	{"verify", "--pub FILE [FILE]", runVerify},
 	{"tariff", "check FILE | quote --tariffs FILE --tariff ID --from REGISTER --to REGISTER --at TIME [--since TIME] [--used N]", runTariff},
@@ -89,8 +89,9 @@ func run(args []string, e *env) int {
 		return 0
 	}
 	if args[0] == "help" { // farthing help COMMAND [SUBCOMMAND] is COMMAND [SUBCOMMAND] --help
-		if len(args) == 1 {
+		if len(args) == 1 || isHelp(args[1]) || args[1] == "help" {
 			printUsage(e.stdout)
+			printExamples(e.stdout, "help")
 			return 0
 		}
 		return run(append(append([]string(nil), args[1:]...), "--help"), e)
@@ -108,10 +109,15 @@ func run(args []string, e *env) int {
 		}
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(e.stdout, "usage: farthing %s %s\n", c.name, c.usage)
+			name := c.name
 			var h helpError
-			if errors.As(err, &h) && h.flags != "" {
-				fmt.Fprintf(e.stdout, "\nflags of farthing %s:\n%s", h.command, h.flags)
+			if errors.As(err, &h) {
+				name = h.command
+				if h.flags != "" {
+					fmt.Fprintf(e.stdout, "\nflags of farthing %s:\n%s", h.command, h.flags)
+				}
 			}
+			printExamples(e.stdout, name)
 			return 0
 		}
 		msg := err.Error()

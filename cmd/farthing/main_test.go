@@ -181,3 +181,24 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("version: %q", out)
 	}
 }
+
+// TestEveryHelpHasAnExample: --help on every command, and on every
+// subcommand that has its own examples, ends with examples that name the
+// command.
+func TestEveryHelpHasAnExample(t *testing.T) {
+	var names []string
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	for name := range examples {
+		names = append(names, name)
+	}
+	for _, name := range names {
+		args := append([]string{"help"}, strings.Fields(name)...)
+		code, out, errOut := farthing(t, nil, args...)
+		_, ex, _ := strings.Cut(out, "\nexamples:\n")
+		if code != 0 || !strings.Contains(ex, "farthing "+strings.Fields(name)[0]) {
+			t.Errorf("farthing help %s: exit %d, no example of it:\n%s%s", name, code, out, errOut)
+		}
+	}
+}

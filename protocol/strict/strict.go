@@ -24,6 +24,8 @@ package strict
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -213,4 +215,36 @@ var diagMode = func() cbor.DiagMode {
 // with the protected header and payload shown as embedded CBOR (<<…>>).
 // It only needs b to be well-formed CBOR, not a valid message; bytes after
 // the first item are shown as a CBOR sequence.
-func Diagnose(b []byte) (string, error) { return diagMode.Diagnose(b) }
+//
+// A tagged COSE message (a four-element array) shows its protected header
+// and payload as the CBOR they hold, and its unprotected header and
+// signature as they are: a signature's bytes that happen to be
+// well-formed CBOR are not shown as if they were.
+func Diagnose(b []byte) (string, error) {
+	var tag cbor.RawTag
+	var parts []cbor.RawMessage
+	if cbor.Unmarshal(b, &tag) == nil && cbor.Unmarshal(tag.Content, &parts) == nil && len(parts) == 4 {
+		out := make([]string, 4)
+		for i, p := range parts {
+			dm := diagMode
+			if i%2 == 1 {
+				dm = plainDiagMode
+			}
+			d, err := dm.Diagnose(p)
+			if err != nil {
+				return diagMode.Diagnose(b)
+			}
+			out[i] = d
+		}
+		return fmt.Sprintf("%d([%s])", tag.Number, strings.Join(out, ", ")), nil
+	}
+	return diagMode.Diagnose(b)
+}
+
+var plainDiagMode = func() cbor.DiagMode {
+	dm, err := cbor.DiagOptions{MaxNestedLevels: 16}.DiagMode()
+	if err != nil {
+		panic("strict: diagnostic options: " + err.Error())
+	}
+	return dm
+}()

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// examples are what --help shows after the flags, by command or
+// "command subcommand"; a subcommand without its own shows its
+// command's. Every command has at least one (a rule TestEveryHelpHasAnExample
+// keeps).
+var examples = map[string][]string{
+	"keygen": {"farthing keygen --type ed25519 --out keys --name plug-1"},
+	"ticket": {
+		"farthing ticket --key keys/plug-1.key --device plug-1 --seq 1 --reading energy_wh=1200 --out t.cbor",
+		"farthing ticket --next --data farthing-data --device plug-0001 --add energy_wh=250 --out t.cbor   # the device's next seq, epoch and register",
+	},
+	"decode":       {"farthing decode t.cbor", "farthing decode receipt.cbor"},
+	"verify":       {"farthing verify --pub keys/plug-1.pub t.cbor"},
+	"tariff":       {"farthing tariff check metering/testdata/tariffs.yaml"},
+	"tariff check": {"farthing tariff check metering/testdata/tariffs.yaml"},
+	"tariff quote": {
+		"farthing tariff quote --tariffs metering/testdata/tariffs.yaml --tariff household --from 0 --to 22000 --at 2026-03-02T19:30:00+01:00",
+	},
+	"device": {
+		"farthing device add --count 3 --prefix plug- --account household --provider stadtwerk --tariff energy_wh=household",
+		"farthing device list",
+	},
+	"device add": {
+		"farthing device add --id charger-7 --type ed25519 --account fleet --provider stadtwerk --tariff energy_wh=ev-charging",
+		"farthing device add --count 100 --prefix plug- --account household --provider stadtwerk --tariff energy_wh=household",
+	},
+	"device list":        {"farthing device list --data farthing-data"},
+	"device credentials": {"farthing device credentials --id plug-0001"},
+	"device disable":     {"farthing device disable --id plug-0001"},
+	"device enable":      {"farthing device enable --id plug-0001"},
+	"device remove":      {"farthing device remove --id plug-0001"},
+	"device revoke":      {"farthing device revoke --id plug-0001"},
+	"device rotate":      {"farthing device rotate --id charger-7 --pub new.pub --overlap 24h", "farthing device rotate --id charger-7 --commit"},
+	"device rules":       {"farthing device rules --id plug-0001 --meter energy_wh --set 'max_rate: 3600000/h, max_jump: 50000'"},
+	"device resume":      {"farthing device resume --id plug-0001"},
+	"sim": {
+		"farthing sim --rate 20 --duration 10s",
+		"farthing sim --transport coaps --devices 10 --rate 50 --duration 5s --json",
+	},
+	"demo":    {"farthing demo", "farthing demo --rate 400 --duration 10s"},
+	"inspect": {"farthing inspect --data farthing-data"},
+	"voucher": {
+		"farthing voucher issue --key issuer/issuer.key --id V-1 --account household --amount \"5.00 EUR\" --expires 2027-01-01T00:00:00Z --out v.txt",
+		"farthing voucher redeem \"$(cat v.txt)\"",
+	},
+	"account": {
+		"farthing account list",
+		"farthing account topup household \"5.00 EUR\" --ref PAY-2026-0001",
+	},
+	"account topup":   {"farthing account topup household \"5.00 EUR\" --ref PAY-2026-0001"},
+	"account list":    {"farthing account list --format csv"},
+	"account show":    {"farthing account show household"},
+	"account entries": {"farthing account entries household --since 2026-11-01T00:00:00Z --format csv"},
+	"quarantine": {
+		"farthing quarantine list",
+		"farthing quarantine release plug-0001/42 --note \"meter replaced\"",
+	},
+	"quarantine list":    {"farthing quarantine list --state all --device plug-0001"},
+	"quarantine show":    {"farthing quarantine show plug-0001/42"},
+	"quarantine release": {"farthing quarantine release plug-0001/42 --note \"meter replaced\""},
+	"quarantine void":    {"farthing quarantine void plug-0001/43 --note \"test bench reading\""},
+	"bench": {
+		"farthing bench --pin --json bench.json --plot bench.png",
+		"farthing bench --only hmac --runs 1 --duration 5s",
+	},
+	"backup":  {"farthing backup farthing-backup.db --data farthing-data"},
+	"restore": {"farthing restore farthing-backup.db --data farthing-data-restored"},
+	"compact": {"farthing compact --data farthing-data"},
+	"proof":   {"farthing proof --ticket plug-0001/1 --data farthing-data"},
+	"payouts": {
+		"farthing payouts run --policy provider/testdata/payouts.yaml --data farthing-receiver",
+		"farthing payouts report --data farthing-receiver",
+	},
+	"payouts run":       {"farthing payouts run --policy provider/testdata/payouts.yaml --data farthing-receiver"},
+	"payouts list":      {"farthing payouts list --data farthing-receiver"},
+	"payouts report":    {"farthing payouts report --data farthing-receiver"},
+	"payouts statement": {"farthing payouts statement --account stadtwerk --from 2026-11-01 --to 2026-12-01 --format csv --data farthing-receiver"},
+	"version":           {"farthing version"},
+	"help":              {"farthing help device add"},
+	"receive": {
+		"farthing receive --trust farthing-data/gateway.key.pub --http 127.0.0.1:8080 --data farthing-receiver",
+		"farthing receive report --data farthing-receiver",
+	},
+	"receive report": {"farthing receive report --data farthing-receiver"},
+}
+
+// printExamples writes the examples of name (or of its command).
+func printExamples(w io.Writer, name string) {
+	ex := examples[name]
+	if ex == nil {
+		cmd, _, _ := strings.Cut(name, " ")
+		ex = examples[cmd]
+	}
+	if len(ex) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nexamples:")
+	for _, e := range ex {
+		fmt.Fprintln(w, "  "+e)
+	}
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
+)
+
+// TestTicketNextFollowsTheGateway: `device add` returns once the running
+// gateway has loaded the device, and `ticket --next` makes the ticket the
+// gateway expects next — seq + 1, the register plus --add — from the
+// running daemon, and from the state file once it stopped.
+func TestTicketNextFollowsTheGateway(t *testing.T) {
+	data := t.TempDir()
+	os.WriteFile(filepath.Join(data, "tariffs.yaml"), []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"), 0o600)
+	cfg, err := gateway.LoadConfigWithDataDir("", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Accounts = []gateway.AccountConfig{{ID: "fleet", Kind: "postpaid", Currency: "EUR", CreditLimit: "1000"}}
+	cfg.Providers = []gateway.ProviderConfig{{ID: "utility", Window: time.Hour}}
+	cfg.DTLS.Listen, cfg.HTTP.Listen, cfg.MQTT.Listen = "off", "off", "127.0.0.1:0"
+	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	defer stop()
+	<-g.Ready()
+	mustRun(t, nil, "device", "add", "--data", data, "--id", "plug-1", "--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy")
+	submit := func(add string) protocol.Receipt {
+		t.Helper()
+		file := filepath.Join(t.TempDir(), "t.cbor")
+		mustRun(t, nil, "ticket", "--next", "--data", data, "--device", "plug-1", "--add", add, "--out", file)
+		b, _ := os.ReadFile(file)
+		return g.Ingest().Submit(context.Background(), gateway.Submission{Device: "plug-1", Payload: b, Transport: "test"}).Receipt
+	}
+	if r := submit("energy_wh=1000"); r.Status != protocol.StatusAccepted || r.Seq != 1 {
+		t.Fatalf("first ticket (the device was loaded when device add returned): %+v", r)
+	}
+	if r := submit("energy_wh=250"); r.Status != protocol.StatusAccepted || r.Seq != 2 || r.Charged != 75_000_000 {
+		t.Fatalf("next ticket: %+v; want seq 2 accepted, 250 Wh charged 0.075 EUR", r)
+	}
+	stop()
+	out := filepath.Join(t.TempDir(), "t.cbor")
+	mustRun(t, nil, "ticket", "--next", "--data", data, "--device", "plug-1", "--add", "energy_wh=5", "--out", out)
+	b, _ := os.ReadFile(out)
+	_, tk, err := strict.DecodeTicket(b)
+	if err != nil || tk.Seq != 3 || tk.Readings[0].Register != 1255 {
+		t.Fatalf("ticket --next from the state file: %+v %v; want seq 3, register 1255", tk, err)
+	}
+	if code, _, errOut := farthing(t, nil, "ticket", "--next", "--data", data, "--device", "plug-1", "--seq", "9", "--add", "energy_wh=1"); code != exitBad {
+		t.Errorf("--next with --seq: exit %d %q; want 2", code, errOut)
+	}
+}
