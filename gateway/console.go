@@ -304,7 +304,8 @@ func (c *console) overview() ([]panel, error) {
 	var tickets []figure
 	for _, k := range rates.keys {
 		id := "rate-" + strings.ReplaceAll(k, "/", "-")
-		tickets = append(tickets, figure{id, k, fmt.Sprintf("%.1f/s (%d since start)", rates.perSecond[k], rates.total[k])})
+		label := strings.TrimSuffix(strings.Replace(k, "/", ": ", 1), ": ")
+		tickets = append(tickets, figure{id, label, fmt.Sprintf("%.1f/s (%d since start)", rates.perSecond[k], rates.total[k])})
 	}
 	if len(tickets) == 0 {
 		tickets = append(tickets, figure{"rate-none", "tickets", "none since start"})
@@ -347,6 +348,9 @@ func (c *console) overview() ([]panel, error) {
 		}
 		out = append(out, figure{"upstream-" + u.Name, u.Name, fmt.Sprintf("%d waiting, confirmed up to %d", waiting, confirmed)})
 	}
+	if len(g.cfg.Upstreams) == 0 {
+		out = append(out, figure{"upstream-none", "upstreams", "none configured: aggregates wait in the outbox"})
+	}
 	rc := rep.Reconcile
 	balanced := "yes"
 	if !rc.Balanced {
@@ -355,7 +359,7 @@ func (c *console) overview() ([]panel, error) {
 	books := []figure{
 		{"inspect-devices", "devices with tickets", strconv.Itoa(len(rep.Devices))},
 		{"inspect-accounts", "accounts", strconv.Itoa(len(rep.Accounts))},
-		{"inspect-tickets", "tickets accepted", strconv.FormatUint(rc.Tickets, 10)},
+		{"inspect-tickets", "tickets in the books (accepted and held)", strconv.FormatUint(rc.Tickets, 10)},
 		{"inspect-open-windows", "open windows", strconv.Itoa(len(rep.OpenWindows))},
 		{"inspect-sealed", "sealed aggregates kept", strconv.Itoa(len(rep.Sealed))},
 		{"inspect-outbox", "outbox", strconv.Itoa(rep.Outbox)},
