@@ -577,6 +577,7 @@ type accountDetail struct {
 	ledger.AccountView
 	Entries []metering.Entry
 	Devices []string
+	Config  AccountConfig // its caps and low-balance level, as configured (zero if it is in the books only)
 }
 
 func (c *console) accountPage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
@@ -591,6 +592,11 @@ func (c *console) accountPage(_ http.ResponseWriter, r *http.Request) (string, a
 	}
 	slices.Reverse(es)
 	det := accountDetail{AccountView: a, Entries: es[:min(len(es), 50)]}
+	for _, ac := range c.g.cfg.Accounts {
+		if ac.ID == id {
+			det.Config = ac
+		}
+	}
 	for _, d := range c.g.ingest.Snapshot().Registry.Devices() {
 		if d.Account == id {
 			det.Devices = append(det.Devices, d.ID)

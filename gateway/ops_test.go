@@ -112,11 +112,14 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"providers:\n  - {id: p, threshold: lots}\n", "providers[0]"},
 		{"gateway_id: \"gw/1\"\n", "gateway_id"},
 		{"mqtt: {mode: external}\n", "mqtt.broker"},
+		{"mqtt: {listen: [1, 2]}\n", "c.yaml:1: mqtt.listen: a list where a string is wanted"},
+		{"accounts: {id: x}\n", "c.yaml:1: accounts: a mapping where a list"},
+		{"accounts:\n  - id: a\n    kind: [x]\n", "c.yaml:3: accounts[0].kind: a list"},
 	} {
 		p := filepath.Join(dir, "c.yaml")
 		os.WriteFile(p, []byte(tc.yaml), 0o600)
 		_, err := gateway.LoadConfig(p)
-		if !errors.Is(err, gateway.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+		if !errors.Is(err, gateway.ErrConfig) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "gateway.") {
 			t.Errorf("config %q: %v; want an error naming %q", tc.yaml, err, tc.want)
 		}
 	}

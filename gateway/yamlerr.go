@@ -30,6 +30,7 @@ func yamlErrors(file string, data []byte, err error) error {
 var (
 	reUnknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
 	reCannot       = regexp.MustCompile("^line (\\d+): cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+	reCannotNode   = regexp.MustCompile(`^line (\d+): cannot unmarshal !!(seq|map) into (\S+)$`)
 )
 
 func describeYAMLError(file string, root *yaml.Node, msg string) string {
@@ -43,7 +44,61 @@ func describeYAMLError(file string, root *yaml.Node, msg string) string {
 		path := pathAt(root, line, m[3], false)
 		return fmt.Sprintf("%s:%d: %s: %q is not %s", file, line, path, m[3], kindOf(m[4]))
 	}
+	if m := reCannotNode.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		found := map[string]string{"seq": "a list", "map": "a mapping"}[m[2]]
+		return fmt.Sprintf("%s:%d: %s: %s where %s is wanted", file, line, collectionAt(root, line), found, kindOf(m[3]))
+	}
 	return file + ": " + msg
+}
+
+// collectionAt returns the YAML path of the list or mapping that starts
+// on line as some key's value; "(top level)" if none does.
+func collectionAt(root *yaml.Node, line int) string {
+	var found string
+	var walk func(n *yaml.Node, path string) bool
+	walk = func(n *yaml.Node, path string) bool {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				if walk(c, path) {
+					return true
+				}
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				if walk(v, p) { // the innermost collection on the line
+					return true
+				}
+				if (v.Kind == yaml.SequenceNode || v.Kind == yaml.MappingNode) && (v.Line == line || k.Line == line) {
+					found = p
+					return true
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if walk(c, p) {
+					return true
+				}
+				if (c.Kind == yaml.SequenceNode || c.Kind == yaml.MappingNode) && c.Line == line && line != n.Line {
+					found = p
+					return true
+				}
+			}
+		}
+		return false
+	}
+	walk(root, "")
+	if found == "" {
+		return "(top level)"
+	}
+	return found
 }
 
 // kindOf names what a Go type expects, in words.
@@ -60,7 +115,7 @@ func kindOf(goType string) string {
 	case goType == "string":
 		return "a string"
 	case strings.HasPrefix(goType, "[]"):
-		return "a list"
+		return "a list (- item, or [a, b])"
 	case strings.HasPrefix(goType, "map["):
 		return "a mapping"
 	}

@@ -218,6 +218,22 @@ func TestConsoleInABrowser(t *testing.T) {
 		}
 		return body
 	}
+	// Every control on the forms has a label, and can be reached with the
+	// keyboard (no tabindex takes it out of the order).
+	for _, page := range []string{"accounts/kiosk", "quarantine", "devices"} {
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+page)); err != nil {
+			t.Fatal(err)
+		}
+		bad, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("input, button, select, textarea"))
+			.filter(e => e.type !== "hidden" && ((e.tagName !== "BUTTON" && e.labels.length === 0) || e.tabIndex < 0 || (e.tagName === "BUTTON" && !e.textContent.trim())))
+			.map(e => e.outerHTML)`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bad) > 0 {
+			t.Errorf("%s: controls without a label or out of the keyboard order: %q", page, bad)
+		}
+	}
 	if body := topUp("not-the-operator-token"); !strings.Contains(body, "operator token is required") {
 		t.Errorf("top-up with a wrong token answered %q", body)
 	}

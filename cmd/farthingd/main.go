@@ -35,7 +35,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("farthingd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	configPath := fs.String("config", "", "configuration file (YAML); default: built-in defaults")
 	dataDir := fs.String("data", "", "data directory (overrides the configuration)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
@@ -43,8 +43,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version (module version, VCS revision, Go version) and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printHelp(stdout, fs)
 			return 0
 		}
+		fmt.Fprintf(stderr, "farthingd: %v; see farthingd --help\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "farthingd: unexpected argument %q; see farthingd --help\n", fs.Arg(0))
 		return 2
 	}
 	if *showVersion {
@@ -94,6 +100,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// printHelp writes the usage, every flag with its default, and examples.
+func printHelp(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintln(w, "usage: farthingd [--config FILE] [--data DIR] [--log-level debug|info|warn|error] [--print-config] [--version]")
+	fmt.Fprintln(w, "\nThe Farthing edge gateway. Without flags: an embedded MQTT broker on 127.0.0.1:1883, CoAP/DTLS on")
+	fmt.Fprintln(w, "127.0.0.1:5684, metrics and the console on 127.0.0.1:9100, state in ./farthing-data. SIGTERM stops it")
+	fmt.Fprintln(w, "gracefully; SIGHUP reloads devices and tariffs. Every setting: gateway/CONFIG.md.")
+	fmt.Fprintln(w, "\nflags of farthingd:")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	fmt.Fprintln(w, "\nexamples:")
+	fmt.Fprintln(w, "  farthingd --config farthingd.yaml")
+	fmt.Fprintln(w, "  farthingd --config /etc/farthing/farthingd.yaml --print-config")
+	fmt.Fprintln(w, "  farthingd --data /var/lib/farthing --log-level debug")
 }
 
 // reloadOnHUP re-reads the device and tariff files on every SIGHUP until

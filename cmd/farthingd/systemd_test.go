@@ -69,3 +69,21 @@ func TestNotifiesItsServiceManager(t *testing.T) {
 	d.stop(t)
 	next("STOPPING=1", 5*time.Second)
 }
+
+// TestHelpAndBadFlags: --help lists every flag with its default and
+// examples on stdout (exit 0); a wrong flag or a stray argument is one
+// line on stderr that points to --help (exit 2).
+func TestHelpAndBadFlags(t *testing.T) {
+	var out, errOut strings.Builder
+	if code := run([]string{"--help"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "-config") ||
+		!strings.Contains(out.String(), `(default "info")`) || !strings.Contains(out.String(), "examples:\n  farthingd ") {
+		t.Errorf("--help: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	for _, args := range [][]string{{"--bogus"}, {"extra"}} {
+		out.Reset()
+		errOut.Reset()
+		if code := run(args, &out, &errOut); code != 2 || strings.Count(errOut.String(), "\n") != 1 || !strings.Contains(errOut.String(), "see farthingd --help") {
+			t.Errorf("farthingd %v: exit %d, stderr %q", args, code, errOut.String())
+		}
+	}
+}
