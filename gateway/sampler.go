@@ -47,8 +47,20 @@ func (s *sampler) run(ctx context.Context) {
 	}
 }
 
-// take reads the metrics once.
+// take reads the metrics once and keeps the sample.
 func (s *sampler) take() {
+	sm, gauge := s.gather()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ring = append(s.ring, sm)
+	if len(s.ring) > sampleSpan+1 {
+		s.ring = s.ring[1:]
+	}
+	s.gauge = gauge
+}
+
+// gather reads the metrics.
+func (s *sampler) gather() (sample, map[string]float64) {
 	// Gather returns what it could collect along with an error about the
 	// rest; the console shows what there is.
 	fams, _ := s.m.Registry.Gather()
@@ -75,13 +87,7 @@ func (s *sampler) take() {
 			}
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.ring = append(s.ring, sm)
-	if len(s.ring) > sampleSpan+1 {
-		s.ring = s.ring[1:]
-	}
-	s.gauge = gauge
+	return sm, gauge
 }
 
 func labelOf(m *dto.Metric, name string) string {
@@ -103,23 +109,18 @@ type rateView struct {
 	gauges               map[string]float64
 }
 
-// rates works out the rates between the oldest and the newest sample,
-// taking a new sample first if the newest is older than a quarter second
-// (so that the totals since start are current).
+// rates works out the rates between the oldest kept sample and one taken
+// now (so that the totals since start are current; the ring keeps its
+// one-second spacing).
 func (s *sampler) rates() rateView {
-	s.mu.Lock()
-	stale := len(s.ring) == 0 || time.Since(s.ring[len(s.ring)-1].at) > 250*time.Millisecond
-	s.mu.Unlock()
-	if stale {
-		s.take()
-	}
+	now, gauge := s.gather()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v := rateView{perSecond: map[string]float64{}, total: map[string]uint64{}, commitP50: "no commit", commitP99: "no commit", gauges: s.gauge}
-	if len(s.ring) == 0 {
-		return v
+	v := rateView{perSecond: map[string]float64{}, total: map[string]uint64{}, commitP50: "no commit", commitP99: "no commit", gauges: gauge}
+	first, last := now, now
+	if len(s.ring) > 0 {
+		first = s.ring[0]
 	}
-	first, last := s.ring[0], s.ring[len(s.ring)-1]
 	secs := last.at.Sub(first.at).Seconds()
 	for k, n := range last.tickets {
 		if n == 0 {
