@@ -79,7 +79,7 @@ func TestStatePlateaus(t *testing.T) {
 	// the first round; with it, what is within the horizon, once the
 	// ledger entries are folded too (a few thousand a second, later than
 	// the tickets on a busy machine).
-	for deadline := time.Now().Add(15 * time.Second); last > 2*first && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(40 * time.Second); last > 2*first && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		last = tg.Store().Usage().InUse()
 	}
 	t.Logf("bytes in use after 8,000 tickets: %d; after 32,000: %d", first, last)
