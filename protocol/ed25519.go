@@ -1,3 +1,11 @@
+//go:build !tinygo || farthing_ed25519
+
+// Ed25519 in a firmware (TinyGo) build is opt-in, with the build tag
+// farthing_ed25519: crypto/ed25519 brings the standard library's FIPS
+// module (its DRBG, AES, SHA-3 and SHA-512, with their self-tests) into
+// the image, some 60 KB of flash that an HMAC or payword device never
+// uses. Every other build has it.
+
 package protocol
 
 import "crypto/ed25519"

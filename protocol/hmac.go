@@ -1,10 +1,6 @@
 package protocol
 
-import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"hash"
-)
+import "hash"
 
 // HMACKeySize is the size of an HMAC 256/256 key, in bytes.
 const HMACKeySize = 32
@@ -15,7 +11,7 @@ const HMACKeySize = 32
 type HMAC struct {
 	mac hash.Hash
 	kid [KeyIDLen]byte
-	tag [sha256.Size]byte
+	tag [hashSize]byte
 }
 
 // NewHMAC returns an HMAC 256/256 signer and verifier for a 32-byte key.
@@ -24,7 +20,7 @@ func NewHMAC(key []byte) (*HMAC, error) {
 	if len(key) != HMACKeySize {
 		return nil, ErrKeySize
 	}
-	h := &HMAC{mac: hmac.New(sha256.New, key)}
+	h := &HMAC{mac: newHMAC(key)}
 	h.kid = KeyIDOf(AlgHMAC256, key)
 	return h, nil
 }
@@ -46,7 +42,7 @@ func (h *HMAC) Sign(dst, toBeSigned []byte) ([]byte, error) {
 func (h *HMAC) Verify(toBeSigned, sig []byte) error {
 	h.mac.Reset()
 	h.mac.Write(toBeSigned)
-	if !hmac.Equal(h.mac.Sum(h.tag[:0]), sig) {
+	if !equalMAC(h.mac.Sum(h.tag[:0]), sig) {
 		return ErrBadSignature
 	}
 	return nil

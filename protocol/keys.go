@@ -1,21 +1,16 @@
 package protocol
 
-import (
-	"crypto/hkdf"
-	"crypto/sha256"
-)
-
 // KeyIDOf returns the key id of a key: the first KeyIDLen bytes of
 // SHA-256("farthing kid v1" || alg || key), where alg is the COSE algorithm
 // as a CBOR integer and key is the Ed25519 public key or the HMAC key. For
 // an HMAC key the id reveals nothing usable about the key.
 func KeyIDOf(alg Algorithm, key []byte) [KeyIDLen]byte {
-	h := sha256.New()
+	h := newSHA256()
 	h.Write([]byte("farthing kid v1"))
 	var a [9]byte
 	h.Write(appendInt(a[:0], int64(alg)))
 	h.Write(key)
-	var sum [sha256.Size]byte
+	var sum [hashSize]byte
 	h.Sum(sum[:0])
 	var id [KeyIDLen]byte
 	copy(id[:], sum[:])
@@ -49,5 +44,5 @@ func DeriveKey(master []byte, purpose KeyPurpose) ([]byte, error) {
 	if len(master) != MasterSecretSize {
 		return nil, ErrKeySize
 	}
-	return hkdf.Key(sha256.New, master, nil, string(purpose), 32)
+	return hkdfKey(master, string(purpose)), nil
 }

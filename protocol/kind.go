@@ -30,6 +30,10 @@ func (k Kind) String() string {
 		return "credit"
 	case KindHold:
 		return "hold"
+	case KindCommitment:
+		return "commitment"
+	case KindPayword:
+		return "payword"
 	}
 	return "unknown"
 }

@@ -141,6 +141,21 @@ const (
 	// ReasonRegisterFault: with StatusHeld, the register is one of the
 	// values the meter sends as an error code (all ones in 32 bits, …).
 	ReasonRegisterFault Reason = 74
+	// ReasonPaywordMismatch: the payword does not hash down to the chain's
+	// last accepted payword (or its anchor): forged or of another chain.
+	ReasonPaywordMismatch Reason = 75
+	// ReasonChainUnknown: the device committed to no chain with this id
+	// (a payword sent before its commitment, or another device's chain).
+	ReasonChainUnknown Reason = 76
+	// ReasonChainExhausted: the chain has expired (past its commitment's
+	// expiry); a device commits the next chain before.
+	ReasonChainExhausted Reason = 77
+	// ReasonPaywordTooFar: the index is more than MaxPaywordSteps past the
+	// last accepted one.
+	ReasonPaywordTooFar Reason = 78
+	// ReasonPaywordBackwards: the index is below the chain's last accepted
+	// one; nothing is charged (the later payword covers its usage).
+	ReasonPaywordBackwards Reason = 79
 
 	// Voucher refusals: a voucher that changes nothing.
 
@@ -157,6 +172,13 @@ const (
 	// ReasonVoucherRedeemed: its id was redeemed before; a voucher id is
 	// redeemed at most once, ever.
 	ReasonVoucherRedeemed Reason = 84
+	// ReasonChainReplayed: a chain commitment whose number is not above
+	// the device's last one, or a chain id committed before with other
+	// terms.
+	ReasonChainReplayed Reason = 85
+	// ReasonChainGap: a chain commitment whose start register is not the
+	// register the device's chain of the meter has reached.
+	ReasonChainGap Reason = 86
 
 	// ReasonStorageFull: the gateway's disk is near its bound (retry later).
 	ReasonStorageFull Reason = 96
@@ -206,11 +228,18 @@ var reasonNames = [...]struct {
 	{ReasonSpendingCap, "spending_cap"},
 	{ReasonRateTooHigh, "rate_too_high"},
 	{ReasonRegisterFault, "register_fault"},
+	{ReasonPaywordMismatch, "payword_mismatch"},
+	{ReasonChainUnknown, "chain_unknown"},
+	{ReasonChainExhausted, "chain_exhausted"},
+	{ReasonPaywordTooFar, "payword_too_far"},
+	{ReasonPaywordBackwards, "payword_backwards"},
 	{ReasonVoucherForged, "voucher_forged"},
 	{ReasonVoucherExpired, "voucher_expired"},
 	{ReasonVoucherWrongAccount, "voucher_wrong_account"},
 	{ReasonVoucherWrongCurrency, "voucher_wrong_currency"},
 	{ReasonVoucherRedeemed, "voucher_redeemed"},
+	{ReasonChainReplayed, "chain_replayed"},
+	{ReasonChainGap, "chain_gap"},
 	{ReasonStorageFull, "storage_full"},
 	{ReasonStoreError, "store_error"},
 	{ReasonOverloaded, "overloaded"},
@@ -261,7 +290,7 @@ func (s *Status) UnmarshalText(b []byte) error {
 			return nil
 		}
 	}
-	return newError(ReasonFieldRange, "unknown status "+strconv.Quote(string(b)))
+	return newError(ReasonFieldRange, "unknown status \""+string(b)+"\"")
 }
 
 // MarshalText writes the reason's name, for JSON and logs.
@@ -275,5 +304,5 @@ func (r *Reason) UnmarshalText(b []byte) error {
 			return nil
 		}
 	}
-	return newError(ReasonFieldRange, "unknown reason "+strconv.Quote(string(b)))
+	return newError(ReasonFieldRange, "unknown reason \""+string(b)+"\"")
 }
