@@ -24,4 +24,7 @@ var (
 	// answered, or superseded by a newer ticket). The receipt is still
 	// returned, and nothing changed.
 	ErrNotPending = errors.New("devicefw: receipt for a ticket that is not pending")
+	// ErrChainIndex: a payword index at or below the last one given out,
+	// or past the chain's end; commit the next chain.
+	ErrChainIndex = errors.New("devicefw: payword index out of the chain's order")
 )

@@ -1,7 +1,5 @@
 package protocol
 
-import "strconv"
-
 // Algorithm is a COSE algorithm identifier (IANA "COSE Algorithms" registry).
 type Algorithm int64
 
@@ -22,7 +20,7 @@ func (a Algorithm) String() string {
 	case AlgHMAC256:
 		return "HMAC 256/256"
 	}
-	return "alg(" + strconv.FormatInt(int64(a), 10) + ")"
+	return "alg(" + itoa(int64(a)) + ")"
 }
 
 // Tag returns the COSE message tag the algorithm is used with: 18

@@ -86,7 +86,7 @@ type reader struct {
 
 func (r *reader) fail(reason Reason, detail string) {
 	if r.err == nil {
-		r.err = &Error{Reason: reason, Detail: detail}
+		r.err = &Error{Reason: reason, Detail: keepDetail(detail)}
 	}
 }
 

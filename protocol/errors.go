@@ -43,7 +43,7 @@ func ReasonOf(err error) Reason {
 	return ReasonMalformed
 }
 
-func newError(r Reason, detail string) error { return &Error{Reason: r, Detail: detail} }
+func newError(r Reason, detail string) error { return &Error{Reason: r, Detail: keepDetail(detail)} }
 
 // Sentinels for errors.Is; each matches any *Error with the same reason.
 var (

@@ -31,3 +31,7 @@ func equalMAC(a, b []byte) bool { return tinyEqual(a, b) }
 func hkdfKey(secret []byte, info string) []byte { return tinyHKDF(secret, info) }
 
 func sum256(b []byte) [hashSize]byte { return tinysha.Sum256(b) }
+
+// keepDetail drops an error's detail text in a firmware build: the reason
+// code says what was refused, and the texts would take flash.
+func keepDetail(string) string { return "" }

@@ -1,7 +1,5 @@
 package protocol
 
-import "strconv"
-
 // Status is the outcome of one ticket, carried in its receipt (key 3).
 type Status uint8
 
@@ -36,7 +34,7 @@ func (s Status) String() string {
 	if int(s) < len(statusNames) {
 		return statusNames[s]
 	}
-	return "status_" + strconv.Itoa(int(s))
+	return "status_" + itoa(int64(s))
 }
 
 // Valid reports whether s is a status this version defines.
@@ -253,7 +251,7 @@ func (r Reason) String() string {
 			return n.name
 		}
 	}
-	return "reason_" + strconv.Itoa(int(r))
+	return "reason_" + itoa(int64(r))
 }
 
 // Valid reports whether r is a reason this version defines.

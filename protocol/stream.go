@@ -1,7 +1,5 @@
 package protocol
 
-import "strconv"
-
 // StreamID names one gateway's aggregate stream: the key id of the
 // gateway's Ed25519 key (the COSE kid of every aggregate it signs) and the
 // stream epoch made with its state file. Aggregate seqs are gapless from 1
@@ -33,7 +31,7 @@ func (s StreamID) String() string {
 	b := make([]byte, 0, 2*KeyIDLen+1+16)
 	b = appendHex(b, s.KeyID[:])
 	b = append(b, '.')
-	return string(strconv.AppendUint(b, s.Epoch, 16))
+	return string(appendUintBase(b, s.Epoch, 16))
 }
 
 // Key returns the idempotency key of aggregate seq in the stream:
@@ -41,7 +39,7 @@ func (s StreamID) String() string {
 // the JetStream Nats-Msg-Id of the aggregate, so two gateways that share
 // a gateway id never collide in an upstream's deduplication.
 func (s StreamID) Key(seq uint64) string {
-	return s.String() + "/" + strconv.FormatUint(seq, 10)
+	return s.String() + "/" + itoa(int64(seq))
 }
 
 // DefaultGatewayID is the gateway id a gateway takes when none is
