@@ -14,10 +14,12 @@ import (
 // codec or a third-party module.
 var deviceImports = map[string][]string{
 	"github.com/farthing-iot/farthing/protocol": {
-		"crypto/ed25519", "crypto/hkdf", "crypto/hmac", "crypto/sha256", "errors", "hash", "strconv",
+		"crypto/ed25519", "crypto/hkdf", "crypto/hmac", "crypto/sha256", "errors", "hash",
+		"github.com/farthing-iot/farthing/protocol/internal/tinysha",
 	},
+	"github.com/farthing-iot/farthing/protocol/internal/tinysha": {"encoding/binary"},
 	"github.com/farthing-iot/farthing/devicefw": {
-		"errors", "github.com/farthing-iot/farthing/protocol",
+		"errors", "math/bits", "github.com/farthing-iot/farthing/protocol",
 	},
 	"github.com/farthing-iot/farthing/devicefw/examples/smartplug": {
 		"crypto/ed25519", "encoding/hex", "github.com/farthing-iot/farthing/devicefw", "github.com/farthing-iot/farthing/protocol",

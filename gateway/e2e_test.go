@@ -171,10 +171,17 @@ func connectDevice(t testing.TB, tg *testGateway, id string) *device {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return connectPaywordDevice(t, tg, id, c)
+}
+
+// connectPaywordDevice connects device id over the embedded broker with
+// the devicefw client c.
+func connectPaywordDevice(t testing.TB, tg *testGateway, id string, c *devicefw.Client) *device {
 	d := &device{receipts: make(chan protocol.Receipt, 1000)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	d.Device, err = mqttdev.Connect(ctx, mqttdev.Config{Broker: tg.broker, Device: id, Password: s.MQTTPassword(), Client: c,
+	var err error
+	d.Device, err = mqttdev.Connect(ctx, mqttdev.Config{Broker: tg.broker, Device: id, Password: tg.secrets[id].MQTTPassword(), Client: c,
 		OnReceipt: func(r protocol.Receipt, err error) {
 			if err == nil || err == devicefw.ErrNotPending {
 				d.receipts <- r

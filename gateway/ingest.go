@@ -126,6 +126,9 @@ type Pending struct {
 	done  <-chan error     // the commit's result; nil when refused before
 	rc    protocol.Receipt // set by the commit
 	fresh bool             // the commit wrote the ticket (it was not seen before)
+	// paywordSeq is a payword ticket's seq, set by the commit (it needs
+	// the chain's number); read after done.
+	paywordSeq uint64
 }
 
 // Start decodes and verifies a ticket on the caller's goroutine and queues
@@ -136,7 +139,24 @@ type Pending struct {
 func (in *Ingest) Start(ctx context.Context, sub Submission) *Pending {
 	in.received.Add(1)
 	p := &Pending{in: in, ctx: ctx, sub: sub, start: in.now(), snap: in.snap.Load()}
-	dev, tk, raw, ref := in.check(p.snap, sub)
+	if protocol.IsPaywordTicket(sub.Payload) {
+		return in.startPayword(p)
+	}
+	var (
+		dev        *Device
+		tk         protocol.Ticket
+		raw        []byte
+		ref        *refusal
+		commitment *protocol.Commitment
+	)
+	dev, tk, raw, ref = in.check(p.snap, sub)
+	if ref != nil && isCommitment(sub.Payload) {
+		// Not a ticket but a payword chain's commitment, which comes the
+		// way tickets do (looked at only once the ticket decoder refused
+		// it, so tickets pay nothing for it).
+		commitment = new(protocol.Commitment)
+		dev, tk, raw, ref = in.checkCommitment(p.snap, sub, commitment)
+	}
 	p.dev, p.tk, p.ref = dev, tk, ref
 	if p.ref != nil {
 		return p
@@ -144,6 +164,10 @@ func (in *Ingest) Start(ctx context.Context, sub Submission) *Pending {
 	in.seen.saw(dev.ID, sub.Transport, p.start)
 	committed, err := in.books.Store().Enqueue(ctx, func(tx *bolt.Tx) error {
 		var err error
+		if commitment != nil {
+			p.rc, p.fresh, err = in.books.ApplyCommitment(tx, &p.snap.Terms, payerOf(dev, p.snap.Registry), commitment, raw)
+			return err
+		}
 		p.rc, p.fresh, err = in.books.Apply(tx, &p.snap.Terms, payerOf(dev, p.snap.Registry), &p.tk, raw)
 		return err
 	})
@@ -153,6 +177,106 @@ func (in *Ingest) Start(ctx context.Context, sub Submission) *Pending {
 	}
 	p.done = committed
 	return p
+}
+
+func isCommitment(b []byte) bool {
+	k, ok := protocol.KindOf(b)
+	return ok && k == protocol.KindCommitment
+}
+
+// startPayword checks a payword ticket's device and queues its check
+// against its chain, which needs the chain's state, with its commit.
+func (in *Ingest) startPayword(p *Pending) *Pending {
+	var pw protocol.PaywordTicket
+	if err := protocol.ParsePaywordTicket(p.sub.Payload, &pw); err != nil {
+		p.ref = reject(protocol.ReasonOf(err), "%v", err)
+		return p
+	}
+	p.tk = protocol.Ticket{Device: pw.Device, Seq: uint64(pw.Index)}
+	dev := p.snap.Registry.Device(pw.Device)
+	if dev == nil {
+		p.ref = reject(protocol.ReasonUnknownKey, "no device %q is registered", pw.Device)
+		return p
+	}
+	if p.ref = in.refuseDevice(dev); p.ref != nil {
+		return p
+	}
+	if p.sub.Device != dev.ID {
+		p.ref = reject(protocol.ReasonDeviceMismatch, "payword of device %q arrived as %q", dev.ID, p.sub.Device)
+		return p
+	}
+	if in.full.Load() {
+		p.ref = &refusal{Status: protocol.StatusRetryLater, Reason: protocol.ReasonStorageFull, Detail: "state file near its bound"}
+		return p
+	}
+	p.dev = dev
+	in.seen.saw(dev.ID, p.sub.Transport, p.start)
+	raw := p.sub.Payload
+	var tk protocol.Ticket // the reading the payword stands for, filled in by the commit
+	committed, err := in.books.Store().Enqueue(p.ctx, func(tx *bolt.Tx) error {
+		var err error
+		p.rc, p.fresh, err = in.books.ApplyPayword(tx, &p.snap.Terms, payerOf(dev, p.snap.Registry), &pw, raw, &tk)
+		p.paywordSeq = tk.Seq
+		return err
+	})
+	if err != nil {
+		p.ref = commitRefusal(in, p.sub, p.tk.Seq, err)
+		return p
+	}
+	p.done = committed
+	return p
+}
+
+// refuseDevice refuses a device that may not send: revoked, suspended or
+// disabled.
+func (in *Ingest) refuseDevice(dev *Device) *refusal {
+	switch {
+	case dev.Revoked:
+		return reject(protocol.ReasonKeyRevoked, "device %s is revoked", dev.ID)
+	case in.suspended(dev.ID):
+		return reject(protocol.ReasonDeviceSuspended, "device %s is suspended until an operator resumes it", dev.ID)
+	case dev.Disabled:
+		return reject(protocol.ReasonDeviceDisabled, "device %s is disabled", dev.ID)
+	}
+	return nil
+}
+
+// checkCommitment decodes and authenticates a payword chain commitment as
+// check does a ticket, and returns the reading it stands for (its index
+// 0) as the ticket.
+func (in *Ingest) checkCommitment(snap *Snapshot, sub Submission, c *protocol.Commitment) (*Device, protocol.Ticket, []byte, *refusal) {
+	var env protocol.Envelope
+	if err := protocol.ParseCommitment(sub.Payload, &env, c); err != nil {
+		return nil, protocol.Ticket{}, nil, reject(protocol.ReasonOf(err), "%v", err)
+	}
+	tk := ledger.CommitmentTicket(c, in.now().UnixMilli())
+	dev := snap.Registry.ByKeyID(env.KeyID)
+	switch {
+	case snap.Registry.KeyRevoked(env.KeyID):
+		return nil, tk, nil, reject(protocol.ReasonKeyRevoked, "key id %x was revoked", env.KeyID)
+	case dev == nil:
+		return nil, tk, nil, reject(protocol.ReasonUnknownKey, "no device has key id %x", env.KeyID)
+	}
+	if ref := in.refuseDevice(dev); ref != nil {
+		return nil, tk, nil, ref
+	}
+	switch {
+	case c.Device != dev.ID:
+		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "commitment names device %q, its key is %q's", c.Device, dev.ID)
+	case sub.Device != dev.ID:
+		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "commitment of device %q arrived as %q", dev.ID, sub.Device)
+	}
+	dev = dev.ForKey(env.KeyID)
+	if err := in.verify(dev, &env); err != nil {
+		return nil, tk, nil, reject(protocol.ReasonOf(err), "%v", err)
+	}
+	if _, ok := dev.Tariffs[c.Meter]; !ok {
+		return nil, tk, nil, reject(protocol.ReasonUnknownMeter, "device %s has no tariff for meter %q", dev.ID, c.Meter)
+	}
+	if in.full.Load() {
+		return nil, tk, nil, &refusal{Status: protocol.StatusRetryLater, Reason: protocol.ReasonStorageFull, Detail: "state file near its bound"}
+	}
+	return dev, tk, sub.Payload, nil
 }
 
 // commitRefusal turns a failed commit into the answer to the device.
@@ -183,9 +307,12 @@ func (p *Pending) Wait() Result {
 	if answer != nil {
 		r.Currency = string(snap.Accounts[answer.Account].Currency)
 	}
-	r.Seq = p.tk.Seq // 0 when the ticket could not be read
 	if p.done != nil {
-		if err := <-p.done; err != nil {
+		err := <-p.done
+		if p.paywordSeq != 0 {
+			p.tk.Seq = p.paywordSeq // known once the chain was read
+		}
+		if err != nil {
 			ref = commitRefusal(in, sub, p.tk.Seq, err)
 		} else {
 			r = p.rc
@@ -195,6 +322,7 @@ func (p *Pending) Wait() Result {
 		}
 	}
 	if ref != nil {
+		r.Seq = p.tk.Seq // 0 when the ticket could not be read
 		r.Status, r.Reason, r.Charged, r.HasBalance = ref.Status, ref.Reason, 0, false
 		if ref.Status == protocol.StatusInsufficientFunds {
 			r.Balance, r.HasBalance = in.available(snap, p.dev), true
@@ -263,12 +391,8 @@ func (in *Ingest) check(snap *Snapshot, sub Submission) (*Device, protocol.Ticke
 		return nil, tk, nil, reject(protocol.ReasonKeyRevoked, "key id %x was revoked", env.KeyID)
 	case dev == nil:
 		return nil, tk, nil, reject(protocol.ReasonUnknownKey, "no device has key id %x", env.KeyID)
-	case dev.Revoked:
-		return nil, tk, nil, reject(protocol.ReasonKeyRevoked, "device %s is revoked", dev.ID)
-	case in.suspended(dev.ID):
-		return nil, tk, nil, reject(protocol.ReasonDeviceSuspended, "device %s is suspended until an operator resumes it", dev.ID)
-	case dev.Disabled:
-		return nil, tk, nil, reject(protocol.ReasonDeviceDisabled, "device %s is disabled", dev.ID)
+	case in.refuseDevice(dev) != nil:
+		return nil, tk, nil, in.refuseDevice(dev)
 	case tk.Device != dev.ID:
 		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "ticket names device %q, its key is %q's", tk.Device, dev.ID)
 	case sub.Device != dev.ID:

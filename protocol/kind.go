@@ -40,3 +40,23 @@ func (k Kind) String() string {
 
 // keyKind is payload key 0 in every message.
 const keyKind = 0
+
+// KindOf reads the kind of a COSE message's payload (its key 0) without
+// checking the rest; false if b is not a COSE message whose payload
+// starts with a kind.
+func KindOf(b []byte) (Kind, bool) {
+	var env Envelope
+	if ParseEnvelope(b, &env) != nil {
+		return 0, false
+	}
+	rd := reader{b: env.Payload}
+	keys := rd.mapOf(64, "payload")
+	if k, ok := keys.next(); !ok || k != keyKind {
+		return 0, false
+	}
+	v := rd.uint("kind")
+	if rd.err != nil || v > 255 {
+		return 0, false
+	}
+	return Kind(v), true
+}

@@ -26,16 +26,21 @@ const CoAPTicketPath = "t"
 // CoAPVoucherPath is the CoAP resource vouchers are POSTed to ("/v").
 const CoAPVoucherPath = "v"
 
-// CoAP Content-Formats of COSE messages (IANA CoAP Content-Formats).
+// CoAP Content-Formats of the messages (IANA CoAP Content-Formats).
 const (
 	ContentFormatMac0  uint16 = 17 // application/cose; cose-type="cose-mac0"
 	ContentFormatSign1 uint16 = 18 // application/cose; cose-type="cose-sign1"
+	ContentFormatCBOR  uint16 = 60 // application/cbor: a payword ticket
 )
 
-// ContentFormatOf returns the CoAP Content-Format of a COSE message from
-// its tag: ContentFormatSign1 for a COSE_Sign1, else ContentFormatMac0.
+// ContentFormatOf returns the CoAP Content-Format of a message: for a
+// COSE message from its tag (ContentFormatSign1 for a COSE_Sign1, else
+// ContentFormatMac0), ContentFormatCBOR for a payword ticket.
 func ContentFormatOf(msg []byte) uint16 {
-	if len(msg) > 0 && msg[0] == 0xc0|byte(TagSign1) {
+	switch {
+	case IsPaywordTicket(msg):
+		return ContentFormatCBOR
+	case len(msg) > 0 && msg[0] == 0xc0|byte(TagSign1):
 		return ContentFormatSign1
 	}
 	return ContentFormatMac0

@@ -101,6 +101,39 @@ func (d *Device) Report(ctx context.Context, nowMs uint64, readings []devicefw.R
 	return d.Send(ctx, msg)
 }
 
+// Commit POSTs a payword chain's commitment and returns its receipt (seq
+// protocol.PaywordSeq(number, 0): the chain's index 0; no ticket waits for
+// it, so devicefw.ErrNotPending is not an error here).
+func (d *Device) Commit(ctx context.Context, ch *devicefw.Chain) (protocol.Receipt, error) {
+	d.mu.Lock()
+	msg, err := d.cfg.Client.Commit(nil, ch)
+	d.mu.Unlock()
+	if err != nil {
+		return protocol.Receipt{}, err
+	}
+	r, err := d.Send(ctx, msg)
+	if errors.Is(err, devicefw.ErrNotPending) {
+		err = nil
+	}
+	return r, err
+}
+
+// ReportPayword moves the chain to index i, keeps the payword ticket
+// pending, POSTs it and returns the gateway's receipt, as Report does a
+// ticket.
+func (d *Device) ReportPayword(ctx context.Context, ch *devicefw.Chain, i uint32) (protocol.Receipt, error) {
+	d.mu.Lock()
+	msg, _, err := d.cfg.Client.ReportPayword(ch, i)
+	if err == nil {
+		msg = append([]byte(nil), msg...)
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return protocol.Receipt{}, err
+	}
+	return d.Send(ctx, msg)
+}
+
 // Send POSTs one ticket's bytes and handles the receipt.
 func (d *Device) Send(ctx context.Context, ticket []byte) (protocol.Receipt, error) {
 	return d.post(ctx, "/"+d.cfg.Path, ContentFormat(ticket), ticket)

@@ -143,6 +143,39 @@ func (d *Device) Report(nowMs uint64, readings []devicefw.Reading) (uint64, erro
 	return seq, nil
 }
 
+// Commit publishes a payword chain's commitment on the ticket topic. Its
+// receipt (seq protocol.PaywordSeq(number, 0): the chain's index 0) comes
+// to OnReceipt with devicefw.ErrNotPending, since no ticket waits for it.
+func (d *Device) Commit(ch *devicefw.Chain) error {
+	d.mu.Lock()
+	msg, err := d.cfg.Client.Commit(nil, ch)
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	d.conn.Publish(d.ticketTopic(), 1, false, msg)
+	return nil
+}
+
+// ReportPayword moves the chain to index i, keeps the payword ticket
+// pending and publishes it, as Report does a ticket.
+func (d *Device) ReportPayword(ch *devicefw.Chain, i uint32) (uint64, error) {
+	d.mu.Lock()
+	msg, seq, err := d.cfg.Client.ReportPayword(ch, i)
+	if err == nil {
+		msg = append([]byte(nil), msg...)
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	d.conn.Publish(d.ticketTopic(), 1, false, msg)
+	if d.cfg.OnPublish != nil {
+		d.cfg.OnPublish(seq, msg)
+	}
+	return seq, nil
+}
+
 // ResendPending publishes every pending ticket again, oldest first.
 func (d *Device) ResendPending() int {
 	type pending struct {

@@ -41,6 +41,7 @@ import (
 const (
 	ContentFormatMac0  = message.MediaType(protocol.ContentFormatMac0)
 	ContentFormatSign1 = message.MediaType(protocol.ContentFormatSign1)
+	ContentFormatCBOR  = message.MediaType(protocol.ContentFormatCBOR)
 )
 
 // Handler processes a ticket from an authenticated device and returns the
@@ -302,8 +303,8 @@ func (s *Server) serveTicket(w mux.ResponseWriter, r *mux.Message) {
 			return
 		}
 	}
-	if cf, err := r.ContentFormat(); err != nil || (cf != ContentFormatMac0 && cf != ContentFormatSign1) {
-		s.refuse(w, codes.UnsupportedMediaType, "bad_content_format", "Content-Format must be application/cose (17 or 18)")
+	if cf, err := r.ContentFormat(); err != nil || (cf != ContentFormatMac0 && cf != ContentFormatSign1 && cf != ContentFormatCBOR) {
+		s.refuse(w, codes.UnsupportedMediaType, "bad_content_format", "Content-Format must be application/cose (17 or 18), or application/cbor (60) for a payword ticket")
 		return
 	}
 	var body []byte

@@ -64,11 +64,15 @@ var (
 	bucketHolds     = []byte("holds")
 	bucketSuspended = []byte("suspended")
 	bucketFolded    = []byte("folded")
+	// bucketChains holds payword chains: each device's committed chains
+	// ("c" device 0 chain id → chainRecord) and its last chain number
+	// ("n" device → u64).
+	bucketChains = []byte("chains")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
 	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
-	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended, bucketFolded}
+	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended, bucketFolded, bucketChains}
 
 // joinKey joins parts with 0 bytes.
 func joinKey(parts ...string) []byte {

@@ -20,7 +20,9 @@ import (
 // bucket (top-ups and vouchers sent upstream). Version 5 adds the holds,
 // suspended and folded buckets (quarantined tickets, suspended devices,
 // ledger entries folded by day once pruned), empty in a migrated file.
-const SchemaVersion = 5
+// Version 6 adds the chains bucket (payword chains), empty in a migrated
+// file.
+const SchemaVersion = 6
 
 var metaSchemaVersion = []byte("schema-version")
 

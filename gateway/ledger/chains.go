@@ -1,0 +1,172 @@
+package ledger
+
+import (
+	"bytes"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Payword chains in the books. A device's chain commitment is accepted as
+// the chain's index 0: a reading of the commitment's start register at
+// seq PaywordSeq(number, 0), which sets the meter's baseline (a new meter)
+// or charges nothing (a renewal that starts where the last chain ended).
+// Each payword ticket is then checked against the chain's last accepted
+// payword and, if it hashes down to it, accepted as a reading of start +
+// index × units, through Apply like any other ticket: dedup, cumulative
+// registers, plausibility, windows and receipts are the same. The chain's
+// last index and payword move with the ticket, in the same operation.
+//
+// The rules, each with its reason: a payword of a chain the device never
+// committed (or another device's) is chain_unknown; past the chain's
+// length or expiry, chain_exhausted; below the last accepted index,
+// payword_backwards; more than MaxPaywordSteps past it, payword_too_far;
+// not hashing down to it, payword_mismatch. A commitment whose number is
+// not above the device's last, or a chain id committed before with other
+// bytes, is chain_replayed; one whose start is not where the meter stands
+// in the same epoch, chain_gap (the gap would be usage with no payword to
+// prove it).
+
+// chainRecord is a committed chain and how far it has been spent.
+type chainRecord struct {
+	protocol.Commitment
+	Last     uint32           // the last accepted index (0: only the commitment)
+	LastWord protocol.Payword // w_Last (the anchor while Last is 0)
+	Raw      []byte           // the commitment as the device sent it
+}
+
+func (r chainRecord) encode() []byte {
+	c := r.Commitment
+	return metering.NewStateWriter().String(c.Device).String(string(c.Chain[:])).Uint(uint64(c.Number)).String(c.Meter).Uint(c.Units).
+		Uint(uint64(c.Length)).String(string(c.Anchor[:])).Uint(c.Start).Uint(c.Expiry).Uint(c.Epoch).Uint(uint64(r.Last)).
+		String(string(r.LastWord[:])).Rest(r.Raw)
+}
+
+func decodeChainRecord(b []byte) (chainRecord, error) {
+	rd := metering.NewStateReader(b, "chain record")
+	var r chainRecord
+	r.Device = rd.String()
+	copy(r.Chain[:], rd.String())
+	r.Number = uint32(rd.Uint())
+	r.Meter = rd.String()
+	r.Units = rd.Uint()
+	r.Length = uint32(rd.Uint())
+	copy(r.Anchor[:], rd.String())
+	r.Start, r.Expiry, r.Epoch = rd.Uint(), rd.Uint(), rd.Uint()
+	r.Last = uint32(rd.Uint())
+	copy(r.LastWord[:], rd.String())
+	r.Raw = append([]byte(nil), rd.Rest()...)
+	return r, rd.Err()
+}
+
+func chainKey(device string, id protocol.ChainID) []byte {
+	return append(append(joinKey("c", device), 0), id[:]...)
+}
+
+func chainNumberKey(device string) []byte { return joinKey("n", device) }
+
+// CommitmentTicket is the reading a commitment stands for: the chain's
+// start register at seq PaywordSeq(number, 0), dated now.
+func CommitmentTicket(c *protocol.Commitment, now int64) protocol.Ticket {
+	return protocol.Ticket{Device: c.Device, Seq: protocol.PaywordSeq(c.Number, 0), Time: uint64(now), Epoch: c.Epoch,
+		Readings: []protocol.Reading{{Meter: c.Meter, Register: c.Start}}}
+}
+
+// ApplyCommitment accepts a chain commitment (already verified against the
+// device's key) as its index 0, in a store operation; raw is the
+// commitment's bytes. The receipt is the index-0 reading's.
+func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Commitment, raw []byte) (protocol.Receipt, bool, error) {
+	now := bk.now().UnixMilli()
+	tk := CommitmentTicket(c, now)
+	b := tx.Bucket(bucketChains)
+	if v := b.Get(chainKey(c.Device, c.Chain)); v != nil {
+		rec, err := decodeChainRecord(v)
+		if err != nil {
+			return protocol.Receipt{}, false, err
+		}
+		if !bytes.Equal(rec.Raw, raw) {
+			return protocol.Receipt{}, false, Reject(protocol.ReasonChainReplayed, "chain %x of %s was committed before with other terms", c.Chain, c.Device)
+		}
+		return bk.Apply(tx, t, p, &tk, raw) // the same commitment again: its receipt again
+	}
+	if last := getU64(b.Get(chainNumberKey(c.Device))); uint64(c.Number) <= last {
+		return protocol.Receipt{}, false, Reject(protocol.ReasonChainReplayed, "chain number %d is not above %s's last, %d", c.Number, c.Device, last)
+	}
+	if uint64(now) >= c.Expiry {
+		return protocol.Receipt{}, false, Reject(protocol.ReasonChainExhausted, "the chain expired at %d", c.Expiry)
+	}
+	ds, err := getDeviceState(tx.Bucket(bucketDevices), c.Device)
+	if err != nil {
+		return protocol.Receipt{}, false, err
+	}
+	if ds.LastSeq >= tk.Seq {
+		return protocol.Receipt{}, false, Reject(protocol.ReasonChainReplayed, "chain %d's seqs start at %d, below %s's last seq %d", c.Number, tk.Seq, c.Device, ds.LastSeq)
+	}
+	if m := ds.meter(c.Meter); m.Started && m.Epoch == c.Epoch && m.Register != c.Start {
+		return protocol.Receipt{}, false, Reject(protocol.ReasonChainGap, "the chain starts at register %d; meter %s stands at %d", c.Start, c.Meter, m.Register)
+	}
+	rc, fresh, err := bk.Apply(tx, t, p, &tk, raw)
+	if err != nil || !fresh || rc.Status != protocol.StatusAccepted {
+		return rc, fresh, err
+	}
+	rec := chainRecord{Commitment: *c, LastWord: c.Anchor, Raw: append([]byte(nil), raw...)}
+	if err := b.Put(chainKey(c.Device, c.Chain), rec.encode()); err != nil {
+		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+	}
+	if err := b.Put(chainNumberKey(c.Device), putU64(uint64(c.Number))); err != nil {
+		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+	}
+	return rc, fresh, nil
+}
+
+// ApplyPayword checks a payword ticket against its chain and accepts it as
+// the chain's reading, in a store operation. tk is filled with the
+// reading it stands for (its seq, the gateway's time now, the register),
+// also when it is refused, so that the receipt carries its seq.
+func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.PaywordTicket, raw []byte, tk *protocol.Ticket) (protocol.Receipt, bool, error) {
+	now := bk.now().UnixMilli()
+	*tk = protocol.Ticket{Device: pw.Device, Seq: uint64(pw.Index), Time: uint64(now)}
+	b := tx.Bucket(bucketChains)
+	v := b.Get(chainKey(pw.Device, pw.Chain))
+	if v == nil {
+		return protocol.Receipt{}, false, Reject(protocol.ReasonChainUnknown, "%s committed to no chain %x", pw.Device, pw.Chain)
+	}
+	rec, err := decodeChainRecord(v)
+	if err != nil {
+		return protocol.Receipt{}, false, err
+	}
+	tk.Seq, tk.Epoch = protocol.PaywordSeq(rec.Number, pw.Index), rec.Epoch
+	if pw.Index > rec.Length {
+		return protocol.Receipt{}, false, Reject(protocol.ReasonChainExhausted, "index %d is past the chain's length %d", pw.Index, rec.Length)
+	}
+	tk.Readings = []protocol.Reading{{Meter: rec.Meter, Register: rec.Register(pw.Index)}}
+	if uint64(now) >= rec.Expiry {
+		return protocol.Receipt{}, false, Reject(protocol.ReasonChainExhausted, "the chain expired at %d", rec.Expiry)
+	}
+	switch j := rec.Last; {
+	case pw.Index < j:
+		return protocol.Receipt{}, false, Reject(protocol.ReasonPaywordBackwards, "index %d is below the chain's last, %d", pw.Index, j)
+	case pw.Index == j:
+		if pw.Word != rec.LastWord {
+			return protocol.Receipt{}, false, Reject(protocol.ReasonPaywordMismatch, "index %d is not the payword accepted for it", j)
+		}
+		return bk.Apply(tx, t, p, tk, raw) // a repeat: its receipt again
+	case pw.Index-j > protocol.MaxPaywordSteps:
+		return protocol.Receipt{}, false, Reject(protocol.ReasonPaywordTooFar, "index %d is %d steps past the last, more than %d", pw.Index, pw.Index-j, protocol.MaxPaywordSteps)
+	case protocol.PaywordWalk(&rec.Chain, pw.Word, uint64(pw.Index-j)) != rec.LastWord:
+		return protocol.Receipt{}, false, Reject(protocol.ReasonPaywordMismatch, "index %d does not hash down to index %d", pw.Index, j)
+	}
+	rc, fresh, err := bk.Apply(tx, t, p, tk, raw)
+	if err != nil || !fresh {
+		return rc, fresh, err
+	}
+	rec.Last, rec.LastWord = pw.Index, pw.Word
+	if err := b.Put(chainKey(pw.Device, pw.Chain), rec.encode()); err != nil {
+		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+	}
+	return rc, fresh, nil
+}
