@@ -45,6 +45,8 @@ if [ "$FUZZTIME" != "0" ]; then
     ./protocol/strict:FuzzDecode \
     ./protocol/strict:FuzzReceiptDecoders \
     ./protocol/strict:FuzzEnvelopeParsers \
+    ./protocol:FuzzPaywordMessages \
+    ./protocol/internal/tinysha:FuzzEqualsCryptoSHA256 \
     ./devicefw:FuzzDeviceTicketDecodes \
     ./metering:FuzzParseMoney \
     ./metering:FuzzParseTariffs \
