@@ -1,6 +1,7 @@
 package strict_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/farthing-iot/farthing/protocol"
@@ -46,4 +47,46 @@ func BenchmarkDecodeVerify(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkPaywordVerify measures what checking a payword ticket costs the
+// gateway, by the steps it moves the chain (1: one unit per ticket; up
+// to MaxPaywordSteps): parse, then hash down to the last accepted
+// payword and compare. Compare with BenchmarkDecodeVerify's one-reading
+// HMAC and Ed25519 tickets in the same run.
+func BenchmarkPaywordVerify(b *testing.B) {
+	chain := protocol.ChainID{1, 2, 3, 4, 5, 6, 7, 8}
+	w := protocol.Payword{42}
+	for _, steps := range []uint64{1, 16, 256, protocol.MaxPaywordSteps} {
+		last := protocol.PaywordWalk(&chain, w, steps)
+		msg, err := protocol.AppendPaywordTicket(nil, &protocol.PaywordTicket{Device: "plug-0001", Chain: chain, Index: 4000, Word: w})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("steps=%d", steps), func(b *testing.B) {
+			b.ReportAllocs()
+			var p protocol.PaywordTicket
+			for b.Loop() {
+				if err := protocol.ParsePaywordTicket(msg, &p); err != nil {
+					b.Fatal(err)
+				}
+				if protocol.PaywordWalk(&p.Chain, p.Word, steps) != last {
+					b.Fatal("mismatch")
+				}
+			}
+		})
+	}
+	b.Run("sizes", func(b *testing.B) {
+		ed, mac := testKeys(b)
+		tk := protocol.Ticket{Device: "plug-0001", Seq: 42, Time: 1_790_000_000_000, Readings: []protocol.Reading{{Meter: "energy_wh", Register: 123456}}}
+		var enc protocol.Encoder
+		hm, _ := enc.AppendTicket(nil, &tk, mac)
+		es, _ := enc.AppendTicket(nil, &tk, ed)
+		pw, _ := protocol.AppendPaywordTicket(nil, &protocol.PaywordTicket{Device: "plug-0001", Index: 4000})
+		for b.Loop() {
+		}
+		b.ReportMetric(float64(len(pw)), "payword-bytes")
+		b.ReportMetric(float64(len(hm)), "hmac-bytes")
+		b.ReportMetric(float64(len(es)), "ed25519-bytes")
+	})
 }
