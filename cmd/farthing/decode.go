@@ -66,8 +66,12 @@ type decoded struct {
 	Ticket    *protocol.Ticket    `json:"ticket,omitempty"`
 	Receipt   *protocol.Receipt   `json:"receipt,omitempty"`
 	Aggregate *protocol.Aggregate `json:"aggregate,omitempty"`
-	Signature string              `json:"signature"`
-	Diag      string              `json:"diag"`
+	// A payword chain's commitment, and a payword ticket (which has no
+	// COSE envelope: the payword is its own proof).
+	Commitment *protocol.Commitment    `json:"commitment,omitempty"`
+	Payword    *protocol.PaywordTicket `json:"payword,omitempty"`
+	Signature  string                  `json:"signature,omitempty"`
+	Diag       string                  `json:"diag"`
 }
 
 // runDecode prints a message as JSON, with its CBOR diagnostic notation.
@@ -83,6 +87,15 @@ func runDecode(e *env, args []string) error {
 		return err
 	}
 	diag, derr := strict.Diagnose(b)
+	if out, ok, err := decodePayword(b, diag); ok {
+		if err != nil {
+			if derr == nil {
+				fmt.Fprintln(e.stdout, diag)
+			}
+			return err
+		}
+		return printDecoded(e, out)
+	}
 	m, err := strict.Decode(b)
 	if err != nil {
 		if derr == nil {
@@ -96,10 +109,37 @@ func runDecode(e *env, args []string) error {
 		Ticket: m.Ticket, Receipt: m.Receipt, Aggregate: m.Aggregate,
 		Signature: hex.EncodeToString(m.Envelope.Signature), Diag: diag,
 	}
+	return printDecoded(e, out)
+}
+
+// printDecoded writes decode's JSON, diagnostic notation unescaped.
+func printDecoded(e *env, v any) error {
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
-	return enc.Encode(out)
+	return enc.Encode(v)
+}
+
+// decodePayword decodes b if it is a payword ticket or a chain
+// commitment; ok is false for any other message.
+func decodePayword(b []byte, diag string) (decoded, bool, error) {
+	if protocol.IsPaywordTicket(b) {
+		var p protocol.PaywordTicket
+		if err := protocol.ParsePaywordTicket(b, &p); err != nil {
+			return decoded{}, true, err
+		}
+		return decoded{Kind: protocol.KindPayword.String(), COSE: "none", Size: len(b), Payword: &p, Diag: diag}, true, nil
+	}
+	if k, ok := protocol.KindOf(b); !ok || k != protocol.KindCommitment {
+		return decoded{}, false, nil
+	}
+	var env protocol.Envelope
+	var c protocol.Commitment
+	if err := protocol.ParseCommitment(b, &env, &c); err != nil {
+		return decoded{}, true, err
+	}
+	return decoded{Kind: protocol.KindCommitment.String(), COSE: coseName(env.Alg), Alg: env.Alg.String(),
+		KeyID: hex.EncodeToString(env.KeyID), Size: len(b), Commitment: &c, Signature: hex.EncodeToString(env.Signature), Diag: diag}, true, nil
 }
 
 func coseName(a protocol.Algorithm) string {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,5 +70,35 @@ func TestTicketNextFollowsTheGateway(t *testing.T) {
 	}
 	if code, _, errOut := farthing(t, nil, "ticket", "--next", "--data", data, "--device", "plug-1", "--seq", "9", "--add", "energy_wh=1"); code != exitBad {
 		t.Errorf("--next with --seq: exit %d %q; want 2", code, errOut)
+	}
+}
+
+// TestDecodePaywordMessages: farthing decode shows a payword ticket and a
+// chain commitment, and refuses a payword ticket with a field too many.
+func TestDecodePaywordMessages(t *testing.T) {
+	dir := t.TempDir()
+	p := protocol.PaywordTicket{Device: "plug-1", Chain: protocol.ChainID{1, 2}, Index: 5, Word: protocol.Payword{9}}
+	pb, _ := protocol.AppendPaywordTicket(nil, &p)
+	os.WriteFile(filepath.Join(dir, "p.cbor"), pb, 0o600)
+	out := mustRun(t, nil, "decode", filepath.Join(dir, "p.cbor"))
+	if !strings.Contains(out, `"kind": "payword"`) || !strings.Contains(out, `"index": 5`) {
+		t.Fatalf("decode of a payword ticket:\n%s", out)
+	}
+	mac, _ := protocol.NewHMAC(make([]byte, 32))
+	var enc protocol.Encoder
+	cb, err := enc.AppendCommitment(nil, &protocol.Commitment{Device: "plug-1", Chain: protocol.ChainID{1}, Number: 1, Meter: "energy_wh",
+		Units: 10, Length: 100, Expiry: 1_900_000_000_000}, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "c.cbor"), cb, 0o600)
+	out = mustRun(t, nil, "decode", filepath.Join(dir, "c.cbor"))
+	if !strings.Contains(out, `"kind": "commitment"`) || !strings.Contains(out, `"units_per_step": 10`) || !strings.Contains(out, `"cose": "COSE_Mac0"`) {
+		t.Fatalf("decode of a commitment:\n%s", out)
+	}
+	bad := append(append([]byte{0xa6}, pb[1:]...), 5, 0)
+	os.WriteFile(filepath.Join(dir, "bad.cbor"), bad, 0o600)
+	if code, _, errOut := farthing(t, nil, "decode", filepath.Join(dir, "bad.cbor")); code != exitBad || !strings.Contains(errOut, "payword ticket") {
+		t.Fatalf("a payword ticket with a field too many: exit %d %q", code, errOut)
 	}
 }

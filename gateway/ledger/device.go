@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
@@ -79,7 +81,10 @@ func Device(st *store.Store, id string, recent int) (DeviceView, error) {
 				continue
 			}
 			tr := TicketRecord{Seq: binary.BigEndian.Uint64(k[len(prefix):]), Charged: metering.Nanos(r.Charged)}
-			if _, tk, err := strict.DecodeTicket(r.Raw); err == nil {
+			var pw protocol.PaywordTicket
+			if protocol.IsPaywordTicket(r.Raw) && protocol.ParsePaywordTicket(r.Raw, &pw) == nil {
+				tr.Readings = fmt.Sprintf("payword %d of chain %x", pw.Index, pw.Chain)
+			} else if _, tk, err := strict.DecodeTicket(r.Raw); err == nil {
 				tr.Time = tk.Time
 				for i, rd := range tk.Readings {
 					if i > 0 {
