@@ -3,10 +3,13 @@
 // report them as signed tickets, and handle the receipts. It builds for a
 // microcontroller with TinyGo:
 //
-//	tinygo build -o smartplug.o -target=cortex-m-qemu ./devicefw/examples/smartplug
+//	tinygo build -o smartplug.o -target=cortex-m-qemu -tags farthing_ed25519 ./devicefw/examples/smartplug
 //
 // and runs on a workstation with go run, printing its tickets in hex. The
 // keys are fixed demo keys; real firmware loads them from secure storage.
+// It also runs in payword mode: it commits to a hash chain of 1 Wh steps
+// and reports its energy as paywords, each checked by the gateway with
+// one SHA-256 per step instead of a MAC or a signature.
 package main
 
 import (
@@ -102,4 +105,55 @@ func main() {
 		panic(err)
 	}
 	println("ed25519 ticket", seq, hex.EncodeToString(msg))
+
+	paywordMode(now, energyWh, receipts)
+}
+
+// Payword mode: the chain's frames, the pending tickets' arena and the
+// client, all static.
+var (
+	chainFrames [devicefwChainFrames]devicefw.ChainFrame
+	chain       devicefw.Chain
+	pwPending   [4 * 128]byte
+	pwFlash     ramFlash
+)
+
+// chainLength is the payword chain's length: 2^20 steps of 1 Wh, a
+// megawatt-hour, in 21 frames (840 bytes of RAM).
+const (
+	chainLength         = 1 << 20
+	devicefwChainFrames = 21
+)
+
+func paywordMode(now, energyWh uint64, receipts *protocol.HMAC) {
+	ticketKey, _ := protocol.DeriveKey(master[:], protocol.PurposeTicket)
+	mac, _ := protocol.NewHMAC(ticketKey)
+	c, err := devicefw.New(devicefw.Config{Device: "plug-0001", Meters: []string{"energy_wh"}, Signer: mac, Receipts: receipts,
+		Seq: &pwFlash, Pending: pwPending[:], SlotSize: 128})
+	if err != nil {
+		panic(err)
+	}
+	// The seed is the device's secret: from its random source in real
+	// firmware. The chain starts at the register the meter stands at.
+	seed := protocol.Payword{0x5e, 0xed}
+	terms := protocol.Commitment{Device: "plug-0001", Chain: protocol.ChainID{0xc4, 0xa1, 0x01}, Number: 1, Meter: "energy_wh",
+		Units: 1, Start: energyWh, Expiry: now + 365*24*3600*1000}
+	if err := chain.Init(terms, 0, seed, chainLength, chainFrames[:]); err != nil {
+		panic(err)
+	}
+	var out [protocol.MaxTicketSize]byte
+	cm, err := c.Commit(out[:0], &chain)
+	if err != nil {
+		panic(err)
+	}
+	println("commitment", hex.EncodeToString(cm), "hashes", chain.Hashes())
+	for i := uint32(12); i <= 60; i += 12 { // 12 Wh a minute
+		msg, seq, err := c.ReportPayword(&chain, i)
+		if err != nil {
+			println("payword failed:", err.Error())
+			continue
+		}
+		println("payword ticket", seq, hex.EncodeToString(msg))
+	}
+	println("payword mode: hashes spent after the commitment", chain.Hashes()-chainLength)
 }
