@@ -37,7 +37,11 @@
 // another:
 //
 //	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload / credit-payload /
-//	          hold-payload
+//	          hold-payload / commitment-payload
+//
+// A payword chain's commitment (kind 7) and the payword ticket (kind 8, a
+// bare CBOR map with no COSE envelope: the payword proves itself) are
+// specified with their CDDL in payword.go.
 //
 //	ticket-payload = {
 //	  0: 1,                  ; kind: ticket
