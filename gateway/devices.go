@@ -63,10 +63,20 @@ type DeviceTerms struct {
 // every entry fits the running configuration, 422 naming the first that
 // does not (device, field and why), 400 for a body that is not a check;
 // GET /devices/{id}: one device's progress (DeviceStatus), 404 for a
-// device not in the registry; GET /devices/suspended: the devices the gateway suspended
+// device not in the registry; GET /chains/{device}: its payword chains
+// (ledger.ChainView: the commitment and the last payword, a proof of its
+// usage that needs no trust in the gateway); GET /devices/suspended: the devices the gateway suspended
 // (ledger.Suspension); POST /devices/{id}/resume: lift a suspension
 // (audited), 404 if the device was not suspended.
 func (g *Gateway) deviceRoutes(m *http.ServeMux) {
+	m.HandleFunc("GET /chains/{device}", func(w http.ResponseWriter, r *http.Request) {
+		if g.ingest.Snapshot().Registry.Device(r.PathValue("device")) == nil {
+			http.Error(w, errNoSuchDevice.Error()+": "+r.PathValue("device"), http.StatusNotFound)
+			return
+		}
+		v, err := ledger.Chains(g.store, r.PathValue("device"))
+		answer(w, g, v, err)
+	})
 	m.HandleFunc("GET /devices/{id}", func(w http.ResponseWriter, r *http.Request) {
 		v, err := g.DeviceStatus(r.PathValue("id"))
 		switch {

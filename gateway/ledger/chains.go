@@ -170,3 +170,37 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 	}
 	return rc, fresh, nil
 }
+
+// ChainView is a device's payword chain as the books have it: the
+// commitment as the device sent it and the last payword accepted, which
+// together prove the device's usage on the chain to anyone (see
+// provider.VerifyPayword).
+type ChainView struct {
+	Commitment []byte           `json:"commitment"`
+	Chain      protocol.ChainID `json:"chain"`
+	Number     uint32           `json:"number"`
+	Meter      string           `json:"meter"`
+	Length     uint32           `json:"length"`
+	Last       uint32           `json:"last_index"`
+	LastWord   protocol.Payword `json:"last_payword"`
+	Register   uint64           `json:"register"`
+}
+
+// Chains lists a device's committed chains, by chain id.
+func Chains(st *store.Store, device string) ([]ChainView, error) {
+	out := []ChainView{}
+	err := st.View(func(tx *bolt.Tx) error {
+		prefix := append(joinKey("c", device), 0)
+		c := tx.Bucket(bucketChains).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			r, err := decodeChainRecord(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, ChainView{Commitment: r.Raw, Chain: r.Chain, Number: r.Number, Meter: r.Meter, Length: r.Length,
+				Last: r.Last, LastWord: r.LastWord, Register: r.Register(r.Last)})
+		}
+		return nil
+	})
+	return out, err
+}
