@@ -43,6 +43,7 @@ var examples = map[string][]string{
 	"sim": {
 		"farthing sim --rate 20 --duration 10s",
 		"farthing sim --transport coaps --devices 10 --rate 50 --duration 5s --json",
+		"farthing sim --payword --type hmac --rate 100 --duration 10s   # hash-chain tickets",
 	},
 	"demo":    {"farthing demo", "farthing demo --rate 400 --duration 10s"},
 	"inspect": {"farthing inspect --data farthing-data"},

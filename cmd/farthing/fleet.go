@@ -529,6 +529,7 @@ func runSim(e *env, args []string) error {
 	inflight := fs.String("inflight", "4", "tickets a device may have without a receipt: N, or A-B to spread the devices over A..B")
 	slice := fs.Duration("slice", 5*time.Second, "also report the receipt latency by slices of this length (--json)")
 	bare := fs.Bool("bare", false, "count any answer as a receipt, unread (a server with no gateway behind it)")
+	payword := fs.Bool("payword", false, "payword devices: each commits to a hash chain, then sends paywords (10 units of its first meter a step)")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	transport := fs.String("transport", "mqtt", "mqtt or coaps")
 	coapAddr := fs.String("coap", "127.0.0.1:5684", "the gateway's CoAP-over-DTLS address (with --transport coaps)")
@@ -583,7 +584,7 @@ func runSim(e *env, args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rep, err := sim.Run(ctx, sim.Config{Broker: *broker, Prefix: *prefix, Devices: devs, Rate: *rate, Duration: *dur,
-		InFlight: inMax, InFlightMin: inMin, Progress: e.stderr, Transport: *transport, CoAPAddr: *coapAddr, Hold: *hold, Bare: *bare, Slice: *slice})
+		InFlight: inMax, InFlightMin: inMin, Progress: e.stderr, Transport: *transport, CoAPAddr: *coapAddr, Hold: *hold, Bare: *bare, Slice: *slice, Payword: *payword})
 	if err != nil {
 		return err
 	}

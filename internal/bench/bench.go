@@ -57,7 +57,7 @@ type Options struct {
 }
 
 // Parts are the names Options.Only takes.
-var Parts = []string{"l1", "l2", "l3", "hmac", "ed25519", "coap", "mosquitto", "memory"}
+var Parts = []string{"l1", "l2", "l3", "hmac", "ed25519", "payword", "coap", "mosquitto", "memory"}
 
 func (o *Options) wants(part string) bool {
 	if len(o.Only) == 0 {
@@ -219,7 +219,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		say("L1 Ed25519 decode+verify, batched, on %d cores: %.0f/s", rep.GatewayCores, rep.L1.Median)
 	}
-	if o.wants("l2") || o.wants("hmac") {
+	if o.wants("l2") || o.wants("hmac") || o.wants("payword") {
 		mqAddr := freeAddr("tcp")
 		stopBare, err := BareBroker(mqAddr)
 		if err != nil {
@@ -261,6 +261,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for _, c := range []config{
 		{"hmac", "embedded broker, HMAC", "hmac", "mqtt", "tcp://" + embeddedMQTT, "E/L2 embedded", rep.L2["embedded"].Median},
 		{"ed25519", "embedded broker, Ed25519", "ed25519", "mqtt", "tcp://" + embeddedMQTT, "E/L1", rep.L1.Median},
+		{"payword", "embedded broker, payword", "payword", "mqtt", "tcp://" + embeddedMQTT, "E/L2 embedded", rep.L2["embedded"].Median},
 		{"coap", "CoAP/DTLS, HMAC", "hmac", "coaps", dtlsAddr, "E/L3", rep.L3.Median},
 	} {
 		if o.wants(c.part) {
@@ -409,11 +410,18 @@ func runSim(ctx context.Context, o Options, data, keys, transport, broker string
 	if err != nil {
 		return nil, 0, 0, err
 	}
+	payword := keys == "payword" // HMAC devices that send paywords
+	if payword {
+		keys = "hmac"
+	}
 	args := []string{"sim", "--data", data, "--type", keys, "--rate", strconv.FormatFloat(rate, 'f', 0, 64),
 		"--duration", d.String(), "--inflight", o.InFlight, "--json", "--transport", transport,
 		"--devices", strconv.Itoa(o.Devices)}
 	if bare {
 		args = append(args, "--bare")
+	}
+	if payword {
+		args = append(args, "--payword")
 	}
 	if o.slice > 0 {
 		args = append(args, "--slice", o.slice.String())

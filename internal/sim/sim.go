@@ -10,6 +10,7 @@ package sim
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -23,6 +24,7 @@ import (
 	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/coapdev"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
@@ -59,6 +61,10 @@ type Config struct {
 	// Slice is the length of the slices the latency is also reported by
 	// (Report.Slices), so its spread over a run shows; default 5s.
 	Slice time.Duration
+	// Payword makes each device a payword device: its first message
+	// commits to a hash chain (10 units of its first meter a step), and
+	// each ticket after it is the chain's next payword.
+	Payword bool
 }
 
 // The progress lines that mark the measured part of a run: after them
@@ -152,7 +158,8 @@ type simDevice struct {
 	psk      []byte
 	signer   protocol.Signer
 	meters   []string
-	answered int // Config.Bare: tickets answered, in order; guarded by the report's lock
+	answered int  // Config.Bare: tickets answered, in order; guarded by the report's lock
+	payword  bool // Config.Payword
 }
 
 // Run runs the simulation until it has sent for Duration and drained, or
@@ -182,6 +189,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	perDevice := int(cfg.Rate*cfg.Duration.Seconds()/float64(len(cfg.Devices))) + 1
 	epoch := uint64(time.Now().Unix())
 	seqBase := uint64(time.Now().UnixMicro())
+	if cfg.Payword {
+		// A payword ticket's seq is chain number × 2^32 + index. The
+		// run's chain number is the clock in units of 2^20 µs (about a
+		// second; it fits 31 bits until 2041), so each run's is above the
+		// last's, and its seqs above any a run without paywords used.
+		seqBase = (seqBase >> 20) << 32
+	}
 	devs := make([]*simDevice, len(cfg.Devices))
 	var rep Report
 	rep.Devices, rep.Rejected, rep.Charged = len(devs), map[string]uint64{}, map[string]uint64{}
@@ -195,6 +209,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
+		d.payword = cfg.Payword
 		devs[i] = d
 	}
 	var received atomic.Uint64
@@ -492,6 +507,9 @@ func prepare(e registry.Entry, s registry.Secrets, n int, seqBase uint64, inflig
 // devices are connected, so that the times are those of the run (a large
 // fleet takes a while to connect) and its windows are not corrections.
 func (d *simDevice) sign(epoch uint64, start time.Time, every time.Duration) error {
+	if d.payword {
+		return d.signPayword(epoch, start)
+	}
 	regs := make([]uint64, len(d.meters))
 	r := rand.New(rand.NewPCG(d.base, uint64(len(d.entry.ID))))
 	var enc protocol.Encoder
@@ -508,6 +526,51 @@ func (d *simDevice) sign(epoch uint64, start time.Time, every time.Duration) err
 		}
 	}
 	return nil
+}
+
+// signPayword makes a payword device's messages: tickets[0] commits to a
+// chain as long as the run (10 units of the device's first meter a step,
+// in a new epoch, so it starts from 0), and tickets[k] is the chain's
+// payword k. A payword ticket's seq is the chain number (base / 2^32) ×
+// 2^32 + k, so tickets[k] has seq base + k like any other.
+func (d *simDevice) signPayword(epoch uint64, start time.Time) error {
+	n := uint32(len(d.tickets) - 1)
+	if n == 0 {
+		n = 1
+	}
+	var id protocol.ChainID
+	binary.BigEndian.PutUint64(id[:], d.base^uint64(len(d.entry.ID))<<56^fnv64(d.entry.ID))
+	terms := protocol.Commitment{Device: d.entry.ID, Chain: id, Number: uint32(d.base >> 32), Meter: d.meters[0], Units: 10,
+		Expiry: uint64(start.Add(24 * time.Hour).UnixMilli()), Epoch: epoch}
+	var seed protocol.Payword
+	binary.BigEndian.PutUint64(seed[:], fnv64(d.entry.ID)^d.base)
+	var ch devicefw.Chain
+	if err := ch.Init(terms, 0, seed, n, make([]devicefw.ChainFrame, devicefw.ChainFrames(n))); err != nil {
+		return err
+	}
+	var enc protocol.Encoder
+	var err error
+	if d.tickets[0], err = enc.AppendCommitment(nil, ch.Commitment(), d.signer); err != nil {
+		return err
+	}
+	for k := 1; k < len(d.tickets); k++ {
+		w, err := ch.Seek(uint32(k))
+		if err != nil {
+			return err
+		}
+		if d.tickets[k], err = protocol.AppendPaywordTicket(nil, &protocol.PaywordTicket{Device: d.entry.ID, Chain: id, Index: uint32(k), Word: w}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fnv64(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * 1099511628211
+	}
+	return h
 }
 
 // connectCoAP opens every device's DTLS session and completes its
