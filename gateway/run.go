@@ -239,6 +239,9 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 			if err := g.ingest.CloseWindows(ctx, now); err != nil && ctx.Err() == nil {
 				g.log.Warn("closing windows failed", "error", err)
 			}
+			if _, err := g.ingest.books.ReportChains(ctx, &g.ingest.Snapshot().Terms, now); err != nil && ctx.Err() == nil {
+				g.log.Warn("reporting payword chains failed", "error", err)
+			}
 			g.watchDisk()
 			g.watchFiles()
 			var names []string

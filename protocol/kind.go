@@ -34,6 +34,8 @@ func (k Kind) String() string {
 		return "commitment"
 	case KindPayword:
 		return "payword"
+	case KindChainProgress:
+		return "chain_progress"
 	}
 	return "unknown"
 }

@@ -282,6 +282,15 @@ func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b [
 		_, err := tx.Exec(ctx, `INSERT INTO doubles (voucher, kid, epoch, seq, first_kid, first_epoch, first_seq)
 			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, c.Ref, kid, epoch, seq, fk, fe, fs)
 		return err
+	case rec.progress != nil:
+		if rec.unproven != nil {
+			return hold(holdPaywordUnproven)
+		}
+		p, u := rec.progress, rec.usage
+		_, err := tx.Exec(ctx, `INSERT INTO paywords (provider, account, meter, quantity, records) VALUES ($1, $2, $3, $4::numeric, 1)
+			ON CONFLICT (provider, account, meter) DO UPDATE SET quantity = paywords.quantity + EXCLUDED.quantity, records = paywords.records + 1`,
+			p.Provider, p.Account, u.Meter, strconv.FormatUint(u.Quantity, 10))
+		return err
 	case rec.hold != nil:
 		h := rec.hold
 		_, err := tx.Exec(ctx, `INSERT INTO quarantine (gateway, device, ticket, seq, bytes) VALUES ($1, $2, $3, $4, $5)
@@ -460,6 +469,26 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	rows, err = tx.Query(ctx, `SELECT provider, account, meter, quantity::text, records FROM paywords ORDER BY provider, account, meter`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var p PaywordTotal
+		var q string
+		var n int64
+		if err := rows.Scan(&p.Provider, &p.Account, &p.Meter, &q, &n); err != nil {
+			return err
+		}
+		if p.Quantity, err = u64(q); err != nil {
+			return err
+		}
+		p.Records = uint64(n)
+		rep.Paywords = append(rep.Paywords, p)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
 	rows, err = tx.Query(ctx, `SELECT kid, epoch, seq, reason, at_ms, bytes FROM held ORDER BY kid, epoch, seq`)
 	if err != nil {
 		return err
@@ -473,9 +502,7 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
 		}
 		s, _ := protocol.StreamOf(kid, uint64(epoch))
 		h.Stream, h.Seq, h.At, h.Bytes = s.String(), uint64(seq), at, hex.EncodeToString(b)
-		if _, a, err := strict.DecodeAggregate(b); err == nil {
-			h.Gateway, h.Provider, h.Account, h.Amount, h.Currency = a.Gateway, a.Provider, a.Account, a.Amount, a.Currency
-		}
+		heldFields(&h, b)
 		rep.Held = append(rep.Held, h)
 	}
 	return rows.Err()

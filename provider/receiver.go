@@ -72,6 +72,9 @@ var (
 	bucketVouchers = []byte("vouchers")
 	bucketDoubles  = []byte("doubles")
 	bucketHolds    = []byte("quarantine")
+	// bucketPaywords: provider 0 account 0 meter → usage proven by payword
+	// chains (quantity, records), each record checked on its own.
+	bucketPaywords = []byte("paywords")
 
 	legacySeen = []byte("seen")
 	legacyHigh = []byte("high")
@@ -107,14 +110,20 @@ const (
 	Accepted Outcome = iota
 	// Duplicate: booked before with the same bytes; nothing booked now.
 	Duplicate
+	// PaywordUnproven: a chain progress record whose paywords do not prove
+	// its usage: its seq is booked, the record held, its usage counted
+	// nowhere.
+	PaywordUnproven
 )
 
 // Booking is what Accept did with an aggregate.
 type Booking struct {
 	Outcome   Outcome
-	Aggregate *protocol.Aggregate // for an aggregate
-	Credit    *protocol.Credit    // for a credit record (a top-up or a voucher)
-	Hold      *protocol.Hold      // for a hold record (a ticket held, released or voided)
+	Aggregate *protocol.Aggregate     // for an aggregate
+	Credit    *protocol.Credit        // for a credit record (a top-up or a voucher)
+	Hold      *protocol.Hold          // for a hold record (a ticket held, released or voided)
+	Progress  *protocol.ChainProgress // for a chain progress record
+	Payword   *PaywordUsage           // the usage its paywords prove (checked here)
 	Stream    protocol.StreamID
 	// ResetFrom is set when the aggregate began a new epoch of a key seen
 	// before: the epoch it replaced and that epoch's highest seq.
@@ -130,6 +139,10 @@ type Booking struct {
 const (
 	holdConflict     byte = 1
 	holdWrongGateway byte = 2
+	// holdPaywordUnproven: a chain progress record whose paywords do not
+	// prove its usage. Its seq is booked (the stream has no gap); its
+	// usage is counted nowhere.
+	holdPaywordUnproven byte = 3
 )
 
 func holdReason(r byte) string {
@@ -138,6 +151,8 @@ func holdReason(r byte) string {
 		return "conflict"
 	case holdWrongGateway:
 		return "wrong_gateway"
+	case holdPaywordUnproven:
+		return "payword_unproven"
 	}
 	return "unknown"
 }
@@ -186,7 +201,11 @@ type Stats struct {
 	Holds uint64 `json:"holds"`
 	// DoubleRedemptions counts voucher credits whose voucher was credited before.
 	DoubleRedemptions uint64 `json:"double_redemptions"`
-	Refused           uint64 `json:"refused"`
+	// Paywords counts chain progress records whose usage the receiver
+	// proved itself; UnprovenPaywords those it could not (held).
+	Paywords         uint64 `json:"paywords"`
+	UnprovenPaywords uint64 `json:"unproven_paywords"`
+	Refused          uint64 `json:"refused"`
 }
 
 // Open opens (or creates) the receiver's file and trusts these gateway
@@ -263,7 +282,7 @@ func (bb boltBooks) eachBooked(_ context.Context, fn func(b []byte) error) error
 func (r *Receiver) setUp(tx *bolt.Tx) error {
 	newUnpaid := tx.Bucket(bucketUnpaid) == nil
 	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals,
-		bucketCredits, bucketVouchers, bucketDoubles, bucketHolds, bucketUnpaid, bucketPayouts, bucketPayoutMeta, bucketPayoutSlot} {
+		bucketCredits, bucketVouchers, bucketDoubles, bucketHolds, bucketUnpaid, bucketPayouts, bucketPayoutMeta, bucketPayoutSlot, bucketPaywords} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -342,15 +361,15 @@ func (r *Receiver) Close() error { return r.books.close() }
 // the aggregate should come again.
 func (r *Receiver) Accept(b []byte) (Booking, error) {
 	m, err := strict.Decode(b)
-	if err == nil && m.Kind != protocol.KindAggregate && m.Kind != protocol.KindCredit && m.Kind != protocol.KindHold {
-		err = fmt.Errorf("a %s, not an aggregate, a credit or a hold record", m.Kind)
+	if err == nil && m.Kind != protocol.KindAggregate && m.Kind != protocol.KindCredit && m.Kind != protocol.KindHold && m.Kind != protocol.KindChainProgress {
+		err = fmt.Errorf("a %s, not an aggregate, a credit, a hold or a chain progress record", m.Kind)
 	}
 	if err != nil {
 		r.count(func(s *Stats) { s.Refused++ })
 		return Booking{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	rec := recordOf(m)
-	bk := Booking{Aggregate: m.Aggregate, Credit: m.Credit, Hold: m.Hold}
+	bk := Booking{Aggregate: m.Aggregate, Credit: m.Credit, Hold: m.Hold, Progress: m.Progress}
 	env := m.Envelope
 	t, ok := r.trust[string(env.KeyID)]
 	if !ok {
@@ -360,6 +379,14 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 	if err := env.Verify(t.v, nil); err != nil {
 		r.count(func(s *Stats) { s.Refused++ })
 		return bk, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if p := rec.progress; p != nil {
+		// The usage a chain progress record claims is proven here, from its
+		// paywords and the device's commitment alone: the gateway's
+		// signature above says only that the gateway sent it.
+		u, err := VerifyPayword(PaywordProof{Commitment: p.Commitment, From: p.From, FromWord: p.FromWord, To: p.To, ToWord: p.ToWord}, nil)
+		rec.usage, rec.unproven = &u, err
+		bk.Payword = &u
 	}
 	s, _ := protocol.StreamOf(env.KeyID, rec.epoch) // a trusted kid has the length
 	bk.Stream = s
@@ -376,6 +403,8 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 			st.Conflicts++
 		case res.held == holdWrongGateway:
 			st.WrongGateway++
+		case res.held == holdPaywordUnproven:
+			st.UnprovenPaywords++
 		case res.duplicate:
 			st.Duplicates++
 		default:
@@ -392,6 +421,9 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 			if res.double != "" {
 				st.DoubleRedemptions++
 			}
+			if rec.progress != nil && res.held == 0 {
+				st.Paywords++
+			}
 		}
 	})
 	switch res.held {
@@ -399,6 +431,9 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 		return bk, fmt.Errorf("%w: stream %s seq %d (gateway %s); held for review", ErrConflict, s, a.seq, a.gateway)
 	case holdWrongGateway:
 		return bk, fmt.Errorf("%w: key %x speaks for gateway %q, the record says %q; held for review", ErrWrongGateway, s.KeyID, res.bound, a.gateway)
+	}
+	if res.held == holdPaywordUnproven {
+		bk.Outcome = PaywordUnproven
 	}
 	if res.duplicate {
 		bk.Outcome = Duplicate
@@ -414,6 +449,9 @@ func (b Booking) Seq() uint64 {
 	}
 	if b.Hold != nil {
 		return b.Hold.Seq
+	}
+	if b.Progress != nil {
+		return b.Progress.Seq
 	}
 	if b.Aggregate != nil {
 		return b.Aggregate.Seq
@@ -440,6 +478,9 @@ func (b Booking) Gateway() string {
 	if b.Hold != nil {
 		return b.Hold.Gateway
 	}
+	if b.Progress != nil {
+		return b.Progress.Gateway
+	}
 	if b.Aggregate != nil {
 		return b.Aggregate.Gateway
 	}
@@ -455,6 +496,10 @@ type record struct {
 	agg     *protocol.Aggregate
 	credit  *protocol.Credit
 	hold    *protocol.Hold
+	// A chain progress record, and what checking its paywords found.
+	progress *protocol.ChainProgress
+	usage    *PaywordUsage
+	unproven error
 }
 
 func recordOf(m *strict.Message) record {
@@ -463,6 +508,9 @@ func recordOf(m *strict.Message) record {
 	}
 	if h := m.Hold; h != nil {
 		return record{gateway: h.Gateway, seq: h.Seq, epoch: h.Epoch, hold: h}
+	}
+	if p := m.Progress; p != nil {
+		return record{gateway: p.Gateway, seq: p.Seq, epoch: p.Epoch, progress: p}
 	}
 	a := m.Aggregate
 	return record{gateway: a.Gateway, seq: a.Seq, epoch: a.Epoch, agg: a}
@@ -511,6 +559,13 @@ func book(tx *bolt.Tx, s protocol.StreamID, rec record, b []byte) (bookResult, e
 	if rec.hold != nil {
 		return res, bookHold(tx, rec.hold, b)
 	}
+	if rec.progress != nil {
+		if rec.unproven != nil {
+			res.held = holdPaywordUnproven
+			return res, hold(tx, s, rec.seq, holdPaywordUnproven, b)
+		}
+		return res, bookPayword(tx, rec.progress, rec.usage)
+	}
 	a := rec.agg
 	if err := tx.Bucket(bucketUnpaid).Put(unpaidKey(a, key), binary.BigEndian.AppendUint64(nil, a.Amount)); err != nil {
 		return res, err
@@ -528,6 +583,22 @@ func book(tx *bolt.Tx, s protocol.StreamID, rec record, b []byte) (bookResult, e
 	t.Tickets += a.Tickets
 	t.Aggregates++
 	return res, tb.Put(tk, t.encode())
+}
+
+// bookPayword adds the usage a chain progress record proved to its
+// provider's, account's and meter's payword total.
+func bookPayword(tx *bolt.Tx, p *protocol.ChainProgress, u *PaywordUsage) error {
+	b := tx.Bucket(bucketPaywords)
+	k := []byte(p.Provider + "\x00" + p.Account + "\x00" + u.Meter)
+	var q, n uint64
+	if v := b.Get(k); len(v) == 16 {
+		q, n = binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
+	}
+	q, ok := addU64(q, u.Quantity)
+	if !ok {
+		return fmt.Errorf("payword quantity of %s/%s overflows", p.Provider, p.Account)
+	}
+	return b.Put(k, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, q), n+1))
 }
 
 func addU64(a, b uint64) (uint64, bool) {
@@ -716,6 +787,10 @@ type Report struct {
 	Credits []CreditTotal `json:"credits"`
 	// Doubles are vouchers credited twice (at two gateways, say).
 	Doubles []DoubleRedemption `json:"double_redemptions"`
+	// Paywords is the usage payword devices' chains proved, checked by the
+	// receiver itself from each chain progress record's paywords and the
+	// device's commitment: by provider, account and meter.
+	Paywords []PaywordTotal `json:"paywords"`
 	// Quarantine is the tickets the gateways held, each as its latest
 	// record says: still held, released (its charge is in the aggregates)
 	// or voided (never charged).
@@ -724,6 +799,27 @@ type Report struct {
 	Gaps  map[string][]uint64 `json:"gaps"`
 	High  map[string]uint64   `json:"highest_seq"`
 	Stats Stats               `json:"stats"`
+}
+
+// heldFields fills in who a held record is of, from its bytes: an
+// aggregate's gateway, provider, account and amount, or a chain progress
+// record's gateway, provider and account.
+func heldFields(h *Held, b []byte) {
+	if _, a, err := strict.DecodeAggregate(b); err == nil {
+		h.Gateway, h.Provider, h.Account, h.Amount, h.Currency = a.Gateway, a.Provider, a.Account, a.Amount, a.Currency
+	} else if m, err := strict.Decode(b); err == nil && m.Progress != nil {
+		h.Gateway, h.Provider, h.Account = m.Progress.Gateway, m.Progress.Provider, m.Progress.Account
+	}
+}
+
+// PaywordTotal is the usage payword chains proved for one provider,
+// account and meter, in the meter's units, over Records progress records.
+type PaywordTotal struct {
+	Provider string `json:"provider"`
+	Account  string `json:"account"`
+	Meter    string `json:"meter"`
+	Quantity uint64 `json:"quantity"`
+	Records  uint64 `json:"records"`
 }
 
 // maxGaps bounds the seqs listed per stream.
@@ -798,15 +894,21 @@ func (bb boltBooks) report(context.Context) (*Report, error) {
 			}
 			return nil
 		})
+		tx.Bucket(bucketPaywords).ForEach(func(k, v []byte) error {
+			parts := bytes.Split(k, []byte{0})
+			if len(parts) == 3 && len(v) == 16 {
+				rep.Paywords = append(rep.Paywords, PaywordTotal{Provider: string(parts[0]), Account: string(parts[1]), Meter: string(parts[2]),
+					Quantity: binary.BigEndian.Uint64(v), Records: binary.BigEndian.Uint64(v[8:])})
+			}
+			return nil
+		})
 		return tx.Bucket(bucketHeld).ForEach(func(k, v []byte) error {
 			if len(k) != protocol.KeyIDLen+24 || len(v) < 9 {
 				return nil
 			}
 			h := Held{Stream: streamOfKey(k).String(), Seq: binary.BigEndian.Uint64(k[protocol.KeyIDLen+8:]),
 				Reason: holdReason(v[0]), At: int64(binary.BigEndian.Uint64(v[1:])), Bytes: hex.EncodeToString(v[9:])}
-			if _, a, err := strict.DecodeAggregate(v[9:]); err == nil {
-				h.Gateway, h.Provider, h.Account, h.Amount, h.Currency = a.Gateway, a.Provider, a.Account, a.Amount, a.Currency
-			}
+			heldFields(&h, v[9:])
 			rep.Held = append(rep.Held, h)
 			return nil
 		})

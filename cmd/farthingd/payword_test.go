@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -22,7 +23,13 @@ import (
 // another device's key.
 func TestPaywordDeviceEndToEnd(t *testing.T) {
 	bin := buildDaemon(t)
-	g := newGatewayDir(t, []string{"pw-plug", "other"}, "", "")
+	recvAddr := freeAddr(t, "tcp")
+	g := newGatewayDir(t, []string{"pw-plug", "other"}, "", fmt.Sprintf(`upstreams:
+  - {name: provider, type: http, url: "http://%s/aggregates"}
+forward: {backoff_min: 20ms, backoff_max: 200ms}
+`, recvAddr))
+	pub, _ := makeGatewayKey(t, g.data)
+	recv := startReceiverAt(t, recvAddr, pub)
 	d := startDaemon(t, bin, g.config, g.mqtt)
 	defer d.stop(t)
 	s := g.secrets["pw-plug"]
@@ -122,5 +129,32 @@ func TestPaywordDeviceEndToEnd(t *testing.T) {
 	}
 	if rep := inspect(t, g.data); !rep.Reconcile.Balanced || uint64(rep.Reconcile.ReceiptsCharged) != charged {
 		t.Fatalf("books: %+v", rep.Reconcile)
+	}
+
+	// Upstream: the gateway sends the chain's progress in its stream, and
+	// the provider's receiver proves the usage itself from it: 4000 Wh.
+	var proven uint64
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		proven = 0
+		for _, p := range recv.report(t).Paywords {
+			if p.Provider == "utility" && p.Account == "fleet" && p.Meter == "energy_wh" {
+				proven = p.Quantity
+			}
+		}
+		if proven == 4000 {
+			break
+		}
+	}
+	if proven != 4000 {
+		t.Fatalf("the receiver proved %d Wh of payword usage; want 4000", proven)
+	}
+	rep := recv.report(t)
+	if rep.Stats.UnprovenPaywords != 0 || len(rep.Held) != 0 {
+		t.Fatalf("receiver: %+v, held %+v", rep.Stats, rep.Held)
+	}
+	for s, gaps := range rep.Gaps {
+		if len(gaps) != 0 {
+			t.Fatalf("stream %s has gaps %v", s, gaps)
+		}
 	}
 }

@@ -2,7 +2,9 @@ package ledger
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -31,19 +33,25 @@ import (
 // in the same epoch, chain_gap (the gap would be usage with no payword to
 // prove it).
 
-// chainRecord is a committed chain and how far it has been spent.
+// chainRecord is a committed chain, how far it has been spent, and how
+// far it has been reported upstream.
 type chainRecord struct {
 	protocol.Commitment
-	Last     uint32           // the last accepted index (0: only the commitment)
-	LastWord protocol.Payword // w_Last (the anchor while Last is 0)
-	Raw      []byte           // the commitment as the device sent it
+	Account, Provider string           // who the chain's usage is charged to and owed to
+	Last              uint32           // the last accepted index (0: only the commitment)
+	LastWord          protocol.Payword // w_Last (the anchor while Last is 0)
+	Reported          uint32           // the index the last progress record reached
+	ReportedWord      protocol.Payword // w_Reported
+	ReportedAt        int64            // when it was sent (Unix ms; the commitment's time at first)
+	Raw               []byte           // the commitment as the device sent it
 }
 
 func (r chainRecord) encode() []byte {
 	c := r.Commitment
 	return metering.NewStateWriter().String(c.Device).String(string(c.Chain[:])).Uint(uint64(c.Number)).String(c.Meter).Uint(c.Units).
-		Uint(uint64(c.Length)).String(string(c.Anchor[:])).Uint(c.Start).Uint(c.Expiry).Uint(c.Epoch).Uint(uint64(r.Last)).
-		String(string(r.LastWord[:])).Rest(r.Raw)
+		Uint(uint64(c.Length)).String(string(c.Anchor[:])).Uint(c.Start).Uint(c.Expiry).Uint(c.Epoch).
+		String(r.Account).String(r.Provider).Uint(uint64(r.Last)).String(string(r.LastWord[:])).
+		Uint(uint64(r.Reported)).String(string(r.ReportedWord[:])).Int(r.ReportedAt).Rest(r.Raw)
 }
 
 func decodeChainRecord(b []byte) (chainRecord, error) {
@@ -57,8 +65,12 @@ func decodeChainRecord(b []byte) (chainRecord, error) {
 	r.Length = uint32(rd.Uint())
 	copy(r.Anchor[:], rd.String())
 	r.Start, r.Expiry, r.Epoch = rd.Uint(), rd.Uint(), rd.Uint()
+	r.Account, r.Provider = rd.String(), rd.String()
 	r.Last = uint32(rd.Uint())
 	copy(r.LastWord[:], rd.String())
+	r.Reported = uint32(rd.Uint())
+	copy(r.ReportedWord[:], rd.String())
+	r.ReportedAt = rd.Int()
 	r.Raw = append([]byte(nil), rd.Rest()...)
 	return r, rd.Err()
 }
@@ -68,6 +80,12 @@ func chainKey(device string, id protocol.ChainID) []byte {
 }
 
 func chainNumberKey(device string) []byte { return joinKey("n", device) }
+
+// chainDirtyKey marks a chain that moved since its last progress record:
+// "d" device 0 chain id, empty value.
+func chainDirtyKey(device string, id protocol.ChainID) []byte {
+	return append(append(joinKey("d", device), 0), id[:]...)
+}
 
 // CommitmentTicket is the reading a commitment stands for: the chain's
 // start register at seq PaywordSeq(number, 0), dated now.
@@ -113,7 +131,8 @@ func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Com
 	if err != nil || !fresh || rc.Status != protocol.StatusAccepted {
 		return rc, fresh, err
 	}
-	rec := chainRecord{Commitment: *c, LastWord: c.Anchor, Raw: append([]byte(nil), raw...)}
+	rec := chainRecord{Commitment: *c, Account: p.Account, Provider: p.Provider, LastWord: c.Anchor, ReportedWord: c.Anchor,
+		ReportedAt: now, Raw: append([]byte(nil), raw...)}
 	if err := b.Put(chainKey(c.Device, c.Chain), rec.encode()); err != nil {
 		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
@@ -168,7 +187,93 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 	if err := b.Put(chainKey(pw.Device, pw.Chain), rec.encode()); err != nil {
 		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
+	if err := b.Put(chainDirtyKey(pw.Device, pw.Chain), nil); err != nil {
+		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+	}
 	return rc, fresh, nil
+}
+
+// maxReportsPerRound bounds the progress records one ReportChains call
+// writes, so that one round of housekeeping stays short.
+const maxReportsPerRound = 256
+
+// ReportChains puts in the outbox a chain progress record for each chain
+// that moved since its last one and whose last was sent at least one
+// window (of its provider) ago: the device's commitment and the paywords
+// at the last reported and the last accepted index, signed with the
+// gateway's key and numbered in the stream with the aggregates. It
+// returns how many it wrote. Without a signer (a gateway that seals
+// nothing) it does nothing.
+func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int, error) {
+	if bk.cfg.Signer == nil {
+		return 0, nil
+	}
+	n := 0
+	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
+		n = 0
+		b := tx.Bucket(bucketChains)
+		prefix := []byte("d\x00")
+		var due [][]byte
+		c := b.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(due) < maxReportsPerRound; k, _ = c.Next() {
+			due = append(due, append([]byte(nil), k...))
+		}
+		aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
+		var ws []write
+		var done [][]byte
+		for _, dk := range due {
+			ck := append([]byte("c"), dk[1:]...) // the chain's own key
+			v := b.Get(ck)
+			if v == nil {
+				done = append(done, dk)
+				continue
+			}
+			rec, err := decodeChainRecord(v)
+			if err != nil {
+				return err
+			}
+			window := time.Hour.Milliseconds()
+			if pol, ok := t.Policies[rec.Provider]; ok && pol.Length > 0 {
+				window = pol.Length
+			}
+			if now.UnixMilli() < rec.ReportedAt+window {
+				continue // not due: it stays marked
+			}
+			done = append(done, dk)
+			if rec.Last <= rec.Reported {
+				continue
+			}
+			aggSeq++
+			p := protocol.ChainProgress{Gateway: terms(t).GatewayID, Seq: bk.wire(aggSeq), Provider: rec.Provider, Account: rec.Account,
+				Commitment: rec.Raw, From: rec.Reported, FromWord: rec.ReportedWord, To: rec.Last, ToWord: rec.LastWord, Epoch: bk.cfg.Stream.Epoch}
+			var enc protocol.Encoder
+			pb, err := enc.AppendChainProgress(nil, &p, bk.cfg.Signer)
+			if err != nil {
+				return fmt.Errorf("chain progress record: %w", err)
+			}
+			rec.Reported, rec.ReportedWord, rec.ReportedAt = rec.Last, rec.LastWord, now.UnixMilli()
+			ws = append(ws, write{bucketOutbox, putU64(aggSeq), pb},
+				write{bucketRecords, putU64(aggSeq), metering.NewStateWriter().String(rec.Account).Int(now.UnixMilli())},
+				write{bucketChains, ck, rec.encode()})
+			n++
+		}
+		if n > 0 {
+			ws = append(ws, write{bucketMeta, metaAggSeq, putU64(aggSeq)})
+		}
+		if err := putAll(tx, ws); err != nil {
+			return err
+		}
+		for _, dk := range done {
+			if err := b.Delete(dk); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
+		for range n {
+			bk.cfg.OnSeal("chain_progress")
+		}
+		return nil
+	})
+	return n, err
 }
 
 // ChainView is a device's payword chain as the books have it: the

@@ -49,7 +49,7 @@ func (bk *Books) Next(cursor uint64) (Outgoing, bool, error) {
 		}
 		seq := getU64(k)
 		if c := tx.Bucket(bucketRecords).Get(k); c != nil {
-			// A credit or hold record: no provider (it goes to every
+			// A credit, hold or chain progress record: no provider (it goes to every
 			// upstream that takes all providers), dated when it was made.
 			r := metering.NewStateReader(c, "outbox record")
 			_ = r.String() // the account
@@ -97,6 +97,8 @@ func recordStream(b []byte) (protocol.StreamID, uint64, bool) {
 		epoch, wire = m.Credit.Epoch, m.Credit.Seq
 	case m.Hold != nil:
 		epoch, wire = m.Hold.Epoch, m.Hold.Seq
+	case m.Progress != nil:
+		epoch, wire = m.Progress.Epoch, m.Progress.Seq
 	}
 	s, ok := protocol.StreamOf(m.Envelope.KeyID, epoch)
 	return s, wire, ok

@@ -3,7 +3,7 @@ package strict
 import "github.com/farthing-iot/farthing/protocol"
 
 // Message is any decoded Farthing message; exactly one of Ticket, Receipt,
-// Aggregate, Voucher, Credit and Hold is set, as Kind says.
+// Aggregate, Voucher, Credit, Hold and Progress is set, as Kind says.
 type Message struct {
 	Kind      protocol.Kind
 	Envelope  protocol.Envelope
@@ -13,6 +13,7 @@ type Message struct {
 	Voucher   *protocol.Voucher
 	Credit    *protocol.Credit
 	Hold      *protocol.Hold
+	Progress  *protocol.ChainProgress
 }
 
 // Decode decodes an untrusted message of any kind. The kind is read from
@@ -56,6 +57,13 @@ func Decode(b []byte) (*Message, error) {
 	case protocol.KindHold:
 		env, h, err := DecodeHold(b)
 		m.Envelope, m.Hold = env, &h
+		return m, err
+	case protocol.KindChainProgress:
+		// Read by protocol's canonical reader, which refuses anything
+		// not in its one deterministic encoding, as this package does.
+		var p protocol.ChainProgress
+		err := protocol.ParseChainProgress(b, &m.Envelope, &p)
+		m.Progress = &p
 		return m, err
 	}
 	return nil, &protocol.Error{Reason: protocol.ReasonWrongKind, Detail: "payload kind is missing or unknown"}
