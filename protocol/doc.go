@@ -41,7 +41,8 @@
 //
 // A payword chain's commitment (kind 7) and the payword ticket (kind 8, a
 // bare CBOR map with no COSE envelope: the payword proves itself) are
-// specified with their CDDL in payword.go.
+// specified with their CDDL in payword.go; the gateway's chain progress
+// record (kind 9, in its aggregate stream) in progress.go.
 //
 //	ticket-payload = {
 //	  0: 1,                  ; kind: ticket

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"testing"
@@ -132,12 +133,23 @@ func FuzzPaywordMessages(f *testing.F) {
 	var enc Encoder
 	cb, _ := enc.AppendCommitment(nil, &c, mac)
 	f.Add(cb)
+	ed, _ := NewEd25519Signer(ed25519.NewKeyFromSeed(make([]byte, 32)))
+	pr, _ := enc.AppendChainProgress(nil, &ChainProgress{Gateway: "gw", Seq: 1, Provider: "p", Account: "a", Commitment: cb, To: 3}, ed)
+	f.Add(pr)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var p PaywordTicket
 		if ParsePaywordTicket(b, &p) == nil {
 			again, err := AppendPaywordTicket(nil, &p)
 			if err != nil || !bytes.Equal(again, b) {
 				t.Fatalf("payword ticket %x parsed as %+v, encodes as %x (%v)", b, p, again, err)
+			}
+		}
+		var penv Envelope
+		var pp ChainProgress
+		if ParseChainProgress(b, &penv, &pp) == nil {
+			again, err := AppendChainProgressPayload(nil, &pp)
+			if err != nil || !bytes.Equal(again, penv.Payload) {
+				t.Fatalf("progress payload %x parsed as %+v, encodes as %x (%v)", penv.Payload, pp, again, err)
 			}
 		}
 		var env Envelope

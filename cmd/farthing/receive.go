@@ -229,6 +229,10 @@ func printTotals(e *env, r *provider.Receiver) error {
 			h.Reason, h.Stream, h.Seq, h.Gateway, h.Provider, h.Account,
 			metering.Money{Nanos: metering.Nanos(h.Amount), Currency: metering.Currency(h.Currency)})
 	}
+	for _, p := range rep.Paywords {
+		fmt.Fprintf(e.stdout, "PAYWORD %s/%s %s: %d proven by the devices' hash chains (%d records), checked here\n",
+			p.Provider, p.Account, p.Meter, p.Quantity, p.Records)
+	}
 	for _, h := range rep.Quarantine {
 		var usage []string
 		for _, u := range h.Usage {
