@@ -2,6 +2,7 @@ package coaps
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -79,6 +80,16 @@ func TestAcceptLoopOutlivesErrors(t *testing.T) {
 			t.Fatal("not Serving() 5s after the errors stopped")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The client's handshake ends when it has the server's Finished; the
+	// server counts the session once its own side is done: wait for it.
+	opened := func() (int, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return events["session_opened"], fmt.Sprint(events)
+	}
+	for n, _ := opened(); n == 0 && time.Now().Before(deadline); n, _ = opened() {
+		time.Sleep(20 * time.Millisecond)
 	}
 	mu.Lock()
 	defer mu.Unlock()
