@@ -82,7 +82,7 @@ func chainKey(device string, id protocol.ChainID) []byte {
 func chainNumberKey(device string) []byte { return joinKey("n", device) }
 
 // chainDirtyKey marks a chain that moved since its last progress record:
-// "d" device 0 chain id, empty value.
+// "d" device 0 chain id → 1.
 func chainDirtyKey(device string, id protocol.ChainID) []byte {
 	return append(append(joinKey("d", device), 0), id[:]...)
 }
@@ -187,8 +187,10 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 	if err := b.Put(chainKey(pw.Device, pw.Chain), rec.encode()); err != nil {
 		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
-	if err := b.Put(chainDirtyKey(pw.Device, pw.Chain), nil); err != nil {
-		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+	if dk := chainDirtyKey(pw.Device, pw.Chain); b.Get(dk) == nil { // marked once until reported
+		if err := b.Put(dk, []byte{1}); err != nil {
+			return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+		}
 	}
 	return rc, fresh, nil
 }
