@@ -46,17 +46,30 @@ type chainRecord struct {
 	Raw               []byte           // the commitment as the device sent it
 }
 
-func (r chainRecord) encode() []byte {
+// A chain is kept as two records: its terms, written once with the
+// commitment ("c" key), and its progress, rewritten by every payword ("s"
+// key), so that a payword writes a few dozen bytes, not the commitment.
+
+func (r chainRecord) encodeTerms() []byte {
 	c := r.Commitment
 	return metering.NewStateWriter().String(c.Device).String(string(c.Chain[:])).Uint(uint64(c.Number)).String(c.Meter).Uint(c.Units).
 		Uint(uint64(c.Length)).String(string(c.Anchor[:])).Uint(c.Start).Uint(c.Expiry).Uint(c.Epoch).
-		String(r.Account).String(r.Provider).Uint(uint64(r.Last)).String(string(r.LastWord[:])).
-		Uint(uint64(r.Reported)).String(string(r.ReportedWord[:])).Int(r.ReportedAt).Rest(r.Raw)
+		String(r.Account).String(r.Provider).Rest(r.Raw)
 }
 
-func decodeChainRecord(b []byte) (chainRecord, error) {
-	rd := metering.NewStateReader(b, "chain record")
+func (r chainRecord) encodeProgress() []byte {
+	return metering.NewStateWriter().Uint(uint64(r.Last)).String(string(r.LastWord[:])).
+		Uint(uint64(r.Reported)).String(string(r.ReportedWord[:])).Int(r.ReportedAt)
+}
+
+// loadChain reads a chain's two records; ok is false if there is none.
+func loadChain(b *bolt.Bucket, device string, id protocol.ChainID) (chainRecord, bool, error) {
 	var r chainRecord
+	tv, pv := b.Get(chainKey(device, id)), b.Get(chainStateKey(device, id))
+	if tv == nil || pv == nil {
+		return r, false, nil
+	}
+	rd := metering.NewStateReader(tv, "chain terms")
 	r.Device = rd.String()
 	copy(r.Chain[:], rd.String())
 	r.Number = uint32(rd.Uint())
@@ -66,13 +79,22 @@ func decodeChainRecord(b []byte) (chainRecord, error) {
 	copy(r.Anchor[:], rd.String())
 	r.Start, r.Expiry, r.Epoch = rd.Uint(), rd.Uint(), rd.Uint()
 	r.Account, r.Provider = rd.String(), rd.String()
-	r.Last = uint32(rd.Uint())
-	copy(r.LastWord[:], rd.String())
-	r.Reported = uint32(rd.Uint())
-	copy(r.ReportedWord[:], rd.String())
-	r.ReportedAt = rd.Int()
 	r.Raw = append([]byte(nil), rd.Rest()...)
-	return r, rd.Err()
+	if err := rd.Err(); err != nil {
+		return r, false, err
+	}
+	pr := metering.NewStateReader(pv, "chain progress")
+	r.Last = uint32(pr.Uint())
+	copy(r.LastWord[:], pr.String())
+	r.Reported = uint32(pr.Uint())
+	copy(r.ReportedWord[:], pr.String())
+	r.ReportedAt = pr.Int()
+	return r, true, pr.Done()
+}
+
+// chainStateKey is a chain's progress record: "s" device 0 chain id.
+func chainStateKey(device string, id protocol.ChainID) []byte {
+	return append(append(joinKey("s", device), 0), id[:]...)
 }
 
 func chainKey(device string, id protocol.ChainID) []byte {
@@ -101,11 +123,9 @@ func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Com
 	now := bk.now().UnixMilli()
 	tk := CommitmentTicket(c, now)
 	b := tx.Bucket(bucketChains)
-	if v := b.Get(chainKey(c.Device, c.Chain)); v != nil {
-		rec, err := decodeChainRecord(v)
-		if err != nil {
-			return protocol.Receipt{}, false, err
-		}
+	if rec, ok, err := loadChain(b, c.Device, c.Chain); err != nil {
+		return protocol.Receipt{}, false, err
+	} else if ok {
 		if !bytes.Equal(rec.Raw, raw) {
 			return protocol.Receipt{}, false, Reject(protocol.ReasonChainReplayed, "chain %x of %s was committed before with other terms", c.Chain, c.Device)
 		}
@@ -133,7 +153,10 @@ func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Com
 	}
 	rec := chainRecord{Commitment: *c, Account: p.Account, Provider: p.Provider, LastWord: c.Anchor, ReportedWord: c.Anchor,
 		ReportedAt: now, Raw: append([]byte(nil), raw...)}
-	if err := b.Put(chainKey(c.Device, c.Chain), rec.encode()); err != nil {
+	if err := b.Put(chainKey(c.Device, c.Chain), rec.encodeTerms()); err != nil {
+		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+	}
+	if err := b.Put(chainStateKey(c.Device, c.Chain), rec.encodeProgress()); err != nil {
 		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
 	if err := b.Put(chainNumberKey(c.Device), putU64(uint64(c.Number))); err != nil {
@@ -150,13 +173,12 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 	now := bk.now().UnixMilli()
 	*tk = protocol.Ticket{Device: pw.Device, Seq: uint64(pw.Index), Time: uint64(now)}
 	b := tx.Bucket(bucketChains)
-	v := b.Get(chainKey(pw.Device, pw.Chain))
-	if v == nil {
-		return protocol.Receipt{}, false, Reject(protocol.ReasonChainUnknown, "%s committed to no chain %x", pw.Device, pw.Chain)
-	}
-	rec, err := decodeChainRecord(v)
+	rec, ok, err := loadChain(b, pw.Device, pw.Chain)
 	if err != nil {
 		return protocol.Receipt{}, false, err
+	}
+	if !ok {
+		return protocol.Receipt{}, false, Reject(protocol.ReasonChainUnknown, "%s committed to no chain %x", pw.Device, pw.Chain)
 	}
 	tk.Seq, tk.Epoch = protocol.PaywordSeq(rec.Number, pw.Index), rec.Epoch
 	if pw.Index > rec.Length {
@@ -184,7 +206,7 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 		return rc, fresh, err
 	}
 	rec.Last, rec.LastWord = pw.Index, pw.Word
-	if err := b.Put(chainKey(pw.Device, pw.Chain), rec.encode()); err != nil {
+	if err := b.Put(chainStateKey(pw.Device, pw.Chain), rec.encodeProgress()); err != nil {
 		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
 	if dk := chainDirtyKey(pw.Device, pw.Chain); b.Get(dk) == nil { // marked once until reported
@@ -224,15 +246,15 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 		var ws []write
 		var done [][]byte
 		for _, dk := range due {
-			ck := append([]byte("c"), dk[1:]...) // the chain's own key
-			v := b.Get(ck)
-			if v == nil {
-				done = append(done, dk)
-				continue
-			}
-			rec, err := decodeChainRecord(v)
+			sk := append([]byte("s"), dk[1:]...) // the chain's progress record
+			device, id := string(dk[2:len(dk)-protocol.ChainIDLen-1]), protocol.ChainID(dk[len(dk)-protocol.ChainIDLen:])
+			rec, ok, err := loadChain(b, device, id)
 			if err != nil {
 				return err
+			}
+			if !ok {
+				done = append(done, dk)
+				continue
 			}
 			window := time.Hour.Milliseconds()
 			if pol, ok := t.Policies[rec.Provider]; ok && pol.Length > 0 {
@@ -256,7 +278,7 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 			rec.Reported, rec.ReportedWord, rec.ReportedAt = rec.Last, rec.LastWord, now.UnixMilli()
 			ws = append(ws, write{bucketOutbox, putU64(aggSeq), pb},
 				write{bucketRecords, putU64(aggSeq), metering.NewStateWriter().String(rec.Account).Int(now.UnixMilli())},
-				write{bucketChains, ck, rec.encode()})
+				write{bucketChains, sk, rec.encodeProgress()})
 			n++
 		}
 		if n > 0 {
@@ -298,11 +320,15 @@ func Chains(st *store.Store, device string) ([]ChainView, error) {
 	out := []ChainView{}
 	err := st.View(func(tx *bolt.Tx) error {
 		prefix := append(joinKey("c", device), 0)
-		c := tx.Bucket(bucketChains).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			r, err := decodeChainRecord(v)
+		b := tx.Bucket(bucketChains)
+		c := b.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			r, ok, err := loadChain(b, device, protocol.ChainID(k[len(prefix):]))
 			if err != nil {
 				return err
+			}
+			if !ok {
+				continue
 			}
 			out = append(out, ChainView{Commitment: r.Raw, Chain: r.Chain, Number: r.Number, Meter: r.Meter, Length: r.Length,
 				Last: r.Last, LastWord: r.LastWord, Register: r.Register(r.Last)})

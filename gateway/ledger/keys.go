@@ -65,9 +65,10 @@ var (
 	bucketSuspended = []byte("suspended")
 	bucketFolded    = []byte("folded")
 	// bucketChains holds payword chains: each device's committed chains
-	// ("c" device 0 chain id → chainRecord), its last chain number ("n"
-	// device → u64), and the chains that moved since their last progress
-	// record ("d" device 0 chain id → 1).
+	// ("c" device 0 chain id → the terms and the commitment; "s" device 0
+	// chain id → how far it was spent and reported), its last chain number
+	// ("n" device → u64), and the chains that moved since their last
+	// progress record ("d" device 0 chain id → 1).
 	bucketChains = []byte("chains")
 )
 
