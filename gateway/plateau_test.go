@@ -76,14 +76,19 @@ func TestStatePlateaus(t *testing.T) {
 		last = round(400)
 	}
 	// Without pruning the file would hold four times what it held after
-	// the first round; with it, what is within the horizon, once the
-	// ledger entries are folded too (a few thousand a second, later than
-	// the tickets on a busy machine).
-	for deadline := time.Now().Add(40 * time.Second); last > 2*first && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	// the first round — 32,000 tickets at about 410 bytes each, some 13
+	// MB; with it, what is within the horizon, once the ledger entries
+	// are folded too (a few thousand a second, later than the tickets on
+	// a busy machine). The bytes in use move with page splits and with
+	// when pruning last ran (0.5 to 2 MB here under load), so the state
+	// file has grown with history only if it more than doubled and passed
+	// a third of the unpruned size.
+	const grown = 4 << 20
+	for deadline := time.Now().Add(40 * time.Second); last > 2*first && last > grown && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		last = tg.Store().Usage().InUse()
 	}
 	t.Logf("bytes in use after 8,000 tickets: %d; after 32,000: %d", first, last)
-	if last > 2*first {
+	if last > 2*first && last > grown {
 		t.Errorf("the state file grew with history: %d bytes in use after 8,000 tickets, %d after 32,000", first, last)
 	}
 	rc := rep.Reconcile
