@@ -10,6 +10,7 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
+	"github.com/farthing-iot/farthing/protocol"
 )
 
 // The device registry lives in package registry, which tools that only
@@ -65,7 +66,9 @@ type DeviceTerms struct {
 // GET /devices/{id}: one device's progress (DeviceStatus), 404 for a
 // device not in the registry; GET /chains/{device}: its payword chains
 // (ledger.ChainView: the commitment and the last payword, a proof of its
-// usage that needs no trust in the gateway); GET /devices/suspended: the devices the gateway suspended
+// usage that needs no trust in the gateway); POST /chains/{device}:
+// register a chain's commitment at provisioning (ChainRegistration → its
+// receipt); GET /devices/suspended: the devices the gateway suspended
 // (ledger.Suspension); POST /devices/{id}/resume: lift a suspension
 // (audited), 404 if the device was not suspended.
 func (g *Gateway) deviceRoutes(m *http.ServeMux) {
@@ -76,6 +79,28 @@ func (g *Gateway) deviceRoutes(m *http.ServeMux) {
 		}
 		v, err := ledger.Chains(g.store, r.PathValue("device"))
 		answer(w, g, v, err)
+	})
+	m.HandleFunc("POST /chains/{device}", func(w http.ResponseWriter, r *http.Request) {
+		var req ChainRegistration
+		dec := json.NewDecoder(io.LimitReader(r.Body, 8<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			http.Error(w, "want {\"commitment\": \"<base64 of the COSE message>\"}: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		dev := r.PathValue("device")
+		if k, ok := protocol.KindOf(req.Commitment); !ok || k != protocol.KindCommitment {
+			http.Error(w, "not a chain commitment (a COSE message of kind 7)", http.StatusBadRequest)
+			return
+		}
+		if g.ingest.Snapshot().Registry.Device(dev) == nil {
+			http.Error(w, errNoSuchDevice.Error()+": "+dev, http.StatusNotFound)
+			return
+		}
+		res := g.ingest.Submit(r.Context(), Submission{Device: dev, Payload: req.Commitment, Transport: "operator"})
+		g.log.Info("payword chain registered through the operator API", "device", dev, "status", res.Receipt.Status.String(),
+			"reason", res.Receipt.Reason.String(), "credential", credentialOf(r))
+		writeJSON(w, g.log, res.Receipt)
 	})
 	m.HandleFunc("GET /devices/{id}", func(w http.ResponseWriter, r *http.Request) {
 		v, err := g.DeviceStatus(r.PathValue("id"))
@@ -117,6 +142,15 @@ func (g *Gateway) deviceRoutes(m *http.ServeMux) {
 		}
 		writeJSON(w, g.log, map[string]int{"checked": len(req.Devices)})
 	})
+}
+
+// ChainRegistration is the body of POST /chains/{device}: a payword
+// chain's commitment, signed or MAC'd by the device as it would send it,
+// registered at provisioning (for a device that does not send it itself).
+// It is checked and accepted exactly as from the device; the answer is
+// its receipt.
+type ChainRegistration struct {
+	Commitment []byte `json:"commitment"`
 }
 
 // DeviceStatus is one device as the running gateway knows it: its

@@ -40,6 +40,7 @@ var examples = map[string][]string{
 	"device rotate":      {"farthing device rotate --id charger-7 --pub new.pub --overlap 24h", "farthing device rotate --id charger-7 --commit"},
 	"device rules":       {"farthing device rules --id plug-0001 --meter energy_wh --set 'max_rate: 3600000/h, max_jump: 50000'"},
 	"device resume":      {"farthing device resume --id plug-0001"},
+	"device commit":      {"farthing device commit --id plug-0001 --commitment plug-0001.chain1.cbor   # a payword chain registered at provisioning"},
 	"sim": {
 		"farthing sim --rate 20 --duration 10s",
 		"farthing sim --transport coaps --devices 10 --rate 50 --duration 5s --json",

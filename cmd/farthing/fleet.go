@@ -39,7 +39,7 @@ const defaultData = "farthing-data"
 // runDevice dispatches the device subcommands.
 func runDevice(e *env, args []string) error {
 	if len(args) == 0 {
-		return usageError{"want a subcommand: add, list, credentials, disable, enable, remove, revoke, rotate or resume"}
+		return usageError{"want a subcommand: add, list, credentials, disable, enable, remove, revoke, rotate, resume or commit"}
 	}
 	switch args[0] {
 	case "add":
@@ -52,8 +52,10 @@ func runDevice(e *env, args []string) error {
 		return runDeviceChange(e, args[0], args[1:])
 	case "resume":
 		return runDeviceResume(e, args[1:])
+	case "commit":
+		return runDeviceCommit(e, args[1:])
 	}
-	return usageError{fmt.Sprintf("unknown subcommand %q: want add, list, credentials, disable, enable, remove, revoke, rotate or resume", args[0])}
+	return usageError{fmt.Sprintf("unknown subcommand %q: want add, list, credentials, disable, enable, remove, revoke, rotate, resume or commit", args[0])}
 }
 
 // meterTariffs collects repeated --tariff METER=TARIFF flags.
@@ -694,4 +696,39 @@ func runDeviceCredentials(e *env, args []string) error {
 		return nil
 	}
 	return fmt.Errorf("%s: no device %q", *registry, *id)
+}
+
+// runDeviceCommit registers a payword chain's commitment for a device at
+// provisioning, through the running gateway's operator API: the
+// commitment (made and signed with the device's key, as the device would
+// send it) is checked and accepted as if it came from the device.
+func runDeviceCommit(e *env, args []string) error {
+	fs := newFlags("device commit")
+	data := fs.String("data", defaultData, "the gateway's data directory")
+	id := fs.String("id", "", "device id")
+	file := fs.String("commitment", "", "the chain commitment (a COSE message, as the device signed it)")
+	op := addOperatorFlags(fs)
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *id == "" || *file == "" {
+		return usageError{"--id and --commitment are required"}
+	}
+	b, err := os.ReadFile(*file)
+	if err != nil {
+		return err
+	}
+	var r protocol.Receipt
+	if err := op.postJSON(*data, "/chains/"+url.PathEscape(*id), gateway.ChainRegistration{Commitment: b}, &r); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "device %s: chain commitment %s", *id, r.Status)
+	if r.Reason != protocol.ReasonNone {
+		fmt.Fprintf(e.stdout, " (%s)", r.Reason)
+	}
+	fmt.Fprintln(e.stdout)
+	if r.Status != protocol.StatusAccepted && r.Status != protocol.StatusDuplicate {
+		return fmt.Errorf("the gateway refused the commitment: %s", r.Reason)
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
@@ -100,5 +101,62 @@ func TestDecodePaywordMessages(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "bad.cbor"), bad, 0o600)
 	if code, _, errOut := farthing(t, nil, "decode", filepath.Join(dir, "bad.cbor")); code != exitBad || !strings.Contains(errOut, "payword ticket") {
 		t.Fatalf("a payword ticket with a field too many: exit %d %q", code, errOut)
+	}
+}
+
+// TestDeviceCommitRegistersAChain: a payword chain's commitment, made
+// with the device's key at provisioning, is registered through the
+// operator API by `farthing device commit`; the device's paywords are
+// then charged; the same commitment again is a duplicate, and a forged
+// one (another key) is refused with exit 2.
+func TestDeviceCommitRegistersAChain(t *testing.T) {
+	data := t.TempDir()
+	os.WriteFile(filepath.Join(data, "tariffs.yaml"), []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"), 0o600)
+	cfg, err := gateway.LoadConfigWithDataDir("", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Accounts = []gateway.AccountConfig{{ID: "fleet", Kind: "postpaid", Currency: "EUR", CreditLimit: "1000"}}
+	cfg.Providers = []gateway.ProviderConfig{{ID: "utility", Window: time.Hour}}
+	cfg.DTLS.Listen, cfg.HTTP.Listen, cfg.MQTT.Listen = "off", "off", "127.0.0.1:0"
+	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-g.Ready()
+	mustRun(t, nil, "device", "add", "--data", data, "--id", "plug-1", "--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy")
+	key, err := keyfile.Load(filepath.Join(data, "device-keys", "plug-1.secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := key.Signer(protocol.KindTicket)
+	id, seed := protocol.ChainID{7}, protocol.Payword{8}
+	c := protocol.Commitment{Device: "plug-1", Chain: id, Number: 1, Meter: "energy_wh", Units: 10, Length: 100,
+		Anchor: protocol.PaywordWalk(&id, seed, 100), Expiry: uint64(time.Now().Add(time.Hour).UnixMilli())}
+	var enc protocol.Encoder
+	cb, _ := enc.AppendCommitment(nil, &c, signer)
+	file := filepath.Join(t.TempDir(), "chain.cbor")
+	os.WriteFile(file, cb, 0o600)
+	if out := mustRun(t, nil, "device", "commit", "--data", data, "--id", "plug-1", "--commitment", file); !strings.Contains(out, "accepted") {
+		t.Fatalf("device commit: %q", out)
+	}
+	if out := mustRun(t, nil, "device", "commit", "--data", data, "--id", "plug-1", "--commitment", file); !strings.Contains(out, "duplicate") {
+		t.Fatalf("device commit again: %q", out)
+	}
+	pw, _ := protocol.AppendPaywordTicket(nil, &protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: 3, Word: protocol.PaywordWalk(&id, seed, 97)})
+	if r := g.Ingest().Submit(context.Background(), gateway.Submission{Device: "plug-1", Payload: pw, Transport: "test"}).Receipt; r.Status != protocol.StatusAccepted || r.Charged != 9_000_000 {
+		t.Fatalf("payword after the registration: %+v; want 30 Wh charged 0.009 EUR", r)
+	}
+	other, _ := protocol.NewHMAC(make([]byte, 32))
+	c.Number, c.Chain = 2, protocol.ChainID{9}
+	forged, _ := enc.AppendCommitment(nil, &c, other)
+	os.WriteFile(file, forged, 0o600)
+	if code, out, errOut := farthing(t, nil, "device", "commit", "--data", data, "--id", "plug-1", "--commitment", file); code != exitBad ||
+		!strings.Contains(out+errOut, "unknown_key") {
+		t.Fatalf("a commitment under another key: exit %d %q %q", code, out, errOut)
 	}
 }
