@@ -227,6 +227,22 @@ func (in *Ingest) startPayword(p *Pending) *Pending {
 	return p
 }
 
+// deviceOfKey finds the device a message's key id belongs to, or refuses:
+// a revoked key, a key no device has, a device that may not send.
+func (in *Ingest) deviceOfKey(snap *Snapshot, kid []byte) (*Device, *refusal) {
+	dev := snap.Registry.ByKeyID(kid)
+	switch {
+	case snap.Registry.KeyRevoked(kid):
+		return nil, reject(protocol.ReasonKeyRevoked, "key id %x was revoked", kid)
+	case dev == nil:
+		return nil, reject(protocol.ReasonUnknownKey, "no device has key id %x", kid)
+	}
+	if ref := in.refuseDevice(dev); ref != nil {
+		return nil, ref
+	}
+	return dev, nil
+}
+
 // refuseDevice refuses a device that may not send: revoked, suspended or
 // disabled.
 func (in *Ingest) refuseDevice(dev *Device) *refusal {
@@ -250,17 +266,10 @@ func (in *Ingest) checkCommitment(snap *Snapshot, sub Submission, c *protocol.Co
 		return nil, protocol.Ticket{}, nil, reject(protocol.ReasonOf(err), "%v", err)
 	}
 	tk := ledger.CommitmentTicket(c, in.now().UnixMilli())
-	dev := snap.Registry.ByKeyID(env.KeyID)
+	dev, ref := in.deviceOfKey(snap, env.KeyID)
 	switch {
-	case snap.Registry.KeyRevoked(env.KeyID):
-		return nil, tk, nil, reject(protocol.ReasonKeyRevoked, "key id %x was revoked", env.KeyID)
-	case dev == nil:
-		return nil, tk, nil, reject(protocol.ReasonUnknownKey, "no device has key id %x", env.KeyID)
-	}
-	if ref := in.refuseDevice(dev); ref != nil {
+	case ref != nil:
 		return nil, tk, nil, ref
-	}
-	switch {
 	case c.Device != dev.ID:
 		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "commitment names device %q, its key is %q's", c.Device, dev.ID)
 	case sub.Device != dev.ID:
@@ -385,14 +394,10 @@ func (in *Ingest) check(snap *Snapshot, sub Submission) (*Device, protocol.Ticke
 	if err != nil {
 		return nil, tk, nil, reject(protocol.ReasonOf(err), "%v", err)
 	}
-	dev := snap.Registry.ByKeyID(env.KeyID)
+	dev, ref := in.deviceOfKey(snap, env.KeyID)
 	switch {
-	case snap.Registry.KeyRevoked(env.KeyID):
-		return nil, tk, nil, reject(protocol.ReasonKeyRevoked, "key id %x was revoked", env.KeyID)
-	case dev == nil:
-		return nil, tk, nil, reject(protocol.ReasonUnknownKey, "no device has key id %x", env.KeyID)
-	case in.refuseDevice(dev) != nil:
-		return nil, tk, nil, in.refuseDevice(dev)
+	case ref != nil:
+		return nil, tk, nil, ref
 	case tk.Device != dev.ID:
 		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "ticket names device %q, its key is %q's", tk.Device, dev.ID)
 	case sub.Device != dev.ID:

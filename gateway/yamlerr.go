@@ -53,10 +53,45 @@ func describeYAMLError(file string, root *yaml.Node, msg string) string {
 }
 
 // collectionAt returns the YAML path of the list or mapping that starts
-// on line as some key's value; "(top level)" if none does.
+// on line as some key's value; "(top level)" if none does. The innermost
+// one on the line is the one meant (mqtt: {listen: [1, 2]} is
+// mqtt.listen).
 func collectionAt(root *yaml.Node, line int) string {
+	collection := func(n *yaml.Node) bool { return n.Kind == yaml.SequenceNode || n.Kind == yaml.MappingNode }
+	return findPath(root, true, func(k, v, in *yaml.Node, path, _ string) (string, bool) {
+		if k != nil {
+			return path, collection(v) && (v.Line == line || k.Line == line)
+		}
+		return path, collection(v) && v.Line == line && line != in.Line
+	})
+}
+
+// findPath walks the document and returns what match returns for the
+// first node it matches: match gets each mapping entry (k its key) and
+// each sequence item (k nil), the collection it is in, its YAML path and
+// its parent's path. With innermost, a node's children are tried before
+// it. "(top level)" if nothing matches, or if the match is the root.
+func findPath(root *yaml.Node, innermost bool, match func(k, v, in *yaml.Node, path, parent string) (string, bool)) string {
 	var found string
 	var walk func(n *yaml.Node, path string) bool
+	try := func(k, v, in *yaml.Node, path, parent string) bool {
+		if !innermost {
+			if f, ok := match(k, v, in, path, parent); ok {
+				found = f
+				return true
+			}
+		}
+		if walk(v, path) {
+			return true
+		}
+		if innermost {
+			if f, ok := match(k, v, in, path, parent); ok {
+				found = f
+				return true
+			}
+		}
+		return false
+	}
 	walk = func(n *yaml.Node, path string) bool {
 		switch n.Kind {
 		case yaml.DocumentNode:
@@ -67,27 +102,18 @@ func collectionAt(root *yaml.Node, line int) string {
 			}
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
-				k, v := n.Content[i], n.Content[i+1]
+				k := n.Content[i]
 				p := k.Value
 				if path != "" {
 					p = path + "." + k.Value
 				}
-				if walk(v, p) { // the innermost collection on the line
-					return true
-				}
-				if (v.Kind == yaml.SequenceNode || v.Kind == yaml.MappingNode) && (v.Line == line || k.Line == line) {
-					found = p
+				if try(k, n.Content[i+1], n, p, path) {
 					return true
 				}
 			}
 		case yaml.SequenceNode:
 			for i, c := range n.Content {
-				p := fmt.Sprintf("%s[%d]", path, i)
-				if walk(c, p) {
-					return true
-				}
-				if (c.Kind == yaml.SequenceNode || c.Kind == yaml.MappingNode) && c.Line == line && line != n.Line {
-					found = p
+				if try(nil, c, n, fmt.Sprintf("%s[%d]", path, i), path) {
 					return true
 				}
 			}
@@ -123,57 +149,15 @@ func kindOf(goType string) string {
 }
 
 // pathAt finds the node on line whose key (isKey) or scalar value is val
-// and returns its YAML path, e.g. accounts[0].kind; "" parts are the
-// document root.
+// and returns its YAML path, e.g. accounts[0].kind; for a key, the path
+// of the mapping that has it.
 func pathAt(root *yaml.Node, line int, val string, isKey bool) string {
-	var found string
-	var walk func(n *yaml.Node, path string) bool
-	walk = func(n *yaml.Node, path string) bool {
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				if walk(c, path) {
-					return true
-				}
-			}
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k, v := n.Content[i], n.Content[i+1]
-				p := k.Value
-				if path != "" {
-					p = path + "." + k.Value
-				}
-				if isKey && k.Line == line && k.Value == val {
-					found = path // the mapping that has no such field
-					return true
-				}
-				if !isKey && v.Kind == yaml.ScalarNode && v.Line == line && v.Value == val {
-					found = p
-					return true
-				}
-				if walk(v, p) {
-					return true
-				}
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				p := fmt.Sprintf("%s[%d]", path, i)
-				if !isKey && c.Kind == yaml.ScalarNode && c.Line == line && c.Value == val {
-					found = p
-					return true
-				}
-				if walk(c, p) {
-					return true
-				}
-			}
+	return findPath(root, false, func(k, v, _ *yaml.Node, path, parent string) (string, bool) {
+		if isKey {
+			return parent, k != nil && k.Line == line && k.Value == val
 		}
-		return false
-	}
-	walk(root, "")
-	if found == "" {
-		return "(top level)"
-	}
-	return found
+		return path, v.Kind == yaml.ScalarNode && v.Line == line && v.Value == val
+	})
 }
 
 // lineOfPath returns the line of the node at a YAML path such as

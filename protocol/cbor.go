@@ -189,6 +189,16 @@ func (r *reader) span(major byte, max int, what string) []byte {
 
 func (r *reader) bytes(max int, what string) []byte { return r.span(majorBytes, max, what) }
 
+// fixed reads a byte string of exactly len(dst) bytes into dst.
+func (r *reader) fixed(dst []byte, what string) {
+	if b := r.bytes(len(dst), what); r.err == nil {
+		if len(b) != len(dst) {
+			r.fail(ReasonFieldRange, what+" is not "+itoa(int64(len(dst)))+" bytes")
+		}
+		copy(dst, b)
+	}
+}
+
 // text reads a text string and checks it against the identifier alphabet.
 func (r *reader) text(max int, what string) []byte {
 	p := r.span(majorText, max, what)

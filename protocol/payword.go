@@ -237,12 +237,7 @@ func ParseCommitment(b []byte, env *Envelope, c *Commitment) error {
 		case commitDevice:
 			c.Device = string(rd.text(MaxDeviceIDLen, "device id"))
 		case commitChain:
-			if p := rd.bytes(ChainIDLen, "chain id"); rd.err == nil {
-				if len(p) != ChainIDLen {
-					rd.fail(ReasonFieldRange, "chain id is not 8 bytes")
-				}
-				copy(c.Chain[:], p)
-			}
+			rd.fixed(c.Chain[:], "chain id")
 		case commitNumber:
 			if v := rd.uint("chain number"); v <= MaxChainNumber {
 				c.Number = uint32(v)
@@ -260,12 +255,7 @@ func ParseCommitment(b []byte, env *Envelope, c *Commitment) error {
 				rd.fail(ReasonFieldRange, "chain length above 2^32-1")
 			}
 		case commitAnchor:
-			if p := rd.bytes(PaywordSize, "anchor"); rd.err == nil {
-				if len(p) != PaywordSize {
-					rd.fail(ReasonFieldRange, "anchor is not 32 bytes")
-				}
-				copy(c.Anchor[:], p)
-			}
+			rd.fixed(c.Anchor[:], "anchor")
 		case commitStart:
 			c.Start = rd.uint("start register")
 		case commitExpiry:
@@ -355,12 +345,7 @@ func ParsePaywordTicket(b []byte, p *PaywordTicket) error {
 				p.Device = string(d)
 			}
 		case paywordChain:
-			if c := rd.bytes(ChainIDLen, "chain id"); rd.err == nil {
-				if len(c) != ChainIDLen {
-					rd.fail(ReasonFieldRange, "chain id is not 8 bytes")
-				}
-				copy(p.Chain[:], c)
-			}
+			rd.fixed(p.Chain[:], "chain id")
 		case paywordIndex:
 			v := rd.uint("index")
 			if (v == 0 || v > MaxChainLength) && rd.err == nil {
@@ -368,12 +353,7 @@ func ParsePaywordTicket(b []byte, p *PaywordTicket) error {
 			}
 			p.Index = uint32(v)
 		case paywordWord:
-			if w := rd.bytes(PaywordSize, "payword"); rd.err == nil {
-				if len(w) != PaywordSize {
-					rd.fail(ReasonFieldRange, "payword is not 32 bytes")
-				}
-				copy(p.Word[:], w)
-			}
+			rd.fixed(p.Word[:], "payword")
 		default:
 			rd.fail(ReasonUnknownField, "unknown payword ticket field")
 		}

@@ -140,14 +140,6 @@ func ParseChainProgress(b []byte, env *Envelope, p *ChainProgress) error {
 	keys := rd.mapOf(11, "chain progress payload")
 	seen := 0
 	*p = ChainProgress{}
-	word := func(w *Payword, what string) {
-		if b := rd.bytes(PaywordSize, what); rd.err == nil {
-			if len(b) != PaywordSize {
-				rd.fail(ReasonFieldRange, what+" is not 32 bytes")
-			}
-			copy(w[:], b)
-		}
-	}
 	index := func(what string) uint32 {
 		v := rd.uint(what)
 		if v > MaxChainLength {
@@ -178,11 +170,11 @@ func ParseChainProgress(b []byte, env *Envelope, p *ChainProgress) error {
 		case progressFrom:
 			p.From = index("from")
 		case progressFromWord:
-			word(&p.FromWord, "w_from")
+			rd.fixed(p.FromWord[:], "w_from")
 		case progressTo:
 			p.To = index("to")
 		case progressToWord:
-			word(&p.ToWord, "w_to")
+			rd.fixed(p.ToWord[:], "w_to")
 		case progressEpoch:
 			if p.Epoch = rd.uint("epoch"); p.Epoch == 0 && rd.err == nil {
 				rd.fail(ReasonNonCanonical, "epoch 0 is written by leaving it out")

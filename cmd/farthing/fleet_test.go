@@ -2,11 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -83,21 +80,7 @@ func TestInspectReadsTheStateFile(t *testing.T) {
 // daemon's); over TCP they need TLS and the token.
 func TestInspectAndProofAskTheRunningDaemon(t *testing.T) {
 	data := t.TempDir()
-	cfg, err := gateway.LoadConfigWithDataDir("", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.GatewayID = "gw-live"
-	cfg.DTLS.Listen, cfg.HTTP.Listen, cfg.MQTT.Listen = "off", "off", "127.0.0.1:0"
-	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-g.Ready()
+	runGateway(t, data, func(cfg *gateway.Config) { cfg.GatewayID = "gw-live" })
 	out := mustRun(t, nil, "inspect", "--data", data)
 	var rep gateway.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Gateway != "gw-live" {

@@ -2,15 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/veraison/go-cose"
 
+	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 )
 
@@ -200,5 +206,42 @@ func TestEveryHelpHasAnExample(t *testing.T) {
 		if code != 0 || !strings.Contains(ex, "farthing "+strings.Fields(name)[0]) {
 			t.Errorf("farthing help %s: exit %d, no example of it:\n%s%s", name, code, out, errOut)
 		}
+	}
+}
+
+// runGateway runs an in-process gateway on data (MQTT on a free port, no
+// DTLS or HTTP listener), with cfg changed by configure, until stop or the
+// test's end; it returns once the gateway is ready.
+func runGateway(t *testing.T, data string, configure func(*gateway.Config)) (g *gateway.Gateway, stop func()) {
+	t.Helper()
+	cfg, err := gateway.LoadConfigWithDataDir("", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DTLS.Listen, cfg.HTTP.Listen, cfg.MQTT.Listen = "off", "off", "127.0.0.1:0"
+	if configure != nil {
+		configure(cfg)
+	}
+	g, err = gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	<-g.Ready()
+	return g, stop
+}
+
+// paywordTerms is a gateway's configuration for the payword tests: one
+// postpaid account, one provider, a tariff of 0.30 EUR/kWh in data.
+func paywordTerms(data string) func(*gateway.Config) {
+	os.WriteFile(filepath.Join(data, "tariffs.yaml"), []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"), 0o600)
+	return func(cfg *gateway.Config) {
+		cfg.Accounts = []gateway.AccountConfig{{ID: "fleet", Kind: "postpaid", Currency: "EUR", CreditLimit: "1000"}}
+		cfg.Providers = []gateway.ProviderConfig{{ID: "utility", Window: time.Hour}}
 	}
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,31 +20,7 @@ import (
 // running daemon, and from the state file once it stopped.
 func TestTicketNextFollowsTheGateway(t *testing.T) {
 	data := t.TempDir()
-	os.WriteFile(filepath.Join(data, "tariffs.yaml"), []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"), 0o600)
-	cfg, err := gateway.LoadConfigWithDataDir("", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Accounts = []gateway.AccountConfig{{ID: "fleet", Kind: "postpaid", Currency: "EUR", CreditLimit: "1000"}}
-	cfg.Providers = []gateway.ProviderConfig{{ID: "utility", Window: time.Hour}}
-	cfg.DTLS.Listen, cfg.HTTP.Listen, cfg.MQTT.Listen = "off", "off", "127.0.0.1:0"
-	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-		}
-	}
-	defer stop()
-	<-g.Ready()
+	g, stop := runGateway(t, data, paywordTerms(data))
 	mustRun(t, nil, "device", "add", "--data", data, "--id", "plug-1", "--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy")
 	submit := func(add string) protocol.Receipt {
 		t.Helper()
@@ -111,23 +85,7 @@ func TestDecodePaywordMessages(t *testing.T) {
 // one (another key) is refused with exit 2.
 func TestDeviceCommitRegistersAChain(t *testing.T) {
 	data := t.TempDir()
-	os.WriteFile(filepath.Join(data, "tariffs.yaml"), []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"), 0o600)
-	cfg, err := gateway.LoadConfigWithDataDir("", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Accounts = []gateway.AccountConfig{{ID: "fleet", Kind: "postpaid", Currency: "EUR", CreditLimit: "1000"}}
-	cfg.Providers = []gateway.ProviderConfig{{ID: "utility", Window: time.Hour}}
-	cfg.DTLS.Listen, cfg.HTTP.Listen, cfg.MQTT.Listen = "off", "off", "127.0.0.1:0"
-	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-g.Ready()
+	g, _ := runGateway(t, data, paywordTerms(data))
 	mustRun(t, nil, "device", "add", "--data", data, "--id", "plug-1", "--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy")
 	key, err := keyfile.Load(filepath.Join(data, "device-keys", "plug-1.secret"))
 	if err != nil {

@@ -105,6 +105,23 @@ func chainNumberKey(device string) []byte { return joinKey("n", device) }
 
 // chainDirtyKey marks a chain that moved since its last progress record:
 // "d" device 0 chain id → 1.
+var chainDirtyPrefix = []byte("d\x00")
+
+// dirtyChain is the device and chain id of a chainDirtyKey.
+func dirtyChain(k []byte) (string, protocol.ChainID) {
+	return string(k[len(chainDirtyPrefix) : len(k)-protocol.ChainIDLen-1]), protocol.ChainID(k[len(k)-protocol.ChainIDLen:])
+}
+
+// reportDue reports whether a chain's last progress record was sent at
+// least a window of its provider (an hour if it has none) before now.
+func reportDue(t *Terms, rec *chainRecord, now time.Time) bool {
+	window := time.Hour.Milliseconds()
+	if pol, ok := t.Policies[rec.Provider]; ok && pol.Length > 0 {
+		window = pol.Length
+	}
+	return now.UnixMilli() >= rec.ReportedAt+window
+}
+
 func chainDirtyKey(device string, id protocol.ChainID) []byte {
 	return append(append(joinKey("d", device), 0), id[:]...)
 }
@@ -232,14 +249,27 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 	if bk.cfg.Signer == nil {
 		return 0, nil
 	}
+	// Most rounds have nothing due: look first, and write only then.
+	var anyDue bool
+	if err := bk.st.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketChains)
+		c := b.Cursor()
+		for k, _ := c.Seek(chainDirtyPrefix); k != nil && bytes.HasPrefix(k, chainDirtyPrefix) && !anyDue; k, _ = c.Next() {
+			device, id := dirtyChain(k)
+			rec, ok, err := loadChain(b, device, id)
+			anyDue = err != nil || !ok || reportDue(t, &rec, now)
+		}
+		return nil
+	}); err != nil || !anyDue {
+		return 0, err
+	}
 	n := 0
 	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
 		n = 0
 		b := tx.Bucket(bucketChains)
-		prefix := []byte("d\x00")
 		var due [][]byte
 		c := b.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(due) < maxReportsPerRound; k, _ = c.Next() {
+		for k, _ := c.Seek(chainDirtyPrefix); k != nil && bytes.HasPrefix(k, chainDirtyPrefix) && len(due) < maxReportsPerRound; k, _ = c.Next() {
 			due = append(due, append([]byte(nil), k...))
 		}
 		aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
@@ -247,7 +277,7 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 		var done [][]byte
 		for _, dk := range due {
 			sk := append([]byte("s"), dk[1:]...) // the chain's progress record
-			device, id := string(dk[2:len(dk)-protocol.ChainIDLen-1]), protocol.ChainID(dk[len(dk)-protocol.ChainIDLen:])
+			device, id := dirtyChain(dk)
 			rec, ok, err := loadChain(b, device, id)
 			if err != nil {
 				return err
@@ -256,11 +286,7 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 				done = append(done, dk)
 				continue
 			}
-			window := time.Hour.Milliseconds()
-			if pol, ok := t.Policies[rec.Provider]; ok && pol.Length > 0 {
-				window = pol.Length
-			}
-			if now.UnixMilli() < rec.ReportedAt+window {
+			if !reportDue(t, &rec, now) {
 				continue // not due: it stays marked
 			}
 			done = append(done, dk)
