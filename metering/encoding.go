@@ -266,8 +266,14 @@ func (st WindowState) AppendBinary(b []byte) ([]byte, error) {
 		w = w.u(uint64(len(p)))
 		w = append(w, p[:]...)
 	}
-	if len(o.Bands) > 0 { // optional: a window state from before bands ends at the peaks
+	// Optional, in order: a window state from before bands ends at the
+	// peaks, one from before paywords at the bands. A window with proven
+	// usage and no bands writes an empty list of bands before it.
+	if len(o.Bands) > 0 || o.Proven > 0 {
 		w = w.bands(o.Bands)
+	}
+	if o.Proven > 0 {
+		w = w.u(o.Proven)
 	}
 	return w, nil
 }
@@ -291,14 +297,23 @@ func (st *WindowState) UnmarshalBinary(b []byte) error {
 		o.Tree.Peaks = append(o.Tree.Peaks, r.hash())
 	}
 	if r.err == nil && len(r.b) > 0 {
-		if o.Bands = r.bands(); r.err == nil && len(o.Bands) == 0 {
+		o.Bands = r.bands()
+		if r.err == nil && len(r.b) > 0 {
+			if o.Proven = r.u(); r.err == nil && o.Proven == 0 {
+				r.fail("a proven quantity of 0") // written as absent: one encoding per state
+			}
+		}
+		if r.err == nil && len(o.Bands) == 0 && o.Proven == 0 {
 			r.fail("an empty list of price bands") // written as absent: one encoding per state
+		}
+		if len(o.Bands) == 0 {
+			o.Bands = nil
 		}
 	}
 	if err := r.done(); err != nil {
 		return err
 	}
-	if !o.Tree.valid() || o.Tickets != o.Tree.N || o.Amount < 0 || (o.End != 0 && o.End <= o.Start) || o.Tickets > math.MaxInt64 {
+	if !o.Tree.valid() || o.Tickets != o.Tree.N || o.Amount < 0 || o.Proven > o.Quantity || (o.End != 0 && o.End <= o.Start) || o.Tickets > math.MaxInt64 {
 		return fmt.Errorf("%w: window state is inconsistent", ErrBadState)
 	}
 	*st = v
@@ -352,6 +367,10 @@ func (s *StateReader) Rest() []byte {
 	s.r.b = nil
 	return p
 }
+
+// More reports whether bytes are left to read: a record's optional
+// trailing fields.
+func (s *StateReader) More() bool { return s.r.err == nil && len(s.r.b) > 0 }
 
 // Fail records an error found by the caller (a value out of range).
 func (s *StateReader) Fail(why string) { s.r.fail(why) }

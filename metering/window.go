@@ -24,6 +24,10 @@ type Window struct {
 	// Bands splits Quantity and Amount by price band, sorted by name
 	// (items without bands add to the totals only).
 	Bands []BandPart
+	// Proven is the part of Quantity that payword chains prove (the sum
+	// of the items' Proven): what the window's chain progress records must
+	// add up to. Proven <= Quantity.
+	Proven uint64
 }
 
 // WindowState is the aggregation state of one WindowKey.
@@ -71,6 +75,9 @@ type Item struct {
 	Ticket   Hash // TicketHash of the ticket bytes
 	// Bands splits the item by price band (Charge.Parts); nil if unknown.
 	Bands []BandPart
+	// Proven is the part of Quantity a payword chain proves: all of it for
+	// a payword ticket, 0 for any other. Proven <= Quantity.
+	Proven uint64
 }
 
 // SealReason says why a window closed.
@@ -105,6 +112,8 @@ type Sealed struct {
 	// Bands: the window's bands, completed (CompleteBands) so that they
 	// add up to Quantity and Amount; nil when the window has none.
 	Bands []BandPart
+	// Proven is the window's Proven.
+	Proven uint64
 }
 
 // Correction is an item whose usage time falls in a window that is already
@@ -173,12 +182,15 @@ func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
 	if w.Quantity+it.Quantity < w.Quantity {
 		return Decision{}, fmt.Errorf("%w: window quantity", ErrOverflow)
 	}
+	if it.Proven > it.Quantity {
+		return Decision{}, fmt.Errorf("%w: an item proves %d of its quantity %d", ErrBadState, it.Proven, it.Quantity)
+	}
 	if len(it.Bands) > 0 {
 		if w.Bands, err = MergeBands(w.Bands, it.Bands); err != nil { // a new slice: st's is not changed
 			return Decision{}, err
 		}
 	}
-	w.Amount, w.Quantity, w.Tickets = amt, w.Quantity+it.Quantity, w.Tickets+1
+	w.Amount, w.Quantity, w.Tickets, w.Proven = amt, w.Quantity+it.Quantity, w.Tickets+1, w.Proven+it.Proven // Proven <= Quantity
 	// The frontier's slice is shared with st's: copy before appending.
 	w.Tree.Peaks = append([]Hash(nil), w.Tree.Peaks...)
 	w.Tree.Add(it.Ticket)
@@ -226,7 +238,7 @@ func (p Policy) Close(st WindowState, now int64) (WindowState, *Sealed) {
 
 func seal(w *Window, why SealReason) Sealed {
 	s := Sealed{Start: w.Start, End: w.End, Currency: w.Currency, Quantity: w.Quantity, Amount: w.Amount,
-		Tickets: w.Tickets, Root: w.Tree.Root(), Reason: why}
+		Tickets: w.Tickets, Root: w.Tree.Root(), Reason: why, Proven: w.Proven}
 	if len(w.Bands) > 0 {
 		s.Bands = CompleteBands(w.Bands, w.Quantity, w.Amount)
 	}

@@ -1,6 +1,7 @@
 package metering_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/farthing-iot/farthing/metering"
@@ -226,5 +227,46 @@ func TestWindowBands(t *testing.T) {
 	}
 	if metering.CompleteBands(want, 1, 1) != nil {
 		t.Error("bands larger than the totals were completed")
+	}
+}
+
+// The part of a window's quantity that payword chains prove adds up from
+// its items, goes into the sealed window, and survives the state's
+// encoding with bands and without.
+func TestWindowProvenQuantity(t *testing.T) {
+	p := metering.Policy{Length: hour}
+	var st metering.WindowState
+	hs := tickets(4)
+	for i, it := range []metering.Item{
+		{Time: 1, Quantity: 10, Amount: 100, Ticket: hs[0], Proven: 10},
+		{Time: 2, Quantity: 5, Amount: 50, Ticket: hs[1]},
+		{Time: 3, Quantity: 7, Amount: 70, Ticket: hs[2], Proven: 7},
+	} {
+		d, err := p.Add(st, "EUR", it)
+		if err != nil {
+			t.Fatalf("item %d: %v", i, err)
+		}
+		st = d.State
+	}
+	if _, err := p.Add(st, "EUR", metering.Item{Time: 4, Quantity: 1, Ticket: hs[3], Proven: 2}); !errors.Is(err, metering.ErrBadState) {
+		t.Errorf("an item proving more than its quantity: %v", err)
+	}
+	for _, bands := range [][]metering.BandPart{nil, {{Band: "tier 1", Quantity: 22, Amount: 220}}} {
+		st.Open.Bands = bands
+		b, _ := st.MarshalBinary()
+		var back metering.WindowState
+		if err := back.UnmarshalBinary(b); err != nil || back.Open.Proven != 17 || len(back.Open.Bands) != len(bands) {
+			t.Fatalf("round trip with %d bands: proven %d, bands %v, %v", len(bands), back.Open.Proven, back.Open.Bands, err)
+		}
+		_, sealed := p.Close(back, hour)
+		if sealed == nil || sealed.Proven != 17 || sealed.Quantity != 22 {
+			t.Fatalf("sealed: %+v", sealed)
+		}
+	}
+	// A proven quantity above the window's is a corrupt state.
+	st.Open.Proven = 23
+	b, _ := st.MarshalBinary()
+	if err := new(metering.WindowState).UnmarshalBinary(b); !errors.Is(err, metering.ErrBadState) {
+		t.Errorf("proven above quantity decoded: %v", err)
 	}
 }

@@ -21,6 +21,8 @@ package protocol
 //	  ? 13: corrects,       ; uint > 0, seq of the aggregate this one corrects
 //	  ? 14: stream-epoch,   ; uint > 0, made at random with the gateway's state file
 //	  ? 15: [1*8 band],     ; the price bands, sorted by name (bytewise), names distinct
+//	  ? 16: proven,         ; uint > 0, <= quantity: the part of key 8 payword chains prove;
+//	                        ; the chain progress records naming this seq add up to it
 //	}
 //	band = [name: tstr, quantity: uint, amount: uint]
 //	                        ; name: 1..24 bytes of printable ASCII ("tier 1",
@@ -58,6 +60,10 @@ type Aggregate struct {
 	// time windows, the free allowance, the minimum-charge top-up): what a
 	// statement lists per band. Absent from gateways older than bands.
 	Bands []AggregateBand `json:"bands,omitempty"`
+	// Proven is the part of Quantity that payword tickets reported: the
+	// chain progress records that name this aggregate (ChainProgress
+	// .Aggregate) prove it, and a provider checks that they add up to it.
+	Proven uint64 `json:"payword_quantity,omitempty"`
 }
 
 // AggregateBand is the part of an aggregate that fell in one price band.
@@ -84,6 +90,7 @@ const (
 	aggCorrects    = 13
 	aggEpoch       = 14
 	aggBands       = 15
+	aggProven      = 16
 )
 
 // Validate checks a against the limits and rules of the wire format.
@@ -114,6 +121,9 @@ func (a *Aggregate) Validate() error {
 	}
 	if a.Corrects >= a.Seq {
 		return newError(ReasonFieldRange, "a correction must follow the aggregate it corrects")
+	}
+	if a.Proven > a.Quantity {
+		return newError(ReasonFieldRange, "the proven quantity must not exceed the quantity")
 	}
 	return a.validateBands()
 }
@@ -175,6 +185,9 @@ func AppendAggregatePayload(dst []byte, a *Aggregate) ([]byte, error) {
 	if len(a.Bands) > 0 {
 		n++
 	}
+	if a.Proven != 0 {
+		n++
+	}
 	dst = appendHead(dst, majorMap, uint64(n))
 	dst = append(dst, keyKind, byte(KindAggregate))
 	dst = appendUint(dst, aggGateway)
@@ -218,6 +231,10 @@ func AppendAggregatePayload(dst []byte, a *Aggregate) ([]byte, error) {
 			dst = appendUint(dst, b.Quantity)
 			dst = appendUint(dst, b.Amount)
 		}
+	}
+	if a.Proven != 0 {
+		dst = appendUint(dst, aggProven)
+		dst = appendUint(dst, a.Proven)
 	}
 	return dst, nil
 }

@@ -14,7 +14,8 @@ func bandedAggregate() protocol.Aggregate {
 	return protocol.Aggregate{Gateway: "gw-1", Seq: 3, Provider: "p", Account: "a", Meter: "m", WindowStart: 1, WindowEnd: 2,
 		Quantity: 2150, Amount: 791_000_000, Currency: "EUR", Tickets: 3, MerkleRoot: make([]byte, 32), Epoch: 9,
 		Bands: []protocol.AggregateBand{{Band: "free", Quantity: 100}, {Band: "minimum", Amount: 76_000_000},
-			{Band: "tier 1", Quantity: 1000, Amount: 400_000_000}, {Band: "tier 2", Quantity: 1050, Amount: 315_000_000}}}
+			{Band: "tier 1", Quantity: 1000, Amount: 400_000_000}, {Band: "tier 2", Quantity: 1050, Amount: 315_000_000}},
+		Proven: 1200}
 }
 
 // Price bands travel as key 15 and survive the strict decoder.
@@ -27,8 +28,12 @@ func TestAggregateBandsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, got, err := strict.DecodeAggregate(b)
-	if err != nil || len(got.Bands) != len(a.Bands) {
-		t.Fatalf("decoded %+v, %v", got.Bands, err)
+	if err != nil || len(got.Bands) != len(a.Bands) || got.Proven != a.Proven {
+		t.Fatalf("decoded %+v (proven %d), %v", got.Bands, got.Proven, err)
+	}
+	a.Proven = a.Quantity + 1
+	if _, err := enc.AppendAggregate(nil, &a, s); err == nil {
+		t.Error("an aggregate proving more than its quantity was made")
 	}
 	for i := range a.Bands {
 		if got.Bands[i] != a.Bands[i] {
@@ -51,6 +56,7 @@ func TestLargestAggregateFits(t *testing.T) {
 		a.Quantity += math.MaxUint64 / 16
 		a.Amount += math.MaxUint64 / 16
 	}
+	a.Proven = a.Quantity
 	var enc protocol.Encoder
 	b, err := enc.AppendAggregate(nil, &a, s)
 	if err != nil {

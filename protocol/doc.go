@@ -93,6 +93,8 @@
 //	  ? 14: uint .gt 0,      ; stream epoch; absent means epoch 0 (see below)
 //	  ? 15: [1*8 band],      ; price bands, sorted by name, names distinct;
 //	                         ; their quantities add up to key 8, amounts to key 9
+//	  ? 16: uint .gt 0,      ; proven: the part of key 8 payword tickets reported;
+//	                         ; the chain progress records naming this seq add up to it
 //	}
 //
 //	voucher-payload = {

@@ -136,6 +136,21 @@ func FuzzPaywordMessages(f *testing.F) {
 	ed, _ := NewEd25519Signer(ed25519.NewKeyFromSeed(make([]byte, 32)))
 	pr, _ := enc.AppendChainProgress(nil, &ChainProgress{Gateway: "gw", Seq: 1, Provider: "p", Account: "a", Commitment: cb, To: 3}, ed)
 	f.Add(pr)
+	linked := ChainProgress{Gateway: "gw", Seq: 5, Provider: "p", Account: "a", Commitment: cb, From: 3, To: 9, Aggregate: 4, Epoch: 7}
+	pr2, err := enc.AppendChainProgress(nil, &linked, ed)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var back ChainProgress
+	var env Envelope
+	if err := ParseChainProgress(pr2, &env, &back); err != nil || back.Aggregate != 4 || back.From != 3 || back.Epoch != 7 {
+		f.Fatalf("a progress record naming its aggregate: %+v, %v", back, err)
+	}
+	linked.Aggregate = 5
+	if _, err := enc.AppendChainProgress(nil, &linked, ed); err == nil {
+		f.Fatal("a progress record naming an aggregate not before it was made")
+	}
+	f.Add(pr2)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var p PaywordTicket
 		if ParsePaywordTicket(b, &p) == nil {

@@ -6,9 +6,13 @@ package protocol
 // its index now. It proves the usage between them to a provider that
 // trusts nothing the gateway says: the provider hashes w_to down to
 // w_from and w_from down to the commitment's anchor (see
-// provider.VerifyPayword). The gateway sends one per chain that moved,
-// at most once a window of the chain's provider; the charges are in the
-// aggregates as for any ticket.
+// provider.VerifyPayword). The gateway sends one per chain and aggregate
+// window the chain moved in, once that window has sealed: it names the
+// aggregate (key 10), whose proven quantity (aggregate key 16) the
+// records naming it add up to, so a provider checks each aggregate's
+// payword usage against the devices' own paywords. A chain's records
+// follow one another: each one's from is the last one's to, except where
+// a held payword left a gap (its usage is in the hold, not an aggregate).
 //
 //	progress-payload = {      ; in a COSE_Sign1 by the gateway's key
 //	  0: 9,                  ; kind: chain progress
@@ -21,6 +25,8 @@ package protocol
 //	  7: bstr .size 32,      ; w_from
 //	  8: 1..4294967295,      ; to: the chain's last accepted index, > from
 //	  9: bstr .size 32,      ; w_to
+//	  ? 10: uint .gt 0,      ; the seq of the aggregate whose window holds the usage
+//	                         ; (absent only from gateways older than it)
 //	  ? 14: uint .gt 0,      ; stream epoch
 //	}
 type ChainProgress struct {
@@ -33,7 +39,10 @@ type ChainProgress struct {
 	FromWord   Payword `json:"from_payword"`
 	To         uint32  `json:"to"`
 	ToWord     Payword `json:"to_payword"`
-	Epoch      uint64  `json:"epoch,omitempty"`
+	// Aggregate is the seq, in the same stream, of the aggregate whose
+	// window holds the usage from From to To; it precedes this record.
+	Aggregate uint64 `json:"aggregate,omitempty"`
+	Epoch     uint64 `json:"epoch,omitempty"`
 }
 
 // KindChainProgress is the chain progress record.
@@ -53,6 +62,7 @@ const (
 	progressFromWord   = 7
 	progressTo         = 8
 	progressToWord     = 9
+	progressAggregate  = 10
 	progressEpoch      = 14
 )
 
@@ -74,6 +84,8 @@ func (p *ChainProgress) Validate() error {
 		return newError(ReasonFieldRange, "the commitment must be 1..512 bytes")
 	case p.To <= p.From:
 		return newError(ReasonFieldRange, "to must be above from")
+	case p.Aggregate >= p.Seq:
+		return newError(ReasonFieldRange, "the aggregate must precede the record")
 	}
 	return nil
 }
@@ -84,6 +96,9 @@ func AppendChainProgressPayload(dst []byte, p *ChainProgress) ([]byte, error) {
 		return dst, err
 	}
 	n := 10
+	if p.Aggregate != 0 {
+		n++
+	}
 	if p.Epoch != 0 {
 		n++
 	}
@@ -107,6 +122,10 @@ func AppendChainProgressPayload(dst []byte, p *ChainProgress) ([]byte, error) {
 	dst = appendUint(dst, uint64(p.To))
 	dst = append(dst, progressToWord)
 	dst = appendBytes(dst, p.ToWord[:])
+	if p.Aggregate != 0 {
+		dst = append(dst, progressAggregate)
+		dst = appendUint(dst, p.Aggregate)
+	}
 	if p.Epoch != 0 {
 		dst = append(dst, progressEpoch)
 		dst = appendUint(dst, p.Epoch)
@@ -137,7 +156,7 @@ func ParseChainProgress(b []byte, env *Envelope, p *ChainProgress) error {
 		return err
 	}
 	rd := reader{b: env.Payload}
-	keys := rd.mapOf(11, "chain progress payload")
+	keys := rd.mapOf(12, "chain progress payload")
 	seen := 0
 	*p = ChainProgress{}
 	index := func(what string) uint32 {
@@ -175,6 +194,10 @@ func ParseChainProgress(b []byte, env *Envelope, p *ChainProgress) error {
 			p.To = index("to")
 		case progressToWord:
 			rd.fixed(p.ToWord[:], "w_to")
+		case progressAggregate:
+			if p.Aggregate = rd.uint("aggregate"); p.Aggregate == 0 && rd.err == nil {
+				rd.fail(ReasonNonCanonical, "no aggregate is written by leaving it out")
+			}
 		case progressEpoch:
 			if p.Epoch = rd.uint("epoch"); p.Epoch == 0 && rd.err == nil {
 				rd.fail(ReasonNonCanonical, "epoch 0 is written by leaving it out")

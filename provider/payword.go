@@ -1,8 +1,12 @@
 package provider
 
 import (
+	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -32,6 +36,10 @@ type PaywordUsage struct {
 	FromRegister uint64           `json:"from_register"`
 	ToRegister   uint64           `json:"to_register"`
 	Quantity     uint64           `json:"quantity"`
+	// Attested: the commitment's signature was checked with the device's
+	// own key. Without it the paywords prove only that whoever made the
+	// commitment revealed them.
+	Attested bool `json:"attested"`
 }
 
 // VerifyPayword checks a proof and returns the usage it proves. The
@@ -63,7 +71,99 @@ func VerifyPayword(p PaywordProof, device protocol.Verifier) (PaywordUsage, erro
 	case protocol.PaywordWalk(&c.Chain, p.FromWord, uint64(p.From)) != c.Anchor:
 		return u, fmt.Errorf("%w: payword %d does not hash down to the anchor", ErrPayword, p.From)
 	}
-	u.FromRegister, u.ToRegister = c.Register(p.From), c.Register(p.To)
+	u.FromRegister, u.ToRegister, u.Attested = c.Register(p.From), c.Register(p.To), device != nil
 	u.Quantity = u.ToRegister - u.FromRegister
 	return u, nil
+}
+
+// PaywordClaim is one aggregate's payword quantity (protocol.Aggregate
+// .Proven) and what the chain progress records naming it proved of it.
+// Reconciled when Claimed == Proven: every unit the aggregate charged for
+// payword tickets is proven by the devices' own paywords. A progress
+// record can come before its aggregate (transports do not keep order):
+// the claim waits with Booked false until the aggregate is booked.
+type PaywordClaim struct {
+	Stream   string `json:"stream"` // the aggregate's stream and seq, as protocol.StreamID.Key
+	Provider string `json:"provider"`
+	Account  string `json:"account"`
+	Meter    string `json:"meter"`
+	Claimed  uint64 `json:"claimed"`
+	Proven   uint64 `json:"proven"`
+	Records  uint64 `json:"records"`
+	Booked   bool   `json:"aggregate_booked"`
+}
+
+// Reconciled reports whether the claim's aggregate is booked and proven
+// to the unit.
+func (c *PaywordClaim) Reconciled() bool { return c.Booked && c.Claimed == c.Proven }
+
+// claimAggregate adds an aggregate to its claim (c is the claim so far,
+// maybe early progress records; zero if none).
+func claimAggregate(c PaywordClaim, a *protocol.Aggregate) PaywordClaim {
+	if c.Records == 0 {
+		c.Provider, c.Account, c.Meter = a.Provider, a.Account, a.Meter
+	}
+	c.Claimed, c.Booked = a.Proven, true
+	return c
+}
+
+// proveClaim adds a verified progress record's usage to the claim of the
+// aggregate it names, or says why it cannot: a chain's records must not
+// prove an index twice (lastTo: the chain's highest index proven so far,
+// seen: any), and the record's payer and meter must be the aggregate's.
+// A record naming no aggregate (from a gateway older than the link)
+// needs no claim: ok is false then.
+func proveClaim(c PaywordClaim, p *protocol.ChainProgress, u *PaywordUsage, aggregateBooked bool, lastTo uint32, seen bool) (_ PaywordClaim, ok bool, why error) {
+	switch {
+	case seen && p.From < lastTo:
+		return c, false, fmt.Errorf("%w: it proves chain %x of %s from index %d, below index %d proven before", ErrPayword, u.Chain, u.Device, p.From, lastTo)
+	case p.Aggregate == 0:
+		return c, false, nil
+	case c.Booked || c.Records > 0:
+		if c.Provider != p.Provider || c.Account != p.Account || c.Meter != u.Meter {
+			return c, false, fmt.Errorf("%w: aggregate %d is of %s/%s/%s, the record of %s/%s/%s", ErrPayword, p.Aggregate,
+				c.Provider, c.Account, c.Meter, p.Provider, p.Account, u.Meter)
+		}
+	case aggregateBooked:
+		return c, false, fmt.Errorf("%w: aggregate %d claims no payword usage, or all of it is proven already", ErrPayword, p.Aggregate)
+	default:
+		c.Provider, c.Account, c.Meter = p.Provider, p.Account, u.Meter
+	}
+	q, ok := addU64(c.Proven, u.Quantity)
+	if !ok {
+		return c, false, fmt.Errorf("%w: the proven quantity of aggregate %d overflows", ErrPayword, p.Aggregate)
+	}
+	c.Proven, c.Records = q, c.Records+1
+	return c, true, nil
+}
+
+// ReadDeviceKeys reads a file of payword devices' Ed25519 public keys for
+// TrustDevices: a line "DEVICE-ID HEX-PUBLIC-KEY" per device (as
+// farthing device list --public-keys prints them); blank lines and lines
+// starting with # are skipped.
+func ReadDeviceKeys(path string) (map[string]ed25519.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string]ed25519.PublicKey{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		var k []byte
+		if len(f) == 2 {
+			k, err = hex.DecodeString(f[1])
+		}
+		if len(f) != 2 || err != nil || len(k) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("%s:%d: want DEVICE-ID and a hex Ed25519 public key (64 hex digits)", path, i+1)
+		}
+		if _, dup := keys[f[0]]; dup {
+			return nil, fmt.Errorf("%s:%d: device %s listed twice", path, i+1, f[0])
+		}
+		keys[f[0]] = k
+	}
+	return keys, nil
 }

@@ -284,12 +284,24 @@ func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b [
 		return err
 	case rec.progress != nil:
 		if rec.unproven != nil {
+			res.why = rec.unproven.Error()
 			return hold(holdPaywordUnproven)
 		}
 		p, u := rec.progress, rec.usage
-		_, err := tx.Exec(ctx, `INSERT INTO paywords (provider, account, meter, quantity, records) VALUES ($1, $2, $3, $4::numeric, 1)
-			ON CONFLICT (provider, account, meter) DO UPDATE SET quantity = paywords.quantity + EXCLUDED.quantity, records = paywords.records + 1`,
-			p.Provider, p.Account, u.Meter, strconv.FormatUint(u.Quantity, 10))
+		if err := pgProve(ctx, tx, s, p, u); errors.Is(err, ErrPayword) {
+			res.why = err.Error()
+			return hold(holdPaywordUnproven)
+		} else if err != nil {
+			return err
+		}
+		var unattested uint64
+		if !u.Attested {
+			unattested = u.Quantity
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO paywords (provider, account, meter, quantity, records, unattested) VALUES ($1, $2, $3, $4::numeric, 1, $5::numeric)
+			ON CONFLICT (provider, account, meter) DO UPDATE SET quantity = paywords.quantity + EXCLUDED.quantity, records = paywords.records + 1,
+			unattested = paywords.unattested + EXCLUDED.unattested`,
+			p.Provider, p.Account, u.Meter, strconv.FormatUint(u.Quantity, 10), strconv.FormatUint(unattested, 10))
 		return err
 	case rec.hold != nil:
 		h := rec.hold
@@ -299,6 +311,11 @@ func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b [
 		return err
 	}
 	a := rec.agg
+	if a.Proven > 0 {
+		if err := pgClaim(ctx, tx, s, a); err != nil {
+			return err
+		}
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO unpaid (kid, epoch, seq, provider, currency, amount) VALUES ($1, $2, $3, $4, $5, $6)`,
 		kid, epoch, seq, a.Provider, a.Currency, int64(a.Amount)); err != nil {
 		return err
@@ -308,6 +325,89 @@ func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b [
 		ON CONFLICT (provider, account, currency) DO UPDATE SET amount = totals.amount + EXCLUDED.amount,
 			quantity = totals.quantity + EXCLUDED.quantity, tickets = totals.tickets + EXCLUDED.tickets, aggregates = totals.aggregates + 1`,
 		a.Provider, a.Account, a.Currency, strconv.FormatUint(a.Amount, 10), strconv.FormatUint(a.Quantity, 10), strconv.FormatUint(a.Tickets, 10))
+	return err
+}
+
+// pgClaim books an aggregate's payword quantity into its claim and its
+// total's claimed quantity (claimBolt in PostgreSQL).
+func pgClaim(ctx context.Context, tx pgx.Tx, s protocol.StreamID, a *protocol.Aggregate) error {
+	kid, epoch, seq := s.KeyID[:], int64(s.Epoch), int64(a.Seq)
+	if _, err := tx.Exec(ctx, `INSERT INTO paywords (provider, account, meter, quantity, records, claimed) VALUES ($1, $2, $3, 0, 0, $4::numeric)
+		ON CONFLICT (provider, account, meter) DO UPDATE SET claimed = paywords.claimed + EXCLUDED.claimed`,
+		a.Provider, a.Account, a.Meter, strconv.FormatUint(a.Proven, 10)); err != nil {
+		return err
+	}
+	c, _, err := pgLoadClaim(ctx, tx, kid, epoch, seq)
+	if err != nil {
+		return err
+	}
+	return pgPutClaim(ctx, tx, kid, epoch, seq, claimAggregate(c, a))
+}
+
+// pgProve is proveBolt in PostgreSQL.
+func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, p *protocol.ChainProgress, u *PaywordUsage) error {
+	var lastTo int64
+	err := tx.QueryRow(ctx, "SELECT last_to FROM payword_chains WHERE device = $1 AND chain = $2 FOR UPDATE", u.Device, u.Chain[:]).Scan(&lastTo)
+	seen := err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	kid, epoch, seq := s.KeyID[:], int64(s.Epoch), int64(p.Aggregate)
+	c, _, err := pgLoadClaim(ctx, tx, kid, epoch, seq)
+	if err != nil {
+		return err
+	}
+	var booked bool
+	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM booked WHERE kid = $1 AND epoch = $2 AND seq = $3)", kid, epoch, seq).Scan(&booked); err != nil {
+		return err
+	}
+	c, linked, err := proveClaim(c, p, u, booked, uint32(lastTo), seen)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO payword_chains (device, chain, last_to) VALUES ($1, $2, $3)
+		ON CONFLICT (device, chain) DO UPDATE SET last_to = EXCLUDED.last_to`, u.Device, u.Chain[:], int64(p.To)); err != nil {
+		return err
+	}
+	if !linked {
+		return nil
+	}
+	return pgPutClaim(ctx, tx, kid, epoch, seq, c)
+}
+
+func pgLoadClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64) (PaywordClaim, bool, error) {
+	var c PaywordClaim
+	var claimed, proven string
+	var records int64
+	err := tx.QueryRow(ctx, `SELECT provider, account, meter, claimed::text, proven::text, records, booked FROM payword_claims
+		WHERE kid = $1 AND epoch = $2 AND seq = $3 FOR UPDATE`, kid, epoch, seq).Scan(&c.Provider, &c.Account, &c.Meter, &claimed, &proven, &records, &c.Booked)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, err
+	}
+	if c.Claimed, err = u64(claimed); err != nil {
+		return c, false, err
+	}
+	if c.Proven, err = u64(proven); err != nil {
+		return c, false, err
+	}
+	c.Records = uint64(records)
+	return c, true, nil
+}
+
+// pgPutClaim writes a claim, or deletes it once it is reconciled.
+func pgPutClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64, c PaywordClaim) error {
+	if c.Reconciled() {
+		_, err := tx.Exec(ctx, "DELETE FROM payword_claims WHERE kid = $1 AND epoch = $2 AND seq = $3", kid, epoch, seq)
+		return err
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO payword_claims (kid, epoch, seq, provider, account, meter, claimed, proven, records, booked)
+		VALUES ($1, $2, $3, $4, $5, $6, $7::numeric, $8::numeric, $9, $10)
+		ON CONFLICT (kid, epoch, seq) DO UPDATE SET provider = EXCLUDED.provider, account = EXCLUDED.account, meter = EXCLUDED.meter,
+			claimed = EXCLUDED.claimed, proven = EXCLUDED.proven, records = EXCLUDED.records, booked = EXCLUDED.booked`,
+		kid, epoch, seq, c.Provider, c.Account, c.Meter, strconv.FormatUint(c.Claimed, 10), strconv.FormatUint(c.Proven, 10), int64(c.Records), c.Booked)
 	return err
 }
 
@@ -469,22 +569,55 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = tx.Query(ctx, `SELECT provider, account, meter, quantity::text, records FROM paywords ORDER BY provider, account, meter`)
+	rows, err = tx.Query(ctx, `SELECT provider, account, meter, quantity::text, records, claimed::text, unattested::text FROM paywords
+		ORDER BY provider, account, meter`)
 	if err != nil {
 		return err
 	}
 	for rows.Next() {
 		var p PaywordTotal
-		var q string
+		var q, cl, un string
 		var n int64
-		if err := rows.Scan(&p.Provider, &p.Account, &p.Meter, &q, &n); err != nil {
+		if err := rows.Scan(&p.Provider, &p.Account, &p.Meter, &q, &n, &cl, &un); err != nil {
 			return err
 		}
 		if p.Quantity, err = u64(q); err != nil {
 			return err
 		}
+		if p.Claimed, err = u64(cl); err != nil {
+			return err
+		}
+		if p.Unattested, err = u64(un); err != nil {
+			return err
+		}
 		p.Records = uint64(n)
 		rep.Paywords = append(rep.Paywords, p)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows, err = tx.Query(ctx, `SELECT kid, epoch, seq, provider, account, meter, claimed::text, proven::text, records, booked FROM payword_claims
+		ORDER BY kid, epoch, seq`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var c PaywordClaim
+		var kid []byte
+		var epoch, seq, records int64
+		var cl, pr string
+		if err := rows.Scan(&kid, &epoch, &seq, &c.Provider, &c.Account, &c.Meter, &cl, &pr, &records, &c.Booked); err != nil {
+			return err
+		}
+		if c.Claimed, err = u64(cl); err != nil {
+			return err
+		}
+		if c.Proven, err = u64(pr); err != nil {
+			return err
+		}
+		st, _ := protocol.StreamOf(kid, uint64(epoch))
+		c.Stream, c.Records = st.Key(uint64(seq)), uint64(records)
+		rep.PaywordClaims = append(rep.PaywordClaims, c)
 	}
 	if err := rows.Err(); err != nil {
 		return err

@@ -1,6 +1,8 @@
 package provider_test
 
 import (
+	"crypto/ed25519"
+	"strings"
 	"testing"
 
 	"github.com/farthing-iot/farthing/protocol"
@@ -61,4 +63,177 @@ func TestChainProgressProvenOrHeld(t *testing.T) {
 			}
 		}
 	})
+}
+
+// paywordStream signs a gateway's aggregates and chain progress records
+// for one payword chain of device d-1 (Ed25519 commitment by devKey).
+type paywordStream struct {
+	t      *testing.T
+	g      gw
+	cb     []byte
+	id     protocol.ChainID
+	seed   protocol.Payword
+	length uint32
+}
+
+func newPaywordStream(t *testing.T, g gw, dev protocol.Signer) *paywordStream {
+	ps := &paywordStream{t: t, g: g, id: protocol.ChainID{9, 9}, seed: protocol.Payword{7}, length: 1000}
+	c := protocol.Commitment{Device: "d-1", Chain: ps.id, Number: 1, Meter: "water_ml", Units: 2, Length: ps.length,
+		Anchor: protocol.PaywordWalk(&ps.id, ps.seed, uint64(ps.length)), Expiry: 1}
+	var enc protocol.Encoder
+	var err error
+	if ps.cb, err = enc.AppendCommitment(nil, &c, dev); err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
+func (ps *paywordStream) w(i uint32) protocol.Payword {
+	return protocol.PaywordWalk(&ps.id, ps.seed, uint64(ps.length-i))
+}
+
+// aggregate claims proven ml of payword usage at seq, for account.
+func (ps *paywordStream) aggregate(seq uint64, account string, quantity, proven uint64) []byte {
+	a := protocol.Aggregate{Gateway: "gw-1", Seq: seq, Epoch: 7, Provider: "water", Account: account, Meter: "water_ml",
+		WindowStart: 1, WindowEnd: 2, Quantity: quantity, Amount: quantity * 1000, Currency: "EUR", Tickets: 3,
+		MerkleRoot: make([]byte, 32), Proven: proven}
+	var enc protocol.Encoder
+	b, err := enc.AppendAggregate(nil, &a, ps.g.s)
+	if err != nil {
+		ps.t.Fatal(err)
+	}
+	return b
+}
+
+func (ps *paywordStream) progress(seq, aggregate uint64, from, to uint32) []byte {
+	p := protocol.ChainProgress{Gateway: "gw-1", Seq: seq, Provider: "water", Account: "flat-3", Commitment: ps.cb,
+		From: from, FromWord: ps.w(from), To: to, ToWord: ps.w(to), Aggregate: aggregate, Epoch: 7}
+	var enc protocol.Encoder
+	b, err := enc.AppendChainProgress(nil, &p, ps.g.s)
+	if err != nil {
+		ps.t.Fatal(err)
+	}
+	return b
+}
+
+// TestPaywordClaimsReconciled: an aggregate's payword quantity is proven
+// by the progress records that name it, to the unit, in either order of
+// arrival; a record proving a chain's index twice, or naming an aggregate
+// of another account or one with nothing left to prove, is held with its
+// reason; a commitment the device did not sign (with its key known) is
+// held; without the key the usage is proven but counted unattested — in
+// the file and in PostgreSQL.
+func TestPaywordClaimsReconciled(t *testing.T) {
+	stores(t, func(t *testing.T, open opener) {
+		g := newGW(t)
+		devPub, devPriv, _ := ed25519.GenerateKey(nil)
+		dev, _ := protocol.NewEd25519Signer(devPriv)
+		r, err := open(provider.Keys(g.pub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if err := r.TrustDevices(map[string]ed25519.PublicKey{"d-1": devPub}); err != nil {
+			t.Fatal(err)
+		}
+		ps := newPaywordStream(t, g, dev)
+		// Window 1: 300 ml, of which 200 ml (100 steps of 2) by paywords, proven by two records.
+		mustBook(t, r, ps.aggregate(1, "flat-3", 300, 200), provider.Accepted)
+		mustBook(t, r, ps.progress(2, 1, 0, 60), provider.Accepted)
+		claims := func(want int) []provider.PaywordClaim {
+			t.Helper()
+			rep, err := r.Report()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.PaywordClaims) != want {
+				t.Fatalf("payword claims %+v; want %d", rep.PaywordClaims, want)
+			}
+			return rep.PaywordClaims
+		}
+		if c := claims(1)[0]; c.Claimed != 200 || c.Proven != 120 || !c.Booked || c.Reconciled() {
+			t.Fatalf("half-proven claim %+v", c)
+		}
+		mustBook(t, r, ps.progress(3, 1, 60, 100), provider.Accepted)
+		claims(0)
+		// Window 2 arrives after its proof (transports do not keep order).
+		bk := mustBook(t, r, ps.progress(5, 4, 100, 150), provider.Accepted)
+		if !bk.Payword.Attested {
+			t.Fatalf("a commitment signed by the device's known key: %+v", bk.Payword)
+		}
+		if c := claims(1)[0]; c.Booked || c.Proven != 100 {
+			t.Fatalf("early claim %+v", c)
+		}
+		mustBook(t, r, ps.aggregate(4, "flat-3", 100, 100), provider.Accepted)
+		claims(0)
+		// The refusals, each held with its reason.
+		for name, tc := range map[string]struct {
+			b    []byte
+			want string
+		}{
+			"an index proven twice":              {ps.progress(6, 4, 140, 160), "below index 150"},
+			"an aggregate with nothing to prove": {ps.progress(7, 1, 150, 160), "no payword usage"},
+		} {
+			bk := mustBook(t, r, tc.b, provider.PaywordUnproven)
+			if !strings.Contains(bk.Unproven, tc.want) {
+				t.Errorf("%s: held because %q; want it to say %q", name, bk.Unproven, tc.want)
+			}
+		}
+		mustBook(t, r, ps.aggregate(8, "flat-4", 50, 40), provider.Accepted)
+		if bk := mustBook(t, r, ps.progress(9, 8, 150, 170), provider.PaywordUnproven); !strings.Contains(bk.Unproven, "flat-4") {
+			t.Errorf("a record naming another account's aggregate: %q", bk.Unproven)
+		}
+		forger := newPaywordStream(t, g, mustSigner(t)) // the same chain, committed by another key
+		forger.cb = newPaywordStream(t, g, mustSigner(t)).cb
+		if bk := mustBook(t, r, forger.progress(10, 0, 150, 170), provider.PaywordUnproven); !strings.Contains(bk.Unproven, "not the device's") {
+			t.Errorf("a commitment the device did not sign: %q", bk.Unproven)
+		}
+		rep, err := r.Report()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Paywords) != 2 {
+			t.Fatalf("payword totals %+v", rep.Paywords)
+		}
+		if p := rep.Paywords[0]; p.Account != "flat-3" || p.Quantity != 300 || p.Claimed != 300 || p.Records != 3 || p.Unattested != 0 {
+			t.Fatalf("flat-3's payword total %+v; want 300 proven of 300 claimed over 3 records, all attested", p)
+		}
+		if p := rep.Paywords[1]; p.Account != "flat-4" || p.Quantity != 0 || p.Claimed != 40 {
+			t.Fatalf("flat-4's payword total %+v; want 40 claimed, none proven", p)
+		}
+		if c := claims(1)[0]; c.Account != "flat-4" || c.Claimed != 40 || c.Proven != 0 {
+			t.Fatalf("flat-4's unproven claim %+v", c)
+		}
+		if rep.Stats.UnprovenPaywords != 4 || rep.Stats.Paywords != 3 {
+			t.Fatalf("stats %+v", rep.Stats)
+		}
+		for s, gaps := range rep.Gaps {
+			if len(gaps) != 0 {
+				t.Fatalf("stream %s: gaps %v", s, gaps)
+			}
+		}
+		// Without the device's key the same usage is proven, but unattested.
+		r.Close()
+		r2, err := open(provider.Keys(g.pub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r2.Close()
+		mustBook(t, r2, ps.aggregate(11, "flat-3", 40, 40), provider.Accepted)
+		if bk := mustBook(t, r2, ps.progress(12, 11, 150, 170), provider.Accepted); bk.Payword.Attested {
+			t.Fatal("a commitment checked with no device key counted as attested")
+		}
+		if rep, _ := r2.Report(); rep.Stats.UnattestedPaywords != 1 {
+			t.Fatalf("stats %+v", rep.Stats)
+		}
+	})
+}
+
+func mustSigner(t *testing.T) protocol.Signer {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	s, err := protocol.NewEd25519Signer(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

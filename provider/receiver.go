@@ -75,6 +75,12 @@ var (
 	// bucketPaywords: provider 0 account 0 meter → usage proven by payword
 	// chains (quantity, records), each record checked on its own.
 	bucketPaywords = []byte("paywords")
+	// bucketPaywordClaims: kid epoch seq of an aggregate → its PaywordClaim
+	// while it is not reconciled (deleted once it is).
+	bucketPaywordClaims = []byte("paywordclaims")
+	// bucketPaywordChains: device 0 chain id → the highest index its
+	// progress records proved (4 bytes).
+	bucketPaywordChains = []byte("paywordchains")
 
 	legacySeen = []byte("seen")
 	legacyHigh = []byte("high")
@@ -124,7 +130,9 @@ type Booking struct {
 	Hold      *protocol.Hold          // for a hold record (a ticket held, released or voided)
 	Progress  *protocol.ChainProgress // for a chain progress record
 	Payword   *PaywordUsage           // the usage its paywords prove (checked here)
-	Stream    protocol.StreamID
+	// Unproven says why a chain progress record is held (PaywordUnproven).
+	Unproven string
+	Stream   protocol.StreamID
 	// ResetFrom is set when the aggregate began a new epoch of a key seen
 	// before: the epoch it replaced and that epoch's highest seq.
 	ResetFrom *Reset
@@ -181,9 +189,10 @@ type trusted struct {
 
 // Receiver keeps the books of received aggregates.
 type Receiver struct {
-	books books
-	db    *bolt.DB           // the embedded file's, for payouts and statements; nil on PostgreSQL
-	trust map[string]trusted // by kid
+	books   books
+	db      *bolt.DB                           // the embedded file's, for payouts and statements; nil on PostgreSQL
+	trust   map[string]trusted                 // by kid
+	devices map[string]*strict.Ed25519Verifier // payword devices' own keys, by device id (TrustDevices)
 
 	mu    sync.Mutex // guards stats
 	stats Stats
@@ -205,7 +214,10 @@ type Stats struct {
 	// proved itself; UnprovenPaywords those it could not (held).
 	Paywords         uint64 `json:"paywords"`
 	UnprovenPaywords uint64 `json:"unproven_paywords"`
-	Refused          uint64 `json:"refused"`
+	// UnattestedPaywords counts the proven ones whose commitment no
+	// device key checked (TrustDevices has none for the device).
+	UnattestedPaywords uint64 `json:"unattested_paywords"`
+	Refused            uint64 `json:"refused"`
 }
 
 // Open opens (or creates) the receiver's file and trusts these gateway
@@ -246,6 +258,26 @@ func newReceiver(trust []Trust) (*Receiver, error) {
 	return r, nil
 }
 
+// TrustDevices gives the receiver payword devices' own Ed25519 public
+// keys, by device id. A chain progress record of such a device is proven
+// only if its commitment verifies with the key (the gateway cannot have
+// made it); one of a device without a key here is proven from its
+// paywords alone and counted as unattested. Call it before Accept.
+func (r *Receiver) TrustDevices(keys map[string]ed25519.PublicKey) error {
+	r.devices = make(map[string]*strict.Ed25519Verifier, len(keys))
+	for id, k := range keys {
+		if !protocol.ValidName(id, protocol.MaxDeviceIDLen) {
+			return fmt.Errorf("receiver: device id %q: use 1..64 of [A-Za-z0-9._-]", id)
+		}
+		v, err := strict.NewEd25519Verifier(k)
+		if err != nil {
+			return fmt.Errorf("receiver: device %s: %w", id, err)
+		}
+		r.devices[id] = v
+	}
+	return nil
+}
+
 // books is where a receiver books: the embedded bbolt file (Open) or
 // PostgreSQL (OpenPostgres). book commits before it returns.
 type books interface {
@@ -282,7 +314,8 @@ func (bb boltBooks) eachBooked(_ context.Context, fn func(b []byte) error) error
 func (r *Receiver) setUp(tx *bolt.Tx) error {
 	newUnpaid := tx.Bucket(bucketUnpaid) == nil
 	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals,
-		bucketCredits, bucketVouchers, bucketDoubles, bucketHolds, bucketUnpaid, bucketPayouts, bucketPayoutMeta, bucketPayoutSlot, bucketPaywords} {
+		bucketCredits, bucketVouchers, bucketDoubles, bucketHolds, bucketUnpaid, bucketPayouts, bucketPayoutMeta, bucketPayoutSlot, bucketPaywords,
+		bucketPaywordClaims, bucketPaywordChains} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -384,7 +417,11 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 		// The usage a chain progress record claims is proven here, from its
 		// paywords and the device's commitment alone: the gateway's
 		// signature above says only that the gateway sent it.
-		u, err := VerifyPayword(PaywordProof{Commitment: p.Commitment, From: p.From, FromWord: p.FromWord, To: p.To, ToWord: p.ToWord}, nil)
+		proof := PaywordProof{Commitment: p.Commitment, From: p.From, FromWord: p.FromWord, To: p.To, ToWord: p.ToWord}
+		u, err := VerifyPayword(proof, nil)
+		if v, ok := r.devices[u.Device]; ok && err == nil {
+			u, err = VerifyPayword(proof, v)
+		}
 		rec.usage, rec.unproven = &u, err
 		bk.Payword = &u
 	}
@@ -423,6 +460,9 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 			}
 			if rec.progress != nil && res.held == 0 {
 				st.Paywords++
+				if !rec.usage.Attested {
+					st.UnattestedPaywords++
+				}
 			}
 		}
 	})
@@ -433,7 +473,7 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 		return bk, fmt.Errorf("%w: key %x speaks for gateway %q, the record says %q; held for review", ErrWrongGateway, s.KeyID, res.bound, a.gateway)
 	}
 	if res.held == holdPaywordUnproven {
-		bk.Outcome = PaywordUnproven
+		bk.Outcome, bk.Unproven = PaywordUnproven, res.why
 	}
 	if res.duplicate {
 		bk.Outcome = Duplicate
@@ -521,6 +561,7 @@ type bookResult struct {
 	duplicate bool
 	reset     *Reset // the aggregate began a new epoch of a known key
 	held      byte   // 0 or the hold reason
+	why       string // why a chain progress record is held
 	bound     string // the gateway id the key is bound to
 }
 
@@ -560,13 +601,25 @@ func book(tx *bolt.Tx, s protocol.StreamID, rec record, b []byte) (bookResult, e
 		return res, bookHold(tx, rec.hold, b)
 	}
 	if rec.progress != nil {
-		if rec.unproven != nil {
-			res.held = holdPaywordUnproven
+		err := rec.unproven
+		if err == nil {
+			err = proveBolt(tx, s, rec.progress, rec.usage)
+		}
+		if errors.Is(err, ErrPayword) {
+			res.held, res.why = holdPaywordUnproven, err.Error()
 			return res, hold(tx, s, rec.seq, holdPaywordUnproven, b)
+		}
+		if err != nil {
+			return res, err
 		}
 		return res, bookPayword(tx, rec.progress, rec.usage)
 	}
 	a := rec.agg
+	if a.Proven > 0 {
+		if err := claimBolt(tx, s, a); err != nil {
+			return res, err
+		}
+	}
 	if err := tx.Bucket(bucketUnpaid).Put(unpaidKey(a, key), binary.BigEndian.AppendUint64(nil, a.Amount)); err != nil {
 		return res, err
 	}
@@ -588,17 +641,124 @@ func book(tx *bolt.Tx, s protocol.StreamID, rec record, b []byte) (bookResult, e
 // bookPayword adds the usage a chain progress record proved to its
 // provider's, account's and meter's payword total.
 func bookPayword(tx *bolt.Tx, p *protocol.ChainProgress, u *PaywordUsage) error {
+	return addPaywordTotal(tx, p.Provider, p.Account, u.Meter, func(t *PaywordTotal) bool {
+		q, ok := addU64(t.Quantity, u.Quantity)
+		t.Quantity, t.Records = q, t.Records+1
+		if !u.Attested {
+			t.Unattested += u.Quantity // <= Quantity: no overflow if it had none
+		}
+		return ok
+	})
+}
+
+// addPaywordTotal changes one payword total in place; change reports
+// false on an overflow. The value is quantity, records, claimed and
+// unattested, 8 bytes each (a file from before claims has the first two).
+func addPaywordTotal(tx *bolt.Tx, provider, account, meter string, change func(*PaywordTotal) bool) error {
 	b := tx.Bucket(bucketPaywords)
-	k := []byte(p.Provider + "\x00" + p.Account + "\x00" + u.Meter)
-	var q, n uint64
-	if v := b.Get(k); len(v) == 16 {
-		q, n = binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
+	k := []byte(provider + "\x00" + account + "\x00" + meter)
+	t := decodePaywordTotal(b.Get(k))
+	if !change(&t) {
+		return fmt.Errorf("payword total of %s/%s/%s overflows", provider, account, meter)
 	}
-	q, ok := addU64(q, u.Quantity)
-	if !ok {
-		return fmt.Errorf("payword quantity of %s/%s overflows", p.Provider, p.Account)
+	v := binary.BigEndian.AppendUint64(nil, t.Quantity)
+	v = binary.BigEndian.AppendUint64(v, t.Records)
+	v = binary.BigEndian.AppendUint64(v, t.Claimed)
+	return b.Put(k, binary.BigEndian.AppendUint64(v, t.Unattested))
+}
+
+func decodePaywordTotal(v []byte) PaywordTotal {
+	var t PaywordTotal
+	if len(v) >= 16 {
+		t.Quantity, t.Records = binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
 	}
-	return b.Put(k, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, q), n+1))
+	if len(v) == 32 {
+		t.Claimed, t.Unattested = binary.BigEndian.Uint64(v[16:]), binary.BigEndian.Uint64(v[24:])
+	}
+	return t
+}
+
+// claimBolt books an aggregate's payword quantity into its claim and its
+// total's claimed quantity.
+func claimBolt(tx *bolt.Tx, s protocol.StreamID, a *protocol.Aggregate) error {
+	if err := addPaywordTotal(tx, a.Provider, a.Account, a.Meter, func(t *PaywordTotal) bool {
+		var ok bool
+		t.Claimed, ok = addU64(t.Claimed, a.Proven)
+		return ok
+	}); err != nil {
+		return err
+	}
+	b := tx.Bucket(bucketPaywordClaims)
+	k := seqKey(s, a.Seq)
+	c, err := decodeClaim(b.Get(k))
+	if err != nil {
+		return err
+	}
+	return putClaim(b, k, claimAggregate(c, a))
+}
+
+// proveBolt adds a verified progress record to its chain's proven index
+// and its aggregate's claim; an error wrapping ErrPayword says why the
+// record cannot be booked.
+func proveBolt(tx *bolt.Tx, s protocol.StreamID, p *protocol.ChainProgress, u *PaywordUsage) error {
+	chains := tx.Bucket(bucketPaywordChains)
+	ck := append(append([]byte(u.Device), 0), u.Chain[:]...)
+	last := chains.Get(ck)
+	var lastTo uint32
+	if len(last) == 4 {
+		lastTo = binary.BigEndian.Uint32(last)
+	}
+	claims := tx.Bucket(bucketPaywordClaims)
+	k := seqKey(s, p.Aggregate)
+	c, err := decodeClaim(claims.Get(k))
+	if err != nil {
+		return err
+	}
+	booked := tx.Bucket(bucketBooked).Get(k) != nil
+	c, linked, err := proveClaim(c, p, u, booked, lastTo, last != nil)
+	if err != nil {
+		return err
+	}
+	if err := chains.Put(ck, binary.BigEndian.AppendUint32(nil, p.To)); err != nil {
+		return err
+	}
+	if !linked {
+		return nil
+	}
+	return putClaim(claims, k, c)
+}
+
+// putClaim writes a claim, or deletes it once it is reconciled.
+func putClaim(b *bolt.Bucket, k []byte, c PaywordClaim) error {
+	if c.Reconciled() {
+		return b.Delete(k)
+	}
+	v := []byte(c.Provider + "\x00" + c.Account + "\x00" + c.Meter + "\x00")
+	v = binary.BigEndian.AppendUint64(v, c.Claimed)
+	v = binary.BigEndian.AppendUint64(v, c.Proven)
+	v = binary.BigEndian.AppendUint64(v, c.Records)
+	if c.Booked {
+		v = append(v, 1)
+	} else {
+		v = append(v, 0)
+	}
+	return b.Put(k, v)
+}
+
+// decodeClaim reads what putClaim wrote; nil is no claim yet.
+func decodeClaim(v []byte) (PaywordClaim, error) {
+	var c PaywordClaim
+	if v == nil {
+		return c, nil
+	}
+	parts := bytes.SplitN(v, []byte{0}, 4)
+	if len(parts) != 4 || len(parts[3]) != 25 {
+		return c, fmt.Errorf("receiver: a payword claim of %d bytes", len(v))
+	}
+	c.Provider, c.Account, c.Meter = string(parts[0]), string(parts[1]), string(parts[2])
+	n := parts[3]
+	c.Claimed, c.Proven, c.Records, c.Booked = binary.BigEndian.Uint64(n), binary.BigEndian.Uint64(n[8:]), binary.BigEndian.Uint64(n[16:]), n[24] == 1
+	return c, nil
 }
 
 func addU64(a, b uint64) (uint64, bool) {
@@ -791,6 +951,12 @@ type Report struct {
 	// receiver itself from each chain progress record's paywords and the
 	// device's commitment: by provider, account and meter.
 	Paywords []PaywordTotal `json:"paywords"`
+	// PaywordClaims are the aggregates whose payword quantity is not
+	// reconciled: not all proven yet, proven beyond it, or (Booked false)
+	// named by progress records before the aggregate itself came. A
+	// gateway sends the records within seconds of a window's seal: a claim
+	// that stays here is usage charged without the devices' proof.
+	PaywordClaims []PaywordClaim `json:"payword_claims"`
 	// Quarantine is the tickets the gateways held, each as its latest
 	// record says: still held, released (its charge is in the aggregates)
 	// or voided (never charged).
@@ -813,13 +979,19 @@ func heldFields(h *Held, b []byte) {
 }
 
 // PaywordTotal is the usage payword chains proved for one provider,
-// account and meter, in the meter's units, over Records progress records.
+// account and meter, in the meter's units, over Records progress records,
+// beside what the aggregates claimed of payword usage (their Proven):
+// equal when every claim is proven (Report.PaywordClaims lists those that
+// are not). Unattested is the part of Quantity whose commitments no
+// device key checked.
 type PaywordTotal struct {
-	Provider string `json:"provider"`
-	Account  string `json:"account"`
-	Meter    string `json:"meter"`
-	Quantity uint64 `json:"quantity"`
-	Records  uint64 `json:"records"`
+	Provider   string `json:"provider"`
+	Account    string `json:"account"`
+	Meter      string `json:"meter"`
+	Quantity   uint64 `json:"quantity"`
+	Records    uint64 `json:"records"`
+	Claimed    uint64 `json:"claimed"`
+	Unattested uint64 `json:"unattested"`
 }
 
 // maxGaps bounds the seqs listed per stream.
@@ -896,12 +1068,24 @@ func (bb boltBooks) report(context.Context) (*Report, error) {
 		})
 		tx.Bucket(bucketPaywords).ForEach(func(k, v []byte) error {
 			parts := bytes.Split(k, []byte{0})
-			if len(parts) == 3 && len(v) == 16 {
-				rep.Paywords = append(rep.Paywords, PaywordTotal{Provider: string(parts[0]), Account: string(parts[1]), Meter: string(parts[2]),
-					Quantity: binary.BigEndian.Uint64(v), Records: binary.BigEndian.Uint64(v[8:])})
+			if len(parts) == 3 {
+				t := decodePaywordTotal(v)
+				t.Provider, t.Account, t.Meter = string(parts[0]), string(parts[1]), string(parts[2])
+				rep.Paywords = append(rep.Paywords, t)
 			}
 			return nil
 		})
+		if err := tx.Bucket(bucketPaywordClaims).ForEach(func(k, v []byte) error {
+			c, err := decodeClaim(v)
+			if err != nil || len(k) != protocol.KeyIDLen+16 {
+				return fmt.Errorf("receiver: payword claim %x: %v", k, err)
+			}
+			c.Stream = streamOfKey(k).Key(binary.BigEndian.Uint64(k[protocol.KeyIDLen+8:]))
+			rep.PaywordClaims = append(rep.PaywordClaims, c)
+			return nil
+		}); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketHeld).ForEach(func(k, v []byte) error {
 			if len(k) != protocol.KeyIDLen+24 || len(v) < 9 {
 				return nil

@@ -155,7 +155,7 @@ func logOutcome(log *slog.Logger, where, what string, bk Booking, err error) {
 		log.Error("aggregate not booked; it will come again", where, what, "error", err)
 	case bk.Outcome == PaywordUnproven:
 		log.Error("chain progress record held: its paywords do not prove its usage", where, what, "gateway", bk.Gateway(),
-			"stream", bk.Stream.Key(bk.Seq()), "device", bk.Payword.Device)
+			"stream", bk.Stream.Key(bk.Seq()), "device", bk.Payword.Device, "why", bk.Unproven)
 	case bk.DoubleRedemption != "":
 		log.Error("voucher credited twice: booked, and flagged", where, what, "voucher", bk.Credit.Ref, "account", bk.Credit.Account,
 			"amount_nanos", bk.Credit.Amount, "stream", bk.Stream.Key(bk.Seq()), "first", bk.DoubleRedemption)

@@ -479,6 +479,7 @@ func runDeviceList(e *env, args []string) error {
 	fs := newFlags("device list")
 	data := fs.String("data", defaultData, "the gateway's data directory")
 	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	pubs := fs.Bool("public-keys", false, "print each Ed25519 device's id and public key, one per line: the file\nfarthing receive --device-keys reads (a provider checks the devices' payword commitments with it)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -488,6 +489,14 @@ func runDeviceList(e *env, args []string) error {
 	rf, err := gateway.ReadRegistryFile(*registry)
 	if err != nil {
 		return err
+	}
+	if *pubs {
+		for _, d := range rf.Devices {
+			if d.KeyType == "ed25519" && d.PublicKey != "" && !d.Revoked {
+				fmt.Fprintf(e.stdout, "%s %s\n", d.ID, d.PublicKey)
+			}
+		}
+		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKEY\tACCOUNT\tPROVIDER\tTARIFFS")

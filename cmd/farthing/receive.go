@@ -57,6 +57,7 @@ func runReceive(e *env, args []string) error {
 	db := fs.String("db", "", "keep the books in PostgreSQL (postgres://USER@HOST:PORT/DB) instead of DATA/receiver.db;\nseveral receivers may share one database")
 	maxConns := fs.Int("db-max-conns", 8, "with --db: the most database connections")
 	metricsAddr := fs.String("metrics", "", "serve /metrics and /healthz on this address")
+	deviceKeys := fs.String("device-keys", "", "payword devices' Ed25519 public keys, a line \"DEVICE-ID HEX-KEY\" each (farthing device list --public-keys):\na chain progress record of such a device is proven only if the device signed its commitment")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -116,6 +117,15 @@ func runReceive(e *env, args []string) error {
 		}
 	}
 	defer r.Close()
+	if *deviceKeys != "" {
+		dk, err := provider.ReadDeviceKeys(*deviceKeys)
+		if err != nil {
+			return err
+		}
+		if err := r.TrustDevices(dk); err != nil {
+			return err
+		}
+	}
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
 	errc := make(chan error, 2)
 	if *metricsAddr != "" {
@@ -178,6 +188,9 @@ func receiverOps(r *provider.Receiver) http.Handler {
 		{"wrong_gateway", "Records held: another gateway id than their key's.", func(s provider.Stats) uint64 { return s.WrongGateway }},
 		{"stream_resets", "Streams that began a new epoch of a known key.", func(s provider.Stats) uint64 { return s.Resets }},
 		{"refused", "Records refused (untrusted, invalid).", func(s provider.Stats) uint64 { return s.Refused }},
+		{"paywords_proven", "Chain progress records whose paywords the receiver proved.", func(s provider.Stats) uint64 { return s.Paywords }},
+		{"paywords_unproven", "Chain progress records held: their paywords do not prove their claim.", func(s provider.Stats) uint64 { return s.UnprovenPaywords }},
+		{"paywords_unattested", "Proven chain progress records whose commitment no device key checked.", func(s provider.Stats) uint64 { return s.UnattestedPaywords }},
 	} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "farthing_receiver_" + c.name + "_total", Help: c.help},
 			func() float64 { return float64(c.v(r.Stats())) }))
@@ -230,8 +243,20 @@ func printTotals(e *env, r *provider.Receiver) error {
 			metering.Money{Nanos: metering.Nanos(h.Amount), Currency: metering.Currency(h.Currency)})
 	}
 	for _, p := range rep.Paywords {
-		fmt.Fprintf(e.stdout, "PAYWORD %s/%s %s: %d proven by the devices' hash chains (%d records), checked here\n",
-			p.Provider, p.Account, p.Meter, p.Quantity, p.Records)
+		line := fmt.Sprintf("PAYWORD %s/%s %s: %d proven by the devices' hash chains (%d records), checked here; the aggregates claim %d",
+			p.Provider, p.Account, p.Meter, p.Quantity, p.Records, p.Claimed)
+		if p.Unattested > 0 {
+			line += fmt.Sprintf("; %d of it from commitments no device key checked", p.Unattested)
+		}
+		fmt.Fprintln(e.stdout, line)
+	}
+	for _, c := range rep.PaywordClaims {
+		if !c.Booked {
+			fmt.Fprintf(e.stdout, "PAYWORD CLAIM %s (%s/%s %s): %d proven, the aggregate not booked yet\n", c.Stream, c.Provider, c.Account, c.Meter, c.Proven)
+			continue
+		}
+		fmt.Fprintf(e.stdout, "PAYWORD CLAIM %s (%s/%s %s): claims %d, %d proven by %d records\n", c.Stream, c.Provider, c.Account, c.Meter,
+			c.Claimed, c.Proven, c.Records)
 	}
 	for _, h := range rep.Quarantine {
 		var usage []string

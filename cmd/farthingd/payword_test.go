@@ -131,24 +131,27 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 		t.Fatalf("books: %+v", rep.Reconcile)
 	}
 
-	// Upstream: the gateway sends the chain's progress in its stream, and
-	// the provider's receiver proves the usage itself from it: 4000 Wh.
-	var proven uint64
+	// Upstream: the gateway sends the chain's progress in its stream, each
+	// record naming the aggregate whose window holds the usage, and the
+	// provider's receiver proves the usage itself from them: the 4000 Wh
+	// the aggregates claim as payword usage, every claim reconciled. The
+	// device MACs its commitment (an HMAC device): proven, but unattested.
+	var tot provider.PaywordTotal
+	var rep *provider.Report
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		proven = 0
-		for _, p := range recv.report(t).Paywords {
+		rep = recv.report(t)
+		for _, p := range rep.Paywords {
 			if p.Provider == "utility" && p.Account == "fleet" && p.Meter == "energy_wh" {
-				proven = p.Quantity
+				tot = p
 			}
 		}
-		if proven == 4000 {
+		if tot.Quantity == 4000 && tot.Claimed == 4000 && len(rep.PaywordClaims) == 0 {
 			break
 		}
 	}
-	if proven != 4000 {
-		t.Fatalf("the receiver proved %d Wh of payword usage; want 4000", proven)
+	if tot.Quantity != 4000 || tot.Claimed != 4000 || tot.Unattested != 4000 || len(rep.PaywordClaims) != 0 {
+		t.Fatalf("the receiver proved %+v of payword usage, claims open %+v; want 4000 Wh proven of 4000 claimed", tot, rep.PaywordClaims)
 	}
-	rep := recv.report(t)
 	if rep.Stats.UnprovenPaywords != 0 || len(rep.Held) != 0 {
 		t.Fatalf("receiver: %+v, held %+v", rep.Stats, rep.Held)
 	}

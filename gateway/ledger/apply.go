@@ -29,15 +29,27 @@ import (
 // instead of a charge. fresh is false for a ticket seen before (nothing
 // was written).
 func (bk *Books) Apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte) (r protocol.Receipt, fresh bool, err error) {
+	r, eff, err := bk.apply(tx, t, p, tk, raw, false)
+	return r, eff != nil, err
+}
+
+// apply is Apply, also for a payword ticket (payword: its usage is
+// proven, and says so in its window), returning what an accepted ticket
+// wrote; eff is nil when nothing was.
+func (bk *Books) apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, payword bool) (protocol.Receipt, *ticketEffects, error) {
 	st, err := load(tx, t, p, tk)
 	if err != nil {
-		return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, false, err
+		return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, nil, err
 	}
+	st.payword = payword
 	eff, err := decide(st, t, p, tk, raw, bk.now().UnixMilli())
 	if err != nil || !eff.accepted {
-		return eff.receipt, false, err
+		return eff.receipt, nil, err
 	}
-	return eff.receipt, true, bk.put(tx, t, p, tk, &eff)
+	if err := bk.put(tx, t, p, tk, &eff); err != nil {
+		return eff.receipt, nil, err
+	}
+	return eff.receipt, &eff, nil
 }
 
 // ticketState is what accepting one ticket reads from the books.
@@ -49,6 +61,7 @@ type ticketState struct {
 	stored  *ticketRecord // tk.Seq's record, when tk.Seq is not new
 	hold    *holdRecord   // tk.Seq's hold, when tk.Seq is not new and was held
 	opening bool          // the account has no record yet: account is its opening state
+	payword bool          // the ticket is a payword: a chain proves its usage
 	// What the account and the device spent in the current day and month,
 	// for their caps.
 	accountSpent, deviceSpent metering.Spent
@@ -224,8 +237,11 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 			return eff, Reject(protocol.ReasonChargeOverflow, "%v", err)
 		}
 		eff.changed = append(eff.changed, meterChange{meter: rd.Meter, charge: cs2})
-		adds = append(adds, windowAdd{ri, metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash,
-			Bands: ch.Parts(tariff)}})
+		it := metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash, Bands: ch.Parts(tariff)}
+		if st.payword {
+			it.Proven = u.Quantity
+		}
+		adds = append(adds, windowAdd{ri, it})
 	}
 
 	acct := st.account
@@ -341,7 +357,7 @@ func addToWindows(t *Terms, p Payer, cur metering.Currency, hash metering.Hash, 
 				rec: sealedRecord{Provider: key.Provider, Account: key.Account, Meter: key.Meter,
 					Sealed: metering.Sealed{Start: c.SlotStart, End: c.SlotEnd, Currency: cur, Quantity: c.Item.Quantity,
 						Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket}),
-						Bands: metering.CompleteBands(c.Item.Bands, c.Item.Quantity, c.Item.Amount)}}})
+						Bands: metering.CompleteBands(c.Item.Bands, c.Item.Quantity, c.Item.Amount), Proven: c.Item.Proven}}})
 		}
 	}
 	out.aggSeq = aggSeq

@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -35,14 +36,26 @@ import (
 
 // chainRecord is a committed chain, how far it has been spent, and how
 // far it has been reported upstream.
+//
+// Reporting follows the aggregate windows: the paywords a chain moved by
+// in one window of its payer's (provider, account, meter) form a segment,
+// [SegFrom, Last] while it is open. When a payword lands in another
+// window, the open segment is finished (a segment record, "g" key) and a
+// new one starts at the last index; once a segment's window has sealed,
+// ReportChains sends it as a progress record naming that window's
+// aggregate, whose Proven quantity the window's segments add up to. A
+// payword whose usage went into no window (held, or a baseline) starts
+// the next segment after itself: its usage is not in an aggregate.
 type chainRecord struct {
 	protocol.Commitment
-	Account, Provider string           // who the chain's usage is charged to and owed to
+	Account, Provider string           // who the chain's usage is charged to and owed to at its commitment
 	Last              uint32           // the last accepted index (0: only the commitment)
 	LastWord          protocol.Payword // w_Last (the anchor while Last is 0)
-	Reported          uint32           // the index the last progress record reached
-	ReportedWord      protocol.Payword // w_Reported
-	ReportedAt        int64            // when it was sent (Unix ms; the commitment's time at first)
+	SegFrom           uint32           // where the segment not reported yet starts
+	SegFromWord       protocol.Payword // w_SegFrom
+	SegWindow         []byte           // the open segment's window (windowOfLeaf); nil: none
+	SegProvider       string           // the open segment's payer: provider
+	SegAccount        string           // and account
 	Raw               []byte           // the commitment as the device sent it
 }
 
@@ -59,16 +72,79 @@ func (r chainRecord) encodeTerms() []byte {
 
 func (r chainRecord) encodeProgress() []byte {
 	return metering.NewStateWriter().Uint(uint64(r.Last)).String(string(r.LastWord[:])).
-		Uint(uint64(r.Reported)).String(string(r.ReportedWord[:])).Int(r.ReportedAt)
+		Uint(uint64(r.SegFrom)).String(string(r.SegFromWord[:])).String(string(r.SegWindow)).
+		String(r.SegProvider).String(r.SegAccount)
+}
+
+// decodeProgress reads what encodeProgress wrote into r.
+func (r *chainRecord) decodeProgress(v []byte) error {
+	pr := metering.NewStateReader(v, "chain progress")
+	r.Last = uint32(pr.Uint())
+	copy(r.LastWord[:], pr.String())
+	r.SegFrom = uint32(pr.Uint())
+	copy(r.SegFromWord[:], pr.String())
+	if w := pr.String(); w != "" {
+		r.SegWindow = []byte(w)
+	}
+	r.SegProvider, r.SegAccount = pr.String(), pr.String()
+	return pr.Done()
+}
+
+// migrateChainProgress rewrites version 6's chain progress records (last
+// index and payword, last reported index and payword, when it was sent)
+// as version 7's: the segment not reported yet starts at the last
+// reported index, in no window, charged to the chain's payer.
+func migrateChainProgress(tx *bolt.Tx) error {
+	b := tx.Bucket(bucketChains)
+	prefix := []byte("s\x00")
+	type rewrite struct{ k, v []byte }
+	var rs []rewrite
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		tv := b.Get(append([]byte("c"), k[1:]...))
+		if tv == nil {
+			continue
+		}
+		r, err := decodeTerms(tv)
+		if err != nil {
+			return err
+		}
+		pr := metering.NewStateReader(v, "chain progress (version 6)")
+		r.Last = uint32(pr.Uint())
+		copy(r.LastWord[:], pr.String())
+		r.SegFrom = uint32(pr.Uint())
+		copy(r.SegFromWord[:], pr.String())
+		pr.Int() // when it was reported
+		if err := pr.Done(); err != nil {
+			return err
+		}
+		r.SegProvider, r.SegAccount = r.Provider, r.Account
+		rs = append(rs, rewrite{append([]byte(nil), k...), r.encodeProgress()})
+	}
+	for _, r := range rs {
+		if err := b.Put(r.k, r.v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // loadChain reads a chain's two records; ok is false if there is none.
 func loadChain(b *bolt.Bucket, device string, id protocol.ChainID) (chainRecord, bool, error) {
-	var r chainRecord
 	tv, pv := b.Get(chainKey(device, id)), b.Get(chainStateKey(device, id))
 	if tv == nil || pv == nil {
-		return r, false, nil
+		return chainRecord{}, false, nil
 	}
+	r, err := decodeTerms(tv)
+	if err != nil {
+		return r, false, err
+	}
+	return r, true, r.decodeProgress(pv)
+}
+
+// decodeTerms reads what encodeTerms wrote.
+func decodeTerms(tv []byte) (chainRecord, error) {
+	var r chainRecord
 	rd := metering.NewStateReader(tv, "chain terms")
 	r.Device = rd.String()
 	copy(r.Chain[:], rd.String())
@@ -80,16 +156,7 @@ func loadChain(b *bolt.Bucket, device string, id protocol.ChainID) (chainRecord,
 	r.Start, r.Expiry, r.Epoch = rd.Uint(), rd.Uint(), rd.Uint()
 	r.Account, r.Provider = rd.String(), rd.String()
 	r.Raw = append([]byte(nil), rd.Rest()...)
-	if err := rd.Err(); err != nil {
-		return r, false, err
-	}
-	pr := metering.NewStateReader(pv, "chain progress")
-	r.Last = uint32(pr.Uint())
-	copy(r.LastWord[:], pr.String())
-	r.Reported = uint32(pr.Uint())
-	copy(r.ReportedWord[:], pr.String())
-	r.ReportedAt = pr.Int()
-	return r, true, pr.Done()
+	return r, rd.Err()
 }
 
 // chainStateKey is a chain's progress record: "s" device 0 chain id.
@@ -103,8 +170,8 @@ func chainKey(device string, id protocol.ChainID) []byte {
 
 func chainNumberKey(device string) []byte { return joinKey("n", device) }
 
-// chainDirtyKey marks a chain that moved since its last progress record:
-// "d" device 0 chain id → 1.
+// chainDirtyKey marks a chain with an open segment: "d" device 0 chain id
+// → 1.
 var chainDirtyPrefix = []byte("d\x00")
 
 // dirtyChain is the device and chain id of a chainDirtyKey.
@@ -112,14 +179,62 @@ func dirtyChain(k []byte) (string, protocol.ChainID) {
 	return string(k[len(chainDirtyPrefix) : len(k)-protocol.ChainIDLen-1]), protocol.ChainID(k[len(k)-protocol.ChainIDLen:])
 }
 
-// reportDue reports whether a chain's last progress record was sent at
-// least a window of its provider (an hour if it has none) before now.
-func reportDue(t *Terms, rec *chainRecord, now time.Time) bool {
-	window := time.Hour.Milliseconds()
-	if pol, ok := t.Policies[rec.Provider]; ok && pol.Length > 0 {
-		window = pol.Length
+// A finished segment waits for its window to seal under "g" device 0
+// chain id, from (4 bytes, big-endian): a chain's segments in the order
+// they were spent. Its value: to, w_from, w_to, the window, the payer.
+var chainSegmentPrefix = []byte("g\x00")
+
+func chainSegmentKey(device string, id protocol.ChainID, from uint32) []byte {
+	return binary.BigEndian.AppendUint32(append(append(joinKey("g", device), 0), id[:]...), from)
+}
+
+// segment is one span of a chain's paywords within one window.
+type segment struct {
+	device            string
+	chain             protocol.ChainID
+	from, to          uint32
+	fromWord, toWord  protocol.Payword
+	window            []byte
+	provider, account string
+}
+
+func (g segment) encode() []byte {
+	return metering.NewStateWriter().Uint(uint64(g.to)).String(string(g.fromWord[:])).String(string(g.toWord[:])).
+		String(string(g.window)).String(g.provider).String(g.account)
+}
+
+func decodeSegment(k, v []byte) (segment, error) {
+	var g segment
+	n := len(chainSegmentPrefix)
+	if len(k) < n+1+protocol.ChainIDLen+4 {
+		return g, fmt.Errorf("%w: chain segment key %x", errRecord, k)
 	}
-	return now.UnixMilli() >= rec.ReportedAt+window
+	g.device = string(k[n : len(k)-4-protocol.ChainIDLen-1])
+	copy(g.chain[:], k[len(k)-4-protocol.ChainIDLen:])
+	g.from = binary.BigEndian.Uint32(k[len(k)-4:])
+	r := metering.NewStateReader(v, "chain segment")
+	g.to = uint32(r.Uint())
+	copy(g.fromWord[:], r.String())
+	copy(g.toWord[:], r.String())
+	g.window = []byte(r.String())
+	g.provider, g.account = r.String(), r.String()
+	return g, r.Done()
+}
+
+// windowOfLeaf is the window a ticket's Merkle leaf key names: the
+// sealedby key of a window (its leaves' prefix), or, for a correction,
+// the correction's own leaf prefix, "c" 0 seq.
+func windowOfLeaf(leafKey []byte) []byte {
+	return append([]byte(nil), leafKey[:len(leafKey)-8]...)
+}
+
+// windowAggregate is the seq of the aggregate of a segment's window, 0
+// while the window is open.
+func windowAggregate(tx *bolt.Tx, window []byte) uint64 {
+	if len(window) == 10 && bytes.HasPrefix(window, []byte("c\x00")) { // a correction, sealed as it was made
+		return binary.BigEndian.Uint64(window[2:])
+	}
+	return getU64(tx.Bucket(bucketSealedBy).Get(window))
 }
 
 func chainDirtyKey(device string, id protocol.ChainID) []byte {
@@ -168,8 +283,8 @@ func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Com
 	if err != nil || !fresh || rc.Status != protocol.StatusAccepted {
 		return rc, fresh, err
 	}
-	rec := chainRecord{Commitment: *c, Account: p.Account, Provider: p.Provider, LastWord: c.Anchor, ReportedWord: c.Anchor,
-		ReportedAt: now, Raw: append([]byte(nil), raw...)}
+	rec := chainRecord{Commitment: *c, Account: p.Account, Provider: p.Provider, LastWord: c.Anchor, SegFromWord: c.Anchor,
+		Raw: append([]byte(nil), raw...)}
 	if err := b.Put(chainKey(c.Device, c.Chain), rec.encodeTerms()); err != nil {
 		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
@@ -218,33 +333,53 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 	case protocol.PaywordWalk(&rec.Chain, pw.Word, uint64(pw.Index-j)) != rec.LastWord:
 		return protocol.Receipt{}, false, Reject(protocol.ReasonPaywordMismatch, "index %d does not hash down to index %d", pw.Index, j)
 	}
-	rc, fresh, err := bk.Apply(tx, t, p, tk, raw)
-	if err != nil || !fresh {
-		return rc, fresh, err
+	rc, eff, err := bk.apply(tx, t, p, tk, raw, true)
+	if err != nil || eff == nil {
+		return rc, false, err
+	}
+	var window []byte // the window the payword's usage went into
+	if eff.hold == nil && len(eff.leaves) == 1 {
+		window = windowOfLeaf(eff.leaves[0].key)
+	}
+	if window == nil || !bytes.Equal(window, rec.SegWindow) || rec.SegProvider != p.Provider || rec.SegAccount != p.Account {
+		// The open segment, if any, ends where this payword starts.
+		if rec.Last > rec.SegFrom {
+			g := segment{from: rec.SegFrom, to: rec.Last, fromWord: rec.SegFromWord, toWord: rec.LastWord, window: rec.SegWindow,
+				provider: rec.SegProvider, account: rec.SegAccount}
+			if err := b.Put(chainSegmentKey(pw.Device, pw.Chain, g.from), g.encode()); err != nil {
+				return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
+		rec.SegFrom, rec.SegFromWord, rec.SegWindow, rec.SegProvider, rec.SegAccount = rec.Last, rec.LastWord, window, p.Provider, p.Account
+		if window == nil { // its usage is in no window (held, or a baseline): the next segment starts after it
+			rec.SegFrom, rec.SegFromWord = pw.Index, pw.Word
+		}
 	}
 	rec.Last, rec.LastWord = pw.Index, pw.Word
 	if err := b.Put(chainStateKey(pw.Device, pw.Chain), rec.encodeProgress()); err != nil {
-		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+		return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
-	if dk := chainDirtyKey(pw.Device, pw.Chain); b.Get(dk) == nil { // marked once until reported
+	if dk := chainDirtyKey(pw.Device, pw.Chain); rec.Last > rec.SegFrom && b.Get(dk) == nil { // marked once until reported
 		if err := b.Put(dk, []byte{1}); err != nil {
-			return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+			return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
 		}
 	}
-	return rc, fresh, nil
+	return rc, true, nil
 }
 
 // maxReportsPerRound bounds the progress records one ReportChains call
 // writes, so that one round of housekeeping stays short.
 const maxReportsPerRound = 256
 
-// ReportChains puts in the outbox a chain progress record for each chain
-// that moved since its last one and whose last was sent at least one
-// window (of its provider) ago: the device's commitment and the paywords
-// at the last reported and the last accepted index, signed with the
-// gateway's key and numbered in the stream with the aggregates. It
-// returns how many it wrote. Without a signer (a gateway that seals
-// nothing) it does nothing.
+// ReportChains puts in the outbox a chain progress record for each
+// segment whose window has sealed (see chainRecord): the device's
+// commitment and the paywords at the segment's ends, naming the window's
+// aggregate, signed with the gateway's key and numbered in the stream
+// after it. A chain's segments go in the order they were spent: one whose
+// window is still open holds back the chain's later ones. A segment with
+// no window (spent before windows were recorded in the state file) goes
+// at once, naming no aggregate. It returns how many it wrote. Without a
+// signer (a gateway that seals nothing) it does nothing.
 func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int, error) {
 	if bk.cfg.Signer == nil {
 		return 0, nil
@@ -252,13 +387,8 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 	// Most rounds have nothing due: look first, and write only then.
 	var anyDue bool
 	if err := bk.st.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketChains)
-		c := b.Cursor()
-		for k, _ := c.Seek(chainDirtyPrefix); k != nil && bytes.HasPrefix(k, chainDirtyPrefix) && !anyDue; k, _ = c.Next() {
-			device, id := dirtyChain(k)
-			rec, ok, err := loadChain(b, device, id)
-			anyDue = err != nil || !ok || reportDue(t, &rec, now)
-		}
+		due, err := dueSegments(tx, 1)
+		anyDue = err != nil || len(due) > 0
 		return nil
 	}); err != nil || !anyDue {
 		return 0, err
@@ -266,45 +396,40 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 	n := 0
 	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
 		n = 0
-		b := tx.Bucket(bucketChains)
-		var due [][]byte
-		c := b.Cursor()
-		for k, _ := c.Seek(chainDirtyPrefix); k != nil && bytes.HasPrefix(k, chainDirtyPrefix) && len(due) < maxReportsPerRound; k, _ = c.Next() {
-			due = append(due, append([]byte(nil), k...))
+		due, err := dueSegments(tx, maxReportsPerRound)
+		if err != nil {
+			return err
 		}
+		b := tx.Bucket(bucketChains)
 		aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
 		var ws []write
-		var done [][]byte
-		for _, dk := range due {
-			sk := append([]byte("s"), dk[1:]...) // the chain's progress record
-			device, id := dirtyChain(dk)
-			rec, ok, err := loadChain(b, device, id)
+		var dels [][]byte
+		for _, d := range due {
+			rec, ok, err := loadChain(b, d.device, d.chain)
 			if err != nil {
 				return err
 			}
-			if !ok {
-				done = append(done, dk)
-				continue
+			dels = append(dels, d.key)
+			if !ok || d.to <= d.from {
+				continue // a chain gone, or a mark with nothing after it: only the key goes
 			}
-			if !reportDue(t, &rec, now) {
-				continue // not due: it stays marked
-			}
-			done = append(done, dk)
-			if rec.Last <= rec.Reported {
-				continue
+			if d.open { // the chain's open segment: it closes, and the next starts at its end
+				rec.SegFrom, rec.SegFromWord, rec.SegWindow = rec.Last, rec.LastWord, nil
+				ws = append(ws, write{bucketChains, chainStateKey(d.device, d.chain), rec.encodeProgress()})
 			}
 			aggSeq++
-			p := protocol.ChainProgress{Gateway: terms(t).GatewayID, Seq: bk.wire(aggSeq), Provider: rec.Provider, Account: rec.Account,
-				Commitment: rec.Raw, From: rec.Reported, FromWord: rec.ReportedWord, To: rec.Last, ToWord: rec.LastWord, Epoch: bk.cfg.Stream.Epoch}
+			p := protocol.ChainProgress{Gateway: terms(t).GatewayID, Seq: bk.wire(aggSeq), Provider: d.provider, Account: d.account,
+				Commitment: rec.Raw, From: d.from, FromWord: d.fromWord, To: d.to, ToWord: d.toWord, Epoch: bk.cfg.Stream.Epoch}
+			if d.aggregate != 0 {
+				p.Aggregate = bk.wire(d.aggregate)
+			}
 			var enc protocol.Encoder
 			pb, err := enc.AppendChainProgress(nil, &p, bk.cfg.Signer)
 			if err != nil {
 				return fmt.Errorf("chain progress record: %w", err)
 			}
-			rec.Reported, rec.ReportedWord, rec.ReportedAt = rec.Last, rec.LastWord, now.UnixMilli()
 			ws = append(ws, write{bucketOutbox, putU64(aggSeq), pb},
-				write{bucketRecords, putU64(aggSeq), metering.NewStateWriter().String(rec.Account).Int(now.UnixMilli())},
-				write{bucketChains, sk, rec.encodeProgress()})
+				write{bucketRecords, putU64(aggSeq), metering.NewStateWriter().String(d.account).Int(now.UnixMilli())})
 			n++
 		}
 		if n > 0 {
@@ -313,8 +438,8 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 		if err := putAll(tx, ws); err != nil {
 			return err
 		}
-		for _, dk := range done {
-			if err := b.Delete(dk); err != nil {
+		for _, k := range dels {
+			if err := b.Delete(k); err != nil {
 				return fmt.Errorf("%w: %v", store.ErrAbort, err)
 			}
 		}
@@ -324,6 +449,62 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 		return nil
 	})
 	return n, err
+}
+
+// dueSegment is a segment ReportChains can send: its window has sealed
+// (aggregate is its seq) or it has none.
+type dueSegment struct {
+	segment
+	key       []byte // its "g" key, or the chain's "d" key for an open segment
+	open      bool
+	aggregate uint64
+}
+
+// dueSegments finds up to max segments due, finished ones first, in each
+// chain's order: a chain with a segment not due has none of its later
+// ones listed.
+func dueSegments(tx *bolt.Tx, max int) ([]dueSegment, error) {
+	b := tx.Bucket(bucketChains)
+	var out []dueSegment
+	held := map[string]bool{} // chains with a segment whose window is open
+	c := b.Cursor()
+	for k, v := c.Seek(chainSegmentPrefix); k != nil && bytes.HasPrefix(k, chainSegmentPrefix) && len(out) < max; k, v = c.Next() {
+		g, err := decodeSegment(k, v)
+		if err != nil {
+			return nil, err
+		}
+		name := g.device + "\x00" + string(g.chain[:])
+		if held[name] {
+			continue
+		}
+		agg := windowAggregate(tx, g.window)
+		if agg == 0 && len(g.window) > 0 {
+			held[name] = true
+			continue
+		}
+		out = append(out, dueSegment{segment: g, key: append([]byte(nil), k...), aggregate: agg})
+	}
+	for k, _ := c.Seek(chainDirtyPrefix); k != nil && bytes.HasPrefix(k, chainDirtyPrefix) && len(out) < max; k, _ = c.Next() {
+		device, id := dirtyChain(k)
+		if held[device+"\x00"+string(id[:])] {
+			continue
+		}
+		rec, ok, err := loadChain(b, device, id)
+		if err != nil {
+			return nil, err
+		}
+		d := dueSegment{key: append([]byte(nil), k...), open: true} // a chain gone: only its mark goes
+		if ok {
+			d.segment = segment{device: device, chain: id, from: rec.SegFrom, to: rec.Last, fromWord: rec.SegFromWord, toWord: rec.LastWord,
+				window: rec.SegWindow, provider: rec.SegProvider, account: rec.SegAccount}
+			if d.aggregate = windowAggregate(tx, rec.SegWindow); d.aggregate == 0 && len(rec.SegWindow) > 0 {
+				continue // its window is open
+			}
+		}
+		d.device, d.chain = device, id
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // ChainView is a device's payword chain as the books have it: the

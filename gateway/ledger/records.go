@@ -141,13 +141,19 @@ func (s sealedRecord) encode() []byte {
 		Rest(s.sealedTail())
 }
 
-// sealedTail is the root, then, if the window has bands, their record
-// (a sealed record from before bands ends at the root).
+// sealedTail is the root, then, if the window has bands or proven usage,
+// a record of the bands (maybe none) and, if not 0, the proven quantity
+// (a sealed record from before bands ends at the root, one from before
+// paywords at the bands).
 func (s sealedRecord) sealedTail() []byte {
-	if len(s.Bands) == 0 {
+	if len(s.Bands) == 0 && s.Proven == 0 {
 		return s.Root[:]
 	}
-	return append(s.Root[:len(s.Root):len(s.Root)], metering.NewStateWriter().AppendBands(s.Bands)...)
+	w := metering.NewStateWriter().AppendBands(s.Bands)
+	if s.Proven > 0 {
+		w = w.Uint(s.Proven)
+	}
+	return append(s.Root[:len(s.Root):len(s.Root)], w...)
 }
 
 func decodeSealedRecord(b []byte) (sealedRecord, error) {
@@ -168,8 +174,15 @@ func decodeSealedRecord(b []byte) (sealedRecord, error) {
 		copy(s.Root[:], rest)
 		if len(rest) > len(s.Root) {
 			br := metering.NewStateReader(rest[len(s.Root):], "sealed record's bands")
-			if s.Bands = br.Bands(); br.Done() != nil || len(s.Bands) == 0 {
-				return s, fmt.Errorf("%w: sealed record: bad price bands", errRecord)
+			s.Bands = br.Bands()
+			if br.Err() == nil && br.More() {
+				s.Proven = br.Uint()
+			}
+			if br.Done() != nil || (len(s.Bands) == 0 && s.Proven == 0) || s.Proven > s.Quantity {
+				return s, fmt.Errorf("%w: sealed record: bad price bands or proven quantity", errRecord)
+			}
+			if len(s.Bands) == 0 {
+				s.Bands = nil
 			}
 		}
 	}
@@ -181,7 +194,7 @@ func (r sealedRecord) Aggregate(gateway string, seq uint64) protocol.Aggregate {
 	return protocol.Aggregate{Gateway: gateway, Seq: seq, Provider: r.Provider, Account: r.Account, Meter: r.Meter,
 		WindowStart: uint64(max(r.Start, 1)), WindowEnd: uint64(max(r.End, r.Start+1, 2)), Quantity: r.Quantity,
 		Amount: uint64(r.Amount), Currency: string(r.Currency), Tickets: r.Tickets, MerkleRoot: r.Root[:], Corrects: r.Corrects,
-		Bands: wireBands(r.Bands, r.Quantity, r.Amount)}
+		Bands: wireBands(r.Bands, r.Quantity, r.Amount), Proven: r.Proven}
 }
 
 // wireBands is the bands of a sealed window as an aggregate lists them:

@@ -21,8 +21,10 @@ import (
 // suspended and folded buckets (quarantined tickets, suspended devices,
 // ledger entries folded by day once pruned), empty in a migrated file.
 // Version 6 adds the chains bucket (payword chains), empty in a migrated
-// file.
-const SchemaVersion = 6
+// file. Version 7 records, in a chain's progress, the window its usage
+// went into (see chainRecord); a migrated chain's usage not reported yet
+// goes upstream naming no aggregate.
+const SchemaVersion = 7
 
 var metaSchemaVersion = []byte("schema-version")
 
@@ -54,6 +56,11 @@ func Init(ctx context.Context, st *store.Store) error {
 		// 0 → 1: the layout is unchanged. 1 → 2: openings from the books.
 		if v < 2 {
 			if err := migrateOpenings(tx); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
+		if v == 6 {
+			if err := migrateChainProgress(tx); err != nil {
 				return fmt.Errorf("%w: %v", store.ErrAbort, err)
 			}
 		}

@@ -19,6 +19,7 @@ type aggregatePayload struct {
 	Corrects    uint64        `cbor:"13,keyasint"`
 	Epoch       uint64        `cbor:"14,keyasint"`
 	Bands       []bandPayload `cbor:"15,keyasint"`
+	Proven      uint64        `cbor:"16,keyasint"`
 }
 
 type bandPayload struct {
@@ -51,7 +52,7 @@ func DecodeAggregate(b []byte) (protocol.Envelope, protocol.Aggregate, error) {
 	}
 	a = protocol.Aggregate{Gateway: p.Gateway, Seq: p.Seq, Provider: p.Provider, Account: p.Account, Meter: p.Meter,
 		WindowStart: p.WindowStart, WindowEnd: p.WindowEnd, Quantity: p.Quantity, Amount: p.Amount,
-		Currency: p.Currency, Tickets: p.Tickets, MerkleRoot: p.MerkleRoot, Corrects: p.Corrects, Epoch: p.Epoch}
+		Currency: p.Currency, Tickets: p.Tickets, MerkleRoot: p.MerkleRoot, Corrects: p.Corrects, Epoch: p.Epoch, Proven: p.Proven}
 	if len(p.Bands) > protocol.MaxAggregateBands {
 		return env, a, &protocol.Error{Reason: protocol.ReasonFieldRange, Detail: "too many price bands"}
 	}

@@ -40,7 +40,7 @@ var decMode = func() cbor.DecMode {
 		TagsMd:            cbor.TagsForbidden,
 		MaxNestedLevels:   4,
 		MaxArrayElements:  protocol.MaxReadings,
-		MaxMapPairs:       16,
+		MaxMapPairs:       17, // the largest map: an aggregate with every key, 0..16
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 		UTF8:              cbor.UTF8RejectInvalid,
 		FieldNameMatching: cbor.FieldNameMatchingCaseSensitive,

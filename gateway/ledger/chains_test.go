@@ -1,0 +1,192 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
+)
+
+// A chain's progress records follow the aggregate windows: each names the
+// aggregate whose window holds its paywords' usage, none is sent before
+// that window seals, a chain's records follow one another without a gap
+// or an overlap, and the records naming an aggregate add up to its
+// proven quantity, which is all of its usage here (a payword device
+// alone on its meter).
+func TestChainProgressFollowsWindows(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t, filepath.Join(t.TempDir(), "state.db"))
+	if err := Init(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	signer, _ := protocol.NewEd25519Signer(priv)
+	t0 := time.UnixMilli(1_790_000_000_000 - 1_790_000_000_000%60_000) // a window's start
+	now := t0
+	bk := New(st, Config{Signer: signer, Now: func() time.Time { return now }})
+	terms := testTerms(t, 1_000_000_000_000)
+	terms.Policies["utility"] = metering.Policy{Length: 60_000}
+	mac, _ := protocol.NewHMAC(make([]byte, 32))
+	id, seed := protocol.ChainID{1, 2, 3}, protocol.Payword{9}
+	const n, units = 1000, 5
+	c := protocol.Commitment{Device: "plug-1", Chain: id, Number: 1, Meter: "energy_wh", Units: units, Length: n,
+		Anchor: protocol.PaywordWalk(&id, seed, n), Expiry: uint64(t0.Add(time.Hour).UnixMilli())}
+	var enc protocol.Encoder
+	raw, err := enc.AppendCommitment(nil, &c, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(f func(tx *bolt.Tx) (protocol.Receipt, bool, error)) {
+		t.Helper()
+		var rc protocol.Receipt
+		if err := st.Do(ctx, func(tx *bolt.Tx) error {
+			var err error
+			rc, _, err = f(tx)
+			return err
+		}); err != nil || rc.Status != protocol.StatusAccepted {
+			t.Fatalf("%+v, %v", rc, err)
+		}
+	}
+	do(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
+		return bk.ApplyCommitment(tx, terms, testPayer, &c, raw)
+	})
+	pay := func(at time.Duration, i uint32) {
+		t.Helper()
+		now = t0.Add(at)
+		pw := protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: i, Word: protocol.PaywordWalk(&id, seed, uint64(n-i))}
+		pb, err := protocol.AppendPaywordTicket(nil, &pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tk protocol.Ticket
+		do(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
+			return bk.ApplyPayword(tx, terms, testPayer, &pw, pb, &tk)
+		})
+	}
+	report := func(at time.Duration) int {
+		t.Helper()
+		now = t0.Add(at)
+		if err := bk.CloseWindows(ctx, terms, now); err != nil {
+			t.Fatal(err)
+		}
+		k, err := bk.ReportChains(ctx, terms, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	pay(1*time.Second, 10)
+	pay(2*time.Second, 20)
+	if k := report(3 * time.Second); k != 0 {
+		t.Fatalf("%d progress records while their window is open", k)
+	}
+	pay(61*time.Second, 35) // window 2: window 1 seals
+	pay(62*time.Second, 36)
+	if k := report(63 * time.Second); k != 1 {
+		t.Fatalf("%d progress records after window 1 sealed; want 1", k)
+	}
+	pay(125*time.Second, 50) // window 3; window 2 seals on the clock first
+	if k := report(190 * time.Second); k != 2 {
+		t.Fatalf("%d progress records after windows 2 and 3 sealed; want 2", k)
+	}
+	if k := report(250 * time.Second); k != 0 {
+		t.Fatalf("%d progress records with nothing new", k)
+	}
+
+	proven := map[uint64]uint64{} // aggregate seq → its proven quantity
+	covered := map[uint64]uint64{}
+	var next uint32
+	for cursor := uint64(0); ; {
+		o, ok, err := bk.Next(cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		cursor = o.Seq
+		m, err := strict.Decode(o.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case m.Aggregate != nil:
+			a := m.Aggregate
+			if a.Proven != a.Quantity {
+				t.Errorf("aggregate %d: proven %d of %d", a.Seq, a.Proven, a.Quantity)
+			}
+			proven[a.Seq] = a.Proven
+		case m.Progress != nil:
+			p := m.Progress
+			if _, ok := proven[p.Aggregate]; !ok {
+				t.Fatalf("progress %d names aggregate %d, not sent before it", p.Seq, p.Aggregate)
+			}
+			if p.From != next {
+				t.Fatalf("progress %d starts at %d; the chain's last record ended at %d", p.Seq, p.From, next)
+			}
+			next = p.To
+			covered[p.Aggregate] += uint64(p.To-p.From) * units
+		}
+	}
+	if next != 50 || len(proven) != 3 {
+		t.Fatalf("the records reach index %d over %d aggregates; want 50 over 3", next, len(proven))
+	}
+	for seq, q := range proven {
+		if covered[seq] != q {
+			t.Errorf("aggregate %d proves %d; its records %d", seq, q, covered[seq])
+		}
+	}
+}
+
+// A version-6 state file's chain progress is migrated: the usage it had
+// not reported goes upstream, naming no aggregate.
+func TestChainProgressMigrated(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t, filepath.Join(t.TempDir(), "state.db"))
+	if err := Init(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	id := protocol.ChainID{7}
+	rec := chainRecord{Commitment: protocol.Commitment{Device: "plug-1", Chain: id, Number: 1, Meter: "energy_wh", Units: 1, Length: 100},
+		Account: "home", Provider: "utility", Last: 40, Raw: []byte{0xd2}}
+	old := metering.NewStateWriter().Uint(40).String(string(rec.LastWord[:])).Uint(15).String(string(rec.SegFromWord[:])).Int(123)
+	if err := st.Do(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketChains)
+		if err := b.Put(chainKey("plug-1", id), rec.encodeTerms()); err != nil {
+			return err
+		}
+		if err := b.Put(chainStateKey("plug-1", id), old); err != nil {
+			return err
+		}
+		if err := b.Put(chainDirtyKey("plug-1", id), []byte{1}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(metaSchemaVersion, putU64(6))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Init(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	var due []dueSegment
+	if err := st.View(func(tx *bolt.Tx) error {
+		got, ok, err := loadChain(tx.Bucket(bucketChains), "plug-1", id)
+		if err != nil || !ok || got.Last != 40 || got.SegFrom != 15 || got.SegWindow != nil || got.SegAccount != "home" {
+			t.Fatalf("migrated chain %+v, %v", got, err)
+		}
+		due, err = dueSegments(tx, 10)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(due) != 1 || due[0].from != 15 || due[0].to != 40 || due[0].aggregate != 0 || due[0].account != "home" {
+		t.Fatalf("due segments %+v; want 15..40 of home, naming no aggregate", due)
+	}
+}
