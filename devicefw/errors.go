@@ -27,4 +27,6 @@ var (
 	// ErrChainIndex: a payword index at or below the last one given out,
 	// or past the chain's end; commit the next chain.
 	ErrChainIndex = errors.New("devicefw: payword index out of the chain's order")
+	// ErrChainState: a saved chain state of another chain, or damaged.
+	ErrChainState = errors.New("devicefw: saved chain state does not fit the chain")
 )

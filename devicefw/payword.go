@@ -129,6 +129,91 @@ func (ch *Chain) Seek(i uint32) (protocol.Payword, error) {
 	return protocol.Payword{}, ErrChainIndex
 }
 
+// A Chain's state survives a reboot without the anchor's n hashes:
+// AppendState writes its index and the frames in use (at most
+// ChainStateSize(n) bytes: 862 for n = 2^20) for the firmware to keep in
+// flash, and Restore takes them back. The state holds paywords not given
+// out yet, which would let whoever reads it claim usage in the device's
+// name: keep it where the seed is kept. A state older than the last
+// payword sent is safe to restore: the next Seek goes past it.
+
+// chainStateVersion leads a saved state.
+const chainStateVersion = 1
+
+// chainStateHead is the fixed part of a saved state: version, chain id,
+// number, length, index, frames in use.
+const chainStateHead = 1 + protocol.ChainIDLen + 4 + 4 + 4 + 1
+
+// chainFrameSize is a saved frame: payword, position, length.
+const chainFrameSize = protocol.PaywordSize + 4 + 4
+
+// ChainStateSize is the most bytes AppendState writes for a chain of
+// length n.
+func ChainStateSize(n uint32) int { return chainStateHead + ChainFrames(n)*chainFrameSize }
+
+// AppendState appends the chain's state to dst (no allocation when dst
+// has room for ChainStateSize of its length).
+func (ch *Chain) AppendState(dst []byte) []byte {
+	dst = append(dst, chainStateVersion)
+	dst = append(dst, ch.c.Chain[:]...)
+	dst = appendU32(dst, ch.c.Number)
+	dst = appendU32(dst, ch.c.Length)
+	dst = appendU32(dst, ch.index)
+	dst = append(dst, byte(ch.top))
+	for _, f := range ch.frames[:ch.top] {
+		dst = append(dst, f.w[:]...)
+		dst = appendU32(dst, f.pos)
+		dst = appendU32(dst, f.len)
+	}
+	return dst
+}
+
+// Restore takes a chain back from a state AppendState wrote, in frames (at
+// least ChainFrames(c.Length)), with its commitment's terms as committed
+// (Length and Anchor included) and the meter's index in the Client's
+// Config. A state of another chain, number or length, or one that does
+// not hold together, is ErrChainState; nothing is hashed.
+func (ch *Chain) Restore(c protocol.Commitment, meter uint8, state []byte, frames []ChainFrame) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	n := c.Length
+	if len(frames) < ChainFrames(n) {
+		return ErrConfig
+	}
+	if len(state) < chainStateHead || state[0] != chainStateVersion || protocol.ChainID(state[1:1+protocol.ChainIDLen]) != c.Chain {
+		return ErrChainState
+	}
+	b := state[1+protocol.ChainIDLen:]
+	number, length, index, top := u32(b), u32(b[4:]), u32(b[8:]), int(b[12])
+	b = b[13:]
+	if number != c.Number || length != n || index > n || top > ChainFrames(n) || len(b) != top*chainFrameSize {
+		return ErrChainState
+	}
+	for i := range top {
+		f := ChainFrame{pos: u32(b[protocol.PaywordSize:]), len: u32(b[protocol.PaywordSize+4:])}
+		copy(f.w[:], b)
+		// A frame holds generation positions [pos, pos+len), that is
+		// indexes n−pos down to n−pos−len+1: all after the last one given
+		// out.
+		if f.len == 0 || uint64(f.pos)+uint64(f.len) > uint64(n-index) {
+			return ErrChainState
+		}
+		frames[i] = f
+		b = b[chainFrameSize:]
+	}
+	ch.c, ch.meter, ch.frames, ch.top, ch.index, ch.hashes = c, meter, frames, top, index, 0
+	return nil
+}
+
+func appendU32(b []byte, v uint32) []byte {
+	return append(b, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}
+
+func u32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
 // Commit signs the chain's commitment with the Client's signer and
 // appends it to dst: send it (on the ticket topic, or POST it to the
 // ticket path) before the chain's first payword. Its receipt carries seq

@@ -12,6 +12,70 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 )
 
+// submitAll submits tickets[d][i] for every device d, b.N in all, 64
+// devices at a time, each ticket accepted.
+func submitAll(b *testing.B, tg *testGateway, tickets [][][]byte, per int) {
+	var n atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for d := range tickets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("d%d", d)
+			for i := 0; i < per && n.Add(1) <= int64(b.N); i++ {
+				r := tg.Ingest().Submit(context.Background(), gateway.Submission{Device: id, Payload: tickets[d][i], Transport: "bench"})
+				if r.Receipt.Status != protocol.StatusAccepted {
+					b.Errorf("%s/%d: %+v", id, i, r.Receipt)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// BenchmarkSubmitPayword is BenchmarkSubmitHMAC with payword tickets of
+// one step each, after each device committed to its chain: the payword
+// check and the chain's progress instead of an HMAC.
+func BenchmarkSubmitPayword(b *testing.B) {
+	var specs []devSpec
+	for i := 0; i < 64; i++ {
+		specs = append(specs, devSpec{fmt.Sprintf("d%d", i), "hmac", "fleet"})
+	}
+	tg := startGateway(b, specs, func(c *gateway.Config) { c.DTLS.Listen = "off" })
+	per := b.N/64 + 1
+	tickets := make([][][]byte, 64)
+	for d := range tickets {
+		id := fmt.Sprintf("d%d", d)
+		s, _ := tg.secrets[id].Signer()
+		chain := protocol.ChainID{byte(d), 0xbe}
+		words := make([]protocol.Payword, per+1) // words[i] = w_i; w_per is the seed
+		words[per] = protocol.Payword{byte(d), 1}
+		for i := per - 1; i >= 0; i-- {
+			words[i] = protocol.PaywordStep(&chain, &words[i+1])
+		}
+		c := protocol.Commitment{Device: id, Chain: chain, Number: 1, Meter: "energy_wh", Units: 10, Length: uint32(per), Anchor: words[0],
+			Expiry: uint64(time.Now().Add(time.Hour).UnixMilli())}
+		var enc protocol.Encoder
+		cb, err := enc.AppendCommitment(nil, &c, s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r := tg.Ingest().Submit(context.Background(), gateway.Submission{Device: id, Payload: cb, Transport: "bench"}); r.Receipt.Status != protocol.StatusAccepted {
+			b.Fatalf("%s's commitment: %+v", id, r.Receipt)
+		}
+		for i := 1; i <= per; i++ {
+			pw, err := protocol.AppendPaywordTicket(nil, &protocol.PaywordTicket{Device: id, Chain: chain, Index: uint32(i), Word: words[i]})
+			if err != nil {
+				b.Fatal(err)
+			}
+			tickets[d] = append(tickets[d], pw)
+		}
+	}
+	submitAll(b, tg, tickets, per)
+}
+
 // BenchmarkSubmitHMAC runs pre-signed HMAC tickets of 64 devices through
 // the pipeline in process, 64 at a time: decode, verify, price, commit.
 func BenchmarkSubmitHMAC(b *testing.B) {
@@ -32,22 +96,5 @@ func BenchmarkSubmitHMAC(b *testing.B) {
 			tickets[d] = append(tickets[d], t)
 		}
 	}
-	var n atomic.Int64
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	for d := 0; d < 64; d++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			id := fmt.Sprintf("d%d", d)
-			for i := 0; i < per && n.Add(1) <= int64(b.N); i++ {
-				r := tg.Ingest().Submit(context.Background(), gateway.Submission{Device: id, Payload: tickets[d][i], Transport: "bench"})
-				if r.Receipt.Status != protocol.StatusAccepted {
-					b.Errorf("%s/%d: %+v", id, i, r.Receipt)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	submitAll(b, tg, tickets, per)
 }

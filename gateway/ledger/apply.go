@@ -29,22 +29,38 @@ import (
 // instead of a charge. fresh is false for a ticket seen before (nothing
 // was written).
 func (bk *Books) Apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte) (r protocol.Receipt, fresh bool, err error) {
-	r, eff, err := bk.apply(tx, t, p, tk, raw, false)
+	r, eff, err := bk.apply(tx, t, p, tk, raw, nil)
 	return r, eff != nil, err
 }
 
-// apply is Apply, also for a payword ticket (payword: its usage is
-// proven, and says so in its window), returning what an accepted ticket
-// wrote; eff is nil when nothing was.
-func (bk *Books) apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, payword bool) (protocol.Receipt, *ticketEffects, error) {
+// chainStep is what a payword ticket or a chain commitment adds to Apply:
+// a check of the chain against the device's state before anything is
+// decided (nil: none), and the device's active chain after it.
+type chainStep struct {
+	check   func(ds *deviceState) error
+	next    activeChain
+	payword bool // a payword ticket: its usage is proven, and says so in its window
+}
+
+// apply is Apply, also for a payword ticket or a chain commitment (cs),
+// returning what an accepted ticket wrote; eff is nil when nothing was.
+func (bk *Books) apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, cs *chainStep) (protocol.Receipt, *ticketEffects, error) {
 	st, err := load(tx, t, p, tk)
 	if err != nil {
 		return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, nil, err
 	}
-	st.payword = payword
+	if cs != nil && cs.check != nil {
+		if err := cs.check(&st.device); err != nil {
+			return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, nil, err
+		}
+	}
+	st.payword = cs != nil && cs.payword
 	eff, err := decide(st, t, p, tk, raw, bk.now().UnixMilli())
 	if err != nil || !eff.accepted {
 		return eff.receipt, nil, err
+	}
+	if cs != nil {
+		eff.device.Chain = cs.next
 	}
 	if err := bk.put(tx, t, p, tk, &eff); err != nil {
 		return eff.receipt, nil, err

@@ -56,7 +56,7 @@ type chainRecord struct {
 	SegWindow         []byte           // the open segment's window (windowOfLeaf); nil: none
 	SegProvider       string           // the open segment's payer: provider
 	SegAccount        string           // and account
-	Raw               []byte           // the commitment as the device sent it
+	Raw               []byte           // the commitment as the device sent it (read: valid in its transaction only)
 }
 
 // A chain is kept as two records: its terms, written once with the
@@ -119,6 +119,9 @@ func migrateChainProgress(tx *bolt.Tx) error {
 			return err
 		}
 		r.SegProvider, r.SegAccount = r.Provider, r.Account
+		if err := activateMigrated(tx, &r); err != nil {
+			return err
+		}
 		rs = append(rs, rewrite{append([]byte(nil), k...), r.encodeProgress()})
 	}
 	for _, r := range rs {
@@ -127,6 +130,21 @@ func migrateChainProgress(tx *bolt.Tx) error {
 		}
 	}
 	return nil
+}
+
+// activateMigrated puts a migrated chain's progress in its device's state
+// if it is the device's newest chain.
+func activateMigrated(tx *bolt.Tx, r *chainRecord) error {
+	if getU64(tx.Bucket(bucketChains).Get(chainNumberKey(r.Device))) != uint64(r.Number) {
+		return nil
+	}
+	db := tx.Bucket(bucketDevices)
+	ds, err := getDeviceState(db, r.Device)
+	if err != nil {
+		return err
+	}
+	ds.Chain = activeChain{ID: r.Chain, Last: r.Last, Word: r.LastWord}
+	return db.Put([]byte(r.Device), ds.encode())
 }
 
 // loadChain reads a chain's two records; ok is false if there is none.
@@ -142,6 +160,24 @@ func loadChain(b *bolt.Bucket, device string, id protocol.ChainID) (chainRecord,
 	return r, true, r.decodeProgress(pv)
 }
 
+// loadChainNow is loadChain with the chain's last index and payword as
+// they are now: the device's state has them while the chain is its
+// newest (see activeChain).
+func loadChainNow(tx *bolt.Tx, device string, id protocol.ChainID) (chainRecord, bool, error) {
+	r, ok, err := loadChain(tx.Bucket(bucketChains), device, id)
+	if err != nil || !ok {
+		return r, ok, err
+	}
+	ds, err := getDeviceState(tx.Bucket(bucketDevices), device)
+	if err != nil {
+		return r, false, err
+	}
+	if ds.Chain.ID == id {
+		r.Last, r.LastWord = ds.Chain.Last, ds.Chain.Word
+	}
+	return r, true, nil
+}
+
 // decodeTerms reads what encodeTerms wrote.
 func decodeTerms(tv []byte) (chainRecord, error) {
 	var r chainRecord
@@ -155,7 +191,7 @@ func decodeTerms(tv []byte) (chainRecord, error) {
 	copy(r.Anchor[:], rd.String())
 	r.Start, r.Expiry, r.Epoch = rd.Uint(), rd.Uint(), rd.Uint()
 	r.Account, r.Provider = rd.String(), rd.String()
-	r.Raw = append([]byte(nil), rd.Rest()...)
+	r.Raw = rd.Rest() // bbolt's memory: valid in the transaction only
 	return r, rd.Err()
 }
 
@@ -250,14 +286,18 @@ func CommitmentTicket(c *protocol.Commitment, now int64) protocol.Ticket {
 
 // ApplyCommitment accepts a chain commitment (already verified against the
 // device's key) as its index 0, in a store operation; raw is the
-// commitment's bytes. The receipt is the index-0 reading's.
+// commitment's bytes. The receipt is the index-0 reading's. The device's
+// previous chain, if any, retires: its open segment is finished, and its
+// last index kept with it.
 func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Commitment, raw []byte) (protocol.Receipt, bool, error) {
 	now := bk.now().UnixMilli()
 	tk := CommitmentTicket(c, now)
 	b := tx.Bucket(bucketChains)
-	if rec, ok, err := loadChain(b, c.Device, c.Chain); err != nil {
-		return protocol.Receipt{}, false, err
-	} else if ok {
+	if tv := b.Get(chainKey(c.Device, c.Chain)); tv != nil {
+		rec, err := decodeTerms(tv)
+		if err != nil {
+			return protocol.Receipt{}, false, err
+		}
 		if !bytes.Equal(rec.Raw, raw) {
 			return protocol.Receipt{}, false, Reject(protocol.ReasonChainReplayed, "chain %x of %s was committed before with other terms", c.Chain, c.Device)
 		}
@@ -269,38 +309,82 @@ func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Com
 	if uint64(now) >= c.Expiry {
 		return protocol.Receipt{}, false, Reject(protocol.ReasonChainExhausted, "the chain expired at %d", c.Expiry)
 	}
-	ds, err := getDeviceState(tx.Bucket(bucketDevices), c.Device)
-	if err != nil {
-		return protocol.Receipt{}, false, err
+	var prev activeChain // the chain this one retires
+	check := func(ds *deviceState) error {
+		if ds.LastSeq >= tk.Seq {
+			return Reject(protocol.ReasonChainReplayed, "chain %d's seqs start at %d, below %s's last seq %d", c.Number, tk.Seq, c.Device, ds.LastSeq)
+		}
+		if m := ds.meter(c.Meter); m.Started && m.Epoch == c.Epoch && m.Register != c.Start {
+			return Reject(protocol.ReasonChainGap, "the chain starts at register %d; meter %s stands at %d", c.Start, c.Meter, m.Register)
+		}
+		prev = ds.Chain
+		return nil
 	}
-	if ds.LastSeq >= tk.Seq {
-		return protocol.Receipt{}, false, Reject(protocol.ReasonChainReplayed, "chain %d's seqs start at %d, below %s's last seq %d", c.Number, tk.Seq, c.Device, ds.LastSeq)
+	rc, eff, err := bk.apply(tx, t, p, &tk, raw, &chainStep{check: check, next: activeChain{ID: c.Chain, Word: c.Anchor}})
+	if err != nil || eff == nil || rc.Status != protocol.StatusAccepted {
+		return rc, eff != nil, err
 	}
-	if m := ds.meter(c.Meter); m.Started && m.Epoch == c.Epoch && m.Register != c.Start {
-		return protocol.Receipt{}, false, Reject(protocol.ReasonChainGap, "the chain starts at register %d; meter %s stands at %d", c.Start, c.Meter, m.Register)
-	}
-	rc, fresh, err := bk.Apply(tx, t, p, &tk, raw)
-	if err != nil || !fresh || rc.Status != protocol.StatusAccepted {
-		return rc, fresh, err
+	if prev != (activeChain{}) {
+		if err := retireChain(b, c.Device, prev); err != nil {
+			return rc, true, err
+		}
 	}
 	rec := chainRecord{Commitment: *c, Account: p.Account, Provider: p.Provider, LastWord: c.Anchor, SegFromWord: c.Anchor,
 		Raw: append([]byte(nil), raw...)}
 	if err := b.Put(chainKey(c.Device, c.Chain), rec.encodeTerms()); err != nil {
-		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+		return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
 	if err := b.Put(chainStateKey(c.Device, c.Chain), rec.encodeProgress()); err != nil {
-		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+		return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
 	if err := b.Put(chainNumberKey(c.Device), putU64(uint64(c.Number))); err != nil {
-		return rc, fresh, fmt.Errorf("%w: %v", store.ErrAbort, err)
+		return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
-	return rc, fresh, nil
+	return rc, true, nil
+}
+
+// retireChain writes a device's chain that a newer one replaced with its
+// last index (from then on its progress record has it, not the device's
+// state), its open segment finished.
+func retireChain(b *bolt.Bucket, device string, prev activeChain) error {
+	rec, ok, err := loadChain(b, device, prev.ID)
+	if err != nil || !ok {
+		return err
+	}
+	rec.Last, rec.LastWord = prev.Last, prev.Word
+	if err := rec.finishSegment(b); err != nil {
+		return err
+	}
+	if err := b.Put(chainStateKey(device, prev.ID), rec.encodeProgress()); err != nil {
+		return fmt.Errorf("%w: %v", store.ErrAbort, err)
+	}
+	if err := b.Delete(chainDirtyKey(device, prev.ID)); err != nil {
+		return fmt.Errorf("%w: %v", store.ErrAbort, err)
+	}
+	return nil
+}
+
+// finishSegment writes the chain's open segment, if it has paywords, as
+// a finished one, and starts the next at Last, in no window yet.
+func (r *chainRecord) finishSegment(b *bolt.Bucket) error {
+	if r.Last > r.SegFrom {
+		g := segment{from: r.SegFrom, to: r.Last, fromWord: r.SegFromWord, toWord: r.LastWord, window: r.SegWindow,
+			provider: r.SegProvider, account: r.SegAccount}
+		if err := b.Put(chainSegmentKey(r.Device, r.Chain, g.from), g.encode()); err != nil {
+			return fmt.Errorf("%w: %v", store.ErrAbort, err)
+		}
+	}
+	r.SegFrom, r.SegFromWord, r.SegWindow = r.Last, r.LastWord, nil
+	return nil
 }
 
 // ApplyPayword checks a payword ticket against its chain and accepts it as
 // the chain's reading, in a store operation. tk is filled with the
 // reading it stands for (its seq, the gateway's time now, the register),
-// also when it is refused, so that the receipt carries its seq.
+// also when it is refused, so that the receipt carries its seq. The
+// chain's last index and payword move in the device's state, written
+// with the ticket; the chain's own records are written only when its
+// segment changes window.
 func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.PaywordTicket, raw []byte, tk *protocol.Ticket) (protocol.Receipt, bool, error) {
 	now := bk.now().UnixMilli()
 	*tk = protocol.Ticket{Device: pw.Device, Seq: uint64(pw.Index), Time: uint64(now)}
@@ -320,20 +404,26 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 	if uint64(now) >= rec.Expiry {
 		return protocol.Receipt{}, false, Reject(protocol.ReasonChainExhausted, "the chain expired at %d", rec.Expiry)
 	}
-	switch j := rec.Last; {
-	case pw.Index < j:
-		return protocol.Receipt{}, false, Reject(protocol.ReasonPaywordBackwards, "index %d is below the chain's last, %d", pw.Index, j)
-	case pw.Index == j:
-		if pw.Word != rec.LastWord {
-			return protocol.Receipt{}, false, Reject(protocol.ReasonPaywordMismatch, "index %d is not the payword accepted for it", j)
+	check := func(ds *deviceState) error {
+		if ds.Chain.ID == pw.Chain { // the active chain: its progress is in the device's state
+			rec.Last, rec.LastWord = ds.Chain.Last, ds.Chain.Word
 		}
-		return bk.Apply(tx, t, p, tk, raw) // a repeat: its receipt again
-	case pw.Index-j > protocol.MaxPaywordSteps:
-		return protocol.Receipt{}, false, Reject(protocol.ReasonPaywordTooFar, "index %d is %d steps past the last, more than %d", pw.Index, pw.Index-j, protocol.MaxPaywordSteps)
-	case protocol.PaywordWalk(&rec.Chain, pw.Word, uint64(pw.Index-j)) != rec.LastWord:
-		return protocol.Receipt{}, false, Reject(protocol.ReasonPaywordMismatch, "index %d does not hash down to index %d", pw.Index, j)
+		switch j := rec.Last; {
+		case pw.Index < j:
+			return Reject(protocol.ReasonPaywordBackwards, "index %d is below the chain's last, %d", pw.Index, j)
+		case pw.Index == j:
+			if pw.Word != rec.LastWord {
+				return Reject(protocol.ReasonPaywordMismatch, "index %d is not the payword accepted for it", j)
+			}
+			return nil // a repeat: its receipt again
+		case pw.Index-j > protocol.MaxPaywordSteps:
+			return Reject(protocol.ReasonPaywordTooFar, "index %d is %d steps past the last, more than %d", pw.Index, pw.Index-j, protocol.MaxPaywordSteps)
+		case protocol.PaywordWalk(&rec.Chain, pw.Word, uint64(pw.Index-j)) != rec.LastWord:
+			return Reject(protocol.ReasonPaywordMismatch, "index %d does not hash down to index %d", pw.Index, j)
+		}
+		return nil
 	}
-	rc, eff, err := bk.apply(tx, t, p, tk, raw, true)
+	rc, eff, err := bk.apply(tx, t, p, tk, raw, &chainStep{check: check, next: activeChain{ID: pw.Chain, Last: pw.Index, Word: pw.Word}, payword: true})
 	if err != nil || eff == nil {
 		return rc, false, err
 	}
@@ -341,26 +431,25 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 	if eff.hold == nil && len(eff.leaves) == 1 {
 		window = windowOfLeaf(eff.leaves[0].key)
 	}
-	if window == nil || !bytes.Equal(window, rec.SegWindow) || rec.SegProvider != p.Provider || rec.SegAccount != p.Account {
-		// The open segment, if any, ends where this payword starts.
-		if rec.Last > rec.SegFrom {
-			g := segment{from: rec.SegFrom, to: rec.Last, fromWord: rec.SegFromWord, toWord: rec.LastWord, window: rec.SegWindow,
-				provider: rec.SegProvider, account: rec.SegAccount}
-			if err := b.Put(chainSegmentKey(pw.Device, pw.Chain, g.from), g.encode()); err != nil {
-				return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
-			}
-		}
-		rec.SegFrom, rec.SegFromWord, rec.SegWindow, rec.SegProvider, rec.SegAccount = rec.Last, rec.LastWord, window, p.Provider, p.Account
-		if window == nil { // its usage is in no window (held, or a baseline): the next segment starts after it
-			rec.SegFrom, rec.SegFromWord = pw.Index, pw.Word
-		}
+	if window != nil && bytes.Equal(window, rec.SegWindow) && rec.SegProvider == p.Provider && rec.SegAccount == p.Account {
+		return rc, true, nil // the open segment goes on: nothing to write
+	}
+	// The open segment, if any, ends where this payword starts, and the
+	// next one starts there, in this payword's window — or after it, if
+	// its usage went into no window (held, or a baseline).
+	if err := rec.finishSegment(b); err != nil {
+		return rc, true, err
+	}
+	rec.SegWindow, rec.SegProvider, rec.SegAccount = window, p.Provider, p.Account
+	if window == nil {
+		rec.SegFrom, rec.SegFromWord = pw.Index, pw.Word
 	}
 	rec.Last, rec.LastWord = pw.Index, pw.Word
 	if err := b.Put(chainStateKey(pw.Device, pw.Chain), rec.encodeProgress()); err != nil {
 		return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
-	if dk := chainDirtyKey(pw.Device, pw.Chain); rec.Last > rec.SegFrom && b.Get(dk) == nil { // marked once until reported
-		if err := b.Put(dk, []byte{1}); err != nil {
+	if window != nil { // an open segment: marked until it is reported
+		if err := b.Put(chainDirtyKey(pw.Device, pw.Chain), []byte{1}); err != nil {
 			return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
 		}
 	}
@@ -405,7 +494,7 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 		var ws []write
 		var dels [][]byte
 		for _, d := range due {
-			rec, ok, err := loadChain(b, d.device, d.chain)
+			rec, ok, err := loadChainNow(tx, d.device, d.chain)
 			if err != nil {
 				return err
 			}
@@ -489,7 +578,7 @@ func dueSegments(tx *bolt.Tx, max int) ([]dueSegment, error) {
 		if held[device+"\x00"+string(id[:])] {
 			continue
 		}
-		rec, ok, err := loadChain(b, device, id)
+		rec, ok, err := loadChainNow(tx, device, id)
 		if err != nil {
 			return nil, err
 		}
@@ -530,14 +619,14 @@ func Chains(st *store.Store, device string) ([]ChainView, error) {
 		b := tx.Bucket(bucketChains)
 		c := b.Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			r, ok, err := loadChain(b, device, protocol.ChainID(k[len(prefix):]))
+			r, ok, err := loadChainNow(tx, device, protocol.ChainID(k[len(prefix):]))
 			if err != nil {
 				return err
 			}
 			if !ok {
 				continue
 			}
-			out = append(out, ChainView{Commitment: r.Raw, Chain: r.Chain, Number: r.Number, Meter: r.Meter, Length: r.Length,
+			out = append(out, ChainView{Commitment: append([]byte(nil), r.Raw...), Chain: r.Chain, Number: r.Number, Meter: r.Meter, Length: r.Length,
 				Last: r.Last, LastWord: r.LastWord, Register: r.Register(r.Last)})
 		}
 		return nil

@@ -34,15 +34,12 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 	terms := testTerms(t, 1_000_000_000_000)
 	terms.Policies["utility"] = metering.Policy{Length: 60_000}
 	mac, _ := protocol.NewHMAC(make([]byte, 32))
-	id, seed := protocol.ChainID{1, 2, 3}, protocol.Payword{9}
 	const n, units = 1000, 5
-	c := protocol.Commitment{Device: "plug-1", Chain: id, Number: 1, Meter: "energy_wh", Units: units, Length: n,
-		Anchor: protocol.PaywordWalk(&id, seed, n), Expiry: uint64(t0.Add(time.Hour).UnixMilli())}
-	var enc protocol.Encoder
-	raw, err := enc.AppendCommitment(nil, &c, mac)
-	if err != nil {
-		t.Fatal(err)
+	type chain struct {
+		id   protocol.ChainID
+		seed protocol.Payword
 	}
+	chains := []chain{{protocol.ChainID{1, 2, 3}, protocol.Payword{9}}, {protocol.ChainID{4, 5, 6}, protocol.Payword{8}}}
 	do := func(f func(tx *bolt.Tx) (protocol.Receipt, bool, error)) {
 		t.Helper()
 		var rc protocol.Receipt
@@ -54,13 +51,26 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 			t.Fatalf("%+v, %v", rc, err)
 		}
 	}
-	do(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
-		return bk.ApplyCommitment(tx, terms, testPayer, &c, raw)
-	})
-	pay := func(at time.Duration, i uint32) {
+	commit := func(at time.Duration, number uint32, start uint64) {
 		t.Helper()
 		now = t0.Add(at)
-		pw := protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: i, Word: protocol.PaywordWalk(&id, seed, uint64(n-i))}
+		ch := chains[number-1]
+		c := protocol.Commitment{Device: "plug-1", Chain: ch.id, Number: number, Meter: "energy_wh", Units: units, Length: n,
+			Anchor: protocol.PaywordWalk(&ch.id, ch.seed, n), Start: start, Expiry: uint64(t0.Add(time.Hour).UnixMilli())}
+		var enc protocol.Encoder
+		raw, err := enc.AppendCommitment(nil, &c, mac)
+		if err != nil {
+			t.Fatal(err)
+		}
+		do(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
+			return bk.ApplyCommitment(tx, terms, testPayer, &c, raw)
+		})
+	}
+	pay := func(at time.Duration, number, i uint32) {
+		t.Helper()
+		now = t0.Add(at)
+		ch := chains[number-1]
+		pw := protocol.PaywordTicket{Device: "plug-1", Chain: ch.id, Index: i, Word: protocol.PaywordWalk(&ch.id, ch.seed, uint64(n-i))}
 		pb, err := protocol.AppendPaywordTicket(nil, &pw)
 		if err != nil {
 			t.Fatal(err)
@@ -82,27 +92,35 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 		}
 		return k
 	}
-	pay(1*time.Second, 10)
-	pay(2*time.Second, 20)
+	commit(0, 1, 0)
+	pay(1*time.Second, 1, 10)
+	pay(2*time.Second, 1, 20)
 	if k := report(3 * time.Second); k != 0 {
 		t.Fatalf("%d progress records while their window is open", k)
 	}
-	pay(61*time.Second, 35) // window 2: window 1 seals
-	pay(62*time.Second, 36)
+	pay(61*time.Second, 1, 35) // window 2: window 1 seals
+	pay(62*time.Second, 1, 36)
 	if k := report(63 * time.Second); k != 1 {
 		t.Fatalf("%d progress records after window 1 sealed; want 1", k)
 	}
-	pay(125*time.Second, 50) // window 3; window 2 seals on the clock first
-	if k := report(190 * time.Second); k != 2 {
-		t.Fatalf("%d progress records after windows 2 and 3 sealed; want 2", k)
+	pay(125*time.Second, 1, 50) // window 3; window 2 seals on the clock first
+	// The chain is renewed in window 3: the next one starts where it ended.
+	commit(126*time.Second, 2, 50*units)
+	pay(127*time.Second, 2, 7)
+	if k := report(190 * time.Second); k != 3 {
+		t.Fatalf("%d progress records after windows 2 and 3 sealed; want 3 (window 2, and both chains in window 3)", k)
 	}
 	if k := report(250 * time.Second); k != 0 {
 		t.Fatalf("%d progress records with nothing new", k)
 	}
+	views, err := Chains(st, "plug-1")
+	if err != nil || len(views) != 2 || views[0].Last != 50 || views[1].Last != 7 || views[1].Register != 50*units+7*units {
+		t.Fatalf("the device's chains %+v, %v", views, err)
+	}
 
 	proven := map[uint64]uint64{} // aggregate seq → its proven quantity
 	covered := map[uint64]uint64{}
-	var next uint32
+	next := map[string]uint32{} // by commitment: where the chain's last record ended
 	for cursor := uint64(0); ; {
 		o, ok, err := bk.Next(cursor)
 		if err != nil {
@@ -128,15 +146,20 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 			if _, ok := proven[p.Aggregate]; !ok {
 				t.Fatalf("progress %d names aggregate %d, not sent before it", p.Seq, p.Aggregate)
 			}
-			if p.From != next {
-				t.Fatalf("progress %d starts at %d; the chain's last record ended at %d", p.Seq, p.From, next)
+			if p.From != next[string(p.Commitment)] {
+				t.Fatalf("progress %d starts at %d; the chain's last record ended at %d", p.Seq, p.From, next[string(p.Commitment)])
 			}
-			next = p.To
+			next[string(p.Commitment)] = p.To
 			covered[p.Aggregate] += uint64(p.To-p.From) * units
 		}
 	}
-	if next != 50 || len(proven) != 3 {
-		t.Fatalf("the records reach index %d over %d aggregates; want 50 over 3", next, len(proven))
+	if len(next) != 2 || len(proven) != 3 {
+		t.Fatalf("the records reach %v over %d aggregates; want two chains over 3", next, len(proven))
+	}
+	for _, to := range next {
+		if to != 50 && to != 7 {
+			t.Fatalf("a chain's records end at %d; want 50 and 7", to)
+		}
 	}
 	for seq, q := range proven {
 		if covered[seq] != q {
@@ -168,6 +191,9 @@ func TestChainProgressMigrated(t *testing.T) {
 		if err := b.Put(chainDirtyKey("plug-1", id), []byte{1}); err != nil {
 			return err
 		}
+		if err := b.Put(chainNumberKey("plug-1"), putU64(1)); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketMeta).Put(metaSchemaVersion, putU64(6))
 	}); err != nil {
 		t.Fatal(err)
@@ -180,6 +206,9 @@ func TestChainProgressMigrated(t *testing.T) {
 		got, ok, err := loadChain(tx.Bucket(bucketChains), "plug-1", id)
 		if err != nil || !ok || got.Last != 40 || got.SegFrom != 15 || got.SegWindow != nil || got.SegAccount != "home" {
 			t.Fatalf("migrated chain %+v, %v", got, err)
+		}
+		if ds, err := getDeviceState(tx.Bucket(bucketDevices), "plug-1"); err != nil || ds.Chain.ID != id || ds.Chain.Last != 40 {
+			t.Fatalf("the device's active chain after the migration: %+v, %v", ds.Chain, err)
 		}
 		due, err = dueSegments(tx, 10)
 		return err

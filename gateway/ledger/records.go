@@ -27,7 +27,22 @@ type deviceState struct {
 	// from before it was kept): a rotation is complete once it is the
 	// next key.
 	Key [protocol.KeyIDLen]byte
+	// Chain is how far the device's newest payword chain went (zero if
+	// it has none): kept here, in the record every ticket writes anyway,
+	// so that a payword costs no write of its own. Only the newest chain
+	// can take paywords (its seqs are above every older chain's).
+	Chain activeChain
 }
+
+// activeChain is a device's newest payword chain and its last accepted
+// index and payword (the anchor at index 0).
+type activeChain struct {
+	ID   protocol.ChainID
+	Last uint32
+	Word protocol.Payword
+}
+
+const activeChainLen = protocol.ChainIDLen + 4 + protocol.PaywordSize
 
 type meterRecord struct {
 	Name  string
@@ -80,8 +95,16 @@ func (s deviceState) encode() []byte {
 		mb, _ := m.State.MarshalBinary()
 		w = w.String(m.Name).String(string(mb))
 	}
-	if s.Key != ([protocol.KeyIDLen]byte{}) {
+	hasChain := s.Chain != activeChain{}
+	if s.Key != ([protocol.KeyIDLen]byte{}) || hasChain {
 		w = w.String(string(s.Key[:]))
+	}
+	if hasChain { // optional, after the key id
+		var c [activeChainLen]byte
+		copy(c[:], s.Chain.ID[:])
+		binary.BigEndian.PutUint32(c[protocol.ChainIDLen:], s.Chain.Last)
+		copy(c[protocol.ChainIDLen+4:], s.Chain.Word[:])
+		w = w.String(string(c[:]))
 	}
 	return w
 }
@@ -105,10 +128,20 @@ func decodeDeviceState(b []byte) (deviceState, error) {
 	}
 	if rest := r.Rest(); len(rest) > 0 { // the key id, an optional trailing field
 		n, w := binary.Uvarint(rest)
-		if w <= 0 || n != protocol.KeyIDLen || len(rest) != w+int(n) {
+		if w <= 0 || n != protocol.KeyIDLen || len(rest) < w+int(n) {
 			return s, fmt.Errorf("%w: device state: bad key id", errRecord)
 		}
 		copy(s.Key[:], rest[w:])
+		if rest = rest[w+int(n):]; len(rest) > 0 { // the active chain, optional after it
+			n, w := binary.Uvarint(rest)
+			if w <= 0 || n != activeChainLen || len(rest) != w+int(n) {
+				return s, fmt.Errorf("%w: device state: bad payword chain", errRecord)
+			}
+			c := rest[w:]
+			copy(s.Chain.ID[:], c)
+			s.Chain.Last = binary.BigEndian.Uint32(c[protocol.ChainIDLen:])
+			copy(s.Chain.Word[:], c[protocol.ChainIDLen+4:])
+		}
 	}
 	return s, r.Err()
 }
