@@ -22,8 +22,9 @@ import (
 // ledger entries folded by day once pruned), empty in a migrated file.
 // Version 6 adds the chains bucket (payword chains), empty in a migrated
 // file. Version 7 records, in a chain's progress, the window its usage
-// went into (see chainRecord); a migrated chain's usage not reported yet
-// goes upstream naming no aggregate.
+// went into (see chainRecord), and keeps a device's newest chain's last
+// index and payword in the device's state (activeChain); a migrated
+// chain's usage not reported yet goes upstream naming no aggregate.
 const SchemaVersion = 7
 
 var metaSchemaVersion = []byte("schema-version")
