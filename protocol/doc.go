@@ -11,6 +11,8 @@
 //	voucher   = COSE_Sign1                  ; signed by a voucher issuer's Ed25519 key
 //	credit    = COSE_Sign1                  ; signed by the gateway's Ed25519 key
 //	hold      = COSE_Sign1                  ; signed by the gateway's Ed25519 key
+//	commitment = COSE_Sign1 / COSE_Mac0     ; a payword chain's, signed or MAC'd by the device
+//	progress  = COSE_Sign1                  ; a payword chain's progress, signed by the gateway's Ed25519 key
 //
 //	COSE_Sign1 = #6.18([
 //	  protected:   bstr .cbor {1: -8, 4: kid},   ; alg EdDSA (Ed25519), key id
@@ -37,12 +39,13 @@
 // another:
 //
 //	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload / credit-payload /
-//	          hold-payload / commitment-payload
+//	          hold-payload / commitment-payload / progress-payload
 //
-// A payword chain's commitment (kind 7) and the payword ticket (kind 8, a
-// bare CBOR map with no COSE envelope: the payword proves itself) are
-// specified with their CDDL in payword.go; the gateway's chain progress
-// record (kind 9, in its aggregate stream) in progress.go.
+// A payword chain's commitment (kind 7) is a COSE message like the rest;
+// the payword ticket (kind 8) is a bare CBOR map with no COSE envelope:
+// the payword proves itself (see payword.go for the hash and the rules).
+// The gateway's chain progress record (kind 9) goes in its aggregate
+// stream (see progress.go).
 //
 //	ticket-payload = {
 //	  0: 1,                  ; kind: ticket
@@ -136,6 +139,45 @@
 //	  11: currency,
 //	  12: ms,                ; when it was held, released or voided (gateway clock)
 //	  ? 13: tstr .regexp "[ -~]{1,64}",  ; the operator's note
+//	  ? 14: uint .gt 0,      ; stream epoch
+//	}
+//
+//	commitment-payload = {    ; in a COSE_Sign1 (the device's Ed25519 key) or COSE_Mac0 (its ticket key)
+//	  0: 7,                  ; kind: chain commitment
+//	  1: id,                 ; device
+//	  2: bstr .size 8,       ; chain id, random
+//	  3: 1..2147483647,      ; chain number: a device's chains in order; a payword's
+//	                         ; ticket seq is number × 2^32 + index
+//	  4: name,               ; meter
+//	  5: uint .gt 0,         ; units per step
+//	  6: 1..4294967295,      ; length n: indexes 1..n
+//	  7: bstr .size 32,      ; anchor w0 = H^n(seed)
+//	  8: uint,               ; the register at index 0
+//	  9: ms,                 ; expiry: no payword of the chain is accepted at or after it
+//	  ? 10: uint .gt 0,      ; register epoch
+//	}
+//
+//	payword-ticket = {        ; a bare CBOR map, not a COSE message: the payword is its own proof
+//	  0: 8,                  ; kind: payword
+//	  1: id,                 ; device
+//	  2: bstr .size 8,       ; chain id
+//	  3: 1..4294967295,      ; index i
+//	  4: bstr .size 32,      ; w_i
+//	}
+//
+//	progress-payload = {      ; in a COSE_Sign1 by the gateway's key
+//	  0: 9,                  ; kind: chain progress
+//	  1: id,                 ; gateway id
+//	  2: seq,                ; the stream's seq, shared with the aggregates
+//	  3: id,                 ; provider
+//	  4: id,                 ; account
+//	  5: bstr .size (1..512),; the device's chain commitment (a COSE message)
+//	  6: uint,               ; from: the chain's index as it entered the window (0: the anchor)
+//	  7: bstr .size 32,      ; w_from
+//	  8: 1..4294967295,      ; to: its last index accepted in the window, > from
+//	  9: bstr .size 32,      ; w_to
+//	  ? 10: uint .gt 0,      ; the seq of the aggregate whose window holds the usage
+//	                         ; (absent only from gateways older than it)
 //	  ? 14: uint .gt 0,      ; stream epoch
 //	}
 //

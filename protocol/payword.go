@@ -15,28 +15,8 @@ package protocol
 // bound to its chain: H(w) = SHA-256("FPW1" || chain id || w), 44 bytes,
 // one compression.
 //
-//	commitment-payload = {    ; in a COSE_Sign1 (the device's Ed25519 key) or COSE_Mac0 (its ticket key)
-//	  0: 7,                  ; kind: chain commitment
-//	  1: id,                 ; device
-//	  2: bstr .size 8,       ; chain id, random
-//	  3: 1..2147483647,      ; chain number: a device's chains in order; a payword's
-//	                         ; ticket seq is number × 2^32 + index
-//	  4: name,               ; meter
-//	  5: uint .gt 0,         ; units per step
-//	  6: 1..4294967295,      ; length n: indexes 1..n
-//	  7: bstr .size 32,      ; anchor w0 = H^n(seed)
-//	  8: uint,               ; the register at index 0
-//	  9: ms,                 ; expiry: no payword of the chain is accepted at or after it
-//	  ? 10: uint .gt 0,      ; register epoch
-//	}
-//
-//	payword-ticket = {        ; a bare CBOR map, not a COSE message: the payword is its own proof
-//	  0: 8,                  ; kind: payword
-//	  1: id,                 ; device
-//	  2: bstr .size 8,       ; chain id
-//	  3: 1..4294967295,      ; index i
-//	  4: bstr .size 32,      ; w_i
-//	}
+// The commitment and the payword ticket are specified, in CDDL, with the
+// other messages in doc.go.
 //
 // A payword ticket is dated by the gateway's clock when it arrives (the
 // device's clock is not part of it, since nothing signs it), and priced as

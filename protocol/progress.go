@@ -14,21 +14,7 @@ package protocol
 // follow one another: each one's from is the last one's to, except where
 // a held payword left a gap (its usage is in the hold, not an aggregate).
 //
-//	progress-payload = {      ; in a COSE_Sign1 by the gateway's key
-//	  0: 9,                  ; kind: chain progress
-//	  1: id,                 ; gateway id
-//	  2: seq,                ; the stream's seq, shared with the aggregates
-//	  3: id,                 ; provider
-//	  4: id,                 ; account
-//	  5: bstr .size (1..512),; the device's chain commitment (a COSE message)
-//	  6: uint,               ; from: the index reported before (0: the anchor)
-//	  7: bstr .size 32,      ; w_from
-//	  8: 1..4294967295,      ; to: the chain's last accepted index, > from
-//	  9: bstr .size 32,      ; w_to
-//	  ? 10: uint .gt 0,      ; the seq of the aggregate whose window holds the usage
-//	                         ; (absent only from gateways older than it)
-//	  ? 14: uint .gt 0,      ; stream epoch
-//	}
+// Its CDDL is with the other messages' in doc.go.
 type ChainProgress struct {
 	Gateway    string  `json:"gateway"`
 	Seq        uint64  `json:"seq"`
