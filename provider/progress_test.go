@@ -2,6 +2,9 @@ package provider_test
 
 import (
 	"crypto/ed25519"
+	"encoding/hex"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -236,4 +239,33 @@ func mustSigner(t *testing.T) protocol.Signer {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// A device keys file is a line "DEVICE-ID HEX-KEY" per device; anything
+// else is refused with its line.
+func TestReadDeviceKeys(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(nil)
+	h := hex.EncodeToString(pub)
+	dir := t.TempDir()
+	for name, tc := range map[string]struct {
+		text string
+		want string // "" for no error
+	}{
+		"good":         {"# payword devices\n\nplug-1 " + h + "\n  plug-2   " + h + "  \n", ""},
+		"short key":    {"plug-1 " + h[:60] + "\n", ":1:"},
+		"no key":       {"plug-1\n", ":1:"},
+		"listed twice": {"plug-1 " + h + "\nplug-1 " + h + "\n", ":2: device plug-1 listed twice"},
+	} {
+		f := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+		if err := os.WriteFile(f, []byte(tc.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		keys, err := provider.ReadDeviceKeys(f)
+		switch {
+		case tc.want == "" && (err != nil || len(keys) != 2 || !keys["plug-2"].Equal(pub)):
+			t.Errorf("%s: %v, %v", name, keys, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v; want an error with %q", name, err, tc.want)
+		}
+	}
 }

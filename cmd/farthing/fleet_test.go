@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/provider"
 )
 
 func TestDeviceAddListAndInspect(t *testing.T) {
@@ -42,6 +43,17 @@ func TestDeviceAddListAndInspect(t *testing.T) {
 	list := mustRun(t, nil, "device", "list", "--data", data)
 	if !strings.Contains(list, "plug-0003") || !strings.Contains(list, "water_ml=water") {
 		t.Errorf("device list:\n%s", list)
+	}
+	// The Ed25519 devices' public keys, as a provider's receiver reads them
+	// (--device-keys): the HMAC device has none to give.
+	pubs := mustRun(t, nil, "device", "list", "--data", data, "--public-keys")
+	keysFile := filepath.Join(t.TempDir(), "device-keys")
+	if err := os.WriteFile(keysFile, []byte(pubs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := provider.ReadDeviceKeys(keysFile)
+	if err != nil || len(keys) != 3 || hex.EncodeToString(keys["plug-0001"]) != rf.Devices[0].PublicKey || strings.Contains(pubs, "kiosk-1") {
+		t.Fatalf("device list --public-keys:\n%s\nread back: %v, %v", pubs, keys, err)
 	}
 	if code, _, errOut := farthing(t, nil, "device", "add", "--data", data, "--id", "kiosk-1", "--type", "hmac", "--account", "a", "--provider", "p", "--tariff", "m=t"); code != exitBad || !strings.Contains(errOut, "already registered") {
 		t.Errorf("adding a device twice: exit %d %q", code, errOut)
