@@ -91,18 +91,23 @@ type PaywordClaim struct {
 	Proven   uint64 `json:"proven"`
 	Records  uint64 `json:"records"`
 	Booked   bool   `json:"aggregate_booked"`
+	// Foreign: records that came before the aggregate named it for
+	// another provider, account or meter than the aggregate's. Such a
+	// claim is never reconciled: an operator must look.
+	Foreign bool `json:"foreign_records,omitempty"`
 }
 
 // Reconciled reports whether the claim's aggregate is booked and proven
 // to the unit.
-func (c *PaywordClaim) Reconciled() bool { return c.Booked && c.Claimed == c.Proven }
+func (c *PaywordClaim) Reconciled() bool { return c.Booked && !c.Foreign && c.Claimed == c.Proven }
 
 // claimAggregate adds an aggregate to its claim (c is the claim so far,
 // maybe early progress records; zero if none).
 func claimAggregate(c PaywordClaim, a *protocol.Aggregate) PaywordClaim {
-	if c.Records == 0 {
-		c.Provider, c.Account, c.Meter = a.Provider, a.Account, a.Meter
+	if c.Records > 0 && (c.Provider != a.Provider || c.Account != a.Account || c.Meter != a.Meter) {
+		c.Foreign = true
 	}
+	c.Provider, c.Account, c.Meter = a.Provider, a.Account, a.Meter
 	c.Claimed, c.Booked = a.Proven, true
 	return c
 }

@@ -379,8 +379,8 @@ func pgLoadClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64) (
 	var c PaywordClaim
 	var claimed, proven string
 	var records int64
-	err := tx.QueryRow(ctx, `SELECT provider, account, meter, claimed::text, proven::text, records, booked FROM payword_claims
-		WHERE kid = $1 AND epoch = $2 AND seq = $3 FOR UPDATE`, kid, epoch, seq).Scan(&c.Provider, &c.Account, &c.Meter, &claimed, &proven, &records, &c.Booked)
+	err := tx.QueryRow(ctx, `SELECT provider, account, meter, claimed::text, proven::text, records, booked, foreign_records FROM payword_claims
+		WHERE kid = $1 AND epoch = $2 AND seq = $3 FOR UPDATE`, kid, epoch, seq).Scan(&c.Provider, &c.Account, &c.Meter, &claimed, &proven, &records, &c.Booked, &c.Foreign)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, false, nil
 	}
@@ -403,11 +403,12 @@ func pgPutClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64, c 
 		_, err := tx.Exec(ctx, "DELETE FROM payword_claims WHERE kid = $1 AND epoch = $2 AND seq = $3", kid, epoch, seq)
 		return err
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO payword_claims (kid, epoch, seq, provider, account, meter, claimed, proven, records, booked)
-		VALUES ($1, $2, $3, $4, $5, $6, $7::numeric, $8::numeric, $9, $10)
+	_, err := tx.Exec(ctx, `INSERT INTO payword_claims (kid, epoch, seq, provider, account, meter, claimed, proven, records, booked, foreign_records)
+		VALUES ($1, $2, $3, $4, $5, $6, $7::numeric, $8::numeric, $9, $10, $11)
 		ON CONFLICT (kid, epoch, seq) DO UPDATE SET provider = EXCLUDED.provider, account = EXCLUDED.account, meter = EXCLUDED.meter,
-			claimed = EXCLUDED.claimed, proven = EXCLUDED.proven, records = EXCLUDED.records, booked = EXCLUDED.booked`,
-		kid, epoch, seq, c.Provider, c.Account, c.Meter, strconv.FormatUint(c.Claimed, 10), strconv.FormatUint(c.Proven, 10), int64(c.Records), c.Booked)
+			claimed = EXCLUDED.claimed, proven = EXCLUDED.proven, records = EXCLUDED.records, booked = EXCLUDED.booked,
+			foreign_records = EXCLUDED.foreign_records`,
+		kid, epoch, seq, c.Provider, c.Account, c.Meter, strconv.FormatUint(c.Claimed, 10), strconv.FormatUint(c.Proven, 10), int64(c.Records), c.Booked, c.Foreign)
 	return err
 }
 
@@ -596,8 +597,8 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	rows, err = tx.Query(ctx, `SELECT kid, epoch, seq, provider, account, meter, claimed::text, proven::text, records, booked FROM payword_claims
-		ORDER BY kid, epoch, seq`)
+	rows, err = tx.Query(ctx, `SELECT kid, epoch, seq, provider, account, meter, claimed::text, proven::text, records, booked, foreign_records
+		FROM payword_claims ORDER BY kid, epoch, seq`)
 	if err != nil {
 		return err
 	}
@@ -606,7 +607,7 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
 		var kid []byte
 		var epoch, seq, records int64
 		var cl, pr string
-		if err := rows.Scan(&kid, &epoch, &seq, &c.Provider, &c.Account, &c.Meter, &cl, &pr, &records, &c.Booked); err != nil {
+		if err := rows.Scan(&kid, &epoch, &seq, &c.Provider, &c.Account, &c.Meter, &cl, &pr, &records, &c.Booked, &c.Foreign); err != nil {
 			return err
 		}
 		if c.Claimed, err = u64(cl); err != nil {

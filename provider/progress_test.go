@@ -229,6 +229,23 @@ func TestPaywordClaimsReconciled(t *testing.T) {
 		if rep, _ := r2.Report(); rep.Stats.UnattestedPaywords != 1 {
 			t.Fatalf("stats %+v", rep.Stats)
 		}
+		// A record that comes before its aggregate, of another account than
+		// the aggregate's: the claim is flagged, never reconciled.
+		mustBook(t, r2, ps.progress(15, 14, 170, 180), provider.Accepted)
+		mustBook(t, r2, ps.aggregate(14, "flat-4", 20, 20), provider.Accepted)
+		rep, err = r2.Report()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var foreign []provider.PaywordClaim
+		for _, c := range rep.PaywordClaims {
+			if c.Foreign {
+				foreign = append(foreign, c)
+			}
+		}
+		if len(foreign) != 1 || !strings.HasSuffix(foreign[0].Stream, "/14") || foreign[0].Proven != 20 || foreign[0].Claimed != 20 || foreign[0].Reconciled() {
+			t.Fatalf("claims %+v; want aggregate 14's flagged", rep.PaywordClaims)
+		}
 	})
 }
 

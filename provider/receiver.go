@@ -737,12 +737,14 @@ func putClaim(b *bolt.Bucket, k []byte, c PaywordClaim) error {
 	v = binary.BigEndian.AppendUint64(v, c.Claimed)
 	v = binary.BigEndian.AppendUint64(v, c.Proven)
 	v = binary.BigEndian.AppendUint64(v, c.Records)
+	var flags byte
 	if c.Booked {
-		v = append(v, 1)
-	} else {
-		v = append(v, 0)
+		flags |= 1
 	}
-	return b.Put(k, v)
+	if c.Foreign {
+		flags |= 2
+	}
+	return b.Put(k, append(v, flags))
 }
 
 // decodeClaim reads what putClaim wrote; nil is no claim yet.
@@ -757,7 +759,8 @@ func decodeClaim(v []byte) (PaywordClaim, error) {
 	}
 	c.Provider, c.Account, c.Meter = string(parts[0]), string(parts[1]), string(parts[2])
 	n := parts[3]
-	c.Claimed, c.Proven, c.Records, c.Booked = binary.BigEndian.Uint64(n), binary.BigEndian.Uint64(n[8:]), binary.BigEndian.Uint64(n[16:]), n[24] == 1
+	c.Claimed, c.Proven, c.Records = binary.BigEndian.Uint64(n), binary.BigEndian.Uint64(n[8:]), binary.BigEndian.Uint64(n[16:])
+	c.Booked, c.Foreign = n[24]&1 != 0, n[24]&2 != 0
 	return c, nil
 }
 

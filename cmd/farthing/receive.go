@@ -251,6 +251,11 @@ func printTotals(e *env, r *provider.Receiver) error {
 		fmt.Fprintln(e.stdout, line)
 	}
 	for _, c := range rep.PaywordClaims {
+		if c.Foreign {
+			fmt.Fprintf(e.stdout, "PAYWORD CLAIM %s (%s/%s %s): records of another provider, account or meter named it before it came; %d proven of %d\n",
+				c.Stream, c.Provider, c.Account, c.Meter, c.Proven, c.Claimed)
+			continue
+		}
 		if !c.Booked {
 			fmt.Fprintf(e.stdout, "PAYWORD CLAIM %s (%s/%s %s): %d proven, the aggregate not booked yet\n", c.Stream, c.Provider, c.Account, c.Meter, c.Proven)
 			continue

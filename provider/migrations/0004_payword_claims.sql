@@ -13,6 +13,7 @@ CREATE TABLE payword_claims (
     proven   numeric NOT NULL,
     records  bigint  NOT NULL,
     booked   boolean NOT NULL,
+    foreign_records boolean NOT NULL,
     PRIMARY KEY (kid, epoch, seq)
 );
 CREATE TABLE payword_chains (
