@@ -509,7 +509,7 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 			aggSeq++
 			p := protocol.ChainProgress{Gateway: terms(t).GatewayID, Seq: bk.wire(aggSeq), Provider: d.provider, Account: d.account,
 				Commitment: rec.Raw, From: d.from, FromWord: d.fromWord, To: d.to, ToWord: d.toWord, Epoch: bk.cfg.Stream.Epoch}
-			if d.aggregate != 0 {
+			if d.aggregate > bk.cfg.SeqBase { // an aggregate sealed before a restore is in the old stream: not named
 				p.Aggregate = bk.wire(d.aggregate)
 			}
 			var enc protocol.Encoder
