@@ -422,6 +422,12 @@ func u64(s string) (uint64, error) {
 	return v.Uint64(), nil
 }
 
+func (pg *pgBooks) openClaims(ctx context.Context) (int, error) {
+	var n int
+	err := pg.pool.QueryRow(ctx, "SELECT count(*) FROM payword_claims").Scan(&n)
+	return n, err
+}
+
 // report reads the books in one repeatable-read transaction.
 func (pg *pgBooks) report(ctx context.Context) (*Report, error) {
 	rep := &Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}}

@@ -152,6 +152,9 @@ func TestPaywordClaimsReconciled(t *testing.T) {
 			if len(rep.PaywordClaims) != want {
 				t.Fatalf("payword claims %+v; want %d", rep.PaywordClaims, want)
 			}
+			if n, err := r.OpenPaywordClaims(); err != nil || n != want {
+				t.Fatalf("OpenPaywordClaims: %d, %v; want %d", n, err, want)
+			}
 			return rep.PaywordClaims
 		}
 		if c := claims(1)[0]; c.Claimed != 200 || c.Proven != 120 || !c.Booked || c.Reconciled() {

@@ -283,6 +283,8 @@ func (r *Receiver) TrustDevices(keys map[string]ed25519.PublicKey) error {
 type books interface {
 	book(ctx context.Context, s protocol.StreamID, rec record, b []byte) (bookResult, error)
 	report(ctx context.Context) (*Report, error)
+	// openClaims counts the payword claims not reconciled.
+	openClaims(ctx context.Context) (int, error)
 	// eachBooked calls fn with the bytes of every record booked.
 	eachBooked(ctx context.Context, fn func(b []byte) error) error
 	close() error
@@ -302,6 +304,26 @@ func (bb boltBooks) book(_ context.Context, s protocol.StreamID, rec record, b [
 }
 
 func (bb boltBooks) close() error { return bb.db.Close() }
+
+func (bb boltBooks) openClaims(context.Context) (int, error) {
+	var n int
+	err := bb.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketPaywordClaims).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// OpenPaywordClaims counts the aggregates whose payword quantity is not
+// reconciled (Report.PaywordClaims lists them), cheaply enough for every
+// metrics scrape. A count that stays above zero is payword usage
+// charged without the devices' proof, or proof of usage no aggregate
+// charged.
+func (r *Receiver) OpenPaywordClaims() (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return r.books.openClaims(ctx)
+}
 
 func (bb boltBooks) eachBooked(_ context.Context, fn func(b []byte) error) error {
 	return bb.db.View(func(tx *bolt.Tx) error {

@@ -195,6 +195,15 @@ func receiverOps(r *provider.Receiver) http.Handler {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "farthing_receiver_" + c.name + "_total", Help: c.help},
 			func() float64 { return float64(c.v(r.Stats())) }))
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "farthing_receiver_payword_claims_open",
+		Help: "Aggregates whose payword quantity the chain progress records do not (yet) prove to the unit (see farthing receive report); -1 while the books do not answer."},
+		func() float64 {
+			n, err := r.OpenPaywordClaims()
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}))
 	m := http.NewServeMux()
 	m.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, req *http.Request) {

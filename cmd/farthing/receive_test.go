@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/provider"
 )
 
 // syncBuffer is a bytes.Buffer a process writes while the test reads it.
@@ -129,5 +133,54 @@ func TestReceiverPaysWhenTheGapCloses(t *testing.T) {
 	}
 	if strings.Count(got, "PAYOUT ") != 1 {
 		t.Errorf("want one payout:\n%s", got)
+	}
+}
+
+// The receiver's metrics count payword records and show the aggregates
+// whose payword quantity is not proven yet.
+func TestReceiverMetricsShowOpenPaywordClaims(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	s, _ := protocol.NewEd25519Signer(priv)
+	r, err := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	srv := httptest.NewServer(receiverOps(r))
+	defer srv.Close()
+	metric := func(name string) string {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				return v
+			}
+		}
+		t.Fatalf("no %s in\n%s", name, b)
+		return ""
+	}
+	if v := metric("farthing_receiver_payword_claims_open"); v != "0" {
+		t.Fatalf("open claims %s on empty books", v)
+	}
+	a := protocol.Aggregate{Gateway: "gw-1", Seq: 1, Provider: "p", Account: "a", Meter: "m", WindowStart: 1, WindowEnd: 2,
+		Quantity: 10, Amount: 100, Currency: "EUR", Tickets: 1, MerkleRoot: make([]byte, 32), Proven: 10}
+	var enc protocol.Encoder
+	b, err := enc.AppendAggregate(nil, &a, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Accept(b); err != nil {
+		t.Fatal(err)
+	}
+	if v := metric("farthing_receiver_payword_claims_open"); v != "1" {
+		t.Fatalf("open claims %s after an aggregate with 10 units no record proves", v)
+	}
+	if v := metric("farthing_receiver_paywords_unproven_total"); v != "0" {
+		t.Fatalf("unproven %s", v)
 	}
 }
