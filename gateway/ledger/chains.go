@@ -207,7 +207,8 @@ func chainKey(device string, id protocol.ChainID) []byte {
 func chainNumberKey(device string) []byte { return joinKey("n", device) }
 
 // chainDirtyKey marks a chain with an open segment: "d" device 0 chain id
-// → 1.
+// → the segment's window (1 in a migrated file), so that a round of
+// reporting reads only the chains whose window has sealed.
 var chainDirtyPrefix = []byte("d\x00")
 
 // dirtyChain is the device and chain id of a chainDirtyKey.
@@ -448,8 +449,8 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 	if err := b.Put(chainStateKey(pw.Device, pw.Chain), rec.encodeProgress()); err != nil {
 		return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
-	if window != nil { // an open segment: marked until it is reported
-		if err := b.Put(chainDirtyKey(pw.Device, pw.Chain), []byte{1}); err != nil {
+	if window != nil { // an open segment: marked, with its window, until it is reported
+		if err := b.Put(chainDirtyKey(pw.Device, pw.Chain), window); err != nil {
 			return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
 		}
 	}
@@ -573,10 +574,13 @@ func dueSegments(tx *bolt.Tx, max int) ([]dueSegment, error) {
 		}
 		out = append(out, dueSegment{segment: g, key: append([]byte(nil), k...), aggregate: agg})
 	}
-	for k, _ := c.Seek(chainDirtyPrefix); k != nil && bytes.HasPrefix(k, chainDirtyPrefix) && len(out) < max; k, _ = c.Next() {
+	for k, v := c.Seek(chainDirtyPrefix); k != nil && bytes.HasPrefix(k, chainDirtyPrefix) && len(out) < max; k, v = c.Next() {
 		device, id := dirtyChain(k)
 		if held[device+"\x00"+string(id[:])] {
 			continue
+		}
+		if len(v) > 1 && windowAggregate(tx, v) == 0 {
+			continue // the mark names the open segment's window, still open: no need to read the chain
 		}
 		rec, ok, err := loadChainNow(tx, device, id)
 		if err != nil {
