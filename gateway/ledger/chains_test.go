@@ -219,3 +219,95 @@ func TestChainProgressMigrated(t *testing.T) {
 		t.Fatalf("due segments %+v; want 15..40 of home, naming no aggregate", due)
 	}
 }
+
+// A payword held by a plausibility rule moves the chain, but its usage is
+// in the hold, not in an aggregate: the chain's progress records skip it,
+// and those of the window still add up to its aggregate's proven
+// quantity.
+func TestHeldPaywordLeavesAGap(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t, filepath.Join(t.TempDir(), "state.db"))
+	if err := Init(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	signer, _ := protocol.NewEd25519Signer(priv)
+	t0 := time.UnixMilli(1_790_000_000_000 - 1_790_000_000_000%60_000)
+	now := t0
+	bk := New(st, Config{Signer: signer, Now: func() time.Time { return now }})
+	terms := testTerms(t, 1_000_000_000_000)
+	terms.Policies["utility"] = metering.Policy{Length: 60_000}
+	payer := testPayer
+	payer.Rules = map[string]*metering.Rules{"energy_wh": {MaxJump: 200}}
+	mac, _ := protocol.NewHMAC(make([]byte, 32))
+	id, seed := protocol.ChainID{8}, protocol.Payword{1}
+	const n, units = 1000, 5
+	c := protocol.Commitment{Device: "plug-1", Chain: id, Number: 1, Meter: "energy_wh", Units: units, Length: n,
+		Anchor: protocol.PaywordWalk(&id, seed, n), Expiry: uint64(t0.Add(time.Hour).UnixMilli())}
+	var enc protocol.Encoder
+	raw, _ := enc.AppendCommitment(nil, &c, mac)
+	status := func(f func(tx *bolt.Tx) (protocol.Receipt, bool, error)) protocol.Status {
+		t.Helper()
+		var rc protocol.Receipt
+		if err := st.Do(ctx, func(tx *bolt.Tx) error {
+			var err error
+			rc, _, err = f(tx)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return rc.Status
+	}
+	if s := status(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
+		return bk.ApplyCommitment(tx, terms, payer, &c, raw)
+	}); s != protocol.StatusAccepted {
+		t.Fatalf("commitment: status %d", s)
+	}
+	for k, step := range []struct {
+		i    uint32
+		want protocol.Status
+	}{{10, protocol.StatusAccepted}, {100, protocol.StatusHeld}, {110, protocol.StatusAccepted}} {
+		now = t0.Add(time.Duration(k+1) * time.Second)
+		pw := protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: step.i, Word: protocol.PaywordWalk(&id, seed, uint64(n-step.i))}
+		pb, _ := protocol.AppendPaywordTicket(nil, &pw)
+		var tk protocol.Ticket
+		if s := status(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
+			return bk.ApplyPayword(tx, terms, payer, &pw, pb, &tk)
+		}); s != step.want {
+			t.Fatalf("index %d: status %d; want %d", step.i, s, step.want)
+		}
+	}
+	now = t0.Add(2 * time.Minute)
+	if err := bk.CloseWindows(ctx, terms, now); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := bk.ReportChains(ctx, terms, now); err != nil || k != 2 {
+		t.Fatalf("%d progress records, %v; want 2 (0..10 and 100..110)", k, err)
+	}
+	var spans [][2]uint32
+	var proven, covered uint64
+	for cursor := uint64(0); ; {
+		o, ok, err := bk.Next(cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		cursor = o.Seq
+		m, err := strict.Decode(o.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Aggregate != nil {
+			proven += m.Aggregate.Proven
+		}
+		if p := m.Progress; p != nil {
+			spans = append(spans, [2]uint32{p.From, p.To})
+			covered += uint64(p.To-p.From) * units
+		}
+	}
+	if len(spans) != 2 || spans[0] != [2]uint32{0, 10} || spans[1] != [2]uint32{100, 110} || proven != 100 || covered != proven {
+		t.Fatalf("records %v cover %d; the aggregates prove %d; want 0..10 and 100..110, 100 units", spans, covered, proven)
+	}
+}
