@@ -266,18 +266,9 @@ func (in *Ingest) checkCommitment(snap *Snapshot, sub Submission, c *protocol.Co
 		return nil, protocol.Ticket{}, nil, reject(protocol.ReasonOf(err), "%v", err)
 	}
 	tk := ledger.CommitmentTicket(c, in.now().UnixMilli())
-	dev, ref := in.deviceOfKey(snap, env.KeyID)
-	switch {
-	case ref != nil:
+	dev, ref := in.authenticate(snap, sub, &env, c.Device, "commitment")
+	if ref != nil {
 		return nil, tk, nil, ref
-	case c.Device != dev.ID:
-		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "commitment names device %q, its key is %q's", c.Device, dev.ID)
-	case sub.Device != dev.ID:
-		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "commitment of device %q arrived as %q", dev.ID, sub.Device)
-	}
-	dev = dev.ForKey(env.KeyID)
-	if err := in.verify(dev, &env); err != nil {
-		return nil, tk, nil, reject(protocol.ReasonOf(err), "%v", err)
 	}
 	if _, ok := dev.Tariffs[c.Meter]; !ok {
 		return nil, tk, nil, reject(protocol.ReasonUnknownMeter, "device %s has no tariff for meter %q", dev.ID, c.Meter)
@@ -386,6 +377,26 @@ func (p *Pending) Wait() Result {
 	return res
 }
 
+// authenticate finds the device whose key made env, checks that the
+// message (a "ticket" or a "commitment", naming device named) is that
+// device's and came over its connection, and verifies it with the key.
+func (in *Ingest) authenticate(snap *Snapshot, sub Submission, env *protocol.Envelope, named, what string) (*Device, *refusal) {
+	dev, ref := in.deviceOfKey(snap, env.KeyID)
+	switch {
+	case ref != nil:
+		return nil, ref
+	case named != dev.ID:
+		return nil, reject(protocol.ReasonDeviceMismatch, "%s names device %q, its key is %q's", what, named, dev.ID)
+	case sub.Device != dev.ID:
+		return nil, reject(protocol.ReasonDeviceMismatch, "%s of device %q arrived as %q", what, dev.ID, sub.Device)
+	}
+	dev = dev.ForKey(env.KeyID) // a rotating device's next key, when the message uses it
+	if err := in.verify(dev, env); err != nil {
+		return nil, reject(protocol.ReasonOf(err), "%v", err)
+	}
+	return dev, nil
+}
+
 // check decodes and authenticates the ticket: everything that needs no
 // state. It returns the device, the ticket and the raw bytes, or a refusal.
 func (in *Ingest) check(snap *Snapshot, sub Submission) (*Device, protocol.Ticket, []byte, *refusal) {
@@ -394,18 +405,9 @@ func (in *Ingest) check(snap *Snapshot, sub Submission) (*Device, protocol.Ticke
 	if err != nil {
 		return nil, tk, nil, reject(protocol.ReasonOf(err), "%v", err)
 	}
-	dev, ref := in.deviceOfKey(snap, env.KeyID)
-	switch {
-	case ref != nil:
+	dev, ref := in.authenticate(snap, sub, &env, tk.Device, "ticket")
+	if ref != nil {
 		return nil, tk, nil, ref
-	case tk.Device != dev.ID:
-		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "ticket names device %q, its key is %q's", tk.Device, dev.ID)
-	case sub.Device != dev.ID:
-		return nil, tk, nil, reject(protocol.ReasonDeviceMismatch, "ticket of device %q arrived as %q", dev.ID, sub.Device)
-	}
-	dev = dev.ForKey(env.KeyID) // a rotating device's next key, when the ticket uses it
-	if err := in.verify(dev, &env); err != nil {
-		return nil, tk, nil, reject(protocol.ReasonOf(err), "%v", err)
 	}
 	if in.metrics != nil {
 		in.metrics.Verify.Observe(in.now().Sub(t0).Seconds())

@@ -12,6 +12,16 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 )
 
+// startBenchGateway starts a gateway of 64 HMAC devices d0..d63 and says
+// how many tickets each sends for b.N in all.
+func startBenchGateway(b *testing.B) (*testGateway, int) {
+	var specs []devSpec
+	for i := 0; i < 64; i++ {
+		specs = append(specs, devSpec{fmt.Sprintf("d%d", i), "hmac", "fleet"})
+	}
+	return startGateway(b, specs, func(c *gateway.Config) { c.DTLS.Listen = "off" }), b.N/64 + 1
+}
+
 // submitAll submits tickets[d][i] for every device d, b.N in all, 64
 // devices at a time, each ticket accepted.
 func submitAll(b *testing.B, tg *testGateway, tickets [][][]byte, per int) {
@@ -39,12 +49,7 @@ func submitAll(b *testing.B, tg *testGateway, tickets [][][]byte, per int) {
 // one step each, after each device committed to its chain: the payword
 // check and the chain's progress instead of an HMAC.
 func BenchmarkSubmitPayword(b *testing.B) {
-	var specs []devSpec
-	for i := 0; i < 64; i++ {
-		specs = append(specs, devSpec{fmt.Sprintf("d%d", i), "hmac", "fleet"})
-	}
-	tg := startGateway(b, specs, func(c *gateway.Config) { c.DTLS.Listen = "off" })
-	per := b.N/64 + 1
+	tg, per := startBenchGateway(b)
 	tickets := make([][][]byte, 64)
 	for d := range tickets {
 		id := fmt.Sprintf("d%d", d)
@@ -79,12 +84,7 @@ func BenchmarkSubmitPayword(b *testing.B) {
 // BenchmarkSubmitHMAC runs pre-signed HMAC tickets of 64 devices through
 // the pipeline in process, 64 at a time: decode, verify, price, commit.
 func BenchmarkSubmitHMAC(b *testing.B) {
-	var specs []devSpec
-	for i := 0; i < 64; i++ {
-		specs = append(specs, devSpec{fmt.Sprintf("d%d", i), "hmac", "fleet"})
-	}
-	tg := startGateway(b, specs, func(c *gateway.Config) { c.DTLS.Listen = "off" })
-	per := b.N/64 + 1
+	tg, per := startBenchGateway(b)
 	tickets := make([][][]byte, 64)
 	for d := range tickets {
 		id := fmt.Sprintf("d%d", d)

@@ -89,8 +89,14 @@ func ContentFormat(ticket []byte) message.MediaType {
 // returns the gateway's receipt once it has been checked and matched. On
 // a transport error the ticket stays pending for ResendPending.
 func (d *Device) Report(ctx context.Context, nowMs uint64, readings []devicefw.Reading) (protocol.Receipt, error) {
+	return d.sendNew(ctx, func() ([]byte, uint64, error) { return d.cfg.Client.Report(nowMs, readings) })
+}
+
+// sendNew makes a ticket with mk (under the client's lock), keeps it
+// pending, and POSTs a copy: the pending slot may be reused meanwhile.
+func (d *Device) sendNew(ctx context.Context, mk func() ([]byte, uint64, error)) (protocol.Receipt, error) {
 	d.mu.Lock()
-	msg, _, err := d.cfg.Client.Report(nowMs, readings)
+	msg, _, err := mk()
 	if err == nil {
 		msg = append([]byte(nil), msg...)
 	}
@@ -122,16 +128,7 @@ func (d *Device) Commit(ctx context.Context, ch *devicefw.Chain) (protocol.Recei
 // pending, POSTs it and returns the gateway's receipt, as Report does a
 // ticket.
 func (d *Device) ReportPayword(ctx context.Context, ch *devicefw.Chain, i uint32) (protocol.Receipt, error) {
-	d.mu.Lock()
-	msg, _, err := d.cfg.Client.ReportPayword(ch, i)
-	if err == nil {
-		msg = append([]byte(nil), msg...)
-	}
-	d.mu.Unlock()
-	if err != nil {
-		return protocol.Receipt{}, err
-	}
-	return d.Send(ctx, msg)
+	return d.sendNew(ctx, func() ([]byte, uint64, error) { return d.cfg.Client.ReportPayword(ch, i) })
 }
 
 // Send POSTs one ticket's bytes and handles the receipt.

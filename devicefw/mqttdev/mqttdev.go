@@ -127,10 +127,17 @@ func (d *Device) Redeem(voucher []byte) error {
 // Report signs a ticket for the readings, keeps it pending and publishes
 // it. It does not wait for the broker; the receipt comes to OnReceipt.
 func (d *Device) Report(nowMs uint64, readings []devicefw.Reading) (uint64, error) {
+	return d.publishNew(func() ([]byte, uint64, error) { return d.cfg.Client.Report(nowMs, readings) })
+}
+
+// publishNew makes a ticket with mk (under the client's lock), keeps it
+// pending, and publishes a copy: the pending slot may be reused before
+// paho writes it.
+func (d *Device) publishNew(mk func() ([]byte, uint64, error)) (uint64, error) {
 	d.mu.Lock()
-	msg, seq, err := d.cfg.Client.Report(nowMs, readings)
+	msg, seq, err := mk()
 	if err == nil {
-		msg = append([]byte(nil), msg...) // the pending slot may be reused before paho writes it
+		msg = append([]byte(nil), msg...)
 	}
 	d.mu.Unlock()
 	if err != nil {
@@ -160,20 +167,7 @@ func (d *Device) Commit(ch *devicefw.Chain) error {
 // ReportPayword moves the chain to index i, keeps the payword ticket
 // pending and publishes it, as Report does a ticket.
 func (d *Device) ReportPayword(ch *devicefw.Chain, i uint32) (uint64, error) {
-	d.mu.Lock()
-	msg, seq, err := d.cfg.Client.ReportPayword(ch, i)
-	if err == nil {
-		msg = append([]byte(nil), msg...)
-	}
-	d.mu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	d.conn.Publish(d.ticketTopic(), 1, false, msg)
-	if d.cfg.OnPublish != nil {
-		d.cfg.OnPublish(seq, msg)
-	}
-	return seq, nil
+	return d.publishNew(func() ([]byte, uint64, error) { return d.cfg.Client.ReportPayword(ch, i) })
 }
 
 // ResendPending publishes every pending ticket again, oldest first.

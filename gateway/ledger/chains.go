@@ -49,7 +49,7 @@ import (
 type chainRecord struct {
 	protocol.Commitment
 	Account, Provider string           // who the chain's usage is charged to and owed to at its commitment
-	Last              uint32           // the last accepted index (0: only the commitment)
+	Last              uint32           // the last accepted index (0: only the commitment); see loadChainNow
 	LastWord          protocol.Payword // w_Last (the anchor while Last is 0)
 	SegFrom           uint32           // where the segment not reported yet starts
 	SegFromWord       protocol.Payword // w_SegFrom
@@ -60,8 +60,12 @@ type chainRecord struct {
 }
 
 // A chain is kept as two records: its terms, written once with the
-// commitment ("c" key), and its progress, rewritten by every payword ("s"
-// key), so that a payword writes a few dozen bytes, not the commitment.
+// commitment ("c" key), and its segment ("s" key), written when a payword
+// starts a segment in a new window, when a segment is reported and when
+// the chain retires. Between those, the newest chain's last index and
+// payword move only in the device's state (activeChain): loadChainNow
+// reads them from there, and the "s" record's Last is authoritative only
+// for a retired chain.
 
 func (r chainRecord) encodeTerms() []byte {
 	c := r.Commitment

@@ -9,10 +9,73 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
+
+// chainBooks is books with a settable clock, one-minute windows for
+// provider utility and a signer, for payword chain tests.
+type chainBooks struct {
+	t     *testing.T
+	ctx   context.Context
+	st    *store.Store
+	bk    *Books
+	terms *Terms
+	t0    time.Time // a window's start
+	now   time.Time
+}
+
+func newChainBooks(t *testing.T) *chainBooks {
+	cb := &chainBooks{t: t, ctx: context.Background(), st: openStore(t, filepath.Join(t.TempDir(), "state.db")),
+		t0: time.UnixMilli(1_790_000_000_000 - 1_790_000_000_000%60_000)}
+	if err := Init(cb.ctx, cb.st); err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	signer, _ := protocol.NewEd25519Signer(priv)
+	cb.now = cb.t0
+	cb.bk = New(cb.st, Config{Signer: signer, Now: func() time.Time { return cb.now }})
+	cb.terms = testTerms(t, 1_000_000_000_000)
+	cb.terms.Policies["utility"] = metering.Policy{Length: 60_000}
+	return cb
+}
+
+// status runs f in a store operation and returns its receipt's status.
+func (cb *chainBooks) status(f func(tx *bolt.Tx) (protocol.Receipt, bool, error)) protocol.Status {
+	cb.t.Helper()
+	var rc protocol.Receipt
+	if err := cb.st.Do(cb.ctx, func(tx *bolt.Tx) error {
+		var err error
+		rc, _, err = f(tx)
+		return err
+	}); err != nil {
+		cb.t.Fatal(err)
+	}
+	return rc.Status
+}
+
+// outbox is every record in the outbox, decoded, in seq order.
+func (cb *chainBooks) outbox() []*strict.Message {
+	cb.t.Helper()
+	var out []*strict.Message
+	for cursor := uint64(0); ; {
+		o, ok, err := cb.bk.Next(cursor)
+		if err != nil {
+			cb.t.Fatal(err)
+		}
+		if !ok {
+			return out
+		}
+		cursor = o.Seq
+		m, err := strict.Decode(o.Bytes)
+		if err != nil {
+			cb.t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+}
 
 // A chain's progress records follow the aggregate windows: each names the
 // aggregate whose window holds its paywords' usage, none is sent before
@@ -21,18 +84,8 @@ import (
 // proven quantity, which is all of its usage here (a payword device
 // alone on its meter).
 func TestChainProgressFollowsWindows(t *testing.T) {
-	ctx := context.Background()
-	st := openStore(t, filepath.Join(t.TempDir(), "state.db"))
-	if err := Init(ctx, st); err != nil {
-		t.Fatal(err)
-	}
-	_, priv, _ := ed25519.GenerateKey(nil)
-	signer, _ := protocol.NewEd25519Signer(priv)
-	t0 := time.UnixMilli(1_790_000_000_000 - 1_790_000_000_000%60_000) // a window's start
-	now := t0
-	bk := New(st, Config{Signer: signer, Now: func() time.Time { return now }})
-	terms := testTerms(t, 1_000_000_000_000)
-	terms.Policies["utility"] = metering.Policy{Length: 60_000}
+	cb := newChainBooks(t)
+	ctx, st, bk, terms, t0 := cb.ctx, cb.st, cb.bk, cb.terms, cb.t0
 	mac, _ := protocol.NewHMAC(make([]byte, 32))
 	const n, units = 1000, 5
 	type chain struct {
@@ -42,18 +95,13 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 	chains := []chain{{protocol.ChainID{1, 2, 3}, protocol.Payword{9}}, {protocol.ChainID{4, 5, 6}, protocol.Payword{8}}}
 	do := func(f func(tx *bolt.Tx) (protocol.Receipt, bool, error)) {
 		t.Helper()
-		var rc protocol.Receipt
-		if err := st.Do(ctx, func(tx *bolt.Tx) error {
-			var err error
-			rc, _, err = f(tx)
-			return err
-		}); err != nil || rc.Status != protocol.StatusAccepted {
-			t.Fatalf("%+v, %v", rc, err)
+		if s := cb.status(f); s != protocol.StatusAccepted {
+			t.Fatalf("status %d", s)
 		}
 	}
 	commit := func(at time.Duration, number uint32, start uint64) {
 		t.Helper()
-		now = t0.Add(at)
+		cb.now = t0.Add(at)
 		ch := chains[number-1]
 		c := protocol.Commitment{Device: "plug-1", Chain: ch.id, Number: number, Meter: "energy_wh", Units: units, Length: n,
 			Anchor: protocol.PaywordWalk(&ch.id, ch.seed, n), Start: start, Expiry: uint64(t0.Add(time.Hour).UnixMilli())}
@@ -68,7 +116,7 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 	}
 	pay := func(at time.Duration, number, i uint32) {
 		t.Helper()
-		now = t0.Add(at)
+		cb.now = t0.Add(at)
 		ch := chains[number-1]
 		pw := protocol.PaywordTicket{Device: "plug-1", Chain: ch.id, Index: i, Word: protocol.PaywordWalk(&ch.id, ch.seed, uint64(n-i))}
 		pb, err := protocol.AppendPaywordTicket(nil, &pw)
@@ -82,11 +130,11 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 	}
 	report := func(at time.Duration) int {
 		t.Helper()
-		now = t0.Add(at)
-		if err := bk.CloseWindows(ctx, terms, now); err != nil {
+		cb.now = t0.Add(at)
+		if err := bk.CloseWindows(ctx, terms, cb.now); err != nil {
 			t.Fatal(err)
 		}
-		k, err := bk.ReportChains(ctx, terms, now)
+		k, err := bk.ReportChains(ctx, terms, cb.now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,19 +169,7 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 	proven := map[uint64]uint64{} // aggregate seq → its proven quantity
 	covered := map[uint64]uint64{}
 	next := map[string]uint32{} // by commitment: where the chain's last record ended
-	for cursor := uint64(0); ; {
-		o, ok, err := bk.Next(cursor)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			break
-		}
-		cursor = o.Seq
-		m, err := strict.Decode(o.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range cb.outbox() {
 		switch {
 		case m.Aggregate != nil:
 			a := m.Aggregate
@@ -225,18 +261,8 @@ func TestChainProgressMigrated(t *testing.T) {
 // and those of the window still add up to its aggregate's proven
 // quantity.
 func TestHeldPaywordLeavesAGap(t *testing.T) {
-	ctx := context.Background()
-	st := openStore(t, filepath.Join(t.TempDir(), "state.db"))
-	if err := Init(ctx, st); err != nil {
-		t.Fatal(err)
-	}
-	_, priv, _ := ed25519.GenerateKey(nil)
-	signer, _ := protocol.NewEd25519Signer(priv)
-	t0 := time.UnixMilli(1_790_000_000_000 - 1_790_000_000_000%60_000)
-	now := t0
-	bk := New(st, Config{Signer: signer, Now: func() time.Time { return now }})
-	terms := testTerms(t, 1_000_000_000_000)
-	terms.Policies["utility"] = metering.Policy{Length: 60_000}
+	cb := newChainBooks(t)
+	bk, terms, t0 := cb.bk, cb.terms, cb.t0
 	payer := testPayer
 	payer.Rules = map[string]*metering.Rules{"energy_wh": {MaxJump: 200}}
 	mac, _ := protocol.NewHMAC(make([]byte, 32))
@@ -246,18 +272,7 @@ func TestHeldPaywordLeavesAGap(t *testing.T) {
 		Anchor: protocol.PaywordWalk(&id, seed, n), Expiry: uint64(t0.Add(time.Hour).UnixMilli())}
 	var enc protocol.Encoder
 	raw, _ := enc.AppendCommitment(nil, &c, mac)
-	status := func(f func(tx *bolt.Tx) (protocol.Receipt, bool, error)) protocol.Status {
-		t.Helper()
-		var rc protocol.Receipt
-		if err := st.Do(ctx, func(tx *bolt.Tx) error {
-			var err error
-			rc, _, err = f(tx)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return rc.Status
-	}
+	status := cb.status
 	if s := status(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
 		return bk.ApplyCommitment(tx, terms, payer, &c, raw)
 	}); s != protocol.StatusAccepted {
@@ -267,7 +282,7 @@ func TestHeldPaywordLeavesAGap(t *testing.T) {
 		i    uint32
 		want protocol.Status
 	}{{10, protocol.StatusAccepted}, {100, protocol.StatusHeld}, {110, protocol.StatusAccepted}} {
-		now = t0.Add(time.Duration(k+1) * time.Second)
+		cb.now = t0.Add(time.Duration(k+1) * time.Second)
 		pw := protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: step.i, Word: protocol.PaywordWalk(&id, seed, uint64(n-step.i))}
 		pb, _ := protocol.AppendPaywordTicket(nil, &pw)
 		var tk protocol.Ticket
@@ -277,28 +292,16 @@ func TestHeldPaywordLeavesAGap(t *testing.T) {
 			t.Fatalf("index %d: status %d; want %d", step.i, s, step.want)
 		}
 	}
-	now = t0.Add(2 * time.Minute)
-	if err := bk.CloseWindows(ctx, terms, now); err != nil {
+	cb.now = t0.Add(2 * time.Minute)
+	if err := bk.CloseWindows(cb.ctx, terms, cb.now); err != nil {
 		t.Fatal(err)
 	}
-	if k, err := bk.ReportChains(ctx, terms, now); err != nil || k != 2 {
+	if k, err := bk.ReportChains(cb.ctx, terms, cb.now); err != nil || k != 2 {
 		t.Fatalf("%d progress records, %v; want 2 (0..10 and 100..110)", k, err)
 	}
 	var spans [][2]uint32
 	var proven, covered uint64
-	for cursor := uint64(0); ; {
-		o, ok, err := bk.Next(cursor)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !ok {
-			break
-		}
-		cursor = o.Seq
-		m, err := strict.Decode(o.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range cb.outbox() {
 		if m.Aggregate != nil {
 			proven += m.Aggregate.Proven
 		}
