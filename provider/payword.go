@@ -50,30 +50,55 @@ type PaywordUsage struct {
 // anchor in From steps and w_To down to w_From in To − From steps: To −
 // From + From = To hashes in all, at most the chain's length.
 func VerifyPayword(p PaywordProof, device protocol.Verifier) (PaywordUsage, error) {
+	u, c, err := checkProof(p, func(string) protocol.Verifier { return device })
+	if err != nil {
+		return u, err
+	}
+	return u, walkProof(&c, &p, 0, c.Anchor)
+}
+
+// checkProof is VerifyPayword without the hashing: the commitment parsed
+// and, if keyOf has a key for its device, verified; the indexes in
+// range; the usage they stand for.
+func checkProof(p PaywordProof, keyOf func(device string) protocol.Verifier) (PaywordUsage, protocol.Commitment, error) {
 	var env protocol.Envelope
 	var c protocol.Commitment
 	if err := protocol.ParseCommitment(p.Commitment, &env, &c); err != nil {
-		return PaywordUsage{}, fmt.Errorf("%w: commitment: %v", ErrPayword, err)
-	}
-	if device != nil {
-		if err := env.Verify(device, nil); err != nil {
-			return PaywordUsage{}, fmt.Errorf("%w: the commitment is not the device's: %v", ErrPayword, err)
-		}
+		return PaywordUsage{}, c, fmt.Errorf("%w: commitment: %v", ErrPayword, err)
 	}
 	u := PaywordUsage{Device: c.Device, Meter: c.Meter, Chain: c.Chain}
+	if device := keyOf(c.Device); device != nil {
+		if err := env.Verify(device, nil); err != nil {
+			return u, c, fmt.Errorf("%w: the commitment is not the device's: %v", ErrPayword, err)
+		}
+		u.Attested = true
+	}
 	switch {
 	case p.To > c.Length:
-		return u, fmt.Errorf("%w: index %d is past the chain's length %d", ErrPayword, p.To, c.Length)
+		return u, c, fmt.Errorf("%w: index %d is past the chain's length %d", ErrPayword, p.To, c.Length)
 	case p.From > p.To:
-		return u, fmt.Errorf("%w: from index %d is above to index %d", ErrPayword, p.From, p.To)
-	case protocol.PaywordWalk(&c.Chain, p.ToWord, uint64(p.To-p.From)) != p.FromWord:
-		return u, fmt.Errorf("%w: payword %d does not hash down to payword %d", ErrPayword, p.To, p.From)
-	case protocol.PaywordWalk(&c.Chain, p.FromWord, uint64(p.From)) != c.Anchor:
-		return u, fmt.Errorf("%w: payword %d does not hash down to the anchor", ErrPayword, p.From)
+		return u, c, fmt.Errorf("%w: from index %d is above to index %d", ErrPayword, p.From, p.To)
 	}
-	u.FromRegister, u.ToRegister, u.Attested = c.Register(p.From), c.Register(p.To), device != nil
+	u.FromRegister, u.ToRegister = c.Register(p.From), c.Register(p.To)
 	u.Quantity = u.ToRegister - u.FromRegister
-	return u, nil
+	return u, c, nil
+}
+
+// walkProof checks that w_To hashes down to w_From, and w_From down to
+// known, the chain's payword at index at ≤ From: the anchor at 0, or one
+// proven before, so that a receiver hashes each step of a chain once,
+// not From steps again for every record.
+func walkProof(c *protocol.Commitment, p *PaywordProof, at uint32, known protocol.Payword) error {
+	switch {
+	case protocol.PaywordWalk(&c.Chain, p.ToWord, uint64(p.To-p.From)) != p.FromWord:
+		return fmt.Errorf("%w: payword %d does not hash down to payword %d", ErrPayword, p.To, p.From)
+	case protocol.PaywordWalk(&c.Chain, p.FromWord, uint64(p.From-at)) != known:
+		if at == 0 {
+			return fmt.Errorf("%w: payword %d does not hash down to the anchor", ErrPayword, p.From)
+		}
+		return fmt.Errorf("%w: payword %d does not hash down to payword %d, proven before", ErrPayword, p.From, at)
+	}
+	return nil
 }
 
 // PaywordClaim is one aggregate's payword quantity (protocol.Aggregate

@@ -288,7 +288,7 @@ func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b [
 			return hold(holdPaywordUnproven)
 		}
 		p, u := rec.progress, rec.usage
-		if err := pgProve(ctx, tx, s, p, u); errors.Is(err, ErrPayword) {
+		if err := pgProve(ctx, tx, s, &rec); errors.Is(err, ErrPayword) {
 			res.why = err.Error()
 			return hold(holdPaywordUnproven)
 		} else if err != nil {
@@ -345,12 +345,19 @@ func pgClaim(ctx context.Context, tx pgx.Tx, s protocol.StreamID, a *protocol.Ag
 }
 
 // pgProve is proveBolt in PostgreSQL.
-func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, p *protocol.ChainProgress, u *PaywordUsage) error {
+func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec *record) error {
+	p, u := rec.progress, rec.usage
 	var lastTo int64
-	err := tx.QueryRow(ctx, "SELECT last_to FROM payword_chains WHERE device = $1 AND chain = $2 FOR UPDATE", u.Device, u.Chain[:]).Scan(&lastTo)
+	var word []byte
+	err := tx.QueryRow(ctx, "SELECT last_to, last_word FROM payword_chains WHERE device = $1 AND chain = $2 FOR UPDATE",
+		u.Device, u.Chain[:]).Scan(&lastTo, &word)
 	seen := err == nil
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return err
+	}
+	lastWord := rec.commitment.Anchor
+	if seen {
+		copy(lastWord[:], word)
 	}
 	kid, epoch, seq := s.KeyID[:], int64(s.Epoch), int64(p.Aggregate)
 	c, _, err := pgLoadClaim(ctx, tx, kid, epoch, seq)
@@ -365,8 +372,12 @@ func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, p *protocol.Ch
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO payword_chains (device, chain, last_to) VALUES ($1, $2, $3)
-		ON CONFLICT (device, chain) DO UPDATE SET last_to = EXCLUDED.last_to`, u.Device, u.Chain[:], int64(p.To)); err != nil {
+	if err := walkProof(rec.commitment, &rec.proof, uint32(lastTo), lastWord); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO payword_chains (device, chain, last_to, last_word) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (device, chain) DO UPDATE SET last_to = EXCLUDED.last_to, last_word = EXCLUDED.last_word`,
+		u.Device, u.Chain[:], int64(p.To), p.ToWord[:]); err != nil {
 		return err
 	}
 	if !linked {

@@ -289,3 +289,31 @@ func TestReadDeviceKeys(t *testing.T) {
 		}
 	}
 }
+
+// After a gap (paywords held at the gateway), a record is checked
+// against the chain's last proven payword: a genuine one passes, one
+// whose paywords agree with each other but not with the chain is held.
+func TestPaywordGapCheckedAgainstTheLastProven(t *testing.T) {
+	stores(t, func(t *testing.T, open opener) {
+		g := newGW(t)
+		r, err := open(provider.Keys(g.pub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		ps := newPaywordStream(t, g, mustSigner(t))
+		mustBook(t, r, ps.progress(1, 0, 0, 100), provider.Accepted)
+		forged := protocol.ChainProgress{Gateway: "gw-1", Seq: 2, Provider: "water", Account: "flat-3", Commitment: ps.cb,
+			From: 150, To: 200, ToWord: protocol.Payword{0xf0}, Epoch: 7}
+		forged.FromWord = protocol.PaywordWalk(&ps.id, forged.ToWord, 50)
+		var enc protocol.Encoder
+		b, err := enc.AppendChainProgress(nil, &forged, g.s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bk := mustBook(t, r, b, provider.PaywordUnproven); !strings.Contains(bk.Unproven, "proven before") {
+			t.Errorf("a forged record after a gap: %q", bk.Unproven)
+		}
+		mustBook(t, r, ps.progress(3, 0, 150, 200), provider.Accepted)
+	})
+}

@@ -79,7 +79,7 @@ var (
 	// while it is not reconciled (deleted once it is).
 	bucketPaywordClaims = []byte("paywordclaims")
 	// bucketPaywordChains: device 0 chain id → the highest index its
-	// progress records proved (4 bytes).
+	// progress records proved (4 bytes) and its payword.
 	bucketPaywordChains = []byte("paywordchains")
 
 	legacySeen = []byte("seen")
@@ -436,15 +436,19 @@ func (r *Receiver) Accept(b []byte) (Booking, error) {
 		return bk, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if p := rec.progress; p != nil {
-		// The usage a chain progress record claims is proven here, from its
+		// The usage a chain progress record claims is proven from its
 		// paywords and the device's commitment alone: the gateway's
-		// signature above says only that the gateway sent it.
-		proof := PaywordProof{Commitment: p.Commitment, From: p.From, FromWord: p.FromWord, To: p.To, ToWord: p.ToWord}
-		u, err := VerifyPayword(proof, nil)
-		if v, ok := r.devices[u.Device]; ok && err == nil {
-			u, err = VerifyPayword(proof, v)
-		}
-		rec.usage, rec.unproven = &u, err
+		// signature above says only that the gateway sent it. The
+		// commitment is checked here, the hashes in the books, against
+		// the chain's last proven payword (proveBolt, pgProve).
+		rec.proof = PaywordProof{Commitment: p.Commitment, From: p.From, FromWord: p.FromWord, To: p.To, ToWord: p.ToWord}
+		u, c, err := checkProof(rec.proof, func(device string) protocol.Verifier {
+			if v, ok := r.devices[device]; ok {
+				return v
+			}
+			return nil
+		})
+		rec.usage, rec.commitment, rec.unproven = &u, &c, err
 		bk.Payword = &u
 	}
 	s, _ := protocol.StreamOf(env.KeyID, rec.epoch) // a trusted kid has the length
@@ -558,10 +562,12 @@ type record struct {
 	agg     *protocol.Aggregate
 	credit  *protocol.Credit
 	hold    *protocol.Hold
-	// A chain progress record, and what checking its paywords found.
-	progress *protocol.ChainProgress
-	usage    *PaywordUsage
-	unproven error
+	// A chain progress record, and what checking its commitment found.
+	progress   *protocol.ChainProgress
+	proof      PaywordProof
+	commitment *protocol.Commitment
+	usage      *PaywordUsage
+	unproven   error
 }
 
 func recordOf(m *strict.Message) record {
@@ -625,7 +631,7 @@ func book(tx *bolt.Tx, s protocol.StreamID, rec record, b []byte) (bookResult, e
 	if rec.progress != nil {
 		err := rec.unproven
 		if err == nil {
-			err = proveBolt(tx, s, rec.progress, rec.usage)
+			err = proveBolt(tx, s, &rec)
 		}
 		if errors.Is(err, ErrPayword) {
 			res.held, res.why = holdPaywordUnproven, err.Error()
@@ -722,13 +728,16 @@ func claimBolt(tx *bolt.Tx, s protocol.StreamID, a *protocol.Aggregate) error {
 // proveBolt adds a verified progress record to its chain's proven index
 // and its aggregate's claim; an error wrapping ErrPayword says why the
 // record cannot be booked.
-func proveBolt(tx *bolt.Tx, s protocol.StreamID, p *protocol.ChainProgress, u *PaywordUsage) error {
+func proveBolt(tx *bolt.Tx, s protocol.StreamID, rec *record) error {
+	p, u := rec.progress, rec.usage
 	chains := tx.Bucket(bucketPaywordChains)
 	ck := append(append([]byte(u.Device), 0), u.Chain[:]...)
-	last := chains.Get(ck)
+	last := chains.Get(ck) // the highest index proven (4 bytes) and its payword
 	var lastTo uint32
-	if len(last) == 4 {
+	lastWord := rec.commitment.Anchor
+	if len(last) == 4+protocol.PaywordSize {
 		lastTo = binary.BigEndian.Uint32(last)
+		copy(lastWord[:], last[4:])
 	}
 	claims := tx.Bucket(bucketPaywordClaims)
 	k := seqKey(s, p.Aggregate)
@@ -741,7 +750,10 @@ func proveBolt(tx *bolt.Tx, s protocol.StreamID, p *protocol.ChainProgress, u *P
 	if err != nil {
 		return err
 	}
-	if err := chains.Put(ck, binary.BigEndian.AppendUint32(nil, p.To)); err != nil {
+	if err := walkProof(rec.commitment, &rec.proof, lastTo, lastWord); err != nil {
+		return err
+	}
+	if err := chains.Put(ck, append(binary.BigEndian.AppendUint32(nil, p.To), p.ToWord[:]...)); err != nil {
 		return err
 	}
 	if !linked {

@@ -1,6 +1,6 @@
 -- Each aggregate's payword quantity and what the chain progress records
 -- naming it proved, while the two differ (deleted once they are equal);
--- each chain's highest index proven; and, in the totals, what the
+-- each chain's highest index proven and its payword; and, in the totals, what the
 -- aggregates claimed and the part proven without a device key.
 CREATE TABLE payword_claims (
     kid      bytea   NOT NULL,
@@ -20,6 +20,7 @@ CREATE TABLE payword_chains (
     device  text   NOT NULL,
     chain   bytea  NOT NULL,
     last_to bigint NOT NULL,
+    last_word bytea NOT NULL,
     PRIMARY KEY (device, chain)
 );
 ALTER TABLE paywords ADD COLUMN claimed numeric NOT NULL DEFAULT 0;
