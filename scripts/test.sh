@@ -30,6 +30,11 @@ fi
 step "go vet"
 go vet ./...
 
+step "go mod tidy: go.mod and go.sum already say what the code imports"
+if ! go mod tidy -diff; then
+  echo "go mod tidy would change go.mod or go.sum (the diff above): run go mod tidy"; exit 1
+fi
+
 step "TinyGo: firmware compiles for microcontrollers"
 bash scripts/tinygo-check.sh
 
