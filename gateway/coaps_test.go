@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -22,7 +21,6 @@ import (
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/coapdev"
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -249,38 +247,6 @@ func TestCoapdevDevice(t *testing.T) {
 	if d.Pending() != 0 || charged != 2_700_000_000 {
 		t.Fatalf("pending %d, charged %d; want 0 and 9 kWh at 0.30", d.Pending(), charged)
 	}
-}
-
-// TestSimOverCoAP: the simulator's CoAP mode, 30 devices with their own
-// DTLS sessions, every ticket accepted and the books balanced.
-func TestSimOverCoAP(t *testing.T) {
-	var specs []devSpec
-	for i := 0; i < 30; i++ {
-		typ := "hmac"
-		if i%2 == 1 {
-			typ = "ed25519"
-		}
-		specs = append(specs, devSpec{fmt.Sprintf("cell-%02d", i), typ, "fleet"})
-	}
-	tg := startGateway(t, specs, func(c *gateway.Config) { c.DTLS.HandshakeRate, c.DTLS.HandshakeBurst = 1000, 1000 })
-	rf, _ := gateway.ReadRegistryFile(tg.cfg.Devices)
-	var devs []sim.Device
-	for _, e := range rf.Devices {
-		devs = append(devs, sim.Device{Entry: e, Secrets: tg.secrets[e.ID]})
-	}
-	rep, err := sim.Run(context.Background(), sim.Config{Transport: "coaps", CoAPAddr: tg.CoAPAddr(), Devices: devs,
-		Rate: 300, Duration: time.Second, Drain: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Sent < 30 || rep.Accepted != rep.Sent || rep.Missing != 0 || rep.BadReceipts != 0 || rep.HandshakesPerSecond == 0 {
-		t.Fatalf("sim over CoAP: %+v", rep)
-	}
-	ir, _ := gateway.Inspect(tg.Store(), nil)
-	if !ir.Reconcile.Balanced || uint64(ir.Reconcile.ReceiptsCharged) != rep.Charged["EUR"] {
-		t.Fatalf("books %+v; sim saw %d", ir.Reconcile, rep.Charged["EUR"])
-	}
-	t.Logf("%d tickets over DTLS, %.0f handshakes/s at setup, p99 %v", rep.Accepted, rep.HandshakesPerSecond, rep.P99)
 }
 
 // TestCoAPRetransmissionIsDeduplicated: a confirmable request retransmitted

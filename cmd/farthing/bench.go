@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/farthing-iot/farthing/internal/bench"
+	"github.com/farthing-iot/farthing/cmd/farthing/internal/bench"
 )
 
 // runBench measures the gateway against this machine's limits.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/farthing-iot/farthing/internal/bench"
+	"github.com/farthing-iot/farthing/cmd/farthing/internal/bench"
 )
 
 // TestMain lets the test binary stand in for the farthing command: the

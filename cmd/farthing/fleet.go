@@ -22,11 +22,11 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/farthing-iot/farthing/cmd/farthing/internal/demo"
+	"github.com/farthing-iot/farthing/cmd/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/store"
-	"github.com/farthing-iot/farthing/internal/demo"
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )

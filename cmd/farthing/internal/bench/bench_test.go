@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/farthing-iot/farthing/internal/bench"
+	"github.com/farthing-iot/farthing/cmd/farthing/internal/bench"
 )
 
 func TestLimitsMeasureSomething(t *testing.T) {

@@ -15,8 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/farthing-iot/farthing/cmd/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/internal/sim"
 )
 
 // Memory is the gateway's resident memory with a large fleet: many devices

@@ -21,9 +21,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/farthing-iot/farthing/cmd/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/internal/keyfile"
-	"github.com/farthing-iot/farthing/internal/sim"
 )
 
 // Options shape a run.

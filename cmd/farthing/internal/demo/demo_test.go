@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/farthing-iot/farthing/internal/demo"
+	"github.com/farthing-iot/farthing/cmd/farthing/internal/demo"
 	"github.com/farthing-iot/farthing/metering"
 )
 
