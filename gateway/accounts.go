@@ -79,7 +79,7 @@ func (g *Gateway) accountRoutes(m *http.ServeMux) {
 			http.Error(w, "amount: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		res, err := g.ingest.books.TopUp(r.Context(), terms(), r.PathValue("id"), amount, req.Ref, credentialOf(r))
+		res, err := g.ingest.Books().TopUp(r.Context(), terms(), r.PathValue("id"), amount, req.Ref, credentialOf(r))
 		if err == nil {
 			g.metrics.Transport.WithLabelValues("operator", "top_up").Inc()
 			g.log.Info("top-up", "account", r.PathValue("id"), "amount", amount.String(), "ref", req.Ref,

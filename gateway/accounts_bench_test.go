@@ -41,7 +41,7 @@ func BenchmarkRedeemVoucher(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := range vouchers {
-		if _, err := tg.RedeemVoucher(context.Background(), vouchers[i], "", "bench"); err != nil {
+		if _, err := tg.Ingest().RedeemVoucher(context.Background(), vouchers[i], "", "bench"); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -63,7 +63,7 @@ func (g *Gateway) shipAudit(ctx context.Context, now time.Time) error {
 		return nil
 	}
 	for range 16 { // at most 16 × 256 aggregates a round
-		bundles, through, err := g.ingest.books.AuditBundles(&g.ingest.Snapshot().Terms, 256)
+		bundles, through, err := g.ingest.Books().AuditBundles(&g.ingest.Snapshot().Terms, 256)
 		if err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ func (g *Gateway) shipAudit(ctx context.Context, now time.Time) error {
 				return fmt.Errorf("audit sink %s: %w", g.audit.dir, err)
 			}
 		}
-		if err := g.ingest.books.AuditShipped(ctx, through); err != nil {
+		if err := g.ingest.Books().AuditShipped(ctx, through); err != nil {
 			return err
 		}
 		if len(bundles) < 256 {

@@ -19,7 +19,7 @@ func (g *Gateway) backupRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /backup", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Trailer", BackupChecksumTrailer)
-		w.Header().Set("X-Farthing-Stream", g.ingest.books.Stream().String())
+		w.Header().Set("X-Farthing-Stream", g.ingest.Books().Stream().String())
 		h := sha256.New()
 		n, err := g.store.WriteBackup(io.MultiWriter(w, h))
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/coapdev"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -89,7 +90,7 @@ func TestCoAPOverDTLSWithPSK(t *testing.T) {
 	if r := coapReceipt(t, tg, "plug-1", resp); resp.Code() != codes.Changed || r.Charged != 600_000_000 {
 		t.Fatalf("2 kWh: %v %+v", resp.Code(), r)
 	}
-	before, _ := gateway.Inspect(tg.Store(), nil)
+	before, _ := ledger.Inspect(tg.Store(), nil)
 	// A's ticket over B's session is refused by the pipeline.
 	resp = post(t, cc, 18, signed(t, tg, "evse-1", 1, 5))
 	if r := coapReceipt(t, tg, "plug-1", resp); resp.Code() != codes.BadRequest || r.Reason != protocol.ReasonDeviceMismatch {
@@ -129,7 +130,7 @@ func TestCoAPOverDTLSWithPSK(t *testing.T) {
 			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
 		}
 	}
-	after, _ := gateway.Inspect(tg.Store(), nil)
+	after, _ := ledger.Inspect(tg.Store(), nil)
 	if after.Reconcile != before.Reconcile {
 		t.Fatalf("refused requests changed the books")
 	}
@@ -144,7 +145,7 @@ func TestCoAPOverDTLSWithPSK(t *testing.T) {
 	if err := pskHandshake(addr, "plug-1", tg.secrets["plug-1"].DTLSPSK()); err != nil {
 		t.Fatalf("the right PSK: %v", err)
 	}
-	final, _ := gateway.Inspect(tg.Store(), nil)
+	final, _ := ledger.Inspect(tg.Store(), nil)
 	if final.Reconcile.Tickets != 2 {
 		t.Fatalf("stored %d tickets; want the 2 accepted", final.Reconcile.Tickets)
 	}
@@ -280,7 +281,7 @@ func TestCoAPRetransmissionIsDeduplicated(t *testing.T) {
 	if got[0].Status != protocol.StatusAccepted || got[1] != got[0] {
 		t.Fatalf("retransmission answered %+v after %+v; want the same accepted receipt", got[1], got[0])
 	}
-	rep, _ := gateway.Inspect(tg.Store(), nil)
+	rep, _ := ledger.Inspect(tg.Store(), nil)
 	if rep.Reconcile.Tickets != 2 {
 		t.Fatalf("stored %d tickets", rep.Reconcile.Tickets)
 	}

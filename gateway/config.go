@@ -11,6 +11,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/ingest"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/farthing-iot/farthing/gateway/coaps"
@@ -60,7 +62,7 @@ type Config struct {
 	Forward ForwardSettings `yaml:"forward"`
 	// Fraud is what the gateway does about devices that break their
 	// plausibility rules or look cloned.
-	Fraud FraudConfig `yaml:"fraud"`
+	Fraud ingest.FraudConfig `yaml:"fraud"`
 	// Audit is where the audit data (raw tickets and Merkle leaves) goes
 	// before the edge prunes it.
 	Audit AuditConfig `yaml:"audit"`
@@ -79,25 +81,6 @@ type AuditConfig struct {
 	Dir string `yaml:"dir"`
 	// Rotate starts a new file this often; default 1h.
 	Rotate time.Duration `yaml:"rotate"`
-}
-
-// FraudConfig sets the automatic suspension of devices. A suspended
-// device's tickets are refused (reason device_suspended) until an
-// operator resumes it (farthing device resume).
-type FraudConfig struct {
-	// SuspendAfter suspends a device with this many tickets held within
-	// Window; 0 (the default) never does.
-	SuspendAfter int `yaml:"suspend_after"`
-	// Window is the time signs are counted over; default 1h.
-	Window time.Duration `yaml:"window"`
-	// Clones is "log" (the default: a suspected clone is counted and
-	// logged) or "suspend" (it is also suspended).
-	Clones string `yaml:"clones"`
-	// CloneSignals is how many signs of a clone within Window make a
-	// suspected clone; default 5. Signs: the device's MQTT session taken
-	// over from another address, a second DTLS session from another
-	// address, a ticket answered superseded (two seq streams interleaving).
-	CloneSignals int `yaml:"clone_signals"`
 }
 
 // UpstreamConfig is one destination of aggregates.
@@ -392,21 +375,8 @@ func (c *Config) setDefaults() error {
 			c.Providers[i].Window = time.Hour
 		}
 	}
-	if c.Fraud.Window == 0 {
-		c.Fraud.Window = time.Hour
-	}
-	if c.Fraud.CloneSignals == 0 {
-		c.Fraud.CloneSignals = 5
-	}
-	switch c.Fraud.Clones {
-	case "":
-		c.Fraud.Clones = "log"
-	case "log", "suspend":
-	default:
-		return fmt.Errorf("%w: fraud.clones: %q: want log or suspend", ErrConfig, c.Fraud.Clones)
-	}
-	if c.Fraud.SuspendAfter < 0 || c.Fraud.CloneSignals < 0 || c.Fraud.Window < 0 {
-		return fmt.Errorf("%w: fraud: suspend_after, clone_signals and window must not be negative", ErrConfig)
+	if err := c.Fraud.Normalize(); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	c.MQTT.DoorConfig.SetDefaults()
 	c.DTLS.Limits.SetDefaults()

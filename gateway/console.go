@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/registry"
+
 	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
@@ -68,7 +70,7 @@ type console struct {
 	sampler *sampler
 
 	mu          sync.Mutex // guards inspected and inspectedAt
-	inspected   *Report
+	inspected   *ledger.Report
 	inspectedAt time.Time
 }
 
@@ -259,13 +261,13 @@ var errNoSuchDevice = errors.New("no such device in the registry")
 
 // report returns the state file's report, read at most once every two
 // seconds however many pages and streams ask.
-func (c *console) report() (*Report, error) {
+func (c *console) report() (*ledger.Report, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.inspected != nil && time.Since(c.inspectedAt) < consoleEventsEvery {
 		return c.inspected, nil
 	}
-	rep, err := Inspect(c.g.store, c.g.ingest.Snapshot())
+	rep, err := ledger.Inspect(c.g.store, &c.g.ingest.Snapshot().Terms)
 	if err != nil {
 		return nil, err
 	}
@@ -443,10 +445,10 @@ type deviceRow struct {
 	Inactive                       string // "revoked", "disabled" or ""
 }
 
-func (c *console) row(d *Device, seqs map[string]uint64, held map[string]int, balances map[string]string) deviceRow {
+func (c *console) row(d *registry.Device, seqs map[string]uint64, held map[string]int, balances map[string]string) deviceRow {
 	g := c.g
 	r := deviceRow{ID: d.ID, Account: d.Account, Provider: d.Provider, KeyType: d.KeyType, LastSeq: seqs[d.ID], Held: held[d.ID],
-		Suspended: g.ingest.suspended(d.ID), Balance: balances[d.Account]}
+		Suspended: g.ingest.Suspended(d.ID), Balance: balances[d.Account]}
 	var on []string
 	for t, door := range g.sessionDoors() {
 		if door.online(d.ID) {
@@ -455,7 +457,7 @@ func (c *console) row(d *Device, seqs map[string]uint64, held map[string]int, ba
 	}
 	sort.Strings(on)
 	r.Online = strings.Join(on, ", ")
-	r.LastSeen, r.LastTransport = g.ingest.seen.last(d.ID)
+	r.LastSeen, r.LastTransport = g.ingest.LastSeen(d.ID)
 	switch {
 	case d.Revoked:
 		r.Inactive = "revoked"
@@ -494,7 +496,7 @@ type devicesList struct {
 
 func (c *console) devicesPage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
 	q := strings.TrimSpace(r.URL.Query().Get("q"))
-	var match []*Device
+	var match []*registry.Device
 	for _, d := range c.g.ingest.Snapshot().Registry.Devices() {
 		if q == "" || strings.Contains(strings.ToLower(d.ID), strings.ToLower(q)) || strings.Contains(strings.ToLower(d.Account), strings.ToLower(q)) {
 			match = append(match, d)
@@ -607,13 +609,13 @@ func (c *console) accountPage(_ http.ResponseWriter, r *http.Request) (string, a
 
 // sealedRow is a sealed aggregate and where it is with each upstream.
 type sealedRow struct {
-	WindowReport
+	ledger.WindowReport
 	Upstreams []string // "name: confirmed", "name: sending", "name: waiting"
 }
 
 // windowsList is the windows page.
 type windowsList struct {
-	Open   []WindowReport
+	Open   []ledger.WindowReport
 	Sealed []sealedRow
 	Shown  int
 }
@@ -710,7 +712,7 @@ func (c *console) topUp(r *http.Request) (string, string, error) {
 	if ref == "" {
 		return back, "", errors.New("ref: a reference (a payment id) is required, so that sending the form twice tops up once")
 	}
-	res, err := c.g.ingest.books.TopUp(r.Context(), &c.g.ingest.Snapshot().Terms, id, amount, ref, credentialOf(r))
+	res, err := c.g.ingest.Books().TopUp(r.Context(), &c.g.ingest.Snapshot().Terms, id, amount, ref, credentialOf(r))
 	if err != nil {
 		return back, "", err
 	}
@@ -730,7 +732,7 @@ func (c *console) settle(r *http.Request) (string, string, error) {
 	if err != nil {
 		return back, "", errors.New("seq: want a number")
 	}
-	books, terms := c.g.ingest.books, &c.g.ingest.Snapshot().Terms
+	books, terms := c.g.ingest.Books(), &c.g.ingest.Snapshot().Terms
 	var settle func(context.Context, *ledger.Terms, string, uint64, string, string) (ledger.Held, error)
 	switch action {
 	case "release":

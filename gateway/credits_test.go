@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
@@ -54,7 +55,7 @@ func TestCreditsGoUpstreamAndDoubleRedemptionIsFlagged(t *testing.T) {
 		Expiry: uint64(time.Now().Add(time.Hour).UnixMilli())}, signer)
 	ctx := context.Background()
 	for _, tg := range gws {
-		if _, err := tg.RedeemVoucher(ctx, v, "", "test"); err != nil {
+		if _, err := tg.Ingest().RedeemVoucher(ctx, v, "", "test"); err != nil {
 			t.Fatalf("each gateway alone accepts the voucher: %v", err)
 		}
 	}
@@ -93,7 +94,7 @@ func TestCreditsGoUpstreamAndDoubleRedemptionIsFlagged(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	for _, tg := range gws {
-		insp, _ := gateway.Inspect(tg.Store(), nil)
+		insp, _ := ledger.Inspect(tg.Store(), nil)
 		if !insp.Reconcile.Balanced {
 			t.Fatalf("gateway books: %+v", insp.Reconcile)
 		}

@@ -8,40 +8,10 @@ import (
 	"net/http"
 	"sort"
 
+	"github.com/farthing-iot/farthing/gateway/entrance"
 	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
-)
-
-// The device registry lives in package registry, which tools that only
-// provision or simulate devices import without the daemon. These names
-// keep the gateway's own API as it was.
-type (
-	// DeviceEntry is one device in devices.yaml (registry.Entry).
-	DeviceEntry = registry.Entry
-	// RegistryFile is the layout of devices.yaml (registry.File).
-	RegistryFile = registry.File
-	// Device is a registry entry with its keys derived (registry.Device).
-	Device = registry.Device
-	// Registry is a snapshot of the device registry (registry.Registry).
-	Registry = registry.Registry
-	// DeviceSecrets is what a provisioned device holds (registry.Secrets).
-	DeviceSecrets = registry.Secrets
-	// Known is what registry entries are checked against (registry.Known).
-	Known = registry.Known
-	// NextKey is a key a device rotates to (registry.NextKey).
-	NextKey = registry.NextKey
-)
-
-// Registry functions (see package registry).
-var (
-	NewDevice         = registry.NewDevice
-	SecretsOf         = registry.SecretsOf
-	DTLSPSKOf         = registry.DTLSPSKOf
-	ReadRegistryFile  = registry.ReadFile
-	WriteRegistryFile = registry.WriteFile
-	BuildRegistry     = registry.Build
-	RegistryKeyIDs    = registry.KeyIDs
 )
 
 // DeviceCheck is the body of POST /devices/check: registry entries about
@@ -97,7 +67,7 @@ func (g *Gateway) deviceRoutes(m *http.ServeMux) {
 			http.Error(w, errNoSuchDevice.Error()+": "+dev, http.StatusNotFound)
 			return
 		}
-		res := g.ingest.Submit(r.Context(), Submission{Device: dev, Payload: req.Commitment, Transport: "operator"})
+		res := g.ingest.Submit(r.Context(), entrance.Message{Device: dev, Payload: req.Commitment, Transport: "operator"})
 		g.log.Info("payword chain registered through the operator API", "device", dev, "status", res.Receipt.Status.String(),
 			"reason", res.Receipt.Reason.String(), "credential", credentialOf(r))
 		writeJSON(w, g.log, res.Receipt)
@@ -133,7 +103,7 @@ func (g *Gateway) deviceRoutes(m *http.ServeMux) {
 		}
 		snap := g.ingest.Snapshot()
 		for _, d := range req.Devices {
-			e := DeviceEntry{ID: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs, DailyCap: d.DailyCap}
+			e := registry.Entry{ID: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs, DailyCap: d.DailyCap}
 			if _, err := registry.CheckTerms(e, snap); err != nil {
 				g.log.Warn("operator API: device refused by the configuration", "device", d.ID, "error", err)
 				http.Error(w, fmt.Sprintf("device %s: %v", d.ID, err), http.StatusUnprocessableEntity)
@@ -179,14 +149,14 @@ func (g *Gateway) DeviceStatus(id string) (DeviceStatus, error) {
 	if err != nil {
 		return DeviceStatus{}, err
 	}
-	st := DeviceStatus{DeviceView: v, Suspended: g.ingest.suspended(id), Online: []string{}}
+	st := DeviceStatus{DeviceView: v, Suspended: g.ingest.Suspended(id), Online: []string{}}
 	for t, d := range g.sessionDoors() {
 		if d.online(id) {
 			st.Online = append(st.Online, t)
 		}
 	}
 	sort.Strings(st.Online)
-	if at, tr := g.ingest.seen.last(id); !at.IsZero() {
+	if at, tr := g.ingest.LastSeen(id); !at.IsZero() {
 		st.LastSeen, st.LastTransport = at.UnixMilli(), tr
 	}
 	return st, nil

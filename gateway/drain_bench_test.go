@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/entrance"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
 )
@@ -37,18 +39,18 @@ func BenchmarkDrainAfterOutage(b *testing.B) {
 	for i := 0; i <= b.N+1; i++ {
 		tk, _ := enc.AppendTicket(nil, &protocol.Ticket{Device: "plug-1", Seq: uint64(i + 1), Time: t0 + uint64(2*i),
 			Readings: []protocol.Reading{{Meter: "energy_wh", Register: uint64(10 * i)}}}, signer)
-		if res := tg.Ingest().Submit(context.Background(), gateway.Submission{Device: "plug-1", Payload: tk, Transport: "bench"}); res.Receipt.Status != protocol.StatusAccepted {
+		if res := tg.Ingest().Submit(context.Background(), entrance.Message{Device: "plug-1", Payload: tk, Transport: "bench"}); res.Receipt.Status != protocol.StatusAccepted {
 			b.Fatalf("ticket %d: %+v", i, res.Receipt)
 		}
 	}
-	rep, _ := gateway.Inspect(tg.Store(), nil)
+	rep, _ := ledger.Inspect(tg.Store(), nil)
 	want := rep.Outbox
 	b.ResetTimer()
 	hs.Config.Handler = r.Handler(nil)
 	hs.Start()
 	defer hs.Close()
 	for {
-		rep, _ = gateway.Inspect(tg.Store(), nil)
+		rep, _ = ledger.Inspect(tg.Store(), nil)
 		if rep.Outbox == 0 {
 			break
 		}
@@ -113,7 +115,7 @@ func BenchmarkIngestForwarding(b *testing.B) {
 				go func() {
 					defer wg.Done()
 					for _, tk := range tickets[i] {
-						if res := tg.Ingest().Submit(context.Background(), gateway.Submission{Device: d.id, Payload: tk, Transport: "bench"}); res.Receipt.Status != protocol.StatusAccepted {
+						if res := tg.Ingest().Submit(context.Background(), entrance.Message{Device: d.id, Payload: tk, Transport: "bench"}); res.Receipt.Status != protocol.StatusAccepted {
 							b.Errorf("%+v", res.Receipt)
 							return
 						}

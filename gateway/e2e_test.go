@@ -19,6 +19,8 @@ import (
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/mqttdev"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -47,7 +49,7 @@ func freeTCP(t testing.TB) int {
 type testGateway struct {
 	*gateway.Gateway
 	cfg     *gateway.Config
-	secrets map[string]gateway.DeviceSecrets
+	secrets map[string]registry.Secrets
 	broker  string
 	stop    func()
 	logs    *syncBuffer // the gateway's log, info and above
@@ -87,17 +89,17 @@ func startGateway(t testing.TB, devs []devSpec, opts ...func(*gateway.Config)) *
 		MQTT:      gateway.MQTTConfig{Listen: freePort(t)}, HTTP: gateway.HTTPConfig{Listen: "127.0.0.1:0"},
 		DTLS: gateway.DTLSConfig{Listen: "127.0.0.1:0"}}
 	os.WriteFile(filepath.Join(dir, "tariffs.yaml"), []byte(testTariffs), 0o600)
-	tg := &testGateway{cfg: cfg, secrets: map[string]gateway.DeviceSecrets{}}
-	var rf gateway.RegistryFile
+	tg := &testGateway{cfg: cfg, secrets: map[string]registry.Secrets{}}
+	var rf registry.File
 	for _, d := range devs {
-		e, s, err := gateway.NewDevice(d.id, d.keyType, d.account, "utility", map[string]string{"energy_wh": "energy", "on_ms": "ontime"})
+		e, s, err := registry.NewDevice(d.id, d.keyType, d.account, "utility", map[string]string{"energy_wh": "energy", "on_ms": "ontime"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rf.Devices = append(rf.Devices, e)
 		tg.secrets[d.id] = s
 	}
-	if err := gateway.WriteRegistryFile(filepath.Join(dir, "devices.yaml"), &rf); err != nil {
+	if err := registry.WriteFile(filepath.Join(dir, "devices.yaml"), &rf); err != nil {
 		t.Fatal(err)
 	}
 	full, err := gateway.LoadConfig("")
@@ -282,7 +284,7 @@ func TestTicketsAcceptedAndReconciled(t *testing.T) {
 	if charged == 0 {
 		t.Fatal("nothing charged")
 	}
-	rep, err := gateway.Inspect(tg.Store(), tg.Ingest().Snapshot())
+	rep, err := ledger.Inspect(tg.Store(), &tg.Ingest().Snapshot().Terms)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,13 +317,13 @@ func TestReplayedTicketChargesNothing(t *testing.T) {
 	if first.Status != protocol.StatusAccepted || first.Charged != 1_500_000_000 {
 		t.Fatalf("5 kWh at 0.30: %+v", first)
 	}
-	before, _ := gateway.Inspect(tg.Store(), nil)
+	before, _ := ledger.Inspect(tg.Store(), nil)
 	rc.publish(t, "plug-1", second) // the same bytes again
 	again := rc.receipt(t, tg)
 	if again.Status != protocol.StatusDuplicate || again.Charged != first.Charged || again.Seq != 2 {
 		t.Fatalf("replay answered %+v; want duplicate with the original charge", again)
 	}
-	after, _ := gateway.Inspect(tg.Store(), nil)
+	after, _ := ledger.Inspect(tg.Store(), nil)
 	if after.Reconcile != before.Reconcile || after.Accounts[0].Balance != before.Accounts[0].Balance {
 		t.Fatalf("a replay changed the books: %+v → %+v", before.Reconcile, after.Reconcile)
 	}
@@ -357,7 +359,7 @@ func TestTicketOfOneDeviceOnAnothersTopic(t *testing.T) {
 	// Device B publishing on A's topic is refused by the broker's ACL
 	// (MQTT 3.1.1: the connection is dropped).
 	b.Publish("farthing/v1/dev-a/ticket", 1, false, ticketA).WaitTimeout(2 * time.Second)
-	rep, _ := gateway.Inspect(tg.Store(), nil)
+	rep, _ := ledger.Inspect(tg.Store(), nil)
 	if rep.Reconcile.Tickets != 0 || len(rep.Devices) != 0 {
 		t.Fatalf("a refused ticket changed the state: %+v", rep)
 	}
@@ -372,7 +374,7 @@ func TestGarbageGetsAReasonAndChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, _ := gateway.Inspect(tg.Store(), nil)
+	before, _ := ledger.Inspect(tg.Store(), nil)
 	for _, tc := range []struct {
 		payload []byte
 		reason  protocol.Reason
@@ -387,7 +389,7 @@ func TestGarbageGetsAReasonAndChangesNothing(t *testing.T) {
 			t.Errorf("garbage %x…: %+v; want rejected %v", tc.payload[:min(8, len(tc.payload))], r, tc.reason)
 		}
 	}
-	after, _ := gateway.Inspect(tg.Store(), nil)
+	after, _ := ledger.Inspect(tg.Store(), nil)
 	if after.Reconcile != before.Reconcile || len(after.Devices) != 0 {
 		t.Fatalf("garbage changed the state")
 	}
@@ -405,7 +407,7 @@ func TestInsufficientFunds(t *testing.T) {
 	if r.Status != protocol.StatusInsufficientFunds || !r.HasBalance || r.Balance != 1000 || r.Charged != 0 {
 		t.Fatalf("charge past the balance: %+v", r)
 	}
-	rep, _ := gateway.Inspect(tg.Store(), nil)
+	rep, _ := ledger.Inspect(tg.Store(), nil)
 	if !rep.Reconcile.Balanced || rep.Reconcile.LedgerCharged != 0 {
 		t.Fatalf("an unpaid ticket reached the ledger: %+v", rep.Reconcile)
 	}
@@ -428,7 +430,7 @@ func TestPipelinedTicketsKeepOrderAndDurability(t *testing.T) {
 		toks[i] = rc.Publish("farthing/v1/plug-1/ticket", 1, false, signed(t, tg, "plug-1", uint64(i+1), uint64(1000+10*i)))
 	}
 	stored := func(seq uint64) bool {
-		_, _, ok := gateway.StoredTicket(tg.Store(), "plug-1", seq)
+		_, _, ok := ledger.StoredTicket(tg.Store(), "plug-1", seq)
 		return ok
 	}
 	for i, tok := range toks {

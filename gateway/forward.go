@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/upstream"
 )
 
@@ -74,8 +76,11 @@ func (c *ForwardSettings) SetDefaults() {
 // Forwarder sends the outbox to every configured upstream. An aggregate
 // leaves the outbox only when every upstream confirmed it.
 type Forwarder struct {
-	in    *Ingest
-	names []string // every configured upstream, for pruning
+	books   *ledger.Books
+	gateway string // the gateway id the aggregates are sent as
+	log     *slog.Logger
+	event   func(event string) // counts "send_failed", "confirmed"
+	names   []string           // every configured upstream, for pruning
 	// sending is, by upstream name, the seq of the aggregate being sent
 	// and not yet confirmed (an *atomic.Uint64; 0: none).
 	sending sync.Map
@@ -90,18 +95,18 @@ func (f *Forwarder) Sending(name string) uint64 {
 	return 0
 }
 
-// NewForwarder returns a forwarder for upstreams with these names.
-func NewForwarder(in *Ingest, names []string) *Forwarder {
-	return &Forwarder{in: in, names: slices.Clone(names)}
+// NewForwarder returns a forwarder of books' outbox, as gateway, for
+// upstreams with these names; event counts its sends' outcomes.
+func NewForwarder(books *ledger.Books, gateway string, names []string, log *slog.Logger, event func(string)) *Forwarder {
+	return &Forwarder{books: books, gateway: gateway, log: log, event: event, names: slices.Clone(names)}
 }
 
 // Run forwards to one upstream until ctx ends: in aggregate-seq order,
 // each sent until confirmed, retried with backoff and full jitter.
 func (f *Forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) error {
 	cfg.SetDefaults()
-	in := f.in
-	log := in.log.With("upstream", cfg.Name)
-	cursor, err := in.books.Confirmed(cfg.Name)
+	log := f.log.With("upstream", cfg.Name)
+	cursor, err := f.books.Confirmed(cfg.Name)
 	if err != nil {
 		return err
 	}
@@ -146,7 +151,7 @@ func (f *Forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) err
 			if ctx.Err() != nil {
 				break
 			}
-			in.metrics.Transport.WithLabelValues("upstream", "send_failed").Inc()
+			f.event("send_failed")
 			delay := min(cfg.BackoffMax, cfg.BackoffMin<<min(attempt, 30))
 			d := time.Duration(rand.Int64N(int64(delay) + 1))
 			log.Warn("upstream send failed; retrying", "seq", next.Seq, "attempt", attempt+1, "retry_in", d.Round(time.Millisecond), "error", err)
@@ -160,7 +165,7 @@ func (f *Forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) err
 		} else if attempt > 0 && time.Since(connectedSince) >= cfg.MinConnected {
 			attempt = 0
 		}
-		in.metrics.Transport.WithLabelValues("upstream", "confirmed").Inc()
+		f.event("confirmed")
 		sending.Store(0)
 		cursor = next.Seq
 		if err := f.confirm(ctx, cfg.Name, cursor); err != nil && ctx.Err() == nil {
@@ -177,19 +182,18 @@ type pending struct {
 
 // next returns the first outbox aggregate after cursor.
 func (f *Forwarder) next(cursor uint64) (pending, bool, error) {
-	o, ok, err := f.in.books.Next(cursor)
+	o, ok, err := f.books.Next(cursor)
 	if !ok || err != nil {
 		return pending{}, ok, err
 	}
-	gw := f.in.snap.Load().GatewayID
-	return pending{Outgoing: upstream.Outgoing{Seq: o.Seq, Gateway: gw, Provider: o.Provider, Key: o.Key,
+	return pending{Outgoing: upstream.Outgoing{Seq: o.Seq, Gateway: f.gateway, Provider: o.Provider, Key: o.Key,
 		Bytes: o.Bytes}, end: o.End}, true, nil
 }
 
 // confirm records an upstream's progress and drops from the outbox every
 // aggregate all upstreams confirmed.
 func (f *Forwarder) confirm(ctx context.Context, name string, seq uint64) error {
-	return f.in.books.Confirm(ctx, name, seq, f.names)
+	return f.books.Confirm(ctx, name, seq, f.names)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/devicefw"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/internal/keyfile"
@@ -189,11 +190,11 @@ func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
 	report(150) // windows keep sealing while the uplink is down
 	ns.start(t)
 	report(60)
-	if err := tg.Ingest().CloseWindows(context.Background(), time.Now().Add(time.Hour)); err != nil {
+	if err := tg.CloseWindows(context.Background(), time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	rep, _ := gateway.Inspect(tg.Store(), nil)
-	ledger := uint64(rep.Reconcile.LedgerCharged)
+	rep, _ := ledger.Inspect(tg.Store(), nil)
+	debited := uint64(rep.Reconcile.LedgerCharged)
 	sealed := uint64(len(rep.Sealed))
 	if !rep.Reconcile.Balanced || rep.Reconcile.WindowsOpen != 0 || sealed < 5 {
 		t.Fatalf("gateway books: %+v, %d sealed", rep.Reconcile, sealed)
@@ -202,23 +203,23 @@ func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
 	for {
 		ja, jn, jg := books(t, js...)
 		ha, hn, hg := books(t, httpRecv)
-		if ja == ledger && jn == sealed && ha == ledger && hn == sealed {
+		if ja == debited && jn == sealed && ha == debited && hn == sealed {
 			if jg != 0 || hg != 0 {
 				t.Fatalf("gaps: jetstream %d, http %d", jg, hg)
 			}
 			st := js[0].Stats()
 			st2 := js[1].Stats()
-			t.Logf("ledger %d nanos in %d aggregates; jetstream receivers booked %d + %d, http %d", ledger, sealed, st.Accepted, st2.Accepted, httpRecv.Stats().Accepted)
+			t.Logf("ledger %d nanos in %d aggregates; jetstream receivers booked %d + %d, http %d", debited, sealed, st.Accepted, st2.Accepted, httpRecv.Stats().Accepted)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 60s: ledger %d in %d aggregates; jetstream %d in %d; http %d in %d", ledger, sealed, ja, jn, ha, hn)
+			t.Fatalf("after 60s: ledger %d in %d aggregates; jetstream %d in %d; http %d in %d", debited, sealed, ja, jn, ha, hn)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	// The outbox empties once both upstreams confirmed everything.
 	for time.Now().Before(deadline) {
-		rep, _ = gateway.Inspect(tg.Store(), nil)
+		rep, _ = ledger.Inspect(tg.Store(), nil)
 		if rep.Outbox == 0 {
 			return
 		}
@@ -272,18 +273,18 @@ func TestMQTTUpstreamAndReceiverRestart(t *testing.T) {
 	r, stopR = startReceiver()
 	defer stopR()
 	report(50)
-	tg.Ingest().CloseWindows(context.Background(), time.Now().Add(time.Hour))
-	rep, _ := gateway.Inspect(tg.Store(), nil)
-	ledger, sealed := uint64(rep.Reconcile.LedgerCharged), uint64(len(rep.Sealed))
+	tg.CloseWindows(context.Background(), time.Now().Add(time.Hour))
+	rep, _ := ledger.Inspect(tg.Store(), nil)
+	debited, sealed := uint64(rep.Reconcile.LedgerCharged), uint64(len(rep.Sealed))
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		a, n, gaps := books(t, r)
-		if a == ledger && n == sealed && gaps == 0 {
+		if a == debited && n == sealed && gaps == 0 {
 			t.Logf("receiver booked %d aggregates, %d nanos, across a restart", n, a)
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 60s the receiver has %d in %d aggregates (%d gaps); ledger %d in %d", a, n, gaps, ledger, sealed)
+			t.Fatalf("after 60s the receiver has %d in %d aggregates (%d gaps); ledger %d in %d", a, n, gaps, debited, sealed)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -339,19 +340,19 @@ func TestJetStreamClusterNodeKilled(t *testing.T) {
 	nodes[0].kill()
 	t.Log("killed node n1")
 	report(200)
-	tg.Ingest().CloseWindows(context.Background(), time.Now().Add(time.Hour))
-	rep, _ := gateway.Inspect(tg.Store(), nil)
-	ledger, sealed := uint64(rep.Reconcile.LedgerCharged), uint64(len(rep.Sealed))
+	tg.CloseWindows(context.Background(), time.Now().Add(time.Hour))
+	rep, _ := ledger.Inspect(tg.Store(), nil)
+	debited, sealed := uint64(rep.Reconcile.LedgerCharged), uint64(len(rep.Sealed))
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		a, n, gaps := books(t, r)
-		if a == ledger && n == sealed && gaps == 0 {
+		if a == debited && n == sealed && gaps == 0 {
 			t.Logf("%d aggregates, %d nanos, through a cluster that lost a node (%d resends dropped)", n, a, r.Stats().Duplicates)
 			return
 		}
 		if time.Now().After(deadline) {
-			ir, _ := gateway.Inspect(tg.Store(), nil)
-			t.Fatalf("after 90s: receiver %d in %d aggregates (%d gaps); ledger %d in %d; outbox %d", a, n, gaps, ledger, sealed, ir.Outbox)
+			ir, _ := ledger.Inspect(tg.Store(), nil)
+			t.Fatalf("after 90s: receiver %d in %d aggregates (%d gaps); ledger %d in %d; outbox %d", a, n, gaps, debited, sealed, ir.Outbox)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -384,7 +385,7 @@ func TestInclusionProofs(t *testing.T) {
 			rc.Disconnect(50)
 		}
 	}
-	if err := tg.Ingest().CloseWindows(context.Background(), time.Now().Add(2*time.Hour)); err != nil {
+	if err := tg.CloseWindows(context.Background(), time.Now().Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	checked := 0
@@ -392,7 +393,7 @@ func TestInclusionProofs(t *testing.T) {
 		var dev string
 		var seq uint64
 		fmt.Sscanf(strings.Replace(ref, "/", " ", 1), "%s %d", &dev, &seq)
-		ps, err := gateway.TicketProofs(tg.Store(), dev, seq)
+		ps, err := ledger.TicketProofs(tg.Store(), dev, seq)
 		if seq == 1 {
 			if err == nil {
 				t.Errorf("%s: a baseline reading has a proof", ref)
@@ -423,7 +424,7 @@ func TestInclusionProofs(t *testing.T) {
 	if checked != 2*2*39 {
 		t.Fatalf("checked %d proofs", checked)
 	}
-	if _, err := gateway.TicketProofs(tg.Store(), "plug-1", 999); !errors.Is(err, gateway.ErrNoProof) {
+	if _, err := ledger.TicketProofs(tg.Store(), "plug-1", 999); !errors.Is(err, ledger.ErrNoProof) {
 		t.Fatalf("proof of an unknown ticket: %v", err)
 	}
 }
@@ -455,25 +456,25 @@ func TestTicketsPrunedAfterConfirmationAndRetention(t *testing.T) {
 		d.Report(now(), []devicefw.Reading{{Meter: 0, Register: i * 5}, {Meter: 1, Register: i * 100}})
 		d.next(t)
 	}
-	tg.Ingest().CloseWindows(context.Background(), time.Now().Add(2*time.Hour))
+	tg.CloseWindows(context.Background(), time.Now().Add(2*time.Hour))
 	// count is the number of tickets whose bytes are still kept.
 	count := func() (tickets int) {
 		for seq := uint64(1); seq <= 30; seq++ {
-			if _, raw, ok := gateway.StoredTicket(tg.Store(), "plug-1", seq); ok && raw != nil {
+			if _, raw, ok := ledger.StoredTicket(tg.Store(), "plug-1", seq); ok && raw != nil {
 				tickets++
 			}
 		}
 		return
 	}
 	// Unconfirmed: nothing goes, however old.
-	if n, _ := tg.Ingest().PruneTickets(context.Background(), []string{"h"}, 0, time.Now().Add(3*time.Hour)); n != 0 || count() != 30 {
+	if n, _ := tg.Ingest().Books().PruneTickets(context.Background(), []string{"h"}, 0, time.Now().Add(3*time.Hour)); n != 0 || count() != 30 {
 		t.Fatalf("pruned %d aggregates before any confirmation; %d tickets left", n, count())
 	}
 	<-recvOK
 	recvOK <- true // the upstream comes up and confirms everything
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		rep, _ := gateway.Inspect(tg.Store(), nil)
+		rep, _ := ledger.Inspect(tg.Store(), nil)
 		if rep.Outbox == 0 {
 			break
 		}
@@ -483,19 +484,19 @@ func TestTicketsPrunedAfterConfirmationAndRetention(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// Confirmed but within retention: kept.
-	if n, _ := tg.Ingest().PruneTickets(context.Background(), []string{"h"}, 24*time.Hour, time.Now()); n != 0 || count() != 30 {
+	if n, _ := tg.Ingest().Books().PruneTickets(context.Background(), []string{"h"}, 24*time.Hour, time.Now()); n != 0 || count() != 30 {
 		t.Fatalf("pruned %d within retention; %d tickets left", n, count())
 	}
-	before, _ := gateway.Inspect(tg.Store(), nil)
-	n, err := tg.Ingest().PruneTickets(context.Background(), []string{"h"}, time.Hour, time.Now().Add(4*time.Hour))
+	before, _ := ledger.Inspect(tg.Store(), nil)
+	n, err := tg.Ingest().Books().PruneTickets(context.Background(), []string{"h"}, time.Hour, time.Now().Add(4*time.Hour))
 	if err != nil || n == 0 || count() != 1 { // the baseline ticket is in no aggregate
 		t.Fatalf("after retention: pruned %d (%v); %d tickets left; want only the baseline", n, err, count())
 	}
-	after, _ := gateway.Inspect(tg.Store(), nil)
+	after, _ := ledger.Inspect(tg.Store(), nil)
 	if after.Reconcile != before.Reconcile {
 		t.Fatalf("pruning changed the books: %+v → %+v", before.Reconcile, after.Reconcile)
 	}
-	if _, err := gateway.TicketProofs(tg.Store(), "plug-1", 5); !errors.Is(err, gateway.ErrNoProof) {
+	if _, err := ledger.TicketProofs(tg.Store(), "plug-1", 5); !errors.Is(err, ledger.ErrNoProof) {
 		t.Fatalf("proof of a pruned ticket: %v", err)
 	}
 }

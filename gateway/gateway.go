@@ -17,13 +17,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/registry"
+
+	"github.com/farthing-iot/farthing/gateway/ingest"
 	"github.com/farthing-iot/farthing/gateway/ledger"
-	"github.com/farthing-iot/farthing/gateway/mqtt"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
-	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 // StateFile is the name of the state file in the data directory.
@@ -34,7 +35,7 @@ type Gateway struct {
 	cfg     *Config
 	log     *slog.Logger
 	store   *store.Store
-	ingest  *Ingest
+	ingest  *ingest.Ingest
 	metrics *Metrics
 	gc      *gcTuner
 	key     ed25519.PrivateKey
@@ -59,8 +60,6 @@ type Gateway struct {
 	housekept atomic.Int64    // Unix ns of housekeeping's last round
 	// operatorAddr is the operator API's TCP address once ready ("" if off).
 	operatorAddr string
-	// issuers verify vouchers, by key id (voucher_issuers).
-	issuers map[string]*strict.Ed25519Verifier
 	// minFree is limits.min_free_bytes as worked out at start-up.
 	minFree int64
 	// While the store is full (housekeeping's goroutine only): since when,
@@ -103,8 +102,9 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway key %s: want an Ed25519 private key, found a %s", cfg.KeyFile, k.Kind())
 	}
 	g.key = k.Private
-	if g.issuers, err = loadIssuers(cfg.VoucherIssuers); err != nil {
-		return nil, err
+	issuers, err := ingest.LoadIssuers(cfg.VoucherIssuers)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	g.minFree = g.minFreeFloor()
 	kid := protocol.KeyIDOf(protocol.AlgEdDSA, k.Private.Public().(ed25519.PublicKey))
@@ -146,29 +146,30 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	}
 	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream, SeqBase: base,
 		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }})
-	g.ingest = NewIngest(books, snap, cfg.Limits, g.metrics, log)
-	if err := g.ingest.SetFraud(cfg.Fraud); err != nil {
+	g.ingest, err = ingest.New(ingest.Config{Books: books, Snapshot: snap, MaxClockSkew: cfg.Limits.MaxClockSkew,
+		RetryAfter: cfg.Limits.RetryAfter, Fraud: cfg.Fraud, Issuers: issuers, Metrics: g.metrics.Metrics, Log: log,
+		OnSuspend: func(device string) {
+			// Closed by housekeeping within a second, after the receipt of
+			// the message that led to the suspension has gone out.
+			g.mu.Lock()
+			g.toClose = append(g.toClose, device)
+			g.mu.Unlock()
+		}})
+	if err != nil {
 		st.Close()
-		return nil, fmt.Errorf("suspended devices: %w", err)
+		return nil, err
 	}
 	if cfg.Audit.Sink == "files" {
 		g.audit = &auditFiles{dir: cfg.Audit.Dir, rotate: cfg.Audit.Rotate}
 	} else {
 		log.Warn("audit sink off: raw tickets and Merkle leaves are dropped with the rest after limits.audit_retention")
 	}
-	g.ingest.onSuspend = func(device string) {
-		// Closed by housekeeping within a second, after the receipt of
-		// the ticket that led to the suspension has gone out.
-		g.mu.Lock()
-		g.toClose = append(g.toClose, device)
-		g.mu.Unlock()
-	}
 	log.Info("aggregate stream", "gateway", cfg.GatewayID, "stream", stream.String())
 	return g, nil
 }
 
 // Ingest returns the pipeline, for transports added from outside.
-func (g *Gateway) Ingest() *Ingest { return g.ingest }
+func (g *Gateway) Ingest() *ingest.Ingest { return g.ingest }
 
 // Store returns the state store.
 func (g *Gateway) Store() *store.Store { return g.store }
@@ -186,8 +187,8 @@ func (g *Gateway) HTTPAddr() string {
 
 // loadSnapshot reads the tariff and device files and the configuration
 // into a snapshot. A missing file is empty (every ticket is refused).
-func (g *Gateway) loadSnapshot() (*Snapshot, error) {
-	snap := &Snapshot{Terms: ledger.Terms{GatewayID: g.cfg.GatewayID, Policies: map[string]metering.Policy{},
+func (g *Gateway) loadSnapshot() (*ingest.Snapshot, error) {
+	snap := &ingest.Snapshot{Terms: ledger.Terms{GatewayID: g.cfg.GatewayID, Policies: map[string]metering.Policy{},
 		Accounts: map[string]metering.Account{}, Caps: map[string]metering.Caps{}, LowBalance: map[string]metering.Nanos{}}}
 	for _, a := range g.cfg.Accounts {
 		acct, _ := a.Opening()
@@ -212,14 +213,14 @@ func (g *Gateway) loadSnapshot() (*Snapshot, error) {
 	} else {
 		return nil, err
 	}
-	rf, err := ReadRegistryFile(g.cfg.Devices)
+	rf, err := registry.ReadFile(g.cfg.Devices)
 	if err != nil {
 		return nil, err
 	}
 	if fi, err := os.Stat(g.cfg.Devices); err == nil {
 		mt[1] = fi.ModTime()
 	}
-	if snap.Registry, err = BuildRegistry(g.cfg.Devices, rf, snap); err != nil {
+	if snap.Registry, err = registry.Build(g.cfg.Devices, rf, snap); err != nil {
 		return nil, err
 	}
 	// Parsing a large registry file takes several times the memory the
@@ -251,7 +252,7 @@ func (g *Gateway) Reload() error {
 // closeSessionsOfStopped closes the open sessions of the devices the
 // reload from old to snap revoked, disabled or removed: they could not
 // connect again, and must not go on holding a session either.
-func (g *Gateway) closeSessionsOfStopped(old, snap *Snapshot) {
+func (g *Gateway) closeSessionsOfStopped(old, snap *ingest.Snapshot) {
 	if old == nil || old.Registry == nil {
 		return
 	}
@@ -316,25 +317,9 @@ func (g *Gateway) sessionDoors() map[string]door {
 	return g.doors
 }
 
-// handle is the MQTT transports' handler.
-func (g *Gateway) handle(transport string) mqtt.Handler {
-	return func(ctx context.Context, device string, payload []byte) mqtt.Reply {
-		p := g.ingest.Start(ctx, Submission{Device: device, Payload: payload, Transport: transport})
-		return func() ([]byte, bool) {
-			res := p.Wait()
-			return res.Bytes, res.Receipt.Status != protocol.StatusRetryLater
-		}
-	}
-}
-
-func (g *Gateway) handleCoAP(ctx context.Context, device string, payload []byte) ([]byte, protocol.Status, time.Duration) {
-	res := g.ingest.Submit(ctx, Submission{Device: device, Payload: payload, Transport: "coaps"})
-	return res.Bytes, res.Receipt.Status, time.Duration(res.Receipt.RetryAfter) * time.Millisecond
-}
-
 func (g *Gateway) dtlsPSK(identity string) ([]byte, bool) {
 	d := g.ingest.Snapshot().Registry.Device(identity)
-	if d == nil || !d.Active() || g.ingest.suspended(d.ID) {
+	if d == nil || !d.Active() || g.ingest.Suspended(d.ID) {
 		return nil, false
 	}
 	return d.DTLSPSK(), true
@@ -369,5 +354,5 @@ func (g *Gateway) CoAPAddr() string { return g.coapAddr }
 
 func (g *Gateway) authenticate(device string, password []byte) bool {
 	d := g.ingest.Snapshot().Registry.Device(device)
-	return d != nil && d.Active() && !g.ingest.suspended(d.ID) && d.CheckMQTTPassword(password)
+	return d != nil && d.Active() && !g.ingest.Suspended(d.ID) && d.CheckMQTTPassword(password)
 }

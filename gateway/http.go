@@ -57,7 +57,7 @@ func (g *Gateway) notReady() string {
 			why = append(why, l.name+" not accepting tickets")
 		}
 	}
-	if g.ingest.full.Load() {
+	if g.ingest.Full() {
 		why = append(why, "storage near its bound")
 	}
 	return strings.Join(why, "; ")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/entrance"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -34,7 +35,7 @@ func submitAll(b *testing.B, tg *testGateway, tickets [][][]byte, per int) {
 			defer wg.Done()
 			id := fmt.Sprintf("d%d", d)
 			for i := 0; i < per && n.Add(1) <= int64(b.N); i++ {
-				r := tg.Ingest().Submit(context.Background(), gateway.Submission{Device: id, Payload: tickets[d][i], Transport: "bench"})
+				r := tg.Ingest().Submit(context.Background(), entrance.Message{Device: id, Payload: tickets[d][i], Transport: "bench"})
 				if r.Receipt.Status != protocol.StatusAccepted {
 					b.Errorf("%s/%d: %+v", id, i, r.Receipt)
 					return
@@ -67,7 +68,7 @@ func BenchmarkSubmitPayword(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if r := tg.Ingest().Submit(context.Background(), gateway.Submission{Device: id, Payload: cb, Transport: "bench"}); r.Receipt.Status != protocol.StatusAccepted {
+		if r := tg.Ingest().Submit(context.Background(), entrance.Message{Device: id, Payload: cb, Transport: "bench"}); r.Receipt.Status != protocol.StatusAccepted {
 			b.Fatalf("%s's commitment: %+v", id, r.Receipt)
 		}
 		for i := 1; i <= per; i++ {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -121,7 +123,7 @@ func (m *mosquitto) start(t *testing.T) {
 // down, and green again once the gateway has reconnected.
 func TestReadinessFollowsTheExternalBroker(t *testing.T) {
 	var m *mosquitto
-	tg := startGatewayExternal(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}}, func(secrets map[string]gateway.DeviceSecrets) (string, string) {
+	tg := startGatewayExternal(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}}, func(secrets map[string]registry.Secrets) (string, string) {
 		users := map[string]string{"farthingd": "gateway-secret"}
 		for id, s := range secrets {
 			users[id] = s.MQTTPassword()
@@ -161,7 +163,7 @@ func TestReadinessFollowsTheExternalBroker(t *testing.T) {
 func TestExternalMosquitto(t *testing.T) {
 	devs := []devSpec{{"plug-1", "hmac", "prepaid-1"}, {"evse-1", "ed25519", "fleet"}}
 	// Provision first, to give Mosquitto the devices' passwords.
-	tg := startGatewayExternal(t, devs, func(secrets map[string]gateway.DeviceSecrets) (string, string) {
+	tg := startGatewayExternal(t, devs, func(secrets map[string]registry.Secrets) (string, string) {
 		users := map[string]string{"farthingd": "gateway-secret"}
 		for id, s := range secrets {
 			users[id] = s.MQTTPassword()
@@ -197,7 +199,7 @@ func TestExternalMosquitto(t *testing.T) {
 	if r := b.receipt(t, tg); r.Status != protocol.StatusRejected || r.Reason != protocol.ReasonDeviceMismatch {
 		t.Fatalf("A's ticket as B through Mosquitto: %+v", r)
 	}
-	rep, err := gateway.Inspect(tg.Store(), nil)
+	rep, err := ledger.Inspect(tg.Store(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,12 +268,12 @@ func mosquittoHoldsSessionsAndWills(t *testing.T, tg *testGateway) {
 // startGatewayExternal is startGateway in external mode; broker starts
 // the broker once the devices are provisioned and returns its URL and the
 // gateway's password.
-func startGatewayExternal(t *testing.T, devs []devSpec, broker func(map[string]gateway.DeviceSecrets) (string, string), extraYAML ...string) *testGateway {
+func startGatewayExternal(t *testing.T, devs []devSpec, broker func(map[string]registry.Secrets) (string, string), extraYAML ...string) *testGateway {
 	dir := t.TempDir()
-	secrets := map[string]gateway.DeviceSecrets{}
-	var rf gateway.RegistryFile
+	secrets := map[string]registry.Secrets{}
+	var rf registry.File
 	for _, d := range devs {
-		e, s, err := gateway.NewDevice(d.id, d.keyType, d.account, "utility", map[string]string{"energy_wh": "energy", "on_ms": "ontime"})
+		e, s, err := registry.NewDevice(d.id, d.keyType, d.account, "utility", map[string]string{"energy_wh": "energy", "on_ms": "ontime"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -280,7 +282,7 @@ func startGatewayExternal(t *testing.T, devs []devSpec, broker func(map[string]g
 	}
 	url, password := broker(secrets)
 	os.WriteFile(filepath.Join(dir, "tariffs.yaml"), []byte(testTariffs), 0o600)
-	gateway.WriteRegistryFile(filepath.Join(dir, "devices.yaml"), &rf)
+	registry.WriteFile(filepath.Join(dir, "devices.yaml"), &rf)
 	conf := filepath.Join(dir, "farthingd.yaml")
 	os.WriteFile(conf, []byte(fmt.Sprintf(`gateway_id: gw-ext
 data_dir: %s
@@ -330,7 +332,7 @@ func TestMosquittoPubSubmitsTicketFile(t *testing.T) {
 			t.Fatalf("mosquitto_pub: %v: %s", err, out)
 		}
 	}
-	rep, _ := gateway.Inspect(tg.Store(), nil)
+	rep, _ := ledger.Inspect(tg.Store(), nil)
 	// mosquitto_pub waits for the PUBACK, which comes after the commit.
 	if rep.Reconcile.Tickets != 2 || rep.Reconcile.ReceiptsCharged != 600_000_000 {
 		t.Fatalf("after two tickets from mosquitto_pub: %+v; want 2 tickets charging 0.60 EUR", rep.Reconcile)
@@ -342,7 +344,7 @@ func TestMosquittoPubSubmitsTicketFile(t *testing.T) {
 // of the broker, redeems it and answers with a receipt.
 func TestExternalMosquittoVoucher(t *testing.T) {
 	priv, pubPath := issuerKey(t)
-	tg := startGatewayExternal(t, []devSpec{{"kiosk-1", "hmac", "prepaid-1"}}, func(secrets map[string]gateway.DeviceSecrets) (string, string) {
+	tg := startGatewayExternal(t, []devSpec{{"kiosk-1", "hmac", "prepaid-1"}}, func(secrets map[string]registry.Secrets) (string, string) {
 		users := map[string]string{"farthingd": "gateway-secret"}
 		for id, s := range secrets {
 			users[id] = s.MQTTPassword()

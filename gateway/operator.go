@@ -20,6 +20,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/ledger"
+
 	"golang.org/x/net/netutil"
 )
 
@@ -232,7 +234,7 @@ func (g *Gateway) operatorMux() *http.ServeMux {
 			http.Error(w, "want ?ticket=DEVICE/SEQ", http.StatusBadRequest)
 			return
 		}
-		ps, err := TicketProofs(g.store, dev, seq)
+		ps, err := ledger.TicketProofs(g.store, dev, seq)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
@@ -245,7 +247,7 @@ func (g *Gateway) operatorMux() *http.ServeMux {
 	g.quarantineRoutes(m)
 	g.backupRoutes(m)
 	m.HandleFunc("GET /inspect", func(w http.ResponseWriter, _ *http.Request) {
-		rep, err := Inspect(g.store, g.ingest.Snapshot())
+		rep, err := ledger.Inspect(g.store, &g.ingest.Snapshot().Terms)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

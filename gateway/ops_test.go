@@ -11,6 +11,8 @@ import (
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -58,14 +60,14 @@ func TestRegistryReloadsWithoutRestart(t *testing.T) {
 	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}})
 	old := connectDevice(t, tg, "plug-1")
 	path := tg.cfg.Devices
-	rf, err := gateway.ReadRegistryFile(path)
+	rf, err := registry.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, s, _ := gateway.NewDevice("plug-2", "ed25519", "fleet", "utility", map[string]string{"energy_wh": "energy"})
+	e, s, _ := registry.NewDevice("plug-2", "ed25519", "fleet", "utility", map[string]string{"energy_wh": "energy"})
 	rf.Devices = append(rf.Devices, e)
 	tg.secrets["plug-2"] = s
-	if err := gateway.WriteRegistryFile(path, rf); err != nil {
+	if err := registry.WriteFile(path, rf); err != nil {
 		t.Fatal(err)
 	}
 	if err := tg.Reload(); err != nil { // what SIGHUP does; the file watch would too
@@ -92,7 +94,7 @@ func TestRegistryReloadsWithoutRestart(t *testing.T) {
 	}
 	// The file watch picks up a fixed file by itself.
 	rf.Devices = rf.Devices[:1]
-	gateway.WriteRegistryFile(path, rf)
+	registry.WriteFile(path, rf)
 	deadline := time.Now().Add(10 * time.Second)
 	for tg.Ingest().Snapshot().Registry.Device("plug-2") != nil {
 		if time.Now().After(deadline) {
@@ -135,7 +137,7 @@ func TestDiskBoundAnswersRetryLater(t *testing.T) {
 	if r := d.next(t); r.Status != protocol.StatusAccepted {
 		t.Fatal(r)
 	}
-	before, _ := gateway.Inspect(tg.Store(), nil)
+	before, _ := ledger.Inspect(tg.Store(), nil)
 	tg.Ingest().SetFull(true) // what the disk watch does past limits.max_store_bytes or min_free_bytes
 	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 2}})
 	r := d.next(t)
@@ -145,7 +147,7 @@ func TestDiskBoundAnswersRetryLater(t *testing.T) {
 	if d.Pending() != 1 {
 		t.Fatalf("the device dropped a retry-later ticket")
 	}
-	after, _ := gateway.Inspect(tg.Store(), nil)
+	after, _ := ledger.Inspect(tg.Store(), nil)
 	if after.Reconcile != before.Reconcile {
 		t.Fatalf("a refused ticket changed the books")
 	}

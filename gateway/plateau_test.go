@@ -40,7 +40,7 @@ func TestStatePlateaus(t *testing.T) {
 		c.Audit = gateway.AuditConfig{Sink: "files", Dir: auditDir, Rotate: time.Hour}
 	})
 	var sent uint64 = 1
-	var rep *gateway.Report
+	var rep *ledger.Report
 	// settle waits until windows sealed, the upstream confirmed and
 	// housekeeping pruned everything past the horizon: only the baselines
 	// and what the last windows hold are kept. The bytes in use are read
@@ -49,7 +49,7 @@ func TestStatePlateaus(t *testing.T) {
 	settle := func() {
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 			var err error
-			if rep, err = gateway.Inspect(tg.Store(), nil); err != nil {
+			if rep, err = ledger.Inspect(tg.Store(), nil); err != nil {
 				t.Fatal(err)
 			}
 			kept := 0
@@ -95,7 +95,7 @@ func TestStatePlateaus(t *testing.T) {
 	if !rc.Balanced || rc.Tickets != devices*(sent-1) || rc.ReceiptsCharged != rc.LedgerCharged {
 		t.Fatalf("reconcile after pruning: %+v (sent %d)", rc, devices*(sent-1))
 	}
-	if _, raw, ok := gateway.StoredTicket(tg.Store(), plug(3), 10); ok || raw != nil {
+	if _, raw, ok := ledger.StoredTicket(tg.Store(), plug(3), 10); ok || raw != nil {
 		t.Fatal("an old ticket is still in the state file")
 	}
 	days, _ := ledger.FoldedDays(tg.Store(), "fleet")

@@ -63,7 +63,7 @@ func (g *Gateway) quarantineRoutes(m *http.ServeMux) {
 				http.Error(w, "want {\"note\": \"…\"}: "+err.Error(), http.StatusBadRequest)
 				return
 			}
-			books, terms, dev := g.ingest.books, &g.ingest.Snapshot().Terms, r.PathValue("device")
+			books, terms, dev := g.ingest.Books(), &g.ingest.Snapshot().Terms, r.PathValue("device")
 			settle := books.Release
 			if action == "void" {
 				settle = books.Void

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/ingest"
+
 	"github.com/farthing-iot/farthing/gateway/coaps"
 	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/mqtt"
@@ -77,12 +79,12 @@ func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc 
 	event := func(e string) { g.metrics.Transport.WithLabelValues("mqtt", e).Inc() }
 	switch g.cfg.MQTT.Mode {
 	case "embedded":
-		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.handle("mqtt"),
+		b, err := mqtt.NewBroker(mqtt.BrokerConfig{Listen: g.cfg.MQTT.Listen, Topics: topics, Handle: g.ingest.Handle,
 			Authenticate: g.authenticate, Log: g.log, Event: event, SessionExpiry: g.cfg.MQTT.SessionExpiry,
 			ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS), Door: g.cfg.MQTT.DoorConfig,
-			HandleVoucher: g.mqttVoucher,
+			Vouchers: true,
 			OnTakeover: func(dev, oldRemote, newRemote string) {
-				g.ingest.NoteCloneSign(dev, SignTakeover, "session of "+oldRemote+" taken over from "+newRemote)
+				g.ingest.NoteCloneSign(dev, ingest.SignTakeover, "session of "+oldRemote+" taken over from "+newRemote)
 			}})
 		if err != nil {
 			return err
@@ -106,10 +108,10 @@ func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc 
 		go func() {
 			defer wg.Done()
 			errc <- mqtt.RunClient(tctx, mqtt.ClientConfig{Broker: g.cfg.MQTT.Broker, ClientID: g.cfg.MQTT.ClientID,
-				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.handle("mqtt"), Log: g.log, Event: event, ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS),
-				Subscribed:    func() { up.Store(true); once.Do(func() { close(subscribed) }) },
-				HandleVoucher: g.mqttVoucher,
-				Lost:          func() { up.Store(false) }})
+				Username: g.cfg.MQTT.Username, Password: g.cfg.MQTT.Password, Topics: topics, Handle: g.ingest.Handle, Log: g.log, Event: event, ReceiptQoS: byte(g.cfg.MQTT.ReceiptQoS),
+				Subscribed: func() { up.Store(true); once.Do(func() { close(subscribed) }) },
+				Vouchers:   true,
+				Lost:       func() { up.Store(false) }})
 		}()
 		select {
 		case <-subscribed:
@@ -131,11 +133,11 @@ func (g *Gateway) startDTLS(tctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
-	cc := coaps.Config{Listen: c.Listen, Handle: g.handleCoAP, PSK: g.dtlsPSK, Log: g.log,
-		Certificate: cert, ClientCAs: cas, Limits: c.Limits, HandleVoucher: g.voucherFromDevice,
+	cc := coaps.Config{Listen: c.Listen, Handle: g.ingest.Handle, PSK: g.dtlsPSK, Log: g.log,
+		Certificate: cert, ClientCAs: cas, Limits: c.Limits, Vouchers: true,
 		Event: func(e string) { g.metrics.Transport.WithLabelValues("coaps", e).Inc() },
 		SecondSession: func(dev, oldRemote, newRemote string) {
-			g.ingest.NoteCloneSign(dev, SignDTLS, "session from "+newRemote+" while one from "+oldRemote+" is open")
+			g.ingest.NoteCloneSign(dev, ingest.SignDTLS, "session from "+newRemote+" while one from "+oldRemote+" is open")
 		}}
 	if c.CRLFile != "" {
 		if g.crl, err = newCRLWatch(c.CRLFile, c.ClientCAFile, g.log); err != nil {
@@ -163,7 +165,8 @@ func (g *Gateway) startForwarders(ctx context.Context, wg *sync.WaitGroup) error
 	for _, u := range g.cfg.Upstreams {
 		names = append(names, u.Name)
 	}
-	f := NewForwarder(g.ingest, names)
+	f := NewForwarder(g.ingest.Books(), g.cfg.GatewayID, names, g.log,
+		func(e string) { g.metrics.Transport.WithLabelValues("upstream", e).Inc() })
 	g.forwarder = f
 	for _, u := range g.cfg.Upstreams {
 		var up Upstream
@@ -236,10 +239,10 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 				}
 				released = now
 			}
-			if err := g.ingest.CloseWindows(ctx, now); err != nil && ctx.Err() == nil {
+			if err := g.CloseWindows(ctx, now); err != nil && ctx.Err() == nil {
 				g.log.Warn("closing windows failed", "error", err)
 			}
-			if _, err := g.ingest.books.ReportChains(ctx, &g.ingest.Snapshot().Terms, now); err != nil && ctx.Err() == nil {
+			if _, err := g.ingest.Books().ReportChains(ctx, &g.ingest.Snapshot().Terms, now); err != nil && ctx.Err() == nil {
 				g.log.Warn("reporting payword chains failed", "error", err)
 			}
 			g.watchDisk()
@@ -251,7 +254,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 			if err := g.shipAudit(ctx, now); err != nil && ctx.Err() == nil {
 				g.log.Error("audit sink failed: nothing is pruned until it takes the audit data", "error", err)
 			}
-			if _, err := g.ingest.books.Prune(ctx, ledger.PruneOptions{Upstreams: names, Retention: g.cfg.Limits.AuditRetention,
+			if _, err := g.ingest.Books().Prune(ctx, ledger.PruneOptions{Upstreams: names, Retention: g.cfg.Limits.AuditRetention,
 				Audit: g.audit != nil, Now: now}); err != nil && ctx.Err() == nil {
 				g.log.Warn("pruning failed", "error", err)
 			}
@@ -280,7 +283,7 @@ func (g *Gateway) watchDisk() {
 	use := g.store.Usage()
 	g.metrics.StoreBytes.Set(float64(st.FileBytes))
 	g.metrics.StoreInUse.Set(float64(use.InUse()))
-	g.metrics.OldestSealed.Set(g.ingest.books.OldestUnforwarded(time.Now()).Seconds())
+	g.metrics.OldestSealed.Set(g.ingest.Books().OldestUnforwarded(time.Now()).Seconds())
 	full := st.FileBytes > g.cfg.Limits.MaxStoreBytes
 	var fs syscall.Statfs_t
 	if err := syscall.Statfs(g.cfg.DataDir, &fs); err == nil {
@@ -300,8 +303,8 @@ func (g *Gateway) watchDisk() {
 		g.warned = false
 		g.metrics.StoreWarning.Set(0)
 	}
-	refused := g.ingest.fullRefused.Load()
-	switch was := g.ingest.full.Load(); {
+	refused := g.ingest.FullRefused()
+	switch was := g.ingest.Full(); {
 	case full && !was:
 		g.log.Warn("storage near its bound: new tickets are answered retry later until space comes back",
 			"state_bytes", st.FileBytes, "max_store_bytes", g.cfg.Limits.MaxStoreBytes, "free_bytes", int64(fs.Bavail)*int64(fs.Bsize), "min_free_bytes", g.minFree)
@@ -373,4 +376,10 @@ func (g *Gateway) watchFiles() {
 		g.mtimes = mt // do not retry a broken file every second
 		g.mu.Unlock()
 	}
+}
+
+// CloseWindows seals every open window whose end is at or before now,
+// with the terms in force (housekeeping does this every tick).
+func (g *Gateway) CloseWindows(ctx context.Context, now time.Time) error {
+	return g.ingest.Books().CloseWindows(ctx, &g.ingest.Snapshot().Terms, now)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/entrance"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -47,7 +48,7 @@ func submitMany(b testing.TB, tg *testGateway, devices int, from, n uint64) {
 			for seq := from; seq < from+n; seq++ {
 				t, _ := enc.AppendTicket(nil, &protocol.Ticket{Device: id, Seq: seq, Time: uint64(time.Now().UnixMilli()),
 					Readings: []protocol.Reading{{Meter: "energy_wh", Register: seq * 10}}}, s)
-				r := tg.Ingest().Submit(context.Background(), gateway.Submission{Device: id, Payload: t, Transport: "bench"})
+				r := tg.Ingest().Submit(context.Background(), entrance.Message{Device: id, Payload: t, Transport: "bench"})
 				if r.Receipt.Status != protocol.StatusAccepted {
 					b.Errorf("%s/%d: %+v", id, seq, r.Receipt)
 					return

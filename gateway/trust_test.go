@@ -22,20 +22,23 @@ import (
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/entrance"
+	"github.com/farthing-iot/farthing/gateway/ingest"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
 // editRegistry changes the gateway's device file and reloads it, as the
 // farthing CLI and SIGHUP do.
-func editRegistry(t *testing.T, tg *testGateway, change func(rf *gateway.RegistryFile)) {
+func editRegistry(t *testing.T, tg *testGateway, change func(rf *registry.File)) {
 	t.Helper()
-	rf, err := gateway.ReadRegistryFile(tg.cfg.Devices)
+	rf, err := registry.ReadFile(tg.cfg.Devices)
 	if err != nil {
 		t.Fatal(err)
 	}
 	change(rf)
-	if err := gateway.WriteRegistryFile(tg.cfg.Devices, rf); err != nil {
+	if err := registry.WriteFile(tg.cfg.Devices, rf); err != nil {
 		t.Fatal(err)
 	}
 	if err := tg.Reload(); err != nil {
@@ -43,7 +46,7 @@ func editRegistry(t *testing.T, tg *testGateway, change func(rf *gateway.Registr
 	}
 }
 
-func entry(rf *gateway.RegistryFile, id string) *gateway.DeviceEntry {
+func entry(rf *registry.File, id string) *registry.Entry {
 	for i := range rf.Devices {
 		if rf.Devices[i].ID == id {
 			return &rf.Devices[i]
@@ -54,7 +57,7 @@ func entry(rf *gateway.RegistryFile, id string) *gateway.DeviceEntry {
 
 // submit runs bytes through the pipeline as device would send them.
 func submit(tg *testGateway, device string, b []byte) protocol.Receipt {
-	return tg.Ingest().Submit(context.Background(), gateway.Submission{Device: device, Payload: b, Transport: "test"}).Receipt
+	return tg.Ingest().Submit(context.Background(), entrance.Message{Device: device, Payload: b, Transport: "test"}).Receipt
 }
 
 func ticketBy(t testing.TB, s protocol.Signer, device string, seq, reg uint64) []byte {
@@ -89,11 +92,11 @@ func TestRevokeClosesSessionsAndRefusesTheKey(t *testing.T) {
 	if resp := post(t, cc, 17, signed(t, tg, "plug-2", 1, 100)); resp.Code() != codes.Changed {
 		t.Fatalf("before over CoAP: %v", resp.Code())
 	}
-	editRegistry(t, tg, func(rf *gateway.RegistryFile) {
+	editRegistry(t, tg, func(rf *registry.File) {
 		for _, id := range []string{"plug-1", "plug-2"} {
 			e := entry(rf, id)
 			e.Revoked = true
-			kid, _, _ := gateway.RegistryKeyIDs(*e)
+			kid, _, _ := registry.KeyIDs(*e)
 			rf.RevokedKeys = append(rf.RevokedKeys, hex.EncodeToString(kid[:]))
 		}
 	})
@@ -124,13 +127,13 @@ func TestRevokeClosesSessionsAndRefusesTheKey(t *testing.T) {
 	}
 	// Re-registering the key under another entry (the revoked one
 	// removed) is refused, naming the line.
-	rf, _ := gateway.ReadRegistryFile(tg.cfg.Devices)
+	rf, _ := registry.ReadFile(tg.cfg.Devices)
 	again := *entry(rf, "plug-1")
 	again.ID, again.Revoked = "plug-1b", false
 	rf.Devices = append(rf.Devices[1:], again)
-	gateway.WriteRegistryFile(tg.cfg.Devices, rf)
-	rf, _ = gateway.ReadRegistryFile(tg.cfg.Devices)
-	if _, err := gateway.BuildRegistry(tg.cfg.Devices, rf, tg.Ingest().Snapshot()); err == nil ||
+	registry.WriteFile(tg.cfg.Devices, rf)
+	rf, _ = registry.ReadFile(tg.cfg.Devices)
+	if _, err := registry.Build(tg.cfg.Devices, rf, tg.Ingest().Snapshot()); err == nil ||
 		!strings.Contains(err.Error(), "was revoked") || !strings.Contains(err.Error(), "devices.yaml:") {
 		t.Errorf("a revoked key registered again: %v", err)
 	}
@@ -147,9 +150,9 @@ func TestRotationOverlap(t *testing.T) {
 	newSigner, _ := protocol.NewEd25519Signer(priv)
 	next := make([]byte, protocol.MasterSecretSize)
 	rand.Read(next)
-	editRegistry(t, tg, func(rf *gateway.RegistryFile) {
-		entry(rf, "evse-1").Next = &gateway.NextKey{PublicKey: hex.EncodeToString(pub), Until: time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}
-		entry(rf, "plug-1").Next = &gateway.NextKey{Secret: hex.EncodeToString(next), Until: time.Now().Add(-time.Second).UTC().Format(time.RFC3339)}
+	editRegistry(t, tg, func(rf *registry.File) {
+		entry(rf, "evse-1").Next = &registry.NextKey{PublicKey: hex.EncodeToString(pub), Until: time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}
+		entry(rf, "plug-1").Next = &registry.NextKey{Secret: hex.EncodeToString(next), Until: time.Now().Add(-time.Second).UTC().Format(time.RFC3339)}
 	})
 	for i, c := range []struct {
 		s      protocol.Signer
@@ -163,7 +166,7 @@ func TestRotationOverlap(t *testing.T) {
 	// The hmac device: the deadline passed, so only the new key works,
 	// with the new MQTT password, and its receipts are MAC'd with the new
 	// secret's receipt key.
-	ns := gateway.DeviceSecrets{Master: next}
+	ns := registry.Secrets{Master: next}
 	nextSigner, _ := ns.Signer()
 	if r := submit(tg, "plug-1", signed(t, tg, "plug-1", 1, 100)); r.Reason != protocol.ReasonKeyRevoked {
 		t.Errorf("old key after the deadline: %+v", r)
@@ -237,7 +240,7 @@ func TestCRLRefusesRevokedCertificate(t *testing.T) {
 // closed, its tickets refused) until an operator resumes it.
 func TestClonedDeviceIsSuspended(t *testing.T) {
 	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}, {"plug-2", "hmac", "fleet"}}, func(c *gateway.Config) {
-		c.Fraud = gateway.FraudConfig{Clones: "suspend", CloneSignals: 4, Window: time.Hour}
+		c.Fraud = ingest.FraudConfig{Clones: "suspend", CloneSignals: 4, Window: time.Hour}
 	})
 	pw := tg.secrets["plug-1"].MQTTPassword()
 	genuine, err := connectRaw(t, tg, "plug-1", pw)
@@ -276,7 +279,7 @@ func TestClonedDeviceIsSuspended(t *testing.T) {
 	}
 	_ = genuine
 	logs := tg.logs.String()
-	for _, want := range []string{"device may be cloned", "sign=" + gateway.SignTakeover, "sign=" + gateway.SignSuperseded, "device suspended"} {
+	for _, want := range []string{"device may be cloned", "sign=" + ingest.SignTakeover, "sign=" + ingest.SignSuperseded, "device suspended"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %q", want)
 		}
@@ -303,7 +306,7 @@ func TestClonedDeviceIsSuspended(t *testing.T) {
 // resumed; the release charges the held usage once.
 func TestHeldOverCoAPAndAutoSuspend(t *testing.T) {
 	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}}, func(c *gateway.Config) {
-		c.Fraud = gateway.FraudConfig{SuspendAfter: 2, Window: time.Hour}
+		c.Fraud = ingest.FraudConfig{SuspendAfter: 2, Window: time.Hour}
 		os.WriteFile(c.Tariffs, []byte(strings.Replace(testTariffs, "per: 1000}", "per: 1000, plausibility: {max_jump: 10000}}", 1)), 0o600)
 	})
 	psk := tg.secrets["plug-1"].DTLSPSK()
@@ -347,7 +350,7 @@ func TestHeldOverCoAPAndAutoSuspend(t *testing.T) {
 	if err != nil || h.Charged != 28*300_000_000 {
 		t.Fatalf("release: %+v %v; want 8.40 EUR", h, err)
 	}
-	rep, _ := gateway.Inspect(tg.Store(), nil)
+	rep, _ := ledger.Inspect(tg.Store(), nil)
 	if !rep.Reconcile.Balanced || rep.Reconcile.LedgerCharged != 3*300_000_000+28*300_000_000 || rep.Reconcile.Held.Open != 1 {
 		t.Errorf("reconcile %+v", rep.Reconcile)
 	}

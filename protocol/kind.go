@@ -13,6 +13,13 @@ const (
 	KindVoucher   Kind = 4
 	KindCredit    Kind = 5
 	KindHold      Kind = 6
+	// KindCommitment is a payword chain's commitment (payword.go).
+	KindCommitment Kind = 7
+	// KindPayword is a payword ticket: a bare CBOR map, not a COSE
+	// message, since the payword is its own proof (payword.go).
+	KindPayword Kind = 8
+	// KindChainProgress is a chain progress record (progress.go).
+	KindChainProgress Kind = 9
 )
 
 // String returns the kind's name.
@@ -61,4 +68,16 @@ func KindOf(b []byte) (Kind, bool) {
 		return 0, false
 	}
 	return Kind(v), true
+}
+
+// Classify says which message a device sent, from a peek at its first
+// bytes: a payword ticket is a bare CBOR map (every other message is a
+// tagged COSE structure), anything else is the kind its payload names
+// (KindOf). It checks nothing else: the message's own parser does. false
+// means the bytes name no kind; the ticket parser says why.
+func Classify(b []byte) (Kind, bool) {
+	if IsPaywordTicket(b) {
+		return KindPayword, true
+	}
+	return KindOf(b)
 }

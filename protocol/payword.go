@@ -40,13 +40,6 @@ const (
 	MaxPaywordTicketSize = 1 + 2 + 2 + MaxDeviceIDLen + 1 + 1 + ChainIDLen + 1 + 5 + 1 + 2 + PaywordSize
 )
 
-// KindCommitment and KindPayword are the chain commitment and the payword
-// ticket.
-const (
-	KindCommitment Kind = 7
-	KindPayword    Kind = 8
-)
-
 // ChainID names a device's chain.
 type ChainID [ChainIDLen]byte
 

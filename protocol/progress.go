@@ -31,9 +31,6 @@ type ChainProgress struct {
 	Epoch     uint64 `json:"epoch,omitempty"`
 }
 
-// KindChainProgress is the chain progress record.
-const KindChainProgress Kind = 9
-
 // MaxCommitmentSize bounds a chain commitment carried in a progress
 // record (one with every field at its limit is about 330 bytes).
 const MaxCommitmentSize = 512

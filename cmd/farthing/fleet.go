@@ -25,6 +25,8 @@ import (
 	"github.com/farthing-iot/farthing/cmd/farthing/internal/demo"
 	"github.com/farthing-iot/farthing/cmd/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
@@ -75,7 +77,7 @@ func (m meterTariffs) Set(s string) error {
 func runDeviceAdd(e *env, args []string) error {
 	fs := newFlags("device add")
 	data := fs.String("data", defaultData, "the gateway's data directory")
-	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	regFile := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
 	id := fs.String("id", "", "device id (or --count with --prefix)")
 	count := fs.Int("count", 0, "add this many devices named PREFIX0001…")
 	prefix := fs.String("prefix", "dev-", "name prefix with --count")
@@ -91,8 +93,8 @@ func runDeviceAdd(e *env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if *registry == "" {
-		*registry = filepath.Join(*data, "devices.yaml")
+	if *regFile == "" {
+		*regFile = filepath.Join(*data, "devices.yaml")
 	}
 	if *out == "" {
 		*out = filepath.Join(*data, "device-keys")
@@ -122,7 +124,7 @@ func runDeviceAdd(e *env, args []string) error {
 	if *account == "" || *provider == "" || len(tariffs) == 0 {
 		return usageError{"--account, --provider and at least one --tariff are required"}
 	}
-	rf, err := gateway.ReadRegistryFile(*registry)
+	rf, err := registry.ReadFile(*regFile)
 	if err != nil {
 		return err
 	}
@@ -153,9 +155,9 @@ func runDeviceAdd(e *env, args []string) error {
 	if err := os.MkdirAll(*out, 0o700); err != nil {
 		return err
 	}
-	secrets := map[string]gateway.DeviceSecrets{}
+	secrets := map[string]registry.Secrets{}
 	for _, id := range ids {
-		entry, sec, err := gateway.NewDevice(id, *typ, *account, *provider, tariffs)
+		entry, sec, err := registry.NewDevice(id, *typ, *account, *provider, tariffs)
 		if err != nil {
 			return err
 		}
@@ -168,7 +170,7 @@ func runDeviceAdd(e *env, args []string) error {
 	}
 	// The file as it will be written must load: ids, meters, key ids
 	// (a public key registered twice) — the terms were checked above.
-	if _, err := gateway.BuildRegistry(*registry, rf, anyTerms{}); err != nil {
+	if _, err := registry.Build(*regFile, rf, anyTerms{}); err != nil {
 		return fmt.Errorf("refused, nothing written: %w", err)
 	}
 	for _, id := range ids {
@@ -179,14 +181,14 @@ func runDeviceAdd(e *env, args []string) error {
 	if *typ == "ed25519" && devicePub == nil {
 		fmt.Fprintf(e.stderr, "farthing device add: the devices' private keys were made here (%s): for devices in the field, let each make its own and register it with --pub\n", *out)
 	}
-	if err := os.MkdirAll(filepath.Dir(*registry), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(*regFile), 0o700); err != nil {
 		return err
 	}
-	if err := gateway.WriteRegistryFile(*registry, rf); err != nil {
+	if err := registry.WriteFile(*regFile, rf); err != nil {
 		return err
 	}
 	if !running {
-		fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s (a gateway started on it loads them)\n", len(ids), *registry, *out)
+		fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s (a gateway started on it loads them)\n", len(ids), *regFile, *out)
 		return nil
 	}
 	// The running gateway re-reads the file within a second: wait for it,
@@ -200,11 +202,11 @@ func runDeviceAdd(e *env, args []string) error {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("added %d device(s) to %s, but the running gateway has not loaded them within 10 s (see its log): %w", len(ids), *registry, err)
+			return fmt.Errorf("added %d device(s) to %s, but the running gateway has not loaded them within 10 s (see its log): %w", len(ids), *regFile, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s; the running gateway has loaded them\n", len(ids), *registry, *out)
+	fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s; the running gateway has loaded them\n", len(ids), *regFile, *out)
 	return nil
 }
 
@@ -216,7 +218,7 @@ func runDeviceAdd(e *env, args []string) error {
 func runDeviceChange(e *env, verb string, args []string) error {
 	fs := newFlags("device " + verb)
 	data := fs.String("data", defaultData, "the gateway's data directory")
-	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	regFile := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
 	id := fs.String("id", "", "the device")
 	keys := fs.String("keys", "", "directory of the devices' secret files (default DATA/device-keys)")
 	var pub, overlap, meter, set *string
@@ -236,19 +238,19 @@ func runDeviceChange(e *env, verb string, args []string) error {
 	if *id == "" {
 		return usageError{"--id is required"}
 	}
-	if *registry == "" {
-		*registry = filepath.Join(*data, "devices.yaml")
+	if *regFile == "" {
+		*regFile = filepath.Join(*data, "devices.yaml")
 	}
 	if *keys == "" {
 		*keys = filepath.Join(*data, "device-keys")
 	}
-	rf, err := gateway.ReadRegistryFile(*registry)
+	rf, err := registry.ReadFile(*regFile)
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(rf.Devices, func(d gateway.DeviceEntry) bool { return d.ID == *id })
+	i := slices.IndexFunc(rf.Devices, func(d registry.Entry) bool { return d.ID == *id })
 	if i < 0 {
-		return fmt.Errorf("device %q is not registered in %s", *id, *registry)
+		return fmt.Errorf("device %q is not registered in %s", *id, *regFile)
 	}
 	switch verb {
 	case "disable":
@@ -258,7 +260,7 @@ func runDeviceChange(e *env, verb string, args []string) error {
 	case "remove":
 		rf.Devices = slices.Delete(rf.Devices, i, i+1)
 	case "revoke":
-		cur, next, err := gateway.RegistryKeyIDs(rf.Devices[i])
+		cur, next, err := registry.KeyIDs(rf.Devices[i])
 		if err != nil {
 			return err
 		}
@@ -271,7 +273,7 @@ func runDeviceChange(e *env, verb string, args []string) error {
 		if err := setRules(&rf.Devices[i], *meter, *set); err != nil {
 			return err
 		}
-		if _, err := gateway.BuildRegistry(*registry, rf, anyTerms{}); err != nil {
+		if _, err := registry.Build(*regFile, rf, anyTerms{}); err != nil {
 			return fmt.Errorf("refused, nothing written: %w", err)
 		}
 	case "rotate":
@@ -279,13 +281,13 @@ func runDeviceChange(e *env, verb string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := gateway.WriteRegistryFile(*registry, rf); err != nil {
+		if err := registry.WriteFile(*regFile, rf); err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "device %s: %s in %s (a running gateway picks it up)\n", *id, note, *registry)
+		fmt.Fprintf(e.stdout, "device %s: %s in %s (a running gateway picks it up)\n", *id, note, *regFile)
 		return nil
 	}
-	if err := gateway.WriteRegistryFile(*registry, rf); err != nil {
+	if err := registry.WriteFile(*regFile, rf); err != nil {
 		return err
 	}
 	if verb == "remove" {
@@ -299,7 +301,7 @@ func runDeviceChange(e *env, verb string, args []string) error {
 	if verb == "rules" {
 		done = "rules set"
 	}
-	fmt.Fprintf(e.stdout, "device %s: %s in %s (a running gateway picks it up)\n", *id, done, *registry)
+	fmt.Fprintf(e.stdout, "device %s: %s in %s (a running gateway picks it up)\n", *id, done, *regFile)
 	return nil
 }
 
@@ -316,12 +318,12 @@ func appendKeyID(list []string, kid [protocol.KeyIDLen]byte) []string {
 // device (pub); an hmac device gets a new master secret, written as
 // KEYS/ID.next.secret for its firmware. Committing: the next key becomes
 // the key and the old key id is revoked for good.
-func rotate(e *gateway.DeviceEntry, rf *gateway.RegistryFile, keys, pub, overlap string, commit bool) (string, error) {
+func rotate(e *registry.Entry, rf *registry.File, keys, pub, overlap string, commit bool) (string, error) {
 	if commit {
 		if e.Next == nil {
 			return "", fmt.Errorf("device %s is not rotating a key", e.ID)
 		}
-		cur, _, err := gateway.RegistryKeyIDs(*e)
+		cur, _, err := registry.KeyIDs(*e)
 		if err != nil {
 			return "", err
 		}
@@ -345,7 +347,7 @@ func rotate(e *gateway.DeviceEntry, rf *gateway.RegistryFile, keys, pub, overlap
 	if e.Next != nil {
 		return "", fmt.Errorf("device %s is already rotating (until %s): commit it first (--commit)", e.ID, e.Next.Until)
 	}
-	nk := &gateway.NextKey{Until: time.Now().Add(d).UTC().Format(time.RFC3339)}
+	nk := &registry.NextKey{Until: time.Now().Add(d).UTC().Format(time.RFC3339)}
 	switch e.KeyType {
 	case "ed25519":
 		if pub == "" {
@@ -374,7 +376,7 @@ func rotate(e *gateway.DeviceEntry, rf *gateway.RegistryFile, keys, pub, overlap
 		}
 	}
 	e.Next = nk
-	_, next, err := gateway.RegistryKeyIDs(*e)
+	_, next, err := registry.KeyIDs(*e)
 	if err != nil {
 		e.Next = nil
 		return "", err
@@ -388,7 +390,7 @@ func rotate(e *gateway.DeviceEntry, rf *gateway.RegistryFile, keys, pub, overlap
 
 // setRules gives meter of e its own plausibility rules (a YAML map, as in
 // a tariff's plausibility), or, with rules empty, takes them away.
-func setRules(e *gateway.DeviceEntry, meter, rules string) error {
+func setRules(e *registry.Entry, meter, rules string) error {
 	if meter == "" {
 		return usageError{"rules: --meter is required"}
 	}
@@ -463,7 +465,7 @@ func readPublicKey(s string) (ed25519.PublicKey, error) {
 
 // writeDeviceSecrets writes ID.secret (and ID.key for Ed25519) for the
 // firmware, 0600.
-func writeDeviceSecrets(dir, id string, s gateway.DeviceSecrets) error {
+func writeDeviceSecrets(dir, id string, s registry.Secrets) error {
 	m, _ := (&keyfile.Key{Master: s.Master}).EncodePrivate()
 	if err := keyfile.WriteNew(filepath.Join(dir, id+".secret"), m, 0o600); err != nil {
 		return err
@@ -478,15 +480,15 @@ func writeDeviceSecrets(dir, id string, s gateway.DeviceSecrets) error {
 func runDeviceList(e *env, args []string) error {
 	fs := newFlags("device list")
 	data := fs.String("data", defaultData, "the gateway's data directory")
-	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	regFile := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
 	pubs := fs.Bool("public-keys", false, "print each Ed25519 device's id and public key, one per line: the file\nfarthing receive --device-keys reads (a provider checks the devices' payword commitments with it)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if *registry == "" {
-		*registry = filepath.Join(*data, "devices.yaml")
+	if *regFile == "" {
+		*regFile = filepath.Join(*data, "devices.yaml")
 	}
-	rf, err := gateway.ReadRegistryFile(*registry)
+	rf, err := registry.ReadFile(*regFile)
 	if err != nil {
 		return err
 	}
@@ -529,7 +531,7 @@ func runDeviceList(e *env, args []string) error {
 func runSim(e *env, args []string) error {
 	fs := newFlags("sim")
 	data := fs.String("data", defaultData, "the gateway's data directory")
-	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	regFile := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
 	keys := fs.String("keys", "", "directory with the devices' secret files (default DATA/device-keys)")
 	broker := fs.String("broker", "tcp://127.0.0.1:1883", "MQTT broker")
 	prefix := fs.String("prefix", protocol.DefaultTopicPrefix, "topic prefix")
@@ -548,8 +550,8 @@ func runSim(e *env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if *registry == "" {
-		*registry = filepath.Join(*data, "devices.yaml")
+	if *regFile == "" {
+		*regFile = filepath.Join(*data, "devices.yaml")
 	}
 	inMin, inMax, err := parseRange(*inflight)
 	if err != nil {
@@ -564,7 +566,7 @@ func runSim(e *env, args []string) error {
 	if *typ != "any" && *typ != "hmac" && *typ != "ed25519" {
 		return usageError{fmt.Sprintf("--type %q: want hmac, ed25519 or any", *typ)}
 	}
-	rf, err := gateway.ReadRegistryFile(*registry)
+	rf, err := registry.ReadFile(*regFile)
 	if err != nil {
 		return err
 	}
@@ -573,7 +575,7 @@ func runSim(e *env, args []string) error {
 		if d.Disabled || d.Revoked || (*typ != "any" && d.KeyType != *typ) {
 			continue
 		}
-		sec, err := gateway.SecretsOf(d)
+		sec, err := registry.SecretsOf(d)
 		if err != nil {
 			return err
 		}
@@ -590,7 +592,7 @@ func runSim(e *env, args []string) error {
 		}
 	}
 	if len(devs) == 0 {
-		return fmt.Errorf("%s: no %s devices (add some with farthing device add)", *registry, *typ)
+		return fmt.Errorf("%s: no %s devices (add some with farthing device add)", *regFile, *typ)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -649,7 +651,7 @@ func runInspect(e *env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	rep := &gateway.Report{}
+	rep := &ledger.Report{}
 	err := op.getJSON(*data, "/inspect", rep)
 	if err != nil && !errors.Is(err, errNoDaemon) {
 		return err
@@ -663,7 +665,7 @@ func runInspect(e *env, args []string) error {
 			return oerr
 		}
 		defer st.Close()
-		if rep, err = gateway.Inspect(st, nil); err != nil {
+		if rep, err = ledger.Inspect(st, nil); err != nil {
 			return err
 		}
 	}
@@ -677,18 +679,18 @@ func runInspect(e *env, args []string) error {
 func runDeviceCredentials(e *env, args []string) error {
 	fs := newFlags("device credentials")
 	data := fs.String("data", defaultData, "the gateway's data directory")
-	registry := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
+	regFile := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
 	id := fs.String("id", "", "device id")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if *registry == "" {
-		*registry = filepath.Join(*data, "devices.yaml")
+	if *regFile == "" {
+		*regFile = filepath.Join(*data, "devices.yaml")
 	}
 	if *id == "" {
 		return usageError{"--id is required"}
 	}
-	rf, err := gateway.ReadRegistryFile(*registry)
+	rf, err := registry.ReadFile(*regFile)
 	if err != nil {
 		return err
 	}
@@ -696,7 +698,7 @@ func runDeviceCredentials(e *env, args []string) error {
 		if d.ID != *id {
 			continue
 		}
-		s, err := gateway.SecretsOf(d)
+		s, err := registry.SecretsOf(d)
 		if err != nil {
 			return err
 		}
@@ -704,7 +706,7 @@ func runDeviceCredentials(e *env, args []string) error {
 			d.ID, s.MQTTPassword(), d.ID, s.DTLSPSK())
 		return nil
 	}
-	return fmt.Errorf("%s: no device %q", *registry, *id)
+	return fmt.Errorf("%s: no device %q", *regFile, *id)
 }
 
 // runDeviceCommit registers a payword chain's commitment for a device at

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/provider"
 )
 
@@ -32,7 +34,7 @@ func TestDeviceAddListAndInspect(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(data, "devices.yaml")); fi.Mode().Perm() != 0o600 {
 		t.Errorf("devices.yaml mode %v; want 0600 (it holds secrets)", fi.Mode().Perm())
 	}
-	rf, err := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml"))
+	rf, err := registry.ReadFile(filepath.Join(data, "devices.yaml"))
 	if err != nil || len(rf.Devices) != 4 || rf.Devices[0].PublicKey == "" || rf.Devices[3].KeyType != "hmac" {
 		t.Fatalf("registry after adds: %+v, %v", rf, err)
 	}
@@ -81,7 +83,7 @@ func TestInspectReadsTheStateFile(t *testing.T) {
 		g.Store().Close()
 	}
 	out := mustRun(t, nil, "inspect", "--data", data)
-	var rep gateway.Report
+	var rep ledger.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Reconcile.Balanced {
 		t.Fatalf("inspect output %q: %v", out, err)
 	}
@@ -94,7 +96,7 @@ func TestInspectAndProofAskTheRunningDaemon(t *testing.T) {
 	data := t.TempDir()
 	runGateway(t, data, func(cfg *gateway.Config) { cfg.GatewayID = "gw-live" })
 	out := mustRun(t, nil, "inspect", "--data", data)
-	var rep gateway.Report
+	var rep ledger.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Gateway != "gw-live" {
 		t.Fatalf("inspect through the socket: %q: %v (a report read from the file has no gateway id)", out, err)
 	}
@@ -126,7 +128,7 @@ func TestDeviceAddWithItsOwnKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rf, _ := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml"))
+	rf, _ := registry.ReadFile(filepath.Join(data, "devices.yaml"))
 	if len(rf.Devices) != 1 || rf.Devices[0].KeyType != "ed25519" || rf.Devices[0].PublicKey == "" {
 		t.Fatalf("registry: %+v", rf.Devices)
 	}
@@ -170,14 +172,14 @@ func TestDeviceRotateAndRevoke(t *testing.T) {
 	mustRun(t, nil, "keygen", "--type", "ed25519", "--out", dev)
 	mustRun(t, nil, append([]string{"device", "add", "--data", data, "--id", "evse-1", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
 	reg := filepath.Join(data, "devices.yaml")
-	read := func() *gateway.RegistryFile {
-		rf, err := gateway.ReadRegistryFile(reg)
+	read := func() *registry.File {
+		rf, err := registry.ReadFile(reg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return rf
 	}
-	oldKID, _, _ := gateway.RegistryKeyIDs(read().Devices[0])
+	oldKID, _, _ := registry.KeyIDs(read().Devices[0])
 
 	out := mustRun(t, nil, "device", "rotate", "--id", "plug-1", "--data", data, "--overlap", "1h")
 	next := filepath.Join(data, "device-keys", "plug-1.next.secret")
@@ -197,14 +199,14 @@ func TestDeviceRotateAndRevoke(t *testing.T) {
 		t.Errorf("device list:\n%s", list)
 	}
 	rf := read()
-	if _, err := gateway.BuildRegistry(reg, rf, anyTerms{}); err != nil {
+	if _, err := registry.Build(reg, rf, anyTerms{}); err != nil {
 		t.Fatalf("the registry with two rotations does not build: %v", err)
 	}
-	_, nextKID, _ := gateway.RegistryKeyIDs(rf.Devices[0])
+	_, nextKID, _ := registry.KeyIDs(rf.Devices[0])
 
 	mustRun(t, nil, "device", "rotate", "--id", "plug-1", "--commit", "--data", data)
 	rf = read()
-	cur, _, _ := gateway.RegistryKeyIDs(rf.Devices[0])
+	cur, _, _ := registry.KeyIDs(rf.Devices[0])
 	if rf.Devices[0].Next != nil || cur != *nextKID || !slices.Contains(rf.RevokedKeys, hex.EncodeToString(oldKID[:])) {
 		t.Fatalf("after commit: %+v, revoked %v", rf.Devices[0], rf.RevokedKeys)
 	}
@@ -214,7 +216,7 @@ func TestDeviceRotateAndRevoke(t *testing.T) {
 
 	mustRun(t, nil, "device", "revoke", "--id", "evse-1", "--data", data)
 	rf = read()
-	evCur, evNext, _ := gateway.RegistryKeyIDs(rf.Devices[1])
+	evCur, evNext, _ := registry.KeyIDs(rf.Devices[1])
 	if !rf.Devices[1].Revoked || !slices.Contains(rf.RevokedKeys, hex.EncodeToString(evCur[:])) || !slices.Contains(rf.RevokedKeys, hex.EncodeToString(evNext[:])) {
 		t.Fatalf("after revoke: %+v, revoked %v", rf.Devices[1], rf.RevokedKeys)
 	}
@@ -233,7 +235,7 @@ func TestDeviceRules(t *testing.T) {
 	mustRun(t, nil, "device", "add", "--data", data, "--id", "evse-1", "--type", "hmac", "--account", "fleet",
 		"--provider", "utility", "--tariff", "energy_wh=energy")
 	mustRun(t, nil, "device", "rules", "--id", "evse-1", "--meter", "energy_wh", "--set", "max_jump: 50000, max_rate: 22000/h", "--data", data)
-	rf, _ := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml"))
+	rf, _ := registry.ReadFile(filepath.Join(data, "devices.yaml"))
 	r := rf.Devices[0].Plausibility["energy_wh"]
 	if r == nil || r.MaxJump != 50000 || r.MaxRate.Units != 22000 || r.MaxRate.Per != time.Hour {
 		t.Fatalf("rules %+v", r)
@@ -248,7 +250,7 @@ func TestDeviceRules(t *testing.T) {
 		t.Error("refused rules changed the device file")
 	}
 	mustRun(t, nil, "device", "rules", "--id", "evse-1", "--meter", "energy_wh", "--set", "", "--data", data)
-	if rf, _ := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml")); rf.Devices[0].Plausibility != nil {
+	if rf, _ := registry.ReadFile(filepath.Join(data, "devices.yaml")); rf.Devices[0].Plausibility != nil {
 		t.Errorf("rules not cleared: %+v", rf.Devices[0].Plausibility)
 	}
 }

@@ -44,7 +44,7 @@ func runProof(e *env, args []string) error {
 		}
 		return printJSON(e, proofs)
 	}
-	var proofs []gateway.Proof
+	var proofs []ledger.Proof
 	err = op.getJSON(*data, "/proof?ticket="+url.QueryEscape(*ticket), &proofs)
 	if err != nil && !errors.Is(err, errNoDaemon) {
 		return err
@@ -55,7 +55,7 @@ func runProof(e *env, args []string) error {
 			return err
 		}
 		defer st.Close()
-		if proofs, err = gateway.TicketProofs(st, dev, seq); err != nil {
+		if proofs, err = ledger.TicketProofs(st, dev, seq); err != nil {
 			return err
 		}
 	}
@@ -67,7 +67,7 @@ func runProof(e *env, args []string) error {
 // proveFromAudit proves ticket from the bundles in an audit sink's files:
 // each bundle's aggregate is decoded strictly (and its signature checked
 // with pub, when given) and the ticket's path checked against its root.
-func proveFromAudit(path, pub, ticket string) ([]gateway.Proof, error) {
+func proveFromAudit(path, pub, ticket string) ([]ledger.Proof, error) {
 	files := []string{path}
 	if fi, err := os.Stat(path); err != nil {
 		return nil, err
@@ -89,7 +89,7 @@ func proveFromAudit(path, pub, ticket string) ([]gateway.Proof, error) {
 			return nil, err
 		}
 	}
-	proofs := []gateway.Proof{}
+	proofs := []ledger.Proof{}
 	for _, name := range files {
 		f, err := os.Open(name)
 		if err != nil {
@@ -138,7 +138,7 @@ func proveFromAudit(path, pub, ticket string) ([]gateway.Proof, error) {
 		}
 	}
 	if len(proofs) == 0 {
-		return nil, fmt.Errorf("%w: %s is in no bundle under %s", gateway.ErrNoProof, ticket, path)
+		return nil, fmt.Errorf("%w: %s is in no bundle under %s", ledger.ErrNoProof, ticket, path)
 	}
 	return proofs, nil
 }

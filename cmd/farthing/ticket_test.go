@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/entrance"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
@@ -27,7 +27,7 @@ func TestTicketNextFollowsTheGateway(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "t.cbor")
 		mustRun(t, nil, "ticket", "--next", "--data", data, "--device", "plug-1", "--add", add, "--out", file)
 		b, _ := os.ReadFile(file)
-		return g.Ingest().Submit(context.Background(), gateway.Submission{Device: "plug-1", Payload: b, Transport: "test"}).Receipt
+		return g.Ingest().Submit(context.Background(), entrance.Message{Device: "plug-1", Payload: b, Transport: "test"}).Receipt
 	}
 	if r := submit("energy_wh=1000"); r.Status != protocol.StatusAccepted || r.Seq != 1 {
 		t.Fatalf("first ticket (the device was loaded when device add returned): %+v", r)
@@ -106,7 +106,7 @@ func TestDeviceCommitRegistersAChain(t *testing.T) {
 		t.Fatalf("device commit again: %q", out)
 	}
 	pw, _ := protocol.AppendPaywordTicket(nil, &protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: 3, Word: protocol.PaywordWalk(&id, seed, 97)})
-	if r := g.Ingest().Submit(context.Background(), gateway.Submission{Device: "plug-1", Payload: pw, Transport: "test"}).Receipt; r.Status != protocol.StatusAccepted || r.Charged != 9_000_000 {
+	if r := g.Ingest().Submit(context.Background(), entrance.Message{Device: "plug-1", Payload: pw, Transport: "test"}).Receipt; r.Status != protocol.StatusAccepted || r.Charged != 9_000_000 {
 		t.Fatalf("payword after the registration: %+v; want 30 Wh charged 0.009 EUR", r)
 	}
 	other, _ := protocol.NewHMAC(make([]byte, 32))

@@ -15,7 +15,6 @@ import (
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/mqttdev"
-	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
@@ -169,7 +168,7 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 
 	// Any ticket is proved from the audit files alone, signature included.
 	out, err = farthingCLI(t, "proof", "--ticket", "meter-1/5", "--audit", filepath.Join(g.data, "audit"), "--pub", pub)
-	var proofs []gateway.Proof
+	var proofs []ledger.Proof
 	if err != nil || json.Unmarshal([]byte(out), &proofs) != nil || len(proofs) == 0 || proofs[0].Ticket != "meter-1/5" {
 		t.Errorf("proof from the audit files: %v\n%.2000s", err, out)
 	}
@@ -179,10 +178,10 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 		t.Errorf("compact while the daemon runs: %v\n%s", err, out)
 	}
 	d.stop(t)
-	stopped := func() gateway.ReconcileReport { // the state file itself, read by farthing inspect
+	stopped := func() ledger.ReconcileReport { // the state file itself, read by farthing inspect
 		t.Helper()
 		out, err := farthingCLI(t, "inspect", "--data", g.data)
-		var rep gateway.Report
+		var rep ledger.Report
 		if err != nil || json.Unmarshal([]byte(out), &rep) != nil {
 			t.Fatalf("inspect: %v\n%s", err, out)
 		}

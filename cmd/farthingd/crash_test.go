@@ -25,6 +25,7 @@ import (
 	"github.com/farthing-iot/farthing/devicefw/mqttdev"
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
@@ -138,21 +139,21 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 	os.MkdirAll(filepath.Join(dir, "data"), 0o700)
 	os.WriteFile(filepath.Join(dir, "data", "tariffs.yaml"), []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"), 0o600)
 	const nDev = 6
-	var rf gateway.RegistryFile
-	secrets := map[string]gateway.DeviceSecrets{}
+	var rf registry.File
+	secrets := map[string]registry.Secrets{}
 	for i := 0; i < nDev; i++ {
 		typ := "hmac"
 		if i%3 == 2 {
 			typ = "ed25519"
 		}
-		e, s, err := gateway.NewDevice(fmt.Sprintf("dev-%d", i), typ, "fleet", "utility", map[string]string{"energy_wh": "energy"})
+		e, s, err := registry.NewDevice(fmt.Sprintf("dev-%d", i), typ, "fleet", "utility", map[string]string{"energy_wh": "energy"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rf.Devices = append(rf.Devices, e)
 		secrets[e.ID] = s
 	}
-	gateway.WriteRegistryFile(filepath.Join(dir, "data", "devices.yaml"), &rf)
+	registry.WriteFile(filepath.Join(dir, "data", "devices.yaml"), &rf)
 
 	d := startDaemon(t, bin, config, addr)
 	gk, err := keyfile.Load(filepath.Join(dir, "data", "gateway.key"))
@@ -285,7 +286,7 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 	// Let the windows seal on their timer and the outbox drain.
 	deadline = time.Now().Add(30 * time.Second)
 	for {
-		var live gateway.Report
+		var live ledger.Report
 		if resp, err := operatorGet(filepath.Join(dir, "data"), "/inspect"); err == nil {
 			json.NewDecoder(resp.Body).Decode(&live)
 			resp.Body.Close()
@@ -306,7 +307,7 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 		t.Fatal(err)
 	}
 	defer st.Close()
-	rep, err := gateway.Inspect(st, nil)
+	rep, err := ledger.Inspect(st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,11 +411,11 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func storedCharge(t *testing.T, st *store.Store, device string, seq uint64) (uint64, bool) {
-	charged, _, ok := gateway.StoredTicket(st, device, seq)
+	charged, _, ok := ledger.StoredTicket(st, device, seq)
 	return charged, ok
 }
 
-func rawReceipt(t *testing.T, addr, device string, s gateway.DeviceSecrets, payload []byte) protocol.Receipt {
+func rawReceipt(t *testing.T, addr, device string, s registry.Secrets, payload []byte) protocol.Receipt {
 	got := make(chan []byte, 1)
 	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("replay-" + device).SetUsername(device).SetPassword(s.MQTTPassword())
 	c := paho.NewClient(opts)

@@ -20,7 +20,7 @@ import (
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/mqttdev"
-	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -29,7 +29,7 @@ import (
 type gatewayDir struct {
 	dir, data, config string
 	mqtt, http        string
-	secrets           map[string]gateway.DeviceSecrets
+	secrets           map[string]registry.Secrets
 }
 
 // newGatewayDir writes a configuration with an embedded broker on a free
@@ -39,7 +39,7 @@ type gatewayDir struct {
 // account kiosk, which opens with 0.60 EUR).
 func newGatewayDir(t *testing.T, devices []string, mqttExtra, extra string) *gatewayDir {
 	t.Helper()
-	g := &gatewayDir{dir: t.TempDir(), mqtt: freeAddr(t, "tcp"), http: freeAddr(t, "tcp"), secrets: map[string]gateway.DeviceSecrets{}}
+	g := &gatewayDir{dir: t.TempDir(), mqtt: freeAddr(t, "tcp"), http: freeAddr(t, "tcp"), secrets: map[string]registry.Secrets{}}
 	g.data = filepath.Join(g.dir, "data")
 	g.config = filepath.Join(g.dir, "farthingd.yaml")
 	if mqttExtra != "" {
@@ -57,20 +57,20 @@ dtls: {listen: "off"}
 %s`, g.data, g.mqtt, mqttExtra, g.http, extra)), 0o600)
 	os.MkdirAll(g.data, 0o700)
 	os.WriteFile(filepath.Join(g.data, "tariffs.yaml"), []byte("tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.30 EUR, per: 1000}\n"), 0o600)
-	var rf gateway.RegistryFile
+	var rf registry.File
 	for _, spec := range devices {
 		id, account, ok := strings.Cut(spec, "@")
 		if !ok {
 			account = "fleet"
 		}
-		e, s, err := gateway.NewDevice(id, "hmac", account, "utility", map[string]string{"energy_wh": "energy"})
+		e, s, err := registry.NewDevice(id, "hmac", account, "utility", map[string]string{"energy_wh": "energy"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		rf.Devices = append(rf.Devices, e)
 		g.secrets[id] = s
 	}
-	if err := gateway.WriteRegistryFile(filepath.Join(g.data, "devices.yaml"), &rf); err != nil {
+	if err := registry.WriteFile(filepath.Join(g.data, "devices.yaml"), &rf); err != nil {
 		t.Fatal(err)
 	}
 	return g

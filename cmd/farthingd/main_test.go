@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/internal/pgtest"
 )
 
@@ -118,14 +119,14 @@ func operatorGet(dataDir, path string) (*http.Response, error) {
 }
 
 // inspect reads the running daemon's report through its operator socket.
-func inspect(t *testing.T, dataDir string) *gateway.Report {
+func inspect(t *testing.T, dataDir string) *ledger.Report {
 	t.Helper()
 	resp, err := operatorGet(dataDir, "/inspect")
 	if err != nil {
 		t.Fatalf("inspect: %v", err)
 	}
 	defer resp.Body.Close()
-	var rep gateway.Report
+	var rep ledger.Report
 	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 		t.Fatalf("inspect: %v", err)
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	udpClient "github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/farthing-iot/farthing/gateway/entrance"
 	"github.com/farthing-iot/farthing/gateway/sourcelimit"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -44,20 +45,17 @@ const (
 	ContentFormatCBOR  = message.MediaType(protocol.ContentFormatCBOR)
 )
 
-// Handler processes a ticket from an authenticated device and returns the
-// receipt, its status and, for retry later, how long to wait. It returns
-// only after the ticket's effects are durable.
-type Handler func(ctx context.Context, device string, payload []byte) (receipt []byte, status protocol.Status, retryAfter time.Duration)
-
 // Config configures the listener. Zero fields take the defaults shown.
 type Config struct {
 	Listen string // UDP address; default 127.0.0.1:5684
 	Path   string // the resource tickets are POSTed to; default protocol.CoAPTicketPath
-	Handle Handler
-	// HandleVoucher, if set, serves POST /v: it redeems a voucher an
-	// authenticated device passed on and returns the receipt and its
-	// status, once the redemption is durable (or refused).
-	HandleVoucher func(ctx context.Context, device string, payload []byte) ([]byte, protocol.Status)
+	// Handle takes every message an authenticated device POSTs: tickets
+	// to Path and, when Vouchers, vouchers to protocol.CoAPVoucherPath.
+	// The response waits for its Reply.
+	Handle entrance.Handler
+	// Vouchers serves POST /v (protocol.CoAPVoucherPath): a voucher an
+	// authenticated device passed on.
+	Vouchers bool
 	// PSK returns the device's DTLS pre-shared key for a PSK identity.
 	PSK func(identity string) ([]byte, bool)
 	// Certificate, if set, lets devices authenticate with X.509
@@ -214,7 +212,7 @@ func Listen(cfg Config) (*Server, error) {
 	s.l.second = cfg.SecondSession
 	m := mux.NewRouter()
 	m.Handle("/"+cfg.Path, mux.HandlerFunc(s.serveTicket))
-	if cfg.HandleVoucher != nil {
+	if cfg.Vouchers {
 		m.Handle("/"+protocol.CoAPVoucherPath, mux.HandlerFunc(s.serveVoucher))
 	}
 	m.DefaultHandle(mux.HandlerFunc(func(w mux.ResponseWriter, r *mux.Message) {
@@ -325,9 +323,15 @@ func (s *Server) serveTicket(w mux.ResponseWriter, r *mux.Message) {
 		s.refuse(w, codes.Unauthorized, "no_identity", "no authenticated device")
 		return
 	}
-	receipt, status, retry := s.cfg.Handle(r.Context(), sess.Identity(), body)
+	s.answer(w, s.cfg.Handle(r.Context(), entrance.Message{Device: sess.Identity(), Payload: body, Transport: "coaps"})())
+}
+
+// answer sends a message's receipt with the response code its status
+// maps to: 2.04 accepted or duplicate, 4.00 rejected, 4.03 insufficient
+// funds, 5.03 retry later (with Max-Age the seconds to wait).
+func (s *Server) answer(w mux.ResponseWriter, a entrance.Answer) {
 	code := codes.Changed
-	switch status {
+	switch a.Status {
 	case protocol.StatusAccepted, protocol.StatusDuplicate:
 	case protocol.StatusRejected:
 		code = codes.BadRequest
@@ -336,16 +340,16 @@ func (s *Server) serveTicket(w mux.ResponseWriter, r *mux.Message) {
 	case protocol.StatusRetryLater:
 		code = codes.ServiceUnavailable
 	}
-	if receipt == nil {
+	if a.Receipt == nil {
 		w.SetResponse(code, message.TextPlain, nil)
 		return
 	}
-	if err := w.SetResponse(code, ContentFormatMac0, bytes.NewReader(receipt)); err != nil {
+	if err := w.SetResponse(code, ContentFormatMac0, bytes.NewReader(a.Receipt)); err != nil {
 		s.cfg.Log.Warn("coaps: cannot set the response", "error", err)
 		return
 	}
-	if status == protocol.StatusRetryLater && retry > 0 {
-		w.Message().SetOptionUint32(message.MaxAge, uint32(max(1, retry/time.Second)))
+	if a.Status == protocol.StatusRetryLater && a.RetryAfter > 0 {
+		w.Message().SetOptionUint32(message.MaxAge, uint32(max(1, a.RetryAfter/time.Second)))
 	}
 }
 
@@ -361,9 +365,9 @@ func certIdentity(raw [][]byte) string {
 	return c.Subject.CommonName
 }
 
-// serveVoucher redeems a voucher POSTed by an authenticated device: 2.04
+// serveVoucher takes a voucher POSTed by an authenticated device: 2.04
 // with the receipt when redeemed, 4.00 with the receipt (and its reason)
-// when refused.
+// when refused, 5.03 when it should come again.
 func (s *Server) serveVoucher(w mux.ResponseWriter, r *mux.Message) {
 	if r.Code() != codes.POST {
 		s.refuse(w, codes.MethodNotAllowed, "bad_method", "POST a voucher")
@@ -386,12 +390,5 @@ func (s *Server) serveVoucher(w mux.ResponseWriter, r *mux.Message) {
 		s.refuse(w, codes.Unauthorized, "no_identity", "no authenticated device")
 		return
 	}
-	receipt, status := s.cfg.HandleVoucher(r.Context(), sess.Identity(), body)
-	code := codes.Changed
-	if status != protocol.StatusAccepted {
-		code = codes.BadRequest
-	}
-	if err := w.SetResponse(code, ContentFormatMac0, bytes.NewReader(receipt)); err != nil {
-		s.cfg.Log.Warn("coaps: cannot set the response", "error", err)
-	}
+	s.answer(w, s.cfg.Handle(r.Context(), entrance.Message{Device: sess.Identity(), Payload: body, Transport: "coaps"})())
 }

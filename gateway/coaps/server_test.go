@@ -15,6 +15,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/farthing-iot/farthing/gateway/coaps"
+	"github.com/farthing-iot/farthing/gateway/entrance"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -29,11 +30,13 @@ func TestServerMapsStatusesAndRefusesNonTickets(t *testing.T) {
 		"poor": protocol.StatusInsufficientFunds, "later": protocol.StatusRetryLater}
 	s, err := coaps.Listen(coaps.Config{Listen: "127.0.0.1:0",
 		PSK: func(id string) ([]byte, bool) { return psk, id == "dev-1" },
-		Handle: func(_ context.Context, device string, payload []byte) ([]byte, protocol.Status, time.Duration) {
+		Handle: func(_ context.Context, m entrance.Message) entrance.Reply {
 			mu.Lock()
-			seen = append(seen, device+"/"+string(payload))
+			seen = append(seen, m.Device+"/"+string(m.Payload))
 			mu.Unlock()
-			return []byte("receipt"), statusOf[string(payload)], 7 * time.Second
+			return func() entrance.Answer {
+				return entrance.Answer{Receipt: []byte("receipt"), Status: statusOf[string(m.Payload)], RetryAfter: 7 * time.Second}
+			}
 		},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

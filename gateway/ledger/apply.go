@@ -266,20 +266,20 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 		if caps.Day > 0 || caps.Month > 0 {
 			s, err := caps.Charge(st.accountSpent, total, now)
 			if err != nil {
-				return eff, spendRefusal("account "+p.Account, err)
+				return eff, spendRefusal("account "+p.Account, st.account, err)
 			}
 			eff.accountSpent = &s
 		}
 		if p.DailyCap > 0 {
 			s, err := metering.Caps{Day: p.DailyCap, Location: caps.Location}.Charge(st.deviceSpent, total, now)
 			if err != nil {
-				return eff, spendRefusal("device "+p.Device, err)
+				return eff, spendRefusal("device "+p.Device, st.account, err)
 			}
 			eff.deviceSpent = &s
 		}
 		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, now, ref)
 		if errors.Is(err, metering.ErrInsufficientFunds) {
-			return eff, &Refusal{Status: protocol.StatusInsufficientFunds, Detail: err.Error()}
+			return eff, withAvailable(&Refusal{Status: protocol.StatusInsufficientFunds, Detail: err.Error()}, acct)
 		}
 		if err != nil {
 			return eff, Reject(protocol.ReasonChargeOverflow, "%v", err)
@@ -603,9 +603,18 @@ func spendKey(kind, id string) []byte { return joinKey(kind, id) }
 
 // spendRefusal answers a charge past a cap: insufficient funds with the
 // reason spending_cap, so a device tells it from an empty account.
-func spendRefusal(who string, err error) error {
+func spendRefusal(who string, a metering.Account, err error) error {
 	if errors.Is(err, metering.ErrCapReached) {
-		return &Refusal{Status: protocol.StatusInsufficientFunds, Reason: protocol.ReasonSpendingCap, Detail: who + ": " + err.Error()}
+		return withAvailable(&Refusal{Status: protocol.StatusInsufficientFunds, Reason: protocol.ReasonSpendingCap, Detail: who + ": " + err.Error()}, a)
 	}
 	return Reject(protocol.ReasonChargeOverflow, "%s: %v", who, err)
+}
+
+// withAvailable adds what account a has available to an
+// insufficient-funds refusal (none when it overflows).
+func withAvailable(r *Refusal, a metering.Account) *Refusal {
+	if n, err := a.Available(); err == nil {
+		r.Available, r.HasAvailable = int64(n), true
+	}
+	return r
 }

@@ -75,6 +75,11 @@ type Refusal struct {
 	Status protocol.Status
 	Reason protocol.Reason
 	Detail string
+	// Available is what the account had available when the transaction
+	// that refused it read it (HasAvailable): an insufficient-funds
+	// receipt carries it, so nothing is read after the commit.
+	Available    int64
+	HasAvailable bool
 }
 
 func (r *Refusal) Error() string {

@@ -15,6 +15,9 @@ import (
 type RedeemResult struct {
 	Operation
 	Balance metering.Nanos `json:"balance_nanos"`
+	// Available is what forAccount has available after the redemption (or
+	// its refusal), read in the same transaction; 0 without forAccount.
+	Available int64 `json:"-"`
 }
 
 // Redeem credits a voucher whose signature the caller has checked against
@@ -31,38 +34,51 @@ func (bk *Books) Redeem(ctx context.Context, t *Terms, v protocol.Voucher, forAc
 	now := bk.now().UnixMilli()
 	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
 		res = RedeemResult{}
-		refKey := []byte("voucher/" + v.ID)
-		if seq := getU64(tx.Bucket(bucketRefs).Get(refKey)); seq != 0 {
-			if o, err := decodeOperation(tx.Bucket(bucketAudit).Get(putU64(seq))); err == nil {
-				res.Operation = o
+		err := bk.redeem(tx, t, v, forAccount, credential, now, &res)
+		if forAccount != "" {
+			if a, aerr := loadAccount(tx, t, forAccount); aerr == nil {
+				if n, nerr := a.Available(); nerr == nil {
+					res.Available = int64(n)
+				}
 			}
-			return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherRedeemed,
-				Detail: fmt.Sprintf("voucher %s was redeemed before (audit %d)", v.ID, seq)}
 		}
-		if forAccount != "" && forAccount != v.Account {
-			return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherWrongAccount,
-				Detail: fmt.Sprintf("voucher %s is for account %s, not %s", v.ID, v.Account, forAccount)}
-		}
-		a, err := loadAccount(tx, t, v.Account)
-		if err != nil {
-			return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherWrongAccount,
-				Detail: fmt.Sprintf("voucher %s is for account %s, which this gateway does not keep", v.ID, v.Account)}
-		}
-		if string(a.Currency) != v.Currency {
-			return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherWrongCurrency,
-				Detail: fmt.Sprintf("voucher %s is in %s, account %s in %s", v.ID, v.Currency, a.ID, a.Currency)}
-		}
-		if int64(v.Expiry) <= now {
-			return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherExpired,
-				Detail: fmt.Sprintf("voucher %s expired at %d", v.ID, v.Expiry)}
-		}
-		amount := metering.Money{Nanos: metering.Nanos(v.Amount), Currency: a.Currency}
-		o, bal, err := bk.credit(tx, t, a, amount, "voucher", "voucher:"+v.ID, refKey, credential)
-		if err != nil {
-			return err
-		}
-		res.Operation, res.Balance = o, bal
-		return nil
+		return err
 	})
 	return res, err
+}
+
+// redeem is Redeem's transaction.
+func (bk *Books) redeem(tx *bolt.Tx, t *Terms, v protocol.Voucher, forAccount, credential string, now int64, res *RedeemResult) error {
+	refKey := []byte("voucher/" + v.ID)
+	if seq := getU64(tx.Bucket(bucketRefs).Get(refKey)); seq != 0 {
+		if o, err := decodeOperation(tx.Bucket(bucketAudit).Get(putU64(seq))); err == nil {
+			res.Operation = o
+		}
+		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherRedeemed,
+			Detail: fmt.Sprintf("voucher %s was redeemed before (audit %d)", v.ID, seq)}
+	}
+	if forAccount != "" && forAccount != v.Account {
+		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherWrongAccount,
+			Detail: fmt.Sprintf("voucher %s is for account %s, not %s", v.ID, v.Account, forAccount)}
+	}
+	a, err := loadAccount(tx, t, v.Account)
+	if err != nil {
+		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherWrongAccount,
+			Detail: fmt.Sprintf("voucher %s is for account %s, which this gateway does not keep", v.ID, v.Account)}
+	}
+	if string(a.Currency) != v.Currency {
+		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherWrongCurrency,
+			Detail: fmt.Sprintf("voucher %s is in %s, account %s in %s", v.ID, v.Currency, a.ID, a.Currency)}
+	}
+	if int64(v.Expiry) <= now {
+		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherExpired,
+			Detail: fmt.Sprintf("voucher %s expired at %d", v.ID, v.Expiry)}
+	}
+	amount := metering.Money{Nanos: metering.Nanos(v.Amount), Currency: a.Currency}
+	o, bal, err := bk.credit(tx, t, a, amount, "voucher", "voucher:"+v.ID, refKey, credential)
+	if err != nil {
+		return err
+	}
+	res.Operation, res.Balance = o, bal
+	return nil
 }

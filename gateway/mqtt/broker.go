@@ -15,17 +15,19 @@ import (
 	"unsafe"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/farthing-iot/farthing/gateway/entrance"
 )
 
 // BrokerConfig configures the embedded broker.
 type BrokerConfig struct {
 	Listen string // TCP address
 	Topics Topics
-	Handle Handler
-	// HandleVoucher, if set, redeems a voucher a device published on its
-	// voucher topic and returns the receipt to publish; it returns once the
-	// redemption is durable (or refused).
-	HandleVoucher func(ctx context.Context, device string, payload []byte) []byte
+	// Handle takes every message a device publishes on its ticket topic
+	// (and on its voucher topic, when Vouchers).
+	Handle entrance.Handler
+	// Vouchers lets devices publish vouchers on their voucher topic.
+	Vouchers bool
 	// Authenticate checks a device's user name (its id) and password.
 	Authenticate func(device string, password []byte) bool
 	Log          *slog.Logger
@@ -141,7 +143,6 @@ type pipe struct {
 type job struct {
 	id      uint16 // packet id, for the acknowledgement
 	qos     byte   // the publish's QoS: 1 is answered with PUBACK, 2 with PUBREC
-	voucher bool
 	payload []byte
 }
 
@@ -537,8 +538,7 @@ func (c *client) publish(pk *packets.Packet) error {
 		c.disconnectWith(code)
 		return code
 	}
-	voucher := b.cfg.HandleVoucher != nil && pk.TopicName == b.cfg.Topics.Voucher(c.dev)
-	if !voucher && pk.TopicName != b.cfg.Topics.Ticket(c.dev) {
+	if !b.allowed(c.dev, pk.TopicName, true) {
 		b.cfg.Event("acl_refused")
 		b.cfg.Log.Info("mqtt topic refused", "device", c.dev, "topic", pk.TopicName, "write", true)
 		switch {
@@ -552,7 +552,7 @@ func (c *client) publish(pk *packets.Packet) error {
 			return c.ack(packets.Puback, pk.PacketID, packets.ErrNotAuthorized)
 		}
 	}
-	j := job{id: pk.PacketID, qos: pk.FixedHeader.Qos, voucher: voucher, payload: pk.Payload}
+	j := job{id: pk.PacketID, qos: pk.FixedHeader.Qos, payload: pk.Payload}
 	if !c.push(j) {
 		return errClosing
 	}
@@ -739,31 +739,24 @@ type start struct {
 	j job
 }
 
-// work is a shard's worker: it hands its clients' tickets to Handler (or
-// redeems their vouchers) in the order they arrived, and queues each
-// Reply on its client's pipe. Handler only checks a ticket and queues it
-// for commit, so a worker goes on at once; the waiting is the pipes'.
-// Doing this here, not on the connection's goroutine, keeps that
-// goroutine's stack small for as long as the connection is idle.
+// work is a shard's worker: it hands its clients' messages to Handle in
+// the order they arrived, and queues each Reply on its client's pipe.
+// Handle only checks a message and queues it for commit, so a worker goes
+// on at once; the waiting is the pipes'. Doing this here, not on the
+// connection's goroutine, keeps that goroutine's stack small for as long
+// as the connection is idle.
 func (b *Broker) work(in <-chan start) {
 	for s := range in {
 		c, j := s.c, s.j
-		var reply Reply
-		if j.voucher {
-			// Vouchers are rare: redeemed here, answered in turn.
-			receipt := b.cfg.HandleVoucher(context.Background(), c.dev, j.payload)
-			reply = func() ([]byte, bool) { return receipt, true }
-		} else {
-			reply = b.cfg.Handle(context.Background(), c.dev, j.payload)
-		}
+		reply := b.cfg.Handle(context.Background(), entrance.Message{Device: c.dev, Payload: j.payload, Transport: "mqtt"})
 		c.enqueue(answer{j: j, reply: reply})
 	}
 }
 
-// answer is a ticket handed to Handler, waiting for its Reply.
+// answer is a message handed to Handle, waiting for its Reply.
 type answer struct {
 	j     job
-	reply Reply
+	reply entrance.Reply
 }
 
 // enqueue queues an answer in order, starting the pipe's writer if it is
@@ -819,8 +812,8 @@ func (c *client) answerAll() {
 		p.queue[0] = answer{}
 		p.queue = p.queue[1:]
 		p.mu.Unlock()
-		receipt, ack := a.reply()
-		c.appendAnswer(&buf, a.j, receipt, ack)
+		ans := a.reply()
+		c.appendAnswer(&buf, a.j, ans.Receipt, ans.Final())
 		<-p.slots
 		if buf.Len() > 0 {
 			// A client that is gone sends its tickets again and is answered
@@ -935,7 +928,7 @@ func remoteHost(addr string) string {
 // else.
 func (b *Broker) allowed(dev, topic string, write bool) bool {
 	t := b.cfg.Topics
-	if write && b.cfg.HandleVoucher != nil && topic == t.Voucher(dev) {
+	if write && b.cfg.Vouchers && topic == t.Voucher(dev) {
 		return true
 	}
 	return (write && topic == t.Ticket(dev)) || (!write && topic == t.Receipt(dev))

@@ -17,7 +17,9 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/farthing-iot/farthing/gateway/entrance"
 	"github.com/farthing-iot/farthing/gateway/mqtt"
+	"github.com/farthing-iot/farthing/protocol"
 )
 
 // fakeHandler answers every ticket with "receipt:" and its payload, after
@@ -28,13 +30,13 @@ type fakeHandler struct {
 	gate chan struct{}
 }
 
-func (f *fakeHandler) handle(_ context.Context, device string, payload []byte) mqtt.Reply {
+func (f *fakeHandler) handle(_ context.Context, m entrance.Message) entrance.Reply {
 	f.mu.Lock()
-	f.seen = append(f.seen, device+"/"+string(payload))
+	f.seen = append(f.seen, m.Device+"/"+string(m.Payload))
 	f.mu.Unlock()
-	return func() ([]byte, bool) {
+	return func() entrance.Answer {
 		<-f.gate
-		return []byte("receipt:" + string(payload)), true
+		return entrance.Answer{Receipt: []byte("receipt:" + string(m.Payload)), Status: protocol.StatusAccepted}
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/farthing-iot/farthing/gateway/entrance"
 )
 
 // ClientConfig configures the gateway as a client of an external broker.
@@ -17,7 +19,9 @@ type ClientConfig struct {
 	ClientID           string
 	Username, Password string
 	Topics             Topics
-	Handle             Handler
+	// Handle takes every message devices publish on their ticket topics
+	// (and voucher topics, when Vouchers).
+	Handle entrance.Handler
 	// Concurrency is the number of shards that handle tickets at once;
 	// default 256. A device's tickets always go to the same shard, in the
 	// order the broker delivered them.
@@ -29,10 +33,8 @@ type ClientConfig struct {
 	Subscribed func()
 	// Lost, if set, is called when the connection to the broker is lost.
 	Lost func()
-	// HandleVoucher, if set, redeems vouchers devices publish on their
-	// voucher topics (the client subscribes to them too) and returns the
-	// receipt to publish.
-	HandleVoucher func(ctx context.Context, device string, payload []byte) []byte
+	// Vouchers subscribes to the devices' voucher topics too.
+	Vouchers bool
 	// ReceiptQoS is the QoS receipts are published at (see the package
 	// documentation); 0 or 1.
 	ReceiptQoS byte
@@ -62,14 +64,13 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		cfg.Event = func(string) {}
 	}
 	type job struct {
-		c       paho.Client
-		msg     paho.Message
-		dev     string
-		voucher bool // the message is a voucher, not a ticket
+		c   paho.Client
+		msg paho.Message
+		dev string
 	}
 	type started struct {
 		job
-		reply Reply
+		reply entrance.Reply
 	}
 	shards := make([]chan job, cfg.Concurrency)
 	var workers sync.WaitGroup
@@ -87,12 +88,7 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 			defer workers.Done()
 			defer close(answers)
 			for j := range q {
-				if j.voucher {
-					receipt := cfg.HandleVoucher(ctx, j.dev, j.msg.Payload())
-					answers <- started{j, func() ([]byte, bool) { return receipt, true }}
-					continue
-				}
-				answers <- started{j, cfg.Handle(ctx, j.dev, j.msg.Payload())}
+				answers <- started{j, cfg.Handle(ctx, entrance.Message{Device: j.dev, Payload: j.msg.Payload(), Transport: "mqtt"})}
 			}
 		}(shards[i])
 		go func() {
@@ -107,14 +103,14 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 			defer workers.Done()
 			defer close(receipts)
 			for j := range answers {
-				receipt, ack := j.reply()
-				if receipt != nil {
-					t := j.c.Publish(cfg.Topics.Receipt(j.dev), cfg.ReceiptQoS, false, receipt)
+				ans := j.reply()
+				if ans.Receipt != nil {
+					t := j.c.Publish(cfg.Topics.Receipt(j.dev), cfg.ReceiptQoS, false, ans.Receipt)
 					if cfg.ReceiptQoS > 0 {
 						receipts <- receiptToken{j.dev, t}
 					}
 				}
-				if ack {
+				if ans.Final() {
 					j.msg.Ack() // unacknowledged, the broker delivers it again
 				}
 			}
@@ -123,10 +119,9 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 	var closing sync.RWMutex // held for reading while routing; closing the shards takes it
 	closed := false
 	handler := func(c paho.Client, msg paho.Message) {
-		dev, voucher := cfg.Topics.DeviceOf(msg.Topic()), false
-		if dev == "" && cfg.HandleVoucher != nil {
+		dev := cfg.Topics.DeviceOf(msg.Topic())
+		if dev == "" && cfg.Vouchers {
 			dev = cfg.Topics.DeviceOfVoucher(msg.Topic())
-			voucher = dev != ""
 		}
 		if dev == "" {
 			cfg.Event("bad_topic")
@@ -140,7 +135,7 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 		}
 		h := fnv.New32a()
 		h.Write([]byte(dev))
-		shards[h.Sum32()%uint32(len(shards))] <- job{c, msg, dev, voucher}
+		shards[h.Sum32()%uint32(len(shards))] <- job{c, msg, dev}
 	}
 	var client paho.Client
 	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(cfg.ClientID).
@@ -152,7 +147,7 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 	opts.SetOnConnectHandler(func(c paho.Client) {
 		cfg.Event("connected")
 		filters := map[string]byte{cfg.Topics.TicketFilter(): 1}
-		if cfg.HandleVoucher != nil {
+		if cfg.Vouchers {
 			filters[cfg.Topics.VoucherFilter()] = 1
 		}
 		t := c.SubscribeMultiple(filters, handler)

@@ -3,33 +3,19 @@
 // mochi-mqtt's packet codec), the default, and a client (paho) of an
 // external broker such as Mosquitto.
 //
-// Topics: devices publish tickets on PREFIX/DEVICE/ticket and read receipts
-// on PREFIX/DEVICE/receipt. A ticket is acknowledged to the broker (PUBACK
-// or the paho ack) only after its Reply returned, and a Reply returns only
-// after the ticket is committed: an acknowledged ticket is durable. Both
+// Topics: devices publish tickets on PREFIX/DEVICE/ticket (and vouchers on
+// PREFIX/DEVICE/voucher) and read receipts on PREFIX/DEVICE/receipt. Every
+// message goes to the gateway's one entrance (entrance.Handler), whatever
+// its topic. A message is acknowledged to the broker (PUBACK or the paho
+// ack) only after its Reply returned final, and a Reply returns only
+// after the message is committed: an acknowledged message is durable. Both
 // modes keep many of a device's tickets in flight at once, started in
 // arrival order and answered in that order, so they share group commits.
 package mqtt
 
 import (
-	"context"
-
 	"github.com/farthing-iot/farthing/protocol"
 )
-
-// Handler takes one ticket that arrived on device's ticket topic. It
-// checks the ticket and queues it for commit on the caller's goroutine, so
-// a caller that hands over a device's tickets in arrival order has them
-// committed in that order, and returns at once. The Reply it returns waits
-// for the outcome.
-type Handler func(ctx context.Context, device string, payload []byte) Reply
-
-// Reply waits for a ticket's outcome and returns the receipt to publish
-// (nil: publish nothing) and whether the ticket may be acknowledged to the
-// broker: true once its effects are durable or it is refused for good,
-// false when it should come again (retry later). It returns only after the
-// ticket's effects are durable.
-type Reply func() (receipt []byte, ack bool)
 
 // Topics are the topic names (protocol.Topics).
 type Topics = protocol.Topics

@@ -23,6 +23,7 @@ import (
 
 	"github.com/farthing-iot/farthing/cmd/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 )
 
@@ -452,10 +453,10 @@ func provision(data string, n int) error {
 	if err := os.WriteFile(filepath.Join(data, "tariffs.yaml"), []byte(tariffs), 0o600); err != nil {
 		return err
 	}
-	var rf gateway.RegistryFile
+	var rf registry.File
 	for _, typ := range []string{"hmac", "ed25519"} {
 		for i := 1; i <= n; i++ {
-			e, s, err := gateway.NewDevice(fmt.Sprintf("%s-%04d", typ, i), typ, "fleet", "utility", map[string]string{"energy_wh": "energy"})
+			e, s, err := registry.NewDevice(fmt.Sprintf("%s-%04d", typ, i), typ, "fleet", "utility", map[string]string{"energy_wh": "energy"})
 			if err != nil {
 				return err
 			}
@@ -468,7 +469,7 @@ func provision(data string, n int) error {
 			}
 		}
 	}
-	return gateway.WriteRegistryFile(filepath.Join(data, "devices.yaml"), &rf)
+	return registry.WriteFile(filepath.Join(data, "devices.yaml"), &rf)
 }
 
 // startGateway runs a gateway on data in this process.

@@ -14,6 +14,8 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/coaps"
+	"github.com/farthing-iot/farthing/gateway/entrance"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -44,7 +46,7 @@ func coapLimit(ctx context.Context, o Options, data string, d time.Duration) (fl
 // bareCoAP serves the CoAP-over-DTLS door on addr with the PSKs of data's
 // registry and nothing behind it.
 func bareCoAP(ctx context.Context, data, addr string) (func(), error) {
-	rf, err := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml"))
+	rf, err := registry.ReadFile(filepath.Join(data, "devices.yaml"))
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +55,7 @@ func bareCoAP(ctx context.Context, data, addr string) (func(), error) {
 		if e.KeyType != "hmac" {
 			continue
 		}
-		s, err := gateway.SecretsOf(e)
+		s, err := registry.SecretsOf(e)
 		if err != nil {
 			return nil, err
 		}
@@ -61,8 +63,8 @@ func bareCoAP(ctx context.Context, data, addr string) (func(), error) {
 	}
 	answer := make([]byte, 96) // about a receipt
 	srv, err := coaps.Listen(coaps.Config{Listen: addr,
-		Handle: func(context.Context, string, []byte) ([]byte, protocol.Status, time.Duration) {
-			return answer, protocol.StatusAccepted, 0
+		Handle: func(context.Context, entrance.Message) entrance.Reply {
+			return func() entrance.Answer { return entrance.Answer{Receipt: answer, Status: protocol.StatusAccepted} }
 		},
 		PSK:    func(id string) ([]byte, bool) { k, ok := psk[id]; return k, ok },
 		Limits: coaps.Limits{HandshakeRate: 1e6, HandshakeBurst: 1e6, MaxSessions: 1 << 20},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/farthing-iot/farthing/cmd/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/registry"
 )
 
 // Memory is the gateway's resident memory with a large fleet: many devices
@@ -79,16 +80,16 @@ func provisionFleet(data string, n int, tariffs string) error {
 	if err := os.WriteFile(filepath.Join(data, "tariffs.yaml"), b, 0o600); err != nil {
 		return err
 	}
-	rf := gateway.RegistryFile{Devices: make([]gateway.DeviceEntry, 0, n)}
+	rf := registry.File{Devices: make([]registry.Entry, 0, n)}
 	meters := map[string]string{"energy_wh": "energy"}
 	for i := 1; i <= n; i++ {
-		e, _, err := gateway.NewDevice(fmt.Sprintf("fleet-%06d", i), "hmac", "fleet", "utility", meters)
+		e, _, err := registry.NewDevice(fmt.Sprintf("fleet-%06d", i), "hmac", "fleet", "utility", meters)
 		if err != nil {
 			return err
 		}
 		rf.Devices = append(rf.Devices, e)
 	}
-	return gateway.WriteRegistryFile(filepath.Join(data, "devices.yaml"), &rf)
+	return registry.WriteFile(filepath.Join(data, "devices.yaml"), &rf)
 }
 
 // memoryScenario starts a gateway over a registry of registered devices,

@@ -22,6 +22,7 @@ import (
 
 	"github.com/farthing-iot/farthing/cmd/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/provider"
 )
@@ -200,18 +201,18 @@ func provisionHMAC(data string, n int) error {
 	if err := provision(data, n); err != nil {
 		return err
 	}
-	rf, err := gateway.ReadRegistryFile(filepath.Join(data, "devices.yaml"))
+	rf, err := registry.ReadFile(filepath.Join(data, "devices.yaml"))
 	if err != nil {
 		return err
 	}
-	var keep []gateway.DeviceEntry
+	var keep []registry.Entry
 	for _, e := range rf.Devices {
 		if e.KeyType == "hmac" {
 			keep = append(keep, e)
 		}
 	}
 	rf.Devices = keep
-	return gateway.WriteRegistryFile(filepath.Join(data, "devices.yaml"), rf)
+	return registry.WriteFile(filepath.Join(data, "devices.yaml"), rf)
 }
 
 // scrape reads a Prometheus text page into name{labels} → value.

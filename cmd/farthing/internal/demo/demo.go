@@ -21,6 +21,8 @@ import (
 
 	"github.com/farthing-iot/farthing/cmd/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
@@ -40,7 +42,7 @@ type Options struct {
 // Result is what the demo found.
 type Result struct {
 	Sim      *sim.Report
-	Inspect  *gateway.Report
+	Inspect  *ledger.Report
 	Received *provider.Report
 	Payouts  []provider.Payout
 	Wallets  []provider.Wallet
@@ -141,17 +143,17 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		{"modem-1", "hmac", "fleet", "telco", map[string]string{"data_bytes": "data-eu"}},
 		{"kiosk-1", "hmac", "kiosk", "stadtwerk", map[string]string{"energy_wh": "plug-home"}},
 	}
-	var rf gateway.RegistryFile
+	var rf registry.File
 	var devs []sim.Device
 	for _, s := range specs {
-		e, sec, err := gateway.NewDevice(s.id, s.keyType, s.account, s.provider, s.tariffs)
+		e, sec, err := registry.NewDevice(s.id, s.keyType, s.account, s.provider, s.tariffs)
 		if err != nil {
 			return nil, err
 		}
 		rf.Devices = append(rf.Devices, e)
 		devs = append(devs, sim.Device{Entry: e, Secrets: sec})
 	}
-	if err := gateway.WriteRegistryFile(cfg.Devices, &rf); err != nil {
+	if err := registry.WriteFile(cfg.Devices, &rf); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(out, "Farthing demo\n  data directory %s\n  gateway %s with an embedded MQTT broker on %s\n", dir, cfg.GatewayID, mqttAddr)
@@ -233,7 +235,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			redeemed = err.Error()
 			return
 		}
-		r, err := g.RedeemVoucher(ctx, v, "", "demo")
+		r, err := g.Ingest().RedeemVoucher(ctx, v, "", "demo")
 		if err != nil {
 			redeemed = "voucher refused: " + err.Error()
 			return
@@ -249,10 +251,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if err == nil {
 		// Settle up: seal every open window and let the forwarder deliver.
-		err = g.Ingest().CloseWindows(ctx, time.Now().Add(24*time.Hour))
+		err = g.CloseWindows(ctx, time.Now().Add(24*time.Hour))
 		deadline := time.Now().Add(30 * time.Second)
 		for err == nil {
-			ir, ierr := gateway.Inspect(g.Store(), nil)
+			ir, ierr := ledger.Inspect(g.Store(), nil)
 			if ierr != nil || ir.Outbox == 0 || time.Now().After(deadline) {
 				break
 			}
@@ -274,7 +276,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer st.Close()
-	insp, err := gateway.Inspect(st, nil)
+	insp, err := ledger.Inspect(st, nil)
 	if err != nil {
 		return nil, err
 	}

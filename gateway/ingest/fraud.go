@@ -1,7 +1,9 @@
-package gateway
+package ingest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -30,9 +32,50 @@ const (
 	SignSuperseded = "clone_sign_superseded_seq" // a ticket never seen, below the device's last seq
 )
 
-// SetFraud installs the fraud settings and loads the suspended devices
-// from the books.
-func (in *Ingest) SetFraud(cfg FraudConfig) error {
+// FraudConfig sets the automatic suspension of devices. A suspended
+// device's tickets are refused (reason device_suspended) until an
+// operator resumes it (farthing device resume).
+type FraudConfig struct {
+	// SuspendAfter suspends a device with this many tickets held within
+	// Window; 0 (the default) never does.
+	SuspendAfter int `yaml:"suspend_after"`
+	// Window is the time signs are counted over; default 1h.
+	Window time.Duration `yaml:"window"`
+	// Clones is "log" (the default: a suspected clone is counted and
+	// logged) or "suspend" (it is also suspended).
+	Clones string `yaml:"clones"`
+	// CloneSignals is how many signs of a clone within Window make a
+	// suspected clone; default 5. Signs: the device's MQTT session taken
+	// over from another address, a second DTLS session from another
+	// address, a ticket answered superseded (two seq streams interleaving).
+	CloneSignals int `yaml:"clone_signals"`
+}
+
+// Normalize fills in the defaults and checks the settings; the error
+// names the setting (fraud.clones, …).
+func (c *FraudConfig) Normalize() error {
+	if c.Window == 0 {
+		c.Window = time.Hour
+	}
+	if c.CloneSignals == 0 {
+		c.CloneSignals = 5
+	}
+	switch c.Clones {
+	case "":
+		c.Clones = "log"
+	case "log", "suspend":
+	default:
+		return fmt.Errorf("fraud.clones: %q: want log or suspend", c.Clones)
+	}
+	if c.SuspendAfter < 0 || c.CloneSignals < 0 || c.Window < 0 {
+		return errors.New("fraud: suspend_after, clone_signals and window must not be negative")
+	}
+	return nil
+}
+
+// loadSuspended installs the fraud settings and loads the suspended
+// devices from the books.
+func (in *Ingest) loadSuspended() error {
 	list, err := ledger.Suspensions(in.books.Store())
 	if err != nil {
 		return err
@@ -40,7 +83,7 @@ func (in *Ingest) SetFraud(cfg FraudConfig) error {
 	f := &in.fraud
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.cfg, f.held, f.signs = cfg, map[string][]time.Time{}, map[string][]time.Time{}
+	f.cfg, f.held, f.signs = in.cfg.Fraud, map[string][]time.Time{}, map[string][]time.Time{}
 	sus := map[string]bool{}
 	for _, s := range list {
 		sus[s.Device] = true
@@ -49,7 +92,9 @@ func (in *Ingest) SetFraud(cfg FraudConfig) error {
 	return nil
 }
 
-func (in *Ingest) suspended(device string) bool {
+// Suspended reports whether the device is suspended: its messages are
+// refused and its sessions refused or closed.
+func (in *Ingest) Suspended(device string) bool {
 	m := in.fraud.suspended.Load()
 	return m != nil && (*m)[device]
 }
@@ -88,7 +133,7 @@ func (f *fraudWatch) recent(m map[string][]time.Time, device string, now time.Ti
 func (in *Ingest) noteHeld(device string) {
 	f := &in.fraud
 	f.mu.Lock()
-	if f.held == nil || f.cfg.SuspendAfter == 0 || in.suspended(device) {
+	if f.held == nil || f.cfg.SuspendAfter == 0 || in.Suspended(device) {
 		f.mu.Unlock()
 		return
 	}
@@ -107,7 +152,7 @@ func (in *Ingest) NoteCloneSign(device, sign, detail string) {
 	in.log.Info("sign of a cloned device", "device", device, "sign", sign, "detail", detail)
 	f := &in.fraud
 	f.mu.Lock()
-	if f.signs == nil || in.suspended(device) {
+	if f.signs == nil || in.Suspended(device) {
 		f.mu.Unlock()
 		return
 	}
@@ -140,8 +185,8 @@ func (in *Ingest) suspend(device, event, why string) {
 	delete(f.held, device)
 	delete(f.signs, device)
 	f.mu.Unlock()
-	if in.onSuspend != nil {
-		in.onSuspend(device)
+	if in.cfg.OnSuspend != nil {
+		in.cfg.OnSuspend(device)
 	}
 	in.metrics.Fraud.WithLabelValues(event).Inc()
 	in.log.Error("device suspended: its tickets are refused until an operator resumes it (farthing device resume)",
