@@ -83,6 +83,11 @@ func TestDecideWithoutAStateFile(t *testing.T) {
 	if _, err := decide(st, terms, testPayer, ticket(3, 10_000), nil, 4); !errors.As(err, &rf) || rf.Status != protocol.StatusInsufficientFunds {
 		t.Fatalf("7 kWh on 0.40 EUR prepaid: %v; want insufficient funds", err)
 	}
+	// The refusal carries what the account had available, as read in the
+	// transaction that refused it: the receipt needs no read after it.
+	if !rf.HasAvailable || rf.Available != int64(st.account.Balance) {
+		t.Fatalf("insufficient funds: available %d (%v); want the prepaid balance %d", rf.Available, rf.HasAvailable, st.account.Balance)
+	}
 }
 
 // The free allowance belongs to the account and meter: two devices of one
