@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway/ingest"
+	"github.com/farthing-iot/farthing/gateway/operator"
 
 	"go.yaml.in/yaml/v3"
 
@@ -53,7 +54,7 @@ type Config struct {
 	MQTT      MQTTConfig       `yaml:"mqtt"`
 	DTLS      DTLSConfig       `yaml:"dtls"`
 	HTTP      HTTPConfig       `yaml:"http"`
-	Operator  OperatorConfig   `yaml:"operator"`
+	Operator  operator.Config  `yaml:"operator"`
 	Limits    LimitsConfig     `yaml:"limits"`
 	Commit    CommitConfig     `yaml:"commit"`
 	// Upstreams receive every sealed aggregate (or their providers').
@@ -340,7 +341,7 @@ func (c *Config) setDefaults() error {
 		c.HTTP.Listen = "127.0.0.1:9100"
 	}
 	if c.Operator.Socket == "" {
-		c.Operator.Socket = filepath.Join(c.DataDir, OperatorSocket)
+		c.Operator.Socket = filepath.Join(c.DataDir, operator.Socket)
 	}
 	if c.Limits.MaxStoreBytes == 0 {
 		c.Limits.MaxStoreBytes = 1 << 30
@@ -523,7 +524,7 @@ func (c *Config) validate(path string) error {
 	if c.HTTP.Console != "on" && c.HTTP.Console != "off" {
 		return bad("http.console", "%q: want on or off", c.HTTP.Console)
 	}
-	if err := c.Operator.validate(); err != nil {
+	if err := c.Operator.Validate(); err != nil {
 		return bad("operator", "%v", err)
 	}
 	if c.MQTT.ReceiptQoS != 0 && c.MQTT.ReceiptQoS != 1 {

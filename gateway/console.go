@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/gateway/registry"
 
 	"github.com/farthing-iot/farthing/gateway/ledger"
@@ -108,7 +108,7 @@ func newConsole(g *Gateway) (*console, error) {
 		c.pages[name] = t
 	}
 	if f := g.cfg.Operator.TokenFile; f != "" {
-		t, err := loadToken(f)
+		t, err := operator.LoadToken(f)
 		if err != nil {
 			return nil, fmt.Errorf("%w: operator.%v", ErrConfig, err)
 		}
@@ -221,7 +221,7 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, name string, da
 	if err != nil {
 		status := http.StatusServiceUnavailable
 		switch {
-		case errors.Is(err, ledger.ErrUnknownAccount), errors.Is(err, errNoSuchDevice), errors.Is(err, ledger.ErrNoHold):
+		case errors.Is(err, ledger.ErrUnknownAccount), errors.Is(err, operator.ErrNoSuchDevice), errors.Is(err, ledger.ErrNoHold):
 			status = http.StatusNotFound
 		default:
 			c.g.log.Error("console: page not served", "path", r.URL.Path, "error", err)
@@ -256,8 +256,6 @@ func (c *console) fail(w http.ResponseWriter, r *http.Request, status int, why s
 
 var pageTitles = map[string]string{"overview": "Overview", "devices": "Devices", "device": "Device", "accounts": "Accounts",
 	"account": "Account", "windows": "Windows and aggregates", "quarantine": "Quarantine"}
-
-var errNoSuchDevice = errors.New("no such device in the registry")
 
 // report returns the state file's report, read at most once every two
 // seconds however many pages and streams ask.
@@ -541,7 +539,7 @@ func (c *console) devicePage(_ http.ResponseWriter, r *http.Request) (string, an
 	id := r.PathValue("id")
 	d := c.g.ingest.Snapshot().Registry.Device(id)
 	if d == nil {
-		return "", nil, fmt.Errorf("%w: %s", errNoSuchDevice, id)
+		return "", nil, fmt.Errorf("%w: %s", operator.ErrNoSuchDevice, id)
 	}
 	v, err := ledger.Device(c.g.store, id, consoleRecent)
 	det := deviceDetail{Tariffs: d.Tariffs, DailyCap: d.DailyCap}
@@ -687,7 +685,7 @@ func (c *console) change(do func(r *http.Request) (back, done string, err error)
 			c.fail(w, r, http.StatusUnauthorized, msg)
 			return
 		}
-		back, done, err := do(r.WithContext(context.WithValue(r.Context(), credentialKey{}, "console-token")))
+		back, done, err := do(r.WithContext(operator.ContextWithCredential(r.Context(), "console-token")))
 		c.fresh()
 		q := url.Values{}
 		if err != nil {
@@ -712,12 +710,12 @@ func (c *console) topUp(r *http.Request) (string, string, error) {
 	if ref == "" {
 		return back, "", errors.New("ref: a reference (a payment id) is required, so that sending the form twice tops up once")
 	}
-	res, err := c.g.ingest.Books().TopUp(r.Context(), &c.g.ingest.Snapshot().Terms, id, amount, ref, credentialOf(r))
+	res, err := c.g.ingest.Books().TopUp(r.Context(), &c.g.ingest.Snapshot().Terms, id, amount, ref, operator.CredentialOf(r))
 	if err != nil {
 		return back, "", err
 	}
 	c.g.metrics.Transport.WithLabelValues("operator", "top_up").Inc()
-	c.g.log.Info("top-up", "account", id, "amount", amount.String(), "ref", ref, "repeated", res.Repeated, "credential", credentialOf(r))
+	c.g.log.Info("top-up", "account", id, "amount", amount.String(), "ref", ref, "repeated", res.Repeated, "credential", operator.CredentialOf(r))
 	done := "topped up " + amount.String() + " (ref " + ref + ")"
 	if res.Repeated {
 		done = "ref " + ref + " was already used for this top-up: nothing added"
@@ -742,7 +740,7 @@ func (c *console) settle(r *http.Request) (string, string, error) {
 	default:
 		return back, "", errors.New("want release or void")
 	}
-	v, err := settle(r.Context(), terms, dev, seq, strings.TrimSpace(r.PostForm.Get("note")), credentialOf(r))
+	v, err := settle(r.Context(), terms, dev, seq, strings.TrimSpace(r.PostForm.Get("note")), operator.CredentialOf(r))
 	if err != nil {
 		return back, "", err
 	}
@@ -750,14 +748,14 @@ func (c *console) settle(r *http.Request) (string, string, error) {
 		c.g.metrics.Transport.WithLabelValues("operator", action).Inc()
 	}
 	c.g.log.Warn("held ticket "+v.State, "device", dev, "seq", seq, "rule", v.Rule, "charged_nanos", v.Charged,
-		"note", v.Note, "repeated", v.Repeated, "credential", credentialOf(r))
+		"note", v.Note, "repeated", v.Repeated, "credential", operator.CredentialOf(r))
 	return back, fmt.Sprintf("%s/%d %s", dev, seq, v.State), nil
 }
 
 func (c *console) resume(r *http.Request) (string, string, error) {
 	id := r.PathValue("id")
 	back := "/console/devices/" + url.PathEscape(id)
-	was, err := c.g.ingest.Resume(r.Context(), id, credentialOf(r))
+	was, err := c.g.ingest.Resume(r.Context(), id, operator.CredentialOf(r))
 	switch {
 	case err != nil:
 		return back, "", err
@@ -765,28 +763,6 @@ func (c *console) resume(r *http.Request) (string, string, error) {
 		return back, "", errors.New("the device is not suspended")
 	}
 	return back, id + " resumed", nil
-}
-
-// loadToken reads the operator token from path, which must be mode 0600
-// and hold at least 16 characters; it returns the token's SHA-256.
-func loadToken(path string) ([sha256.Size]byte, error) {
-	var h [sha256.Size]byte
-	fi, err := os.Stat(path)
-	if err != nil {
-		return h, fmt.Errorf("token_file: %v", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return h, fmt.Errorf("token_file %s is mode %v: a secret must be 0600", path, fi.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return h, fmt.Errorf("token_file: %v", err)
-	}
-	t := strings.TrimSpace(string(b))
-	if len(t) < 16 {
-		return h, fmt.Errorf("token_file %s: the token is shorter than 16 characters", path)
-	}
-	return sha256.Sum256([]byte(t)), nil
 }
 
 func formatMillis(ms int64) string {

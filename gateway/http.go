@@ -3,15 +3,20 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
+
+	"github.com/farthing-iot/farthing/gateway/operator"
 )
 
 // mux is the HTTP listener's: /metrics, /healthz and /readyz, open to
@@ -132,4 +137,59 @@ func (g *Gateway) startMetrics(hs *httpServers) error {
 		g.log.Info("web console", "addr", "http://"+l.Addr().String()+"/console/", "changes", g.console.token != nil)
 	}
 	return nil
+}
+
+// startOperator starts the operator API's listeners on hs; they serve
+// until hs closes. A listener that cannot start is an error: the daemon
+// does not run with a door the operator asked for missing.
+func (g *Gateway) startOperator(hs *httpServers) error {
+	c := g.cfg.Operator
+	api := operator.New(operator.Deps{Store: g.store, Ingest: g.ingest, Metrics: g.metrics.Metrics, Log: g.log,
+		Online: g.onlineOver, Pprof: c.Pprof})
+	if c.Socket == "" {
+		c.Socket = filepath.Join(g.cfg.DataDir, operator.Socket)
+	}
+	if c.Socket != "off" {
+		l, err := operator.ListenSocket(c.Socket)
+		if err != nil {
+			return fmt.Errorf("operator socket: %w", err)
+		}
+		hs.removeOnClose(c.Socket)
+		socket := func(*http.Request) (string, bool) { return "socket", true }
+		hs.serve(netutil.LimitListener(l, operator.MaxConns), operator.Server(api.WithCredential(socket), nil, g.httpErrorLog()))
+		g.log.Info("operator API", "socket", c.Socket)
+	}
+	if c.Listen != "" {
+		tc, check, err := operator.TLS(c)
+		if err != nil {
+			return fmt.Errorf("%w: operator: %v", ErrConfig, err)
+		}
+		l, err := net.Listen("tcp", c.Listen)
+		if err != nil {
+			return fmt.Errorf("operator: %w", err)
+		}
+		hs.serve(netutil.LimitListener(l, operator.MaxConns), operator.Server(api.WithCredential(check), tc, g.httpErrorLog()))
+		g.operatorAddr = l.Addr().String()
+		g.log.Info("operator API", "addr", "https://"+g.operatorAddr)
+	}
+	return nil
+}
+
+// onlineOver returns the transports the device has a session over now.
+func (g *Gateway) onlineOver(device string) []string {
+	var out []string
+	for t, d := range g.sessionDoors() {
+		if d.online(device) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// httpErrorLog sends net/http's own messages (a TLS handshake that failed,
+// a malformed request) to the gateway's log at debug level: they are a
+// client's problem, and the refusals that matter are counted and logged
+// where they are decided.
+func (g *Gateway) httpErrorLog() *log.Logger {
+	return slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)
 }

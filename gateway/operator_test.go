@@ -21,6 +21,7 @@ import (
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/operator"
 )
 
 // socketClient is an HTTP client of the operator API's Unix socket.
@@ -61,7 +62,7 @@ func TestOperatorAPIIsOffTheMetricsListener(t *testing.T) {
 			t.Errorf("metrics listener %s = %d; want 404", p, code)
 		}
 	}
-	sock := filepath.Join(tg.cfg.DataDir, gateway.OperatorSocket)
+	sock := filepath.Join(tg.cfg.DataDir, operator.Socket)
 	fi, err := os.Stat(sock)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +140,7 @@ func TestOperatorAPIOverTLS(t *testing.T) {
 	tokenFile := filepath.Join(dir, "token")
 	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
 	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "prepaid-1"}}, func(c *gateway.Config) {
-		c.Operator = gateway.OperatorConfig{Listen: "127.0.0.1:0", CertFile: pki.serverCert, KeyFile: pki.serverKey,
+		c.Operator = operator.Config{Listen: "127.0.0.1:0", CertFile: pki.serverCert, KeyFile: pki.serverKey,
 			TokenFile: tokenFile, ClientCAFile: pki.caPEM, Pprof: true}
 	})
 	base := "https://" + tg.OperatorAddr()
@@ -201,7 +202,7 @@ func TestOperatorAPIOverTLS(t *testing.T) {
 	if err := g.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "0600") {
 		t.Fatalf("Run with a 0644 token file: %v; want a refusal naming 0600", err)
 	}
-	for _, bad := range []gateway.OperatorConfig{{Listen: "127.0.0.1:0"}, {Listen: "127.0.0.1:0", CertFile: pki.serverCert, KeyFile: pki.serverKey}} {
+	for _, bad := range []operator.Config{{Listen: "127.0.0.1:0"}, {Listen: "127.0.0.1:0", CertFile: pki.serverCert, KeyFile: pki.serverKey}} {
 		path := filepath.Join(t.TempDir(), "farthingd.yaml")
 		y := "operator: {listen: " + bad.Listen + ", cert_file: '" + bad.CertFile + "', key_file: '" + bad.KeyFile + "'}\n"
 		os.WriteFile(path, []byte(y), 0o600)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
@@ -102,7 +103,7 @@ func TestStatePlateaus(t *testing.T) {
 	if len(days) == 0 || days[0].Entries == 0 {
 		t.Errorf("no ledger entries were folded: %+v", days)
 	}
-	code, body := getBody(t, socketClient(filepath.Join(tg.cfg.DataDir, gateway.OperatorSocket)), "http://farthingd/accounts/fleet/periods")
+	code, body := getBody(t, socketClient(filepath.Join(tg.cfg.DataDir, operator.Socket)), "http://farthingd/accounts/fleet/periods")
 	var periods []ledger.FoldedDay
 	if json.Unmarshal([]byte(body), &periods); code != 200 || len(periods) != len(days) || periods[0] != days[0] {
 		t.Errorf("GET /accounts/fleet/periods: %d %s", code, body)

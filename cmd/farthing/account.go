@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/metering"
 )
 
@@ -41,7 +41,7 @@ func runAccount(e *env, args []string) error {
 		}
 		var res ledger.TopUpResult
 		if err := op.postJSON(*data, "/accounts/"+url.PathEscape(pos[0])+"/topups",
-			gateway.TopUpRequest{Amount: pos[1], Ref: *ref}, &res); err != nil {
+			operator.TopUpRequest{Amount: pos[1], Ref: *ref}, &res); err != nil {
 			if errors.Is(err, errNoDaemon) {
 				return fmt.Errorf("a top-up needs the running farthingd: %w", err)
 			}

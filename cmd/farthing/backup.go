@@ -16,6 +16,7 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/protocol"
@@ -96,7 +97,7 @@ func backupFromDaemon(op *operatorFlags, data string, w io.Writer) (int64, strin
 	if err != nil {
 		return n, "", fmt.Errorf("backup interrupted after %d bytes: %w", n, err)
 	}
-	want := resp.Trailer.Get(gateway.BackupChecksumTrailer)
+	want := resp.Trailer.Get(operator.BackupChecksumTrailer)
 	if got := hex.EncodeToString(h.Sum(nil)); want == "" || got != want {
 		return n, "", fmt.Errorf("backup refused: the gateway's checksum %q does not match the %d bytes received (%s)", want, n, got)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/farthing-iot/farthing/cmd/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
@@ -138,7 +139,7 @@ func runDeviceAdd(e *env, args []string) error {
 		}
 	}
 	// Every device added here has the same terms: one check covers them.
-	check := gateway.DeviceCheck{Devices: []gateway.DeviceTerms{{ID: ids[0], Account: *account, Provider: *provider,
+	check := operator.DeviceCheck{Devices: []operator.DeviceTerms{{ID: ids[0], Account: *account, Provider: *provider,
 		Tariffs: tariffs, DailyCap: *dailyCap}}}
 	// The running gateway checks the terms against its configuration
 	// before anything is written: a device it would refuse must not make
@@ -196,7 +197,7 @@ func runDeviceAdd(e *env, args []string) error {
 	last := ids[len(ids)-1]
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var st gateway.DeviceStatus
+		var st operator.DeviceStatus
 		err := op.getJSON(*data, "/devices/"+url.PathEscape(last), &st)
 		if err == nil {
 			break
@@ -730,7 +731,7 @@ func runDeviceCommit(e *env, args []string) error {
 		return err
 	}
 	var r protocol.Receipt
-	if err := op.postJSON(*data, "/chains/"+url.PathEscape(*id), gateway.ChainRegistration{Commitment: b}, &r); err != nil {
+	if err := op.postJSON(*data, "/chains/"+url.PathEscape(*id), operator.ChainRegistration{Commitment: b}, &r); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "device %s: chain commitment %s", *id, r.Status)

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/operator"
 )
 
 // operatorFlags are the flags of the commands that ask a running daemon's
@@ -87,7 +87,7 @@ func (o *operatorFlags) do(data, method, path string, body []byte, v any) error 
 
 func (o *operatorFlags) client(data string) (*http.Client, string, error) {
 	if *o.url == "" {
-		sock := filepath.Join(data, gateway.OperatorSocket)
+		sock := filepath.Join(data, operator.Socket)
 		if _, err := os.Stat(sock); err != nil {
 			return nil, "", fmt.Errorf("%w: %v", errNoDaemon, err)
 		}

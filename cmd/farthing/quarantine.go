@@ -11,6 +11,7 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/gateway/store"
 )
 
@@ -79,7 +80,7 @@ func runQuarantine(e *env, args []string) error {
 		if args[0] == "void" && *note == "" {
 			return usageError{usage}
 		}
-		if err := op.postJSON(*data, path+"/"+args[0], gateway.SettleRequest{Note: *note}, &h); err != nil {
+		if err := op.postJSON(*data, path+"/"+args[0], operator.SettleRequest{Note: *note}, &h); err != nil {
 			if errors.Is(err, errNoDaemon) {
 				return fmt.Errorf("a %s needs the running farthingd: %w", args[0], err)
 			}

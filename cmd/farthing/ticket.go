@@ -14,6 +14,7 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/protocol"
@@ -110,7 +111,7 @@ func nextTicket(data string, op *operatorFlags, fs *flag.FlagSet, t *protocol.Ti
 	if set["seq"] {
 		return usageError{"--next makes the seq; leave --seq out"}
 	}
-	var st gateway.DeviceStatus
+	var st operator.DeviceStatus
 	err := op.getJSON(data, "/devices/"+url.PathEscape(t.Device), &st)
 	if errors.Is(err, errNoDaemon) {
 		st.DeviceView, err = deviceFromFile(data, t.Device)

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
@@ -81,7 +81,7 @@ func runVoucher(e *env, args []string) error {
 			return usageError{"voucher redeem TEXT"}
 		}
 		var res ledger.RedeemResult
-		if err := op.postJSON(*data, "/vouchers/redeem", gateway.RedeemRequest{Voucher: strings.TrimSpace(pos[0])}, &res); err != nil {
+		if err := op.postJSON(*data, "/vouchers/redeem", operator.RedeemRequest{Voucher: strings.TrimSpace(pos[0])}, &res); err != nil {
 			return err
 		}
 		cur := metering.Currency(res.Currency)

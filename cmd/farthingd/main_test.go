@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/internal/pgtest"
 )
 
@@ -109,7 +109,7 @@ func freeAddr(t *testing.T, network string) string {
 
 // operatorGet asks the daemon's operator API on its Unix socket.
 func operatorGet(dataDir, path string) (*http.Response, error) {
-	sock := filepath.Join(dataDir, gateway.OperatorSocket)
+	sock := filepath.Join(dataDir, operator.Socket)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer

@@ -1,4 +1,11 @@
-package gateway
+// Package operator is the operator API: everything an operator does that
+// is not a metric or a health check — inspect, inclusion proofs, accounts
+// and top-ups, vouchers, devices and payword chains, the quarantine,
+// backups, profiles. It is served on a Unix socket in the data directory
+// (the file system is the credential) and on TCP only with TLS and a
+// bearer token or client certificates. Every request is logged with the
+// kind of credential that made it; every change is audited by the books.
+package operator
 
 import (
 	"context"
@@ -15,26 +22,25 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/ingest"
 	"github.com/farthing-iot/farthing/gateway/ledger"
-
-	"golang.org/x/net/netutil"
+	"github.com/farthing-iot/farthing/gateway/store"
 )
 
-// OperatorSocket is the operator API's Unix socket in the data directory.
-const OperatorSocket = "operator.sock"
+// Socket is the operator API's Unix socket in the data directory.
+const Socket = "operator.sock"
 
-// OperatorConfig is the operator API: everything an operator does that is
+// Config is the operator API: everything an operator does that is
 // not a metric or a health check — inspect, inclusion proofs, profiles —
 // and, later, everything that changes state. It listens on a Unix socket
 // in the data directory by default (mode 0600 in a 0700 directory: the
 // file system is the credential), and on TCP only with TLS and a bearer
 // token or client certificates.
-type OperatorConfig struct {
+type Config struct {
 	// Socket is the Unix socket's path; default DataDir/operator.sock;
 	// "off" disables it.
 	Socket string `yaml:"socket"`
@@ -52,7 +58,8 @@ type OperatorConfig struct {
 	Pprof bool `yaml:"pprof"`
 }
 
-func (c *OperatorConfig) validate() error {
+// Validate refuses a TCP listener without TLS or without a credential.
+func (c *Config) Validate() error {
 	if c.Listen == "" {
 		return nil
 	}
@@ -65,63 +72,30 @@ func (c *OperatorConfig) validate() error {
 	return nil
 }
 
-// Operator listener caps and deadlines. A connection carries one request,
-// so operatorMaxConns bounds requests in progress.
+// Listener caps and deadlines. A connection carries one request, so
+// MaxConns bounds requests in progress.
 const (
-	operatorMaxConns    = 32
+	// MaxConns bounds the connections of each operator listener.
+	MaxConns            = 32
 	operatorReadTimeout = 30 * time.Second
 	// operatorWriteTimeout leaves room for a 30 s CPU profile.
 	operatorWriteTimeout = 2 * time.Minute
 )
 
-// startOperator starts the operator API's listeners on hs; they serve
-// until hs closes. A listener that cannot start is an error: the daemon
-// does not run with a door the operator asked for missing.
-func (g *Gateway) startOperator(hs *httpServers) error {
-	c := g.cfg.Operator
-	h := g.operatorMux()
-	if c.Socket == "" {
-		c.Socket = filepath.Join(g.cfg.DataDir, OperatorSocket)
-	}
-	if c.Socket != "off" {
-		l, err := listenSocket(c.Socket)
-		if err != nil {
-			return fmt.Errorf("operator socket: %w", err)
-		}
-		hs.removeOnClose(c.Socket)
-		hs.serve(netutil.LimitListener(l, operatorMaxConns), g.operatorServer(g.withCredential(h, func(*http.Request) (string, bool) { return "socket", true }), nil))
-		g.log.Info("operator API", "socket", c.Socket)
-	}
-	if c.Listen != "" {
-		tc, check, err := operatorTLS(c)
-		if err != nil {
-			return fmt.Errorf("%w: operator: %v", ErrConfig, err)
-		}
-		l, err := net.Listen("tcp", c.Listen)
-		if err != nil {
-			return fmt.Errorf("operator: %w", err)
-		}
-		hs.serve(netutil.LimitListener(l, operatorMaxConns), g.operatorServer(g.withCredential(h, check), tc))
-		g.operatorAddr = l.Addr().String()
-		g.log.Info("operator API", "addr", "https://"+g.operatorAddr)
-	}
-	return nil
-}
-
-// operatorServer is the operator API's HTTP server: deadlines, and one
+// Server is the operator API's HTTP server for h: deadlines, and one
 // request per connection, so a client that keeps idle connections open
-// cannot hold the capped slots.
-func (g *Gateway) operatorServer(h http.Handler, tc *tls.Config) *http.Server {
+// cannot hold the capped slots; net/http's own messages go to errorLog.
+func Server(h http.Handler, tc *tls.Config, errorLog *log.Logger) *http.Server {
 	srv := &http.Server{Handler: h, TLSConfig: tc, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: operatorReadTimeout,
-		WriteTimeout: operatorWriteTimeout, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: g.httpErrorLog()}
+		WriteTimeout: operatorWriteTimeout, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10, ErrorLog: errorLog}
 	srv.SetKeepAlivesEnabled(false)
 	return srv
 }
 
-// listenSocket listens on a Unix socket at path with mode 0600. A socket
+// ListenSocket listens on a Unix socket at path with mode 0600. A socket
 // left by a daemon that died is removed; one that answers belongs to a
 // daemon still running, and is an error.
-func listenSocket(path string) (net.Listener, error) {
+func ListenSocket(path string) (net.Listener, error) {
 	if _, err := os.Lstat(path); err == nil {
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()
@@ -144,10 +118,10 @@ func listenSocket(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// operatorTLS builds the TCP listener's TLS configuration and the check
+// TLS builds the TCP listener's TLS configuration and the check
 // that a request carries a credential: a verified client certificate, or
 // the bearer token.
-func operatorTLS(c OperatorConfig) (*tls.Config, func(*http.Request) (string, bool), error) {
+func TLS(c Config) (*tls.Config, func(*http.Request) (string, bool), error) {
 	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cert_file/key_file: %v", err)
@@ -167,7 +141,7 @@ func operatorTLS(c OperatorConfig) (*tls.Config, func(*http.Request) (string, bo
 	var token [sha256.Size]byte
 	hasToken := c.TokenFile != ""
 	if hasToken {
-		if token, err = loadToken(c.TokenFile); err != nil {
+		if token, err = LoadToken(c.TokenFile); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -191,36 +165,75 @@ func operatorTLS(c OperatorConfig) (*tls.Config, func(*http.Request) (string, bo
 // log.
 type credentialKey struct{}
 
-func credentialOf(r *http.Request) string {
+// ContextWithCredential returns ctx carrying the kind of credential that
+// made a request, for a caller that authenticated it itself (the console).
+func ContextWithCredential(ctx context.Context, who string) context.Context {
+	return context.WithValue(ctx, credentialKey{}, who)
+}
+
+// CredentialOf is the kind of credential that made the request ("socket",
+// "token", "cert:NAME"), for the audit log; "" outside the operator API.
+func CredentialOf(r *http.Request) string {
 	who, _ := r.Context().Value(credentialKey{}).(string)
 	return who
 }
 
-// withCredential refuses a request without a credential (401, counted,
+// WithCredential refuses a request without a credential (401, counted,
 // logged without what was sent) and logs every operator request with the
-// kind of credential that made it.
-func (g *Gateway) withCredential(h http.Handler, check func(*http.Request) (string, bool)) http.Handler {
+// kind of credential that made it; check says who made it.
+func (a *API) WithCredential(check func(*http.Request) (string, bool)) http.Handler {
+	h := a.mux
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		who, ok := check(r)
 		if !ok {
-			g.metrics.Transport.WithLabelValues("operator", "unauthorized").Inc()
-			g.log.Warn("operator API: request without a valid credential", "remote", r.RemoteAddr, "path", r.URL.Path)
+			a.metrics.Transport.WithLabelValues("operator", "unauthorized").Inc()
+			a.log.Warn("operator API: request without a valid credential", "remote", r.RemoteAddr, "path", r.URL.Path)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="farthing"`)
 			http.Error(w, "a bearer token or a client certificate is required", http.StatusUnauthorized)
 			return
 		}
-		g.log.Info("operator API", "credential", who, "method", r.Method, "path", r.URL.Path)
+		a.log.Info("operator API", "credential", who, "method", r.Method, "path", r.URL.Path)
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credentialKey{}, who)))
 	})
 }
 
-// operatorMux serves the operator's calls: GET /inspect (the state file's
+// Deps is what the operator API works on.
+type Deps struct {
+	Store   *store.Store
+	Ingest  *ingest.Ingest
+	Metrics *ingest.Metrics // operator events count in farthing_transport_events_total
+	Log     *slog.Logger
+	// Online returns the transports a device has a session over now.
+	Online func(device string) []string
+	// Pprof serves /debug/pprof/ (Config.Pprof).
+	Pprof bool
+}
+
+// API is the operator API's handler; WithCredential serves it.
+type API struct {
+	store   *store.Store
+	ingest  *ingest.Ingest
+	metrics *ingest.Metrics
+	log     *slog.Logger
+	online  func(device string) []string
+	pprof   bool
+	mux     *http.ServeMux
+}
+
+// New returns the operator API over d.
+func New(d Deps) *API {
+	a := &API{store: d.Store, ingest: d.Ingest, metrics: d.Metrics, log: d.Log, online: d.Online, pprof: d.Pprof}
+	a.mux = a.newMux()
+	return a
+}
+
+// newMux serves the operator's calls: GET /inspect (the state file's
 // report), GET /proof?ticket=DEVICE/SEQ (inclusion proofs), the accounts
 // (see accountRoutes), vouchers, the device check (deviceRoutes), the held
 // tickets (quarantineRoutes) and, when enabled, /debug/pprof/.
-func (g *Gateway) operatorMux() *http.ServeMux {
+func (a *API) newMux() *http.ServeMux {
 	m := http.NewServeMux()
-	if g.cfg.Operator.Pprof {
+	if a.pprof {
 		m.HandleFunc("/debug/pprof/", pprof.Index)
 		m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		m.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -234,25 +247,25 @@ func (g *Gateway) operatorMux() *http.ServeMux {
 			http.Error(w, "want ?ticket=DEVICE/SEQ", http.StatusBadRequest)
 			return
 		}
-		ps, err := ledger.TicketProofs(g.store, dev, seq)
+		ps, err := ledger.TicketProofs(a.store, dev, seq)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
 		}
-		writeJSON(w, g.log, ps)
+		writeJSON(w, a.log, ps)
 	})
-	g.accountRoutes(m)
-	g.voucherRoutes(m)
-	g.deviceRoutes(m)
-	g.quarantineRoutes(m)
-	g.backupRoutes(m)
+	a.accountRoutes(m)
+	a.voucherRoutes(m)
+	a.deviceRoutes(m)
+	a.quarantineRoutes(m)
+	a.backupRoutes(m)
 	m.HandleFunc("GET /inspect", func(w http.ResponseWriter, _ *http.Request) {
-		rep, err := ledger.Inspect(g.store, &g.ingest.Snapshot().Terms)
+		rep, err := ledger.Inspect(a.store, &a.ingest.Snapshot().Terms)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		writeJSON(w, g.log, rep)
+		writeJSON(w, a.log, rep)
 	})
 	return m
 }
@@ -264,10 +277,24 @@ func writeJSON(w http.ResponseWriter, log *slog.Logger, v any) {
 	}
 }
 
-// httpErrorLog sends net/http's own messages (a TLS handshake that failed,
-// a malformed request) to the gateway's log at debug level: they are a
-// client's problem, and the refusals that matter are counted and logged
-// where they are decided.
-func (g *Gateway) httpErrorLog() *log.Logger {
-	return slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)
+// LoadToken reads the operator token from path, which must be mode 0600
+// and hold at least 16 characters; it returns the token's SHA-256.
+func LoadToken(path string) ([sha256.Size]byte, error) {
+	var h [sha256.Size]byte
+	fi, err := os.Stat(path)
+	if err != nil {
+		return h, fmt.Errorf("token_file: %v", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return h, fmt.Errorf("token_file %s is mode %v: a secret must be 0600", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return h, fmt.Errorf("token_file: %v", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if len(t) < 16 {
+		return h, fmt.Errorf("token_file %s: the token is shorter than 16 characters", path)
+	}
+	return sha256.Sum256([]byte(t)), nil
 }

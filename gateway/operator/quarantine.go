@@ -1,4 +1,4 @@
-package gateway
+package operator
 
 import (
 	"encoding/json"
@@ -28,7 +28,7 @@ type SettleRequest struct {
 // Both actions are idempotent (a repeat answers the hold with repeated
 // true) and refused (409) when the hold was settled the other way; a
 // release the account cannot pay is refused (409) with nothing done.
-func (g *Gateway) quarantineRoutes(m *http.ServeMux) {
+func (a *API) quarantineRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /holds", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		switch q.Get("state") {
@@ -37,8 +37,8 @@ func (g *Gateway) quarantineRoutes(m *http.ServeMux) {
 			http.Error(w, "state: want held, released or voided", http.StatusBadRequest)
 			return
 		}
-		v, err := ledger.Holds(g.store, q.Get("state"), q.Get("device"))
-		holdAnswer(w, g, v, err)
+		v, err := ledger.Holds(a.store, q.Get("state"), q.Get("device"))
+		holdAnswer(w, a, v, err)
 	})
 	m.HandleFunc("GET /holds/{device}/{seq}", func(w http.ResponseWriter, r *http.Request) {
 		seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
@@ -46,8 +46,8 @@ func (g *Gateway) quarantineRoutes(m *http.ServeMux) {
 			http.Error(w, "seq: want a number", http.StatusBadRequest)
 			return
 		}
-		v, err := ledger.Hold(g.store, r.PathValue("device"), seq)
-		holdAnswer(w, g, v, err)
+		v, err := ledger.Hold(a.store, r.PathValue("device"), seq)
+		holdAnswer(w, a, v, err)
 	})
 	for _, action := range []string{"release", "void"} {
 		m.HandleFunc("POST /holds/{device}/{seq}/"+action, func(w http.ResponseWriter, r *http.Request) {
@@ -63,20 +63,20 @@ func (g *Gateway) quarantineRoutes(m *http.ServeMux) {
 				http.Error(w, "want {\"note\": \"…\"}: "+err.Error(), http.StatusBadRequest)
 				return
 			}
-			books, terms, dev := g.ingest.Books(), &g.ingest.Snapshot().Terms, r.PathValue("device")
+			books, terms, dev := a.ingest.Books(), &a.ingest.Snapshot().Terms, r.PathValue("device")
 			settle := books.Release
 			if action == "void" {
 				settle = books.Void
 			}
-			v, err := settle(r.Context(), terms, dev, seq, req.Note, credentialOf(r))
+			v, err := settle(r.Context(), terms, dev, seq, req.Note, CredentialOf(r))
 			if err == nil {
 				if !v.Repeated {
-					g.metrics.Transport.WithLabelValues("operator", action).Inc()
+					a.metrics.Transport.WithLabelValues("operator", action).Inc()
 				}
-				g.log.Warn("held ticket "+v.State, "device", dev, "seq", seq, "rule", v.Rule, "charged_nanos", v.Charged,
-					"note", v.Note, "repeated", v.Repeated, "credential", credentialOf(r))
+				a.log.Warn("held ticket "+v.State, "device", dev, "seq", seq, "rule", v.Rule, "charged_nanos", v.Charged,
+					"note", v.Note, "repeated", v.Repeated, "credential", CredentialOf(r))
 			}
-			holdAnswer(w, g, v, err)
+			holdAnswer(w, a, v, err)
 		})
 	}
 }
@@ -84,13 +84,13 @@ func (g *Gateway) quarantineRoutes(m *http.ServeMux) {
 // holdAnswer writes v as JSON, or err with its status: 404 for no such
 // hold, 409 for a hold settled the other way or a release that cannot be
 // charged, 503 for anything else (the store).
-func holdAnswer(w http.ResponseWriter, g *Gateway, v any, err error) {
+func holdAnswer(w http.ResponseWriter, a *API, v any, err error) {
 	switch {
 	case errors.Is(err, ledger.ErrNoHold):
 		http.Error(w, err.Error(), http.StatusNotFound)
 	case errors.Is(err, ledger.ErrHoldSettled), errors.Is(err, ledger.ErrReleaseRefused):
 		http.Error(w, err.Error(), http.StatusConflict)
 	default:
-		answer(w, g, v, err)
+		answer(w, a, v, err)
 	}
 }

@@ -1,4 +1,4 @@
-package gateway
+package operator
 
 import (
 	"encoding/json"
@@ -41,14 +41,14 @@ type DeviceTerms struct {
 // receipt); GET /devices/suspended: the devices the gateway suspended
 // (ledger.Suspension); POST /devices/{id}/resume: lift a suspension
 // (audited), 404 if the device was not suspended.
-func (g *Gateway) deviceRoutes(m *http.ServeMux) {
+func (a *API) deviceRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /chains/{device}", func(w http.ResponseWriter, r *http.Request) {
-		if g.ingest.Snapshot().Registry.Device(r.PathValue("device")) == nil {
-			http.Error(w, errNoSuchDevice.Error()+": "+r.PathValue("device"), http.StatusNotFound)
+		if a.ingest.Snapshot().Registry.Device(r.PathValue("device")) == nil {
+			http.Error(w, ErrNoSuchDevice.Error()+": "+r.PathValue("device"), http.StatusNotFound)
 			return
 		}
-		v, err := ledger.Chains(g.store, r.PathValue("device"))
-		answer(w, g, v, err)
+		v, err := ledger.Chains(a.store, r.PathValue("device"))
+		answer(w, a, v, err)
 	})
 	m.HandleFunc("POST /chains/{device}", func(w http.ResponseWriter, r *http.Request) {
 		var req ChainRegistration
@@ -63,35 +63,35 @@ func (g *Gateway) deviceRoutes(m *http.ServeMux) {
 			http.Error(w, "not a chain commitment (a COSE message of kind 7)", http.StatusBadRequest)
 			return
 		}
-		if g.ingest.Snapshot().Registry.Device(dev) == nil {
-			http.Error(w, errNoSuchDevice.Error()+": "+dev, http.StatusNotFound)
+		if a.ingest.Snapshot().Registry.Device(dev) == nil {
+			http.Error(w, ErrNoSuchDevice.Error()+": "+dev, http.StatusNotFound)
 			return
 		}
-		res := g.ingest.Submit(r.Context(), entrance.Message{Device: dev, Payload: req.Commitment, Transport: "operator"})
-		g.log.Info("payword chain registered through the operator API", "device", dev, "status", res.Receipt.Status.String(),
-			"reason", res.Receipt.Reason.String(), "credential", credentialOf(r))
-		writeJSON(w, g.log, res.Receipt)
+		res := a.ingest.Submit(r.Context(), entrance.Message{Device: dev, Payload: req.Commitment, Transport: "operator"})
+		a.log.Info("payword chain registered through the operator API", "device", dev, "status", res.Receipt.Status.String(),
+			"reason", res.Receipt.Reason.String(), "credential", CredentialOf(r))
+		writeJSON(w, a.log, res.Receipt)
 	})
 	m.HandleFunc("GET /devices/{id}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := g.DeviceStatus(r.PathValue("id"))
+		v, err := a.DeviceStatus(r.PathValue("id"))
 		switch {
-		case errors.Is(err, ledger.ErrUnknownDevice), errors.Is(err, errNoSuchDevice):
+		case errors.Is(err, ledger.ErrUnknownDevice), errors.Is(err, ErrNoSuchDevice):
 			http.Error(w, err.Error(), http.StatusNotFound)
 		default:
-			answer(w, g, v, err)
+			answer(w, a, v, err)
 		}
 	})
 	m.HandleFunc("GET /devices/suspended", func(w http.ResponseWriter, _ *http.Request) {
-		v, err := ledger.Suspensions(g.store)
-		answer(w, g, v, err)
+		v, err := ledger.Suspensions(a.store)
+		answer(w, a, v, err)
 	})
 	m.HandleFunc("POST /devices/{id}/resume", func(w http.ResponseWriter, r *http.Request) {
-		was, err := g.ingest.Resume(r.Context(), r.PathValue("id"), credentialOf(r))
+		was, err := a.ingest.Resume(r.Context(), r.PathValue("id"), CredentialOf(r))
 		if err == nil && !was {
 			http.Error(w, "device "+r.PathValue("id")+" is not suspended", http.StatusNotFound)
 			return
 		}
-		answer(w, g, map[string]string{"resumed": r.PathValue("id")}, err)
+		answer(w, a, map[string]string{"resumed": r.PathValue("id")}, err)
 	})
 	m.HandleFunc("POST /devices/check", func(w http.ResponseWriter, r *http.Request) {
 		var req DeviceCheck
@@ -101,16 +101,16 @@ func (g *Gateway) deviceRoutes(m *http.ServeMux) {
 			http.Error(w, "want {\"devices\": [...]}: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		snap := g.ingest.Snapshot()
+		snap := a.ingest.Snapshot()
 		for _, d := range req.Devices {
 			e := registry.Entry{ID: d.ID, Account: d.Account, Provider: d.Provider, Tariffs: d.Tariffs, DailyCap: d.DailyCap}
 			if _, err := registry.CheckTerms(e, snap); err != nil {
-				g.log.Warn("operator API: device refused by the configuration", "device", d.ID, "error", err)
+				a.log.Warn("operator API: device refused by the configuration", "device", d.ID, "error", err)
 				http.Error(w, fmt.Sprintf("device %s: %v", d.ID, err), http.StatusUnprocessableEntity)
 				return
 			}
 		}
-		writeJSON(w, g.log, map[string]int{"checked": len(req.Devices)})
+		writeJSON(w, a.log, map[string]int{"checked": len(req.Devices)})
 	})
 }
 
@@ -138,25 +138,21 @@ type DeviceStatus struct {
 
 // DeviceStatus returns a registered device's status; a device the books
 // have no ticket of has an empty view.
-func (g *Gateway) DeviceStatus(id string) (DeviceStatus, error) {
-	if g.ingest.Snapshot().Registry.Device(id) == nil {
-		return DeviceStatus{}, fmt.Errorf("%w: %s", errNoSuchDevice, id)
+func (a *API) DeviceStatus(id string) (DeviceStatus, error) {
+	if a.ingest.Snapshot().Registry.Device(id) == nil {
+		return DeviceStatus{}, fmt.Errorf("%w: %s", ErrNoSuchDevice, id)
 	}
-	v, err := ledger.Device(g.store, id, 10)
+	v, err := ledger.Device(a.store, id, 10)
 	if errors.Is(err, ledger.ErrUnknownDevice) {
 		v, err = ledger.DeviceView{ID: id, Meters: []ledger.MeterView{}, Recent: []ledger.TicketRecord{}}, nil
 	}
 	if err != nil {
 		return DeviceStatus{}, err
 	}
-	st := DeviceStatus{DeviceView: v, Suspended: g.ingest.Suspended(id), Online: []string{}}
-	for t, d := range g.sessionDoors() {
-		if d.online(id) {
-			st.Online = append(st.Online, t)
-		}
-	}
+	st := DeviceStatus{DeviceView: v, Suspended: a.ingest.Suspended(id), Online: []string{}}
+	st.Online = append(st.Online, a.online(id)...)
 	sort.Strings(st.Online)
-	if at, tr := g.ingest.LastSeen(id); !at.IsZero() {
+	if at, tr := a.ingest.LastSeen(id); !at.IsZero() {
 		st.LastSeen, st.LastTransport = at.UnixMilli(), tr
 	}
 	return st, nil

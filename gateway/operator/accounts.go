@@ -1,4 +1,4 @@
-package gateway
+package operator
 
 import (
 	"encoding/json"
@@ -32,15 +32,15 @@ type TopUpRequest struct {
 //
 // A top-up is committed with fsync before it is answered, and recorded in
 // the audit log with the credential that made it.
-func (g *Gateway) accountRoutes(m *http.ServeMux) {
-	terms := func() *ledger.Terms { return &g.ingest.Snapshot().Terms }
+func (a *API) accountRoutes(m *http.ServeMux) {
+	terms := func() *ledger.Terms { return &a.ingest.Snapshot().Terms }
 	m.HandleFunc("GET /accounts", func(w http.ResponseWriter, _ *http.Request) {
-		v, err := ledger.Accounts(g.store, terms())
-		answer(w, g, v, err)
+		v, err := ledger.Accounts(a.store, terms())
+		answer(w, a, v, err)
 	})
 	m.HandleFunc("GET /accounts/{id}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := ledger.Account(g.store, terms(), r.PathValue("id"))
-		answer(w, g, v, err)
+		v, err := ledger.Account(a.store, terms(), r.PathValue("id"))
+		answer(w, a, v, err)
 	})
 	m.HandleFunc("GET /accounts/{id}/entries", func(w http.ResponseWriter, r *http.Request) {
 		since, err := parseSince(r.URL.Query().Get("since"))
@@ -48,23 +48,23 @@ func (g *Gateway) accountRoutes(m *http.ServeMux) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if _, err := ledger.Account(g.store, terms(), r.PathValue("id")); err != nil {
-			answer(w, g, nil, err)
+		if _, err := ledger.Account(a.store, terms(), r.PathValue("id")); err != nil {
+			answer(w, a, nil, err)
 			return
 		}
-		v, err := ledger.AccountEntries(g.store, r.PathValue("id"), since)
+		v, err := ledger.AccountEntries(a.store, r.PathValue("id"), since)
 		if v == nil {
 			v = []metering.Entry{}
 		}
-		answer(w, g, v, err)
+		answer(w, a, v, err)
 	})
 	m.HandleFunc("GET /accounts/{id}/periods", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := ledger.Account(g.store, terms(), r.PathValue("id")); err != nil {
-			answer(w, g, nil, err)
+		if _, err := ledger.Account(a.store, terms(), r.PathValue("id")); err != nil {
+			answer(w, a, nil, err)
 			return
 		}
-		v, err := ledger.FoldedDays(g.store, r.PathValue("id"))
-		answer(w, g, v, err)
+		v, err := ledger.FoldedDays(a.store, r.PathValue("id"))
+		answer(w, a, v, err)
 	})
 	m.HandleFunc("POST /accounts/{id}/topups", func(w http.ResponseWriter, r *http.Request) {
 		var req TopUpRequest
@@ -79,30 +79,30 @@ func (g *Gateway) accountRoutes(m *http.ServeMux) {
 			http.Error(w, "amount: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		res, err := g.ingest.Books().TopUp(r.Context(), terms(), r.PathValue("id"), amount, req.Ref, credentialOf(r))
+		res, err := a.ingest.Books().TopUp(r.Context(), terms(), r.PathValue("id"), amount, req.Ref, CredentialOf(r))
 		if err == nil {
-			g.metrics.Transport.WithLabelValues("operator", "top_up").Inc()
-			g.log.Info("top-up", "account", r.PathValue("id"), "amount", amount.String(), "ref", req.Ref,
-				"repeated", res.Repeated, "credential", credentialOf(r))
+			a.metrics.Transport.WithLabelValues("operator", "top_up").Inc()
+			a.log.Info("top-up", "account", r.PathValue("id"), "amount", amount.String(), "ref", req.Ref,
+				"repeated", res.Repeated, "credential", CredentialOf(r))
 		}
-		answer(w, g, res, err)
+		answer(w, a, res, err)
 	})
 	m.HandleFunc("GET /audit", func(w http.ResponseWriter, _ *http.Request) {
-		v, err := ledger.AuditLog(g.store)
+		v, err := ledger.AuditLog(a.store)
 		if v == nil {
 			v = []ledger.Operation{}
 		}
-		answer(w, g, v, err)
+		answer(w, a, v, err)
 	})
 }
 
 // answer writes v as JSON, or err with its status: 404 for an unknown
 // account, 409 for a reference used for another operation, 400 for a bad
 // top-up, 503 for anything else (the store).
-func answer(w http.ResponseWriter, g *Gateway, v any, err error) {
+func answer(w http.ResponseWriter, a *API, v any, err error) {
 	switch {
 	case err == nil:
-		writeJSON(w, g.log, v)
+		writeJSON(w, a.log, v)
 	case errors.Is(err, ledger.ErrUnknownAccount):
 		http.Error(w, err.Error(), http.StatusNotFound)
 	case errors.Is(err, ledger.ErrRefConflict):
@@ -110,7 +110,7 @@ func answer(w http.ResponseWriter, g *Gateway, v any, err error) {
 	case errors.Is(err, ledger.ErrBadTopUp):
 		http.Error(w, err.Error(), http.StatusBadRequest)
 	default:
-		g.log.Error("operator API: books unavailable", "error", err)
+		a.log.Error("operator API: books unavailable", "error", err)
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 	}
 }

@@ -1,4 +1,4 @@
-package gateway
+package operator
 
 import (
 	"encoding/json"
@@ -28,7 +28,7 @@ type RedeemRefusal struct {
 // the redemption; 403 forged or tampered, 409 redeemed before (with the
 // first redemption), 410 expired, 422 wrong account or currency, 400 not
 // a voucher.
-func (g *Gateway) voucherRoutes(m *http.ServeMux) {
+func (a *API) voucherRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /vouchers/redeem", func(w http.ResponseWriter, r *http.Request) {
 		var req RedeemRequest
 		dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
@@ -42,7 +42,7 @@ func (g *Gateway) voucherRoutes(m *http.ServeMux) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		res, err := g.ingest.RedeemVoucher(r.Context(), raw, "", credentialOf(r))
+		res, err := a.ingest.RedeemVoucher(r.Context(), raw, "", CredentialOf(r))
 		var rf *ledger.Refusal
 		if errors.As(err, &rf) {
 			code := http.StatusBadRequest
@@ -65,6 +65,6 @@ func (g *Gateway) voucherRoutes(m *http.ServeMux) {
 			json.NewEncoder(w).Encode(body)
 			return
 		}
-		answer(w, g, res, err)
+		answer(w, a, res, err)
 	})
 }
