@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/console"
 	"github.com/farthing-iot/farthing/gateway/registry"
 
 	"github.com/farthing-iot/farthing/gateway/ingest"
@@ -40,24 +41,24 @@ type Gateway struct {
 	gc      *gcTuner
 	key     ed25519.PrivateKey
 
-	mu     sync.Mutex // guards mtimes and doors
+	mu     sync.Mutex // guards mtimes and sessions
 	mtimes [2]time.Time
-	// doors are the transports that hold device sessions (the embedded
+	// sessions are the transports that hold device sessions (the embedded
 	// broker and the DTLS listener, once they run): a device revoked,
 	// disabled, removed or suspended loses its sessions through them, and
 	// the console asks them who is online.
-	doors   map[string]door
-	toClose []string    // suspended devices whose sessions housekeeping closes
-	crl     *crlWatch   // the DTLS client certificates' revocation list, if any
-	audit   *auditFiles // the audit sink; nil when off. Housekeeping owns it.
+	sessions map[string]sessionsOf
+	toClose  []string    // suspended devices whose sessions housekeeping closes
+	crl      *crlWatch   // the DTLS client certificates' revocation list, if any
+	audit    *auditFiles // the audit sink; nil when off. Housekeeping owns it.
 
 	ready     chan struct{} // closed once the transports listen
 	httpLis   net.Listener
 	coapAddr  string
-	listeners []listenerCheck // set before ready is closed
-	forwarder *Forwarder      // set before ready is closed
-	console   *console        // the web console; nil when off
-	housekept atomic.Int64    // Unix ns of housekeeping's last round
+	listeners []listenerCheck  // set before ready is closed
+	forwarder *Forwarder       // set before ready is closed
+	console   *console.Console // the web console; nil when off
+	housekept atomic.Int64     // Unix ns of housekeeping's last round
 	// operatorAddr is the operator API's TCP address once ready ("" if off).
 	operatorAddr string
 	// minFree is limits.min_free_bytes as worked out at start-up.
@@ -269,7 +270,7 @@ func (g *Gateway) closeSessionsOfStopped(old, snap *ingest.Snapshot) {
 
 // closeSessions closes device's open sessions on every transport.
 func (g *Gateway) closeSessions(device, why string) {
-	for transport, d := range g.sessionDoors() {
+	for transport, d := range g.transportSessions() {
 		if n := d.close(device); n > 0 {
 			g.metrics.Transport.WithLabelValues(transport, "session_closed").Add(float64(n))
 			g.log.Warn("device session closed: "+why, "device", device, "transport", transport, "sessions", n)
@@ -289,32 +290,32 @@ func (g *Gateway) closeSuspended() {
 	}
 }
 
-// door is what the gateway asks of a transport about its device
+// sessionsOf is what the gateway asks of a transport about its device
 // sessions.
-type door struct {
+type sessionsOf struct {
 	close     func(device string) int // closes the device's sessions, returns how many
 	online    func(device string) bool
 	connected func() int // devices with a session now
 }
 
-// addDoor registers a transport's device sessions.
-func (g *Gateway) addDoor(transport string, d door) {
+// addSessions registers a transport's device sessions.
+func (g *Gateway) addSessions(transport string, d sessionsOf) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	next := maps.Clone(g.doors)
+	next := maps.Clone(g.sessions)
 	if next == nil {
-		next = map[string]door{}
+		next = map[string]sessionsOf{}
 	}
 	next[transport] = d
-	g.doors = next
+	g.sessions = next
 }
 
-// sessionDoors returns the transports holding device sessions; the map is
+// transportSessions returns the transports holding device sessions; the map is
 // never modified once returned.
-func (g *Gateway) sessionDoors() map[string]door {
+func (g *Gateway) transportSessions() map[string]sessionsOf {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.doors
+	return g.sessions
 }
 
 func (g *Gateway) dtlsPSK(identity string) ([]byte, bool) {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
 
+	"github.com/farthing-iot/farthing/gateway/console"
 	"github.com/farthing-iot/farthing/gateway/operator"
 )
 
@@ -26,7 +27,7 @@ import (
 func (g *Gateway) mux() *http.ServeMux {
 	m := http.NewServeMux()
 	if g.console != nil {
-		g.console.routes(m)
+		g.console.Routes(m)
 	}
 	m.Handle("/metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}))
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -124,9 +125,9 @@ func (g *Gateway) startMetrics(hs *httpServers) error {
 	}
 	g.httpLis = l
 	if g.cfg.HTTP.Console != "off" {
-		if g.console, err = newConsole(g); err != nil {
+		if g.console, err = console.New(g.consoleDeps()); err != nil {
 			l.Close()
-			return err
+			return fmt.Errorf("%w: %v", ErrConfig, err)
 		}
 	}
 	hs.serve(netutil.LimitListener(l, metricsMaxConns), &http.Server{Handler: g.mux(), ReadHeaderTimeout: 5 * time.Second,
@@ -134,7 +135,7 @@ func (g *Gateway) startMetrics(hs *httpServers) error {
 		ErrorLog: g.httpErrorLog()})
 	g.log.Info("metrics and health", "addr", "http://"+l.Addr().String()+"/metrics")
 	if g.console != nil {
-		g.log.Info("web console", "addr", "http://"+l.Addr().String()+"/console/", "changes", g.console.token != nil)
+		g.log.Info("web console", "addr", "http://"+l.Addr().String()+"/console/", "changes", g.console.CanWrite())
 	}
 	return nil
 }
@@ -178,7 +179,7 @@ func (g *Gateway) startOperator(hs *httpServers) error {
 // onlineOver returns the transports the device has a session over now.
 func (g *Gateway) onlineOver(device string) []string {
 	var out []string
-	for t, d := range g.sessionDoors() {
+	for t, d := range g.transportSessions() {
 		if d.online(device) {
 			out = append(out, t)
 		}
@@ -192,4 +193,33 @@ func (g *Gateway) onlineOver(device string) []string {
 // where they are decided.
 func (g *Gateway) httpErrorLog() *log.Logger {
 	return slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)
+}
+
+// consoleDeps is what the console shows and acts on.
+func (g *Gateway) consoleDeps() console.Deps {
+	d := console.Deps{Store: g.store, Ingest: g.ingest, Metrics: g.metrics.Metrics, Gatherer: g.metrics.Registry, Log: g.log,
+		GatewayID: g.cfg.GatewayID, ExternalMQTT: g.cfg.MQTT.Mode == "external", TokenFile: g.cfg.Operator.TokenFile,
+		Limits: map[string]console.AccountLimits{}, Online: g.onlineOver, Connected: g.connected,
+		Sending: func(upstream string) uint64 {
+			if f := g.forwarder; f != nil {
+				return f.Sending(upstream)
+			}
+			return 0
+		}}
+	for _, u := range g.cfg.Upstreams {
+		d.Upstreams = append(d.Upstreams, u.Name)
+	}
+	for _, a := range g.cfg.Accounts {
+		d.Limits[a.ID] = console.AccountLimits{DailyCap: a.DailyCap, MonthlyCap: a.MonthlyCap, LowBalance: a.LowBalance}
+	}
+	return d
+}
+
+// connected returns the number of device sessions per transport.
+func (g *Gateway) connected() map[string]int {
+	out := map[string]int{}
+	for t, d := range g.transportSessions() {
+		out[t] = d.connected()
+	}
+	return out
 }

@@ -51,7 +51,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	if g.console != nil {
 		wg.Add(1)
-		go func() { defer wg.Done(); g.console.sampler.run(tctx) }()
+		go func() { defer wg.Done(); g.console.Sample(tctx) }()
 	}
 	if err := g.startOperator(&hs); err != nil {
 		return err
@@ -90,7 +90,7 @@ func (g *Gateway) startMQTT(ctx, tctx context.Context, wg *sync.WaitGroup, errc 
 			return err
 		}
 		g.listeners = append(g.listeners, listenerCheck{"mqtt", b.Serving})
-		g.addDoor("mqtt", door{close: func(dev string) int {
+		g.addSessions("mqtt", sessionsOf{close: func(dev string) int {
 			if b.Disconnect(dev) {
 				return 1
 			}
@@ -149,7 +149,7 @@ func (g *Gateway) startDTLS(tctx context.Context, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
-	g.addDoor("coaps", door{close: cs.Disconnect, online: cs.Online, connected: cs.Connected})
+	g.addSessions("coaps", sessionsOf{close: cs.Disconnect, online: cs.Online, connected: cs.Connected})
 	g.coapAddr = cs.Addr().String()
 	g.listeners = append(g.listeners, listenerCheck{"dtls", cs.Serving})
 	wg.Add(1)

@@ -1,36 +1,6 @@
-package gateway
-
-import (
-	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"embed"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"html/template"
-	"io/fs"
-	"net"
-	"net/http"
-	"net/url"
-	"slices"
-	"sort"
-	"strconv"
-	"strings"
-	"sync"
-	"time"
-
-	"github.com/farthing-iot/farthing/gateway/operator"
-	"github.com/farthing-iot/farthing/gateway/registry"
-
-	"github.com/farthing-iot/farthing/gateway/ledger"
-	"github.com/farthing-iot/farthing/metering"
-	"github.com/farthing-iot/farthing/protocol"
-)
-
-// The web console: server-rendered pages on the HTTP listener under
-// /console/, readable without JavaScript, kept live by server-sent events
-// where JavaScript runs.
+// Package console is the web console: server-rendered pages on the HTTP
+// listener under /console/, readable without JavaScript, kept live by
+// server-sent events where JavaScript runs.
 //
 // Who may do what (the rule the handlers below keep):
 //   - reading: any request from a loopback address whose Host is a
@@ -44,8 +14,43 @@ import (
 //
 // No page loads anything from another origin; the Content-Security-Policy
 // says so.
+package console
 
-//go:embed console
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/farthing-iot/farthing/gateway/ingest"
+	"github.com/farthing-iot/farthing/gateway/operator"
+	"github.com/farthing-iot/farthing/gateway/registry"
+	"github.com/farthing-iot/farthing/gateway/store"
+
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/metering"
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+//go:embed *.html static
 var consoleFiles embed.FS
 
 // consoleEventsMax caps the live-update streams open at once, so that
@@ -60,10 +65,46 @@ const (
 	consoleRecent      = 20
 )
 
-// console is the web console's handler and what it keeps between
+// Deps is what the console shows and acts on.
+type Deps struct {
+	Store  *store.Store
+	Ingest *ingest.Ingest
+	// Metrics count the console's refusals and changes; Gatherer is read
+	// once a second for the rates and latencies the overview shows.
+	Metrics  *ingest.Metrics
+	Gatherer prometheus.Gatherer
+	Log      *slog.Logger
+	// GatewayID names the gateway on every page.
+	GatewayID string
+	// ExternalMQTT: devices connect to an external broker, whose sessions
+	// the gateway does not know.
+	ExternalMQTT bool
+	// Upstreams are the configured upstreams' names, in order.
+	Upstreams []string
+	// Limits are the accounts' configured caps and low-balance levels.
+	Limits map[string]AccountLimits
+	// TokenFile is the operator token (operator.token_file); "" makes the
+	// console read-only.
+	TokenFile string
+	// Online returns the transports a device has a session over now;
+	// Connected the number of device sessions per transport.
+	Online    func(device string) []string
+	Connected func() map[string]int
+	// Sending returns the seq an upstream is sending and has not had
+	// confirmed (0: none).
+	Sending func(upstream string) uint64
+}
+
+// AccountLimits is what an account's page shows of its configuration
+// (decimals in its currency; "" is none).
+type AccountLimits struct {
+	DailyCap, MonthlyCap, LowBalance string
+}
+
+// Console is the web console's handler and what it keeps between
 // requests.
-type console struct {
-	g       *Gateway
+type Console struct {
+	g       Deps
 	pages   map[string]*template.Template
 	token   *[sha256.Size]byte // the operator token's hash; nil: read-only
 	streams chan struct{}      // a slot per open event stream
@@ -74,10 +115,10 @@ type console struct {
 	inspectedAt time.Time
 }
 
-// newConsole parses the pages and loads the operator token, if any.
-func newConsole(g *Gateway) (*console, error) {
-	c := &console{g: g, pages: map[string]*template.Template{}, streams: make(chan struct{}, consoleEventsMax),
-		sampler: newSampler(g.metrics)}
+// New parses the pages and loads the operator token, if any.
+func New(g Deps) (*Console, error) {
+	c := &Console{g: g, pages: map[string]*template.Template{}, streams: make(chan struct{}, consoleEventsMax),
+		sampler: newSampler(g.Gatherer)}
 	funcs := template.FuncMap{
 		"money": func(n metering.Nanos, cur string) string {
 			return metering.Money{Nanos: n, Currency: metering.Currency(cur)}.String()
@@ -92,39 +133,47 @@ func newConsole(g *Gateway) (*console, error) {
 		"uint":   func(n uint64) string { return strconv.FormatUint(n, 10) },
 		"signed": func(n metering.Nanos) string { return strconv.FormatInt(int64(n), 10) },
 	}
-	pages, err := fs.Glob(consoleFiles, "console/*.html")
+	pages, err := fs.Glob(consoleFiles, "*.html")
 	if err != nil {
 		return nil, err
 	}
 	for _, p := range pages {
-		name := strings.TrimSuffix(strings.TrimPrefix(p, "console/"), ".html")
+		name := strings.TrimSuffix(p, ".html")
 		if name == "layout" {
 			continue
 		}
-		t, err := template.New(name).Funcs(funcs).ParseFS(consoleFiles, "console/layout.html", p)
+		t, err := template.New(name).Funcs(funcs).ParseFS(consoleFiles, "layout.html", p)
 		if err != nil {
 			return nil, fmt.Errorf("console page %s: %w", name, err)
 		}
 		c.pages[name] = t
 	}
-	if f := g.cfg.Operator.TokenFile; f != "" {
+	if f := g.TokenFile; f != "" {
 		t, err := operator.LoadToken(f)
 		if err != nil {
-			return nil, fmt.Errorf("%w: operator.%v", ErrConfig, err)
+			return nil, fmt.Errorf("operator.%v", err)
 		}
 		c.token = &t
 	}
 	return c, nil
 }
 
-// routes adds the console's pages to m.
-func (c *console) routes(m *http.ServeMux) {
-	static, _ := fs.Sub(consoleFiles, "console/static")
+// CanWrite reports whether the console takes changes (an operator token
+// is configured).
+func (c *Console) CanWrite() bool { return c.token != nil }
+
+// Sample reads the metrics once a second, for the rates and latencies the
+// overview shows, until ctx ends.
+func (c *Console) Sample(ctx context.Context) { c.sampler.run(ctx) }
+
+// Routes adds the console's pages to m.
+func (c *Console) Routes(m *http.ServeMux) {
+	static, _ := fs.Sub(consoleFiles, "static")
 	m.Handle("GET /console/static/", c.guard(http.StripPrefix("/console/static/", http.FileServerFS(static))))
 	m.Handle("GET /{$}", http.RedirectHandler("/console/", http.StatusSeeOther))
 	m.Handle("GET /favicon.ico", c.guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "image/svg+xml")
-		http.ServeFileFS(w, r, consoleFiles, "console/static/favicon.svg")
+		http.ServeFileFS(w, r, consoleFiles, "static/favicon.svg")
 	})))
 	page := func(pattern string, h func(w http.ResponseWriter, r *http.Request) (string, any, error)) {
 		m.Handle(pattern, c.guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -148,15 +197,15 @@ func (c *console) routes(m *http.ServeMux) {
 // guard lets a request read the console if it comes from loopback to a
 // loopback name, or carries the operator token; it sets the headers every
 // console answer has.
-func (c *console) guard(h http.Handler) http.Handler {
+func (c *Console) guard(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Referrer-Policy", "no-referrer")
 		w.Header().Set("Cache-Control", "no-store")
 		if !(loopbackAddr(r.RemoteAddr) && loopbackHost(r.Host)) && !c.bearer(r) {
-			c.g.metrics.Transport.WithLabelValues("console", "refused").Inc()
-			c.g.log.Warn("console: refused a request from off loopback without the operator token", "remote", r.RemoteAddr, "host", r.Host, "path", r.URL.Path)
+			c.g.Metrics.Transport.WithLabelValues("console", "refused").Inc()
+			c.g.Log.Warn("console: refused a request from off loopback without the operator token", "remote", r.RemoteAddr, "host", r.Host, "path", r.URL.Path)
 			http.Error(w, "the console answers loopback requests (use an SSH tunnel) or requests with the operator token", http.StatusForbidden)
 			return
 		}
@@ -166,12 +215,12 @@ func (c *console) guard(h http.Handler) http.Handler {
 
 // bearer reports whether r carries the operator token in its
 // Authorization header.
-func (c *console) bearer(r *http.Request) bool {
+func (c *Console) bearer(r *http.Request) bool {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return ok && c.tokenIs(got)
 }
 
-func (c *console) tokenIs(s string) bool {
+func (c *Console) tokenIs(s string) bool {
 	if c.token == nil || s == "" {
 		return false
 	}
@@ -217,20 +266,20 @@ type consolePage struct {
 }
 
 // render answers a page, or the error a handler returned.
-func (c *console) render(w http.ResponseWriter, r *http.Request, name string, data any, err error) {
+func (c *Console) render(w http.ResponseWriter, r *http.Request, name string, data any, err error) {
 	if err != nil {
 		status := http.StatusServiceUnavailable
 		switch {
 		case errors.Is(err, ledger.ErrUnknownAccount), errors.Is(err, operator.ErrNoSuchDevice), errors.Is(err, ledger.ErrNoHold):
 			status = http.StatusNotFound
 		default:
-			c.g.log.Error("console: page not served", "path", r.URL.Path, "error", err)
+			c.g.Log.Error("console: page not served", "path", r.URL.Path, "error", err)
 		}
 		c.fail(w, r, status, err.Error())
 		return
 	}
 	t := c.pages[name]
-	p := consolePage{Title: pageTitles[name], Nav: name, Gateway: c.g.cfg.GatewayID, Flash: r.URL.Query().Get("done"),
+	p := consolePage{Title: pageTitles[name], Nav: name, Gateway: c.g.GatewayID, Flash: r.URL.Query().Get("done"),
 		Problem: r.URL.Query().Get("problem"), CanWrite: c.token != nil, Now: time.Now().UTC().Format(time.RFC3339), Data: data}
 	if strings.HasPrefix(name, "device") {
 		p.Nav = "devices"
@@ -239,18 +288,18 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, name string, da
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := t.ExecuteTemplate(w, "layout", p); err != nil {
-		c.g.log.Debug("console: page not written", "page", name, "error", err)
+		c.g.Log.Debug("console: page not written", "page", name, "error", err)
 	}
 }
 
 // fail answers an HTML page saying why, with status.
-func (c *console) fail(w http.ResponseWriter, r *http.Request, status int, why string) {
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, status int, why string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	p := consolePage{Title: http.StatusText(status), Gateway: c.g.cfg.GatewayID, CanWrite: c.token != nil,
+	p := consolePage{Title: http.StatusText(status), Gateway: c.g.GatewayID, CanWrite: c.token != nil,
 		Now: time.Now().UTC().Format(time.RFC3339), Data: why}
 	if err := c.pages["error"].ExecuteTemplate(w, "layout", p); err != nil {
-		c.g.log.Debug("console: page not written", "page", "error", "path", r.URL.Path, "error", err)
+		c.g.Log.Debug("console: page not written", "page", "error", "path", r.URL.Path, "error", err)
 	}
 }
 
@@ -259,13 +308,13 @@ var pageTitles = map[string]string{"overview": "Overview", "devices": "Devices",
 
 // report returns the state file's report, read at most once every two
 // seconds however many pages and streams ask.
-func (c *console) report() (*ledger.Report, error) {
+func (c *Console) report() (*ledger.Report, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.inspected != nil && time.Since(c.inspectedAt) < consoleEventsEvery {
 		return c.inspected, nil
 	}
-	rep, err := ledger.Inspect(c.g.store, &c.g.ingest.Snapshot().Terms)
+	rep, err := ledger.Inspect(c.g.Store, &c.g.Ingest.Snapshot().Terms)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +323,7 @@ func (c *console) report() (*ledger.Report, error) {
 }
 
 // fresh drops the kept report, after a change through the console.
-func (c *console) fresh() {
+func (c *Console) fresh() {
 	c.mu.Lock()
 	c.inspected = nil
 	c.mu.Unlock()
@@ -294,7 +343,7 @@ type panel struct {
 
 // overview is the overview's panels, from the metrics sampled over the
 // last seconds, the transports and the state file's report.
-func (c *console) overview() ([]panel, error) {
+func (c *Console) overview() ([]panel, error) {
 	rep, err := c.report()
 	if err != nil {
 		return nil, err
@@ -315,40 +364,33 @@ func (c *console) overview() ([]panel, error) {
 		{"commit-p99", "commit p99", rates.commitP99},
 		{"commit-count", "commits in the last 10 s", strconv.FormatUint(rates.commits, 10)},
 	}
-	st := g.store.Stats()
+	st := g.Store.Stats()
 	disk := []figure{
 		{"store-bytes", "state file", byteSize(st.FileBytes)},
 		{"store-inuse", "in use", byteSize(int64(rates.gauges["farthing_store_inuse_bytes"]))},
 		{"disk-free", "free on its file system", byteSize(int64(rates.gauges["farthing_disk_free_bytes"]))},
 	}
 	var conn []figure
-	doors := g.sessionDoors()
-	names := slices.Sorted(func(yield func(string) bool) {
-		for k := range doors {
-			if !yield(k) {
-				return
-			}
-		}
-	})
-	for _, t := range names {
-		conn = append(conn, figure{"connected-" + t, t, strconv.Itoa(doors[t].connected())})
+	connected := g.Connected()
+	for _, t := range slices.Sorted(maps.Keys(connected)) {
+		conn = append(conn, figure{"connected-" + t, t, strconv.Itoa(connected[t])})
 	}
-	if g.cfg.MQTT.Mode == "external" {
+	if g.ExternalMQTT {
 		conn = append(conn, figure{"connected-mqtt", "mqtt", "external broker: not known here"})
 	}
 	out := []figure{{"oldest-unforwarded", "oldest aggregate not confirmed by every upstream",
 		(time.Duration(rates.gauges["farthing_oldest_unforwarded_seconds"]) * time.Second).String()}}
-	for _, u := range g.cfg.Upstreams {
-		confirmed := rep.Upstreams[u.Name]
+	for _, u := range g.Upstreams {
+		confirmed := rep.Upstreams[u]
 		waiting := 0
 		for _, s := range rep.Sealed {
 			if s.Seq > confirmed {
 				waiting++
 			}
 		}
-		out = append(out, figure{"upstream-" + u.Name, u.Name, fmt.Sprintf("%d waiting, confirmed up to %d", waiting, confirmed)})
+		out = append(out, figure{"upstream-" + u, u, fmt.Sprintf("%d waiting, confirmed up to %d", waiting, confirmed)})
 	}
-	if len(g.cfg.Upstreams) == 0 {
+	if len(g.Upstreams) == 0 {
 		out = append(out, figure{"upstream-none", "upstreams", "none configured: aggregates wait in the outbox"})
 	}
 	rc := rep.Reconcile
@@ -377,7 +419,7 @@ func (c *console) overview() ([]panel, error) {
 		{"books", "Books (as farthing inspect)", books}}, nil
 }
 
-func (c *console) overviewPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
+func (c *Console) overviewPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
 	p, err := c.overview()
 	return "overview", p, err
 }
@@ -385,13 +427,13 @@ func (c *console) overviewPage(_ http.ResponseWriter, _ *http.Request) (string, 
 // events streams the overview's figures every two seconds as server-sent
 // events ("figures": a JSON object of element id → value) for as long as
 // consoleEventsFor; a stream over the cap is refused with 503.
-func (c *console) events(w http.ResponseWriter, r *http.Request) {
+func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 	select {
 	case c.streams <- struct{}{}:
 		defer func() { <-c.streams }()
 	default:
-		c.g.metrics.Transport.WithLabelValues("console", "events_refused").Inc()
-		c.g.log.Warn("console: live-update stream refused: too many open", "remote", r.RemoteAddr, "max", consoleEventsMax)
+		c.g.Metrics.Transport.WithLabelValues("console", "events_refused").Inc()
+		c.g.Log.Warn("console: live-update stream refused: too many open", "remote", r.RemoteAddr, "max", consoleEventsMax)
 		w.Header().Set("Retry-After", "10")
 		http.Error(w, "too many live-update streams open", http.StatusServiceUnavailable)
 		return
@@ -443,19 +485,14 @@ type deviceRow struct {
 	Inactive                       string // "revoked", "disabled" or ""
 }
 
-func (c *console) row(d *registry.Device, seqs map[string]uint64, held map[string]int, balances map[string]string) deviceRow {
+func (c *Console) row(d *registry.Device, seqs map[string]uint64, held map[string]int, balances map[string]string) deviceRow {
 	g := c.g
 	r := deviceRow{ID: d.ID, Account: d.Account, Provider: d.Provider, KeyType: d.KeyType, LastSeq: seqs[d.ID], Held: held[d.ID],
-		Suspended: g.ingest.Suspended(d.ID), Balance: balances[d.Account]}
-	var on []string
-	for t, door := range g.sessionDoors() {
-		if door.online(d.ID) {
-			on = append(on, t)
-		}
-	}
+		Suspended: g.Ingest.Suspended(d.ID), Balance: balances[d.Account]}
+	on := g.Online(d.ID)
 	sort.Strings(on)
 	r.Online = strings.Join(on, ", ")
-	r.LastSeen, r.LastTransport = g.ingest.LastSeen(d.ID)
+	r.LastSeen, r.LastTransport = g.Ingest.LastSeen(d.ID)
 	switch {
 	case d.Revoked:
 		r.Inactive = "revoked"
@@ -466,8 +503,8 @@ func (c *console) row(d *registry.Device, seqs map[string]uint64, held map[strin
 }
 
 // balances returns each account's balance as text.
-func (c *console) balances() (map[string]string, error) {
-	as, err := ledger.Accounts(c.g.store, &c.g.ingest.Snapshot().Terms)
+func (c *Console) balances() (map[string]string, error) {
+	as, err := ledger.Accounts(c.g.Store, &c.g.Ingest.Snapshot().Terms)
 	out := map[string]string{}
 	for _, a := range as {
 		out[a.ID] = metering.Money{Nanos: a.Balance, Currency: metering.Currency(a.Currency)}.String()
@@ -475,8 +512,8 @@ func (c *console) balances() (map[string]string, error) {
 	return out, err
 }
 
-func (c *console) heldByDevice() (map[string]int, error) {
-	hs, err := ledger.Holds(c.g.store, protocol.HoldHeld, "")
+func (c *Console) heldByDevice() (map[string]int, error) {
+	hs, err := ledger.Holds(c.g.Store, protocol.HoldHeld, "")
 	out := map[string]int{}
 	for _, h := range hs {
 		out[h.Device]++
@@ -492,10 +529,10 @@ type devicesList struct {
 	Page, Last int
 }
 
-func (c *console) devicesPage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
+func (c *Console) devicesPage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
 	q := strings.TrimSpace(r.URL.Query().Get("q"))
 	var match []*registry.Device
-	for _, d := range c.g.ingest.Snapshot().Registry.Devices() {
+	for _, d := range c.g.Ingest.Snapshot().Registry.Devices() {
 		if q == "" || strings.Contains(strings.ToLower(d.ID), strings.ToLower(q)) || strings.Contains(strings.ToLower(d.Account), strings.ToLower(q)) {
 			match = append(match, d)
 		}
@@ -508,7 +545,7 @@ func (c *console) devicesPage(_ http.ResponseWriter, r *http.Request) (string, a
 	for i, d := range match {
 		ids[i] = d.ID
 	}
-	seqs, err := ledger.DeviceSeqs(c.g.store, ids)
+	seqs, err := ledger.DeviceSeqs(c.g.Store, ids)
 	if err != nil {
 		return "", nil, err
 	}
@@ -535,13 +572,13 @@ type deviceDetail struct {
 	Holds    []ledger.Held
 }
 
-func (c *console) devicePage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
+func (c *Console) devicePage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
 	id := r.PathValue("id")
-	d := c.g.ingest.Snapshot().Registry.Device(id)
+	d := c.g.Ingest.Snapshot().Registry.Device(id)
 	if d == nil {
 		return "", nil, fmt.Errorf("%w: %s", operator.ErrNoSuchDevice, id)
 	}
-	v, err := ledger.Device(c.g.store, id, consoleRecent)
+	v, err := ledger.Device(c.g.Store, id, consoleRecent)
 	det := deviceDetail{Tariffs: d.Tariffs, DailyCap: d.DailyCap}
 	switch {
 	case err == nil:
@@ -549,7 +586,7 @@ func (c *console) devicePage(_ http.ResponseWriter, r *http.Request) (string, an
 	case !errors.Is(err, ledger.ErrUnknownDevice):
 		return "", nil, err
 	}
-	if det.Holds, err = ledger.Holds(c.g.store, "", id); err != nil {
+	if det.Holds, err = ledger.Holds(c.g.Store, "", id); err != nil {
 		return "", nil, err
 	}
 	held := map[string]int{}
@@ -566,8 +603,8 @@ func (c *console) devicePage(_ http.ResponseWriter, r *http.Request) (string, an
 	return "device", det, nil
 }
 
-func (c *console) accountsPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
-	as, err := ledger.Accounts(c.g.store, &c.g.ingest.Snapshot().Terms)
+func (c *Console) accountsPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
+	as, err := ledger.Accounts(c.g.Store, &c.g.Ingest.Snapshot().Terms)
 	return "accounts", as, err
 }
 
@@ -577,27 +614,23 @@ type accountDetail struct {
 	ledger.AccountView
 	Entries []metering.Entry
 	Devices []string
-	Config  AccountConfig // its caps and low-balance level, as configured (zero if it is in the books only)
+	Config  AccountLimits // its caps and low-balance level, as configured (zero if it is in the books only)
 }
 
-func (c *console) accountPage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
+func (c *Console) accountPage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
 	id := r.PathValue("id")
-	a, err := ledger.Account(c.g.store, &c.g.ingest.Snapshot().Terms, id)
+	a, err := ledger.Account(c.g.Store, &c.g.Ingest.Snapshot().Terms, id)
 	if err != nil {
 		return "", nil, err
 	}
-	es, err := ledger.AccountEntries(c.g.store, id, 0)
+	es, err := ledger.AccountEntries(c.g.Store, id, 0)
 	if err != nil {
 		return "", nil, err
 	}
 	slices.Reverse(es)
 	det := accountDetail{AccountView: a, Entries: es[:min(len(es), 50)]}
-	for _, ac := range c.g.cfg.Accounts {
-		if ac.ID == id {
-			det.Config = ac
-		}
-	}
-	for _, d := range c.g.ingest.Snapshot().Registry.Devices() {
+	det.Config = c.g.Limits[id]
+	for _, d := range c.g.Ingest.Snapshot().Registry.Devices() {
 		if d.Account == id {
 			det.Devices = append(det.Devices, d.ID)
 		}
@@ -618,7 +651,7 @@ type windowsList struct {
 	Shown  int
 }
 
-func (c *console) windowsPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
+func (c *Console) windowsPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
 	rep, err := c.report()
 	if err != nil {
 		return "", nil, err
@@ -627,15 +660,15 @@ func (c *console) windowsPage(_ http.ResponseWriter, _ *http.Request) (string, a
 	sealed := rep.Sealed[len(rep.Sealed)-l.Shown:]
 	for i := len(sealed) - 1; i >= 0; i-- {
 		s := sealedRow{WindowReport: sealed[i]}
-		for _, u := range c.g.cfg.Upstreams {
+		for _, u := range c.g.Upstreams {
 			state := "waiting"
 			switch {
-			case s.Seq <= rep.Upstreams[u.Name]:
+			case s.Seq <= rep.Upstreams[u]:
 				state = "confirmed"
-			case c.g.forwarder != nil && c.g.forwarder.Sending(u.Name) == s.Seq:
+			case c.g.Sending(u) == s.Seq:
 				state = "sending"
 			}
-			s.Upstreams = append(s.Upstreams, u.Name+": "+state)
+			s.Upstreams = append(s.Upstreams, u+": "+state)
 		}
 		l.Sealed = append(l.Sealed, s)
 	}
@@ -648,7 +681,7 @@ type holdsList struct {
 	Holds []ledger.Held
 }
 
-func (c *console) quarantinePage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
+func (c *Console) quarantinePage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
 	state := r.URL.Query().Get("state")
 	switch state {
 	case "all":
@@ -657,7 +690,7 @@ func (c *console) quarantinePage(_ http.ResponseWriter, r *http.Request) (string
 	default:
 		state = protocol.HoldHeld
 	}
-	hs, err := ledger.Holds(c.g.store, state, "")
+	hs, err := ledger.Holds(c.g.Store, state, "")
 	return "quarantine", holdsList{State: state, Holds: hs}, err
 }
 
@@ -668,7 +701,7 @@ var errConsoleForbidden = errors.New("the operator token is required for a chang
 // KB), checks the token, runs do, and sends the browser back to the page
 // it came from with what happened (303). A refusal is counted and logged;
 // without the token it is 401 and nothing is done.
-func (c *console) change(do func(r *http.Request) (back, done string, err error)) http.Handler {
+func (c *Console) change(do func(r *http.Request) (back, done string, err error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
 		if err := r.ParseForm(); err != nil {
@@ -676,8 +709,8 @@ func (c *console) change(do func(r *http.Request) (back, done string, err error)
 			return
 		}
 		if !c.tokenIs(r.PostForm.Get("token")) && !c.bearer(r) {
-			c.g.metrics.Transport.WithLabelValues("console", "unauthorized").Inc()
-			c.g.log.Warn("console: change refused without the operator token", "remote", r.RemoteAddr, "path", r.URL.Path)
+			c.g.Metrics.Transport.WithLabelValues("console", "unauthorized").Inc()
+			c.g.Log.Warn("console: change refused without the operator token", "remote", r.RemoteAddr, "path", r.URL.Path)
 			msg := errConsoleForbidden.Error()
 			if c.token == nil {
 				msg = "the console is read-only: set operator.token_file to make changes from it"
@@ -689,8 +722,8 @@ func (c *console) change(do func(r *http.Request) (back, done string, err error)
 		c.fresh()
 		q := url.Values{}
 		if err != nil {
-			c.g.metrics.Transport.WithLabelValues("console", "change_refused").Inc()
-			c.g.log.Warn("console: change refused", "path", r.URL.Path, "error", err)
+			c.g.Metrics.Transport.WithLabelValues("console", "change_refused").Inc()
+			c.g.Log.Warn("console: change refused", "path", r.URL.Path, "error", err)
 			q.Set("problem", err.Error())
 		} else {
 			q.Set("done", done)
@@ -699,7 +732,7 @@ func (c *console) change(do func(r *http.Request) (back, done string, err error)
 	})
 }
 
-func (c *console) topUp(r *http.Request) (string, string, error) {
+func (c *Console) topUp(r *http.Request) (string, string, error) {
 	id := r.PathValue("id")
 	back := "/console/accounts/" + url.PathEscape(id)
 	amount, err := metering.ParseMoney(r.PostForm.Get("amount"))
@@ -710,12 +743,12 @@ func (c *console) topUp(r *http.Request) (string, string, error) {
 	if ref == "" {
 		return back, "", errors.New("ref: a reference (a payment id) is required, so that sending the form twice tops up once")
 	}
-	res, err := c.g.ingest.Books().TopUp(r.Context(), &c.g.ingest.Snapshot().Terms, id, amount, ref, operator.CredentialOf(r))
+	res, err := c.g.Ingest.Books().TopUp(r.Context(), &c.g.Ingest.Snapshot().Terms, id, amount, ref, operator.CredentialOf(r))
 	if err != nil {
 		return back, "", err
 	}
-	c.g.metrics.Transport.WithLabelValues("operator", "top_up").Inc()
-	c.g.log.Info("top-up", "account", id, "amount", amount.String(), "ref", ref, "repeated", res.Repeated, "credential", operator.CredentialOf(r))
+	c.g.Metrics.Transport.WithLabelValues("operator", "top_up").Inc()
+	c.g.Log.Info("top-up", "account", id, "amount", amount.String(), "ref", ref, "repeated", res.Repeated, "credential", operator.CredentialOf(r))
 	done := "topped up " + amount.String() + " (ref " + ref + ")"
 	if res.Repeated {
 		done = "ref " + ref + " was already used for this top-up: nothing added"
@@ -723,14 +756,14 @@ func (c *console) topUp(r *http.Request) (string, string, error) {
 	return back, done, nil
 }
 
-func (c *console) settle(r *http.Request) (string, string, error) {
+func (c *Console) settle(r *http.Request) (string, string, error) {
 	dev, action := r.PathValue("device"), r.PathValue("action")
 	back := "/console/quarantine"
 	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
 	if err != nil {
 		return back, "", errors.New("seq: want a number")
 	}
-	books, terms := c.g.ingest.Books(), &c.g.ingest.Snapshot().Terms
+	books, terms := c.g.Ingest.Books(), &c.g.Ingest.Snapshot().Terms
 	var settle func(context.Context, *ledger.Terms, string, uint64, string, string) (ledger.Held, error)
 	switch action {
 	case "release":
@@ -745,17 +778,17 @@ func (c *console) settle(r *http.Request) (string, string, error) {
 		return back, "", err
 	}
 	if !v.Repeated {
-		c.g.metrics.Transport.WithLabelValues("operator", action).Inc()
+		c.g.Metrics.Transport.WithLabelValues("operator", action).Inc()
 	}
-	c.g.log.Warn("held ticket "+v.State, "device", dev, "seq", seq, "rule", v.Rule, "charged_nanos", v.Charged,
+	c.g.Log.Warn("held ticket "+v.State, "device", dev, "seq", seq, "rule", v.Rule, "charged_nanos", v.Charged,
 		"note", v.Note, "repeated", v.Repeated, "credential", operator.CredentialOf(r))
 	return back, fmt.Sprintf("%s/%d %s", dev, seq, v.State), nil
 }
 
-func (c *console) resume(r *http.Request) (string, string, error) {
+func (c *Console) resume(r *http.Request) (string, string, error) {
 	id := r.PathValue("id")
 	back := "/console/devices/" + url.PathEscape(id)
-	was, err := c.g.ingest.Resume(r.Context(), id, operator.CredentialOf(r))
+	was, err := c.g.Ingest.Resume(r.Context(), id, operator.CredentialOf(r))
 	switch {
 	case err != nil:
 		return back, "", err

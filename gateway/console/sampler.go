@@ -1,4 +1,4 @@
-package gateway
+package console
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -17,7 +18,7 @@ const sampleSpan = 10
 // commit-latency histogram, read from the gateway's own metrics once a
 // second, for the console's rates and quantiles.
 type sampler struct {
-	m     *Metrics
+	m     prometheus.Gatherer
 	mu    sync.Mutex
 	ring  []sample
 	gauge map[string]float64
@@ -31,7 +32,7 @@ type sample struct {
 	bounds  []float64
 }
 
-func newSampler(m *Metrics) *sampler { return &sampler{m: m} }
+func newSampler(m prometheus.Gatherer) *sampler { return &sampler{m: m} }
 
 // run samples once a second until ctx ends.
 func (s *sampler) run(ctx context.Context) {
@@ -63,7 +64,7 @@ func (s *sampler) take() {
 func (s *sampler) gather() (sample, map[string]float64) {
 	// Gather returns what it could collect along with an error about the
 	// rest; the console shows what there is.
-	fams, _ := s.m.Registry.Gather()
+	fams, _ := s.m.Gather()
 	sm := sample{at: time.Now(), tickets: map[string]uint64{}}
 	gauge := map[string]float64{}
 	for _, f := range fams {

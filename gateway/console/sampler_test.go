@@ -1,18 +1,22 @@
-package gateway
+package console
 
 import (
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/farthing-iot/farthing/gateway/ingest"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
 // TestSamplerRates: the console's rates are the ticket counters' and the
 // commit histogram's growth between the oldest and newest sample.
 func TestSamplerRates(t *testing.T) {
-	m := NewMetrics()
-	s := newSampler(m)
+	reg := prometheus.NewRegistry()
+	m := ingest.NewMetrics(reg)
+	s := newSampler(reg)
 	s.take()
 	accepted := m.Tickets.WithLabelValues(protocol.StatusAccepted.String(), "")
 	for range 30 {
