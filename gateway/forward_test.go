@@ -21,6 +21,8 @@ import (
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/provider/jsrecv"
+	"github.com/farthing-iot/farthing/provider/mqttrecv"
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/internal/keyfile"
@@ -168,7 +170,10 @@ func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
 		defer r.Close()
 		js = append(js, r)
 		wg.Add(1)
-		go func() { defer wg.Done(); r.RunJetStream(ctx, ns.url(), "FARTHING", "provider", log) }()
+		go func() {
+			defer wg.Done()
+			jsrecv.Run(ctx, r, jsrecv.Config{URL: ns.url(), Stream: "FARTHING", Durable: "provider", Log: log})
+		}()
 	}
 	defer func() { cancel(); wg.Wait() }()
 
@@ -251,7 +256,7 @@ func TestMQTTUpstreamAndReceiverRestart(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			r.RunMQTT(ctx, "tcp://"+m.addr, "provider-receiver", "", "receiver", "rcv-pw", log)
+			mqttrecv.Run(ctx, r, mqttrecv.Config{Broker: "tcp://" + m.addr, ClientID: "provider-receiver", Username: "receiver", Password: "rcv-pw", Log: log})
 		}()
 		return r, func() { cancel(); <-done; r.Close() }
 	}
@@ -323,7 +328,10 @@ func TestJetStreamClusterNodeKilled(t *testing.T) {
 	defer r.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); r.RunJetStream(ctx, url, "FARTHING", "provider", log) }()
+	go func() {
+		defer close(done)
+		jsrecv.Run(ctx, r, jsrecv.Config{URL: url, Stream: "FARTHING", Durable: "provider", Log: log})
+	}()
 	defer func() { cancel(); <-done }()
 
 	d := connectDevice(t, tg, "plug-1")

@@ -90,12 +90,20 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		if k, err = keyfile.GenerateEd25519(); err != nil {
 			return nil, err
 		}
-		pem, _ := k.EncodePrivate()
+		pem, err := k.EncodePrivate()
+		if err != nil {
+			return nil, fmt.Errorf("gateway key: %w", err)
+		}
 		if err := keyfile.WriteNew(cfg.KeyFile, pem, 0o600); err != nil {
 			return nil, fmt.Errorf("gateway key: %w", err)
 		}
-		pub, _ := k.EncodePublic()
-		keyfile.WriteNew(cfg.KeyFile+".pub", pub, 0o644)
+		pub, err := k.EncodePublic()
+		if err != nil {
+			return nil, fmt.Errorf("gateway public key: %w", err)
+		}
+		if err := keyfile.WriteNew(cfg.KeyFile+".pub", pub, 0o644); err != nil {
+			return nil, fmt.Errorf("gateway public key: %w", err)
+		}
 		log.Info("generated the gateway key", "private", cfg.KeyFile, "public", cfg.KeyFile+".pub")
 	case err != nil:
 		return nil, fmt.Errorf("gateway key: %w", err)
@@ -114,10 +122,17 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	verify := ledger.VerifyMode()
+	if verify {
+		log.Warn("verify mode: the books are reconciled after every commit (" + ledger.VerifyEnv + "=1); not for production")
+	}
 	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: cfg.Commit.Linger, Gap: cfg.Commit.Gap,
 		OnCommit: func(ops int, took time.Duration) {
 			g.metrics.BatchSize.Observe(float64(ops))
 			g.metrics.CommitTx.Observe(took.Seconds())
+			if verify {
+				g.verifyBooks()
+			}
 		}})
 	if err != nil {
 		return nil, err
@@ -167,6 +182,15 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	}
 	log.Info("aggregate stream", "gateway", cfg.GatewayID, "stream", stream.String())
 	return g, nil
+}
+
+// verifyBooks reconciles the books after a commit, in verify mode, before
+// the commit's receipts go out; books that do not add up stop the daemon.
+func (g *Gateway) verifyBooks() {
+	if err := ledger.Reconcile(g.store); err != nil {
+		g.log.Error("verify mode: the books do not reconcile after a commit", "error", err)
+		panic(err)
+	}
 }
 
 // Ingest returns the pipeline, for transports added from outside.

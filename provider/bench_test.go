@@ -34,7 +34,7 @@ func BenchmarkAccept(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := range msgs {
-		if _, err := r.Accept(msgs[i]); err != nil {
+		if _, err := r.Accept(context.Background(), msgs[i]); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -86,7 +86,7 @@ func BenchmarkBookingRate(b *testing.B) {
 					go func() {
 						defer wg.Done()
 						for i := w; i < len(msgs); i += n {
-							if _, err := r.Accept(msgs[i]); err != nil {
+							if _, err := r.Accept(context.Background(), msgs[i]); err != nil {
 								b.Error(err)
 								return
 							}

@@ -1,6 +1,7 @@
 package provider_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
@@ -45,7 +46,7 @@ func Example() {
 		exampleAggregate(priv, 7, 2, 900_000_000),
 		exampleAggregate(priv, 7, 2, 900_000_000), // delivered twice
 	} {
-		bk, err := r.Accept(b)
+		bk, err := r.Accept(context.Background(), b)
 		if err != nil {
 			panic(err)
 		}
@@ -71,8 +72,8 @@ func ExampleReceiver_Accept_conflict() {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	r, _ := provider.Open(filepath.Join(dir, "books.db"), provider.Keys(pub))
 	defer r.Close()
-	r.Accept(exampleAggregate(priv, 7, 1, 1_500_000_000))
-	_, err := r.Accept(exampleAggregate(priv, 7, 1, 9_999_000_000))
+	r.Accept(context.Background(), exampleAggregate(priv, 7, 1, 1_500_000_000))
+	_, err := r.Accept(context.Background(), exampleAggregate(priv, 7, 1, 9_999_000_000))
 	fmt.Println(provider.Refused(err), strings.Contains(err.Error(), "held for review"))
 	rep, _ := r.Report()
 	fmt.Println(len(rep.Held), rep.Held[0].Reason, rep.Held[0].Amount)

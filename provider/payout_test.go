@@ -69,7 +69,7 @@ func TestPayoutsLoseNothing(t *testing.T) {
 					}
 					seqs[g]++
 					p := names[r.IntN(3)]
-					if _, err := rc.Accept(g.aggFor(t, fmt.Sprintf("gw-%p", g), p, provs[p], 1, seqs[g], uint64(r.Int64N(3_000_000_000)+1))); err != nil {
+					if _, err := rc.Accept(context.Background(), g.aggFor(t, fmt.Sprintf("gw-%p", g), p, provs[p], 1, seqs[g], uint64(r.Int64N(3_000_000_000)+1))); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -134,11 +134,11 @@ func TestReadPayoutPolicies(t *testing.T) {
 	rc, _ := provider.Open(filepath.Join(t.TempDir(), "r.db"), provider.Keys(a.pub))
 	defer rc.Close()
 	// 0.25 EUR is under 2% of 12.50 EUR: below that nothing is paid.
-	rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 1, 12_000_000_000))
+	rc.Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 1, 12_000_000_000))
 	if made, _ := rc.RunPayouts(ps, time.Now()); len(made) != 0 {
 		t.Fatalf("paid 12.00 EUR below the derived 12.50 threshold: %+v", made)
 	}
-	rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 2, 1_000_000_001))
+	rc.Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 2, 1_000_000_001))
 	made, err := rc.RunPayouts(ps, time.Now())
 	if err != nil || len(made) != 1 {
 		t.Fatalf("payout of 13.000000001 EUR: %+v, %v", made, err)
@@ -165,9 +165,9 @@ func TestPayoutsWaitForGaps(t *testing.T) {
 			}
 			pol := map[string]provider.PayoutPolicy{"stadtwerk": {Provider: "stadtwerk", Threshold: "1.00 EUR", OnGap: onGap,
 				Payees: []provider.PayeeWeight{{ID: "p", Weight: 1}}}}
-			rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 1, 2_000_000_000))
+			rc.Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 1, 2_000_000_000))
 			second := a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 2, 3_000_000_000) // dropped on the way
-			rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 3, 4_000_000_000))
+			rc.Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 3, 4_000_000_000))
 			made, err := rc.RunPayouts(pol, time.Now())
 			if err != nil {
 				t.Fatal(err)
@@ -182,7 +182,7 @@ func TestPayoutsWaitForGaps(t *testing.T) {
 					t.Fatalf("on_gap pay: %+v; want 6.00 EUR paid, the gap recorded", made)
 				}
 			}
-			rc.Accept(second) // the gap closes
+			rc.Accept(context.Background(), second) // the gap closes
 			made, _ = rc.RunPayouts(pol, time.Now())
 			var total metering.Nanos
 			ps, _ := rc.Payouts()
@@ -252,7 +252,7 @@ func TestPayoutSchedule(t *testing.T) {
 				t.Helper()
 				if fill {
 					seq++
-					rc.Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, seq, 2_000_000_000))
+					rc.Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, seq, 2_000_000_000))
 				}
 				made, err := rc.RunDuePayouts(pol, now)
 				if err != nil {
@@ -331,7 +331,7 @@ func TestPostgresPayoutRunsTakeALock(t *testing.T) {
 		rs = append(rs, r)
 	}
 	for seq := uint64(1); seq <= 50; seq++ {
-		if _, err := rs[seq%2].Accept(a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, seq, 1_000_000_000)); err != nil {
+		if _, err := rs[seq%2].Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, seq, 1_000_000_000)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -90,7 +90,7 @@ func stores(t *testing.T, f func(t *testing.T, open opener)) {
 
 func mustBook(t *testing.T, r *provider.Receiver, b []byte, want provider.Outcome) provider.Booking {
 	t.Helper()
-	bk, err := r.Accept(b)
+	bk, err := r.Accept(context.Background(), b)
 	if err != nil {
 		t.Fatalf("Accept: %v", err)
 	}
@@ -177,7 +177,7 @@ func TestConflictHeldNotBooked(t *testing.T) {
 		mustBook(t, r, a.agg(t, "gw-a", 1, 1, 500), provider.Accepted)
 		other := a.agg(t, "gw-a", 1, 1, 777)
 		for range 2 {
-			if _, err := r.Accept(other); !errors.Is(err, provider.ErrConflict) || !provider.Refused(err) {
+			if _, err := r.Accept(context.Background(), other); !errors.Is(err, provider.ErrConflict) || !provider.Refused(err) {
 				t.Fatalf("conflicting aggregate: err = %v; want ErrConflict", err)
 			}
 		}
@@ -202,12 +202,12 @@ func TestKeyBoundToOneGatewayID(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.Accept(a.agg(t, "site-2", 1, 1, 5)); !errors.Is(err, provider.ErrWrongGateway) {
+		if _, err := r.Accept(context.Background(), a.agg(t, "site-2", 1, 1, 5)); !errors.Is(err, provider.ErrWrongGateway) {
 			t.Fatalf("configured binding: err = %v; want ErrWrongGateway", err)
 		}
 		mustBook(t, r, a.agg(t, "site-1", 1, 1, 5), provider.Accepted)
 		mustBook(t, r, b.agg(t, "site-9", 1, 1, 3), provider.Accepted) // bound now
-		if _, err := r.Accept(b.agg(t, "site-1", 1, 2, 3)); !errors.Is(err, provider.ErrWrongGateway) {
+		if _, err := r.Accept(context.Background(), b.agg(t, "site-1", 1, 2, 3)); !errors.Is(err, provider.ErrWrongGateway) {
 			t.Fatalf("binding on first use: err = %v; want ErrWrongGateway", err)
 		}
 		amount, _, rep := total(t, r)
@@ -375,7 +375,7 @@ func TestPostgresExactlyOnceAcrossReceivers(t *testing.T) {
 			defer wg.Done()
 			r := rs[w%2]
 			for i := range recs {
-				bk, err := r.Accept(recs[(i+w*37)%n])
+				bk, err := r.Accept(context.Background(), recs[(i+w*37)%n])
 				if err != nil {
 					t.Error(err)
 					return

@@ -1,6 +1,7 @@
 package provider_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ func TestStatement(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := rc.Accept(b); err != nil {
+			if _, err := rc.Accept(context.Background(), b); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -81,7 +82,7 @@ func TestStatement(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := rc.Accept(b); err != nil {
+		if _, err := rc.Accept(context.Background(), b); err != nil {
 			t.Fatal(err)
 		}
 		banded, err := rc.Statement("acct-3", nov, dec)

@@ -90,7 +90,10 @@ func runBench(e *env, args []string) error {
 		return err
 	}
 	if *jsonPath != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
 		if err := os.WriteFile(*jsonPath, append(b, '\n'), 0o644); err != nil {
 			return err
 		}
@@ -113,7 +116,10 @@ func runSoak(e *env, o bench.SoakOptions, jsonPath, csvPath, plotPath string) er
 	fmt.Fprintf(e.stdout, "soak: %.0f tickets in %v at %.0f/s; bytes in use: at most %.1f MB in the middle third, %.1f MB in the last third; file %.1f MB at the end\n",
 		rep.Accepted, o.Duration, o.Rate, rep.MiddleMax/1e6, rep.LastMax/1e6, rep.FinalBytes/1e6)
 	if jsonPath != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
 		if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
 			return err
 		}

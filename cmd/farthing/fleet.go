@@ -371,7 +371,10 @@ func rotate(e *registry.Entry, rf *registry.File, keys, pub, overlap string, com
 		if err := os.MkdirAll(keys, 0o700); err != nil {
 			return "", err
 		}
-		enc, _ := (&keyfile.Key{Master: m}).EncodePrivate()
+		enc, err := (&keyfile.Key{Master: m}).EncodePrivate()
+		if err != nil {
+			return "", err
+		}
 		if err := keyfile.WriteNew(filepath.Join(keys, e.ID+".next.secret"), enc, 0o600); err != nil {
 			return "", err
 		}
@@ -467,12 +470,18 @@ func readPublicKey(s string) (ed25519.PublicKey, error) {
 // writeDeviceSecrets writes ID.secret (and ID.key for Ed25519) for the
 // firmware, 0600.
 func writeDeviceSecrets(dir, id string, s registry.Secrets) error {
-	m, _ := (&keyfile.Key{Master: s.Master}).EncodePrivate()
+	m, err := (&keyfile.Key{Master: s.Master}).EncodePrivate()
+	if err != nil {
+		return err
+	}
 	if err := keyfile.WriteNew(filepath.Join(dir, id+".secret"), m, 0o600); err != nil {
 		return err
 	}
 	if s.Private != nil {
-		k, _ := (&keyfile.Key{Private: s.Private}).EncodePrivate()
+		k, err := (&keyfile.Key{Private: s.Private}).EncodePrivate()
+		if err != nil {
+			return err
+		}
 		return keyfile.WriteNew(filepath.Join(dir, id+".key"), k, 0o600)
 	}
 	return nil

@@ -36,8 +36,14 @@ func runKeygen(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		priv, _ := k.EncodePrivate()
-		pub, _ := k.EncodePublic()
+		priv, err := k.EncodePrivate()
+		if err != nil {
+			return err
+		}
+		pub, err := k.EncodePublic()
+		if err != nil {
+			return err
+		}
 		privPath, pubPath := filepath.Join(*out, *name+".key"), filepath.Join(*out, *name+".pub")
 		if err := keyfile.WriteNew(privPath, priv, 0o600); err != nil {
 			return err
@@ -53,7 +59,10 @@ func runKeygen(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		secret, _ := k.EncodePrivate()
+		secret, err := k.EncodePrivate()
+		if err != nil {
+			return err
+		}
 		path := filepath.Join(*out, *name+".secret")
 		if err := keyfile.WriteNew(path, secret, 0o600); err != nil {
 			return err

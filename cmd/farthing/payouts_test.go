@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/csv"
 	"encoding/json"
@@ -51,7 +52,7 @@ func fillReceiver(t *testing.T, dir string, n int) (policy string) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := r.Accept(b); err != nil {
+			if _, err := r.Accept(context.Background(), b); err != nil {
 				t.Fatal(err)
 			}
 		}

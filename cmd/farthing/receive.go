@@ -23,6 +23,8 @@ import (
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
+	"github.com/farthing-iot/farthing/provider/jsrecv"
+	"github.com/farthing-iot/farthing/provider/mqttrecv"
 )
 
 // trustFiles collects repeated --trust FILE flags.
@@ -152,9 +154,13 @@ func runReceive(e *env, args []string) error {
 		defer srv.Close()
 		fmt.Fprintf(e.stderr, "receiving on http://%s/aggregates\n", l.Addr())
 	case *mqttURL != "":
-		go func() { errc <- r.RunMQTT(ctx, *mqttURL, *clientID, *topic, *user, *password, log) }()
+		go func() {
+			errc <- mqttrecv.Run(ctx, r, mqttrecv.Config{Broker: *mqttURL, ClientID: *clientID, Filter: *topic, Username: *user, Password: *password, Log: log})
+		}()
 	default:
-		go func() { errc <- r.RunJetStream(ctx, *jsURL, *stream, *durable, log) }()
+		go func() {
+			errc <- jsrecv.Run(ctx, r, jsrecv.Config{URL: *jsURL, Stream: *stream, Durable: *durable, Log: log})
+		}()
 	}
 	t := time.NewTicker(*every)
 	defer t.Stop()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"io"
 	"net"
@@ -174,7 +175,7 @@ func TestReceiverMetricsShowOpenPaywordClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Accept(b); err != nil {
+	if _, err := r.Accept(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
 	if v := metric("farthing_receiver_payword_claims_open"); v != "1" {

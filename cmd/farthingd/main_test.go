@@ -39,6 +39,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "exec:", err)
 		os.Exit(3)
 	}
+	// Every daemon these tests start (crash tests included) reconciles its
+	// books after each commit and dies if they do not add up.
+	os.Setenv(ledger.VerifyEnv, "1")
 	dir, err := os.MkdirTemp("", "farthingd-test-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

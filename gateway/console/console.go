@@ -456,7 +456,11 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 				m[f.ID] = f.Value
 			}
 		}
-		b, _ := json.Marshal(m)
+		b, err := json.Marshal(m)
+		if err != nil {
+			c.g.Log.Error("console: figures not encoded", "error", err)
+			return
+		}
 		rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := fmt.Fprintf(w, "event: figures\ndata: %s\n\n", b); err != nil {
 			return

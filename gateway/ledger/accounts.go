@@ -117,8 +117,14 @@ func (bk *Books) credit(tx *bolt.Tx, t *Terms, a metering.Account, amount meteri
 	seq := tx.Bucket(bucketAudit).Sequence() + 1
 	o := Operation{Seq: seq, Kind: kind, Ref: ref, Account: a.ID, Amount: amount.Nanos, Currency: string(amount.Currency),
 		Time: e.Time, Credential: credential, EntrySeq: e.Seq}
-	eb, _ := e.MarshalBinary()
-	ab, _ := a2.MarshalBinary()
+	eb, err := e.MarshalBinary()
+	if err != nil {
+		return Operation{}, 0, err
+	}
+	ab, err := a2.MarshalBinary()
+	if err != nil {
+		return Operation{}, 0, err
+	}
 	writes := []write{{bucketEntries, seqKey(e.Seq, a.ID), eb}, {bucketAccounts, []byte(a.ID), ab},
 		{bucketAudit, putU64(seq), o.encode()}, {bucketRefs, refKey, putU64(seq)}}
 	if opening {

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"encoding"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -152,6 +153,7 @@ type ticketEffects struct {
 	accountSpent, deviceSpent *metering.Spent
 	device                    deviceState
 	account                   metering.Account
+	balanceBefore             metering.Nanos  // the account's balance before the ticket
 	entry                     *metering.Entry // nil when nothing was charged
 	changed                   []meterChange   // per counted reading
 	leaves                    []write         // the ticket's Merkle leaves
@@ -237,7 +239,7 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 		}
 	}
 	if broke != metering.Plausible {
-		return holdTicket(st, t, p, tk, raw, now, ds, judged, outcomes, broke)
+		return holdTicket(&ticketInput{st: st, t: t, p: p, tk: tk, raw: raw, now: now}, judgement{ds: ds, usage: judged, outcomes: outcomes, rule: broke})
 	}
 	for ri, rd := range tk.Readings {
 		u := judged[ri]
@@ -261,6 +263,7 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 	}
 
 	acct := st.account
+	eff.balanceBefore = acct.Balance
 	if total > 0 {
 		caps := terms(t).Caps[p.Account]
 		if caps.Day > 0 || caps.Month > 0 {
@@ -348,6 +351,9 @@ func addToWindows(t *Terms, p Payer, cur metering.Currency, hash metering.Hash, 
 		if err != nil {
 			return out, Reject(protocol.ReasonChargeOverflow, "window %v: %v", key, err)
 		}
+		if err := checkWindowAdd(a.state, a.item, d); err != nil {
+			return out, fmt.Errorf("window %v: %w", key, err)
+		}
 		out.states = append(out.states, d.State)
 		// The ticket's leaf in the window it joined, for inclusion proofs.
 		var leafKey []byte
@@ -380,11 +386,15 @@ func addToWindows(t *Terms, p Payer, cur metering.Currency, hash metering.Hash, 
 	return out, nil
 }
 
-// put writes an accepted ticket's effects: it looks up what corrections
-// correct, signs what sealed, then writes; a failed write aborts the
-// batch, since part of the effects may be written.
+// put writes an accepted ticket's effects: it checks them against the
+// books (checkEffects), looks up what corrections correct, signs what
+// sealed, then writes; a failed write aborts the batch, since part of the
+// effects may be written.
 func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *ticketEffects) error {
-	var writes []write
+	if err := checkEffects(eff, getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))); err != nil {
+		return err
+	}
+	var w writes
 	for _, s := range eff.seals {
 		if !s.window {
 			s.rec.Corrects = getU64(tx.Bucket(bucketSlotIndex).Get(seqKey(uint64(s.slot), s.rec.Provider, s.rec.Account, s.rec.Meter)))
@@ -393,45 +403,64 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 		if err != nil {
 			return err
 		}
-		writes = append(writes, ws...)
+		w.list = append(w.list, ws...)
 	}
 	for _, c := range eff.changed {
-		b, _ := c.charge.MarshalBinary()
-		writes = append(writes, write{bucketCharges, joinKey(p.Account, c.meter), b})
-		wb, _ := c.window.MarshalBinary()
-		writes = append(writes, write{bucketWindows, joinKey(p.Provider, p.Account, c.meter), wb})
+		w.marshal(bucketCharges, joinKey(p.Account, c.meter), c.charge)
+		w.marshal(bucketWindows, joinKey(p.Provider, p.Account, c.meter), c.window)
 	}
 	if e := eff.entry; e != nil {
-		b, _ := e.MarshalBinary()
-		writes = append(writes, write{bucketEntries, seqKey(e.Seq, eff.account.ID), b})
+		w.marshal(bucketEntries, seqKey(e.Seq, eff.account.ID), e)
 	}
-	ab, _ := eff.account.MarshalBinary()
-	writes = append(writes, write{bucketAccounts, []byte(eff.account.ID), ab})
+	w.marshal(bucketAccounts, []byte(eff.account.ID), eff.account)
 	if eff.opening != nil {
-		writes = append(writes, write{bucketOpenings, []byte(eff.account.ID), encodeOpening(*eff.opening)})
+		w.add(bucketOpenings, []byte(eff.account.ID), encodeOpening(*eff.opening))
 	}
 	if s := eff.accountSpent; s != nil {
-		b, _ := s.MarshalBinary()
-		writes = append(writes, write{bucketSpend, spendKey("account", p.Account), b})
+		w.marshal(bucketSpend, spendKey("account", p.Account), s)
 	}
 	if s := eff.deviceSpent; s != nil {
-		b, _ := s.MarshalBinary()
-		writes = append(writes, write{bucketSpend, spendKey("device", p.Device), b})
+		w.marshal(bucketSpend, spendKey("device", p.Device), s)
 	}
-	writes = append(writes, eff.leaves...)
+	w.list = append(w.list, eff.leaves...)
 	if len(eff.seals) > 0 {
-		writes = append(writes, write{bucketMeta, metaAggSeq, putU64(eff.aggSeq)})
+		w.add(bucketMeta, metaAggSeq, putU64(eff.aggSeq))
 	}
 	if eff.hold != nil {
 		hw, err := bk.holdWrites(t, eff.hold, eff.aggSeq+1)
 		if err != nil {
 			return err
 		}
-		writes = append(writes, hw...)
+		w.list = append(w.list, hw...)
 	}
-	writes = append(writes, write{bucketDevices, []byte(p.Device), eff.device.encode()},
-		write{bucketTickets, seqKey(tk.Seq, p.Device), eff.ticket.encode()})
-	return putAll(tx, writes)
+	w.marshal(bucketDevices, []byte(p.Device), eff.device)
+	w.add(bucketTickets, seqKey(tk.Seq, p.Device), eff.ticket.encode())
+	if w.err != nil {
+		return w.err
+	}
+	return putAll(tx, w.list)
+}
+
+// writes collects an operation's writes and the first error in making
+// them, so that nothing is written when a record cannot be encoded.
+type writes struct {
+	list []write
+	err  error
+}
+
+func (w *writes) add(bucket, key, val []byte) { w.list = append(w.list, write{bucket, key, val}) }
+
+// marshal adds v's binary form; a record that cannot be encoded is the
+// operation's error.
+func (w *writes) marshal(bucket, key []byte, v encoding.BinaryMarshaler) {
+	b, err := v.MarshalBinary()
+	if err != nil {
+		if w.err == nil {
+			w.err = fmt.Errorf("ledger: %s/%s: %w", bucket, key, err)
+		}
+		return
+	}
+	w.add(bucket, key, b)
 }
 
 var metaAggSeq = []byte("aggregate-seq")
@@ -514,13 +543,17 @@ func (bk *Books) CloseWindows(ctx context.Context, snap *Terms, now time.Time) e
 			ws2, sealed := pol.Close(ws, now.UnixMilli())
 			if sealed == nil {
 				if ws2.Floor != ws.Floor { // a split slot's time passed
-					b, _ := ws2.MarshalBinary()
+					b, err := ws2.MarshalBinary()
 					writes = append(writes, write{bucketWindows, append([]byte(nil), k...), b})
+					return err
 				}
 				return nil
 			}
 			aggSeq++
-			b, _ := ws2.MarshalBinary()
+			b, err := ws2.MarshalBinary()
+			if err != nil {
+				return err
+			}
 			writes = append(writes, write{bucketWindows, append([]byte(nil), k...), b})
 			sw, err := bk.sealWrites(snap, aggSeq, sealedRecord{Provider: key[0], Account: key[1], Meter: key[2], Sealed: *sealed}, true)
 			writes = append(writes, sw...)

@@ -148,7 +148,11 @@ func activateMigrated(tx *bolt.Tx, r *chainRecord) error {
 		return err
 	}
 	ds.Chain = activeChain{ID: r.Chain, Last: r.Last, Word: r.LastWord}
-	return db.Put([]byte(r.Device), ds.encode())
+	b, err := ds.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return db.Put([]byte(r.Device), b)
 }
 
 // loadChain reads a chain's two records; ok is false if there is none.

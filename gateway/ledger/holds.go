@@ -114,11 +114,33 @@ func (p Payer) rules(t *Terms, meter string) *metering.Rules {
 	return &metering.Rules{}
 }
 
-// holdTicket is decide's outcome for a ticket that broke rule: the meters
-// move (ds), the ticket is kept, nothing is charged, and its usage is
-// held. No I/O.
-func holdTicket(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, now int64, ds deviceState,
-	usage []metering.Usage, outcomes []metering.Outcome, rule metering.Violation) (ticketEffects, error) {
+// ticketInput is what decide decides on: the books' state, the terms, the
+// payer, the ticket and its bytes, and the time.
+type ticketInput struct {
+	st  ticketState
+	t   *Terms
+	p   Payer
+	tk  *protocol.Ticket
+	raw []byte
+	now int64
+}
+
+// judgement is how a ticket's readings were judged: the device's state
+// with its meters moved, each reading's usage and outcome, and the first
+// rule a reading broke.
+type judgement struct {
+	ds       deviceState
+	usage    []metering.Usage
+	outcomes []metering.Outcome
+	rule     metering.Violation
+}
+
+// holdTicket is decide's outcome for a ticket that broke j.rule: the
+// meters move (j.ds), the ticket is kept, nothing is charged, and its
+// usage is held. No I/O.
+func holdTicket(in *ticketInput, j judgement) (ticketEffects, error) {
+	st, p, tk, raw, now := in.st, in.p, in.tk, in.raw, in.now
+	ds, usage, outcomes, rule := j.ds, j.usage, j.outcomes, j.rule
 	h := holdRecord{Device: p.Device, Account: p.Account, Provider: p.Provider, Seq: tk.Seq, Rule: ruleReason(rule),
 		State: protocol.HoldHeld, TicketTime: int64(tk.Time), HeldAt: now, Hash: metering.TicketHash(raw)}
 	for i, rd := range tk.Readings {
@@ -129,7 +151,7 @@ func holdTicket(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []by
 	}
 	acct := st.account
 	avail, _ := acct.Available()
-	eff := ticketEffects{accepted: true, account: acct, device: ds, aggSeq: st.aggSeq, hold: &h,
+	eff := ticketEffects{accepted: true, account: acct, balanceBefore: acct.Balance, device: ds, aggSeq: st.aggSeq, hold: &h,
 		receipt: protocol.Receipt{Device: p.Device, Seq: tk.Seq, Currency: string(acct.Currency), Status: protocol.StatusHeld,
 			Reason: h.Rule, Balance: int64(avail), HasBalance: true},
 		ticket: ticketRecord{Balance: int64(avail), Raw: raw}}
@@ -374,7 +396,10 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 			return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
 		}
 		if !past {
-			b, _ := cs2.MarshalBinary()
+			b, err := cs2.MarshalBinary()
+			if err != nil {
+				return nil, 0, err
+			}
 			writes = append(writes, write{bucketCharges, ckey, b})
 		}
 		var ws metering.WindowState
@@ -392,13 +417,19 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 		if err != nil {
 			return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
 		}
-		eb, _ := entry.MarshalBinary()
+		eb, err := entry.MarshalBinary()
+		if err != nil {
+			return nil, 0, err
+		}
 		writes = append(writes, write{bucketEntries, seqKey(entry.Seq, acct.ID), eb})
 		if opening {
 			writes = append(writes, write{bucketOpenings, []byte(acct.ID), encodeOpening(acct.Balance)})
 		}
 		acct = acct2
-		ab, _ := acct.MarshalBinary()
+		ab, err := acct.MarshalBinary()
+		if err != nil {
+			return nil, 0, err
+		}
 		writes = append(writes, write{bucketAccounts, []byte(acct.ID), ab})
 	}
 	h.Charged = total
@@ -408,7 +439,10 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 		return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
 	}
 	for i, it := range items {
-		b, _ := wins.states[i].MarshalBinary()
+		b, err := wins.states[i].MarshalBinary()
+		if err != nil {
+			return nil, 0, err
+		}
 		writes = append(writes, write{bucketWindows, joinKey(h.Provider, h.Account, it.meter), b})
 	}
 	for _, s := range wins.seals {

@@ -89,10 +89,14 @@ type sealedRecord struct {
 	Corrects uint64 // aggregate seq corrected; 0 for a window
 }
 
-func (s deviceState) encode() []byte {
+// MarshalBinary encodes the device's state record.
+func (s deviceState) MarshalBinary() ([]byte, error) {
 	w := metering.NewStateWriter().Uint(s.LastSeq).Uint(uint64(len(s.Meters)))
 	for _, m := range s.Meters {
-		mb, _ := m.State.MarshalBinary()
+		mb, err := m.State.MarshalBinary()
+		if err != nil {
+			return nil, fmt.Errorf("device state, meter %s: %w", m.Name, err)
+		}
 		w = w.String(m.Name).String(string(mb))
 	}
 	hasChain := s.Chain != activeChain{}
@@ -106,7 +110,7 @@ func (s deviceState) encode() []byte {
 		copy(c[protocol.ChainIDLen+4:], s.Chain.Word[:])
 		w = w.String(string(c[:]))
 	}
-	return w
+	return w, nil
 }
 
 func decodeDeviceState(b []byte) (deviceState, error) {

@@ -1,0 +1,104 @@
+package ledger
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
+)
+
+// ErrInvariant: a check the books make before they write found a
+// contradiction. The write is refused and, wrapped with store.ErrAbort,
+// the whole batch is rolled back: nothing of it reaches the disk, every
+// message in it is answered retry later, and the error is logged.
+var ErrInvariant = errors.New("ledger: invariant broken")
+
+// broken returns the error of a failed invariant check.
+func broken(format string, args ...any) error {
+	return fmt.Errorf("%w: %w: %s", store.ErrAbort, ErrInvariant, fmt.Sprintf(format, args...))
+}
+
+// The books' invariants, checked before every write of a ticket's effects
+// (checkEffects) and of every item a window takes (checkWindowAdd):
+//
+//   - aggregate seqs follow on: the aggregates sealed take the seqs right
+//     after the last one in the file, one each, in order;
+//   - a balance changes by its entry, and only by it: the account's
+//     balance after is its balance before plus the entry's amount (no
+//     entry, no change);
+//   - a window keeps what it is given: what a window key held and the item
+//     added to it equal what it holds after plus what it sealed and what
+//     went out as a correction — in amount, quantity and tickets.
+
+// checkEffects checks an accepted ticket's effects against the books as
+// they are in tx's view: lastSeq is the file's last aggregate seq.
+func checkEffects(eff *ticketEffects, lastSeq uint64) error {
+	if err := checkSeals(lastSeq, eff.seals, eff.aggSeq); err != nil {
+		return err
+	}
+	want := eff.balanceBefore
+	if e := eff.entry; e != nil {
+		var err error
+		if want, err = want.Add(e.Amount); err != nil {
+			return broken("account %s: balance %d plus entry %d overflows", eff.account.ID, eff.balanceBefore, e.Amount)
+		}
+	}
+	if eff.account.Balance != want {
+		return broken("account %s: balance %d after, want %d (before %d and its entry)", eff.account.ID, eff.account.Balance, want, eff.balanceBefore)
+	}
+	return nil
+}
+
+// checkSeals checks that seals take the seqs after last, one each, and
+// that aggSeq is the last of them (last when there are none).
+func checkSeals(last uint64, seals []seal, aggSeq uint64) error {
+	for i, s := range seals {
+		if s.seq != last+uint64(i)+1 {
+			return broken("aggregate %d of %d sealed as seq %d, want %d (the file's last is %d)", i+1, len(seals), s.seq, last+uint64(i)+1, last)
+		}
+	}
+	if want := last + uint64(len(seals)); aggSeq != want {
+		return broken("last aggregate seq %d after %d seals, want %d", aggSeq, len(seals), want)
+	}
+	return nil
+}
+
+// checkWindowAdd checks that adding it to a window key in state before
+// kept everything it was given: before's open window and the item equal
+// the open window after, the windows sealed and the correction, in
+// amount, quantity and tickets.
+func checkWindowAdd(before metering.WindowState, it metering.Item, d metering.Decision) error {
+	in := totals{}.add(before.Open.Amount, before.Open.Quantity, before.Open.Tickets).add(it.Amount, it.Quantity, 1)
+	out := totals{}.add(d.State.Open.Amount, d.State.Open.Quantity, d.State.Open.Tickets)
+	for _, s := range d.Sealed {
+		out = out.add(s.Amount, s.Quantity, s.Tickets)
+	}
+	if c := d.Correction; c != nil {
+		out = out.add(c.Item.Amount, c.Item.Quantity, 1)
+	}
+	if !in.equal(out) {
+		return broken("window: %s held and added, %s held, sealed and corrected after", in, out)
+	}
+	return nil
+}
+
+// totals adds amounts, quantities and tickets without overflow.
+type totals struct{ amount, quantity, tickets big.Int }
+
+func (t totals) add(amount metering.Nanos, quantity, tickets uint64) totals {
+	var out totals
+	out.amount.Add(&t.amount, big.NewInt(int64(amount)))
+	out.quantity.Add(&t.quantity, new(big.Int).SetUint64(quantity))
+	out.tickets.Add(&t.tickets, new(big.Int).SetUint64(tickets))
+	return out
+}
+
+func (t totals) equal(u totals) bool {
+	return t.amount.Cmp(&u.amount) == 0 && t.quantity.Cmp(&u.quantity) == 0 && t.tickets.Cmp(&u.tickets) == 0
+}
+
+func (t totals) String() string {
+	return fmt.Sprintf("%s nanos, %s units, %s tickets", t.amount.String(), t.quantity.String(), t.tickets.String())
+}

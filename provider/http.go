@@ -1,0 +1,79 @@
+package provider
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/farthing-iot/farthing/protocol"
+)
+
+// Handler serves POST /aggregates (an aggregate; 200 once booked, also
+// for a duplicate; 400/403 for a refusal; 409 for a conflict or a wrong
+// gateway, held in the file) and GET /totals (the Report).
+func (r *Receiver) Handler(log *slog.Logger) http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("POST /aggregates", func(w http.ResponseWriter, req *http.Request) {
+		b, err := io.ReadAll(io.LimitReader(req.Body, protocol.MaxMessageSize+1))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		bk, err := r.Accept(req.Context(), b)
+		switch {
+		case errors.Is(err, ErrConflict), errors.Is(err, ErrWrongGateway):
+			http.Error(w, err.Error(), http.StatusConflict)
+		case errors.Is(err, ErrUntrusted):
+			http.Error(w, err.Error(), http.StatusForbidden)
+		case errors.Is(err, ErrInvalid):
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		default:
+			if bk.Outcome == Duplicate {
+				fmt.Fprintf(w, "duplicate %s\n", bk.Stream.Key(bk.Seq()))
+				return
+			}
+			fmt.Fprintf(w, "accepted %s\n", bk.Stream.Key(bk.Seq()))
+		}
+		LogOutcome(log, "key", req.Header.Get("Idempotency-Key"), bk, err)
+	})
+	m.HandleFunc("GET /totals", func(w http.ResponseWriter, _ *http.Request) {
+		rep, err := r.Report()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(rep)
+	})
+	return m
+}
+
+// LogOutcome writes the log line of a record that was not plainly booked
+// (where/what name it: "topic", the topic): a conflict or a wrong gateway
+// at error level (money held, an operator must look), a refusal at warn,
+// a storage failure at error, a stream reset at warn. Every transport of
+// the receiver logs through it.
+func LogOutcome(log *slog.Logger, where, what string, bk Booking, err error) {
+	switch {
+	case errors.Is(err, ErrConflict), errors.Is(err, ErrWrongGateway):
+		log.Error("aggregate held, not booked", where, what, "amount_nanos", bk.Amount(), "error", err)
+	case Refused(err):
+		log.Warn("aggregate refused", where, what, "error", err)
+	case err != nil:
+		log.Error("aggregate not booked; it will come again", where, what, "error", err)
+	case bk.Outcome == PaywordUnproven:
+		log.Error("chain progress record held: its paywords do not prove its usage", where, what, "gateway", bk.Gateway(),
+			"stream", bk.Stream.Key(bk.Seq()), "device", bk.Payword.Device, "why", bk.Unproven)
+	case bk.DoubleRedemption != "":
+		log.Error("voucher credited twice: booked, and flagged", where, what, "voucher", bk.Credit.Ref, "account", bk.Credit.Account,
+			"amount_nanos", bk.Credit.Amount, "stream", bk.Stream.Key(bk.Seq()), "first", bk.DoubleRedemption)
+	case bk.ResetFrom != nil:
+		log.Warn("aggregate stream reset: the gateway started a new state file", where, what, "gateway", bk.Gateway(),
+			"stream", bk.Stream.String(), "previous_epoch", fmt.Sprintf("%x", bk.ResetFrom.Epoch), "previous_last_seq", bk.ResetFrom.LastSeq)
+	}
+}
