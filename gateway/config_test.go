@@ -71,10 +71,10 @@ func TestPrintConfigRoundTrips(t *testing.T) {
 	}
 }
 
-// CONFIG.md names every setting --print-config prints (and so every
+// docs/reference/config.md names every setting --print-config prints (and so every
 // setting there is).
 func TestConfigReferenceIsComplete(t *testing.T) {
-	ref, err := os.ReadFile("CONFIG.md")
+	ref, err := os.ReadFile("../docs/reference/config.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestConfigReferenceIsComplete(t *testing.T) {
 			continue
 		}
 		if !strings.Contains(string(ref), "`"+key+"`") {
-			t.Errorf("CONFIG.md does not name the setting %q", key)
+			t.Errorf("docs/reference/config.md does not name the setting %q", key)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
+	"github.com/farthing-iot/farthing/provider/pgbooks"
 )
 
 // BenchmarkAccept books distinct aggregates from one gateway: decode,
@@ -71,7 +72,7 @@ func BenchmarkBookingRate(b *testing.B) {
 					if store == "bbolt" {
 						rs[i], err = provider.Open(filepath.Join(b.TempDir(), "r.db"), provider.Keys(pub))
 					} else {
-						rs[i], err = provider.OpenPostgres(context.Background(), url, provider.Keys(pub), provider.PostgresOptions{MaxConns: 4})
+						rs[i], err = pgbooks.Open(context.Background(), url, provider.Keys(pub), pgbooks.Options{MaxConns: 4})
 					}
 					if err != nil {
 						b.Fatal(err)

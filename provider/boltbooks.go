@@ -35,15 +35,15 @@ func Open(path string, trust []Trust) (*Receiver, error) {
 		db.Close()
 		return nil, fmt.Errorf("receiver: %w", err)
 	}
-	r.db, r.books = db, boltBooks{db}
+	r.books = boltBooks{db}
 	return r, nil
 }
 
 // boltBooks are the books in the embedded file.
 type boltBooks struct{ db *bolt.DB }
 
-func (bb boltBooks) book(_ context.Context, s protocol.StreamID, rec record, b []byte) (bookResult, error) {
-	var res bookResult
+func (bb boltBooks) Book(_ context.Context, s protocol.StreamID, rec Record, b []byte) (BookResult, error) {
+	var res BookResult
 	err := bb.db.Update(func(tx *bolt.Tx) error {
 		var err error
 		res, err = book(tx, s, rec, b)
@@ -52,9 +52,9 @@ func (bb boltBooks) book(_ context.Context, s protocol.StreamID, rec record, b [
 	return res, err
 }
 
-func (bb boltBooks) close() error { return bb.db.Close() }
+func (bb boltBooks) Close() error { return bb.db.Close() }
 
-func (bb boltBooks) openClaims(context.Context) (int, error) {
+func (bb boltBooks) OpenClaims(context.Context) (int, error) {
 	var n int
 	err := bb.db.View(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketPaywordClaims).Stats().KeyN
@@ -63,7 +63,7 @@ func (bb boltBooks) openClaims(context.Context) (int, error) {
 	return n, err
 }
 
-func (bb boltBooks) eachBooked(_ context.Context, fn func(b []byte) error) error {
+func (bb boltBooks) EachBooked(_ context.Context, fn func(b []byte) error) error {
 	return bb.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketBooked).ForEach(func(_, v []byte) error { return fn(v) })
 	})
@@ -145,55 +145,55 @@ func migrateLegacy(tx *bolt.Tx) error {
 }
 
 // book is Accept's transaction: the identity checks, then the booking.
-func book(tx *bolt.Tx, s protocol.StreamID, rec record, b []byte) (bookResult, error) {
-	var res bookResult
+func book(tx *bolt.Tx, s protocol.StreamID, rec Record, b []byte) (BookResult, error) {
+	var res BookResult
 	bind := tx.Bucket(bucketBindings)
 	bound := bind.Get(s.KeyID[:])
 	switch {
 	case bound == nil:
-		if err := bind.Put(s.KeyID[:], []byte(rec.gateway)); err != nil {
+		if err := bind.Put(s.KeyID[:], []byte(rec.Gateway)); err != nil {
 			return res, err
 		}
-	case string(bound) != rec.gateway:
-		res.held, res.bound = holdWrongGateway, string(bound)
-		return res, hold(tx, s, rec.seq, holdWrongGateway, b)
+	case string(bound) != rec.Gateway:
+		res.Held, res.Bound = HoldWrongGateway, string(bound)
+		return res, hold(tx, s, rec.Seq, HoldWrongGateway, b)
 	}
-	key := seqKey(s, rec.seq)
+	key := seqKey(s, rec.Seq)
 	if old := tx.Bucket(bucketBooked).Get(key); old != nil {
 		if bytes.Equal(old, b) {
-			res.duplicate = true
+			res.Duplicate = true
 			return res, nil
 		}
-		res.held = holdConflict
-		return res, hold(tx, s, rec.seq, holdConflict, b)
+		res.Held = HoldConflict
+		return res, hold(tx, s, rec.Seq, HoldConflict, b)
 	}
-	reset, err := bookStream(tx, s, rec.gateway, rec.seq, b)
+	reset, err := bookStream(tx, s, rec.Gateway, rec.Seq, b)
 	if err != nil {
 		return res, err
 	}
-	res.reset = reset
-	if rec.credit != nil {
-		res.double, err = bookCredit(tx, key, rec.credit)
+	res.Reset = reset
+	if rec.Credit != nil {
+		res.Double, err = bookCredit(tx, key, rec.Credit)
 		return res, err
 	}
-	if rec.hold != nil {
-		return res, bookHold(tx, rec.hold, b)
+	if rec.Hold != nil {
+		return res, bookHold(tx, rec.Hold, b)
 	}
-	if rec.progress != nil {
-		err := rec.unproven
+	if rec.Progress != nil {
+		err := rec.Unproven
 		if err == nil {
 			err = proveBolt(tx, s, &rec)
 		}
 		if errors.Is(err, ErrPayword) {
-			res.held, res.why = holdPaywordUnproven, err.Error()
-			return res, hold(tx, s, rec.seq, holdPaywordUnproven, b)
+			res.Held, res.Why = HoldPaywordUnproven, err.Error()
+			return res, hold(tx, s, rec.Seq, HoldPaywordUnproven, b)
 		}
 		if err != nil {
 			return res, err
 		}
-		return res, bookPayword(tx, rec.progress, rec.usage)
+		return res, bookPayword(tx, rec.Progress, rec.Usage)
 	}
-	a := rec.agg
+	a := rec.Agg
 	if a.Proven > 0 {
 		if err := claimBolt(tx, s, a); err != nil {
 			return res, err
@@ -273,19 +273,19 @@ func claimBolt(tx *bolt.Tx, s protocol.StreamID, a *protocol.Aggregate) error {
 	if err != nil {
 		return err
 	}
-	return putClaim(b, k, claimAggregate(c, a))
+	return putClaim(b, k, ClaimAggregate(c, a))
 }
 
 // proveBolt adds a verified progress record to its chain's proven index
 // and its aggregate's claim; an error wrapping ErrPayword says why the
 // record cannot be booked.
-func proveBolt(tx *bolt.Tx, s protocol.StreamID, rec *record) error {
-	p, u := rec.progress, rec.usage
+func proveBolt(tx *bolt.Tx, s protocol.StreamID, rec *Record) error {
+	p, u := rec.Progress, rec.Usage
 	chains := tx.Bucket(bucketPaywordChains)
 	ck := append(append([]byte(u.Device), 0), u.Chain[:]...)
 	last := chains.Get(ck) // the highest index proven (4 bytes) and its payword
 	var lastTo uint32
-	lastWord := rec.commitment.Anchor
+	lastWord := rec.Commitment.Anchor
 	if len(last) == 4+protocol.PaywordSize {
 		lastTo = binary.BigEndian.Uint32(last)
 		copy(lastWord[:], last[4:])
@@ -297,11 +297,11 @@ func proveBolt(tx *bolt.Tx, s protocol.StreamID, rec *record) error {
 		return err
 	}
 	booked := tx.Bucket(bucketBooked).Get(k) != nil
-	c, linked, err := proveClaim(c, p, u, booked, lastTo, last != nil)
+	c, linked, err := ProveClaim(c, p, u, booked, lastTo, last != nil)
 	if err != nil {
 		return err
 	}
-	if err := walkProof(rec.commitment, &rec.proof, lastTo, lastWord); err != nil {
+	if err := WalkProof(rec.Commitment, &rec.Proof, lastTo, lastWord); err != nil {
 		return err
 	}
 	if err := chains.Put(ck, append(binary.BigEndian.AppendUint32(nil, p.To), p.ToWord[:]...)); err != nil {
@@ -386,14 +386,14 @@ func bookStream(tx *bolt.Tx, s protocol.StreamID, gateway string, seq uint64, b 
 }
 
 // hold keeps an aggregate that cannot be booked, once per distinct bytes.
-func hold(tx *bolt.Tx, s protocol.StreamID, seq uint64, reason byte, b []byte) error {
+func hold(tx *bolt.Tx, s protocol.StreamID, seq uint64, reason HoldReason, b []byte) error {
 	h := sha256.Sum256(b)
 	k := append(seqKey(s, seq), h[:8]...)
 	hb := tx.Bucket(bucketHeld)
 	if hb.Get(k) != nil {
 		return nil
 	}
-	v := binary.BigEndian.AppendUint64([]byte{reason}, uint64(time.Now().UnixMilli()))
+	v := binary.BigEndian.AppendUint64([]byte{byte(reason)}, uint64(time.Now().UnixMilli()))
 	return hb.Put(k, append(v, b...))
 }
 
@@ -463,10 +463,10 @@ func decodeTotal(b []byte) Total {
 	return t
 }
 
-// heldFields fills in who a held record is of, from its bytes: an
+// HeldFields fills in who a held record is of, from its bytes: an
 // aggregate's gateway, provider, account and amount, or a chain progress
 // record's gateway, provider and account.
-func heldFields(h *Held, b []byte) {
+func HeldFields(h *Held, b []byte) {
 	if _, a, err := strict.DecodeAggregate(b); err == nil {
 		h.Gateway, h.Provider, h.Account, h.Amount, h.Currency = a.Gateway, a.Provider, a.Account, a.Amount, a.Currency
 	} else if m, err := strict.Decode(b); err == nil && m.Progress != nil {
@@ -474,10 +474,10 @@ func heldFields(h *Held, b []byte) {
 	}
 }
 
-// maxGaps bounds the seqs listed per stream.
-const maxGaps = 1000
+// MaxGaps bounds the seqs listed per stream.
+const MaxGaps = 1000
 
-func (bb boltBooks) report(context.Context) (*Report, error) {
+func (bb boltBooks) Report(context.Context) (*Report, error) {
 	rep := &Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}}
 	err := bb.db.View(func(tx *bolt.Tx) error {
 		tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
@@ -560,8 +560,8 @@ func (bb boltBooks) report(context.Context) (*Report, error) {
 				return nil
 			}
 			h := Held{Stream: streamOfKey(k).String(), Seq: binary.BigEndian.Uint64(k[protocol.KeyIDLen+8:]),
-				Reason: holdReason(v[0]), At: int64(binary.BigEndian.Uint64(v[1:])), Bytes: hex.EncodeToString(v[9:])}
-			heldFields(&h, v[9:])
+				Reason: HoldReason(v[0]).String(), At: int64(binary.BigEndian.Uint64(v[1:])), Bytes: hex.EncodeToString(v[9:])}
+			HeldFields(&h, v[9:])
 			rep.Held = append(rep.Held, h)
 			return nil
 		})
@@ -578,14 +578,14 @@ func (bb boltBooks) report(context.Context) (*Report, error) {
 func gaps(c *bolt.Cursor, prefix []byte, high uint64) []uint64 {
 	var out []uint64
 	want := uint64(1)
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < maxGaps; k, _ = c.Next() {
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(out) < MaxGaps; k, _ = c.Next() {
 		seq := binary.BigEndian.Uint64(k[len(prefix):])
-		for ; want < seq && len(out) < maxGaps; want++ {
+		for ; want < seq && len(out) < MaxGaps; want++ {
 			out = append(out, want)
 		}
 		want = seq + 1
 	}
-	for ; want <= high && len(out) < maxGaps; want++ {
+	for ; want <= high && len(out) < MaxGaps; want++ {
 		out = append(out, want)
 	}
 	return out

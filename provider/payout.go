@@ -74,31 +74,33 @@ type PayoutPolicy struct {
 	Schedule string `yaml:"schedule"`
 }
 
-// schedule is a compiled PayoutPolicy.Schedule.
-type schedule struct {
-	threshold bool
-	daily     bool
+// Schedule is a compiled PayoutPolicy.Schedule.
+type Schedule struct {
+	// Threshold: a payout is due whenever the wallet reaches the threshold.
+	Threshold bool
+	// Daily: a payout is considered once a day (LastSlot).
+	Daily     bool
 	hour, min int
 	loc       *time.Location
 }
 
-// parseSchedule reads a PayoutPolicy.Schedule.
-func parseSchedule(s string) (schedule, error) {
+// ParseSchedule reads a PayoutPolicy.Schedule.
+func ParseSchedule(s string) (Schedule, error) {
 	if strings.TrimSpace(s) == "" {
-		return schedule{threshold: true}, nil
+		return Schedule{Threshold: true}, nil
 	}
-	var sc schedule
+	var sc Schedule
 	for _, part := range strings.Split(s, ",") {
 		f := strings.Fields(part)
 		switch {
 		case len(f) == 1 && f[0] == "threshold":
-			sc.threshold = true
-		case (len(f) == 2 || len(f) == 3) && f[0] == "daily" && !sc.daily:
+			sc.Threshold = true
+		case (len(f) == 2 || len(f) == 3) && f[0] == "daily" && !sc.Daily:
 			at, err := time.Parse("15:04", f[1])
 			if err != nil {
 				return sc, fmt.Errorf("schedule %q: the time of day as HH:MM", part)
 			}
-			sc.daily, sc.hour, sc.min, sc.loc = true, at.Hour(), at.Minute(), time.UTC
+			sc.Daily, sc.hour, sc.min, sc.loc = true, at.Hour(), at.Minute(), time.UTC
 			if len(f) == 3 {
 				if sc.loc, err = time.LoadLocation(f[2]); err != nil {
 					return sc, fmt.Errorf("schedule %q: %v", part, err)
@@ -111,8 +113,8 @@ func parseSchedule(s string) (schedule, error) {
 	return sc, nil
 }
 
-// lastSlot is the latest daily payout time at or before now.
-func (sc schedule) lastSlot(now time.Time) time.Time {
+// LastSlot is the latest daily payout time at or before now.
+func (sc Schedule) LastSlot(now time.Time) time.Time {
 	l := now.In(sc.loc)
 	t := time.Date(l.Year(), l.Month(), l.Day(), sc.hour, sc.min, 0, 0, sc.loc)
 	if t.After(now) {
@@ -146,7 +148,7 @@ func ReadPayoutPolicies(path string) (map[string]PayoutPolicy, error) {
 	}
 	out := map[string]PayoutPolicy{}
 	for i, p := range f.Policies {
-		if _, _, err := p.compile(); err != nil {
+		if _, _, err := p.Compile(); err != nil {
 			return nil, fmt.Errorf("%w: %s: payouts[%d] (%s): %v", ErrPolicy, path, i, p.Provider, err)
 		}
 		if _, dup := out[p.Provider]; dup {
@@ -157,8 +159,8 @@ func ReadPayoutPolicies(path string) (map[string]PayoutPolicy, error) {
 	return out, nil
 }
 
-// compile returns the policy's threshold and fee.
-func (p PayoutPolicy) compile() (metering.Money, metering.PlatformFee, error) {
+// Compile returns the policy's threshold and fee.
+func (p PayoutPolicy) Compile() (metering.Money, metering.PlatformFee, error) {
 	var th metering.Money
 	var fee metering.PlatformFee
 	if !protocol.ValidName(p.Provider, protocol.MaxDeviceIDLen) {
@@ -175,7 +177,7 @@ func (p PayoutPolicy) compile() (metering.Money, metering.PlatformFee, error) {
 	if p.OnGap != "" && p.OnGap != "wait" && p.OnGap != "pay" {
 		return th, fee, fmt.Errorf("on_gap %q: want wait or pay", p.OnGap)
 	}
-	if _, err := parseSchedule(p.Schedule); err != nil {
+	if _, err := ParseSchedule(p.Schedule); err != nil {
 		return th, fee, err
 	}
 	if p.Rounding != "" && p.Rounding != "carry" {
@@ -248,8 +250,8 @@ type PayeeShare struct {
 // what the last payout carried. Each payout is one transaction — the
 // payout, its aggregates leaving the wallet and the new carry commit
 // together — so running again, or after a crash, pays nothing twice.
-func (r *Receiver) RunPayouts(policies map[string]PayoutPolicy, now time.Time) ([]Payout, error) {
-	return r.runPayouts(policies, now, false)
+func (r *Receiver) RunPayouts(ctx context.Context, policies map[string]PayoutPolicy, now time.Time) ([]Payout, error) {
+	return r.books.RunPayouts(ctx, policies, now, false)
 }
 
 // RunDuePayouts is RunPayouts for the providers whose schedule calls for
@@ -257,16 +259,13 @@ func (r *Receiver) RunPayouts(policies map[string]PayoutPolicy, now time.Time) (
 // last one considered (recorded with the payout, so a restart does not
 // pay a day twice). A provider due at its daily time whose wallet is
 // below the threshold waits for the next day's.
-func (r *Receiver) RunDuePayouts(policies map[string]PayoutPolicy, now time.Time) ([]Payout, error) {
-	return r.runPayouts(policies, now, true)
+func (r *Receiver) RunDuePayouts(ctx context.Context, policies map[string]PayoutPolicy, now time.Time) ([]Payout, error) {
+	return r.books.RunPayouts(ctx, policies, now, true)
 }
 
-func (r *Receiver) runPayouts(policies map[string]PayoutPolicy, now time.Time, scheduled bool) ([]Payout, error) {
-	if pg, ok := r.books.(*pgBooks); ok {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		return pg.runPayouts(ctx, policies, now, scheduled)
-	}
+// RunPayouts makes the payouts policies call for (scheduled: only those
+// due at now), each provider's in one transaction, in provider order.
+func (bb boltBooks) RunPayouts(_ context.Context, policies map[string]PayoutPolicy, now time.Time, scheduled bool) ([]Payout, error) {
 	names := make([]string, 0, len(policies))
 	for n := range policies {
 		names = append(names, n)
@@ -275,7 +274,7 @@ func (r *Receiver) runPayouts(policies map[string]PayoutPolicy, now time.Time, s
 	var made []Payout
 	for _, name := range names {
 		var p *Payout
-		err := r.db.Update(func(tx *bolt.Tx) error {
+		err := bb.db.Update(func(tx *bolt.Tx) error {
 			pol := policies[name]
 			if scheduled {
 				due, err := dueAt(tx, pol, now)
@@ -300,24 +299,24 @@ func (r *Receiver) runPayouts(policies map[string]PayoutPolicy, now time.Time, s
 // dueAt tells whether pol's schedule calls for a payout at now, and
 // records a daily time as considered.
 func dueAt(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (bool, error) {
-	sc, err := parseSchedule(pol.Schedule)
+	sc, err := ParseSchedule(pol.Schedule)
 	if err != nil {
 		return false, err
 	}
-	if !sc.daily {
-		return sc.threshold, nil
+	if !sc.Daily {
+		return sc.Threshold, nil
 	}
-	slot := sc.lastSlot(now).Unix()
+	slot := sc.LastSlot(now).Unix()
 	b := tx.Bucket(bucketPayoutSlot)
 	if v := b.Get([]byte(pol.Provider)); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) >= slot {
-		return sc.threshold, nil // this day's time was considered already
+		return sc.Threshold, nil // this day's time was considered already
 	}
 	return true, b.Put([]byte(pol.Provider), binary.BigEndian.AppendUint64(nil, uint64(slot)))
 }
 
 // payOut makes one provider's payout, if its wallet reached the threshold.
 func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
-	th, _, err := pol.compile()
+	th, _, err := pol.Compile()
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +330,7 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 	}
 	prefix := []byte(pol.Provider + "\x00" + string(th.Currency) + "\x00")
 	var keys [][]byte
-	var unpaid []unpaidAgg
+	var unpaid []UnpaidAggregate
 	c := tx.Bucket(bucketUnpaid).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		if len(v) != 8 {
@@ -339,10 +338,10 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 		}
 		sk := k[len(prefix):]
 		keys = append(keys, append([]byte(nil), k...))
-		unpaid = append(unpaid, unpaidAgg{stream: streamOfKey(sk), seq: binary.BigEndian.Uint64(sk[protocol.KeyIDLen+8:]),
-			amount: binary.BigEndian.Uint64(v)})
+		unpaid = append(unpaid, UnpaidAggregate{Stream: streamOfKey(sk), Seq: binary.BigEndian.Uint64(sk[protocol.KeyIDLen+8:]),
+			Amount: binary.BigEndian.Uint64(v)})
 	}
-	p, err := makePayout(pol, number, carry, unpaid, streamGaps(tx, keys, len(prefix)), now)
+	p, err := PlanPayout(pol, number, carry, unpaid, streamGaps(tx, keys, len(prefix)), now)
 	if p == nil || err != nil {
 		return nil, err
 	}
@@ -364,25 +363,25 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 	return p, meta.Put([]byte(pol.Provider), append(mv, th.Currency...))
 }
 
-// unpaidAgg is one aggregate in a provider's wallet, not paid out yet.
-type unpaidAgg struct {
-	stream protocol.StreamID
-	seq    uint64
-	amount uint64
+// UnpaidAggregate is one aggregate in a provider's wallet, not paid out yet.
+type UnpaidAggregate struct {
+	Stream protocol.StreamID
+	Seq    uint64
+	Amount uint64
 }
 
-// makePayout is the payout of a wallet holding carry and unpaid (in
+// PlanPayout is the payout of a wallet holding carry and unpaid (in
 // stream, then seq order), the provider's payout number before it, and the
 // streams of the wallet that miss an aggregate; nil while the wallet is
 // below the threshold, or waits on a gap. No I/O: both books use it.
-func makePayout(pol PayoutPolicy, number uint64, carry metering.Nanos, unpaid []unpaidAgg, gaps []string, now time.Time) (*Payout, error) {
-	th, fee, err := pol.compile()
+func PlanPayout(pol PayoutPolicy, number uint64, carry metering.Nanos, unpaid []UnpaidAggregate, gaps []string, now time.Time) (*Payout, error) {
+	th, fee, err := pol.Compile()
 	if err != nil {
 		return nil, err
 	}
 	gross := carry
 	for _, u := range unpaid {
-		if gross, err = gross.Add(metering.Nanos(u.amount)); err != nil {
+		if gross, err = gross.Add(metering.Nanos(u.Amount)); err != nil {
 			return nil, err
 		}
 	}
@@ -421,12 +420,12 @@ func makePayout(pol PayoutPolicy, number uint64, carry metering.Nanos, unpaid []
 		p.Aggregates = append(p.Aggregates, r)
 	}
 	for _, u := range unpaid {
-		stream := u.stream.String()
-		if stream == run.stream && u.seq == run.to+1 {
-			run.to = u.seq
+		stream := u.Stream.String()
+		if stream == run.stream && u.Seq == run.to+1 {
+			run.to = u.Seq
 		} else {
 			flush()
-			run.stream, run.from, run.to = stream, u.seq, u.seq
+			run.stream, run.from, run.to = stream, u.Seq, u.Seq
 		}
 	}
 	flush()
@@ -435,14 +434,12 @@ func makePayout(pol PayoutPolicy, number uint64, carry metering.Nanos, unpaid []
 }
 
 // Payouts lists the payouts made, by provider and number.
-func (r *Receiver) Payouts() ([]Payout, error) {
-	if pg, ok := r.books.(*pgBooks); ok {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		return pg.payouts(ctx)
-	}
+func (r *Receiver) Payouts(ctx context.Context) ([]Payout, error) { return r.books.Payouts(ctx) }
+
+// Payouts lists the payouts made, by provider and number.
+func (bb boltBooks) Payouts(context.Context) ([]Payout, error) {
 	var out []Payout
-	err := r.db.View(func(tx *bolt.Tx) error {
+	err := bb.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketPayouts).ForEach(func(_, v []byte) error {
 			var p Payout
 			if err := json.Unmarshal(v, &p); err != nil {
@@ -470,15 +467,13 @@ type Wallet struct {
 }
 
 // Wallets reconciles each provider's wallet in one transaction.
-func (r *Receiver) Wallets() ([]Wallet, error) {
-	if pg, ok := r.books.(*pgBooks); ok {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		return pg.wallets(ctx)
-	}
-	ws := walletBook{}
-	get := ws.get
-	err := r.db.View(func(tx *bolt.Tx) error {
+func (r *Receiver) Wallets(ctx context.Context) ([]Wallet, error) { return r.books.Wallets(ctx) }
+
+// Wallets reconciles each provider's wallet in one transaction.
+func (bb boltBooks) Wallets(context.Context) ([]Wallet, error) {
+	ws := WalletBook{}
+	get := ws.Get
+	err := bb.db.View(func(tx *bolt.Tx) error {
 		tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
 			parts := bytes.SplitN(k, []byte{0}, 3)
 			if len(parts) == 3 {
@@ -500,15 +495,15 @@ func (r *Receiver) Wallets() ([]Wallet, error) {
 			}
 			return nil
 		})
-		return tx.Bucket(bucketPayouts).ForEach(func(_, v []byte) error { return ws.addPayout(v) })
+		return tx.Bucket(bucketPayouts).ForEach(func(_, v []byte) error { return ws.AddPayout(v) })
 	})
-	return ws.list(), err
+	return ws.List(), err
 }
 
-// walletBook gathers the providers' wallets while the books are read.
-type walletBook map[string]*Wallet
+// WalletBook gathers the providers' wallets while the books are read.
+type WalletBook map[string]*Wallet
 
-func (wb walletBook) get(provider string) *Wallet {
+func (wb WalletBook) Get(provider string) *Wallet {
 	if wb[provider] == nil {
 		wb[provider] = &Wallet{Provider: provider}
 	}
@@ -516,12 +511,12 @@ func (wb walletBook) get(provider string) *Wallet {
 }
 
 // addPayout counts a payout record (JSON) into its provider's wallet.
-func (wb walletBook) addPayout(b []byte) error {
+func (wb WalletBook) AddPayout(b []byte) error {
 	var p Payout
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
-	w := wb.get(p.Provider)
+	w := wb.Get(p.Provider)
 	w.Fees += p.Fee
 	w.Payouts++
 	for _, s := range p.Payees {
@@ -532,7 +527,7 @@ func (wb walletBook) addPayout(b []byte) error {
 
 // list returns the wallets by provider, each checked: Received = Paid +
 // Fees + Carried + Pending.
-func (wb walletBook) list() []Wallet {
+func (wb WalletBook) List() []Wallet {
 	var out []Wallet
 	for _, w := range wb {
 		w.Balanced = w.Received == w.Paid+w.Fees+w.Carried+w.Pending

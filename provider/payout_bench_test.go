@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"runtime"
@@ -31,17 +32,17 @@ func BenchmarkPayoutRun1M(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		r.db.NoSync = true // the fill only; the payout below commits with fsync
+		r.books.(boltBooks).db.NoSync = true // the fill only; the payout below commits with fsync
 		for g := range gateways {
 			var kid [protocol.KeyIDLen]byte
 			kid[0] = byte(g + 1)
 			s, _ := protocol.StreamOf(kid[:], 1)
 			for from := uint64(1); from <= perStream; from += 10_000 {
-				err := r.db.Update(func(tx *bolt.Tx) error {
+				err := r.books.(boltBooks).db.Update(func(tx *bolt.Tx) error {
 					for seq := from; seq < from+10_000; seq++ {
 						a := &protocol.Aggregate{Gateway: fmt.Sprintf("gw-%d", g), Provider: "stadtwerk", Account: "acct-1",
 							Currency: "EUR", Seq: seq, Epoch: 1, Amount: 1_234_567, Quantity: 1, Tickets: 1}
-						if _, err := book(tx, s, record{gateway: a.Gateway, seq: seq, epoch: 1, agg: a}, kid[:]); err != nil {
+						if _, err := book(tx, s, Record{Gateway: a.Gateway, Seq: seq, Epoch: 1, Agg: a}, kid[:]); err != nil {
 							return err
 						}
 					}
@@ -52,13 +53,13 @@ func BenchmarkPayoutRun1M(b *testing.B) {
 				}
 			}
 		}
-		r.db.NoSync = false
+		r.books.(boltBooks).db.NoSync = false
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		b.StartTimer()
 		start := time.Now()
-		made, err := r.RunPayouts(pol, time.Now())
+		made, err := r.RunPayouts(context.Background(), pol, time.Now())
 		elapsed := time.Since(start)
 		b.StopTimer()
 		runtime.ReadMemStats(&after)
@@ -70,7 +71,7 @@ func BenchmarkPayoutRun1M(b *testing.B) {
 		b.ReportMetric(elapsed.Seconds(), "s/payout")
 		b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/(1<<20), "MB-alloc/payout")
 		b.ReportMetric(float64(ru.Maxrss)/1024, "MB-maxrss")
-		ws, err := r.Wallets()
+		ws, err := r.Wallets(context.Background())
 		if err != nil || !ws[0].Balanced || ws[0].Pending != 0 {
 			b.Fatalf("wallet after the payout: %+v (%v)", ws, err)
 		}

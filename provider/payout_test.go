@@ -16,6 +16,7 @@ import (
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
+	"github.com/farthing-iot/farthing/provider/pgbooks"
 )
 
 func (g gw) aggFor(t *testing.T, id, prov, cur string, epoch, seq, amount uint64) []byte {
@@ -73,21 +74,21 @@ func TestPayoutsLoseNothing(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				if _, err := rc.RunPayouts(policies, time.Now()); err != nil {
+				if _, err := rc.RunPayouts(context.Background(), policies, time.Now()); err != nil {
 					t.Fatal(err)
 				}
-				again, err := rc.RunPayouts(policies, time.Now())
+				again, err := rc.RunPayouts(context.Background(), policies, time.Now())
 				if err != nil || len(again) != 0 {
 					t.Fatalf("a second run at once paid %d payouts, %v", len(again), err)
 				}
-				ws, _ := rc.Wallets()
+				ws, _ := rc.Wallets(context.Background())
 				for _, w := range ws {
 					if !w.Balanced {
 						t.Fatalf("round %d batch %d: %+v", round, batch, w)
 					}
 				}
 			}
-			ps, _ := rc.Payouts()
+			ps, _ := rc.Payouts(context.Background())
 			seen := map[string]bool{}
 			for _, p := range ps {
 				var sum metering.Nanos
@@ -135,11 +136,11 @@ func TestReadPayoutPolicies(t *testing.T) {
 	defer rc.Close()
 	// 0.25 EUR is under 2% of 12.50 EUR: below that nothing is paid.
 	rc.Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 1, 12_000_000_000))
-	if made, _ := rc.RunPayouts(ps, time.Now()); len(made) != 0 {
+	if made, _ := rc.RunPayouts(context.Background(), ps, time.Now()); len(made) != 0 {
 		t.Fatalf("paid 12.00 EUR below the derived 12.50 threshold: %+v", made)
 	}
 	rc.Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 2, 1_000_000_001))
-	made, err := rc.RunPayouts(ps, time.Now())
+	made, err := rc.RunPayouts(context.Background(), ps, time.Now())
 	if err != nil || len(made) != 1 {
 		t.Fatalf("payout of 13.000000001 EUR: %+v, %v", made, err)
 	}
@@ -168,7 +169,7 @@ func TestPayoutsWaitForGaps(t *testing.T) {
 			rc.Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 1, 2_000_000_000))
 			second := a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 2, 3_000_000_000) // dropped on the way
 			rc.Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, 3, 4_000_000_000))
-			made, err := rc.RunPayouts(pol, time.Now())
+			made, err := rc.RunPayouts(context.Background(), pol, time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -183,16 +184,16 @@ func TestPayoutsWaitForGaps(t *testing.T) {
 				}
 			}
 			rc.Accept(context.Background(), second) // the gap closes
-			made, _ = rc.RunPayouts(pol, time.Now())
+			made, _ = rc.RunPayouts(context.Background(), pol, time.Now())
 			var total metering.Nanos
-			ps, _ := rc.Payouts()
+			ps, _ := rc.Payouts(context.Background())
 			for _, p := range ps {
 				total += p.Gross
 			}
 			if len(made) != 1 || total != 9_000_000_000 {
 				t.Fatalf("%s: after the gap closed: made %+v, all payouts %d; want 9.00 EUR paid in all", onGap, made, total)
 			}
-			ws, _ := rc.Wallets()
+			ws, _ := rc.Wallets(context.Background())
 			if !ws[0].Balanced || ws[0].Pending != 0 {
 				t.Fatalf("%s: wallet %+v", onGap, ws[0])
 			}
@@ -254,7 +255,7 @@ func TestPayoutSchedule(t *testing.T) {
 					seq++
 					rc.Accept(context.Background(), a.aggFor(t, "gw-a", "stadtwerk", "EUR", 1, seq, 2_000_000_000))
 				}
-				made, err := rc.RunDuePayouts(pol, now)
+				made, err := rc.RunDuePayouts(context.Background(), pol, now)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -293,16 +294,16 @@ func writeFile(t *testing.T, s string) string {
 	return path
 }
 
-// The README's payouts file is one the receiver takes.
+// The providers' page's payouts file is one the receiver takes.
 func TestReadmePayoutsFile(t *testing.T) {
-	b, err := os.ReadFile("../README.md")
+	b, err := os.ReadFile("../docs/providers.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, rest, ok := strings.Cut(string(b), "```yaml\npayouts:\n")
 	block, _, closed := strings.Cut(rest, "```")
 	if !ok || !closed {
-		t.Fatal("the README has no payouts file")
+		t.Fatal("docs/providers.md has no payouts file")
 	}
 	ps, err := provider.ReadPayoutPolicies(writeFile(t, "payouts:\n"+block))
 	if err != nil {
@@ -323,7 +324,7 @@ func TestPostgresPayoutRunsTakeALock(t *testing.T) {
 	}
 	var rs []*provider.Receiver
 	for range 2 {
-		r, err := provider.OpenPostgres(context.Background(), url, provider.Keys(a.pub), provider.PostgresOptions{})
+		r, err := pgbooks.Open(context.Background(), url, provider.Keys(a.pub), pgbooks.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -344,7 +345,7 @@ func TestPostgresPayoutRunsTakeALock(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var err error
-			if made[i], err = r.RunPayouts(pol, time.Now()); err != nil {
+			if made[i], err = r.RunPayouts(context.Background(), pol, time.Now()); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -353,7 +354,7 @@ func TestPostgresPayoutRunsTakeALock(t *testing.T) {
 	if len(made[0])+len(made[1]) != 1 {
 		t.Fatalf("payouts made: %d and %d; want exactly one", len(made[0]), len(made[1]))
 	}
-	ws, err := rs[0].Wallets()
+	ws, err := rs[0].Wallets(context.Background())
 	if err != nil || len(ws) != 1 || !ws[0].Balanced || ws[0].Pending != 0 || ws[0].Received != 50_000_000_000 || ws[0].Payouts != 1 {
 		t.Fatalf("wallets %+v, %v", ws, err)
 	}

@@ -54,7 +54,7 @@ func VerifyPayword(p PaywordProof, device protocol.Verifier) (PaywordUsage, erro
 	if err != nil {
 		return u, err
 	}
-	return u, walkProof(&c, &p, 0, c.Anchor)
+	return u, WalkProof(&c, &p, 0, c.Anchor)
 }
 
 // checkProof is VerifyPayword without the hashing: the commitment parsed
@@ -84,11 +84,11 @@ func checkProof(p PaywordProof, keyOf func(device string) protocol.Verifier) (Pa
 	return u, c, nil
 }
 
-// walkProof checks that w_To hashes down to w_From, and w_From down to
+// WalkProof checks that w_To hashes down to w_From, and w_From down to
 // known, the chain's payword at index at ≤ From: the anchor at 0, or one
 // proven before, so that a receiver hashes each step of a chain once,
 // not From steps again for every record.
-func walkProof(c *protocol.Commitment, p *PaywordProof, at uint32, known protocol.Payword) error {
+func WalkProof(c *protocol.Commitment, p *PaywordProof, at uint32, known protocol.Payword) error {
 	switch {
 	case protocol.PaywordWalk(&c.Chain, p.ToWord, uint64(p.To-p.From)) != p.FromWord:
 		return fmt.Errorf("%w: payword %d does not hash down to payword %d", ErrPayword, p.To, p.From)
@@ -126,9 +126,9 @@ type PaywordClaim struct {
 // to the unit.
 func (c *PaywordClaim) Reconciled() bool { return c.Booked && !c.Foreign && c.Claimed == c.Proven }
 
-// claimAggregate adds an aggregate to its claim (c is the claim so far,
+// ClaimAggregate adds an aggregate to its claim (c is the claim so far,
 // maybe early progress records; zero if none).
-func claimAggregate(c PaywordClaim, a *protocol.Aggregate) PaywordClaim {
+func ClaimAggregate(c PaywordClaim, a *protocol.Aggregate) PaywordClaim {
 	if c.Records > 0 && (c.Provider != a.Provider || c.Account != a.Account || c.Meter != a.Meter) {
 		c.Foreign = true
 	}
@@ -137,13 +137,13 @@ func claimAggregate(c PaywordClaim, a *protocol.Aggregate) PaywordClaim {
 	return c
 }
 
-// proveClaim adds a verified progress record's usage to the claim of the
+// ProveClaim adds a verified progress record's usage to the claim of the
 // aggregate it names, or says why it cannot: a chain's records must not
 // prove an index twice (lastTo: the chain's highest index proven so far,
 // seen: any), and the record's payer and meter must be the aggregate's.
 // A record naming no aggregate (from a gateway older than the link)
 // needs no claim: ok is false then.
-func proveClaim(c PaywordClaim, p *protocol.ChainProgress, u *PaywordUsage, aggregateBooked bool, lastTo uint32, seen bool) (_ PaywordClaim, ok bool, why error) {
+func ProveClaim(c PaywordClaim, p *protocol.ChainProgress, u *PaywordUsage, aggregateBooked bool, lastTo uint32, seen bool) (_ PaywordClaim, ok bool, why error) {
 	switch {
 	case seen && p.From < lastTo:
 		return c, false, fmt.Errorf("%w: it proves chain %x of %s from index %d, below index %d proven before", ErrPayword, u.Chain, u.Device, p.From, lastTo)

@@ -35,8 +35,6 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
 )
@@ -138,23 +136,30 @@ type Booking struct {
 	DoubleRedemption string
 }
 
-// Hold reasons, as kept in the file and reported.
+// HoldReason says why a record is held, not booked: as kept in the books
+// and reported (String).
+type HoldReason byte
+
+// Hold reasons.
 const (
-	holdConflict     byte = 1
-	holdWrongGateway byte = 2
-	// holdPaywordUnproven: a chain progress record whose paywords do not
+	// HoldConflict: a (stream, seq) booked before with other bytes.
+	HoldConflict HoldReason = 1
+	// HoldWrongGateway: the key speaks for another gateway id.
+	HoldWrongGateway HoldReason = 2
+	// HoldPaywordUnproven: a chain progress record whose paywords do not
 	// prove its usage. Its seq is booked (the stream has no gap); its
 	// usage is counted nowhere.
-	holdPaywordUnproven byte = 3
+	HoldPaywordUnproven HoldReason = 3
 )
 
-func holdReason(r byte) string {
+// String is the reason's name in reports ("conflict", …).
+func (r HoldReason) String() string {
 	switch r {
-	case holdConflict:
+	case HoldConflict:
 		return "conflict"
-	case holdWrongGateway:
+	case HoldWrongGateway:
 		return "wrong_gateway"
-	case holdPaywordUnproven:
+	case HoldPaywordUnproven:
 		return "payword_unproven"
 	}
 	return "unknown"
@@ -184,8 +189,7 @@ type trusted struct {
 
 // Receiver keeps the books of received aggregates.
 type Receiver struct {
-	books   books
-	db      *bolt.DB                           // the embedded file's, for payouts and statements; nil on PostgreSQL
+	books   Books
 	trust   map[string]trusted                 // by kid
 	devices map[string]*strict.Ed25519Verifier // payword devices' own keys, by device id (TrustDevices)
 
@@ -213,6 +217,18 @@ type Stats struct {
 	// device key checked (TrustDevices has none for the device).
 	UnattestedPaywords uint64 `json:"unattested_paywords"`
 	Refused            uint64 `json:"refused"`
+}
+
+// NewReceiver returns a receiver that books in books (a backend's, such
+// as provider/pgbooks; Open makes one on the embedded file) and trusts
+// these gateway keys.
+func NewReceiver(books Books, trust []Trust) (*Receiver, error) {
+	r, err := newReceiver(trust)
+	if err != nil {
+		return nil, err
+	}
+	r.books = books
+	return r, nil
 }
 
 // newReceiver is a receiver trusting these keys, without its books.
@@ -251,16 +267,22 @@ func (r *Receiver) TrustDevices(keys map[string]ed25519.PublicKey) error {
 	return nil
 }
 
-// books is where a receiver books: the embedded bbolt file (Open) or
+// Books is where a receiver Books: the embedded bbolt file (Open) or
 // PostgreSQL (OpenPostgres). book commits before it returns.
-type books interface {
-	book(ctx context.Context, s protocol.StreamID, rec record, b []byte) (bookResult, error)
-	report(ctx context.Context) (*Report, error)
-	// openClaims counts the payword claims not reconciled.
-	openClaims(ctx context.Context) (int, error)
-	// eachBooked calls fn with the bytes of every record booked.
-	eachBooked(ctx context.Context, fn func(b []byte) error) error
-	close() error
+type Books interface {
+	Book(ctx context.Context, s protocol.StreamID, rec Record, b []byte) (BookResult, error)
+	Report(ctx context.Context) (*Report, error)
+	// OpenClaims counts the payword claims not reconciled.
+	OpenClaims(ctx context.Context) (int, error)
+	// EachBooked calls fn with the bytes of every record booked.
+	EachBooked(ctx context.Context, fn func(b []byte) error) error
+	// RunPayouts makes the payouts policies call for (scheduled: only the
+	// providers due at now), each in one transaction; Payouts lists those
+	// made; Wallets reconciles each provider's wallet.
+	RunPayouts(ctx context.Context, policies map[string]PayoutPolicy, now time.Time, scheduled bool) ([]Payout, error)
+	Payouts(ctx context.Context) ([]Payout, error)
+	Wallets(ctx context.Context) ([]Wallet, error)
+	Close() error
 }
 
 // OpenPaywordClaims counts the aggregates whose payword quantity is not
@@ -271,11 +293,11 @@ type books interface {
 func (r *Receiver) OpenPaywordClaims() (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return r.books.openClaims(ctx)
+	return r.books.OpenClaims(ctx)
 }
 
 // Close closes the books.
-func (r *Receiver) Close() error { return r.books.close() }
+func (r *Receiver) Close() error { return r.books.Close() }
 
 // Accept checks and books one record (an aggregate, a credit, a hold or
 // a chain progress record). It is durable when it returns (bbolt commits
@@ -293,86 +315,86 @@ func (r *Receiver) Accept(ctx context.Context, b []byte) (Booking, error) {
 		r.count(func(s *Stats) { s.Refused++ })
 		return Booking{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	rec := recordOf(m)
+	rec := RecordOf(m)
 	bk := Booking{Aggregate: m.Aggregate, Credit: m.Credit, Hold: m.Hold, Progress: m.Progress}
 	env := m.Envelope
 	t, ok := r.trust[string(env.KeyID)]
 	if !ok {
 		r.count(func(s *Stats) { s.Refused++ })
-		return bk, fmt.Errorf("%w: kid %x (gateway %s)", ErrUntrusted, env.KeyID, rec.gateway)
+		return bk, fmt.Errorf("%w: kid %x (gateway %s)", ErrUntrusted, env.KeyID, rec.Gateway)
 	}
 	if err := env.Verify(t.v, nil); err != nil {
 		r.count(func(s *Stats) { s.Refused++ })
 		return bk, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if p := rec.progress; p != nil {
+	if p := rec.Progress; p != nil {
 		// The usage a chain progress record claims is proven from its
 		// paywords and the device's commitment alone: the gateway's
 		// signature above says only that the gateway sent it. The
 		// commitment is checked here, the hashes in the books, against
 		// the chain's last proven payword (proveBolt, pgProve).
-		rec.proof = PaywordProof{Commitment: p.Commitment, From: p.From, FromWord: p.FromWord, To: p.To, ToWord: p.ToWord}
-		u, c, err := checkProof(rec.proof, func(device string) protocol.Verifier {
+		rec.Proof = PaywordProof{Commitment: p.Commitment, From: p.From, FromWord: p.FromWord, To: p.To, ToWord: p.ToWord}
+		u, c, err := checkProof(rec.Proof, func(device string) protocol.Verifier {
 			if v, ok := r.devices[device]; ok {
 				return v
 			}
 			return nil
 		})
-		rec.usage, rec.commitment, rec.unproven = &u, &c, err
+		rec.Usage, rec.Commitment, rec.Unproven = &u, &c, err
 		bk.Payword = &u
 	}
-	s, _ := protocol.StreamOf(env.KeyID, rec.epoch) // a trusted kid has the length
+	s, _ := protocol.StreamOf(env.KeyID, rec.Epoch) // a trusted kid has the length
 	bk.Stream = s
 	a := rec // the stream fields, for the messages below
-	res, err := r.books.book(ctx, s, rec, b)
+	res, err := r.books.Book(ctx, s, rec, b)
 	if err != nil {
 		return bk, fmt.Errorf("receiver: store: %w", err)
 	}
 	r.count(func(st *Stats) {
 		switch {
-		case res.held == holdConflict:
+		case res.Held == HoldConflict:
 			st.Conflicts++
-		case res.held == holdWrongGateway:
+		case res.Held == HoldWrongGateway:
 			st.WrongGateway++
-		case res.held == holdPaywordUnproven:
+		case res.Held == HoldPaywordUnproven:
 			st.UnprovenPaywords++
-		case res.duplicate:
+		case res.Duplicate:
 			st.Duplicates++
 		default:
 			st.Accepted++
-			if res.reset != nil {
+			if res.Reset != nil {
 				st.Resets++
 			}
-			if rec.credit != nil {
+			if rec.Credit != nil {
 				st.Credits++
 			}
-			if rec.hold != nil {
+			if rec.Hold != nil {
 				st.Holds++
 			}
-			if res.double != "" {
+			if res.Double != "" {
 				st.DoubleRedemptions++
 			}
-			if rec.progress != nil && res.held == 0 {
+			if rec.Progress != nil && res.Held == 0 {
 				st.Paywords++
-				if !rec.usage.Attested {
+				if !rec.Usage.Attested {
 					st.UnattestedPaywords++
 				}
 			}
 		}
 	})
-	switch res.held {
-	case holdConflict:
-		return bk, fmt.Errorf("%w: stream %s seq %d (gateway %s); held for review", ErrConflict, s, a.seq, a.gateway)
-	case holdWrongGateway:
-		return bk, fmt.Errorf("%w: key %x speaks for gateway %q, the record says %q; held for review", ErrWrongGateway, s.KeyID, res.bound, a.gateway)
+	switch res.Held {
+	case HoldConflict:
+		return bk, fmt.Errorf("%w: stream %s seq %d (gateway %s); held for review", ErrConflict, s, a.Seq, a.Gateway)
+	case HoldWrongGateway:
+		return bk, fmt.Errorf("%w: key %x speaks for gateway %q, the record says %q; held for review", ErrWrongGateway, s.KeyID, res.Bound, a.Gateway)
 	}
-	if res.held == holdPaywordUnproven {
-		bk.Outcome, bk.Unproven = PaywordUnproven, res.why
+	if res.Held == HoldPaywordUnproven {
+		bk.Outcome, bk.Unproven = PaywordUnproven, res.Why
 	}
-	if res.duplicate {
+	if res.Duplicate {
 		bk.Outcome = Duplicate
 	}
-	bk.ResetFrom, bk.DoubleRedemption = res.reset, res.double
+	bk.ResetFrom, bk.DoubleRedemption = res.Reset, res.Double
 	return bk, nil
 }
 
@@ -421,44 +443,44 @@ func (b Booking) Gateway() string {
 	return ""
 }
 
-// record is what a stream carries, an aggregate or a credit, seen by the
+// Record is what a stream carries, an aggregate or a credit, seen by the
 // fields the books need of either.
-type record struct {
-	gateway string
-	seq     uint64
-	epoch   uint64
-	agg     *protocol.Aggregate
-	credit  *protocol.Credit
-	hold    *protocol.Hold
-	// A chain progress record, and what checking its commitment found.
-	progress   *protocol.ChainProgress
-	proof      PaywordProof
-	commitment *protocol.Commitment
-	usage      *PaywordUsage
-	unproven   error
+type Record struct {
+	Gateway string
+	Seq     uint64
+	Epoch   uint64
+	Agg     *protocol.Aggregate
+	Credit  *protocol.Credit
+	Hold    *protocol.Hold
+	// A chain Progress record, and what checking its commitment found.
+	Progress   *protocol.ChainProgress
+	Proof      PaywordProof
+	Commitment *protocol.Commitment
+	Usage      *PaywordUsage
+	Unproven   error
 }
 
-func recordOf(m *strict.Message) record {
+func RecordOf(m *strict.Message) Record {
 	if c := m.Credit; c != nil {
-		return record{gateway: c.Gateway, seq: c.Seq, epoch: c.Epoch, credit: c}
+		return Record{Gateway: c.Gateway, Seq: c.Seq, Epoch: c.Epoch, Credit: c}
 	}
 	if h := m.Hold; h != nil {
-		return record{gateway: h.Gateway, seq: h.Seq, epoch: h.Epoch, hold: h}
+		return Record{Gateway: h.Gateway, Seq: h.Seq, Epoch: h.Epoch, Hold: h}
 	}
 	if p := m.Progress; p != nil {
-		return record{gateway: p.Gateway, seq: p.Seq, epoch: p.Epoch, progress: p}
+		return Record{Gateway: p.Gateway, Seq: p.Seq, Epoch: p.Epoch, Progress: p}
 	}
 	a := m.Aggregate
-	return record{gateway: a.Gateway, seq: a.Seq, epoch: a.Epoch, agg: a}
+	return Record{Gateway: a.Gateway, Seq: a.Seq, Epoch: a.Epoch, Agg: a}
 }
 
-type bookResult struct {
-	double    string // a voucher credit whose voucher was credited before: where (stream/seq)
-	duplicate bool
-	reset     *Reset // the aggregate began a new epoch of a known key
-	held      byte   // 0 or the hold reason
-	why       string // why a chain progress record is held
-	bound     string // the gateway id the key is bound to
+type BookResult struct {
+	Double    string // a voucher credit whose voucher was credited before: where (stream/seq)
+	Duplicate bool
+	Reset     *Reset     // the aggregate began a new epoch of a known key
+	Held      HoldReason // 0, or why the record is held
+	Why       string     // why a chain progress record is held
+	Bound     string     // the gateway id the key is bound to
 }
 
 func (r *Receiver) count(f func(*Stats)) {
@@ -472,4 +494,13 @@ func (r *Receiver) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stats
+}
+
+// Ping reports whether the books answer: the database's ping on
+// PostgreSQL, always on the embedded file.
+func (r *Receiver) Ping(ctx context.Context) error {
+	if p, ok := r.books.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	return nil
 }

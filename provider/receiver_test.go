@@ -15,6 +15,7 @@ import (
 
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
+	"github.com/farthing-iot/farthing/provider/pgbooks"
 )
 
 type gw struct {
@@ -79,7 +80,7 @@ func stores(t *testing.T, f func(t *testing.T, open opener)) {
 			}
 		})
 		f(t, func(trust []provider.Trust) (*provider.Receiver, error) {
-			r, err := provider.OpenPostgres(context.Background(), url, trust, provider.PostgresOptions{})
+			r, err := pgbooks.Open(context.Background(), url, trust, pgbooks.Options{})
 			if err == nil {
 				opened = append(opened, r)
 			}
@@ -353,7 +354,7 @@ func TestPostgresExactlyOnceAcrossReceivers(t *testing.T) {
 	}
 	var rs []*provider.Receiver
 	for range 2 {
-		r, err := provider.OpenPostgres(context.Background(), url, provider.Keys(a.pub), provider.PostgresOptions{MaxConns: 4})
+		r, err := pgbooks.Open(context.Background(), url, provider.Keys(a.pub), pgbooks.Options{MaxConns: 4})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -402,7 +403,7 @@ func TestPostgresNewerSchemaRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := provider.OpenPostgres(context.Background(), url, nil, provider.PostgresOptions{})
+	r, err := pgbooks.Open(context.Background(), url, nil, pgbooks.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,9 +412,9 @@ func TestPostgresNewerSchemaRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn.Exec(context.Background(), "INSERT INTO schema_migrations (version, name) VALUES ($1, 'from the future')", provider.SchemaVersion()+1)
+	conn.Exec(context.Background(), "INSERT INTO schema_migrations (version, name) VALUES ($1, 'from the future')", pgbooks.SchemaVersion()+1)
 	conn.Close(context.Background())
-	if _, err := provider.OpenPostgres(context.Background(), url, nil, provider.PostgresOptions{}); !errors.Is(err, provider.ErrSchemaNewer) {
+	if _, err := pgbooks.Open(context.Background(), url, nil, pgbooks.Options{}); !errors.Is(err, pgbooks.ErrSchemaNewer) {
 		t.Fatalf("a newer schema: %v; want ErrSchemaNewer", err)
 	}
 }

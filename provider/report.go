@@ -106,7 +106,7 @@ type PaywordTotal struct {
 func (r *Receiver) Report() (*Report, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rep, err := r.books.report(ctx)
+	rep, err := r.books.Report(ctx)
 	if rep != nil {
 		rep.Stats = r.Stats()
 	}

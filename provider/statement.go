@@ -47,7 +47,7 @@ func (r *Receiver) Statement(account string, from, to time.Time) ([]StatementLin
 	lines := map[[5]string]*StatementLine{}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	err := r.books.eachBooked(ctx, func(v []byte) error {
+	err := r.books.EachBooked(ctx, func(v []byte) error {
 		_, a, err := strict.DecodeAggregate(v)
 		if err != nil || a.WindowStart < lo || a.WindowStart >= hi || (account != "" && a.Account != account) {
 			return nil // a credit, or outside the statement

@@ -10,6 +10,7 @@ import (
 
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/provider"
+	"github.com/farthing-iot/farthing/provider/pgbooks"
 )
 
 // runPayouts is `farthing payouts run|list|report|statement` on a receiver's data
@@ -35,7 +36,7 @@ func runPayouts(e *env, args []string) error {
 	var r *provider.Receiver
 	var err error
 	if *db != "" {
-		r, err = provider.OpenPostgres(context.Background(), *db, nil, provider.PostgresOptions{MaxConns: 2})
+		r, err = pgbooks.Open(context.Background(), *db, nil, pgbooks.Options{MaxConns: 2})
 	} else {
 		r, err = provider.Open(filepath.Join(*data, "receiver.db"), nil)
 	}
@@ -52,13 +53,13 @@ func runPayouts(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		made, err := r.RunPayouts(ps, time.Now())
+		made, err := r.RunPayouts(context.Background(), ps, time.Now())
 		if err != nil {
 			return err
 		}
 		return printPayouts(e, *format, made)
 	case "list":
-		ps, err := r.Payouts()
+		ps, err := r.Payouts(context.Background())
 		if err != nil {
 			return err
 		}
@@ -78,7 +79,7 @@ func runPayouts(e *env, args []string) error {
 		}
 		return printStatement(e, *format, lines)
 	case "report":
-		ws, err := r.Wallets()
+		ws, err := r.Wallets(context.Background())
 		if err != nil {
 			return err
 		}

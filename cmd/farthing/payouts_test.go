@@ -75,7 +75,7 @@ func payoutsIn(t *testing.T, dir string) []provider.Payout {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	ps, err := r.Payouts()
+	ps, err := r.Payouts(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/farthing-iot/farthing/provider"
 	"github.com/farthing-iot/farthing/provider/jsrecv"
 	"github.com/farthing-iot/farthing/provider/mqttrecv"
+	"github.com/farthing-iot/farthing/provider/pgbooks"
 )
 
 // trustFiles collects repeated --trust FILE flags.
@@ -106,7 +107,7 @@ func runReceive(e *env, args []string) error {
 	var r *provider.Receiver
 	if *db != "" {
 		var err error
-		if r, err = provider.OpenPostgres(ctx, *db, keys, provider.PostgresOptions{MaxConns: int32(*maxConns)}); err != nil {
+		if r, err = pgbooks.Open(ctx, *db, keys, pgbooks.Options{MaxConns: int32(*maxConns)}); err != nil {
 			return err
 		}
 	} else {
@@ -298,7 +299,7 @@ func printTotals(e *env, r *provider.Receiver) error {
 		}
 		fmt.Fprintln(e.stdout, line)
 	}
-	if ws, err := r.Wallets(); err == nil {
+	if ws, err := r.Wallets(context.Background()); err == nil {
 		for _, w := range ws {
 			if w.Payouts == 0 && w.Carried == 0 {
 				continue
@@ -345,7 +346,7 @@ func payOut(e *env, r *provider.Receiver, policies map[string]provider.PayoutPol
 	if policies == nil {
 		return
 	}
-	made, err := r.RunDuePayouts(policies, time.Now())
+	made, err := r.RunDuePayouts(context.Background(), policies, time.Now())
 	if err != nil {
 		fmt.Fprintf(e.stderr, "payouts: %v\n", err)
 	}

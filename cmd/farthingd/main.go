@@ -107,7 +107,7 @@ func printHelp(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintln(w, "usage: farthingd [--config FILE] [--data DIR] [--log-level debug|info|warn|error] [--print-config] [--version]")
 	fmt.Fprintln(w, "\nThe Farthing edge gateway. Without flags: an embedded MQTT broker on 127.0.0.1:1883, CoAP/DTLS on")
 	fmt.Fprintln(w, "127.0.0.1:5684, metrics and the console on 127.0.0.1:9100, state in ./farthing-data. SIGTERM stops it")
-	fmt.Fprintln(w, "gracefully; SIGHUP reloads devices and tariffs. Every setting: gateway/CONFIG.md.")
+	fmt.Fprintln(w, "gracefully; SIGHUP reloads devices and tariffs. Every setting: docs/reference/config.md (installed as /usr/share/doc/farthing/CONFIG.md).")
 	fmt.Fprintln(w, "\nflags of farthingd:")
 	fs.SetOutput(w)
 	fs.PrintDefaults()

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/farthing-iot/farthing/provider"
+	"github.com/farthing-iot/farthing/provider/pgbooks"
 )
 
 // natsJS runs a real nats-server with JetStream on a free port.
@@ -153,7 +153,7 @@ forward: {drain_rate: 1000, backoff_min: 50ms, backoff_max: 500ms}
 
 	charged := drained(t, g)
 	sealed := uint64(len(inspect(t, g.data).Sealed))
-	check, err := provider.OpenPostgres(context.Background(), db, nil, provider.PostgresOptions{})
+	check, err := pgbooks.Open(context.Background(), db, nil, pgbooks.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -170,4 +171,18 @@ func TestRulesCatchAWrongImport(t *testing.T) {
 		return
 	}
 	t.Fatalf("%s has no rule for metering", archPage)
+}
+
+// TestConceptFilesExist: every file or folder the "Where a concept
+// lives" table names is in the tree.
+func TestConceptFilesExist(t *testing.T) {
+	named := regexp.MustCompile("`([a-z][a-z0-9_./*-]+)`")
+	for _, row := range table(t, "## Where a concept lives") {
+		for _, m := range named.FindAllStringSubmatch(row[1], -1) {
+			p := strings.TrimSuffix(strings.TrimSuffix(m[1], "*"), "/")
+			if _, err := os.Stat(filepath.Join("..", "..", p)); err != nil {
+				t.Errorf("%s: %q names %s, which is not in the tree", archPage, row[0], m[1])
+			}
+		}
+	}
 }

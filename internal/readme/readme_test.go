@@ -19,7 +19,8 @@ const skipMark = "<!-- README test: not run:"
 
 // block is one shell block of the README.
 type block struct {
-	line int // of its opening fence
+	page string // the document it is in
+	line int    // of its opening fence
 	text string
 }
 
@@ -48,7 +49,7 @@ func shellBlocks(t *testing.T, path string) ([]block, int) {
 		case l == "```sh":
 			if reason, ok := strings.CutPrefix(prev, skipMark); ok {
 				if strings.TrimSpace(strings.TrimSuffix(reason, "-->")) == "" {
-					t.Fatalf("README.md:%d: a skipped block must say why", n-1)
+					t.Fatalf("%s:%d: a skipped block must say why", path, n-1)
 				}
 				skipped++
 				// Consume the block without running it.
@@ -63,7 +64,7 @@ func shellBlocks(t *testing.T, path string) ([]block, int) {
 		prev = l
 	}
 	if cur != nil {
-		t.Fatalf("README.md:%d: a block that is never closed", cur.line)
+		t.Fatalf("%s:%d: a block that is never closed", path, cur.line)
 	}
 	return out, skipped
 }
@@ -103,6 +104,43 @@ func copyTree(t *testing.T, root string) string {
 	return dst
 }
 
+// pages are the documents whose shell blocks run, in this order, in one
+// shell: the README's quickstart leaves a gateway running that the
+// operating page goes on with.
+var pages = []string{
+	"README.md",
+	"docs/concepts.md",
+	"docs/operating.md",
+	"docs/firmware.md",
+	"docs/providers.md",
+	"docs/reference/config.md",
+	"docs/reference/cli.md",
+	"docs/reference/metrics.md",
+	"docs/reference/reasons.md",
+	"docs/performance.md",
+	"docs/ARCHITECTURE.md",
+}
+
+// docPages returns pages, and fails if a Markdown page of docs/ is not
+// among them (its commands would never run).
+func docPages(t *testing.T, root string) []string {
+	t.Helper()
+	listed := map[string]bool{}
+	for _, p := range pages {
+		listed[p] = true
+	}
+	filepath.WalkDir(filepath.Join(root, "docs"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".md") {
+			rel, _ := filepath.Rel(root, p)
+			if !listed[rel] {
+				t.Errorf("%s is not in the pages the README test runs", rel)
+			}
+		}
+		return nil
+	})
+	return pages
+}
+
 // TestREADME runs the README's shell blocks in order in one bash, with
 // errexit and pipefail, in a copy of the tree, and checks what the
 // commands say: the demo and the gateway's books balance, the CoAP
@@ -112,15 +150,23 @@ func TestREADME(t *testing.T) {
 		t.Fatal("coap-client-openssl is not installed: the README's test command installs it (libcoap3-bin)")
 	}
 	root, _ := filepath.Abs("../..")
-	blocks, skipped := shellBlocks(t, filepath.Join(root, "README.md"))
+	var blocks []block
+	skipped := 0
+	for _, p := range docPages(t, root) {
+		bs, n := shellBlocks(t, filepath.Join(root, p))
+		for i := range bs {
+			bs[i].page = p
+		}
+		blocks, skipped = append(blocks, bs...), skipped+n
+	}
 	if len(blocks) < 10 {
-		t.Fatalf("only %d shell blocks found in the README", len(blocks))
+		t.Fatalf("only %d shell blocks found in the README and docs/", len(blocks))
 	}
 	dir := copyTree(t, root)
 	var script strings.Builder
 	script.WriteString("set -euo pipefail\n")
 	for i, b := range blocks {
-		fmt.Fprintf(&script, "echo '::: README block %d, README.md:%d' >&2\n%s", i+1, b.line, b.text)
+		fmt.Fprintf(&script, "echo '::: block %d, %s:%d' >&2\n%s", i+1, b.page, b.line, b.text)
 	}
 	script.WriteString("echo '::: README done' >&2\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

@@ -2,6 +2,7 @@ package readme
 
 import (
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -14,30 +15,30 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 )
 
-// section returns the README's text under the heading h, to the next
-// heading of its level or above.
-func section(t *testing.T, h string) string {
+// section returns the text of the reference page (under docs/reference/)
+// from its heading h to the next heading.
+func section(t *testing.T, page, h string) string {
 	t.Helper()
-	b, err := os.ReadFile("../../README.md")
+	b, err := os.ReadFile(filepath.Join("../../docs/reference", page))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(b)
+	s := "\n" + string(b)
 	i := strings.Index(s, "\n"+h+"\n")
 	if i < 0 {
-		t.Fatalf("README.md has no %q", h)
+		t.Fatalf("docs/reference/%s has no %q", page, h)
 	}
 	s = s[i+len(h)+2:]
-	if j := regexp.MustCompile(`\n#{2,3} `).FindStringIndex(s); j != nil {
+	if j := regexp.MustCompile(`\n#{1,3} `).FindStringIndex(s); j != nil {
 		s = s[:j[0]]
 	}
 	return s
 }
 
-// TestReferenceListsEveryMetric: the README's metrics table has every
+// TestReferenceListsEveryMetric: the the metrics reference has every
 // farthing_* metric the gateway registers, and no other.
 func TestReferenceListsEveryMetric(t *testing.T) {
-	ref := section(t, "### Metrics")
+	ref := section(t, "metrics.md", "# Metrics")
 	// Every metric the gateway defines, labelled or not, by its
 	// descriptor (a vector with no series yet is not gathered).
 	have := map[string]bool{}
@@ -63,33 +64,33 @@ func TestReferenceListsEveryMetric(t *testing.T) {
 		if strings.HasPrefix(name, "farthing_") {
 			have[name] = true
 			if !strings.Contains(ref, "| `"+name+"` |") {
-				t.Errorf("README's metrics table lacks %s", name)
+				t.Errorf("the metrics reference lacks %s", name)
 			}
 		}
 	}
 	for _, m := range regexp.MustCompile("\\| `(farthing_[a-z_]+)` \\|").FindAllStringSubmatch(ref, -1) {
 		if !have[m[1]] {
-			t.Errorf("README's metrics table lists %s, which the gateway does not register", m[1])
+			t.Errorf("the metrics reference lists %s, which the gateway does not register", m[1])
 		}
 	}
 }
 
-// TestReferenceListsEveryReason: the README's reason codes table has every
+// TestReferenceListsEveryReason: the the reason codes reference table has every
 // reason with its code.
 func TestReferenceListsEveryReason(t *testing.T) {
-	ref := section(t, "### Reason codes")
+	ref := section(t, "reasons.md", "# Reason codes")
 	for _, r := range protocol.Reasons() {
 		if r == protocol.ReasonNone {
 			continue
 		}
 		row := "| " + strconv.Itoa(int(r)) + " | `" + r.String() + "` |"
 		if !strings.Contains(ref, row) {
-			t.Errorf("README's reason codes lack %q", row)
+			t.Errorf("the reason codes reference lack %q", row)
 		}
 	}
 	for s := protocol.Status(0); s.Valid(); s++ {
 		if !strings.Contains(ref, "`"+s.String()+"` ("+strconv.Itoa(int(s))+")") {
-			t.Errorf("README's reason codes lack the status %s (%d)", s, s)
+			t.Errorf("the reason codes reference lack the status %s (%d)", s, s)
 		}
 	}
 }

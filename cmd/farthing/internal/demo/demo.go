@@ -284,7 +284,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	// 0.10 EUR (at most 5.00), and a creator and a publisher share the rest
 	// 70/30 in whole cents; telco's few nanos stay pending under its
 	// threshold.
-	payouts, err := recv.RunPayouts(map[string]provider.PayoutPolicy{
+	payouts, err := recv.RunPayouts(context.Background(), map[string]provider.PayoutPolicy{
 		"stadtwerk": {Provider: "stadtwerk", Threshold: "1.00 EUR", FeeBasisPoints: 500, FeeFixed: "0.10 EUR", FeeCap: "5.00 EUR",
 			Payees: []provider.PayeeWeight{{ID: "creator", Weight: 70}, {ID: "publisher", Weight: 30}}},
 		"telco": {Provider: "telco", Threshold: "1.00 EUR", Payees: []provider.PayeeWeight{{ID: "telco-ops", Weight: 1}}},
@@ -292,7 +292,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	wallets, err := recv.Wallets()
+	wallets, err := recv.Wallets(context.Background())
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,13 @@
-package provider
+// Package pgbooks keeps a provider.Receiver's books in PostgreSQL, so that
+// several receivers share one database: every record is booked in one
+// transaction with its totals, keyed by its stream and seq, so a record
+// delivered twice — to the same receiver or to another one — is booked
+// once and answered duplicate; a transport acknowledges only after the
+// commit. The schema is in migrations/, applied in order by Open, each in
+// a transaction under an advisory lock, so receivers starting together
+// migrate once. An importer of package provider links pgx only if it
+// imports this package.
+package pgbooks
 
 import (
 	"context"
@@ -19,15 +28,8 @@ import (
 
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
+	"github.com/farthing-iot/farthing/provider"
 )
-
-// The books on PostgreSQL: several receivers, one database. Every record
-// is booked in one transaction with its totals, keyed by its stream and
-// seq (booked's primary key), so a record delivered twice — to the same
-// receiver or to another one — is booked once and answered duplicate; a
-// transport acknowledges only after the commit. The schema is in
-// migrations/, applied in order by OpenPostgres, each in a transaction
-// under an advisory lock, so receivers starting together migrate once.
 
 //go:embed migrations/*.sql
 var migrations embed.FS
@@ -35,8 +37,8 @@ var migrations embed.FS
 // ErrSchemaNewer: the database's schema was made by a newer build.
 var ErrSchemaNewer = errors.New("receiver: the database's schema is newer than this build")
 
-// PostgresOptions tune the connection pool.
-type PostgresOptions struct {
+// Options tune the connection pool.
+type Options struct {
 	// MaxConns bounds the pool; default 8.
 	MaxConns int32
 	// ConnectTimeout bounds each connection attempt; default 5s.
@@ -48,15 +50,11 @@ type pgBooks struct {
 	pool *pgxpool.Pool
 }
 
-// OpenPostgres opens the books in the PostgreSQL database at url (a
-// postgres:// URL), creating or migrating its schema, and trusts these
-// gateway keys. Payout runs take a database lock, so one runs at a time
-// whichever receiver starts it.
-func OpenPostgres(ctx context.Context, url string, trust []Trust, opts PostgresOptions) (*Receiver, error) {
-	r, err := newReceiver(trust)
-	if err != nil {
-		return nil, err
-	}
+// Open opens the books in the PostgreSQL database at url (a postgres://
+// URL), creating or migrating its schema, and returns a receiver on them
+// that trusts these gateway keys. Payout runs take a database lock, so one
+// runs at a time whichever receiver starts it.
+func Open(ctx context.Context, url string, trust []provider.Trust, opts Options) (*provider.Receiver, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("receiver: --db: %w", err)
@@ -78,11 +76,15 @@ func OpenPostgres(ctx context.Context, url string, trust []Trust, opts PostgresO
 		pool.Close()
 		return nil, err
 	}
-	if err := pg.bind(ctx, r.trust); err != nil {
+	r, err := provider.NewReceiver(pg, trust)
+	if err != nil {
 		pool.Close()
 		return nil, err
 	}
-	r.books = pg
+	if err := pg.bind(ctx, trust); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -134,27 +136,28 @@ func (pg *pgBooks) migrate(ctx context.Context) error {
 
 // bind records the configured key bindings, refusing one that differs
 // from what the books hold.
-func (pg *pgBooks) bind(ctx context.Context, trust map[string]trusted) error {
-	for kid, t := range trust {
-		if t.gateway == "" {
+func (pg *pgBooks) bind(ctx context.Context, trust []provider.Trust) error {
+	for _, t := range trust {
+		if t.Gateway == "" {
 			continue
 		}
+		kid := protocol.KeyIDOf(protocol.AlgEdDSA, t.Key)
 		var old string
 		err := pg.pool.QueryRow(ctx, `INSERT INTO bindings (kid, gateway) VALUES ($1, $2)
-			ON CONFLICT (kid) DO UPDATE SET gateway = bindings.gateway RETURNING gateway`, []byte(kid), t.gateway).Scan(&old)
+			ON CONFLICT (kid) DO UPDATE SET gateway = bindings.gateway RETURNING gateway`, kid[:], t.Gateway).Scan(&old)
 		if err != nil {
 			return fmt.Errorf("receiver: %w", err)
 		}
-		if old != t.gateway {
-			return fmt.Errorf("receiver: key %x is bound to gateway %q in this database, not %q", kid, old, t.gateway)
+		if old != t.Gateway {
+			return fmt.Errorf("receiver: key %x is bound to gateway %q in this database, not %q", kid, old, t.Gateway)
 		}
 	}
 	return nil
 }
 
-func (pg *pgBooks) close() error { pg.pool.Close(); return nil }
+func (pg *pgBooks) Close() error { pg.pool.Close(); return nil }
 
-func (pg *pgBooks) eachBooked(ctx context.Context, fn func(b []byte) error) error {
+func (pg *pgBooks) EachBooked(ctx context.Context, fn func(b []byte) error) error {
 	rows, err := pg.pool.Query(ctx, "SELECT bytes FROM booked ORDER BY kid, epoch, seq")
 	if err != nil {
 		return err
@@ -178,14 +181,14 @@ func transient(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
 }
 
-// book books one verified record in one transaction (retried on a
+// Book books one verified record in one transaction (retried on a
 // serialization failure or a deadlock).
-func (pg *pgBooks) book(ctx context.Context, s protocol.StreamID, rec record, b []byte) (bookResult, error) {
-	var res bookResult
+func (pg *pgBooks) Book(ctx context.Context, s protocol.StreamID, rec provider.Record, b []byte) (provider.BookResult, error) {
+	var res provider.BookResult
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		err = pgx.BeginFunc(ctx, pg.pool, func(tx pgx.Tx) error {
-			res = bookResult{}
+			res = provider.BookResult{}
 			return pgBook(ctx, tx, s, rec, b, &res)
 		})
 		if !transient(err) {
@@ -195,26 +198,26 @@ func (pg *pgBooks) book(ctx context.Context, s protocol.StreamID, rec record, b 
 	return res, err
 }
 
-func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b []byte, res *bookResult) error {
-	kid, epoch, seq := s.KeyID[:], int64(s.Epoch), int64(rec.seq)
+func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec provider.Record, b []byte, res *provider.BookResult) error {
+	kid, epoch, seq := s.KeyID[:], int64(s.Epoch), int64(rec.Seq)
 	var bound string
 	if err := tx.QueryRow(ctx, `INSERT INTO bindings (kid, gateway) VALUES ($1, $2)
-		ON CONFLICT (kid) DO UPDATE SET gateway = bindings.gateway RETURNING gateway`, kid, rec.gateway).Scan(&bound); err != nil {
+		ON CONFLICT (kid) DO UPDATE SET gateway = bindings.gateway RETURNING gateway`, kid, rec.Gateway).Scan(&bound); err != nil {
 		return err
 	}
-	hold := func(reason byte) error {
+	hold := func(reason provider.HoldReason) error {
 		h := sha256.Sum256(b)
 		_, err := tx.Exec(ctx, `INSERT INTO held (kid, epoch, seq, hash, reason, at_ms, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)
-			ON CONFLICT DO NOTHING`, kid, epoch, seq, h[:8], holdReason(reason), time.Now().UnixMilli(), b)
-		res.held = reason
+			ON CONFLICT DO NOTHING`, kid, epoch, seq, h[:8], reason.String(), time.Now().UnixMilli(), b)
+		res.Held = reason
 		return err
 	}
-	if bound != rec.gateway {
-		res.bound = bound
-		return hold(holdWrongGateway)
+	if bound != rec.Gateway {
+		res.Bound = bound
+		return hold(provider.HoldWrongGateway)
 	}
 	tag, err := tx.Exec(ctx, `INSERT INTO booked (kid, epoch, seq, gateway, bytes) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT DO NOTHING`, kid, epoch, seq, rec.gateway, b)
+		ON CONFLICT DO NOTHING`, kid, epoch, seq, rec.Gateway, b)
 	if err != nil {
 		return err
 	}
@@ -224,15 +227,15 @@ func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b [
 			return err
 		}
 		if string(old) == string(b) {
-			res.duplicate = true
+			res.Duplicate = true
 			return nil
 		}
-		return hold(holdConflict)
+		return hold(provider.HoldConflict)
 	}
 	var inserted bool
 	if err := tx.QueryRow(ctx, `INSERT INTO streams (kid, epoch, gateway, high, count, first_ms) VALUES ($1, $2, $3, $4, 1, $5)
 		ON CONFLICT (kid, epoch) DO UPDATE SET high = greatest(streams.high, EXCLUDED.high), count = streams.count + 1
-		RETURNING xmax = 0`, kid, epoch, rec.gateway, seq, time.Now().UnixMilli()).Scan(&inserted); err != nil {
+		RETURNING xmax = 0`, kid, epoch, rec.Gateway, seq, time.Now().UnixMilli()).Scan(&inserted); err != nil {
 		return err
 	}
 	if inserted {
@@ -245,7 +248,7 @@ func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b [
 		case prev != epoch:
 			var last int64
 			if err := tx.QueryRow(ctx, "SELECT high FROM streams WHERE kid = $1 AND epoch = $2", kid, prev).Scan(&last); err == nil {
-				res.reset = &Reset{Epoch: uint64(prev), LastSeq: uint64(last)}
+				res.Reset = &provider.Reset{Epoch: uint64(prev), LastSeq: uint64(last)}
 				if _, err := tx.Exec(ctx, "UPDATE streams SET reset_from = $3, reset_from_last = $4 WHERE kid = $1 AND epoch = $2",
 					kid, epoch, prev, last); err != nil {
 					return err
@@ -258,8 +261,8 @@ func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b [
 		}
 	}
 	switch {
-	case rec.credit != nil:
-		c := rec.credit
+	case rec.Credit != nil:
+		c := rec.Credit
 		if _, err := tx.Exec(ctx, `INSERT INTO credits (account, currency, kind, amount, count) VALUES ($1, $2, $3, $4, 1)
 			ON CONFLICT (account, currency, kind) DO UPDATE SET amount = credits.amount + EXCLUDED.amount, count = credits.count + 1`,
 			c.Account, c.Currency, c.Kind, int64(c.Amount)); err != nil {
@@ -278,19 +281,19 @@ func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b [
 			return nil
 		}
 		first, _ := protocol.StreamOf(fk, uint64(fe))
-		res.double = first.Key(uint64(fs))
+		res.Double = first.Key(uint64(fs))
 		_, err := tx.Exec(ctx, `INSERT INTO doubles (voucher, kid, epoch, seq, first_kid, first_epoch, first_seq)
 			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, c.Ref, kid, epoch, seq, fk, fe, fs)
 		return err
-	case rec.progress != nil:
-		if rec.unproven != nil {
-			res.why = rec.unproven.Error()
-			return hold(holdPaywordUnproven)
+	case rec.Progress != nil:
+		if rec.Unproven != nil {
+			res.Why = rec.Unproven.Error()
+			return hold(provider.HoldPaywordUnproven)
 		}
-		p, u := rec.progress, rec.usage
-		if err := pgProve(ctx, tx, s, &rec); errors.Is(err, ErrPayword) {
-			res.why = err.Error()
-			return hold(holdPaywordUnproven)
+		p, u := rec.Progress, rec.Usage
+		if err := pgProve(ctx, tx, s, &rec); errors.Is(err, provider.ErrPayword) {
+			res.Why = err.Error()
+			return hold(provider.HoldPaywordUnproven)
 		} else if err != nil {
 			return err
 		}
@@ -303,14 +306,14 @@ func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec record, b [
 			unattested = paywords.unattested + EXCLUDED.unattested`,
 			p.Provider, p.Account, u.Meter, strconv.FormatUint(u.Quantity, 10), strconv.FormatUint(unattested, 10))
 		return err
-	case rec.hold != nil:
-		h := rec.hold
+	case rec.Hold != nil:
+		h := rec.Hold
 		_, err := tx.Exec(ctx, `INSERT INTO quarantine (gateway, device, ticket, seq, bytes) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (gateway, device, ticket) DO UPDATE SET seq = EXCLUDED.seq, bytes = EXCLUDED.bytes
 			WHERE quarantine.seq < EXCLUDED.seq`, h.Gateway, h.Device, int64(h.Ticket), seq, b)
 		return err
 	}
-	a := rec.agg
+	a := rec.Agg
 	if a.Proven > 0 {
 		if err := pgClaim(ctx, tx, s, a); err != nil {
 			return err
@@ -341,12 +344,12 @@ func pgClaim(ctx context.Context, tx pgx.Tx, s protocol.StreamID, a *protocol.Ag
 	if err != nil {
 		return err
 	}
-	return pgPutClaim(ctx, tx, kid, epoch, seq, claimAggregate(c, a))
+	return pgPutClaim(ctx, tx, kid, epoch, seq, provider.ClaimAggregate(c, a))
 }
 
 // pgProve is proveBolt in PostgreSQL.
-func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec *record) error {
-	p, u := rec.progress, rec.usage
+func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec *provider.Record) error {
+	p, u := rec.Progress, rec.Usage
 	var lastTo int64
 	var word []byte
 	err := tx.QueryRow(ctx, "SELECT last_to, last_word FROM payword_chains WHERE device = $1 AND chain = $2 FOR UPDATE",
@@ -355,7 +358,7 @@ func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec *record) e
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
-	lastWord := rec.commitment.Anchor
+	lastWord := rec.Commitment.Anchor
 	if seen {
 		copy(lastWord[:], word)
 	}
@@ -368,11 +371,11 @@ func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec *record) e
 	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM booked WHERE kid = $1 AND epoch = $2 AND seq = $3)", kid, epoch, seq).Scan(&booked); err != nil {
 		return err
 	}
-	c, linked, err := proveClaim(c, p, u, booked, uint32(lastTo), seen)
+	c, linked, err := provider.ProveClaim(c, p, u, booked, uint32(lastTo), seen)
 	if err != nil {
 		return err
 	}
-	if err := walkProof(rec.commitment, &rec.proof, uint32(lastTo), lastWord); err != nil {
+	if err := provider.WalkProof(rec.Commitment, &rec.Proof, uint32(lastTo), lastWord); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO payword_chains (device, chain, last_to, last_word) VALUES ($1, $2, $3, $4)
@@ -386,8 +389,8 @@ func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec *record) e
 	return pgPutClaim(ctx, tx, kid, epoch, seq, c)
 }
 
-func pgLoadClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64) (PaywordClaim, bool, error) {
-	var c PaywordClaim
+func pgLoadClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64) (provider.PaywordClaim, bool, error) {
+	var c provider.PaywordClaim
 	var claimed, proven string
 	var records int64
 	err := tx.QueryRow(ctx, `SELECT provider, account, meter, claimed::text, proven::text, records, booked, foreign_records FROM payword_claims
@@ -409,7 +412,7 @@ func pgLoadClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64) (
 }
 
 // pgPutClaim writes a claim, or deletes it once it is reconciled.
-func pgPutClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64, c PaywordClaim) error {
+func pgPutClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64, c provider.PaywordClaim) error {
 	if c.Reconciled() {
 		_, err := tx.Exec(ctx, "DELETE FROM payword_claims WHERE kid = $1 AND epoch = $2 AND seq = $3", kid, epoch, seq)
 		return err
@@ -433,15 +436,15 @@ func u64(s string) (uint64, error) {
 	return v.Uint64(), nil
 }
 
-func (pg *pgBooks) openClaims(ctx context.Context) (int, error) {
+func (pg *pgBooks) OpenClaims(ctx context.Context) (int, error) {
 	var n int
 	err := pg.pool.QueryRow(ctx, "SELECT count(*) FROM payword_claims").Scan(&n)
 	return n, err
 }
 
-// report reads the books in one repeatable-read transaction.
-func (pg *pgBooks) report(ctx context.Context) (*Report, error) {
-	rep := &Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}}
+// Report reads the books in one repeatable-read transaction.
+func (pg *pgBooks) Report(ctx context.Context) (*provider.Report, error) {
+	rep := &provider.Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}}
 	err := pgx.BeginTxFunc(ctx, pg.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT provider, account, currency, amount::text, quantity::text, tickets::text, aggregates
 			FROM totals ORDER BY provider, account, currency`)
@@ -449,7 +452,7 @@ func (pg *pgBooks) report(ctx context.Context) (*Report, error) {
 			return err
 		}
 		for rows.Next() {
-			var t Total
+			var t provider.Total
 			var amount, quantity, tickets string
 			var aggs int64
 			if err := rows.Scan(&t.Provider, &t.Account, &t.Currency, &amount, &quantity, &tickets, &aggs); err != nil {
@@ -489,10 +492,10 @@ func (pg *pgBooks) report(ctx context.Context) (*Report, error) {
 				return err
 			}
 			s, _ := protocol.StreamOf(kid, uint64(epoch))
-			sr := StreamReport{Stream: s.String(), KeyID: hex.EncodeToString(kid), Epoch: uint64(epoch), Gateway: gateway,
+			sr := provider.StreamReport{Stream: s.String(), KeyID: hex.EncodeToString(kid), Epoch: uint64(epoch), Gateway: gateway,
 				High: uint64(high), Aggregates: uint64(count), Missing: uint64(high - count)}
 			if from != nil && fromLast != nil {
-				sr.ResetFrom = &Reset{Epoch: uint64(*from), LastSeq: uint64(*fromLast)}
+				sr.ResetFrom = &provider.Reset{Epoch: uint64(*from), LastSeq: uint64(*fromLast)}
 			}
 			if sr.Missing > 0 {
 				need = append(need, gapq{kid, epoch, high, len(rep.Streams)})
@@ -505,7 +508,7 @@ func (pg *pgBooks) report(ctx context.Context) (*Report, error) {
 		for _, q := range need {
 			rows, err := tx.Query(ctx, `SELECT s FROM generate_series(1::bigint, $3) s
 				WHERE NOT EXISTS (SELECT 1 FROM booked WHERE kid = $1 AND epoch = $2 AND seq = s) ORDER BY s LIMIT $4`,
-				q.kid, q.epoch, q.high, maxGaps)
+				q.kid, q.epoch, q.high, provider.MaxGaps)
 			if err != nil {
 				return err
 			}
@@ -531,13 +534,13 @@ func (pg *pgBooks) report(ctx context.Context) (*Report, error) {
 
 // pgReportRest reads the credits, double redemptions, quarantine and held
 // records.
-func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
+func pgReportRest(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
 	rows, err := tx.Query(ctx, `SELECT account, currency, kind, amount::text, count FROM credits ORDER BY account, currency, kind`)
 	if err != nil {
 		return err
 	}
 	for rows.Next() {
-		var c CreditTotal
+		var c provider.CreditTotal
 		var amount string
 		var n int64
 		if err := rows.Scan(&c.Account, &c.Currency, &c.Kind, &amount, &n); err != nil {
@@ -557,7 +560,7 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
 		return err
 	}
 	for rows.Next() {
-		var d DoubleRedemption
+		var d provider.DoubleRedemption
 		var kid, fk []byte
 		var epoch, seq, fe, fs int64
 		if err := rows.Scan(&d.Voucher, &kid, &epoch, &seq, &fk, &fe, &fs); err != nil {
@@ -593,7 +596,7 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
 		return err
 	}
 	for rows.Next() {
-		var p PaywordTotal
+		var p provider.PaywordTotal
 		var q, cl, un string
 		var n int64
 		if err := rows.Scan(&p.Provider, &p.Account, &p.Meter, &q, &n, &cl, &un); err != nil {
@@ -620,7 +623,7 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
 		return err
 	}
 	for rows.Next() {
-		var c PaywordClaim
+		var c provider.PaywordClaim
 		var kid []byte
 		var epoch, seq, records int64
 		var cl, pr string
@@ -647,23 +650,17 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *Report) error {
 	for rows.Next() {
 		var kid, b []byte
 		var epoch, seq, at int64
-		var h Held
+		var h provider.Held
 		if err := rows.Scan(&kid, &epoch, &seq, &h.Reason, &at, &b); err != nil {
 			return err
 		}
 		s, _ := protocol.StreamOf(kid, uint64(epoch))
 		h.Stream, h.Seq, h.At, h.Bytes = s.String(), uint64(seq), at, hex.EncodeToString(b)
-		heldFields(&h, b)
+		provider.HeldFields(&h, b)
 		rep.Held = append(rep.Held, h)
 	}
 	return rows.Err()
 }
 
-// Ping reports whether the books answer: the database's ping on
-// PostgreSQL, always on the embedded file.
-func (r *Receiver) Ping(ctx context.Context) error {
-	if pg, ok := r.books.(*pgBooks); ok {
-		return pg.pool.Ping(ctx)
-	}
-	return nil
-}
+// Ping asks the database.
+func (pg *pgBooks) Ping(ctx context.Context) error { return pg.pool.Ping(ctx) }

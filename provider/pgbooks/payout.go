@@ -1,4 +1,4 @@
-package provider
+package pgbooks
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/provider"
 )
 
 // payoutLock is the advisory lock a payout run holds in PostgreSQL: one
@@ -20,15 +21,15 @@ const payoutLock = 7226706402
 
 // runPayouts makes the payouts policies call for, each provider's in one
 // transaction under the payout lock.
-func (pg *pgBooks) runPayouts(ctx context.Context, policies map[string]PayoutPolicy, now time.Time, scheduled bool) ([]Payout, error) {
+func (pg *pgBooks) RunPayouts(ctx context.Context, policies map[string]provider.PayoutPolicy, now time.Time, scheduled bool) ([]provider.Payout, error) {
 	names := make([]string, 0, len(policies))
 	for n := range policies {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	var made []Payout
+	var made []provider.Payout
 	for _, name := range names {
-		var p *Payout
+		var p *provider.Payout
 		err := pgx.BeginFunc(ctx, pg.pool, func(tx pgx.Tx) error {
 			p = nil
 			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(payoutLock)); err != nil {
@@ -56,19 +57,19 @@ func (pg *pgBooks) runPayouts(ctx context.Context, policies map[string]PayoutPol
 }
 
 // pgDueAt is dueAt on PostgreSQL.
-func pgDueAt(ctx context.Context, tx pgx.Tx, pol PayoutPolicy, now time.Time) (bool, error) {
-	sc, err := parseSchedule(pol.Schedule)
+func pgDueAt(ctx context.Context, tx pgx.Tx, pol provider.PayoutPolicy, now time.Time) (bool, error) {
+	sc, err := provider.ParseSchedule(pol.Schedule)
 	if err != nil {
 		return false, err
 	}
-	if !sc.daily {
-		return sc.threshold, nil
+	if !sc.Daily {
+		return sc.Threshold, nil
 	}
-	slot := sc.lastSlot(now).Unix()
+	slot := sc.LastSlot(now).Unix()
 	var last int64
 	err = tx.QueryRow(ctx, "SELECT slot FROM payout_slot WHERE provider = $1", pol.Provider).Scan(&last)
 	if err == nil && last >= slot {
-		return sc.threshold, nil // this day's time was considered already
+		return sc.Threshold, nil // this day's time was considered already
 	}
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return false, err
@@ -79,8 +80,8 @@ func pgDueAt(ctx context.Context, tx pgx.Tx, pol PayoutPolicy, now time.Time) (b
 }
 
 // pgPayOut is payOut on PostgreSQL.
-func pgPayOut(ctx context.Context, tx pgx.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
-	th, _, err := pol.compile()
+func pgPayOut(ctx context.Context, tx pgx.Tx, pol provider.PayoutPolicy, now time.Time) (*provider.Payout, error) {
+	th, _, err := pol.Compile()
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +93,7 @@ func pgPayOut(ctx context.Context, tx pgx.Tx, pol PayoutPolicy, now time.Time) (
 	case err != nil:
 		return nil, err
 	case cur != string(th.Currency):
-		return nil, fmt.Errorf("%w: the wallet is in %s, the policy in %s", ErrPolicy, cur, th.Currency)
+		return nil, fmt.Errorf("%w: the wallet is in %s, the policy in %s", provider.ErrPolicy, cur, th.Currency)
 	}
 	rows, err := tx.Query(ctx, `SELECT u.kid, u.epoch, u.seq, u.amount, s.high > s.count FROM unpaid u
 		JOIN streams s ON s.kid = u.kid AND s.epoch = u.epoch
@@ -100,7 +101,7 @@ func pgPayOut(ctx context.Context, tx pgx.Tx, pol PayoutPolicy, now time.Time) (
 	if err != nil {
 		return nil, err
 	}
-	var unpaid []unpaidAgg
+	var unpaid []provider.UnpaidAggregate
 	gapped := map[string]bool{}
 	for rows.Next() {
 		var kid []byte
@@ -110,7 +111,7 @@ func pgPayOut(ctx context.Context, tx pgx.Tx, pol PayoutPolicy, now time.Time) (
 			return nil, err
 		}
 		s, _ := protocol.StreamOf(kid, uint64(epoch))
-		unpaid = append(unpaid, unpaidAgg{stream: s, seq: uint64(seq), amount: uint64(amount)})
+		unpaid = append(unpaid, provider.UnpaidAggregate{Stream: s, Seq: uint64(seq), Amount: uint64(amount)})
 		if gap {
 			gapped[s.String()] = true
 		}
@@ -123,13 +124,13 @@ func pgPayOut(ctx context.Context, tx pgx.Tx, pol PayoutPolicy, now time.Time) (
 		gaps = append(gaps, g)
 	}
 	sort.Strings(gaps)
-	p, err := makePayout(pol, uint64(number), metering.Nanos(carry), unpaid, gaps, now)
+	p, err := provider.PlanPayout(pol, uint64(number), metering.Nanos(carry), unpaid, gaps, now)
 	if p == nil || err != nil {
 		return nil, err
 	}
 	for _, u := range unpaid {
 		if _, err := tx.Exec(ctx, "DELETE FROM unpaid WHERE kid = $1 AND epoch = $2 AND seq = $3",
-			u.stream.KeyID[:], int64(u.stream.Epoch), int64(u.seq)); err != nil {
+			u.Stream.KeyID[:], int64(u.Stream.Epoch), int64(u.Seq)); err != nil {
 			return nil, err
 		}
 	}
@@ -147,18 +148,18 @@ func pgPayOut(ctx context.Context, tx pgx.Tx, pol PayoutPolicy, now time.Time) (
 }
 
 // payouts lists the payouts, by provider and number.
-func (pg *pgBooks) payouts(ctx context.Context) ([]Payout, error) {
+func (pg *pgBooks) Payouts(ctx context.Context) ([]provider.Payout, error) {
 	rows, err := pg.pool.Query(ctx, "SELECT payout FROM payouts ORDER BY provider, number")
 	if err != nil {
 		return nil, err
 	}
-	var out []Payout
+	var out []provider.Payout
 	for rows.Next() {
 		var b []byte
 		if err := rows.Scan(&b); err != nil {
 			return nil, err
 		}
-		var p Payout
+		var p provider.Payout
 		if err := json.Unmarshal(b, &p); err != nil {
 			return nil, err
 		}
@@ -169,9 +170,9 @@ func (pg *pgBooks) payouts(ctx context.Context) ([]Payout, error) {
 
 // wallets reconciles each provider's wallet in one repeatable-read
 // transaction.
-func (pg *pgBooks) wallets(ctx context.Context) ([]Wallet, error) {
-	ws := walletBook{}
-	get := ws.get
+func (pg *pgBooks) Wallets(ctx context.Context) ([]provider.Wallet, error) {
+	ws := provider.WalletBook{}
+	get := ws.Get
 	err := pgx.BeginTxFunc(ctx, pg.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		q := func(sql string, scan func(pgx.Rows) error) error {
 			rows, err := tx.Query(ctx, sql)
@@ -222,8 +223,8 @@ func (pg *pgBooks) wallets(ctx context.Context) ([]Wallet, error) {
 			if err := r.Scan(&b); err != nil {
 				return err
 			}
-			return ws.addPayout(b)
+			return ws.AddPayout(b)
 		})
 	})
-	return ws.list(), err
+	return ws.List(), err
 }
