@@ -84,84 +84,30 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: log, metrics: NewMetrics(), gc: newGCTuner(), ready: make(chan struct{})}
-	k, err := keyfile.Load(cfg.KeyFile)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		if k, err = keyfile.GenerateEd25519(); err != nil {
-			return nil, err
-		}
-		pem, err := k.EncodePrivate()
-		if err != nil {
-			return nil, fmt.Errorf("gateway key: %w", err)
-		}
-		if err := keyfile.WriteNew(cfg.KeyFile, pem, 0o600); err != nil {
-			return nil, fmt.Errorf("gateway key: %w", err)
-		}
-		pub, err := k.EncodePublic()
-		if err != nil {
-			return nil, fmt.Errorf("gateway public key: %w", err)
-		}
-		if err := keyfile.WriteNew(cfg.KeyFile+".pub", pub, 0o644); err != nil {
-			return nil, fmt.Errorf("gateway public key: %w", err)
-		}
-		log.Info("generated the gateway key", "private", cfg.KeyFile, "public", cfg.KeyFile+".pub")
-	case err != nil:
-		return nil, fmt.Errorf("gateway key: %w", err)
-	case k.Private == nil:
-		return nil, fmt.Errorf("gateway key %s: want an Ed25519 private key, found a %s", cfg.KeyFile, k.Kind())
+	key, err := loadGatewayKey(cfg.KeyFile, log)
+	if err != nil {
+		return nil, err
 	}
-	g.key = k.Private
+	g.key = key
 	issuers, err := ingest.LoadIssuers(cfg.VoucherIssuers)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	g.minFree = g.minFreeFloor()
-	kid := protocol.KeyIDOf(protocol.AlgEdDSA, k.Private.Public().(ed25519.PublicKey))
+	kid := protocol.KeyIDOf(protocol.AlgEdDSA, key.Public().(ed25519.PublicKey))
 	cfg.setKeyDefaults(kid)
 	snap, err := g.loadSnapshot()
 	if err != nil {
 		return nil, err
 	}
-	verify := ledger.VerifyMode()
-	if verify {
-		log.Warn("verify mode: the books are reconciled after every commit (" + ledger.VerifyEnv + "=1); not for production")
-	}
-	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: cfg.Commit.Linger, Gap: cfg.Commit.Gap,
-		OnCommit: func(ops int, took time.Duration) {
-			g.metrics.BatchSize.Observe(float64(ops))
-			g.metrics.CommitTx.Observe(took.Seconds())
-			if verify {
-				g.verifyBooks()
-			}
-		}})
-	if err != nil {
+	if err := g.openStore(); err != nil {
 		return nil, err
 	}
-	g.store = st
-	signer, err := protocol.NewEd25519Signer(g.key)
+	books, err := g.openBooks(snap, kid)
 	if err != nil {
-		st.Close()
+		g.store.Close()
 		return nil, err
 	}
-	if err := ledger.Init(context.Background(), st); err != nil {
-		st.Close()
-		return nil, err
-	}
-	ignored, err := ledger.CheckAccounts(st, &snap.Terms)
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
-	}
-	for _, id := range ignored {
-		log.Info("the configured balance of an account with state is an opening balance only: ignored (use farthing account topup)", "account", id)
-	}
-	stream, base, err := ledger.OpenStream(context.Background(), st, kid[:])
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("stream epoch: %w", err)
-	}
-	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream, SeqBase: base,
-		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }})
 	g.ingest, err = ingest.New(ingest.Config{Books: books, Snapshot: snap, MaxClockSkew: cfg.Limits.MaxClockSkew,
 		RetryAfter: cfg.Limits.RetryAfter, Fraud: cfg.Fraud, Issuers: issuers, Metrics: g.metrics.Metrics, Log: log,
 		OnSuspend: func(device string) {
@@ -172,7 +118,7 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 			g.mu.Unlock()
 		}})
 	if err != nil {
-		st.Close()
+		g.store.Close()
 		return nil, err
 	}
 	if cfg.Audit.Sink == "files" {
@@ -180,8 +126,89 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	} else {
 		log.Warn("audit sink off: raw tickets and Merkle leaves are dropped with the rest after limits.audit_retention")
 	}
-	log.Info("aggregate stream", "gateway", cfg.GatewayID, "stream", stream.String())
+	log.Info("aggregate stream", "gateway", cfg.GatewayID, "stream", books.Stream().String())
 	return g, nil
+}
+
+// loadGatewayKey reads the gateway's Ed25519 key, making it (0600, with
+// its public key beside it) on first start.
+func loadGatewayKey(path string, log *slog.Logger) (ed25519.PrivateKey, error) {
+	k, err := keyfile.Load(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if k, err = keyfile.GenerateEd25519(); err != nil {
+			return nil, err
+		}
+		pem, err := k.EncodePrivate()
+		if err != nil {
+			return nil, fmt.Errorf("gateway key: %w", err)
+		}
+		if err := keyfile.WriteNew(path, pem, 0o600); err != nil {
+			return nil, fmt.Errorf("gateway key: %w", err)
+		}
+		pub, err := k.EncodePublic()
+		if err != nil {
+			return nil, fmt.Errorf("gateway public key: %w", err)
+		}
+		if err := keyfile.WriteNew(path+".pub", pub, 0o644); err != nil {
+			return nil, fmt.Errorf("gateway public key: %w", err)
+		}
+		log.Info("generated the gateway key", "private", path, "public", path+".pub")
+	case err != nil:
+		return nil, fmt.Errorf("gateway key: %w", err)
+	case k.Private == nil:
+		return nil, fmt.Errorf("gateway key %s: want an Ed25519 private key, found a %s", path, k.Kind())
+	}
+	return k.Private, nil
+}
+
+// openStore opens the state file with the commit settings; in verify
+// mode every commit is followed by a reconciliation of the books.
+func (g *Gateway) openStore() error {
+	cfg := g.cfg
+	verify := ledger.VerifyMode()
+	if verify {
+		g.log.Warn("verify mode: the books are reconciled after every commit (" + ledger.VerifyEnv + "=1); not for production")
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: cfg.Commit.Linger, Gap: cfg.Commit.Gap,
+		OnCommit: func(ops int, took time.Duration) {
+			g.metrics.BatchSize.Observe(float64(ops))
+			g.metrics.CommitTx.Observe(took.Seconds())
+			if verify {
+				g.verifyBooks()
+			}
+		}})
+	if err != nil {
+		return err
+	}
+	g.store = st
+	return nil
+}
+
+// openBooks initialises (or migrates) the books in the store, checks the
+// configured accounts against them and opens the aggregate stream.
+func (g *Gateway) openBooks(snap *ingest.Snapshot, kid [protocol.KeyIDLen]byte) (*ledger.Books, error) {
+	st := g.store
+	signer, err := protocol.NewEd25519Signer(g.key)
+	if err != nil {
+		return nil, err
+	}
+	if err := ledger.Init(context.Background(), st); err != nil {
+		return nil, err
+	}
+	ignored, err := ledger.CheckAccounts(st, &snap.Terms)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	for _, id := range ignored {
+		g.log.Info("the configured balance of an account with state is an opening balance only: ignored (use farthing account topup)", "account", id)
+	}
+	stream, base, err := ledger.OpenStream(context.Background(), st, kid[:])
+	if err != nil {
+		return nil, fmt.Errorf("stream epoch: %w", err)
+	}
+	return ledger.New(st, ledger.Config{Signer: signer, Stream: stream, SeqBase: base,
+		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }}), nil
 }
 
 // verifyBooks reconciles the books after a commit, in verify mode, before

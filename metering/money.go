@@ -113,21 +113,6 @@ func (m Money) Sub(o Money) (Money, error) {
 	return Money{n, m.Currency}, err
 }
 
-// Cmp compares m and o: -1, 0 or +1. Amounts of different currencies do
-// not compare: ErrCurrencyMismatch.
-func (m Money) Cmp(o Money) (int, error) {
-	if m.Currency != o.Currency {
-		return 0, fmt.Errorf("%w: %s and %s", ErrCurrencyMismatch, m.Currency, o.Currency)
-	}
-	switch {
-	case m.Nanos < o.Nanos:
-		return -1, nil
-	case m.Nanos > o.Nanos:
-		return 1, nil
-	}
-	return 0, nil
-}
-
 // String writes the amount as a decimal with at least two and at most
 // nine fraction digits, then the currency: "0.000012 EUR", "1.50 EUR".
 func (m Money) String() string {

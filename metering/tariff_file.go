@@ -195,23 +195,74 @@ func merge(a, b map[string]func(*yaml.Node) error) map[string]func(*yaml.Node) e
 	return a
 }
 
+// tariff reads one tariff of the file at path.
 func (p *tariffParser) tariff(n *yaml.Node, path string) (*Tariff, error) {
 	t := &Tariff{Period: PeriodMonth, Location: time.UTC}
 	// The currency decides how prices read: find it first.
-	if n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == "currency" {
-				c := Currency(n.Content[i+1].Value)
-				if !c.Valid() {
-					return nil, p.errf(n.Content[i+1], path+".currency", "%q is not a three-letter ISO 4217 code", c)
-				}
-				t.Currency = c
-			}
-		}
+	if err := p.currencyOf(n, path, t); err != nil {
+		return nil, err
 	}
 	var flat priceFields
 	var tierNodes, touNodes *yaml.Node
-	h := map[string]func(*yaml.Node) error{
+	h := p.tariffFields(t, path, &tierNodes, &touNodes)
+	if err := p.fields(n, path, merge(h, p.priceHandlers(&flat, path, &t.Currency))); err != nil {
+		return nil, err
+	}
+	if t.ID == "" {
+		return nil, p.errf(n, path+".id", "missing")
+	}
+	if t.Currency == "" {
+		return nil, p.errf(n, path+".currency", "missing")
+	}
+	switch {
+	case flat.hasP && tierNodes != nil:
+		return nil, p.errf(n, path, "give either price or tiers, not both")
+	case flat.hasP || flat.perNode != nil:
+		pr, err := flat.resolve(p, n, path)
+		if err != nil {
+			return nil, err
+		}
+		t.Tiers = []Tier{{Price: pr}}
+	case tierNodes != nil:
+		if err := p.tiers(t, tierNodes, path); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, p.errf(n, path, "no price: give price (and per) or tiers")
+	}
+	if touNodes != nil {
+		if err := p.windows(t, touNodes, path); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.Validate(); err != nil {
+		return nil, p.errf(n, path, "%v", err)
+	}
+	return t, nil
+}
+
+// currencyOf sets t's currency from the tariff's mapping, if it has one.
+func (p *tariffParser) currencyOf(n *yaml.Node, path string, t *Tariff) error {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "currency" {
+			c := Currency(n.Content[i+1].Value)
+			if !c.Valid() {
+				return p.errf(n.Content[i+1], path+".currency", "%q is not a three-letter ISO 4217 code", c)
+			}
+			t.Currency = c
+		}
+	}
+	return nil
+}
+
+// tariffFields is the table of a tariff's fields other than its flat
+// price: each reads its node into t; tiers and time_of_use are kept for
+// later, once the currency and price are known.
+func (p *tariffParser) tariffFields(t *Tariff, path string, tierNodes, touNodes **yaml.Node) map[string]func(*yaml.Node) error {
+	return map[string]func(*yaml.Node) error{
 		"id": func(v *yaml.Node) error {
 			if err := p.str(v, path+".id", &t.ID); err != nil {
 				return err
@@ -248,91 +299,75 @@ func (p *tariffParser) tariff(n *yaml.Node, path string) (*Tariff, error) {
 		"min_charge": func(v *yaml.Node) error {
 			return p.money(v, path+".min_charge", t.Currency, &t.MinCharge)
 		},
-		"tiers":       func(v *yaml.Node) error { tierNodes = v; return p.kind(v, path+".tiers", yaml.SequenceNode) },
-		"time_of_use": func(v *yaml.Node) error { touNodes = v; return p.kind(v, path+".time_of_use", yaml.SequenceNode) },
+		"tiers":       func(v *yaml.Node) error { *tierNodes = v; return p.kind(v, path+".tiers", yaml.SequenceNode) },
+		"time_of_use": func(v *yaml.Node) error { *touNodes = v; return p.kind(v, path+".time_of_use", yaml.SequenceNode) },
 		"plausibility": func(v *yaml.Node) error {
 			var err error
 			t.Rules, err = p.rules(v, path+".plausibility")
 			return err
 		},
 	}
-	if err := p.fields(n, path, merge(h, p.priceHandlers(&flat, path, &t.Currency))); err != nil {
-		return nil, err
-	}
-	if t.ID == "" {
-		return nil, p.errf(n, path+".id", "missing")
-	}
-	if t.Currency == "" {
-		return nil, p.errf(n, path+".currency", "missing")
-	}
-	switch {
-	case flat.hasP && tierNodes != nil:
-		return nil, p.errf(n, path, "give either price or tiers, not both")
-	case flat.hasP || flat.perNode != nil:
-		pr, err := flat.resolve(p, n, path)
+}
+
+// tiers reads a tariff's tiers: only the last is unlimited, each limit
+// above the one before, at most MaxTiers.
+func (p *tariffParser) tiers(t *Tariff, tierNodes *yaml.Node, path string) error {
+	for i, tn := range tierNodes.Content {
+		tp := fmt.Sprintf("%s.tiers[%d]", path, i)
+		var pf priceFields
+		var tier Tier
+		var upNode *yaml.Node
+		if err := p.fields(tn, tp, merge(map[string]func(*yaml.Node) error{
+			"up_to": func(v *yaml.Node) error { upNode = v; return p.uint(v, tp+".up_to", &tier.UpTo) },
+		}, p.priceHandlers(&pf, tp, &t.Currency))); err != nil {
+			return err
+		}
+		pr, err := pf.resolve(p, tn, tp)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		t.Tiers = []Tier{{Price: pr}}
-	case tierNodes != nil:
-		for i, tn := range tierNodes.Content {
-			tp := fmt.Sprintf("%s.tiers[%d]", path, i)
-			var pf priceFields
-			var tier Tier
-			var upNode *yaml.Node
-			if err := p.fields(tn, tp, merge(map[string]func(*yaml.Node) error{
-				"up_to": func(v *yaml.Node) error { upNode = v; return p.uint(v, tp+".up_to", &tier.UpTo) },
-			}, p.priceHandlers(&pf, tp, &t.Currency))); err != nil {
-				return nil, err
-			}
-			pr, err := pf.resolve(p, tn, tp)
-			if err != nil {
-				return nil, err
-			}
-			tier.Price = pr
-			last := i == len(tierNodes.Content)-1
-			switch {
-			case last && upNode != nil:
-				return nil, p.errf(upNode, tp+".up_to", "the last tier has no up_to: it takes all the rest")
-			case !last && upNode == nil:
-				return nil, p.errf(tn, tp+".up_to", "missing: only the last tier is unlimited")
-			case !last && tier.UpTo == 0:
-				return nil, p.errf(upNode, tp+".up_to", "must be above 0")
-			case i > 0 && !last && tier.UpTo <= t.Tiers[i-1].UpTo:
-				return nil, p.errf(upNode, tp+".up_to", "tiers overlap: %d is not above the previous tier's %d", tier.UpTo, t.Tiers[i-1].UpTo)
-			}
-			t.Tiers = append(t.Tiers, tier)
+		tier.Price = pr
+		last := i == len(tierNodes.Content)-1
+		switch {
+		case last && upNode != nil:
+			return p.errf(upNode, tp+".up_to", "the last tier has no up_to: it takes all the rest")
+		case !last && upNode == nil:
+			return p.errf(tn, tp+".up_to", "missing: only the last tier is unlimited")
+		case !last && tier.UpTo == 0:
+			return p.errf(upNode, tp+".up_to", "must be above 0")
+		case i > 0 && !last && tier.UpTo <= t.Tiers[i-1].UpTo:
+			return p.errf(upNode, tp+".up_to", "tiers overlap: %d is not above the previous tier's %d", tier.UpTo, t.Tiers[i-1].UpTo)
 		}
-		if len(t.Tiers) == 0 {
-			return nil, p.errf(tierNodes, path+".tiers", "empty")
-		}
-		if len(t.Tiers) > MaxTiers {
-			return nil, p.errf(tierNodes, path+".tiers", "%d tiers; at most %d", len(t.Tiers), MaxTiers)
-		}
-	default:
-		return nil, p.errf(n, path, "no price: give price (and per) or tiers")
+		t.Tiers = append(t.Tiers, tier)
 	}
-	if touNodes != nil {
-		if len(touNodes.Content) > MaxWindows {
-			return nil, p.errf(touNodes, path+".time_of_use", "%d windows; at most %d", len(touNodes.Content), MaxWindows)
-		}
-		for i, wn := range touNodes.Content {
-			w, err := p.window(wn, fmt.Sprintf("%s.time_of_use[%d]", path, i), t.Currency)
-			if err != nil {
-				return nil, err
-			}
-			for _, o := range t.Windows {
-				if o.Weekdays&w.Weekdays != 0 && o.From < w.To && w.From < o.To {
-					return nil, p.errf(wn, fmt.Sprintf("%s.time_of_use[%d]", path, i), "window %q overlaps window %q", w.Name, o.Name)
-				}
-			}
-			t.Windows = append(t.Windows, w)
-		}
+	if len(t.Tiers) == 0 {
+		return p.errf(tierNodes, path+".tiers", "empty")
 	}
-	if err := t.Validate(); err != nil {
-		return nil, p.errf(n, path, "%v", err)
+	if len(t.Tiers) > MaxTiers {
+		return p.errf(tierNodes, path+".tiers", "%d tiers; at most %d", len(t.Tiers), MaxTiers)
 	}
-	return t, nil
+	return nil
+}
+
+// windows reads a tariff's time-of-use windows: at most MaxWindows, none
+// overlapping another on a day they share.
+func (p *tariffParser) windows(t *Tariff, touNodes *yaml.Node, path string) error {
+	if len(touNodes.Content) > MaxWindows {
+		return p.errf(touNodes, path+".time_of_use", "%d windows; at most %d", len(touNodes.Content), MaxWindows)
+	}
+	for i, wn := range touNodes.Content {
+		w, err := p.window(wn, fmt.Sprintf("%s.time_of_use[%d]", path, i), t.Currency)
+		if err != nil {
+			return err
+		}
+		for _, o := range t.Windows {
+			if o.Weekdays&w.Weekdays != 0 && o.From < w.To && w.From < o.To {
+				return p.errf(wn, fmt.Sprintf("%s.time_of_use[%d]", path, i), "window %q overlaps window %q", w.Name, o.Name)
+			}
+		}
+		t.Windows = append(t.Windows, w)
+	}
+	return nil
 }
 
 var dayNames = map[string]uint8{

@@ -35,6 +35,13 @@ if ! go mod tidy -diff; then
   echo "go mod tidy would change go.mod or go.sum (the diff above): run go mod tidy"; exit 1
 fi
 
+step "metering: the money logic's tests cover at least 80 % of its statements"
+cover=$(go test -count=1 -cover ./metering | sed -n 's/.*coverage: \([0-9.]*\)% of statements.*/\1/p')
+echo "metering coverage: ${cover:-none}%"
+if [ -z "$cover" ] || ! awk -v c="$cover" 'BEGIN { exit !(c >= 80) }'; then
+  echo "metering's coverage fell below 80 %: test what you added"; exit 1
+fi
+
 step "TinyGo: firmware compiles for microcontrollers"
 bash scripts/tinygo-check.sh
 

@@ -11,6 +11,8 @@ import (
 
 	piondtls "github.com/pion/dtls/v3"
 	coapNet "github.com/plgd-dev/go-coap/v3/net"
+
+	"github.com/farthing-iot/farthing/gateway/acceptloop"
 )
 
 // limitedListener sits between pion's DTLS listener and the CoAP server.
@@ -26,8 +28,7 @@ type limitedListener struct {
 	maxSessions      int64
 	event            func(string)
 	log              *slog.Logger
-	serving          atomic.Bool  // the accept loop runs
-	lastError        atomic.Int64 // unix ns of the last Accept error other than a refusal
+	loop             *acceptloop.Loop
 	halfOpen         atomic.Int64
 	sessions         atomic.Int64
 	ready            chan net.Conn
@@ -35,23 +36,12 @@ type limitedListener struct {
 	mu               sync.Mutex
 	open             map[string]map[*session]struct{} // the established sessions, by device
 	wg               sync.WaitGroup                   // the accept loop and the handshakes
-	closeOnce        sync.Once
-	done             chan struct{}
+	done             <-chan struct{}                  // the loop's: closed by Close
 }
 
-// The backoff of the accept loop after an error other than a rate-limit
-// refusal.
-const (
-	minAcceptBackoff = 5 * time.Millisecond
-	maxAcceptBackoff = time.Second
-)
-
-// failing reports whether Accept failed (other than by a refusal) within
-// the last two maximum backoffs: while accepting fails, it fails at least
-// that often.
-func (l *limitedListener) failing() bool {
-	return time.Since(time.Unix(0, l.lastError.Load())) < 2*maxAcceptBackoff
-}
+// serving reports whether the accept loop is accepting now
+// (acceptloop.Loop.Serving).
+func (l *limitedListener) serving() bool { return l.loop.Serving() }
 
 // errRateLimited is what the connection-attempt hook returns for a source
 // over its handshake rate; pion's Accept passes it back.
@@ -59,66 +49,39 @@ var errRateLimited = errors.New("coaps: handshake rate limit")
 
 func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, maxSessions int64, event func(string), log *slog.Logger) *limitedListener {
 	l := &limitedListener{inner: inner, handshakeTimeout: timeout, maxHalfOpen: maxHalfOpen, maxSessions: maxSessions,
-		event: event, log: log, ready: make(chan net.Conn), done: make(chan struct{}), open: map[string]map[*session]struct{}{}}
+		event: event, log: log, ready: make(chan net.Conn), open: map[string]map[*session]struct{}{}}
+	// A refusal by the handshake rate limit (errRateLimited, counted where
+	// it is decided) is one source's problem: the loop goes straight on.
+	l.loop = acceptloop.New(inner, "dtls", event, log, func(err error) bool { return errors.Is(err, errRateLimited) })
+	l.done = l.loop.Done()
 	l.wg.Add(1)
-	l.serving.Store(true)
-	go l.acceptLoop()
+	go func() { defer l.wg.Done(); l.loop.Run(l.admit) }()
 	return l
 }
 
-// acceptLoop runs until Close. No error ends it: a refusal by the
-// handshake rate limit (errRateLimited, counted where it is decided) is
-// one source's problem and the loop goes straight on; any other error is
-// counted, logged, and waited out with a backoff from minAcceptBackoff to
-// maxAcceptBackoff, so a failing socket does not spin a core while the
-// listener keeps its place.
-func (l *limitedListener) acceptLoop() {
-	defer l.wg.Done()
-	defer l.serving.Store(false)
-	backoff := time.Duration(0)
-	for {
-		c, err := l.inner.Accept()
-		if err != nil {
-			select {
-			case <-l.done:
-				return
-			default:
-			}
-			if errors.Is(err, errRateLimited) {
-				continue
-			}
-			l.lastError.Store(time.Now().UnixNano())
-			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			l.event("accept_error")
-			l.log.Warn("dtls: accept failed; still listening", "error", err, "retry_in", backoff)
-			select {
-			case <-l.done:
-				return
-			case <-time.After(backoff):
-			}
-			continue
-		}
-		backoff = 0
-		dc, ok := c.(*piondtls.Conn)
-		switch {
-		case !ok:
-			c.Close()
-			continue
-		case l.sessions.Load() >= l.maxSessions:
-			l.event("session_cap")
-			l.log.Warn("dtls: session cap reached; new session refused", "remote", c.RemoteAddr())
-			c.Close()
-			continue
-		case l.halfOpen.Add(1) > l.maxHalfOpen:
-			l.halfOpen.Add(-1)
-			l.event("half_open_cap")
-			l.log.Warn("dtls: too many handshakes in progress; new one refused", "remote", c.RemoteAddr())
-			c.Close()
-			continue
-		}
-		l.wg.Add(1)
-		go l.handshake(dc)
+// admit takes one accepted DTLS connection: refused past the session cap
+// or the cap of handshakes in progress, otherwise handshaken on a
+// goroutine of its own.
+func (l *limitedListener) admit(c net.Conn) {
+	dc, ok := c.(*piondtls.Conn)
+	switch {
+	case !ok:
+		c.Close()
+		return
+	case l.sessions.Load() >= l.maxSessions:
+		l.event("session_cap")
+		l.log.Warn("dtls: session cap reached; new session refused", "remote", c.RemoteAddr())
+		c.Close()
+		return
+	case l.halfOpen.Add(1) > l.maxHalfOpen:
+		l.halfOpen.Add(-1)
+		l.event("half_open_cap")
+		l.log.Warn("dtls: too many handshakes in progress; new one refused", "remote", c.RemoteAddr())
+		c.Close()
+		return
 	}
+	l.wg.Add(1)
+	go l.handshake(dc)
 }
 
 func (l *limitedListener) handshake(c *piondtls.Conn) {
@@ -221,12 +184,8 @@ func (l *limitedListener) AcceptWithContext(ctx context.Context) (net.Conn, erro
 // Close stops accepting, waits for handshakes in progress to end (each is
 // bounded by the handshake timeout) and closes the socket.
 func (l *limitedListener) Close() error {
-	var err error
-	l.closeOnce.Do(func() {
-		close(l.done)
-		err = l.inner.Close()
-		l.wg.Wait()
-	})
+	err := l.loop.Close()
+	l.wg.Wait()
 	return err
 }
 

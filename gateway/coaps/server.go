@@ -251,7 +251,7 @@ func (s *Server) Connected() int {
 
 // Serving reports whether the listener is accepting new sessions now:
 // false before Serve, after it, and while accepting fails.
-func (s *Server) Serving() bool { return s.l.serving.Load() && !s.l.failing() }
+func (s *Server) Serving() bool { return s.l.serving() }
 
 // Addr is the UDP address the server listens on.
 func (s *Server) Addr() net.Addr { return s.l.Addr() }

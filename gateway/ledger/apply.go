@@ -182,124 +182,36 @@ type seal struct {
 // decide computes a ticket's effects from the state load read; it does
 // no I/O. now is the gateway's clock (Unix ms), for the ledger entry.
 func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, now int64) (ticketEffects, error) {
+	in := &ticketInput{st: st, t: t, p: p, tk: tk, raw: raw, now: now, hash: metering.TicketHash(raw)}
 	eff := ticketEffects{receipt: protocol.Receipt{Device: p.Device, Seq: tk.Seq, Currency: string(st.account.Currency)}}
-	r := &eff.receipt
-	ds := st.device
-	if tk.Seq <= ds.LastSeq {
-		// Repeated or superseded: charges nothing. A repeat is answered
-		// with the original charge; a seq never seen below the last
-		// accepted one says it was superseded (its registers are covered
-		// by the later ticket).
-		r.Status, r.Reason = protocol.StatusDuplicate, protocol.ReasonSuperseded
-		if sr := st.stored; sr != nil {
-			r.Charged, r.Balance, r.HasBalance, r.Reason = sr.Charged, sr.Balance, true, protocol.ReasonNone
-		}
-		if h := st.hold; h != nil && h.State != protocol.HoldReleased {
-			// A held (or voided) ticket again: the same answer, so the
-			// device still stops sending it.
-			r.Status, r.Reason = protocol.StatusHeld, h.Rule
-		}
+	if tk.Seq <= st.device.LastSeq {
+		answerRepeat(st, &eff.receipt)
 		return eff, nil
 	}
+	ds := st.device
 	if p.Rotating && p.Key != p.NextKey && (ds.Key == p.NextKey || now >= p.RetireAt) {
 		return eff, Reject(protocol.ReasonKeyRevoked, "device %s rotated to key %x: key %x is retired", p.Device, p.NextKey, p.Key)
 	}
 	ds.Key = p.Key
 	ds.Meters = append([]meterRecord(nil), ds.Meters...) // st is not changed
-	hash := metering.TicketHash(raw)
-	ref := p.Device + "/" + strconv.FormatUint(tk.Seq, 10)
-	var total metering.Nanos
-	type windowAdd struct {
-		reading int
-		item    metering.Item
-	}
-	var adds []windowAdd
-	// First every reading is judged by its meter's rules: a ticket that
-	// breaks one is held whole, and nothing of it is priced.
 	// The decoder bounds readings to MaxReadings: arrays, not allocations.
-	var judgedBuf [protocol.MaxReadings]metering.Usage
-	var outcomesBuf [protocol.MaxReadings]metering.Outcome
-	judged, outcomes := judgedBuf[:len(tk.Readings)], outcomesBuf[:len(tk.Readings)]
-	var broke metering.Violation
-	for ri, rd := range tk.Readings {
-		rules := p.rules(t, rd.Meter)
-		u, ms2, outcome, v, err := rules.Judge(ds.meter(rd.Meter), tk.Seq, tk.Epoch, rd.Register, int64(tk.Time), now)
-		switch {
-		case errors.Is(err, metering.ErrRegisterBackwards):
-			return eff, Reject(protocol.ReasonRegisterBackwards, "meter %s: %v", rd.Meter, err)
-		case errors.Is(err, metering.ErrEpochBackwards):
-			return eff, Reject(protocol.ReasonEpochBackwards, "meter %s: %v", rd.Meter, err)
-		case err != nil:
-			return eff, err
-		}
-		ds.setMeter(rd.Meter, ms2)
-		judged[ri], outcomes[ri] = u, outcome
-		if broke == metering.Plausible {
-			broke = v
-		}
+	var usage [protocol.MaxReadings]metering.Usage
+	var outcomes [protocol.MaxReadings]metering.Outcome
+	j := judgement{ds: ds, usage: usage[:len(tk.Readings)], outcomes: outcomes[:len(tk.Readings)]}
+	if err := judge(in, &j); err != nil {
+		return eff, err
 	}
-	if broke != metering.Plausible {
-		return holdTicket(&ticketInput{st: st, t: t, p: p, tk: tk, raw: raw, now: now}, judgement{ds: ds, usage: judged, outcomes: outcomes, rule: broke})
+	if j.rule != metering.Plausible {
+		return holdTicket(in, j)
 	}
-	for ri, rd := range tk.Readings {
-		u := judged[ri]
-		if outcomes[ri] != metering.Counted {
-			continue // a baseline charges nothing and feeds no window
-		}
-		tariff := t.Tariffs.Get(p.Tariffs[rd.Meter])
-		ch, cs2, err := tariff.Price(st.meters[ri].charge, u)
-		if err != nil {
-			return eff, Reject(protocol.ReasonChargeOverflow, "meter %s: %v", rd.Meter, err)
-		}
-		if total, err = total.Add(ch.Amount); err != nil {
-			return eff, Reject(protocol.ReasonChargeOverflow, "%v", err)
-		}
-		eff.changed = append(eff.changed, meterChange{meter: rd.Meter, charge: cs2})
-		it := metering.Item{Time: int64(tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: hash, Bands: ch.Parts(tariff)}
-		if st.payword {
-			it.Proven = u.Quantity
-		}
-		adds = append(adds, windowAdd{ri, it})
+	items, total, err := price(in, j, &eff)
+	if err != nil {
+		return eff, err
 	}
-
-	acct := st.account
-	eff.balanceBefore = acct.Balance
-	if total > 0 {
-		caps := terms(t).Caps[p.Account]
-		if caps.Day > 0 || caps.Month > 0 {
-			s, err := caps.Charge(st.accountSpent, total, now)
-			if err != nil {
-				return eff, spendRefusal("account "+p.Account, st.account, err)
-			}
-			eff.accountSpent = &s
-		}
-		if p.DailyCap > 0 {
-			s, err := metering.Caps{Day: p.DailyCap, Location: caps.Location}.Charge(st.deviceSpent, total, now)
-			if err != nil {
-				return eff, spendRefusal("device "+p.Device, st.account, err)
-			}
-			eff.deviceSpent = &s
-		}
-		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, now, ref)
-		if errors.Is(err, metering.ErrInsufficientFunds) {
-			return eff, withAvailable(&Refusal{Status: protocol.StatusInsufficientFunds, Detail: err.Error()}, acct)
-		}
-		if err != nil {
-			return eff, Reject(protocol.ReasonChargeOverflow, "%v", err)
-		}
-		eff.entry, acct = &entry, acct2
+	if err := chargeAccount(in, total, &eff); err != nil {
+		return eff, err
 	}
-	eff.account = acct
-	if st.opening {
-		b := st.account.Balance
-		eff.opening = &b
-	}
-
-	items := make([]windowItem, len(adds))
-	for i, a := range adds {
-		items[i] = windowItem{meter: tk.Readings[a.reading].Meter, state: st.meters[a.reading].window, item: a.item}
-	}
-	wins, err := addToWindows(t, p, acct.Currency, hash, ref, items, st.aggSeq)
+	wins, err := addToWindows(t, p, eff.account.Currency, in.hash, in.ref(), items, st.aggSeq)
 	if err != nil {
 		return eff, err
 	}
@@ -307,18 +219,131 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 		eff.changed[i].window = w
 	}
 	eff.leaves, eff.seals, eff.aggSeq = wins.leaves, wins.seals, wins.aggSeq
-	tleaves := wins.tleaves
-
-	avail, _ := acct.Available()
+	avail, _ := eff.account.Available()
+	r := &eff.receipt
 	r.Status, r.Charged, r.Balance, r.HasBalance = protocol.StatusAccepted, uint64(total), int64(avail), true
 	if level := terms(t).LowBalance[p.Account]; level > 0 && avail < level {
 		r.LowBalance = true
 	}
-	ds.LastSeq = tk.Seq
-	eff.device = ds
-	eff.ticket = ticketRecord{Charged: uint64(total), Balance: int64(avail), Leaves: tleaves, Raw: raw}
+	j.ds.LastSeq = tk.Seq
+	eff.device = j.ds
+	eff.ticket = ticketRecord{Charged: uint64(total), Balance: int64(avail), Leaves: wins.tleaves, Raw: raw}
 	eff.accepted = true
 	return eff, nil
+}
+
+// ref names the ticket in ledger entries: "device/seq".
+func (in *ticketInput) ref() string { return in.p.Device + "/" + strconv.FormatUint(in.tk.Seq, 10) }
+
+// answerRepeat is the answer to a ticket at or below the device's last
+// seq: it charges nothing. A repeat is answered with the original charge;
+// a seq never seen below the last accepted one says it was superseded
+// (its registers are covered by the later ticket); a held (or voided)
+// ticket again gets the same answer, so the device still stops sending it.
+func answerRepeat(st ticketState, r *protocol.Receipt) {
+	r.Status, r.Reason = protocol.StatusDuplicate, protocol.ReasonSuperseded
+	if sr := st.stored; sr != nil {
+		r.Charged, r.Balance, r.HasBalance, r.Reason = sr.Charged, sr.Balance, true, protocol.ReasonNone
+	}
+	if h := st.hold; h != nil && h.State != protocol.HoldReleased {
+		r.Status, r.Reason = protocol.StatusHeld, h.Rule
+	}
+}
+
+// judge judges every reading by its meter's rules into j (whose usage and
+// outcomes have a slot per reading), moving the meters of j.ds: a ticket
+// that breaks a rule is held whole (j.rule), and nothing of it is priced.
+func judge(in *ticketInput, j *judgement) error {
+	ds := &j.ds
+	for ri, rd := range in.tk.Readings {
+		rules := in.p.rules(in.t, rd.Meter)
+		u, ms2, outcome, v, err := rules.Judge(ds.meter(rd.Meter), in.tk.Seq, in.tk.Epoch, rd.Register, int64(in.tk.Time), in.now)
+		switch {
+		case errors.Is(err, metering.ErrRegisterBackwards):
+			return Reject(protocol.ReasonRegisterBackwards, "meter %s: %v", rd.Meter, err)
+		case errors.Is(err, metering.ErrEpochBackwards):
+			return Reject(protocol.ReasonEpochBackwards, "meter %s: %v", rd.Meter, err)
+		case err != nil:
+			return err
+		}
+		ds.setMeter(rd.Meter, ms2)
+		j.usage[ri], j.outcomes[ri] = u, outcome
+		if j.rule == metering.Plausible {
+			j.rule = v
+		}
+	}
+	return nil
+}
+
+// price prices every counted reading with its tariff, records each
+// meter's new pricing state in eff.changed, and returns the items for the
+// windows and their total. A baseline charges nothing and feeds no window.
+func price(in *ticketInput, j judgement, eff *ticketEffects) ([]windowItem, metering.Nanos, error) {
+	var total metering.Nanos
+	var items []windowItem
+	for ri, rd := range in.tk.Readings {
+		if j.outcomes[ri] != metering.Counted {
+			continue
+		}
+		u := j.usage[ri]
+		tariff := in.t.Tariffs.Get(in.p.Tariffs[rd.Meter])
+		ch, cs2, err := tariff.Price(in.st.meters[ri].charge, u)
+		if err != nil {
+			return nil, 0, Reject(protocol.ReasonChargeOverflow, "meter %s: %v", rd.Meter, err)
+		}
+		if total, err = total.Add(ch.Amount); err != nil {
+			return nil, 0, Reject(protocol.ReasonChargeOverflow, "%v", err)
+		}
+		eff.changed = append(eff.changed, meterChange{meter: rd.Meter, charge: cs2})
+		it := metering.Item{Time: int64(in.tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: in.hash, Bands: ch.Parts(tariff)}
+		if in.st.payword {
+			it.Proven = u.Quantity
+		}
+		items = append(items, windowItem{meter: rd.Meter, state: in.st.meters[ri].window, item: it})
+	}
+	return items, total, nil
+}
+
+// chargeAccount debits total from the payer's account, within the
+// account's and the device's spending caps, and records the entry, the
+// account after it and what the caps counted in eff. A charge the account
+// cannot cover, or past a cap, is refused with what it had available.
+func chargeAccount(in *ticketInput, total metering.Nanos, eff *ticketEffects) error {
+	st, p := in.st, in.p
+	acct := st.account
+	eff.balanceBefore = acct.Balance
+	if st.opening {
+		b := st.account.Balance
+		eff.opening = &b
+	}
+	eff.account = acct
+	if total == 0 {
+		return nil
+	}
+	caps := terms(in.t).Caps[p.Account]
+	if caps.Day > 0 || caps.Month > 0 {
+		s, err := caps.Charge(st.accountSpent, total, in.now)
+		if err != nil {
+			return spendRefusal("account "+p.Account, st.account, err)
+		}
+		eff.accountSpent = &s
+	}
+	if p.DailyCap > 0 {
+		s, err := metering.Caps{Day: p.DailyCap, Location: caps.Location}.Charge(st.deviceSpent, total, in.now)
+		if err != nil {
+			return spendRefusal("device "+p.Device, st.account, err)
+		}
+		eff.deviceSpent = &s
+	}
+	entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, in.now, in.ref())
+	if errors.Is(err, metering.ErrInsufficientFunds) {
+		return withAvailable(&Refusal{Status: protocol.StatusInsufficientFunds, Detail: err.Error()}, acct)
+	}
+	if err != nil {
+		return Reject(protocol.ReasonChargeOverflow, "%v", err)
+	}
+	eff.entry, eff.account = &entry, acct2
+	return nil
 }
 
 // windowItem is one priced usage on its way into its window.
@@ -395,16 +420,11 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 		return err
 	}
 	var w writes
-	for _, s := range eff.seals {
-		if !s.window {
-			s.rec.Corrects = getU64(tx.Bucket(bucketSlotIndex).Get(seqKey(uint64(s.slot), s.rec.Provider, s.rec.Account, s.rec.Meter)))
-		}
-		ws, err := bk.sealWrites(t, s.seq, s.rec, s.window)
-		if err != nil {
-			return err
-		}
-		w.list = append(w.list, ws...)
+	sw, err := bk.sealAll(tx, t, eff.seals)
+	if err != nil {
+		return err
 	}
+	w.list = append(w.list, sw...)
 	for _, c := range eff.changed {
 		w.marshal(bucketCharges, joinKey(p.Account, c.meter), c.charge)
 		w.marshal(bucketWindows, joinKey(p.Provider, p.Account, c.meter), c.window)
@@ -439,6 +459,24 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 		return w.err
 	}
 	return putAll(tx, w.list)
+}
+
+// sealAll returns what sealing seals writes: a correction names the
+// aggregate it corrects (the last sealed in its slot), and each is signed
+// into the outbox.
+func (bk *Books) sealAll(tx *bolt.Tx, t *Terms, seals []seal) ([]write, error) {
+	var out []write
+	for _, s := range seals {
+		if !s.window {
+			s.rec.Corrects = getU64(tx.Bucket(bucketSlotIndex).Get(seqKey(uint64(s.slot), s.rec.Provider, s.rec.Account, s.rec.Meter)))
+		}
+		ws, err := bk.sealWrites(t, s.seq, s.rec, s.window)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ws...)
+	}
+	return out, nil
 }
 
 // writes collects an operation's writes and the first error in making

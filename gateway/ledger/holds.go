@@ -123,6 +123,8 @@ type ticketInput struct {
 	tk  *protocol.Ticket
 	raw []byte
 	now int64
+	// hash is the ticket's hash (metering.TicketHash of raw), made once.
+	hash metering.Hash
 }
 
 // judgement is how a ticket's readings were judged: the device's state
@@ -142,7 +144,7 @@ func holdTicket(in *ticketInput, j judgement) (ticketEffects, error) {
 	st, p, tk, raw, now := in.st, in.p, in.tk, in.raw, in.now
 	ds, usage, outcomes, rule := j.ds, j.usage, j.outcomes, j.rule
 	h := holdRecord{Device: p.Device, Account: p.Account, Provider: p.Provider, Seq: tk.Seq, Rule: ruleReason(rule),
-		State: protocol.HoldHeld, TicketTime: int64(tk.Time), HeldAt: now, Hash: metering.TicketHash(raw)}
+		State: protocol.HoldHeld, TicketTime: int64(tk.Time), HeldAt: now, Hash: in.hash}
 	for i, rd := range tk.Readings {
 		if outcomes[i] == metering.Duplicate {
 			continue
@@ -360,15 +362,63 @@ func (bk *Books) Release(ctx context.Context, t *Terms, device string, seq uint6
 // kept: its free allowance and tiers start from zero, and its carried
 // remainder (under a nano per band) is dropped.
 func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) ([]write, uint64, error) {
-	p := Payer{Device: h.Device, Account: h.Account, Provider: h.Provider}
 	acct, err := loadAccount(tx, t, h.Account)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
 	}
-	opening := tx.Bucket(bucketAccounts).Get([]byte(h.Account)) == nil
+	var w writes
+	items, total, err := priceHold(tx, t, h, &w)
+	if err != nil {
+		return nil, 0, err
+	}
+	ref := h.Device + "/" + strconv.FormatUint(h.Seq, 10)
+	before := acct.Balance
+	if total > 0 {
+		opening := tx.Bucket(bucketAccounts).Get([]byte(h.Account)) == nil
+		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, now, ref)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
+		}
+		w.marshal(bucketEntries, seqKey(entry.Seq, acct.ID), entry)
+		if opening {
+			w.add(bucketOpenings, []byte(acct.ID), encodeOpening(acct.Balance))
+		}
+		acct = acct2
+		w.marshal(bucketAccounts, []byte(acct.ID), acct)
+		if acct.Balance != before-total {
+			return nil, 0, broken("account %s: balance %d after a release of %d, want %d", acct.ID, acct.Balance, total, before-total)
+		}
+	}
+	h.Charged = total
+	aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
+	p := Payer{Device: h.Device, Account: h.Account, Provider: h.Provider}
+	wins, err := addToWindows(t, p, acct.Currency, h.Hash, ref, items, aggSeq)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
+	}
+	if err := checkSeals(aggSeq, wins.seals, wins.aggSeq); err != nil {
+		return nil, 0, err
+	}
+	for i, it := range items {
+		w.marshal(bucketWindows, joinKey(h.Provider, h.Account, it.meter), wins.states[i])
+	}
+	sw, err := bk.sealAll(tx, t, wins.seals)
+	if err != nil {
+		return nil, 0, err
+	}
+	w.list = append(append(w.list, sw...), wins.leaves...)
+	if err := rechargeTicket(tx, h, acct, wins.tleaves, &w); err != nil {
+		return nil, 0, err
+	}
+	return w.list, wins.aggSeq, w.err
+}
+
+// priceHold prices a hold's usage (see releaseWrites for the rule), adds
+// the pricing states it moves to w, and returns the items for the
+// windows and their total.
+func priceHold(tx *bolt.Tx, t *Terms, h *holdRecord, w *writes) ([]windowItem, metering.Nanos, error) {
 	var total metering.Nanos
 	var items []windowItem
-	var writes []write
 	for _, u := range h.Usage {
 		if u.Usage.Quantity == 0 {
 			continue
@@ -396,11 +446,7 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 			return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
 		}
 		if !past {
-			b, err := cs2.MarshalBinary()
-			if err != nil {
-				return nil, 0, err
-			}
-			writes = append(writes, write{bucketCharges, ckey, b})
+			w.marshal(bucketCharges, ckey, cs2)
 		}
 		var ws metering.WindowState
 		if v := tx.Bucket(bucketWindows).Get(joinKey(h.Provider, h.Account, u.Meter)); v != nil {
@@ -411,62 +457,24 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 		items = append(items, windowItem{meter: u.Meter, state: ws, item: metering.Item{Time: h.TicketTime,
 			Quantity: u.Usage.Quantity, Amount: ch.Amount, Ticket: h.Hash, Bands: ch.Parts(tariff)}})
 	}
-	ref := h.Device + "/" + strconv.FormatUint(h.Seq, 10)
-	if total > 0 {
-		entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, now, ref)
-		if err != nil {
-			return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
-		}
-		eb, err := entry.MarshalBinary()
-		if err != nil {
-			return nil, 0, err
-		}
-		writes = append(writes, write{bucketEntries, seqKey(entry.Seq, acct.ID), eb})
-		if opening {
-			writes = append(writes, write{bucketOpenings, []byte(acct.ID), encodeOpening(acct.Balance)})
-		}
-		acct = acct2
-		ab, err := acct.MarshalBinary()
-		if err != nil {
-			return nil, 0, err
-		}
-		writes = append(writes, write{bucketAccounts, []byte(acct.ID), ab})
-	}
-	h.Charged = total
-	aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
-	wins, err := addToWindows(t, p, acct.Currency, h.Hash, ref, items, aggSeq)
-	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
-	}
-	for i, it := range items {
-		b, err := wins.states[i].MarshalBinary()
-		if err != nil {
-			return nil, 0, err
-		}
-		writes = append(writes, write{bucketWindows, joinKey(h.Provider, h.Account, it.meter), b})
-	}
-	for _, s := range wins.seals {
-		if !s.window {
-			s.rec.Corrects = getU64(tx.Bucket(bucketSlotIndex).Get(seqKey(uint64(s.slot), s.rec.Provider, s.rec.Account, s.rec.Meter)))
-		}
-		sw, err := bk.sealWrites(t, s.seq, s.rec, s.window)
-		if err != nil {
-			return nil, 0, err
-		}
-		writes = append(writes, sw...)
-	}
-	writes = append(writes, wins.leaves...)
-	// The ticket's record now says what it was charged, and where its
-	// leaves are, so a repeat is answered and proved like any other.
+	return items, total, nil
+}
+
+// rechargeTicket rewrites a released ticket's record: it now says what it
+// was charged, and where its leaves are, so a repeat is answered and
+// proved like any other.
+func rechargeTicket(tx *bolt.Tx, h *holdRecord, acct metering.Account, leaves []byte, w *writes) error {
 	tkey := seqKey(h.Seq, h.Device)
-	if v := tx.Bucket(bucketTickets).Get(tkey); v != nil {
-		tr, err := decodeTicketRecord(v)
-		if err != nil {
-			return nil, 0, err
-		}
-		avail, _ := acct.Available()
-		tr.Charged, tr.Balance, tr.Leaves = uint64(total), int64(avail), wins.tleaves
-		writes = append(writes, write{bucketTickets, tkey, tr.encode()})
+	v := tx.Bucket(bucketTickets).Get(tkey)
+	if v == nil {
+		return nil
 	}
-	return writes, wins.aggSeq, nil
+	tr, err := decodeTicketRecord(v)
+	if err != nil {
+		return err
+	}
+	avail, _ := acct.Available()
+	tr.Charged, tr.Balance, tr.Leaves = uint64(h.Charged), int64(avail), leaves
+	w.add(bucketTickets, tkey, tr.encode())
+	return nil
 }

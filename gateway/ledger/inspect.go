@@ -101,118 +101,10 @@ func Inspect(st *store.Store, snap *Terms) (*Report, error) {
 		rep.Gateway = snap.GatewayID
 	}
 	err := st.View(func(tx *bolt.Tx) error {
-		accepted := map[string]int{}
-		tx.Bucket(bucketTickets).ForEach(func(k, v []byte) error {
-			if r, err := decodeTicketRecord(v); err == nil {
-				rep.Reconcile.ReceiptsCharged += metering.Nanos(r.Charged)
-				rep.Reconcile.Tickets++
-				if i := bytes.IndexByte(k, 0); i > 0 {
-					accepted[string(k[:i])]++
-				}
-			}
-			return nil
-		})
-		tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
-			ds, _ := decodeDeviceState(v)
-			rep.Devices = append(rep.Devices, DeviceReport{ID: string(k), LastSeq: ds.LastSeq, Accepted: accepted[string(k)]})
-			return nil
-		})
-		tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
-			var a metering.Account
-			if a.UnmarshalBinary(v) == nil {
-				rep.Reconcile.Balances += a.Balance
-				if o, err := decodeOpening(tx.Bucket(bucketOpenings).Get(k)); err == nil {
-					rep.Reconcile.Opening += o
-				}
-				rep.Accounts = append(rep.Accounts, AccountReport{ID: a.ID, Kind: a.Kind.String(), Balance: metering.Money{Nanos: a.Balance, Currency: a.Currency}.String(),
-					Entries: a.Seq, Currency: string(a.Currency)})
-			}
-			return nil
-		})
-		tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
-			var e metering.Entry
-			if e.UnmarshalBinary(v) != nil {
-				return nil
-			}
-			switch e.Kind {
-			case metering.EntryCharge:
-				rep.Reconcile.LedgerCharged -= e.Amount
-			case metering.EntryTopUp:
-				rep.Reconcile.TopUps += e.Amount
-			default:
-				rep.Reconcile.Adjustments += e.Amount
-			}
-			return nil
-		})
-		tx.Bucket(bucketWindows).ForEach(func(k, v []byte) error {
-			var ws metering.WindowState
-			key := splitKey(k)
-			if ws.UnmarshalBinary(v) == nil && ws.Open.End != 0 && len(key) == 3 {
-				o := ws.Open
-				rep.Reconcile.WindowsOpen += o.Amount
-				rep.OpenWindows = append(rep.OpenWindows, WindowReport{Provider: key[0], Account: key[1], Meter: key[2], Start: o.Start, End: o.End,
-					Quantity: o.Quantity, Amount: metering.Money{Nanos: o.Amount, Currency: o.Currency}.String(), Tickets: o.Tickets})
-			}
-			return nil
-		})
-		// What pruning removed, as its running totals.
-		meta := tx.Bucket(bucketMeta)
-		ft, fs, fh := counters(meta, metaFoldedTickets, 2), counters(meta, metaFoldedSealed, 2), counters(meta, metaFoldedHolds, 3)
-		rep.Reconcile.ReceiptsCharged += metering.Nanos(ft[0])
-		rep.Reconcile.Tickets += ft[1]
-		rep.Reconcile.WindowsSealed += metering.Nanos(fs[0])
-		rep.Reconcile.Held.Released += int(fh[0])
-		rep.Reconcile.Held.Voided += int(fh[1])
-		rep.Reconcile.Held.Charged += metering.Nanos(fh[2])
-		tx.Bucket(bucketFolded).ForEach(func(_, v []byte) error {
-			if f, err := decodeFoldedDay(v); err == nil {
-				rep.Reconcile.LedgerCharged -= f.Charges
-				rep.Reconcile.TopUps += f.TopUps
-				rep.Reconcile.Adjustments += f.Adjustments
-			}
-			return nil
-		})
-		tx.Bucket(bucketHolds).ForEach(func(_, v []byte) error {
-			h, err := decodeHoldRecord(v)
-			if err != nil {
-				return nil
-			}
-			switch h.State {
-			case protocol.HoldHeld:
-				rep.Reconcile.Held.Open++
-			case protocol.HoldReleased:
-				rep.Reconcile.Held.Released++
-				rep.Reconcile.Held.Charged += h.Charged
-			default:
-				rep.Reconcile.Held.Voided++
-			}
-			return nil
-		})
-		rep.Outbox = tx.Bucket(bucketOutbox).Stats().KeyN
-		tx.Bucket(bucketMeta).ForEach(func(k, v []byte) error {
-			if name, ok := strings.CutPrefix(string(k), "upstream/"); ok {
-				if rep.Upstreams == nil {
-					rep.Upstreams = map[string]uint64{}
-				}
-				rep.Upstreams[name] = getU64(v)
-			}
-			return nil
-		})
-		tx.Bucket(bucketSealed).ForEach(func(k, v []byte) error {
-			r, err := decodeSealedRecord(v)
-			if err != nil {
-				return nil
-			}
-			rep.Reconcile.WindowsSealed += r.Amount
-			reason := r.Reason.String()
-			if r.Corrects != 0 || r.Reason == 0 {
-				reason = "correction"
-			}
-			rep.Sealed = append(rep.Sealed, WindowReport{Seq: getU64(k), Provider: r.Provider, Account: r.Account, Meter: r.Meter,
-				Start: r.Start, End: r.End, Quantity: r.Quantity, Amount: metering.Money{Nanos: r.Amount, Currency: r.Currency}.String(),
-				Tickets: r.Tickets, Reason: reason, Corrects: r.Corrects})
-			return nil
-		})
+		for _, read := range []func(*bolt.Tx, *Report){inspectTickets, inspectAccounts, inspectEntries, inspectWindows,
+			inspectFolded, inspectHolds, inspectOutbox, inspectSealed} {
+			read(tx, rep)
+		}
 		return nil
 	})
 	sort.Slice(rep.Devices, func(i, j int) bool { return rep.Devices[i].ID < rep.Devices[j].ID })
@@ -220,6 +112,150 @@ func Inspect(st *store.Store, snap *Terms) (*Report, error) {
 	rc.Balanced = rc.ReceiptsCharged == rc.LedgerCharged && rc.LedgerCharged == rc.WindowsOpen+rc.WindowsSealed &&
 		rc.Opening+rc.TopUps+rc.Adjustments-rc.LedgerCharged == rc.Balances
 	return rep, err
+}
+
+// inspectTickets adds up the receipts of the tickets kept and lists the devices with how many each has.
+func inspectTickets(tx *bolt.Tx, rep *Report) {
+	accepted := map[string]int{}
+	tx.Bucket(bucketTickets).ForEach(func(k, v []byte) error {
+		if r, err := decodeTicketRecord(v); err == nil {
+			rep.Reconcile.ReceiptsCharged += metering.Nanos(r.Charged)
+			rep.Reconcile.Tickets++
+			if i := bytes.IndexByte(k, 0); i > 0 {
+				accepted[string(k[:i])]++
+			}
+		}
+		return nil
+	})
+	tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
+		ds, _ := decodeDeviceState(v)
+		rep.Devices = append(rep.Devices, DeviceReport{ID: string(k), LastSeq: ds.LastSeq, Accepted: accepted[string(k)]})
+		return nil
+	})
+}
+
+// inspectAccounts lists the accounts and adds up their balances and opening balances.
+func inspectAccounts(tx *bolt.Tx, rep *Report) {
+	tx.Bucket(bucketAccounts).ForEach(func(k, v []byte) error {
+		var a metering.Account
+		if a.UnmarshalBinary(v) == nil {
+			rep.Reconcile.Balances += a.Balance
+			if o, err := decodeOpening(tx.Bucket(bucketOpenings).Get(k)); err == nil {
+				rep.Reconcile.Opening += o
+			}
+			rep.Accounts = append(rep.Accounts, AccountReport{ID: a.ID, Kind: a.Kind.String(), Balance: metering.Money{Nanos: a.Balance, Currency: a.Currency}.String(),
+				Entries: a.Seq, Currency: string(a.Currency)})
+		}
+		return nil
+	})
+}
+
+// inspectEntries adds up the ledger entries by kind.
+func inspectEntries(tx *bolt.Tx, rep *Report) {
+	tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
+		var e metering.Entry
+		if e.UnmarshalBinary(v) != nil {
+			return nil
+		}
+		switch e.Kind {
+		case metering.EntryCharge:
+			rep.Reconcile.LedgerCharged -= e.Amount
+		case metering.EntryTopUp:
+			rep.Reconcile.TopUps += e.Amount
+		default:
+			rep.Reconcile.Adjustments += e.Amount
+		}
+		return nil
+	})
+}
+
+// inspectWindows lists the open windows and adds up what they hold.
+func inspectWindows(tx *bolt.Tx, rep *Report) {
+	tx.Bucket(bucketWindows).ForEach(func(k, v []byte) error {
+		var ws metering.WindowState
+		key := splitKey(k)
+		if ws.UnmarshalBinary(v) == nil && ws.Open.End != 0 && len(key) == 3 {
+			o := ws.Open
+			rep.Reconcile.WindowsOpen += o.Amount
+			rep.OpenWindows = append(rep.OpenWindows, WindowReport{Provider: key[0], Account: key[1], Meter: key[2], Start: o.Start, End: o.End,
+				Quantity: o.Quantity, Amount: metering.Money{Nanos: o.Amount, Currency: o.Currency}.String(), Tickets: o.Tickets})
+		}
+		return nil
+	})
+}
+
+// inspectFolded adds what pruning folded into running totals.
+func inspectFolded(tx *bolt.Tx, rep *Report) {
+	// What pruning removed, as its running totals.
+	meta := tx.Bucket(bucketMeta)
+	ft, fs, fh := counters(meta, metaFoldedTickets, 2), counters(meta, metaFoldedSealed, 2), counters(meta, metaFoldedHolds, 3)
+	rep.Reconcile.ReceiptsCharged += metering.Nanos(ft[0])
+	rep.Reconcile.Tickets += ft[1]
+	rep.Reconcile.WindowsSealed += metering.Nanos(fs[0])
+	rep.Reconcile.Held.Released += int(fh[0])
+	rep.Reconcile.Held.Voided += int(fh[1])
+	rep.Reconcile.Held.Charged += metering.Nanos(fh[2])
+	tx.Bucket(bucketFolded).ForEach(func(_, v []byte) error {
+		if f, err := decodeFoldedDay(v); err == nil {
+			rep.Reconcile.LedgerCharged -= f.Charges
+			rep.Reconcile.TopUps += f.TopUps
+			rep.Reconcile.Adjustments += f.Adjustments
+		}
+		return nil
+	})
+}
+
+// inspectHolds counts the held tickets by state and what releases charged.
+func inspectHolds(tx *bolt.Tx, rep *Report) {
+	tx.Bucket(bucketHolds).ForEach(func(_, v []byte) error {
+		h, err := decodeHoldRecord(v)
+		if err != nil {
+			return nil
+		}
+		switch h.State {
+		case protocol.HoldHeld:
+			rep.Reconcile.Held.Open++
+		case protocol.HoldReleased:
+			rep.Reconcile.Held.Released++
+			rep.Reconcile.Held.Charged += h.Charged
+		default:
+			rep.Reconcile.Held.Voided++
+		}
+		return nil
+	})
+}
+
+// inspectOutbox reads the outbox size and each upstream's progress.
+func inspectOutbox(tx *bolt.Tx, rep *Report) {
+	rep.Outbox = tx.Bucket(bucketOutbox).Stats().KeyN
+	tx.Bucket(bucketMeta).ForEach(func(k, v []byte) error {
+		if name, ok := strings.CutPrefix(string(k), "upstream/"); ok {
+			if rep.Upstreams == nil {
+				rep.Upstreams = map[string]uint64{}
+			}
+			rep.Upstreams[name] = getU64(v)
+		}
+		return nil
+	})
+}
+
+// inspectSealed lists the sealed windows and corrections and adds up their amounts.
+func inspectSealed(tx *bolt.Tx, rep *Report) {
+	tx.Bucket(bucketSealed).ForEach(func(k, v []byte) error {
+		r, err := decodeSealedRecord(v)
+		if err != nil {
+			return nil
+		}
+		rep.Reconcile.WindowsSealed += r.Amount
+		reason := r.Reason.String()
+		if r.Corrects != 0 || r.Reason == 0 {
+			reason = "correction"
+		}
+		rep.Sealed = append(rep.Sealed, WindowReport{Seq: getU64(k), Provider: r.Provider, Account: r.Account, Meter: r.Meter,
+			Start: r.Start, End: r.End, Quantity: r.Quantity, Amount: metering.Money{Nanos: r.Amount, Currency: r.Currency}.String(),
+			Tickets: r.Tickets, Reason: reason, Corrects: r.Corrects})
+		return nil
+	})
 }
 
 // Entries calls fn with every ledger entry, by account and then entry

@@ -63,114 +63,12 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 	if cfg.Event == nil {
 		cfg.Event = func(string) {}
 	}
-	type job struct {
-		c   paho.Client
-		msg paho.Message
-		dev string
+	r := &clientRun{cfg: cfg, shards: make([]chan clientJob, cfg.Concurrency)}
+	for i := range r.shards {
+		r.shards[i] = make(chan clientJob, 64)
+		r.startShard(ctx, r.shards[i])
 	}
-	type started struct {
-		job
-		reply entrance.Reply
-	}
-	shards := make([]chan job, cfg.Concurrency)
-	var workers sync.WaitGroup
-	for i := range shards {
-		shards[i] = make(chan job, 64)
-		// Each shard starts its tickets in order and answers them in the
-		// same order, up to cap(answers) in flight, so a device's tickets
-		// share group commits instead of waiting for one each.
-		answers := make(chan started, 32)
-		// QoS 1 receipts' tokens, waited for in order by one goroutine per
-		// shard (not one per receipt), to log a receipt the broker refused.
-		receipts := make(chan receiptToken, 256)
-		workers.Add(3)
-		go func(q chan job) {
-			defer workers.Done()
-			defer close(answers)
-			for j := range q {
-				answers <- started{j, cfg.Handle(ctx, entrance.Message{Device: j.dev, Payload: j.msg.Payload(), Transport: "mqtt"})}
-			}
-		}(shards[i])
-		go func() {
-			defer workers.Done()
-			for rt := range receipts {
-				if rt.t.WaitTimeout(30*time.Second) && rt.t.Error() != nil {
-					cfg.Log.Warn("receipt publish failed", "device", rt.dev, "error", rt.t.Error())
-				}
-			}
-		}()
-		go func() {
-			defer workers.Done()
-			defer close(receipts)
-			for j := range answers {
-				ans := j.reply()
-				if ans.Receipt != nil {
-					t := j.c.Publish(cfg.Topics.Receipt(j.dev), cfg.ReceiptQoS, false, ans.Receipt)
-					if cfg.ReceiptQoS > 0 {
-						receipts <- receiptToken{j.dev, t}
-					}
-				}
-				if ans.Final() {
-					j.msg.Ack() // unacknowledged, the broker delivers it again
-				}
-			}
-		}()
-	}
-	var closing sync.RWMutex // held for reading while routing; closing the shards takes it
-	closed := false
-	handler := func(c paho.Client, msg paho.Message) {
-		dev := cfg.Topics.DeviceOf(msg.Topic())
-		if dev == "" && cfg.Vouchers {
-			dev = cfg.Topics.DeviceOfVoucher(msg.Topic())
-		}
-		if dev == "" {
-			cfg.Event("bad_topic")
-			msg.Ack()
-			return
-		}
-		closing.RLock()
-		defer closing.RUnlock()
-		if closed {
-			return // not acknowledged: the broker delivers it again
-		}
-		h := fnv.New32a()
-		h.Write([]byte(dev))
-		shards[h.Sum32()%uint32(len(shards))] <- job{c, msg, dev}
-	}
-	var client paho.Client
-	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(cfg.ClientID).
-		SetUsername(cfg.Username).SetPassword(cfg.Password).
-		SetCleanSession(false).SetAutoAckDisabled(true).SetOrderMatters(true).
-		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(10 * time.Second).SetKeepAlive(30 * time.Second).
-		SetMessageChannelDepth(uint(cfg.Concurrency))
-	opts.SetOnConnectHandler(func(c paho.Client) {
-		cfg.Event("connected")
-		filters := map[string]byte{cfg.Topics.TicketFilter(): 1}
-		if cfg.Vouchers {
-			filters[cfg.Topics.VoucherFilter()] = 1
-		}
-		t := c.SubscribeMultiple(filters, handler)
-		go func() {
-			switch {
-			case !t.WaitTimeout(10 * time.Second):
-				cfg.Log.Error("subscribe timed out", "filter", cfg.Topics.TicketFilter())
-			case t.Error() != nil:
-				cfg.Log.Error("subscribe failed", "filter", cfg.Topics.TicketFilter(), "error", t.Error())
-			case cfg.Subscribed != nil:
-				cfg.Subscribed()
-			}
-		}()
-		cfg.Log.Info("connected to broker", "broker", cfg.Broker, "filter", cfg.Topics.TicketFilter())
-	})
-	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
-		cfg.Event("connection_lost")
-		if cfg.Lost != nil {
-			cfg.Lost()
-		}
-		cfg.Log.Warn("broker connection lost", "error", err)
-	})
-	client = paho.NewClient(opts)
+	client := paho.NewClient(r.options())
 	t := client.Connect()
 	select {
 	case <-t.Done():
@@ -181,14 +79,146 @@ func RunClient(ctx context.Context, cfg ClientConfig) error {
 	}
 	<-ctx.Done()
 	client.Disconnect(1000) // no new deliveries
-	closing.Lock()
-	closed = true
-	for _, q := range shards {
+	r.closing.Lock()
+	r.closed = true
+	for _, q := range r.shards {
 		close(q)
 	}
-	closing.Unlock()
-	workers.Wait()
+	r.closing.Unlock()
+	r.workers.Wait()
 	return nil
+}
+
+// clientRun is one RunClient: its shards and the workers that own them.
+type clientRun struct {
+	cfg     ClientConfig
+	shards  []chan clientJob
+	workers sync.WaitGroup // three per shard; RunClient waits for them
+	closing sync.RWMutex   // held for reading while routing; closing the shards takes it
+	closed  bool
+}
+
+// clientJob is a message delivered by the broker, for its device's shard.
+type clientJob struct {
+	c   paho.Client
+	msg paho.Message
+	dev string
+}
+
+// clientStarted is a message handed to the pipeline, waiting for its reply.
+type clientStarted struct {
+	clientJob
+	reply entrance.Reply
+}
+
+// startShard starts a shard's workers: one starts its messages in order
+// and one answers them in the same order, up to cap(answers) in flight, so
+// a device's messages share group commits instead of waiting for one
+// each; a third waits for QoS 1 receipts' tokens in order (not one
+// goroutine per receipt), to log a receipt the broker refused.
+func (r *clientRun) startShard(ctx context.Context, q chan clientJob) {
+	cfg := r.cfg
+	answers := make(chan clientStarted, 32)
+	receipts := make(chan receiptToken, 256)
+	r.workers.Add(3)
+	go func() {
+		defer r.workers.Done()
+		defer close(answers)
+		for j := range q {
+			answers <- clientStarted{j, cfg.Handle(ctx, entrance.Message{Device: j.dev, Payload: j.msg.Payload(), Transport: "mqtt"})}
+		}
+	}()
+	go func() {
+		defer r.workers.Done()
+		for rt := range receipts {
+			if rt.t.WaitTimeout(30*time.Second) && rt.t.Error() != nil {
+				cfg.Log.Warn("receipt publish failed", "device", rt.dev, "error", rt.t.Error())
+			}
+		}
+	}()
+	go func() {
+		defer r.workers.Done()
+		defer close(receipts)
+		for j := range answers {
+			ans := j.reply()
+			if ans.Receipt != nil {
+				t := j.c.Publish(cfg.Topics.Receipt(j.dev), cfg.ReceiptQoS, false, ans.Receipt)
+				if cfg.ReceiptQoS > 0 {
+					receipts <- receiptToken{j.dev, t}
+				}
+			}
+			if ans.Final() {
+				j.msg.Ack() // unacknowledged, the broker delivers it again
+			}
+		}
+	}()
+}
+
+// route hands a delivered message to its device's shard; a message on
+// no device's topic is counted and acknowledged, one that arrives while
+// the run closes is left unacknowledged (the broker delivers it again).
+func (r *clientRun) route(c paho.Client, msg paho.Message) {
+	dev := r.cfg.Topics.DeviceOf(msg.Topic())
+	if dev == "" && r.cfg.Vouchers {
+		dev = r.cfg.Topics.DeviceOfVoucher(msg.Topic())
+	}
+	if dev == "" {
+		r.cfg.Event("bad_topic")
+		msg.Ack()
+		return
+	}
+	r.closing.RLock()
+	defer r.closing.RUnlock()
+	if r.closed {
+		return
+	}
+	h := fnv.New32a()
+	h.Write([]byte(dev))
+	r.shards[h.Sum32()%uint32(len(r.shards))] <- clientJob{c, msg, dev}
+}
+
+// options are the paho client's: a persistent session, manual acks after
+// commit, ordered delivery, and a subscription on every (re)connect.
+func (r *clientRun) options() *paho.ClientOptions {
+	cfg := r.cfg
+	opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(cfg.ClientID).
+		SetUsername(cfg.Username).SetPassword(cfg.Password).
+		SetCleanSession(false).SetAutoAckDisabled(true).SetOrderMatters(true).
+		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(10 * time.Second).SetKeepAlive(30 * time.Second).
+		SetMessageChannelDepth(uint(cfg.Concurrency))
+	opts.SetOnConnectHandler(r.subscribe)
+	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		cfg.Event("connection_lost")
+		if cfg.Lost != nil {
+			cfg.Lost()
+		}
+		cfg.Log.Warn("broker connection lost", "error", err)
+	})
+	return opts
+}
+
+// subscribe subscribes to the ticket (and voucher) topics after a
+// connect, and reports the subscription once the broker confirmed it.
+func (r *clientRun) subscribe(c paho.Client) {
+	cfg := r.cfg
+	cfg.Event("connected")
+	filters := map[string]byte{cfg.Topics.TicketFilter(): 1}
+	if cfg.Vouchers {
+		filters[cfg.Topics.VoucherFilter()] = 1
+	}
+	t := c.SubscribeMultiple(filters, r.route)
+	go func() {
+		switch {
+		case !t.WaitTimeout(10 * time.Second):
+			cfg.Log.Error("subscribe timed out", "filter", cfg.Topics.TicketFilter())
+		case t.Error() != nil:
+			cfg.Log.Error("subscribe failed", "filter", cfg.Topics.TicketFilter(), "error", t.Error())
+		case cfg.Subscribed != nil:
+			cfg.Subscribed()
+		}
+	}()
+	cfg.Log.Info("connected to broker", "broker", cfg.Broker, "filter", cfg.Topics.TicketFilter())
 }
 
 // receiptToken is a QoS 1 receipt on its way to the broker.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/acceptloop"
 	"github.com/farthing-iot/farthing/gateway/sourcelimit"
 )
 
@@ -45,16 +46,10 @@ func (c *DoorConfig) SetDefaults() {
 	}
 }
 
-// The accept loop's backoff after an error such as EMFILE (the process is
-// out of file descriptors) or ENFILE (the system is).
-const (
-	minAcceptBackoff = 5 * time.Millisecond
-	maxAcceptBackoff = time.Second
-)
-
-// door is the embedded broker's TCP listener. No accept error ends it: it counts the error, logs
-// it, and backs off until accepting works again, so a moment of file
-// descriptor exhaustion does not close MQTT for good. Every connection
+// door is the embedded broker's TCP listener. No accept error ends it
+// (acceptloop: it counts the error, logs it, and backs off until
+// accepting works again), so a moment of file descriptor exhaustion does
+// not close MQTT for good. Every connection
 // gets ConnectTimeout to send CONNECT; connections are capped in number
 // and in rate per source address. Serving reports whether the loop is
 // accepting right now.
@@ -65,12 +60,10 @@ type door struct {
 	log     *slog.Logger
 	limiter *sourcelimit.Limiter
 
-	ln      net.Listener
-	open    atomic.Int64 // connections accepted and not yet closed
-	lastErr atomic.Int64 // unix ns of the last Accept error
-	serving atomic.Bool  // Serve is in its loop
-	closed  atomic.Bool
-	conns   sync.WaitGroup // one per connection being served
+	ln    net.Listener
+	loop  *acceptloop.Loop // set by listen
+	open  atomic.Int64     // connections accepted and not yet closed
+	conns sync.WaitGroup   // one per connection being served
 
 	mu   sync.Mutex // guards live
 	live map[*doorConn]struct{}
@@ -97,103 +90,88 @@ func (d *door) listen() error {
 		return err
 	}
 	d.ln = ln
+	d.loop = acceptloop.New(ln, "mqtt", d.event, d.log, nil)
 	return nil
 }
 
-// Serving reports whether the door is accepting connections now.
-// While accepting fails it fails at least once per maxAcceptBackoff, so an
-// error within two of those means the door is not accepting.
-func (d *door) Serving() bool {
-	return d.serving.Load() && time.Since(time.Unix(0, d.lastErr.Load())) >= 2*maxAcceptBackoff
-}
+// Serving reports whether the door is accepting connections now
+// (acceptloop.Loop.Serving).
+func (d *door) Serving() bool { return d.loop != nil && d.loop.Serving() }
 
 // serve accepts until close, serving each connection on a goroutine of
 // its own with serveConn, which takes the connection up to its CONNECT
 // and returns the rest of its life, if it has one, to run on a new
 // goroutine.
 func (d *door) serve(serveConn func(*doorConn) (loop func(), err error)) {
-	d.serving.Store(true)
-	defer d.serving.Store(false)
-	var backoff time.Duration
-	for {
-		c, err := d.ln.Accept()
-		if err != nil {
-			if d.closed.Load() {
-				return
-			}
-			d.lastErr.Store(time.Now().UnixNano())
-			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			d.event("accept_error")
-			d.log.Warn("mqtt: accept failed; still listening", "error", err, "retry_in", backoff)
-			time.Sleep(backoff)
-			continue
-		}
-		if backoff > 0 {
-			d.log.Info("mqtt: accepting again")
-		}
-		backoff = 0
-		if !d.limiter.Allow(c.RemoteAddr(), time.Now()) {
-			d.event("connect_rate_limited")
-			d.log.Debug("mqtt: connection rate limit", "remote", c.RemoteAddr())
-			c.Close()
-			continue
-		}
-		if d.open.Add(1) > int64(d.cfg.MaxConnections) {
-			d.open.Add(-1)
-			d.event("connection_cap")
-			d.log.Warn("mqtt: connection cap reached; new connection refused", "remote", c.RemoteAddr(), "cap", d.cfg.MaxConnections)
-			c.Close()
-			continue
-		}
-		c.SetReadDeadline(time.Now().Add(d.cfg.ConnectTimeout))
-		dc := &doorConn{Conn: c, door: d}
-		d.mu.Lock()
-		if d.live == nil {
-			d.live = map[*doorConn]struct{}{}
-		}
-		d.live[dc] = struct{}{}
-		d.mu.Unlock()
-		if d.closed.Load() { // Close ran between the accept and now
-			dc.Close()
-			return
-		}
-		d.conns.Add(1)
+	d.loop.Run(func(c net.Conn) { d.admit(c, serveConn) })
+}
+
+// admit takes one accepted connection: refused past the source's rate or
+// the connection cap, otherwise served on a goroutine of its own.
+func (d *door) admit(c net.Conn, serveConn func(*doorConn) (loop func(), err error)) {
+	if !d.limiter.Allow(c.RemoteAddr(), time.Now()) {
+		d.event("connect_rate_limited")
+		d.log.Debug("mqtt: connection rate limit", "remote", c.RemoteAddr())
+		c.Close()
+		return
+	}
+	if d.open.Add(1) > int64(d.cfg.MaxConnections) {
+		d.open.Add(-1)
+		d.event("connection_cap")
+		d.log.Warn("mqtt: connection cap reached; new connection refused", "remote", c.RemoteAddr(), "cap", d.cfg.MaxConnections)
+		c.Close()
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(d.cfg.ConnectTimeout))
+	dc := &doorConn{Conn: c, door: d}
+	d.mu.Lock()
+	if d.live == nil {
+		d.live = map[*doorConn]struct{}{}
+	}
+	d.live[dc] = struct{}{}
+	d.mu.Unlock()
+	if d.loop.Closed() { // Close ran between the accept and now
+		dc.Close()
+		return
+	}
+	d.conns.Add(1)
+	go d.serveOne(dc, serveConn)
+}
+
+// serveOne serves one connection up to its CONNECT and hands the rest of
+// its life to a goroutine of its own.
+func (d *door) serveOne(dc *doorConn, serveConn func(*doorConn) (loop func(), err error)) {
+	loop, err := serveConn(dc)
+	if loop != nil {
+		// The connection's life goes on in a goroutine of its own, which
+		// starts with a small stack: the one that grew while this one
+		// checked the CONNECT is let go.
 		go func() {
-			loop, err := serveConn(dc)
-			if loop != nil {
-				// The connection's life goes on in a goroutine of its own,
-				// which starts with a small stack: the one that grew while
-				// this one checked the CONNECT is let go.
-				go func() {
-					defer d.conns.Done()
-					loop()
-					dc.Close()
-				}()
-				return
-			}
 			defer d.conns.Done()
+			loop()
 			dc.Close()
-			if err != nil && !dc.connected.Load() {
-				reason := "connect_failed"
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					reason = "connect_timeout"
-				}
-				d.event(reason)
-				d.log.Info("mqtt: connection closed before CONNECT", "remote", c.RemoteAddr(), "reason", reason, "error", err)
-			}
 		}()
+		return
+	}
+	defer d.conns.Done()
+	dc.Close()
+	if err != nil && !dc.connected.Load() {
+		reason := "connect_failed"
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			reason = "connect_timeout"
+		}
+		d.event(reason)
+		d.log.Info("mqtt: connection closed before CONNECT", "remote", dc.RemoteAddr(), "reason", reason, "error", err)
 	}
 }
 
 // close stops accepting and closes every connection; each client's read
 // loop then ends.
 func (d *door) close() {
-	if d.closed.Swap(true) {
+	if d.loop == nil || d.loop.Closed() {
 		return
 	}
-	if d.ln != nil {
-		d.ln.Close()
-	}
+	d.loop.Close()
 	d.mu.Lock()
 	live := make([]*doorConn, 0, len(d.live))
 	for c := range d.live {

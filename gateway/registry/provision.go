@@ -78,4 +78,4 @@ func SecretsOf(e Entry) (Secrets, error) {
 }
 
 // DTLSPSK returns the device's DTLS pre-shared key (its identity is its id).
-func (s Secrets) DTLSPSK() []byte { return DTLSPSKOf(s.Master) }
+func (s Secrets) DTLSPSK() []byte { return dtlsPSKOf(s.Master) }

@@ -147,7 +147,7 @@ func (d *Device) KeyID() []byte { return d.keys[offKID:keysLen:keysLen] }
 // ReceiptKey returns the key that MACs the device's receipts.
 func (d *Device) ReceiptKey() []byte { return d.keys[offReceipt:offMQTT:offMQTT] }
 
-// DTLSPSK returns the DTLS pre-shared key (see DTLSPSKOf).
+// DTLSPSK returns the DTLS pre-shared key (see dtlsPSKOf).
 func (d *Device) DTLSPSK() []byte { return d.keys[offPSK:offKey:offKey] }
 
 func (d *Device) mqttPassword() []byte { return d.keys[offMQTT:offPSK:offPSK] }
@@ -194,11 +194,11 @@ func (d *Device) CheckMQTTPassword(p []byte) bool {
 	return ok
 }
 
-// DTLSPSKOf derives a device's DTLS pre-shared key from its master secret:
+// dtlsPSKOf derives a device's DTLS pre-shared key from its master secret:
 // the first 32 hex digits of its PurposeDTLSPSK key, 128 bits as ASCII, so
 // that tools which take a PSK only as text (libcoap's coap-client -k) can
 // use it.
-func DTLSPSKOf(master []byte) []byte {
+func dtlsPSKOf(master []byte) []byte {
 	k, _ := protocol.DeriveKey(master, protocol.PurposeDTLSPSK)
 	return []byte(hex.EncodeToString(k)[:32])
 }
@@ -441,7 +441,7 @@ func deriveKeys(master []byte, keyType, publicKey string) ([keysLen]byte, error)
 	}
 	derive(offReceipt, protocol.PurposeReceipt)
 	derive(offMQTT, protocol.PurposeMQTTPassword)
-	copy(keys[offPSK:offKey], DTLSPSKOf(master))
+	copy(keys[offPSK:offKey], dtlsPSKOf(master))
 	var kid [protocol.KeyIDLen]byte
 	switch keyType {
 	case "hmac":
