@@ -21,7 +21,6 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 )
 
 // issue makes a certificate for cn signed by parent (self-signed if nil).
@@ -95,7 +94,7 @@ func TestCoAPWithClientCertificate(t *testing.T) {
 	} else {
 		t.Logf("certificate from another CA refused: %v", err)
 	}
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	if rep.Reconcile.Tickets != 1 {
 		t.Fatalf("stored %d tickets; want only the genuine device's", rep.Reconcile.Tickets)
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/coapdev"
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -90,7 +89,7 @@ func TestCoAPOverDTLSWithPSK(t *testing.T) {
 	if r := coapReceipt(t, tg, "plug-1", resp); resp.Code() != codes.Changed || r.Charged != 600_000_000 {
 		t.Fatalf("2 kWh: %v %+v", resp.Code(), r)
 	}
-	before, _ := ledger.Inspect(tg.Store(), nil)
+	before, _ := tg.Books().Inspect(nil)
 	// A's ticket over B's session is refused by the pipeline.
 	resp = post(t, cc, 18, signed(t, tg, "evse-1", 1, 5))
 	if r := coapReceipt(t, tg, "plug-1", resp); resp.Code() != codes.BadRequest || r.Reason != protocol.ReasonDeviceMismatch {
@@ -130,7 +129,7 @@ func TestCoAPOverDTLSWithPSK(t *testing.T) {
 			t.Errorf("%s: %v; want %v", tc.name, got, tc.want)
 		}
 	}
-	after, _ := ledger.Inspect(tg.Store(), nil)
+	after, _ := tg.Books().Inspect(nil)
 	if after.Reconcile != before.Reconcile {
 		t.Fatalf("refused requests changed the books")
 	}
@@ -145,7 +144,7 @@ func TestCoAPOverDTLSWithPSK(t *testing.T) {
 	if err := pskHandshake(addr, "plug-1", tg.secrets["plug-1"].DTLSPSK()); err != nil {
 		t.Fatalf("the right PSK: %v", err)
 	}
-	final, _ := ledger.Inspect(tg.Store(), nil)
+	final, _ := tg.Books().Inspect(nil)
 	if final.Reconcile.Tickets != 2 {
 		t.Fatalf("stored %d tickets; want the 2 accepted", final.Reconcile.Tickets)
 	}
@@ -281,7 +280,7 @@ func TestCoAPRetransmissionIsDeduplicated(t *testing.T) {
 	if got[0].Status != protocol.StatusAccepted || got[1] != got[0] {
 		t.Fatalf("retransmission answered %+v after %+v; want the same accepted receipt", got[1], got[0])
 	}
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	if rep.Reconcile.Tickets != 2 {
 		t.Fatalf("stored %d tickets", rep.Reconcile.Tickets)
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
@@ -94,7 +93,7 @@ func TestCreditsGoUpstreamAndDoubleRedemptionIsFlagged(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	for _, tg := range gws {
-		insp, _ := ledger.Inspect(tg.Store(), nil)
+		insp, _ := tg.Books().Inspect(nil)
 		if !insp.Reconcile.Balanced {
 			t.Fatalf("gateway books: %+v", insp.Reconcile)
 		}

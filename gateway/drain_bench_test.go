@@ -11,7 +11,6 @@ import (
 
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/entrance"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
 )
@@ -43,14 +42,14 @@ func BenchmarkDrainAfterOutage(b *testing.B) {
 			b.Fatalf("ticket %d: %+v", i, res.Receipt)
 		}
 	}
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	want := rep.Outbox
 	b.ResetTimer()
 	hs.Config.Handler = r.Handler(nil)
 	hs.Start()
 	defer hs.Close()
 	for {
-		rep, _ = ledger.Inspect(tg.Store(), nil)
+		rep, _ = tg.Books().Inspect(nil)
 		if rep.Outbox == 0 {
 			break
 		}

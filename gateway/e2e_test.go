@@ -19,7 +19,6 @@ import (
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/mqttdev"
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -284,7 +283,7 @@ func TestTicketsAcceptedAndReconciled(t *testing.T) {
 	if charged == 0 {
 		t.Fatal("nothing charged")
 	}
-	rep, err := ledger.Inspect(tg.Store(), &tg.Ingest().Snapshot().Terms)
+	rep, err := tg.Books().Inspect(&tg.Ingest().Snapshot().Terms)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,13 +316,13 @@ func TestReplayedTicketChargesNothing(t *testing.T) {
 	if first.Status != protocol.StatusAccepted || first.Charged != 1_500_000_000 {
 		t.Fatalf("5 kWh at 0.30: %+v", first)
 	}
-	before, _ := ledger.Inspect(tg.Store(), nil)
+	before, _ := tg.Books().Inspect(nil)
 	rc.publish(t, "plug-1", second) // the same bytes again
 	again := rc.receipt(t, tg)
 	if again.Status != protocol.StatusDuplicate || again.Charged != first.Charged || again.Seq != 2 {
 		t.Fatalf("replay answered %+v; want duplicate with the original charge", again)
 	}
-	after, _ := ledger.Inspect(tg.Store(), nil)
+	after, _ := tg.Books().Inspect(nil)
 	if after.Reconcile != before.Reconcile || after.Accounts[0].Balance != before.Accounts[0].Balance {
 		t.Fatalf("a replay changed the books: %+v → %+v", before.Reconcile, after.Reconcile)
 	}
@@ -359,7 +358,7 @@ func TestTicketOfOneDeviceOnAnothersTopic(t *testing.T) {
 	// Device B publishing on A's topic is refused by the broker's ACL
 	// (MQTT 3.1.1: the connection is dropped).
 	b.Publish("farthing/v1/dev-a/ticket", 1, false, ticketA).WaitTimeout(2 * time.Second)
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	if rep.Reconcile.Tickets != 0 || len(rep.Devices) != 0 {
 		t.Fatalf("a refused ticket changed the state: %+v", rep)
 	}
@@ -374,7 +373,7 @@ func TestGarbageGetsAReasonAndChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, _ := ledger.Inspect(tg.Store(), nil)
+	before, _ := tg.Books().Inspect(nil)
 	for _, tc := range []struct {
 		payload []byte
 		reason  protocol.Reason
@@ -389,7 +388,7 @@ func TestGarbageGetsAReasonAndChangesNothing(t *testing.T) {
 			t.Errorf("garbage %x…: %+v; want rejected %v", tc.payload[:min(8, len(tc.payload))], r, tc.reason)
 		}
 	}
-	after, _ := ledger.Inspect(tg.Store(), nil)
+	after, _ := tg.Books().Inspect(nil)
 	if after.Reconcile != before.Reconcile || len(after.Devices) != 0 {
 		t.Fatalf("garbage changed the state")
 	}
@@ -407,7 +406,7 @@ func TestInsufficientFunds(t *testing.T) {
 	if r.Status != protocol.StatusInsufficientFunds || !r.HasBalance || r.Balance != 1000 || r.Charged != 0 {
 		t.Fatalf("charge past the balance: %+v", r)
 	}
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	if !rep.Reconcile.Balanced || rep.Reconcile.LedgerCharged != 0 {
 		t.Fatalf("an unpaid ticket reached the ledger: %+v", rep.Reconcile)
 	}
@@ -430,7 +429,7 @@ func TestPipelinedTicketsKeepOrderAndDurability(t *testing.T) {
 		toks[i] = rc.Publish("farthing/v1/plug-1/ticket", 1, false, signed(t, tg, "plug-1", uint64(i+1), uint64(1000+10*i)))
 	}
 	stored := func(seq uint64) bool {
-		_, _, ok := ledger.StoredTicket(tg.Store(), "plug-1", seq)
+		_, _, ok := tg.Books().StoredTicket("plug-1", seq)
 		return ok
 	}
 	for i, tok := range toks {

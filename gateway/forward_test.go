@@ -198,7 +198,7 @@ func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
 	if err := tg.CloseWindows(context.Background(), time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	debited := uint64(rep.Reconcile.LedgerCharged)
 	sealed := uint64(len(rep.Sealed))
 	if !rep.Reconcile.Balanced || rep.Reconcile.WindowsOpen != 0 || sealed < 5 {
@@ -224,7 +224,7 @@ func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
 	}
 	// The outbox empties once both upstreams confirmed everything.
 	for time.Now().Before(deadline) {
-		rep, _ = ledger.Inspect(tg.Store(), nil)
+		rep, _ = tg.Books().Inspect(nil)
 		if rep.Outbox == 0 {
 			return
 		}
@@ -279,7 +279,7 @@ func TestMQTTUpstreamAndReceiverRestart(t *testing.T) {
 	defer stopR()
 	report(50)
 	tg.CloseWindows(context.Background(), time.Now().Add(time.Hour))
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	debited, sealed := uint64(rep.Reconcile.LedgerCharged), uint64(len(rep.Sealed))
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -349,7 +349,7 @@ func TestJetStreamClusterNodeKilled(t *testing.T) {
 	t.Log("killed node n1")
 	report(200)
 	tg.CloseWindows(context.Background(), time.Now().Add(time.Hour))
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	debited, sealed := uint64(rep.Reconcile.LedgerCharged), uint64(len(rep.Sealed))
 	deadline := time.Now().Add(90 * time.Second)
 	for {
@@ -359,7 +359,7 @@ func TestJetStreamClusterNodeKilled(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			ir, _ := ledger.Inspect(tg.Store(), nil)
+			ir, _ := tg.Books().Inspect(nil)
 			t.Fatalf("after 90s: receiver %d in %d aggregates (%d gaps); ledger %d in %d; outbox %d", a, n, gaps, debited, sealed, ir.Outbox)
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -401,7 +401,7 @@ func TestInclusionProofs(t *testing.T) {
 		var dev string
 		var seq uint64
 		fmt.Sscanf(strings.Replace(ref, "/", " ", 1), "%s %d", &dev, &seq)
-		ps, err := ledger.TicketProofs(tg.Store(), dev, seq)
+		ps, err := tg.Books().TicketProofs(dev, seq)
 		if seq == 1 {
 			if err == nil {
 				t.Errorf("%s: a baseline reading has a proof", ref)
@@ -432,7 +432,7 @@ func TestInclusionProofs(t *testing.T) {
 	if checked != 2*2*39 {
 		t.Fatalf("checked %d proofs", checked)
 	}
-	if _, err := ledger.TicketProofs(tg.Store(), "plug-1", 999); !errors.Is(err, ledger.ErrNoProof) {
+	if _, err := tg.Books().TicketProofs("plug-1", 999); !errors.Is(err, ledger.ErrNoProof) {
 		t.Fatalf("proof of an unknown ticket: %v", err)
 	}
 }
@@ -468,7 +468,7 @@ func TestTicketsPrunedAfterConfirmationAndRetention(t *testing.T) {
 	// count is the number of tickets whose bytes are still kept.
 	count := func() (tickets int) {
 		for seq := uint64(1); seq <= 30; seq++ {
-			if _, raw, ok := ledger.StoredTicket(tg.Store(), "plug-1", seq); ok && raw != nil {
+			if _, raw, ok := tg.Books().StoredTicket("plug-1", seq); ok && raw != nil {
 				tickets++
 			}
 		}
@@ -482,7 +482,7 @@ func TestTicketsPrunedAfterConfirmationAndRetention(t *testing.T) {
 	recvOK <- true // the upstream comes up and confirms everything
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		rep, _ := ledger.Inspect(tg.Store(), nil)
+		rep, _ := tg.Books().Inspect(nil)
 		if rep.Outbox == 0 {
 			break
 		}
@@ -495,16 +495,16 @@ func TestTicketsPrunedAfterConfirmationAndRetention(t *testing.T) {
 	if n, _ := tg.Ingest().Books().PruneTickets(context.Background(), []string{"h"}, 24*time.Hour, time.Now()); n != 0 || count() != 30 {
 		t.Fatalf("pruned %d within retention; %d tickets left", n, count())
 	}
-	before, _ := ledger.Inspect(tg.Store(), nil)
+	before, _ := tg.Books().Inspect(nil)
 	n, err := tg.Ingest().Books().PruneTickets(context.Background(), []string{"h"}, time.Hour, time.Now().Add(4*time.Hour))
 	if err != nil || n == 0 || count() != 1 { // the baseline ticket is in no aggregate
 		t.Fatalf("after retention: pruned %d (%v); %d tickets left; want only the baseline", n, err, count())
 	}
-	after, _ := ledger.Inspect(tg.Store(), nil)
+	after, _ := tg.Books().Inspect(nil)
 	if after.Reconcile != before.Reconcile {
 		t.Fatalf("pruning changed the books: %+v → %+v", before.Reconcile, after.Reconcile)
 	}
-	if _, err := ledger.TicketProofs(tg.Store(), "plug-1", 5); !errors.Is(err, ledger.ErrNoProof) {
+	if _, err := tg.Books().TicketProofs("plug-1", 5); !errors.Is(err, ledger.ErrNoProof) {
 		t.Fatalf("proof of a pruned ticket: %v", err)
 	}
 }

@@ -196,25 +196,26 @@ func (g *Gateway) openBooks(snap *ingest.Snapshot, kid [protocol.KeyIDLen]byte) 
 	if err := ledger.Init(context.Background(), st); err != nil {
 		return nil, err
 	}
-	ignored, err := ledger.CheckAccounts(st, &snap.Terms)
+	stream, base, err := ledger.OpenStream(context.Background(), st, kid[:])
+	if err != nil {
+		return nil, fmt.Errorf("stream epoch: %w", err)
+	}
+	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream, SeqBase: base,
+		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }})
+	ignored, err := books.CheckAccounts(&snap.Terms)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	for _, id := range ignored {
 		g.log.Info("the configured balance of an account with state is an opening balance only: ignored (use farthing account topup)", "account", id)
 	}
-	stream, base, err := ledger.OpenStream(context.Background(), st, kid[:])
-	if err != nil {
-		return nil, fmt.Errorf("stream epoch: %w", err)
-	}
-	return ledger.New(st, ledger.Config{Signer: signer, Stream: stream, SeqBase: base,
-		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }}), nil
+	return books, nil
 }
 
 // verifyBooks reconciles the books after a commit, in verify mode, before
 // the commit's receipts go out; books that do not add up stop the daemon.
 func (g *Gateway) verifyBooks() {
-	if err := ledger.Reconcile(g.store); err != nil {
+	if err := ledger.New(g.store, ledger.Config{}).Reconcile(); err != nil {
 		g.log.Error("verify mode: the books do not reconcile after a commit", "error", err)
 		panic(err)
 	}
@@ -222,6 +223,10 @@ func (g *Gateway) verifyBooks() {
 
 // Ingest returns the pipeline, for transports added from outside.
 func (g *Gateway) Ingest() *ingest.Ingest { return g.ingest }
+
+// Books returns the gateway's books: every read of the state file is a
+// method of it.
+func (g *Gateway) Books() *ledger.Books { return g.ingest.Books() }
 
 // Store returns the state store.
 func (g *Gateway) Store() *store.Store { return g.store }

@@ -17,7 +17,6 @@ import (
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -199,7 +198,7 @@ func TestExternalMosquitto(t *testing.T) {
 	if r := b.receipt(t, tg); r.Status != protocol.StatusRejected || r.Reason != protocol.ReasonDeviceMismatch {
 		t.Fatalf("A's ticket as B through Mosquitto: %+v", r)
 	}
-	rep, err := ledger.Inspect(tg.Store(), nil)
+	rep, err := tg.Books().Inspect(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +331,7 @@ func TestMosquittoPubSubmitsTicketFile(t *testing.T) {
 			t.Fatalf("mosquitto_pub: %v: %s", err, out)
 		}
 	}
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	// mosquitto_pub waits for the PUBACK, which comes after the commit.
 	if rep.Reconcile.Tickets != 2 || rep.Reconcile.ReceiptsCharged != 600_000_000 {
 		t.Fatalf("after two tickets from mosquitto_pub: %+v; want 2 tickets charging 0.60 EUR", rep.Reconcile)

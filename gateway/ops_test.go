@@ -11,7 +11,6 @@ import (
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -137,7 +136,7 @@ func TestDiskBoundAnswersRetryLater(t *testing.T) {
 	if r := d.next(t); r.Status != protocol.StatusAccepted {
 		t.Fatal(r)
 	}
-	before, _ := ledger.Inspect(tg.Store(), nil)
+	before, _ := tg.Books().Inspect(nil)
 	tg.Ingest().SetFull(true) // what the disk watch does past limits.max_store_bytes or min_free_bytes
 	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 2}})
 	r := d.next(t)
@@ -147,7 +146,7 @@ func TestDiskBoundAnswersRetryLater(t *testing.T) {
 	if d.Pending() != 1 {
 		t.Fatalf("the device dropped a retry-later ticket")
 	}
-	after, _ := ledger.Inspect(tg.Store(), nil)
+	after, _ := tg.Books().Inspect(nil)
 	if after.Reconcile != before.Reconcile {
 		t.Fatalf("a refused ticket changed the books")
 	}

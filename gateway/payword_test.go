@@ -7,7 +7,6 @@ import (
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/coapdev"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -146,7 +145,7 @@ func TestPaywordOverCoAP(t *testing.T) {
 	if r.Status != protocol.StatusDuplicate || r.Charged != 0 {
 		t.Fatalf("chain 1 after chain 2: %+v; want a duplicate charging nothing", r)
 	}
-	rep, err := ledger.Inspect(tg.Store(), nil)
+	rep, err := tg.Books().Inspect(nil)
 	if err != nil || !rep.Reconcile.Balanced || uint64(rep.Reconcile.ReceiptsCharged) != 7*step {
 		t.Fatalf("books: %+v %v; want balanced, %d charged", rep.Reconcile, err, 7*step)
 	}

@@ -50,7 +50,7 @@ func TestStatePlateaus(t *testing.T) {
 	settle := func() {
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 			var err error
-			if rep, err = ledger.Inspect(tg.Store(), nil); err != nil {
+			if rep, err = tg.Books().Inspect(nil); err != nil {
 				t.Fatal(err)
 			}
 			kept := 0
@@ -96,10 +96,10 @@ func TestStatePlateaus(t *testing.T) {
 	if !rc.Balanced || rc.Tickets != devices*(sent-1) || rc.ReceiptsCharged != rc.LedgerCharged {
 		t.Fatalf("reconcile after pruning: %+v (sent %d)", rc, devices*(sent-1))
 	}
-	if _, raw, ok := ledger.StoredTicket(tg.Store(), plug(3), 10); ok || raw != nil {
+	if _, raw, ok := tg.Books().StoredTicket(plug(3), 10); ok || raw != nil {
 		t.Fatal("an old ticket is still in the state file")
 	}
-	days, _ := ledger.FoldedDays(tg.Store(), "fleet")
+	days, _ := tg.Books().FoldedDays("fleet")
 	if len(days) == 0 || days[0].Entries == 0 {
 		t.Errorf("no ledger entries were folded: %+v", days)
 	}

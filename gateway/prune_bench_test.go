@@ -35,7 +35,7 @@ func BenchmarkPrunePerTicket(b *testing.B) {
 		submitMany(b, tg, devices, 1, perDevice)
 		tg.CloseWindows(context.Background(), time.Now().Add(time.Second))
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if rep, _ := ledger.Inspect(tg.Store(), nil); rep.Outbox == 0 {
+			if rep, _ := tg.Books().Inspect(nil); rep.Outbox == 0 {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -55,7 +55,7 @@ func BenchmarkPrunePerTicket(b *testing.B) {
 		}
 		took := time.Since(start)
 		b.ReportMetric(float64(took.Nanoseconds())/float64(devices*perDevice), "ns/ticket")
-		if _, _, ok := ledger.StoredTicket(tg.Store(), "plug-03", 500); ok {
+		if _, _, ok := tg.Books().StoredTicket("plug-03", 500); ok {
 			b.Fatal("nothing was pruned")
 		}
 		tg.stop()

@@ -24,7 +24,6 @@ import (
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/entrance"
 	"github.com/farthing-iot/farthing/gateway/ingest"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -284,7 +283,7 @@ func TestClonedDeviceIsSuspended(t *testing.T) {
 			t.Errorf("log lacks %q", want)
 		}
 	}
-	list, _ := ledger.Suspensions(tg.Store())
+	list, _ := tg.Books().Suspensions()
 	if len(list) != 1 || list[0].Device != "plug-1" {
 		t.Fatalf("suspensions %+v", list)
 	}
@@ -350,7 +349,7 @@ func TestHeldOverCoAPAndAutoSuspend(t *testing.T) {
 	if err != nil || h.Charged != 28*300_000_000 {
 		t.Fatalf("release: %+v %v; want 8.40 EUR", h, err)
 	}
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	if !rep.Reconcile.Balanced || rep.Reconcile.LedgerCharged != 3*300_000_000+28*300_000_000 || rep.Reconcile.Held.Open != 1 {
 		t.Errorf("reconcile %+v", rep.Reconcile)
 	}

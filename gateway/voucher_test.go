@@ -12,7 +12,6 @@ import (
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/coapdev"
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -87,7 +86,7 @@ func TestDeviceRedeemsVoucherOverMQTTAndCoAP(t *testing.T) {
 	if r, err := cd.Report(ctx, now(), []devicefw.Reading{{Meter: 0, Register: 500}}); err != nil || r.Status != protocol.StatusAccepted {
 		t.Fatalf("the CoAP kiosk after its voucher: %+v, %v", r, err)
 	}
-	rep, _ := ledger.Inspect(tg.Store(), nil)
+	rep, _ := tg.Books().Inspect(nil)
 	if !rep.Reconcile.Balanced || rep.Reconcile.TopUps != 2_000_000_000 {
 		t.Fatalf("books after two vouchers: %+v", rep.Reconcile)
 	}

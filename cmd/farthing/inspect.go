@@ -35,7 +35,7 @@ func runInspect(e *env, args []string) error {
 			return oerr
 		}
 		defer st.Close()
-		if rep, err = ledger.Inspect(st, nil); err != nil {
+		if rep, err = ledger.New(st, ledger.Config{}).Inspect(nil); err != nil {
 			return err
 		}
 	}

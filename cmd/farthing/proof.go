@@ -55,7 +55,7 @@ func runProof(e *env, args []string) error {
 			return err
 		}
 		defer st.Close()
-		if proofs, err = ledger.TicketProofs(st, dev, seq); err != nil {
+		if proofs, err = ledger.New(st, ledger.Config{}).TicketProofs(dev, seq); err != nil {
 			return err
 		}
 	}

@@ -41,7 +41,10 @@ func runQuarantine(e *env, args []string) error {
 		q := url.Values{"state": {*state}, "device": {*device}}
 		err := op.getJSON(*data, "/holds?"+q.Encode(), &hs)
 		if errors.Is(err, errNoDaemon) { // a stopped gateway: its state file
-			err = withStateFile(*data, func(st *store.Store) (err error) { hs, err = ledger.Holds(st, *state, *device); return err })
+			err = withStateFile(*data, func(st *store.Store) (err error) {
+				hs, err = ledger.New(st, ledger.Config{}).Holds(*state, *device)
+				return err
+			})
 		}
 		if err != nil {
 			return err
@@ -70,7 +73,7 @@ func runQuarantine(e *env, args []string) error {
 		if args[0] == "show" {
 			err := op.getJSON(*data, path, &h)
 			if errors.Is(err, errNoDaemon) {
-				err = withStateFile(*data, func(st *store.Store) (err error) { h, err = ledger.Hold(st, dev, seq); return err })
+				err = withStateFile(*data, func(st *store.Store) (err error) { h, err = ledger.New(st, ledger.Config{}).Hold(dev, seq); return err })
 			}
 			if err != nil {
 				return err

@@ -9,7 +9,6 @@ import (
 
 	"github.com/farthing-iot/farthing/cmd/farthing/internal/sim"
 	"github.com/farthing-iot/farthing/gateway"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
 )
 
@@ -49,7 +48,7 @@ func TestSimOverCoAP(t *testing.T) {
 	if rep.Sent < 30 || rep.Accepted != rep.Sent || rep.Missing != 0 || rep.BadReceipts != 0 || rep.HandshakesPerSecond == 0 {
 		t.Fatalf("sim over CoAP: %+v", rep)
 	}
-	ir, err := ledger.Inspect(g.Store(), nil)
+	ir, err := g.Books().Inspect(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -154,7 +154,7 @@ func deviceFromFile(data, id string) (ledger.DeviceView, error) {
 		return ledger.DeviceView{}, err
 	}
 	defer st.Close()
-	v, err := ledger.Device(st, id, 0)
+	v, err := ledger.New(st, ledger.Config{}).Device(id, 0)
 	if errors.Is(err, ledger.ErrUnknownDevice) {
 		return ledger.DeviceView{ID: id}, nil
 	}

@@ -307,7 +307,7 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 		t.Fatal(err)
 	}
 	defer st.Close()
-	rep, err := ledger.Inspect(st, nil)
+	rep, err := ledger.New(st, ledger.Config{}).Inspect(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,7 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 	}
 	// Each stored ticket is in the ledger exactly once.
 	refs := map[string]int{}
-	if err := ledger.Entries(st, func(_ string, e metering.Entry) error {
+	if err := ledger.New(st, ledger.Config{}).Entries(func(_ string, e metering.Entry) error {
 		refs[e.Ref]++
 		return nil
 	}); err != nil {
@@ -352,7 +352,7 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 		}
 	}
 	unanswered := 0
-	ledger.Tickets(st, func(dev string, seq uint64) error {
+	ledger.New(st, ledger.Config{}).Tickets(func(dev string, seq uint64) error {
 		if !told[fmt.Sprint(dev, "/", seq)] {
 			unanswered++ // committed, receipt lost in the crash, superseded on the device
 		}
@@ -411,7 +411,7 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func storedCharge(t *testing.T, st *store.Store, device string, seq uint64) (uint64, bool) {
-	charged, _, ok := ledger.StoredTicket(st, device, seq)
+	charged, _, ok := ledger.New(st, ledger.Config{}).StoredTicket(device, seq)
 	return charged, ok
 }
 

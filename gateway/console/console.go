@@ -314,7 +314,7 @@ func (c *Console) report() (*ledger.Report, error) {
 	if c.inspected != nil && time.Since(c.inspectedAt) < consoleEventsEvery {
 		return c.inspected, nil
 	}
-	rep, err := ledger.Inspect(c.g.Store, &c.g.Ingest.Snapshot().Terms)
+	rep, err := c.g.Ingest.Books().Inspect(&c.g.Ingest.Snapshot().Terms)
 	if err != nil {
 		return nil, err
 	}
@@ -508,7 +508,7 @@ func (c *Console) row(d *registry.Device, seqs map[string]uint64, held map[strin
 
 // balances returns each account's balance as text.
 func (c *Console) balances() (map[string]string, error) {
-	as, err := ledger.Accounts(c.g.Store, &c.g.Ingest.Snapshot().Terms)
+	as, err := c.g.Ingest.Books().Accounts(&c.g.Ingest.Snapshot().Terms)
 	out := map[string]string{}
 	for _, a := range as {
 		out[a.ID] = metering.Money{Nanos: a.Balance, Currency: metering.Currency(a.Currency)}.String()
@@ -517,7 +517,7 @@ func (c *Console) balances() (map[string]string, error) {
 }
 
 func (c *Console) heldByDevice() (map[string]int, error) {
-	hs, err := ledger.Holds(c.g.Store, protocol.HoldHeld, "")
+	hs, err := c.g.Ingest.Books().Holds(protocol.HoldHeld, "")
 	out := map[string]int{}
 	for _, h := range hs {
 		out[h.Device]++
@@ -549,7 +549,7 @@ func (c *Console) devicesPage(_ http.ResponseWriter, r *http.Request) (string, a
 	for i, d := range match {
 		ids[i] = d.ID
 	}
-	seqs, err := ledger.DeviceSeqs(c.g.Store, ids)
+	seqs, err := c.g.Ingest.Books().DeviceSeqs(ids)
 	if err != nil {
 		return "", nil, err
 	}
@@ -582,7 +582,7 @@ func (c *Console) devicePage(_ http.ResponseWriter, r *http.Request) (string, an
 	if d == nil {
 		return "", nil, fmt.Errorf("%w: %s", operator.ErrNoSuchDevice, id)
 	}
-	v, err := ledger.Device(c.g.Store, id, consoleRecent)
+	v, err := c.g.Ingest.Books().Device(id, consoleRecent)
 	det := deviceDetail{Tariffs: d.Tariffs, DailyCap: d.DailyCap}
 	switch {
 	case err == nil:
@@ -590,7 +590,7 @@ func (c *Console) devicePage(_ http.ResponseWriter, r *http.Request) (string, an
 	case !errors.Is(err, ledger.ErrUnknownDevice):
 		return "", nil, err
 	}
-	if det.Holds, err = ledger.Holds(c.g.Store, "", id); err != nil {
+	if det.Holds, err = c.g.Ingest.Books().Holds("", id); err != nil {
 		return "", nil, err
 	}
 	held := map[string]int{}
@@ -608,7 +608,7 @@ func (c *Console) devicePage(_ http.ResponseWriter, r *http.Request) (string, an
 }
 
 func (c *Console) accountsPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
-	as, err := ledger.Accounts(c.g.Store, &c.g.Ingest.Snapshot().Terms)
+	as, err := c.g.Ingest.Books().Accounts(&c.g.Ingest.Snapshot().Terms)
 	return "accounts", as, err
 }
 
@@ -623,11 +623,11 @@ type accountDetail struct {
 
 func (c *Console) accountPage(_ http.ResponseWriter, r *http.Request) (string, any, error) {
 	id := r.PathValue("id")
-	a, err := ledger.Account(c.g.Store, &c.g.Ingest.Snapshot().Terms, id)
+	a, err := c.g.Ingest.Books().Account(&c.g.Ingest.Snapshot().Terms, id)
 	if err != nil {
 		return "", nil, err
 	}
-	es, err := ledger.AccountEntries(c.g.Store, id, 0)
+	es, err := c.g.Ingest.Books().AccountEntries(id, 0)
 	if err != nil {
 		return "", nil, err
 	}
@@ -694,7 +694,7 @@ func (c *Console) quarantinePage(_ http.ResponseWriter, r *http.Request) (string
 	default:
 		state = protocol.HoldHeld
 	}
-	hs, err := ledger.Holds(c.g.Store, state, "")
+	hs, err := c.g.Ingest.Books().Holds(state, "")
 	return "quarantine", holdsList{State: state, Holds: hs}, err
 }
 

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/farthing-iot/farthing/gateway/ledger"
 )
 
 // fraudWatch counts, per device, the tickets held and the signs of a
@@ -76,7 +74,7 @@ func (c *FraudConfig) Normalize() error {
 // loadSuspended installs the fraud settings and loads the suspended
 // devices from the books.
 func (in *Ingest) loadSuspended() error {
-	list, err := ledger.Suspensions(in.books.Store())
+	list, err := in.books.Suspensions()
 	if err != nil {
 		return err
 	}

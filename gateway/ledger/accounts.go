@@ -167,7 +167,8 @@ type AccountView struct {
 }
 
 // Accounts lists every account, configured or in the books, by id.
-func Accounts(st *store.Store, t *Terms) ([]AccountView, error) {
+func (bk *Books) Accounts(t *Terms) ([]AccountView, error) {
+	st := bk.st
 	var out []AccountView
 	err := st.View(func(tx *bolt.Tx) error {
 		ids := map[string]bool{}
@@ -191,7 +192,8 @@ func Accounts(st *store.Store, t *Terms) ([]AccountView, error) {
 }
 
 // Account returns one account.
-func Account(st *store.Store, t *Terms, id string) (AccountView, error) {
+func (bk *Books) Account(t *Terms, id string) (AccountView, error) {
+	st := bk.st
 	var v AccountView
 	err := st.View(func(tx *bolt.Tx) error {
 		var err error
@@ -225,7 +227,8 @@ func accountView(tx *bolt.Tx, t *Terms, id string) (AccountView, error) {
 
 // AccountEntries returns an account's ledger entries made at or after
 // since (Unix ms; 0 for all), in order.
-func AccountEntries(st *store.Store, id string, since int64) ([]metering.Entry, error) {
+func (bk *Books) AccountEntries(id string, since int64) ([]metering.Entry, error) {
+	st := bk.st
 	var out []metering.Entry
 	err := st.View(func(tx *bolt.Tx) error {
 		prefix := append([]byte(id), 0)
@@ -245,7 +248,8 @@ func AccountEntries(st *store.Store, id string, since int64) ([]metering.Entry, 
 }
 
 // AuditLog returns the operator operations recorded, in order.
-func AuditLog(st *store.Store) ([]Operation, error) {
+func (bk *Books) AuditLog() ([]Operation, error) {
+	st := bk.st
 	var out []Operation
 	err := st.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAudit).ForEach(func(_, v []byte) error {
@@ -288,7 +292,8 @@ var ErrAccountChanged = errors.New("ledger: account configuration contradicts th
 // the books would change meaning); a different opening balance is
 // reported in ignored, since the books are the authority once an account
 // has a record (a top-up changes a balance, not the configuration).
-func CheckAccounts(st *store.Store, t *Terms) (ignored []string, err error) {
+func (bk *Books) CheckAccounts(t *Terms) (ignored []string, err error) {
+	st := bk.st
 	var bad []string
 	verr := st.View(func(tx *bolt.Tx) error {
 		for id, c := range terms(t).Accounts {

@@ -45,15 +45,15 @@ func TestTopUpOncePerReference(t *testing.T) {
 			t.Errorf("top-up of %s to %s: %v; want %v", tc.m, tc.account, err, tc.want)
 		}
 	}
-	v, err := Account(st, terms, "home")
+	v, err := New(st, Config{}).Account(terms, "home")
 	if err != nil || v.Opening != 250_000_000 || v.Balance != 5_250_000_000 || v.Entries != 1 {
 		t.Fatalf("account view %+v, %v", v, err)
 	}
-	log, _ := AuditLog(st)
+	log, _ := New(st, Config{}).AuditLog()
 	if len(log) != 1 || log[0].Kind != "top_up" || log[0].Ref != "pay-1" || log[0].Credential != "socket" {
 		t.Fatalf("audit log %+v; want the one top-up", log)
 	}
-	rep, err := Inspect(st, terms)
+	rep, err := New(st, Config{}).Inspect(terms)
 	if err != nil || !rep.Reconcile.Balanced || rep.Reconcile.TopUps != 5_000_000_000 || rep.Reconcile.Opening != 250_000_000 {
 		t.Fatalf("reconcile %+v, %v", rep.Reconcile, err)
 	}
@@ -75,12 +75,12 @@ func TestAccountConfigurationChanges(t *testing.T) {
 	if got := bk.Available(terms, "fleet"); got != 5_010 {
 		t.Fatalf("available after the credit limit went to 5000: %d; want 5010", got)
 	}
-	ignored, err := CheckAccounts(st, terms)
+	ignored, err := New(st, Config{}).CheckAccounts(terms)
 	if err != nil || len(ignored) != 1 || ignored[0] != "fleet" {
 		t.Fatalf("a changed opening balance: ignored %v, %v; want fleet ignored", ignored, err)
 	}
 	terms.Accounts["fleet"] = metering.Account{ID: "fleet", Kind: metering.Prepaid, Currency: "USD"}
-	if _, err := CheckAccounts(st, terms); !errors.Is(err, ErrAccountChanged) {
+	if _, err := New(st, Config{}).CheckAccounts(terms); !errors.Is(err, ErrAccountChanged) {
 		t.Fatalf("a changed kind and currency: %v; want ErrAccountChanged", err)
 	}
 }

@@ -624,7 +624,8 @@ type ChainView struct {
 }
 
 // Chains lists a device's committed chains, by chain id.
-func Chains(st *store.Store, device string) ([]ChainView, error) {
+func (bk *Books) Chains(device string) ([]ChainView, error) {
+	st := bk.st
 	out := []ChainView{}
 	err := st.View(func(tx *bolt.Tx) error {
 		prefix := append(joinKey("c", device), 0)

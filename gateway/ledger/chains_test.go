@@ -161,7 +161,7 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 	if k := report(250 * time.Second); k != 0 {
 		t.Fatalf("%d progress records with nothing new", k)
 	}
-	views, err := Chains(st, "plug-1")
+	views, err := New(st, Config{}).Chains("plug-1")
 	if err != nil || len(views) != 2 || views[0].Last != 50 || views[1].Last != 7 || views[1].Register != 50*units+7*units {
 		t.Fatalf("the device's chains %+v, %v", views, err)
 	}

@@ -10,7 +10,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
@@ -50,7 +49,8 @@ type TicketRecord struct {
 
 // Device returns id's progress with up to recent of its latest tickets,
 // newest first; ErrUnknownDevice if the books hold nothing of it.
-func Device(st *store.Store, id string, recent int) (DeviceView, error) {
+func (bk *Books) Device(id string, recent int) (DeviceView, error) {
+	st := bk.st
 	v := DeviceView{ID: id, Meters: []MeterView{}, Recent: []TicketRecord{}}
 	err := st.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDevices).Get([]byte(id))
@@ -102,7 +102,8 @@ func Device(st *store.Store, id string, recent int) (DeviceView, error) {
 
 // DeviceSeqs returns the last accepted seq of each of ids that the books
 // know, in one read.
-func DeviceSeqs(st *store.Store, ids []string) (map[string]uint64, error) {
+func (bk *Books) DeviceSeqs(ids []string) (map[string]uint64, error) {
+	st := bk.st
 	out := make(map[string]uint64, len(ids))
 	err := st.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDevices)

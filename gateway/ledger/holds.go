@@ -239,7 +239,8 @@ func (h holdRecord) view() Held {
 
 // Holds lists held tickets in device and seq order: all of them, or
 // those in state (held, released, voided) and of device, when given.
-func Holds(st *store.Store, state, device string) ([]Held, error) {
+func (bk *Books) Holds(state, device string) ([]Held, error) {
+	st := bk.st
 	out := []Held{}
 	err := st.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketHolds).ForEach(func(_, v []byte) error {
@@ -257,7 +258,8 @@ func Holds(st *store.Store, state, device string) ([]Held, error) {
 }
 
 // Hold returns one held ticket, or ErrNoHold.
-func Hold(st *store.Store, device string, seq uint64) (Held, error) {
+func (bk *Books) Hold(device string, seq uint64) (Held, error) {
+	st := bk.st
 	var out Held
 	err := st.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketHolds).Get(seqKey(seq, device))

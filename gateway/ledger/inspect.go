@@ -9,7 +9,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -92,7 +91,8 @@ type HeldLine struct {
 // Inspect reads the store in one read transaction. Sums are in nanos of
 // all currencies together: with several currencies, each sum still agrees
 // with the others because every ticket is in one currency.
-func Inspect(st *store.Store, snap *Terms) (*Report, error) {
+func (bk *Books) Inspect(snap *Terms) (*Report, error) {
+	st := bk.st
 	if err := CheckSchema(st); err != nil {
 		return nil, err
 	}
@@ -260,7 +260,8 @@ func inspectSealed(tx *bolt.Tx, rep *Report) {
 
 // Entries calls fn with every ledger entry, by account and then entry
 // seq. A stored entry that does not decode is an error.
-func Entries(st *store.Store, fn func(account string, e metering.Entry) error) error {
+func (bk *Books) Entries(fn func(account string, e metering.Entry) error) error {
+	st := bk.st
 	return st.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
 			var e metering.Entry
@@ -274,7 +275,8 @@ func Entries(st *store.Store, fn func(account string, e metering.Entry) error) e
 
 // Tickets calls fn with the device and seq of every accepted ticket the
 // books keep, by device and then seq.
-func Tickets(st *store.Store, fn func(device string, seq uint64) error) error {
+func (bk *Books) Tickets(fn func(device string, seq uint64) error) error {
+	st := bk.st
 	return st.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTickets).ForEach(func(k, _ []byte) error {
 			i := bytes.IndexByte(k, 0)

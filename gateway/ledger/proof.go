@@ -9,7 +9,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 )
 
@@ -35,7 +34,8 @@ type Proof struct {
 // TicketProofs returns one proof per aggregate the ticket is in (one per
 // counted reading), each checked against the stored root before it is
 // returned.
-func TicketProofs(st *store.Store, device string, seq uint64) ([]Proof, error) {
+func (bk *Books) TicketProofs(device string, seq uint64) ([]Proof, error) {
+	st := bk.st
 	if err := CheckSchema(st); err != nil {
 		return nil, err
 	}
@@ -116,7 +116,8 @@ func proofOf(tx *bolt.Tx, leafKey []byte) (Proof, error) {
 // StoredTicket returns what the state file keeps of an accepted ticket:
 // its charge, and its bytes unless they were pruned. ok is false for a
 // ticket that was never accepted.
-func StoredTicket(st *store.Store, device string, seq uint64) (charged uint64, raw []byte, ok bool) {
+func (bk *Books) StoredTicket(device string, seq uint64) (charged uint64, raw []byte, ok bool) {
+	st := bk.st
 	st.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketTickets).Get(seqKey(seq, device))
 		if v == nil {

@@ -389,7 +389,8 @@ func decodeFoldedDay(b []byte) (FoldedDay, error) {
 }
 
 // FoldedDays returns an account's folded days, oldest first.
-func FoldedDays(st *store.Store, account string) ([]FoldedDay, error) {
+func (bk *Books) FoldedDays(account string) ([]FoldedDay, error) {
+	st := bk.st
 	out := []FoldedDay{}
 	err := st.View(func(tx *bolt.Tx) error {
 		prefix := []byte(account + "\x00")

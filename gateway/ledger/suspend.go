@@ -69,7 +69,8 @@ func (bk *Books) Resume(ctx context.Context, device, credential string) (bool, e
 }
 
 // Suspensions lists the suspended devices.
-func Suspensions(st *store.Store) ([]Suspension, error) {
+func (bk *Books) Suspensions() ([]Suspension, error) {
+	st := bk.st
 	out := []Suspension{}
 	err := st.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSuspended).ForEach(func(_, v []byte) error {

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-
-	"github.com/farthing-iot/farthing/gateway/store"
 )
 
 // VerifyEnv names the environment variable of verify mode: with
@@ -25,8 +23,8 @@ var ErrUnbalanced = errors.New("ledger: the books do not reconcile")
 
 // Reconcile reads the state file once and returns ErrUnbalanced, wrapped
 // with the figures, when receipts, ledger, windows and balances disagree.
-func Reconcile(st *store.Store) error {
-	rep, err := Inspect(st, nil)
+func (bk *Books) Reconcile() error {
+	rep, err := bk.Inspect(nil)
 	if err != nil {
 		return err
 	}

@@ -35,11 +35,11 @@ type TopUpRequest struct {
 func (a *API) accountRoutes(m *http.ServeMux) {
 	terms := func() *ledger.Terms { return &a.ingest.Snapshot().Terms }
 	m.HandleFunc("GET /accounts", func(w http.ResponseWriter, _ *http.Request) {
-		v, err := ledger.Accounts(a.store, terms())
+		v, err := a.ingest.Books().Accounts(terms())
 		answer(w, a, v, err)
 	})
 	m.HandleFunc("GET /accounts/{id}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := ledger.Account(a.store, terms(), r.PathValue("id"))
+		v, err := a.ingest.Books().Account(terms(), r.PathValue("id"))
 		answer(w, a, v, err)
 	})
 	m.HandleFunc("GET /accounts/{id}/entries", func(w http.ResponseWriter, r *http.Request) {
@@ -48,22 +48,22 @@ func (a *API) accountRoutes(m *http.ServeMux) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if _, err := ledger.Account(a.store, terms(), r.PathValue("id")); err != nil {
+		if _, err := a.ingest.Books().Account(terms(), r.PathValue("id")); err != nil {
 			answer(w, a, nil, err)
 			return
 		}
-		v, err := ledger.AccountEntries(a.store, r.PathValue("id"), since)
+		v, err := a.ingest.Books().AccountEntries(r.PathValue("id"), since)
 		if v == nil {
 			v = []metering.Entry{}
 		}
 		answer(w, a, v, err)
 	})
 	m.HandleFunc("GET /accounts/{id}/periods", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := ledger.Account(a.store, terms(), r.PathValue("id")); err != nil {
+		if _, err := a.ingest.Books().Account(terms(), r.PathValue("id")); err != nil {
 			answer(w, a, nil, err)
 			return
 		}
-		v, err := ledger.FoldedDays(a.store, r.PathValue("id"))
+		v, err := a.ingest.Books().FoldedDays(r.PathValue("id"))
 		answer(w, a, v, err)
 	})
 	m.HandleFunc("POST /accounts/{id}/topups", func(w http.ResponseWriter, r *http.Request) {
@@ -88,7 +88,7 @@ func (a *API) accountRoutes(m *http.ServeMux) {
 		answer(w, a, res, err)
 	})
 	m.HandleFunc("GET /audit", func(w http.ResponseWriter, _ *http.Request) {
-		v, err := ledger.AuditLog(a.store)
+		v, err := a.ingest.Books().AuditLog()
 		if v == nil {
 			v = []ledger.Operation{}
 		}

@@ -47,7 +47,7 @@ func (a *API) deviceRoutes(m *http.ServeMux) {
 			http.Error(w, ErrNoSuchDevice.Error()+": "+r.PathValue("device"), http.StatusNotFound)
 			return
 		}
-		v, err := ledger.Chains(a.store, r.PathValue("device"))
+		v, err := a.ingest.Books().Chains(r.PathValue("device"))
 		answer(w, a, v, err)
 	})
 	m.HandleFunc("POST /chains/{device}", func(w http.ResponseWriter, r *http.Request) {
@@ -82,7 +82,7 @@ func (a *API) deviceRoutes(m *http.ServeMux) {
 		}
 	})
 	m.HandleFunc("GET /devices/suspended", func(w http.ResponseWriter, _ *http.Request) {
-		v, err := ledger.Suspensions(a.store)
+		v, err := a.ingest.Books().Suspensions()
 		answer(w, a, v, err)
 	})
 	m.HandleFunc("POST /devices/{id}/resume", func(w http.ResponseWriter, r *http.Request) {
@@ -142,7 +142,7 @@ func (a *API) DeviceStatus(id string) (DeviceStatus, error) {
 	if a.ingest.Snapshot().Registry.Device(id) == nil {
 		return DeviceStatus{}, fmt.Errorf("%w: %s", ErrNoSuchDevice, id)
 	}
-	v, err := ledger.Device(a.store, id, 10)
+	v, err := a.ingest.Books().Device(id, 10)
 	if errors.Is(err, ledger.ErrUnknownDevice) {
 		v, err = ledger.DeviceView{ID: id, Meters: []ledger.MeterView{}, Recent: []ledger.TicketRecord{}}, nil
 	}

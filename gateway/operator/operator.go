@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway/ingest"
-	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/store"
 )
 
@@ -247,7 +246,7 @@ func (a *API) newMux() *http.ServeMux {
 			http.Error(w, "want ?ticket=DEVICE/SEQ", http.StatusBadRequest)
 			return
 		}
-		ps, err := ledger.TicketProofs(a.store, dev, seq)
+		ps, err := a.ingest.Books().TicketProofs(dev, seq)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
@@ -260,7 +259,7 @@ func (a *API) newMux() *http.ServeMux {
 	a.quarantineRoutes(m)
 	a.backupRoutes(m)
 	m.HandleFunc("GET /inspect", func(w http.ResponseWriter, _ *http.Request) {
-		rep, err := ledger.Inspect(a.store, &a.ingest.Snapshot().Terms)
+		rep, err := a.ingest.Books().Inspect(&a.ingest.Snapshot().Terms)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return

@@ -37,7 +37,7 @@ func (a *API) quarantineRoutes(m *http.ServeMux) {
 			http.Error(w, "state: want held, released or voided", http.StatusBadRequest)
 			return
 		}
-		v, err := ledger.Holds(a.store, q.Get("state"), q.Get("device"))
+		v, err := a.ingest.Books().Holds(q.Get("state"), q.Get("device"))
 		holdAnswer(w, a, v, err)
 	})
 	m.HandleFunc("GET /holds/{device}/{seq}", func(w http.ResponseWriter, r *http.Request) {
@@ -46,7 +46,7 @@ func (a *API) quarantineRoutes(m *http.ServeMux) {
 			http.Error(w, "seq: want a number", http.StatusBadRequest)
 			return
 		}
-		v, err := ledger.Hold(a.store, r.PathValue("device"), seq)
+		v, err := a.ingest.Books().Hold(r.PathValue("device"), seq)
 		holdAnswer(w, a, v, err)
 	})
 	for _, action := range []string{"release", "void"} {

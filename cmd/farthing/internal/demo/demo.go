@@ -254,7 +254,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		err = g.CloseWindows(ctx, time.Now().Add(24*time.Hour))
 		deadline := time.Now().Add(30 * time.Second)
 		for err == nil {
-			ir, ierr := ledger.Inspect(g.Store(), nil)
+			ir, ierr := g.Books().Inspect(nil)
 			if ierr != nil || ir.Outbox == 0 || time.Now().After(deadline) {
 				break
 			}
@@ -276,7 +276,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer st.Close()
-	insp, err := ledger.Inspect(st, nil)
+	insp, err := ledger.New(st, ledger.Config{}).Inspect(nil)
 	if err != nil {
 		return nil, err
 	}
