@@ -480,97 +480,143 @@ const MaxGaps = 1000
 func (bb boltBooks) Report(context.Context) (*Report, error) {
 	rep := &Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}}
 	err := bb.db.View(func(tx *bolt.Tx) error {
-		tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
-			p := bytes.SplitN(k, []byte{0}, 3)
-			if len(p) != 3 {
-				return nil
+		for _, read := range []func(*bolt.Tx, *Report) error{reportTotals, reportStreams, reportCredits, reportDoubles,
+			reportQuarantine, reportPaywords, reportClaims, reportHeld} {
+			if err := read(tx, rep); err != nil {
+				return err
 			}
-			t := decodeTotal(v)
-			t.Provider, t.Account, t.Currency = string(p[0]), string(p[1]), string(p[2])
-			rep.Totals = append(rep.Totals, t)
-			return nil
-		})
-		booked := tx.Bucket(bucketBooked)
-		tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
-			rec, ok := decodeStream(v)
-			if !ok || len(k) != protocol.KeyIDLen+8 {
-				return nil
-			}
-			s := streamOfKey(k)
-			sr := StreamReport{Stream: s.String(), KeyID: hex.EncodeToString(s.KeyID[:]), Epoch: s.Epoch,
-				Gateway: rec.Gateway, High: rec.High, Aggregates: rec.Count, Missing: rec.High - rec.Count}
-			if rec.Reset {
-				sr.ResetFrom = &Reset{Epoch: rec.ResetFrom, LastSeq: rec.ResetFromLast}
-			}
-			if sr.Missing > 0 {
-				sr.Gaps = gaps(booked.Cursor(), k, rec.High)
-			}
-			rep.Streams = append(rep.Streams, sr)
-			rep.High[sr.Stream] = sr.High
-			rep.Gaps[sr.Stream] = sr.Gaps
-			return nil
-		})
-		tx.Bucket(bucketCredits).ForEach(func(k, v []byte) error {
-			p := bytes.SplitN(k, []byte{0}, 3)
-			if len(p) == 3 && len(v) == 16 {
-				rep.Credits = append(rep.Credits, CreditTotal{Account: string(p[0]), Currency: string(p[1]), Kind: string(p[2]),
-					Amount: binary.BigEndian.Uint64(v), Count: binary.BigEndian.Uint64(v[8:])})
-			}
-			return nil
-		})
-		tx.Bucket(bucketDoubles).ForEach(func(k, v []byte) error {
-			i := bytes.IndexByte(k, 0)
-			if i < 0 || len(k) != i+1+protocol.KeyIDLen+16 || len(v) != protocol.KeyIDLen+16 {
-				return nil
-			}
-			second := k[i+1:]
-			rep.Doubles = append(rep.Doubles, DoubleRedemption{Voucher: string(k[:i]),
-				First:  streamOfKey(v).Key(binary.BigEndian.Uint64(v[protocol.KeyIDLen+8:])),
-				Second: streamOfKey(second).Key(binary.BigEndian.Uint64(second[protocol.KeyIDLen+8:]))})
-			return nil
-		})
-		tx.Bucket(bucketHolds).ForEach(func(_, v []byte) error {
-			if _, h, err := strict.DecodeHold(v); err == nil {
-				rep.Quarantine = append(rep.Quarantine, h)
-			}
-			return nil
-		})
-		tx.Bucket(bucketPaywords).ForEach(func(k, v []byte) error {
-			parts := bytes.Split(k, []byte{0})
-			if len(parts) == 3 {
-				t := decodePaywordTotal(v)
-				t.Provider, t.Account, t.Meter = string(parts[0]), string(parts[1]), string(parts[2])
-				rep.Paywords = append(rep.Paywords, t)
-			}
-			return nil
-		})
-		if err := tx.Bucket(bucketPaywordClaims).ForEach(func(k, v []byte) error {
-			c, err := decodeClaim(v)
-			if err != nil || len(k) != protocol.KeyIDLen+16 {
-				return fmt.Errorf("receiver: payword claim %x: %v", k, err)
-			}
-			c.Stream = streamOfKey(k).Key(binary.BigEndian.Uint64(k[protocol.KeyIDLen+8:]))
-			rep.PaywordClaims = append(rep.PaywordClaims, c)
-			return nil
-		}); err != nil {
-			return err
 		}
-		return tx.Bucket(bucketHeld).ForEach(func(k, v []byte) error {
-			if len(k) != protocol.KeyIDLen+24 || len(v) < 9 {
-				return nil
-			}
-			h := Held{Stream: streamOfKey(k).String(), Seq: binary.BigEndian.Uint64(k[protocol.KeyIDLen+8:]),
-				Reason: HoldReason(v[0]).String(), At: int64(binary.BigEndian.Uint64(v[1:])), Bytes: hex.EncodeToString(v[9:])}
-			HeldFields(&h, v[9:])
-			rep.Held = append(rep.Held, h)
-			return nil
-		})
+		return nil
 	})
 	sort.Slice(rep.Totals, func(i, j int) bool {
 		a, b := rep.Totals[i], rep.Totals[j]
 		return a.Provider+"\x00"+a.Account+"\x00"+a.Currency < b.Provider+"\x00"+b.Account+"\x00"+b.Currency
 	})
 	return rep, err
+}
+
+// reportTotals reads the totals by provider, account and currency into rep.
+func reportTotals(tx *bolt.Tx, rep *Report) error {
+	tx.Bucket(bucketTotals).ForEach(func(k, v []byte) error {
+		p := bytes.SplitN(k, []byte{0}, 3)
+		if len(p) != 3 {
+			return nil
+		}
+		t := decodeTotal(v)
+		t.Provider, t.Account, t.Currency = string(p[0]), string(p[1]), string(p[2])
+		rep.Totals = append(rep.Totals, t)
+		return nil
+	})
+	return nil
+}
+
+// reportStreams reads the streams with their gaps, highest seqs and resets into rep.
+func reportStreams(tx *bolt.Tx, rep *Report) error {
+	booked := tx.Bucket(bucketBooked)
+	tx.Bucket(bucketStreams).ForEach(func(k, v []byte) error {
+		rec, ok := decodeStream(v)
+		if !ok || len(k) != protocol.KeyIDLen+8 {
+			return nil
+		}
+		s := streamOfKey(k)
+		sr := StreamReport{Stream: s.String(), KeyID: hex.EncodeToString(s.KeyID[:]), Epoch: s.Epoch,
+			Gateway: rec.Gateway, High: rec.High, Aggregates: rec.Count, Missing: rec.High - rec.Count}
+		if rec.Reset {
+			sr.ResetFrom = &Reset{Epoch: rec.ResetFrom, LastSeq: rec.ResetFromLast}
+		}
+		if sr.Missing > 0 {
+			sr.Gaps = gaps(booked.Cursor(), k, rec.High)
+		}
+		rep.Streams = append(rep.Streams, sr)
+		rep.High[sr.Stream] = sr.High
+		rep.Gaps[sr.Stream] = sr.Gaps
+		return nil
+	})
+	return nil
+}
+
+// reportCredits reads the credits into rep.
+func reportCredits(tx *bolt.Tx, rep *Report) error {
+	tx.Bucket(bucketCredits).ForEach(func(k, v []byte) error {
+		p := bytes.SplitN(k, []byte{0}, 3)
+		if len(p) == 3 && len(v) == 16 {
+			rep.Credits = append(rep.Credits, CreditTotal{Account: string(p[0]), Currency: string(p[1]), Kind: string(p[2]),
+				Amount: binary.BigEndian.Uint64(v), Count: binary.BigEndian.Uint64(v[8:])})
+		}
+		return nil
+	})
+	return nil
+}
+
+// reportDoubles reads the vouchers credited twice into rep.
+func reportDoubles(tx *bolt.Tx, rep *Report) error {
+	tx.Bucket(bucketDoubles).ForEach(func(k, v []byte) error {
+		i := bytes.IndexByte(k, 0)
+		if i < 0 || len(k) != i+1+protocol.KeyIDLen+16 || len(v) != protocol.KeyIDLen+16 {
+			return nil
+		}
+		second := k[i+1:]
+		rep.Doubles = append(rep.Doubles, DoubleRedemption{Voucher: string(k[:i]),
+			First:  streamOfKey(v).Key(binary.BigEndian.Uint64(v[protocol.KeyIDLen+8:])),
+			Second: streamOfKey(second).Key(binary.BigEndian.Uint64(second[protocol.KeyIDLen+8:]))})
+		return nil
+	})
+	return nil
+}
+
+// reportQuarantine reads the tickets gateways hold into rep.
+func reportQuarantine(tx *bolt.Tx, rep *Report) error {
+	tx.Bucket(bucketHolds).ForEach(func(_, v []byte) error {
+		if _, h, err := strict.DecodeHold(v); err == nil {
+			rep.Quarantine = append(rep.Quarantine, h)
+		}
+		return nil
+	})
+	return nil
+}
+
+// reportPaywords reads the payword totals into rep.
+func reportPaywords(tx *bolt.Tx, rep *Report) error {
+	tx.Bucket(bucketPaywords).ForEach(func(k, v []byte) error {
+		parts := bytes.Split(k, []byte{0})
+		if len(parts) == 3 {
+			t := decodePaywordTotal(v)
+			t.Provider, t.Account, t.Meter = string(parts[0]), string(parts[1]), string(parts[2])
+			rep.Paywords = append(rep.Paywords, t)
+		}
+		return nil
+	})
+	return nil
+}
+
+// reportClaims reads the payword claims not reconciled into rep.
+func reportClaims(tx *bolt.Tx, rep *Report) error {
+	if err := tx.Bucket(bucketPaywordClaims).ForEach(func(k, v []byte) error {
+		c, err := decodeClaim(v)
+		if err != nil || len(k) != protocol.KeyIDLen+16 {
+			return fmt.Errorf("receiver: payword claim %x: %v", k, err)
+		}
+		c.Stream = streamOfKey(k).Key(binary.BigEndian.Uint64(k[protocol.KeyIDLen+8:]))
+		rep.PaywordClaims = append(rep.PaywordClaims, c)
+		return nil
+	}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// reportHeld reads the records held, not booked into rep.
+func reportHeld(tx *bolt.Tx, rep *Report) error {
+	return tx.Bucket(bucketHeld).ForEach(func(k, v []byte) error {
+		if len(k) != protocol.KeyIDLen+24 || len(v) < 9 {
+			return nil
+		}
+		h := Held{Stream: streamOfKey(k).String(), Seq: binary.BigEndian.Uint64(k[protocol.KeyIDLen+8:]),
+			Reason: HoldReason(v[0]).String(), At: int64(binary.BigEndian.Uint64(v[1:])), Bytes: hex.EncodeToString(v[9:])}
+		HeldFields(&h, v[9:])
+		rep.Held = append(rep.Held, h)
+		return nil
+	})
 }
 
 // gaps lists the first maxGaps seqs in 1..high not booked in the stream

@@ -327,21 +327,8 @@ func (r *Receiver) Accept(ctx context.Context, b []byte) (Booking, error) {
 		r.count(func(s *Stats) { s.Refused++ })
 		return bk, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if p := rec.Progress; p != nil {
-		// The usage a chain progress record claims is proven from its
-		// paywords and the device's commitment alone: the gateway's
-		// signature above says only that the gateway sent it. The
-		// commitment is checked here, the hashes in the books, against
-		// the chain's last proven payword (proveBolt, pgProve).
-		rec.Proof = PaywordProof{Commitment: p.Commitment, From: p.From, FromWord: p.FromWord, To: p.To, ToWord: p.ToWord}
-		u, c, err := checkProof(rec.Proof, func(device string) protocol.Verifier {
-			if v, ok := r.devices[device]; ok {
-				return v
-			}
-			return nil
-		})
-		rec.Usage, rec.Commitment, rec.Unproven = &u, &c, err
-		bk.Payword = &u
+	if rec.Progress != nil {
+		bk.Payword = r.checkProgress(&rec)
 	}
 	s, _ := protocol.StreamOf(env.KeyID, rec.Epoch) // a trusted kid has the length
 	bk.Stream = s
@@ -350,6 +337,43 @@ func (r *Receiver) Accept(ctx context.Context, b []byte) (Booking, error) {
 	if err != nil {
 		return bk, fmt.Errorf("receiver: store: %w", err)
 	}
+	r.countBooking(&rec, &res)
+	switch res.Held {
+	case HoldConflict:
+		return bk, fmt.Errorf("%w: stream %s seq %d (gateway %s); held for review", ErrConflict, s, a.Seq, a.Gateway)
+	case HoldWrongGateway:
+		return bk, fmt.Errorf("%w: key %x speaks for gateway %q, the record says %q; held for review", ErrWrongGateway, s.KeyID, res.Bound, a.Gateway)
+	}
+	if res.Held == HoldPaywordUnproven {
+		bk.Outcome, bk.Unproven = PaywordUnproven, res.Why
+	}
+	if res.Duplicate {
+		bk.Outcome = Duplicate
+	}
+	bk.ResetFrom, bk.DoubleRedemption = res.Reset, res.Double
+	return bk, nil
+}
+
+// checkProgress proves the usage a chain progress record claims from its
+// paywords and the device's commitment alone: the gateway's signature
+// says only that the gateway sent it. The commitment is checked here, the
+// hashes in the books, against the chain's last proven payword
+// (proveBolt, pgbooks' pgProve).
+func (r *Receiver) checkProgress(rec *Record) *PaywordUsage {
+	p := rec.Progress
+	rec.Proof = PaywordProof{Commitment: p.Commitment, From: p.From, FromWord: p.FromWord, To: p.To, ToWord: p.ToWord}
+	u, c, err := checkProof(rec.Proof, func(device string) protocol.Verifier {
+		if v, ok := r.devices[device]; ok {
+			return v
+		}
+		return nil
+	})
+	rec.Usage, rec.Commitment, rec.Unproven = &u, &c, err
+	return &u
+}
+
+// countBooking counts what booking rec did in the receiver's stats.
+func (r *Receiver) countBooking(rec *Record, res *BookResult) {
 	r.count(func(st *Stats) {
 		switch {
 		case res.Held == HoldConflict:
@@ -382,20 +406,6 @@ func (r *Receiver) Accept(ctx context.Context, b []byte) (Booking, error) {
 			}
 		}
 	})
-	switch res.Held {
-	case HoldConflict:
-		return bk, fmt.Errorf("%w: stream %s seq %d (gateway %s); held for review", ErrConflict, s, a.Seq, a.Gateway)
-	case HoldWrongGateway:
-		return bk, fmt.Errorf("%w: key %x speaks for gateway %q, the record says %q; held for review", ErrWrongGateway, s.KeyID, res.Bound, a.Gateway)
-	}
-	if res.Held == HoldPaywordUnproven {
-		bk.Outcome, bk.Unproven = PaywordUnproven, res.Why
-	}
-	if res.Duplicate {
-		bk.Outcome = Duplicate
-	}
-	bk.ResetFrom, bk.DoubleRedemption = res.Reset, res.Double
-	return bk, nil
 }
 
 // Seq is the booked record's seq in its stream.

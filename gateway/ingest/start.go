@@ -55,9 +55,8 @@ func (in *Ingest) startTicket(p *Pending) {
 		return
 	}
 	in.seen.saw(dev.ID, p.msg.Transport, p.start)
-	payer := payerOf(dev, p.snap.Registry)
 	in.enqueue(p, func(tx *bolt.Tx) (err error) {
-		p.rc, p.fresh, err = in.books.Apply(tx, &p.snap.Terms, payer, &p.tk, p.msg.Payload)
+		p.rc, p.fresh, err = in.books.Apply(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &p.tk, p.msg.Payload)
 		return err
 	})
 }
@@ -73,9 +72,8 @@ func (in *Ingest) startCommitment(p *Pending) {
 		return
 	}
 	in.seen.saw(dev.ID, p.msg.Transport, p.start)
-	payer := payerOf(dev, p.snap.Registry)
 	in.enqueue(p, func(tx *bolt.Tx) (err error) {
-		p.rc, p.fresh, err = in.books.ApplyCommitment(tx, &p.snap.Terms, payer, &c, p.msg.Payload)
+		p.rc, p.fresh, err = in.books.ApplyCommitment(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &c, p.msg.Payload)
 		return err
 	})
 }
@@ -105,10 +103,9 @@ func (in *Ingest) startPayword(p *Pending) {
 	}
 	p.dev = dev
 	in.seen.saw(dev.ID, p.msg.Transport, p.start)
-	payer := payerOf(dev, p.snap.Registry)
 	in.enqueue(p, func(tx *bolt.Tx) (err error) {
 		var tk protocol.Ticket // the reading the payword stands for, filled in by the commit
-		p.rc, p.fresh, err = in.books.ApplyPayword(tx, &p.snap.Terms, payer, &pw, p.msg.Payload, &tk)
+		p.rc, p.fresh, err = in.books.ApplyPayword(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &pw, p.msg.Payload, &tk)
 		if tk.Seq != 0 {
 			p.tk.Seq = tk.Seq // known once the chain was read; Wait reads it after the commit
 		}

@@ -92,7 +92,7 @@ func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount met
 		if err != nil {
 			return fmt.Errorf("%w: %q", ErrUnknownAccount, account)
 		}
-		o, bal, err := bk.credit(tx, t, a, amount, "top_up", ref, refKey, credential)
+		o, bal, err := bk.credit(tx, t, a, creditEntry{amount: amount, kind: "top_up", ref: ref, refKey: refKey, credential: credential})
 		if err != nil {
 			return err
 		}
@@ -102,13 +102,24 @@ func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount met
 	return res, err
 }
 
+// creditEntry is a credit to book: its amount, its kind ("top_up",
+// "voucher"), the caller's reference (its audit key refKey) and who made
+// it.
+type creditEntry struct {
+	amount     metering.Money
+	kind, ref  string
+	refKey     []byte
+	credential string
+}
+
 // credit adds a top-up entry of amount to account a, records the
 // operation in the audit log under refKey, and the account's opening
 // balance if this is its first record; with a signer, it also puts a
 // signed protocol.Credit in the outbox under the stream's next seq, so the
 // credit goes upstream in order with the aggregates. It runs inside a
 // store operation.
-func (bk *Books) credit(tx *bolt.Tx, t *Terms, a metering.Account, amount metering.Money, kind, ref string, refKey []byte, credential string) (Operation, metering.Nanos, error) {
+func (bk *Books) credit(tx *bolt.Tx, t *Terms, a metering.Account, c creditEntry) (Operation, metering.Nanos, error) {
+	amount, kind, ref, refKey, credential := c.amount, c.kind, c.ref, c.refKey, c.credential
 	opening := tx.Bucket(bucketAccounts).Get([]byte(a.ID)) == nil
 	e, a2, err := a.TopUp(amount, bk.now().UnixMilli(), ref)
 	if err != nil {

@@ -211,7 +211,7 @@ func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, 
 	if err := chargeAccount(in, total, &eff); err != nil {
 		return eff, err
 	}
-	wins, err := addToWindows(t, p, eff.account.Currency, in.hash, in.ref(), items, st.aggSeq)
+	wins, err := addToWindows(t, p, itemsOf{cur: eff.account.Currency, hash: in.hash, ref: in.ref()}, items, st.aggSeq)
 	if err != nil {
 		return eff, err
 	}
@@ -362,10 +362,19 @@ type windowAdds struct {
 	aggSeq  uint64                 // the last aggregate seq after them
 }
 
-// addToWindows adds one ticket's priced items (hash and ref name the
-// ticket) to the payer's windows, after aggregate seq aggSeq: an item
+// itemsOf names the ticket whose items go into windows: their currency,
+// the ticket's hash (its Merkle leaf) and its reference ("device/seq").
+type itemsOf struct {
+	cur  metering.Currency
+	hash metering.Hash
+	ref  string
+}
+
+// addToWindows adds one ticket's priced items (src names the ticket) to
+// the payer's windows, after aggregate seq aggSeq: an item
 // whose window sealed already goes out as a correction. No I/O.
-func addToWindows(t *Terms, p Payer, cur metering.Currency, hash metering.Hash, ref string, items []windowItem, aggSeq uint64) (windowAdds, error) {
+func addToWindows(t *Terms, p Payer, src itemsOf, items []windowItem, aggSeq uint64) (windowAdds, error) {
+	cur, hash, ref := src.cur, src.hash, src.ref
 	var out windowAdds
 	for _, a := range items {
 		key := metering.WindowKey{Provider: p.Provider, Account: p.Account, Meter: a.meter}
@@ -426,21 +435,21 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 	}
 	w.list = append(w.list, sw...)
 	for _, c := range eff.changed {
-		w.marshal(bucketCharges, joinKey(p.Account, c.meter), c.charge)
-		w.marshal(bucketWindows, joinKey(p.Provider, p.Account, c.meter), c.window)
+		marshal(&w, bucketCharges, joinKey(p.Account, c.meter), c.charge)
+		marshal(&w, bucketWindows, joinKey(p.Provider, p.Account, c.meter), c.window)
 	}
 	if e := eff.entry; e != nil {
-		w.marshal(bucketEntries, seqKey(e.Seq, eff.account.ID), e)
+		marshal(&w, bucketEntries, seqKey(e.Seq, eff.account.ID), e)
 	}
-	w.marshal(bucketAccounts, []byte(eff.account.ID), eff.account)
+	marshal(&w, bucketAccounts, []byte(eff.account.ID), eff.account)
 	if eff.opening != nil {
 		w.add(bucketOpenings, []byte(eff.account.ID), encodeOpening(*eff.opening))
 	}
 	if s := eff.accountSpent; s != nil {
-		w.marshal(bucketSpend, spendKey("account", p.Account), s)
+		marshal(&w, bucketSpend, spendKey("account", p.Account), s)
 	}
 	if s := eff.deviceSpent; s != nil {
-		w.marshal(bucketSpend, spendKey("device", p.Device), s)
+		marshal(&w, bucketSpend, spendKey("device", p.Device), s)
 	}
 	w.list = append(w.list, eff.leaves...)
 	if len(eff.seals) > 0 {
@@ -453,7 +462,7 @@ func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *t
 		}
 		w.list = append(w.list, hw...)
 	}
-	w.marshal(bucketDevices, []byte(p.Device), eff.device)
+	marshal(&w, bucketDevices, []byte(p.Device), eff.device)
 	w.add(bucketTickets, seqKey(tk.Seq, p.Device), eff.ticket.encode())
 	if w.err != nil {
 		return w.err
@@ -489,8 +498,9 @@ type writes struct {
 func (w *writes) add(bucket, key, val []byte) { w.list = append(w.list, write{bucket, key, val}) }
 
 // marshal adds v's binary form; a record that cannot be encoded is the
-// operation's error.
-func (w *writes) marshal(bucket, key []byte, v encoding.BinaryMarshaler) {
+// operation's error. (A function of T, not a method taking an interface,
+// so that a record passed by value is not boxed on the heap per ticket.)
+func marshal[T encoding.BinaryMarshaler](w *writes, bucket, key []byte, v T) {
 	b, err := v.MarshalBinary()
 	if err != nil {
 		if w.err == nil {

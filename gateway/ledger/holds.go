@@ -273,11 +273,19 @@ func (bk *Books) Hold(device string, seq uint64) (Held, error) {
 	return out, err
 }
 
+// settlement is what an operator does to a held ticket: release or void
+// (action) the hold of device's seq, with a note, as credential.
+type settlement struct {
+	device                   string
+	seq                      uint64
+	action, note, credential string
+}
+
 // settle runs a release or a void of device/seq: it loads the hold, answers
 // a repeat with the hold as it is (Repeated), refuses the other way with
 // ErrHoldSettled, and else calls do and records the operation.
-func (bk *Books) settle(ctx context.Context, t *Terms, device string, seq uint64, action, note, credential string,
-	do func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error)) (Held, error) {
+func (bk *Books) settle(ctx context.Context, t *Terms, st settlement, do func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error)) (Held, error) {
+	device, seq, action, note, credential := st.device, st.seq, st.action, st.note, st.credential
 	var out Held
 	if len(note) > protocol.MaxHoldNoteLen || strings.ContainsFunc(note, func(c rune) bool { return c < 0x20 || c > 0x7e }) {
 		return out, fmt.Errorf("%w: a note is at most %d bytes of printable ASCII", ErrReleaseRefused, protocol.MaxHoldNoteLen)
@@ -339,7 +347,7 @@ func (bk *Books) Void(ctx context.Context, t *Terms, device string, seq uint64, 
 	if note == "" {
 		return Held{}, fmt.Errorf("%w: a void needs a note saying why", ErrReleaseRefused)
 	}
-	return bk.settle(ctx, t, device, seq, protocol.HoldVoided, note, credential, func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error) {
+	return bk.settle(ctx, t, settlement{device, seq, protocol.HoldVoided, note, credential}, func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error) {
 		return nil, getU64(tx.Bucket(bucketMeta).Get(metaAggSeq)), nil
 	})
 }
@@ -351,7 +359,7 @@ func (bk *Books) Void(ctx context.Context, t *Terms, device string, seq uint64, 
 // refuses it (ErrReleaseRefused) with nothing done. Spending caps do not
 // apply: a release is the operator's decision.
 func (bk *Books) Release(ctx context.Context, t *Terms, device string, seq uint64, note, credential string) (Held, error) {
-	return bk.settle(ctx, t, device, seq, protocol.HoldReleased, note, credential, func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error) {
+	return bk.settle(ctx, t, settlement{device, seq, protocol.HoldReleased, note, credential}, func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error) {
 		return bk.releaseWrites(tx, t, h, now)
 	})
 }
@@ -381,12 +389,12 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 		if err != nil {
 			return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
 		}
-		w.marshal(bucketEntries, seqKey(entry.Seq, acct.ID), entry)
+		marshal(&w, bucketEntries, seqKey(entry.Seq, acct.ID), entry)
 		if opening {
 			w.add(bucketOpenings, []byte(acct.ID), encodeOpening(acct.Balance))
 		}
 		acct = acct2
-		w.marshal(bucketAccounts, []byte(acct.ID), acct)
+		marshal(&w, bucketAccounts, []byte(acct.ID), acct)
 		if acct.Balance != before-total {
 			return nil, 0, broken("account %s: balance %d after a release of %d, want %d", acct.ID, acct.Balance, total, before-total)
 		}
@@ -394,7 +402,7 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 	h.Charged = total
 	aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
 	p := Payer{Device: h.Device, Account: h.Account, Provider: h.Provider}
-	wins, err := addToWindows(t, p, acct.Currency, h.Hash, ref, items, aggSeq)
+	wins, err := addToWindows(t, p, itemsOf{cur: acct.Currency, hash: h.Hash, ref: ref}, items, aggSeq)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
 	}
@@ -402,7 +410,7 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 		return nil, 0, err
 	}
 	for i, it := range items {
-		w.marshal(bucketWindows, joinKey(h.Provider, h.Account, it.meter), wins.states[i])
+		marshal(&w, bucketWindows, joinKey(h.Provider, h.Account, it.meter), wins.states[i])
 	}
 	sw, err := bk.sealAll(tx, t, wins.seals)
 	if err != nil {
@@ -448,7 +456,7 @@ func priceHold(tx *bolt.Tx, t *Terms, h *holdRecord, w *writes) ([]windowItem, m
 			return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
 		}
 		if !past {
-			w.marshal(bucketCharges, ckey, cs2)
+			marshal(w, bucketCharges, ckey, cs2)
 		}
 		var ws metering.WindowState
 		if v := tx.Bucket(bucketWindows).Get(joinKey(h.Provider, h.Account, u.Meter)); v != nil {

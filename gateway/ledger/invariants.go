@@ -3,7 +3,8 @@ package ledger
 import (
 	"errors"
 	"fmt"
-	"math/big"
+	"math/bits"
+	"strconv"
 
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
@@ -84,21 +85,42 @@ func checkWindowAdd(before metering.WindowState, it metering.Item, d metering.De
 	return nil
 }
 
-// totals adds amounts, quantities and tickets without overflow.
-type totals struct{ amount, quantity, tickets big.Int }
+// totals adds amounts, quantities and tickets as 128-bit sums, so no
+// sum overflows; a negative amount (a window never holds one) makes the
+// totals unequal to any other.
+type totals struct {
+	amount, quantity, tickets [2]uint64 // high, low
+	negative                  bool
+}
+
+func add128(s [2]uint64, v uint64) [2]uint64 {
+	lo, carry := bits.Add64(s[1], v, 0)
+	return [2]uint64{s[0] + carry, lo}
+}
 
 func (t totals) add(amount metering.Nanos, quantity, tickets uint64) totals {
-	var out totals
-	out.amount.Add(&t.amount, big.NewInt(int64(amount)))
-	out.quantity.Add(&t.quantity, new(big.Int).SetUint64(quantity))
-	out.tickets.Add(&t.tickets, new(big.Int).SetUint64(tickets))
-	return out
+	if amount < 0 {
+		t.negative = true
+	} else {
+		t.amount = add128(t.amount, uint64(amount))
+	}
+	t.quantity = add128(t.quantity, quantity)
+	t.tickets = add128(t.tickets, tickets)
+	return t
 }
 
-func (t totals) equal(u totals) bool {
-	return t.amount.Cmp(&u.amount) == 0 && t.quantity.Cmp(&u.quantity) == 0 && t.tickets.Cmp(&u.tickets) == 0
-}
+func (t totals) equal(u totals) bool { return !t.negative && !u.negative && t == u }
 
 func (t totals) String() string {
-	return fmt.Sprintf("%s nanos, %s units, %s tickets", t.amount.String(), t.quantity.String(), t.tickets.String())
+	s := func(v [2]uint64) string {
+		if v[0] == 0 {
+			return strconv.FormatUint(v[1], 10)
+		}
+		return fmt.Sprintf("%d·2^64+%d", v[0], v[1])
+	}
+	neg := ""
+	if t.negative {
+		neg = " (with a negative amount)"
+	}
+	return s(t.amount) + " nanos" + neg + ", " + s(t.quantity) + " units, " + s(t.tickets) + " tickets"
 }

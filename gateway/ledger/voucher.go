@@ -34,7 +34,7 @@ func (bk *Books) Redeem(ctx context.Context, t *Terms, v protocol.Voucher, forAc
 	now := bk.now().UnixMilli()
 	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
 		res = RedeemResult{}
-		err := bk.redeem(tx, t, v, forAccount, credential, now, &res)
+		err := bk.redeem(tx, t, redemption{v: v, forAccount: forAccount, credential: credential, now: now}, &res)
 		if forAccount != "" {
 			if a, aerr := loadAccount(tx, t, forAccount); aerr == nil {
 				if n, nerr := a.Available(); nerr == nil {
@@ -47,8 +47,17 @@ func (bk *Books) Redeem(ctx context.Context, t *Terms, v protocol.Voucher, forAc
 	return res, err
 }
 
+// redemption is one voucher to redeem, for forAccount (or any account),
+// by credential, at now (Unix ms).
+type redemption struct {
+	v                      protocol.Voucher
+	forAccount, credential string
+	now                    int64
+}
+
 // redeem is Redeem's transaction.
-func (bk *Books) redeem(tx *bolt.Tx, t *Terms, v protocol.Voucher, forAccount, credential string, now int64, res *RedeemResult) error {
+func (bk *Books) redeem(tx *bolt.Tx, t *Terms, r redemption, res *RedeemResult) error {
+	v, forAccount, credential, now := r.v, r.forAccount, r.credential, r.now
 	refKey := []byte("voucher/" + v.ID)
 	if seq := getU64(tx.Bucket(bucketRefs).Get(refKey)); seq != 0 {
 		if o, err := decodeOperation(tx.Bucket(bucketAudit).Get(putU64(seq))); err == nil {
@@ -75,7 +84,7 @@ func (bk *Books) redeem(tx *bolt.Tx, t *Terms, v protocol.Voucher, forAccount, c
 			Detail: fmt.Sprintf("voucher %s expired at %d", v.ID, v.Expiry)}
 	}
 	amount := metering.Money{Nanos: metering.Nanos(v.Amount), Currency: a.Currency}
-	o, bal, err := bk.credit(tx, t, a, amount, "voucher", "voucher:"+v.ID, refKey, credential)
+	o, bal, err := bk.credit(tx, t, a, creditEntry{amount: amount, kind: "voucher", ref: "voucher:" + v.ID, refKey: refKey, credential: credential})
 	if err != nil {
 		return err
 	}

@@ -199,131 +199,182 @@ func (pg *pgBooks) Book(ctx context.Context, s protocol.StreamID, rec provider.R
 }
 
 func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec provider.Record, b []byte, res *provider.BookResult) error {
-	kid, epoch, seq := s.KeyID[:], int64(s.Epoch), int64(rec.Seq)
+	bk := &pgBooking{ctx: ctx, tx: tx, s: s, rec: rec, b: b, res: res, kid: s.KeyID[:], epoch: int64(s.Epoch), seq: int64(rec.Seq)}
 	var bound string
 	if err := tx.QueryRow(ctx, `INSERT INTO bindings (kid, gateway) VALUES ($1, $2)
-		ON CONFLICT (kid) DO UPDATE SET gateway = bindings.gateway RETURNING gateway`, kid, rec.Gateway).Scan(&bound); err != nil {
-		return err
-	}
-	hold := func(reason provider.HoldReason) error {
-		h := sha256.Sum256(b)
-		_, err := tx.Exec(ctx, `INSERT INTO held (kid, epoch, seq, hash, reason, at_ms, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)
-			ON CONFLICT DO NOTHING`, kid, epoch, seq, h[:8], reason.String(), time.Now().UnixMilli(), b)
-		res.Held = reason
+		ON CONFLICT (kid) DO UPDATE SET gateway = bindings.gateway RETURNING gateway`, bk.kid, rec.Gateway).Scan(&bound); err != nil {
 		return err
 	}
 	if bound != rec.Gateway {
 		res.Bound = bound
-		return hold(provider.HoldWrongGateway)
+		return bk.hold(provider.HoldWrongGateway)
 	}
-	tag, err := tx.Exec(ctx, `INSERT INTO booked (kid, epoch, seq, gateway, bytes) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT DO NOTHING`, kid, epoch, seq, rec.Gateway, b)
-	if err != nil {
+	fresh, err := bk.insert()
+	if err != nil || !fresh {
 		return err
 	}
-	if tag.RowsAffected() == 0 {
-		var old []byte
-		if err := tx.QueryRow(ctx, "SELECT bytes FROM booked WHERE kid = $1 AND epoch = $2 AND seq = $3", kid, epoch, seq).Scan(&old); err != nil {
-			return err
-		}
-		if string(old) == string(b) {
-			res.Duplicate = true
-			return nil
-		}
-		return hold(provider.HoldConflict)
-	}
-	var inserted bool
-	if err := tx.QueryRow(ctx, `INSERT INTO streams (kid, epoch, gateway, high, count, first_ms) VALUES ($1, $2, $3, $4, 1, $5)
-		ON CONFLICT (kid, epoch) DO UPDATE SET high = greatest(streams.high, EXCLUDED.high), count = streams.count + 1
-		RETURNING xmax = 0`, kid, epoch, rec.Gateway, seq, time.Now().UnixMilli()).Scan(&inserted); err != nil {
+	if err := bk.stream(); err != nil {
 		return err
-	}
-	if inserted {
-		var prev int64
-		err := tx.QueryRow(ctx, "SELECT epoch FROM latest WHERE kid = $1", kid).Scan(&prev)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-		case err != nil:
-			return err
-		case prev != epoch:
-			var last int64
-			if err := tx.QueryRow(ctx, "SELECT high FROM streams WHERE kid = $1 AND epoch = $2", kid, prev).Scan(&last); err == nil {
-				res.Reset = &provider.Reset{Epoch: uint64(prev), LastSeq: uint64(last)}
-				if _, err := tx.Exec(ctx, "UPDATE streams SET reset_from = $3, reset_from_last = $4 WHERE kid = $1 AND epoch = $2",
-					kid, epoch, prev, last); err != nil {
-					return err
-				}
-			}
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO latest (kid, epoch) VALUES ($1, $2) ON CONFLICT (kid) DO UPDATE SET epoch = EXCLUDED.epoch`,
-			kid, epoch); err != nil {
-			return err
-		}
 	}
 	switch {
 	case rec.Credit != nil:
-		c := rec.Credit
-		if _, err := tx.Exec(ctx, `INSERT INTO credits (account, currency, kind, amount, count) VALUES ($1, $2, $3, $4, 1)
-			ON CONFLICT (account, currency, kind) DO UPDATE SET amount = credits.amount + EXCLUDED.amount, count = credits.count + 1`,
-			c.Account, c.Currency, c.Kind, int64(c.Amount)); err != nil {
-			return err
-		}
-		if c.Kind != protocol.CreditVoucher {
-			return nil
-		}
-		var fk []byte
-		var fe, fs int64
-		if err := tx.QueryRow(ctx, `INSERT INTO vouchers (voucher, kid, epoch, seq) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (voucher) DO UPDATE SET voucher = vouchers.voucher RETURNING kid, epoch, seq`, c.Ref, kid, epoch, seq).Scan(&fk, &fe, &fs); err != nil {
-			return err
-		}
-		if string(fk) == string(kid) && fe == epoch && fs == seq {
-			return nil
-		}
-		first, _ := protocol.StreamOf(fk, uint64(fe))
-		res.Double = first.Key(uint64(fs))
-		_, err := tx.Exec(ctx, `INSERT INTO doubles (voucher, kid, epoch, seq, first_kid, first_epoch, first_seq)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, c.Ref, kid, epoch, seq, fk, fe, fs)
-		return err
+		return bk.credit()
 	case rec.Progress != nil:
-		if rec.Unproven != nil {
-			res.Why = rec.Unproven.Error()
-			return hold(provider.HoldPaywordUnproven)
-		}
-		p, u := rec.Progress, rec.Usage
-		if err := pgProve(ctx, tx, s, &rec); errors.Is(err, provider.ErrPayword) {
-			res.Why = err.Error()
-			return hold(provider.HoldPaywordUnproven)
-		} else if err != nil {
-			return err
-		}
-		var unattested uint64
-		if !u.Attested {
-			unattested = u.Quantity
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO paywords (provider, account, meter, quantity, records, unattested) VALUES ($1, $2, $3, $4::numeric, 1, $5::numeric)
-			ON CONFLICT (provider, account, meter) DO UPDATE SET quantity = paywords.quantity + EXCLUDED.quantity, records = paywords.records + 1,
-			unattested = paywords.unattested + EXCLUDED.unattested`,
-			p.Provider, p.Account, u.Meter, strconv.FormatUint(u.Quantity, 10), strconv.FormatUint(unattested, 10))
-		return err
+		return bk.progress()
 	case rec.Hold != nil:
 		h := rec.Hold
 		_, err := tx.Exec(ctx, `INSERT INTO quarantine (gateway, device, ticket, seq, bytes) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (gateway, device, ticket) DO UPDATE SET seq = EXCLUDED.seq, bytes = EXCLUDED.bytes
-			WHERE quarantine.seq < EXCLUDED.seq`, h.Gateway, h.Device, int64(h.Ticket), seq, b)
+			WHERE quarantine.seq < EXCLUDED.seq`, h.Gateway, h.Device, int64(h.Ticket), bk.seq, b)
 		return err
 	}
-	a := rec.Agg
+	return bk.aggregate()
+}
+
+// pgBooking is one record being booked in one transaction.
+type pgBooking struct {
+	ctx        context.Context
+	tx         pgx.Tx
+	s          protocol.StreamID
+	rec        provider.Record
+	b          []byte
+	res        *provider.BookResult
+	kid        []byte
+	epoch, seq int64
+}
+
+// hold keeps the record aside, with why, instead of booking it.
+func (bk *pgBooking) hold(reason provider.HoldReason) error {
+	h := sha256.Sum256(bk.b)
+	_, err := bk.tx.Exec(bk.ctx, `INSERT INTO held (kid, epoch, seq, hash, reason, at_ms, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT DO NOTHING`, bk.kid, bk.epoch, bk.seq, h[:8], reason.String(), time.Now().UnixMilli(), bk.b)
+	bk.res.Held = reason
+	return err
+}
+
+// insert books the record's (stream, seq); false when it was booked
+// before: a duplicate (the same bytes) or a conflict (held).
+func (bk *pgBooking) insert() (bool, error) {
+	ctx, tx := bk.ctx, bk.tx
+	tag, err := tx.Exec(ctx, `INSERT INTO booked (kid, epoch, seq, gateway, bytes) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT DO NOTHING`, bk.kid, bk.epoch, bk.seq, bk.rec.Gateway, bk.b)
+	if err != nil || tag.RowsAffected() != 0 {
+		return err == nil, err
+	}
+	var old []byte
+	if err := tx.QueryRow(ctx, "SELECT bytes FROM booked WHERE kid = $1 AND epoch = $2 AND seq = $3", bk.kid, bk.epoch, bk.seq).Scan(&old); err != nil {
+		return false, err
+	}
+	if string(old) == string(bk.b) {
+		bk.res.Duplicate = true
+		return false, nil
+	}
+	return false, bk.hold(provider.HoldConflict)
+}
+
+// stream counts the record in its stream; the first record of a new epoch
+// of a known key is a reset, recorded with the epoch it replaced.
+func (bk *pgBooking) stream() error {
+	ctx, tx, kid, epoch := bk.ctx, bk.tx, bk.kid, bk.epoch
+	var inserted bool
+	if err := tx.QueryRow(ctx, `INSERT INTO streams (kid, epoch, gateway, high, count, first_ms) VALUES ($1, $2, $3, $4, 1, $5)
+		ON CONFLICT (kid, epoch) DO UPDATE SET high = greatest(streams.high, EXCLUDED.high), count = streams.count + 1
+		RETURNING xmax = 0`, kid, epoch, bk.rec.Gateway, bk.seq, time.Now().UnixMilli()).Scan(&inserted); err != nil {
+		return err
+	}
+	if !inserted {
+		return nil
+	}
+	var prev int64
+	err := tx.QueryRow(ctx, "SELECT epoch FROM latest WHERE kid = $1", kid).Scan(&prev)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return err
+	case prev != epoch:
+		var last int64
+		if err := tx.QueryRow(ctx, "SELECT high FROM streams WHERE kid = $1 AND epoch = $2", kid, prev).Scan(&last); err == nil {
+			bk.res.Reset = &provider.Reset{Epoch: uint64(prev), LastSeq: uint64(last)}
+			if _, err := tx.Exec(ctx, "UPDATE streams SET reset_from = $3, reset_from_last = $4 WHERE kid = $1 AND epoch = $2",
+				kid, epoch, prev, last); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO latest (kid, epoch) VALUES ($1, $2) ON CONFLICT (kid) DO UPDATE SET epoch = EXCLUDED.epoch`, kid, epoch)
+	return err
+}
+
+// credit books a credit record; a voucher credited before (in any
+// stream) is booked and flagged as a double redemption.
+func (bk *pgBooking) credit() error {
+	ctx, tx, kid, epoch, seq := bk.ctx, bk.tx, bk.kid, bk.epoch, bk.seq
+	c := bk.rec.Credit
+	if _, err := tx.Exec(ctx, `INSERT INTO credits (account, currency, kind, amount, count) VALUES ($1, $2, $3, $4, 1)
+		ON CONFLICT (account, currency, kind) DO UPDATE SET amount = credits.amount + EXCLUDED.amount, count = credits.count + 1`,
+		c.Account, c.Currency, c.Kind, int64(c.Amount)); err != nil {
+		return err
+	}
+	if c.Kind != protocol.CreditVoucher {
+		return nil
+	}
+	var fk []byte
+	var fe, fs int64
+	if err := tx.QueryRow(ctx, `INSERT INTO vouchers (voucher, kid, epoch, seq) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (voucher) DO UPDATE SET voucher = vouchers.voucher RETURNING kid, epoch, seq`, c.Ref, kid, epoch, seq).Scan(&fk, &fe, &fs); err != nil {
+		return err
+	}
+	if string(fk) == string(kid) && fe == epoch && fs == seq {
+		return nil
+	}
+	first, _ := protocol.StreamOf(fk, uint64(fe))
+	bk.res.Double = first.Key(uint64(fs))
+	_, err := tx.Exec(ctx, `INSERT INTO doubles (voucher, kid, epoch, seq, first_kid, first_epoch, first_seq)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, c.Ref, kid, epoch, seq, fk, fe, fs)
+	return err
+}
+
+// progress books a chain progress record whose paywords prove its usage;
+// one they do not is held.
+func (bk *pgBooking) progress() error {
+	rec := &bk.rec
+	if rec.Unproven != nil {
+		bk.res.Why = rec.Unproven.Error()
+		return bk.hold(provider.HoldPaywordUnproven)
+	}
+	p, u := rec.Progress, rec.Usage
+	if err := pgProve(bk.ctx, bk.tx, bk.s, rec); errors.Is(err, provider.ErrPayword) {
+		bk.res.Why = err.Error()
+		return bk.hold(provider.HoldPaywordUnproven)
+	} else if err != nil {
+		return err
+	}
+	var unattested uint64
+	if !u.Attested {
+		unattested = u.Quantity
+	}
+	_, err := bk.tx.Exec(bk.ctx, `INSERT INTO paywords (provider, account, meter, quantity, records, unattested) VALUES ($1, $2, $3, $4::numeric, 1, $5::numeric)
+		ON CONFLICT (provider, account, meter) DO UPDATE SET quantity = paywords.quantity + EXCLUDED.quantity, records = paywords.records + 1,
+		unattested = paywords.unattested + EXCLUDED.unattested`,
+		p.Provider, p.Account, u.Meter, strconv.FormatUint(u.Quantity, 10), strconv.FormatUint(unattested, 10))
+	return err
+}
+
+// aggregate books an aggregate: its payword claim, its place in its
+// provider's wallet (unpaid) and its account's totals.
+func (bk *pgBooking) aggregate() error {
+	ctx, tx := bk.ctx, bk.tx
+	a := bk.rec.Agg
 	if a.Proven > 0 {
-		if err := pgClaim(ctx, tx, s, a); err != nil {
+		if err := pgClaim(ctx, tx, bk.s, a); err != nil {
 			return err
 		}
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO unpaid (kid, epoch, seq, provider, currency, amount) VALUES ($1, $2, $3, $4, $5, $6)`,
-		kid, epoch, seq, a.Provider, a.Currency, int64(a.Amount)); err != nil {
+		bk.kid, bk.epoch, bk.seq, a.Provider, a.Currency, int64(a.Amount)); err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO totals (provider, account, currency, amount, quantity, tickets, aggregates)
+	_, err := tx.Exec(ctx, `INSERT INTO totals (provider, account, currency, amount, quantity, tickets, aggregates)
 		VALUES ($1, $2, $3, $4::numeric, $5::numeric, $6::numeric, 1)
 		ON CONFLICT (provider, account, currency) DO UPDATE SET amount = totals.amount + EXCLUDED.amount,
 			quantity = totals.quantity + EXCLUDED.quantity, tickets = totals.tickets + EXCLUDED.tickets, aggregates = totals.aggregates + 1`,
@@ -446,95 +497,117 @@ func (pg *pgBooks) OpenClaims(ctx context.Context) (int, error) {
 func (pg *pgBooks) Report(ctx context.Context) (*provider.Report, error) {
 	rep := &provider.Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}}
 	err := pgx.BeginTxFunc(ctx, pg.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT provider, account, currency, amount::text, quantity::text, tickets::text, aggregates
-			FROM totals ORDER BY provider, account, currency`)
-		if err != nil {
+		if err := pgReportTotals(ctx, tx, rep); err != nil {
 			return err
 		}
-		for rows.Next() {
-			var t provider.Total
-			var amount, quantity, tickets string
-			var aggs int64
-			if err := rows.Scan(&t.Provider, &t.Account, &t.Currency, &amount, &quantity, &tickets, &aggs); err != nil {
-				return err
-			}
-			if t.Amount, err = u64(amount); err != nil {
-				return err
-			}
-			if t.Quantity, err = u64(quantity); err != nil {
-				return err
-			}
-			if t.Tickets, err = u64(tickets); err != nil {
-				return err
-			}
-			t.Aggregates = uint64(aggs)
-			rep.Totals = append(rep.Totals, t)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rows, err = tx.Query(ctx, `SELECT kid, epoch, gateway, high, count, reset_from, reset_from_last FROM streams ORDER BY kid, epoch`)
-		if err != nil {
-			return err
-		}
-		type gapq struct {
-			kid         []byte
-			epoch, high int64
-			i           int
-		}
-		var need []gapq
-		for rows.Next() {
-			var kid []byte
-			var epoch, high, count int64
-			var from, fromLast *int64
-			var gateway string
-			if err := rows.Scan(&kid, &epoch, &gateway, &high, &count, &from, &fromLast); err != nil {
-				return err
-			}
-			s, _ := protocol.StreamOf(kid, uint64(epoch))
-			sr := provider.StreamReport{Stream: s.String(), KeyID: hex.EncodeToString(kid), Epoch: uint64(epoch), Gateway: gateway,
-				High: uint64(high), Aggregates: uint64(count), Missing: uint64(high - count)}
-			if from != nil && fromLast != nil {
-				sr.ResetFrom = &provider.Reset{Epoch: uint64(*from), LastSeq: uint64(*fromLast)}
-			}
-			if sr.Missing > 0 {
-				need = append(need, gapq{kid, epoch, high, len(rep.Streams)})
-			}
-			rep.Streams = append(rep.Streams, sr)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, q := range need {
-			rows, err := tx.Query(ctx, `SELECT s FROM generate_series(1::bigint, $3) s
-				WHERE NOT EXISTS (SELECT 1 FROM booked WHERE kid = $1 AND epoch = $2 AND seq = s) ORDER BY s LIMIT $4`,
-				q.kid, q.epoch, q.high, provider.MaxGaps)
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var g int64
-				if err := rows.Scan(&g); err != nil {
-					return err
-				}
-				rep.Streams[q.i].Gaps = append(rep.Streams[q.i].Gaps, uint64(g))
-			}
-			if err := rows.Err(); err != nil {
-				return err
-			}
-		}
-		for _, sr := range rep.Streams {
-			rep.High[sr.Stream] = sr.High
-			rep.Gaps[sr.Stream] = sr.Gaps
-		}
-		return pgReportRest(ctx, tx, rep)
+		return pgReportStreams(ctx, tx, rep)
 	})
 	return rep, err
+}
+
+// pgReportTotals reads the totals by provider, account and currency.
+func pgReportTotals(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
+	rows, err := tx.Query(ctx, `SELECT provider, account, currency, amount::text, quantity::text, tickets::text, aggregates
+		FROM totals ORDER BY provider, account, currency`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var t provider.Total
+		var amount, quantity, tickets string
+		var aggs int64
+		if err := rows.Scan(&t.Provider, &t.Account, &t.Currency, &amount, &quantity, &tickets, &aggs); err != nil {
+			return err
+		}
+		if t.Amount, err = u64(amount); err != nil {
+			return err
+		}
+		if t.Quantity, err = u64(quantity); err != nil {
+			return err
+		}
+		if t.Tickets, err = u64(tickets); err != nil {
+			return err
+		}
+		t.Aggregates = uint64(aggs)
+		rep.Totals = append(rep.Totals, t)
+	}
+	return rows.Err()
+}
+
+// pgReportStreams reads the streams, their gaps and highest seqs, and
+// the rest of the report (pgReportRest).
+func pgReportStreams(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
+	rows, err := tx.Query(ctx, `SELECT kid, epoch, gateway, high, count, reset_from, reset_from_last FROM streams ORDER BY kid, epoch`)
+	if err != nil {
+		return err
+	}
+	type gapq struct {
+		kid         []byte
+		epoch, high int64
+		i           int
+	}
+	var need []gapq
+	for rows.Next() {
+		var kid []byte
+		var epoch, high, count int64
+		var from, fromLast *int64
+		var gateway string
+		if err := rows.Scan(&kid, &epoch, &gateway, &high, &count, &from, &fromLast); err != nil {
+			return err
+		}
+		s, _ := protocol.StreamOf(kid, uint64(epoch))
+		sr := provider.StreamReport{Stream: s.String(), KeyID: hex.EncodeToString(kid), Epoch: uint64(epoch), Gateway: gateway,
+			High: uint64(high), Aggregates: uint64(count), Missing: uint64(high - count)}
+		if from != nil && fromLast != nil {
+			sr.ResetFrom = &provider.Reset{Epoch: uint64(*from), LastSeq: uint64(*fromLast)}
+		}
+		if sr.Missing > 0 {
+			need = append(need, gapq{kid, epoch, high, len(rep.Streams)})
+		}
+		rep.Streams = append(rep.Streams, sr)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, q := range need {
+		rows, err := tx.Query(ctx, `SELECT s FROM generate_series(1::bigint, $3) s
+			WHERE NOT EXISTS (SELECT 1 FROM booked WHERE kid = $1 AND epoch = $2 AND seq = s) ORDER BY s LIMIT $4`,
+			q.kid, q.epoch, q.high, provider.MaxGaps)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var g int64
+			if err := rows.Scan(&g); err != nil {
+				return err
+			}
+			rep.Streams[q.i].Gaps = append(rep.Streams[q.i].Gaps, uint64(g))
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	for _, sr := range rep.Streams {
+		rep.High[sr.Stream] = sr.High
+		rep.Gaps[sr.Stream] = sr.Gaps
+	}
+	return pgReportRest(ctx, tx, rep)
 }
 
 // pgReportRest reads the credits, double redemptions, quarantine and held
 // records.
 func pgReportRest(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
+	for _, read := range []func(context.Context, pgx.Tx, *provider.Report) error{pgReportCredits, pgReportDoubles,
+		pgReportQuarantine, pgReportPaywords, pgReportClaims, pgReportHeld} {
+		if err := read(ctx, tx, rep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pgReportCredits reads the credits by account, currency and kind into rep.
+func pgReportCredits(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
 	rows, err := tx.Query(ctx, `SELECT account, currency, kind, amount::text, count FROM credits ORDER BY account, currency, kind`)
 	if err != nil {
 		return err
@@ -552,10 +625,12 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
 		c.Count = uint64(n)
 		rep.Credits = append(rep.Credits, c)
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	rows, err = tx.Query(ctx, `SELECT voucher, kid, epoch, seq, first_kid, first_epoch, first_seq FROM doubles ORDER BY voucher, kid, epoch, seq`)
+	return rows.Err()
+}
+
+// pgReportDoubles reads the vouchers credited twice into rep.
+func pgReportDoubles(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
+	rows, err := tx.Query(ctx, `SELECT voucher, kid, epoch, seq, first_kid, first_epoch, first_seq FROM doubles ORDER BY voucher, kid, epoch, seq`)
 	if err != nil {
 		return err
 	}
@@ -571,10 +646,12 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
 		d.First, d.Second = first.Key(uint64(fs)), second.Key(uint64(seq))
 		rep.Doubles = append(rep.Doubles, d)
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	rows, err = tx.Query(ctx, `SELECT bytes FROM quarantine ORDER BY gateway, device, ticket`)
+	return rows.Err()
+}
+
+// pgReportQuarantine reads the tickets gateways hold into rep.
+func pgReportQuarantine(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
+	rows, err := tx.Query(ctx, `SELECT bytes FROM quarantine ORDER BY gateway, device, ticket`)
 	if err != nil {
 		return err
 	}
@@ -587,10 +664,12 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
 			rep.Quarantine = append(rep.Quarantine, h)
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	rows, err = tx.Query(ctx, `SELECT provider, account, meter, quantity::text, records, claimed::text, unattested::text FROM paywords
+	return rows.Err()
+}
+
+// pgReportPaywords reads the payword totals into rep.
+func pgReportPaywords(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
+	rows, err := tx.Query(ctx, `SELECT provider, account, meter, quantity::text, records, claimed::text, unattested::text FROM paywords
 		ORDER BY provider, account, meter`)
 	if err != nil {
 		return err
@@ -614,10 +693,12 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
 		p.Records = uint64(n)
 		rep.Paywords = append(rep.Paywords, p)
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	rows, err = tx.Query(ctx, `SELECT kid, epoch, seq, provider, account, meter, claimed::text, proven::text, records, booked, foreign_records
+	return rows.Err()
+}
+
+// pgReportClaims reads the payword claims not reconciled into rep.
+func pgReportClaims(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
+	rows, err := tx.Query(ctx, `SELECT kid, epoch, seq, provider, account, meter, claimed::text, proven::text, records, booked, foreign_records
 		FROM payword_claims ORDER BY kid, epoch, seq`)
 	if err != nil {
 		return err
@@ -640,10 +721,12 @@ func pgReportRest(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
 		c.Stream, c.Records = st.Key(uint64(seq)), uint64(records)
 		rep.PaywordClaims = append(rep.PaywordClaims, c)
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	rows, err = tx.Query(ctx, `SELECT kid, epoch, seq, reason, at_ms, bytes FROM held ORDER BY kid, epoch, seq`)
+	return rows.Err()
+}
+
+// pgReportHeld reads the records held, not booked into rep.
+func pgReportHeld(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
+	rows, err := tx.Query(ctx, `SELECT kid, epoch, seq, reason, at_ms, bytes FROM held ORDER BY kid, epoch, seq`)
 	if err != nil {
 		return err
 	}
