@@ -73,9 +73,9 @@ func (c *ForwardSettings) SetDefaults() {
 	}
 }
 
-// Forwarder sends the outbox to every configured upstream. An aggregate
+// forwarder sends the outbox to every configured upstream. An aggregate
 // leaves the outbox only when every upstream confirmed it.
-type Forwarder struct {
+type forwarder struct {
 	books   *ledger.Books
 	gateway string // the gateway id the aggregates are sent as
 	log     *slog.Logger
@@ -88,22 +88,22 @@ type Forwarder struct {
 
 // Sending returns the seq of the aggregate being sent to upstream name and
 // not confirmed yet (retries included), or 0.
-func (f *Forwarder) Sending(name string) uint64 {
+func (f *forwarder) Sending(name string) uint64 {
 	if v, ok := f.sending.Load(name); ok {
 		return v.(*atomic.Uint64).Load()
 	}
 	return 0
 }
 
-// NewForwarder returns a forwarder of books' outbox, as gateway, for
+// newForwarder returns a forwarder of books' outbox, as gateway, for
 // upstreams with these names; event counts its sends' outcomes.
-func NewForwarder(books *ledger.Books, gateway string, names []string, log *slog.Logger, event func(string)) *Forwarder {
-	return &Forwarder{books: books, gateway: gateway, log: log, event: event, names: slices.Clone(names)}
+func newForwarder(books *ledger.Books, gateway string, names []string, log *slog.Logger, event func(string)) *forwarder {
+	return &forwarder{books: books, gateway: gateway, log: log, event: event, names: slices.Clone(names)}
 }
 
 // Run forwards to one upstream until ctx ends: in aggregate-seq order,
 // each sent until confirmed, retried with backoff and full jitter.
-func (f *Forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) error {
+func (f *forwarder) Run(ctx context.Context, up Upstream, cfg ForwardConfig) error {
 	cfg.SetDefaults()
 	log := f.log.With("upstream", cfg.Name)
 	cursor, err := f.books.Confirmed(cfg.Name)
@@ -181,7 +181,7 @@ type pending struct {
 }
 
 // next returns the first outbox aggregate after cursor.
-func (f *Forwarder) next(cursor uint64) (pending, bool, error) {
+func (f *forwarder) next(cursor uint64) (pending, bool, error) {
 	o, ok, err := f.books.Next(cursor)
 	if !ok || err != nil {
 		return pending{}, ok, err
@@ -192,7 +192,7 @@ func (f *Forwarder) next(cursor uint64) (pending, bool, error) {
 
 // confirm records an upstream's progress and drops from the outbox every
 // aggregate all upstreams confirmed.
-func (f *Forwarder) confirm(ctx context.Context, name string, seq uint64) error {
+func (f *forwarder) confirm(ctx context.Context, name string, seq uint64) error {
 	return f.books.Confirm(ctx, name, seq, f.names)
 }
 

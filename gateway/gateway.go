@@ -56,7 +56,7 @@ type Gateway struct {
 	httpLis   net.Listener
 	coapAddr  string
 	listeners []listenerCheck  // set before ready is closed
-	forwarder *Forwarder       // set before ready is closed
+	forwarder *forwarder       // set before ready is closed
 	console   *console.Console // the web console; nil when off
 	housekept atomic.Int64     // Unix ns of housekeeping's last round
 	// operatorAddr is the operator API's TCP address once ready ("" if off).

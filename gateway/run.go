@@ -165,7 +165,7 @@ func (g *Gateway) startForwarders(ctx context.Context, wg *sync.WaitGroup) error
 	for _, u := range g.cfg.Upstreams {
 		names = append(names, u.Name)
 	}
-	f := NewForwarder(g.ingest.Books(), g.cfg.GatewayID, names, g.log,
+	f := newForwarder(g.ingest.Books(), g.cfg.GatewayID, names, g.log,
 		func(e string) { g.metrics.Transport.WithLabelValues("upstream", e).Inc() })
 	g.forwarder = f
 	for _, u := range g.cfg.Upstreams {

@@ -186,59 +186,8 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 		if !ok {
 			break
 		}
-		switch k {
-		case keyKind:
-			if k := rd.uint("kind"); k != uint64(KindReceipt) && rd.err == nil {
-				return newError(ReasonWrongKind, "not a receipt")
-			}
-		case receiptDevice:
-			p := rd.text(MaxDeviceIDLen, "device id")
-			if string(p) != r.Device {
-				r.Device = string(p)
-			}
-		case receiptSeq:
-			r.Seq = rd.uint("seq")
-		case receiptStatus:
-			s := rd.uint("status")
-			if s > 255 {
-				rd.fail(ReasonFieldRange, "unknown status")
-			}
-			r.Status = Status(s)
-		case receiptReason:
-			s := rd.uint("reason")
-			if s > 0xffff || s == 0 {
-				rd.fail(ReasonNonCanonical, "reason out of range or written out as 0")
-			}
-			r.Reason = Reason(s)
-		case receiptCharged:
-			r.Charged = rd.uint("charged")
-		case receiptBalance:
-			r.Balance, r.HasBalance = rd.int("balance"), true
-		case receiptCurrency:
-			p := rd.text(MaxCurrencyLen, "currency")
-			if string(p) != r.Currency {
-				r.Currency = string(p)
-			}
-			currency = true
-		case receiptRetryAfter:
-			s := rd.uint("retry-after")
-			if s == 0 || s > 0xffffffff {
-				rd.fail(ReasonFieldRange, "retry-after out of range or written out as 0")
-			}
-			r.RetryAfter = uint32(s)
-		case receiptVoucher:
-			p := rd.text(MaxDeviceIDLen, "voucher id")
-			if string(p) != r.Voucher {
-				r.Voucher = string(p)
-			}
-			voucher = true
-		case receiptLowBalance:
-			if rd.uint("low balance") != 1 && rd.err == nil {
-				rd.fail(ReasonNonCanonical, "low balance is written as 1 or left out")
-			}
-			r.LowBalance = true
-		default:
-			rd.fail(ReasonUnknownField, "unknown receipt field")
+		if err := r.readField(&rd, k, &currency, &voucher); err != nil {
+			return err
 		}
 		seen |= 1 << k
 	}
@@ -257,4 +206,65 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 		return newError(ReasonMissingField, "receipt lacks a required field")
 	}
 	return r.Validate()
+}
+
+// readField reads one field of a receipt's payload, key k, into r; a
+// field out of its range fails rd. currency and voucher record that
+// those optional fields were present.
+func (r *Receipt) readField(rd *reader, k int64, currency, voucher *bool) error {
+	switch k {
+	case keyKind:
+		if k := rd.uint("kind"); k != uint64(KindReceipt) && rd.err == nil {
+			return newError(ReasonWrongKind, "not a receipt")
+		}
+	case receiptDevice:
+		p := rd.text(MaxDeviceIDLen, "device id")
+		if string(p) != r.Device {
+			r.Device = string(p)
+		}
+	case receiptSeq:
+		r.Seq = rd.uint("seq")
+	case receiptStatus:
+		s := rd.uint("status")
+		if s > 255 {
+			rd.fail(ReasonFieldRange, "unknown status")
+		}
+		r.Status = Status(s)
+	case receiptReason:
+		s := rd.uint("reason")
+		if s > 0xffff || s == 0 {
+			rd.fail(ReasonNonCanonical, "reason out of range or written out as 0")
+		}
+		r.Reason = Reason(s)
+	case receiptCharged:
+		r.Charged = rd.uint("charged")
+	case receiptBalance:
+		r.Balance, r.HasBalance = rd.int("balance"), true
+	case receiptCurrency:
+		p := rd.text(MaxCurrencyLen, "currency")
+		if string(p) != r.Currency {
+			r.Currency = string(p)
+		}
+		*currency = true
+	case receiptRetryAfter:
+		s := rd.uint("retry-after")
+		if s == 0 || s > 0xffffffff {
+			rd.fail(ReasonFieldRange, "retry-after out of range or written out as 0")
+		}
+		r.RetryAfter = uint32(s)
+	case receiptVoucher:
+		p := rd.text(MaxDeviceIDLen, "voucher id")
+		if string(p) != r.Voucher {
+			r.Voucher = string(p)
+		}
+		*voucher = true
+	case receiptLowBalance:
+		if rd.uint("low balance") != 1 && rd.err == nil {
+			rd.fail(ReasonNonCanonical, "low balance is written as 1 or left out")
+		}
+		r.LowBalance = true
+	default:
+		rd.fail(ReasonUnknownField, "unknown receipt field")
+	}
+	return nil
 }

@@ -146,6 +146,26 @@ type Server struct {
 // Listen binds the UDP socket; Serve starts serving.
 func Listen(cfg Config) (*Server, error) {
 	cfg.defaults()
+	addr, err := net.ResolveUDPAddr("udp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("coaps: %w", err)
+	}
+	inner, err := piondtls.ListenWithOptions("udp", addr, dtlsOptions(cfg)...)
+	if err != nil {
+		return nil, fmt.Errorf("coaps: listen %s: %w", cfg.Listen, err)
+	}
+	s := &Server{cfg: cfg}
+	s.l = newLimitedListener(inner, cfg.HandshakeTimeout, int64(cfg.MaxHalfOpen), int64(cfg.MaxSessions), cfg.Event, cfg.Log)
+	s.l.second = cfg.SecondSession
+	s.srv = s.coapServer()
+	return s, nil
+}
+
+// dtlsOptions are the DTLS listener's: PSK (and certificates, with the
+// revocation check), connection IDs, extended master secret, the
+// handshake rate per source, the cipher suites and the socket's receive
+// buffer.
+func dtlsOptions(cfg Config) []piondtls.ServerOption {
 	limiter := sourcelimit.New(cfg.HandshakeRate, cfg.HandshakeBurst, 100000)
 	opts := []piondtls.ServerOption{
 		piondtls.WithPSK(func(identity []byte) ([]byte, error) {
@@ -199,17 +219,14 @@ func Listen(cfg Config) (*Server, error) {
 			}
 			return nil
 		}}))
-	addr, err := net.ResolveUDPAddr("udp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("coaps: %w", err)
-	}
-	inner, err := piondtls.ListenWithOptions("udp", addr, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("coaps: listen %s: %w", cfg.Listen, err)
-	}
-	s := &Server{cfg: cfg}
-	s.l = newLimitedListener(inner, cfg.HandshakeTimeout, int64(cfg.MaxHalfOpen), int64(cfg.MaxSessions), cfg.Event, cfg.Log)
-	s.l.second = cfg.SecondSession
+	return opts
+}
+
+// coapServer is the CoAP server on the listener: tickets at Path,
+// vouchers at protocol.CoAPVoucherPath, 4.04 elsewhere, idle sessions
+// closed.
+func (s *Server) coapServer() *server.Server {
+	cfg := s.cfg
 	m := mux.NewRouter()
 	m.Handle("/"+cfg.Path, mux.HandlerFunc(s.serveTicket))
 	if cfg.Vouchers {
@@ -219,13 +236,12 @@ func Listen(cfg Config) (*Server, error) {
 		cfg.Event("not_found")
 		w.SetResponse(codes.NotFound, message.TextPlain, bytes.NewReader([]byte("tickets go to /"+cfg.Path)))
 	}))
-	s.srv = server.New(options.WithMux(m), options.WithMaxMessageSize(protocol.MaxTicketSize+256),
+	return server.New(options.WithMux(m), options.WithMaxMessageSize(protocol.MaxTicketSize+256),
 		options.WithInactivityMonitor(cfg.IdleTimeout, func(cc *udpClient.Conn) {
 			cfg.Event("idle_closed")
 			cc.Close()
 		}),
 		options.WithErrors(func(err error) { cfg.Log.Debug("coap", "error", err) }))
-	return s, nil
 }
 
 // errCertRevoked fails the handshake of a revoked certificate.

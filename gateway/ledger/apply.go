@@ -425,7 +425,13 @@ func addToWindows(t *Terms, p Payer, src itemsOf, items []windowItem, aggSeq uin
 // sealed, then writes; a failed write aborts the batch, since part of the
 // effects may be written.
 func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *ticketEffects) error {
-	if err := checkEffects(eff, getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))); err != nil {
+	// The file's last aggregate seq is read only when the ticket seals or
+	// holds something: otherwise the ticket writes no seq.
+	last := eff.aggSeq
+	if len(eff.seals) > 0 || eff.hold != nil {
+		last = getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
+	}
+	if err := checkEffects(eff, last); err != nil {
 		return err
 	}
 	var w writes

@@ -377,22 +377,9 @@ func (c *client) connect(pk *packets.Packet) error {
 	b := c.b
 	c.conn.connected.Store(true)
 	c.version = pk.ProtocolVersion
-	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
-		c.connack(code, false, nil)
-		return code
-	}
-	dev := string(pk.Connect.Username)
-	if pk.Connect.WillFlag && !b.allowed(dev, pk.Connect.WillTopic, true) {
-		b.cfg.Event("will_refused")
-		b.cfg.Log.Info("mqtt connection refused: will topic not allowed", "user", dev, "topic", pk.Connect.WillTopic, "remote", c.remote)
-		c.connack(packets.ErrNotAuthorized, false, nil)
-		return errWillRefused
-	}
-	if !b.cfg.Authenticate(dev, pk.Connect.Password) {
-		b.cfg.Event("auth_refused")
-		b.cfg.Log.Info("mqtt login refused", "user", dev, "remote", c.remote)
-		c.connack(packets.ErrBadUsernameOrPassword, false, nil)
-		return packets.ErrBadUsernameOrPassword
+	dev, err := c.admit(pk)
+	if err != nil {
+		return err
 	}
 	c.dev, c.receipt = dev, b.cfg.Topics.Receipt(dev)
 	h := fnv.New32a()
@@ -407,54 +394,18 @@ func (c *client) connect(pk *packets.Packet) error {
 	if c.version == 5 {
 		c.maxOut = pk.Properties.MaximumPacketSize
 	}
-	expiry := b.cfg.SessionExpiry // MQTT 3: a session that is not clean is kept
-	if c.version == 5 {
-		expiry = min(time.Duration(pk.Properties.SessionExpiryInterval)*time.Second, b.cfg.SessionExpiry)
-	} else if pk.Connect.Clean {
-		expiry = 0
-	}
 	c.pipe.slots, c.pipe.wake = make(chan struct{}, b.cfg.Inflight), make(chan struct{}, 1)
-
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		c.connack(packets.ErrServerUnavailable, false, nil)
-		return errClosing
+	present, old, resend, err := c.takeSession(pk)
+	if err != nil {
+		return err
 	}
-	s := b.sessions[dev]
-	var old *client
-	if s != nil {
-		old = s.conn
-	}
-	present := s != nil && !pk.Connect.Clean && (old != nil || time.Now().Before(s.expires))
-	if !present {
-		s = &session{dev: dev}
-		b.sessions[dev] = s
-	}
-	s.conn, s.expiry, s.expires = c, expiry, time.Time{}
-	c.sess = s
-	var resend [][]byte
-	for _, id := range s.unackOrder {
-		resend = append(resend, s.unacked[id])
-	}
-	b.mu.Unlock()
-
 	if old != nil {
 		if b.cfg.OnTakeover != nil && remoteHost(old.remote) != remoteHost(c.remote) {
 			b.cfg.OnTakeover(dev, old.remote, c.remote)
 		}
 		old.disconnectWith(packets.ErrSessionTakenOver)
 	}
-	props.ReceiveMaximum = uint16(min(b.cfg.Inflight, 65535))
-	props.MaximumPacketSize = MaxPacket
-	props.TopicAliasMaximum = 0
-	props.RetainAvailable, props.RetainAvailableFlag = 0, true
-	props.WildcardSubAvailable, props.WildcardSubAvailableFlag = 0, true
-	props.SharedSubAvailable, props.SharedSubAvailableFlag = 0, true
-	props.SubIDAvailable, props.SubIDAvailableFlag = 0, true
-	if c.version == 5 && pk.Properties.SessionExpiryInterval > 0 && time.Duration(pk.Properties.SessionExpiryInterval)*time.Second > b.cfg.SessionExpiry {
-		props.SessionExpiryInterval, props.SessionExpiryIntervalFlag = uint32(b.cfg.SessionExpiry/time.Second), true
-	}
+	c.brokerLimits(pk, props)
 	if err := c.connack(packets.CodeSuccess, present, props); err != nil {
 		return err
 	}
@@ -469,6 +420,84 @@ func (c *client) connect(pk *packets.Packet) error {
 		c.write(buf.Bytes())
 	}
 	return nil
+}
+
+// admit checks a CONNECT: its form, its Will's topic and the device's
+// credentials; a refusal is answered (CONNACK), counted and logged.
+func (c *client) admit(pk *packets.Packet) (string, error) {
+	b := c.b
+	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
+		c.connack(code, false, nil)
+		return "", code
+	}
+	dev := string(pk.Connect.Username)
+	if pk.Connect.WillFlag && !b.allowed(dev, pk.Connect.WillTopic, true) {
+		b.cfg.Event("will_refused")
+		b.cfg.Log.Info("mqtt connection refused: will topic not allowed", "user", dev, "topic", pk.Connect.WillTopic, "remote", c.remote)
+		c.connack(packets.ErrNotAuthorized, false, nil)
+		return "", errWillRefused
+	}
+	if !b.cfg.Authenticate(dev, pk.Connect.Password) {
+		b.cfg.Event("auth_refused")
+		b.cfg.Log.Info("mqtt login refused", "user", dev, "remote", c.remote)
+		c.connack(packets.ErrBadUsernameOrPassword, false, nil)
+		return "", packets.ErrBadUsernameOrPassword
+	}
+	return dev, nil
+}
+
+// takeSession gives the connection its device's session: the one kept,
+// if the device asked for it and it has not expired (present), or a new
+// one. It returns the connection that held the session (to be taken over)
+// and the publishes that await an acknowledgement, to send again.
+func (c *client) takeSession(pk *packets.Packet) (present bool, old *client, resend [][]byte, err error) {
+	b, dev := c.b, c.dev
+	expiry := b.cfg.SessionExpiry // MQTT 3: a session that is not clean is kept
+	if c.version == 5 {
+		expiry = min(time.Duration(pk.Properties.SessionExpiryInterval)*time.Second, b.cfg.SessionExpiry)
+	} else if pk.Connect.Clean {
+		expiry = 0
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		c.connack(packets.ErrServerUnavailable, false, nil)
+		return false, nil, nil, errClosing
+	}
+	s := b.sessions[dev]
+	if s != nil {
+		old = s.conn
+	}
+	present = s != nil && !pk.Connect.Clean && (old != nil || time.Now().Before(s.expires))
+	if !present {
+		s = &session{dev: dev}
+		b.sessions[dev] = s
+	}
+	s.conn, s.expiry, s.expires = c, expiry, time.Time{}
+	c.sess = s
+	for _, id := range s.unackOrder {
+		resend = append(resend, s.unacked[id])
+	}
+	b.mu.Unlock()
+
+	return present, old, resend, nil
+}
+
+// brokerLimits tells the client what this broker takes: its receive
+// maximum, packet size, no topic aliases, retained messages, wildcard,
+// shared or identified subscriptions, and a session expiry cut to ours.
+func (c *client) brokerLimits(pk *packets.Packet, props *packets.Properties) {
+	b := c.b
+	props.ReceiveMaximum = uint16(min(b.cfg.Inflight, 65535))
+	props.MaximumPacketSize = MaxPacket
+	props.TopicAliasMaximum = 0
+	props.RetainAvailable, props.RetainAvailableFlag = 0, true
+	props.WildcardSubAvailable, props.WildcardSubAvailableFlag = 0, true
+	props.SharedSubAvailable, props.SharedSubAvailableFlag = 0, true
+	props.SubIDAvailable, props.SubIDAvailableFlag = 0, true
+	if c.version == 5 && pk.Properties.SessionExpiryInterval > 0 && time.Duration(pk.Properties.SessionExpiryInterval)*time.Second > b.cfg.SessionExpiry {
+		props.SessionExpiryInterval, props.SessionExpiryIntervalFlag = uint32(b.cfg.SessionExpiry/time.Second), true
+	}
 }
 
 // keepaliveDeadline is the read deadline for a client's keepalive: one and

@@ -311,6 +311,35 @@ func WriteFile(path string, f *File) error {
 	return dir.Sync()
 }
 
+// addNextKey derives the key device d rotates to (its entry e's Next) and
+// indexes it; bad makes the error that names the field at fault.
+func (r *Registry) addNextKey(d *Device, e Entry, master []byte, kid [protocol.KeyIDLen]byte, bad func(field, format string, args ...any) error) error {
+	nk := e.Next
+	until, err := time.Parse(time.RFC3339, nk.Until)
+	if err != nil {
+		return bad("next_key.until", "%q: want RFC 3339", nk.Until)
+	}
+	nm, pub := master, nk.PublicKey
+	if e.KeyType == "hmac" {
+		if nm, err = hex.DecodeString(nk.Secret); err != nil || len(nm) != protocol.MasterSecretSize {
+			return bad("next_key.secret", "want %d bytes in hex", protocol.MasterSecretSize)
+		}
+	}
+	d.next = &nextKeys{until: until.UnixMilli()}
+	if d.next.keys, err = deriveKeys(nm, e.KeyType, pub); err != nil {
+		return bad("next_key."+keyField(err), "%v", err)
+	}
+	nkid := [protocol.KeyIDLen]byte(d.next.keys[offKID:keysLen])
+	if nkid == kid {
+		return bad("next_key", "the next key is the current one")
+	}
+	if o := r.byKID[nkid]; o != nil {
+		return bad("next_key", "same key id as device %q", o.ID)
+	}
+	r.byKID[nkid] = d
+	return nil
+}
+
 // Build checks every entry against the accounts, providers and
 // tariffs known, derives keys and indexes the devices. Errors name the
 // file, the device and the field.
@@ -350,29 +379,10 @@ func Build(path string, f *File, known Known) (*Registry, error) {
 		}
 		d.ed = e.KeyType == "ed25519"
 		kid := [protocol.KeyIDLen]byte(d.keys[offKID:keysLen])
-		if nk := e.Next; nk != nil {
-			until, err := time.Parse(time.RFC3339, nk.Until)
-			if err != nil {
-				return nil, bad("next_key.until", "%q: want RFC 3339", nk.Until)
+		if e.Next != nil {
+			if err := r.addNextKey(d, e, master, kid, bad); err != nil {
+				return nil, err
 			}
-			nm, pub := master, nk.PublicKey
-			if e.KeyType == "hmac" {
-				if nm, err = hex.DecodeString(nk.Secret); err != nil || len(nm) != protocol.MasterSecretSize {
-					return nil, bad("next_key.secret", "want %d bytes in hex", protocol.MasterSecretSize)
-				}
-			}
-			d.next = &nextKeys{until: until.UnixMilli()}
-			if d.next.keys, err = deriveKeys(nm, e.KeyType, pub); err != nil {
-				return nil, bad("next_key."+keyField(err), "%v", err)
-			}
-			nkid := [protocol.KeyIDLen]byte(d.next.keys[offKID:keysLen])
-			if nkid == kid {
-				return nil, bad("next_key", "the next key is the current one")
-			}
-			if o := r.byKID[nkid]; o != nil {
-				return nil, bad("next_key", "same key id as device %q", o.ID)
-			}
-			r.byKID[nkid] = d
 		}
 		d.Account, d.Provider, d.KeyType = in.str(e.Account), in.str(e.Provider), in.str(e.KeyType)
 		d.Tariffs = in.tariffs(e.Tariffs)
