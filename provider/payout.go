@@ -266,16 +266,8 @@ func (r *Receiver) RunDuePayouts(ctx context.Context, policies map[string]Payout
 // RunPayouts makes the payouts policies call for (scheduled: only those
 // due at now), each provider's in one transaction, in provider order.
 func (bb boltBooks) RunPayouts(_ context.Context, policies map[string]PayoutPolicy, now time.Time, scheduled bool) ([]Payout, error) {
-	names := make([]string, 0, len(policies))
-	for n := range policies {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var made []Payout
-	for _, name := range names {
-		var p *Payout
-		err := bb.db.Update(func(tx *bolt.Tx) error {
-			pol := policies[name]
+	return EachPayout(policies, func(pol PayoutPolicy) (p *Payout, err error) {
+		err = bb.db.Update(func(tx *bolt.Tx) error {
 			if scheduled {
 				due, err := dueAt(tx, pol, now)
 				if err != nil || !due {
@@ -286,6 +278,23 @@ func (bb boltBooks) RunPayouts(_ context.Context, policies map[string]PayoutPoli
 			p, err = payOut(tx, pol, now)
 			return err
 		})
+		return p, err
+	})
+}
+
+// EachPayout runs one provider's payout (nil: none due) for each policy,
+// in provider order, each in its own transaction, and returns those made;
+// the first error stops the run, naming its provider. Every Books'
+// RunPayouts is this loop around its own transaction.
+func EachPayout(policies map[string]PayoutPolicy, one func(PayoutPolicy) (*Payout, error)) ([]Payout, error) {
+	names := make([]string, 0, len(policies))
+	for n := range policies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var made []Payout
+	for _, name := range names {
+		p, err := one(policies[name])
 		if err != nil {
 			return made, fmt.Errorf("provider %s: %w", name, err)
 		}

@@ -22,20 +22,12 @@ const payoutLock = 7226706402
 // runPayouts makes the payouts policies call for, each provider's in one
 // transaction under the payout lock.
 func (pg *pgBooks) RunPayouts(ctx context.Context, policies map[string]provider.PayoutPolicy, now time.Time, scheduled bool) ([]provider.Payout, error) {
-	names := make([]string, 0, len(policies))
-	for n := range policies {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var made []provider.Payout
-	for _, name := range names {
-		var p *provider.Payout
-		err := pgx.BeginFunc(ctx, pg.pool, func(tx pgx.Tx) error {
+	return provider.EachPayout(policies, func(pol provider.PayoutPolicy) (p *provider.Payout, err error) {
+		err = pgx.BeginFunc(ctx, pg.pool, func(tx pgx.Tx) error {
 			p = nil
 			if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(payoutLock)); err != nil {
 				return err
 			}
-			pol := policies[name]
 			if scheduled {
 				due, err := pgDueAt(ctx, tx, pol, now)
 				if err != nil || !due {
@@ -46,14 +38,8 @@ func (pg *pgBooks) RunPayouts(ctx context.Context, policies map[string]provider.
 			p, err = pgPayOut(ctx, tx, pol, now)
 			return err
 		})
-		if err != nil {
-			return made, fmt.Errorf("provider %s: %w", name, err)
-		}
-		if p != nil {
-			made = append(made, *p)
-		}
-	}
-	return made, nil
+		return p, err
+	})
 }
 
 // pgDueAt is dueAt on PostgreSQL.
