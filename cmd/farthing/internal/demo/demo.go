@@ -48,6 +48,9 @@ type Result struct {
 	Wallets  []provider.Wallet
 	Balanced bool
 	DataDir  string
+
+	// The sums the reconciliation prints, in nanos.
+	received, credited, paid, fees, carried, pending, simCharged metering.Nanos
 }
 
 const tariffs = `tariffs:
@@ -85,18 +88,7 @@ const tariffs = `tariffs:
 
 // Run runs the demo and writes its story to opts.Out.
 func Run(ctx context.Context, opts Options) (*Result, error) {
-	if opts.Rate <= 0 {
-		opts.Rate = 600
-	}
-	if opts.Duration <= 0 {
-		opts.Duration = 4 * time.Second
-	}
-	if opts.Out == nil {
-		opts.Out = os.Stdout
-	}
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	opts.defaults()
 	dir := opts.Dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "farthing-demo-")
@@ -111,9 +103,73 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := gateway.LoadConfigWithDataDir("", dir)
+	cfg, devs, err := setUp(dir, mqttAddr)
 	if err != nil {
 		return nil, err
+	}
+	fmt.Fprintf(out, "Farthing demo\n  data directory %s\n  gateway %s with an embedded MQTT broker on %s\n", dir, cfg.GatewayID, mqttAddr)
+	fmt.Fprintf(out, "  %d devices: 2 EV chargers (Ed25519, postpaid fleet), 2 smart plugs (HMAC, prepaid household),\n", len(devs))
+	fmt.Fprintf(out, "  a cellular modem (HMAC, data at 0.10 EUR/GB) and a kiosk whose prepaid balance is nearly empty\n")
+	// The kiosk's provider sells top-up vouchers, signed with an issuer key
+	// the gateway trusts.
+	issuer, err := trustIssuer(cfg, dir)
+	if err != nil {
+		return nil, err
+	}
+	// The provider's receiver, over HTTP: the gateway forwards every sealed
+	// aggregate to it.
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	cfg.Upstreams = []gateway.UpstreamConfig{{Name: "providers", Type: "http", URL: "http://" + rl.Addr().String() + "/aggregates"}}
+	cfg.Forward = gateway.ForwardSettings{DrainRate: 2000, BackoffMin: 20 * time.Millisecond, BackoffMax: time.Second}
+	g, err := gateway.New(cfg, opts.Log) // makes the gateway's key
+	if err != nil {
+		rl.Close()
+		return nil, err
+	}
+	recv, stopReceiver, err := serveReceiver(rl, cfg, dir, opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer stopReceiver()
+	fmt.Fprintf(out, "  the providers' receiver on %s, trusting the gateway's key\n", cfg.Upstreams[0].URL)
+	rep, err := runGateway(ctx, g, opts, load{broker: "tcp://" + mqttAddr, devs: devs, issuer: issuer})
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "\n%s", rep)
+	res, err := settle(dir, recv, rep)
+	if err != nil {
+		return nil, err
+	}
+	printReport(out, res)
+	return res, nil
+}
+
+// defaults fills in what Options leave out.
+func (opts *Options) defaults() {
+	if opts.Rate <= 0 {
+		opts.Rate = 600
+	}
+	if opts.Duration <= 0 {
+		opts.Duration = 4 * time.Second
+	}
+	if opts.Out == nil {
+		opts.Out = os.Stdout
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// setUp writes the demo gateway's configuration, tariffs and six devices
+// in dir and returns the configuration and the devices' simulators.
+func setUp(dir, mqttAddr string) (*gateway.Config, []sim.Device, error) {
+	cfg, err := gateway.LoadConfigWithDataDir("", dir)
+	if err != nil {
+		return nil, nil, err
 	}
 	cfg.GatewayID = "gw-demo"
 	cfg.MQTT.Listen = mqttAddr
@@ -129,7 +185,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		{ID: "telco", Window: 2 * time.Second},
 	}
 	if err := os.WriteFile(cfg.Tariffs, []byte(tariffs), 0o600); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	type spec struct {
 		id, keyType, account, provider string
@@ -148,59 +204,63 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	for _, s := range specs {
 		e, sec, err := registry.NewDevice(s.id, s.keyType, s.account, s.provider, s.tariffs)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		rf.Devices = append(rf.Devices, e)
 		devs = append(devs, sim.Device{Entry: e, Secrets: sec})
 	}
 	if err := registry.WriteFile(cfg.Devices, &rf); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	fmt.Fprintf(out, "Farthing demo\n  data directory %s\n  gateway %s with an embedded MQTT broker on %s\n", dir, cfg.GatewayID, mqttAddr)
-	fmt.Fprintf(out, "  %d devices: 2 EV chargers (Ed25519, postpaid fleet), 2 smart plugs (HMAC, prepaid household),\n", len(specs))
-	fmt.Fprintf(out, "  a cellular modem (HMAC, data at 0.10 EUR/GB) and a kiosk whose prepaid balance is nearly empty\n")
+	return cfg, devs, nil
+}
 
-	// The provider's receiver, over HTTP: the gateway forwards every sealed
-	// aggregate to it.
-	rl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	cfg.Upstreams = []gateway.UpstreamConfig{{Name: "providers", Type: "http", URL: "http://" + rl.Addr().String() + "/aggregates"}}
-	// The kiosk's provider sells top-up vouchers, signed with an issuer key
-	// the gateway trusts.
+// trustIssuer makes the voucher issuer's key and has the gateway trust it.
+func trustIssuer(cfg *gateway.Config, dir string) (*keyfile.Key, error) {
 	issuer, err := keyfile.GenerateEd25519()
 	if err != nil {
-		rl.Close()
 		return nil, err
 	}
-	issuerPub, _ := issuer.EncodePublic()
-	cfg.VoucherIssuers = []string{filepath.Join(dir, "issuer.pub")}
-	if err := os.WriteFile(cfg.VoucherIssuers[0], issuerPub, 0o644); err != nil {
-		rl.Close()
-		return nil, err
-	}
-	cfg.Forward = gateway.ForwardSettings{DrainRate: 2000, BackoffMin: 20 * time.Millisecond, BackoffMax: time.Second}
-	g, err := gateway.New(cfg, opts.Log)
+	issuerPub, err := issuer.EncodePublic()
 	if err != nil {
-		rl.Close()
 		return nil, err
 	}
+	cfg.VoucherIssuers = []string{filepath.Join(dir, "issuer.pub")}
+	return issuer, os.WriteFile(cfg.VoucherIssuers[0], issuerPub, 0o644)
+}
+
+// serveReceiver serves the providers' receiver on rl, trusting the
+// gateway's key; the function it returns stops it.
+func serveReceiver(rl net.Listener, cfg *gateway.Config, dir string, log *slog.Logger) (*provider.Receiver, func(), error) {
 	gk, err := keyfile.Load(cfg.KeyFile)
 	if err != nil {
 		rl.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	recv, err := provider.Open(filepath.Join(dir, "receiver.db"), provider.Keys(gk.Private.Public().(ed25519.PublicKey)))
 	if err != nil {
 		rl.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	defer recv.Close()
-	rsrv := &http.Server{Handler: recv.Handler(opts.Log), ReadHeaderTimeout: 5 * time.Second}
-	go rsrv.Serve(rl)
-	defer rsrv.Close()
-	fmt.Fprintf(out, "  the providers' receiver on http://%s/aggregates, trusting the gateway's key\n", rl.Addr())
+	rsrv := &http.Server{Handler: recv.Handler(log), ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan struct{})
+	go func() { defer close(served); rsrv.Serve(rl) }()
+	return recv, func() { rsrv.Close(); <-served; recv.Close() }, nil
+}
+
+// load is the demo's simulated load: the devices, the broker they
+// publish to, and the issuer of the kiosk's voucher.
+type load struct {
+	broker string
+	devs   []sim.Device
+	issuer *keyfile.Key
+}
+
+// runGateway runs the gateway under the simulated load, redeems a voucher
+// for the kiosk half-way through, then seals every window and waits for
+// the forwarder to deliver them; it returns the simulator's report.
+func runGateway(ctx context.Context, g *gateway.Gateway, opts Options, l load) (*sim.Report, error) {
+	out := opts.Out
 	gctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- g.Run(gctx) }()
@@ -223,27 +283,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		case <-ctx.Done():
 			return
 		}
-		signer, err := protocol.NewEd25519Signer(issuer.Private)
-		if err != nil {
-			redeemed = err.Error()
-			return
-		}
-		var enc protocol.Encoder
-		v, err := enc.AppendVoucher(nil, &protocol.Voucher{ID: "V-DEMO-0001", Account: "kiosk", Amount: 20_000_000_000, Currency: "EUR",
-			Expiry: uint64(time.Now().Add(time.Hour).UnixMilli()), Issuer: "stadtwerk"}, signer)
-		if err != nil {
-			redeemed = err.Error()
-			return
-		}
-		r, err := g.Ingest().RedeemVoucher(ctx, v, "", "demo")
-		if err != nil {
-			redeemed = "voucher refused: " + err.Error()
-			return
-		}
-		redeemed = fmt.Sprintf("voucher %s redeemed for the kiosk: %s, balance %s", "V-DEMO-0001",
-			metering.Money{Nanos: r.Amount, Currency: "EUR"}, metering.Money{Nanos: r.Balance, Currency: "EUR"})
+		redeemed = redeemVoucher(ctx, g, l.issuer)
 	}()
-	rep, err := sim.Run(ctx, sim.Config{Broker: "tcp://" + mqttAddr, Devices: devs, Rate: opts.Rate, Duration: opts.Duration,
+	rep, err := sim.Run(ctx, sim.Config{Broker: l.broker, Devices: l.devs, Rate: opts.Rate, Duration: opts.Duration,
 		InFlight: 4, Drain: 10 * time.Second, Progress: out})
 	wg.Wait()
 	if redeemed != "" {
@@ -265,12 +307,33 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if gerr := <-done; err == nil {
 		err = gerr
 	}
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(out, "\n%s", rep)
+	return rep, err
+}
 
-	// Read the books back from the state file the gateway left.
+// redeemVoucher signs a 20.00 EUR voucher for the kiosk and has the
+// gateway redeem it; it says what happened.
+func redeemVoucher(ctx context.Context, g *gateway.Gateway, issuer *keyfile.Key) string {
+	signer, err := protocol.NewEd25519Signer(issuer.Private)
+	if err != nil {
+		return err.Error()
+	}
+	var enc protocol.Encoder
+	v, err := enc.AppendVoucher(nil, &protocol.Voucher{ID: "V-DEMO-0001", Account: "kiosk", Amount: 20_000_000_000, Currency: "EUR",
+		Expiry: uint64(time.Now().Add(time.Hour).UnixMilli()), Issuer: "stadtwerk"}, signer)
+	if err != nil {
+		return err.Error()
+	}
+	r, err := g.Ingest().RedeemVoucher(ctx, v, "", "demo")
+	if err != nil {
+		return "voucher refused: " + err.Error()
+	}
+	return fmt.Sprintf("voucher %s redeemed for the kiosk: %s, balance %s", "V-DEMO-0001",
+		metering.Money{Nanos: r.Amount, Currency: "EUR"}, metering.Money{Nanos: r.Balance, Currency: "EUR"})
+}
+
+// settle reads the books back from the state file the gateway left, pays
+// the providers' wallets out and reconciles everything to the nano.
+func settle(dir string, recv *provider.Receiver, rep *sim.Report) (*Result, error) {
 	st, err := store.Open(filepath.Join(dir, gateway.StateFile), store.Options{ReadOnly: true})
 	if err != nil {
 		return nil, err
@@ -325,6 +388,15 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		received == rc.LedgerCharged && gaps == 0 && insp.Outbox == 0 && credited == rc.TopUps &&
 		walletsBalanced && paid+fees+carried+pending == rc.LedgerCharged
 
+	res.received, res.credited, res.paid, res.fees, res.carried, res.pending, res.simCharged = received, credited, paid, fees, carried, pending, simCharged
+	return res, nil
+}
+
+// printReport prints the accounts, the windows, what the providers
+// received and paid out, and the reconciliation.
+func printReport(out io.Writer, res *Result) {
+	insp, rrep, payouts, rc := res.Inspect, res.Received, res.Payouts, res.Inspect.Reconcile
+	received, credited, paid, fees, carried, pending, simCharged := res.received, res.credited, res.paid, res.fees, res.carried, res.pending, res.simCharged
 	fmt.Fprintf(out, "\nAccounts\n")
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	for _, a := range insp.Accounts {
@@ -385,7 +457,6 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		verdict = "NOT BALANCED"
 	}
 	fmt.Fprintf(out, "\n%s (= %s)\n", verdict, metering.Money{Nanos: rc.LedgerCharged, Currency: "EUR"})
-	return res, nil
 }
 
 func freeAddr() (string, error) {
