@@ -165,11 +165,52 @@ type simDevice struct {
 // Run runs the simulation until it has sent for Duration and drained, or
 // ctx ends.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	r := &run{cfg: cfg}
+	r.rep.Devices, r.rep.Rejected, r.rep.Charged = len(cfg.Devices), map[string]uint64{}, map[string]uint64{}
+	if err := r.prepare(); err != nil {
+		return nil, err
+	}
+	closeDevices, err := r.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer closeDevices()
+	if err := r.signAll(); err != nil {
+		return nil, err
+	}
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "%s\n", ProgressSending)
+	}
+	sendCtx, stopSending := context.WithTimeout(ctx, cfg.Duration)
+	defer stopSending()
+	sendingDone := r.sendAll(ctx, sendCtx)
+	r.wait(ctx, sendingDone)
+	elapsed := time.Since(r.start)
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "%s\n", ProgressDone)
+	}
+	if cfg.Hold > 0 {
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "sim: holding %d idle sessions for %v\n", len(r.devs), cfg.Hold)
+		}
+		select {
+		case <-time.After(cfg.Hold):
+		case <-ctx.Done():
+		}
+	}
+	return r.report(elapsed), nil
+}
+
+// defaults checks the configuration and fills in what it leaves out.
+func (cfg *Config) defaults() error {
 	if len(cfg.Devices) == 0 {
-		return nil, fmt.Errorf("sim: no devices")
+		return fmt.Errorf("sim: no devices")
 	}
 	if cfg.Rate <= 0 || cfg.Duration <= 0 {
-		return nil, fmt.Errorf("sim: rate and duration must be positive")
+		return fmt.Errorf("sim: rate and duration must be positive")
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = protocol.DefaultTopicPrefix
@@ -186,8 +227,30 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Drain <= 0 {
 		cfg.Drain = 10 * time.Second
 	}
+	return nil
+}
+
+// run is one simulation: its devices and what their receipts said.
+type run struct {
+	cfg      Config
+	devs     []*simDevice
+	epoch    uint64
+	start    time.Time     // when the first ticket is due
+	interval time.Duration // between one device's tickets
+	sent     atomic.Uint64
+	received atomic.Uint64
+
+	mu  sync.Mutex // guards rep, lat and at
+	rep Report
+	lat []time.Duration
+	at  []int64 // when each latency's receipt came, unix ns
+}
+
+// prepare makes each device's simulator with the seqs it will use.
+func (r *run) prepare() error {
+	cfg := r.cfg
 	perDevice := int(cfg.Rate*cfg.Duration.Seconds()/float64(len(cfg.Devices))) + 1
-	epoch := uint64(time.Now().Unix())
+	r.epoch = uint64(time.Now().Unix())
 	seqBase := uint64(time.Now().UnixMicro())
 	if cfg.Payword {
 		// A payword ticket's seq is chain number × 2^32 + index. The
@@ -196,219 +259,229 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		// last's, and its seqs above any a run without paywords used.
 		seqBase = (seqBase >> 20) << 32
 	}
-	devs := make([]*simDevice, len(cfg.Devices))
-	var rep Report
-	rep.Devices, rep.Rejected, rep.Charged = len(devs), map[string]uint64{}, map[string]uint64{}
-	var repMu sync.Mutex
-	var lat []time.Duration
-	var at []int64 // when each latency's receipt came, unix ns
-
+	r.devs = make([]*simDevice, len(cfg.Devices))
 	for i, e := range cfg.Devices {
 		inflight := cfg.InFlightMin + i%(cfg.InFlight-cfg.InFlightMin+1)
 		d, err := prepare(e.Entry, e.Secrets, perDevice, seqBase, inflight)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		d.payword = cfg.Payword
-		devs[i] = d
+		r.devs[i] = d
 	}
-	var received atomic.Uint64
-	onReceipt := func(d *simDevice, b []byte) {
-		now := time.Now()
-		if cfg.Bare {
-			onBare(d, now, &repMu, &received, &lat, &at)
-			return
-		}
-		var env protocol.Envelope
-		r := protocol.Receipt{Device: d.entry.ID}
-		err := protocol.ParseReceipt(b, &env, &r)
-		if err == nil {
-			d.mu.Lock()
-			err = env.Verify(d.receipts, nil)
-			d.mu.Unlock()
-		}
-		repMu.Lock()
-		defer repMu.Unlock()
-		idx := r.Seq - d.base
-		if err != nil || r.Device != d.entry.ID || r.Seq < d.base || idx >= uint64(len(d.tickets)) || d.got[idx].Swap(true) {
-			rep.BadReceipts++
-			return
-		}
-		received.Add(1)
-		lat, at = append(lat, now.Sub(time.Unix(0, d.sentAt[idx].Load()))), append(at, now.UnixNano())
-		switch r.Status {
-		case protocol.StatusAccepted:
-			rep.Accepted++
-			rep.Charged[r.Currency] += r.Charged
-		case protocol.StatusDuplicate:
-			rep.Duplicates++
-		case protocol.StatusInsufficientFunds:
-			rep.InsufficientFunds++
-		case protocol.StatusRetryLater:
-			rep.RetryLater++
-		case protocol.StatusHeld:
-			if rep.Held == nil {
-				rep.Held = map[string]uint64{}
-			}
-			rep.Held[r.Reason.String()]++
-		default:
-			rep.Rejected[r.Reason.String()]++
-		}
-		select {
-		case <-d.slots:
-		default:
-		}
+	return nil
+}
+
+// onReceipt checks a device's receipt and counts it.
+func (r *run) onReceipt(d *simDevice, b []byte) {
+	now := time.Now()
+	if r.cfg.Bare {
+		onBare(d, now, &r.mu, &r.received, &r.lat, &r.at)
+		return
 	}
+	var env protocol.Envelope
+	rc := protocol.Receipt{Device: d.entry.ID}
+	err := protocol.ParseReceipt(b, &env, &rc)
+	if err == nil {
+		d.mu.Lock()
+		err = env.Verify(d.receipts, nil)
+		d.mu.Unlock()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	idx := rc.Seq - d.base
+	if err != nil || rc.Device != d.entry.ID || rc.Seq < d.base || idx >= uint64(len(d.tickets)) || d.got[idx].Swap(true) {
+		r.rep.BadReceipts++
+		return
+	}
+	r.received.Add(1)
+	r.lat, r.at = append(r.lat, now.Sub(time.Unix(0, d.sentAt[idx].Load()))), append(r.at, now.UnixNano())
+	r.rep.count(&rc)
+	select {
+	case <-d.slots:
+	default:
+	}
+}
+
+// count adds a receipt's status to the report. The caller holds the lock.
+func (rep *Report) count(rc *protocol.Receipt) {
+	switch rc.Status {
+	case protocol.StatusAccepted:
+		rep.Accepted++
+		rep.Charged[rc.Currency] += rc.Charged
+	case protocol.StatusDuplicate:
+		rep.Duplicates++
+	case protocol.StatusInsufficientFunds:
+		rep.InsufficientFunds++
+	case protocol.StatusRetryLater:
+		rep.RetryLater++
+	case protocol.StatusHeld:
+		if rep.Held == nil {
+			rep.Held = map[string]uint64{}
+		}
+		rep.Held[rc.Reason.String()]++
+	default:
+		rep.Rejected[rc.Reason.String()]++
+	}
+}
+
+// connect connects every device over its transport (a CoAP/DTLS session,
+// or an MQTT client subscribed to its receipts); the function it returns
+// closes them.
+func (r *run) connect(ctx context.Context) (func(), error) {
+	cfg, devs := r.cfg, r.devs
 	if cfg.Transport == "coaps" {
-		if err := connectCoAP(ctx, cfg, devs, &rep); err != nil {
+		if err := connectCoAP(ctx, cfg, devs, &r.rep); err != nil {
 			return nil, err
 		}
-		defer func() {
+		return func() {
 			for _, d := range devs {
 				if d.coap != nil {
 					d.coap.Close()
 				}
 			}
-		}()
-	} else {
-		// Connect every device.
-		for _, d := range devs {
-			d := d
-			opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(d.entry.ID).
-				SetUsername(d.entry.ID).SetPassword(d.password).SetCleanSession(true).SetAutoReconnect(false).
-				SetOrderMatters(false).SetWriteTimeout(10 * time.Second)
-			d.client = paho.NewClient(opts)
-			if t := d.client.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-				closeAll(devs)
-				return nil, fmt.Errorf("sim: device %s cannot connect to %s: %v", d.entry.ID, cfg.Broker, t.Error())
-			}
-			topic := protocol.Topics{Prefix: cfg.Prefix}.Receipt(d.entry.ID)
-			if t := d.client.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { onReceipt(d, m.Payload()) }); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-				closeAll(devs)
-				return nil, fmt.Errorf("sim: device %s cannot subscribe to %s: %v", d.entry.ID, topic, t.Error())
-			}
+		}, nil
+	}
+	for _, d := range devs {
+		opts := paho.NewClientOptions().AddBroker(cfg.Broker).SetClientID(d.entry.ID).
+			SetUsername(d.entry.ID).SetPassword(d.password).SetCleanSession(true).SetAutoReconnect(false).
+			SetOrderMatters(false).SetWriteTimeout(10 * time.Second)
+		d.client = paho.NewClient(opts)
+		if t := d.client.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			closeAll(devs)
+			return nil, fmt.Errorf("sim: device %s cannot connect to %s: %v", d.entry.ID, cfg.Broker, t.Error())
 		}
-		defer closeAll(devs)
+		topic := protocol.Topics{Prefix: cfg.Prefix}.Receipt(d.entry.ID)
+		if t := d.client.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { r.onReceipt(d, m.Payload()) }); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			closeAll(devs)
+			return nil, fmt.Errorf("sim: device %s cannot subscribe to %s: %v", d.entry.ID, topic, t.Error())
+		}
+	}
+	return func() { closeAll(devs) }, nil
+}
 
-	}
-	// Sign everything before the clock starts, once connected, dated from
-	// the start: after the signing, whose length is foretold from the first
-	// device's (a long run's tickets take many seconds to sign).
-	interval := time.Duration(float64(time.Second) * float64(len(devs)) / cfg.Rate)
+// signAll signs everything before the clock starts, once connected,
+// dated from the start: after the signing, whose length is foretold from
+// the first device's (a long run's tickets take many seconds to sign).
+func (r *run) signAll() error {
+	devs := r.devs
+	r.interval = time.Duration(float64(time.Second) * float64(len(devs)) / r.cfg.Rate)
 	t0 := time.Now()
-	if err := devs[0].sign(epoch, t0, interval); err != nil {
-		return nil, err
+	if err := devs[0].sign(r.epoch, t0, r.interval); err != nil {
+		return err
 	}
-	start := time.Now().Add(time.Since(t0)*time.Duration(len(devs))*5/4 + 100*time.Millisecond)
+	r.start = time.Now().Add(time.Since(t0)*time.Duration(len(devs))*5/4 + 100*time.Millisecond)
 	for i, d := range devs {
-		if err := d.sign(epoch, start.Add(firstAt(interval, i, len(devs))), interval); err != nil {
-			return nil, err
+		if err := d.sign(r.epoch, r.start.Add(firstAt(r.interval, i, len(devs))), r.interval); err != nil {
+			return err
 		}
 	}
-	if wait := time.Until(start); wait > 0 {
+	if wait := time.Until(r.start); wait > 0 {
 		time.Sleep(wait)
 	} else {
-		start = time.Now() // the signing took longer than foretold: the tickets are a little late
+		r.start = time.Now() // the signing took longer than foretold: the tickets are a little late
 	}
-	// Send, each device paced to its share of the rate.
-	if cfg.Progress != nil {
-		fmt.Fprintf(cfg.Progress, "%s\n", ProgressSending)
-	}
-	sendCtx, stopSending := context.WithTimeout(ctx, cfg.Duration)
-	defer stopSending()
-	var sent atomic.Uint64
+	return nil
+}
+
+// sendAll sends every device's tickets, each device paced to its share
+// of the rate, until sendCtx ends; the channel closes when all are sent.
+func (r *run) sendAll(ctx, sendCtx context.Context) <-chan struct{} {
 	var wg sync.WaitGroup
-	for i, d := range devs {
+	for i, d := range r.devs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			next := start.Add(firstAt(interval, i, len(devs)))
-			topic := protocol.Topics{Prefix: cfg.Prefix}.Ticket(d.entry.ID)
-			for k := range d.tickets {
-				if wait := time.Until(next); wait > 0 {
-					select {
-					case <-time.After(wait):
-					case <-sendCtx.Done():
-						return
-					}
-				}
-				select {
-				case d.slots <- struct{}{}:
-				case <-sendCtx.Done():
-					return
-				}
-				d.sentAt[k].Store(time.Now().UnixNano())
-				sent.Add(1)
-				next = next.Add(interval)
-				if d.coap != nil {
-					// One request at a time: a device's tickets arrive in order.
-					pctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a request sent is waited for, even past the send window
-					resp, err := d.coap.Post(pctx, "/"+protocol.CoAPTicketPath, coapdev.ContentFormat(d.tickets[k]), bytes.NewReader(d.tickets[k]))
-					cancel()
-					if err == nil && resp.Body() != nil {
-						if b, err := io.ReadAll(resp.Body()); err == nil {
-							onReceipt(d, b)
-						}
-					}
-					continue
-				}
-				d.client.Publish(topic, 1, false, d.tickets[k])
-			}
+			r.send(ctx, sendCtx, i, d)
 		}()
 	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	return done
+}
+
+// send sends device d's tickets, the i-th device's share of the rate.
+func (r *run) send(ctx, sendCtx context.Context, i int, d *simDevice) {
+	next := r.start.Add(firstAt(r.interval, i, len(r.devs)))
+	topic := protocol.Topics{Prefix: r.cfg.Prefix}.Ticket(d.entry.ID)
+	for k := range d.tickets {
+		if wait := time.Until(next); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-sendCtx.Done():
+				return
+			}
+		}
+		select {
+		case d.slots <- struct{}{}:
+		case <-sendCtx.Done():
+			return
+		}
+		d.sentAt[k].Store(time.Now().UnixNano())
+		r.sent.Add(1)
+		next = next.Add(r.interval)
+		if d.coap != nil {
+			// One request at a time: a device's tickets arrive in order.
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a request sent is waited for, even past the send window
+			resp, err := d.coap.Post(pctx, "/"+protocol.CoAPTicketPath, coapdev.ContentFormat(d.tickets[k]), bytes.NewReader(d.tickets[k]))
+			cancel()
+			if err == nil && resp.Body() != nil {
+				if b, err := io.ReadAll(resp.Body()); err == nil {
+					r.onReceipt(d, b)
+				}
+			}
+			continue
+		}
+		d.client.Publish(topic, 1, false, d.tickets[k])
+	}
+}
+
+// wait reports progress once a second until every ticket sent has its
+// receipt, or the drain time after the last send has passed, or ctx ends.
+func (r *run) wait(ctx context.Context, sendingDone <-chan struct{}) {
 	progress := time.NewTicker(time.Second)
 	defer progress.Stop()
-	sendingDone := make(chan struct{})
-	go func() { wg.Wait(); close(sendingDone) }()
 	var drainTimer <-chan time.Time
-loop:
 	for {
 		select {
 		case <-progress.C:
-			if cfg.Progress != nil {
-				fmt.Fprintf(cfg.Progress, "sim: %4.0fs sent %d receipts %d\n", time.Since(start).Seconds(), sent.Load(), received.Load())
+			if r.cfg.Progress != nil {
+				fmt.Fprintf(r.cfg.Progress, "sim: %4.0fs sent %d receipts %d\n", time.Since(r.start).Seconds(), r.sent.Load(), r.received.Load())
 			}
 		case <-sendingDone:
 			sendingDone = nil
-			drainTimer = time.After(cfg.Drain)
-			if received.Load() == sent.Load() {
-				break loop
+			drainTimer = time.After(r.cfg.Drain)
+			if r.received.Load() == r.sent.Load() {
+				return
 			}
 		case <-drainTimer:
-			break loop
+			return
 		case <-ctx.Done():
-			break loop
+			return
 		}
-		if sendingDone == nil && received.Load() >= sent.Load() {
-			break loop
-		}
-	}
-	elapsed := time.Since(start)
-	if cfg.Progress != nil {
-		fmt.Fprintf(cfg.Progress, "%s\n", ProgressDone)
-	}
-	if cfg.Hold > 0 {
-		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, "sim: holding %d idle sessions for %v\n", len(devs), cfg.Hold)
-		}
-		select {
-		case <-time.After(cfg.Hold):
-		case <-ctx.Done():
+		if sendingDone == nil && r.received.Load() >= r.sent.Load() {
+			return
 		}
 	}
-	repMu.Lock()
-	defer repMu.Unlock()
-	rep.Sent = sent.Load()
-	rep.Missing = rep.Sent - min(rep.Sent, received.Load())
+}
+
+// report is the run's report after elapsed: counts, throughput, the
+// latency's quantiles and slices.
+func (r *run) report(elapsed time.Duration) *Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := r.rep
+	rep.Sent = r.sent.Load()
+	rep.Missing = rep.Sent - min(rep.Sent, r.received.Load())
 	rep.Elapsed = elapsed
-	rep.Throughput = float64(received.Load()) / elapsed.Seconds()
-	rep.Slices = slices(lat, at, start, elapsed, cfg.Slice)
+	rep.Throughput = float64(r.received.Load()) / elapsed.Seconds()
+	rep.Slices = slices(r.lat, r.at, r.start, elapsed, r.cfg.Slice)
+	lat := r.lat
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if n := len(lat); n > 0 {
 		rep.P50, rep.P99, rep.Max = lat[n/2], lat[min(n-1, n*99/100)], lat[n-1]
 	}
-	out := rep
-	return &out, nil
+	return &rep
 }
 
 // firstAt is when device i of n sends its first ticket, after the start:
