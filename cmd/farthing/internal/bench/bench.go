@@ -189,34 +189,70 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	began := time.Now()
 	host, _ := os.Hostname()
-	rep := &Report{Host: host, Cores: runtime.NumCPU(), GatewayCores: verifyWorkers(), Pinned: o.Pin, Go: runtime.Version(), When: began, L2: map[string]Spread{}}
-	say := func(format string, args ...any) { fmt.Fprintf(o.Out, "bench: "+format+"\n", args...) }
-	runs := func(f func() (float64, error)) (Spread, error) {
-		var xs []float64
-		for i := 0; i < o.Runs; i++ {
-			v, err := f()
-			if err != nil {
-				return Spread{}, err
-			}
-			xs = append(xs, v)
-		}
-		return spread(xs), nil
-	}
-	var err error
-
+	r := &benchRun{ctx: ctx, o: o, rep: &Report{Host: host, Cores: runtime.NumCPU(), GatewayCores: verifyWorkers(), Pinned: o.Pin,
+		Go: runtime.Version(), When: began, L2: map[string]Spread{}}}
 	dir, err := os.MkdirTemp("", "farthing-bench-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	data := filepath.Join(dir, "data")
-	if err := provision(data, o.Devices); err != nil {
+	r.dir, r.data = dir, filepath.Join(dir, "data")
+	if err := provision(r.data, o.Devices); err != nil {
 		return nil, err
 	}
+	if err := r.limits(); err != nil {
+		return nil, err
+	}
+	if o.wants("l2") || o.wants("mosquitto") || o.wants("memory") {
+		var stopMosq func()
+		r.mosq, r.mosqPID, stopMosq = startMosquitto()
+		defer stopMosq()
+	}
+	for _, step := range []func() error{r.mosquittoLimit, r.endToEnd, r.mosquittoEndToEnd, r.memory} {
+		if err := step(); err != nil {
+			return nil, err
+		}
+	}
+	r.rep.ElapsedS = time.Since(began).Seconds()
+	return r.rep, nil
+}
 
+// benchRun is one farthing bench: its options, its provisioned devices
+// (data) and the report it fills.
+type benchRun struct {
+	ctx           context.Context
+	o             Options
+	rep           *Report
+	dir, data     string
+	mosq, mosqPID string // a running Mosquitto's address and pid; "" without one
+}
+
+// say prints one line of progress.
+func (r *benchRun) say(format string, args ...any) {
+	fmt.Fprintf(r.o.Out, "bench: "+format+"\n", args...)
+}
+
+// runs measures f o.Runs times and returns the spread.
+func (r *benchRun) runs(f func() (float64, error)) (Spread, error) {
+	var xs []float64
+	for i := 0; i < r.o.Runs; i++ {
+		v, err := f()
+		if err != nil {
+			return Spread{}, err
+		}
+		xs = append(xs, v)
+	}
+	return spread(xs), nil
+}
+
+// limits measures the parts alone: Ed25519 verification (L1), the
+// embedded broker (L2) and a bare CoAP/DTLS server (L3).
+func (r *benchRun) limits() error {
+	ctx, o, rep, data, say, runs := r.ctx, r.o, r.rep, r.data, r.say, r.runs
+	var err error
 	if o.wants("l1") || o.wants("ed25519") {
 		if rep.L1, err = runs(func() (float64, error) { return VerifyLimit(2 * time.Second) }); err != nil {
-			return nil, err
+			return err
 		}
 		say("L1 Ed25519 decode+verify, batched, on %d cores: %.0f/s", rep.GatewayCores, rep.L1.Median)
 	}
@@ -224,42 +260,54 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		mqAddr := freeAddr("tcp")
 		stopBare, err := BareBroker(mqAddr)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rep.L2["embedded"], err = runs(func() (float64, error) { return brokerLimit(ctx, mqAddr, 3*time.Second) })
 		stopBare()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		say("L2 embedded broker (mochi), QoS 1: %.0f msg/s", rep.L2["embedded"].Median)
 	}
 	if o.wants("l3") || o.wants("coap") {
 		if rep.L3, err = runs(func() (float64, error) { return coapLimit(ctx, o, data, 3*time.Second) }); err != nil {
-			return nil, err
+			return err
 		}
 		say("L3 bare CoAP/DTLS server, %d sessions: %.0f requests/s", o.Devices, rep.L3.Median)
 	}
-	mosq, mosqPID, stopMosq := "", "", func() {}
-	if o.wants("l2") || o.wants("mosquitto") || o.wants("memory") {
-		mosq, mosqPID, stopMosq = startMosquitto()
-		defer stopMosq()
-	}
+	return nil
+}
+
+// mosquittoLimit measures Mosquitto alone (L2), when it runs.
+func (r *benchRun) mosquittoLimit() error {
+	ctx, o, rep, mosq, say, runs := r.ctx, r.o, r.rep, r.mosq, r.say, r.runs
+	var err error
 	if mosq != "" && (o.wants("l2") || o.wants("mosquitto")) {
 		if rep.L2["mosquitto"], err = runs(func() (float64, error) { return brokerLimit(ctx, mosq, 3*time.Second) }); err != nil {
-			return nil, err
+			return err
 		}
 		say("L2 Mosquitto, QoS 1: %.0f msg/s", rep.L2["mosquitto"].Median)
 	}
 
-	type config struct {
-		part, name, keys, transport, broker, limit string
-		limitValue                                 float64
-	}
+	return nil
+}
+
+// benchConfig is one end-to-end configuration: its part's name, its keys,
+// transport and broker, and the limit its throughput is compared with.
+type benchConfig struct {
+	part, name, keys, transport, broker, limit string
+	limitValue                                 float64
+}
+
+// endToEnd measures the gateway end to end: the embedded broker and DTLS
+// in one gateway, for each configuration asked for.
+func (r *benchRun) endToEnd() error {
+	ctx, o, rep, data, say := r.ctx, r.o, r.rep, r.data, r.say
 	// The gateway: embedded broker and DTLS in one; external mode to
 	// Mosquitto in another, on the same devices.
 	embeddedMQTT, dtlsAddr := freeAddr("tcp"), freeAddr("udp")
-	var configs []config
-	for _, c := range []config{
+	var configs []benchConfig
+	for _, c := range []benchConfig{
 		{"hmac", "embedded broker, HMAC", "hmac", "mqtt", "tcp://" + embeddedMQTT, "E/L2 embedded", rep.L2["embedded"].Median},
 		{"ed25519", "embedded broker, Ed25519", "ed25519", "mqtt", "tcp://" + embeddedMQTT, "E/L1", rep.L1.Median},
 		{"payword", "embedded broker, payword", "payword", "mqtt", "tcp://" + embeddedMQTT, "E/L2 embedded", rep.L2["embedded"].Median},
@@ -274,61 +322,84 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			c.MQTT.Listen, c.DTLS.Listen = embeddedMQTT, dtlsAddr
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, c := range configs {
 			e, err := endToEnd(ctx, o, data, c.name, c.keys, c.transport, c.broker, say)
 			if err != nil {
 				stopGW()
-				return nil, err
+				return err
 			}
 			e.Limit, e.Ratio = c.limit, e.Throughput.Median/c.limitValue
 			rep.E = append(rep.E, e)
 		}
 		stopGW()
 	}
-	if mosq != "" && o.wants("mosquitto") {
-		ext := filepath.Join(dir, "ext")
-		os.MkdirAll(ext, 0o700)
-		for _, f := range []string{"tariffs.yaml", "devices.yaml"} {
-			b, _ := os.ReadFile(filepath.Join(data, f))
-			os.WriteFile(filepath.Join(ext, f), b, 0o600)
-		}
-		stopExt, err := startGateway(ctx, ext, "gw-bench-ext", func(c *gateway.Config) {
-			c.MQTT.Mode, c.MQTT.Broker, c.DTLS.Listen = "external", "tcp://"+mosq, "off"
-		})
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range []config{
-			{"mosquitto", "Mosquitto, HMAC", "hmac", "mqtt", "tcp://" + mosq, "E/L2 mosquitto", rep.L2["mosquitto"].Median},
-		} {
-			e, err := endToEnd(ctx, o, data, c.name, c.keys, c.transport, c.broker, say)
-			if err != nil {
-				stopExt()
-				return nil, err
-			}
-			e.Limit, e.Ratio = c.limit, e.Throughput.Median/c.limitValue
-			rep.E = append(rep.E, e)
-		}
-		stopExt()
+	return nil
+}
+
+// mosquittoEndToEnd measures a gateway in external mode on Mosquitto, on
+// the same devices.
+func (r *benchRun) mosquittoEndToEnd() error {
+	ctx, o, rep, data, mosq, say := r.ctx, r.o, r.rep, r.data, r.mosq, r.say
+	if mosq == "" || !o.wants("mosquitto") {
+		return nil
 	}
+	ext := filepath.Join(r.dir, "ext")
+	if err := os.MkdirAll(ext, 0o700); err != nil {
+		return err
+	}
+	for _, f := range []string{"tariffs.yaml", "devices.yaml"} {
+		b, err := os.ReadFile(filepath.Join(data, f))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(ext, f), b, 0o600); err != nil {
+			return err
+		}
+	}
+	stopExt, err := startGateway(ctx, ext, "gw-bench-ext", func(c *gateway.Config) {
+		c.MQTT.Mode, c.MQTT.Broker, c.DTLS.Listen = "external", "tcp://"+mosq, "off"
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range []benchConfig{
+		{"mosquitto", "Mosquitto, HMAC", "hmac", "mqtt", "tcp://" + mosq, "E/L2 mosquitto", rep.L2["mosquitto"].Median},
+	} {
+		e, err := endToEnd(ctx, o, data, c.name, c.keys, c.transport, c.broker, say)
+		if err != nil {
+			stopExt()
+			return err
+		}
+		e.Limit, e.Ratio = c.limit, e.Throughput.Median/c.limitValue
+		rep.E = append(rep.E, e)
+	}
+	stopExt()
+	return nil
+}
+
+// memory measures the gateway's memory with a large registry and many
+// connected devices: embedded broker, CoAP/DTLS and, when it runs,
+// Mosquitto.
+func (r *benchRun) memory() error {
+	ctx, o, rep, dir, data, mosq, mosqPID, say := r.ctx, r.o, r.rep, r.dir, r.data, r.mosq, r.mosqPID, r.say
 	if o.Connected > 0 && o.wants("memory") {
 		fleet := filepath.Join(dir, "fleet")
 		say("memory: writing a registry of %d devices", o.Registered)
 		if err := provisionFleet(fleet, o.Registered, filepath.Join(data, "tariffs.yaml")); err != nil {
-			return nil, err
+			return err
 		}
 		m, err := memoryScenario(ctx, fleet, "embedded broker", o.Registered, o.Connected, "", "")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rep.Memory = append(rep.Memory, m)
 		say("memory, embedded broker: %.0f MB with %d registered, %.0f MB (%.0f MB anonymous, %.0f settled) with %d connected: %.1f KB per connection",
 			m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.SettledMB, m.Connected, m.PerConnKB)
 		m, err = dtlsMemoryScenario(ctx, fleet, o.Registered, o.Sessions)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rep.Memory = append(rep.Memory, m)
 		say("memory, CoAP/DTLS: %.0f MB with %d registered, %.0f MB with %d idle sessions: %.1f KB per session",
@@ -342,15 +413,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			m, err := memoryScenario(ctx, fleet, name, o.Registered, o.Connected, mosq, mosqPID)
 			debug.SetMemoryLimit(prev)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			rep.Memory = append(rep.Memory, m)
 			say("memory, Mosquitto: gateway %.0f MB with %d registered, %.0f MB (%.0f MB anonymous, %.0f settled) with %d connected; Mosquitto %.0f MB",
 				m.IdleRSSMB, m.Registered, m.RSSMB, m.AnonMB, m.SettledMB, m.Connected, m.BrokerMB)
 		}
 	}
-	rep.ElapsedS = time.Since(began).Seconds()
-	return rep, nil
+	return nil
 }
 
 // endToEnd runs the simulator o.Runs times at the offered rate (its
