@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -42,128 +43,37 @@ func runReceive(e *env, args []string) error {
 	if len(args) > 0 && args[0] == "report" {
 		return receiveReport(e, args[1:])
 	}
-	fs := newFlags("receive")
-	data := fs.String("data", "farthing-receiver", "directory for the receiver's state")
-	var trust trustFiles
-	fs.Var(&trust, "trust", "a gateway's public key file, as [GATEWAY-ID=]FILE: the key speaks for that gateway id\n(without one, for the first id it is seen with); repeatable")
-	httpAddr := fs.String("http", "", "serve POST /aggregates and GET /totals on this address")
-	mqttURL := fs.String("mqtt", "", "subscribe to aggregates on this MQTT broker")
-	topic := fs.String("topic", protocol.Topics{}.AggregateFilter(), "MQTT topic filter")
-	user := fs.String("user", "", "MQTT user name")
-	password := fs.String("password", "", "MQTT password")
-	clientID := fs.String("client-id", "farthing-receiver", "MQTT client id (the broker keeps the session under it)")
-	jsURL := fs.String("jetstream", "", "consume aggregates from this NATS server")
-	stream := fs.String("stream", "FARTHING", "JetStream stream")
-	durable := fs.String("durable", "farthing-receiver", "JetStream durable consumer (receivers on one durable share the work)")
-	every := fs.Duration("every", 10*time.Second, "print the totals this often")
-	payouts := fs.String("payouts", "", "the payouts file: pay out on each provider's schedule (checked at every --every tick)")
-	db := fs.String("db", "", "keep the books in PostgreSQL (postgres://USER@HOST:PORT/DB) instead of DATA/receiver.db;\nseveral receivers may share one database")
-	maxConns := fs.Int("db-max-conns", 8, "with --db: the most database connections")
-	metricsAddr := fs.String("metrics", "", "serve /metrics and /healthz on this address")
-	deviceKeys := fs.String("device-keys", "", "payword devices' Ed25519 public keys, a line \"DEVICE-ID HEX-KEY\" each (farthing device list --public-keys):\na chain progress record of such a device is proven only if the device signed its commitment")
-	if err := parse(fs, args, 0); err != nil {
+	f, err := receiveFlags(args)
+	if err != nil {
 		return err
 	}
-	modes := 0
-	for _, m := range []string{*httpAddr, *mqttURL, *jsURL} {
-		if m != "" {
-			modes++
-		}
-	}
-	if modes != 1 {
-		return usageError{"give one of --http, --mqtt or --jetstream"}
-	}
-	if len(trust) == 0 {
-		return usageError{"--trust is required: the gateways' public keys"}
-	}
 	var policies map[string]provider.PayoutPolicy
-	if *payouts != "" {
-		var err error
-		if policies, err = provider.ReadPayoutPolicies(*payouts); err != nil {
+	if f.payouts != "" {
+		if policies, err = provider.ReadPayoutPolicies(f.payouts); err != nil {
 			return err
 		}
 	}
-	var keys []provider.Trust
-	for _, arg := range trust {
-		gw, f, ok := strings.Cut(arg, "=")
-		if !ok {
-			gw, f = "", arg
-		}
-		k, err := keyfile.Load(f)
-		if err != nil {
-			return err
-		}
-		switch {
-		case k.Public != nil:
-			keys = append(keys, provider.Trust{Key: k.Public, Gateway: gw})
-		case k.Private != nil:
-			keys = append(keys, provider.Trust{Key: k.Private.Public().(ed25519.PublicKey), Gateway: gw})
-		default:
-			return fmt.Errorf("%s: not an Ed25519 gateway key", f)
-		}
+	keys, err := trustedKeys(f.trust)
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	var r *provider.Receiver
-	if *db != "" {
-		var err error
-		if r, err = pgbooks.Open(ctx, *db, keys, pgbooks.Options{MaxConns: int32(*maxConns)}); err != nil {
-			return err
-		}
-	} else {
-		if err := os.MkdirAll(*data, 0o700); err != nil {
-			return err
-		}
-		var err error
-		if r, err = provider.Open(filepath.Join(*data, "receiver.db"), keys); err != nil {
-			return err
-		}
+	r, err := openReceiver(ctx, f, keys)
+	if err != nil {
+		return err
 	}
 	defer r.Close()
-	if *deviceKeys != "" {
-		dk, err := provider.ReadDeviceKeys(*deviceKeys)
-		if err != nil {
-			return err
-		}
-		if err := r.TrustDevices(dk); err != nil {
-			return err
-		}
-	}
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
 	errc := make(chan error, 2)
-	if *metricsAddr != "" {
-		l, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			return err
-		}
-		srv := &http.Server{Handler: receiverOps(r), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
-		go func() { errc <- srv.Serve(netutil.LimitListener(l, 16)) }()
-		defer srv.Close()
+	var feeds sync.WaitGroup
+	defer feeds.Wait()
+	fctx, stopFeeds := context.WithCancel(ctx)
+	defer stopFeeds()
+	if err := serveReceiver(fctx, e, r, f, log, &feeds, errc); err != nil {
+		return err
 	}
-	switch {
-	case *httpAddr != "":
-		l, err := net.Listen("tcp", *httpAddr)
-		if err != nil {
-			return err
-		}
-		// Gateways post one small aggregate per request; a cap and deadlines
-		// keep one slow or greedy client from holding the door.
-		srv := &http.Server{Handler: r.Handler(log), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-		go func() { errc <- srv.Serve(netutil.LimitListener(l, receiveMaxConns)) }()
-		defer srv.Close()
-		fmt.Fprintf(e.stderr, "receiving on http://%s/aggregates\n", l.Addr())
-	case *mqttURL != "":
-		go func() {
-			errc <- mqttrecv.Run(ctx, r, mqttrecv.Config{Broker: *mqttURL, ClientID: *clientID, Filter: *topic, Username: *user, Password: *password, Log: log})
-		}()
-	default:
-		go func() {
-			errc <- jsrecv.Run(ctx, r, jsrecv.Config{URL: *jsURL, Stream: *stream, Durable: *durable, Log: log})
-		}()
-	}
-	t := time.NewTicker(*every)
+	t := time.NewTicker(f.every)
 	defer t.Stop()
 	for {
 		select {
@@ -179,6 +89,149 @@ func runReceive(e *env, args []string) error {
 			printTotals(e, r)
 		}
 	}
+}
+
+// receiveOptions are farthing receive's flags.
+type receiveOptions struct {
+	data, httpAddr, mqttURL, topic, user, password, clientID string
+	jsURL, stream, durable, payouts, db, metricsAddr         string
+	deviceKeys                                               string
+	trust                                                    trustFiles
+	every                                                    time.Duration
+	maxConns                                                 int
+}
+
+// receiveFlags reads farthing receive's flags: one feed (--http, --mqtt
+// or --jetstream) and at least one --trust are required.
+func receiveFlags(args []string) (*receiveOptions, error) {
+	var f receiveOptions
+	fs := newFlags("receive")
+	fs.StringVar(&f.data, "data", "farthing-receiver", "directory for the receiver's state")
+	fs.Var(&f.trust, "trust", "a gateway's public key file, as [GATEWAY-ID=]FILE: the key speaks for that gateway id\n(without one, for the first id it is seen with); repeatable")
+	fs.StringVar(&f.httpAddr, "http", "", "serve POST /aggregates and GET /totals on this address")
+	fs.StringVar(&f.mqttURL, "mqtt", "", "subscribe to aggregates on this MQTT broker")
+	fs.StringVar(&f.topic, "topic", protocol.Topics{}.AggregateFilter(), "MQTT topic filter")
+	fs.StringVar(&f.user, "user", "", "MQTT user name")
+	fs.StringVar(&f.password, "password", "", "MQTT password")
+	fs.StringVar(&f.clientID, "client-id", "farthing-receiver", "MQTT client id (the broker keeps the session under it)")
+	fs.StringVar(&f.jsURL, "jetstream", "", "consume aggregates from this NATS server")
+	fs.StringVar(&f.stream, "stream", "FARTHING", "JetStream stream")
+	fs.StringVar(&f.durable, "durable", "farthing-receiver", "JetStream durable consumer (receivers on one durable share the work)")
+	fs.DurationVar(&f.every, "every", 10*time.Second, "print the totals this often")
+	fs.StringVar(&f.payouts, "payouts", "", "the payouts file: pay out on each provider's schedule (checked at every --every tick)")
+	fs.StringVar(&f.db, "db", "", "keep the books in PostgreSQL (postgres://USER@HOST:PORT/DB) instead of DATA/receiver.db;\nseveral receivers may share one database")
+	fs.IntVar(&f.maxConns, "db-max-conns", 8, "with --db: the most database connections")
+	fs.StringVar(&f.metricsAddr, "metrics", "", "serve /metrics and /healthz on this address")
+	fs.StringVar(&f.deviceKeys, "device-keys", "", "payword devices' Ed25519 public keys, a line \"DEVICE-ID HEX-KEY\" each (farthing device list --public-keys):\na chain progress record of such a device is proven only if the device signed its commitment")
+	if err := parse(fs, args, 0); err != nil {
+		return nil, err
+	}
+	modes := 0
+	for _, m := range []string{f.httpAddr, f.mqttURL, f.jsURL} {
+		if m != "" {
+			modes++
+		}
+	}
+	if modes != 1 {
+		return nil, usageError{"give one of --http, --mqtt or --jetstream"}
+	}
+	if len(f.trust) == 0 {
+		return nil, usageError{"--trust is required: the gateways' public keys"}
+	}
+	return &f, nil
+}
+
+// trustedKeys reads the gateways' keys, each as [GATEWAY-ID=]FILE.
+func trustedKeys(trust trustFiles) ([]provider.Trust, error) {
+	var keys []provider.Trust
+	for _, arg := range trust {
+		gw, f, ok := strings.Cut(arg, "=")
+		if !ok {
+			gw, f = "", arg
+		}
+		k, err := keyfile.Load(f)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case k.Public != nil:
+			keys = append(keys, provider.Trust{Key: k.Public, Gateway: gw})
+		case k.Private != nil:
+			keys = append(keys, provider.Trust{Key: k.Private.Public().(ed25519.PublicKey), Gateway: gw})
+		default:
+			return nil, fmt.Errorf("%s: not an Ed25519 gateway key", f)
+		}
+	}
+	return keys, nil
+}
+
+// openReceiver opens the books (PostgreSQL with --db, else a bbolt file
+// in --data) and gives the receiver the payword devices' keys.
+func openReceiver(ctx context.Context, f *receiveOptions, keys []provider.Trust) (*provider.Receiver, error) {
+	var r *provider.Receiver
+	var err error
+	if f.db != "" {
+		r, err = pgbooks.Open(ctx, f.db, keys, pgbooks.Options{MaxConns: int32(f.maxConns)})
+	} else if err = os.MkdirAll(f.data, 0o700); err == nil {
+		r, err = provider.Open(filepath.Join(f.data, "receiver.db"), keys)
+	}
+	if err != nil || f.deviceKeys == "" {
+		return r, err
+	}
+	dk, err := provider.ReadDeviceKeys(f.deviceKeys)
+	if err == nil {
+		err = r.TrustDevices(dk)
+	}
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// serveReceiver starts the metrics listener, if asked for, and the feed:
+// the HTTP listener, the MQTT subscription or the JetStream consumer.
+// Each runs on a goroutine of feeds until ctx ends, and sends its end to
+// errc.
+func serveReceiver(ctx context.Context, e *env, r *provider.Receiver, f *receiveOptions, log *slog.Logger, feeds *sync.WaitGroup, errc chan<- error) error {
+	serve := func(l net.Listener, srv *http.Server) {
+		feeds.Add(2)
+		go func() { defer feeds.Done(); errc <- srv.Serve(l) }()
+		go func() { defer feeds.Done(); <-ctx.Done(); srv.Close() }()
+	}
+	if f.metricsAddr != "" {
+		l, err := net.Listen("tcp", f.metricsAddr)
+		if err != nil {
+			return err
+		}
+		serve(netutil.LimitListener(l, 16), &http.Server{Handler: receiverOps(r), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second})
+	}
+	switch {
+	case f.httpAddr != "":
+		l, err := net.Listen("tcp", f.httpAddr)
+		if err != nil {
+			return err
+		}
+		// Gateways post one small aggregate per request; a cap and deadlines
+		// keep one slow or greedy client from holding the door.
+		serve(netutil.LimitListener(l, receiveMaxConns), &http.Server{Handler: r.Handler(log), ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)})
+		fmt.Fprintf(e.stderr, "receiving on http://%s/aggregates\n", l.Addr())
+	case f.mqttURL != "":
+		feeds.Add(1)
+		go func() {
+			defer feeds.Done()
+			errc <- mqttrecv.Run(ctx, r, mqttrecv.Config{Broker: f.mqttURL, ClientID: f.clientID, Filter: f.topic, Username: f.user, Password: f.password, Log: log})
+		}()
+	default:
+		feeds.Add(1)
+		go func() {
+			defer feeds.Done()
+			errc <- jsrecv.Run(ctx, r, jsrecv.Config{URL: f.jsURL, Stream: f.stream, Durable: f.durable, Log: log})
+		}()
+	}
+	return nil
 }
 
 // receiverOps serves the receiver's /metrics (its counters) and /healthz
