@@ -61,6 +61,103 @@ func (m meterTariffs) Set(s string) error {
 	return nil
 }
 
+// deviceIDs are the ids of the devices to add: --id, or --count of them
+// named PREFIX0001….
+func deviceIDs(id string, count int, prefix string) ([]string, error) {
+	switch {
+	case id != "" && count == 0:
+		return []string{id}, nil
+	case id == "" && count > 0 && count <= 100000:
+		ids := make([]string, 0, count)
+		for i := 1; i <= count; i++ {
+			ids = append(ids, fmt.Sprintf("%s%04d", prefix, i))
+		}
+		return ids, nil
+	}
+	return nil, usageError{"give --id, or --count (1..100000)"}
+}
+
+// notRegistered refuses ids of which one is in the registry already.
+func notRegistered(rf *registry.File, ids []string) error {
+	have := map[string]bool{}
+	for _, d := range rf.Devices {
+		have[d.ID] = true
+	}
+	for _, id := range ids {
+		if have[id] {
+			return fmt.Errorf("device %q is already registered", id)
+		}
+	}
+	return nil
+}
+
+// waitLoaded waits up to 10 s for the running gateway to have re-read the
+// device file (it does within a second), so that the devices can connect
+// when the command returns.
+func waitLoaded(op *operatorFlags, data, last string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var st operator.DeviceStatus
+		err := op.getJSON(data, "/devices/"+url.PathEscape(last), &st)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the running gateway has not loaded them within 10 s (see its log): %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// newDevices are devices to add with the same terms.
+type newDevices struct {
+	ids                                  []string
+	keyType, account, provider, dailyCap string
+	tariffs                              meterTariffs
+	pub                                  ed25519.PublicKey // the device's own key (one device), or nil
+}
+
+// add writes the devices' secret files into out and their entries into
+// the registry file, once the file as it will be written loads.
+func (d newDevices) add(e *env, rf *registry.File, regFile, out string) error {
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		return err
+	}
+	secrets := map[string]registry.Secrets{}
+	for _, id := range d.ids {
+		entry, sec, err := registry.NewDevice(id, d.keyType, d.account, d.provider, d.tariffs)
+		if err != nil {
+			return err
+		}
+		entry.DailyCap = d.dailyCap
+		if d.pub != nil {
+			entry.PublicKey, sec.Private = hex.EncodeToString(d.pub), nil
+		}
+		secrets[id] = sec
+		rf.Devices = append(rf.Devices, entry)
+	}
+	// The file as it will be written must load: ids, meters, key ids
+	// (a public key registered twice) — the terms were checked above.
+	if _, err := registry.Build(regFile, rf, anyTerms{}); err != nil {
+		return fmt.Errorf("refused, nothing written: %w", err)
+	}
+	for _, id := range d.ids {
+		if err := writeDeviceSecrets(out, id, secrets[id]); err != nil {
+			return err
+		}
+	}
+	if d.keyType == "ed25519" && d.pub == nil {
+		fmt.Fprintf(e.stderr, "farthing device add: the devices' private keys were made here (%s): for devices in the field, let each make its own and register it with --pub\n", out)
+	}
+	if err := os.MkdirAll(filepath.Dir(regFile), 0o700); err != nil {
+		return err
+	}
+	if err := registry.WriteFile(regFile, rf); err != nil {
+		return err
+	}
+	return nil
+}
+
 // runDeviceAdd provisions devices: keys, a registry entry, secret files.
 func runDeviceAdd(e *env, args []string) error {
 	fs := newFlags("device add")
@@ -87,16 +184,9 @@ func runDeviceAdd(e *env, args []string) error {
 	if *out == "" {
 		*out = filepath.Join(*data, "device-keys")
 	}
-	var ids []string
-	switch {
-	case *id != "" && *count == 0:
-		ids = []string{*id}
-	case *id == "" && *count > 0 && *count <= 100000:
-		for i := 1; i <= *count; i++ {
-			ids = append(ids, fmt.Sprintf("%s%04d", *prefix, i))
-		}
-	default:
-		return usageError{"give --id, or --count (1..100000)"}
+	ids, err := deviceIDs(*id, *count, *prefix)
+	if err != nil {
+		return err
 	}
 	var devicePub ed25519.PublicKey
 	if *pub != "" {
@@ -116,14 +206,8 @@ func runDeviceAdd(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	have := map[string]bool{}
-	for _, d := range rf.Devices {
-		have[d.ID] = true
-	}
-	for _, id := range ids {
-		if have[id] {
-			return fmt.Errorf("device %q is already registered", id)
-		}
+	if err := notRegistered(rf, ids); err != nil {
+		return err
 	}
 	// Every device added here has the same terms: one check covers them.
 	check := operator.DeviceCheck{Devices: []operator.DeviceTerms{{ID: ids[0], Account: *account, Provider: *provider,
@@ -140,59 +224,16 @@ func runDeviceAdd(e *env, args []string) error {
 	case err != nil:
 		return fmt.Errorf("refused, nothing written: %w", err)
 	}
-	if err := os.MkdirAll(*out, 0o700); err != nil {
-		return err
-	}
-	secrets := map[string]registry.Secrets{}
-	for _, id := range ids {
-		entry, sec, err := registry.NewDevice(id, *typ, *account, *provider, tariffs)
-		if err != nil {
-			return err
-		}
-		entry.DailyCap = *dailyCap
-		if devicePub != nil {
-			entry.PublicKey, sec.Private = hex.EncodeToString(devicePub), nil
-		}
-		secrets[id] = sec
-		rf.Devices = append(rf.Devices, entry)
-	}
-	// The file as it will be written must load: ids, meters, key ids
-	// (a public key registered twice) — the terms were checked above.
-	if _, err := registry.Build(*regFile, rf, anyTerms{}); err != nil {
-		return fmt.Errorf("refused, nothing written: %w", err)
-	}
-	for _, id := range ids {
-		if err := writeDeviceSecrets(*out, id, secrets[id]); err != nil {
-			return err
-		}
-	}
-	if *typ == "ed25519" && devicePub == nil {
-		fmt.Fprintf(e.stderr, "farthing device add: the devices' private keys were made here (%s): for devices in the field, let each make its own and register it with --pub\n", *out)
-	}
-	if err := os.MkdirAll(filepath.Dir(*regFile), 0o700); err != nil {
-		return err
-	}
-	if err := registry.WriteFile(*regFile, rf); err != nil {
+	nd := newDevices{ids: ids, keyType: *typ, account: *account, provider: *provider, tariffs: tariffs, dailyCap: *dailyCap, pub: devicePub}
+	if err := nd.add(e, rf, *regFile, *out); err != nil {
 		return err
 	}
 	if !running {
 		fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s (a gateway started on it loads them)\n", len(ids), *regFile, *out)
 		return nil
 	}
-	// The running gateway re-reads the file within a second: wait for it,
-	// so that the devices can connect when this command returns.
-	last := ids[len(ids)-1]
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var st operator.DeviceStatus
-		err := op.getJSON(*data, "/devices/"+url.PathEscape(last), &st)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("added %d device(s) to %s, but the running gateway has not loaded them within 10 s (see its log): %w", len(ids), *regFile, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := waitLoaded(op, *data, ids[len(ids)-1]); err != nil {
+		return fmt.Errorf("added %d device(s) to %s, but %w", len(ids), *regFile, err)
 	}
 	fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s; the running gateway has loaded them\n", len(ids), *regFile, *out)
 	return nil
