@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -99,33 +100,17 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	if err := provisionHMAC(data, o.Devices); err != nil {
 		return nil, err
 	}
-	// The provider: a receiver over HTTP that books and confirms.
-	k, err := keyfile.GenerateEd25519()
+	upstream, stopProvider, err := soakProvider(data)
 	if err != nil {
 		return nil, err
 	}
-	priv, _ := k.EncodePrivate()
-	if err := keyfile.WriteNew(filepath.Join(data, "gateway.key"), priv, 0o600); err != nil {
-		return nil, err
-	}
-	recv, err := provider.Open(filepath.Join(data, "receiver.db"), []provider.Trust{{Key: k.Private.Public().(ed25519.PublicKey)}})
-	if err != nil {
-		return nil, err
-	}
-	defer recv.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	srv := &http.Server{Handler: recv.Handler(slog.New(slog.NewTextHandler(io.Discard, nil))), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
+	defer stopProvider()
 	metrics := freeAddr("tcp")
 	broker := freeAddr("tcp")
 	stop, err := startGateway(ctx, data, "gw-soak", func(c *gateway.Config) {
 		c.MQTT.Listen, c.HTTP.Listen = broker, metrics
 		c.Providers = []gateway.ProviderConfig{{ID: "utility", Window: o.Window}}
-		c.Upstreams = []gateway.UpstreamConfig{{Name: "provider", Type: "http", URL: "http://" + ln.Addr().String() + "/aggregates"}}
+		c.Upstreams = []gateway.UpstreamConfig{{Name: "provider", Type: "http", URL: upstream}}
 		c.Limits.AuditRetention = o.Retention
 		c.Audit.Sink, c.Audit.Dir = "files", filepath.Join(data, "audit")
 	})
@@ -136,7 +121,6 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	say("%d devices, %.0f tickets/s for %v; windows %v, edge retention %v; a sample every %v",
 		o.Devices, o.Rate, o.Duration, o.Window, o.Retention, o.Every)
 	simCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	simDone := make(chan error, 1)
 	var simRep *sim.Report
 	go func() {
@@ -145,23 +129,76 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		simDone <- err
 	}()
 	rep := &SoakReport{Options: o}
+	simEnded, err := sampleSoak(ctx, o, rep, "http://"+metrics+"/metrics", simDone, say)
+	cancel()
+	if !simEnded {
+		<-simDone // the simulator stops with simCtx
+	}
+	if errors.Is(err, errSoakCancelled) {
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		return nil, err
+	}
+	summarise(rep, simRep, o)
+	return rep, nil
+}
+
+// errSoakCancelled: the soak's context ended before the simulator did.
+var errSoakCancelled = errors.New("soak cancelled")
+
+// soakProvider starts the provider's receiver over HTTP, which books and
+// confirms, trusting the key it makes for the gateway in data; it returns
+// the upstream URL and a function that stops it.
+func soakProvider(data string) (string, func(), error) {
+	k, err := keyfile.GenerateEd25519()
+	if err != nil {
+		return "", nil, err
+	}
+	priv, err := k.EncodePrivate()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := keyfile.WriteNew(filepath.Join(data, "gateway.key"), priv, 0o600); err != nil {
+		return "", nil, err
+	}
+	recv, err := provider.Open(filepath.Join(data, "receiver.db"), []provider.Trust{{Key: k.Private.Public().(ed25519.PublicKey)}})
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		recv.Close()
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: recv.Handler(slog.New(slog.NewTextHandler(io.Discard, nil))), ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(ln) }()
+	return "http://" + ln.Addr().String() + "/aggregates", func() { srv.Close(); <-served; recv.Close() }, nil
+}
+
+// sampleSoak scrapes the gateway's metrics every o.Every, and once more
+// when the simulator is done, into rep's samples; simEnded says whether
+// it heard the simulator's end.
+func sampleSoak(ctx context.Context, o SoakOptions, rep *SoakReport, metricsURL string, simDone <-chan error, say func(string, ...any)) (simEnded bool, err error) {
 	start := time.Now()
 	t := time.NewTicker(o.Every)
 	defer t.Stop()
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return false, errSoakCancelled
 		case err := <-simDone:
+			simEnded = true
 			if err != nil {
-				return nil, fmt.Errorf("sim: %w", err)
+				return true, fmt.Errorf("sim: %w", err)
 			}
 			running = false
 		case <-t.C:
 		}
-		m, err := scrape("http://" + metrics + "/metrics")
+		m, err := scrape(metricsURL)
 		if err != nil {
-			return nil, err
+			return simEnded, err
 		}
 		s := SoakSample{Seconds: time.Since(start).Seconds(), Accepted: m[`farthing_tickets_total{reason="",status="accepted"}`],
 			FileBytes: m["farthing_store_bytes"], InUse: m["farthing_store_inuse_bytes"], RSSMB: rssMB(),
@@ -170,6 +207,12 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		say("%6.0fs  %10.0f tickets  file %7.1f MB  in use %7.1f MB  gateway RSS %6.1f MB  oldest unconfirmed %4.0fs", s.Seconds, s.Accepted,
 			s.FileBytes/1e6, s.InUse/1e6, s.RSSMB, s.Unconfirmed)
 	}
+	return simEnded, nil
+}
+
+// summarise adds the receipt latency by slice and the state file's
+// plateau figures to rep.
+func summarise(rep *SoakReport, simRep *sim.Report, o SoakOptions) {
 	// The receipt latency by slice of the run, each at its slice's end on
 	// the samples' clock (the simulator starts sending after its devices
 	// have connected, so its slices end at the run's end).
@@ -193,7 +236,6 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	if n > 0 {
 		rep.Accepted, rep.FinalBytes = rep.Samples[n-1].Accepted, rep.Samples[n-1].FileBytes
 	}
-	return rep, nil
 }
 
 // provisionHMAC writes the tariffs and n HMAC devices.
