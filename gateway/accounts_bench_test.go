@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -19,7 +20,7 @@ func BenchmarkTopUp(b *testing.B) {
 	m := metering.Money{Nanos: 1_000_000, Currency: "EUR"}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := books.TopUp(context.Background(), terms, "prepaid-1", m, fmt.Sprint("ref-", i), "bench"); err != nil {
+		if _, err := books.TopUp(context.Background(), terms, "prepaid-1", m, ledger.Request{Ref: fmt.Sprint("ref-", i), Credential: "bench"}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
@@ -59,7 +60,7 @@ func TestCreditsGoUpstreamAndDoubleRedemptionIsFlagged(t *testing.T) {
 		}
 	}
 	if _, err := gws[0].Ingest().Books().TopUp(ctx, &gws[0].Ingest().Snapshot().Terms, "prepaid-1",
-		metering.Money{Nanos: 500_000_000, Currency: "EUR"}, "pay-7", "test"); err != nil {
+		metering.Money{Nanos: 500_000_000, Currency: "EUR"}, ledger.Request{Ref: "pay-7", Credential: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(15 * time.Second)

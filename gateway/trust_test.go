@@ -24,6 +24,7 @@ import (
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/entrance"
 	"github.com/farthing-iot/farthing/gateway/ingest"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -345,7 +346,7 @@ func TestHeldOverCoAPAndAutoSuspend(t *testing.T) {
 	}
 	defer cc2.Close()
 	want(cc2, 6, 61_000, protocol.StatusAccepted, 300_000_000) // from 60000: held usage is not charged here
-	h, err := tg.Ingest().Books().Release(context.Background(), &tg.Ingest().Snapshot().Terms, "plug-1", 3, "ok", "test")
+	h, err := tg.Ingest().Books().Release(context.Background(), &tg.Ingest().Snapshot().Terms, ledger.HoldSettlement{Device: "plug-1", Seq: 3, Note: "ok", Credential: "test"})
 	if err != nil || h.Charged != 28*300_000_000 {
 		t.Fatalf("release: %+v %v; want 8.40 EUR", h, err)
 	}

@@ -62,7 +62,7 @@ func BenchmarkJudge(b *testing.B) {
 	b.Run("all rules", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := uint64(0); b.Loop(); i++ {
-			if _, _, _, v, err := rules.Judge(st, 2+i, 0, 1037, 1_790_000_060_000, 1_790_000_060_000); err != nil || v != metering.Plausible {
+			if _, _, _, v, err := rules.Judge(st, metering.MeterReading{Seq: 2 + i, Epoch: 0, Register: 1037, Time: 1_790_000_060_000}, 1_790_000_060_000); err != nil || v != metering.Plausible {
 				b.Fatal(v, err)
 			}
 		}

@@ -84,6 +84,14 @@ func (v Violation) String() string {
 	return fmt.Sprintf("violation(%d)", v)
 }
 
+// MeterReading is one reading of a meter as a ticket reports it: the
+// ticket's seq and register epoch, the cumulative register, and the
+// device's time (Unix ms).
+type MeterReading struct {
+	Seq, Epoch, Register uint64
+	Time                 int64
+}
+
 // Judge applies a reading (ticket seq, register epoch, cumulative
 // register, device time) to meter state s as Advance does, then checks the
 // rules; now is the gateway's clock (Unix ms). It returns the usage, the
@@ -110,7 +118,8 @@ func (v Violation) String() string {
 //
 // Errors are Advance's: an older epoch, or a register back with
 // RefuseBackwards.
-func (r *Rules) Judge(s MeterState, seq, epoch, register uint64, timeMs, now int64) (Usage, MeterState, Outcome, Violation, error) {
+func (r *Rules) Judge(s MeterState, rd MeterReading, now int64) (Usage, MeterState, Outcome, Violation, error) {
+	seq, epoch, register, timeMs := rd.Seq, rd.Epoch, rd.Register, rd.Time
 	if r.isFault(register) {
 		if !s.Started {
 			return Usage{From: timeMs, To: timeMs}, s, Baseline, ViolationFault, nil

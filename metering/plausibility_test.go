@@ -39,27 +39,27 @@ func TestJudgeRules(t *testing.T) {
 		{"skew", rules, 6, 0, 10_100, 40 * min, metering.ViolationClockSkew, 100, 10_100},
 		{"new epoch counts from zero", rules, 6, 1, 100, 20 * min, metering.Plausible, 100, 100},
 	} {
-		u, next, out, v, err := c.rules.Judge(last, c.seq, c.epoch, c.register, c.at, now)
+		u, next, out, v, err := c.rules.Judge(last, metering.MeterReading{Seq: c.seq, Epoch: c.epoch, Register: c.register, Time: c.at}, now)
 		if err != nil || out != metering.Counted || v != c.want || u.Quantity != c.held || next.Register != c.next || next.Seq != c.seq {
 			t.Errorf("%s: usage %d, next %+v, %v, %v, %v; want %v with usage %d, register %d", c.name, u.Quantity, next, out, v, err,
 				c.want, c.held, c.next)
 		}
 	}
 	// After a fault, the next good reading counts from the last good one.
-	_, st, _, _, _ := rules.Judge(last, 6, 0, 4294967295, 15*min, now)
-	u, _, _, v, _ := rules.Judge(st, 7, 0, 11_000, 20*min, now)
+	_, st, _, _, _ := rules.Judge(last, metering.MeterReading{Seq: 6, Epoch: 0, Register: 4294967295, Time: 15 * min}, now)
+	u, _, _, v, _ := rules.Judge(st, metering.MeterReading{Seq: 7, Epoch: 0, Register: 11_000, Time: 20 * min}, now)
 	if v != metering.Plausible || u.Quantity != 1_000 || u.From != 10*min {
 		t.Errorf("after a fault: %+v, %v; want 1000 units from the last good reading", u, v)
 	}
 	// A first reading that is a fault sets no baseline.
-	if _, st, out, v, _ := rules.Judge(metering.MeterState{}, 1, 0, 1<<64-1, 0, now); st.Started || v != metering.ViolationFault || out != metering.Baseline {
+	if _, st, out, v, _ := rules.Judge(metering.MeterState{}, metering.MeterReading{Seq: 1, Epoch: 0, Register: 1<<64 - 1, Time: 0}, now); st.Started || v != metering.ViolationFault || out != metering.Baseline {
 		t.Errorf("fault as the first reading: %+v, %v, %v", st, out, v)
 	}
 	// backwards: refuse keeps the old behaviour.
-	if _, st, _, _, err := (&metering.Rules{RefuseBackwards: true}).Judge(last, 6, 0, 400, 20*min, now); !errors.Is(err, metering.ErrRegisterBackwards) || st != last {
+	if _, st, _, _, err := (&metering.Rules{RefuseBackwards: true}).Judge(last, metering.MeterReading{Seq: 6, Epoch: 0, Register: 400, Time: 20 * min}, now); !errors.Is(err, metering.ErrRegisterBackwards) || st != last {
 		t.Errorf("backwards refused: %+v, %v", st, err)
 	}
-	if _, _, _, _, err := rules.Judge(metering.MeterState{Seq: 5, Epoch: 2, Register: 1, Started: true}, 6, 1, 5, 0, now); !errors.Is(err, metering.ErrEpochBackwards) {
+	if _, _, _, _, err := rules.Judge(metering.MeterState{Seq: 5, Epoch: 2, Register: 1, Started: true}, metering.MeterReading{Seq: 6, Epoch: 1, Register: 5, Time: 0}, now); !errors.Is(err, metering.ErrEpochBackwards) {
 		t.Errorf("older epoch: %v", err)
 	}
 }

@@ -78,39 +78,6 @@ func TestWindowRootCoversItsTickets(t *testing.T) {
 	}
 }
 
-func TestSettleRounding(t *testing.T) {
-	for _, tc := range []struct {
-		gross       metering.Nanos
-		rule        metering.Rounding
-		payout, out metering.Nanos
-	}{
-		{12_345_678, metering.RoundCarry, 10_000_000, 2_345_678}, // 0.012345678 EUR: pay 0.01, carry the rest
-		{15_000_000, metering.RoundHalfEven, 20_000_000, 0},      // 0.015 → 0.02 (tie to even cent 2)
-		{25_000_000, metering.RoundHalfEven, 20_000_000, 0},      // 0.025 → 0.02
-		{25_000_001, metering.RoundHalfEven, 30_000_000, 0},      // just above half
-		{-15_000_000, metering.RoundHalfEven, -20_000_000, 0},    // negative tie
-		{19_999_999, metering.RoundDown, 10_000_000, 0},          // truncate
-	} {
-		s, err := metering.Settle("p", "a", "EUR", []metering.Nanos{tc.gross}, 0, tc.rule)
-		if err != nil || s.Payout != tc.payout || s.CarryOut != tc.out || s.RoundingDifference != s.Payout+s.CarryOut-s.Gross {
-			t.Errorf("Settle(%d, %v) = payout %d carry %d, %v; want %d, %d", tc.gross, tc.rule, s.Payout, s.CarryOut, err, tc.payout, tc.out)
-		}
-	}
-	// Carrying loses nothing over many settlements.
-	var carry, paid metering.Nanos
-	for i := 0; i < 1000; i++ {
-		s, _ := metering.Settle("p", "a", "EUR", []metering.Nanos{3_333_333}, carry, metering.RoundCarry)
-		carry, paid = s.CarryOut, paid+s.Payout
-	}
-	if paid+carry != 3_333_333_000 {
-		t.Fatalf("1000 settlements paid %d + carry %d; want 3333333000", paid, carry)
-	}
-	// JPY has no minor unit.
-	if s, _ := metering.Settle("p", "a", "JPY", []metering.Nanos{1_600_000_000}, 0, metering.RoundCarry); s.Payout != 1_000_000_000 {
-		t.Errorf("JPY payout %d; want 1 yen", s.Payout)
-	}
-}
-
 func TestSplitIsExact(t *testing.T) {
 	parts, err := metering.Split(100, []uint64{1, 1, 1})
 	if err != nil || parts[0]+parts[1]+parts[2] != 100 || parts[0] != 34 {

@@ -297,7 +297,7 @@ func proveBolt(tx *bolt.Tx, s protocol.StreamID, rec *Record) error {
 		return err
 	}
 	booked := tx.Bucket(bucketBooked).Get(k) != nil
-	c, linked, err := ProveClaim(c, p, u, booked, lastTo, last != nil)
+	c, linked, err := ProveClaim(c, p, u, booked, ChainMark{LastTo: lastTo, Seen: last != nil})
 	if err != nil {
 		return err
 	}

@@ -350,7 +350,7 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 		unpaid = append(unpaid, UnpaidAggregate{Stream: streamOfKey(sk), Seq: binary.BigEndian.Uint64(sk[protocol.KeyIDLen+8:]),
 			Amount: binary.BigEndian.Uint64(v)})
 	}
-	p, err := PlanPayout(pol, number, carry, unpaid, streamGaps(tx, keys, len(prefix)), now)
+	p, err := PlanPayout(pol, WalletState{Number: number, Carry: carry}, unpaid, streamGaps(tx, keys, len(prefix)), now)
 	if p == nil || err != nil {
 		return nil, err
 	}
@@ -372,6 +372,13 @@ func payOut(tx *bolt.Tx, pol PayoutPolicy, now time.Time) (*Payout, error) {
 	return p, meta.Put([]byte(pol.Provider), append(mv, th.Currency...))
 }
 
+// WalletState is what a provider's wallet keeps between payouts: the
+// number of its last payout and what it carried out of it.
+type WalletState struct {
+	Number uint64
+	Carry  metering.Nanos
+}
+
 // UnpaidAggregate is one aggregate in a provider's wallet, not paid out yet.
 type UnpaidAggregate struct {
 	Stream protocol.StreamID
@@ -383,7 +390,8 @@ type UnpaidAggregate struct {
 // stream, then seq order), the provider's payout number before it, and the
 // streams of the wallet that miss an aggregate; nil while the wallet is
 // below the threshold, or waits on a gap. No I/O: both books use it.
-func PlanPayout(pol PayoutPolicy, number uint64, carry metering.Nanos, unpaid []UnpaidAggregate, gaps []string, now time.Time) (*Payout, error) {
+func PlanPayout(pol PayoutPolicy, w WalletState, unpaid []UnpaidAggregate, gaps []string, now time.Time) (*Payout, error) {
+	number, carry := w.Number, w.Carry
 	th, fee, err := pol.Compile()
 	if err != nil {
 		return nil, err

@@ -137,13 +137,21 @@ func ClaimAggregate(c PaywordClaim, a *protocol.Aggregate) PaywordClaim {
 	return c
 }
 
+// ChainMark is how far the books have proven a device's chain: the last
+// index proven (LastTo), if any record of the chain was proven (Seen).
+type ChainMark struct {
+	LastTo uint32
+	Seen   bool
+}
+
 // ProveClaim adds a verified progress record's usage to the claim of the
 // aggregate it names, or says why it cannot: a chain's records must not
 // prove an index twice (lastTo: the chain's highest index proven so far,
 // seen: any), and the record's payer and meter must be the aggregate's.
 // A record naming no aggregate (from a gateway older than the link)
 // needs no claim: ok is false then.
-func ProveClaim(c PaywordClaim, p *protocol.ChainProgress, u *PaywordUsage, aggregateBooked bool, lastTo uint32, seen bool) (_ PaywordClaim, ok bool, why error) {
+func ProveClaim(c PaywordClaim, p *protocol.ChainProgress, u *PaywordUsage, aggregateBooked bool, mark ChainMark) (_ PaywordClaim, ok bool, why error) {
+	lastTo, seen := mark.LastTo, mark.Seen
 	switch {
 	case seen && p.From < lastTo:
 		return c, false, fmt.Errorf("%w: it proves chain %x of %s from index %d, below index %d proven before", ErrPayword, u.Chain, u.Device, p.From, lastTo)

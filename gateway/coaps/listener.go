@@ -47,7 +47,15 @@ func (l *limitedListener) serving() bool { return l.loop.Serving() }
 // over its handshake rate; pion's Accept passes it back.
 var errRateLimited = errors.New("coaps: handshake rate limit")
 
-func newLimitedListener(inner net.Listener, timeout time.Duration, maxHalfOpen, maxSessions int64, event func(string), log *slog.Logger) *limitedListener {
+// listenerCaps are the limits of a limitedListener: how long a handshake
+// may take, and how many handshakes and sessions may be open at once.
+type listenerCaps struct {
+	handshakeTimeout         time.Duration
+	maxHalfOpen, maxSessions int64
+}
+
+func newLimitedListener(inner net.Listener, caps listenerCaps, event func(string), log *slog.Logger) *limitedListener {
+	timeout, maxHalfOpen, maxSessions := caps.handshakeTimeout, caps.maxHalfOpen, caps.maxSessions
 	l := &limitedListener{inner: inner, handshakeTimeout: timeout, maxHalfOpen: maxHalfOpen, maxSessions: maxSessions,
 		event: event, log: log, ready: make(chan net.Conn), open: map[string]map[*session]struct{}{}}
 	// A refusal by the handshake rate limit (errRateLimited, counted where

@@ -46,7 +46,7 @@ func TestAcceptLoopOutlivesErrors(t *testing.T) {
 	fl.failing.Store(true)
 	var mu sync.Mutex
 	events := map[string]int{}
-	l := newLimitedListener(fl, 5*time.Second, 16, 16, func(e string) { mu.Lock(); events[e]++; mu.Unlock() },
+	l := newLimitedListener(fl, listenerCaps{5 * time.Second, 16, 16}, func(e string) { mu.Lock(); events[e]++; mu.Unlock() },
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer l.Close()
 	s := &Server{l: l}

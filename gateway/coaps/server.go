@@ -155,7 +155,7 @@ func Listen(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("coaps: listen %s: %w", cfg.Listen, err)
 	}
 	s := &Server{cfg: cfg}
-	s.l = newLimitedListener(inner, cfg.HandshakeTimeout, int64(cfg.MaxHalfOpen), int64(cfg.MaxSessions), cfg.Event, cfg.Log)
+	s.l = newLimitedListener(inner, listenerCaps{cfg.HandshakeTimeout, int64(cfg.MaxHalfOpen), int64(cfg.MaxSessions)}, cfg.Event, cfg.Log)
 	s.l.second = cfg.SecondSession
 	s.srv = s.coapServer()
 	return s, nil

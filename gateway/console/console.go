@@ -747,7 +747,7 @@ func (c *Console) topUp(r *http.Request) (string, string, error) {
 	if ref == "" {
 		return back, "", errors.New("ref: a reference (a payment id) is required, so that sending the form twice tops up once")
 	}
-	res, err := c.g.Ingest.Books().TopUp(r.Context(), &c.g.Ingest.Snapshot().Terms, id, amount, ref, operator.CredentialOf(r))
+	res, err := c.g.Ingest.Books().TopUp(r.Context(), &c.g.Ingest.Snapshot().Terms, id, amount, ledger.Request{Ref: ref, Credential: operator.CredentialOf(r)})
 	if err != nil {
 		return back, "", err
 	}
@@ -768,7 +768,7 @@ func (c *Console) settle(r *http.Request) (string, string, error) {
 		return back, "", errors.New("seq: want a number")
 	}
 	books, terms := c.g.Ingest.Books(), &c.g.Ingest.Snapshot().Terms
-	var settle func(context.Context, *ledger.Terms, string, uint64, string, string) (ledger.Held, error)
+	var settle func(context.Context, *ledger.Terms, ledger.HoldSettlement) (ledger.Held, error)
 	switch action {
 	case "release":
 		settle = books.Release
@@ -777,7 +777,7 @@ func (c *Console) settle(r *http.Request) (string, string, error) {
 	default:
 		return back, "", errors.New("want release or void")
 	}
-	v, err := settle(r.Context(), terms, dev, seq, strings.TrimSpace(r.PostForm.Get("note")), operator.CredentialOf(r))
+	v, err := settle(r.Context(), terms, ledger.HoldSettlement{Device: dev, Seq: seq, Note: strings.TrimSpace(r.PostForm.Get("note")), Credential: operator.CredentialOf(r)})
 	if err != nil {
 		return back, "", err
 	}

@@ -104,10 +104,9 @@ func (in *Ingest) startPayword(p *Pending) {
 	p.dev = dev
 	in.seen.saw(dev.ID, p.msg.Transport, p.start)
 	in.enqueue(p, func(tx *bolt.Tx) (err error) {
-		var tk protocol.Ticket // the reading the payword stands for, filled in by the commit
-		p.rc, p.fresh, err = in.books.ApplyPayword(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &pw, p.msg.Payload, &tk)
-		if tk.Seq != 0 {
-			p.tk.Seq = tk.Seq // known once the chain was read; Wait reads it after the commit
+		p.rc, p.fresh, err = in.books.ApplyPayword(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &pw, p.msg.Payload)
+		if p.rc.Seq != 0 {
+			p.tk.Seq = p.rc.Seq // known once the chain was read; Wait reads it after the commit
 		}
 		return err
 	})

@@ -60,11 +60,19 @@ type TopUpResult struct {
 	Repeated bool           `json:"repeated"`      // the reference was seen: nothing new was done
 }
 
+// Request names who asks the books for a change: the caller's reference
+// (the idempotency key of a top-up) and the kind of credential that made
+// the request ("socket", "token", "cert:NAME"), for the audit log.
+type Request struct {
+	Ref, Credential string
+}
+
 // TopUp credits amount to account, once per ref: the same ref again with
 // the same account and amount returns the first result (Repeated), with
 // anything else ErrRefConflict. The entry, the new balance and the audit
 // record are committed together, with fsync, before TopUp returns.
-func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount metering.Money, ref, credential string) (TopUpResult, error) {
+func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount metering.Money, by Request) (TopUpResult, error) {
+	ref, credential := by.Ref, by.Credential
 	var res TopUpResult
 	if ref == "" || len(ref) > 128 {
 		return res, fmt.Errorf("%w: a reference of 1..128 bytes is required", ErrBadTopUp)

@@ -21,15 +21,15 @@ func TestTopUpOncePerReference(t *testing.T) {
 	bk := New(st, Config{})
 	terms := testTerms(t, 250_000_000) // 0.25 EUR opening
 	five := metering.Money{Nanos: 5_000_000_000, Currency: "EUR"}
-	r, err := bk.TopUp(ctx, terms, "home", five, "pay-1", "socket")
+	r, err := bk.TopUp(ctx, terms, "home", five, Request{Ref: "pay-1", Credential: "socket"})
 	if err != nil || r.Repeated || r.Balance != 5_250_000_000 || r.EntrySeq != 1 || r.Seq != 1 {
 		t.Fatalf("first top-up: %+v, %v", r, err)
 	}
-	again, err := bk.TopUp(ctx, terms, "home", five, "pay-1", "token")
+	again, err := bk.TopUp(ctx, terms, "home", five, Request{Ref: "pay-1", Credential: "token"})
 	if err != nil || !again.Repeated || again.EntrySeq != 1 || again.Credential != "socket" {
 		t.Fatalf("the same reference again: %+v, %v; want the first top-up, repeated", again, err)
 	}
-	if _, err := bk.TopUp(ctx, terms, "home", metering.Money{Nanos: 1, Currency: "EUR"}, "pay-1", "socket"); !errors.Is(err, ErrRefConflict) {
+	if _, err := bk.TopUp(ctx, terms, "home", metering.Money{Nanos: 1, Currency: "EUR"}, Request{Ref: "pay-1", Credential: "socket"}); !errors.Is(err, ErrRefConflict) {
 		t.Fatalf("the reference with another amount: %v; want ErrRefConflict", err)
 	}
 	for _, tc := range []struct {
@@ -41,7 +41,7 @@ func TestTopUpOncePerReference(t *testing.T) {
 		{"home", metering.Money{Nanos: 5, Currency: "USD"}, ErrBadTopUp},
 		{"home", metering.Money{Nanos: 0, Currency: "EUR"}, ErrBadTopUp},
 	} {
-		if _, err := bk.TopUp(ctx, terms, tc.account, tc.m, "pay-x-"+tc.account+string(tc.m.Currency), "socket"); !errors.Is(err, tc.want) {
+		if _, err := bk.TopUp(ctx, terms, tc.account, tc.m, Request{Ref: "pay-x-" + tc.account + string(tc.m.Currency), Credential: "socket"}); !errors.Is(err, tc.want) {
 			t.Errorf("top-up of %s to %s: %v; want %v", tc.m, tc.account, err, tc.want)
 		}
 	}
@@ -68,7 +68,7 @@ func TestAccountConfigurationChanges(t *testing.T) {
 	Init(ctx, st)
 	bk := New(st, Config{})
 	terms := &Terms{Accounts: map[string]metering.Account{"fleet": {ID: "fleet", Kind: metering.Postpaid, Currency: "EUR", CreditLimit: 1_000}}}
-	if _, err := bk.TopUp(ctx, terms, "fleet", metering.Money{Nanos: 10, Currency: "EUR"}, "r1", "socket"); err != nil {
+	if _, err := bk.TopUp(ctx, terms, "fleet", metering.Money{Nanos: 10, Currency: "EUR"}, Request{Ref: "r1", Credential: "socket"}); err != nil {
 		t.Fatal(err)
 	}
 	terms.Accounts["fleet"] = metering.Account{ID: "fleet", Kind: metering.Postpaid, Currency: "EUR", CreditLimit: 5_000, Balance: 77}

@@ -30,7 +30,7 @@ import (
 // instead of a charge. fresh is false for a ticket seen before (nothing
 // was written).
 func (bk *Books) Apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte) (r protocol.Receipt, fresh bool, err error) {
-	r, eff, err := bk.apply(tx, t, p, tk, raw, nil)
+	r, eff, err := bk.apply(tx, &ticketInput{t: t, p: p, tk: tk, raw: raw}, nil)
 	return r, eff != nil, err
 }
 
@@ -45,7 +45,10 @@ type chainStep struct {
 
 // apply is Apply, also for a payword ticket or a chain commitment (cs),
 // returning what an accepted ticket wrote; eff is nil when nothing was.
-func (bk *Books) apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, cs *chainStep) (protocol.Receipt, *ticketEffects, error) {
+// in names the terms, the payer, the ticket and its bytes; apply reads
+// the state it decides on and the time.
+func (bk *Books) apply(tx *bolt.Tx, in *ticketInput, cs *chainStep) (protocol.Receipt, *ticketEffects, error) {
+	t, p, tk := in.t, in.p, in.tk
 	st, err := load(tx, t, p, tk)
 	if err != nil {
 		return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, nil, err
@@ -56,7 +59,8 @@ func (bk *Books) apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw 
 		}
 	}
 	st.payword = cs != nil && cs.payword
-	eff, err := decide(st, t, p, tk, raw, bk.now().UnixMilli())
+	in.st, in.now = st, bk.now().UnixMilli()
+	eff, err := decide(in)
 	if err != nil || !eff.accepted {
 		return eff.receipt, nil, err
 	}
@@ -181,8 +185,9 @@ type seal struct {
 
 // decide computes a ticket's effects from the state load read; it does
 // no I/O. now is the gateway's clock (Unix ms), for the ledger entry.
-func decide(st ticketState, t *Terms, p Payer, tk *protocol.Ticket, raw []byte, now int64) (ticketEffects, error) {
-	in := &ticketInput{st: st, t: t, p: p, tk: tk, raw: raw, now: now, hash: metering.TicketHash(raw)}
+func decide(in *ticketInput) (ticketEffects, error) {
+	st, t, p, tk, raw, now := in.st, in.t, in.p, in.tk, in.raw, in.now
+	in.hash = metering.TicketHash(raw)
 	eff := ticketEffects{receipt: protocol.Receipt{Device: p.Device, Seq: tk.Seq, Currency: string(st.account.Currency)}}
 	if tk.Seq <= st.device.LastSeq {
 		answerRepeat(st, &eff.receipt)
@@ -257,7 +262,7 @@ func judge(in *ticketInput, j *judgement) error {
 	ds := &j.ds
 	for ri, rd := range in.tk.Readings {
 		rules := in.p.rules(in.t, rd.Meter)
-		u, ms2, outcome, v, err := rules.Judge(ds.meter(rd.Meter), in.tk.Seq, in.tk.Epoch, rd.Register, int64(in.tk.Time), in.now)
+		u, ms2, outcome, v, err := rules.Judge(ds.meter(rd.Meter), metering.MeterReading{Seq: in.tk.Seq, Epoch: in.tk.Epoch, Register: rd.Register, Time: int64(in.tk.Time)}, in.now)
 		switch {
 		case errors.Is(err, metering.ErrRegisterBackwards):
 			return Reject(protocol.ReasonRegisterBackwards, "meter %s: %v", rd.Meter, err)

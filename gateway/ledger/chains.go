@@ -329,7 +329,7 @@ func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Com
 		prev = ds.Chain
 		return nil
 	}
-	rc, eff, err := bk.apply(tx, t, p, &tk, raw, &chainStep{check: check, next: activeChain{ID: c.Chain, Word: c.Anchor}})
+	rc, eff, err := bk.apply(tx, &ticketInput{t: t, p: p, tk: &tk, raw: raw}, &chainStep{check: check, next: activeChain{ID: c.Chain, Word: c.Anchor}})
 	if err != nil || eff == nil || rc.Status != protocol.StatusAccepted {
 		return rc, eff != nil, err
 	}
@@ -388,30 +388,33 @@ func (r *chainRecord) finishSegment(b *bolt.Bucket) error {
 }
 
 // ApplyPayword checks a payword ticket against its chain and accepts it as
-// the chain's reading, in a store operation. tk is filled with the
-// reading it stands for (its seq, the gateway's time now, the register),
-// also when it is refused, so that the receipt carries its seq. The
+// the chain's reading, in a store operation. The receipt carries the seq
+// of the reading it stands for (chain number × 2^32 + index), also when
+// it is refused. The
 // chain's last index and payword move in the device's state, written
 // with the ticket; the chain's own records are written only when its
 // segment changes window.
-func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.PaywordTicket, raw []byte, tk *protocol.Ticket) (protocol.Receipt, bool, error) {
+func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.PaywordTicket, raw []byte) (protocol.Receipt, bool, error) {
 	now := bk.now().UnixMilli()
-	*tk = protocol.Ticket{Device: pw.Device, Seq: uint64(pw.Index), Time: uint64(now)}
+	tk := &protocol.Ticket{Device: pw.Device, Seq: uint64(pw.Index), Time: uint64(now)}
+	refuse := func(err error) (protocol.Receipt, bool, error) {
+		return protocol.Receipt{Device: pw.Device, Seq: tk.Seq}, false, err
+	}
 	b := tx.Bucket(bucketChains)
 	rec, ok, err := loadChain(b, pw.Device, pw.Chain)
 	if err != nil {
-		return protocol.Receipt{}, false, err
+		return refuse(err)
 	}
 	if !ok {
-		return protocol.Receipt{}, false, Reject(protocol.ReasonChainUnknown, "%s committed to no chain %x", pw.Device, pw.Chain)
+		return refuse(Reject(protocol.ReasonChainUnknown, "%s committed to no chain %x", pw.Device, pw.Chain))
 	}
 	tk.Seq, tk.Epoch = protocol.PaywordSeq(rec.Number, pw.Index), rec.Epoch
 	if pw.Index > rec.Length {
-		return protocol.Receipt{}, false, Reject(protocol.ReasonChainExhausted, "index %d is past the chain's length %d", pw.Index, rec.Length)
+		return refuse(Reject(protocol.ReasonChainExhausted, "index %d is past the chain's length %d", pw.Index, rec.Length))
 	}
 	tk.Readings = []protocol.Reading{{Meter: rec.Meter, Register: rec.Register(pw.Index)}}
 	if uint64(now) >= rec.Expiry {
-		return protocol.Receipt{}, false, Reject(protocol.ReasonChainExhausted, "the chain expired at %d", rec.Expiry)
+		return refuse(Reject(protocol.ReasonChainExhausted, "the chain expired at %d", rec.Expiry))
 	}
 	check := func(ds *deviceState) error {
 		if ds.Chain.ID == pw.Chain { // the active chain: its progress is in the device's state
@@ -432,7 +435,7 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 		}
 		return nil
 	}
-	rc, eff, err := bk.apply(tx, t, p, tk, raw, &chainStep{check: check, next: activeChain{ID: pw.Chain, Last: pw.Index, Word: pw.Word}, payword: true})
+	rc, eff, err := bk.apply(tx, &ticketInput{t: t, p: p, tk: tk, raw: raw}, &chainStep{check: check, next: activeChain{ID: pw.Chain, Last: pw.Index, Word: pw.Word}, payword: true})
 	if err != nil || eff == nil {
 		return rc, false, err
 	}

@@ -123,9 +123,8 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var tk protocol.Ticket
 		do(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
-			return bk.ApplyPayword(tx, terms, testPayer, &pw, pb, &tk)
+			return bk.ApplyPayword(tx, terms, testPayer, &pw, pb)
 		})
 	}
 	report := func(at time.Duration) int {
@@ -285,9 +284,8 @@ func TestHeldPaywordLeavesAGap(t *testing.T) {
 		cb.now = t0.Add(time.Duration(k+1) * time.Second)
 		pw := protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: step.i, Word: protocol.PaywordWalk(&id, seed, uint64(n-step.i))}
 		pb, _ := protocol.AppendPaywordTicket(nil, &pw)
-		var tk protocol.Ticket
 		if s := status(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
-			return bk.ApplyPayword(tx, terms, payer, &pw, pb, &tk)
+			return bk.ApplyPayword(tx, terms, payer, &pw, pb)
 		}); s != step.want {
 			t.Fatalf("index %d: status %d; want %d", step.i, s, step.want)
 		}

@@ -35,13 +35,13 @@ func TestDecideWithoutAStateFile(t *testing.T) {
 	st := ticketState{account: terms.Accounts["home"]}
 
 	st.meters = make([]meterState, 1)
-	eff, err := decide(st, terms, testPayer, ticket(1, 1000), []byte("t1"), 1)
+	eff, err := decide(&ticketInput{st: st, t: terms, p: testPayer, tk: ticket(1, 1000), raw: []byte("t1"), now: 1})
 	if err != nil || !eff.accepted || eff.receipt.Charged != 0 || eff.entry != nil || len(eff.leaves) != 0 {
 		t.Fatalf("baseline: %+v, %v; want accepted, nothing charged", eff.receipt, err)
 	}
 	st.device = eff.device
 
-	eff, err = decide(st, terms, testPayer, ticket(2, 3000), []byte("t2"), 2)
+	eff, err = decide(&ticketInput{st: st, t: terms, p: testPayer, tk: ticket(2, 3000), raw: []byte("t2"), now: 2})
 	if err != nil || eff.receipt.Charged != 600_000_000 || eff.entry == nil || eff.entry.Amount != -600_000_000 {
 		t.Fatalf("2 kWh at 0.30: %+v, entry %+v, %v", eff.receipt, eff.entry, err)
 	}
@@ -56,18 +56,18 @@ func TestDecideWithoutAStateFile(t *testing.T) {
 
 	stored := eff.ticket
 	st.stored = &stored
-	dup, err := decide(st, terms, testPayer, ticket(2, 3000), []byte("t2"), 3)
+	dup, err := decide(&ticketInput{st: st, t: terms, p: testPayer, tk: ticket(2, 3000), raw: []byte("t2"), now: 3})
 	if err != nil || dup.accepted || dup.receipt.Status != protocol.StatusDuplicate || dup.receipt.Charged != 600_000_000 {
 		t.Fatalf("repeat: %+v, %v; want duplicate with the original charge", dup.receipt, err)
 	}
 	st.stored = nil
-	old, _ := decide(st, terms, testPayer, ticket(1, 1000), []byte("t1"), 3)
+	old, _ := decide(&ticketInput{st: st, t: terms, p: testPayer, tk: ticket(1, 1000), raw: []byte("t1"), now: 3})
 	if old.accepted || old.receipt.Reason != protocol.ReasonSuperseded {
 		t.Fatalf("older seq: %+v; want duplicate, superseded", old.receipt)
 	}
 
 	var rf *Refusal
-	back, err := decide(st, terms, testPayer, ticket(3, 2000), nil, 4)
+	back, err := decide(&ticketInput{st: st, t: terms, p: testPayer, tk: ticket(3, 2000), raw: nil, now: 4})
 	if err != nil || back.receipt.Status != protocol.StatusHeld || back.receipt.Reason != protocol.ReasonRegisterBackwards ||
 		back.entry != nil || back.hold == nil || back.hold.Usage[0].Usage.Quantity != 2000 || back.device.meter("energy_wh").Register != 2000 {
 		t.Fatalf("register backwards: %+v, %+v, %v; want held, 2000 units as from a restarted meter", back.receipt, back.hold, err)
@@ -76,11 +76,11 @@ func TestDecideWithoutAStateFile(t *testing.T) {
 	jump.Rules.MaxJump = 5000
 	p := testPayer
 	p.Rules = map[string]*metering.Rules{"energy_wh": &jump.Rules}
-	held, err := decide(st, terms, p, ticket(3, 9000), nil, 4)
+	held, err := decide(&ticketInput{st: st, t: terms, p: p, tk: ticket(3, 9000), raw: nil, now: 4})
 	if err != nil || held.receipt.Status != protocol.StatusHeld || held.receipt.Reason != protocol.ReasonRegisterJump || held.receipt.Charged != 0 {
 		t.Fatalf("a device's own rule: %+v, %v; want held, register_jump", held.receipt, err)
 	}
-	if _, err := decide(st, terms, testPayer, ticket(3, 10_000), nil, 4); !errors.As(err, &rf) || rf.Status != protocol.StatusInsufficientFunds {
+	if _, err := decide(&ticketInput{st: st, t: terms, p: testPayer, tk: ticket(3, 10_000), raw: nil, now: 4}); !errors.As(err, &rf) || rf.Status != protocol.StatusInsufficientFunds {
 		t.Fatalf("7 kWh on 0.40 EUR prepaid: %v; want insufficient funds", err)
 	}
 	// The refusal carries what the account had available, as read in the
@@ -115,7 +115,7 @@ func TestFreeAllowanceIsTheAccounts(t *testing.T) {
 	send := func(p Payer, seq, reg uint64) protocol.Receipt {
 		t.Helper()
 		st := ticketState{device: devices[p.Device], account: account, meters: []meterState{{charge: charge}}}
-		eff, err := decide(st, terms, p, tk(p.Device, seq, reg), nil, int64(seq))
+		eff, err := decide(&ticketInput{st: st, t: terms, p: p, tk: tk(p.Device, seq, reg), raw: nil, now: int64(seq)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +161,7 @@ func TestAggregateBands(t *testing.T) {
 	var window metering.WindowState
 	for i, reg := range []uint64{1000, 1150, 1160, 3150} { // baseline; 100 free + 50; 10 (minimum); 1990 across the edge
 		st.meters[0].window = window
-		eff, err := decide(st, terms, testPayer, ticket(uint64(i+1), reg), []byte{byte(i)}, int64(i))
+		eff, err := decide(&ticketInput{st: st, t: terms, p: testPayer, tk: ticket(uint64(i+1), reg), raw: []byte{byte(i)}, now: int64(i)})
 		if err != nil {
 			t.Fatal(err)
 		}

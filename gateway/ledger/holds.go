@@ -273,19 +273,20 @@ func (bk *Books) Hold(device string, seq uint64) (Held, error) {
 	return out, err
 }
 
-// settlement is what an operator does to a held ticket: release or void
-// (action) the hold of device's seq, with a note, as credential.
-type settlement struct {
-	device                   string
-	seq                      uint64
-	action, note, credential string
+// HoldSettlement is an operator's release or void of a held ticket: the
+// device's seq, a note saying why, and the kind of credential that made
+// the request (for the audit log).
+type HoldSettlement struct {
+	Device           string
+	Seq              uint64
+	Note, Credential string
 }
 
 // settle runs a release or a void of device/seq: it loads the hold, answers
 // a repeat with the hold as it is (Repeated), refuses the other way with
 // ErrHoldSettled, and else calls do and records the operation.
-func (bk *Books) settle(ctx context.Context, t *Terms, st settlement, do func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error)) (Held, error) {
-	device, seq, action, note, credential := st.device, st.seq, st.action, st.note, st.credential
+func (bk *Books) settle(ctx context.Context, t *Terms, action string, st HoldSettlement, do func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error)) (Held, error) {
+	device, seq, note, credential := st.Device, st.Seq, st.Note, st.Credential
 	var out Held
 	if len(note) > protocol.MaxHoldNoteLen || strings.ContainsFunc(note, func(c rune) bool { return c < 0x20 || c > 0x7e }) {
 		return out, fmt.Errorf("%w: a note is at most %d bytes of printable ASCII", ErrReleaseRefused, protocol.MaxHoldNoteLen)
@@ -343,11 +344,11 @@ func (bk *Books) settle(ctx context.Context, t *Terms, st settlement, do func(tx
 // It is idempotent (a repeat returns the hold, Repeated) and refused for a
 // released hold. The void, its note and credential go to the audit log
 // and upstream.
-func (bk *Books) Void(ctx context.Context, t *Terms, device string, seq uint64, note, credential string) (Held, error) {
-	if note == "" {
+func (bk *Books) Void(ctx context.Context, t *Terms, s HoldSettlement) (Held, error) {
+	if s.Note == "" {
 		return Held{}, fmt.Errorf("%w: a void needs a note saying why", ErrReleaseRefused)
 	}
-	return bk.settle(ctx, t, settlement{device, seq, protocol.HoldVoided, note, credential}, func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error) {
+	return bk.settle(ctx, t, protocol.HoldVoided, s, func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error) {
 		return nil, getU64(tx.Bucket(bucketMeta).Get(metaAggSeq)), nil
 	})
 }
@@ -358,8 +359,8 @@ func (bk *Books) Void(ctx context.Context, t *Terms, device string, seq uint64, 
 // is idempotent and refused for a voided hold; an account that cannot pay
 // refuses it (ErrReleaseRefused) with nothing done. Spending caps do not
 // apply: a release is the operator's decision.
-func (bk *Books) Release(ctx context.Context, t *Terms, device string, seq uint64, note, credential string) (Held, error) {
-	return bk.settle(ctx, t, settlement{device, seq, protocol.HoldReleased, note, credential}, func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error) {
+func (bk *Books) Release(ctx context.Context, t *Terms, s HoldSettlement) (Held, error) {
+	return bk.settle(ctx, t, protocol.HoldReleased, s, func(tx *bolt.Tx, h *holdRecord, now int64) ([]write, uint64, error) {
 		return bk.releaseWrites(tx, t, h, now)
 	})
 }

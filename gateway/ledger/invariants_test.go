@@ -18,12 +18,12 @@ import (
 func TestInvariantChecks(t *testing.T) {
 	terms := testTerms(t, 1_000_000_000)
 	st := ticketState{account: terms.Accounts["home"], meters: make([]meterState, 1)}
-	eff, err := decide(st, terms, testPayer, ticket(1, 1000), []byte("t1"), 1)
+	eff, err := decide(&ticketInput{st: st, t: terms, p: testPayer, tk: ticket(1, 1000), raw: []byte("t1"), now: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.device = eff.device
-	eff, err = decide(st, terms, testPayer, ticket(2, 3000), []byte("t2"), 2)
+	eff, err = decide(&ticketInput{st: st, t: terms, p: testPayer, tk: ticket(2, 3000), raw: []byte("t2"), now: 2})
 	if err != nil || eff.entry == nil {
 		t.Fatalf("a charge: %+v, %v", eff.receipt, err)
 	}

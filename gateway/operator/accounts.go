@@ -79,7 +79,7 @@ func (a *API) accountRoutes(m *http.ServeMux) {
 			http.Error(w, "amount: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		res, err := a.ingest.Books().TopUp(r.Context(), terms(), r.PathValue("id"), amount, req.Ref, CredentialOf(r))
+		res, err := a.ingest.Books().TopUp(r.Context(), terms(), r.PathValue("id"), amount, ledger.Request{Ref: req.Ref, Credential: CredentialOf(r)})
 		if err == nil {
 			a.metrics.Transport.WithLabelValues("operator", "top_up").Inc()
 			a.log.Info("top-up", "account", r.PathValue("id"), "amount", amount.String(), "ref", req.Ref,

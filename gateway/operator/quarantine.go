@@ -68,7 +68,7 @@ func (a *API) quarantineRoutes(m *http.ServeMux) {
 			if action == "void" {
 				settle = books.Void
 			}
-			v, err := settle(r.Context(), terms, dev, seq, req.Note, CredentialOf(r))
+			v, err := settle(r.Context(), terms, ledger.HoldSettlement{Device: dev, Seq: seq, Note: req.Note, Credential: CredentialOf(r)})
 			if err == nil {
 				if !v.Repeated {
 					a.metrics.Transport.WithLabelValues("operator", action).Inc()

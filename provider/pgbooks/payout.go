@@ -110,7 +110,7 @@ func pgPayOut(ctx context.Context, tx pgx.Tx, pol provider.PayoutPolicy, now tim
 		gaps = append(gaps, g)
 	}
 	sort.Strings(gaps)
-	p, err := provider.PlanPayout(pol, uint64(number), metering.Nanos(carry), unpaid, gaps, now)
+	p, err := provider.PlanPayout(pol, provider.WalletState{Number: uint64(number), Carry: metering.Nanos(carry)}, unpaid, gaps, now)
 	if p == nil || err != nil {
 		return nil, err
 	}

@@ -189,7 +189,8 @@ func (pg *pgBooks) Book(ctx context.Context, s protocol.StreamID, rec provider.R
 	for attempt := 0; attempt < 5; attempt++ {
 		err = pgx.BeginFunc(ctx, pg.pool, func(tx pgx.Tx) error {
 			res = provider.BookResult{}
-			return pgBook(ctx, tx, s, rec, b, &res)
+			bk := &pgBooking{ctx: ctx, tx: tx, s: s, rec: rec, b: b, res: &res, kid: s.KeyID[:], epoch: int64(s.Epoch), seq: int64(rec.Seq)}
+			return bk.book()
 		})
 		if !transient(err) {
 			break
@@ -198,8 +199,11 @@ func (pg *pgBooks) Book(ctx context.Context, s protocol.StreamID, rec provider.R
 	return res, err
 }
 
-func pgBook(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec provider.Record, b []byte, res *provider.BookResult) error {
-	bk := &pgBooking{ctx: ctx, tx: tx, s: s, rec: rec, b: b, res: res, kid: s.KeyID[:], epoch: int64(s.Epoch), seq: int64(rec.Seq)}
+// book books the record: its key binding, its (stream, seq), its stream,
+// then what its kind adds (a credit, chain progress, a held ticket, an
+// aggregate).
+func (bk *pgBooking) book() error {
+	ctx, tx, rec, b, res := bk.ctx, bk.tx, bk.rec, bk.b, bk.res
 	var bound string
 	if err := tx.QueryRow(ctx, `INSERT INTO bindings (kid, gateway) VALUES ($1, $2)
 		ON CONFLICT (kid) DO UPDATE SET gateway = bindings.gateway RETURNING gateway`, bk.kid, rec.Gateway).Scan(&bound); err != nil {
@@ -391,11 +395,11 @@ func pgClaim(ctx context.Context, tx pgx.Tx, s protocol.StreamID, a *protocol.Ag
 		a.Provider, a.Account, a.Meter, strconv.FormatUint(a.Proven, 10)); err != nil {
 		return err
 	}
-	c, _, err := pgLoadClaim(ctx, tx, kid, epoch, seq)
+	c, _, err := pgLoadClaim(ctx, tx, claimKey{kid, epoch, seq})
 	if err != nil {
 		return err
 	}
-	return pgPutClaim(ctx, tx, kid, epoch, seq, provider.ClaimAggregate(c, a))
+	return pgPutClaim(ctx, tx, claimKey{kid, epoch, seq}, provider.ClaimAggregate(c, a))
 }
 
 // pgProve is proveBolt in PostgreSQL.
@@ -414,7 +418,7 @@ func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec *provider.
 		copy(lastWord[:], word)
 	}
 	kid, epoch, seq := s.KeyID[:], int64(s.Epoch), int64(p.Aggregate)
-	c, _, err := pgLoadClaim(ctx, tx, kid, epoch, seq)
+	c, _, err := pgLoadClaim(ctx, tx, claimKey{kid, epoch, seq})
 	if err != nil {
 		return err
 	}
@@ -422,7 +426,7 @@ func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec *provider.
 	if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM booked WHERE kid = $1 AND epoch = $2 AND seq = $3)", kid, epoch, seq).Scan(&booked); err != nil {
 		return err
 	}
-	c, linked, err := provider.ProveClaim(c, p, u, booked, uint32(lastTo), seen)
+	c, linked, err := provider.ProveClaim(c, p, u, booked, provider.ChainMark{LastTo: uint32(lastTo), Seen: seen})
 	if err != nil {
 		return err
 	}
@@ -437,10 +441,17 @@ func pgProve(ctx context.Context, tx pgx.Tx, s protocol.StreamID, rec *provider.
 	if !linked {
 		return nil
 	}
-	return pgPutClaim(ctx, tx, kid, epoch, seq, c)
+	return pgPutClaim(ctx, tx, claimKey{kid, epoch, seq}, c)
 }
 
-func pgLoadClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64) (provider.PaywordClaim, bool, error) {
+// claimKey names an aggregate's payword claim: its stream and seq.
+type claimKey struct {
+	kid        []byte
+	epoch, seq int64
+}
+
+func pgLoadClaim(ctx context.Context, tx pgx.Tx, k claimKey) (provider.PaywordClaim, bool, error) {
+	kid, epoch, seq := k.kid, k.epoch, k.seq
 	var c provider.PaywordClaim
 	var claimed, proven string
 	var records int64
@@ -463,7 +474,8 @@ func pgLoadClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64) (
 }
 
 // pgPutClaim writes a claim, or deletes it once it is reconciled.
-func pgPutClaim(ctx context.Context, tx pgx.Tx, kid []byte, epoch, seq int64, c provider.PaywordClaim) error {
+func pgPutClaim(ctx context.Context, tx pgx.Tx, k claimKey, c provider.PaywordClaim) error {
+	kid, epoch, seq := k.kid, k.epoch, k.seq
 	if c.Reconciled() {
 		_, err := tx.Exec(ctx, "DELETE FROM payword_claims WHERE kid = $1 AND epoch = $2 AND seq = $3", kid, epoch, seq)
 		return err
