@@ -387,6 +387,31 @@ func (r *chainRecord) finishSegment(b *bolt.Bucket) error {
 	return nil
 }
 
+// checkPayword checks a payword against its chain's last accepted one:
+// from the device's state when it is the active chain, else from the
+// chain's record (rec, updated with it). A repeat of the last is its
+// receipt again; one below it, too far past it or not hashing down to it
+// is refused.
+func checkPayword(rec *chainRecord, ds *deviceState, pw *protocol.PaywordTicket) error {
+	if ds.Chain.ID == pw.Chain { // the active chain: its progress is in the device's state
+		rec.Last, rec.LastWord = ds.Chain.Last, ds.Chain.Word
+	}
+	switch j := rec.Last; {
+	case pw.Index < j:
+		return Reject(protocol.ReasonPaywordBackwards, "index %d is below the chain's last, %d", pw.Index, j)
+	case pw.Index == j:
+		if pw.Word != rec.LastWord {
+			return Reject(protocol.ReasonPaywordMismatch, "index %d is not the payword accepted for it", j)
+		}
+		return nil // a repeat: its receipt again
+	case pw.Index-j > protocol.MaxPaywordSteps:
+		return Reject(protocol.ReasonPaywordTooFar, "index %d is %d steps past the last, more than %d", pw.Index, pw.Index-j, protocol.MaxPaywordSteps)
+	case protocol.PaywordWalk(&rec.Chain, pw.Word, uint64(pw.Index-j)) != rec.LastWord:
+		return Reject(protocol.ReasonPaywordMismatch, "index %d does not hash down to index %d", pw.Index, j)
+	}
+	return nil
+}
+
 // ApplyPayword checks a payword ticket against its chain and accepts it as
 // the chain's reading, in a store operation. The receipt carries the seq
 // of the reading it stands for (chain number × 2^32 + index), also when
@@ -416,25 +441,7 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 	if uint64(now) >= rec.Expiry {
 		return refuse(Reject(protocol.ReasonChainExhausted, "the chain expired at %d", rec.Expiry))
 	}
-	check := func(ds *deviceState) error {
-		if ds.Chain.ID == pw.Chain { // the active chain: its progress is in the device's state
-			rec.Last, rec.LastWord = ds.Chain.Last, ds.Chain.Word
-		}
-		switch j := rec.Last; {
-		case pw.Index < j:
-			return Reject(protocol.ReasonPaywordBackwards, "index %d is below the chain's last, %d", pw.Index, j)
-		case pw.Index == j:
-			if pw.Word != rec.LastWord {
-				return Reject(protocol.ReasonPaywordMismatch, "index %d is not the payword accepted for it", j)
-			}
-			return nil // a repeat: its receipt again
-		case pw.Index-j > protocol.MaxPaywordSteps:
-			return Reject(protocol.ReasonPaywordTooFar, "index %d is %d steps past the last, more than %d", pw.Index, pw.Index-j, protocol.MaxPaywordSteps)
-		case protocol.PaywordWalk(&rec.Chain, pw.Word, uint64(pw.Index-j)) != rec.LastWord:
-			return Reject(protocol.ReasonPaywordMismatch, "index %d does not hash down to index %d", pw.Index, j)
-		}
-		return nil
-	}
+	check := func(ds *deviceState) error { return checkPayword(&rec, ds, pw) }
 	rc, eff, err := bk.apply(tx, &ticketInput{t: t, p: p, tk: tk, raw: raw}, &chainStep{check: check, next: activeChain{ID: pw.Chain, Last: pw.Index, Word: pw.Word}, payword: true})
 	if err != nil || eff == nil {
 		return rc, false, err
