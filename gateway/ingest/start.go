@@ -88,11 +88,12 @@ func (in *Ingest) startPayword(p *Pending) {
 	}
 	p.tk = protocol.Ticket{Device: pw.Device, Seq: uint64(pw.Index)}
 	dev := p.snap.Registry.Device(pw.Device)
-	switch {
-	case dev == nil:
+	if dev == nil {
 		p.ref = reject(protocol.ReasonUnknownKey, "no device %q is registered", pw.Device)
-	case in.refuseDevice(dev) != nil:
-		p.ref = in.refuseDevice(dev)
+		return
+	}
+	switch p.ref = in.refuseDevice(dev); {
+	case p.ref != nil:
 	case p.msg.Device != dev.ID:
 		p.ref = reject(protocol.ReasonDeviceMismatch, "payword of device %q arrived as %q", dev.ID, p.msg.Device)
 	case in.full.Load():

@@ -394,11 +394,11 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 		if opening {
 			w.add(bucketOpenings, []byte(acct.ID), encodeOpening(acct.Balance))
 		}
+		if err := checkBalance(acct2, before, &entry); err != nil {
+			return nil, 0, err
+		}
 		acct = acct2
 		marshal(&w, bucketAccounts, []byte(acct.ID), acct)
-		if acct.Balance != before-total {
-			return nil, 0, broken("account %s: balance %d after a release of %d, want %d", acct.ID, acct.Balance, total, before-total)
-		}
 	}
 	h.Charged = total
 	aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))

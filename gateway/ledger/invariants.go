@@ -39,15 +39,21 @@ func checkEffects(eff *ticketEffects, lastSeq uint64) error {
 	if err := checkSeals(lastSeq, eff.seals, eff.aggSeq); err != nil {
 		return err
 	}
-	want := eff.balanceBefore
-	if e := eff.entry; e != nil {
+	return checkBalance(eff.account, eff.balanceBefore, eff.entry)
+}
+
+// checkBalance checks that account a's balance is its balance before
+// plus the entry's amount (no entry: unchanged).
+func checkBalance(a metering.Account, before metering.Nanos, e *metering.Entry) error {
+	want := before
+	if e != nil {
 		var err error
 		if want, err = want.Add(e.Amount); err != nil {
-			return broken("account %s: balance %d plus entry %d overflows", eff.account.ID, eff.balanceBefore, e.Amount)
+			return broken("account %s: balance %d plus entry %d overflows", a.ID, before, e.Amount)
 		}
 	}
-	if eff.account.Balance != want {
-		return broken("account %s: balance %d after, want %d (before %d and its entry)", eff.account.ID, eff.account.Balance, want, eff.balanceBefore)
+	if a.Balance != want {
+		return broken("account %s: balance %d after, want %d (before %d and its entry)", a.ID, a.Balance, want, before)
 	}
 	return nil
 }

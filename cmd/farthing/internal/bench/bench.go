@@ -302,7 +302,7 @@ type benchConfig struct {
 // endToEnd measures the gateway end to end: the embedded broker and DTLS
 // in one gateway, for each configuration asked for.
 func (r *benchRun) endToEnd() error {
-	ctx, o, rep, data, say := r.ctx, r.o, r.rep, r.data, r.say
+	ctx, o, rep, data := r.ctx, r.o, r.rep, r.data
 	// The gateway: embedded broker and DTLS in one; external mode to
 	// Mosquitto in another, on the same devices.
 	embeddedMQTT, dtlsAddr := freeAddr("tcp"), freeAddr("udp")
@@ -324,16 +324,23 @@ func (r *benchRun) endToEnd() error {
 		if err != nil {
 			return err
 		}
-		for _, c := range configs {
-			e, err := endToEnd(ctx, o, data, c.name, c.keys, c.transport, c.broker, say)
-			if err != nil {
-				stopGW()
-				return err
-			}
-			e.Limit, e.Ratio = c.limit, e.Throughput.Median/c.limitValue
-			rep.E = append(rep.E, e)
-		}
+		err = r.measure(configs)
 		stopGW()
+		return err
+	}
+	return nil
+}
+
+// measure runs each configuration end to end against the gateway that
+// runs, and adds its figures, with its ratio to its limit, to the report.
+func (r *benchRun) measure(configs []benchConfig) error {
+	for _, c := range configs {
+		e, err := endToEnd(r.ctx, r.o, r.data, c.name, c.keys, c.transport, c.broker, r.say)
+		if err != nil {
+			return err
+		}
+		e.Limit, e.Ratio = c.limit, e.Throughput.Median/c.limitValue
+		r.rep.E = append(r.rep.E, e)
 	}
 	return nil
 }
@@ -341,7 +348,7 @@ func (r *benchRun) endToEnd() error {
 // mosquittoEndToEnd measures a gateway in external mode on Mosquitto, on
 // the same devices.
 func (r *benchRun) mosquittoEndToEnd() error {
-	ctx, o, rep, data, mosq, say := r.ctx, r.o, r.rep, r.data, r.mosq, r.say
+	ctx, o, rep, data, mosq := r.ctx, r.o, r.rep, r.data, r.mosq
 	if mosq == "" || !o.wants("mosquitto") {
 		return nil
 	}
@@ -364,19 +371,11 @@ func (r *benchRun) mosquittoEndToEnd() error {
 	if err != nil {
 		return err
 	}
-	for _, c := range []benchConfig{
+	err = r.measure([]benchConfig{
 		{"mosquitto", "Mosquitto, HMAC", "hmac", "mqtt", "tcp://" + mosq, "E/L2 mosquitto", rep.L2["mosquitto"].Median},
-	} {
-		e, err := endToEnd(ctx, o, data, c.name, c.keys, c.transport, c.broker, say)
-		if err != nil {
-			stopExt()
-			return err
-		}
-		e.Limit, e.Ratio = c.limit, e.Throughput.Median/c.limitValue
-		rep.E = append(rep.E, e)
-	}
+	})
 	stopExt()
-	return nil
+	return err
 }
 
 // memory measures the gateway's memory with a large registry and many
