@@ -262,6 +262,24 @@ type CommitConfig struct {
 	MaxBatch int           `yaml:"max_batch"`
 	Linger   time.Duration `yaml:"linger"`
 	Gap      time.Duration `yaml:"gap"`
+	// Interval, for flash storage, makes the tickets that arrive within it
+	// share one durable commit: a batch commits Interval after its first
+	// ticket (or when it is full), so a receipt waits at most Interval
+	// more. It replaces Linger and Gap; 0 (the default) is off. At most
+	// MaxCommitInterval.
+	Interval time.Duration `yaml:"interval"`
+}
+
+// MaxCommitInterval bounds commit.interval: a receipt that waits longer
+// than a device's own timeout is sent again.
+const MaxCommitInterval = 5 * time.Second
+
+// storeWait is the store's Linger and Gap for these settings.
+func (c CommitConfig) storeWait() (linger, gap time.Duration) {
+	if c.Interval > 0 {
+		return c.Interval, 0
+	}
+	return c.Linger, c.Gap
 }
 
 // LoadConfig reads a configuration file; path "" gives the defaults.
@@ -518,8 +536,11 @@ func (c *Config) validate(path string) error {
 			return bad(f+".url", "required")
 		}
 	}
-	if c.Commit.MaxBatch < 0 || c.Commit.Linger < 0 || c.Commit.Gap < 0 {
+	if c.Commit.MaxBatch < 0 || c.Commit.Linger < 0 || c.Commit.Gap < 0 || c.Commit.Interval < 0 {
 		return bad("commit", "negative value")
+	}
+	if c.Commit.Interval > MaxCommitInterval {
+		return bad("commit.interval", "%v: at most %v (a receipt waits that long)", c.Commit.Interval, MaxCommitInterval)
 	}
 	if c.HTTP.Console != "on" && c.HTTP.Console != "off" {
 		return bad("http.console", "%q: want on or off", c.HTTP.Console)

@@ -19,6 +19,8 @@ func TestConfigErrorsNameFileLineAndPath(t *testing.T) {
 		{"mqtt:\n  max_connections: many\n", `farthingd.yaml:2: mqtt.max_connections: "many" is not a whole number`},
 		{"accounts:\n  - {id: a, kind: prepaid, currency: EUR}\n  - {id: b, kind: nope, currency: EUR}\n", `farthingd.yaml:3: accounts[1]: kind "nope"`},
 		{"mqtt:\n  mode: sideways\n", `farthingd.yaml:2: mqtt.mode: "sideways"`},
+		{"commit:\n  interval: 1m\n", `commit.interval: 1m0s: at most 5s`},
+		{"commit:\n  interval: -1s\n", `commit: negative value`},
 	} {
 		path := filepath.Join(t.TempDir(), "farthingd.yaml")
 		os.WriteFile(path, []byte(tc.yaml), 0o600)

@@ -170,7 +170,8 @@ func (g *Gateway) openStore() error {
 	if verify {
 		g.log.Warn("verify mode: the books are reconciled after every commit (" + ledger.VerifyEnv + "=1); not for production")
 	}
-	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: cfg.Commit.Linger, Gap: cfg.Commit.Gap,
+	linger, gap := cfg.Commit.storeWait()
+	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: linger, Gap: gap,
 		OnCommit: func(ops int, took time.Duration) {
 			g.metrics.BatchSize.Observe(float64(ops))
 			g.metrics.CommitTx.Observe(took.Seconds())

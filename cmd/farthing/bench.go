@@ -22,6 +22,7 @@ func runBench(e *env, args []string) error {
 	fs := newFlags("bench")
 	runs := fs.Int("runs", 3, "saturating runs per figure (the median is reported)")
 	dur := fs.Duration("duration", 5*time.Second, "length of each saturating run")
+	wearDur := fs.Duration("wear-duration", 30*time.Second, "length of each wear run at a site's rate (the full-rate ones run --duration)")
 	half := fs.Duration("half-duration", 20*time.Second, "length of the run at half the maximum rate (its p99 by 5 s slices)")
 	devices := fs.Int("devices", 0, "simulated devices per key type (default 1000; --soak: 10000)")
 	inflight := fs.String("inflight", "1-4", "tickets a device may have without a receipt: N, or A-B to spread the fleet over A..B")
@@ -82,7 +83,7 @@ func runBench(e *env, args []string) error {
 		parts = append(parts, p)
 	}
 	rep, err := bench.Run(ctx, bench.Options{Runs: *runs, Duration: *dur, HalfDuration: *half, Devices: *devices, Offered: *offered,
-		InFlight: *inflight, Registered: *registered, Connected: *connected, Sessions: *sessions, Out: e.stderr, Pin: *pinned, Only: parts})
+		InFlight: *inflight, Registered: *registered, Connected: *connected, Sessions: *sessions, Out: e.stderr, Pin: *pinned, Only: parts, WearDuration: *wearDur})
 	if err != nil {
 		return err
 	}

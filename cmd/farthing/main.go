@@ -54,7 +54,7 @@ var commands = []command{
 	{"voucher", "issue --key ISSUER.key --id ID --account A --amount \"5.00 EUR\" --expires T [--issuer NAME] [--out FILE] | redeem TEXT [--data DIR]", runVoucher},
 	{"account", "topup ACCOUNT AMOUNT --ref REF | list | show ACCOUNT | entries ACCOUNT [--since T] [--format table|csv|json] [--data DIR]", runAccount},
 	{"quarantine", "list [--state held|released|voided|all] [--device D] | show DEVICE/SEQ | release DEVICE/SEQ [--note WHY] | void DEVICE/SEQ --note WHY [--data DIR]", runQuarantine},
-	{"bench", "[--pin] [--only l1,l2,l3,hmac,ed25519,coap,mosquitto,memory] [--runs N] [--duration D] [--half-duration D] [--devices N] [--inflight N|A-B] [--pprof ADDR] [--json FILE] [--plot FILE] | --soak D [--rate R] [--devices N] [--pin] [--csv FILE] [--plot FILE]", runBench},
+	{"bench", "[--pin] [--only l1,l2,l3,hmac,ed25519,payword,coap,mosquitto,memory,wear] [--runs N] [--duration D] [--wear-duration D] [--half-duration D] [--devices N] [--inflight N|A-B] [--pprof ADDR] [--json FILE] [--plot FILE] | --soak D [--rate R] [--devices N] [--pin] [--csv FILE] [--plot FILE]", runBench},
 	{"backup", "FILE [--data DIR]", runBackup},
 	{"restore", "FILE [--data DIR] [--key gateway.key]", runRestore},
 	{"compact", "[--data DIR]", runCompact},

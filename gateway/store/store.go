@@ -103,6 +103,7 @@ type Store struct {
 
 	// Statistics, read with Stats.
 	commits, ops atomic.Uint64
+	syncs        atomic.Uint64
 	lastBatch    atomic.Int64
 	size         atomic.Int64
 }
@@ -255,6 +256,9 @@ func (s *Store) commit(batch []request) {
 		}
 	}
 	s.commits.Add(1)
+	if !s.opts.NoSync {
+		s.syncs.Add(2) // bbolt syncs the pages, then the meta page
+	}
 	s.ops.Add(uint64(len(batch)))
 	s.lastBatch.Store(int64(len(batch)))
 	s.updateSize()
@@ -283,9 +287,10 @@ func (s *Store) updateSize() {
 	}
 }
 
-// Stats are the committer's counters.
+// Stats are the committer's counters. Syncs counts the fdatasyncs of the
+// state file.
 type Stats struct {
-	Commits, Ops uint64
+	Commits, Ops, Syncs uint64
 	LastBatch    int64
 	FileBytes    int64
 }
@@ -346,7 +351,7 @@ func (s *Store) Usage() Usage {
 
 // Stats returns the counters.
 func (s *Store) Stats() Stats {
-	return Stats{Commits: s.commits.Load(), Ops: s.ops.Load(), LastBatch: s.lastBatch.Load(), FileBytes: s.size.Load()}
+	return Stats{Commits: s.commits.Load(), Ops: s.ops.Load(), Syncs: s.syncs.Load(), LastBatch: s.lastBatch.Load(), FileBytes: s.size.Load()}
 }
 
 // Close stops taking operations, lets the committer finish every queued

@@ -51,14 +51,18 @@ type Options struct {
 	// the other half (see pinning).
 	Pin bool
 	// Only, if set, runs only these parts: l1, l2, l3, hmac, ed25519,
-	// coap, mosquitto, memory (an E figure runs its limit too).
+	// payword, coap, mosquitto, memory, wear (an E figure runs its limit
+	// too).
 	Only []string
+	// WearDuration is each wear row's run at a site's rate; default 30s.
+	// The full-rate wear rows run for Duration.
+	WearDuration time.Duration
 
 	slice time.Duration // the simulator's latency slices; default 5s
 }
 
 // Parts are the names Options.Only takes.
-var Parts = []string{"l1", "l2", "l3", "hmac", "ed25519", "payword", "coap", "mosquitto", "memory"}
+var Parts = []string{"l1", "l2", "l3", "hmac", "ed25519", "payword", "coap", "mosquitto", "memory", "wear"}
 
 func (o *Options) wants(part string) bool {
 	if len(o.Only) == 0 {
@@ -128,6 +132,7 @@ type Report struct {
 	L3           Spread            `json:"l3_coap_dtls_requests_per_second"`
 	E            []EndToEnd        `json:"end_to_end"`
 	Memory       []Memory          `json:"memory"`
+	Wear         []Wear            `json:"wear"`
 	ElapsedS     float64           `json:"elapsed_seconds"`
 }
 
@@ -173,6 +178,9 @@ func (o *Options) defaults() {
 	if o.Sessions <= 0 {
 		o.Sessions = 2000
 	}
+	if o.WearDuration <= 0 {
+		o.WearDuration = 30 * time.Second
+	}
 }
 
 // Run measures.
@@ -208,7 +216,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		r.mosq, r.mosqPID, stopMosq = startMosquitto()
 		defer stopMosq()
 	}
-	for _, step := range []func() error{r.mosquittoLimit, r.endToEnd, r.mosquittoEndToEnd, r.memory} {
+	for _, step := range []func() error{r.mosquittoLimit, r.endToEnd, r.mosquittoEndToEnd, r.memory, r.wear} {
 		if err := step(); err != nil {
 			return nil, err
 		}
@@ -543,9 +551,15 @@ func provision(data string, n int) error {
 
 // startGateway runs a gateway on data in this process.
 func startGateway(ctx context.Context, data, id string, tune func(*gateway.Config)) (func(), error) {
+	_, stop, err := startGatewayOf(ctx, data, id, tune)
+	return stop, err
+}
+
+// startGatewayOf is startGateway, also returning the gateway.
+func startGatewayOf(ctx context.Context, data, id string, tune func(*gateway.Config)) (*gateway.Gateway, func(), error) {
 	cfg, err := gateway.LoadConfigWithDataDir("", data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfg.GatewayID = id
 	cfg.HTTP.Listen = "off"
@@ -559,7 +573,7 @@ func startGateway(ctx context.Context, data, id string, tune func(*gateway.Confi
 	tune(cfg)
 	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	gctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -568,9 +582,9 @@ func startGateway(ctx context.Context, data, id string, tune func(*gateway.Confi
 	case <-g.Ready():
 	case err := <-done:
 		cancel()
-		return nil, err
+		return nil, nil, err
 	}
-	return func() { cancel(); <-done }, nil
+	return g, func() { cancel(); <-done }, nil
 }
 
 // memLimit is the soft memory limit of the external-mode memory figure.

@@ -19,7 +19,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "Farthing bench on %s: %d cores%s, %s, %s (%.0f s)\n\n", r.Host, r.Cores, pinned, r.Go, r.When.Format("2006-01-02 15:04 MST"), r.ElapsedS)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "LIMIT\tMEDIAN/s\tSPREAD")
+	if r.L1.Median > 0 || len(r.L2) > 0 || r.L3.Median > 0 {
+		fmt.Fprintln(tw, "LIMIT\tMEDIAN/s\tSPREAD")
+	}
 	cores := r.GatewayCores
 	if cores == 0 { // a report from before the field
 		cores = r.Cores
@@ -46,7 +48,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 				e.CPUPerTicket, e.CPUCores, e.AtMax.P50, e.AtMax.P99, e.AtHalf.P50, e.AtHalf.P99, e.HalfP99.Min, e.HalfP99.Max, e.RSSMB)
 		}
 	}
-	if err := tw.Flush(); err != nil || len(r.Memory) == 0 {
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if err := r.writeWear(w); err != nil || len(r.Memory) == 0 {
 		return err
 	}
 	fmt.Fprintln(w)
@@ -58,6 +63,20 @@ func (r *Report) WriteTable(w io.Writer) error {
 			broker = fmt.Sprintf("%.0f", m.BrokerMB)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%d\t%.0f\t%.0f\t%.0f\t%.1f\t%s\n", m.Name, m.Registered, m.IdleRSSMB, m.Connected, m.RSSMB, m.AnonMB, m.SettledMB, m.PerConnKB, broker)
+	}
+	return tw.Flush()
+}
+
+// writeWear prints the wear rows, if any.
+func (r *Report) writeWear(w io.Writer) error {
+	if len(r.Wear) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WEAR	DEVICES	TICKETS	SECONDS	BYTES WRITTEN/TICKET	FSYNCS/TICKET	BYTES WRITTEN/s")
+	for _, x := range r.Wear {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.2f\t%.0f\n", x.Name, x.Devices, x.Tickets, x.Seconds, x.BytesPerTicket, x.SyncsPerTicket, x.WriteRate)
 	}
 	return tw.Flush()
 }

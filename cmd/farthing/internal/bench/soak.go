@@ -54,6 +54,9 @@ type SoakSample struct {
 	// Unconfirmed is the age in seconds of the oldest aggregate its
 	// upstream has not confirmed: what keeps tickets from being pruned.
 	Unconfirmed float64 `json:"oldest_unconfirmed_seconds"`
+	// WriteRate is the bytes the gateway's process wrote to storage per
+	// second since the sample before (write_bytes of /proc/self/io).
+	WriteRate float64 `json:"bytes_written_per_second"`
 }
 
 // SoakReport is a soak run's samples and the plateau they show: the most
@@ -182,6 +185,7 @@ func soakProvider(data string) (string, func(), error) {
 // it heard the simulator's end.
 func sampleSoak(ctx context.Context, o SoakOptions, rep *SoakReport, metricsURL string, simDone <-chan error, say func(string, ...any)) (simEnded bool, err error) {
 	start := time.Now()
+	lastAt, lastWritten := start, processWriteBytes()
 	t := time.NewTicker(o.Every)
 	defer t.Stop()
 	for running := true; running; {
@@ -203,9 +207,12 @@ func sampleSoak(ctx context.Context, o SoakOptions, rep *SoakReport, metricsURL 
 		s := SoakSample{Seconds: time.Since(start).Seconds(), Accepted: m[`farthing_tickets_total{reason="",status="accepted"}`],
 			FileBytes: m["farthing_store_bytes"], InUse: m["farthing_store_inuse_bytes"], RSSMB: rssMB(),
 			Unconfirmed: m["farthing_oldest_unforwarded_seconds"]}
+		now, written := time.Now(), processWriteBytes()
+		s.WriteRate = float64(written-lastWritten) / max(now.Sub(lastAt).Seconds(), 1e-9)
+		lastAt, lastWritten = now, written
 		rep.Samples = append(rep.Samples, s)
-		say("%6.0fs  %10.0f tickets  file %7.1f MB  in use %7.1f MB  gateway RSS %6.1f MB  oldest unconfirmed %4.0fs", s.Seconds, s.Accepted,
-			s.FileBytes/1e6, s.InUse/1e6, s.RSSMB, s.Unconfirmed)
+		say("%6.0fs  %10.0f tickets  file %7.1f MB  in use %7.1f MB  gateway RSS %6.1f MB  oldest unconfirmed %4.0fs  written %7.1f KB/s", s.Seconds, s.Accepted,
+			s.FileBytes/1e6, s.InUse/1e6, s.RSSMB, s.Unconfirmed, s.WriteRate/1e3)
 	}
 	return simEnded, nil
 }
@@ -284,7 +291,7 @@ func scrape(url string) (map[string]float64, error) {
 
 // WriteCSV writes the samples as CSV.
 func (r *SoakReport) WriteCSV(w io.Writer) error {
-	if _, err := fmt.Fprintln(w, "seconds,accepted_tickets,file_bytes,inuse_bytes,gateway_rss_mb,p99_ms"); err != nil {
+	if _, err := fmt.Fprintln(w, "seconds,accepted_tickets,file_bytes,inuse_bytes,gateway_rss_mb,p99_ms,write_bytes_per_s"); err != nil {
 		return err
 	}
 	for _, s := range r.Samples {
@@ -294,7 +301,7 @@ func (r *SoakReport) WriteCSV(w io.Writer) error {
 				p99 = fmt.Sprintf("%.1f", l.P99MS)
 			}
 		}
-		if _, err := fmt.Fprintf(w, "%.0f,%.0f,%.0f,%.0f,%.1f,%s\n", s.Seconds, s.Accepted, s.FileBytes, s.InUse, s.RSSMB, p99); err != nil {
+		if _, err := fmt.Fprintf(w, "%.0f,%.0f,%.0f,%.0f,%.1f,%s,%.0f\n", s.Seconds, s.Accepted, s.FileBytes, s.InUse, s.RSSMB, p99, s.WriteRate); err != nil {
 			return err
 		}
 	}
@@ -307,10 +314,13 @@ func (r *SoakReport) WritePlot(path string) error {
 	p.Title.Text = fmt.Sprintf("State file under %.0f tickets/s, upstream confirming (windows %v, edge retention %v)",
 		r.Options.Rate, r.Options.Window, r.Options.Retention)
 	p.X.Label.Text = "minutes"
-	p.Y.Label.Text = "MB (latency: ms)"
+	p.Y.Label.Text = "MB or MB/s (latency: ms)"
 	file, inuse := make(plotter.XYs, len(r.Samples)), make(plotter.XYs, len(r.Samples))
-	var rss plotter.XYs
+	var rss, written plotter.XYs
 	for i, s := range r.Samples {
+		if s.WriteRate > 0 {
+			written = append(written, plotter.XY{X: s.Seconds / 60, Y: s.WriteRate / 1e6})
+		}
 		file[i] = plotter.XY{X: s.Seconds / 60, Y: s.FileBytes / 1e6}
 		inuse[i] = plotter.XY{X: s.Seconds / 60, Y: s.InUse / 1e6}
 		if s.RSSMB > 0 { // samples from before RSS was kept have none
@@ -320,6 +330,9 @@ func (r *SoakReport) WritePlot(path string) error {
 	lines := []any{"file size, MB", file, "bytes in use, MB", inuse}
 	if len(rss) > 0 {
 		lines = append(lines, "gateway RSS, MB", rss)
+	}
+	if len(written) > 0 {
+		lines = append(lines, "bytes written, MB/s", written)
 	}
 	if len(r.Latency) > 0 {
 		p99 := make(plotter.XYs, len(r.Latency))
