@@ -291,8 +291,8 @@ func (s *Store) updateSize() {
 // state file.
 type Stats struct {
 	Commits, Ops, Syncs uint64
-	LastBatch    int64
-	FileBytes    int64
+	LastBatch           int64
+	FileBytes           int64
 }
 
 // WriteBackup writes a consistent copy of the whole file to w, from one
