@@ -163,18 +163,20 @@ func loadGatewayKey(path string, log *slog.Logger) (ed25519.PrivateKey, error) {
 }
 
 // openStore opens the state file with the commit settings; in verify
-// mode every commit is followed by a reconciliation of the books.
+// mode every checkpoint is followed by a reconciliation of the books.
 func (g *Gateway) openStore() error {
 	cfg := g.cfg
 	verify := ledger.VerifyMode()
 	if verify {
-		g.log.Warn("verify mode: the books are reconciled after every commit (" + ledger.VerifyEnv + "=1); not for production")
+		g.log.Warn("verify mode: the books are reconciled after every checkpoint (" + ledger.VerifyEnv + "=1); not for production")
 	}
 	linger, gap := cfg.Commit.storeWait()
 	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: linger, Gap: gap,
 		OnCommit: func(ops int, took time.Duration) {
 			g.metrics.BatchSize.Observe(float64(ops))
 			g.metrics.CommitTx.Observe(took.Seconds())
+		},
+		OnCheckpoint: func() {
 			if verify {
 				g.verifyBooks()
 			}
@@ -217,7 +219,7 @@ func (g *Gateway) openBooks(snap *ingest.Snapshot, kid [protocol.KeyIDLen]byte) 
 // the commit's receipts go out; books that do not add up stop the daemon.
 func (g *Gateway) verifyBooks() {
 	if err := ledger.New(g.store, ledger.Config{}).Reconcile(); err != nil {
-		g.log.Error("verify mode: the books do not reconcile after a commit", "error", err)
+		g.log.Error("verify mode: the books do not reconcile after a checkpoint", "error", err)
 		panic(err)
 	}
 }

@@ -184,6 +184,10 @@ func runRestore(e *env, args []string) error {
 		if err := os.Rename(statePath, aside); err != nil {
 			return err
 		}
+		// A journal a killed gateway left belongs to the file it replaces.
+		if err := os.Rename(store.JournalPath(statePath), store.JournalPath(aside)); err != nil && !os.IsNotExist(err) {
+			return err
+		}
 		fmt.Fprintf(e.stdout, "the state file it replaces is kept as %s\n", aside)
 	}
 	if err := os.Rename(tmp, statePath); err != nil {

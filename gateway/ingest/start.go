@@ -3,7 +3,7 @@ package ingest
 import (
 	"context"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/farthing-iot/farthing/gateway/store"
 
 	"github.com/farthing-iot/farthing/gateway/entrance"
 	"github.com/farthing-iot/farthing/gateway/ledger"
@@ -55,7 +55,7 @@ func (in *Ingest) startTicket(p *Pending) {
 		return
 	}
 	in.seen.saw(dev.ID, p.msg.Transport, p.start)
-	in.enqueue(p, func(tx *bolt.Tx) (err error) {
+	in.enqueue(p, func(tx *store.Tx) (err error) {
 		p.rc, p.fresh, err = in.books.Apply(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &p.tk, p.msg.Payload)
 		return err
 	})
@@ -72,7 +72,7 @@ func (in *Ingest) startCommitment(p *Pending) {
 		return
 	}
 	in.seen.saw(dev.ID, p.msg.Transport, p.start)
-	in.enqueue(p, func(tx *bolt.Tx) (err error) {
+	in.enqueue(p, func(tx *store.Tx) (err error) {
 		p.rc, p.fresh, err = in.books.ApplyCommitment(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &c, p.msg.Payload)
 		return err
 	})
@@ -104,7 +104,7 @@ func (in *Ingest) startPayword(p *Pending) {
 	}
 	p.dev = dev
 	in.seen.saw(dev.ID, p.msg.Transport, p.start)
-	in.enqueue(p, func(tx *bolt.Tx) (err error) {
+	in.enqueue(p, func(tx *store.Tx) (err error) {
 		p.rc, p.fresh, err = in.books.ApplyPayword(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &pw, p.msg.Payload)
 		if p.rc.Seq != 0 {
 			p.tk.Seq = p.rc.Seq // known once the chain was read; Wait reads it after the commit
@@ -115,7 +115,7 @@ func (in *Ingest) startPayword(p *Pending) {
 
 // enqueue queues a message's commit; a queue that refuses it (closed,
 // overloaded) is the message's refusal.
-func (in *Ingest) enqueue(p *Pending, apply func(tx *bolt.Tx) error) {
+func (in *Ingest) enqueue(p *Pending, apply store.Op) {
 	committed, err := in.books.Store().Enqueue(p.ctx, apply)
 	if err != nil {
 		p.ref = in.commitRefusal(p.msg, p.tk.Seq, err)

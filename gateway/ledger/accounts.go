@@ -77,7 +77,8 @@ func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount met
 	if ref == "" || len(ref) > 128 {
 		return res, fmt.Errorf("%w: a reference of 1..128 bytes is required", ErrBadTopUp)
 	}
-	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
+	err := bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Raw()
 		res = TopUpResult{}
 		refKey := []byte("top_up/" + ref)
 		if seq := getU64(tx.Bucket(bucketRefs).Get(refKey)); seq != 0 {
@@ -100,7 +101,7 @@ func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount met
 		if err != nil {
 			return fmt.Errorf("%w: %q", ErrUnknownAccount, account)
 		}
-		o, bal, err := bk.credit(tx, t, a, creditEntry{amount: amount, kind: "top_up", ref: ref, refKey: refKey, credential: credential})
+		o, bal, err := bk.credit(stx, t, a, creditEntry{amount: amount, kind: "top_up", ref: ref, refKey: refKey, credential: credential})
 		if err != nil {
 			return err
 		}
@@ -126,7 +127,8 @@ type creditEntry struct {
 // signed protocol.Credit in the outbox under the stream's next seq, so the
 // credit goes upstream in order with the aggregates. It runs inside a
 // store operation.
-func (bk *Books) credit(tx *bolt.Tx, t *Terms, a metering.Account, c creditEntry) (Operation, metering.Nanos, error) {
+func (bk *Books) credit(stx *store.Tx, t *Terms, a metering.Account, c creditEntry) (Operation, metering.Nanos, error) {
+	tx := stx.Raw() // the audit log's sequence is bbolt's own
 	amount, kind, ref, refKey, credential := c.amount, c.kind, c.ref, c.refKey, c.credential
 	opening := tx.Bucket(bucketAccounts).Get([]byte(a.ID)) == nil
 	e, a2, err := a.TopUp(amount, bk.now().UnixMilli(), ref)
@@ -167,7 +169,7 @@ func (bk *Books) credit(tx *bolt.Tx, t *Terms, a metering.Account, c creditEntry
 	if err := tx.Bucket(bucketAudit).SetSequence(seq); err != nil {
 		return o, 0, fmt.Errorf("%w: %v", store.ErrAbort, err)
 	}
-	if err := putAll(tx, writes); err != nil {
+	if err := putAll(stx, writes); err != nil {
 		return o, 0, err
 	}
 	return o, a2.Balance, nil
@@ -270,7 +272,7 @@ func (bk *Books) AccountEntries(id string, since int64) ([]metering.Entry, error
 func (bk *Books) AuditLog() ([]Operation, error) {
 	st := bk.st
 	var out []Operation
-	err := st.View(func(tx *bolt.Tx) error {
+	err := st.Scan(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketAudit).ForEach(func(_, v []byte) error {
 			o, err := decodeOperation(v)
 			if err != nil {

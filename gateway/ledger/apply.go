@@ -29,7 +29,7 @@ import (
 // aggregate seq). A held ticket commits the same, with a hold record
 // instead of a charge. fresh is false for a ticket seen before (nothing
 // was written).
-func (bk *Books) Apply(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte) (r protocol.Receipt, fresh bool, err error) {
+func (bk *Books) Apply(tx *store.Tx, t *Terms, p Payer, tk *protocol.Ticket, raw []byte) (r protocol.Receipt, fresh bool, err error) {
 	r, eff, err := bk.apply(tx, &ticketInput{t: t, p: p, tk: tk, raw: raw}, nil)
 	return r, eff != nil, err
 }
@@ -47,9 +47,9 @@ type chainStep struct {
 // returning what an accepted ticket wrote; eff is nil when nothing was.
 // in names the terms, the payer, the ticket and its bytes; apply reads
 // the state it decides on and the time.
-func (bk *Books) apply(tx *bolt.Tx, in *ticketInput, cs *chainStep) (protocol.Receipt, *ticketEffects, error) {
+func (bk *Books) apply(tx *store.Tx, in *ticketInput, cs *chainStep) (protocol.Receipt, *ticketEffects, error) {
 	t, p, tk := in.t, in.p, in.tk
-	st, err := load(tx, t, p, tk)
+	st, err := load(tx.Bolt(), t, p, tk)
 	if err != nil {
 		return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, nil, err
 	}
@@ -429,18 +429,18 @@ func addToWindows(t *Terms, p Payer, src itemsOf, items []windowItem, aggSeq uin
 // books (checkEffects), looks up what corrections correct, signs what
 // sealed, then writes; a failed write aborts the batch, since part of the
 // effects may be written.
-func (bk *Books) put(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *ticketEffects) error {
+func (bk *Books) put(tx *store.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *ticketEffects) error {
 	// The file's last aggregate seq is read only when the ticket seals or
 	// holds something: otherwise the ticket writes no seq.
 	last := eff.aggSeq
 	if len(eff.seals) > 0 || eff.hold != nil {
-		last = getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
+		last = getU64(tx.Bolt().Bucket(bucketMeta).Get(metaAggSeq))
 	}
 	if err := checkEffects(eff, last); err != nil {
 		return err
 	}
 	var w writes
-	sw, err := bk.sealAll(tx, t, eff.seals)
+	sw, err := bk.sealAll(tx.Bolt(), t, eff.seals)
 	if err != nil {
 		return err
 	}
@@ -538,17 +538,16 @@ type write struct {
 // split by an insert at its end half empty, doubling the file.
 const appendFill = 0.9
 
-// putAll writes ws in order; a failed write aborts the batch, since part
-// of the effects may be written.
-func putAll(tx *bolt.Tx, ws []write) error {
+// putAll writes ws in order, through the journal; a failed write aborts
+// the batch, since part of the effects may be written.
+func putAll(tx *store.Tx, ws []write) error {
 	for _, w := range ws {
-		b := tx.Bucket(w.bucket)
 		switch string(w.bucket) {
 		case string(bucketTickets), string(bucketLeaves), string(bucketEntries):
-			b.FillPercent = appendFill
+			tx.Bolt().Bucket(w.bucket).FillPercent = appendFill
 		}
-		if err := b.Put(w.key, w.val); err != nil {
-			return fmt.Errorf("%w: %v", store.ErrAbort, err)
+		if err := tx.Put(w.bucket, w.key, w.val); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -584,7 +583,8 @@ func (bk *Books) sealWrites(snap *Terms, seq uint64, rec sealedRecord, window bo
 
 // CloseWindows seals every open window whose end is at or before now.
 func (bk *Books) CloseWindows(ctx context.Context, snap *Terms, now time.Time) error {
-	return bk.st.Do(ctx, func(tx *bolt.Tx) error {
+	return bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Bolt()
 		var writes []write
 		wb := tx.Bucket(bucketWindows)
 		aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
@@ -624,7 +624,7 @@ func (bk *Books) CloseWindows(ctx context.Context, snap *Terms, now time.Time) e
 		if aggSeq != start {
 			writes = append(writes, write{bucketMeta, metaAggSeq, putU64(aggSeq)})
 		}
-		return putAll(tx, writes)
+		return putAll(stx, writes)
 	})
 }
 

@@ -106,15 +106,11 @@ func (bk *Books) AuditBundles(t *Terms, max int) ([]AuditBundle, uint64, error) 
 
 // AuditShipped records that the audit sink took every bundle up to seq.
 func (bk *Books) AuditShipped(ctx context.Context, seq uint64) error {
-	return bk.st.Do(ctx, func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if seq <= getU64(meta.Get(metaAuditShipped)) {
+	return bk.st.Do(ctx, func(stx *store.Tx) error {
+		if seq <= getU64(stx.Bolt().Bucket(bucketMeta).Get(metaAuditShipped)) {
 			return nil
 		}
-		if err := meta.Put(metaAuditShipped, putU64(seq)); err != nil {
-			return fmt.Errorf("%w: %v", store.ErrAbort, err)
-		}
-		return nil
+		return stx.Put(bucketMeta, metaAuditShipped, putU64(seq))
 	})
 }
 

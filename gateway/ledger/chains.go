@@ -298,10 +298,10 @@ func CommitmentTicket(c *protocol.Commitment, now int64) protocol.Ticket {
 // commitment's bytes. The receipt is the index-0 reading's. The device's
 // previous chain, if any, retires: its open segment is finished, and its
 // last index kept with it.
-func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Commitment, raw []byte) (protocol.Receipt, bool, error) {
+func (bk *Books) ApplyCommitment(tx *store.Tx, t *Terms, p Payer, c *protocol.Commitment, raw []byte) (protocol.Receipt, bool, error) {
 	now := bk.now().UnixMilli()
 	tk := CommitmentTicket(c, now)
-	b := tx.Bucket(bucketChains)
+	b := tx.Bolt().Bucket(bucketChains)
 	if tv := b.Get(chainKey(c.Device, c.Chain)); tv != nil {
 		rec, err := decodeTerms(tv)
 		if err != nil {
@@ -334,20 +334,18 @@ func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Com
 		return rc, eff != nil, err
 	}
 	if prev != (activeChain{}) {
-		if err := retireChain(b, c.Device, prev); err != nil {
+		if err := retireChain(tx, c.Device, prev); err != nil {
 			return rc, true, err
 		}
 	}
 	rec := chainRecord{Commitment: *c, Account: p.Account, Provider: p.Provider, LastWord: c.Anchor, SegFromWord: c.Anchor,
 		Raw: append([]byte(nil), raw...)}
-	if err := b.Put(chainKey(c.Device, c.Chain), rec.encodeTerms()); err != nil {
-		return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
-	}
-	if err := b.Put(chainStateKey(c.Device, c.Chain), rec.encodeProgress()); err != nil {
-		return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
-	}
-	if err := b.Put(chainNumberKey(c.Device), putU64(uint64(c.Number))); err != nil {
-		return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
+	for _, w := range []write{{bucketChains, chainKey(c.Device, c.Chain), rec.encodeTerms()},
+		{bucketChains, chainStateKey(c.Device, c.Chain), rec.encodeProgress()},
+		{bucketChains, chainNumberKey(c.Device), putU64(uint64(c.Number))}} {
+		if err := tx.Put(w.bucket, w.key, w.val); err != nil {
+			return rc, true, err
+		}
 	}
 	return rc, true, nil
 }
@@ -355,32 +353,29 @@ func (bk *Books) ApplyCommitment(tx *bolt.Tx, t *Terms, p Payer, c *protocol.Com
 // retireChain writes a device's chain that a newer one replaced with its
 // last index (from then on its progress record has it, not the device's
 // state), its open segment finished.
-func retireChain(b *bolt.Bucket, device string, prev activeChain) error {
-	rec, ok, err := loadChain(b, device, prev.ID)
+func retireChain(tx *store.Tx, device string, prev activeChain) error {
+	rec, ok, err := loadChain(tx.Bolt().Bucket(bucketChains), device, prev.ID)
 	if err != nil || !ok {
 		return err
 	}
 	rec.Last, rec.LastWord = prev.Last, prev.Word
-	if err := rec.finishSegment(b); err != nil {
+	if err := rec.finishSegment(tx); err != nil {
 		return err
 	}
-	if err := b.Put(chainStateKey(device, prev.ID), rec.encodeProgress()); err != nil {
-		return fmt.Errorf("%w: %v", store.ErrAbort, err)
+	if err := tx.Put(bucketChains, chainStateKey(device, prev.ID), rec.encodeProgress()); err != nil {
+		return err
 	}
-	if err := b.Delete(chainDirtyKey(device, prev.ID)); err != nil {
-		return fmt.Errorf("%w: %v", store.ErrAbort, err)
-	}
-	return nil
+	return tx.Delete(bucketChains, chainDirtyKey(device, prev.ID))
 }
 
 // finishSegment writes the chain's open segment, if it has paywords, as
 // a finished one, and starts the next at Last, in no window yet.
-func (r *chainRecord) finishSegment(b *bolt.Bucket) error {
+func (r *chainRecord) finishSegment(tx *store.Tx) error {
 	if r.Last > r.SegFrom {
 		g := segment{from: r.SegFrom, to: r.Last, fromWord: r.SegFromWord, toWord: r.LastWord, window: r.SegWindow,
 			provider: r.SegProvider, account: r.SegAccount}
-		if err := b.Put(chainSegmentKey(r.Device, r.Chain, g.from), g.encode()); err != nil {
-			return fmt.Errorf("%w: %v", store.ErrAbort, err)
+		if err := tx.Put(bucketChains, chainSegmentKey(r.Device, r.Chain, g.from), g.encode()); err != nil {
+			return err
 		}
 	}
 	r.SegFrom, r.SegFromWord, r.SegWindow = r.Last, r.LastWord, nil
@@ -419,14 +414,13 @@ func checkPayword(rec *chainRecord, ds *deviceState, pw *protocol.PaywordTicket)
 // chain's last index and payword move in the device's state, written
 // with the ticket; the chain's own records are written only when its
 // segment changes window.
-func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.PaywordTicket, raw []byte) (protocol.Receipt, bool, error) {
+func (bk *Books) ApplyPayword(tx *store.Tx, t *Terms, p Payer, pw *protocol.PaywordTicket, raw []byte) (protocol.Receipt, bool, error) {
 	now := bk.now().UnixMilli()
 	tk := &protocol.Ticket{Device: pw.Device, Seq: uint64(pw.Index), Time: uint64(now)}
 	refuse := func(err error) (protocol.Receipt, bool, error) {
 		return protocol.Receipt{Device: pw.Device, Seq: tk.Seq}, false, err
 	}
-	b := tx.Bucket(bucketChains)
-	rec, ok, err := loadChain(b, pw.Device, pw.Chain)
+	rec, ok, err := loadChain(tx.Bolt().Bucket(bucketChains), pw.Device, pw.Chain)
 	if err != nil {
 		return refuse(err)
 	}
@@ -456,7 +450,7 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 	// The open segment, if any, ends where this payword starts, and the
 	// next one starts there, in this payword's window — or after it, if
 	// its usage went into no window (held, or a baseline).
-	if err := rec.finishSegment(b); err != nil {
+	if err := rec.finishSegment(tx); err != nil {
 		return rc, true, err
 	}
 	rec.SegWindow, rec.SegProvider, rec.SegAccount = window, p.Provider, p.Account
@@ -464,12 +458,12 @@ func (bk *Books) ApplyPayword(tx *bolt.Tx, t *Terms, p Payer, pw *protocol.Paywo
 		rec.SegFrom, rec.SegFromWord = pw.Index, pw.Word
 	}
 	rec.Last, rec.LastWord = pw.Index, pw.Word
-	if err := b.Put(chainStateKey(pw.Device, pw.Chain), rec.encodeProgress()); err != nil {
-		return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
+	if err := tx.Put(bucketChains, chainStateKey(pw.Device, pw.Chain), rec.encodeProgress()); err != nil {
+		return rc, true, err
 	}
 	if window != nil { // an open segment: marked, with its window, until it is reported
-		if err := b.Put(chainDirtyKey(pw.Device, pw.Chain), window); err != nil {
-			return rc, true, fmt.Errorf("%w: %v", store.ErrAbort, err)
+		if err := tx.Put(bucketChains, chainDirtyKey(pw.Device, pw.Chain), window); err != nil {
+			return rc, true, err
 		}
 	}
 	return rc, true, nil
@@ -502,13 +496,13 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 		return 0, err
 	}
 	n := 0
-	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
+	err := bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Bolt()
 		n = 0
 		due, err := dueSegments(tx, maxReportsPerRound)
 		if err != nil {
 			return err
 		}
-		b := tx.Bucket(bucketChains)
 		aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
 		var ws []write
 		var dels [][]byte
@@ -543,12 +537,12 @@ func (bk *Books) ReportChains(ctx context.Context, t *Terms, now time.Time) (int
 		if n > 0 {
 			ws = append(ws, write{bucketMeta, metaAggSeq, putU64(aggSeq)})
 		}
-		if err := putAll(tx, ws); err != nil {
+		if err := putAll(stx, ws); err != nil {
 			return err
 		}
 		for _, k := range dels {
-			if err := b.Delete(k); err != nil {
-				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			if err := stx.Delete(bucketChains, k); err != nil {
+				return err
 			}
 		}
 		for range n {

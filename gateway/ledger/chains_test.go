@@ -43,10 +43,10 @@ func newChainBooks(t *testing.T) *chainBooks {
 }
 
 // status runs f in a store operation and returns its receipt's status.
-func (cb *chainBooks) status(f func(tx *bolt.Tx) (protocol.Receipt, bool, error)) protocol.Status {
+func (cb *chainBooks) status(f func(tx *store.Tx) (protocol.Receipt, bool, error)) protocol.Status {
 	cb.t.Helper()
 	var rc protocol.Receipt
-	if err := cb.st.Do(cb.ctx, func(tx *bolt.Tx) error {
+	if err := cb.st.Do(cb.ctx, func(tx *store.Tx) error {
 		var err error
 		rc, _, err = f(tx)
 		return err
@@ -93,7 +93,7 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 		seed protocol.Payword
 	}
 	chains := []chain{{protocol.ChainID{1, 2, 3}, protocol.Payword{9}}, {protocol.ChainID{4, 5, 6}, protocol.Payword{8}}}
-	do := func(f func(tx *bolt.Tx) (protocol.Receipt, bool, error)) {
+	do := func(f func(tx *store.Tx) (protocol.Receipt, bool, error)) {
 		t.Helper()
 		if s := cb.status(f); s != protocol.StatusAccepted {
 			t.Fatalf("status %d", s)
@@ -110,7 +110,7 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		do(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
+		do(func(tx *store.Tx) (protocol.Receipt, bool, error) {
 			return bk.ApplyCommitment(tx, terms, testPayer, &c, raw)
 		})
 	}
@@ -123,7 +123,7 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		do(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
+		do(func(tx *store.Tx) (protocol.Receipt, bool, error) {
 			return bk.ApplyPayword(tx, terms, testPayer, &pw, pb)
 		})
 	}
@@ -215,8 +215,8 @@ func TestChainProgressMigrated(t *testing.T) {
 	rec := chainRecord{Commitment: protocol.Commitment{Device: "plug-1", Chain: id, Number: 1, Meter: "energy_wh", Units: 1, Length: 100},
 		Account: "home", Provider: "utility", Last: 40, Raw: []byte{0xd2}}
 	old := metering.NewStateWriter().Uint(40).String(string(rec.LastWord[:])).Uint(15).String(string(rec.SegFromWord[:])).Int(123)
-	if err := st.Do(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketChains)
+	if err := st.Do(ctx, func(stx *store.Tx) error {
+		b := stx.Raw().Bucket(bucketChains)
 		if err := b.Put(chainKey("plug-1", id), rec.encodeTerms()); err != nil {
 			return err
 		}
@@ -229,7 +229,7 @@ func TestChainProgressMigrated(t *testing.T) {
 		if err := b.Put(chainNumberKey("plug-1"), putU64(1)); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketMeta).Put(metaSchemaVersion, putU64(6))
+		return stx.Raw().Bucket(bucketMeta).Put(metaSchemaVersion, putU64(6))
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestHeldPaywordLeavesAGap(t *testing.T) {
 	var enc protocol.Encoder
 	raw, _ := enc.AppendCommitment(nil, &c, mac)
 	status := cb.status
-	if s := status(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
+	if s := status(func(tx *store.Tx) (protocol.Receipt, bool, error) {
 		return bk.ApplyCommitment(tx, terms, payer, &c, raw)
 	}); s != protocol.StatusAccepted {
 		t.Fatalf("commitment: status %d", s)
@@ -284,7 +284,7 @@ func TestHeldPaywordLeavesAGap(t *testing.T) {
 		cb.now = t0.Add(time.Duration(k+1) * time.Second)
 		pw := protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: step.i, Word: protocol.PaywordWalk(&id, seed, uint64(n-step.i))}
 		pb, _ := protocol.AppendPaywordTicket(nil, &pw)
-		if s := status(func(tx *bolt.Tx) (protocol.Receipt, bool, error) {
+		if s := status(func(tx *store.Tx) (protocol.Receipt, bool, error) {
 			return bk.ApplyPayword(tx, terms, payer, &pw, pb)
 		}); s != step.want {
 			t.Fatalf("index %d: status %d; want %d", step.i, s, step.want)

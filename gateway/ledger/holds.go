@@ -291,7 +291,8 @@ func (bk *Books) settle(ctx context.Context, t *Terms, action string, st HoldSet
 	if len(note) > protocol.MaxHoldNoteLen || strings.ContainsFunc(note, func(c rune) bool { return c < 0x20 || c > 0x7e }) {
 		return out, fmt.Errorf("%w: a note is at most %d bytes of printable ASCII", ErrReleaseRefused, protocol.MaxHoldNoteLen)
 	}
-	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
+	err := bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Raw()
 		out = Held{}
 		v := tx.Bucket(bucketHolds).Get(seqKey(seq, device))
 		if v == nil {
@@ -331,7 +332,7 @@ func (bk *Books) settle(ctx context.Context, t *Terms, action string, st HoldSet
 		if err := audit.SetSequence(h.AuditSeq); err != nil {
 			return fmt.Errorf("%w: %v", store.ErrAbort, err)
 		}
-		if err := putAll(tx, ws); err != nil {
+		if err := putAll(stx, ws); err != nil {
 			return err
 		}
 		out = h.view()

@@ -100,7 +100,7 @@ func (bk *Books) Inspect(snap *Terms) (*Report, error) {
 	if snap != nil {
 		rep.Gateway = snap.GatewayID
 	}
-	err := st.View(func(tx *bolt.Tx) error {
+	err := st.Scan(func(tx *bolt.Tx) error {
 		for _, read := range []func(*bolt.Tx, *Report){inspectTickets, inspectAccounts, inspectEntries, inspectWindows,
 			inspectFolded, inspectHolds, inspectOutbox, inspectSealed} {
 			read(tx, rep)
@@ -262,7 +262,7 @@ func inspectSealed(tx *bolt.Tx, rep *Report) {
 // seq. A stored entry that does not decode is an error.
 func (bk *Books) Entries(fn func(account string, e metering.Entry) error) error {
 	st := bk.st
-	return st.View(func(tx *bolt.Tx) error {
+	return st.Scan(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
 			var e metering.Entry
 			if err := e.UnmarshalBinary(v); err != nil {
@@ -277,7 +277,7 @@ func (bk *Books) Entries(fn func(account string, e metering.Entry) error) error 
 // books keep, by device and then seq.
 func (bk *Books) Tickets(fn func(device string, seq uint64) error) error {
 	st := bk.st
-	return st.View(func(tx *bolt.Tx) error {
+	return st.Scan(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketTickets).ForEach(func(k, _ []byte) error {
 			i := bytes.IndexByte(k, 0)
 			if i < 0 || len(k) != i+9 {

@@ -88,7 +88,7 @@ func TestBrokenInvariantWritesNothing(t *testing.T) {
 	}
 	bk := New(st, Config{})
 	terms := testTerms(t, 1_000_000_000)
-	err := st.Do(ctx, func(tx *bolt.Tx) error {
+	err := st.Do(ctx, func(tx *store.Tx) error {
 		if _, _, err := bk.Apply(tx, terms, testPayer, ticket(1, 1000), []byte("t1")); err != nil {
 			return err
 		}

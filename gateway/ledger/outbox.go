@@ -107,10 +107,11 @@ func recordStream(b []byte) (protocol.StreamID, uint64, bool) {
 // Confirm records that upstream name confirmed every aggregate up to seq,
 // and drops from the outbox every aggregate all of upstreams confirmed.
 func (bk *Books) Confirm(ctx context.Context, name string, seq uint64, upstreams []string) error {
-	return bk.st.Do(ctx, func(tx *bolt.Tx) error {
+	return bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Bolt()
 		meta := tx.Bucket(bucketMeta)
-		if err := meta.Put(upstreamKey(name), putU64(seq)); err != nil {
-			return fmt.Errorf("%w: %v", store.ErrAbort, err)
+		if err := stx.Put(bucketMeta, upstreamKey(name), putU64(seq)); err != nil {
+			return err
 		}
 		low := seq
 		for _, n := range upstreams {
@@ -123,8 +124,8 @@ func (bk *Books) Confirm(ctx context.Context, name string, seq uint64, upstreams
 			done = append(done, append([]byte(nil), k...))
 		}
 		for _, k := range done {
-			if err := ob.Delete(k); err != nil {
-				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			if err := stx.Delete(bucketOutbox, k); err != nil {
+				return err
 			}
 		}
 		return nil

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -83,9 +82,10 @@ func (bk *Books) Prune(ctx context.Context, opts PruneOptions) (int, error) {
 		return 0, nil
 	}
 	pruned := 0
-	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
+	err := bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Bolt()
 		pruned = 0
-		p := pruner{tx: tx, meta: tx.Bucket(bucketMeta), cutoff: opts.Now.Add(-opts.Retention).UnixMilli()}
+		p := pruner{stx: stx, tx: tx, meta: tx.Bucket(bucketMeta), cutoff: opts.Now.Add(-opts.Retention).UnixMilli()}
 		low := uint64(1<<63 - 1)
 		for _, n := range opts.Upstreams {
 			low = min(low, getU64(p.meta.Get(upstreamKey(n))))
@@ -103,24 +103,22 @@ func (bk *Books) Prune(ctx context.Context, opts PruneOptions) (int, error) {
 		if err := p.holds(); err != nil {
 			return err
 		}
-		return putAll(tx, p.writes)
+		return putAll(stx, p.writes)
 	})
 	return pruned, err
 }
 
 // pruner is one Prune's transaction and what it collected.
 type pruner struct {
-	tx     *bolt.Tx
-	meta   *bolt.Bucket
+	stx    *store.Tx    // writes
+	tx     *bolt.Tx     // reads
+	meta   *bolt.Bucket // reads
 	cutoff int64
 	writes []write
 }
 
 func (p *pruner) del(bucket, key []byte) error {
-	if err := p.tx.Bucket(bucket).Delete(key); err != nil {
-		return fmt.Errorf("%w: %v", store.ErrAbort, err)
-	}
-	return nil
+	return p.stx.Delete(bucket, key)
 }
 
 // addN adds vs to the 8-byte counters under key.
@@ -134,10 +132,7 @@ func (p *pruner) addN(key []byte, vs ...uint64) error {
 		}
 		out = binary.BigEndian.AppendUint64(out, cur+v)
 	}
-	if err := p.meta.Put(key, out); err != nil {
-		return fmt.Errorf("%w: %v", store.ErrAbort, err)
-	}
-	return nil
+	return p.stx.Put(bucketMeta, key, out)
 }
 
 // aggregates prunes the aggregates after pruned-through up to low whose
@@ -230,8 +225,8 @@ func (p *pruner) leaves(prefix []byte) error {
 			continue
 		}
 		if rec.Leaves = removeLeaf(rec.Leaves, d.key); len(rec.Leaves) > 0 {
-			if err := tickets.Put(d.ticket, rec.encode()); err != nil {
-				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			if err := p.stx.Put(bucketTickets, d.ticket, rec.encode()); err != nil {
+				return err
 			}
 			continue
 		}

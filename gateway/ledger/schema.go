@@ -36,7 +36,8 @@ var ErrSchemaNewer = errors.New("ledger: the state file's schema is newer than t
 // and checks the schema version, migrating an older file and refusing a
 // newer one.
 func Init(ctx context.Context, st *store.Store) error {
-	return st.Do(ctx, func(tx *bolt.Tx) error {
+	return st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Raw()
 		meta := tx.Bucket(bucketMeta)
 		var v uint64
 		if meta != nil {

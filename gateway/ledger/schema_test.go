@@ -42,8 +42,8 @@ func TestSchemaVersionOnOpen(t *testing.T) {
 	}
 
 	// Version 0: a file made before versions, with an aggregate seq in it.
-	st.Do(ctx, func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
+	st.Do(ctx, func(stx *store.Tx) error {
+		meta := stx.Raw().Bucket(bucketMeta)
 		meta.Delete(metaSchemaVersion)
 		return meta.Put(metaAggSeq, putU64(41))
 	})
@@ -57,7 +57,7 @@ func TestSchemaVersionOnOpen(t *testing.T) {
 	}
 
 	// A newer file.
-	st.Do(ctx, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(metaSchemaVersion, putU64(SchemaVersion+1)) })
+	st.Do(ctx, func(tx *store.Tx) error { return tx.Put(bucketMeta, metaSchemaVersion, putU64(SchemaVersion+1)) })
 	err := Init(ctx, st)
 	if !errors.Is(err, ErrSchemaNewer) || !strings.Contains(err.Error(), "newer farthingd") {
 		t.Fatalf("Init on a newer file: %v; want ErrSchemaNewer saying to run a newer farthingd", err)

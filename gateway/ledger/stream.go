@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/protocol"
@@ -28,7 +27,8 @@ var metaStreamEpoch = []byte("stream-epoch")
 // continue that stream.
 func StreamEpoch(ctx context.Context, st *store.Store) (uint64, error) {
 	var epoch uint64
-	err := st.Do(ctx, func(tx *bolt.Tx) error {
+	err := st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Raw()
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(metaStreamEpoch); len(v) == 8 {
 			epoch = binary.BigEndian.Uint64(v)
@@ -76,7 +76,8 @@ func OpenStream(ctx context.Context, st *store.Store, kid []byte) (protocol.Stre
 		return protocol.StreamID{}, 0, err
 	}
 	var base uint64
-	err = st.Do(ctx, func(tx *bolt.Tx) error {
+	err = st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Raw()
 		meta := tx.Bucket(bucketMeta)
 		base = getU64(meta.Get(metaSeqBase))
 		switch old := meta.Get(metaGatewayKey); {
@@ -115,7 +116,8 @@ type Restored struct {
 // outbox keep their old epoch and seq: they were signed so.
 func PrepareRestore(ctx context.Context, st *store.Store, kid []byte, now time.Time) (Restored, error) {
 	var r Restored
-	err := st.Do(ctx, func(tx *bolt.Tx) error {
+	err := st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Raw()
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			return fmt.Errorf("%w: not a gateway state file", store.ErrAbort)

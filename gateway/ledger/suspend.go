@@ -32,7 +32,8 @@ func decodeSuspension(b []byte) (Suspension, error) {
 // Suspend records that device is suspended, for reason; a device already
 // suspended keeps its first record.
 func (bk *Books) Suspend(ctx context.Context, device, reason string) error {
-	return bk.st.Do(ctx, func(tx *bolt.Tx) error {
+	return bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Raw()
 		b := tx.Bucket(bucketSuspended)
 		if b.Get([]byte(device)) != nil {
 			return nil
@@ -49,7 +50,8 @@ func (bk *Books) Suspend(ctx context.Context, device, reason string) error {
 // audit log with the credential; false if it was not suspended.
 func (bk *Books) Resume(ctx context.Context, device, credential string) (bool, error) {
 	var was bool
-	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
+	err := bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Raw()
 		b := tx.Bucket(bucketSuspended)
 		was = b.Get([]byte(device)) != nil
 		if !was {

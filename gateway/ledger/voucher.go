@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	bolt "go.etcd.io/bbolt"
 
+	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -32,9 +32,10 @@ type RedeemResult struct {
 func (bk *Books) Redeem(ctx context.Context, t *Terms, v protocol.Voucher, forAccount, credential string) (RedeemResult, error) {
 	var res RedeemResult
 	now := bk.now().UnixMilli()
-	err := bk.st.Do(ctx, func(tx *bolt.Tx) error {
+	err := bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Bolt()
 		res = RedeemResult{}
-		err := bk.redeem(tx, t, redemption{v: v, forAccount: forAccount, credential: credential, now: now}, &res)
+		err := bk.redeem(stx, t, redemption{v: v, forAccount: forAccount, credential: credential, now: now}, &res)
 		if forAccount != "" {
 			if a, aerr := loadAccount(tx, t, forAccount); aerr == nil {
 				if n, nerr := a.Available(); nerr == nil {
@@ -56,7 +57,8 @@ type redemption struct {
 }
 
 // redeem is Redeem's transaction.
-func (bk *Books) redeem(tx *bolt.Tx, t *Terms, r redemption, res *RedeemResult) error {
+func (bk *Books) redeem(stx *store.Tx, t *Terms, r redemption, res *RedeemResult) error {
+	tx := stx.Bolt()
 	v, forAccount, credential, now := r.v, r.forAccount, r.credential, r.now
 	refKey := []byte("voucher/" + v.ID)
 	if seq := getU64(tx.Bucket(bucketRefs).Get(refKey)); seq != 0 {
@@ -84,7 +86,7 @@ func (bk *Books) redeem(tx *bolt.Tx, t *Terms, r redemption, res *RedeemResult) 
 			Detail: fmt.Sprintf("voucher %s expired at %d", v.ID, v.Expiry)}
 	}
 	amount := metering.Money{Nanos: metering.Nanos(v.Amount), Currency: a.Currency}
-	o, bal, err := bk.credit(tx, t, a, creditEntry{amount: amount, kind: "voucher", ref: "voucher:" + v.ID, refKey: refKey, credential: credential})
+	o, bal, err := bk.credit(stx, t, a, creditEntry{amount: amount, kind: "voucher", ref: "voucher:" + v.ID, refKey: refKey, credential: credential})
 	if err != nil {
 		return err
 	}

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/farthing-iot/farthing/gateway/store"
 )
 
@@ -25,8 +23,8 @@ func BenchmarkBackup1GB(b *testing.B) {
 	defer st.Close()
 	val := make([]byte, 1000)
 	for batch := range 1000 {
-		err := st.Do(b.Context(), func(tx *bolt.Tx) error {
-			bk, err := tx.CreateBucketIfNotExists([]byte("data"))
+		err := st.Do(b.Context(), func(stx *store.Tx) error {
+			bk, err := stx.Raw().CreateBucketIfNotExists([]byte("data"))
 			if err != nil {
 				return err
 			}

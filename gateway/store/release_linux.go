@@ -21,3 +21,6 @@ func releaseMapped(db *bolt.DB) {
 	// handed to the kernel, never dereferenced here.
 	_, _, _ = unix.Syscall(unix.SYS_MADVISE, db.Info().Data, uintptr(fi.Size()), unix.MADV_DONTNEED)
 }
+
+// datasync flushes f's data (and the size it needs to read it back).
+func datasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }

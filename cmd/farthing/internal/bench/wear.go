@@ -75,7 +75,8 @@ func (r *benchRun) wear() error {
 	return nil
 }
 
-// wearRun runs one wear row on its own gateway and state file.
+// wearRun runs one wear row on its own gateway and state file, and counts
+// until the gateway has stopped: its last checkpoint is in the figure.
 func (r *benchRun) wearRun(c wearConfig, sub string) (Wear, error) {
 	w := Wear{Name: c.name, Transport: c.transport, Offered: c.offered, Devices: wearDevices}
 	if c.interval > 0 {
@@ -93,7 +94,12 @@ func (r *benchRun) wearRun(c wearConfig, sub string) (Wear, error) {
 	if err != nil {
 		return w, err
 	}
-	defer stop()
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
 	broker, rate, d := "tcp://"+addr, c.offered, r.o.WearDuration
 	if c.transport == "coaps" {
 		broker = dtls
@@ -113,6 +119,9 @@ func (r *benchRun) wearRun(c wearConfig, sub string) (Wear, error) {
 	if err != nil {
 		return w, err
 	}
+	// Stopped, so that what waits for a checkpoint is written and counted.
+	stop()
+	stopped = true
 	after, st1 := processWriteBytes(), gw.Store().Stats()
 	w.Seconds = time.Since(start).Seconds()
 	w.Tickets = rep.Accepted
