@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"time"
 
-
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/protocol"
 )
