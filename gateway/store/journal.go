@@ -80,9 +80,8 @@ func openJournal(path string) (*journal, error) {
 	return &journal{f: f}, nil
 }
 
-// append writes a batch's record and syncs it.
-func (j *journal) append(r *record) error {
-	b := r.buf
+// append writes a batch's record, b from record.encode, and syncs it.
+func (j *journal) append(b []byte) error {
 	binary.LittleEndian.PutUint32(b[0:4], uint32(len(b)-8))
 	binary.LittleEndian.PutUint64(b[8:16], j.gen)
 	binary.LittleEndian.PutUint64(b[16:24], j.seq+1)
@@ -173,35 +172,44 @@ func eachRecord(f *os.File, gen, seq uint64, fn func(body []byte, end int64) err
 
 // applyRecord applies one record's writes to tx.
 func applyRecord(tx *bolt.Tx, body []byte) error {
+	short := fmt.Errorf("%w: a record's write is cut short", ErrJournal)
+	var names []*bolt.Bucket
 	for len(body) > 0 {
-		op := body[0]
+		op, num := body[0]>>6, int(body[0]&(maxBuckets-1))
 		body = body[1:]
-		var bucket, key, val []byte
+		var name, key, val []byte
 		var ok bool
-		if bucket, body, ok = field(body); !ok {
-			return fmt.Errorf("%w: a record's write is cut short", ErrJournal)
+		if op == opDefine {
+			if name, body, ok = field(body); !ok {
+				return short
+			}
+			b := tx.Bucket(name)
+			if b == nil {
+				return fmt.Errorf("%w: a record writes to bucket %q, which the state file does not have", ErrJournal, name)
+			}
+			names = append(names, b)
+			continue
+		}
+		if num >= len(names) {
+			return fmt.Errorf("%w: a record writes to bucket number %d before naming it", ErrJournal, num)
 		}
 		if key, body, ok = field(body); !ok {
-			return fmt.Errorf("%w: a record's write is cut short", ErrJournal)
-		}
-		b := tx.Bucket(bucket)
-		if b == nil {
-			return fmt.Errorf("%w: a record writes to bucket %q, which the state file does not have", ErrJournal, bucket)
+			return short
 		}
 		var err error
 		switch op {
 		case opPut:
 			if val, body, ok = field(body); !ok {
-				return fmt.Errorf("%w: a record's write is cut short", ErrJournal)
+				return short
 			}
-			err = b.Put(key, val)
+			err = names[num].Put(key, val)
 		case opDelete:
-			err = b.Delete(key)
+			err = names[num].Delete(key)
 		default:
 			return fmt.Errorf("%w: a record has a write of kind %d", ErrJournal, op)
 		}
 		if err != nil {
-			return fmt.Errorf("%w: replaying into %q: %v", ErrJournal, bucket, err)
+			return fmt.Errorf("%w: replaying: %v", ErrJournal, err)
 		}
 	}
 	return nil

@@ -222,3 +222,24 @@ func TestCheckpointIsDueByAgeAndSize(t *testing.T) {
 		t.Fatalf("2 KB through a 1,000-byte journal: %d checkpoints", n)
 	}
 }
+
+// A key a batch writes many times is journaled once, with its last value:
+// what the batch's tickets share costs the journal once.
+func TestRepeatedKeyIsJournaledOnce(t *testing.T) {
+	s := open(t, store.Options{})
+	before := s.Stats().JournalBytes
+	do(t, s, store.Op(func(tx *store.Tx) error {
+		for i := range 100 {
+			if err := tx.Put(testBucket, []byte("shared"), []byte(fmt.Sprintf("value %03d", i))); err != nil {
+				return err
+			}
+		}
+		return tx.Delete(testBucket, []byte("never"))
+	}))
+	if n := s.Stats().JournalBytes - before; n > 100 {
+		t.Fatalf("100 writes of one key took %d journal bytes", n)
+	}
+	if got := get(t, killedCopy(t, s), "shared"); got != "value 099" {
+		t.Fatalf("replayed %q; want the last write", got)
+	}
+}

@@ -514,12 +514,10 @@ func (s *Store) run(batch []request, results []error) (wrote bool, err error) {
 		}
 	}
 	switch {
-	case raw || asked || s.j.off+int64(len(s.rec.buf)) > s.opts.JournalBytes:
+	case raw || asked:
 		wrote, err = true, s.checkpoint()
 	case s.rec.n > 0:
-		if wrote, err = true, s.appendRecord(); err == nil {
-			s.pending.Store(true)
-		}
+		wrote, err = true, s.appendRecord()
 	}
 	if err != nil {
 		return true, s.recoverFrom(err)
@@ -527,15 +525,24 @@ func (s *Store) run(batch []request, results []error) (wrote bool, err error) {
 	return wrote, nil
 }
 
-// appendRecord appends the batch's record to the journal.
+// appendRecord appends the batch's record to the journal, or
+// checkpoints instead when the journal would pass JournalBytes.
 func (s *Store) appendRecord() error {
-	if err := s.j.append(&s.rec); err != nil {
+	b, err := s.rec.encode()
+	if err != nil {
+		return err
+	}
+	if s.j.off+int64(len(b)) > s.opts.JournalBytes {
+		return s.checkpoint()
+	}
+	if err := s.j.append(b); err != nil {
 		return err
 	}
 	if !s.opts.NoSync {
 		s.syncs.Add(1)
 	}
-	s.journalBytes.Add(uint64(len(s.rec.buf)))
+	s.journalBytes.Add(uint64(len(b)))
+	s.pending.Store(true)
 	return nil
 }
 

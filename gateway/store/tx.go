@@ -60,16 +60,33 @@ func (t *Tx) Delete(bucket, key []byte) error {
 	return nil
 }
 
-// The journal's write operations.
+// The journal's write operations. In a record a write is one byte, its
+// kind in the top two bits and its bucket's number in the record in the
+// low six, then its key and, for a put, its value, each length-prefixed.
+// A bucket gets its number by a definition (kind 0) the first time the
+// record names it.
 const (
+	opDefine = 0
 	opPut    = 1
 	opDelete = 2
 )
 
-// record is one batch's journal record being made: its writes, in order.
+// write is one write of a batch.
+type write struct {
+	op               byte
+	bucket, key, val []byte
+}
+
+// record is one batch's journal record being made. A key written twice in
+// the batch is recorded once, with its last write: state a batch's
+// tickets share (an account, its window) costs the journal once per
+// batch, not once per ticket.
 type record struct {
-	buf []byte // the header's room, then the body
-	n   int    // writes
+	writes []write
+	last   map[string]int // bucket 0 key → its write's index in writes
+	key    []byte         // scratch for last's keys
+	n      int            // writes made, with repeats
+	buf    []byte         // the encoded record
 }
 
 // recordHeader is a record's length (4 bytes), its CRC-32C (4), its
@@ -77,19 +94,59 @@ type record struct {
 const recordHeader = 24
 
 func (r *record) reset() {
-	r.buf = append(r.buf[:0], make([]byte, recordHeader)...)
-	r.n = 0
+	clear(r.writes) // drop the references to the batch's bytes
+	r.writes, r.n = r.writes[:0], 0
+	clear(r.last)
 }
 
 func (r *record) add(op byte, bucket, key, val []byte) {
-	r.buf = append(r.buf, op)
-	r.buf = binary.AppendUvarint(r.buf, uint64(len(bucket)))
-	r.buf = append(r.buf, bucket...)
-	r.buf = binary.AppendUvarint(r.buf, uint64(len(key)))
-	r.buf = append(r.buf, key...)
-	if op == opPut {
-		r.buf = binary.AppendUvarint(r.buf, uint64(len(val)))
-		r.buf = append(r.buf, val...)
+	if r.last == nil {
+		r.last = map[string]int{}
 	}
+	r.key = append(append(append(r.key[:0], bucket...), 0), key...)
 	r.n++
+	if i, ok := r.last[string(r.key)]; ok {
+		r.writes[i].op, r.writes[i].val = op, val
+		return
+	}
+	r.last[string(r.key)] = len(r.writes)
+	r.writes = append(r.writes, write{op: op, bucket: bucket, key: key, val: val})
+}
+
+// encode makes the record's bytes, its header's room first.
+func (r *record) encode() ([]byte, error) {
+	b := append(r.buf[:0], make([]byte, recordHeader)...)
+	var names [][]byte
+	for _, w := range r.writes {
+		num := -1
+		for i, n := range names {
+			if string(n) == string(w.bucket) {
+				num = i
+				break
+			}
+		}
+		if num < 0 {
+			if len(names) == maxBuckets {
+				return nil, fmt.Errorf("%w: a batch writes to more than %d buckets", ErrJournal, maxBuckets)
+			}
+			num = len(names)
+			names = append(names, w.bucket)
+			b = append(b, opDefine)
+			b = appendField(b, w.bucket)
+		}
+		b = append(b, w.op<<6|byte(num))
+		b = appendField(b, w.key)
+		if w.op == opPut {
+			b = appendField(b, w.val)
+		}
+	}
+	r.buf = b
+	return b, nil
+}
+
+// maxBuckets is the most buckets one record names.
+const maxBuckets = 64
+
+func appendField(b, f []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(f))), f...)
 }
