@@ -268,6 +268,13 @@ type CommitConfig struct {
 	// more. It replaces Linger and Gap; 0 (the default) is off. At most
 	// MaxCommitInterval.
 	Interval time.Duration `yaml:"interval"`
+	// Checkpoint is the longest a committed batch waits in the journal for
+	// the checkpoint that writes it into the state file; JournalBytes
+	// checkpoints sooner, once the journal holds that much (see
+	// store.Options). Longer and larger write less to flash, and cost a
+	// longer replay after a crash and more memory.
+	Checkpoint   time.Duration `yaml:"checkpoint"`
+	JournalBytes int64         `yaml:"journal_bytes"`
 }
 
 // MaxCommitInterval bounds commit.interval: a receipt that waits longer
@@ -402,6 +409,12 @@ func (c *Config) setDefaults() error {
 	c.Forward.SetDefaults()
 	if c.Commit.MaxBatch == 0 {
 		c.Commit.MaxBatch = store.DefaultMaxBatch
+	}
+	if c.Commit.Checkpoint == 0 {
+		c.Commit.Checkpoint = store.DefaultCheckpointEvery
+	}
+	if c.Commit.JournalBytes == 0 {
+		c.Commit.JournalBytes = store.DefaultJournalBytes
 	}
 	if c.Commit.Linger == 0 && c.Commit.Gap == 0 {
 		c.Commit.Linger, c.Commit.Gap = DefaultCommitLinger, DefaultCommitGap
@@ -538,6 +551,12 @@ func (c *Config) validate(path string) error {
 	}
 	if c.Commit.MaxBatch < 0 || c.Commit.Linger < 0 || c.Commit.Gap < 0 || c.Commit.Interval < 0 {
 		return bad("commit", "negative value")
+	}
+	if c.Commit.Checkpoint < time.Second || c.Commit.Checkpoint > time.Hour {
+		return bad("commit.checkpoint", "%v: want 1s to 1h", c.Commit.Checkpoint)
+	}
+	if c.Commit.JournalBytes < 64<<10 || c.Commit.JournalBytes > 1<<30 {
+		return bad("commit.journal_bytes", "%d: want 64 KiB to 1 GiB", c.Commit.JournalBytes)
 	}
 	if c.Commit.Interval > MaxCommitInterval {
 		return bad("commit.interval", "%v: at most %v (a receipt waits that long)", c.Commit.Interval, MaxCommitInterval)

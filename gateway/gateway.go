@@ -172,6 +172,7 @@ func (g *Gateway) openStore() error {
 	}
 	linger, gap := cfg.Commit.storeWait()
 	st, err := store.Open(filepath.Join(cfg.DataDir, StateFile), store.Options{MaxBatch: cfg.Commit.MaxBatch, Linger: linger, Gap: gap,
+		CheckpointEvery: cfg.Commit.Checkpoint, JournalBytes: cfg.Commit.JournalBytes,
 		OnCommit: func(ops int, took time.Duration) {
 			g.metrics.BatchSize.Observe(float64(ops))
 			g.metrics.CommitTx.Observe(took.Seconds())

@@ -25,7 +25,11 @@ import (
 // went into (see chainRecord), and keeps a device's newest chain's last
 // index and payword in the device's state (activeChain); a migrated
 // chain's usage not reported yet goes upstream naming no aggregate.
-const SchemaVersion = 7
+// Version 8 changes no bucket: the batches of tickets since the file's
+// last checkpoint may be in its journal beside it (store.JournalPath),
+// which a build that does not replay it would lose, so such a build must
+// refuse the file.
+const SchemaVersion = 8
 
 var metaSchemaVersion = []byte("schema-version")
 
