@@ -25,6 +25,7 @@ import (
 	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/internal/keyfile"
+	"github.com/farthing-iot/farthing/internal/procio"
 	"github.com/farthing-iot/farthing/provider"
 )
 
@@ -185,7 +186,7 @@ func soakProvider(data string) (string, func(), error) {
 // it heard the simulator's end.
 func sampleSoak(ctx context.Context, o SoakOptions, rep *SoakReport, metricsURL string, simDone <-chan error, say func(string, ...any)) (simEnded bool, err error) {
 	start := time.Now()
-	lastAt, lastWritten := start, processWriteBytes()
+	lastAt, lastWritten := start, procio.WriteBytes()
 	t := time.NewTicker(o.Every)
 	defer t.Stop()
 	for running := true; running; {
@@ -207,7 +208,7 @@ func sampleSoak(ctx context.Context, o SoakOptions, rep *SoakReport, metricsURL 
 		s := SoakSample{Seconds: time.Since(start).Seconds(), Accepted: m[`farthing_tickets_total{reason="",status="accepted"}`],
 			FileBytes: m["farthing_store_bytes"], InUse: m["farthing_store_inuse_bytes"], RSSMB: rssMB(),
 			Unconfirmed: m["farthing_oldest_unforwarded_seconds"]}
-		now, written := time.Now(), processWriteBytes()
+		now, written := time.Now(), procio.WriteBytes()
 		s.WriteRate = float64(written-lastWritten) / max(now.Sub(lastAt).Seconds(), 1e-9)
 		lastAt, lastWritten = now, written
 		rep.Samples = append(rep.Samples, s)

@@ -1,15 +1,14 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/internal/procio"
 )
 
 // Wear is one figure of what a ticket costs the storage: the bytes the
@@ -113,7 +112,7 @@ func (r *benchRun) wearRun(c wearConfig, sub string) (Wear, error) {
 		o.Devices, o.InFlight = r.o.Devices, r.o.InFlight
 		w.Devices = o.Devices
 	}
-	before, st0 := processWriteBytes(), gw.Store().Stats()
+	before, st0 := procio.WriteBytes(), gw.Store().Stats()
 	start := time.Now()
 	rep, _, _, err := runSim(r.ctx, o, data, "hmac", c.transport, broker, rate, d, false)
 	if err != nil {
@@ -122,7 +121,7 @@ func (r *benchRun) wearRun(c wearConfig, sub string) (Wear, error) {
 	// Stopped, so that what waits for a checkpoint is written and counted.
 	stop()
 	stopped = true
-	after, st1 := processWriteBytes(), gw.Store().Stats()
+	after, st1 := procio.WriteBytes(), gw.Store().Stats()
 	w.Seconds = time.Since(start).Seconds()
 	w.Tickets = rep.Accepted
 	w.BytesWritten, w.Syncs = after-before, st1.Syncs-st0.Syncs
@@ -165,22 +164,4 @@ func copyProvisioned(data, dir, sub string) (string, error) {
 		}
 	}
 	return out, nil
-}
-
-// processWriteBytes is write_bytes of /proc/self/io: the bytes this
-// process caused to be written to storage; 0 where there is no such file.
-func processWriteBytes() uint64 {
-	f, err := os.Open("/proc/self/io")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "write_bytes: "); ok {
-			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-			return n
-		}
-	}
-	return 0
 }
