@@ -100,6 +100,11 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 	if err != nil || !strings.Contains(out, "new stream epoch") {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}
+	// The killed daemon's journal was replayed into the file it belongs
+	// to, which went aside: none is beside the restored file.
+	if _, err := os.Stat(filepath.Join(g.data, "state.db.journal")); !os.IsNotExist(err) {
+		t.Errorf("the replaced file's journal is still beside the restored one: %v", err)
+	}
 	var oldEpoch, base uint64
 	if _, err := fmt.Sscanf(out[strings.Index(out, "(the backup's was "):], "(the backup's was %x at seq %d)", &oldEpoch, &base); err != nil {
 		t.Fatalf("restore's output: %v\n%s", err, out)
