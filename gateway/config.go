@@ -407,19 +407,40 @@ func (c *Config) setDefaults() error {
 	c.MQTT.DoorConfig.SetDefaults()
 	c.DTLS.Limits.SetDefaults()
 	c.Forward.SetDefaults()
-	if c.Commit.MaxBatch == 0 {
-		c.Commit.MaxBatch = store.DefaultMaxBatch
-	}
-	if c.Commit.Checkpoint == 0 {
-		c.Commit.Checkpoint = store.DefaultCheckpointEvery
-	}
-	if c.Commit.JournalBytes == 0 {
-		c.Commit.JournalBytes = store.DefaultJournalBytes
-	}
-	if c.Commit.Linger == 0 && c.Commit.Gap == 0 {
-		c.Commit.Linger, c.Commit.Gap = DefaultCommitLinger, DefaultCommitGap
+	c.Commit.setDefaults()
+	return nil
+}
+
+// validate checks the group commit's and the checkpoint's settings,
+// reporting a bad one with bad.
+func (c *CommitConfig) validate(bad func(field, format string, args ...any) error) error {
+	switch {
+	case c.MaxBatch < 0 || c.Linger < 0 || c.Gap < 0 || c.Interval < 0:
+		return bad("commit", "negative value")
+	case c.Checkpoint < time.Second || c.Checkpoint > time.Hour:
+		return bad("commit.checkpoint", "%v: want 1s to 1h", c.Checkpoint)
+	case c.JournalBytes < 64<<10 || c.JournalBytes > 1<<30:
+		return bad("commit.journal_bytes", "%d: want 64 KiB to 1 GiB", c.JournalBytes)
+	case c.Interval > MaxCommitInterval:
+		return bad("commit.interval", "%v: at most %v (a receipt waits that long)", c.Interval, MaxCommitInterval)
 	}
 	return nil
+}
+
+// setDefaults fills in the group commit's and the checkpoint's defaults.
+func (c *CommitConfig) setDefaults() {
+	if c.MaxBatch == 0 {
+		c.MaxBatch = store.DefaultMaxBatch
+	}
+	if c.Checkpoint == 0 {
+		c.Checkpoint = store.DefaultCheckpointEvery
+	}
+	if c.JournalBytes == 0 {
+		c.JournalBytes = store.DefaultJournalBytes
+	}
+	if c.Linger == 0 && c.Gap == 0 {
+		c.Linger, c.Gap = DefaultCommitLinger, DefaultCommitGap
+	}
 }
 
 // The group commit's default wait (see store.Options): a busy gateway's
@@ -549,17 +570,8 @@ func (c *Config) validate(path string) error {
 			return bad(f+".url", "required")
 		}
 	}
-	if c.Commit.MaxBatch < 0 || c.Commit.Linger < 0 || c.Commit.Gap < 0 || c.Commit.Interval < 0 {
-		return bad("commit", "negative value")
-	}
-	if c.Commit.Checkpoint < time.Second || c.Commit.Checkpoint > time.Hour {
-		return bad("commit.checkpoint", "%v: want 1s to 1h", c.Commit.Checkpoint)
-	}
-	if c.Commit.JournalBytes < 64<<10 || c.Commit.JournalBytes > 1<<30 {
-		return bad("commit.journal_bytes", "%d: want 64 KiB to 1 GiB", c.Commit.JournalBytes)
-	}
-	if c.Commit.Interval > MaxCommitInterval {
-		return bad("commit.interval", "%v: at most %v (a receipt waits that long)", c.Commit.Interval, MaxCommitInterval)
+	if err := c.Commit.validate(bad); err != nil {
+		return err
 	}
 	if c.HTTP.Console != "on" && c.HTTP.Console != "off" {
 		return bad("http.console", "%q: want on or off", c.HTTP.Console)

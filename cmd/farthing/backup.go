@@ -179,16 +179,8 @@ func runRestore(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(statePath); err == nil {
-		aside := statePath + ".before-restore-" + time.Now().UTC().Format("20060102T150405Z")
-		if err := os.Rename(statePath, aside); err != nil {
-			return err
-		}
-		// A journal a killed gateway left belongs to the file it replaces.
-		if err := os.Rename(store.JournalPath(statePath), store.JournalPath(aside)); err != nil && !os.IsNotExist(err) {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "the state file it replaces is kept as %s\n", aside)
+	if err := setAside(e, statePath); err != nil {
+		return err
 	}
 	if err := os.Rename(tmp, statePath); err != nil {
 		return err
@@ -199,6 +191,23 @@ func runRestore(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "restored %s into %s: new stream epoch %x (the backup's was %x at seq %d); "+
 		"devices' next tickets recover what they sent after the backup, and receivers report the new epoch as a stream reset\n",
 		in, statePath, r.NewEpoch, r.OldEpoch, r.Base)
+	return nil
+}
+
+// setAside keeps the state file a restore replaces, if there is one,
+// beside it under a dated name, with its journal if it has one.
+func setAside(e *env, statePath string) error {
+	if _, err := os.Stat(statePath); err != nil {
+		return nil
+	}
+	aside := statePath + ".before-restore-" + time.Now().UTC().Format("20060102T150405Z")
+	if err := os.Rename(statePath, aside); err != nil {
+		return err
+	}
+	if err := os.Rename(store.JournalPath(statePath), store.JournalPath(aside)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "the state file it replaces is kept as %s\n", aside)
 	return nil
 }
 

@@ -72,15 +72,9 @@ func runBench(e *env, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	var parts []string
-	for _, p := range strings.Split(*only, ",") {
-		if p = strings.TrimSpace(p); p == "" {
-			continue
-		}
-		if !slices.Contains(bench.Parts, p) {
-			return usageError{fmt.Sprintf("--only %q: want some of %s", p, strings.Join(bench.Parts, ", "))}
-		}
-		parts = append(parts, p)
+	parts, err := benchParts(*only)
+	if err != nil {
+		return err
 	}
 	rep, err := bench.Run(ctx, bench.Options{Runs: *runs, Duration: *dur, HalfDuration: *half, Devices: *devices, Offered: *offered,
 		InFlight: *inflight, Registered: *registered, Connected: *connected, Sessions: *sessions, Out: e.stderr, Pin: *pinned, Only: parts, WearDuration: *wearDur})
@@ -103,6 +97,21 @@ func runBench(e *env, args []string) error {
 		return rep.WritePlot(*plotPath)
 	}
 	return nil
+}
+
+// benchParts reads --only's comma-separated parts.
+func benchParts(only string) ([]string, error) {
+	var parts []string
+	for _, p := range strings.Split(only, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if !slices.Contains(bench.Parts, p) {
+			return nil, usageError{fmt.Sprintf("--only %q: want some of %s", p, strings.Join(bench.Parts, ", "))}
+		}
+		parts = append(parts, p)
+	}
+	return parts, nil
 }
 
 // runSoak is `farthing bench --soak D`: the state file's size over a long
