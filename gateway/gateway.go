@@ -186,6 +186,7 @@ func (g *Gateway) openStore() error {
 		return err
 	}
 	g.store = st
+	g.metrics.Storage.watch(st)
 	return nil
 }
 

@@ -1,9 +1,13 @@
 package gateway
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/farthing-iot/farthing/gateway/ingest"
+	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/internal/procio"
 )
 
 // Metrics are the daemon's Prometheus metrics: the pipeline's (embedded)
@@ -20,6 +24,48 @@ type Metrics struct {
 	StoreWarning prometheus.Gauge       // 1 while the state file is above limits.warn_store_bytes
 	OldestSealed prometheus.Gauge       // age in seconds of the oldest aggregate not yet forwarded
 	Sealed       *prometheus.CounterVec // windows sealed, by reason
+	Storage      *storageStats          // the store's syncs, checkpoints and journal, and the bytes written to disk
+}
+
+// storageStats reports, when scraped, what the gateway costs its storage:
+// the store's counters and the bytes the process wrote to disk.
+type storageStats struct {
+	st                                 atomic.Pointer[store.Store]
+	syncs, checkpoints, journal, wrote *prometheus.Desc
+}
+
+func newStorageStats() *storageStats {
+	return &storageStats{
+		syncs:       prometheus.NewDesc("farthing_store_syncs_total", "fdatasyncs of the state file and its journal.", nil, nil),
+		checkpoints: prometheus.NewDesc("farthing_store_checkpoints_total", "Checkpoints: journaled batches written into the state file.", nil, nil),
+		journal:     prometheus.NewDesc("farthing_journal_bytes_total", "Bytes of records appended to the state file's journal.", nil, nil),
+		wrote: prometheus.NewDesc("farthing_written_bytes_total",
+			"Bytes the gateway's process wrote to storage (write_bytes of /proc/self/io): the wear an SD card or eMMC takes.", nil, nil),
+	}
+}
+
+// watch reports st's counters from now on.
+func (s *storageStats) watch(st *store.Store) { s.st.Store(st) }
+
+// Describe sends the metrics' descriptions.
+func (s *storageStats) Describe(ch chan<- *prometheus.Desc) {
+	ch <- s.syncs
+	ch <- s.checkpoints
+	ch <- s.journal
+	ch <- s.wrote
+}
+
+// Collect sends the counters as they are now.
+func (s *storageStats) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(s.wrote, prometheus.CounterValue, float64(procio.WriteBytes()))
+	st := s.st.Load()
+	if st == nil {
+		return
+	}
+	x := st.Stats()
+	ch <- prometheus.MustNewConstMetric(s.syncs, prometheus.CounterValue, float64(x.Syncs))
+	ch <- prometheus.MustNewConstMetric(s.checkpoints, prometheus.CounterValue, float64(x.Checkpoints))
+	ch <- prometheus.MustNewConstMetric(s.journal, prometheus.CounterValue, float64(x.JournalBytes))
 }
 
 // NewMetrics registers every metric with a new registry.
@@ -29,7 +75,7 @@ func NewMetrics() *Metrics {
 	m.BatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "farthing_commit_batch_size",
 		Help: "Operations per group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 11)})
 	m.CommitTx = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "farthing_commit_transaction_seconds",
-		Help: "Time of one group commit's write transaction, fsync included.", Buckets: prometheus.ExponentialBuckets(1e-5, 2, 18)})
+		Help: "Time of one group commit: its operations and its durable write (the journal record and its fsync, or a checkpoint).", Buckets: prometheus.ExponentialBuckets(1e-5, 2, 18)})
 	m.StoreBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_store_bytes", Help: "Size of the state file."})
 	m.StoreInUse = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_store_inuse_bytes",
 		Help: "Bytes of the state file that hold data; the rest are free pages that later writes reuse."})
@@ -40,7 +86,8 @@ func NewMetrics() *Metrics {
 		Help: "Age of the oldest sealed aggregate not yet confirmed upstream."})
 	m.Sealed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_windows_sealed_total",
 		Help: "Aggregation windows sealed, by reason (time, threshold, correction)."}, []string{"reason"})
-	reg.MustRegister(m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
+	m.Storage = newStorageStats()
+	reg.MustRegister(m.Storage, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +51,27 @@ func TestMetricsAndHealth(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	// What the storage took: the accepted ticket's journal record and its
+	// sync, and the process's bytes written to disk.
+	for _, name := range []string{"farthing_store_syncs_total", "farthing_journal_bytes_total", "farthing_written_bytes_total"} {
+		if v := metricValue(m, name); v <= 0 {
+			t.Errorf("/metrics: %s = %v after a ticket was accepted; want > 0", name, v)
+		}
+	}
+}
+
+// metricValue is the value of an unlabelled metric on a /metrics page;
+// -1 if it is not there.
+func metricValue(page, name string) float64 {
+	for _, line := range strings.Split(page, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 // TestRegistryReloadsWithoutRestart: a device added to devices.yaml while
