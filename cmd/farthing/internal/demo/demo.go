@@ -271,13 +271,20 @@ func runGateway(ctx context.Context, g *gateway.Gateway, opts Options, l load) (
 		return nil, err
 	}
 	fmt.Fprintf(out, "\nSimulated load: %.0f tickets/s for %v, signed before the clock starts\n", opts.Rate, opts.Duration)
-	// Half-way through, the kiosk's customer buys a 20.00 EUR voucher and
-	// the gateway redeems it: the kiosk, dry by then, is served again.
+	// Half-way through the sending, the kiosk's customer buys a 20.00 EUR
+	// voucher and the gateway redeems it: the kiosk, dry by then, is
+	// served again.
 	var wg sync.WaitGroup
 	var redeemed string
+	sending := make(chan struct{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		select {
+		case <-sending:
+		case <-ctx.Done():
+			return
+		}
 		select {
 		case <-time.After(opts.Duration / 2):
 		case <-ctx.Done():
@@ -285,8 +292,10 @@ func runGateway(ctx context.Context, g *gateway.Gateway, opts Options, l load) (
 		}
 		redeemed = redeemVoucher(ctx, g, l.issuer)
 	}()
+	var once sync.Once
 	rep, err := sim.Run(ctx, sim.Config{Broker: l.broker, Devices: l.devs, Rate: opts.Rate, Duration: opts.Duration,
-		InFlight: 4, Drain: 10 * time.Second, Progress: out})
+		InFlight: 4, Drain: 10 * time.Second, Progress: out, Sending: func() { once.Do(func() { close(sending) }) }})
+	once.Do(func() { close(sending) }) // a run that failed before sending: the voucher goes anyway
 	wg.Wait()
 	if redeemed != "" {
 		fmt.Fprintf(out, "  mid-run: %s\n", redeemed)

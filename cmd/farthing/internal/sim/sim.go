@@ -61,6 +61,9 @@ type Config struct {
 	// Slice is the length of the slices the latency is also reported by
 	// (Report.Slices), so its spread over a run shows; default 5s.
 	Slice time.Duration
+	// Sending, if set, is called once every device is connected, as the
+	// sending starts: the run's clock starts there.
+	Sending func()
 	// Payword makes each device a payword device: its first message
 	// commits to a hash chain (10 units of its first meter a step), and
 	// each ticket after it is the chain's next payword.
@@ -180,6 +183,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer closeDevices()
 	if err := r.signAll(); err != nil {
 		return nil, err
+	}
+	if cfg.Sending != nil {
+		cfg.Sending()
 	}
 	if cfg.Progress != nil {
 		fmt.Fprintf(cfg.Progress, "%s\n", ProgressSending)
