@@ -64,7 +64,8 @@ if [ "$FUZZTIME" != "0" ]; then
     ./metering:FuzzParseTariffs \
     ./metering:FuzzStateDecode \
     ./metering:FuzzExactCharging \
-    ./metering:FuzzSplit; do
+    ./metering:FuzzSplit \
+    ./gateway/store:FuzzApplyRecord; do
     pkg=${pkgfuzz%%:*} fz=${pkgfuzz##*:}
     echo "--- $fz ($pkg)"
     log=$(mktemp)

@@ -140,6 +140,10 @@ func replay(f *os.File, gen, seq uint64, tx *bolt.Tx) (n int, last uint64, off i
 // quietly at the first record that is torn, of another generation or out
 // of sequence.
 func eachRecord(f *os.File, gen, seq uint64, fn func(body []byte, end int64) error) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrJournal, err)
+	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("%w: %v", ErrJournal, err)
 	}
@@ -150,8 +154,10 @@ func eachRecord(f *os.File, gen, seq uint64, fn func(body []byte, end int64) err
 		if _, err := io.ReadFull(rd, hdr[:]); err != nil {
 			return nil // the end, or a torn header
 		}
+		// A length past the file's end is a torn header: nothing is
+		// allocated for it.
 		size := int64(binary.LittleEndian.Uint32(hdr[0:4]))
-		if size < recordHeader-8 || size > maxRecord ||
+		if size < recordHeader-8 || size > maxRecord || off+8+size > fi.Size() ||
 			binary.LittleEndian.Uint64(hdr[8:16]) != gen || binary.LittleEndian.Uint64(hdr[16:24]) != want {
 			return nil
 		}
