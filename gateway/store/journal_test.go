@@ -279,3 +279,28 @@ func FuzzJournalReplay(f *testing.F) {
 		st.Close()
 	})
 }
+
+// Under a load that never lets the committer idle, a batch still
+// checkpoints once the journal's oldest record has waited CheckpointEvery.
+func TestCheckpointIsDueUnderSteadyLoad(t *testing.T) {
+	s := open(t, store.Options{CheckpointEvery: 100 * time.Millisecond})
+	c := s.Stats().Checkpoints
+	stop := time.Now().Add(400 * time.Millisecond)
+	ctx := context.Background()
+	var pending []<-chan error
+	for i := 0; time.Now().Before(stop); i++ {
+		done, err := s.Enqueue(ctx, put(fmt.Sprint("k", i), "v"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, done)
+	}
+	for _, d := range pending {
+		if err := <-d; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.Stats().Checkpoints - c; n < 2 {
+		t.Fatalf("400 ms of steady load with a 100 ms checkpoint interval: %d checkpoints", n)
+	}
+}

@@ -373,7 +373,7 @@ func (s *Store) committer() {
 		select {
 		case r, ok = <-s.queue:
 		case <-due.C:
-			if !s.j.since.IsZero() && time.Since(s.j.since) >= s.opts.CheckpointEvery {
+			if s.checkpointDue() {
 				s.timedCheckpoint()
 			}
 			continue
@@ -388,6 +388,13 @@ func (s *Store) committer() {
 		batch = s.fill(batch, wait, busy || s.opts.Gap == 0)
 		s.commit(batch)
 	}
+}
+
+// checkpointDue is whether the journal's oldest record has waited
+// CheckpointEvery: under a steady load the committer is never idle for
+// its timer, and a batch with writes checkpoints instead.
+func (s *Store) checkpointDue() bool {
+	return !s.j.since.IsZero() && time.Since(s.j.since) >= s.opts.CheckpointEvery
 }
 
 // timedCheckpoint is the checkpoint CheckpointEvery asks for.
@@ -514,7 +521,7 @@ func (s *Store) run(batch []request, results []error) (wrote bool, err error) {
 		}
 	}
 	switch {
-	case raw || asked:
+	case raw || asked || (s.rec.n > 0 && s.checkpointDue()):
 		wrote, err = true, s.checkpoint()
 	case s.rec.n > 0:
 		wrote, err = true, s.appendRecord()
