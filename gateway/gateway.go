@@ -187,6 +187,10 @@ func (g *Gateway) openStore() error {
 	}
 	g.store = st
 	g.metrics.Storage.watch(st)
+	if r := st.Recovery(); r.Batches > 0 || r.Torn {
+		g.log.Warn("the state file's journal was replayed: the gateway had stopped without a checkpoint (killed, or a power cut)",
+			"batches", r.Batches, "torn_record_ignored", r.Torn)
+	}
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -235,6 +236,11 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 	t.Log("farthingd killed with SIGKILL under load")
 	time.Sleep(300 * time.Millisecond)
 	d = startDaemon(t, bin, config, addr)
+	// The kill came between checkpoints: what the tickets since the last
+	// one wrote was only in the journal, and the restart replayed it.
+	if b, _ := os.ReadFile(filepath.Join(filepath.Dir(config), "farthingd.log")); !strings.Contains(string(b), "journal was replayed") {
+		t.Errorf("the restart after SIGKILL replayed no journal: the kill did not land between checkpoints")
+	}
 	time.Sleep(1500 * time.Millisecond)
 	close(stopLoad)
 	wg.Wait()

@@ -122,58 +122,94 @@ func (j *journal) pending() bool { return j.off > 0 }
 
 // replay reads the records of generation gen after seq, in order, and
 // applies each one's writes to tx. It returns how many it applied, the
-// last one's seq and the offset after it.
-func replay(f *os.File, gen, seq uint64, tx *bolt.Tx) (n int, last uint64, off int64, err error) {
+// last one's seq, the offset after it, and whether a torn record ended
+// them.
+func replay(f *os.File, gen, seq uint64, tx *bolt.Tx) (n int, last uint64, off int64, torn bool, err error) {
 	last = seq
-	err = eachRecord(f, gen, seq, func(body []byte, end int64) error {
+	torn, err = eachRecord(f, gen, seq, func(body []byte, end int64) error {
 		if err := applyRecord(tx, body); err != nil {
 			return err
 		}
 		n, last, off = n+1, last+1, end
 		return nil
 	})
-	return n, last, off, err
+	return n, last, off, torn, err
 }
 
 // eachRecord calls fn with the writes of each record of generation gen,
-// from seq + 1 on without a gap, and where it ends in the file; it stops
-// quietly at the first record that is torn, of another generation or out
-// of sequence.
-func eachRecord(f *os.File, gen, seq uint64, fn func(body []byte, end int64) error) error {
+// from seq + 1 on without a gap, and where it ends in the file. It stops
+// at the first record that is torn (torn is true: a record of the
+// sequence cut short, whose batch was never answered), of another
+// generation or out of sequence; and refuses a damaged record that a
+// whole one follows.
+func eachRecord(f *os.File, gen, seq uint64, fn func(body []byte, end int64) error) (torn bool, err error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrJournal, err)
+		return false, fmt.Errorf("%w: %v", ErrJournal, err)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("%w: %v", ErrJournal, err)
+		return false, fmt.Errorf("%w: %v", ErrJournal, err)
 	}
 	rd := bufio.NewReaderSize(f, 1<<16)
 	var off int64
 	var hdr [recordHeader]byte
 	for want := seq + 1; ; want++ {
 		if _, err := io.ReadFull(rd, hdr[:]); err != nil {
-			return nil // the end, or a torn header
+			return false, nil // the end (a header cut short is not told from old bytes)
 		}
 		// A length past the file's end is a torn header: nothing is
 		// allocated for it.
 		size := int64(binary.LittleEndian.Uint32(hdr[0:4]))
-		if size < recordHeader-8 || size > maxRecord || off+8+size > fi.Size() ||
-			binary.LittleEndian.Uint64(hdr[8:16]) != gen || binary.LittleEndian.Uint64(hdr[16:24]) != want {
-			return nil
+		ours := binary.LittleEndian.Uint64(hdr[8:16]) == gen && binary.LittleEndian.Uint64(hdr[16:24]) == want
+		if size < recordHeader-8 || size > maxRecord || off+8+size > fi.Size() || !ours {
+			return ours, nil
 		}
 		body := make([]byte, size-(recordHeader-8))
 		if _, err := io.ReadFull(rd, body); err != nil {
-			return nil // torn
+			return true, nil
 		}
-		sum := crc32.Update(crc32.Checksum(hdr[8:], castagnoli), castagnoli, body)
-		if sum != binary.LittleEndian.Uint32(hdr[4:8]) {
-			return nil // torn
+		if !sumOK(hdr[:], body) {
+			// Torn, if it is the last: its batch was never answered. With
+			// the next record whole after it, it was answered and then
+			// damaged: nothing may be replayed past it, nor silently left.
+			if wholeRecordAt(f, off+8+size, gen, want+1, fi.Size()) {
+				return false, fmt.Errorf("%w: record %d (at byte %d) is damaged and record %d after it is whole: the journal was damaged after it was written, not torn by a stop",
+					ErrJournal, want, off, want+1)
+			}
+			return true, nil
 		}
 		off += 8 + size
 		if err := fn(body, off); err != nil {
-			return err
+			return false, err
 		}
 	}
+}
+
+// sumOK checks a record's CRC-32C: over its generation, seq and writes.
+func sumOK(hdr, body []byte) bool {
+	sum := crc32.Update(crc32.Checksum(hdr[8:recordHeader], castagnoli), castagnoli, body)
+	return sum == binary.LittleEndian.Uint32(hdr[4:8])
+}
+
+// wholeRecordAt is whether a whole record of generation gen and seq seq
+// starts at byte at of f, whose size is size.
+func wholeRecordAt(f *os.File, at int64, gen, seq uint64, size int64) bool {
+	var hdr [recordHeader]byte
+	if at+recordHeader > size {
+		return false
+	}
+	if _, err := f.ReadAt(hdr[:], at); err != nil {
+		return false
+	}
+	n := int64(binary.LittleEndian.Uint32(hdr[0:4]))
+	if n < recordHeader-8 || at+8+n > size || binary.LittleEndian.Uint64(hdr[8:16]) != gen || binary.LittleEndian.Uint64(hdr[16:24]) != seq {
+		return false
+	}
+	body := make([]byte, n-(recordHeader-8))
+	if _, err := f.ReadAt(body, at+recordHeader); err != nil {
+		return false
+	}
+	return sumOK(hdr[:], body)
 }
 
 // applyRecord applies one record's writes to tx.

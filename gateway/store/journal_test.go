@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,6 +105,16 @@ func TestTornJournalTailIsIgnored(t *testing.T) {
 			t.Fatal(err)
 		}
 		cp := killedCopyOf(t, path)
+		if len(tail) < len(b) { // opening says what it found: one batch, then a torn one
+			st, err := store.Open(killedCopyOf(t, path), store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := st.Recovery(); r.Batches != 1 || !r.Torn {
+				t.Errorf("a torn second record: recovery %+v; want 1 batch and a torn one", r)
+			}
+			st.Close()
+		}
 		if got := get(t, cp, "a"); got != "1" {
 			t.Fatalf("a = %q after a torn tail", got)
 		}
@@ -302,5 +313,28 @@ func TestCheckpointIsDueUnderSteadyLoad(t *testing.T) {
 	}
 	if n := s.Stats().Checkpoints - c; n < 2 {
 		t.Fatalf("400 ms of steady load with a 100 ms checkpoint interval: %d checkpoints", n)
+	}
+}
+
+// A record damaged in the middle of the journal, with a whole record
+// after it, was answered before it was damaged: opening refuses
+// (ErrJournal) instead of replaying up to it and leaving the rest.
+func TestDamagedJournalIsRefusedNotTruncated(t *testing.T) {
+	s := open(t, store.Options{})
+	for i := range 3 {
+		do(t, s, put(fmt.Sprint("k", i), fmt.Sprint("value ", i)))
+	}
+	path := killedCopy(t, s)
+	j := store.JournalPath(path)
+	b, _ := os.ReadFile(j)
+	// The second record's value: "value 1" is in the middle of the file.
+	i := strings.Index(string(b), "value 1")
+	if i < 0 {
+		t.Fatal("no second record")
+	}
+	b[i] ^= 0x20
+	os.WriteFile(j, b, 0o600)
+	if _, err := store.Open(path, store.Options{}); !errors.Is(err, store.ErrJournal) || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("open with a damaged middle record: %v; want ErrJournal saying it was damaged", err)
 	}
 }

@@ -138,6 +138,7 @@ type Store struct {
 	// pending is true while journaled batches wait for a checkpoint: reads
 	// then go through the committer.
 	pending atomic.Bool
+	recovery Recovery
 
 	// Statistics, read with Stats.
 	commits, ops, syncs, checkpoints atomic.Uint64
@@ -240,7 +241,7 @@ func journalWaiting(db *bolt.DB) (bool, error) {
 	var gen, seq uint64
 	db.View(func(tx *bolt.Tx) error { gen, seq = checkpointMark(tx); return nil })
 	found := false
-	err = eachRecord(f, gen, seq, func([]byte, int64) error { found = true; return io.EOF })
+	_, err = eachRecord(f, gen, seq, func([]byte, int64) error { found = true; return io.EOF })
 	if errors.Is(err, io.EOF) {
 		err = nil
 	}
@@ -261,17 +262,30 @@ func (s *Store) recover() error {
 		return err
 	}
 	gen, seq := checkpointMark(tx)
-	n, last, _, err := replay(j.f, gen, seq, tx)
+	n, last, _, torn, err := replay(j.f, gen, seq, tx)
 	if err != nil {
 		tx.Rollback()
 		return fmt.Errorf("store: %s: %w", s.db.Path(), err)
 	}
+	s.recovery = Recovery{Batches: n, Torn: torn}
 	j.gen, j.seq, j.noSync = gen, last, s.opts.NoSync
 	if n == 0 && gen != 0 {
 		return tx.Rollback()
 	}
 	return s.commitCheckpoint(tx)
 }
+
+// Recovery is what opening the file found in its journal: the batches
+// replayed into the file (its gateway stopped without a checkpoint: a
+// kill, a power cut), and whether a torn record ended them (a batch being
+// written when it stopped, never answered, so not replayed).
+type Recovery struct {
+	Batches int
+	Torn    bool
+}
+
+// Recovery returns what opening the file found in its journal.
+func (s *Store) Recovery() Recovery { return s.recovery }
 
 // Path returns the file's path.
 func (s *Store) Path() string { return s.db.Path() }
@@ -613,7 +627,7 @@ func (s *Store) recoverFrom(err error) error {
 		gen, seq := checkpointMark(tx)
 		var last uint64
 		var off int64
-		_, last, off, berr = replay(s.j.f, gen, seq, tx)
+		_, last, off, _, berr = replay(s.j.f, gen, seq, tx)
 		if berr == nil && (last != s.j.seq || off != s.j.off) {
 			berr = fmt.Errorf("%w: replayed through seq %d, offset %d; wrote %d, %d", ErrJournal, last, off, s.j.seq, s.j.off)
 		}
