@@ -137,7 +137,7 @@ type Store struct {
 	broken error
 	// pending is true while journaled batches wait for a checkpoint: reads
 	// then go through the committer.
-	pending atomic.Bool
+	pending  atomic.Bool
 	recovery Recovery
 
 	// Statistics, read with Stats.
