@@ -100,7 +100,13 @@ func TestPaywordOverCoAP(t *testing.T) {
 	forged := p5
 	forged.Index, forged.Word[0] = 6, forged.Word[0]^1
 	fb, _ := protocol.AppendPaywordTicket(nil, &forged)
+	ops := tg.Store().Stats().Ops
 	want("a forged payword", post(fb), protocol.StatusRejected, protocol.ReasonPaywordMismatch, 0)
+	// Refused by hashing it down to the last payword accepted, before the
+	// committer: a forger's hashing is not everyone's wait.
+	if n := tg.Store().Stats().Ops - ops; n != 0 {
+		t.Errorf("a forged payword after an accepted one took %d operations of the committer; want 0", n)
+	}
 	back := p5
 	back.Index = 3
 	bb, _ := protocol.AppendPaywordTicket(nil, &back)

@@ -66,6 +66,7 @@ type Ingest struct {
 	received    atomic.Uint64 // messages handed to Start, for housekeeping's idle test
 	ed          *edBatcher
 	fraud       fraudWatch
+	paywords    paywordMarks
 }
 
 // Snapshot is the configuration the pipeline prices with; Reload swaps it

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 
 	"github.com/farthing-iot/farthing/gateway/store"
 
@@ -74,12 +75,17 @@ func (in *Ingest) startCommitment(p *Pending) {
 	in.seen.saw(dev.ID, p.msg.Transport, p.start)
 	in.enqueue(p, func(tx *store.Tx) (err error) {
 		p.rc, p.fresh, err = in.books.ApplyCommitment(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &c, p.msg.Payload)
+		if err == nil && p.fresh && p.rc.Status == protocol.StatusAccepted {
+			in.paywords.accepted(dev.ID, c.Chain, 0, c.Anchor)
+		}
 		return err
 	})
 }
 
-// startPayword checks a payword ticket's device and queues its check
-// against its chain, which needs the chain's state, with its commit.
+// startPayword checks a payword ticket's device, hashes it down to the
+// device's last accepted payword when it knows it, and queues the rest of
+// its check against its chain, which needs the chain's state, with its
+// commit.
 func (in *Ingest) startPayword(p *Pending) {
 	var pw protocol.PaywordTicket
 	if err := protocol.ParsePaywordTicket(p.msg.Payload, &pw); err != nil {
@@ -104,10 +110,20 @@ func (in *Ingest) startPayword(p *Pending) {
 	}
 	p.dev = dev
 	in.seen.saw(dev.ID, p.msg.Transport, p.start)
+	pre, err := in.paywords.precheck(dev.ID, &pw) // the hashing, here rather than in the committer
+	var rf *refusal
+	if errors.As(err, &rf) {
+		p.ref = rf
+		return
+	}
 	in.enqueue(p, func(tx *store.Tx) (err error) {
-		p.rc, p.fresh, err = in.books.ApplyPayword(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &pw, p.msg.Payload)
+		p.rc, p.fresh, err = in.books.ApplyPayword(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry),
+			ledger.Payword{Ticket: &pw, Raw: p.msg.Payload, Pre: pre})
 		if p.rc.Seq != 0 {
 			p.tk.Seq = p.rc.Seq // known once the chain was read; Wait reads it after the commit
+		}
+		if err == nil && p.fresh && p.rc.Status == protocol.StatusAccepted {
+			in.paywords.accepted(dev.ID, pw.Chain, pw.Index, pw.Word)
 		}
 		return err
 	})

@@ -387,7 +387,7 @@ func (r *chainRecord) finishSegment(tx *store.Tx) error {
 // chain's record (rec, updated with it). A repeat of the last is its
 // receipt again; one below it, too far past it or not hashing down to it
 // is refused.
-func checkPayword(rec *chainRecord, ds *deviceState, pw *protocol.PaywordTicket) error {
+func checkPayword(rec *chainRecord, ds *deviceState, pw *protocol.PaywordTicket, pre *PaywordPrecheck) error {
 	if ds.Chain.ID == pw.Chain { // the active chain: its progress is in the device's state
 		rec.Last, rec.LastWord = ds.Chain.Last, ds.Chain.Word
 	}
@@ -401,10 +401,55 @@ func checkPayword(rec *chainRecord, ds *deviceState, pw *protocol.PaywordTicket)
 		return nil // a repeat: its receipt again
 	case pw.Index-j > protocol.MaxPaywordSteps:
 		return Reject(protocol.ReasonPaywordTooFar, "index %d is %d steps past the last, more than %d", pw.Index, pw.Index-j, protocol.MaxPaywordSteps)
+	case pre.proves(pw, j, rec.LastWord):
+		// Hashed down to the chain's last payword before the transaction.
 	case protocol.PaywordWalk(&rec.Chain, pw.Word, uint64(pw.Index-j)) != rec.LastWord:
 		return Reject(protocol.ReasonPaywordMismatch, "index %d does not hash down to index %d", pw.Index, j)
 	}
 	return nil
+}
+
+// Payword is a payword ticket to accept: its message, its bytes as
+// received and, if it was checked against its chain before the
+// transaction, that check.
+type Payword struct {
+	Ticket *protocol.PaywordTicket
+	Raw    []byte
+	Pre    *PaywordPrecheck
+}
+
+// PaywordPrecheck is the hashing of a payword's check done before the
+// transaction, off the committer: that the payword at index At, For,
+// hashes down to Word at index Base. Inside, the check is then only that
+// the chain's last accepted payword is still that one; if it moved (a
+// payword of the device committed meanwhile), the payword is hashed
+// again there. Only PrecheckPayword makes one.
+type PaywordPrecheck struct {
+	chain      protocol.ChainID
+	at, base   uint32
+	for_, word protocol.Payword
+}
+
+// PrecheckPayword hashes pw down to word, a payword of its chain the
+// gateway accepted at index base (the last it saw accepted), and returns
+// the check. A payword that does not hash down to it is not of the chain
+// (every payword after base hashes down to base's), and is refused here
+// (payword_mismatch), before it reaches the transaction. One at or below
+// base, or too far past it, is left to the transaction: (nil, nil).
+func PrecheckPayword(pw *protocol.PaywordTicket, base uint32, word protocol.Payword) (*PaywordPrecheck, error) {
+	if pw.Index <= base || pw.Index-base > protocol.MaxPaywordSteps {
+		return nil, nil
+	}
+	if protocol.PaywordWalk(&pw.Chain, pw.Word, uint64(pw.Index-base)) != word {
+		return nil, Reject(protocol.ReasonPaywordMismatch, "index %d does not hash down to index %d, accepted before", pw.Index, base)
+	}
+	return &PaywordPrecheck{chain: pw.Chain, at: pw.Index, base: base, for_: pw.Word, word: word}, nil
+}
+
+// proves is whether the check is of pw and hashed it down to the chain's
+// last accepted payword, last at index j.
+func (c *PaywordPrecheck) proves(pw *protocol.PaywordTicket, j uint32, last protocol.Payword) bool {
+	return c != nil && c.chain == pw.Chain && c.at == pw.Index && c.for_ == pw.Word && c.base == j && c.word == last
 }
 
 // ApplyPayword checks a payword ticket against its chain and accepts it as
@@ -414,7 +459,8 @@ func checkPayword(rec *chainRecord, ds *deviceState, pw *protocol.PaywordTicket)
 // chain's last index and payword move in the device's state, written
 // with the ticket; the chain's own records are written only when its
 // segment changes window.
-func (bk *Books) ApplyPayword(tx *store.Tx, t *Terms, p Payer, pw *protocol.PaywordTicket, raw []byte) (protocol.Receipt, bool, error) {
+func (bk *Books) ApplyPayword(tx *store.Tx, t *Terms, p Payer, in Payword) (protocol.Receipt, bool, error) {
+	pw, raw := in.Ticket, in.Raw
 	now := bk.now().UnixMilli()
 	tk := &protocol.Ticket{Device: pw.Device, Seq: uint64(pw.Index), Time: uint64(now)}
 	refuse := func(err error) (protocol.Receipt, bool, error) {
@@ -435,7 +481,7 @@ func (bk *Books) ApplyPayword(tx *store.Tx, t *Terms, p Payer, pw *protocol.Payw
 	if uint64(now) >= rec.Expiry {
 		return refuse(Reject(protocol.ReasonChainExhausted, "the chain expired at %d", rec.Expiry))
 	}
-	check := func(ds *deviceState) error { return checkPayword(&rec, ds, pw) }
+	check := func(ds *deviceState) error { return checkPayword(&rec, ds, pw, in.Pre) }
 	rc, eff, err := bk.apply(tx, &ticketInput{t: t, p: p, tk: tk, raw: raw}, &chainStep{check: check, next: activeChain{ID: pw.Chain, Last: pw.Index, Word: pw.Word}, payword: true})
 	if err != nil || eff == nil {
 		return rc, false, err

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -124,7 +125,7 @@ func TestChainProgressFollowsWindows(t *testing.T) {
 			t.Fatal(err)
 		}
 		do(func(tx *store.Tx) (protocol.Receipt, bool, error) {
-			return bk.ApplyPayword(tx, terms, testPayer, &pw, pb)
+			return bk.ApplyPayword(tx, terms, testPayer, Payword{Ticket: &pw, Raw: pb})
 		})
 	}
 	report := func(at time.Duration) int {
@@ -285,7 +286,7 @@ func TestHeldPaywordLeavesAGap(t *testing.T) {
 		pw := protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: step.i, Word: protocol.PaywordWalk(&id, seed, uint64(n-step.i))}
 		pb, _ := protocol.AppendPaywordTicket(nil, &pw)
 		if s := status(func(tx *store.Tx) (protocol.Receipt, bool, error) {
-			return bk.ApplyPayword(tx, terms, payer, &pw, pb)
+			return bk.ApplyPayword(tx, terms, payer, Payword{Ticket: &pw, Raw: pb})
 		}); s != step.want {
 			t.Fatalf("index %d: status %d; want %d", step.i, s, step.want)
 		}
@@ -311,4 +312,70 @@ func TestHeldPaywordLeavesAGap(t *testing.T) {
 	if len(spans) != 2 || spans[0] != [2]uint32{0, 10} || spans[1] != [2]uint32{100, 110} || proven != 100 || covered != proven {
 		t.Fatalf("records %v cover %d; the aggregates prove %d; want 0..10 and 100..110, 100 units", spans, covered, proven)
 	}
+}
+
+// A payword hashed down to the chain's last payword before the
+// transaction (PrecheckPayword) is accepted without hashing inside; a
+// check made for another payword, or against a payword the chain has
+// moved past, proves nothing, and the payword is hashed inside, where a
+// wrong one is refused.
+func TestPaywordPrecheck(t *testing.T) {
+	cb := newChainBooks(t)
+	bk, terms, t0 := cb.bk, cb.terms, cb.t0
+	mac, _ := protocol.NewHMAC(make([]byte, 32))
+	id, seed := protocol.ChainID{9}, protocol.Payword{3}
+	const n = 100
+	word := func(i uint32) protocol.Payword { return protocol.PaywordWalk(&id, seed, uint64(n-i)) }
+	c := protocol.Commitment{Device: "plug-1", Chain: id, Number: 1, Meter: "energy_wh", Units: 1, Length: n,
+		Anchor: word(0), Expiry: uint64(t0.Add(time.Hour).UnixMilli())}
+	var enc protocol.Encoder
+	raw, _ := enc.AppendCommitment(nil, &c, mac)
+	if s := cb.status(func(tx *store.Tx) (protocol.Receipt, bool, error) {
+		return bk.ApplyCommitment(tx, terms, testPayer, &c, raw)
+	}); s != protocol.StatusAccepted {
+		t.Fatalf("commitment: status %d", s)
+	}
+	apply := func(pw protocol.PaywordTicket, pre *PaywordPrecheck) (protocol.Status, error) {
+		pb, _ := protocol.AppendPaywordTicket(nil, &pw)
+		var rc protocol.Receipt
+		err := cb.st.Do(cb.ctx, func(tx *store.Tx) error {
+			var err error
+			rc, _, err = bk.ApplyPayword(tx, terms, testPayer, Payword{Ticket: &pw, Raw: pb, Pre: pre})
+			return err
+		})
+		return rc.Status, err
+	}
+	pw := func(i uint32) protocol.PaywordTicket {
+		return protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: i, Word: word(i)}
+	}
+	p3 := pw(3)
+	if _, err := PrecheckPayword(&protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: 3, Word: word(4)}, 0, word(0)); !isReason(err, protocol.ReasonPaywordMismatch) {
+		t.Fatalf("a payword that does not hash down to the base: %v; want payword_mismatch", err)
+	}
+	pre, err := PrecheckPayword(&p3, 0, word(0))
+	if pre == nil || err != nil {
+		t.Fatalf("a good payword failed its precheck: %v", err)
+	}
+	if s, err := apply(p3, pre); err != nil || s != protocol.StatusAccepted {
+		t.Fatalf("payword 3 with its precheck: %v %v", s, err)
+	}
+	// A check against index 3, now the chain's last, for payword 5; then
+	// used for a forged payword 5: it proves nothing for it.
+	p5 := pw(5)
+	pre5, _ := PrecheckPayword(&p5, 3, word(3))
+	forged := protocol.PaywordTicket{Device: "plug-1", Chain: id, Index: 5, Word: protocol.Payword{0xee}}
+	if _, err := apply(forged, pre5); !isReason(err, protocol.ReasonPaywordMismatch) {
+		t.Fatalf("a forged payword with another payword's check: %v; want payword_mismatch", err)
+	}
+	// A check against index 0, which the chain moved past: hashed inside.
+	p7 := pw(7)
+	stale, _ := PrecheckPayword(&p7, 0, word(0))
+	if s, err := apply(p7, stale); err != nil || s != protocol.StatusAccepted {
+		t.Fatalf("payword 7 with a stale check: %v %v", s, err)
+	}
+}
+
+func isReason(err error, r protocol.Reason) bool {
+	var rf *Refusal
+	return errors.As(err, &rf) && rf.Reason == r
 }
