@@ -29,8 +29,8 @@ func TestBenchRunsToItsTable(t *testing.T) {
 	t.Setenv("FARTHING_TEST_AS_CLI", "1")
 	js := filepath.Join(t.TempDir(), "bench.json")
 	out := mustRun(t, nil, "bench", "--runs", "1", "--duration", "1s", "--half-duration", "2s", "--devices", "5", "--offered", "2000",
-		"--registered", "500", "--connected", "50", "--sessions", "20", "--json", js)
-	for _, want := range []string{"L1 Ed25519", "L2 embedded", "L3 bare CoAP/DTLS", "embedded broker, HMAC", "embedded broker, Ed25519", "CoAP/DTLS, HMAC", "MEMORY"} {
+		"--registered", "500", "--connected", "50", "--sessions", "20", "--wear-duration", "2s", "--json", js)
+	for _, want := range []string{"L1 Ed25519", "L2 embedded", "L3 bare CoAP/DTLS", "embedded broker, HMAC", "embedded broker, Ed25519", "CoAP/DTLS, HMAC", "MEMORY", "WEAR"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -49,6 +49,16 @@ func TestBenchRunsToItsTable(t *testing.T) {
 	for _, e := range rep.E {
 		if e.Throughput.Median <= 0 || e.Missing != 0 || e.AtHalf.P99 <= 0 || e.Ratio <= 0 || e.CPUPerTicket <= 0 || e.Devices != 5 {
 			t.Errorf("%s: %+v", e.Name, e)
+		}
+	}
+	// The wear rows: every one accepted tickets, and each of them cost
+	// the disk bytes and fsyncs (the journal's at least).
+	if len(rep.Wear) != 5 {
+		t.Fatalf("wear rows: %+v", rep.Wear)
+	}
+	for _, w := range rep.Wear {
+		if w.Tickets == 0 || w.BytesPerTicket <= 0 || w.SyncsPerTicket <= 0 || w.WriteRate <= 0 {
+			t.Errorf("wear %s: %+v", w.Name, w)
 		}
 	}
 	if len(rep.Memory) < 2 {
