@@ -159,8 +159,17 @@ func (r *rbuf) done() error {
 	return r.err
 }
 
+// meterSuspectVersion is the meter state's layout while a backwards
+// reading waits to be told apart: version 1's fields, then Good. A meter
+// state without one keeps version 1, byte for byte.
+const meterSuspectVersion = 2
+
 // AppendBinary appends the encoding of s.
 func (s MeterState) AppendBinary(b []byte) ([]byte, error) {
+	if s.Suspect {
+		w := wbuf(append(b, meterSuspectVersion))
+		return w.u(s.Seq).u(s.Epoch).u(s.Register).i(s.Time).b(s.Started).u(s.Good), nil
+	}
 	w := wbuf(append(b, stateVersion))
 	return w.u(s.Seq).u(s.Epoch).u(s.Register).i(s.Time).b(s.Started), nil
 }
@@ -170,8 +179,18 @@ func (s MeterState) MarshalBinary() ([]byte, error) { return s.AppendBinary(nil)
 
 // UnmarshalBinary decodes s.
 func (s *MeterState) UnmarshalBinary(b []byte) error {
+	suspect := len(b) > 0 && b[0] == meterSuspectVersion
+	if suspect {
+		b = append([]byte{stateVersion}, b[1:]...)
+	}
 	r := newReader(b, "meter state")
 	v := MeterState{Seq: r.u(), Epoch: r.u(), Register: r.u(), Time: r.i(), Started: r.bool()}
+	if suspect {
+		v.Suspect, v.Good = true, r.u()
+		if r.err == nil && v.Good <= v.Register {
+			r.fail("a suspect reading's last good register is not above it")
+		}
+	}
 	if err := r.done(); err != nil {
 		return err
 	}

@@ -10,6 +10,12 @@ type MeterState struct {
 	Register uint64 // last cumulative register charged
 	Time     int64  // Unix ms of the last reading
 	Started  bool   // a reading has been applied
+	// Suspect is set while the last reading, held because it went back
+	// in its epoch, cannot yet be told from a glitch or a restart; Good
+	// is then the register before it (the last good one). The next
+	// reading tells them apart: see Rules.Judge.
+	Suspect bool
+	Good    uint64
 }
 
 // Outcome says what a reading did to a meter.

@@ -108,11 +108,18 @@ type MeterReading struct {
 //   - A fault value is not a reading: the meter state keeps its last good
 //     register and time (only the seq moves), and the usage held is 0. The
 //     next good reading counts everything since the last good one.
-//   - A register that went back in one epoch is held as a meter that
-//     restarted from zero (as for a new epoch): the usage held is the new
-//     register, and the meter counts on from it. An operator who knows the
-//     meter was replaced releases it; one who suspects a rolled-back meter
-//     voids it.
+//   - A register that went back in one epoch cannot be told from a
+//     glitch (a bad read, a bit flip: the meter is really still at its
+//     last good register) or a restart from zero. It is held as a restart
+//     (the usage held is the new register), and the meter remembers both
+//     registers (Suspect, Good). The next reading in the epoch tells them
+//     apart: one at or above the last good register was a glitch and is
+//     counted from the last good register; one below it is a restart and
+//     is counted from the held reading. Either way what cannot be told
+//     apart (the held register) stays held for an operator and is never
+//     charged by itself: an operator who knows the meter was replaced
+//     releases it; one who sees a glitch voids it. A reading lower still
+//     is held the same way, the last good register kept.
 //   - A first reading (a baseline) charges nothing; only a fault value
 //     holds it, and the meter then stays without a baseline.
 //
@@ -134,12 +141,20 @@ func (r *Rules) Judge(s MeterState, rd MeterReading, now int64) (Usage, MeterSta
 		next.Seq = seq
 		return Usage{From: timeMs, To: timeMs}, next, Counted, ViolationFault, nil
 	}
-	u, next, out, err := s.Advance(seq, epoch, register, timeMs)
+	u, next, out, err := s.countFrom(epoch, register).Advance(seq, epoch, register, timeMs)
 	if errors.Is(err, ErrRegisterBackwards) && !r.RefuseBackwards {
+		good := s.Register
+		if s.Suspect {
+			good = s.Good
+		}
 		return Usage{From: s.Time, To: timeMs, Quantity: register},
-			MeterState{Seq: seq, Epoch: epoch, Register: register, Time: timeMs, Started: true}, Counted, ViolationBackwards, nil
+			MeterState{Seq: seq, Epoch: epoch, Register: register, Time: timeMs, Started: true, Suspect: true, Good: good},
+			Counted, ViolationBackwards, nil
 	}
 	if err != nil || out != Counted {
+		if out == Duplicate || err != nil {
+			next = s
+		}
 		return u, next, out, Plausible, err
 	}
 	if sk := r.MaxClockSkew.Milliseconds(); sk > 0 && (timeMs > now+sk || timeMs < now-sk) {
@@ -152,6 +167,22 @@ func (r *Rules) Judge(s MeterState, rd MeterReading, now int64) (Usage, MeterSta
 		return u, next, out, ViolationRate, nil
 	}
 	return u, next, out, Plausible, nil
+}
+
+// countFrom is the state a reading in epoch with register counts from:
+// after a held backwards reading (Suspect), a register at or above the
+// last good one in the same epoch counts from the last good one (the held
+// reading was a glitch), any other from the held reading (a restart).
+func (s MeterState) countFrom(epoch, register uint64) MeterState {
+	if !s.Suspect {
+		return s
+	}
+	base := s
+	if epoch == s.Epoch && register >= s.Good {
+		base.Register = s.Good
+	}
+	base.Suspect, base.Good = false, 0
+	return base
 }
 
 // tooFast reports whether u.Quantity > Units × elapsed / Per, in 128

@@ -64,6 +64,70 @@ func TestJudgeRules(t *testing.T) {
 	}
 }
 
+// After a held backwards reading, the next reading tells a glitch from a
+// restart: at or above the last good register it counts from it, below
+// it from the held reading; the held register itself is never charged.
+func TestBackwardsToldApart(t *testing.T) {
+	const min = 60_000
+	var rules metering.Rules
+	good := metering.MeterState{Seq: 5, Register: 11_000, Time: 10 * min, Started: true}
+	read := func(s metering.MeterState, seq, epoch, reg uint64) (metering.Usage, metering.MeterState, metering.Violation) {
+		t.Helper()
+		u, next, out, v, err := rules.Judge(s, metering.MeterReading{Seq: seq, Epoch: epoch, Register: reg, Time: int64(seq) * min}, int64(seq)*min)
+		if err != nil || out != metering.Counted {
+			t.Fatalf("register %d: %v, %v", reg, out, err)
+		}
+		return u, next, v
+	}
+	u, held, v := read(good, 6, 0, 5_000)
+	if v != metering.ViolationBackwards || u.Quantity != 5_000 || !held.Suspect || held.Good != 11_000 || held.Register != 5_000 {
+		t.Fatalf("backwards: %+v %v, state %+v; want held 5000, last good 11000 remembered", u, v, held)
+	}
+	for _, c := range []struct {
+		name       string
+		epoch, reg uint64
+		want       uint64
+	}{
+		{"glitch: at or above the last good register", 0, 11_500, 500},
+		{"glitch: exactly the last good register", 0, 11_000, 0},
+		{"restart: below the last good register", 0, 5_300, 300},
+		{"new epoch: from zero", 1, 200, 200},
+	} {
+		u, next, v := read(held, 7, c.epoch, c.reg)
+		if v != metering.Plausible || u.Quantity != c.want || next.Suspect || next.Register != c.reg || u.From != held.Time {
+			t.Errorf("%s: %+v %v, state %+v; want %d units, nothing suspect", c.name, u, v, next, c.want)
+		}
+	}
+	// Lower still: held again, the last good register kept.
+	u, again, v := read(held, 7, 0, 1_000)
+	if v != metering.ViolationBackwards || u.Quantity != 1_000 || again.Good != 11_000 {
+		t.Fatalf("backwards twice: %+v %v %+v", u, v, again)
+	}
+	if u, _, _ := read(again, 8, 0, 12_000); u.Quantity != 1_000 {
+		t.Errorf("after two glitches: %d units; want 1000 from the last good register", u.Quantity)
+	}
+	// A repeated seq and a fault value keep the suspicion.
+	if _, s, out, _, _ := rules.Judge(held, metering.MeterReading{Seq: 6, Register: 11_500, Time: 7 * min}, 7*min); out != metering.Duplicate || s != held {
+		t.Errorf("a repeat changed the state: %+v %v", s, out)
+	}
+	_, faulted, _ := read(held, 7, 0, 1<<32-1)
+	if u, _, _ := read(faulted, 8, 0, 11_200); u.Quantity != 200 {
+		t.Errorf("after a fault: %d units; want 200", u.Quantity)
+	}
+	// The state survives storage.
+	b, _ := held.MarshalBinary()
+	var back metering.MeterState
+	if err := back.UnmarshalBinary(b); err != nil || back != held || b[0] != 2 {
+		t.Errorf("suspect state round trip: %+v, %v (version %d)", back, err, b[0])
+	}
+	bad := held
+	bad.Good = bad.Register
+	b, _ = bad.MarshalBinary()
+	if err := back.UnmarshalBinary(b); !errors.Is(err, metering.ErrBadState) {
+		t.Errorf("a last good register not above the held one decoded: %v", err)
+	}
+}
+
 func TestParseRules(t *testing.T) {
 	set, err := metering.ParseTariffs("t.yaml", []byte(`tariffs:
   - id: ev

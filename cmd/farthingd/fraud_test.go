@@ -63,7 +63,7 @@ func (d *testDevice) sendAt(t *testing.T, reg uint64, at time.Time) protocol.Rec
 func TestQuarantineOverMQTT(t *testing.T) {
 	bin := buildDaemon(t)
 	recvAddr := freeAddr(t, "tcp")
-	g := newGatewayDir(t, []string{"meter-1"}, "", fmt.Sprintf(`upstreams:
+	g := newGatewayDir(t, []string{"meter-1", "meter-2"}, "", fmt.Sprintf(`upstreams:
   - {name: provider, type: http, url: "http://%s/aggregates"}
 forward: {backoff_min: 20ms, backoff_max: 200ms}
 `, recvAddr))
@@ -198,6 +198,51 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 			t.Fatalf("provider: total %d (want %d), quarantine %v, missing %d", total, charged, states, missing)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	backwardsToldApart(t, g)
+}
+
+// backwardsToldApart: a low reading between good ones (a glitch) holds
+// the low register and the next reading is charged from the last good
+// register, not from the glitch; a meter that really restarted from zero
+// is charged from its held reading; the held registers wait for an
+// operator and are never charged by themselves.
+func backwardsToldApart(t *testing.T, g *gatewayDir) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	dev, err := dialDevice(ctx, g, "meter-2")
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	const wh = 300_000 // 0.30 EUR a kWh
+	for _, c := range []struct {
+		reg     uint64
+		status  protocol.Status
+		charged uint64
+	}{
+		{10_000, protocol.StatusAccepted, 0},          // baseline
+		{11_000, protocol.StatusAccepted, 1_000 * wh}, // 1,000 Wh
+		{5_000, protocol.StatusHeld, 0},               // a glitch: held
+		{11_500, protocol.StatusAccepted, 500 * wh},   // from 11,000, not from 5,000
+		{200, protocol.StatusHeld, 0},                 // the meter restarted from zero: held
+		{900, protocol.StatusAccepted, 700 * wh},      // from the held 200
+	} {
+		if r := dev.send(t, c.reg); r.Status != c.status || r.Charged != c.charged {
+			t.Fatalf("meter-2 register %d: %+v; want %v, charged %d", c.reg, r, c.status, c.charged)
+		}
+	}
+	for seq, want := range map[uint64]uint64{3: 5_000, 5: 200} {
+		resp, err := operatorGet(g.data, fmt.Sprintf("/holds/meter-2/%d", seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h ledger.Held
+		json.NewDecoder(resp.Body).Decode(&h)
+		resp.Body.Close()
+		if h.Rule != "register_backwards" || h.State != protocol.HoldHeld || h.Usage[0].Quantity != want {
+			t.Errorf("meter-2/%d: %+v; want %d units held as register_backwards", seq, h, want)
+		}
 	}
 }
 
