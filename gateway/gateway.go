@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,8 +42,9 @@ type Gateway struct {
 	gc      *gcTuner
 	key     ed25519.PrivateKey
 
-	mu     sync.Mutex // guards mtimes and sessions
-	mtimes [2]time.Time
+	mu      sync.Mutex // guards mtimes, refused and sessions
+	mtimes  [2]time.Time
+	refused []registry.Refusal // registry entries not loaded
 	// sessions are the transports that hold device sessions (the embedded
 	// broker and the DTLS listener, once they run): a device revoked,
 	// disabled, removed or suspended loses its sessions through them, and
@@ -100,6 +102,7 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	g.noteRefused(snap.Registry)
 	if err := g.openStore(); err != nil {
 		return nil, err
 	}
@@ -251,34 +254,51 @@ func (g *Gateway) HTTPAddr() string {
 	return g.httpLis.Addr().String()
 }
 
-// loadSnapshot reads the tariff and device files and the configuration
-// into a snapshot. A missing file is empty (every ticket is refused).
-func (g *Gateway) loadSnapshot() (*ingest.Snapshot, error) {
-	snap := &ingest.Snapshot{Terms: ledger.Terms{GatewayID: g.cfg.GatewayID, Policies: map[string]metering.Policy{},
+// LoadTerms reads what cfg's devices are checked against — its accounts,
+// providers and tariff file — into a snapshot without a registry (a
+// registry.Known), and the tariff file's modification time. A missing
+// tariff file is an empty one.
+func LoadTerms(cfg *Config) (*ingest.Snapshot, time.Time, error) {
+	snap := &ingest.Snapshot{Terms: ledger.Terms{GatewayID: cfg.GatewayID, Policies: map[string]metering.Policy{},
 		Accounts: map[string]metering.Account{}, Caps: map[string]metering.Caps{}, LowBalance: map[string]metering.Nanos{}}}
-	for _, a := range g.cfg.Accounts {
+	for _, a := range cfg.Accounts {
 		acct, _ := a.Opening()
 		snap.Accounts[a.ID] = acct
 		snap.Caps[a.ID], _ = a.Caps() // validated with the configuration
 		snap.LowBalance[a.ID], _ = a.LowBalanceLevel()
 	}
-	for _, p := range g.cfg.Providers {
+	for _, p := range cfg.Providers {
 		snap.Policies[p.ID], _ = p.Policy()
 	}
-	var mt [2]time.Time
-	if b, err := os.ReadFile(g.cfg.Tariffs); err == nil {
-		if snap.Tariffs, err = metering.ParseTariffs(g.cfg.Tariffs, b); err != nil {
-			return nil, err
-		}
-		if fi, err := os.Stat(g.cfg.Tariffs); err == nil {
-			mt[0] = fi.ModTime()
-		}
-	} else if errors.Is(err, os.ErrNotExist) {
+	b, err := os.ReadFile(cfg.Tariffs)
+	if errors.Is(err, os.ErrNotExist) {
 		snap.Tariffs = &metering.TariffSet{}
-		g.log.Warn("no tariff file: every ticket is refused until one exists", "path", g.cfg.Tariffs)
-	} else {
+		return snap, time.Time{}, nil
+	}
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if snap.Tariffs, err = metering.ParseTariffs(cfg.Tariffs, b); err != nil {
+		return nil, time.Time{}, err
+	}
+	var mt time.Time
+	if fi, err := os.Stat(cfg.Tariffs); err == nil {
+		mt = fi.ModTime()
+	}
+	return snap, mt, nil
+}
+
+// loadSnapshot reads the tariff and device files and the configuration
+// into a snapshot. A missing file is empty (every ticket is refused).
+func (g *Gateway) loadSnapshot() (*ingest.Snapshot, error) {
+	snap, tariffTime, err := LoadTerms(g.cfg)
+	if err != nil {
 		return nil, err
 	}
+	if tariffTime.IsZero() {
+		g.log.Warn("no tariff file: every ticket is refused until one exists", "path", g.cfg.Tariffs)
+	}
+	mt := [2]time.Time{tariffTime}
 	rf, err := registry.ReadFile(g.cfg.Devices)
 	if err != nil {
 		return nil, err
@@ -286,7 +306,7 @@ func (g *Gateway) loadSnapshot() (*ingest.Snapshot, error) {
 	if fi, err := os.Stat(g.cfg.Devices); err == nil {
 		mt[1] = fi.ModTime()
 	}
-	if snap.Registry, err = registry.Build(g.cfg.Devices, rf, snap); err != nil {
+	if snap.Registry, err = registry.Build(g.cfg.Devices, rf, snap); snap.Registry == nil {
 		return nil, err
 	}
 	// Parsing a large registry file takes several times the memory the
@@ -300,7 +320,10 @@ func (g *Gateway) loadSnapshot() (*ingest.Snapshot, error) {
 }
 
 // Reload re-reads the tariff and device files. On an error the gateway
-// keeps its current configuration and returns the error. Tickets in flight
+// keeps its current configuration and returns the error. A bad device
+// entry is not an error: it is refused (see noteRefused) and the rest
+// load; a device served until now keeps its previous entry. A file none
+// of whose entries load is refused whole. Tickets in flight
 // finish with the snapshot they started with.
 func (g *Gateway) Reload() error {
 	snap, err := g.loadSnapshot()
@@ -308,11 +331,61 @@ func (g *Gateway) Reload() error {
 		g.log.Error("reload refused: keeping the current devices and tariffs", "error", err)
 		return err
 	}
+	refused := snap.Registry.Refused()
+	if len(refused) > 0 && snap.Registry.Len() == 0 {
+		err := fmt.Errorf("%w (every entry of the file is refused)", refused[0])
+		g.log.Error("reload refused: keeping the current devices and tariffs", "error", err)
+		return err
+	}
 	old := g.ingest.Snapshot()
+	for _, f := range refused {
+		if d := old.Registry.Device(f.ID); d != nil {
+			snap.Registry.Keep(d, snap)
+		}
+	}
+	g.noteRefused(snap.Registry)
 	g.ingest.Reload(snap)
 	g.log.Info("reloaded", "devices", snap.Registry.Len(), "tariffs", len(snap.Tariffs.Tariffs))
 	g.closeSessionsOfStopped(old, snap)
 	return nil
+}
+
+// noteRefused says which registry entries reg left out: each at ERROR
+// (the device is refused, the rest serve), in farthing_devices_refused and
+// in /readyz's detail.
+func (g *Gateway) noteRefused(reg *registry.Registry) {
+	refused := reg.Refused()
+	for _, f := range refused {
+		if f.Kept {
+			g.log.Error("device entry refused: the device serves on with its previous entry until the file is fixed",
+				"device", f.ID, "where", f.Where, "field", f.Field, "problem", f.Problem)
+			continue
+		}
+		g.log.Error("device entry refused: the device cannot connect or charge until the file is fixed; the other devices are loaded",
+			"device", f.ID, "where", f.Where, "field", f.Field, "problem", f.Problem)
+	}
+	g.metrics.Refused.Set(float64(len(refused)))
+	g.mu.Lock()
+	g.refused = refused
+	g.mu.Unlock()
+}
+
+// refusedDetail is /readyz's line on refused registry entries, "" if none.
+func (g *Gateway) refusedDetail() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.refused) == 0 {
+		return ""
+	}
+	parts := make([]string, len(g.refused))
+	for i, f := range g.refused {
+		parts[i] = fmt.Sprintf("%s (%s: %s", f.ID, f.Field, f.Problem)
+		if f.Kept {
+			parts[i] += "; serving with its previous entry"
+		}
+		parts[i] += ")"
+	}
+	return fmt.Sprintf("devices refused: %d: %s", len(g.refused), strings.Join(parts, ", "))
 }
 
 // closeSessionsOfStopped closes the open sessions of the devices the

@@ -32,11 +32,18 @@ func (g *Gateway) mux() *http.ServeMux {
 	m.Handle("/metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}))
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if why := g.notReady(); why != "" {
+		why, detail := g.notReady(), g.refusedDetail()
+		if why != "" {
+			if detail != "" {
+				why += "\n" + detail
+			}
 			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
+		if detail != "" {
+			fmt.Fprintln(w, detail)
+		}
 	})
 	return m
 }

@@ -24,6 +24,7 @@ type Metrics struct {
 	StoreWarning prometheus.Gauge       // 1 while the state file is above limits.warn_store_bytes
 	OldestSealed prometheus.Gauge       // age in seconds of the oldest aggregate not yet forwarded
 	Sealed       *prometheus.CounterVec // windows sealed, by reason
+	Refused      prometheus.Gauge       // device registry entries not loaded
 	Storage      *storageStats          // the store's syncs, checkpoints and journal, and the bytes written to disk
 }
 
@@ -86,8 +87,10 @@ func NewMetrics() *Metrics {
 		Help: "Age of the oldest sealed aggregate not yet confirmed upstream."})
 	m.Sealed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_windows_sealed_total",
 		Help: "Aggregation windows sealed, by reason (time, threshold, correction)."}, []string{"reason"})
+	m.Refused = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_devices_refused",
+		Help: "Entries of the device registry not loaded (a bad key, an unknown account, provider or tariff): those devices are refused, the rest serve."})
 	m.Storage = newStorageStats()
-	reg.MustRegister(m.Storage, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
+	reg.MustRegister(m.Storage, m.Refused, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -113,6 +113,32 @@ func TestRegistryReloadsWithoutRestart(t *testing.T) {
 	if r := old.next(t); r.Status != protocol.StatusAccepted {
 		t.Fatalf("device after a refused reload: %+v", r)
 	}
+	// One bad entry among good ones: the good ones load, the bad one is
+	// refused (logged, counted, in /readyz's detail), and a device that
+	// was serving keeps its previous entry rather than going down.
+	typo := *rf
+	typo.Devices = append([]registry.Entry{}, rf.Devices...)
+	typo.Devices[1].Account = "nosuch"
+	e3, s3, _ := registry.NewDevice("plug-3", "hmac", "prepaid-1", "utility", map[string]string{"energy_wh": "energy"})
+	typo.Devices = append(typo.Devices, e3)
+	tg.secrets["plug-3"] = s3
+	if err := registry.WriteFile(path, &typo); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Reload(); err != nil {
+		t.Fatalf("Reload with one bad entry = %v; want the rest loaded", err)
+	}
+	reg := tg.Ingest().Snapshot().Registry
+	if reg.Device("plug-3") == nil || reg.Device("plug-2") == nil || reg.Device("plug-2").Account != "fleet" {
+		t.Fatalf("after a reload with plug-2's account mistyped: plug-3 %v, plug-2 %+v; want both, plug-2 on its old terms", reg.Device("plug-3"), reg.Device("plug-2"))
+	}
+	base := "http://" + tg.HTTPAddr()
+	if code, body := httpGet(t, base+"/readyz"); code != 200 || !strings.Contains(body, `devices refused: 1: plug-2 (account: account "nosuch" is not configured; serving with its previous entry)`) {
+		t.Errorf("/readyz = %d %q", code, body)
+	}
+	if _, m := httpGet(t, base+"/metrics"); metricValue(m, "farthing_devices_refused") != 1 {
+		t.Errorf("farthing_devices_refused = %v; want 1", metricValue(m, "farthing_devices_refused"))
+	}
 	// The file watch picks up a fixed file by itself.
 	rf.Devices = rf.Devices[:1]
 	registry.WriteFile(path, rf)

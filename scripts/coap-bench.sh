@@ -16,8 +16,6 @@ port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_
 data=$work/data
 mkdir -p "$data"
 printf 'tariffs:\n  - {id: energy, currency: EUR, unit: Wh, period: none, price: 0.30 EUR, per: 1000}\n' > "$data/tariffs.yaml"
-"$work/farthing" device add --data "$data" --count "$DEVICES" --prefix cell- --type hmac --account fleet \
-  --provider utility --tariff energy_wh=energy >/dev/null
 up=$(port udp) mq=$(port tcp)
 cat > "$work/farthingd.yaml" <<C
 accounts:
@@ -28,6 +26,8 @@ mqtt: {listen: "127.0.0.1:$mq"}
 http: {listen: "off"}
 dtls: {listen: "127.0.0.1:$up", handshake_rate: 100000, handshake_burst: 100000, max_sessions: 50000, max_half_open: 1024}
 C
+"$work/farthing" device add --data "$data" --config "$work/farthingd.yaml" --count "$DEVICES" --prefix cell- --type hmac --account fleet \
+  --provider utility --tariff energy_wh=energy >/dev/null 2>&1
 "$work/farthingd" --config "$work/farthingd.yaml" --data "$data" 2>"$work/d.log" &
 gw=$!
 sleep 1

@@ -50,7 +50,7 @@ dtls: {listen: "off"}
 http: {listen: "127.0.0.1:$hport"}
 YAML
   cp packaging/tariffs.example.yaml "$d/data/tariffs.yaml"
-  "$host" device add --data "$d/data" --count 20 --prefix plug- --type hmac --account fleet --provider utility --tariff energy_wh=energy >/dev/null 2>&1
+  "$host" device add --data "$d/data" --config "$d/farthingd.yaml" --count 20 --prefix plug- --type hmac --account fleet --provider utility --tariff energy_wh=energy >/dev/null 2>&1
   "$qemu" "$dist/$arch/farthingd" --version
   "$qemu" "$dist/$arch/farthingd" --config "$d/farthingd.yaml" >"$work/daemon.log" 2>&1 &
   daemon_pid=$!

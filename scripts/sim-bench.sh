@@ -25,9 +25,10 @@ accounts='accounts:
   - {id: fleet, kind: postpaid, currency: EUR, credit_limit: "100000000"}
 providers:
   - {id: utility, window: 1m, threshold: "100 EUR"}'
+printf '%s\n' "$accounts" > "$work/terms.yaml"
 for t in hmac ed25519; do
-  "$work/farthing" device add --data "$data" --count "$DEVICES" --prefix "$t-" --type "$t" \
-    --account fleet --provider utility --tariff energy_wh=energy >/dev/null
+  "$work/farthing" device add --data "$data" --config "$work/terms.yaml" --count "$DEVICES" --prefix "$t-" --type "$t" \
+    --account fleet --provider utility --tariff energy_wh=energy >/dev/null 2>&1
 done
 
 run() { # mode broker-url

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/farthing-iot/farthing/gateway"
 	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/internal/keyfile"
@@ -174,6 +176,7 @@ func runDeviceAdd(e *env, args []string) error {
 	tariffs := meterTariffs{}
 	fs.Var(tariffs, "tariff", "METER=TARIFF, repeatable")
 	out := fs.String("out", "", "directory for the devices' secret files (default DATA/device-keys)")
+	config := fs.String("config", "", "with no gateway running: the gateway's configuration file, whose accounts, providers and tariff file the terms are checked against")
 	op := addOperatorFlags(fs)
 	if err := parse(fs, args, 0); err != nil {
 		return err
@@ -220,7 +223,10 @@ func runDeviceAdd(e *env, args []string) error {
 	switch err := op.postJSON(*data, "/devices/check", check, &checked); {
 	case errors.Is(err, errNoDaemon):
 		running = false
-		fmt.Fprintf(e.stderr, "farthing device add: no gateway runs on %s: the terms are checked when one loads the file\n", *data)
+		if err := checkOffline(fs, *config, *data, check.Devices[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr, "farthing device add: no gateway runs on %s: the terms were checked against %s\n", *data, *config)
 	case err != nil:
 		return fmt.Errorf("refused, nothing written: %w", err)
 	}
@@ -236,6 +242,36 @@ func runDeviceAdd(e *env, args []string) error {
 		return fmt.Errorf("added %d device(s) to %s, but %w", len(ids), *regFile, err)
 	}
 	fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s; the running gateway has loaded them\n", len(ids), *regFile, *out)
+	return nil
+}
+
+// checkOffline checks a device's terms against the configuration file of
+// a gateway that is not running (config; its data directory is --data
+// when that flag is given) and the tariff file it names, the checks a
+// running gateway makes: an entry its gateway would refuse is never
+// written. Without the file nothing can be checked, so nothing is added.
+func checkOffline(fs *flag.FlagSet, config, data string, dt operator.DeviceTerms) error {
+	if config == "" {
+		return usageError{fmt.Sprintf("no gateway runs on %s, so the terms cannot be checked by it: give its configuration file with --config (nothing written)", data)}
+	}
+	override := ""
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "data" {
+			override = data
+		}
+	})
+	cfg, err := gateway.LoadConfigWithDataDir(config, override)
+	if err != nil {
+		return err
+	}
+	terms, _, err := gateway.LoadTerms(cfg)
+	if err != nil {
+		return err
+	}
+	e := registry.Entry{ID: dt.ID, Account: dt.Account, Provider: dt.Provider, Tariffs: dt.Tariffs, DailyCap: dt.DailyCap}
+	if _, err := registry.CheckTerms(e, terms); err != nil {
+		return fmt.Errorf("refused, nothing written: %w (checked against %s and %s)", err, config, cfg.Tariffs)
+	}
 	return nil
 }
 

@@ -19,12 +19,12 @@ import (
 
 func TestDeviceAddListAndInspect(t *testing.T) {
 	data := t.TempDir()
-	out := mustRun(t, nil, "device", "add", "--data", data, "--count", "3", "--prefix", "plug-", "--type", "ed25519",
+	out := mustRun(t, nil, "device", "add", "--data", data, "--config", offlineConfig(t, data), "--count", "3", "--prefix", "plug-", "--type", "ed25519",
 		"--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy")
 	if !strings.Contains(out, "added 3 device(s)") {
 		t.Fatalf("device add printed %q", out)
 	}
-	mustRun(t, nil, "device", "add", "--data", data, "--id", "kiosk-1", "--type", "hmac", "--account", "kiosk", "--provider", "utility", "--tariff", "water_ml=water")
+	mustRun(t, nil, "device", "add", "--data", data, "--config", offlineConfig(t, data), "--id", "kiosk-1", "--type", "hmac", "--account", "kiosk", "--provider", "utility", "--tariff", "water_ml=water")
 	for _, f := range []string{"plug-0001.key", "plug-0001.secret", "kiosk-1.secret"} {
 		fi, err := os.Stat(filepath.Join(data, "device-keys", f))
 		if err != nil || fi.Mode().Perm() != 0o600 {
@@ -57,11 +57,31 @@ func TestDeviceAddListAndInspect(t *testing.T) {
 	if err != nil || len(keys) != 3 || hex.EncodeToString(keys["plug-0001"]) != rf.Devices[0].PublicKey || strings.Contains(pubs, "kiosk-1") {
 		t.Fatalf("device list --public-keys:\n%s\nread back: %v, %v", pubs, keys, err)
 	}
-	if code, _, errOut := farthing(t, nil, "device", "add", "--data", data, "--id", "kiosk-1", "--type", "hmac", "--account", "a", "--provider", "p", "--tariff", "m=t"); code != exitBad || !strings.Contains(errOut, "already registered") {
+	if code, _, errOut := farthing(t, nil, "device", "add", "--data", data, "--config", offlineConfig(t, data), "--id", "kiosk-1", "--type", "hmac", "--account", "a", "--provider", "p", "--tariff", "m=t"); code != exitBad || !strings.Contains(errOut, "already registered") {
 		t.Errorf("adding a device twice: exit %d %q", code, errOut)
 	}
-	if code, _, errOut := farthing(t, nil, "device", "add", "--data", data, "--id", "x"); code != exitBad || !strings.Contains(errOut, "--account") {
+	if code, _, errOut := farthing(t, nil, "device", "add", "--data", data, "--config", offlineConfig(t, data), "--id", "x"); code != exitBad || !strings.Contains(errOut, "--account") {
 		t.Errorf("device add without account: exit %d %q", code, errOut)
+	}
+	// With no gateway running, the terms are checked against its
+	// configuration files, and refused with nothing written if they do
+	// not fit; without the files, nothing can be checked or added.
+	before, _ := os.ReadFile(filepath.Join(data, "devices.yaml"))
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", offlineConfig(t, data), "--account", "nosuch", "--provider", "utility", "--tariff", "energy_wh=energy"}, `account "nosuch" is not configured`},
+		{[]string{"--config", offlineConfig(t, data), "--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=gas"}, `tariff "gas" is not in the tariff file`},
+		{[]string{"--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy"}, "give its configuration file with --config"},
+	} {
+		code, _, errOut := farthing(t, nil, append([]string{"device", "add", "--data", data, "--id", "plug-9"}, tc.args...)...)
+		if code == 0 || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, "nothing written") {
+			t.Errorf("offline device add %v: exit %d %q; want %q, nothing written", tc.args, code, errOut, tc.want)
+		}
+	}
+	if after, _ := os.ReadFile(filepath.Join(data, "devices.yaml")); !bytes.Equal(before, after) {
+		t.Error("a refused offline device add changed the device file")
 	}
 	// inspect with no daemon and no state file.
 	if code, _, errOut := farthing(t, nil, "inspect", "--data", data); code != exitBad || !strings.Contains(errOut, "no state file") {
@@ -117,7 +137,7 @@ func TestDeviceAddWithItsOwnKey(t *testing.T) {
 	data, dev := t.TempDir(), t.TempDir()
 	mustRun(t, nil, "keygen", "--type", "ed25519", "--out", dev) // on the device
 	terms := []string{"--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy"}
-	code, out, errOut := farthing(t, nil, append([]string{"device", "add", "--data", data, "--id", "own-1", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
+	code, out, errOut := farthing(t, nil, append([]string{"device", "add", "--data", data, "--config", offlineConfig(t, data), "--id", "own-1", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
 	if code != 0 || !strings.Contains(out, "added 1 device(s)") || !strings.Contains(errOut, "no gateway runs") || strings.Contains(errOut, "made here") {
 		t.Fatalf("device add --pub: exit %d\n%s%s", code, out, errOut)
 	}
@@ -144,7 +164,7 @@ func TestDeviceAddWithItsOwnKey(t *testing.T) {
 		{[]string{"--id", "own-3", "--pub", filepath.Join(dev, "device.key")}, "a private key stays on the device"},
 		{[]string{"--count", "2", "--pub", rf.Devices[0].PublicKey}, "--id"},
 	} {
-		code, _, errOut := farthing(t, nil, append(append([]string{"device", "add", "--data", data}, tc.args...), terms...)...)
+		code, _, errOut := farthing(t, nil, append(append([]string{"device", "add", "--data", data, "--config", offlineConfig(t, data)}, tc.args...), terms...)...)
 		if code != exitBad || !strings.Contains(errOut, tc.want) {
 			t.Errorf("device add %v: exit %d %q; want %q", tc.args, code, errOut, tc.want)
 		}
@@ -155,7 +175,7 @@ func TestDeviceAddWithItsOwnKey(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(data, "device-keys", "own-2.secret")); err == nil {
 		t.Error("a refused device add wrote a secret")
 	}
-	_, _, errOut = farthing(t, nil, append([]string{"device", "add", "--data", data, "--id", "lab-1", "--type", "ed25519"}, terms...)...)
+	_, _, errOut = farthing(t, nil, append([]string{"device", "add", "--data", data, "--config", offlineConfig(t, data), "--id", "lab-1", "--type", "ed25519"}, terms...)...)
 	if !strings.Contains(errOut, "private keys were made here") {
 		t.Errorf("a key made on the gateway went unsaid: %q", errOut)
 	}
@@ -168,9 +188,9 @@ func TestDeviceAddWithItsOwnKey(t *testing.T) {
 func TestDeviceRotateAndRevoke(t *testing.T) {
 	data, dev := t.TempDir(), t.TempDir()
 	terms := []string{"--account", "fleet", "--provider", "utility", "--tariff", "energy_wh=energy"}
-	mustRun(t, nil, append([]string{"device", "add", "--data", data, "--id", "plug-1", "--type", "hmac"}, terms...)...)
+	mustRun(t, nil, append([]string{"device", "add", "--data", data, "--config", offlineConfig(t, data), "--id", "plug-1", "--type", "hmac"}, terms...)...)
 	mustRun(t, nil, "keygen", "--type", "ed25519", "--out", dev)
-	mustRun(t, nil, append([]string{"device", "add", "--data", data, "--id", "evse-1", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
+	mustRun(t, nil, append([]string{"device", "add", "--data", data, "--config", offlineConfig(t, data), "--id", "evse-1", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
 	reg := filepath.Join(data, "devices.yaml")
 	read := func() *registry.File {
 		rf, err := registry.ReadFile(reg)
@@ -221,7 +241,7 @@ func TestDeviceRotateAndRevoke(t *testing.T) {
 		t.Fatalf("after revoke: %+v, revoked %v", rf.Devices[1], rf.RevokedKeys)
 	}
 	mustRun(t, nil, "device", "remove", "--id", "evse-1", "--data", data)
-	code, _, errOut := farthing(t, nil, append([]string{"device", "add", "--data", data, "--id", "evse-2", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
+	code, _, errOut := farthing(t, nil, append([]string{"device", "add", "--data", data, "--config", offlineConfig(t, data), "--id", "evse-2", "--pub", filepath.Join(dev, "device.pub")}, terms...)...)
 	if code != exitBad || !strings.Contains(errOut, "was revoked") {
 		t.Errorf("adding a revoked key: exit %d %q", code, errOut)
 	}
@@ -232,7 +252,7 @@ func TestDeviceRotateAndRevoke(t *testing.T) {
 // with nothing written, and --set "" gives the meter back its tariff's.
 func TestDeviceRules(t *testing.T) {
 	data := t.TempDir()
-	mustRun(t, nil, "device", "add", "--data", data, "--id", "evse-1", "--type", "hmac", "--account", "fleet",
+	mustRun(t, nil, "device", "add", "--data", data, "--config", offlineConfig(t, data), "--id", "evse-1", "--type", "hmac", "--account", "fleet",
 		"--provider", "utility", "--tariff", "energy_wh=energy")
 	mustRun(t, nil, "device", "rules", "--id", "evse-1", "--meter", "energy_wh", "--set", "max_jump: 50000, max_rate: 22000/h", "--data", data)
 	rf, _ := registry.ReadFile(filepath.Join(data, "devices.yaml"))
@@ -253,4 +273,34 @@ func TestDeviceRules(t *testing.T) {
 	if rf, _ := registry.ReadFile(filepath.Join(data, "devices.yaml")); rf.Devices[0].Plausibility != nil {
 		t.Errorf("rules not cleared: %+v", rf.Devices[0].Plausibility)
 	}
+}
+
+// offlineConfig writes, once per data directory, the configuration of a
+// gateway that is not running there (accounts fleet and kiosk in EUR,
+// provider utility, tariffs energy and water) and returns its path: what
+// an offline device add checks the terms against.
+func offlineConfig(t *testing.T, data string) string {
+	t.Helper()
+	path := filepath.Join(data, "farthingd.yaml")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	config := "data_dir: " + data + `
+accounts:
+  - {id: fleet, kind: postpaid, currency: EUR, credit_limit: "1000"}
+  - {id: kiosk, kind: prepaid, currency: EUR, balance: "10"}
+providers:
+  - {id: utility, window: 1m}
+`
+	tariffs := `tariffs:
+  - {id: energy, currency: EUR, price: 0.30, per: 1000}
+  - {id: water, currency: EUR, price: 0.002, per: 1000}
+`
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "tariffs.yaml"), []byte(tariffs), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

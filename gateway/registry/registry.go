@@ -209,6 +209,7 @@ type Registry struct {
 	byID    map[string]*Device
 	byKID   map[[protocol.KeyIDLen]byte]*Device
 	revoked map[[protocol.KeyIDLen]byte]bool
+	refused []Refusal
 }
 
 // KeyRevoked reports whether kid is one of the file's revoked keys.
@@ -311,38 +312,94 @@ func WriteFile(path string, f *File) error {
 	return dir.Sync()
 }
 
-// addNextKey derives the key device d rotates to (its entry e's Next) and
-// indexes it; bad makes the error that names the field at fault.
-func (r *Registry) addNextKey(d *Device, e Entry, master []byte, kid [protocol.KeyIDLen]byte, bad func(field, format string, args ...any) error) error {
+// addNextKey derives the key device d rotates to (its entry e's Next)
+// and returns its key id; bad makes the error that names the field at
+// fault.
+func (r *Registry) addNextKey(d *Device, e Entry, master []byte, kid [protocol.KeyIDLen]byte, bad func(field, format string, args ...any) *Refusal) ([protocol.KeyIDLen]byte, *Refusal) {
 	nk := e.Next
+	var nkid [protocol.KeyIDLen]byte
 	until, err := time.Parse(time.RFC3339, nk.Until)
 	if err != nil {
-		return bad("next_key.until", "%q: want RFC 3339", nk.Until)
+		return nkid, bad("next_key.until", "%q: want RFC 3339", nk.Until)
 	}
 	nm, pub := master, nk.PublicKey
 	if e.KeyType == "hmac" {
 		if nm, err = hex.DecodeString(nk.Secret); err != nil || len(nm) != protocol.MasterSecretSize {
-			return bad("next_key.secret", "want %d bytes in hex", protocol.MasterSecretSize)
+			return nkid, bad("next_key.secret", "want %d bytes in hex", protocol.MasterSecretSize)
 		}
 	}
 	d.next = &nextKeys{until: until.UnixMilli()}
 	if d.next.keys, err = deriveKeys(nm, e.KeyType, pub); err != nil {
-		return bad("next_key."+keyField(err), "%v", err)
+		return nkid, bad("next_key."+keyField(err), "%v", err)
 	}
-	nkid := [protocol.KeyIDLen]byte(d.next.keys[offKID:keysLen])
+	nkid = [protocol.KeyIDLen]byte(d.next.keys[offKID:keysLen])
 	if nkid == kid {
-		return bad("next_key", "the next key is the current one")
+		return nkid, bad("next_key", "the next key is the current one")
 	}
 	if o := r.byKID[nkid]; o != nil {
-		return bad("next_key", "same key id as device %q", o.ID)
+		return nkid, bad("next_key", "same key id as device %q", o.ID)
 	}
-	r.byKID[nkid] = d
-	return nil
+	return nkid, nil
 }
 
-// Build checks every entry against the accounts, providers and
-// tariffs known, derives keys and indexes the devices. Errors name the
-// file, the device and the field.
+// Refusal is a registry entry that was not loaded, and why: the rest of
+// the file loads without it, so one bad line never takes the other
+// devices down.
+type Refusal struct {
+	Index   int    `json:"index"` // in the file's devices list
+	Where   string `json:"where"` // the file and line
+	ID      string `json:"id"`
+	Field   string `json:"field"`
+	Problem string `json:"problem"`
+	// Kept: the device serves on with its entry from an earlier file.
+	Kept bool `json:"kept,omitempty"`
+	err  error
+}
+
+func (f Refusal) Error() string { return f.err.Error() }
+
+func (f Refusal) Unwrap() error { return f.err }
+
+// Refused returns the entries Build did not load, in file order.
+func (r *Registry) Refused() []Refusal { return r.refused }
+
+// Keep puts back device d, loaded from an earlier file, in place of its
+// entry that this file refused (an edit with a typo does not take a
+// serving device down): its refusal is marked Kept. It reports false, and
+// changes nothing, if no refused entry has d's id, its terms no longer fit
+// the configuration known, or another device now has one of its keys.
+func (r *Registry) Keep(d *Device, known Known) bool {
+	i := slices.IndexFunc(r.refused, func(f Refusal) bool { return f.ID == d.ID && !f.Kept })
+	if i < 0 || r.byID[d.ID] != nil {
+		return false
+	}
+	if _, err := CheckTerms(d.Entry, known); err != nil {
+		return false
+	}
+	kids := [][protocol.KeyIDLen]byte{[protocol.KeyIDLen]byte(d.keys[offKID:keysLen])}
+	if d.next != nil {
+		kids = append(kids, [protocol.KeyIDLen]byte(d.next.keys[offKID:keysLen]))
+	}
+	for _, k := range kids {
+		if r.byKID[k] != nil || (r.revoked[k] && !d.Revoked) {
+			return false
+		}
+	}
+	r.byID[d.ID] = d
+	for _, k := range kids {
+		r.byKID[k] = d
+	}
+	r.refused[i].Kept = true
+	return true
+}
+
+// Build checks every entry against the accounts, providers and tariffs
+// known, derives keys and indexes the devices. A file-wide problem (a bad
+// revoked_keys list) returns a nil registry. A bad entry is left out: the
+// registry returned holds the rest, Refused lists what was left out, and
+// the error joins one Refusal per entry (each wrapping ErrInvalid, naming
+// the file, the device and the field), so a caller that needs the whole
+// file treats any error as fatal and one that serves the rest goes on.
 func Build(path string, f *File, known Known) (*Registry, error) {
 	r := &Registry{byID: make(map[string]*Device, len(f.Devices)), byKID: make(map[[protocol.KeyIDLen]byte]*Device, len(f.Devices)),
 		revoked: map[[protocol.KeyIDLen]byte]bool{}}
@@ -354,52 +411,70 @@ func Build(path string, f *File, known Known) (*Registry, error) {
 		r.revoked[[protocol.KeyIDLen]byte(kid)] = true
 	}
 	in := interner{strs: map[string]string{}, maps: map[string]map[string]string{}}
+	var errs []error
 	for i, e := range f.Devices {
 		where := path
 		if i < len(f.lines) {
 			where = fmt.Sprintf("%s:%d", path, f.lines[i])
 		}
-		bad := func(field, format string, args ...any) error {
-			return fmt.Errorf("%w: %s: devices[%d] (%s): %s: %s", ErrInvalid, where, i, e.ID, field, fmt.Sprintf(format, args...))
+		if err := r.add(i, e, known, &in, where); err != nil {
+			r.refused = append(r.refused, *err)
+			errs = append(errs, *err)
 		}
-		if !protocol.ValidName(e.ID, protocol.MaxDeviceIDLen) {
-			return nil, bad("id", "use 1..64 of [A-Za-z0-9._-]")
-		}
-		if r.byID[e.ID] != nil {
-			return nil, bad("id", "device listed twice")
-		}
-		master, err := hex.DecodeString(e.Secret)
-		if err != nil || len(master) != protocol.MasterSecretSize {
-			return nil, bad("secret", "want %d bytes in hex", protocol.MasterSecretSize)
-		}
-		d := &Device{Entry: e}
-		d.Secret, d.PublicKey, d.Next = "", "", nil
-		if d.keys, err = deriveKeys(master, e.KeyType, e.PublicKey); err != nil {
-			return nil, bad(keyField(err), "%v", err)
-		}
-		d.ed = e.KeyType == "ed25519"
-		kid := [protocol.KeyIDLen]byte(d.keys[offKID:keysLen])
-		if e.Next != nil {
-			if err := r.addNextKey(d, e, master, kid, bad); err != nil {
-				return nil, err
-			}
-		}
-		d.Account, d.Provider, d.KeyType = in.str(e.Account), in.str(e.Provider), in.str(e.KeyType)
-		d.Tariffs = in.tariffs(e.Tariffs)
-		if d.DailyCapNanos, err = CheckTerms(e, known); err != nil {
-			var te *TermsError
-			errors.As(err, &te)
-			return nil, bad(te.Field, "%s", te.Problem)
-		}
-		if o := r.byKID[kid]; o != nil {
-			return nil, bad("key", "same key id as device %q", o.ID)
-		}
-		if r.revoked[kid] && !e.Revoked {
-			return nil, bad("key", "key id %x was revoked (revoked_keys): it is never accepted again", kid)
-		}
-		r.byID[e.ID], r.byKID[kid] = d, d
 	}
-	return r, nil
+	return r, errors.Join(errs...)
+}
+
+// add checks entry i and indexes its device, or says why not.
+func (r *Registry) add(i int, e Entry, known Known, in *interner, where string) *Refusal {
+	bad := func(field, format string, args ...any) *Refusal {
+		problem := fmt.Sprintf(format, args...)
+		return &Refusal{Index: i, Where: where, ID: e.ID, Field: field, Problem: problem,
+			err: fmt.Errorf("%w: %s: devices[%d] (%s): %s: %s", ErrInvalid, where, i, e.ID, field, problem)}
+	}
+	if !protocol.ValidName(e.ID, protocol.MaxDeviceIDLen) {
+		return bad("id", "use 1..64 of [A-Za-z0-9._-]")
+	}
+	if r.byID[e.ID] != nil {
+		return bad("id", "device listed twice")
+	}
+	master, err := hex.DecodeString(e.Secret)
+	if err != nil || len(master) != protocol.MasterSecretSize {
+		return bad("secret", "want %d bytes in hex", protocol.MasterSecretSize)
+	}
+	d := &Device{Entry: e}
+	d.Secret, d.PublicKey, d.Next = "", "", nil
+	if d.keys, err = deriveKeys(master, e.KeyType, e.PublicKey); err != nil {
+		return bad(keyField(err), "%v", err)
+	}
+	d.ed = e.KeyType == "ed25519"
+	kid := [protocol.KeyIDLen]byte(d.keys[offKID:keysLen])
+	var nkid *[protocol.KeyIDLen]byte
+	if e.Next != nil {
+		k, refusal := r.addNextKey(d, e, master, kid, bad)
+		if refusal != nil {
+			return refusal
+		}
+		nkid = &k
+	}
+	d.Account, d.Provider, d.KeyType = in.str(e.Account), in.str(e.Provider), in.str(e.KeyType)
+	d.Tariffs = in.tariffs(e.Tariffs)
+	if d.DailyCapNanos, err = CheckTerms(e, known); err != nil {
+		var te *TermsError
+		errors.As(err, &te)
+		return bad(te.Field, "%s", te.Problem)
+	}
+	if o := r.byKID[kid]; o != nil {
+		return bad("key", "same key id as device %q", o.ID)
+	}
+	if r.revoked[kid] && !e.Revoked {
+		return bad("key", "key id %x was revoked (revoked_keys): it is never accepted again", kid)
+	}
+	r.byID[e.ID], r.byKID[kid] = d, d
+	if nkid != nil {
+		r.byKID[*nkid] = d
+	}
+	return nil
 }
 
 // KeyIDs returns the key id of an entry's ticket key and, while it
