@@ -113,15 +113,20 @@ func (m Money) Sub(o Money) (Money, error) {
 	return Money{n, m.Currency}, err
 }
 
-// String writes the amount as a decimal with at least two and at most
-// nine fraction digits, then the currency: "0.000012 EUR", "1.50 EUR".
+// String writes the amount as a decimal with at least the currency's
+// minor-unit digits (ISO 4217) and at most nine fraction digits, then the
+// currency, exactly: "1.50 EUR", "0.000012 EUR", "413 JPY", "0.125 BHD".
 func (m Money) String() string {
-	return FormatNanos(m.Nanos) + " " + string(m.Currency)
+	return formatNanos(m.Nanos, m.Currency.MinorDigits()) + " " + string(m.Currency)
 }
 
 // FormatNanos writes n as a decimal number of currency units with at least
 // two and at most nine fraction digits, exactly: no rounding.
-func FormatNanos(n Nanos) string {
+func FormatNanos(n Nanos) string { return formatNanos(n, 2) }
+
+// formatNanos writes n with at least minDigits and at most nine fraction
+// digits; none (and no point) when minDigits is 0 and n is whole.
+func formatNanos(n Nanos, minDigits int) string {
 	neg := n < 0
 	u := uint64(n)
 	if neg {
@@ -130,10 +135,13 @@ func FormatNanos(n Nanos) string {
 	whole, frac := u/NanosPerUnit, u%NanosPerUnit
 	f := strconv.FormatUint(frac+NanosPerUnit, 10)[1:] // nine digits, zero-padded
 	f = strings.TrimRight(f, "0")
-	for len(f) < 2 {
+	for len(f) < minDigits {
 		f += "0"
 	}
-	s := strconv.FormatUint(whole, 10) + "." + f
+	s := strconv.FormatUint(whole, 10)
+	if f != "" {
+		s += "." + f
+	}
 	if neg {
 		s = "-" + s
 	}

@@ -39,21 +39,28 @@ type PayoutSplit struct {
 	CarryOut Nanos   // under one minor unit of the net, owed to the next payout
 }
 
-// SplitPayout pays gross (the wallet, carry included) out: the platform
-// fee first, then the rest in whole minor units of cur among the payees by
+// SplitPayout pays out fresh (the money new to the wallet since its last
+// payout) plus carry (what that payout carried): the platform fee on fresh
+// only — carried money is net already, its fee was taken when it first
+// came — then the rest in whole minor units of cur among the payees by
 // weight (Split, so the shares add up exactly), the remainder under one
-// minor unit carried. A gross of zero or less pays nothing and carries
-// all of it (a negative balance is carried, never paid).
-func SplitPayout(gross Nanos, cur Currency, fee PlatformFee, weights []uint64) (PayoutSplit, error) {
+// minor unit carried. A gross of zero or less pays nothing and carries all
+// of it (a negative balance is carried, never paid); the fee is never more
+// than the gross.
+func SplitPayout(fresh, carry Nanos, cur Currency, fee PlatformFee, weights []uint64) (PayoutSplit, error) {
+	gross, err := fresh.Add(carry)
+	if err != nil {
+		return PayoutSplit{}, fmt.Errorf("payout: %w", err)
+	}
 	s := PayoutSplit{Gross: gross, Payees: make([]Nanos, len(weights))}
 	if gross <= 0 {
 		s.CarryOut = gross
 		return s, nil
 	}
-	var err error
-	if s.Fee, err = fee.Of(gross); err != nil {
+	if s.Fee, err = fee.Of(fresh); err != nil {
 		return s, err
 	}
+	s.Fee = min(s.Fee, gross)
 	net := gross - s.Fee
 	unit := cur.MinorUnit()
 	units := net / unit

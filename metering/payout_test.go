@@ -21,7 +21,7 @@ func TestSplitPayoutMinorUnits(t *testing.T) {
 		{"JPY", 1_234_567_890_123, []metering.Nanos{864_000_000_000, 370_000_000_000}, 567_890_123}, // 1234.56… yen → 1234 yen
 		{"BHD", 1_000_900_000, []metering.Nanos{700_000_000, 300_000_000}, 900_000},                 // 1.0009 → 1.000
 	} {
-		s, err := metering.SplitPayout(tc.gross, tc.cur, metering.PlatformFee{}, []uint64{70, 30})
+		s, err := metering.SplitPayout(tc.gross, 0, tc.cur, metering.PlatformFee{}, []uint64{70, 30})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,12 +34,27 @@ func TestSplitPayoutMinorUnits(t *testing.T) {
 // Weights that do not divide the amount: 1.00 EUR among three equal
 // payees is 34 + 33 + 33 cents, the first taking the extra cent.
 func TestSplitPayoutWeightsThatDoNotDivide(t *testing.T) {
-	s, err := metering.SplitPayout(1_000_000_000, "EUR", metering.PlatformFee{}, []uint64{1, 1, 1})
+	s, err := metering.SplitPayout(1_000_000_000, 0, "EUR", metering.PlatformFee{}, []uint64{1, 1, 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.Payees[0] != 340_000_000 || s.Payees[1] != 330_000_000 || s.Payees[2] != 330_000_000 || s.CarryOut != 0 {
 		t.Fatalf("%+v", s)
+	}
+}
+
+// Carried money paid its fee when it first came: the next payout takes
+// the fee on its new money only. 10.005 EUR at 5% pays 9.50 and carries
+// 0.00475; the next 10.00 EUR pays its fee on 10.00, not on 10.00475.
+func TestPayoutFeeOnNewMoneyOnly(t *testing.T) {
+	fee := metering.PlatformFee{BasisPoints: 500}
+	first, _ := metering.SplitPayout(10_005_000_000, 0, "EUR", fee, []uint64{1})
+	if first.Fee != 500_250_000 || first.Payees[0] != 9_500_000_000 || first.CarryOut != 4_750_000 {
+		t.Fatalf("first payout %+v", first)
+	}
+	next, _ := metering.SplitPayout(10_000_000_000, first.CarryOut, "EUR", fee, []uint64{1})
+	if next.Gross != 10_004_750_000 || next.Fee != 500_000_000 || next.Payees[0] != 9_500_000_000 || next.CarryOut != 4_750_000 {
+		t.Fatalf("next payout %+v; want the fee on 10.00 EUR only", next)
 	}
 }
 
@@ -64,14 +79,16 @@ func TestSplitPayoutLosesNothing(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	curs := []metering.Currency{"EUR", "JPY", "BHD", "USD", "CLF"}
 	for i := 0; i < 20000; i++ {
-		gross := metering.Nanos(r.Int64N(1_000_000_000_000_000)) - 1_000_000
+		fresh := metering.Nanos(r.Int64N(1_000_000_000_000_000))
+		carry := metering.Nanos(r.Int64N(2_000_000_000)) - 1_000_000_000
+		gross := fresh + carry
 		cur := curs[r.IntN(len(curs))]
 		fee := metering.PlatformFee{BasisPoints: uint32(r.IntN(3000)), Fixed: metering.Nanos(r.Int64N(1_000_000_000)), Cap: metering.Nanos(r.Int64N(5)) * 1_000_000_000}
 		weights := make([]uint64, 1+r.IntN(5))
 		for j := range weights {
 			weights[j] = uint64(1 + r.IntN(100))
 		}
-		s, err := metering.SplitPayout(gross, cur, fee, weights)
+		s, err := metering.SplitPayout(fresh, carry, cur, fee, weights)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,6 +102,9 @@ func TestSplitPayoutLosesNothing(t *testing.T) {
 				t.Fatalf("%s payee %d is not whole minor units", cur, p)
 			}
 			sum += p
+		}
+		if f, _ := fee.Of(fresh); gross > 0 && s.Fee != min(f, gross) {
+			t.Fatalf("fee %d on fresh %d and carry %d; want %d, on the fresh money only", s.Fee, fresh, carry, min(f, gross))
 		}
 		if sum != gross || s.Fee < 0 || (gross > 0 && (s.CarryOut < 0 || s.CarryOut >= unit)) {
 			t.Fatalf("gross %d %s fee %+v weights %v: %+v (sum %d)", gross, cur, fee, weights, s, sum)

@@ -74,3 +74,25 @@ func TestKindNames(t *testing.T) {
 		}
 	}
 }
+
+// Money prints the currency's minor-unit digits at least (ISO 4217), and
+// every nano it has.
+func TestMoneyInMinorUnitDigits(t *testing.T) {
+	for _, c := range []struct {
+		n    Nanos
+		cur  Currency
+		want string
+	}{
+		{413_000_000_000, "JPY", "413 JPY"},
+		{413_500_000_000, "JPY", "413.5 JPY"},
+		{0, "BHD", "0.000 BHD"},
+		{125_000_000, "BHD", "0.125 BHD"},
+		{1_500_000_000, "EUR", "1.50 EUR"},
+		{12_000, "EUR", "0.000012 EUR"},
+		{-10_000_000, "EUR", "-0.01 EUR"},
+	} {
+		if got := (Money{Nanos: c.n, Currency: c.cur}).String(); got != c.want {
+			t.Errorf("%d %s = %q; want %q", c.n, c.cur, got, c.want)
+		}
+	}
+}

@@ -396,11 +396,15 @@ func PlanPayout(pol PayoutPolicy, w WalletState, unpaid []UnpaidAggregate, gaps 
 	if err != nil {
 		return nil, err
 	}
-	gross := carry
+	var fresh metering.Nanos
 	for _, u := range unpaid {
-		if gross, err = gross.Add(metering.Nanos(u.Amount)); err != nil {
+		if fresh, err = fresh.Add(metering.Nanos(u.Amount)); err != nil {
 			return nil, err
 		}
+	}
+	gross, err := fresh.Add(carry)
+	if err != nil {
+		return nil, err
 	}
 	if len(unpaid) == 0 || gross < th.Nanos {
 		return nil, nil // pending: below the threshold
@@ -412,7 +416,7 @@ func PlanPayout(pol PayoutPolicy, w WalletState, unpaid []UnpaidAggregate, gaps 
 	for i, w := range pol.Payees {
 		weights[i] = w.Weight
 	}
-	s, err := metering.SplitPayout(gross, th.Currency, fee, weights)
+	s, err := metering.SplitPayout(fresh, carry, th.Currency, fee, weights)
 	if err != nil {
 		return nil, err
 	}

@@ -9,27 +9,31 @@ import (
 // examples are what --help shows after the flags, by command or
 // "command subcommand"; a subcommand without its own shows its
 // command's. Every command has at least one (a rule TestEveryHelpHasAnExample
-// keeps).
+// keeps); every example's flags parse and every file it reads exists in
+// the repository, is made by another example, by the README's gateway
+// (farthing-data/…) or by a device's firmware (rules TestHelpExamplesRun
+// keeps, running the examples that need no gateway).
 var examples = map[string][]string{
 	"keygen": {"farthing keygen --type ed25519 --out keys --name plug-1"},
 	"ticket": {
 		"farthing ticket --key keys/plug-1.key --device plug-1 --seq 1 --reading energy_wh=1200 --out t.cbor",
 		"farthing ticket --next --data farthing-data --device plug-0001 --add energy_wh=250 --out t.cbor   # the device's next seq, epoch and register",
 	},
-	"decode":       {"farthing decode t.cbor", "farthing decode receipt.cbor"},
+	"decode":       {"farthing decode t.cbor"},
 	"verify":       {"farthing verify --pub keys/plug-1.pub t.cbor"},
 	"tariff":       {"farthing tariff check metering/testdata/tariffs.yaml"},
 	"tariff check": {"farthing tariff check metering/testdata/tariffs.yaml"},
 	"tariff quote": {
-		"farthing tariff quote --tariffs metering/testdata/tariffs.yaml --tariff household --from 0 --to 22000 --at 2026-03-02T19:30:00+01:00",
+		"farthing tariff quote --tariffs metering/testdata/tariffs.yaml --tariff evse-dc --from 0 --to 22000 --at 2026-03-02T19:30:00+01:00",
 	},
 	"device": {
-		"farthing device add --count 3 --prefix plug- --account household --provider stadtwerk --tariff energy_wh=household",
+		"farthing device add --count 3 --prefix plug- --account household --provider stadtwerk --tariff energy_wh=plug-home",
 		"farthing device list",
 	},
 	"device add": {
-		"farthing device add --id charger-7 --type ed25519 --account fleet --provider stadtwerk --tariff energy_wh=ev-charging",
-		"farthing device add --count 100 --prefix plug- --account household --provider stadtwerk --tariff energy_wh=household",
+		"farthing device add --id charger-7 --type ed25519 --account fleet --provider stadtwerk --tariff energy_wh=evse-dc",
+		"farthing device add --id plug-9 --account household --provider stadtwerk --tariff energy_wh=plug-home --data /var/lib/farthing --config /etc/farthing/farthingd.yaml   # no gateway running",
+		"farthing device add --count 100 --prefix plug- --account household --provider stadtwerk --tariff energy_wh=plug-home",
 	},
 	"device list":        {"farthing device list --data farthing-data"},
 	"device credentials": {"farthing device credentials --id plug-0001"},
@@ -37,10 +41,11 @@ var examples = map[string][]string{
 	"device enable":      {"farthing device enable --id plug-0001"},
 	"device remove":      {"farthing device remove --id plug-0001"},
 	"device revoke":      {"farthing device revoke --id plug-0001"},
-	"device rotate":      {"farthing device rotate --id charger-7 --pub new.pub --overlap 24h", "farthing device rotate --id charger-7 --commit"},
-	"device rules":       {"farthing device rules --id plug-0001 --meter energy_wh --set 'max_rate: 3600000/h, max_jump: 50000'"},
-	"device resume":      {"farthing device resume --id plug-0001"},
-	"device commit":      {"farthing device commit --id plug-0001 --commitment plug-0001.chain1.cbor   # a payword chain registered at provisioning"},
+	"device rotate": {"farthing keygen --type ed25519 --out charger-7 --name next   # on the device: charger-7/next.pub",
+		"farthing device rotate --id charger-7 --pub charger-7/next.pub --overlap 24h", "farthing device rotate --id charger-7 --commit"},
+	"device rules":  {"farthing device rules --id plug-0001 --meter energy_wh --set 'max_rate: 3600000/h, max_jump: 50000'"},
+	"device resume": {"farthing device resume --id plug-0001"},
+	"device commit": {"farthing device commit --id plug-0001 --commitment plug-0001.chain1.cbor   # the commitment the device's firmware made and signed"},
 	"sim": {
 		"farthing sim --rate 20 --duration 10s",
 		"farthing sim --transport coaps --devices 10 --rate 50 --duration 5s --json",
@@ -49,7 +54,8 @@ var examples = map[string][]string{
 	"demo":    {"farthing demo", "farthing demo --rate 400 --duration 10s"},
 	"inspect": {"farthing inspect --data farthing-data"},
 	"voucher": {
-		"farthing voucher issue --key issuer/issuer.key --id V-1 --account household --amount \"5.00 EUR\" --expires 2027-01-01T00:00:00Z --out v.txt",
+		"farthing keygen --type ed25519 --out issuer --name issuer   # issuer/issuer.key, issuer/issuer.pub",
+		"farthing voucher issue --key issuer/issuer.key --id V-1 --account household --amount \"5.00 EUR\" --expires 2030-01-01T00:00:00Z --out v.txt",
 		"farthing voucher redeem \"$(cat v.txt)\"",
 	},
 	"account": {

@@ -173,6 +173,13 @@ func newFlags(name string) *flag.FlagSet {
 	return fs
 }
 
+// parseOnly makes parse end a command once its arguments are read and
+// good, with errParsed, before it does anything: how a test checks that
+// an example's flags are right without running it.
+var parseOnly bool
+
+var errParsed = errors.New("arguments parsed")
+
 // parse parses flags and refuses stray arguments beyond max.
 func parse(fs *flag.FlagSet, args []string, max int) error {
 	if err := fs.Parse(args); err != nil {
@@ -187,6 +194,9 @@ func parse(fs *flag.FlagSet, args []string, max int) error {
 	}
 	if fs.NArg() > max {
 		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(max))}
+	}
+	if parseOnly {
+		return errParsed
 	}
 	return nil
 }

@@ -178,3 +178,124 @@ func TestPayoutsRunSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("receive report not balanced:\n%s", report)
 	}
 }
+
+// TestPayoutsRecomputedFromExports: three providers paid in EUR, JPY and
+// BHD, twice each, so that the second payout carries money in. Everything
+// a payout says is recomputed here from its CSV and JSON exports, with
+// this test's own table of minor units: the gross is the carry in plus
+// the aggregates it lists, the 2.5 % fee is taken on the new money only,
+// each payee is paid whole minor units, the rest is carried into the next
+// payout; the reports print each currency in its minor-unit digits; and
+// `receive report` on the stopped receiver counts what its books hold.
+func TestPayoutsRecomputedFromExports(t *testing.T) {
+	dir := t.TempDir()
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	s, _ := protocol.NewEd25519Signer(priv)
+	amounts := map[uint64]uint64{} // aggregate seq → nanos
+	seq := uint64(0)
+	book := func(prov, cur string, nanos ...uint64) {
+		r, err := provider.Open(filepath.Join(dir, "receiver.db"), provider.Keys(pub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		for _, n := range nanos {
+			seq++
+			amounts[seq] = n
+			a := protocol.Aggregate{Gateway: "gw-1", Seq: seq, Epoch: 1, Provider: prov, Account: "a", Meter: "m",
+				WindowStart: 1, WindowEnd: 2, Quantity: 1, Amount: n, Currency: cur, Tickets: 1, MerkleRoot: make([]byte, 32)}
+			var enc protocol.Encoder
+			b, err := enc.AppendAggregate(nil, &a, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Accept(context.Background(), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	policy := filepath.Join(dir, "payouts.yaml")
+	os.WriteFile(policy, []byte(`payouts:
+  - {provider: eu, threshold: "1.00 EUR", platform_fee_bps: 250, payees: [{id: creator, weight: 70}, {id: publisher, weight: 30}]}
+  - {provider: jp, threshold: "100 JPY", platform_fee_bps: 250, payees: [{id: creator, weight: 70}, {id: publisher, weight: 30}]}
+  - {provider: bh, threshold: "1.000 BHD", platform_fee_bps: 250, payees: [{id: creator, weight: 70}, {id: publisher, weight: 30}]}
+`), 0o600)
+	for range 2 {
+		book("eu", "EUR", 1_234_567_891, 987_654_321)
+		book("jp", "JPY", 413_987_654_321)
+		book("bh", "BHD", 1_234_567_891)
+		mustRun(t, nil, "payouts", "run", "--policy", policy, "--data", dir)
+	}
+	var listed []provider.Payout
+	if err := json.Unmarshal([]byte(mustRun(t, nil, "payouts", "list", "--format", "json", "--data", dir)), &listed); err != nil || len(listed) != 6 {
+		t.Fatalf("json: %d payouts (%v)", len(listed), err)
+	}
+	digits := map[string]int{"EUR": 2, "JPY": 0, "BHD": 3} // ISO 4217
+	carry := map[string]int64{}
+	for _, p := range listed {
+		unit := int64(1)
+		for range 9 - digits[p.Currency] {
+			unit *= 10
+		}
+		fresh := int64(0)
+		for _, run := range p.Aggregates {
+			_, span, _ := strings.Cut(run, "/")
+			lo, hi, ok := strings.Cut(span, "-")
+			if !ok {
+				hi = lo
+			}
+			var from, to uint64
+			fmt.Sscan(lo, &from)
+			fmt.Sscan(hi, &to)
+			for q := from; q <= to; q++ {
+				fresh += int64(amounts[q])
+			}
+		}
+		if int64(p.CarryIn) != carry[p.Provider] || int64(p.Gross) != fresh+carry[p.Provider] {
+			t.Errorf("%s #%d: carry in %d, gross %d; want %d and %d", p.Provider, p.Number, p.CarryIn, p.Gross, carry[p.Provider], fresh+carry[p.Provider])
+		}
+		if fee := fresh * 250 / 10000; int64(p.Fee) != fee {
+			t.Errorf("%s #%d: fee %d; want %d, 2.5 %% of the new money %d only", p.Provider, p.Number, p.Fee, fee, fresh)
+		}
+		paid := int64(0)
+		for _, s := range p.Payees {
+			if int64(s.Amount) != s.Minor*unit {
+				t.Errorf("%s #%d %s: %d nanos is not %d minor units of %s", p.Provider, p.Number, s.ID, s.Amount, s.Minor, p.Currency)
+			}
+			paid += int64(s.Amount)
+		}
+		net := int64(p.Gross) - int64(p.Fee)
+		if paid != net/unit*unit || int64(p.CarryOut) != net-paid {
+			t.Errorf("%s #%d: paid %d, carried %d of a net %d", p.Provider, p.Number, paid, p.CarryOut, net)
+		}
+		carry[p.Provider] = int64(p.CarryOut)
+	}
+	// The CSV says the same, row by row.
+	rows, err := csv.NewReader(strings.NewReader(mustRun(t, nil, "payouts", "list", "--format", "csv", "--data", dir))).ReadAll()
+	if err != nil || len(rows) != 1+2*len(listed) {
+		t.Fatalf("csv: %d rows, %v", len(rows), err)
+	}
+	for i, p := range listed {
+		for j, s := range p.Payees {
+			r := rows[1+2*i+j]
+			want := []string{p.Provider, fmt.Sprint(p.Number), p.Currency, fmt.Sprint(p.Gross), fmt.Sprint(p.Fee), s.ID,
+				fmt.Sprint(s.Minor), fmt.Sprint(s.Amount), fmt.Sprint(p.CarryOut)}
+			got := []string{r[0], r[1], r[3], r[4], r[5], r[6], r[7], r[8], r[9]}
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("csv row %d: %v; want %v", 1+2*i+j, got, want)
+			}
+		}
+	}
+	report := mustRun(t, nil, "payouts", "report", "--data", dir)
+	for _, bad := range []string{".00 JPY", "0.00 BHD "} {
+		if strings.Contains(report, bad) {
+			t.Errorf("payouts report prints %q:\n%s", bad, report)
+		}
+	}
+	if !strings.Contains(report, " JPY") || !strings.Contains(report, ".000") {
+		t.Errorf("payouts report:\n%s", report)
+	}
+	if rep := mustRun(t, nil, "receive", "report", "--data", dir); !strings.Contains(rep, "booked 8 aggregates in 1 streams") {
+		t.Errorf("receive report of the stopped receiver:\n%s", rep)
+	}
+}

@@ -79,14 +79,14 @@ func runReceive(e *env, args []string) error {
 		select {
 		case <-ctx.Done():
 			payOut(e, r, policies)
-			return printTotals(e, r)
+			return printTotals(e, r, true)
 		case err := <-errc:
 			if err != nil && err != http.ErrServerClosed {
 				return err
 			}
 		case <-t.C:
 			payOut(e, r, policies)
-			printTotals(e, r)
+			printTotals(e, r, true)
 		}
 	}
 }
@@ -278,7 +278,9 @@ func receiverOps(r *provider.Receiver) http.Handler {
 	return m
 }
 
-func printTotals(e *env, r *provider.Receiver) error {
+// printTotals prints what the books hold; live adds the counters of this
+// run of the receiver (those of a stopped receiver's file are its books).
+func printTotals(e *env, r *provider.Receiver, live bool) error {
 	rep, err := r.Report()
 	if err != nil {
 		return err
@@ -368,8 +370,20 @@ func printTotals(e *env, r *provider.Receiver) error {
 				m(w.Received), m(w.Paid), m(w.Fees), m(w.Carried), m(w.Pending), verdict)
 		}
 	}
+	var aggregates, credits uint64
+	for _, t := range rep.Totals {
+		aggregates += t.Aggregates
+	}
+	for _, c := range rep.Credits {
+		credits += c.Count
+	}
+	fmt.Fprintf(e.stdout, "booked %d aggregates in %d streams, %d credit records, %d held tickets reported, %d aggregates held unbooked, %d vouchers credited twice\n",
+		aggregates, len(rep.Streams), credits, len(rep.Quarantine), len(rep.Held), len(rep.Doubles))
+	if !live {
+		return nil
+	}
 	st := rep.Stats
-	fmt.Fprintf(e.stdout, "accepted %d (credits %d, hold records %d), duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, vouchers credited twice %d, refused %d\n",
+	fmt.Fprintf(e.stdout, "this run: accepted %d (credits %d, hold records %d), duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, vouchers credited twice %d, refused %d\n",
 		st.Accepted, st.Credits, st.Holds, st.Duplicates, st.Conflicts, st.WrongGateway, st.Resets, st.DoubleRedemptions, st.Refused)
 	return nil
 }
@@ -391,7 +405,7 @@ func receiveReport(e *env, args []string) error {
 		return err
 	}
 	defer r.Close()
-	return printTotals(e, r)
+	return printTotals(e, r, false)
 }
 
 // payOut runs the payouts the policies call for and prints them.
