@@ -214,6 +214,15 @@ func (g *Gateway) openBooks(snap *ingest.Snapshot, kid [protocol.KeyIDLen]byte) 
 	}
 	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream, SeqBase: base,
 		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }})
+	restore, err := books.AnnounceRestore(context.Background(), g.cfg.GatewayID)
+	if err != nil {
+		return nil, err
+	}
+	if restore != nil {
+		old, _ := protocol.StreamOf(kid[:], restore.OldEpoch)
+		g.log.Warn("restored state file: the first record of the new stream tells the receivers that the backup's stream is superseded after its last seq; they take what it numbered later out of the payable books",
+			"stream", stream.String(), "superseded_stream", old.String(), "after_seq", restore.OldLastSeq)
+	}
 	ignored, err := books.CheckAccounts(&snap.Terms)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)

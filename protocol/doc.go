@@ -39,7 +39,7 @@
 // another:
 //
 //	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload / credit-payload /
-//	          hold-payload / commitment-payload / progress-payload
+//	          hold-payload / commitment-payload / progress-payload / restore-payload
 //
 // A payword chain's commitment (kind 7) is a COSE message like the rest;
 // the payword ticket (kind 8) is a bare CBOR map with no COSE envelope:
@@ -121,6 +121,16 @@
 //	  7: "top_up" / "voucher",
 //	  8: tstr .size (1..128),; the top-up's reference or the voucher's id
 //	  ? 14: uint .gt 0,      ; stream epoch
+//	}
+//
+//	restore-payload = {       ; a restored gateway's announcement: the first record of its new stream
+//	  0: 10,                 ; kind: restore
+//	  1: id,                 ; gateway id
+//	  2: seq,                ; the new stream's seq, shared with the aggregates
+//	  3: uint,               ; the backup's stream epoch (same key id)
+//	  4: uint,               ; the backup's last seq in that stream: later ones are superseded
+//	  5: ms,                 ; when the backup was restored
+//	  14: uint .gt 0,        ; the new stream epoch (not the backup's)
 //	}
 //
 //	hold-payload = {          ; a ticket held by a plausibility rule, and what became of it
@@ -208,6 +218,11 @@
 //   - a new epoch from a kid already seen is a stream reset (the gateway
 //     lost, replaced or restored its state file): reported with the last
 //     seq of the epoch before it, and booked;
+//   - a restore record (kind 10), the first record of a restored gateway's
+//     new stream, names the backup's stream and the last seq the backup
+//     holds: the receiver takes what that stream numbered later out of the
+//     payable books (superseded_by_restore, reported with its amount), so
+//     the usage the devices bring again into the new stream is paid once;
 //   - the gateway id (key 1) is bound to the kid: each trusted key speaks
 //     for one gateway id, and an aggregate that claims another is refused.
 //
@@ -216,8 +231,9 @@
 // without key 14 has epoch 0 and was made by a gateway whose state file
 // is older than stream epochs; it is read and booked like any other. The
 // idempotency key upstreams deduplicate on is StreamID.Key: "KID.EPOCH/SEQ".
-// Credits and hold records share the stream's seqs with the aggregates, so
-// a receiver must take all three kinds to see the stream without gaps.
+// Credits, hold, chain progress and restore records share the stream's
+// seqs with the aggregates, so a receiver must take every kind to see the
+// stream without gaps.
 //
 // # Encoding
 //

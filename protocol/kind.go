@@ -20,6 +20,8 @@ const (
 	KindPayword Kind = 8
 	// KindChainProgress is a chain progress record (progress.go).
 	KindChainProgress Kind = 9
+	// KindRestore is a restored gateway's announcement (restore.go).
+	KindRestore Kind = 10
 )
 
 // String returns the kind's name.
@@ -43,6 +45,8 @@ func (k Kind) String() string {
 		return "payword"
 	case KindChainProgress:
 		return "chain_progress"
+	case KindRestore:
+		return "restore"
 	}
 	return "unknown"
 }

@@ -75,7 +75,7 @@ func (r *Receiver) setUp(tx *bolt.Tx) error {
 	newUnpaid := tx.Bucket(bucketUnpaid) == nil
 	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals,
 		bucketCredits, bucketVouchers, bucketDoubles, bucketHolds, bucketUnpaid, bucketPayouts, bucketPayoutMeta, bucketPayoutSlot, bucketPaywords,
-		bucketPaywordClaims, bucketPaywordChains} {
+		bucketPaywordClaims, bucketPaywordChains, bucketRestores, bucketSuperseded} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -172,6 +172,17 @@ func book(tx *bolt.Tx, s protocol.StreamID, rec Record, b []byte) (BookResult, e
 		return res, err
 	}
 	res.Reset = reset
+	if rec.Restore != nil {
+		res.Restore, err = bookRestore(tx, s, rec.Restore)
+		return res, err
+	}
+	if cut, ok := cutOf(tx, s); ok && rec.Seq > cut {
+		sr, err := bookSuperseded(tx, key, b)
+		if sr != nil {
+			res.Superseded = &Superseded{Kind: sr.Kind, Provider: sr.Provider, Account: sr.Account, Currency: sr.Currency, Amount: sr.Amount, Count: 1}
+		}
+		return res, err
+	}
 	if rec.Credit != nil {
 		res.Double, err = bookCredit(tx, key, rec.Credit)
 		return res, err
@@ -380,6 +391,9 @@ func bookStream(tx *bolt.Tx, s protocol.StreamID, gateway string, seq uint64, b 
 			return nil, err
 		}
 	}
+	if rec.Superseded && seq > rec.Cut {
+		return reset, nil // booked as superseded: no part of the stream's count or gaps
+	}
 	rec.High = max(rec.High, seq)
 	rec.Count++
 	return reset, sb.Put(sk, rec.encode())
@@ -415,24 +429,37 @@ func streamOfKey(k []byte) protocol.StreamID {
 // streamRecord is what the receiver keeps per stream.
 type streamRecord struct {
 	Gateway       string
-	High          uint64 // highest seq booked
-	Count         uint64 // aggregates booked
+	High          uint64 // highest seq booked (at most Cut once superseded)
+	Count         uint64 // records booked (up to Cut once superseded)
 	First         int64  // unix ms of the first booking
 	Reset         bool   // the stream began as a reset of the key's epoch ResetFrom
 	ResetFrom     uint64
 	ResetFromLast uint64 // ResetFrom's highest seq when this stream began
+	// Superseded: a restore superseded the stream after seq Cut; what it
+	// numbered later is booked as superseded and counts in no gap.
+	Superseded bool
+	Cut        uint64
 }
 
+// The flag byte after the numbers: bit 0 a reset, bit 1 superseded
+// (then Cut, 8 bytes, follows the flag), then the gateway id.
 func (r streamRecord) encode() []byte {
-	b := make([]byte, 0, 42+len(r.Gateway))
+	b := make([]byte, 0, 50+len(r.Gateway))
 	for _, v := range []uint64{r.High, r.Count, uint64(r.First), r.ResetFrom, r.ResetFromLast} {
 		b = binary.BigEndian.AppendUint64(b, v)
 	}
 	flag := byte(0)
 	if r.Reset {
-		flag = 1
+		flag |= 1
 	}
-	return append(append(b, flag), r.Gateway...)
+	if r.Superseded {
+		flag |= 2
+	}
+	b = append(b, flag)
+	if r.Superseded {
+		b = binary.BigEndian.AppendUint64(b, r.Cut)
+	}
+	return append(b, r.Gateway...)
 }
 
 func decodeStream(b []byte) (streamRecord, bool) {
@@ -442,7 +469,15 @@ func decodeStream(b []byte) (streamRecord, bool) {
 	}
 	r.High, r.Count, r.First = binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), int64(binary.BigEndian.Uint64(b[16:]))
 	r.ResetFrom, r.ResetFromLast = binary.BigEndian.Uint64(b[24:]), binary.BigEndian.Uint64(b[32:])
-	r.Reset, r.Gateway = b[40] == 1, string(b[41:])
+	r.Reset, r.Superseded = b[40]&1 != 0, b[40]&2 != 0
+	rest := b[41:]
+	if r.Superseded {
+		if len(rest) < 8 {
+			return r, false
+		}
+		r.Cut, rest = binary.BigEndian.Uint64(rest), rest[8:]
+	}
+	r.Gateway = string(rest)
 	return r, true
 }
 
@@ -481,7 +516,7 @@ func (bb boltBooks) Report(context.Context) (*Report, error) {
 	rep := &Report{Gaps: map[string][]uint64{}, High: map[string]uint64{}}
 	err := bb.db.View(func(tx *bolt.Tx) error {
 		for _, read := range []func(*bolt.Tx, *Report) error{reportTotals, reportStreams, reportCredits, reportDoubles,
-			reportQuarantine, reportPaywords, reportClaims, reportHeld} {
+			reportQuarantine, reportPaywords, reportClaims, reportHeld, reportRestores} {
 			if err := read(tx, rep); err != nil {
 				return err
 			}

@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 
+	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -72,6 +74,19 @@ func LogOutcome(log *slog.Logger, where, what string, bk Booking, err error) {
 	case bk.DoubleRedemption != "":
 		log.Error("voucher credited twice: booked, and flagged", where, what, "voucher", bk.Credit.Ref, "account", bk.Credit.Account,
 			"amount_nanos", bk.Credit.Amount, "stream", bk.Stream.Key(bk.Seq()), "first", bk.DoubleRedemption)
+	case bk.Restored != nil:
+		var money []string
+		for _, m := range bk.Restored.Money {
+			money = append(money, fmt.Sprintf("%s %s/%s %d×: %s (paid out already: %s)", m.Kind, m.Provider, m.Account, m.Count,
+				metering.Money{Nanos: metering.Nanos(m.Amount), Currency: metering.Currency(m.Currency)},
+				metering.Money{Nanos: metering.Nanos(m.Paid), Currency: metering.Currency(m.Currency)}))
+		}
+		log.Warn("gateway restored from a backup: what its replaced stream numbered after the backup is superseded_by_restore, out of the payable books",
+			where, what, "gateway", bk.Gateway(), "stream", bk.Stream.String(), "superseded_stream", bk.Restored.Superseded.String(),
+			"after_seq", bk.Restored.After, "superseded", strings.Join(money, "; "))
+	case bk.Superseded != nil:
+		log.Warn("record of a stream superseded by a restore: booked as superseded_by_restore, not payable", where, what,
+			"stream", bk.Stream.Key(bk.Seq()), "kind", bk.Superseded.Kind, "account", bk.Superseded.Account, "amount_nanos", bk.Superseded.Amount)
 	case bk.ResetFrom != nil:
 		log.Warn("aggregate stream reset: the gateway started a new state file", where, what, "gateway", bk.Gateway(),
 			"stream", bk.Stream.String(), "previous_epoch", fmt.Sprintf("%x", bk.ResetFrom.Epoch), "previous_last_seq", bk.ResetFrom.LastSeq)

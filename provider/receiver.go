@@ -134,6 +134,13 @@ type Booking struct {
 	// was (stream/seq). The credit is booked — the gateway granted it —
 	// and flagged.
 	DoubleRedemption string
+	// Restore is set for a restore record; Restored says what it took out
+	// of the payable books.
+	Restore  *protocol.Restore
+	Restored *RestoreEffect
+	// Superseded is set for a record of a stream a restore superseded,
+	// numbered after its cut: booked, never payable.
+	Superseded *Superseded
 }
 
 // HoldReason says why a record is held, not booked: as kept in the books
@@ -217,6 +224,10 @@ type Stats struct {
 	// device key checked (TrustDevices has none for the device).
 	UnattestedPaywords uint64 `json:"unattested_paywords"`
 	Refused            uint64 `json:"refused"`
+	// Restores counts restore records booked; Superseded the records
+	// (aggregates and credits) they took out of the payable books.
+	Restores   uint64 `json:"restores"`
+	Superseded uint64 `json:"superseded_by_restore"`
 }
 
 // NewReceiver returns a receiver that books in books (a backend's, such
@@ -308,15 +319,16 @@ func (r *Receiver) Close() error { return r.books.Close() }
 // should come again.
 func (r *Receiver) Accept(ctx context.Context, b []byte) (Booking, error) {
 	m, err := strict.Decode(b)
-	if err == nil && m.Kind != protocol.KindAggregate && m.Kind != protocol.KindCredit && m.Kind != protocol.KindHold && m.Kind != protocol.KindChainProgress {
-		err = fmt.Errorf("a %s, not an aggregate, a credit, a hold or a chain progress record", m.Kind)
+	if err == nil && m.Kind != protocol.KindAggregate && m.Kind != protocol.KindCredit && m.Kind != protocol.KindHold &&
+		m.Kind != protocol.KindChainProgress && m.Kind != protocol.KindRestore {
+		err = fmt.Errorf("a %s, not an aggregate, a credit, a hold, a chain progress or a restore record", m.Kind)
 	}
 	if err != nil {
 		r.count(func(s *Stats) { s.Refused++ })
 		return Booking{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	rec := RecordOf(m)
-	bk := Booking{Aggregate: m.Aggregate, Credit: m.Credit, Hold: m.Hold, Progress: m.Progress}
+	bk := Booking{Aggregate: m.Aggregate, Credit: m.Credit, Hold: m.Hold, Progress: m.Progress, Restore: m.Restore}
 	env := m.Envelope
 	t, ok := r.trust[string(env.KeyID)]
 	if !ok {
@@ -350,7 +362,7 @@ func (r *Receiver) Accept(ctx context.Context, b []byte) (Booking, error) {
 	if res.Duplicate {
 		bk.Outcome = Duplicate
 	}
-	bk.ResetFrom, bk.DoubleRedemption = res.Reset, res.Double
+	bk.ResetFrom, bk.DoubleRedemption, bk.Superseded, bk.Restored = res.Reset, res.Double, res.Superseded, res.Restore
 	return bk, nil
 }
 
@@ -398,6 +410,15 @@ func (r *Receiver) countBooking(rec *Record, res *BookResult) {
 			if res.Double != "" {
 				st.DoubleRedemptions++
 			}
+			if res.Restore != nil {
+				st.Restores++
+				for _, m := range res.Restore.Money {
+					st.Superseded += m.Count
+				}
+			}
+			if res.Superseded != nil {
+				st.Superseded++
+			}
 			if rec.Progress != nil && res.Held == 0 {
 				st.Paywords++
 				if !rec.Usage.Attested {
@@ -418,6 +439,9 @@ func (b Booking) Seq() uint64 {
 	}
 	if b.Progress != nil {
 		return b.Progress.Seq
+	}
+	if b.Restore != nil {
+		return b.Restore.Seq
 	}
 	if b.Aggregate != nil {
 		return b.Aggregate.Seq
@@ -447,6 +471,9 @@ func (b Booking) Gateway() string {
 	if b.Progress != nil {
 		return b.Progress.Gateway
 	}
+	if b.Restore != nil {
+		return b.Restore.Gateway
+	}
 	if b.Aggregate != nil {
 		return b.Aggregate.Gateway
 	}
@@ -468,6 +495,7 @@ type Record struct {
 	Commitment *protocol.Commitment
 	Usage      *PaywordUsage
 	Unproven   error
+	Restore    *protocol.Restore
 }
 
 func RecordOf(m *strict.Message) Record {
@@ -480,6 +508,9 @@ func RecordOf(m *strict.Message) Record {
 	if p := m.Progress; p != nil {
 		return Record{Gateway: p.Gateway, Seq: p.Seq, Epoch: p.Epoch, Progress: p}
 	}
+	if r := m.Restore; r != nil {
+		return Record{Gateway: r.Gateway, Seq: r.Seq, Epoch: r.Epoch, Restore: r}
+	}
 	a := m.Aggregate
 	return Record{Gateway: a.Gateway, Seq: a.Seq, Epoch: a.Epoch, Agg: a}
 }
@@ -491,6 +522,10 @@ type BookResult struct {
 	Held      HoldReason // 0, or why the record is held
 	Why       string     // why a chain progress record is held
 	Bound     string     // the gateway id the key is bound to
+	// Restore: what a restore record took out of the payable books.
+	Restore *RestoreEffect
+	// Superseded: the record is of a superseded stream, after its cut.
+	Superseded *Superseded
 }
 
 func (r *Receiver) count(f func(*Stats)) {

@@ -81,9 +81,13 @@ type Report struct {
 	// or voided (never charged).
 	Quarantine []protocol.Hold `json:"quarantine"`
 	// Gaps and High are keyed by stream (protocol.StreamID.String()).
-	Gaps  map[string][]uint64 `json:"gaps"`
-	High  map[string]uint64   `json:"highest_seq"`
-	Stats Stats               `json:"stats"`
+	// Restores are the restores gateways announced; Superseded the money
+	// they took out of the payable books (superseded_by_restore).
+	Restores   []RestoreReport     `json:"restores"`
+	Superseded []Superseded        `json:"superseded_by_restore"`
+	Gaps       map[string][]uint64 `json:"gaps"`
+	High       map[string]uint64   `json:"highest_seq"`
+	Stats      Stats               `json:"stats"`
 }
 
 // PaywordTotal is the usage payword chains proved for one provider,

@@ -53,6 +53,7 @@ if [ "$FUZZTIME" != "0" ]; then
     ./protocol/strict:FuzzDecodeAggregate \
     ./protocol/strict:FuzzDecodeVoucher \
     ./protocol/strict:FuzzDecodeCredit \
+    ./protocol/strict:FuzzDecodeRestore \
     ./protocol/strict:FuzzDecodeHold \
     ./protocol/strict:FuzzDecode \
     ./protocol/strict:FuzzReceiptDecoders \

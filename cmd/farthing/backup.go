@@ -188,9 +188,12 @@ func runRestore(e *env, args []string) error {
 	if err := syncDir(*data); err != nil {
 		return err
 	}
+	old, _ := protocol.StreamOf(kid[:], r.OldEpoch)
 	fmt.Fprintf(e.stdout, "restored %s into %s: new stream epoch %x (the backup's was %x at seq %d); "+
-		"devices' next tickets recover what they sent after the backup, and receivers report the new epoch as a stream reset\n",
-		in, statePath, r.NewEpoch, r.OldEpoch, r.Base)
+		"devices' next tickets recover what they sent after the backup\n", in, statePath, r.NewEpoch, r.OldEpoch, r.OldLastSeq)
+	fmt.Fprintf(e.stdout, "the receivers will be told, first in the new stream: stream %s is superseded after seq %d. "+
+		"What it numbered later (sealed by the replaced gateway after the backup) leaves their payable books as superseded_by_restore, "+
+		"with its amount; a payout already made over it is carried as money to recover\n", old, r.OldLastSeq)
 	return nil
 }
 

@@ -248,6 +248,9 @@ func receiverOps(r *provider.Receiver) http.Handler {
 		{"wrong_gateway", "Records held: another gateway id than their key's.", func(s provider.Stats) uint64 { return s.WrongGateway }},
 		{"stream_resets", "Streams that began a new epoch of a known key.", func(s provider.Stats) uint64 { return s.Resets }},
 		{"refused", "Records refused (untrusted, invalid).", func(s provider.Stats) uint64 { return s.Refused }},
+		{"restores", "Restore records booked: a gateway restored from a backup.", func(s provider.Stats) uint64 { return s.Restores }},
+		{"superseded_by_restore", "Aggregates and credits a restore took out of the payable books (see farthing receive report).",
+			func(s provider.Stats) uint64 { return s.Superseded }},
 		{"paywords_proven", "Chain progress records whose paywords the receiver proved.", func(s provider.Stats) uint64 { return s.Paywords }},
 		{"paywords_unproven", "Chain progress records held: their paywords do not prove their claim.", func(s provider.Stats) uint64 { return s.UnprovenPaywords }},
 		{"paywords_unattested", "Proven chain progress records whose commitment no device key checked.", func(s provider.Stats) uint64 { return s.UnattestedPaywords }},
@@ -300,6 +303,24 @@ func printTotals(e *env, r *provider.Receiver, live bool) error {
 		if s.Missing > 0 {
 			fmt.Fprintf(e.stdout, "gateway %s stream %s: %d aggregates missing so far, first %d\n", s.Gateway, s.Stream, s.Missing, s.Gaps[0])
 		}
+	}
+	for _, rs := range rep.Restores {
+		fmt.Fprintf(e.stdout, "RESTORE: gateway %s was restored from a backup: stream %s is superseded after seq %d by stream %s\n",
+			rs.Gateway, rs.Superseded, rs.After, rs.By)
+	}
+	for _, m := range rep.Superseded {
+		money := func(n uint64) metering.Money {
+			return metering.Money{Nanos: metering.Nanos(n), Currency: metering.Currency(m.Currency)}
+		}
+		line := fmt.Sprintf("SUPERSEDED BY RESTORE: %d %s(s) of %s", m.Count, m.Kind, m.Account)
+		if m.Provider != "" {
+			line += " owed to " + m.Provider
+		}
+		line += fmt.Sprintf(": %s, out of the payable books", money(m.Amount))
+		if m.Paid > 0 {
+			line += fmt.Sprintf("; %s of it was paid out already and is carried as money to recover", money(m.Paid))
+		}
+		fmt.Fprintln(e.stdout, line)
 	}
 	for _, c := range rep.Credits {
 		fmt.Fprintf(e.stdout, "credited %s: %s by %d %s(s)\n", c.Account,
@@ -377,14 +398,18 @@ func printTotals(e *env, r *provider.Receiver, live bool) error {
 	for _, c := range rep.Credits {
 		credits += c.Count
 	}
-	fmt.Fprintf(e.stdout, "booked %d aggregates in %d streams, %d credit records, %d held tickets reported, %d aggregates held unbooked, %d vouchers credited twice\n",
-		aggregates, len(rep.Streams), credits, len(rep.Quarantine), len(rep.Held), len(rep.Doubles))
+	var superseded uint64
+	for _, m := range rep.Superseded {
+		superseded += m.Count
+	}
+	fmt.Fprintf(e.stdout, "booked %d aggregates in %d streams, %d credit records, %d held tickets reported, %d aggregates held unbooked, %d vouchers credited twice, %d records superseded by a restore\n",
+		aggregates, len(rep.Streams), credits, len(rep.Quarantine), len(rep.Held), len(rep.Doubles), superseded)
 	if !live {
 		return nil
 	}
 	st := rep.Stats
-	fmt.Fprintf(e.stdout, "this run: accepted %d (credits %d, hold records %d), duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, vouchers credited twice %d, refused %d\n",
-		st.Accepted, st.Credits, st.Holds, st.Duplicates, st.Conflicts, st.WrongGateway, st.Resets, st.DoubleRedemptions, st.Refused)
+	fmt.Fprintf(e.stdout, "this run: accepted %d (credits %d, hold records %d), duplicates dropped %d, conflicts held %d, wrong gateway held %d, stream resets %d, restores %d, superseded by a restore %d, vouchers credited twice %d, refused %d\n",
+		st.Accepted, st.Credits, st.Holds, st.Duplicates, st.Conflicts, st.WrongGateway, st.Resets, st.Restores, st.Superseded, st.DoubleRedemptions, st.Refused)
 	return nil
 }
 

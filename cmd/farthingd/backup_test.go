@@ -26,9 +26,11 @@ import (
 // file; the restored gateway starts a new stream epoch (the provider sees
 // a stream reset, no gap); the device's next tickets recover everything it
 // used since the backup (cumulative registers); the restored books
-// reconcile; and the provider's total is the restored gateway's charges
-// plus what the old epoch sealed after the backup — amounts the audit
-// files hold — to the nano.
+// reconcile; the restored gateway announces the restore first in its new
+// stream, so the provider's payable total is the restored gateway's
+// charges — what the device used — to the nano, and what the old epoch
+// sealed after the backup (amounts the audit files hold) is reported as
+// superseded_by_restore, never paid twice.
 func TestBackupUnderLoadKillRestore(t *testing.T) {
 	bin := buildDaemon(t)
 	recvAddr := freeAddr(t, "tcp")
@@ -97,7 +99,7 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 		t.Fatalf("restore into a gateway with another key: %v\n%s", err, out)
 	}
 	out, err = farthingCLI(t, "restore", backup, "--data", g.data)
-	if err != nil || !strings.Contains(out, "new stream epoch") {
+	if err != nil || !strings.Contains(out, "new stream epoch") || !strings.Contains(out, "the receivers will be told") {
 		t.Fatalf("restore: %v\n%s", err, out)
 	}
 	// The killed daemon's journal was replayed into the file it belongs
@@ -147,12 +149,20 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 		}
 		f.Close()
 	}
+	if oldAfterBackup == 0 {
+		t.Fatal("the old epoch sealed nothing after the backup: the test proves nothing")
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		prep := recv.report(t)
-		var total uint64
+		var total, superseded uint64
 		for _, tt := range prep.Totals {
 			total += tt.Amount
+		}
+		for _, m := range prep.Superseded {
+			if m.Kind == "aggregate" {
+				superseded += m.Amount
+			}
 		}
 		resets, missing := 0, uint64(0)
 		for _, s := range prep.Streams {
@@ -161,12 +171,14 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 				resets++
 			}
 		}
-		if total == charged+oldAfterBackup && resets == 1 && missing == 0 {
-			t.Logf("provider: %d nanos = restored %d + old epoch after the backup %d", total, charged, oldAfterBackup)
+		restored := len(prep.Restores) == 1 && prep.Restores[0].After == base
+		if total == charged && superseded == oldAfterBackup && restored && resets == 1 && missing == 0 {
+			t.Logf("provider: %d nanos payable = the device's usage; %d superseded by the restore", total, superseded)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("provider total %d, want %d + %d; %d resets, %d missing; streams %+v", total, charged, oldAfterBackup, resets, missing, prep.Streams)
+			t.Fatalf("provider total %d, want %d (the device's usage); superseded %d, want %d; restores %+v; %d resets, %d missing; streams %+v",
+				total, charged, superseded, oldAfterBackup, prep.Restores, resets, missing, prep.Streams)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

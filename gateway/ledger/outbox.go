@@ -99,6 +99,8 @@ func recordStream(b []byte) (protocol.StreamID, uint64, bool) {
 		epoch, wire = m.Hold.Epoch, m.Hold.Seq
 	case m.Progress != nil:
 		epoch, wire = m.Progress.Epoch, m.Progress.Seq
+	case m.Restore != nil:
+		epoch, wire = m.Restore.Epoch, m.Restore.Seq
 	}
 	s, ok := protocol.StreamOf(m.Envelope.KeyID, epoch)
 	return s, wire, ok

@@ -28,8 +28,13 @@ import (
 // Version 8 changes no bucket: the batches of tickets since the file's
 // last checkpoint may be in its journal beside it (store.JournalPath),
 // which a build that does not replay it would lose, so such a build must
-// refuse the file.
-const SchemaVersion = 8
+// refuse the file. Version 9 changes no bucket either: a meter whose last
+// reading went backwards keeps its last good register beside it (a meter
+// state of layout version 2, see metering.MeterState), which an older
+// build cannot read, and a restored file may hold a restore not yet
+// announced upstream (metaRestoreDue), which an older build would never
+// announce.
+const SchemaVersion = 9
 
 var metaSchemaVersion = []byte("schema-version")
 

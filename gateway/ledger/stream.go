@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway/store"
+	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 )
 
@@ -61,6 +62,11 @@ var (
 	// metaRestored keys when the file was last restored from a backup
 	// (Unix ms) and the epoch it had then.
 	metaRestored = []byte("restored")
+	// metaRestoreDue keys a restore not announced upstream yet: the
+	// backup's epoch, its last wire seq in that epoch and when it was
+	// restored (Unix ms), 8 bytes each. The gateway that opens the file
+	// sends the announcement first in the new stream (AnnounceRestore).
+	metaRestoreDue = []byte("restore-due")
 )
 
 // ErrOtherGateway: the state file belongs to another gateway key.
@@ -102,9 +108,12 @@ func OpenStream(ctx context.Context, st *store.Store, kid []byte) (protocol.Stre
 // Restored is what PrepareRestore did to a backup.
 type Restored struct {
 	OldEpoch, NewEpoch uint64
-	// Base is the seq the old epoch had reached in the backup: the new
-	// epoch's seqs count from 1 after it.
+	// Base is the seq the old epoch had reached in the backup (in the
+	// file's numbering): the new epoch's seqs count from 1 after it.
 	Base uint64
+	// OldLastSeq is Base as the old stream numbered it on the wire: what
+	// the restore record tells receivers (protocol.Restore).
+	OldLastSeq uint64
 }
 
 // PrepareRestore readies a copy of a backup to become a gateway's state
@@ -112,7 +121,9 @@ type Restored struct {
 // aggregate stream epoch whose seqs count from 1 again, so that no
 // receiver mistakes what the restored gateway seals next for what it
 // sealed after the backup was taken. Aggregates still in the backup's
-// outbox keep their old epoch and seq: they were signed so.
+// outbox keep their old epoch and seq: they were signed so. The restore is
+// announced upstream by the first record of the new stream, which the
+// gateway that opens the file writes (AnnounceRestore).
 func PrepareRestore(ctx context.Context, st *store.Store, kid []byte, now time.Time) (Restored, error) {
 	var r Restored
 	err := st.Do(ctx, func(stx *store.Tx) error {
@@ -125,6 +136,7 @@ func PrepareRestore(ctx context.Context, st *store.Store, kid []byte, now time.T
 			return fmt.Errorf("%w: the backup is gateway key %x's, this data directory's key is %x", ErrOtherGateway, old, kid)
 		}
 		r.OldEpoch, r.Base = getU64(meta.Get(metaStreamEpoch)), getU64(meta.Get(metaAggSeq))
+		r.OldLastSeq = r.Base - getU64(meta.Get(metaSeqBase))
 		var b [8]byte
 		for r.NewEpoch == 0 || r.NewEpoch == r.OldEpoch {
 			if _, err := rand.Read(b[:]); err != nil {
@@ -134,7 +146,8 @@ func PrepareRestore(ctx context.Context, st *store.Store, kid []byte, now time.T
 		}
 		for _, w := range []write{{bucketMeta, metaStreamEpoch, putU64(r.NewEpoch)}, {bucketMeta, metaSeqBase, putU64(r.Base)},
 			{bucketMeta, metaGatewayKey, append([]byte(nil), kid...)},
-			{bucketMeta, metaRestored, append(putU64(uint64(now.UnixMilli())), putU64(r.OldEpoch)...)}} {
+			{bucketMeta, metaRestored, append(putU64(uint64(now.UnixMilli())), putU64(r.OldEpoch)...)},
+			{bucketMeta, metaRestoreDue, append(append(putU64(r.OldEpoch), putU64(r.OldLastSeq)...), putU64(uint64(now.UnixMilli()))...)}} {
 			if err := meta.Put(w.key, w.val); err != nil {
 				return fmt.Errorf("%w: %v", store.ErrAbort, err)
 			}
@@ -142,4 +155,43 @@ func PrepareRestore(ctx context.Context, st *store.Store, kid []byte, now time.T
 		return nil
 	})
 	return r, err
+}
+
+// AnnounceRestore writes, if the file was restored and the restore is not
+// announced yet, the restore record (protocol.Restore) into the outbox as
+// the next record of the stream — the first of the new epoch, since a
+// gateway announces before it seals anything — and returns it; nil if
+// there is nothing to announce. gateway is the gateway id the record
+// names.
+func (bk *Books) AnnounceRestore(ctx context.Context, gateway string) (*protocol.Restore, error) {
+	var out *protocol.Restore
+	err := bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Raw()
+		meta := tx.Bucket(bucketMeta)
+		due := meta.Get(metaRestoreDue)
+		if len(due) != 24 || bk.cfg.Signer == nil {
+			return nil
+		}
+		seq := getU64(meta.Get(metaAggSeq)) + 1
+		r := protocol.Restore{Gateway: gateway, Seq: bk.wire(seq), OldEpoch: binary.BigEndian.Uint64(due),
+			OldLastSeq: binary.BigEndian.Uint64(due[8:]), Time: binary.BigEndian.Uint64(due[16:]), Epoch: bk.cfg.Stream.Epoch}
+		var enc protocol.Encoder
+		b, err := enc.AppendRestore(nil, &r, bk.cfg.Signer)
+		if err != nil {
+			return fmt.Errorf("%w: restore record: %v", store.ErrAbort, err)
+		}
+		for _, w := range []write{{bucketOutbox, putU64(seq), b},
+			{bucketRecords, putU64(seq), metering.NewStateWriter().String("").Int(int64(r.Time))},
+			{bucketMeta, metaAggSeq, putU64(seq)}} {
+			if err := tx.Bucket(w.bucket).Put(w.key, w.val); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrAbort, err)
+			}
+		}
+		if err := meta.Delete(metaRestoreDue); err != nil {
+			return fmt.Errorf("%w: %v", store.ErrAbort, err)
+		}
+		out = &r
+		return nil
+	})
+	return out, err
 }

@@ -146,6 +146,31 @@ func FuzzDecodeCredit(f *testing.F) {
 	})
 }
 
+func FuzzDecodeRestore(f *testing.F) {
+	seedVectors(f)
+	signer, _ := protocol.NewEd25519Signer(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+	var enc protocol.Encoder
+	b, err := enc.AppendRestore(nil, &protocol.Restore{Gateway: "gw-1", Seq: 1, OldEpoch: 99, OldLastSeq: 411,
+		Time: 1_790_000_000_000, Epoch: 100}, signer)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		env, r, err := strict.DecodeRestore(in)
+		if err != nil {
+			if !protocol.ReasonOf(err).Valid() {
+				t.Fatalf("refusal without a valid reason: %v", err)
+			}
+			return
+		}
+		if r.Epoch == 0 || r.Epoch == r.OldEpoch {
+			t.Fatalf("accepted a restore into its own epoch: %+v", r)
+		}
+		checkAccepted(t, in, env, protocol.MaxAggregateSize, func() ([]byte, error) { return protocol.AppendRestorePayload(nil, &r) })
+	})
+}
+
 func FuzzDecodeHold(f *testing.F) {
 	seedVectors(f)
 	signer, _ := protocol.NewEd25519Signer(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))

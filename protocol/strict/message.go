@@ -3,7 +3,8 @@ package strict
 import "github.com/farthing-iot/farthing/protocol"
 
 // Message is any decoded Farthing message; exactly one of Ticket, Receipt,
-// Aggregate, Voucher, Credit, Hold and Progress is set, as Kind says.
+// Aggregate, Voucher, Credit, Hold, Progress and Restore is set, as Kind
+// says.
 type Message struct {
 	Kind      protocol.Kind
 	Envelope  protocol.Envelope
@@ -14,6 +15,7 @@ type Message struct {
 	Credit    *protocol.Credit
 	Hold      *protocol.Hold
 	Progress  *protocol.ChainProgress
+	Restore   *protocol.Restore
 }
 
 // Decode decodes an untrusted message of any kind. The kind is read from
@@ -57,6 +59,10 @@ func Decode(b []byte) (*Message, error) {
 	case protocol.KindHold:
 		env, h, err := DecodeHold(b)
 		m.Envelope, m.Hold = env, &h
+		return m, err
+	case protocol.KindRestore:
+		env, r, err := DecodeRestore(b)
+		m.Envelope, m.Restore = env, &r
 		return m, err
 	case protocol.KindChainProgress:
 		// Read by protocol's canonical reader, which refuses anything

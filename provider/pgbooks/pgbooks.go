@@ -220,6 +220,14 @@ func (bk *pgBooking) book() error {
 	if err := bk.stream(); err != nil {
 		return err
 	}
+	if rec.Restore != nil {
+		return bk.restore()
+	}
+	if cut, ok, err := bk.cut(); err != nil {
+		return err
+	} else if ok && bk.seq > cut {
+		return bk.superseded()
+	}
 	switch {
 	case rec.Credit != nil:
 		return bk.credit()
@@ -282,7 +290,9 @@ func (bk *pgBooking) stream() error {
 	ctx, tx, kid, epoch := bk.ctx, bk.tx, bk.kid, bk.epoch
 	var inserted bool
 	if err := tx.QueryRow(ctx, `INSERT INTO streams (kid, epoch, gateway, high, count, first_ms) VALUES ($1, $2, $3, $4, 1, $5)
-		ON CONFLICT (kid, epoch) DO UPDATE SET high = greatest(streams.high, EXCLUDED.high), count = streams.count + 1
+		ON CONFLICT (kid, epoch) DO UPDATE SET
+			high = CASE WHEN EXCLUDED.high > streams.cut THEN streams.high ELSE greatest(streams.high, EXCLUDED.high) END,
+			count = CASE WHEN EXCLUDED.high > streams.cut THEN streams.count ELSE streams.count + 1 END
 		RETURNING xmax = 0`, kid, epoch, bk.rec.Gateway, bk.seq, time.Now().UnixMilli()).Scan(&inserted); err != nil {
 		return err
 	}
@@ -610,7 +620,7 @@ func pgReportStreams(ctx context.Context, tx pgx.Tx, rep *provider.Report) error
 // records.
 func pgReportRest(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
 	for _, read := range []func(context.Context, pgx.Tx, *provider.Report) error{pgReportCredits, pgReportDoubles,
-		pgReportQuarantine, pgReportPaywords, pgReportClaims, pgReportHeld} {
+		pgReportQuarantine, pgReportPaywords, pgReportClaims, pgReportHeld, pgReportRestores} {
 		if err := read(ctx, tx, rep); err != nil {
 			return err
 		}
