@@ -27,15 +27,16 @@ func TestDeviceRedeemsVoucherOverMQTTAndCoAP(t *testing.T) {
 	tg := startGateway(t, []devSpec{{"kiosk-m", "hmac", "poor"}, {"kiosk-c", "hmac", "poor"}},
 		func(c *gateway.Config) { c.VoucherIssuers = []string{pubPath} })
 	signer, _ := protocol.NewEd25519Signer(priv)
-	voucher := func(id, account string) []byte {
+	voucherFor := func(id, account, device string) []byte {
 		var enc protocol.Encoder
 		b, err := enc.AppendVoucher(nil, &protocol.Voucher{ID: id, Account: account, Amount: 1_000_000_000, Currency: "EUR",
-			Expiry: uint64(time.Now().Add(time.Hour).UnixMilli())}, signer)
+			Expiry: uint64(time.Now().Add(time.Hour).UnixMilli()), Device: device}, signer)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
+	voucher := func(id, account string) []byte { return voucherFor(id, account, "") }
 
 	d := connectDevice(t, tg, "kiosk-m")
 	d.Report(now(), []devicefw.Reading{{Meter: 0, Register: 1000}})
@@ -79,7 +80,11 @@ func TestDeviceRedeemsVoucherOverMQTTAndCoAP(t *testing.T) {
 	if r, err := cd.Redeem(ctx, voucher("V-X", "prepaid-1")); err != nil || r.Status != protocol.StatusRejected || r.Reason != protocol.ReasonVoucherWrongAccount {
 		t.Fatalf("a voucher for another account over CoAP: %+v, %v", r, err)
 	}
-	r, err = cd.Redeem(ctx, voucher("V-C", "poor"))
+	// Bound to the other kiosk: refused here; bound to this one: taken.
+	if r, err := cd.Redeem(ctx, voucherFor("V-B1", "poor", "kiosk-m")); err != nil || r.Status != protocol.StatusRejected || r.Reason != protocol.ReasonVoucherOtherDevice {
+		t.Fatalf("a voucher bound to another device: %+v, %v", r, err)
+	}
+	r, err = cd.Redeem(ctx, voucherFor("V-C", "poor", "kiosk-c"))
 	if err != nil || r.Status != protocol.StatusAccepted || r.Voucher != "V-C" || r.Balance != 1_400_001_000 {
 		t.Fatalf("voucher over CoAP: %+v, %v; want accepted, balance 1.400001 EUR", r, err)
 	}

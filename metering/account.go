@@ -118,6 +118,21 @@ func (a Account) TopUp(m Money, timeMs int64, ref string) (Entry, Account, error
 	return a.apply(Entry{Kind: EntryTopUp, Amount: m.Nanos, Time: timeMs, Ref: ref})
 }
 
+// Adjust adds amount (a credit; negative, a debit; never zero): an
+// operator's correction. A debit is not bounded by what the account can
+// spend — it corrects money granted by mistake, and the account owes it —
+// so it may leave a balance below zero (or past a postpaid credit limit),
+// and the account then spends nothing until it is paid.
+func (a Account) Adjust(m Money, timeMs int64, ref string) (Entry, Account, error) {
+	if m.Nanos == 0 {
+		return Entry{}, a, fmt.Errorf("%w: an adjustment of zero", ErrBadMoney)
+	}
+	if m.Currency != a.Currency {
+		return Entry{}, a, fmt.Errorf("%w: account %q is in %s, the adjustment in %s", ErrCurrencyMismatch, a.ID, a.Currency, m.Currency)
+	}
+	return a.apply(Entry{Kind: EntryAdjust, Amount: m.Nanos, Time: timeMs, Ref: ref})
+}
+
 // apply numbers e and adds it to the balance.
 func (a Account) apply(e Entry) (Entry, Account, error) {
 	b, err := a.Balance.Add(e.Amount)

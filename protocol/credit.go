@@ -14,10 +14,17 @@ package protocol
 //	  4: uint .gt 0,        ; amount, nanos
 //	  5: currency,
 //	  6: ms,                ; when it was credited
-//	  7: "top_up" / "voucher",
-//	  8: tstr,              ; the top-up's reference or the voucher's id (1..128 bytes)
+//	  7: "top_up" / "voucher" / "adjustment",
+//	  8: tstr,              ; the top-up's or adjustment's reference, or the voucher's id (1..128 bytes)
+//	  ? 9: 1,               ; an adjustment that debits: the amount is taken from the account
+//	  ? 10: id,             ; an adjustment's reason code (required for one), e.g. "double_redemption"
+//	  ? 11: id,             ; the voucher an adjustment settles (one credited twice, say)
 //	  ? 14: uint .gt 0,     ; stream epoch, as in an aggregate
 //	}
+//
+// An adjustment is every change to an account outside a ticket, a top-up
+// and a voucher: an operator's signed, audited, idempotent correction, a
+// credit or (key 9) a debit.
 type Credit struct {
 	Gateway  string `json:"gateway"`
 	Seq      uint64 `json:"seq"`
@@ -27,14 +34,23 @@ type Credit struct {
 	Time     uint64 `json:"time_ms"`
 	Kind     string `json:"kind"` // CreditTopUp or CreditVoucher
 	Ref      string `json:"ref"`
-	Epoch    uint64 `json:"stream_epoch,omitempty"`
+	// Debit, Reason and Voucher are an adjustment's: it takes the amount
+	// (Debit) or adds it, why (a reason code), and the voucher it settles.
+	Debit   bool   `json:"debit,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Voucher string `json:"voucher,omitempty"`
+	Epoch   uint64 `json:"stream_epoch,omitempty"`
 }
 
 // Credit kinds.
 const (
-	CreditTopUp   = "top_up"
-	CreditVoucher = "voucher"
+	CreditTopUp      = "top_up"
+	CreditVoucher    = "voucher"
+	CreditAdjustment = "adjustment"
 )
+
+// MaxReasonLen bounds an adjustment's reason code.
+const MaxReasonLen = 32
 
 // Credit payload keys.
 const (
@@ -46,6 +62,9 @@ const (
 	creTime     = 6
 	creKind     = 7
 	creRef      = 8
+	creDebit    = 9
+	creReason   = 10
+	creVoucher  = 11
 	creEpoch    = 14
 )
 
@@ -73,8 +92,20 @@ func (c *Credit) Validate() error {
 	if c.Amount == 0 || c.Amount > 1<<63-1 || c.Time == 0 {
 		return newError(ReasonFieldRange, "a credit has an amount in 1..2^63-1 and a time")
 	}
-	if c.Kind != CreditTopUp && c.Kind != CreditVoucher {
-		return newError(ReasonFieldRange, "credit kind must be top_up or voucher")
+	if c.Kind != CreditTopUp && c.Kind != CreditVoucher && c.Kind != CreditAdjustment {
+		return newError(ReasonFieldRange, "credit kind must be top_up, voucher or adjustment")
+	}
+	if c.Kind == CreditAdjustment {
+		if err := checkNameString(c.Reason, MaxReasonLen, "adjustment reason"); err != nil {
+			return err
+		}
+		if c.Voucher != "" {
+			if err := checkNameString(c.Voucher, MaxDeviceIDLen, "voucher"); err != nil {
+				return err
+			}
+		}
+	} else if c.Debit || c.Reason != "" || c.Voucher != "" {
+		return newError(ReasonFieldRange, "only an adjustment debits, has a reason or names a voucher")
 	}
 	if len(c.Ref) == 0 || len(c.Ref) > MaxCreditRefLen {
 		return newError(ReasonStringTooLong, "credit ref must be 1..128 bytes")
@@ -88,8 +119,10 @@ func AppendCreditPayload(dst []byte, c *Credit) ([]byte, error) {
 		return dst, err
 	}
 	n := 9
-	if c.Epoch != 0 {
-		n++
+	for _, set := range [...]bool{c.Debit, c.Reason != "", c.Voucher != "", c.Epoch != 0} {
+		if set {
+			n++
+		}
 	}
 	dst = appendHead(dst, majorMap, uint64(n))
 	dst = append(dst, keyKind, byte(KindCredit))
@@ -109,6 +142,18 @@ func AppendCreditPayload(dst []byte, c *Credit) ([]byte, error) {
 	dst = appendText(dst, c.Kind)
 	dst = appendUint(dst, creRef)
 	dst = appendText(dst, c.Ref)
+	if c.Debit {
+		dst = appendUint(dst, creDebit)
+		dst = appendUint(dst, 1)
+	}
+	if c.Reason != "" {
+		dst = appendUint(dst, creReason)
+		dst = appendText(dst, c.Reason)
+	}
+	if c.Voucher != "" {
+		dst = appendUint(dst, creVoucher)
+		dst = appendText(dst, c.Voucher)
+	}
 	if c.Epoch != 0 {
 		dst = appendUint(dst, creEpoch)
 		dst = appendUint(dst, c.Epoch)

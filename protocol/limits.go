@@ -9,8 +9,10 @@ const (
 	MaxTicketSize = 1280
 	// MaxReceiptSize bounds an encoded receipt.
 	MaxReceiptSize = 384
-	// MaxVoucherSize bounds an encoded voucher.
-	MaxVoucherSize = 384
+	// MaxVoucherSize bounds an encoded voucher: one with every field at
+	// its limit, bound to a gateway and a device, is under it (a test keeps
+	// it so).
+	MaxVoucherSize = 512
 	// MaxAggregateSize bounds an encoded aggregate. One with every field
 	// at its limit, MaxAggregateBands bands included, is 812 bytes.
 	MaxAggregateSize = 1024

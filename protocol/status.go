@@ -170,6 +170,11 @@ const (
 	// ReasonVoucherRedeemed: its id was redeemed before; a voucher id is
 	// redeemed at most once, ever.
 	ReasonVoucherRedeemed Reason = 84
+	// ReasonVoucherOtherGateway: the voucher is bound to another gateway.
+	ReasonVoucherOtherGateway Reason = 87
+	// ReasonVoucherOtherDevice: the voucher is bound to a device, and this
+	// is not that device (or not a device: an operator's redemption).
+	ReasonVoucherOtherDevice Reason = 88
 	// ReasonChainReplayed: a chain commitment whose number is not above
 	// the device's last one, or a chain id committed before with other
 	// terms.
@@ -238,6 +243,8 @@ var reasonNames = [...]struct {
 	{ReasonVoucherRedeemed, "voucher_redeemed"},
 	{ReasonChainReplayed, "chain_replayed"},
 	{ReasonChainGap, "chain_gap"},
+	{ReasonVoucherOtherGateway, "voucher_other_gateway"},
+	{ReasonVoucherOtherDevice, "voucher_other_device"},
 	{ReasonStorageFull, "storage_full"},
 	{ReasonStoreError, "store_error"},
 	{ReasonOverloaded, "overloaded"},

@@ -13,7 +13,13 @@ package protocol
 //	  4: currency,
 //	  5: ms,                ; expiry, Unix milliseconds: not redeemed at or after it
 //	  ? 6: id,              ; issuer, a label (the kid says who signed)
+//	  ? 7: id,              ; bound to this gateway id: no other gateway redeems it
+//	  ? 8: id,              ; bound to this device: redeemed only when the device passes it on
 //	}
+//
+// A bound voucher (keys 7 and 8, the way prepaid meter tokens are bound
+// to one meter) cannot be redeemed twice even with every gateway offline:
+// only one gateway's books can take it, and they take a voucher id once.
 //
 // Its text form (for a QR code, or copy and paste) is the COSE bytes in
 // base64url without padding (VoucherText).
@@ -24,6 +30,8 @@ type Voucher struct {
 	Currency string `json:"currency"`
 	Expiry   uint64 `json:"expiry_ms"`
 	Issuer   string `json:"issuer,omitempty"`
+	Gateway  string `json:"gateway,omitempty"` // bound to this gateway id
+	Device   string `json:"device,omitempty"`  // bound to this device
 }
 
 // Voucher payload keys.
@@ -34,6 +42,8 @@ const (
 	vouCurrency = 4
 	vouExpiry   = 5
 	vouIssuer   = 6
+	vouGateway  = 7
+	vouDevice   = 8
 )
 
 // Validate checks v against the limits and rules of the wire format.
@@ -51,8 +61,11 @@ func (v *Voucher) Validate() error {
 			return err
 		}
 	}
-	if v.Issuer != "" {
-		if err := checkNameString(v.Issuer, MaxDeviceIDLen, "issuer"); err != nil {
+	for _, f := range [...]struct{ v, what string }{{v.Issuer, "issuer"}, {v.Gateway, "gateway"}, {v.Device, "device"}} {
+		if f.v == "" {
+			continue
+		}
+		if err := checkNameString(f.v, MaxDeviceIDLen, f.what); err != nil {
 			return err
 		}
 	}
@@ -71,8 +84,10 @@ func AppendVoucherPayload(dst []byte, v *Voucher) ([]byte, error) {
 		return dst, err
 	}
 	n := 6
-	if v.Issuer != "" {
-		n++
+	for _, set := range [...]bool{v.Issuer != "", v.Gateway != "", v.Device != ""} {
+		if set {
+			n++
+		}
 	}
 	dst = appendHead(dst, majorMap, uint64(n))
 	dst = append(dst, keyKind, byte(KindVoucher))
@@ -86,9 +101,14 @@ func AppendVoucherPayload(dst []byte, v *Voucher) ([]byte, error) {
 	dst = appendText(dst, v.Currency)
 	dst = appendUint(dst, vouExpiry)
 	dst = appendUint(dst, v.Expiry)
-	if v.Issuer != "" {
-		dst = appendUint(dst, vouIssuer)
-		dst = appendText(dst, v.Issuer)
+	for _, f := range [...]struct {
+		k uint64
+		v string
+	}{{vouIssuer, v.Issuer}, {vouGateway, v.Gateway}, {vouDevice, v.Device}} {
+		if f.v != "" {
+			dst = appendUint(dst, f.k)
+			dst = appendText(dst, f.v)
+		}
 	}
 	return dst, nil
 }

@@ -49,3 +49,23 @@ func TestVoucherRoundTrip(t *testing.T) {
 		t.Fatal("a voucher signed by another key verified")
 	}
 }
+
+// The largest voucher the rules allow — every id at 64 bytes, an issuer,
+// bound to a gateway and a device — fits MaxVoucherSize, and a bound
+// voucher reads back bound.
+func TestLargestVoucherFits(t *testing.T) {
+	id := strings.Repeat("v", protocol.MaxDeviceIDLen)
+	v := protocol.Voucher{ID: id, Account: strings.Repeat("a", protocol.MaxAccountLen), Amount: 1<<63 - 1, Currency: "EUR",
+		Expiry: 1<<64 - 1, Issuer: id, Gateway: strings.Repeat("g", 64), Device: strings.Repeat("d", 64)}
+	signer, _ := protocol.NewEd25519Signer(ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+	var enc protocol.Encoder
+	b, err := enc.AppendVoucher(nil, &v, signer)
+	if err != nil {
+		t.Fatalf("the largest voucher: %v", err)
+	}
+	t.Logf("the largest voucher is %d bytes of %d", len(b), protocol.MaxVoucherSize)
+	_, back, err := strict.DecodeVoucher(b)
+	if err != nil || back != v {
+		t.Fatalf("read back: %+v, %v", back, err)
+	}
+}

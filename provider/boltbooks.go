@@ -75,7 +75,7 @@ func (r *Receiver) setUp(tx *bolt.Tx) error {
 	newUnpaid := tx.Bucket(bucketUnpaid) == nil
 	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals,
 		bucketCredits, bucketVouchers, bucketDoubles, bucketHolds, bucketUnpaid, bucketPayouts, bucketPayoutMeta, bucketPayoutSlot, bucketPaywords,
-		bucketPaywordClaims, bucketPaywordChains, bucketRestores, bucketSuperseded} {
+		bucketPaywordClaims, bucketPaywordChains, bucketRestores, bucketSuperseded, bucketResolved} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -591,9 +591,14 @@ func reportDoubles(tx *bolt.Tx, rep *Report) error {
 			return nil
 		}
 		second := k[i+1:]
-		rep.Doubles = append(rep.Doubles, DoubleRedemption{Voucher: string(k[:i]),
+		d := DoubleRedemption{Voucher: string(k[:i]),
 			First:  streamOfKey(v).Key(binary.BigEndian.Uint64(v[protocol.KeyIDLen+8:])),
-			Second: streamOfKey(second).Key(binary.BigEndian.Uint64(second[protocol.KeyIDLen+8:]))})
+			Second: streamOfKey(second).Key(binary.BigEndian.Uint64(second[protocol.KeyIDLen+8:]))}
+		if _, c, err := strict.DecodeCredit(tx.Bucket(bucketBooked).Get(second)); err == nil {
+			d.Account, d.Amount, d.Currency = c.Account, c.Amount, c.Currency
+		}
+		d.Resolved = resolutionOf(tx, d.Voucher)
+		rep.Doubles = append(rep.Doubles, d)
 		return nil
 	})
 	return nil
@@ -677,7 +682,7 @@ func gaps(c *bolt.Cursor, prefix []byte, high uint64) []uint64 {
 // where (stream/seq) and is recorded as a double redemption.
 func bookCredit(tx *bolt.Tx, key []byte, c *protocol.Credit) (string, error) {
 	cb := tx.Bucket(bucketCredits)
-	ck := []byte(c.Account + "\x00" + c.Currency + "\x00" + c.Kind)
+	ck := []byte(c.Account + "\x00" + c.Currency + "\x00" + CreditKind(c))
 	var amount, count uint64
 	if v := cb.Get(ck); len(v) == 16 {
 		amount, count = binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
@@ -688,6 +693,9 @@ func bookCredit(tx *bolt.Tx, key []byte, c *protocol.Credit) (string, error) {
 	}
 	if err := cb.Put(ck, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, amount), count+1)); err != nil {
 		return "", err
+	}
+	if c.Kind == protocol.CreditAdjustment && c.Voucher != "" {
+		return "", resolve(tx, key, c)
 	}
 	if c.Kind != protocol.CreditVoucher {
 		return "", nil

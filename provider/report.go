@@ -129,7 +129,20 @@ type CreditTotal struct {
 
 // DoubleRedemption is a voucher credited by two credit records.
 type DoubleRedemption struct {
-	Voucher string `json:"voucher"`
-	First   string `json:"first"`  // stream/seq of the first credit
-	Second  string `json:"second"` // stream/seq of this one
+	Voucher  string `json:"voucher"`
+	First    string `json:"first"`  // stream/seq of the first credit
+	Second   string `json:"second"` // stream/seq of this one
+	Account  string `json:"account"`
+	Amount   uint64 `json:"amount_nanos"` // credited the second time
+	Currency string `json:"currency"`
+	// Resolved is set once a gateway's adjustment names the voucher: the
+	// adjustment (stream/seq) and what it added (negative: took back).
+	Resolved *Resolution `json:"resolved,omitempty"`
+}
+
+// Resolution is the adjustment that settled a voucher credited twice.
+type Resolution struct {
+	Adjustment string `json:"adjustment"` // stream/seq
+	Amount     int64  `json:"amount_nanos"`
+	Reason     string `json:"reason"`
 }

@@ -268,7 +268,7 @@ func unbookAggregate(tx *bolt.Tx, k []byte, a *protocol.Aggregate) (bool, error)
 // which is no longer a double redemption.
 func unbookCredit(tx *bolt.Tx, k []byte, c *protocol.Credit) error {
 	cb := tx.Bucket(bucketCredits)
-	ck := []byte(c.Account + "\x00" + c.Currency + "\x00" + c.Kind)
+	ck := []byte(c.Account + "\x00" + c.Currency + "\x00" + CreditKind(c))
 	v := cb.Get(ck)
 	if len(v) != 16 || binary.BigEndian.Uint64(v) < c.Amount || binary.BigEndian.Uint64(v[8:]) == 0 {
 		return fmt.Errorf("superseding %x: the credits of %s hold less than the credit", k, c.Account)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,11 +17,11 @@ import (
 	"github.com/farthing-iot/farthing/metering"
 )
 
-// runAccount is `farthing account topup|list|show|entries`, through the
-// running daemon's operator API.
+// runAccount is `farthing account topup|adjust|list|show|entries`,
+// through the running daemon's operator API.
 func runAccount(e *env, args []string) error {
 	if len(args) == 0 {
-		return usageError{"account: want topup, list, show or entries"}
+		return usageError{"account: want topup, adjust, list, show or entries"}
 	}
 	fs := newFlags("account " + args[0])
 	data := fs.String("data", defaultData, "the gateway's data directory")
@@ -58,6 +59,8 @@ func runAccount(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "%s: %s %s, entry %d, balance %s\n", res.Account, what,
 			metering.Money{Nanos: res.Amount, Currency: cur}, res.EntrySeq, metering.Money{Nanos: res.Balance, Currency: cur})
 		return nil
+	case "adjust":
+		return runAccountAdjust(e, fs, op, data, format, args[1:])
 	case "list", "show":
 		pos, err := parseInterspersed(fs, args[1:], 1)
 		if err != nil {
@@ -148,23 +151,87 @@ func printRows(e *env, format string, v any, rows [][]string) error {
 	return usageError{"--format: want table, csv or json"}
 }
 
-// parseInterspersed parses flags that may come before, between or after
-// the positional arguments (account topup fleet "5 EUR" --ref r1) and
-// returns the positional ones, at most max.
+// parseInterspersed parses flags that may come before, between and after
+// the positional arguments (at most max of them), which it returns. An
+// argument that is a negative amount ("-20.00 EUR") is positional, unless
+// it is a flag's value; after "--" everything is.
 func parseInterspersed(fs *flag.FlagSet, args []string, max int) ([]string, error) {
-	var pos []string
-	for {
-		if err := parse(fs, args, len(args)); err != nil {
-			return nil, err
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			pos = append(pos, args[i+1:]...)
+			i = len(args)
+		case len(a) > 1 && a[0] == '-' && (a[1] < '0' || a[1] > '9'):
+			flags = append(flags, a)
+			if takesValue(fs, a) && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
+		default:
+			pos = append(pos, a)
 		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		pos, args = append(pos, rest[0]), rest[1:]
+	}
+	if err := parse(fs, flags, 0); err != nil {
+		return nil, err
 	}
 	if len(pos) > max {
 		return nil, usageError{fmt.Sprintf("unexpected argument %q", pos[max])}
 	}
 	return pos, nil
+}
+
+// takesValue reports whether flag argument a ("--ref", not "--ref=x")
+// names a flag that takes the next argument as its value.
+func takesValue(fs *flag.FlagSet, a string) bool {
+	name := strings.TrimLeft(a, "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	f := fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return !ok || !b.IsBoolFlag()
+}
+
+// runAccountAdjust is `farthing account adjust ACCOUNT AMOUNT --ref REF
+// --reason CODE [--note TEXT] [--voucher ID]`: a signed amount ("-20.00
+// EUR" debits), through the operator API, idempotent by ref.
+func runAccountAdjust(e *env, fs *flag.FlagSet, op *operatorFlags, data, format *string, args []string) error {
+	ref := fs.String("ref", "", "your reference for this adjustment: the same ref again is the same adjustment")
+	reason := fs.String("reason", "", "why, a code: double_redemption, goodwill, correction, chargeback, …")
+	note := fs.String("note", "", "your words, kept in the audit log")
+	voucher := fs.String("voucher", "", "the voucher this settles (one credited twice): the provider's books link it to that flag")
+	pos, err := parseInterspersed(fs, args, 2)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || *ref == "" || *reason == "" {
+		return usageError{"account adjust ACCOUNT AMOUNT --ref REF --reason CODE [--note TEXT] [--voucher ID] (AMOUNT like \"-20.00 EUR\" to debit)"}
+	}
+	if _, err := metering.ParseMoney(pos[1]); err != nil {
+		return usageError{"amount: " + err.Error()}
+	}
+	var res ledger.TopUpResult
+	req := operator.AdjustRequest{Amount: pos[1], Ref: *ref, Reason: *reason, Note: *note, Voucher: *voucher}
+	if err := op.postJSON(*data, "/accounts/"+url.PathEscape(pos[0])+"/adjustments", req, &res); err != nil {
+		if errors.Is(err, errNoDaemon) {
+			return fmt.Errorf("an adjustment needs the running farthingd: %w", err)
+		}
+		return err
+	}
+	if *format == "json" {
+		return printJSON(e, res)
+	}
+	what := "adjusted"
+	if res.Repeated {
+		what = "already done (same ref)"
+	}
+	cur := metering.Currency(res.Currency)
+	fmt.Fprintf(e.stdout, "%s: %s by %s (%s), entry %d, balance %s\n", res.Account, what,
+		metering.Money{Nanos: res.Amount, Currency: cur}, res.Reason, res.EntrySeq, metering.Money{Nanos: res.Balance, Currency: cur})
+	return nil
 }

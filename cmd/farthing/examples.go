@@ -56,13 +56,17 @@ var examples = map[string][]string{
 	"voucher": {
 		"farthing keygen --type ed25519 --out issuer --name issuer   # issuer/issuer.key, issuer/issuer.pub",
 		"farthing voucher issue --key issuer/issuer.key --id V-1 --account household --amount \"5.00 EUR\" --expires 2030-01-01T00:00:00Z --out v.txt",
+		"farthing voucher issue --key issuer/issuer.key --id V-2 --account household --amount \"5.00 EUR\" --expires 720h --gateway gw-site-1   # only that gateway redeems it",
 		"farthing voucher redeem \"$(cat v.txt)\"",
 	},
 	"account": {
 		"farthing account list",
 		"farthing account topup household \"5.00 EUR\" --ref PAY-2026-0001",
 	},
-	"account topup":   {"farthing account topup household \"5.00 EUR\" --ref PAY-2026-0001"},
+	"account topup": {"farthing account topup household \"5.00 EUR\" --ref PAY-2026-0001"},
+	"account adjust": {
+		"farthing account adjust household \"-5.00 EUR\" --ref FIX-2026-0001 --reason double_redemption --voucher V-1 --note \"redeemed at two sites\"",
+	},
 	"account list":    {"farthing account list --format csv"},
 	"account show":    {"farthing account show household"},
 	"account entries": {"farthing account entries household --since 2026-11-01T00:00:00Z --format csv"},

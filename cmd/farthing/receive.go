@@ -323,11 +323,22 @@ func printTotals(e *env, r *provider.Receiver, live bool) error {
 		fmt.Fprintln(e.stdout, line)
 	}
 	for _, c := range rep.Credits {
+		if c.Kind == "adjustment_debit" {
+			fmt.Fprintf(e.stdout, "debited %s: %s by %d adjustment(s)\n", c.Account,
+				metering.Money{Nanos: metering.Nanos(c.Amount), Currency: metering.Currency(c.Currency)}, c.Count)
+			continue
+		}
 		fmt.Fprintf(e.stdout, "credited %s: %s by %d %s(s)\n", c.Account,
 			metering.Money{Nanos: metering.Nanos(c.Amount), Currency: metering.Currency(c.Currency)}, c.Count, c.Kind)
 	}
 	for _, d := range rep.Doubles {
-		fmt.Fprintf(e.stdout, "VOUCHER CREDITED TWICE: %s, first %s, again %s\n", d.Voucher, d.First, d.Second)
+		cur := metering.Currency(d.Currency)
+		line := fmt.Sprintf("VOUCHER CREDITED TWICE: %s, %s to %s, first %s, again %s", d.Voucher,
+			metering.Money{Nanos: metering.Nanos(d.Amount), Currency: cur}, d.Account, d.First, d.Second)
+		if r := d.Resolved; r != nil {
+			line += fmt.Sprintf(": RESOLVED by adjustment %s (%s, %s)", r.Adjustment, metering.Money{Nanos: metering.Nanos(r.Amount), Currency: cur}, r.Reason)
+		}
+		fmt.Fprintln(e.stdout, line)
 	}
 	for _, h := range rep.Held {
 		fmt.Fprintf(e.stdout, "HELD (%s): stream %s seq %d, gateway %s, %s/%s %s: not booked, see GET /totals or the receiver file\n",

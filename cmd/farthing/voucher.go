@@ -15,7 +15,7 @@ import (
 
 // runVoucher is `farthing voucher issue|redeem`.
 //
-//	farthing voucher issue --key ISSUER.key --id ID --account A --amount "5.00 EUR" --expires T [--issuer NAME] [--out FILE]
+//	farthing voucher issue --key ISSUER.key --id ID --account A --amount "5.00 EUR" --expires T [--issuer NAME] [--gateway ID] [--device ID] [--out FILE]
 //	farthing voucher redeem TEXT [--data DIR]
 func runVoucher(e *env, args []string) error {
 	if len(args) == 0 {
@@ -30,6 +30,8 @@ func runVoucher(e *env, args []string) error {
 		amount := fs.String("amount", "", `the amount with its currency, e.g. "5.00 EUR"`)
 		expires := fs.String("expires", "", "expiry: RFC 3339 time, or a duration from now (720h)")
 		issuer := fs.String("issuer", "", "an issuer label carried in the voucher (optional)")
+		gatewayID := fs.String("gateway", "", "bind the voucher to this gateway id: no other gateway redeems it, so it cannot be redeemed twice even offline")
+		device := fs.String("device", "", "bind the voucher to this device: redeemed only when the device passes it on (a keypad, a kiosk)")
 		out := fs.String("out", "", "also write the voucher's bytes to FILE")
 		if err := parse(fs, args[1:], 0); err != nil {
 			return err
@@ -52,11 +54,15 @@ func runVoucher(e *env, args []string) error {
 		if err != nil {
 			return usageError{"--expires: " + err.Error()}
 		}
+		if !exp.After(time.Now()) {
+			return usageError{fmt.Sprintf("--expires: %s is in the past: a voucher that expired cannot be redeemed", exp.UTC().Format(time.RFC3339))}
+		}
 		signer, err := protocol.NewEd25519Signer(k.Private)
 		if err != nil {
 			return err
 		}
-		v := protocol.Voucher{ID: *id, Account: *account, Amount: uint64(m.Nanos), Currency: string(m.Currency), Expiry: uint64(exp.UnixMilli()), Issuer: *issuer}
+		v := protocol.Voucher{ID: *id, Account: *account, Amount: uint64(m.Nanos), Currency: string(m.Currency), Expiry: uint64(exp.UnixMilli()),
+			Issuer: *issuer, Gateway: *gatewayID, Device: *device}
 		var enc protocol.Encoder
 		b, err := enc.AppendVoucher(nil, &v, signer)
 		if err != nil {

@@ -311,11 +311,22 @@ func TestVoucherServesADeviceThatRanDry(t *testing.T) {
 	if r := dev.report(t); r.Status != protocol.StatusAccepted || r.Charged != 600_000_000 {
 		t.Fatalf("the device after the voucher: %+v", r)
 	}
+	if out, err := farthingCLI(t, "voucher", "issue", "--key", issuerKey, "--id", "V-OLD", "--account", "kiosk", "--amount", "1.00 EUR",
+		"--expires", "2020-01-01T00:00:00Z"); err == nil || !strings.Contains(out, "2020-01-01T00:00:00Z is in the past") {
+		t.Errorf("a voucher issued already expired: %v %s", err, out)
+	}
+	expiring := issue(issuerKey, "--id", "V-0003", "--account", "kiosk", "--amount", "1.00 EUR", "--expires", "1s")
+	time.Sleep(1100 * time.Millisecond)
 	for _, tc := range []struct{ name, text, want string }{
 		{"replay", v1, "voucher_redeemed"},
 		{"forged", issue(forgerKey, "--id", "V-0002", "--account", "kiosk", "--amount", "9.00 EUR", "--expires", "24h"), "voucher_forged"},
 		{"tampered", tamper(v1), ""},
-		{"expired", issue(issuerKey, "--id", "V-0003", "--account", "kiosk", "--amount", "1.00 EUR", "--expires", "2020-01-01T00:00:00Z"), "voucher_expired"},
+		{"expired", expiring, "voucher_expired"},
+		{"expired, said in RFC 3339", expiring, "expired at 20"},
+		{"bound to another gateway", issue(issuerKey, "--id", "V-0006", "--account", "kiosk", "--amount", "1.00 EUR", "--expires", "24h",
+			"--gateway", "gw-elsewhere"), "voucher_other_gateway"},
+		{"bound to a device, redeemed by an operator", issue(issuerKey, "--id", "V-0007", "--account", "kiosk", "--amount", "1.00 EUR",
+			"--expires", "24h", "--device", "kiosk-1"), "voucher_other_device"},
 		{"wrong currency", issue(issuerKey, "--id", "V-0004", "--account", "kiosk", "--amount", "1.00 USD", "--expires", "24h"), "voucher_wrong_currency"},
 		{"wrong account", issue(issuerKey, "--id", "V-0005", "--account", "nobody", "--amount", "1.00 EUR", "--expires", "24h"), "voucher_wrong_account"},
 	} {
@@ -326,7 +337,7 @@ func TestVoucherServesADeviceThatRanDry(t *testing.T) {
 	}
 	rep := inspect(t, g.data)
 	if !rep.Reconcile.Balanced || rep.Reconcile.TopUps != 1_000_000_000 {
-		t.Fatalf("after one good voucher and six bad ones: %+v; want 1.00 EUR of top-ups", rep.Reconcile)
+		t.Fatalf("after one good voucher and nine bad ones: %+v; want 1.00 EUR of top-ups", rep.Reconcile)
 	}
 }
 

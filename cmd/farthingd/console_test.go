@@ -249,6 +249,26 @@ func TestConsoleInABrowser(t *testing.T) {
 	if got := balanceOf(t, g.data, "kiosk"); got != 1_850_000_000 {
 		t.Fatalf("kiosk after the top-up: %d nanos; want 1850000000", got)
 	}
+	// An adjustment through the page: a debit with its reason, note and
+	// the voucher it settles, in the audit log with the console's token.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"accounts/kiosk"),
+		chromedp.SetValue(chromedp.CSS(`#adjust input[name="amount"]`), "-0.25 EUR"),
+		chromedp.SetValue(chromedp.CSS(`#adjust input[name="reason"]`), "double_redemption"),
+		chromedp.SetValue(chromedp.CSS(`#adjust input[name="voucher"]`), "V-77"),
+		chromedp.SetValue(chromedp.CSS(`#adjust input[name="note"]`), "redeemed at two sites"),
+		chromedp.SetValue(chromedp.CSS(`#adjust input[name="ref"]`), "FIX-1"),
+		chromedp.SetValue(chromedp.CSS(`#adjust input[name="token"]`), consoleToken)); err != nil {
+		t.Fatalf("adjustment form: %v", err)
+	}
+	if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(`#adjust button`))); err != nil {
+		t.Fatalf("adjustment: %v", err)
+	}
+	if body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body"))); !strings.Contains(body, "adjusted by -0.25 EUR (double_redemption") {
+		t.Errorf("adjustment answered %q", body)
+	}
+	if got := balanceOf(t, g.data, "kiosk"); got != 1_600_000_000 {
+		t.Fatalf("kiosk after the adjustment: %d nanos; want 1600000000", got)
+	}
 
 	// A release through the quarantine page, refused without the token
 	// (a form posted without one, as another page could), done with it.

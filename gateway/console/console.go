@@ -190,6 +190,7 @@ func (c *Console) Routes(m *http.ServeMux) {
 	page("GET /console/quarantine", c.quarantinePage)
 	m.Handle("GET /console/events", c.guard(http.HandlerFunc(c.events)))
 	m.Handle("POST /console/accounts/{id}/topup", c.guard(c.change(c.topUp)))
+	m.Handle("POST /console/accounts/{id}/adjust", c.guard(c.change(c.adjust)))
 	m.Handle("POST /console/quarantine/{device}/{seq}/{action}", c.guard(c.change(c.settle)))
 	m.Handle("POST /console/devices/{id}/resume", c.guard(c.change(c.resume)))
 }
@@ -756,6 +757,36 @@ func (c *Console) topUp(r *http.Request) (string, string, error) {
 	done := "topped up " + amount.String() + " (ref " + ref + ")"
 	if res.Repeated {
 		done = "ref " + ref + " was already used for this top-up: nothing added"
+	}
+	return back, done, nil
+}
+
+// adjust books an adjustment from the account page's form (see
+// ledger.Books.Adjust): a signed amount, a reason code, a note, maybe the
+// voucher it settles, once per reference.
+func (c *Console) adjust(r *http.Request) (string, string, error) {
+	id := r.PathValue("id")
+	back := "/console/accounts/" + url.PathEscape(id)
+	amount, err := metering.ParseMoney(r.PostForm.Get("amount"))
+	if err != nil {
+		return back, "", fmt.Errorf("amount: %w", err)
+	}
+	ref := strings.TrimSpace(r.PostForm.Get("ref"))
+	if ref == "" {
+		return back, "", errors.New("ref: a reference is required, so that sending the form twice adjusts once")
+	}
+	adj := ledger.Adjustment{Amount: amount, Reason: strings.TrimSpace(r.PostForm.Get("reason")), Note: strings.TrimSpace(r.PostForm.Get("note")),
+		Voucher: strings.TrimSpace(r.PostForm.Get("voucher"))}
+	res, err := c.g.Ingest.Books().Adjust(r.Context(), &c.g.Ingest.Snapshot().Terms, id, adj, ledger.Request{Ref: ref, Credential: operator.CredentialOf(r)})
+	if err != nil {
+		return back, "", err
+	}
+	c.g.Metrics.Transport.WithLabelValues("operator", "adjustment").Inc()
+	c.g.Log.Warn("account adjusted", "account", id, "amount", amount.String(), "reason", adj.Reason, "voucher", adj.Voucher, "ref", ref,
+		"repeated", res.Repeated, "credential", operator.CredentialOf(r))
+	done := "adjusted by " + amount.String() + " (" + adj.Reason + ", ref " + ref + ")"
+	if res.Repeated {
+		done = "ref " + ref + " was already used for this adjustment: nothing changed"
 	}
 	return back, done, nil
 }

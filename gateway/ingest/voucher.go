@@ -42,7 +42,7 @@ func LoadIssuers(files []string) (map[string]*strict.Ed25519Verifier, error) {
 // the device that passed it on. Every outcome is counted and logged; a
 // refusal is a *ledger.Refusal with its reason.
 func (in *Ingest) RedeemVoucher(ctx context.Context, raw []byte, forAccount, credential string) (ledger.RedeemResult, error) {
-	res, _, err := in.redeem(ctx, raw, forAccount, credential)
+	res, _, err := in.redeem(ctx, raw, forAccount, "", credential)
 	in.noteRedemption(res, credential, err)
 	return res, err
 }
@@ -62,9 +62,10 @@ func (in *Ingest) noteRedemption(res ledger.RedeemResult, credential string, err
 	}
 }
 
-// redeem decodes, verifies and redeems a voucher; id is the voucher's id
-// once its bytes could be read.
-func (in *Ingest) redeem(ctx context.Context, raw []byte, forAccount, credential string) (res ledger.RedeemResult, id string, err error) {
+// redeem decodes, verifies and redeems a voucher (for a device's account
+// and the device itself when a device passed it on); id is the voucher's
+// id once its bytes could be read.
+func (in *Ingest) redeem(ctx context.Context, raw []byte, forAccount, forDevice, credential string) (res ledger.RedeemResult, id string, err error) {
 	forged := func(detail string) error {
 		return &ledger.Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherForged, Detail: detail}
 	}
@@ -79,7 +80,7 @@ func (in *Ingest) redeem(ctx context.Context, raw []byte, forAccount, credential
 	if err := env.Verify(iss, nil); err != nil {
 		return res, v.ID, forged(fmt.Sprintf("voucher %s: %v", v.ID, err))
 	}
-	res, err = in.books.Redeem(ctx, &in.Snapshot().Terms, v, forAccount, credential)
+	res, err = in.books.Redeem(ctx, &in.Snapshot().Terms, v, ledger.Redeemer{Account: forAccount, Device: forDevice, Credential: credential})
 	return res, v.ID, err
 }
 
@@ -98,7 +99,7 @@ func (in *Ingest) startVoucher(p *Pending) {
 	p.dev = dev
 	p.redeem = func() protocol.Receipt {
 		credential := "device:" + dev.ID
-		res, id, err := in.redeem(p.ctx, p.msg.Payload, dev.Account, credential)
+		res, id, err := in.redeem(p.ctx, p.msg.Payload, dev.Account, dev.ID, credential)
 		in.noteRedemption(res, credential, err)
 		r := protocol.Receipt{Device: dev.ID, Status: protocol.StatusAccepted, Voucher: id,
 			Currency: string(p.snap.Accounts[dev.Account].Currency)}

@@ -39,17 +39,31 @@ type Operation struct {
 	Time       int64          `json:"time_ms"`
 	Credential string         `json:"credential"` // "socket", "token", "cert:NAME"
 	EntrySeq   uint64         `json:"entry_seq"`  // the ledger entry it made
+	// An adjustment's reason code, the operator's note and the voucher it
+	// settles (Amount is then signed: negative for a debit).
+	Reason  string `json:"reason,omitempty"`
+	Note    string `json:"note,omitempty"`
+	Voucher string `json:"voucher,omitempty"`
 }
 
+// An operation's record: the fields in order, then, for an adjustment,
+// its reason, note and voucher (absent from older records).
 func (o Operation) encode() []byte {
-	return metering.NewStateWriter().Uint(o.Seq).String(o.Kind).String(o.Ref).String(o.Account).Int(int64(o.Amount)).
+	w := metering.NewStateWriter().Uint(o.Seq).String(o.Kind).String(o.Ref).String(o.Account).Int(int64(o.Amount)).
 		String(o.Currency).Int(o.Time).String(o.Credential).Uint(o.EntrySeq)
+	if o.Reason != "" {
+		w = w.String(o.Reason).String(o.Note).String(o.Voucher)
+	}
+	return w
 }
 
 func decodeOperation(b []byte) (Operation, error) {
 	r := metering.NewStateReader(b, "operation")
 	o := Operation{Seq: r.Uint(), Kind: r.String(), Ref: r.String(), Account: r.String(), Amount: metering.Nanos(r.Int()),
 		Currency: r.String(), Time: r.Int(), Credential: r.String(), EntrySeq: r.Uint()}
+	if r.Err() == nil && r.More() {
+		o.Reason, o.Note, o.Voucher = r.String(), r.String(), r.String()
+	}
 	return o, r.Done()
 }
 
@@ -111,14 +125,95 @@ func (bk *Books) TopUp(ctx context.Context, t *Terms, account string, amount met
 	return res, err
 }
 
+// Adjustment is an operator's change to an account outside a ticket, a
+// top-up and a voucher: Amount is added to the balance (negative: a
+// debit), for Reason (a code such as "double_redemption", "goodwill",
+// "correction"), with the operator's Note, maybe settling a Voucher (one
+// credited twice).
+type Adjustment struct {
+	Amount  metering.Money
+	Reason  string
+	Note    string
+	Voucher string
+}
+
+// ErrBadAdjustment: an adjustment without a reason code, with a bad one, a
+// note too long, or an amount of zero or in another currency; nothing was
+// done.
+var ErrBadAdjustment = errors.New("ledger: bad adjustment")
+
+// maxNote bounds an adjustment's note.
+const maxNote = 512
+
+// Adjust books an adjustment of account, once per ref, as TopUp does a
+// top-up: the same ref again with the same account, amount and reason
+// returns the first result (Repeated), with anything else ErrRefConflict.
+// The entry, the new balance, the audit record (reason, note, voucher and
+// credential) and the signed record upstream (a credit of kind
+// adjustment, key 9 for a debit) commit together, with fsync.
+func (bk *Books) Adjust(ctx context.Context, t *Terms, account string, adj Adjustment, by Request) (TopUpResult, error) {
+	var res TopUpResult
+	switch {
+	case by.Ref == "" || len(by.Ref) > 128:
+		return res, fmt.Errorf("%w: a reference of 1..128 bytes is required", ErrBadAdjustment)
+	case !protocol.ValidName(adj.Reason, protocol.MaxReasonLen):
+		return res, fmt.Errorf("%w: a reason code of 1..%d of [A-Za-z0-9._-] is required", ErrBadAdjustment, protocol.MaxReasonLen)
+	case adj.Voucher != "" && !protocol.ValidName(adj.Voucher, protocol.MaxDeviceIDLen):
+		return res, fmt.Errorf("%w: voucher %q is not a voucher id", ErrBadAdjustment, adj.Voucher)
+	case len(adj.Note) > maxNote:
+		return res, fmt.Errorf("%w: the note is longer than %d bytes", ErrBadAdjustment, maxNote)
+	case adj.Amount.Nanos == 0:
+		return res, fmt.Errorf("%w: an adjustment of zero", ErrBadAdjustment)
+	}
+	err := bk.st.Do(ctx, func(stx *store.Tx) error {
+		tx := stx.Raw()
+		res = TopUpResult{}
+		refKey := []byte("adjustment/" + by.Ref)
+		a, err := loadAccount(tx, t, account)
+		if err != nil {
+			return fmt.Errorf("%w: %q", ErrUnknownAccount, account)
+		}
+		if seq := getU64(tx.Bucket(bucketRefs).Get(refKey)); seq != 0 {
+			o, err := decodeOperation(tx.Bucket(bucketAudit).Get(putU64(seq)))
+			if err != nil {
+				return err
+			}
+			if o.Account != account || o.Amount != adj.Amount.Nanos || o.Currency != string(adj.Amount.Currency) || o.Reason != adj.Reason {
+				return fmt.Errorf("%w: %q was an adjustment of %s to %s for %s", ErrRefConflict, by.Ref,
+					metering.Money{Nanos: o.Amount, Currency: metering.Currency(o.Currency)}, o.Account, o.Reason)
+			}
+			res.Operation, res.Balance, res.Repeated = o, a.Balance, true
+			return nil
+		}
+		if adj.Amount.Currency != a.Currency {
+			return fmt.Errorf("%w: account %q is in %s, the adjustment in %s", ErrBadAdjustment, account, a.Currency, adj.Amount.Currency)
+		}
+		o, bal, err := bk.credit(stx, t, a, creditEntry{amount: adj.Amount, kind: protocol.CreditAdjustment, ref: by.Ref, refKey: refKey,
+			credential: by.Credential, reason: adj.Reason, note: adj.Note, voucher: adj.Voucher})
+		res.Operation, res.Balance = o, bal
+		return err
+	})
+	return res, err
+}
+
 // creditEntry is a credit to book: its amount, its kind ("top_up",
-// "voucher"), the caller's reference (its audit key refKey) and who made
-// it.
+// "voucher", "adjustment"), the caller's reference (its audit key refKey)
+// and who made it; an adjustment's amount is signed, and it has a reason,
+// maybe a note and a voucher it settles.
 type creditEntry struct {
-	amount     metering.Money
-	kind, ref  string
-	refKey     []byte
-	credential string
+	amount                metering.Money
+	kind, ref             string
+	refKey                []byte
+	credential            string
+	reason, note, voucher string
+}
+
+// entry makes c's ledger entry on account a.
+func (c creditEntry) entry(a metering.Account, now int64) (metering.Entry, metering.Account, error) {
+	if c.kind == protocol.CreditAdjustment {
+		return a.Adjust(c.amount, now, c.ref)
+	}
+	return a.TopUp(c.amount, now, c.ref)
 }
 
 // credit adds a top-up entry of amount to account a, records the
@@ -131,13 +226,16 @@ func (bk *Books) credit(stx *store.Tx, t *Terms, a metering.Account, c creditEnt
 	tx := stx.Raw() // the audit log's sequence is bbolt's own
 	amount, kind, ref, refKey, credential := c.amount, c.kind, c.ref, c.refKey, c.credential
 	opening := tx.Bucket(bucketAccounts).Get([]byte(a.ID)) == nil
-	e, a2, err := a.TopUp(amount, bk.now().UnixMilli(), ref)
+	e, a2, err := c.entry(a, bk.now().UnixMilli())
 	if err != nil {
 		return Operation{}, 0, fmt.Errorf("%w: %v", ErrBadTopUp, err)
 	}
+	if err := checkBalance(a2, a.Balance, &e); err != nil {
+		return Operation{}, 0, err
+	}
 	seq := tx.Bucket(bucketAudit).Sequence() + 1
 	o := Operation{Seq: seq, Kind: kind, Ref: ref, Account: a.ID, Amount: amount.Nanos, Currency: string(amount.Currency),
-		Time: e.Time, Credential: credential, EntrySeq: e.Seq}
+		Time: e.Time, Credential: credential, EntrySeq: e.Seq, Reason: c.reason, Note: c.note, Voucher: c.voucher}
 	eb, err := e.MarshalBinary()
 	if err != nil {
 		return Operation{}, 0, err
@@ -153,9 +251,13 @@ func (bk *Books) credit(stx *store.Tx, t *Terms, a metering.Account, c creditEnt
 	}
 	if bk.cfg.Signer != nil {
 		aggSeq := getU64(tx.Bucket(bucketMeta).Get(metaAggSeq)) + 1
-		c := protocol.Credit{Gateway: terms(t).GatewayID, Seq: bk.wire(aggSeq), Account: a.ID, Amount: uint64(amount.Nanos),
+		abs := amount.Nanos
+		if abs < 0 {
+			abs = -abs
+		}
+		c := protocol.Credit{Gateway: terms(t).GatewayID, Seq: bk.wire(aggSeq), Account: a.ID, Amount: uint64(abs),
 			Currency: string(amount.Currency), Time: uint64(e.Time), Kind: kind, Ref: strings.TrimPrefix(ref, "voucher:"),
-			Epoch: bk.cfg.Stream.Epoch}
+			Debit: amount.Nanos < 0, Reason: c.reason, Voucher: c.voucher, Epoch: bk.cfg.Stream.Epoch}
 		var enc protocol.Encoder
 		b, err := enc.AppendCredit(nil, &c, bk.cfg.Signer)
 		if err != nil {

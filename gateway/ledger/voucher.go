@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
@@ -28,13 +29,14 @@ type RedeemResult struct {
 // redemption is returned with it. The entry (kind top_up, reference
 // "voucher:ID"), the balance and the audit record are committed together,
 // with fsync, before Redeem returns.
-func (bk *Books) Redeem(ctx context.Context, t *Terms, v protocol.Voucher, forAccount, credential string) (RedeemResult, error) {
+func (bk *Books) Redeem(ctx context.Context, t *Terms, v protocol.Voucher, by Redeemer) (RedeemResult, error) {
 	var res RedeemResult
 	now := bk.now().UnixMilli()
+	forAccount := by.Account
 	err := bk.st.Do(ctx, func(stx *store.Tx) error {
 		tx := stx.Bolt()
 		res = RedeemResult{}
-		err := bk.redeem(stx, t, redemption{v: v, forAccount: forAccount, credential: credential, now: now}, &res)
+		err := bk.redeem(stx, t, redemption{v: v, forAccount: forAccount, forDevice: by.Device, credential: by.Credential, now: now}, &res)
 		if forAccount != "" {
 			if a, aerr := loadAccount(tx, t, forAccount); aerr == nil {
 				if n, nerr := a.Available(); nerr == nil {
@@ -47,12 +49,19 @@ func (bk *Books) Redeem(ctx context.Context, t *Terms, v protocol.Voucher, forAc
 	return res, err
 }
 
-// redemption is one voucher to redeem, for forAccount (or any account),
-// by credential, at now (Unix ms).
+// Redeemer is who redeems a voucher: a device passing it on (its account
+// and id), or an operator (neither); and the credential, for the audit
+// log.
+type Redeemer struct {
+	Account, Device, Credential string
+}
+
+// redemption is one voucher to redeem, for forAccount (or any account)
+// and forDevice (or no device), by credential, at now (Unix ms).
 type redemption struct {
-	v                      protocol.Voucher
-	forAccount, credential string
-	now                    int64
+	v                                 protocol.Voucher
+	forAccount, forDevice, credential string
+	now                               int64
 }
 
 // redeem is Redeem's transaction.
@@ -82,7 +91,19 @@ func (bk *Books) redeem(stx *store.Tx, t *Terms, r redemption, res *RedeemResult
 	}
 	if int64(v.Expiry) <= now {
 		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherExpired,
-			Detail: fmt.Sprintf("voucher %s expired at %d", v.ID, v.Expiry)}
+			Detail: fmt.Sprintf("voucher %s expired at %s", v.ID, time.UnixMilli(int64(v.Expiry)).UTC().Format(time.RFC3339))}
+	}
+	if v.Gateway != "" && v.Gateway != terms(t).GatewayID {
+		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherOtherGateway,
+			Detail: fmt.Sprintf("voucher %s is bound to gateway %s, this is %s", v.ID, v.Gateway, terms(t).GatewayID)}
+	}
+	if v.Device != "" && v.Device != r.forDevice {
+		who := "an operator's redemption"
+		if r.forDevice != "" {
+			who = "device " + r.forDevice
+		}
+		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherOtherDevice,
+			Detail: fmt.Sprintf("voucher %s is bound to device %s, not %s", v.ID, v.Device, who)}
 	}
 	amount := metering.Money{Nanos: metering.Nanos(v.Amount), Currency: a.Currency}
 	o, bal, err := bk.credit(stx, t, a, creditEntry{amount: amount, kind: "voucher", ref: "voucher:" + v.ID, refKey: refKey, credential: credential})

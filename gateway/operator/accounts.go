@@ -21,6 +21,22 @@ type TopUpRequest struct {
 	Ref string `json:"ref"`
 }
 
+// AdjustRequest is the body of POST /accounts/{id}/adjustments.
+type AdjustRequest struct {
+	// Amount is a signed decimal with its currency: "-20.00 EUR" debits,
+	// "5.00 EUR" credits.
+	Amount string `json:"amount"`
+	// Ref is the caller's reference: the same ref again is the same
+	// adjustment; with another account, amount or reason it is refused.
+	Ref string `json:"ref"`
+	// Reason is a code: double_redemption, goodwill, correction, …
+	Reason string `json:"reason"`
+	// Note is the operator's words, kept in the audit log.
+	Note string `json:"note,omitempty"`
+	// Voucher is the voucher the adjustment settles (one credited twice).
+	Voucher string `json:"voucher,omitempty"`
+}
+
 // accountRoutes serves the accounts on the operator API:
 //
 //	GET  /accounts                      every account (ledger.AccountView)
@@ -28,10 +44,12 @@ type TopUpRequest struct {
 //	GET  /accounts/{id}/entries?since=T its ledger entries (T: RFC 3339 or Unix ms)
 //	GET  /accounts/{id}/periods         its entries folded by UTC day once pruned (ledger.FoldedDay)
 //	POST /accounts/{id}/topups          a top-up (TopUpRequest → ledger.TopUpResult), idempotent by ref
+//	POST /accounts/{id}/adjustments     an adjustment (AdjustRequest → ledger.TopUpResult), idempotent by ref
 //	GET  /audit                         the operator operations recorded
 //
-// A top-up is committed with fsync before it is answered, and recorded in
-// the audit log with the credential that made it.
+// A top-up or an adjustment is committed with fsync before it is
+// answered, and recorded in the audit log with the credential that made
+// it.
 func (a *API) accountRoutes(m *http.ServeMux) {
 	terms := func() *ledger.Terms { return &a.ingest.Snapshot().Terms }
 	m.HandleFunc("GET /accounts", func(w http.ResponseWriter, _ *http.Request) {
@@ -87,6 +105,28 @@ func (a *API) accountRoutes(m *http.ServeMux) {
 		}
 		answer(w, a, res, err)
 	})
+	m.HandleFunc("POST /accounts/{id}/adjustments", func(w http.ResponseWriter, r *http.Request) {
+		var req AdjustRequest
+		dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			http.Error(w, "want {\"amount\": \"-20.00 EUR\", \"ref\": \"…\", \"reason\": \"…\", \"note\": \"…\"}: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		amount, err := metering.ParseMoney(req.Amount)
+		if err != nil {
+			http.Error(w, "amount: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		adj := ledger.Adjustment{Amount: amount, Reason: req.Reason, Note: req.Note, Voucher: req.Voucher}
+		res, err := a.ingest.Books().Adjust(r.Context(), terms(), r.PathValue("id"), adj, ledger.Request{Ref: req.Ref, Credential: CredentialOf(r)})
+		if err == nil {
+			a.metrics.Transport.WithLabelValues("operator", "adjustment").Inc()
+			a.log.Warn("account adjusted", "account", r.PathValue("id"), "amount", amount.String(), "reason", req.Reason, "voucher", req.Voucher,
+				"ref", req.Ref, "repeated", res.Repeated, "credential", CredentialOf(r))
+		}
+		answer(w, a, res, err)
+	})
 	m.HandleFunc("GET /audit", func(w http.ResponseWriter, _ *http.Request) {
 		v, err := a.ingest.Books().AuditLog()
 		if v == nil {
@@ -107,7 +147,7 @@ func answer(w http.ResponseWriter, a *API, v any, err error) {
 		http.Error(w, err.Error(), http.StatusNotFound)
 	case errors.Is(err, ledger.ErrRefConflict):
 		http.Error(w, err.Error(), http.StatusConflict)
-	case errors.Is(err, ledger.ErrBadTopUp):
+	case errors.Is(err, ledger.ErrBadTopUp), errors.Is(err, ledger.ErrBadAdjustment):
 		http.Error(w, err.Error(), http.StatusBadRequest)
 	default:
 		a.log.Error("operator API: books unavailable", "error", err)

@@ -53,7 +53,7 @@ func (a *API) voucherRoutes(m *http.ServeMux) {
 				code = http.StatusConflict
 			case protocol.ReasonVoucherExpired:
 				code = http.StatusGone
-			case protocol.ReasonVoucherWrongAccount, protocol.ReasonVoucherWrongCurrency:
+			case protocol.ReasonVoucherWrongAccount, protocol.ReasonVoucherWrongCurrency, protocol.ReasonVoucherOtherGateway, protocol.ReasonVoucherOtherDevice:
 				code = http.StatusUnprocessableEntity
 			}
 			body := RedeemRefusal{Reason: rf.Reason.String(), Detail: rf.Detail}

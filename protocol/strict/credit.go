@@ -12,6 +12,9 @@ type creditPayload struct {
 	Time     uint64 `cbor:"6,keyasint"`
 	Credit   string `cbor:"7,keyasint"`
 	Ref      string `cbor:"8,keyasint"`
+	Debit    uint8  `cbor:"9,keyasint"`
+	Reason   string `cbor:"10,keyasint"`
+	Voucher  string `cbor:"11,keyasint"`
 	Epoch    uint64 `cbor:"14,keyasint"`
 }
 
@@ -36,8 +39,11 @@ func DecodeCredit(b []byte) (protocol.Envelope, protocol.Credit, error) {
 	if err := checkKind(p.Kind, protocol.KindCredit); err != nil {
 		return env, c, err
 	}
+	if p.Debit > 1 {
+		return env, c, &protocol.Error{Reason: protocol.ReasonFieldRange, Detail: "credit key 9 is 1 or absent"}
+	}
 	c = protocol.Credit{Gateway: p.Gateway, Seq: p.Seq, Account: p.Account, Amount: p.Amount, Currency: p.Currency,
-		Time: p.Time, Kind: p.Credit, Ref: p.Ref, Epoch: p.Epoch}
+		Time: p.Time, Kind: p.Credit, Ref: p.Ref, Debit: p.Debit == 1, Reason: p.Reason, Voucher: p.Voucher, Epoch: p.Epoch}
 	var buf [protocol.MaxAggregateSize]byte
 	again, err := protocol.AppendCreditPayload(buf[:0], &c)
 	if err != nil {

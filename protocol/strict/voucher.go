@@ -10,6 +10,8 @@ type voucherPayload struct {
 	Currency string `cbor:"4,keyasint"`
 	Expiry   uint64 `cbor:"5,keyasint"`
 	Issuer   string `cbor:"6,keyasint"`
+	Gateway  string `cbor:"7,keyasint"`
+	Device   string `cbor:"8,keyasint"`
 }
 
 // DecodeVoucher decodes an untrusted voucher. It does not verify the
@@ -33,7 +35,8 @@ func DecodeVoucher(b []byte) (protocol.Envelope, protocol.Voucher, error) {
 	if err := checkKind(p.Kind, protocol.KindVoucher); err != nil {
 		return env, v, err
 	}
-	v = protocol.Voucher{ID: p.ID, Account: p.Account, Amount: p.Amount, Currency: p.Currency, Expiry: p.Expiry, Issuer: p.Issuer}
+	v = protocol.Voucher{ID: p.ID, Account: p.Account, Amount: p.Amount, Currency: p.Currency, Expiry: p.Expiry, Issuer: p.Issuer,
+		Gateway: p.Gateway, Device: p.Device}
 	var buf [protocol.MaxVoucherSize]byte
 	again, err := protocol.AppendVoucherPayload(buf[:0], &v)
 	if err != nil {

@@ -326,7 +326,17 @@ func (bk *pgBooking) credit() error {
 	c := bk.rec.Credit
 	if _, err := tx.Exec(ctx, `INSERT INTO credits (account, currency, kind, amount, count) VALUES ($1, $2, $3, $4, 1)
 		ON CONFLICT (account, currency, kind) DO UPDATE SET amount = credits.amount + EXCLUDED.amount, count = credits.count + 1`,
-		c.Account, c.Currency, c.Kind, int64(c.Amount)); err != nil {
+		c.Account, c.Currency, provider.CreditKind(c), int64(c.Amount)); err != nil {
+		return err
+	}
+	if c.Kind == protocol.CreditAdjustment && c.Voucher != "" {
+		amount := int64(c.Amount)
+		if c.Debit {
+			amount = -amount
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO resolutions (voucher, kid, epoch, seq, amount, reason) VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (voucher) DO UPDATE SET kid = EXCLUDED.kid, epoch = EXCLUDED.epoch, seq = EXCLUDED.seq,
+			amount = EXCLUDED.amount, reason = EXCLUDED.reason`, c.Voucher, kid, epoch, seq, amount, c.Reason)
 		return err
 	}
 	if c.Kind != protocol.CreditVoucher {
@@ -652,20 +662,32 @@ func pgReportCredits(ctx context.Context, tx pgx.Tx, rep *provider.Report) error
 
 // pgReportDoubles reads the vouchers credited twice into rep.
 func pgReportDoubles(ctx context.Context, tx pgx.Tx, rep *provider.Report) error {
-	rows, err := tx.Query(ctx, `SELECT voucher, kid, epoch, seq, first_kid, first_epoch, first_seq FROM doubles ORDER BY voucher, kid, epoch, seq`)
+	rows, err := tx.Query(ctx, `SELECT d.voucher, d.kid, d.epoch, d.seq, d.first_kid, d.first_epoch, d.first_seq, b.bytes,
+		r.kid, r.epoch, r.seq, r.amount, r.reason
+		FROM doubles d JOIN booked b ON b.kid = d.kid AND b.epoch = d.epoch AND b.seq = d.seq
+		LEFT JOIN resolutions r ON r.voucher = d.voucher ORDER BY d.voucher, d.kid, d.epoch, d.seq`)
 	if err != nil {
 		return err
 	}
 	for rows.Next() {
 		var d provider.DoubleRedemption
-		var kid, fk []byte
+		var kid, fk, b, rk []byte
 		var epoch, seq, fe, fs int64
-		if err := rows.Scan(&d.Voucher, &kid, &epoch, &seq, &fk, &fe, &fs); err != nil {
+		var re, rs, ra *int64
+		var reason *string
+		if err := rows.Scan(&d.Voucher, &kid, &epoch, &seq, &fk, &fe, &fs, &b, &rk, &re, &rs, &ra, &reason); err != nil {
 			return err
 		}
 		second, _ := protocol.StreamOf(kid, uint64(epoch))
 		first, _ := protocol.StreamOf(fk, uint64(fe))
 		d.First, d.Second = first.Key(uint64(fs)), second.Key(uint64(seq))
+		if _, c, err := strict.DecodeCredit(b); err == nil {
+			d.Account, d.Amount, d.Currency = c.Account, c.Amount, c.Currency
+		}
+		if rk != nil && re != nil && rs != nil && ra != nil && reason != nil {
+			rst, _ := protocol.StreamOf(rk, uint64(*re))
+			d.Resolved = &provider.Resolution{Adjustment: rst.Key(uint64(*rs)), Amount: *ra, Reason: *reason}
+		}
 		rep.Doubles = append(rep.Doubles, d)
 	}
 	return rows.Err()

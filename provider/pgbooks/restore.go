@@ -182,7 +182,7 @@ func (bk *pgBooking) unbookCredit(epoch, seq int64, c *protocol.Credit) error {
 	ctx, tx, kid := bk.ctx, bk.tx, bk.kid
 	tag, err := tx.Exec(ctx, `UPDATE credits SET amount = amount - $4::numeric, count = count - 1
 		WHERE account = $1 AND currency = $2 AND kind = $3 AND amount >= $4::numeric AND count > 0`,
-		c.Account, c.Currency, c.Kind, strconv.FormatUint(c.Amount, 10))
+		c.Account, c.Currency, provider.CreditKind(c), strconv.FormatUint(c.Amount, 10))
 	if err != nil {
 		return err
 	}
