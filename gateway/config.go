@@ -57,6 +57,8 @@ type Config struct {
 	Operator  operator.Config  `yaml:"operator"`
 	Limits    LimitsConfig     `yaml:"limits"`
 	Commit    CommitConfig     `yaml:"commit"`
+	// Corrections tunes how late usage of sealed windows goes upstream.
+	Corrections CorrectionsConfig `yaml:"corrections"`
 	// Upstreams receive every sealed aggregate (or their providers').
 	Upstreams []UpstreamConfig `yaml:"upstreams"`
 	// Forward tunes every upstream's forwarder.
@@ -257,6 +259,18 @@ type LimitsConfig struct {
 	AuditRetention time.Duration `yaml:"audit_retention"`
 }
 
+// CorrectionsConfig tunes late usage: a ticket whose time falls in a
+// window that sealed already goes into its slot's fold, which seals as
+// one correction once Fold has passed since its first late ticket (at
+// the next housekeeping tick after that), so a device's backlog is a
+// correction per window it touched, not per ticket.
+type CorrectionsConfig struct {
+	Fold time.Duration `yaml:"fold"`
+}
+
+// DefaultLateFold is corrections.fold's default.
+const DefaultLateFold = 10 * time.Second
+
 // CommitConfig tunes group commit (see store.Options).
 type CommitConfig struct {
 	MaxBatch int           `yaml:"max_batch"`
@@ -408,6 +422,9 @@ func (c *Config) setDefaults() error {
 	c.DTLS.Limits.SetDefaults()
 	c.Forward.SetDefaults()
 	c.Commit.setDefaults()
+	if c.Corrections.Fold == 0 {
+		c.Corrections.Fold = DefaultLateFold
+	}
 	return nil
 }
 
@@ -569,6 +586,9 @@ func (c *Config) validate(path string) error {
 		if u.URL == "" {
 			return bad(f+".url", "required")
 		}
+	}
+	if f := c.Corrections.Fold; f < time.Second || f > time.Hour {
+		return bad("corrections.fold", "%v: want 1s to 1h", f)
 	}
 	if err := c.Commit.validate(bad); err != nil {
 		return err

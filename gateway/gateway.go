@@ -268,7 +268,7 @@ func (g *Gateway) HTTPAddr() string {
 // registry.Known), and the tariff file's modification time. A missing
 // tariff file is an empty one.
 func LoadTerms(cfg *Config) (*ingest.Snapshot, time.Time, error) {
-	snap := &ingest.Snapshot{Terms: ledger.Terms{GatewayID: cfg.GatewayID, Policies: map[string]metering.Policy{},
+	snap := &ingest.Snapshot{Terms: ledger.Terms{GatewayID: cfg.GatewayID, LateFold: cfg.Corrections.Fold, Policies: map[string]metering.Policy{},
 		Accounts: map[string]metering.Account{}, Caps: map[string]metering.Caps{}, LowBalance: map[string]metering.Nanos{}}}
 	for _, a := range cfg.Accounts {
 		acct, _ := a.Opening()

@@ -25,6 +25,7 @@ type Metrics struct {
 	OldestSealed prometheus.Gauge       // age in seconds of the oldest aggregate not yet forwarded
 	Sealed       *prometheus.CounterVec // windows sealed, by reason
 	Refused      prometheus.Gauge       // device registry entries not loaded
+	LateTickets  prometheus.Counter     // tickets folded into corrections of sealed windows
 	Storage      *storageStats          // the store's syncs, checkpoints and journal, and the bytes written to disk
 }
 
@@ -89,8 +90,10 @@ func NewMetrics() *Metrics {
 		Help: "Aggregation windows sealed, by reason (time, threshold, correction)."}, []string{"reason"})
 	m.Refused = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_devices_refused",
 		Help: "Entries of the device registry not loaded (a bad key, an unknown account, provider or tariff): those devices are refused, the rest serve."})
+	m.LateTickets = prometheus.NewCounter(prometheus.CounterOpts{Name: "farthing_late_tickets_total",
+		Help: "Tickets whose time fell in a window that had sealed (a device's backlog), folded into corrections: one per window touched per corrections.fold."})
 	m.Storage = newStorageStats()
-	reg.MustRegister(m.Storage, m.Refused, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
+	reg.MustRegister(m.Storage, m.Refused, m.LateTickets, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -380,6 +380,19 @@ func (g *Gateway) watchFiles() {
 
 // CloseWindows seals every open window whose end is at or before now,
 // with the terms in force (housekeeping does this every tick).
+// Late usage whose fold is due seals with them, as one correction per
+// window it touched: logged at WARN with the oldest lateness, and counted.
 func (g *Gateway) CloseWindows(ctx context.Context, now time.Time) error {
-	return g.ingest.Books().CloseWindows(ctx, &g.ingest.Snapshot().Terms, now)
+	terms := &g.ingest.Snapshot().Terms
+	if err := g.ingest.Books().CloseWindows(ctx, terms, now); err != nil {
+		return err
+	}
+	rep, err := g.ingest.Books().SealLate(ctx, terms, now)
+	if err != nil || rep.Corrections == 0 {
+		return err
+	}
+	g.metrics.LateTickets.Add(float64(rep.Tickets))
+	g.log.Warn("late usage folded into corrections of sealed windows", "corrections", rep.Corrections, "tickets", rep.Tickets,
+		"amount_nanos", rep.Amount, "oldest_late", rep.Oldest.Round(time.Second).String())
+	return nil
 }

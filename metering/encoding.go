@@ -339,6 +339,40 @@ func (st *WindowState) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
+// AppendBinary appends the encoding of f: its id, since and lateness,
+// then its window as a window state encodes it (without its version
+// byte, and with a floor of 0).
+func (f Fold) AppendBinary(b []byte) ([]byte, error) {
+	wb, err := WindowState{Open: f.Window}.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	w := wbuf(append(b, stateVersion))
+	return append(w.u(f.ID).i(f.Since).i(f.Late), wb[1:]...), nil
+}
+
+// MarshalBinary encodes f.
+func (f Fold) MarshalBinary() ([]byte, error) { return f.AppendBinary(nil) }
+
+// UnmarshalBinary decodes f.
+func (f *Fold) UnmarshalBinary(b []byte) error {
+	r := newReader(b, "fold")
+	v := Fold{ID: r.u(), Since: r.i(), Late: r.i()}
+	if r.err != nil {
+		return r.err
+	}
+	var ws WindowState
+	if err := ws.UnmarshalBinary(append([]byte{stateVersion}, r.b...)); err != nil {
+		return err
+	}
+	if v.ID == 0 || ws.Floor != 0 || ws.Open.End == 0 || ws.Open.Tickets == 0 {
+		return fmt.Errorf("%w: fold %d is inconsistent", ErrBadState, v.ID)
+	}
+	v.Window = ws.Open
+	*f = v
+	return nil
+}
+
 // StateWriter builds a record in the encoding above, for state types
 // kept outside this package (the gateway's device, ticket and sealed
 // records), so the state file has one encoding, not two. It is a byte

@@ -172,28 +172,9 @@ func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
 		}
 		*w = Window{Start: start, End: e, Currency: cur}
 	}
-	if w.Currency != cur {
-		return Decision{}, fmt.Errorf("%w: window in %s, item in %s", ErrCurrencyMismatch, w.Currency, cur)
-	}
-	amt, err := w.Amount.Add(it.Amount)
-	if err != nil {
+	if err := w.add(cur, it); err != nil {
 		return Decision{}, err
 	}
-	if w.Quantity+it.Quantity < w.Quantity {
-		return Decision{}, fmt.Errorf("%w: window quantity", ErrOverflow)
-	}
-	if it.Proven > it.Quantity {
-		return Decision{}, fmt.Errorf("%w: an item proves %d of its quantity %d", ErrBadState, it.Proven, it.Quantity)
-	}
-	if len(it.Bands) > 0 {
-		if w.Bands, err = MergeBands(w.Bands, it.Bands); err != nil { // a new slice: st's is not changed
-			return Decision{}, err
-		}
-	}
-	w.Amount, w.Quantity, w.Tickets, w.Proven = amt, w.Quantity+it.Quantity, w.Tickets+1, w.Proven+it.Proven // Proven <= Quantity
-	// The frontier's slice is shared with st's: copy before appending.
-	w.Tree.Peaks = append([]Hash(nil), w.Tree.Peaks...)
-	w.Tree.Add(it.Ticket)
 	if p.Threshold > 0 && w.Amount >= p.Threshold {
 		// The part ends after the item that crossed, and always after its
 		// own start, so the next part's start is new.
@@ -209,6 +190,74 @@ func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
 		}
 	}
 	return d, nil
+}
+
+// add adds one item of currency cur to w's totals, bands and tree. w's
+// slices may be shared with a state the caller must not change: add
+// writes new ones.
+func (w *Window) add(cur Currency, it Item) error {
+	if w.Currency != cur {
+		return fmt.Errorf("%w: window in %s, item in %s", ErrCurrencyMismatch, w.Currency, cur)
+	}
+	amt, err := w.Amount.Add(it.Amount)
+	if err != nil {
+		return err
+	}
+	if w.Quantity+it.Quantity < w.Quantity {
+		return fmt.Errorf("%w: window quantity", ErrOverflow)
+	}
+	if it.Proven > it.Quantity {
+		return fmt.Errorf("%w: an item proves %d of its quantity %d", ErrBadState, it.Proven, it.Quantity)
+	}
+	if len(it.Bands) > 0 {
+		if w.Bands, err = MergeBands(w.Bands, it.Bands); err != nil { // a new slice: the old one is not changed
+			return err
+		}
+	}
+	w.Amount, w.Quantity, w.Tickets, w.Proven = amt, w.Quantity+it.Quantity, w.Tickets+1, w.Proven+it.Proven // Proven <= Quantity
+	// The frontier's slice may be shared: copy before appending.
+	w.Tree.Peaks = append([]Hash(nil), w.Tree.Peaks...)
+	w.Tree.Add(it.Ticket)
+	return nil
+}
+
+// Fold gathers the late items of one sealed slot of a key — usage that
+// arrives after its window sealed (a device back from an outage with a
+// backlog) — into one correction, so that a backlog of N tickets over W
+// windows is at most W corrections, not N. It is a window over the slot
+// (Start, End) that seals as a correction once its time to fold is up.
+type Fold struct {
+	// ID names the fold's Merkle leaves in the gateway's books until it
+	// seals; never reused.
+	ID uint64
+	// Since is when its first item arrived (gateway clock, Unix ms); Late
+	// the most any item was late: its arrival less the slot's end.
+	Since, Late int64
+	Window
+}
+
+// Add adds a late item that arrived at now (Unix ms) to f: the first one
+// opens f over the correction's slot. f's slices are not changed: Add
+// writes new ones.
+func (f *Fold) Add(c Correction, cur Currency, now int64) error {
+	if f.Window.End == 0 {
+		f.Window = Window{Start: c.SlotStart, End: c.SlotEnd, Currency: cur}
+		f.Since = now
+	}
+	if c.SlotStart != f.Start || c.SlotEnd != f.End {
+		return fmt.Errorf("%w: an item of slot [%d, %d) in the fold of [%d, %d)", ErrBadState, c.SlotStart, c.SlotEnd, f.Start, f.End)
+	}
+	if err := f.Window.add(cur, c.Item); err != nil {
+		return err
+	}
+	f.Late = max(f.Late, now-f.End)
+	return nil
+}
+
+// Seal is the fold's correction: its totals and Merkle root.
+func (f *Fold) Seal() Sealed {
+	s := seal(&f.Window, 0)
+	return s
 }
 
 // passSplit ends the slot a threshold split, with nothing open since, once

@@ -237,3 +237,44 @@ func TestWindowProvenQuantity(t *testing.T) {
 		t.Errorf("proven above quantity decoded: %v", err)
 	}
 }
+
+// Late items of one slot fold into one correction: its totals, bands and
+// Merkle root are those of its items, it remembers when it began and how
+// late its latest item was, and it survives storage.
+func TestFoldGathersOneSlot(t *testing.T) {
+	p := metering.Policy{Length: 10_000}
+	st := metering.WindowState{Floor: 100_000}
+	var f metering.Fold
+	f.ID = 7
+	var hashes []metering.Hash
+	for i, at := range []int64{20_001, 25_000, 29_999} {
+		h := metering.TicketHash([]byte{byte(i)})
+		hashes = append(hashes, h)
+		d, err := p.Add(st, "EUR", metering.Item{Time: at, Quantity: 10, Amount: 3_000, Ticket: h})
+		if err != nil || d.Correction == nil {
+			t.Fatalf("item at %d: %+v, %v; want a correction", at, d, err)
+		}
+		if err := f.Add(*d.Correction, "EUR", 200_000+int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := f.Seal()
+	if s.Start != 20_000 || s.End != 30_000 || s.Tickets != 3 || s.Quantity != 30 || s.Amount != 9_000 || s.Root != metering.MerkleRoot(hashes) {
+		t.Fatalf("sealed fold %+v", s)
+	}
+	if f.Since != 200_000 || f.Late != 200_002-30_000 {
+		t.Errorf("since %d, late %d", f.Since, f.Late)
+	}
+	other, _ := p.Add(st, "EUR", metering.Item{Time: 31_000, Quantity: 1, Amount: 1, Ticket: hashes[0]})
+	if err := f.Add(*other.Correction, "EUR", 200_003); err == nil {
+		t.Error("an item of another slot went into the fold")
+	}
+	b, _ := f.MarshalBinary()
+	var back metering.Fold
+	if err := back.UnmarshalBinary(b); err != nil || back.Seal().Root != s.Root || back.Seal().Amount != s.Amount || back.ID != 7 || back.Since != f.Since {
+		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+	if err := back.UnmarshalBinary(b[:len(b)-1]); !errors.Is(err, metering.ErrBadState) {
+		t.Errorf("a truncated fold decoded: %v", err)
+	}
+}

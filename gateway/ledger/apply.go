@@ -67,6 +67,14 @@ func (bk *Books) apply(tx *store.Tx, in *ticketInput, cs *chainStep) (protocol.R
 	if cs != nil {
 		eff.device.Chain = cs.next
 	}
+	if len(eff.lates) > 0 {
+		leaves, tleaves, folds, err := foldLate(tx.Bolt(), eff.lates, itemsOf{hash: in.hash, ref: in.ref()}, in.now)
+		if err != nil {
+			return eff.receipt, nil, err
+		}
+		eff.leaves, eff.folds = append(eff.leaves, leaves...), folds
+		eff.ticket.Leaves = append(eff.ticket.Leaves, tleaves...)
+	}
 	if err := bk.put(tx, t, p, tk, &eff); err != nil {
 		return eff.receipt, nil, err
 	}
@@ -165,6 +173,8 @@ type ticketEffects struct {
 	aggSeq                    uint64          // the last aggregate seq after this ticket
 	ticket                    ticketRecord
 	hold                      *holdRecord // the ticket was held: its record
+	lates                     []lateItem  // items of sealed slots
+	folds                     []write     // their folds (foldLate)
 }
 
 // meterChange is a counted reading's new pricing state and window.
@@ -223,7 +233,7 @@ func decide(in *ticketInput) (ticketEffects, error) {
 	for i, w := range wins.states {
 		eff.changed[i].window = w
 	}
-	eff.leaves, eff.seals, eff.aggSeq = wins.leaves, wins.seals, wins.aggSeq
+	eff.leaves, eff.seals, eff.aggSeq, eff.lates = wins.leaves, wins.seals, wins.aggSeq, wins.lates
 	avail, _ := eff.account.Available()
 	r := &eff.receipt
 	r.Status, r.Charged, r.Balance, r.HasBalance = protocol.StatusAccepted, uint64(total), int64(avail), true
@@ -365,6 +375,7 @@ type windowAdds struct {
 	tleaves []byte                 // their keys, for the ticket record
 	seals   []seal                 // aggregates sealed, in seq order
 	aggSeq  uint64                 // the last aggregate seq after them
+	lates   []lateItem             // items of sealed slots, for their folds (foldLate)
 }
 
 // itemsOf names the ticket whose items go into windows: their currency,
@@ -376,8 +387,8 @@ type itemsOf struct {
 }
 
 // addToWindows adds one ticket's priced items (src names the ticket) to
-// the payer's windows, after aggregate seq aggSeq: an item
-// whose window sealed already goes out as a correction. No I/O.
+// the payer's windows, after aggregate seq aggSeq: an item whose window
+// sealed already is late, for its slot's fold (lates). No I/O.
 func addToWindows(t *Terms, p Payer, src itemsOf, items []windowItem, aggSeq uint64) (windowAdds, error) {
 	cur, hash, ref := src.cur, src.hash, src.ref
 	var out windowAdds
@@ -394,11 +405,13 @@ func addToWindows(t *Terms, p Payer, src itemsOf, items []windowItem, aggSeq uin
 			return out, fmt.Errorf("window %v: %w", key, err)
 		}
 		out.states = append(out.states, d.State)
+		if c := d.Correction; c != nil { // late: into its slot's fold, whose leaf foldLate keys
+			out.lates = append(out.lates, lateItem{provider: key.Provider, account: key.Account, meter: key.Meter, cur: cur, c: *c})
+			continue
+		}
 		// The ticket's leaf in the window it joined, for inclusion proofs.
 		var leafKey []byte
 		switch {
-		case d.Correction != nil:
-			leafKey = leafKeyCorrection(aggSeq + uint64(len(d.Sealed)) + 1)
 		case len(d.Sealed) > 0 && d.Sealed[len(d.Sealed)-1].Reason == metering.SealedByThreshold:
 			w := d.Sealed[len(d.Sealed)-1]
 			leafKey = leafKeyWindow(wkey, w.Start, w.Tickets-1)
@@ -411,14 +424,6 @@ func addToWindows(t *Terms, p Payer, src itemsOf, items []windowItem, aggSeq uin
 			aggSeq++
 			out.seals = append(out.seals, seal{seq: aggSeq, window: true,
 				rec: sealedRecord{Provider: key.Provider, Account: key.Account, Meter: key.Meter, Sealed: sl}})
-		}
-		if c := d.Correction; c != nil {
-			aggSeq++
-			out.seals = append(out.seals, seal{seq: aggSeq, slot: c.SlotStart,
-				rec: sealedRecord{Provider: key.Provider, Account: key.Account, Meter: key.Meter,
-					Sealed: metering.Sealed{Start: c.SlotStart, End: c.SlotEnd, Currency: cur, Quantity: c.Item.Quantity,
-						Amount: c.Item.Amount, Tickets: 1, Root: metering.MerkleRoot([]metering.Hash{c.Item.Ticket}),
-						Bands: metering.CompleteBands(c.Item.Bands, c.Item.Quantity, c.Item.Amount), Proven: c.Item.Proven}}})
 		}
 	}
 	out.aggSeq = aggSeq
@@ -462,7 +467,7 @@ func (bk *Books) put(tx *store.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *
 	if s := eff.deviceSpent; s != nil {
 		marshal(&w, bucketSpend, spendKey("device", p.Device), s)
 	}
-	w.list = append(w.list, eff.leaves...)
+	w.list = append(append(w.list, eff.leaves...), eff.folds...)
 	if len(eff.seals) > 0 {
 		w.add(bucketMeta, metaAggSeq, putU64(eff.aggSeq))
 	}

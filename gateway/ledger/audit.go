@@ -81,12 +81,7 @@ func (bk *Books) AuditBundles(t *Terms, max int) ([]AuditBundle, uint64, error) 
 				}
 				b.Aggregate = hex.EncodeToString(ab)
 			}
-			var prefix []byte
-			if rec.Corrects != 0 || rec.Reason == 0 {
-				prefix = leafKeyCorrection(through)[:10]
-			} else {
-				prefix = leafWindowPrefix(joinKey(rec.Provider, rec.Account, rec.Meter), rec.Start)
-			}
+			prefix := rec.leafPrefix(through)
 			c := tx.Bucket(bucketLeaves).Cursor()
 			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, v = c.Next() {
 				l := AuditLeaf{Ticket: string(v[32:]), Hash: hex.EncodeToString(v[:32])}

@@ -419,7 +419,16 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 		return nil, 0, err
 	}
 	w.list = append(append(w.list, sw...), wins.leaves...)
-	if err := rechargeTicket(tx, h, acct, wins.tleaves, &w); err != nil {
+	tleaves := wins.tleaves
+	if len(wins.lates) > 0 { // used in a window sealed since: into its slot's fold
+		leaves, tl, folds, err := foldLate(tx, wins.lates, itemsOf{hash: h.Hash, ref: ref}, now)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
+		}
+		w.list = append(append(w.list, leaves...), folds...)
+		tleaves = append(tleaves, tl...)
+	}
+	if err := rechargeTicket(tx, h, acct, tleaves, &w); err != nil {
 		return nil, 0, err
 	}
 	return w.list, wins.aggSeq, w.err

@@ -61,13 +61,16 @@ type WindowReport struct {
 
 // ReconcileReport adds up the money; every equation must hold to the
 // nano: what receipts said was charged = what the ledger debited = what
-// the windows (open and sealed) hold for providers; and the accounts'
+// the windows (open, late and sealed) hold for providers; and the accounts'
 // opening balances + top-ups + adjustments − charges = their balances.
 type ReconcileReport struct {
 	ReceiptsCharged metering.Nanos `json:"receipts_charged_nanos"`
 	LedgerCharged   metering.Nanos `json:"ledger_charged_nanos"`
 	WindowsOpen     metering.Nanos `json:"windows_open_nanos"`
 	WindowsSealed   metering.Nanos `json:"windows_sealed_nanos"`
+	// WindowsLate is the late usage gathered in folds that have not
+	// sealed as corrections yet (fold.go).
+	WindowsLate metering.Nanos `json:"windows_late_nanos"`
 	Tickets         uint64         `json:"tickets"`
 	Opening         metering.Nanos `json:"opening_nanos"`
 	TopUps          metering.Nanos `json:"top_ups_nanos"`
@@ -101,7 +104,7 @@ func (bk *Books) Inspect(snap *Terms) (*Report, error) {
 		rep.Gateway = snap.GatewayID
 	}
 	err := st.Scan(func(tx *bolt.Tx) error {
-		for _, read := range []func(*bolt.Tx, *Report){inspectTickets, inspectAccounts, inspectEntries, inspectWindows,
+		for _, read := range []func(*bolt.Tx, *Report){inspectTickets, inspectAccounts, inspectEntries, inspectWindows, inspectLate,
 			inspectFolded, inspectHolds, inspectOutbox, inspectSealed} {
 			read(tx, rep)
 		}
@@ -109,7 +112,7 @@ func (bk *Books) Inspect(snap *Terms) (*Report, error) {
 	})
 	sort.Slice(rep.Devices, func(i, j int) bool { return rep.Devices[i].ID < rep.Devices[j].ID })
 	rc := &rep.Reconcile
-	rc.Balanced = rc.ReceiptsCharged == rc.LedgerCharged && rc.LedgerCharged == rc.WindowsOpen+rc.WindowsSealed &&
+	rc.Balanced = rc.ReceiptsCharged == rc.LedgerCharged && rc.LedgerCharged == rc.WindowsOpen+rc.WindowsLate+rc.WindowsSealed &&
 		rc.Opening+rc.TopUps+rc.Adjustments-rc.LedgerCharged == rc.Balances
 	return rep, err
 }
@@ -179,6 +182,17 @@ func inspectWindows(tx *bolt.Tx, rep *Report) {
 			rep.Reconcile.WindowsOpen += o.Amount
 			rep.OpenWindows = append(rep.OpenWindows, WindowReport{Provider: key[0], Account: key[1], Meter: key[2], Start: o.Start, End: o.End,
 				Quantity: o.Quantity, Amount: metering.Money{Nanos: o.Amount, Currency: o.Currency}.String(), Tickets: o.Tickets})
+		}
+		return nil
+	})
+}
+
+// inspectLate adds up the folds not sealed yet.
+func inspectLate(tx *bolt.Tx, rep *Report) {
+	tx.Bucket(bucketLate).ForEach(func(_, v []byte) error {
+		var f metering.Fold
+		if f.UnmarshalBinary(v) == nil {
+			rep.Reconcile.WindowsLate += f.Amount
 		}
 		return nil
 	})

@@ -19,8 +19,13 @@ import "encoding/binary"
 //	outbox      aggregate seq → the signed aggregate, until every upstream confirmed it
 //	meta        "upstream/" name → the last aggregate seq that upstream confirmed
 //	leaves      provider 0 account 0 meter 0 window start(8) index(8) → ticket hash(32) device/seq
-//	            (a correction's one leaf: "c" 0 aggregate seq(8) 0(8))
+//	            (a correction's one leaf, before version 9: "c" 0 aggregate seq(8) 0(8);
+//	            a fold's leaves, version 9: "f" 0 fold id(8) index(8))
 //	sealedby    provider 0 account 0 meter 0 window start(8) → aggregate seq
+//	            ("f" 0 fold id(8) → the aggregate seq of the correction the fold sealed as, version 9)
+//	late        provider 0 account 0 meter 0 slot start(8) → metering.Fold: the late usage of a sealed
+//	            slot, gathered into one correction until it seals (version 9)
+//	meta        "fold-seq" → the last fold id (8 bytes, version 9)
 //	meta        "stream-epoch" → the stream epoch (8 bytes), made with the file
 //	meta        "pruned-through" → the last aggregate seq whose tickets were pruned
 //	meta        "schema-version" → the schema version (8 bytes); absent in files of version 0
@@ -70,11 +75,14 @@ var (
 	// ("n" device → u64), and the chains that moved since their last
 	// progress record ("d" device 0 chain id → 1).
 	bucketChains = []byte("chains")
+	// bucketLate holds the folds: late usage of sealed slots, one
+	// correction per slot and key until it seals (fold.go).
+	bucketLate = []byte("late")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
 	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
-	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended, bucketFolded, bucketChains}
+	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended, bucketFolded, bucketChains, bucketLate}
 
 // joinKey joins parts with 0 bytes.
 func joinKey(parts ...string) []byte {

@@ -48,6 +48,10 @@ type Terms struct {
 	// LowBalance is each account's low-balance level: a receipt whose
 	// account can spend less than it carries the low-balance flag.
 	LowBalance map[string]metering.Nanos
+	// LateFold is how long late usage of a sealed window gathers before it
+	// seals as one correction (see fold.go); 0 seals at the next
+	// housekeeping tick.
+	LateFold time.Duration
 }
 
 // Payer is who a ticket is charged to: the device, its account and

@@ -20,6 +20,7 @@ var bucketsSince = map[uint64][][]byte{
 	4: {bucketRecords},
 	5: {bucketHolds, bucketSuspended, bucketFolded},
 	6: {bucketChains},
+	9: {bucketLate},
 }
 
 // A file of every earlier schema version opens in this build: it is

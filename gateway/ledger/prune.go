@@ -167,14 +167,14 @@ func (p *pruner) aggregates(low uint64) (int, error) {
 		end = uint64(max(rec.End, 0))
 		sealedAmount += uint64(rec.Amount)
 		sealedCount++
-		var prefix []byte
-		if rec.Corrects != 0 || rec.Reason == 0 {
-			prefix = leafKeyCorrection(seq)[:10]
-		} else {
-			prefix = leafWindowPrefix(joinKey(rec.Provider, rec.Account, rec.Meter), rec.Start)
+		prefix := rec.leafPrefix(seq)
+		window := rec.Fold == 0 && rec.Corrects == 0 && rec.Reason != 0
+		if window || rec.Fold != 0 { // their leaves' prefix maps to the seq
 			if err := p.del(bucketSealedBy, prefix); err != nil {
 				return 0, err
 			}
+		}
+		if window {
 			sk := seqKey(uint64(rec.Start), rec.Provider, rec.Account, rec.Meter)
 			if getU64(p.tx.Bucket(bucketSlotIndex).Get(sk)) == seq {
 				if err := p.del(bucketSlotIndex, sk); err != nil {

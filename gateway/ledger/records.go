@@ -87,6 +87,22 @@ type sealedRecord struct {
 	Provider, Account, Meter string
 	metering.Sealed
 	Corrects uint64 // aggregate seq corrected; 0 for a window
+	// Fold is the id of the fold a correction sealed from (its leaves are
+	// under foldPrefix); 0 for a window, or a correction of one ticket
+	// from before folds.
+	Fold uint64
+}
+
+// leafPrefix is the key prefix of the Merkle leaves of aggregate seq,
+// whose record is r.
+func (r sealedRecord) leafPrefix(seq uint64) []byte {
+	switch {
+	case r.Fold != 0:
+		return foldPrefix(r.Fold)
+	case r.Corrects != 0 || r.Reason == 0:
+		return leafKeyCorrection(seq)[:10]
+	}
+	return leafWindowPrefix(joinKey(r.Provider, r.Account, r.Meter), r.Start)
 }
 
 // MarshalBinary encodes the device's state record.
@@ -182,13 +198,19 @@ func (s sealedRecord) encode() []byte {
 // a record of the bands (maybe none) and, if not 0, the proven quantity
 // (a sealed record from before bands ends at the root, one from before
 // paywords at the bands).
+//
+// A folded correction (Fold set) writes the bands, the proven quantity
+// even if 0, and the fold id.
 func (s sealedRecord) sealedTail() []byte {
-	if len(s.Bands) == 0 && s.Proven == 0 {
+	if len(s.Bands) == 0 && s.Proven == 0 && s.Fold == 0 {
 		return s.Root[:]
 	}
 	w := metering.NewStateWriter().AppendBands(s.Bands)
-	if s.Proven > 0 {
+	if s.Proven > 0 || s.Fold != 0 {
 		w = w.Uint(s.Proven)
+	}
+	if s.Fold != 0 {
+		w = w.Uint(s.Fold)
 	}
 	return append(s.Root[:len(s.Root):len(s.Root)], w...)
 }
@@ -215,7 +237,12 @@ func decodeSealedRecord(b []byte) (sealedRecord, error) {
 			if br.Err() == nil && br.More() {
 				s.Proven = br.Uint()
 			}
-			if br.Done() != nil || (len(s.Bands) == 0 && s.Proven == 0) || s.Proven > s.Quantity {
+			if br.Err() == nil && br.More() {
+				if s.Fold = br.Uint(); s.Fold == 0 {
+					br.Fail("a fold id of 0")
+				}
+			}
+			if br.Done() != nil || (len(s.Bands) == 0 && s.Proven == 0 && s.Fold == 0) || s.Proven > s.Quantity {
 				return s, fmt.Errorf("%w: sealed record: bad price bands or proven quantity", errRecord)
 			}
 			if len(s.Bands) == 0 {
