@@ -71,12 +71,12 @@ type ReconcileReport struct {
 	// WindowsLate is the late usage gathered in folds that have not
 	// sealed as corrections yet (fold.go).
 	WindowsLate metering.Nanos `json:"windows_late_nanos"`
-	Tickets         uint64         `json:"tickets"`
-	Opening         metering.Nanos `json:"opening_nanos"`
-	TopUps          metering.Nanos `json:"top_ups_nanos"`
-	Adjustments     metering.Nanos `json:"adjustments_nanos"`
-	Balances        metering.Nanos `json:"balances_nanos"`
-	Balanced        bool           `json:"balanced"`
+	Tickets     uint64         `json:"tickets"`
+	Opening     metering.Nanos `json:"opening_nanos"`
+	TopUps      metering.Nanos `json:"top_ups_nanos"`
+	Adjustments metering.Nanos `json:"adjustments_nanos"`
+	Balances    metering.Nanos `json:"balances_nanos"`
+	Balanced    bool           `json:"balanced"`
 	// Held is the quarantine's own line: held usage is in no sum above
 	// until it is released.
 	Held HeldLine `json:"held"`
