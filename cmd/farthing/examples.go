@@ -50,6 +50,7 @@ var examples = map[string][]string{
 		"farthing sim --rate 20 --duration 10s",
 		"farthing sim --transport coaps --devices 10 --rate 50 --duration 5s --json",
 		"farthing sim --payword --type hmac --rate 100 --duration 10s   # hash-chain tickets",
+		"farthing sim --fleet fleet.json --rate 20 --duration 1m   # firmware-like: goes on across gateway restarts and the next run",
 	},
 	"demo":    {"farthing demo", "farthing demo --rate 400 --duration 10s"},
 	"inspect": {"farthing inspect --data farthing-data"},

@@ -45,7 +45,7 @@ func exampleArgs(ex string) []string {
 var fileArg = regexp.MustCompile(`[A-Za-z0-9_./-]+\.(yaml|key|pub|cbor|db|txt|json|png|csv)\b`)
 
 // exampleFiles splits the files an example names into those it reads and
-// those it writes (--out, --json, --plot, --csv, a backup's file, and
+// those it writes (--out, --json, --plot, --csv, --fleet, a backup's file, and
 // keygen's --out DIR/NAME.key and .pub).
 func exampleFiles(args []string) (reads, writes []string) {
 	if len(args) > 0 && args[0] == "keygen" {
@@ -62,7 +62,7 @@ func exampleFiles(args []string) (reads, writes []string) {
 	}
 	for i, a := range args {
 		for _, f := range fileArg.FindAllString(a, -1) {
-			out := i > 0 && slices.Contains([]string{"--out", "--json", "--plot", "--csv"}, args[i-1])
+			out := i > 0 && slices.Contains([]string{"--out", "--json", "--plot", "--csv", "--fleet"}, args[i-1])
 			if args[0] == "backup" && i == 1 {
 				out = true
 			}

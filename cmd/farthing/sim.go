@@ -38,8 +38,14 @@ func runSim(e *env, args []string) error {
 	transport := fs.String("transport", "mqtt", "mqtt or coaps")
 	coapAddr := fs.String("coap", "127.0.0.1:5684", "the gateway's CoAP-over-DTLS address (with --transport coaps)")
 	hold := fs.Duration("hold", 0, "keep the sessions open and idle this long after the run")
+	fleet := fs.String("fleet", "", "run as a fleet of firmware (MQTT): each device's seq, register epoch and register are kept in this file\n"+
+		"and go on in the next run; devices reconnect with backoff and send a ticket again until its final receipt")
+	fresh := fs.Bool("fresh", false, "with --fleet: start the fleet file over (a new register epoch, seqs above every earlier run's)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
+	}
+	if *fleet != "" && (*transport != "mqtt" || *payword || *bare || *hold > 0) {
+		return usageError{"--fleet runs over MQTT, without --payword, --bare or --hold"}
 	}
 	if *regFile == "" {
 		*regFile = filepath.Join(*data, "devices.yaml")
@@ -87,6 +93,18 @@ func runSim(e *env, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *fleet != "" {
+		rep, err := sim.RunFleet(ctx, sim.FleetConfig{Broker: *broker, Prefix: *prefix, Devices: devs, Rate: *rate, Duration: *dur,
+			File: *fleet, Fresh: *fresh, Progress: e.stderr})
+		if err != nil {
+			return err
+		}
+		if *jsonOut {
+			return json.NewEncoder(e.stdout).Encode(rep)
+		}
+		fmt.Fprint(e.stdout, rep)
+		return nil
+	}
 	rep, err := sim.Run(ctx, sim.Config{Broker: *broker, Prefix: *prefix, Devices: devs, Rate: *rate, Duration: *dur,
 		InFlight: inMax, InFlightMin: inMin, Progress: e.stderr, Transport: *transport, CoAPAddr: *coapAddr, Hold: *hold, Bare: *bare, Slice: *slice, Payword: *payword})
 	if err != nil {
