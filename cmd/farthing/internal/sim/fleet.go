@@ -81,9 +81,9 @@ func (r *FleetReport) String() string {
 type fleetDevice struct {
 	Seq      uint64 `json:"seq_reserved"` // devicefw's sequence reservation
 	Epoch    uint64 `json:"register_epoch"`
-	Register uint64 `json:"register"`         // the last register reported
+	Register uint64 `json:"register"`          // the last register reported
 	Reserved uint64 `json:"register_reserved"` // a register at or past every one reported
-	First    uint64 `json:"first_register"`   // the first register reported (its baseline)
+	First    uint64 `json:"first_register"`    // the first register reported (its baseline)
 	Started  bool   `json:"started"`
 }
 
