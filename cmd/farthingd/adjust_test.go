@@ -23,6 +23,7 @@ import (
 // both receivers show the double redemption resolved by it, and the
 // gateway's books still reconcile.
 func TestDoubleRedemptionReversedByAnAdjustment(t *testing.T) {
+	t.Parallel() // waits on timers mostly: it runs beside the others of its kind
 	bin := buildDaemon(t)
 	keys := t.TempDir()
 	issuerPub, _ := makeGatewayKey(t, keys)

@@ -20,6 +20,7 @@ import (
 // gateway logs the late usage with its oldest lateness and counts it, and
 // the books reconcile, the late line included until the folds seal.
 func TestBacklogIsFoldedNotOneCorrectionPerTicket(t *testing.T) {
+	t.Parallel() // waits on timers mostly: it runs beside the others of its kind
 	bin := buildDaemon(t)
 	g := newGatewayDir(t, []string{"meter-1", "meter-2"}, "", "corrections: {fold: 2s}\n")
 	b, _ := os.ReadFile(g.config)
