@@ -204,28 +204,33 @@ func book(tx *bolt.Tx, s protocol.StreamID, rec Record, b []byte) (BookResult, e
 		}
 		return res, bookPayword(tx, rec.Progress, rec.Usage)
 	}
-	a := rec.Agg
+	return res, bookAggregate(tx, s, key, rec.Agg)
+}
+
+// bookAggregate books an aggregate (booked under key): its payword claim,
+// its place in its provider's wallet (unpaid) and its account's totals.
+func bookAggregate(tx *bolt.Tx, s protocol.StreamID, key []byte, a *protocol.Aggregate) error {
 	if a.Proven > 0 {
 		if err := claimBolt(tx, s, a); err != nil {
-			return res, err
+			return err
 		}
 	}
 	if err := tx.Bucket(bucketUnpaid).Put(unpaidKey(a, key), binary.BigEndian.AppendUint64(nil, a.Amount)); err != nil {
-		return res, err
+		return err
 	}
 	tb := tx.Bucket(bucketTotals)
 	tk := []byte(a.Provider + "\x00" + a.Account + "\x00" + a.Currency)
 	t := decodeTotal(tb.Get(tk))
 	var ok bool
 	if t.Amount, ok = addU64(t.Amount, a.Amount); !ok {
-		return res, fmt.Errorf("total of %s/%s overflows", a.Provider, a.Account)
+		return fmt.Errorf("total of %s/%s overflows", a.Provider, a.Account)
 	}
 	if t.Quantity, ok = addU64(t.Quantity, a.Quantity); !ok {
-		return res, fmt.Errorf("quantity of %s/%s overflows", a.Provider, a.Account)
+		return fmt.Errorf("quantity of %s/%s overflows", a.Provider, a.Account)
 	}
 	t.Tickets += a.Tickets
 	t.Aggregates++
-	return res, tb.Put(tk, t.encode())
+	return tb.Put(tk, t.encode())
 }
 
 // bookPayword adds the usage a chain progress record proved to its

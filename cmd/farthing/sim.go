@@ -63,33 +63,9 @@ func runSim(e *env, args []string) error {
 	if *typ != "any" && *typ != "hmac" && *typ != "ed25519" {
 		return usageError{fmt.Sprintf("--type %q: want hmac, ed25519 or any", *typ)}
 	}
-	rf, err := registry.ReadFile(*regFile)
+	devs, err := simDevices(*regFile, *keys, *typ, *n)
 	if err != nil {
 		return err
-	}
-	var devs []sim.Device
-	for _, d := range rf.Devices {
-		if d.Disabled || d.Revoked || (*typ != "any" && d.KeyType != *typ) {
-			continue
-		}
-		sec, err := registry.SecretsOf(d)
-		if err != nil {
-			return err
-		}
-		if d.KeyType == "ed25519" {
-			k, err := keyfile.Load(filepath.Join(*keys, d.ID+".key"))
-			if err != nil {
-				return fmt.Errorf("device %s: %w", d.ID, err)
-			}
-			sec.Private = k.Private
-		}
-		devs = append(devs, sim.Device{Entry: d, Secrets: sec})
-		if *n > 0 && len(devs) == *n {
-			break
-		}
-	}
-	if len(devs) == 0 {
-		return fmt.Errorf("%s: no %s devices (add some with farthing device add)", *regFile, *typ)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -115,6 +91,41 @@ func runSim(e *env, args []string) error {
 	}
 	fmt.Fprint(e.stdout, rep)
 	return nil
+}
+
+// simDevices are the registry's active devices of key type typ ("any":
+// all), the first n of them (0: all), with their secrets (an Ed25519
+// device's private key from its key file in keys).
+func simDevices(regFile, keys, typ string, n int) ([]sim.Device, error) {
+	rf, err := registry.ReadFile(regFile)
+	if err != nil {
+		return nil, err
+	}
+	var devs []sim.Device
+	for _, d := range rf.Devices {
+		if d.Disabled || d.Revoked || (typ != "any" && d.KeyType != typ) {
+			continue
+		}
+		sec, err := registry.SecretsOf(d)
+		if err != nil {
+			return nil, err
+		}
+		if d.KeyType == "ed25519" {
+			k, err := keyfile.Load(filepath.Join(keys, d.ID+".key"))
+			if err != nil {
+				return nil, fmt.Errorf("device %s: %w", d.ID, err)
+			}
+			sec.Private = k.Private
+		}
+		devs = append(devs, sim.Device{Entry: d, Secrets: sec})
+		if n > 0 && len(devs) == n {
+			break
+		}
+	}
+	if len(devs) == 0 {
+		return nil, fmt.Errorf("%s: no %s devices (add some with farthing device add)", regFile, typ)
+	}
+	return devs, nil
 }
 
 // parseRange parses "N" or "A-B" (1 <= A <= B).

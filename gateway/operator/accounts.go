@@ -105,28 +105,7 @@ func (a *API) accountRoutes(m *http.ServeMux) {
 		}
 		answer(w, a, res, err)
 	})
-	m.HandleFunc("POST /accounts/{id}/adjustments", func(w http.ResponseWriter, r *http.Request) {
-		var req AdjustRequest
-		dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			http.Error(w, "want {\"amount\": \"-20.00 EUR\", \"ref\": \"…\", \"reason\": \"…\", \"note\": \"…\"}: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		amount, err := metering.ParseMoney(req.Amount)
-		if err != nil {
-			http.Error(w, "amount: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		adj := ledger.Adjustment{Amount: amount, Reason: req.Reason, Note: req.Note, Voucher: req.Voucher}
-		res, err := a.ingest.Books().Adjust(r.Context(), terms(), r.PathValue("id"), adj, ledger.Request{Ref: req.Ref, Credential: CredentialOf(r)})
-		if err == nil {
-			a.metrics.Transport.WithLabelValues("operator", "adjustment").Inc()
-			a.log.Warn("account adjusted", "account", r.PathValue("id"), "amount", amount.String(), "reason", req.Reason, "voucher", req.Voucher,
-				"ref", req.Ref, "repeated", res.Repeated, "credential", CredentialOf(r))
-		}
-		answer(w, a, res, err)
-	})
+	m.HandleFunc("POST /accounts/{id}/adjustments", func(w http.ResponseWriter, r *http.Request) { a.adjust(w, r, terms()) })
 	m.HandleFunc("GET /audit", func(w http.ResponseWriter, _ *http.Request) {
 		v, err := a.ingest.Books().AuditLog()
 		if v == nil {
@@ -134,6 +113,30 @@ func (a *API) accountRoutes(m *http.ServeMux) {
 		}
 		answer(w, a, v, err)
 	})
+}
+
+// adjust serves POST /accounts/{id}/adjustments (see accountRoutes).
+func (a *API) adjust(w http.ResponseWriter, r *http.Request, terms *ledger.Terms) {
+	var req AdjustRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		http.Error(w, "want {\"amount\": \"-20.00 EUR\", \"ref\": \"…\", \"reason\": \"…\", \"note\": \"…\"}: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	amount, err := metering.ParseMoney(req.Amount)
+	if err != nil {
+		http.Error(w, "amount: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	adj := ledger.Adjustment{Amount: amount, Reason: req.Reason, Note: req.Note, Voucher: req.Voucher}
+	res, err := a.ingest.Books().Adjust(r.Context(), terms, r.PathValue("id"), adj, ledger.Request{Ref: req.Ref, Credential: CredentialOf(r)})
+	if err == nil {
+		a.metrics.Transport.WithLabelValues("operator", "adjustment").Inc()
+		a.log.Warn("account adjusted", "account", r.PathValue("id"), "amount", amount.String(), "reason", req.Reason, "voucher", req.Voucher,
+			"ref", req.Ref, "repeated", res.Repeated, "credential", CredentialOf(r))
+	}
+	answer(w, a, res, err)
 }
 
 // answer writes v as JSON, or err with its status: 404 for an unknown
