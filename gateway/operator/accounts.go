@@ -1,9 +1,7 @@
 package operator
 
 import (
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -86,10 +84,7 @@ func (a *API) accountRoutes(m *http.ServeMux) {
 	})
 	m.HandleFunc("POST /accounts/{id}/topups", func(w http.ResponseWriter, r *http.Request) {
 		var req TopUpRequest
-		dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			http.Error(w, "want {\"amount\": \"5.00 EUR\", \"ref\": \"…\"}: "+err.Error(), http.StatusBadRequest)
+		if !decodeBody(w, r, 4<<10, &req, "want {\"amount\": \"5.00 EUR\", \"ref\": \"…\"}") {
 			return
 		}
 		amount, err := metering.ParseMoney(req.Amount)
@@ -118,10 +113,7 @@ func (a *API) accountRoutes(m *http.ServeMux) {
 // adjust serves POST /accounts/{id}/adjustments (see accountRoutes).
 func (a *API) adjust(w http.ResponseWriter, r *http.Request, terms *ledger.Terms) {
 	var req AdjustRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		http.Error(w, "want {\"amount\": \"-20.00 EUR\", \"ref\": \"…\", \"reason\": \"…\", \"note\": \"…\"}: "+err.Error(), http.StatusBadRequest)
+	if !decodeBody(w, r, 4<<10, &req, "want {\"amount\": \"-20.00 EUR\", \"ref\": \"…\", \"reason\": \"…\", \"note\": \"…\"}") {
 		return
 	}
 	amount, err := metering.ParseMoney(req.Amount)

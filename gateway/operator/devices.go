@@ -1,10 +1,8 @@
 package operator
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
 
@@ -52,10 +50,7 @@ func (a *API) deviceRoutes(m *http.ServeMux) {
 	})
 	m.HandleFunc("POST /chains/{device}", func(w http.ResponseWriter, r *http.Request) {
 		var req ChainRegistration
-		dec := json.NewDecoder(io.LimitReader(r.Body, 8<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			http.Error(w, "want {\"commitment\": \"<base64 of the COSE message>\"}: "+err.Error(), http.StatusBadRequest)
+		if !decodeBody(w, r, 8<<10, &req, "want {\"commitment\": \"<base64 of the COSE message>\"}") {
 			return
 		}
 		dev := r.PathValue("device")
@@ -95,10 +90,7 @@ func (a *API) deviceRoutes(m *http.ServeMux) {
 	})
 	m.HandleFunc("POST /devices/check", func(w http.ResponseWriter, r *http.Request) {
 		var req DeviceCheck
-		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			http.Error(w, "want {\"devices\": [...]}: "+err.Error(), http.StatusBadRequest)
+		if !decodeBody(w, r, 1<<20, &req, "want {\"devices\": [...]}") {
 			return
 		}
 		snap := a.ingest.Snapshot()

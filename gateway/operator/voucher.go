@@ -3,7 +3,6 @@ package operator
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 
 	"github.com/farthing-iot/farthing/gateway/ledger"
@@ -31,10 +30,7 @@ type RedeemRefusal struct {
 func (a *API) voucherRoutes(m *http.ServeMux) {
 	m.HandleFunc("POST /vouchers/redeem", func(w http.ResponseWriter, r *http.Request) {
 		var req RedeemRequest
-		dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			http.Error(w, "want {\"voucher\": \"TEXT\"}: "+err.Error(), http.StatusBadRequest)
+		if !decodeBody(w, r, 4<<10, &req, "want {\"voucher\": \"TEXT\"}") {
 			return
 		}
 		raw, err := protocol.ParseVoucherText(req.Voucher)
