@@ -289,7 +289,8 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 	if replayed == 0 {
 		t.Fatal("no device had an accepted ticket")
 	}
-	// Let the windows seal on their timer and the outbox drain.
+	// Let the windows seal on their timer (late tickets their folds, after
+	// corrections.fold) and the outbox drain.
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		var live ledger.Report
@@ -297,11 +298,11 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 			json.NewDecoder(resp.Body).Decode(&live)
 			resp.Body.Close()
 		}
-		if live.Outbox == 0 && len(live.OpenWindows) == 0 && live.Reconcile.Tickets > 0 {
+		if live.Outbox == 0 && len(live.OpenWindows) == 0 && live.Reconcile.WindowsLate == 0 && live.Reconcile.Tickets > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("outbox %d, open windows %d after 30s", live.Outbox, len(live.OpenWindows))
+			t.Fatalf("outbox %d, open windows %d, late %d after 30s", live.Outbox, len(live.OpenWindows), live.Reconcile.WindowsLate)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -70,7 +70,7 @@ func drained(t *testing.T, g *gatewayDir) uint64 {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		rep := inspect(t, g.data)
-		if rep.Outbox == 0 && len(rep.OpenWindows) == 0 && rep.Reconcile.Tickets > 0 {
+		if rep.Outbox == 0 && len(rep.OpenWindows) == 0 && rep.Reconcile.WindowsLate == 0 && rep.Reconcile.Tickets > 0 {
 			if !rep.Reconcile.Balanced {
 				t.Fatalf("gateway books do not balance: %+v", rep.Reconcile)
 			}
