@@ -40,6 +40,11 @@ type Config struct {
 	// protocol.MaxTicketSize. A ticket with one short reading takes about
 	// 120 bytes (MAC) or 150 (Ed25519).
 	SlotSize int
+	// Uptime, for a device without a real-time clock, counts milliseconds
+	// from any start (a boot): the client learns the offset to the
+	// gateway's clock from every receipt that carries it, and Now is then
+	// the time. Nil: the firmware has its own clock.
+	Uptime func() uint64
 }
 
 // Client builds and tracks one device's tickets. It is not safe for
@@ -53,6 +58,8 @@ type Client struct {
 	env      protocol.Envelope
 	receipt  protocol.Receipt
 	scratch  [protocol.MaxReceiptSize + 64]byte
+	offset   int64 // the gateway's clock less Uptime, once synced
+	synced   bool
 }
 
 // New checks cfg, loads the sequence reservation and returns a Client.
@@ -190,6 +197,9 @@ func (c *Client) HandleReceipt(b []byte) (protocol.Receipt, error) {
 	if r.Device != c.cfg.Device {
 		return protocol.Receipt{}, ErrWrongDevice
 	}
+	if r.Time != 0 && c.cfg.Uptime != nil { // a verified time: the device's clock from now on
+		c.offset, c.synced = int64(r.Time)-int64(c.cfg.Uptime()), true
+	}
 	if r.Voucher != "" {
 		return *r, nil // answers a voucher the device passed on: no ticket to free
 	}
@@ -217,6 +227,23 @@ func (c *Client) NextPending(after uint64) (seq uint64, msg []byte, ok bool) {
 
 // Pending returns the number of unacknowledged tickets.
 func (c *Client) Pending() int { return c.ring.count() }
+
+// Now is the time for a ticket of a device without a real-time clock
+// (Config.Uptime): Uptime plus the offset to the gateway's clock its last
+// receipt taught it, and true; before any receipt did, Uptime and false (a
+// ticket dated so is refused clock_skew, and its receipt teaches the time,
+// or the device is registered clock: gateway and the gateway dates it).
+// Without Uptime it returns 0 and false.
+func (c *Client) Now() (uint64, bool) {
+	if c.cfg.Uptime == nil {
+		return 0, false
+	}
+	up := c.cfg.Uptime()
+	if !c.synced {
+		return max(up, 1), false
+	}
+	return uint64(max(int64(up)+c.offset, 1)), true
+}
 
 // NextSeq returns the seq the next ticket will carry.
 func (c *Client) NextSeq() uint64 { return c.seq.next }

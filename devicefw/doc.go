@@ -21,4 +21,14 @@
 // pending ticket whose meters are all covered by newer ones is dropped, and
 // a device short of RAM loses no usage, only the time resolution of the
 // tickets it dropped.
+//
+// A device without a real-time clock sets Config.Uptime (milliseconds
+// since it booted) and dates its tickets with Now. Every receipt carries
+// the gateway's clock inside its MAC; the client takes the offset from
+// each one, so from the first receipt on Now is the gateway's time. The
+// very first ticket, dated by uptime alone, is refused clock_skew and
+// charged nothing — its receipt teaches the time, and the next ticket's
+// cumulative registers carry its usage. A device that can never keep a
+// time is registered `clock: gateway`: the gateway dates each of its
+// tickets on arrival.
 package devicefw

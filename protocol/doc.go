@@ -76,6 +76,8 @@
 //	  ? 8: uint .gt 0,       ; retry after, milliseconds
 //	  ? 9: id,               ; voucher id: the receipt answers a voucher, seq is 0
 //	  ? 10: 1,               ; low balance: the account is below its low-balance level
+//	  ? 11: ms .gt 0,        ; the gateway's clock when it answered: a device without a
+//	                         ; real-time clock learns the time from it (inside the MAC)
 //	}
 //
 //	aggregate-payload = {

@@ -20,6 +20,8 @@ package protocol
 //	  ? 9: voucher-id,      ; tstr: this answers a voucher the device passed on, not a
 //	                        ;   ticket; seq is then 0, balance the account's after it
 //	  ? 10: 1,              ; low balance: the account is below its low-balance level
+//	  ? 11: ms,             ; uint > 0: the gateway's clock when it answered (Unix ms), for a
+//	                        ;   device without a real-time clock to learn the time from
 //	}
 type Receipt struct {
 	Device     string `json:"device"`
@@ -36,6 +38,10 @@ type Receipt struct {
 	// LowBalance: the account is below its low-balance level; a machine
 	// can warn its customer before it runs dry.
 	LowBalance bool `json:"low_balance,omitempty"`
+	// Time is the gateway's clock when it answered (Unix ms; 0: not
+	// given). It is inside the MAC or signature, so a device can take it
+	// as the time (devicefw.Client.Now).
+	Time uint64 `json:"time_ms,omitempty"`
 }
 
 // Receipt payload keys.
@@ -50,6 +56,7 @@ const (
 	receiptRetryAfter = 8
 	receiptVoucher    = 9
 	receiptLowBalance = 10
+	receiptTime       = 11
 )
 
 // Validate checks r against the limits and rules of the wire format.
@@ -108,7 +115,7 @@ func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 		return dst, err
 	}
 	n := 5
-	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0, r.Voucher != "", r.LowBalance} {
+	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0, r.Voucher != "", r.LowBalance, r.Time != 0} {
 		if present {
 			n++
 		}
@@ -147,6 +154,10 @@ func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 		dst = appendUint(dst, receiptLowBalance)
 		dst = appendUint(dst, 1)
 	}
+	if r.Time != 0 {
+		dst = appendUint(dst, receiptTime)
+		dst = appendUint(dst, r.Time)
+	}
 	return dst, nil
 }
 
@@ -179,7 +190,7 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 	keys := rd.mapOf(16, "receipt payload")
 	seen := 0
 	// Reset everything optional; required fields are checked below.
-	r.Reason, r.Balance, r.HasBalance, r.RetryAfter, r.LowBalance = 0, 0, false, 0, false
+	r.Reason, r.Balance, r.HasBalance, r.RetryAfter, r.LowBalance, r.Time = 0, 0, false, 0, false, 0
 	currency, voucher := false, false
 	for {
 		k, ok := keys.next()
@@ -263,6 +274,10 @@ func (r *Receipt) readField(rd *reader, k int64, currency, voucher *bool) error 
 			rd.fail(ReasonNonCanonical, "low balance is written as 1 or left out")
 		}
 		r.LowBalance = true
+	case receiptTime:
+		if r.Time = rd.uint("time"); r.Time == 0 && rd.err == nil {
+			rd.fail(ReasonNonCanonical, "a time of 0 is left out")
+		}
 	default:
 		rd.fail(ReasonUnknownField, "unknown receipt field")
 	}

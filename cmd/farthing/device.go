@@ -115,6 +115,7 @@ func waitLoaded(op *operatorFlags, data, last string) error {
 type newDevices struct {
 	ids                                  []string
 	keyType, account, provider, dailyCap string
+	clock                                string // "" or "device": the device's clock; "gateway": dated on arrival
 	tariffs                              meterTariffs
 	pub                                  ed25519.PublicKey // the device's own key (one device), or nil
 }
@@ -131,7 +132,7 @@ func (d newDevices) add(e *env, rf *registry.File, regFile, out string) error {
 		if err != nil {
 			return err
 		}
-		entry.DailyCap = d.dailyCap
+		entry.DailyCap, entry.Clock = d.dailyCap, d.clock
 		if d.pub != nil {
 			entry.PublicKey, sec.Private = hex.EncodeToString(d.pub), nil
 		}
@@ -176,6 +177,7 @@ func runDeviceAdd(e *env, args []string) error {
 	tariffs := meterTariffs{}
 	fs.Var(tariffs, "tariff", "METER=TARIFF, repeatable")
 	out := fs.String("out", "", "directory for the devices' secret files (default DATA/device-keys)")
+	clock := fs.String("clock", "", "gateway: the device has no usable clock, the gateway dates its tickets on arrival (default: the device's own)")
 	config := fs.String("config", "", "with no gateway running: the gateway's configuration file, whose accounts, providers and tariff file the terms are checked against")
 	op := addOperatorFlags(fs)
 	if err := parse(fs, args, 0); err != nil {
@@ -230,7 +232,10 @@ func runDeviceAdd(e *env, args []string) error {
 	case err != nil:
 		return fmt.Errorf("refused, nothing written: %w", err)
 	}
-	nd := newDevices{ids: ids, keyType: *typ, account: *account, provider: *provider, tariffs: tariffs, dailyCap: *dailyCap, pub: devicePub}
+	if *clock != "" && *clock != "device" && *clock != registry.ClockGateway {
+		return usageError{fmt.Sprintf("--clock %q: want device or gateway", *clock)}
+	}
+	nd := newDevices{ids: ids, keyType: *typ, account: *account, provider: *provider, tariffs: tariffs, dailyCap: *dailyCap, pub: devicePub, clock: *clock}
 	if err := nd.add(e, rf, *regFile, *out); err != nil {
 		return err
 	}

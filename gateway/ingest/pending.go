@@ -138,6 +138,9 @@ func (in *Ingest) seal(p *Pending, r *protocol.Receipt) []byte {
 		in.log.Error("receipt key unusable", "device", p.msg.Device, "error", err)
 		return nil
 	}
+	// The gateway's time, for a device without a real-time clock to
+	// learn: inside the MAC, so the device can trust it.
+	r.Time = uint64(in.now().UnixMilli())
 	var e protocol.Encoder
 	b, err := e.AppendReceipt(make([]byte, 0, 128), r, mac)
 	if err != nil {

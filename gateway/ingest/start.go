@@ -204,7 +204,9 @@ func (in *Ingest) checkTicket(snap *Snapshot, m entrance.Message) (*registry.Dev
 	}
 	in.metrics.Verify.Observe(in.now().Sub(t0).Seconds())
 	now := in.now().UnixMilli()
-	if skew := in.cfg.MaxClockSkew.Milliseconds(); int64(tk.Time) > now+skew || int64(tk.Time) < now-skew {
+	if dev.GatewayDated() {
+		tk.Time = uint64(now) // a device without a usable clock: its usage is dated on arrival
+	} else if skew := in.cfg.MaxClockSkew.Milliseconds(); int64(tk.Time) > now+skew || int64(tk.Time) < now-skew {
 		return nil, tk, reject(protocol.ReasonClockSkew, "device time %d is more than %v from %d", tk.Time, in.cfg.MaxClockSkew, now)
 	}
 	if tk.Account != "" && tk.Account != dev.Account {

@@ -54,7 +54,19 @@ type Entry struct {
 	Revoked bool `yaml:"revoked,omitempty"`
 	// Next is a ticket key the device is rotating to (see NextKey).
 	Next *NextKey `yaml:"next_key,omitempty"`
+	// Clock is where the device's tickets get their time: "device" (the
+	// default: its own clock, refused clock_skew when far off) or
+	// "gateway" (a device without a usable clock: the gateway dates each
+	// ticket when it arrives, so a ticket delivered late is counted in a
+	// later window, never twice).
+	Clock string `yaml:"clock,omitempty"`
 }
+
+// ClockGateway is Entry.Clock for a device whose tickets the gateway dates.
+const ClockGateway = "gateway"
+
+// GatewayDated reports whether the gateway dates the device's tickets.
+func (e Entry) GatewayDated() bool { return e.Clock == ClockGateway }
 
 // NextKey is a ticket key a device rotates to. Until the rotation is
 // committed (farthing device rotate --commit), tickets under either key
@@ -434,6 +446,9 @@ func (r *Registry) add(i int, e Entry, known Known, in *interner, where string) 
 	}
 	if !protocol.ValidName(e.ID, protocol.MaxDeviceIDLen) {
 		return bad("id", "use 1..64 of [A-Za-z0-9._-]")
+	}
+	if e.Clock != "" && e.Clock != "device" && e.Clock != ClockGateway {
+		return bad("clock", "%q: want device or gateway", e.Clock)
 	}
 	if r.byID[e.ID] != nil {
 		return bad("id", "device listed twice")

@@ -14,6 +14,7 @@ type receiptPayload struct {
 	RetryAfter uint32 `cbor:"8,keyasint"`
 	Voucher    string `cbor:"9,keyasint"`
 	LowBalance uint8  `cbor:"10,keyasint"`
+	Time       uint64 `cbor:"11,keyasint"`
 }
 
 // DecodeReceipt decodes an untrusted receipt. It does not verify the
@@ -35,7 +36,8 @@ func DecodeReceipt(b []byte) (protocol.Envelope, protocol.Receipt, error) {
 		return env, r, err
 	}
 	r = protocol.Receipt{Device: p.Device, Seq: p.Seq, Status: protocol.Status(p.Status), Reason: protocol.Reason(p.Reason),
-		Charged: p.Charged, Currency: p.Currency, RetryAfter: p.RetryAfter, Voucher: p.Voucher, LowBalance: p.LowBalance != 0}
+		Charged: p.Charged, Currency: p.Currency, RetryAfter: p.RetryAfter, Voucher: p.Voucher, LowBalance: p.LowBalance != 0,
+		Time: p.Time}
 	if p.Balance != nil {
 		r.Balance, r.HasBalance = *p.Balance, true
 	}

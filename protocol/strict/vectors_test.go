@@ -87,6 +87,8 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		Balance: 400_000_000, HasBalance: true, Currency: "EUR", LowBalance: true}, nil)
 	add("receipt-hmac-spending-cap", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 5, Status: protocol.StatusInsufficientFunds,
 		Reason: protocol.ReasonSpendingCap, Balance: 12_000_000_000, HasBalance: true, Currency: "EUR"}, nil)
+	add("receipt-hmac-with-time", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 7, Status: protocol.StatusAccepted,
+		Charged: 12_500, Time: 1_790_000_000_123}, nil)
 	add("receipt-hmac-held", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 6, Status: protocol.StatusHeld,
 		Reason: protocol.ReasonRegisterFault, Balance: 12_000_000_000, HasBalance: true, Currency: "EUR"}, nil)
 
@@ -109,6 +111,7 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		return b
 	}(), protocol.ReasonBadSignature)
 	invalid("receipt-rejected-without-reason", "receipt", "hmac", seal(mac, cb{}.m(5).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(2).u(5).u(0)), protocol.ReasonMissingField)
+	invalid("receipt-time-zero", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(0).u(5).u(0).u(11).u(0)), protocol.ReasonNonCanonical)
 	invalid("receipt-balance-long-form", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(0).u(5).u(0).u(6).raw(0x38, 0x05)), protocol.ReasonNonCanonical)
 	for i := range vs {
 		d, err := strict.Diagnose(vs[i].Bytes())

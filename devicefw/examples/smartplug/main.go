@@ -20,6 +20,13 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 )
 
+// uptimeMs is the plug's only clock: milliseconds since it booted (a
+// timer interrupt would count it). It has no real-time clock: it learns
+// the time from its receipts (Config.Uptime, Client.Now).
+var uptimeMs uint64
+
+func uptime() uint64 { return uptimeMs }
+
 // ramFlash stands in for the flash page that keeps the seq reservation.
 type ramFlash struct{ v uint64 }
 
@@ -58,6 +65,7 @@ func main() {
 		Seq:      &flash,
 		Pending:  pending[:],
 		SlotSize: 192,
+		Uptime:   uptime,
 	})
 	if err != nil {
 		panic(err)
@@ -69,11 +77,19 @@ func main() {
 	var rbuf [protocol.MaxReceiptSize]byte
 
 	var energyWh, onMs uint64
-	now := uint64(1_790_000_000_000)
+	gatewayClock := uint64(1_790_000_000_000) // the gateway's, on the other side
+	var now uint64
 	for i := 0; i < 5; i++ {
 		energyWh += 12
 		onMs += 60_000
-		now += 60_000
+		uptimeMs += 60_000
+		gatewayClock += 60_000
+		// Dated by the time the last receipt taught; the first ticket,
+		// before any receipt, only has the uptime (the gateway refuses it
+		// clock_skew, and the next ticket's registers carry its usage).
+		var synced bool
+		now, synced = c.Now()
+		println("time", now, "synced", synced)
 		msg, seq, err := c.Report(now, []devicefw.Reading{{Meter: meterEnergy, Register: energyWh}, {Meter: meterOnTime, Register: onMs}})
 		if err != nil {
 			println("report failed:", err.Error())
@@ -81,7 +97,11 @@ func main() {
 		}
 		println("ticket", seq, hex.EncodeToString(msg))
 
-		r := protocol.Receipt{Device: "plug-0001", Seq: seq, Status: protocol.StatusAccepted, Charged: 3_600_000, Balance: int64(1_000_000_000 - 3_600_000*uint64(i+1)), HasBalance: true, Currency: "EUR"}
+		r := protocol.Receipt{Device: "plug-0001", Seq: seq, Status: protocol.StatusAccepted, Charged: 3_600_000, Balance: int64(1_000_000_000 - 3_600_000*uint64(i+1)), HasBalance: true, Currency: "EUR",
+			Time: gatewayClock}
+		if !synced {
+			r = protocol.Receipt{Device: "plug-0001", Seq: seq, Status: protocol.StatusRejected, Reason: protocol.ReasonClockSkew, Time: gatewayClock}
+		}
 		rb, err := gw.AppendReceipt(rbuf[:0], &r, receipts)
 		if err != nil {
 			panic(err)
