@@ -2,11 +2,14 @@ package gateway_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/farthing-iot/farthing/devicefw"
 	"github.com/farthing-iot/farthing/devicefw/coapdev"
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
 	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/protocol"
 )
@@ -120,5 +123,68 @@ func TestGatewayDatedDevice(t *testing.T) {
 	}
 	if len(rep.OpenWindows) == 0 {
 		t.Error("no open window: where did the usage go?")
+	}
+}
+
+// Windows follow the wall clock, not the process. With the gateway's
+// clock three days behind, a device's ticket (dated by a right clock) is
+// refused clock_skew and nothing is charged; an hour behind, it is taken,
+// and its window, which ended 20 minutes ago by the device's time, stays
+// open by the gateway's. When the clock jumps forward (NTP syncs a box
+// with no RTC) the next housekeeping tick seals it; when it jumps back,
+// nothing sealed reopens: a ticket for that window is late, folded into a
+// correction.
+func TestWindowsFollowTheClock(t *testing.T) {
+	var offset atomic.Int64
+	offset.Store(int64(-72 * time.Hour))
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}}, func(c *gateway.Config) {
+		c.Clock, c.Providers[0].Window = clock, 10*time.Minute
+	})
+	d := connectDevice(t, tg, "plug-1")
+	send := func(reg uint64, at time.Time) protocol.Receipt {
+		t.Helper()
+		d.Report(uint64(at.UnixMilli()), []devicefw.Reading{{Meter: 0, Register: reg}})
+		return d.next(t)
+	}
+	used := time.Now().Add(-30 * time.Minute) // in a 10-minute window that ended 20 to 30 minutes ago
+	if r := send(1_000, time.Now()); r.Status != protocol.StatusRejected || r.Reason != protocol.ReasonClockSkew {
+		t.Fatalf("gateway clock 3 days behind: %+v; want clock_skew", r)
+	}
+	offset.Store(int64(-time.Hour))
+	for i, reg := range []uint64{2_000, 3_000} {
+		if r := send(reg, used.Add(time.Duration(i)*time.Second)); r.Status != protocol.StatusAccepted {
+			t.Fatalf("gateway clock an hour behind: %+v; want accepted", r)
+		}
+	}
+	inspect := func() *ledger.Report {
+		t.Helper()
+		rep, err := tg.Books().Inspect(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	time.Sleep(1500 * time.Millisecond) // a housekeeping tick or more
+	if rep := inspect(); len(rep.OpenWindows) != 1 || len(rep.Sealed) != 0 {
+		t.Fatalf("an hour behind, the window that ended by the devices' time: %d open, %d sealed; want it open", len(rep.OpenWindows), len(rep.Sealed))
+	}
+	offset.Store(0) // the clock jumps forward
+	deadline := time.Now().Add(5 * time.Second)
+	for len(inspect().Sealed) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the jump forward, no window sealed: %+v", inspect().OpenWindows)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	offset.Store(int64(-2 * time.Hour)) // and back
+	if r := send(4_000, used.Add(2*time.Second)); r.Status != protocol.StatusAccepted {
+		t.Fatalf("after the jump back: %+v", r)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	rep := inspect()
+	if len(rep.Sealed) != 1 || len(rep.OpenWindows) != 0 || rep.Reconcile.WindowsLate == 0 || !rep.Reconcile.Balanced {
+		t.Fatalf("after the jump back: %d sealed, %d open, %d late; want the window sealed once, the ticket late", len(rep.Sealed),
+			len(rep.OpenWindows), rep.Reconcile.WindowsLate)
 	}
 }

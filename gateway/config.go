@@ -69,6 +69,10 @@ type Config struct {
 	// Audit is where the audit data (raw tickets and Merkle leaves) goes
 	// before the edge prunes it.
 	Audit AuditConfig `yaml:"audit"`
+	// Clock is the wall clock the gateway dates, refuses and seals by;
+	// nil is time.Now. Not configurable: a seam for tests and simulations
+	// of a clock that is wrong or jumps.
+	Clock func() time.Time `yaml:"-"`
 }
 
 // AuditConfig is the audit sink: every sealed aggregate's bundle (the
@@ -422,6 +426,9 @@ func (c *Config) setDefaults() error {
 	c.DTLS.Limits.SetDefaults()
 	c.Forward.SetDefaults()
 	c.Commit.setDefaults()
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
 	if c.Corrections.Fold == 0 {
 		c.Corrections.Fold = DefaultLateFold
 	}

@@ -111,7 +111,7 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		g.store.Close()
 		return nil, err
 	}
-	g.ingest, err = ingest.New(ingest.Config{Books: books, Snapshot: snap, MaxClockSkew: cfg.Limits.MaxClockSkew,
+	g.ingest, err = ingest.New(ingest.Config{Books: books, Snapshot: snap, MaxClockSkew: cfg.Limits.MaxClockSkew, Now: cfg.Clock,
 		RetryAfter: cfg.Limits.RetryAfter, Fraud: cfg.Fraud, Issuers: issuers, Metrics: g.metrics.Metrics, Log: log,
 		OnSuspend: func(device string) {
 			// Closed by housekeeping within a second, after the receipt of
@@ -212,7 +212,7 @@ func (g *Gateway) openBooks(snap *ingest.Snapshot, kid [protocol.KeyIDLen]byte) 
 	if err != nil {
 		return nil, fmt.Errorf("stream epoch: %w", err)
 	}
-	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream, SeqBase: base,
+	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream, SeqBase: base, Now: g.cfg.Clock,
 		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }})
 	restore, err := books.AnnounceRestore(context.Background(), g.cfg.GatewayID)
 	if err != nil {

@@ -222,10 +222,16 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
+		case tick := <-t.C:
+			// The windows, chains, audit and pruning follow the wall
+			// clock, not the process: after a forward jump (NTP syncing a
+			// box with no RTC) every window that has ended seals at once;
+			// after a backward one nothing sealed is sealed again or
+			// reopened (a window's floor only moves forward).
+			now := g.cfg.Clock()
 			g.gc.tune()
 			g.closeSuspended()
-			if now.Sub(released) >= memoryRelease {
+			if tick.Sub(released) >= memoryRelease {
 				// Only when idle: returning every free page holds the heap's
 				// lock, which stalled tickets for hundreds of milliseconds
 				// under load (one p99 slice in three of a 20 s bench run);
@@ -237,7 +243,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 				} else {
 					seen = n
 				}
-				released = now
+				released = tick
 			}
 			if err := g.CloseWindows(ctx, now); err != nil && ctx.Err() == nil {
 				g.log.Warn("closing windows failed", "error", err)
