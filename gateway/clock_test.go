@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -186,5 +187,92 @@ func TestWindowsFollowTheClock(t *testing.T) {
 	if len(rep.Sealed) != 1 || len(rep.OpenWindows) != 0 || rep.Reconcile.WindowsLate == 0 || !rep.Reconcile.Balanced {
 		t.Fatalf("after the jump back: %d sealed, %d open, %d late; want the window sealed once, the ticket late", len(rep.Sealed),
 			len(rep.OpenWindows), rep.Reconcile.WindowsLate)
+	}
+}
+
+// A gateway restarted with its clock three days behind (a box without a
+// real-time clock, before NTP) says at once, at ERROR, that its clock is
+// behind its own books, and shows it in farthing_clock_* and /readyz;
+// when its devices are refused clock_skew all the same way it says its
+// clock is the likely fault, once; when the clock jumps right, it says so,
+// and the devices' next tickets charge everything, the refused usage too.
+func TestGatewayKnowsItsClockIsWrong(t *testing.T) {
+	ids := []string{"plug-1", "plug-2", "plug-3"}
+	tg := startGateway(t, []devSpec{{ids[0], "hmac", "fleet"}, {ids[1], "hmac", "fleet"}, {ids[2], "hmac", "fleet"}})
+	reg := map[string]uint64{}
+	clients := map[string]*devicefw.Client{} // each keeps its seqs across the gateway's restart
+	for _, id := range ids {
+		s := tg.secrets[id]
+		signer, _ := s.Signer()
+		rv, _ := s.ReceiptVerifier()
+		c, err := devicefw.New(devicefw.Config{Device: id, Meters: []string{"energy_wh"}, Signer: signer, Receipts: rv,
+			Seq: &memSeq{}, Pending: make([]byte, 4*protocol.MaxTicketSize)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[id] = c
+	}
+	sendAll := func(tg *testGateway, want protocol.Status) (charged uint64) {
+		t.Helper()
+		for _, id := range ids {
+			d := connectPaywordDevice(t, tg, id, clients[id])
+			reg[id] += 1_000
+			d.Report(now(), []devicefw.Reading{{Meter: 0, Register: reg[id]}})
+			r := d.next(t)
+			if r.Status != want {
+				t.Fatalf("%s: %+v; want %v", id, r, want)
+			}
+			charged += r.Charged
+			d.Close()
+		}
+		return charged
+	}
+	sendAll(tg, protocol.StatusAccepted) // baselines
+	tg.stop()
+
+	var offset atomic.Int64
+	offset.Store(int64(-72 * time.Hour))
+	tg.cfg.Clock = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	logs := &syncBuffer{}
+	g, stop := runGatewayLog(t, tg.cfg, logs)
+	defer stop()
+	tg2 := &testGateway{Gateway: g, cfg: tg.cfg, secrets: tg.secrets, broker: tg.broker, stop: stop, logs: logs}
+	base := "http://" + g.HTTPAddr()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s; log:\n%s", what, logs.String())
+			}
+		}
+	}
+	waitFor("no ERROR about a clock behind the books", func() bool {
+		return strings.Contains(logs.String(), "before the newest time in the gateway's own books")
+	})
+	_, m := httpGet(t, base+"/metrics")
+	if metricValue(m, "farthing_clock_suspect") != 1 || metricValue(m, "farthing_clock_behind_books_seconds") < 71*3600 {
+		t.Errorf("metrics: suspect %v, behind books %v s", metricValue(m, "farthing_clock_suspect"), metricValue(m, "farthing_clock_behind_books_seconds"))
+	}
+	if _, body := httpGet(t, base+"/readyz"); !strings.Contains(body, "clock: the clock reads") {
+		t.Errorf("/readyz: %q", body)
+	}
+	if c := sendAll(tg2, protocol.StatusRejected); c != 0 {
+		t.Fatalf("charged %d with the clock 3 days behind", c)
+	}
+	waitFor("no WARN about devices all off one way", func() bool {
+		return strings.Contains(logs.String(), "3 of 3 devices refused clock_skew") && strings.Contains(logs.String(), "likely behind theirs")
+	})
+	offset.Store(0) // NTP syncs
+	waitFor("no line saying the clock is right again", func() bool { return strings.Count(logs.String(), "the gateway's clock is right again") >= 1 })
+	if c := sendAll(tg2, protocol.StatusAccepted); c != 3*2*300_000_000 {
+		t.Fatalf("after the jump the devices were charged %d; want 2 kWh each, the refused usage too", c)
+	}
+	if n := strings.Count(logs.String(), "before the newest time in the gateway's own books"); n != 1 {
+		t.Errorf("the clock behind the books was said %d times; want once", n)
+	}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "clock") {
+			t.Log(l) // what the operator sees
+		}
 	}
 }

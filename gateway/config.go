@@ -275,6 +275,16 @@ type CorrectionsConfig struct {
 // DefaultLateFold is corrections.fold's default.
 const DefaultLateFold = 10 * time.Second
 
+// setTimeDefaults fills in the clock and the late fold.
+func (c *Config) setTimeDefaults() {
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Corrections.Fold == 0 {
+		c.Corrections.Fold = DefaultLateFold
+	}
+}
+
 // CommitConfig tunes group commit (see store.Options).
 type CommitConfig struct {
 	MaxBatch int           `yaml:"max_batch"`
@@ -426,12 +436,7 @@ func (c *Config) setDefaults() error {
 	c.DTLS.Limits.SetDefaults()
 	c.Forward.SetDefaults()
 	c.Commit.setDefaults()
-	if c.Clock == nil {
-		c.Clock = time.Now
-	}
-	if c.Corrections.Fold == 0 {
-		c.Corrections.Fold = DefaultLateFold
-	}
+	c.setTimeDefaults()
 	return nil
 }
 

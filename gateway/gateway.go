@@ -45,6 +45,7 @@ type Gateway struct {
 	mu      sync.Mutex // guards mtimes, refused and sessions
 	mtimes  [2]time.Time
 	refused []registry.Refusal // registry entries not loaded
+	clock   clockWatch         // what the gateway makes of its own clock
 	// sessions are the transports that hold device sessions (the embedded
 	// broker and the DTLS listener, once they run): a device revoked,
 	// disabled, removed or suspended loses its sessions through them, and
@@ -110,6 +111,10 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		g.store.Close()
 		return nil, err
+	}
+	g.clock.m = newClockMetrics(g.metrics.Registry)
+	if newest, device, err := books.NewestTimes(); err == nil {
+		g.clock.newest, g.clock.device = newest, device
 	}
 	g.ingest, err = ingest.New(ingest.Config{Books: books, Snapshot: snap, MaxClockSkew: cfg.Limits.MaxClockSkew, Now: cfg.Clock,
 		RetryAfter: cfg.Limits.RetryAfter, Fraud: cfg.Fraud, Issuers: issuers, Metrics: g.metrics.Metrics, Log: log,

@@ -32,7 +32,7 @@ func (g *Gateway) mux() *http.ServeMux {
 	m.Handle("/metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{}))
 	m.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	m.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		why, detail := g.notReady(), g.refusedDetail()
+		why, detail := g.notReady(), strings.Join(nonEmpty(g.refusedDetail(), g.clock.detail()), "\n")
 		if why != "" {
 			if detail != "" {
 				why += "\n" + detail
@@ -227,6 +227,17 @@ func (g *Gateway) connected() map[string]int {
 	out := map[string]int{}
 	for t, d := range g.transportSessions() {
 		out[t] = d.connected()
+	}
+	return out
+}
+
+// nonEmpty returns the strings of ss that are not empty.
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
 	}
 	return out
 }

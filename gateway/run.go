@@ -217,6 +217,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 		defer g.audit.close()
 	}
 	released, seen := time.Now(), g.ingest.Received()
+	g.watchClock(g.cfg.Clock()) // at start: a clock behind the books is said at once
 	g.housekept.Store(time.Now().UnixNano())
 	for {
 		select {
@@ -229,6 +230,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 			// after a backward one nothing sealed is sealed again or
 			// reopened (a window's floor only moves forward).
 			now := g.cfg.Clock()
+			g.watchClock(now)
 			g.gc.tune()
 			g.closeSuspended()
 			if tick.Sub(released) >= memoryRelease {

@@ -53,7 +53,8 @@ type Config struct {
 // every state change goes through the store's single committer.
 type Ingest struct {
 	books   *ledger.Books
-	seen    presence // when each device's last verified message came
+	seen    presence  // when each device's last verified message came
+	skew    skewWatch // the directions of recent clock_skew refusals
 	snap    atomic.Pointer[Snapshot]
 	metrics *Metrics
 	log     *slog.Logger

@@ -17,6 +17,7 @@ type Metrics struct {
 	Fraud       *prometheus.CounterVec   // signs of clones and suspensions, by event
 	Latency     *prometheus.HistogramVec // end to end per transport, seconds
 	LowBalance  *prometheus.CounterVec   // receipts with the low-balance flag, by account
+	ClockSkew   *prometheus.CounterVec   // tickets refused clock_skew, by the direction the device's clock was off
 }
 
 // NewMetrics makes the pipeline's metrics and registers them with reg
@@ -37,6 +38,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Time from a ticket's arrival to its receipt, by transport.", Buckets: prometheus.ExponentialBuckets(1e-5, 2, 18)}, []string{"transport"})
 	m.LowBalance = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_low_balance_receipts_total",
 		Help: "Receipts that carried the low-balance flag: the account is below its low_balance level."}, []string{"account"})
+	m.ClockSkew = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_clock_skew_refusals_total",
+		Help: "Tickets refused clock_skew, by whether the device's clock was ahead of the gateway's or behind it: most devices one way points at the gateway's clock."},
+		[]string{"direction"})
 	m.Fraud = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_fraud_events_total",
 		Help: "Signs of cloned devices, suspected clones and devices suspended, by event."}, []string{"event"})
 	for _, e := range []string{SignTakeover, SignDTLS, SignSuperseded, "clone_suspected", "suspended_holds", "suspended_clone"} {
@@ -51,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Tickets.WithLabelValues(protocol.StatusHeld.String(), r.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.Tickets, m.Verify, m.VerifyBatch, m.Commit, m.Transport, m.Latency, m.LowBalance, m.Fraud)
+		reg.MustRegister(m.Tickets, m.Verify, m.VerifyBatch, m.Commit, m.Transport, m.Latency, m.LowBalance, m.Fraud, m.ClockSkew)
 	}
 	return m
 }

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/farthing-iot/farthing/gateway/store"
 
@@ -207,7 +208,15 @@ func (in *Ingest) checkTicket(snap *Snapshot, m entrance.Message) (*registry.Dev
 	if dev.GatewayDated() {
 		tk.Time = uint64(now) // a device without a usable clock: its usage is dated on arrival
 	} else if skew := in.cfg.MaxClockSkew.Milliseconds(); int64(tk.Time) > now+skew || int64(tk.Time) < now-skew {
-		return nil, tk, reject(protocol.ReasonClockSkew, "device time %d is more than %v from %d", tk.Time, in.cfg.MaxClockSkew, now)
+		ahead := int64(tk.Time) > now
+		in.skew.note(dev.ID, ahead, now)
+		dir := "device_behind"
+		if ahead {
+			dir = "device_ahead"
+		}
+		in.metrics.ClockSkew.WithLabelValues(dir).Inc()
+		return nil, tk, reject(protocol.ReasonClockSkew, "device time %s is more than %v from the gateway's %s",
+			time.UnixMilli(int64(tk.Time)).UTC().Format(time.RFC3339), in.cfg.MaxClockSkew, time.UnixMilli(now).UTC().Format(time.RFC3339))
 	}
 	if tk.Account != "" && tk.Account != dev.Account {
 		return nil, tk, reject(protocol.ReasonUnknownAccount, "device %s may not charge account %q", dev.ID, tk.Account)

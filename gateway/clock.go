@@ -1,0 +1,138 @@
+package gateway
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The gateway watches its own clock. A box without a real-time clock
+// boots with an old time and jumps when NTP syncs; until then every
+// device looks wrong to it. It compares its clock with the newest time
+// in its own books (at start and until it has caught up), reads the
+// kernel's synchronisation state (adjtimex: STA_UNSYNC, maxerror), and
+// watches which way devices' clock_skew refusals go: most devices' clocks
+// off the same way means the gateway's is. Each finding is said once at
+// WARN or ERROR, and once more when it clears, with the likely cause; it
+// is in farthing_clock_* and in /readyz's detail.
+type clockWatch struct {
+	mu      sync.Mutex
+	newest  int64           // the books' newest gateway time at start (Unix ms)
+	device  int64           // and their newest device time (devices' clocks drift: it counts past 10 minutes)
+	state   map[string]bool // finding → in force
+	details map[string]string
+	m       *clockMetrics
+}
+
+// clockMetrics are farthing_clock_*.
+type clockMetrics struct {
+	suspect, unsynced, maxError, behindBooks prometheus.Gauge
+}
+
+func newClockMetrics(reg prometheus.Registerer) *clockMetrics {
+	g := func(name, help string) prometheus.Gauge {
+		m := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+		reg.MustRegister(m)
+		return m
+	}
+	return &clockMetrics{
+		suspect: g("farthing_clock_suspect", "1 while the gateway believes its own clock is wrong: behind its books, or most devices refused clock_skew the same way."),
+		unsynced: g("farthing_clock_unsynchronized",
+			"1 while the kernel says the clock is not synchronised (adjtimex STA_UNSYNC), 0 when it is, -1 where it cannot tell."),
+		maxError:    g("farthing_clock_maxerror_seconds", "The kernel's maximum error of the clock (adjtimex maxerror)."),
+		behindBooks: g("farthing_clock_behind_books_seconds", "How far the clock is behind the newest time in the gateway's own books (0: not behind)."),
+	}
+}
+
+// The findings, with the log line and the /readyz line of each.
+const (
+	findingBehindBooks = "behind_books"
+	findingUnsynced    = "unsynchronized"
+	findingDevices     = "devices_one_way"
+)
+
+// check looks at the clock at now: the books' newest time, the kernel's
+// state, the devices' skew refusals (ahead, behind: devices in the last
+// minutes). It returns the lines to log: what started and what cleared.
+func (w *clockWatch) check(now time.Time, kernel kernelClock, ahead, behind int) (starts, clears []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state == nil {
+		w.state, w.details = map[string]bool{}, map[string]string{}
+	}
+	set := func(finding string, on bool, detail string) {
+		switch {
+		case on && !w.state[finding]:
+			starts = append(starts, detail)
+		case !on && w.state[finding]:
+			clears = append(clears, finding)
+		}
+		w.state[finding] = on
+		w.details[finding] = detail
+	}
+	newest, behindBy := w.newest, time.Duration(w.newest-now.UnixMilli())*time.Millisecond
+	if d := time.Duration(w.device-now.UnixMilli()) * time.Millisecond; d > 10*time.Minute && d > behindBy {
+		newest, behindBy = w.device, d
+	}
+	set(findingBehindBooks, behindBy > time.Minute, fmt.Sprintf("the clock reads %s, %v before the newest time in the gateway's own books (%s): "+
+		"likely a box without a real-time clock that booted with an old time, NTP not synced yet", now.UTC().Format(time.RFC3339),
+		behindBy.Round(time.Second), time.UnixMilli(newest).UTC().Format(time.RFC3339)))
+	w.m.behindBooks.Set(max(behindBy, 0).Seconds())
+	switch {
+	case !kernel.known:
+		w.m.unsynced.Set(-1)
+	case kernel.unsynced:
+		w.m.unsynced.Set(1)
+	default:
+		w.m.unsynced.Set(0)
+	}
+	w.m.maxError.Set(kernel.maxError.Seconds())
+	set(findingUnsynced, kernel.known && kernel.unsynced, fmt.Sprintf("the kernel says the clock is not synchronised (STA_UNSYNC, maximum error %v): "+
+		"NTP has not synced it yet; order the gateway after time-sync.target", kernel.maxError))
+	total := ahead + behind
+	oneWay, way := total >= 3 && (ahead*5 >= total*4 || behind*5 >= total*4), "behind"
+	if behind > ahead {
+		way = "ahead of"
+	}
+	set(findingDevices, oneWay, fmt.Sprintf("%d of %d devices refused clock_skew in the last minutes had clocks off the same way: "+
+		"this gateway's clock is likely %s theirs (no real-time clock? NTP not synced?)", max(ahead, behind), total, way))
+	suspect := w.state[findingBehindBooks] || w.state[findingDevices]
+	w.m.suspect.Set(map[bool]float64{true: 1, false: 0}[suspect])
+	return starts, clears
+}
+
+// detail is /readyz's line on the clock, "" while nothing is wrong.
+func (w *clockWatch) detail() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var parts []string
+	for _, f := range []string{findingBehindBooks, findingDevices, findingUnsynced} {
+		if w.state[f] {
+			parts = append(parts, w.details[f])
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "clock: " + strings.Join(parts, "; ")
+}
+
+// watchClock runs the clock's checks (housekeeping, every tick) and logs
+// what started (ERROR for the books, WARN for the rest) and what cleared.
+func (g *Gateway) watchClock(now time.Time) {
+	ahead, behind := g.ingest.SkewSummary()
+	starts, clears := g.clock.check(now, readKernelClock(), ahead, behind)
+	for _, s := range starts {
+		if strings.Contains(s, "own books") {
+			g.log.Error("the gateway's clock is wrong: "+s, "clock", now.UTC().Format(time.RFC3339))
+			continue
+		}
+		g.log.Warn("the gateway's clock may be wrong: "+s, "clock", now.UTC().Format(time.RFC3339))
+	}
+	for _, c := range clears {
+		g.log.Info("the gateway's clock is right again", "finding", c, "clock", now.UTC().Format(time.RFC3339))
+	}
+}
