@@ -30,6 +30,9 @@ func TestConsolePagesWithoutJavaScript(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+	if !strings.Contains(overview, "the gateway&#39;s clock") || !strings.Contains(overview, `id="clock"`) {
+		t.Errorf("the overview does not show the clock:\n%s", overview)
+	}
 	if !strings.Contains(overview, "(5 since start)") || !strings.Contains(overview, `<dd id="inspect-tickets">5</dd>`) {
 		t.Fatalf("overview does not count the 5 tickets:\n%s", overview)
 	}

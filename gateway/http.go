@@ -206,7 +206,7 @@ func (g *Gateway) httpErrorLog() *log.Logger {
 func (g *Gateway) consoleDeps() console.Deps {
 	d := console.Deps{Store: g.store, Ingest: g.ingest, Metrics: g.metrics.Metrics, Gatherer: g.metrics.Registry, Log: g.log,
 		GatewayID: g.cfg.GatewayID, ExternalMQTT: g.cfg.MQTT.Mode == "external", TokenFile: g.cfg.Operator.TokenFile,
-		Limits: map[string]console.AccountLimits{}, Online: g.onlineOver, Connected: g.connected,
+		Limits: map[string]console.AccountLimits{}, Online: g.onlineOver, Connected: g.connected, Clock: g.clock.detail,
 		Sending: func(upstream string) uint64 {
 			if f := g.forwarder; f != nil {
 				return f.Sending(upstream)

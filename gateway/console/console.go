@@ -93,6 +93,9 @@ type Deps struct {
 	// Sending returns the seq an upstream is sending and has not had
 	// confirmed (0: none).
 	Sending func(upstream string) uint64
+	// Clock says what the gateway makes of its own clock: "" while
+	// nothing is wrong, else why it is likely wrong. Nil: not watched.
+	Clock func() string
 }
 
 // AccountLimits is what an account's page shows of its configuration
@@ -365,6 +368,13 @@ func (c *Console) overview() ([]panel, error) {
 		{"commit-p99", "commit p99", rates.commitP99},
 		{"commit-count", "commits in the last 10 s", strconv.FormatUint(rates.commits, 10)},
 	}
+	clock := "right, as far as the gateway can tell"
+	if g.Clock != nil {
+		if why := g.Clock(); why != "" {
+			clock = "LIKELY WRONG: " + strings.TrimPrefix(why, "clock: ")
+		}
+	}
+	commit = append(commit, figure{"clock", "the gateway's clock (" + time.Now().UTC().Format(time.RFC3339) + ")", clock})
 	st := g.Store.Stats()
 	disk := []figure{
 		{"store-bytes", "state file", byteSize(st.FileBytes)},
@@ -410,12 +420,13 @@ func (c *Console) overview() ([]panel, error) {
 		{"inspect-ledger-charged", "debited by the ledger (nanos)", strconv.FormatInt(int64(rc.LedgerCharged), 10)},
 		{"inspect-windows-open", "in open windows (nanos)", strconv.FormatInt(int64(rc.WindowsOpen), 10)},
 		{"inspect-windows-sealed", "in sealed windows (nanos)", strconv.FormatInt(int64(rc.WindowsSealed), 10)},
+		{"inspect-windows-late", "late, folding into corrections (nanos)", strconv.FormatInt(int64(rc.WindowsLate), 10)},
 		{"inspect-balances", "balances (nanos)", strconv.FormatInt(int64(rc.Balances), 10)},
 		{"inspect-held", "held, open", strconv.Itoa(rc.Held.Open)},
 		{"inspect-balanced", "books balance", balanced},
 	}
 	return []panel{{"tickets", "Tickets per second (last 10 s) by outcome and reason", tickets},
-		{"commit", "Commit latency (last 10 s)", commit}, {"disk", "Disk", disk},
+		{"commit", "Commit latency (last 10 s), and the clock", commit}, {"disk", "Disk", disk},
 		{"connected", "Connected devices by transport", conn}, {"outbox", "Outbox by upstream", out},
 		{"books", "Books (as farthing inspect)", books}}, nil
 }
