@@ -15,21 +15,26 @@ import (
 // in its own books (at start and until it has caught up), reads the
 // kernel's synchronisation state (adjtimex: STA_UNSYNC, maxerror), and
 // watches which way devices' clock_skew refusals go: most devices' clocks
-// off the same way means the gateway's is. Each finding is said once at
+// off the same way means the gateway's is; and it sets an HTTP upstream's
+// Date header against its own clock. Each finding is said once at
 // WARN or ERROR, and once more when it clears, with the likely cause; it
 // is in farthing_clock_* and in /readyz's detail.
 type clockWatch struct {
-	mu      sync.Mutex
-	newest  int64           // the books' newest gateway time at start (Unix ms)
-	device  int64           // and their newest device time (devices' clocks drift: it counts past 10 minutes)
-	state   map[string]bool // finding → in force
-	details map[string]string
-	m       *clockMetrics
+	mu     sync.Mutex
+	newest int64 // the books' newest gateway time at start (Unix ms)
+	device int64 // and their newest device time (devices' clocks drift: it counts past 10 minutes)
+	// upstream is the last HTTP upstream's clock less the process's when
+	// it answered (its Date header); upstreamAt when (process clock).
+	upstream   time.Duration
+	upstreamAt time.Time
+	state      map[string]bool // finding → in force
+	details    map[string]string
+	m          *clockMetrics
 }
 
 // clockMetrics are farthing_clock_*.
 type clockMetrics struct {
-	suspect, unsynced, maxError, behindBooks prometheus.Gauge
+	suspect, unsynced, maxError, behindBooks, upstreamOffset prometheus.Gauge
 }
 
 func newClockMetrics(reg prometheus.Registerer) *clockMetrics {
@@ -44,6 +49,8 @@ func newClockMetrics(reg prometheus.Registerer) *clockMetrics {
 			"1 while the kernel says the clock is not synchronised (adjtimex STA_UNSYNC), 0 when it is, -1 where it cannot tell."),
 		maxError:    g("farthing_clock_maxerror_seconds", "The kernel's maximum error of the clock (adjtimex maxerror)."),
 		behindBooks: g("farthing_clock_behind_books_seconds", "How far the clock is behind the newest time in the gateway's own books (0: not behind)."),
+		upstreamOffset: g("farthing_clock_upstream_offset_seconds",
+			"An HTTP upstream's clock (its Date header, to the second) less the gateway's, from its last answer in the last ten minutes; 0 without one."),
 	}
 }
 
@@ -52,6 +59,7 @@ const (
 	findingBehindBooks = "behind_books"
 	findingUnsynced    = "unsynchronized"
 	findingDevices     = "devices_one_way"
+	findingUpstream    = "upstream_date"
 )
 
 // check looks at the clock at now: the books' newest time, the kernel's
@@ -99,9 +107,26 @@ func (w *clockWatch) check(now time.Time, kernel kernelClock, ahead, behind int)
 	}
 	set(findingDevices, oneWay, fmt.Sprintf("%d of %d devices refused clock_skew in the last minutes had clocks off the same way: "+
 		"this gateway's clock is likely %s theirs (no real-time clock? NTP not synced?)", max(ahead, behind), total, way))
-	suspect := w.state[findingBehindBooks] || w.state[findingDevices]
+	// An HTTP upstream's Date (to the second) in the last ten minutes, set
+	// against the gateway's clock as it was when that answer came.
+	var off time.Duration
+	if !w.upstreamAt.IsZero() && time.Since(w.upstreamAt) < 10*time.Minute {
+		off = w.upstream - now.Sub(time.Now()) // the gateway's clock may not be the process's (Config.Clock)
+	}
+	set(findingUpstream, off > 2*time.Minute || off < -2*time.Minute, fmt.Sprintf("an HTTP upstream's clock (its Date header) is %v off this gateway's: "+
+		"one of the two is wrong (no real-time clock here? NTP not synced?)", off.Round(time.Second)))
+	w.m.upstreamOffset.Set(off.Seconds())
+	suspect := w.state[findingBehindBooks] || w.state[findingDevices] || w.state[findingUpstream]
 	w.m.suspect.Set(map[bool]float64{true: 1, false: 0}[suspect])
 	return starts, clears
+}
+
+// upstreamDate takes an HTTP upstream's Date header (httpsink.Config.OnDate):
+// its clock, and when the answer came by the process's.
+func (w *clockWatch) upstreamDate(server, received time.Time) {
+	w.mu.Lock()
+	w.upstream, w.upstreamAt = server.Sub(received), received
+	w.mu.Unlock()
 }
 
 // detail is /readyz's line on the clock, "" while nothing is wrong.
@@ -109,7 +134,7 @@ func (w *clockWatch) detail() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var parts []string
-	for _, f := range []string{findingBehindBooks, findingDevices, findingUnsynced} {
+	for _, f := range []string{findingBehindBooks, findingDevices, findingUpstream, findingUnsynced} {
 		if w.state[f] {
 			parts = append(parts, w.details[f])
 		}

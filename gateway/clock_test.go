@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -274,5 +276,37 @@ func TestGatewayKnowsItsClockIsWrong(t *testing.T) {
 		if strings.Contains(l, "clock") {
 			t.Log(l) // what the operator sees
 		}
+	}
+}
+
+// An HTTP upstream's Date header shows a gateway clock an hour ahead:
+// said once at WARN, in farthing_clock_upstream_offset_seconds and in
+// /readyz's detail.
+func TestUpstreamDateShowsAWrongClock(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
+	defer srv.Close()
+	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}}, func(c *gateway.Config) {
+		c.Clock = func() time.Time { return time.Now().Add(time.Hour) }
+		c.Providers[0].Window = time.Second
+		c.Upstreams = []gateway.UpstreamConfig{{Name: "provider", Type: "http", URL: srv.URL}}
+		c.Forward = gateway.ForwardSettings{BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond}
+	})
+	d := connectDevice(t, tg, "plug-1")
+	for _, reg := range []uint64{1_000, 2_000} {
+		d.Report(uint64(time.Now().Add(time.Hour).UnixMilli()), []devicefw.Reading{{Meter: 0, Register: reg}})
+		d.next(t)
+	}
+	base := "http://" + tg.HTTPAddr()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(tg.logs.String(), "an HTTP upstream's clock (its Date header) is -1h0m"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no line about the upstream's Date; log:\n%s", tg.logs.String())
+		}
+	}
+	_, m := httpGet(t, base+"/metrics")
+	if v := metricValue(m, "farthing_clock_upstream_offset_seconds"); v > -3590 || v < -3610 || metricValue(m, "farthing_clock_suspect") != 1 {
+		t.Errorf("upstream offset %v s, suspect %v; want about -3600 and 1", v, metricValue(m, "farthing_clock_suspect"))
+	}
+	if _, body := httpGet(t, base+"/readyz"); !strings.Contains(body, "Date header") {
+		t.Errorf("/readyz: %q", body)
 	}
 }

@@ -179,7 +179,7 @@ func (g *Gateway) startForwarders(ctx context.Context, wg *sync.WaitGroup) error
 			for k, v := range u.Header {
 				h.Set(k, v)
 			}
-			up = httpsink.New(httpsink.Config{URL: u.URL, Header: h})
+			up = httpsink.New(httpsink.Config{URL: u.URL, Header: h, OnDate: g.clock.upstreamDate})
 		case "jetstream":
 			s, err := jetstreamsink.New(ctx, jetstreamsink.Config{URL: u.URL, Stream: u.Stream, SubjectPrefix: u.Topic,
 				Create: u.CreateStream, Replicas: u.Replicas, Name: "farthing-" + g.cfg.GatewayID})

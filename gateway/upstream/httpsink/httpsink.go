@@ -20,6 +20,10 @@ type Config struct {
 	Client *http.Client
 	// Header is added to every request (for example Authorization).
 	Header http.Header
+	// OnDate, if set, gets the server's clock (its Date header, to the
+	// second) and when the answer came, for the gateway to check its own
+	// clock against.
+	OnDate func(server, received time.Time)
 }
 
 // Sink posts aggregates.
@@ -49,6 +53,11 @@ func (s *Sink) Send(ctx context.Context, a upstream.Outgoing) error {
 		return err
 	}
 	defer resp.Body.Close()
+	if s.cfg.OnDate != nil {
+		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+			s.cfg.OnDate(d, time.Now())
+		}
+	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("httpsink: %s answered %s: %s", s.cfg.URL, resp.Status, bytes.TrimSpace(body))
