@@ -112,7 +112,7 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		g.store.Close()
 		return nil, err
 	}
-	g.clock.m = newClockMetrics(g.metrics.Registry)
+	g.clock.m = g.metrics.Clock
 	if newest, device, err := books.NewestTimes(); err == nil {
 		g.clock.newest, g.clock.device = newest, device
 	}

@@ -26,6 +26,7 @@ type Metrics struct {
 	Sealed       *prometheus.CounterVec // windows sealed, by reason
 	Refused      prometheus.Gauge       // device registry entries not loaded
 	LateTickets  prometheus.Counter     // tickets folded into corrections of sealed windows
+	Clock        *clockMetrics          // farthing_clock_*: what the gateway makes of its own clock
 	Storage      *storageStats          // the store's syncs, checkpoints and journal, and the bytes written to disk
 }
 
@@ -92,6 +93,7 @@ func NewMetrics() *Metrics {
 		Help: "Entries of the device registry not loaded (a bad key, an unknown account, provider or tariff): those devices are refused, the rest serve."})
 	m.LateTickets = prometheus.NewCounter(prometheus.CounterOpts{Name: "farthing_late_tickets_total",
 		Help: "Tickets whose time fell in a window that had sealed (a device's backlog), folded into corrections: one per window touched per corrections.fold."})
+	m.Clock = newClockMetrics(reg)
 	m.Storage = newStorageStats()
 	reg.MustRegister(m.Storage, m.Refused, m.LateTickets, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
