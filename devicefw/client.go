@@ -50,16 +50,17 @@ type Config struct {
 // Client builds and tracks one device's tickets. It is not safe for
 // concurrent use; firmware has one. The zero value is not usable: call New.
 type Client struct {
-	cfg      Config
-	enc      protocol.Encoder
-	seq      sequencer
-	ring     ring
-	readings [protocol.MaxReadings]protocol.Reading
-	env      protocol.Envelope
-	receipt  protocol.Receipt
-	scratch  [protocol.MaxReceiptSize + 64]byte
-	offset   int64 // the gateway's clock less Uptime, once synced
-	synced   bool
+	cfg       Config
+	enc       protocol.Encoder
+	seq       sequencer
+	ring      ring
+	readings  [protocol.MaxReadings]protocol.Reading
+	env       protocol.Envelope
+	receipt   protocol.Receipt
+	scratch   [protocol.MaxReceiptSize + 64]byte
+	offset    int64 // the gateway's clock less Uptime, once synced
+	synced    bool
+	timeNonce [8]byte // the nonce of the time request waiting for its answer
 }
 
 // New checks cfg, loads the sequence reservation and returns a Client.
@@ -197,8 +198,13 @@ func (c *Client) HandleReceipt(b []byte) (protocol.Receipt, error) {
 	if r.Device != c.cfg.Device {
 		return protocol.Receipt{}, ErrWrongDevice
 	}
-	if r.Time != 0 && c.cfg.Uptime != nil { // a verified time: the device's clock from now on
-		c.offset, c.synced = int64(r.Time)-int64(c.cfg.Uptime()), true
+	if r.IsTimeAnswer() {
+		if r.Nonce != c.timeNonce {
+			return *r, ErrNotPending // not the answer to this device's last time request: its time is not taken
+		}
+		c.learnTime(r.Time)
+		c.timeNonce = [8]byte{}
+		return *r, nil
 	}
 	if r.Voucher != "" {
 		return *r, nil // answers a voucher the device passed on: no ticket to free
@@ -207,6 +213,10 @@ func (c *Client) HandleReceipt(b []byte) (protocol.Receipt, error) {
 	if i < 0 {
 		return *r, ErrNotPending
 	}
+	// The answer to a pending ticket, verified: its time is the gateway's
+	// (an old receipt replayed matches no pending ticket, so it cannot set
+	// the clock back).
+	c.learnTime(r.Time)
 	if r.Status.Final() {
 		c.ring.slots[i] = slot{}
 	}
@@ -227,6 +237,35 @@ func (c *Client) NextPending(after uint64) (seq uint64, msg []byte, ok bool) {
 
 // Pending returns the number of unacknowledged tickets.
 func (c *Client) Pending() int { return c.ring.count() }
+
+// learnTime takes the gateway's time (Unix ms; 0: none) as the device's
+// clock, when it has no clock of its own (Config.Uptime).
+func (c *Client) learnTime(t uint64) {
+	if t != 0 && c.cfg.Uptime != nil {
+		c.offset, c.synced = int64(t)-int64(c.cfg.Uptime()), true
+	}
+}
+
+// TimeRequest asks the gateway for its time, before a first ticket:
+// it appends to dst the request, MAC'd or signed like a ticket, to send
+// where tickets go. Its nonce is one of the device's seqs, never used
+// before; HandleReceipt takes the time only from the answer that carries
+// it, so an old answer replayed cannot set the clock back.
+func (c *Client) TimeRequest(dst []byte) ([]byte, error) {
+	seq, err := c.seq.take()
+	if err != nil {
+		return dst, err
+	}
+	var n [8]byte
+	for i := range n {
+		n[7-i] = byte(seq >> (8 * i))
+	}
+	out, err := c.enc.AppendTimeRequest(dst, &protocol.TimeRequest{Device: c.cfg.Device, Nonce: n}, c.cfg.Signer)
+	if err == nil {
+		c.timeNonce = n
+	}
+	return out, err
+}
 
 // Now is the time for a ticket of a device without a real-time clock
 // (Config.Uptime): Uptime plus the offset to the gateway's clock its last

@@ -310,3 +310,71 @@ func TestUpstreamDateShowsAWrongClock(t *testing.T) {
 		t.Errorf("/readyz: %q", body)
 	}
 }
+
+// A device without a clock asks for the time before its first ticket,
+// over MQTT and over CoAP: the answer (seq 0, the gateway's time, the
+// request's nonce) sets its clock, and its first ticket is accepted. An
+// answer replayed to a later request is not taken.
+func TestDeviceAsksForTheTime(t *testing.T) {
+	tg := startGateway(t, []devSpec{{"plug-m", "hmac", "fleet"}, {"plug-c", "hmac", "fleet"}})
+	boot := time.Now()
+	client := func(id string) *devicefw.Client {
+		s := tg.secrets[id]
+		signer, _ := s.Signer()
+		rv, _ := s.ReceiptVerifier()
+		c, err := devicefw.New(devicefw.Config{Device: id, Meters: []string{"energy_wh"}, Signer: signer, Receipts: rv,
+			Seq: &memSeq{}, Pending: make([]byte, 4*protocol.MaxTicketSize),
+			Uptime: func() uint64 { return uint64(time.Since(boot).Milliseconds()) + 1 }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cm := client("plug-m")
+	d := connectPaywordDevice(t, tg, "plug-m", cm)
+	if err := d.RequestTime(); err != nil {
+		t.Fatal(err)
+	}
+	answer := d.next(t)
+	at, synced := cm.Now()
+	if answer.Seq != 0 || answer.Status != protocol.StatusAccepted || !answer.IsTimeAnswer() || !synced ||
+		time.Since(time.UnixMilli(int64(at))).Abs() > 5*time.Second {
+		t.Fatalf("MQTT: the answer %+v, the device's time %d (synced %v)", answer, at, synced)
+	}
+	d.Report(at, []devicefw.Reading{{Meter: 0, Register: 1_000}})
+	if r := d.next(t); r.Status != protocol.StatusAccepted {
+		t.Fatalf("MQTT: the first ticket after the time: %+v", r)
+	}
+
+	cc := client("plug-c")
+	s := tg.secrets["plug-c"]
+	cd, err := coapdev.Dial(coapdev.Config{Addr: tg.CoAPAddr(), Device: "plug-c", PSK: s.DTLSPSK(), Client: cc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cd.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first, err := cd.RequestTime(ctx)
+	if _, synced := cc.Now(); err != nil || !first.IsTimeAnswer() || !synced {
+		t.Fatalf("CoAP: the answer %+v, %v (synced %v)", first, err, synced)
+	}
+	at, _ = cc.Now()
+	if r, err := cd.Report(ctx, at, []devicefw.Reading{{Meter: 0, Register: 1_000}}); err != nil || r.Status != protocol.StatusAccepted {
+		t.Fatalf("CoAP: the first ticket after the time: %+v, %v", r, err)
+	}
+	// The first answer, replayed after a second request, is not the answer
+	// to that one: its time is not taken.
+	if _, err := cc.TimeRequest(nil); err != nil {
+		t.Fatal(err)
+	}
+	var enc protocol.Encoder
+	rv, _ := s.ReceiptVerifier()
+	old, _ := enc.AppendReceipt(nil, &protocol.Receipt{Device: "plug-c", Status: protocol.StatusAccepted, Time: 1_000, Nonce: first.Nonce}, rv)
+	if _, err := cc.HandleReceipt(old); err != devicefw.ErrNotPending {
+		t.Fatalf("a replayed time answer: %v; want ErrNotPending", err)
+	}
+	if at, _ := cc.Now(); time.Since(time.UnixMilli(int64(at))).Abs() > 5*time.Second {
+		t.Fatalf("a replayed answer set the device's clock to %d", at)
+	}
+}

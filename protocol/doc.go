@@ -39,7 +39,7 @@
 // another:
 //
 //	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload / credit-payload /
-//	          hold-payload / commitment-payload / progress-payload / restore-payload
+//	          hold-payload / commitment-payload / progress-payload / restore-payload / time-request-payload
 //
 // A payword chain's commitment (kind 7) is a COSE message like the rest;
 // the payword ticket (kind 8) is a bare CBOR map with no COSE envelope:
@@ -78,6 +78,14 @@
 //	  ? 10: 1,               ; low balance: the account is below its low-balance level
 //	  ? 11: ms .gt 0,        ; the gateway's clock when it answered: a device without a
 //	                         ; real-time clock learns the time from it (inside the MAC)
+//	  ? 12: bstr .size 8,    ; the nonce of the time request this answers (seq 0, status 0,
+//	                         ; a time); nowhere else
+//	}
+//
+//	time-request-payload = {  ; a device asks for the time; MAC'd or signed like a ticket,
+//	  0: 11,                 ; sent where tickets go; the answer is a receipt with key 12
+//	  1: id,                 ; device
+//	  2: bstr .size 8,       ; nonce: any value the device never used (devicefw: one of its seqs)
 //	}
 //
 //	aggregate-payload = {

@@ -22,6 +22,8 @@ const (
 	KindChainProgress Kind = 9
 	// KindRestore is a restored gateway's announcement (restore.go).
 	KindRestore Kind = 10
+	// KindTimeRequest is a device's question for the time (timereq.go).
+	KindTimeRequest Kind = 11
 )
 
 // String returns the kind's name.
@@ -47,6 +49,8 @@ func (k Kind) String() string {
 		return "chain_progress"
 	case KindRestore:
 		return "restore"
+	case KindTimeRequest:
+		return "time_request"
 	}
 	return "unknown"
 }

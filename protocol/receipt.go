@@ -22,6 +22,8 @@ package protocol
 //	  ? 10: 1,              ; low balance: the account is below its low-balance level
 //	  ? 11: ms,             ; uint > 0: the gateway's clock when it answered (Unix ms), for a
 //	                        ;   device without a real-time clock to learn the time from
+//	  ? 12: bstr .size 8,   ; the nonce of the time request this answers: seq 0, status 0
+//	                        ;   and a time; nowhere else
 //	}
 type Receipt struct {
 	Device     string `json:"device"`
@@ -42,7 +44,13 @@ type Receipt struct {
 	// given). It is inside the MAC or signature, so a device can take it
 	// as the time (devicefw.Client.Now).
 	Time uint64 `json:"time_ms,omitempty"`
+	// Nonce is set (not all zero) in the answer to a time request
+	// (TimeRequest): seq 0, status accepted, a time.
+	Nonce [8]byte `json:"nonce,omitzero"`
 }
+
+// IsTimeAnswer reports whether r answers a time request.
+func (r *Receipt) IsTimeAnswer() bool { return r.Nonce != [8]byte{} }
 
 // Receipt payload keys.
 const (
@@ -57,6 +65,7 @@ const (
 	receiptVoucher    = 9
 	receiptLowBalance = 10
 	receiptTime       = 11
+	receiptNonce      = 12
 )
 
 // Validate checks r against the limits and rules of the wire format.
@@ -73,6 +82,10 @@ func (r *Receipt) Validate() error {
 		}
 		if r.Seq != 0 {
 			return newError(ReasonFieldRange, "a voucher's receipt has seq 0")
+		}
+	} else if r.IsTimeAnswer() {
+		if r.Seq != 0 || r.Status != StatusAccepted || r.Time == 0 {
+			return newError(ReasonFieldRange, "a time answer has seq 0, status accepted and a time")
 		}
 	} else if r.Seq == 0 && r.Status != StatusRejected && r.Status != StatusRetryLater {
 		return newError(ReasonFieldRange, "seq 0 (an unreadable ticket) goes only with rejected or retry later")
@@ -115,7 +128,7 @@ func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 		return dst, err
 	}
 	n := 5
-	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0, r.Voucher != "", r.LowBalance, r.Time != 0} {
+	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0, r.Voucher != "", r.LowBalance, r.Time != 0, r.IsTimeAnswer()} {
 		if present {
 			n++
 		}
@@ -158,6 +171,10 @@ func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 		dst = appendUint(dst, receiptTime)
 		dst = appendUint(dst, r.Time)
 	}
+	if r.IsTimeAnswer() {
+		dst = appendUint(dst, receiptNonce)
+		dst = appendBytes(dst, r.Nonce[:])
+	}
 	return dst, nil
 }
 
@@ -190,7 +207,7 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 	keys := rd.mapOf(16, "receipt payload")
 	seen := 0
 	// Reset everything optional; required fields are checked below.
-	r.Reason, r.Balance, r.HasBalance, r.RetryAfter, r.LowBalance, r.Time = 0, 0, false, 0, false, 0
+	r.Reason, r.Balance, r.HasBalance, r.RetryAfter, r.LowBalance, r.Time, r.Nonce = 0, 0, false, 0, false, 0, [8]byte{}
 	currency, voucher := false, false
 	for {
 		k, ok := keys.next()
@@ -277,6 +294,10 @@ func (r *Receipt) readField(rd *reader, k int64, currency, voucher *bool) error 
 	case receiptTime:
 		if r.Time = rd.uint("time"); r.Time == 0 && rd.err == nil {
 			rd.fail(ReasonNonCanonical, "a time of 0 is left out")
+		}
+	case receiptNonce:
+		if rd.fixed(r.Nonce[:], "nonce"); r.Nonce == ([8]byte{}) && rd.err == nil {
+			rd.fail(ReasonNonCanonical, "a nonce of zeros is left out")
 		}
 	default:
 		rd.fail(ReasonUnknownField, "unknown receipt field")

@@ -163,6 +163,19 @@ func (d *Device) Redeem(ctx context.Context, voucher []byte) (protocol.Receipt, 
 	return d.post(ctx, "/"+protocol.CoAPVoucherPath, message.MediaType(protocol.ContentFormatSign1), voucher)
 }
 
+// RequestTime asks the gateway for its time (a device without a real-time
+// clock, before its first ticket) and returns the answer, whose time the
+// client has taken (devicefw.Client.Now).
+func (d *Device) RequestTime(ctx context.Context) (protocol.Receipt, error) {
+	d.mu.Lock()
+	msg, err := d.cfg.Client.TimeRequest(nil)
+	d.mu.Unlock()
+	if err != nil {
+		return protocol.Receipt{}, err
+	}
+	return d.Send(ctx, msg)
+}
+
 // ResendPending sends every pending ticket again, oldest first, and returns
 // how many got a final answer.
 func (d *Device) ResendPending(ctx context.Context) int {

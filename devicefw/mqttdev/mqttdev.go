@@ -170,6 +170,20 @@ func (d *Device) ReportPayword(ch *devicefw.Chain, i uint32) (uint64, error) {
 	return d.publishNew(func() ([]byte, uint64, error) { return d.cfg.Client.ReportPayword(ch, i) })
 }
 
+// RequestTime asks the gateway for its time (a device without a real-time
+// clock, before its first ticket) on the ticket topic; the answer comes to
+// OnReceipt, and the client takes its time (devicefw.Client.Now).
+func (d *Device) RequestTime() error {
+	d.mu.Lock()
+	msg, err := d.cfg.Client.TimeRequest(nil)
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	d.conn.Publish(d.ticketTopic(), 1, false, msg)
+	return nil
+}
+
 // ResendPending publishes every pending ticket again, oldest first.
 func (d *Device) ResendPending() int {
 	type pending struct {

@@ -42,6 +42,8 @@ func (in *Ingest) Start(ctx context.Context, m entrance.Message) *Pending {
 		in.startCommitment(p)
 	case protocol.KindVoucher:
 		in.startVoucher(p)
+	case protocol.KindTimeRequest:
+		in.startTimeRequest(p)
 	default:
 		in.startTicket(p)
 	}
@@ -263,4 +265,28 @@ func payerOf(d *registry.Device, reg *registry.Registry) ledger.Payer {
 		p.NextKey, p.RetireAt, p.Rotating = r.Rotation()
 	}
 	return p
+}
+
+// startTimeRequest answers a device's question for the time (a device
+// without a real-time clock, before its first ticket): once the request
+// is authenticated like a ticket, the answer is a receipt with seq 0, the
+// gateway's time and the request's nonce, MAC'd with the device's receipt
+// key. Nothing is written.
+func (in *Ingest) startTimeRequest(p *Pending) {
+	var env protocol.Envelope
+	var r protocol.TimeRequest
+	if err := protocol.ParseTimeRequest(p.msg.Payload, &env, &r); err != nil {
+		p.ref = reject(protocol.ReasonOf(err), "%v", err)
+		return
+	}
+	dev, ref := in.authenticate(p.snap, p.msg, &env, r.Device, "time request")
+	if ref != nil {
+		p.ref = ref
+		return
+	}
+	p.dev = dev
+	in.metrics.Transport.WithLabelValues(p.msg.Transport, "time_request").Inc()
+	p.redeem = func() protocol.Receipt {
+		return protocol.Receipt{Device: dev.ID, Status: protocol.StatusAccepted, Nonce: r.Nonce} // seal adds the time
+	}
 }

@@ -15,6 +15,7 @@ type receiptPayload struct {
 	Voucher    string `cbor:"9,keyasint"`
 	LowBalance uint8  `cbor:"10,keyasint"`
 	Time       uint64 `cbor:"11,keyasint"`
+	Nonce      []byte `cbor:"12,keyasint"`
 }
 
 // DecodeReceipt decodes an untrusted receipt. It does not verify the
@@ -40,6 +41,12 @@ func DecodeReceipt(b []byte) (protocol.Envelope, protocol.Receipt, error) {
 		Time: p.Time}
 	if p.Balance != nil {
 		r.Balance, r.HasBalance = *p.Balance, true
+	}
+	if p.Nonce != nil {
+		if len(p.Nonce) != len(r.Nonce) {
+			return env, r, &protocol.Error{Reason: protocol.ReasonFieldRange, Detail: "a receipt's nonce is 8 bytes"}
+		}
+		copy(r.Nonce[:], p.Nonce)
 	}
 	var buf [protocol.MaxReceiptSize]byte
 	again, err := protocol.AppendReceiptPayload(buf[:0], &r)

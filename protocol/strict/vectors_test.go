@@ -89,6 +89,8 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		Reason: protocol.ReasonSpendingCap, Balance: 12_000_000_000, HasBalance: true, Currency: "EUR"}, nil)
 	add("receipt-hmac-with-time", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 7, Status: protocol.StatusAccepted,
 		Charged: 12_500, Time: 1_790_000_000_123}, nil)
+	add("receipt-hmac-time-answer", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Status: protocol.StatusAccepted,
+		Time: 1_790_000_000_456, Nonce: [8]byte{0, 0, 0, 0, 0, 0, 0, 42}}, nil)
 	add("receipt-hmac-held", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 6, Status: protocol.StatusHeld,
 		Reason: protocol.ReasonRegisterFault, Balance: 12_000_000_000, HasBalance: true, Currency: "EUR"}, nil)
 
