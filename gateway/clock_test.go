@@ -25,15 +25,7 @@ import (
 func TestDeviceWithoutAClockLearnsTheTime(t *testing.T) {
 	tg := startGateway(t, []devSpec{{"plug-1", "hmac", "fleet"}, {"plug-2", "hmac", "fleet"}})
 	boot := time.Now()
-	s := tg.secrets["plug-1"]
-	signer, _ := s.Signer()
-	rv, _ := s.ReceiptVerifier()
-	c, err := devicefw.New(devicefw.Config{Device: "plug-1", Meters: []string{"energy_wh"}, Signer: signer, Receipts: rv,
-		Seq: &memSeq{}, Pending: make([]byte, 4*protocol.MaxTicketSize),
-		Uptime: func() uint64 { return uint64(time.Since(boot).Milliseconds()) + 1000 }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := meterClient(t, tg, "plug-1", func() uint64 { return uint64(time.Since(boot).Milliseconds()) + 1000 })
 	d := connectPaywordDevice(t, tg, "plug-1", c)
 	report := func(reg uint64) protocol.Receipt {
 		t.Helper()
@@ -98,12 +90,8 @@ func TestGatewayDatedDevice(t *testing.T) {
 			t.Fatalf("MQTT, a ticket dated 5 ms after 1970: %+v; want accepted", r)
 		}
 	}
-	s := tg.secrets["plug-c"]
-	signer, _ := s.Signer()
-	rv, _ := s.ReceiptVerifier()
-	c, _ := devicefw.New(devicefw.Config{Device: "plug-c", Meters: []string{"energy_wh"}, Signer: signer, Receipts: rv,
-		Seq: &memSeq{}, Pending: make([]byte, 4*protocol.MaxTicketSize)})
-	cd, err := coapdev.Dial(coapdev.Config{Addr: tg.CoAPAddr(), Device: "plug-c", PSK: s.DTLSPSK(), Client: c})
+	c := meterClient(t, tg, "plug-c", nil)
+	cd, err := coapdev.Dial(coapdev.Config{Addr: tg.CoAPAddr(), Device: "plug-c", PSK: tg.secrets["plug-c"].DTLSPSK(), Client: c})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,15 +192,7 @@ func TestGatewayKnowsItsClockIsWrong(t *testing.T) {
 	reg := map[string]uint64{}
 	clients := map[string]*devicefw.Client{} // each keeps its seqs across the gateway's restart
 	for _, id := range ids {
-		s := tg.secrets[id]
-		signer, _ := s.Signer()
-		rv, _ := s.ReceiptVerifier()
-		c, err := devicefw.New(devicefw.Config{Device: id, Meters: []string{"energy_wh"}, Signer: signer, Receipts: rv,
-			Seq: &memSeq{}, Pending: make([]byte, 4*protocol.MaxTicketSize)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[id] = c
+		clients[id] = meterClient(t, tg, id, nil)
 	}
 	sendAll := func(tg *testGateway, want protocol.Status) (charged uint64) {
 		t.Helper()
@@ -319,16 +299,7 @@ func TestDeviceAsksForTheTime(t *testing.T) {
 	tg := startGateway(t, []devSpec{{"plug-m", "hmac", "fleet"}, {"plug-c", "hmac", "fleet"}})
 	boot := time.Now()
 	client := func(id string) *devicefw.Client {
-		s := tg.secrets[id]
-		signer, _ := s.Signer()
-		rv, _ := s.ReceiptVerifier()
-		c, err := devicefw.New(devicefw.Config{Device: id, Meters: []string{"energy_wh"}, Signer: signer, Receipts: rv,
-			Seq: &memSeq{}, Pending: make([]byte, 4*protocol.MaxTicketSize),
-			Uptime: func() uint64 { return uint64(time.Since(boot).Milliseconds()) + 1 }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return meterClient(t, tg, id, func() uint64 { return uint64(time.Since(boot).Milliseconds()) + 1 })
 	}
 	cm := client("plug-m")
 	d := connectPaywordDevice(t, tg, "plug-m", cm)
@@ -377,4 +348,20 @@ func TestDeviceAsksForTheTime(t *testing.T) {
 	if at, _ := cc.Now(); time.Since(time.UnixMilli(int64(at))).Abs() > 5*time.Second {
 		t.Fatalf("a replayed answer set the device's clock to %d", at)
 	}
+}
+
+// meterClient is a one-meter devicefw client of device id of tg, with
+// the device's secrets; uptime, if not nil, is its clock (a device
+// without a real-time clock).
+func meterClient(t *testing.T, tg *testGateway, id string, uptime func() uint64) *devicefw.Client {
+	t.Helper()
+	s := tg.secrets[id]
+	signer, _ := s.Signer()
+	rv, _ := s.ReceiptVerifier()
+	c, err := devicefw.New(devicefw.Config{Device: id, Meters: []string{"energy_wh"}, Signer: signer, Receipts: rv,
+		Seq: &memSeq{}, Pending: make([]byte, 4*protocol.MaxTicketSize), Uptime: uptime})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
