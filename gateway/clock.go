@@ -116,8 +116,11 @@ func (w *clockWatch) check(now time.Time, kernel kernelClock, ahead, behind int)
 	set(findingUpstream, off > 2*time.Minute || off < -2*time.Minute, fmt.Sprintf("an HTTP upstream's clock (its Date header) is %v off this gateway's: "+
 		"one of the two is wrong (no real-time clock here? NTP not synced?)", off.Round(time.Second)))
 	w.m.upstreamOffset.Set(off.Seconds())
-	suspect := w.state[findingBehindBooks] || w.state[findingDevices] || w.state[findingUpstream]
-	w.m.suspect.Set(map[bool]float64{true: 1, false: 0}[suspect])
+	suspect := 0.0
+	if w.state[findingBehindBooks] || w.state[findingDevices] || w.state[findingUpstream] {
+		suspect = 1
+	}
+	w.m.suspect.Set(suspect)
 	return starts, clears
 }
 

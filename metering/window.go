@@ -255,10 +255,7 @@ func (f *Fold) Add(c Correction, cur Currency, now int64) error {
 }
 
 // Seal is the fold's correction: its totals and Merkle root.
-func (f *Fold) Seal() Sealed {
-	s := seal(&f.Window, 0)
-	return s
-}
+func (f *Fold) Seal() Sealed { return seal(&f.Window, 0) }
 
 // passSplit ends the slot a threshold split, with nothing open since, once
 // t is at or past the slot's end: the slot's late items are corrections

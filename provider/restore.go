@@ -210,23 +210,18 @@ func supersedeRecord(tx *bolt.Tx, k, b []byte) (*supersededRecord, error) {
 	if err != nil {
 		return nil, nil // booked records decoded when they came
 	}
-	var r supersededRecord
+	r, ok := supersededOf(m)
 	switch {
+	case !ok:
+		return nil, nil
 	case m.Aggregate != nil:
-		a := m.Aggregate
-		r = supersededRecord{Kind: "aggregate", Amount: a.Amount, Quantity: a.Quantity, Tickets: a.Tickets,
-			Provider: a.Provider, Account: a.Account, Currency: a.Currency}
-		if r.Paid, err = unbookAggregate(tx, k, a); err != nil {
-			return nil, err
-		}
-	case m.Credit != nil:
-		c := m.Credit
-		r = supersededRecord{Kind: "credit", Amount: c.Amount, Account: c.Account, Currency: c.Currency}
-		if err := unbookCredit(tx, k, c); err != nil {
+		if r.Paid, err = unbookAggregate(tx, k, m.Aggregate); err != nil {
 			return nil, err
 		}
 	default:
-		return nil, nil
+		if err := unbookCredit(tx, k, m.Credit); err != nil {
+			return nil, err
+		}
 	}
 	return &r, sb.Put(k, r.encode())
 }
@@ -316,18 +311,35 @@ func bookSuperseded(tx *bolt.Tx, k, b []byte) (*supersededRecord, error) {
 	if err != nil {
 		return nil, nil
 	}
-	var r supersededRecord
-	switch {
-	case m.Aggregate != nil:
-		a := m.Aggregate
-		r = supersededRecord{Kind: "aggregate", Amount: a.Amount, Quantity: a.Quantity, Tickets: a.Tickets,
-			Provider: a.Provider, Account: a.Account, Currency: a.Currency}
-	case m.Credit != nil:
-		r = supersededRecord{Kind: "credit", Amount: m.Credit.Amount, Account: m.Credit.Account, Currency: m.Credit.Currency}
-	default:
+	r, ok := supersededOf(m)
+	if !ok {
 		return nil, nil
 	}
 	return &r, tx.Bucket(bucketSuperseded).Put(k, r.encode())
+}
+
+// SupersededOf is what superseding record m takes out of the payable
+// books, with the aggregate's quantity and tickets, for a backend of its
+// own (provider/pgbooks); false for a record without money.
+func SupersededOf(m *strict.Message) (s Superseded, quantity, tickets uint64, ok bool) {
+	r, ok := supersededOf(m)
+	return Superseded{Kind: r.Kind, Provider: r.Provider, Account: r.Account, Currency: r.Currency, Amount: r.Amount, Count: 1},
+		r.Quantity, r.Tickets, ok
+}
+
+// supersededOf is what superseding record m takes out of the payable
+// books; false for a record without money (a hold, chain progress).
+func supersededOf(m *strict.Message) (supersededRecord, bool) {
+	switch {
+	case m.Aggregate != nil:
+		a := m.Aggregate
+		return supersededRecord{Kind: "aggregate", Amount: a.Amount, Quantity: a.Quantity, Tickets: a.Tickets,
+			Provider: a.Provider, Account: a.Account, Currency: a.Currency}, true
+	case m.Credit != nil:
+		c := m.Credit
+		return supersededRecord{Kind: "credit", Amount: c.Amount, Account: c.Account, Currency: c.Currency}, true
+	}
+	return supersededRecord{}, false
 }
 
 // reportRestores reads the restores and the money they superseded.

@@ -178,7 +178,7 @@ func runDeviceAdd(e *env, args []string) error {
 	fs.Var(tariffs, "tariff", "METER=TARIFF, repeatable")
 	out := fs.String("out", "", "directory for the devices' secret files (default DATA/device-keys)")
 	clock := fs.String("clock", "", "gateway: the device has no usable clock, the gateway dates its tickets on arrival (default: the device's own)")
-	config := fs.String("config", "", "with no gateway running: the gateway's configuration file, whose accounts, providers and tariff file the terms are checked against")
+	fs.String("config", "", "with no gateway running: the gateway's configuration file, whose accounts, providers and tariff file the terms are checked against")
 	op := addOperatorFlags(fs)
 	if err := parse(fs, args, 0); err != nil {
 		return err
@@ -217,23 +217,12 @@ func runDeviceAdd(e *env, args []string) error {
 	// Every device added here has the same terms: one check covers them.
 	check := operator.DeviceCheck{Devices: []operator.DeviceTerms{{ID: ids[0], Account: *account, Provider: *provider,
 		Tariffs: tariffs, DailyCap: *dailyCap}}}
-	// The running gateway checks the terms against its configuration
-	// before anything is written: a device it would refuse must not make
-	// the whole file unloadable.
-	var checked map[string]int
-	running := true
-	switch err := op.postJSON(*data, "/devices/check", check, &checked); {
-	case errors.Is(err, errNoDaemon):
-		running = false
-		if err := checkOffline(fs, *config, *data, check.Devices[0]); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stderr, "farthing device add: no gateway runs on %s: the terms were checked against %s\n", *data, *config)
-	case err != nil:
-		return fmt.Errorf("refused, nothing written: %w", err)
-	}
 	if *clock != "" && *clock != "device" && *clock != registry.ClockGateway {
 		return usageError{fmt.Sprintf("--clock %q: want device or gateway", *clock)}
+	}
+	running, err := checkTerms(e, fs, op, check.Devices[0])
+	if err != nil {
+		return err
 	}
 	nd := newDevices{ids: ids, keyType: *typ, account: *account, provider: *provider, tariffs: tariffs, dailyCap: *dailyCap, pub: devicePub, clock: *clock}
 	if err := nd.add(e, rf, *regFile, *out); err != nil {
@@ -248,6 +237,26 @@ func runDeviceAdd(e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "added %d device(s) to %s; secrets in %s; the running gateway has loaded them\n", len(ids), *regFile, *out)
 	return nil
+}
+
+// checkTerms has the running gateway check a new device's terms against
+// its configuration before anything is written (a device it would refuse
+// must not make the whole file unloadable); with none running, the
+// configuration files do (checkOffline). It reports whether a gateway runs.
+func checkTerms(e *env, fs *flag.FlagSet, op *operatorFlags, dt operator.DeviceTerms) (bool, error) {
+	data, config := fs.Lookup("data").Value.String(), fs.Lookup("config").Value.String()
+	var checked map[string]int
+	switch err := op.postJSON(data, "/devices/check", operator.DeviceCheck{Devices: []operator.DeviceTerms{dt}}, &checked); {
+	case errors.Is(err, errNoDaemon):
+		if err := checkOffline(fs, config, data, dt); err != nil {
+			return false, err
+		}
+		fmt.Fprintf(e.stderr, "farthing device add: no gateway runs on %s: the terms were checked against %s\n", data, config)
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("refused, nothing written: %w", err)
+	}
+	return true, nil
 }
 
 // checkOffline checks a device's terms against the configuration file of

@@ -219,19 +219,5 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 // startReceiverAt is startReceiver on a given address.
 func startReceiverAt(t *testing.T, addr string, trust ...string) *receiverProc {
 	t.Helper()
-	r := &receiverProc{addr: addr}
-	args := []string{"receive", "--http", addr, "--data", t.TempDir(), "--every", "1h"}
-	for _, f := range trust {
-		args = append(args, "--trust", f)
-	}
-	r.cmd = exec.Command(built(t, "farthing", "../farthing"), args...)
-	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.cmd.Process.Kill(); r.cmd.Wait() })
-	if !listening(addr, 10*time.Second) {
-		t.Fatalf("farthing receive did not listen: %s", r.out.String())
-	}
-	return r
+	return startReceiverOn(t, addr, nil, trust...)
 }

@@ -368,13 +368,7 @@ func (c *Console) overview() ([]panel, error) {
 		{"commit-p99", "commit p99", rates.commitP99},
 		{"commit-count", "commits in the last 10 s", strconv.FormatUint(rates.commits, 10)},
 	}
-	clock := "right, as far as the gateway can tell"
-	if g.Clock != nil {
-		if why := g.Clock(); why != "" {
-			clock = "LIKELY WRONG: " + strings.TrimPrefix(why, "clock: ")
-		}
-	}
-	commit = append(commit, figure{"clock", "the gateway's clock (" + time.Now().UTC().Format(time.RFC3339) + ")", clock})
+	commit = append(commit, c.clockFigure())
 	st := g.Store.Stats()
 	disk := []figure{
 		{"store-bytes", "state file", byteSize(st.FileBytes)},
@@ -429,6 +423,17 @@ func (c *Console) overview() ([]panel, error) {
 		{"commit", "Commit latency (last 10 s), and the clock", commit}, {"disk", "Disk", disk},
 		{"connected", "Connected devices by transport", conn}, {"outbox", "Outbox by upstream", out},
 		{"books", "Books (as farthing inspect)", books}}, nil
+}
+
+// clockFigure is what the gateway makes of its own clock.
+func (c *Console) clockFigure() figure {
+	clock := "right, as far as the gateway can tell"
+	if c.g.Clock != nil {
+		if why := c.g.Clock(); why != "" {
+			clock = "LIKELY WRONG: " + strings.TrimPrefix(why, "clock: ")
+		}
+	}
+	return figure{"clock", "the gateway's clock (" + time.Now().UTC().Format(time.RFC3339) + ")", clock}
 }
 
 func (c *Console) overviewPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -22,6 +21,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/farthing-iot/farthing/internal/atomicfile"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
@@ -284,44 +284,13 @@ func ReadFile(path string) (*File, error) {
 }
 
 // WriteFile replaces devices.yaml atomically (write, fsync, rename, fsync
-// of the directory),
-// so a gateway watching it never reads half a file.
+// of the directory), so a gateway watching it never reads half a file.
 func WriteFile(path string, f *File) error {
 	b, err := yaml.Marshal(f)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".devices-*.yaml")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	// The rename is durable once the directory is synced: a crash after
-	// this leaves the new file, before it the old one, never neither.
-	dir, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return dir.Sync()
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // addNextKey derives the key device d rotates to (its entry e's Next)

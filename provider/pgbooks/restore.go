@@ -117,28 +117,22 @@ func (bk *pgBooking) supersedeRecord(epoch, seq int64, b []byte) (*provider.Supe
 	if err != nil {
 		return nil, nil // booked records decoded when they came
 	}
-	var s provider.Superseded
-	var quantity, tickets uint64
+	s, quantity, tickets, ok := provider.SupersededOf(m)
 	switch {
+	case !ok:
+		return nil, nil
 	case m.Aggregate != nil:
-		a := m.Aggregate
-		s = provider.Superseded{Kind: "aggregate", Provider: a.Provider, Account: a.Account, Currency: a.Currency, Amount: a.Amount}
-		quantity, tickets = a.Quantity, a.Tickets
-		paid, err := bk.unbookAggregate(epoch, seq, a)
+		paid, err := bk.unbookAggregate(epoch, seq, m.Aggregate)
 		if err != nil {
 			return nil, err
 		}
 		if paid {
-			s.Paid = a.Amount
-		}
-	case m.Credit != nil:
-		c := m.Credit
-		s = provider.Superseded{Kind: "credit", Account: c.Account, Currency: c.Currency, Amount: c.Amount}
-		if err := bk.unbookCredit(epoch, seq, c); err != nil {
-			return nil, err
+			s.Paid = s.Amount
 		}
 	default:
-		return nil, nil
+		if err := bk.unbookCredit(epoch, seq, m.Credit); err != nil {
+			return nil, err
+		}
 	}
 	return &s, bk.insertSuperseded(epoch, seq, s, quantity, tickets)
 }
@@ -240,19 +234,10 @@ func (bk *pgBooking) superseded() error {
 	if err != nil {
 		return nil
 	}
-	var s provider.Superseded
-	var quantity, tickets uint64
-	switch {
-	case m.Aggregate != nil:
-		a := m.Aggregate
-		s = provider.Superseded{Kind: "aggregate", Provider: a.Provider, Account: a.Account, Currency: a.Currency, Amount: a.Amount}
-		quantity, tickets = a.Quantity, a.Tickets
-	case m.Credit != nil:
-		s = provider.Superseded{Kind: "credit", Account: m.Credit.Account, Currency: m.Credit.Currency, Amount: m.Credit.Amount}
-	default:
+	s, quantity, tickets, ok := provider.SupersededOf(m)
+	if !ok {
 		return nil
 	}
-	s.Count = 1
 	bk.res.Superseded = &s
 	return bk.insertSuperseded(bk.epoch, bk.seq, s, quantity, tickets)
 }

@@ -71,14 +71,35 @@ func main() {
 		panic(err)
 	}
 
+	now, energyWh := report(c, receipts)
+	println("pending", c.Pending(), "flash writes reserve up to", flash.v)
+
+	// Ed25519 tickets: the same client API with a signing key.
+	priv := ed25519.NewKeyFromSeed(master[:])
+	ed, _ := protocol.NewEd25519Signer(priv)
+	var buf [protocol.MaxTicketSize]byte
+	c2, _ := devicefw.New(devicefw.Config{Device: "plug-0001", Meters: []string{"energy_wh"}, Signer: ed, Receipts: receipts, Seq: &flash})
+	msg, seq, err := c2.Build(buf[:0], now, []devicefw.Reading{{Meter: meterEnergy, Register: energyWh}})
+	if err != nil {
+		panic(err)
+	}
+	println("ed25519 ticket", seq, hex.EncodeToString(msg))
+
+	paywordMode(now, energyWh, receipts)
+}
+
+// report takes five readings and reports each, dated by the time the
+// receipts taught (the gateway's side of the conversation is played here,
+// so the example is complete on a board with no network). It returns the
+// last time and energy register.
+func report(c *devicefw.Client, receipts *protocol.HMAC) (now, energyWh uint64) {
 	// The gateway's side of the conversation, so the example is complete
 	// on a board with no network: it MACs receipts with the same key.
 	var gw protocol.Encoder
 	var rbuf [protocol.MaxReceiptSize]byte
 
-	var energyWh, onMs uint64
+	var onMs uint64
 	gatewayClock := uint64(1_790_000_000_000) // the gateway's, on the other side
-	var now uint64
 	for i := 0; i < 5; i++ {
 		energyWh += 12
 		onMs += 60_000
@@ -113,20 +134,7 @@ func main() {
 		}
 		println("receipt", got.Seq, got.Status.String(), "charged", got.Charged, "balance", got.Balance, got.Currency)
 	}
-	println("pending", c.Pending(), "flash writes reserve up to", flash.v)
-
-	// Ed25519 tickets: the same client API with a signing key.
-	priv := ed25519.NewKeyFromSeed(master[:])
-	ed, _ := protocol.NewEd25519Signer(priv)
-	var buf [protocol.MaxTicketSize]byte
-	c2, _ := devicefw.New(devicefw.Config{Device: "plug-0001", Meters: []string{"energy_wh"}, Signer: ed, Receipts: receipts, Seq: &flash})
-	msg, seq, err := c2.Build(buf[:0], now, []devicefw.Reading{{Meter: meterEnergy, Register: energyWh}})
-	if err != nil {
-		panic(err)
-	}
-	println("ed25519 ticket", seq, hex.EncodeToString(msg))
-
-	paywordMode(now, energyWh, receipts)
+	return now, energyWh
 }
 
 // Payword mode: the chain's frames, the pending tickets' arena and the
