@@ -37,6 +37,10 @@ type Account struct {
 	// Seq numbers the entries applied, from 1; it makes a replayed or
 	// repeated entry detectable.
 	Seq uint64
+	// Reserved is what open grants hold of the account (≥ 0): not spent,
+	// not money moved, but no longer available (see Grant). It changes
+	// without an entry; the books keep each grant's part.
+	Reserved Nanos
 }
 
 // EntryKind is what an entry does to a balance.
@@ -78,12 +82,16 @@ type Entry struct {
 }
 
 // Available is what the account can still spend: the balance, plus the
-// credit limit when postpaid.
+// credit limit when postpaid, less what grants reserved.
 func (a Account) Available() (Nanos, error) {
+	n := a.Balance
 	if a.Kind == Postpaid {
-		return a.Balance.Add(a.CreditLimit)
+		var err error
+		if n, err = n.Add(a.CreditLimit); err != nil {
+			return 0, err
+		}
 	}
-	return a.Balance, nil
+	return n.Sub(a.Reserved)
 }
 
 // Charge debits amount (≥ 0) of currency c. It returns the entry and the

@@ -232,7 +232,11 @@ func (st *ChargeState) UnmarshalBinary(b []byte) error {
 // AppendBinary appends the encoding of a.
 func (a Account) AppendBinary(b []byte) ([]byte, error) {
 	w := wbuf(append(b, stateVersion))
-	return w.s(a.ID).u(uint64(a.Kind)).s(string(a.Currency)).i(int64(a.Balance)).i(int64(a.CreditLimit)).u(a.Seq), nil
+	w = w.s(a.ID).u(uint64(a.Kind)).s(string(a.Currency)).i(int64(a.Balance)).i(int64(a.CreditLimit)).u(a.Seq)
+	if a.Reserved != 0 { // absent from a record that reserves nothing (and from older ones)
+		w = w.i(int64(a.Reserved))
+	}
+	return w, nil
 }
 
 // MarshalBinary encodes a.
@@ -242,10 +246,15 @@ func (a Account) MarshalBinary() ([]byte, error) { return a.AppendBinary(nil) }
 func (a *Account) UnmarshalBinary(b []byte) error {
 	r := newReader(b, "account")
 	v := Account{ID: r.s(), Kind: AccountKind(r.u8()), Currency: Currency(r.s()), Balance: r.nanos(), CreditLimit: r.nanos(), Seq: r.u()}
+	if r.err == nil && len(r.b) > 0 {
+		if v.Reserved = r.nanos(); v.Reserved == 0 && r.err == nil {
+			return fmt.Errorf("%w: account %q: a reservation of 0 is left out", ErrBadState, v.ID)
+		}
+	}
 	if err := r.done(); err != nil {
 		return err
 	}
-	if v.Kind != Prepaid && v.Kind != Postpaid || !v.Currency.Valid() || v.CreditLimit < 0 {
+	if v.Kind != Prepaid && v.Kind != Postpaid || !v.Currency.Valid() || v.CreditLimit < 0 || v.Reserved < 0 {
 		return fmt.Errorf("%w: account %q: bad kind, currency or credit limit", ErrBadState, v.ID)
 	}
 	*a = v
@@ -433,3 +442,35 @@ func (s *StateReader) Err() error { return s.r.err }
 
 // Done checks that the whole record was read and returns the first error.
 func (s *StateReader) Done() error { return s.r.done() }
+
+// AppendBinary appends the encoding of g.
+func (g Grant) AppendBinary(b []byte) ([]byte, error) {
+	w := wbuf(append(b, stateVersion))
+	w = w.u(g.ID).u(g.Request).s(g.Device).s(g.Account).s(g.Meter).u(g.Epoch).u(g.Limit).u(g.Threshold).u(g.Granted)
+	w = w.i(int64(g.Reserved)).i(int64(g.Held)).u(g.Used).i(int64(g.Paid)).i(int64(g.Charged))
+	w = w.i(g.Opened).i(g.Expiry).i(g.LastUse).i(g.Idle).b(g.Continue).u(g.Grace).u(uint64(g.State)).i(g.Closed).i(int64(g.Released))
+	return w, nil
+}
+
+// MarshalBinary encodes g.
+func (g Grant) MarshalBinary() ([]byte, error) { return g.AppendBinary(nil) }
+
+// UnmarshalBinary decodes g and holds it to its invariants (Check).
+func (g *Grant) UnmarshalBinary(b []byte) error {
+	r := newReader(b, "grant")
+	v := Grant{ID: r.u(), Request: r.u(), Device: r.s(), Account: r.s(), Meter: r.s(), Epoch: r.u(), Limit: r.u(), Threshold: r.u(), Granted: r.u()}
+	v.Reserved, v.Held, v.Used, v.Paid, v.Charged = r.nanos(), r.nanos(), r.u(), r.nanos(), r.nanos()
+	v.Opened, v.Expiry, v.LastUse, v.Idle, v.Continue, v.Grace = r.i(), r.i(), r.i(), r.i(), r.bool(), r.u()
+	v.State, v.Closed, v.Released = GrantState(r.u8()), r.i(), r.nanos()
+	if err := r.done(); err != nil {
+		return err
+	}
+	if v.State > GrantIdle {
+		return fmt.Errorf("%w: grant %d: state %d", ErrBadState, v.ID, v.State)
+	}
+	if err := v.Check(); err != nil {
+		return err
+	}
+	*g = v
+	return nil
+}

@@ -24,6 +24,10 @@ const (
 	KindRestore Kind = 10
 	// KindTimeRequest is a device's question for the time (timereq.go).
 	KindTimeRequest Kind = 11
+	// KindGrantRequest is a device's request for a grant (grant.go).
+	KindGrantRequest Kind = 12
+	// KindRelease is a device's end of its grant (grant.go).
+	KindRelease Kind = 13
 )
 
 // String returns the kind's name.
@@ -51,6 +55,10 @@ func (k Kind) String() string {
 		return "restore"
 	case KindTimeRequest:
 		return "time_request"
+	case KindGrantRequest:
+		return "grant_request"
+	case KindRelease:
+		return "release"
 	}
 	return "unknown"
 }

@@ -24,6 +24,8 @@ package protocol
 //	                        ;   device without a real-time clock to learn the time from
 //	  ? 12: bstr .size 8,   ; the nonce of the time request this answers: seq 0, status 0
 //	                        ;   and a time; nowhere else
+//	  ? 13: grant,          ; the answer to a grant request or a release (grant.go): seq is
+//	                        ;   the request id, status 0, charged 0
 //	}
 type Receipt struct {
 	Device     string `json:"device"`
@@ -47,7 +49,14 @@ type Receipt struct {
 	// Nonce is set (not all zero) in the answer to a time request
 	// (TimeRequest): seq 0, status accepted, a time.
 	Nonce [8]byte `json:"nonce,omitzero"`
+	// Grant answers a grant request or a release (Grant.ID != 0); Seq
+	// is then the request's id.
+	Grant Grant `json:"grant,omitzero"`
 }
+
+// IsGrant reports whether r answers a grant request or a release with a
+// grant.
+func (r *Receipt) IsGrant() bool { return r.Grant.ID != 0 }
 
 // IsTimeAnswer reports whether r answers a time request.
 func (r *Receipt) IsTimeAnswer() bool { return r.Nonce != [8]byte{} }
@@ -66,6 +75,7 @@ const (
 	receiptLowBalance = 10
 	receiptTime       = 11
 	receiptNonce      = 12
+	receiptGrant      = 13
 )
 
 // Validate checks r against the limits and rules of the wire format.
@@ -86,6 +96,13 @@ func (r *Receipt) Validate() error {
 	} else if r.IsTimeAnswer() {
 		if r.Seq != 0 || r.Status != StatusAccepted || r.Time == 0 {
 			return newError(ReasonFieldRange, "a time answer has seq 0, status accepted and a time")
+		}
+	} else if r.IsGrant() {
+		if r.Seq == 0 || r.Status != StatusAccepted || r.Charged != 0 {
+			return newError(ReasonFieldRange, "a grant answers a request id, with status accepted and nothing charged")
+		}
+		if err := r.Grant.Validate(); err != nil {
+			return err
 		}
 	} else if r.Seq == 0 && r.Status != StatusRejected && r.Status != StatusRetryLater {
 		return newError(ReasonFieldRange, "seq 0 (an unreadable ticket) goes only with rejected or retry later")
@@ -128,7 +145,7 @@ func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 		return dst, err
 	}
 	n := 5
-	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0, r.Voucher != "", r.LowBalance, r.Time != 0, r.IsTimeAnswer()} {
+	for _, present := range [...]bool{r.Reason != 0, r.HasBalance, r.Currency != "", r.RetryAfter != 0, r.Voucher != "", r.LowBalance, r.Time != 0, r.IsTimeAnswer(), r.IsGrant()} {
 		if present {
 			n++
 		}
@@ -175,6 +192,9 @@ func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 		dst = appendUint(dst, receiptNonce)
 		dst = appendBytes(dst, r.Nonce[:])
 	}
+	if r.IsGrant() {
+		dst = appendGrant(appendUint(dst, receiptGrant), &r.Grant)
+	}
 	return dst, nil
 }
 
@@ -208,6 +228,7 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 	seen := 0
 	// Reset everything optional; required fields are checked below.
 	r.Reason, r.Balance, r.HasBalance, r.RetryAfter, r.LowBalance, r.Time, r.Nonce = 0, 0, false, 0, false, 0, [8]byte{}
+	r.Grant = Grant{Meter: r.Grant.Meter}
 	currency, voucher := false, false
 	for {
 		k, ok := keys.next()
@@ -228,6 +249,9 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 	}
 	if !voucher {
 		r.Voucher = ""
+	}
+	if r.Grant.ID == 0 {
+		r.Grant.Meter = ""
 	}
 	const required = 1<<keyKind | 1<<receiptDevice | 1<<receiptSeq | 1<<receiptStatus | 1<<receiptCharged
 	if seen&required != required {
@@ -299,6 +323,8 @@ func (r *Receipt) readField(rd *reader, k int64, currency, voucher *bool) error 
 		if rd.fixed(r.Nonce[:], "nonce"); r.Nonce == ([8]byte{}) && rd.err == nil {
 			rd.fail(ReasonNonCanonical, "a nonce of zeros is left out")
 		}
+	case receiptGrant:
+		r.Grant.read(rd)
 	default:
 		rd.fail(ReasonUnknownField, "unknown receipt field")
 	}

@@ -175,6 +175,22 @@ const (
 	// ReasonVoucherOtherDevice: the voucher is bound to a device, and this
 	// is not that device (or not a device: an operator's redemption).
 	ReasonVoucherOtherDevice Reason = 88
+	// ReasonGrantUnknown: a ticket or a release names a grant that is
+	// not the device's open grant for that meter (never made, or closed).
+	ReasonGrantUnknown Reason = 89
+	// ReasonGrantTooLarge: a grant request wants more units than the
+	// meter's plausibility rules allow in the grant's validity.
+	ReasonGrantTooLarge Reason = 90
+	// ReasonGrantStale: a grant request's or a release's id is not above
+	// the device's last one.
+	ReasonGrantStale Reason = 91
+	// ReasonGrantExceeded: a ticket under a grant whose charge neither
+	// what is left of the grant nor the account's available balance
+	// covers (a device that served past its grant): held for an operator.
+	ReasonGrantExceeded Reason = 92
+	// ReasonGrantPending: a release whose register is above what the
+	// gateway has charged: the tickets up to it come first (retry later).
+	ReasonGrantPending Reason = 100
 	// ReasonChainReplayed: a chain commitment whose number is not above
 	// the device's last one, or a chain id committed before with other
 	// terms.
@@ -245,10 +261,15 @@ var reasonNames = [...]struct {
 	{ReasonChainGap, "chain_gap"},
 	{ReasonVoucherOtherGateway, "voucher_other_gateway"},
 	{ReasonVoucherOtherDevice, "voucher_other_device"},
+	{ReasonGrantUnknown, "grant_unknown"},
+	{ReasonGrantTooLarge, "grant_too_large"},
+	{ReasonGrantStale, "grant_stale"},
+	{ReasonGrantExceeded, "grant_exceeded"},
 	{ReasonStorageFull, "storage_full"},
 	{ReasonStoreError, "store_error"},
 	{ReasonOverloaded, "overloaded"},
 	{ReasonShuttingDown, "shutting_down"},
+	{ReasonGrantPending, "grant_pending"},
 }
 
 // String returns the reason's snake_case name, used as a metric label.

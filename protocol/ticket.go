@@ -11,6 +11,7 @@ package protocol
 //	  5: [1*16 reading],          ; readings, meter names unique within the ticket
 //	  ? 6: account,               ; tstr, 1..64 of [A-Za-z0-9._-]
 //	  ? 7: session,               ; tstr, 1..64 of [A-Za-z0-9._-]
+//	  ? 8: grant,                 ; uint > 0, the grant the usage is under (grant.go)
 //	}
 //	reading = [meter: tstr, register: uint]   ; meter 1..32 of [A-Za-z0-9._-]
 //
@@ -27,6 +28,9 @@ type Ticket struct {
 	Readings []Reading `json:"readings"`
 	Account  string    `json:"account,omitempty"` // optional: which of the device's accounts to charge
 	Session  string    `json:"session,omitempty"` // optional: a charging or vending session id
+	// Grant names the grant the ticket's usage is under (a request id
+	// the gateway answered with a grant); 0: none.
+	Grant uint64 `json:"grant,omitempty"`
 }
 
 // Reading is one meter's cumulative register, in the meter's base unit.
@@ -44,6 +48,7 @@ const (
 	ticketReadings = 5
 	ticketAccount  = 6
 	ticketSession  = 7
+	ticketGrant    = 8
 )
 
 // MaxSeq is the largest sequence number (ticket or aggregate).
@@ -83,6 +88,9 @@ func (t *Ticket) Validate() error {
 			return err
 		}
 	}
+	if t.Grant > MaxSeq {
+		return newError(ReasonFieldRange, "a grant id is in 1..2^63-1")
+	}
 	return nil
 }
 
@@ -99,6 +107,9 @@ func AppendTicketPayload(dst []byte, t *Ticket) ([]byte, error) {
 		n++
 	}
 	if t.Session != "" {
+		n++
+	}
+	if t.Grant != 0 {
 		n++
 	}
 	dst = appendHead(dst, majorMap, uint64(n))
@@ -128,7 +139,7 @@ func AppendTicketPayload(dst []byte, t *Ticket) ([]byte, error) {
 		dst = appendUint(dst, ticketSession)
 		dst = appendText(dst, t.Session)
 	}
-	return dst, nil
+	return appendOptUint(dst, ticketGrant, t.Grant), nil
 }
 
 // AppendTicket validates t, signs it with s and appends the tagged COSE

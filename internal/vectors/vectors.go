@@ -32,8 +32,11 @@ type Vector struct {
 	Ticket    *protocol.Ticket    `json:"ticket,omitempty"`
 	Receipt   *protocol.Receipt   `json:"receipt,omitempty"`
 	Aggregate *protocol.Aggregate `json:"aggregate,omitempty"`
-	Hex       string              `json:"hex"`
-	Diag      string              `json:"diag"`
+	// A device's grant request or release (kinds 12 and 13).
+	GrantRequest *protocol.GrantRequest `json:"grant_request,omitempty"`
+	Release      *protocol.Release      `json:"release,omitempty"`
+	Hex          string                 `json:"hex"`
+	Diag         string                 `json:"diag"`
 }
 
 // Bytes returns the vector's message bytes.

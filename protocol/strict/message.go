@@ -3,8 +3,8 @@ package strict
 import "github.com/farthing-iot/farthing/protocol"
 
 // Message is any decoded Farthing message; exactly one of Ticket, Receipt,
-// Aggregate, Voucher, Credit, Hold, Progress and Restore is set, as Kind
-// says.
+// Aggregate, Voucher, Credit, Hold, Progress, Restore, GrantRequest and
+// Release is set, as Kind says.
 type Message struct {
 	Kind      protocol.Kind
 	Envelope  protocol.Envelope
@@ -16,6 +16,9 @@ type Message struct {
 	Hold      *protocol.Hold
 	Progress  *protocol.ChainProgress
 	Restore   *protocol.Restore
+	// A device's grant request or release.
+	GrantRequest *protocol.GrantRequest
+	Release      *protocol.Release
 }
 
 // Decode decodes an untrusted message of any kind. The kind is read from
@@ -70,6 +73,16 @@ func Decode(b []byte) (*Message, error) {
 		var p protocol.ChainProgress
 		err := protocol.ParseChainProgress(b, &m.Envelope, &p)
 		m.Progress = &p
+		return m, err
+	case protocol.KindGrantRequest:
+		var r protocol.GrantRequest
+		err := protocol.ParseGrantRequest(b, &m.Envelope, &r)
+		m.GrantRequest = &r
+		return m, err
+	case protocol.KindRelease:
+		var r protocol.Release
+		err := protocol.ParseRelease(b, &m.Envelope, &r)
+		m.Release = &r
 		return m, err
 	}
 	return nil, &protocol.Error{Reason: protocol.ReasonWrongKind, Detail: "payload kind is missing or unknown"}

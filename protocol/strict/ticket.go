@@ -11,6 +11,7 @@ type ticketPayload struct {
 	Readings []reading `cbor:"5,keyasint"`
 	Account  string    `cbor:"6,keyasint"`
 	Session  string    `cbor:"7,keyasint"`
+	Grant    uint64    `cbor:"8,keyasint"`
 }
 
 type reading struct {
@@ -38,7 +39,7 @@ func DecodeTicket(b []byte) (protocol.Envelope, protocol.Ticket, error) {
 	if err := checkKind(p.Kind, protocol.KindTicket); err != nil {
 		return env, t, err
 	}
-	t = protocol.Ticket{Device: p.Device, Seq: p.Seq, Time: p.Time, Epoch: p.Epoch, Account: p.Account, Session: p.Session}
+	t = protocol.Ticket{Device: p.Device, Seq: p.Seq, Time: p.Time, Epoch: p.Epoch, Account: p.Account, Session: p.Session, Grant: p.Grant}
 	if p.Readings != nil {
 		t.Readings = make([]protocol.Reading, len(p.Readings))
 		for i, r := range p.Readings {

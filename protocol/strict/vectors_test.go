@@ -25,6 +25,24 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 	ed, _ := f.Signer("ed25519")
 	root := bytes.Repeat([]byte{0xab}, 32)
 	var vs []vectors.Vector
+	addDevice := func(name string, gr *protocol.GrantRequest, rl *protocol.Release) {
+		var enc protocol.Encoder
+		v := vectors.Vector{Name: name, Key: "hmac", Valid: true, GrantRequest: gr, Release: rl}
+		var b []byte
+		var err error
+		if gr != nil {
+			v.Kind = "grant_request"
+			b, err = enc.AppendGrantRequest(nil, gr, mac)
+		} else {
+			v.Kind = "release"
+			b, err = enc.AppendRelease(nil, rl, mac)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		v.Hex = hex.EncodeToString(b)
+		vs = append(vs, v)
+	}
 	add := func(name, key string, tk *protocol.Ticket, rc *protocol.Receipt, ag *protocol.Aggregate) {
 		s := mac
 		if key == "ed25519" {
@@ -94,6 +112,22 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 	add("receipt-hmac-held", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 6, Status: protocol.StatusHeld,
 		Reason: protocol.ReasonRegisterFault, Balance: 12_000_000_000, HasBalance: true, Currency: "EUR"}, nil)
 
+	grant := protocol.Grant{ID: 41, Meter: "energy_wh", Limit: 30_000, Threshold: 26_000, Reserved: 3_000_000_000,
+		Expiry: 1_790_000_900_000, Validity: 900_000, Idle: 120_000, Final: protocol.FinalContinue, Grace: 500}
+	addDevice("grant-request-hmac-units", &protocol.GrantRequest{Device: "evse-17", Request: 41, Meter: "energy_wh",
+		Register: 20_000, Units: 10_000}, nil)
+	addDevice("grant-request-hmac-amount-epoch", &protocol.GrantRequest{Device: "evse-17", Request: 42, Meter: "energy_wh",
+		Register: 7, Epoch: 2, Amount: 5_000_000_000}, nil)
+	addDevice("release-hmac", nil, &protocol.Release{Device: "evse-17", Request: 57, Grant: 41, Register: 29_410})
+	add("ticket-hmac-under-grant", "hmac", &protocol.Ticket{Device: "evse-17", Seq: 43, Time: 1_790_000_300_000,
+		Readings: []protocol.Reading{reading("energy_wh", 24_000)}, Grant: 41}, nil, nil)
+	add("receipt-hmac-grant", "hmac", nil, &protocol.Receipt{Device: "evse-17", Seq: 41, Status: protocol.StatusAccepted,
+		Balance: 7_000_000_000, HasBalance: true, Currency: "EUR", Time: 1_790_000_000_000, Grant: grant}, nil)
+	closed := grant
+	closed.Reserved, closed.Closed, closed.Final, closed.Grace, closed.Epoch = 0, protocol.GrantReleased, protocol.FinalStop, 0, 2
+	add("receipt-hmac-grant-released", "hmac", nil, &protocol.Receipt{Device: "evse-17", Seq: 57, Status: protocol.StatusAccepted,
+		Balance: 7_177_000_000, HasBalance: true, Currency: "EUR", Grant: closed}, nil)
+
 	good, _ := hex.DecodeString(vs[0].Hex)
 	badSig := bytes.Clone(good)
 	badSig[len(badSig)-1] ^= 0x80
@@ -114,6 +148,13 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 	}(), protocol.ReasonBadSignature)
 	invalid("receipt-rejected-without-reason", "receipt", "hmac", seal(mac, cb{}.m(5).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(2).u(5).u(0)), protocol.ReasonMissingField)
 	invalid("receipt-time-zero", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(0).u(5).u(0).u(11).u(0)), protocol.ReasonNonCanonical)
+	invalid("grant-request-units-and-amount", "grant_request", "hmac", seal(mac, cb{}.m(7).u(0).u(12).u(1).t("evse-17").u(2).u(41).u(3).t("energy_wh").u(4).u(0).u(6).u(10).u(7).u(10)), protocol.ReasonFieldRange)
+	invalid("grant-request-zero-units", "grant_request", "hmac", seal(mac, cb{}.m(6).u(0).u(12).u(1).t("evse-17").u(2).u(41).u(3).t("energy_wh").u(4).u(0).u(6).u(0)), protocol.ReasonNonCanonical)
+	invalid("release-without-register", "release", "hmac", seal(mac, cb{}.m(4).u(0).u(13).u(1).t("evse-17").u(2).u(57).u(3).u(41)), protocol.ReasonMissingField)
+	invalid("receipt-grant-threshold-above-limit", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("evse-17").u(2).u(41).u(3).u(0).u(5).u(0).u(13).
+		m(9).u(1).u(41).u(2).t("energy_wh").u(3).u(10).u(4).u(11).u(5).u(1).u(6).u(1_790_000_900_000).u(7).u(900_000).u(8).u(120_000).u(9).u(0)), protocol.ReasonFieldRange)
+	invalid("receipt-grant-charged", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("evse-17").u(2).u(41).u(3).u(0).u(5).u(1).u(13).
+		m(9).u(1).u(41).u(2).t("energy_wh").u(3).u(10).u(4).u(9).u(5).u(1).u(6).u(1_790_000_900_000).u(7).u(900_000).u(8).u(120_000).u(9).u(0)), protocol.ReasonFieldRange)
 	invalid("receipt-balance-long-form", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(0).u(5).u(0).u(6).raw(0x38, 0x05)), protocol.ReasonNonCanonical)
 	for i := range vs {
 		d, err := strict.Diagnose(vs[i].Bytes())
@@ -180,6 +221,10 @@ func TestVectorsStrict(t *testing.T) {
 				t.Errorf("receipt = %+v; want %+v", m.Receipt, v.Receipt)
 			case v.Aggregate != nil && !reflect.DeepEqual(m.Aggregate, v.Aggregate):
 				t.Errorf("aggregate = %+v; want %+v", m.Aggregate, v.Aggregate)
+			case v.GrantRequest != nil && !reflect.DeepEqual(m.GrantRequest, v.GrantRequest):
+				t.Errorf("grant request = %+v; want %+v", m.GrantRequest, v.GrantRequest)
+			case v.Release != nil && !reflect.DeepEqual(m.Release, v.Release):
+				t.Errorf("release = %+v; want %+v", m.Release, v.Release)
 			}
 		})
 	}
@@ -203,6 +248,8 @@ func decodeAs(kind string, b []byte) (*strict.Message, error) {
 		var a protocol.Aggregate
 		m.Envelope, a, err = strict.DecodeAggregate(b)
 		m.Aggregate = &a
+	default: // a device's grant request or release
+		return strict.Decode(b)
 	}
 	return m, err
 }
