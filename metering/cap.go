@@ -26,20 +26,7 @@ type Spent struct {
 // month when now is past the stored one, then refuses with ErrCapReached
 // a charge that would pass a cap. On a refusal s is unchanged.
 func (c Caps) Charge(s Spent, amount Nanos, now int64) (Spent, error) {
-	loc := c.Location
-	if loc == nil {
-		loc = time.UTC
-	}
-	t := time.UnixMilli(now).In(loc)
-	day := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, loc).UnixMilli()
-	month := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, loc).UnixMilli()
-	next := s
-	if next.DayStart != day {
-		next.DayStart, next.Day = day, 0
-	}
-	if next.MonthStart != month {
-		next.MonthStart, next.Month = month, 0
-	}
+	next := c.roll(s, now)
 	var err error
 	if next.Day, err = next.Day.Add(amount); err != nil {
 		return s, err
@@ -54,6 +41,39 @@ func (c Caps) Charge(s Spent, amount Nanos, now int64) (Spent, error) {
 		return s, fmt.Errorf("%w: %d of the month's %d spent, this charge is %d", ErrCapReached, next.Month-amount, c.Month, amount)
 	}
 	return next, nil
+}
+
+// roll returns s with a new day or month started when now is past the
+// stored one.
+func (c Caps) roll(s Spent, now int64) Spent {
+	loc := c.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	t := time.UnixMilli(now).In(loc)
+	day := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, loc).UnixMilli()
+	month := time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, loc).UnixMilli()
+	if s.DayStart != day {
+		s.DayStart, s.Day = day, 0
+	}
+	if s.MonthStart != month {
+		s.MonthStart, s.Month = month, 0
+	}
+	return s
+}
+
+// Room is what may still be spent at now after s under the caps (0 when
+// one is reached); ok is false when c caps nothing.
+func (c Caps) Room(s Spent, now int64) (room Nanos, ok bool) {
+	s = c.roll(s, now)
+	room = 1<<63 - 1
+	if c.Day > 0 {
+		room, ok = min(room, max(c.Day-s.Day, 0)), true
+	}
+	if c.Month > 0 {
+		room, ok = min(room, max(c.Month-s.Month, 0)), true
+	}
+	return room, ok
 }
 
 // AppendBinary encodes s in the state encoding.

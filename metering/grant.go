@@ -172,15 +172,14 @@ func (a Account) Unreserve(n Nanos) (Account, error) {
 	return a, nil
 }
 
-// ChargeGrant debits m for usage under grant g: the part the grant still
-// reserves (paid) comes out of the reservation, the rest out of what the
-// account has available. A charge neither covers is ErrInsufficientFunds
-// and nothing changes.
-func (a Account) ChargeGrant(m Money, g *Grant, timeMs int64, ref string) (Entry, Account, Nanos, error) {
-	paid := min(m.Nanos, g.Reserved)
-	if paid < 0 {
-		paid = 0
-	}
+// ChargeGrant debits m for usage under a grant: cover (at most what the
+// grant still reserves; the part of m for the grant's meter) comes out of
+// the reservation, the rest of m out of what the account has available.
+// It returns the entry, the account and what the reservation paid; a
+// charge the two do not cover is ErrInsufficientFunds and nothing
+// changes.
+func (a Account) ChargeGrant(m Money, cover Nanos, timeMs int64, ref string) (Entry, Account, Nanos, error) {
+	paid := max(min(m.Nanos, cover, a.Reserved), 0)
 	b, err := a.Unreserve(paid)
 	if err != nil {
 		return Entry{}, a, 0, err

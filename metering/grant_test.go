@@ -33,11 +33,11 @@ func TestReservation(t *testing.T) {
 		t.Fatalf("reserved past what is available: %v", err)
 	}
 	g := metering.Grant{ID: 1, Reserved: 600, Held: 600}
-	_, a3, paid, err := a2.ChargeGrant(metering.Money{Nanos: 700, Currency: "EUR"}, &g, 1, "d/1")
+	_, a3, paid, err := a2.ChargeGrant(metering.Money{Nanos: 700, Currency: "EUR"}, g.Reserved, 1, "d/1")
 	if err != nil || paid != 600 || a3.Balance != 300 || a3.Reserved != 0 {
 		t.Fatalf("charge 700 under a grant of 600: paid %d, %+v, %v", paid, a3, err)
 	}
-	if _, _, _, err := a2.ChargeGrant(metering.Money{Nanos: 1001, Currency: "EUR"}, &g, 1, "d/1"); !errors.Is(err, metering.ErrInsufficientFunds) {
+	if _, _, _, err := a2.ChargeGrant(metering.Money{Nanos: 1001, Currency: "EUR"}, g.Reserved, 1, "d/1"); !errors.Is(err, metering.ErrInsufficientFunds) {
 		t.Fatalf("a charge neither the grant nor the balance covers: %v", err)
 	}
 	g2, err := g.Spend(2000, 700, paid, 5)

@@ -152,8 +152,9 @@
 //	  5: id,                 ; account
 //	  6: id,                 ; provider
 //	  7: "held" / "released" / "voided",
-//	  8: 65 / 67 / 70 / 73 / 74,   ; the rule: register_backwards, clock_skew, register_jump,
-//	                         ; rate_too_high, register_fault
+//	  8: 65 / 67 / 70 / 73 / 74 / 91,  ; the rule: register_backwards, clock_skew, register_jump,
+//	                         ; rate_too_high, register_fault, grant_exceeded (usage under a
+//	                         ; grant that neither the grant nor the balance covered)
 //	  9: [1*16 [name, uint]],; usage held per meter, in units
 //	  ? 10: uint .gt 0,      ; released: the amount then charged, nanos (also in the aggregates)
 //	  11: currency,

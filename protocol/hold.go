@@ -77,7 +77,7 @@ const (
 )
 
 // HoldRules are the reasons a ticket is held for.
-var HoldRules = [...]Reason{ReasonRegisterBackwards, ReasonClockSkew, ReasonRegisterJump, ReasonRateTooHigh, ReasonRegisterFault}
+var HoldRules = [...]Reason{ReasonRegisterBackwards, ReasonClockSkew, ReasonRegisterJump, ReasonRateTooHigh, ReasonRegisterFault, ReasonGrantExceeded}
 
 func isHoldRule(r Reason) bool {
 	for _, h := range HoldRules {

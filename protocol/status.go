@@ -178,16 +178,13 @@ const (
 	// ReasonGrantUnknown: a ticket or a release names a grant that is
 	// not the device's open grant for that meter (never made, or closed).
 	ReasonGrantUnknown Reason = 89
-	// ReasonGrantTooLarge: a grant request wants more units than the
-	// meter's plausibility rules allow in the grant's validity.
-	ReasonGrantTooLarge Reason = 90
 	// ReasonGrantStale: a grant request's or a release's id is not above
-	// the device's last one.
-	ReasonGrantStale Reason = 91
+	// the device's last one on that meter.
+	ReasonGrantStale Reason = 90
 	// ReasonGrantExceeded: a ticket under a grant whose charge neither
 	// what is left of the grant nor the account's available balance
 	// covers (a device that served past its grant): held for an operator.
-	ReasonGrantExceeded Reason = 92
+	ReasonGrantExceeded Reason = 91
 	// ReasonGrantPending: a release whose register is above what the
 	// gateway has charged: the tickets up to it come first (retry later).
 	ReasonGrantPending Reason = 100
@@ -262,7 +259,6 @@ var reasonNames = [...]struct {
 	{ReasonVoucherOtherGateway, "voucher_other_gateway"},
 	{ReasonVoucherOtherDevice, "voucher_other_device"},
 	{ReasonGrantUnknown, "grant_unknown"},
-	{ReasonGrantTooLarge, "grant_too_large"},
 	{ReasonGrantStale, "grant_stale"},
 	{ReasonGrantExceeded, "grant_exceeded"},
 	{ReasonStorageFull, "storage_full"},

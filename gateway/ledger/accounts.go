@@ -285,6 +285,7 @@ type AccountView struct {
 	Opening     metering.Nanos `json:"opening_nanos"`
 	Balance     metering.Nanos `json:"balance_nanos"`
 	Available   metering.Nanos `json:"available_nanos"`
+	Reserved    metering.Nanos `json:"reserved_nanos"` // held by open grants: in the balance, not available
 	CreditLimit metering.Nanos `json:"credit_limit_nanos"`
 	Entries     uint64         `json:"entries"`
 }
@@ -338,7 +339,7 @@ func accountView(tx *bolt.Tx, t *Terms, id string) (AccountView, error) {
 		return AccountView{}, fmt.Errorf("%w: %q", ErrUnknownAccount, id)
 	}
 	avail, _ := a.Available()
-	view := AccountView{ID: a.ID, Kind: a.Kind.String(), Currency: string(a.Currency), Balance: a.Balance, Available: avail,
+	view := AccountView{ID: a.ID, Kind: a.Kind.String(), Currency: string(a.Currency), Balance: a.Balance, Available: avail, Reserved: a.Reserved,
 		CreditLimit: a.CreditLimit, Entries: a.Seq, Opening: a.Balance}
 	if v := tx.Bucket(bucketOpenings).Get([]byte(id)); v != nil {
 		if o, err := decodeOpening(v); err == nil {

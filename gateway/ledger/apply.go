@@ -85,12 +85,13 @@ func (bk *Books) apply(tx *store.Tx, in *ticketInput, cs *chainStep) (protocol.R
 type ticketState struct {
 	device  deviceState
 	account metering.Account
-	meters  []meterState  // per reading, in the ticket's order
-	aggSeq  uint64        // the last aggregate seq sealed
-	stored  *ticketRecord // tk.Seq's record, when tk.Seq is not new
-	hold    *holdRecord   // tk.Seq's hold, when tk.Seq is not new and was held
-	opening bool          // the account has no record yet: account is its opening state
-	payword bool          // the ticket is a payword: a chain proves its usage
+	meters  []meterState    // per reading, in the ticket's order
+	aggSeq  uint64          // the last aggregate seq sealed
+	stored  *ticketRecord   // tk.Seq's record, when tk.Seq is not new
+	hold    *holdRecord     // tk.Seq's hold, when tk.Seq is not new and was held
+	opening bool            // the account has no record yet: account is its opening state
+	payword bool            // the ticket is a payword: a chain proves its usage
+	grant   *metering.Grant // the grant the ticket names, open or closed (ticket key 8); nil: none
 	// What the account and the device spent in the current day and month,
 	// for their caps.
 	accountSpent, deviceSpent metering.Spent
@@ -153,7 +154,28 @@ func load(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket) (ticketState, err
 		}
 	}
 	st.aggSeq = getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
+	if tk.Grant != 0 {
+		if st.grant, err = ticketGrant(tx, p.Device, tk); err != nil {
+			return st, err
+		}
+	}
 	return st, nil
+}
+
+// ticketGrant finds the grant a ticket names among its meters' grants: a
+// grant the device never had (or had on a meter the ticket does not
+// read) is refused as grant_unknown.
+func ticketGrant(tx *bolt.Tx, device string, tk *protocol.Ticket) (*metering.Grant, error) {
+	for _, rd := range tk.Readings {
+		g, err := getGrant(tx, device, rd.Meter)
+		if err != nil {
+			return nil, err
+		}
+		if g != nil && g.ID == tk.Grant {
+			return g, nil
+		}
+	}
+	return nil, Reject(protocol.ReasonGrantUnknown, "ticket %d of device %s names grant %d, which none of its meters has", tk.Seq, device, tk.Grant)
 }
 
 // ticketEffects is what accepting one ticket changes.
@@ -166,6 +188,9 @@ type ticketEffects struct {
 	device                    deviceState
 	account                   metering.Account
 	balanceBefore             metering.Nanos  // the account's balance before the ticket
+	reservedBefore            metering.Nanos  // what the account reserved before it
+	grant                     *metering.Grant // the grant the ticket was charged under, after it
+	paid                      metering.Nanos  // what the grant's reservation paid of the charge
 	entry                     *metering.Entry // nil when nothing was charged
 	changed                   []meterChange   // per counted reading
 	leaves                    []write         // the ticket's Merkle leaves
@@ -223,7 +248,12 @@ func decide(in *ticketInput) (ticketEffects, error) {
 	if err != nil {
 		return eff, err
 	}
-	if err := chargeAccount(in, total, &eff); err != nil {
+	if err := chargeAccount(in, total, grantShare(in, items), &eff); err != nil {
+		var rf *Refusal
+		if in.st.grant != nil && errors.As(err, &rf) && rf.Status == protocol.StatusInsufficientFunds {
+			j.reason = protocol.ReasonGrantExceeded // served under a grant: held for a person, never refused
+			return holdTicket(in, j)
+		}
 		return eff, err
 	}
 	wins, err := addToWindows(t, p, itemsOf{cur: eff.account.Currency, hash: in.hash, ref: in.ref()}, items, st.aggSeq)
@@ -319,21 +349,36 @@ func price(in *ticketInput, j judgement, eff *ticketEffects) ([]windowItem, mete
 	return items, total, nil
 }
 
+// grantShare is the part of a ticket's usage and charge its grant
+// covers: the grant's meter's item (none without a grant).
+func grantShare(in *ticketInput, items []windowItem) metering.Item {
+	if g := in.st.grant; g != nil {
+		for _, it := range items {
+			if it.meter == g.Meter {
+				return it.item
+			}
+		}
+	}
+	return metering.Item{}
+}
+
 // chargeAccount debits total from the payer's account, within the
 // account's and the device's spending caps, and records the entry, the
-// account after it and what the caps counted in eff. A charge the account
-// cannot cover, or past a cap, is refused with what it had available.
-func chargeAccount(in *ticketInput, total metering.Nanos, eff *ticketEffects) error {
+// account after it and what the caps counted in eff. Under an open grant,
+// the grant's meter's charge (share) comes out of its reservation first.
+// A charge the account cannot cover, or past a cap, is refused with what
+// it had available.
+func chargeAccount(in *ticketInput, total metering.Nanos, share metering.Item, eff *ticketEffects) error {
 	st, p := in.st, in.p
 	acct := st.account
-	eff.balanceBefore = acct.Balance
+	eff.balanceBefore, eff.reservedBefore = acct.Balance, acct.Reserved
 	if st.opening {
 		b := st.account.Balance
 		eff.opening = &b
 	}
 	eff.account = acct
 	if total == 0 {
-		return nil
+		return spendGrant(in, share, 0, eff)
 	}
 	caps := terms(in.t).Caps[p.Account]
 	if caps.Day > 0 || caps.Month > 0 {
@@ -350,7 +395,11 @@ func chargeAccount(in *ticketInput, total metering.Nanos, eff *ticketEffects) er
 		}
 		eff.deviceSpent = &s
 	}
-	entry, acct2, err := acct.Charge(metering.Money{Nanos: total, Currency: acct.Currency}, in.now, in.ref())
+	var cover metering.Nanos
+	if g := st.grant; g != nil && g.Open() {
+		cover = share.Amount
+	}
+	entry, acct2, paid, err := acct.ChargeGrant(metering.Money{Nanos: total, Currency: acct.Currency}, cover, in.now, in.ref())
 	if errors.Is(err, metering.ErrInsufficientFunds) {
 		return withAvailable(&Refusal{Status: protocol.StatusInsufficientFunds, Detail: err.Error()}, acct)
 	}
@@ -358,6 +407,21 @@ func chargeAccount(in *ticketInput, total metering.Nanos, eff *ticketEffects) er
 		return Reject(protocol.ReasonChargeOverflow, "%v", err)
 	}
 	eff.entry, eff.account = &entry, acct2
+	return spendGrant(in, share, paid, eff)
+}
+
+// spendGrant records in eff what a ticket under a grant used and paid of
+// it.
+func spendGrant(in *ticketInput, share metering.Item, paid metering.Nanos, eff *ticketEffects) error {
+	g := in.st.grant
+	if g == nil {
+		return nil
+	}
+	g2, err := g.Spend(share.Quantity, share.Amount, paid, in.now)
+	if err != nil {
+		return Reject(protocol.ReasonChargeOverflow, "%v", err)
+	}
+	eff.grant, eff.paid = &g2, paid
 	return nil
 }
 
@@ -458,6 +522,9 @@ func (bk *Books) put(tx *store.Tx, t *Terms, p Payer, tk *protocol.Ticket, eff *
 		marshal(&w, bucketEntries, seqKey(e.Seq, eff.account.ID), e)
 	}
 	marshal(&w, bucketAccounts, []byte(eff.account.ID), eff.account)
+	if g := eff.grant; g != nil {
+		marshal(&w, bucketGrants, grantKey(g.Device, g.Meter), *g)
+	}
 	if eff.opening != nil {
 		w.add(bucketOpenings, []byte(eff.account.ID), encodeOpening(*eff.opening))
 	}

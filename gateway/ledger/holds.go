@@ -135,6 +135,9 @@ type judgement struct {
 	usage    []metering.Usage
 	outcomes []metering.Outcome
 	rule     metering.Violation
+	// reason, when set, is why the ticket is held instead of the rule's
+	// (grant_exceeded: usage under a grant that nothing covers).
+	reason protocol.Reason
 }
 
 // holdTicket is decide's outcome for a ticket that broke j.rule: the
@@ -143,7 +146,11 @@ type judgement struct {
 func holdTicket(in *ticketInput, j judgement) (ticketEffects, error) {
 	st, p, tk, raw, now := in.st, in.p, in.tk, in.raw, in.now
 	ds, usage, outcomes, rule := j.ds, j.usage, j.outcomes, j.rule
-	h := holdRecord{Device: p.Device, Account: p.Account, Provider: p.Provider, Seq: tk.Seq, Rule: ruleReason(rule),
+	why := j.reason
+	if why == protocol.ReasonNone {
+		why = ruleReason(rule)
+	}
+	h := holdRecord{Device: p.Device, Account: p.Account, Provider: p.Provider, Seq: tk.Seq, Rule: why,
 		State: protocol.HoldHeld, TicketTime: int64(tk.Time), HeldAt: now, Hash: in.hash}
 	for i, rd := range tk.Readings {
 		if outcomes[i] == metering.Duplicate {

@@ -76,10 +76,32 @@ type ReconcileReport struct {
 	TopUps      metering.Nanos `json:"top_ups_nanos"`
 	Adjustments metering.Nanos `json:"adjustments_nanos"`
 	Balances    metering.Nanos `json:"balances_nanos"`
-	Balanced    bool           `json:"balanced"`
+	// Reserved is what the accounts' grants reserve (in their balances,
+	// not available); Available is Balances less Reserved (credit limits
+	// not counted). Grants adds up the grants themselves: their open
+	// reservations must equal Reserved.
+	Reserved  metering.Nanos `json:"reserved_nanos"`
+	Available metering.Nanos `json:"available_nanos"`
+	Grants    GrantLine      `json:"grants"`
+	Balanced  bool           `json:"balanced"`
 	// Held is the quarantine's own line: held usage is in no sum above
 	// until it is released.
 	Held HeldLine `json:"held"`
+}
+
+// GrantLine adds up the grants the books hold (open and last closed per
+// device and meter): what open ones reserve, and over all of them what
+// was reserved, paid from reservations, given back, charged under them,
+// and the units charged past what they granted.
+type GrantLine struct {
+	Open      int            `json:"open"`
+	Closed    int            `json:"closed"`
+	Reserved  metering.Nanos `json:"reserved_nanos"`
+	Held      metering.Nanos `json:"held_nanos"`
+	Paid      metering.Nanos `json:"paid_nanos"`
+	Released  metering.Nanos `json:"released_nanos"`
+	Charged   metering.Nanos `json:"charged_nanos"`
+	OverUnits uint64         `json:"over_units"`
 }
 
 // HeldLine counts held tickets by what became of them; Released is what
@@ -105,7 +127,7 @@ func (bk *Books) Inspect(snap *Terms) (*Report, error) {
 	}
 	err := st.Scan(func(tx *bolt.Tx) error {
 		for _, read := range []func(*bolt.Tx, *Report){inspectTickets, inspectAccounts, inspectEntries, inspectWindows, inspectLate,
-			inspectFolded, inspectHolds, inspectOutbox, inspectSealed} {
+			inspectFolded, inspectHolds, inspectGrants, inspectOutbox, inspectSealed} {
 			read(tx, rep)
 		}
 		return nil
@@ -113,7 +135,8 @@ func (bk *Books) Inspect(snap *Terms) (*Report, error) {
 	sort.Slice(rep.Devices, func(i, j int) bool { return rep.Devices[i].ID < rep.Devices[j].ID })
 	rc := &rep.Reconcile
 	rc.Balanced = rc.ReceiptsCharged == rc.LedgerCharged && rc.LedgerCharged == rc.WindowsOpen+rc.WindowsLate+rc.WindowsSealed &&
-		rc.Opening+rc.TopUps+rc.Adjustments-rc.LedgerCharged == rc.Balances
+		rc.Opening+rc.TopUps+rc.Adjustments-rc.LedgerCharged == rc.Balances && rc.Reserved == rc.Grants.Reserved
+	rc.Available = rc.Balances - rc.Reserved
 	return rep, err
 }
 
@@ -143,6 +166,7 @@ func inspectAccounts(tx *bolt.Tx, rep *Report) {
 		var a metering.Account
 		if a.UnmarshalBinary(v) == nil {
 			rep.Reconcile.Balances += a.Balance
+			rep.Reconcile.Reserved += a.Reserved
 			if o, err := decodeOpening(tx.Bucket(bucketOpenings).Get(k)); err == nil {
 				rep.Reconcile.Opening += o
 			}
@@ -215,6 +239,29 @@ func inspectFolded(tx *bolt.Tx, rep *Report) {
 			rep.Reconcile.TopUps += f.TopUps
 			rep.Reconcile.Adjustments += f.Adjustments
 		}
+		return nil
+	})
+}
+
+// inspectGrants adds up the grants.
+func inspectGrants(tx *bolt.Tx, rep *Report) {
+	gl := &rep.Reconcile.Grants
+	tx.Bucket(bucketGrants).ForEach(func(_, v []byte) error {
+		var g metering.Grant
+		if g.UnmarshalBinary(v) != nil {
+			return nil
+		}
+		if g.Open() {
+			gl.Open++
+		} else {
+			gl.Closed++
+		}
+		gl.Reserved += g.Reserved
+		gl.Held += g.Held
+		gl.Paid += g.Paid
+		gl.Released += g.Released
+		gl.Charged += g.Charged
+		gl.OverUnits += g.Over()
 		return nil
 	})
 }

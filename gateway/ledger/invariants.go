@@ -39,7 +39,36 @@ func checkEffects(eff *ticketEffects, lastSeq uint64) error {
 	if err := checkSeals(lastSeq, eff.seals, eff.aggSeq); err != nil {
 		return err
 	}
+	if g := eff.grant; g != nil {
+		if err := g.Check(); err != nil {
+			return broken("%v", err)
+		}
+		if eff.account.Reserved != eff.reservedBefore-eff.paid {
+			return broken("account %s: reserved %d after, want %d less the %d its grant paid", eff.account.ID, eff.account.Reserved, eff.reservedBefore, eff.paid)
+		}
+	} else if eff.account.Reserved != eff.reservedBefore {
+		return broken("account %s: reserved %d after a ticket under no grant, %d before", eff.account.ID, eff.account.Reserved, eff.reservedBefore)
+	}
 	return checkBalance(eff.account, eff.balanceBefore, eff.entry)
+}
+
+// checkGrant checks a grant and its account before they are written: the
+// grant adds up (metering.Grant.Check), the account's balance is
+// untouched (a reservation moves no money), and its reservation moved by
+// exactly what the grant's did since oldReserved.
+func checkGrant(g *metering.Grant, oldReserved metering.Nanos, before, after metering.Account) error {
+	if err := g.Check(); err != nil {
+		return broken("%v", err)
+	}
+	switch {
+	case after.Balance != before.Balance || after.Seq != before.Seq:
+		return broken("account %s: a grant changed its balance", after.ID)
+	case after.Reserved < 0:
+		return broken("account %s reserves %d", after.ID, after.Reserved)
+	case after.Reserved-before.Reserved != g.Reserved-oldReserved:
+		return broken("account %s: reserved %d → %d, its grant %d: %d → %d", after.ID, before.Reserved, after.Reserved, g.ID, oldReserved, g.Reserved)
+	}
+	return nil
 }
 
 // checkBalance checks that account a's balance is its balance before

@@ -41,6 +41,8 @@ import "encoding/binary"
 //	meta        "pruned-end", "audit-shipped", "folded/tickets", "folded/sealed", "folded/holds" → pruning's
 //	            progress and the running totals of what it removed (see prune.go)
 //	suspended   device → Suspension: a device the gateway suspended until an operator resumes it (version 5)
+//	grants      device 0 meter → metering.Grant: the device's grant on the meter, open or last closed (version 10)
+//	accounts    (version 10) an account's record may end with what its open grants reserve
 //
 // Values are the records of records.go and metering's state types, all in
 // metering's state encoding (a version byte, then varints and strings).
@@ -78,11 +80,13 @@ var (
 	// bucketLate holds the folds: late usage of sealed slots, one
 	// correction per slot and key until it seals (fold.go).
 	bucketLate = []byte("late")
+	// bucketGrants holds reservations (grants.go).
+	bucketGrants = []byte("grants")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
 	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
-	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended, bucketFolded, bucketChains, bucketLate}
+	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended, bucketFolded, bucketChains, bucketLate, bucketGrants}
 
 // joinKey joins parts with 0 bytes.
 func joinKey(parts ...string) []byte {

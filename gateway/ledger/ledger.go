@@ -52,6 +52,8 @@ type Terms struct {
 	// seals as one correction (see fold.go); 0 seals at the next
 	// housekeeping tick.
 	LateFold time.Duration
+	// Grants are the rules grants are made by (grants.go).
+	Grants metering.GrantTerms
 }
 
 // Payer is who a ticket is charged to: the device, its account and
@@ -111,6 +113,10 @@ type Config struct {
 	// OnSeal, if set, is told the reason of every aggregate sealed
 	// ("time", "threshold", "correction", …), for metrics.
 	OnSeal func(reason string)
+	// OnGrant, if set, is told every change to a grant ("granted",
+	// "released", "expired", "idle") with the amount reserved or given
+	// back, for metrics.
+	OnGrant func(event string, amount metering.Nanos)
 }
 
 // Books is the gateway's state file seen through typed operations. It is
@@ -127,6 +133,9 @@ func New(st *store.Store, cfg Config) *Books {
 	}
 	if cfg.OnSeal == nil {
 		cfg.OnSeal = func(string) {}
+	}
+	if cfg.OnGrant == nil {
+		cfg.OnGrant = func(string, metering.Nanos) {}
 	}
 	return &Books{st: st, cfg: cfg}
 }

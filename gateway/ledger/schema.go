@@ -33,8 +33,10 @@ import (
 // state of layout version 2, see metering.MeterState), which an older
 // build cannot read, and a restored file may hold a restore not yet
 // announced upstream (metaRestoreDue), which an older build would never
-// announce.
-const SchemaVersion = 9
+// announce. Version 10 adds the grants bucket (reservations), empty in a
+// migrated file, and an account's record may end with what its grants
+// reserve, which an older build cannot read.
+const SchemaVersion = 10
 
 var metaSchemaVersion = []byte("schema-version")
 

@@ -29,8 +29,8 @@ func (bk *Books) Reconcile() error {
 		return err
 	}
 	if rc := rep.Reconcile; !rc.Balanced {
-		return fmt.Errorf("%w: receipts %d, ledger %d, windows %d open + %d late + %d sealed; opening %d + top-ups %d + adjustments %d - ledger = balances %d",
-			ErrUnbalanced, rc.ReceiptsCharged, rc.LedgerCharged, rc.WindowsOpen, rc.WindowsLate, rc.WindowsSealed, rc.Opening, rc.TopUps, rc.Adjustments, rc.Balances)
+		return fmt.Errorf("%w: receipts %d, ledger %d, windows %d open + %d late + %d sealed; opening %d + top-ups %d + adjustments %d - ledger = balances %d; reserved %d, by grants %d",
+			ErrUnbalanced, rc.ReceiptsCharged, rc.LedgerCharged, rc.WindowsOpen, rc.WindowsLate, rc.WindowsSealed, rc.Opening, rc.TopUps, rc.Adjustments, rc.Balances, rc.Reserved, rc.Grants.Reserved)
 	}
 	return nil
 }
