@@ -59,6 +59,8 @@ type Config struct {
 	Commit    CommitConfig     `yaml:"commit"`
 	// Corrections tunes how late usage of sealed windows goes upstream.
 	Corrections CorrectionsConfig `yaml:"corrections"`
+	// Grants are the rules devices are granted units by (reservations).
+	Grants GrantsConfig `yaml:"grants"`
 	// Upstreams receive every sealed aggregate (or their providers').
 	Upstreams []UpstreamConfig `yaml:"upstreams"`
 	// Forward tunes every upstream's forwarder.
@@ -270,6 +272,43 @@ type LimitsConfig struct {
 // correction per window it touched, not per ticket.
 type CorrectionsConfig struct {
 	Fold time.Duration `yaml:"fold"`
+}
+
+// GrantsConfig is how grants are made: how long one lasts, how long it
+// may go unused, when a device asks again, what it does at its limit when
+// the gateway is out of reach, and the most units one request gets.
+// Zero values take metering.GrantTerms' defaults (15m, 5m, 20%, stop).
+type GrantsConfig struct {
+	Validity  time.Duration `yaml:"validity"`
+	Idle      time.Duration `yaml:"idle_timeout"`
+	Threshold uint64        `yaml:"threshold_percent"`
+	// FinalUnit is "stop" (the default) or "continue": go on Grace units
+	// past the limit while the gateway is out of reach.
+	FinalUnit string `yaml:"final_unit"`
+	Grace     uint64 `yaml:"grace_units"`
+	MaxUnits  uint64 `yaml:"max_units"`
+}
+
+// Terms are the grant rules as the books take them.
+func (g GrantsConfig) Terms() metering.GrantTerms {
+	return metering.GrantTerms{Validity: g.Validity, Idle: g.Idle, ThresholdPercent: g.Threshold, Continue: g.FinalUnit == "continue",
+		Grace: g.Grace, MaxUnits: g.MaxUnits}.WithDefaults()
+}
+
+func (g GrantsConfig) validate(bad func(field, format string, args ...any) error) error {
+	switch {
+	case g.Validity != 0 && (g.Validity < time.Second || g.Validity > 24*time.Hour):
+		return bad("grants.validity", "%v: want 1s to 24h", g.Validity)
+	case g.Idle != 0 && (g.Idle < time.Second || g.Idle > 24*time.Hour):
+		return bad("grants.idle_timeout", "%v: want 1s to 24h", g.Idle)
+	case g.Threshold > 100:
+		return bad("grants.threshold_percent", "%d: want 1 to 100", g.Threshold)
+	case g.FinalUnit != "" && g.FinalUnit != "stop" && g.FinalUnit != "continue":
+		return bad("grants.final_unit", "%q: want stop or continue", g.FinalUnit)
+	case g.Grace != 0 && g.FinalUnit != "continue":
+		return bad("grants.grace_units", "a grace goes with final_unit: continue")
+	}
+	return nil
 }
 
 // DefaultLateFold is corrections.fold's default.
@@ -603,6 +642,9 @@ func (c *Config) validate(path string) error {
 		return bad("corrections.fold", "%v: want 1s to 1h", f)
 	}
 	if err := c.Commit.validate(bad); err != nil {
+		return err
+	}
+	if err := c.Grants.validate(bad); err != nil {
 		return err
 	}
 	if c.HTTP.Console != "on" && c.HTTP.Console != "off" {

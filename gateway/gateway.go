@@ -218,7 +218,11 @@ func (g *Gateway) openBooks(snap *ingest.Snapshot, kid [protocol.KeyIDLen]byte) 
 		return nil, fmt.Errorf("stream epoch: %w", err)
 	}
 	books := ledger.New(st, ledger.Config{Signer: signer, Stream: stream, SeqBase: base, Now: g.cfg.Clock,
-		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() }})
+		OnSeal: func(reason string) { g.metrics.Sealed.WithLabelValues(reason).Inc() },
+		OnGrant: func(event string, amount metering.Nanos) {
+			g.metrics.Grants.WithLabelValues(event).Inc()
+			g.metrics.GrantNanos.WithLabelValues(event).Add(float64(amount))
+		}})
 	restore, err := books.AnnounceRestore(context.Background(), g.cfg.GatewayID)
 	if err != nil {
 		return nil, err
@@ -273,7 +277,7 @@ func (g *Gateway) HTTPAddr() string {
 // registry.Known), and the tariff file's modification time. A missing
 // tariff file is an empty one.
 func LoadTerms(cfg *Config) (*ingest.Snapshot, time.Time, error) {
-	snap := &ingest.Snapshot{Terms: ledger.Terms{GatewayID: cfg.GatewayID, LateFold: cfg.Corrections.Fold, Policies: map[string]metering.Policy{},
+	snap := &ingest.Snapshot{Terms: ledger.Terms{GatewayID: cfg.GatewayID, LateFold: cfg.Corrections.Fold, Grants: cfg.Grants.Terms(), Policies: map[string]metering.Policy{},
 		Accounts: map[string]metering.Account{}, Caps: map[string]metering.Caps{}, LowBalance: map[string]metering.Nanos{}}}
 	for _, a := range cfg.Accounts {
 		acct, _ := a.Opening()

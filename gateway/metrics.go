@@ -26,6 +26,10 @@ type Metrics struct {
 	Sealed       *prometheus.CounterVec // windows sealed, by reason
 	Refused      prometheus.Gauge       // device registry entries not loaded
 	LateTickets  prometheus.Counter     // tickets folded into corrections of sealed windows
+	Grants       *prometheus.CounterVec // grants made and ended, by event
+	GrantNanos   *prometheus.CounterVec // nanos reserved (granted) and given back, by event
+	GrantsOpen   prometheus.Gauge       // grants open
+	Reserved     prometheus.Gauge       // nanos reserved by open grants, every currency together
 	Clock        *clockMetrics          // farthing_clock_*: what the gateway makes of its own clock
 	Storage      *storageStats          // the store's syncs, checkpoints and journal, and the bytes written to disk
 }
@@ -93,9 +97,20 @@ func NewMetrics() *Metrics {
 		Help: "Entries of the device registry not loaded (a bad key, an unknown account, provider or tariff): those devices are refused, the rest serve."})
 	m.LateTickets = prometheus.NewCounter(prometheus.CounterOpts{Name: "farthing_late_tickets_total",
 		Help: "Tickets whose time fell in a window that had sealed (a device's backlog), folded into corrections: one per window touched per corrections.fold."})
+	m.Grants = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_grants_total",
+		Help: "Grants made or extended (granted) and ended (released, expired, idle)."}, []string{"event"})
+	m.GrantNanos = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_grant_nanos_total",
+		Help: "Nanos reserved by grants (granted) and given back when they ended (released, expired, idle); charges under grants are in the tickets."}, []string{"event"})
+	for _, e := range []string{"granted", "released", "expired", "idle"} {
+		m.Grants.WithLabelValues(e)
+		m.GrantNanos.WithLabelValues(e)
+	}
+	m.GrantsOpen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_grants_open", Help: "Grants open: devices that may serve against a reservation."})
+	m.Reserved = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_reserved_nanos",
+		Help: "Nanos the open grants reserve: in the accounts' balances, not available to spend (every currency together; per account in farthing account show)."})
 	m.Clock = newClockMetrics(reg)
 	m.Storage = newStorageStats()
-	reg.MustRegister(m.Storage, m.Refused, m.LateTickets, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
+	reg.MustRegister(m.Storage, m.Refused, m.LateTickets, m.Grants, m.GrantNanos, m.GrantsOpen, m.Reserved, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

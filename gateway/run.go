@@ -250,6 +250,9 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 			if err := g.CloseWindows(ctx, now); err != nil && ctx.Err() == nil {
 				g.log.Warn("closing windows failed", "error", err)
 			}
+			if err := g.closeGrants(ctx, now); err != nil && ctx.Err() == nil {
+				g.log.Warn("closing grants failed", "error", err)
+			}
 			if _, err := g.ingest.Books().ReportChains(ctx, &g.ingest.Snapshot().Terms, now); err != nil && ctx.Err() == nil {
 				g.log.Warn("reporting payword chains failed", "error", err)
 			}
@@ -384,6 +387,23 @@ func (g *Gateway) watchFiles() {
 		g.mtimes = mt // do not retry a broken file every second
 		g.mu.Unlock()
 	}
+}
+
+// closeGrants gives back what grants due at now reserve (expired, or
+// idle past their timeout), and sets the grant gauges.
+func (g *Gateway) closeGrants(ctx context.Context, now time.Time) error {
+	books := g.ingest.Books()
+	open, reserved, due, err := books.GrantTotals(now.UnixMilli())
+	g.metrics.GrantsOpen.Set(float64(open))
+	g.metrics.Reserved.Set(float64(reserved))
+	if err != nil || due == 0 {
+		return err // nothing to write: no transaction
+	}
+	n, err := books.CloseGrants(ctx, &g.ingest.Snapshot().Terms, now.UnixMilli())
+	if n > 0 {
+		g.log.Info("grants ended by their expiry or idle timeout: what they reserved is available again", "grants", n)
+	}
+	return err
 }
 
 // CloseWindows seals every open window whose end is at or before now,

@@ -18,6 +18,9 @@ type Metrics struct {
 	Latency     *prometheus.HistogramVec // end to end per transport, seconds
 	LowBalance  *prometheus.CounterVec   // receipts with the low-balance flag, by account
 	ClockSkew   *prometheus.CounterVec   // tickets refused clock_skew, by the direction the device's clock was off
+	// GrantRequests counts grant requests and releases by kind, status
+	// and reason.
+	GrantRequests *prometheus.CounterVec
 }
 
 // NewMetrics makes the pipeline's metrics and registers them with reg
@@ -41,6 +44,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.ClockSkew = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_clock_skew_refusals_total",
 		Help: "Tickets refused clock_skew, by whether the device's clock was ahead of the gateway's or behind it: most devices one way points at the gateway's clock."},
 		[]string{"direction"})
+	m.GrantRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_grant_requests_total",
+		Help: "Grant requests and releases from devices, by kind, receipt status and reason."}, []string{"kind", "status", "reason"})
+	for _, k := range []protocol.Kind{protocol.KindGrantRequest, protocol.KindRelease} {
+		m.GrantRequests.WithLabelValues(k.String(), protocol.StatusAccepted.String(), "")
+	}
+	m.GrantRequests.WithLabelValues(protocol.KindGrantRequest.String(), protocol.StatusInsufficientFunds.String(), "")
 	m.Fraud = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_fraud_events_total",
 		Help: "Signs of cloned devices, suspected clones and devices suspended, by event."}, []string{"event"})
 	for _, e := range []string{SignTakeover, SignDTLS, SignSuperseded, "clone_suspected", "suspended_holds", "suspended_clone"} {
@@ -55,7 +64,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Tickets.WithLabelValues(protocol.StatusHeld.String(), r.String())
 	}
 	if reg != nil {
-		reg.MustRegister(m.Tickets, m.Verify, m.VerifyBatch, m.Commit, m.Transport, m.Latency, m.LowBalance, m.Fraud, m.ClockSkew)
+		reg.MustRegister(m.Tickets, m.Verify, m.VerifyBatch, m.Commit, m.Transport, m.Latency, m.LowBalance, m.Fraud, m.ClockSkew, m.GrantRequests)
 	}
 	return m
 }

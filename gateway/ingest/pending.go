@@ -38,6 +38,12 @@ type Pending struct {
 	fresh bool             // the commit wrote the message (it was not seen before)
 	// redeem, for a voucher, runs its redemption and returns its receipt.
 	redeem func() protocol.Receipt
+	kind   protocol.Kind // what the message is (Classify)
+}
+
+// isGrant reports whether the message is a grant request or a release.
+func (p *Pending) isGrant() bool {
+	return p.kind == protocol.KindGrantRequest || p.kind == protocol.KindRelease
 }
 
 // Wait returns the message's result once its effects are durable, or its
@@ -101,10 +107,17 @@ func (in *Ingest) account(p *Pending, r *protocol.Receipt) {
 		case ref.Status == protocol.StatusRetryLater:
 			lvl = slog.LevelWarn
 		}
-		in.log.Log(p.ctx, lvl, "ticket refused", "transport", p.msg.Transport, "device", p.msg.Device, "seq", p.tk.Seq,
+		what := "ticket refused"
+		if p.isGrant() {
+			what = p.kind.String() + " refused"
+		}
+		in.log.Log(p.ctx, lvl, what, "transport", p.msg.Transport, "device", p.msg.Device, "seq", p.tk.Seq,
 			"status", ref.Status.String(), "reason", ref.Reason.String(), "detail", ref.Detail)
 	} else if p.done != nil {
 		switch {
+		case r.Status == protocol.StatusHeld && p.fresh && r.Reason == protocol.ReasonGrantExceeded:
+			in.log.Warn("ticket held: usage under a grant that neither the grant nor the account's balance covers; it waits for an operator (top up, then farthing quarantine release)",
+				"transport", p.msg.Transport, "device", p.msg.Device, "seq", p.tk.Seq)
 		case r.Status == protocol.StatusHeld && p.fresh:
 			in.log.Warn("ticket held: it broke a plausibility rule of its meter; its usage waits for an operator (farthing quarantine)",
 				"transport", p.msg.Transport, "device", p.msg.Device, "seq", p.tk.Seq, "rule", r.Reason.String())
@@ -117,7 +130,10 @@ func (in *Ingest) account(p *Pending, r *protocol.Receipt) {
 	if r.Reason != protocol.ReasonNone {
 		reason = r.Reason.String()
 	}
-	if p.redeem == nil {
+	switch {
+	case p.isGrant():
+		in.metrics.GrantRequests.WithLabelValues(p.kind.String(), r.Status.String(), reason).Inc()
+	case p.redeem == nil:
 		in.metrics.Tickets.WithLabelValues(r.Status.String(), reason).Inc()
 	}
 	if r.LowBalance && p.dev != nil {

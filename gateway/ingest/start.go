@@ -33,8 +33,8 @@ func storageFull() *refusal {
 // decoder, which says why they are refused.
 func (in *Ingest) Start(ctx context.Context, m entrance.Message) *Pending {
 	in.received.Add(1)
-	p := &Pending{in: in, ctx: ctx, msg: m, start: in.now(), snap: in.snap.Load()}
 	kind, _ := protocol.Classify(m.Payload)
+	p := &Pending{in: in, ctx: ctx, msg: m, start: in.now(), snap: in.snap.Load(), kind: kind}
 	switch kind {
 	case protocol.KindPayword:
 		in.startPayword(p)
@@ -44,6 +44,10 @@ func (in *Ingest) Start(ctx context.Context, m entrance.Message) *Pending {
 		in.startVoucher(p)
 	case protocol.KindTimeRequest:
 		in.startTimeRequest(p)
+	case protocol.KindGrantRequest:
+		in.startGrantRequest(p)
+	case protocol.KindRelease:
+		in.startRelease(p)
 	default:
 		in.startTicket(p)
 	}
@@ -289,4 +293,67 @@ func (in *Ingest) startTimeRequest(p *Pending) {
 	p.redeem = func() protocol.Receipt {
 		return protocol.Receipt{Device: dev.ID, Status: protocol.StatusAccepted, Nonce: r.Nonce} // seal adds the time
 	}
+}
+
+// startGrantRequest authenticates a device's grant request like a ticket
+// and queues ledger.Books.Grant: the answer is a receipt whose seq is the
+// request id, with the grant or a refusal.
+func (in *Ingest) startGrantRequest(p *Pending) {
+	var env protocol.Envelope
+	var r protocol.GrantRequest
+	if err := protocol.ParseGrantRequest(p.msg.Payload, &env, &r); err != nil {
+		p.ref = reject(protocol.ReasonOf(err), "%v", err)
+		return
+	}
+	p.tk.Seq = r.Request
+	if !in.startDeviceRequest(p, &env, r.Device, "grant request") {
+		return
+	}
+	if _, ok := p.dev.Tariffs[r.Meter]; !ok {
+		p.ref = reject(protocol.ReasonUnknownMeter, "device %s has no tariff for meter %q", p.dev.ID, r.Meter)
+		return
+	}
+	in.enqueue(p, func(tx *store.Tx) (err error) {
+		p.rc, err = in.books.Grant(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &r)
+		p.fresh = err == nil
+		return err
+	})
+}
+
+// startRelease authenticates a device's release like a ticket and queues
+// ledger.Books.ReleaseGrant.
+func (in *Ingest) startRelease(p *Pending) {
+	var env protocol.Envelope
+	var r protocol.Release
+	if err := protocol.ParseRelease(p.msg.Payload, &env, &r); err != nil {
+		p.ref = reject(protocol.ReasonOf(err), "%v", err)
+		return
+	}
+	p.tk.Seq = r.Request
+	if !in.startDeviceRequest(p, &env, r.Device, "release") {
+		return
+	}
+	in.enqueue(p, func(tx *store.Tx) (err error) {
+		p.rc, err = in.books.ReleaseGrant(tx, &p.snap.Terms, payerOf(p.dev, p.snap.Registry), &r)
+		p.fresh = err == nil
+		return err
+	})
+}
+
+// startDeviceRequest authenticates a device's request (what, naming
+// device named) as a ticket is and checks there is room to write it;
+// false when it was refused (p.ref).
+func (in *Ingest) startDeviceRequest(p *Pending, env *protocol.Envelope, named, what string) bool {
+	dev, ref := in.authenticate(p.snap, p.msg, env, named, what)
+	switch {
+	case ref != nil:
+		p.ref = ref
+	case in.full.Load():
+		p.ref = storageFull()
+	default:
+		p.dev = dev
+		in.seen.saw(dev.ID, p.msg.Transport, p.start)
+		return true
+	}
+	return false
 }

@@ -339,6 +339,35 @@ func (bk *Books) CloseGrants(ctx context.Context, t *Terms, now int64) (int, err
 	return closed, err
 }
 
+// GrantTotals counts the open grants, adds up what they reserve and
+// counts those due to close at now (CloseGrants), in one read.
+func (bk *Books) GrantTotals(now int64) (open int, reserved metering.Nanos, due int, err error) {
+	err = bk.eachGrant(func(g *metering.Grant) {
+		if g.Open() {
+			open++
+			reserved += g.Reserved
+			if g.Due(now) != metering.GrantOpen {
+				due++
+			}
+		}
+	})
+	return open, reserved, due, err
+}
+
+// eachGrant calls f with every grant the books hold.
+func (bk *Books) eachGrant(f func(g *metering.Grant)) error {
+	return bk.st.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketGrants).ForEach(func(_, v []byte) error {
+			var g metering.Grant
+			if err := g.UnmarshalBinary(v); err != nil {
+				return err
+			}
+			f(&g)
+			return nil
+		})
+	})
+}
+
 // closeGrant writes a grant closed by CloseGrants with its account.
 func (bk *Books) closeGrant(stx *store.Tx, t *Terms, g *metering.Grant) error {
 	acct, err := loadAccount(stx.Bolt(), t, g.Account)
@@ -357,17 +386,10 @@ func (bk *Books) closeGrant(stx *store.Tx, t *Terms, g *metering.Grant) error {
 // account ("" for all), by device and meter.
 func (bk *Books) Grants(account string) ([]metering.Grant, error) {
 	var out []metering.Grant
-	err := bk.st.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketGrants).ForEach(func(_, v []byte) error {
-			var g metering.Grant
-			if err := g.UnmarshalBinary(v); err != nil {
-				return err
-			}
-			if account == "" || g.Account == account {
-				out = append(out, g)
-			}
-			return nil
-		})
+	err := bk.eachGrant(func(g *metering.Grant) {
+		if account == "" || g.Account == account {
+			out = append(out, *g)
+		}
 	})
 	return out, err
 }
