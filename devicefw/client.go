@@ -61,6 +61,7 @@ type Client struct {
 	offset    int64 // the gateway's clock less Uptime, once synced
 	synced    bool
 	timeNonce [8]byte // the nonce of the time request waiting for its answer
+	grant     grantState
 }
 
 // New checks cfg, loads the sequence reservation and returns a Client.
@@ -101,10 +102,11 @@ func New(cfg Config) (*Client, error) {
 // appends it to dst, without keeping it pending. It returns the ticket and
 // its seq. With room in dst it allocates nothing.
 func (c *Client) Build(dst []byte, nowMs uint64, readings []Reading) ([]byte, uint64, error) {
-	t, _, err := c.ticket(nowMs, readings)
+	t, meters, err := c.ticket(nowMs, readings)
 	if err != nil {
 		return dst, 0, err
 	}
+	c.underGrant(&t, meters, nowMs)
 	if t.Seq, err = c.seq.take(); err != nil {
 		return dst, 0, err
 	}
@@ -128,6 +130,7 @@ func (c *Client) Report(nowMs uint64, readings []Reading) ([]byte, uint64, error
 	if i < 0 {
 		return nil, 0, ErrPendingFull
 	}
+	c.underGrant(&t, meters, nowMs)
 	t.Seq = c.seq.next // validate before a seq is spent
 	if err := t.Validate(); err != nil {
 		return nil, 0, err
@@ -208,6 +211,10 @@ func (c *Client) HandleReceipt(b []byte) (protocol.Receipt, error) {
 	}
 	if r.Voucher != "" {
 		return *r, nil // answers a voucher the device passed on: no ticket to free
+	}
+	if c.takeGrant(r) {
+		c.learnTime(r.Time) // answers a fresh request id: not a replay
+		return *r, nil
 	}
 	i := c.ring.find(r.Seq)
 	if i < 0 {

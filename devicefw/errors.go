@@ -29,4 +29,6 @@ var (
 	ErrChainIndex = errors.New("devicefw: payword index out of the chain's order")
 	// ErrChainState: a saved chain state of another chain, or damaged.
 	ErrChainState = errors.New("devicefw: saved chain state does not fit the chain")
+	// ErrNoGrant: a release without a grant to release.
+	ErrNoGrant = errors.New("devicefw: no grant")
 )
