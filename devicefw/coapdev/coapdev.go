@@ -176,6 +176,39 @@ func (d *Device) RequestTime(ctx context.Context) (protocol.Receipt, error) {
 	return d.Send(ctx, msg)
 }
 
+// RequestGrant asks the gateway for a grant on meter (an index of the
+// client's meters) standing at register: units, or amount nanos' worth
+// when units is 0. The answer, taken by the client, carries the grant or
+// says why there is none (devicefw.Client.May then says whether to serve).
+func (d *Device) RequestGrant(ctx context.Context, meter uint8, register, units, amount uint64) (protocol.Receipt, error) {
+	d.mu.Lock()
+	msg, err := d.cfg.Client.RequestGrant(nil, meter, register, units, amount)
+	d.mu.Unlock()
+	if err != nil {
+		return protocol.Receipt{}, err
+	}
+	return d.Send(ctx, msg)
+}
+
+// May says whether the device may serve (devicefw.Client.May).
+func (d *Device) May(nowMs, register uint64) devicefw.Decision {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.Client.May(nowMs, register)
+}
+
+// Release ends the client's grant, the meter standing at register; a
+// retry-later answer (grant_pending) means pending tickets go first.
+func (d *Device) Release(ctx context.Context, register uint64) (protocol.Receipt, error) {
+	d.mu.Lock()
+	msg, err := d.cfg.Client.Release(nil, register)
+	d.mu.Unlock()
+	if err != nil {
+		return protocol.Receipt{}, err
+	}
+	return d.Send(ctx, msg)
+}
+
 // ResendPending sends every pending ticket again, oldest first, and returns
 // how many got a final answer.
 func (d *Device) ResendPending(ctx context.Context) int {

@@ -184,6 +184,42 @@ func (d *Device) RequestTime() error {
 	return nil
 }
 
+// RequestGrant asks the gateway for a grant on meter (an index of the
+// client's meters) standing at register: units, or amount nanos' worth
+// when units is 0. It is published on the ticket topic; the answer comes
+// to OnReceipt, and the client takes it (devicefw.Client.May).
+func (d *Device) RequestGrant(meter uint8, register, units, amount uint64) error {
+	d.mu.Lock()
+	msg, err := d.cfg.Client.RequestGrant(nil, meter, register, units, amount)
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	d.conn.Publish(d.ticketTopic(), 1, false, msg)
+	return nil
+}
+
+// Release ends the client's grant, the meter standing at register; the
+// answer comes to OnReceipt (retry later, grant_pending: resend the
+// pending tickets first).
+func (d *Device) Release(register uint64) error {
+	d.mu.Lock()
+	msg, err := d.cfg.Client.Release(nil, register)
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	d.conn.Publish(d.ticketTopic(), 1, false, msg)
+	return nil
+}
+
+// May says whether the device may serve (devicefw.Client.May).
+func (d *Device) May(nowMs, register uint64) devicefw.Decision {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg.Client.May(nowMs, register)
+}
+
 // ResendPending publishes every pending ticket again, oldest first.
 func (d *Device) ResendPending() int {
 	type pending struct {
