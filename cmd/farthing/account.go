@@ -109,12 +109,23 @@ func printAccounts(e *env, format string, views []ledger.AccountView) error {
 	money := func(n metering.Nanos, c string) string {
 		return metering.Money{Nanos: n, Currency: metering.Currency(c)}.String()
 	}
-	rows := [][]string{{"ACCOUNT", "KIND", "BALANCE", "AVAILABLE", "CREDIT LIMIT", "OPENING", "ENTRIES"}}
+	rows := [][]string{{"ACCOUNT", "KIND", "BALANCE", "AVAILABLE", "CREDIT LIMIT", "OPENING", "ENTRIES", "RESERVED"}}
 	for _, v := range views {
 		rows = append(rows, []string{v.ID, v.Kind, money(v.Balance, v.Currency), money(v.Available, v.Currency),
-			money(v.CreditLimit, v.Currency), money(v.Opening, v.Currency), strconv.FormatUint(v.Entries, 10)})
+			money(v.CreditLimit, v.Currency), money(v.Opening, v.Currency), strconv.FormatUint(v.Entries, 10), money(v.Reserved, v.Currency)})
 	}
-	return printRows(e, format, views, rows)
+	if err := printRows(e, format, views, rows); err != nil || format != "table" || len(views) != 1 || len(views[0].Grants) == 0 {
+		return err
+	}
+	fmt.Fprintln(e.stdout)
+	v := views[0]
+	grows := [][]string{{"GRANT", "DEVICE", "METER", "STATE", "LIMIT", "USED", "GRANTED", "RESERVED", "CHARGED", "EXPIRES"}}
+	for _, g := range v.Grants {
+		grows = append(grows, []string{strconv.FormatUint(g.ID, 10), g.Device, g.Meter, g.State, strconv.FormatUint(g.Limit, 10),
+			strconv.FormatUint(g.Used, 10), strconv.FormatUint(g.Granted, 10), money(g.Reserved, v.Currency), money(g.Charged, v.Currency),
+			time.UnixMilli(g.Expiry).UTC().Format(time.RFC3339)})
+	}
+	return printRows(e, format, nil, grows)
 }
 
 func printEntries(e *env, format string, entries []metering.Entry) error {

@@ -288,6 +288,35 @@ type AccountView struct {
 	Reserved    metering.Nanos `json:"reserved_nanos"` // held by open grants: in the balance, not available
 	CreditLimit metering.Nanos `json:"credit_limit_nanos"`
 	Entries     uint64         `json:"entries"`
+	// Grants are the account's grants, open and last closed per device
+	// and meter (Account only; Accounts leaves them out).
+	Grants []GrantView `json:"grants,omitempty"`
+}
+
+// GrantView is a grant as the operator sees it.
+type GrantView struct {
+	ID        uint64         `json:"id"`
+	Device    string         `json:"device"`
+	Meter     string         `json:"meter"`
+	State     string         `json:"state"` // open, released, expired, idle
+	Limit     uint64         `json:"limit"` // the register the device may serve up to
+	Threshold uint64         `json:"threshold"`
+	Granted   uint64         `json:"granted_units"`
+	Used      uint64         `json:"used_units"`
+	Over      uint64         `json:"over_units"` // charged past what it granted
+	Reserved  metering.Nanos `json:"reserved_nanos"`
+	Paid      metering.Nanos `json:"paid_nanos"`     // charged from the reservation
+	Charged   metering.Nanos `json:"charged_nanos"`  // charged under it in all
+	Released  metering.Nanos `json:"released_nanos"` // given back when it closed
+	Expiry    int64          `json:"expiry_ms"`
+	Closed    int64          `json:"closed_ms,omitempty"`
+}
+
+// grantView is g as the operator sees it.
+func grantView(g *metering.Grant) GrantView {
+	return GrantView{ID: g.ID, Device: g.Device, Meter: g.Meter, State: g.State.String(), Limit: g.Limit, Threshold: g.Threshold,
+		Granted: g.Granted, Used: g.Used, Over: g.Over(), Reserved: g.Reserved, Paid: g.Paid, Charged: g.Charged, Released: g.Released,
+		Expiry: g.Expiry, Closed: g.Closed}
 }
 
 // Accounts lists every account, configured or in the books, by id.
@@ -321,8 +350,19 @@ func (bk *Books) Account(t *Terms, id string) (AccountView, error) {
 	var v AccountView
 	err := st.View(func(tx *bolt.Tx) error {
 		var err error
-		v, err = accountView(tx, t, id)
-		return err
+		if v, err = accountView(tx, t, id); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketGrants).ForEach(func(_, b []byte) error {
+			var g metering.Grant
+			if err := g.UnmarshalBinary(b); err != nil {
+				return err
+			}
+			if g.Account == id {
+				v.Grants = append(v.Grants, grantView(&g))
+			}
+			return nil
+		})
 	})
 	return v, err
 }
