@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -164,6 +165,11 @@ func TestChargerSessionUnderAGrant(t *testing.T) {
 	if r.Reserved != 0 || uint64(r.Grants.Paid) != charged || uint64(r.LedgerCharged) != charged || r.Grants.Open != 0 ||
 		r.Grants.Released != r.Grants.Held-r.Grants.Paid {
 		t.Fatalf("after both sessions: %+v; want %d charged from reservations, nothing reserved", r, charged)
+	}
+	code, page := httpGet(t, "http://"+tg.HTTPAddr()+"/console/accounts/prepaid-1")
+	if code != 200 || !strings.Contains(page, `<dd id="account-reserved">0.00 EUR</dd>`) || !strings.Contains(page, `id="grants"`) ||
+		strings.Count(page, "<td>released</td>") != 2 {
+		t.Fatalf("the console's account page: %d\n%s", code, page)
 	}
 }
 
