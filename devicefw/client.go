@@ -62,6 +62,11 @@ type Client struct {
 	synced    bool
 	timeNonce [8]byte // the nonce of the time request waiting for its answer
 	grant     grantState
+	// parse reads receipts: protocol.ParseReceipt, or ParseGrantReceipt
+	// once the client asked for a grant, and onGrant then takes grant
+	// answers. Firmware that never asks for a grant links neither.
+	parse   func([]byte, *protocol.Envelope, *protocol.Receipt) error
+	onGrant func(*Client, *protocol.Receipt) bool
 }
 
 // New checks cfg, loads the sequence reservation and returns a Client.
@@ -90,7 +95,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.SlotSize < 64 || cfg.SlotSize > 0xffff {
 		return nil, ErrConfig
 	}
-	c := &Client{cfg: cfg}
+	c := &Client{cfg: cfg, parse: protocol.ParseReceipt}
 	if err := c.seq.init(cfg.Seq, cfg.Reserve); err != nil {
 		return nil, err
 	}
@@ -192,7 +197,7 @@ func (c *Client) ticket(nowMs uint64, readings []Reading) (protocol.Ticket, uint
 func (c *Client) HandleReceipt(b []byte) (protocol.Receipt, error) {
 	r := &c.receipt
 	r.Device = c.cfg.Device
-	if err := protocol.ParseReceipt(b, &c.env, r); err != nil {
+	if err := c.parse(b, &c.env, r); err != nil {
 		return protocol.Receipt{}, err
 	}
 	if err := c.env.Verify(c.cfg.Receipts, c.scratch[:]); err != nil {
@@ -212,7 +217,7 @@ func (c *Client) HandleReceipt(b []byte) (protocol.Receipt, error) {
 	if r.Voucher != "" {
 		return *r, nil // answers a voucher the device passed on: no ticket to free
 	}
-	if c.takeGrant(r) {
+	if c.onGrant != nil && c.onGrant(c, r) {
 		c.learnTime(r.Time) // answers a fresh request id: not a replay
 		return *r, nil
 	}

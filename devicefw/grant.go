@@ -63,11 +63,11 @@ func (c *Client) RequestGrant(dst []byte, meter uint8, register, units, amount u
 	if int(meter) >= len(c.cfg.Meters) {
 		return dst, ErrUnknownMeter
 	}
-	r := protocol.GrantRequest{Device: c.cfg.Device, Meter: c.cfg.Meters[meter], Register: register, Epoch: c.cfg.Epoch,
-		Units: units, Amount: amount, Request: c.seq.next}
-	if err := r.Validate(); err != nil {
-		return dst, err
+	if (units == 0) == (amount == 0) {
+		return dst, ErrConfig // before a seq is spent; the encoder checks the rest
 	}
+	r := protocol.GrantRequest{Device: c.cfg.Device, Meter: c.cfg.Meters[meter], Register: register, Epoch: c.cfg.Epoch,
+		Units: units, Amount: amount}
 	var err error
 	if r.Request, err = c.seq.take(); err != nil {
 		return dst, err
@@ -75,6 +75,7 @@ func (c *Client) RequestGrant(dst []byte, meter uint8, register, units, amount u
 	out, err := c.enc.AppendGrantRequest(dst, &r, c.cfg.Signer)
 	if err == nil {
 		c.grant.request, c.grant.asked = r.Request, meter
+		c.parse, c.onGrant = protocol.ParseGrantReceipt, (*Client).takeGrant
 	}
 	return out, err
 }
@@ -87,10 +88,7 @@ func (c *Client) Release(dst []byte, register uint64) ([]byte, error) {
 	if c.grant.g.ID == 0 {
 		return dst, ErrNoGrant
 	}
-	r := protocol.Release{Device: c.cfg.Device, Grant: c.grant.g.ID, Register: register, Epoch: c.cfg.Epoch, Request: c.seq.next}
-	if err := r.Validate(); err != nil {
-		return dst, err
-	}
+	r := protocol.Release{Device: c.cfg.Device, Grant: c.grant.g.ID, Register: register, Epoch: c.cfg.Epoch}
 	var err error
 	if r.Request, err = c.seq.take(); err != nil {
 		return dst, err

@@ -26,8 +26,11 @@ func TestGrantReceiptFits(t *testing.T) {
 	}
 	var env Envelope
 	var back Receipt
-	if err := ParseReceipt(b, &env, &back); err != nil || back != r {
-		t.Fatalf("ParseReceipt = %+v, %v; want %+v", back, err, r)
+	if err := ParseGrantReceipt(b, &env, &back); err != nil || back != r {
+		t.Fatalf("ParseGrantReceipt = %+v, %v; want %+v", back, err, r)
+	}
+	if err := ParseReceipt(b, &env, &back); ReasonOf(err) != ReasonUnknownField {
+		t.Fatalf("ParseReceipt of a grant = %v; want unknown_field (grants are ParseGrantReceipt's)", err)
 	}
 	t.Logf("largest grant receipt: %d bytes of %d", len(b), MaxReceiptSize)
 }
@@ -90,7 +93,7 @@ func FuzzGrantMessages(f *testing.F) {
 			}
 		}
 		var rec Receipt
-		if ParseReceipt(b, &env, &rec) == nil {
+		if ParseGrantReceipt(b, &env, &rec) == nil {
 			again, err := AppendReceiptPayload(nil, &rec)
 			if err != nil || !bytes.Equal(again, env.Payload) {
 				t.Fatalf("receipt %x parsed as %+v, encodes as %x (%v)", env.Payload, rec, again, err)

@@ -78,7 +78,9 @@ const (
 	receiptGrant      = 13
 )
 
-// Validate checks r against the limits and rules of the wire format.
+// Validate checks r against the limits and rules of the wire format; a
+// grant's are validateGrant's (AppendReceiptPayload and ParseGrantReceipt
+// check both), so that firmware without grants does not link them.
 func (r *Receipt) Validate() error {
 	if err := checkNameString(r.Device, MaxDeviceIDLen, "device id"); err != nil {
 		return err
@@ -96,13 +98,6 @@ func (r *Receipt) Validate() error {
 	} else if r.IsTimeAnswer() {
 		if r.Seq != 0 || r.Status != StatusAccepted || r.Time == 0 {
 			return newError(ReasonFieldRange, "a time answer has seq 0, status accepted and a time")
-		}
-	} else if r.IsGrant() {
-		if r.Seq == 0 || r.Status != StatusAccepted || r.Charged != 0 {
-			return newError(ReasonFieldRange, "a grant answers a request id, with status accepted and nothing charged")
-		}
-		if err := r.Grant.Validate(); err != nil {
-			return err
 		}
 	} else if r.Seq == 0 && r.Status != StatusRejected && r.Status != StatusRetryLater {
 		return newError(ReasonFieldRange, "seq 0 (an unreadable ticket) goes only with rejected or retry later")
@@ -142,6 +137,9 @@ func (r *Receipt) Validate() error {
 // AppendReceiptPayload validates r and appends its deterministic payload.
 func AppendReceiptPayload(dst []byte, r *Receipt) ([]byte, error) {
 	if err := r.Validate(); err != nil {
+		return dst, err
+	}
+	if err := r.validateGrant(); err != nil {
 		return dst, err
 	}
 	n := 5
@@ -216,7 +214,36 @@ func (e *Encoder) AppendReceipt(dst []byte, r *Receipt, s Signer) ([]byte, error
 // To spare firmware an allocation, a string field of r that already holds
 // the value on the wire is left as it is: set r.Device to the device's own
 // id (and r.Currency to its currency) before calling.
-func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
+//
+// A receipt that carries a grant (key 13) is refused here as an unknown
+// field: ParseGrantReceipt reads it, so that firmware that never asks for
+// a grant does not link the grant's parser.
+func ParseReceipt(b []byte, env *Envelope, r *Receipt) error { return parseReceipt(b, env, r, nil) }
+
+// ParseGrantReceipt is ParseReceipt for a device that asks for grants:
+// it also reads a receipt's grant (key 13).
+func ParseGrantReceipt(b []byte, env *Envelope, r *Receipt) error {
+	if err := parseReceipt(b, env, r, (*Grant).readFrom); err != nil {
+		return err
+	}
+	return r.validateGrant()
+}
+
+// validateGrant checks a receipt's grant: it answers a request id (seq)
+// with status accepted, nothing charged, and is a valid Grant.
+func (r *Receipt) validateGrant() error {
+	if !r.IsGrant() {
+		return nil
+	}
+	if r.Seq == 0 || r.Status != StatusAccepted || r.Charged != 0 || r.Voucher != "" || r.IsTimeAnswer() {
+		return newError(ReasonFieldRange, "grant out of range")
+	}
+	return r.Grant.Validate()
+}
+
+// parseReceipt is ParseReceipt, reading a grant with readGrant (nil: a
+// grant is an unknown field), which returns the bytes it read.
+func parseReceipt(b []byte, env *Envelope, r *Receipt, readGrant func(*Grant, []byte) (int, error)) error {
 	if len(b) > MaxReceiptSize {
 		return newError(ReasonTooLarge, "receipt is larger than its limit")
 	}
@@ -235,7 +262,12 @@ func ParseReceipt(b []byte, env *Envelope, r *Receipt) error {
 		if !ok {
 			break
 		}
-		if err := r.readField(&rd, k, &currency, &voucher); err != nil {
+		if k == receiptGrant && readGrant != nil {
+			n, err := readGrant(&r.Grant, rd.b[rd.off:])
+			if rd.off += n; err != nil {
+				return err
+			}
+		} else if err := r.readField(&rd, k, &currency, &voucher); err != nil {
 			return err
 		}
 		seen |= 1 << k
@@ -323,8 +355,6 @@ func (r *Receipt) readField(rd *reader, k int64, currency, voucher *bool) error 
 		if rd.fixed(r.Nonce[:], "nonce"); r.Nonce == ([8]byte{}) && rd.err == nil {
 			rd.fail(ReasonNonCanonical, "a nonce of zeros is left out")
 		}
-	case receiptGrant:
-		r.Grant.read(rd)
 	default:
 		rd.fail(ReasonUnknownField, "unknown receipt field")
 	}

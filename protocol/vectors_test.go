@@ -56,7 +56,7 @@ func TestVectorsDevice(t *testing.T) {
 			}
 			var env protocol.Envelope
 			var r protocol.Receipt
-			err = protocol.ParseReceipt(v.Bytes(), &env, &r)
+			err = protocol.ParseGrantReceipt(v.Bytes(), &env, &r)
 			if err == nil {
 				ver, _ := f.Verifier(v.Key)
 				err = env.Verify(ver, nil)

@@ -5,7 +5,7 @@
 # target is built to an object file (.o).
 #
 # Besides the smartplug example (with Ed25519, build tag farthing_ed25519),
-# it builds the smallest HMAC and payword firmware
+# it builds the smallest HMAC, HMAC-with-grants and payword firmware
 # (devicefw/examples/sizes) and an empty program, prints text/data/bss of
 # each mode over the empty program's, and fails if a mode's text passes
 # FIRMWARE_TEXT_MAX bytes (default 16384) on cortex-m.
@@ -34,7 +34,7 @@ for target in ${TINYGO_TARGETS:-cortex-m-qemu riscv-qemu}; do
   [ -n "$sizer" ] || continue
   "$sizer" "$obj" | sed "s/^/tinygo-check: $target: /"
   read -r et ed eb _ < <("$sizer" "$(build "$target" empty ./devicefw/examples/sizes/empty)" | tail -n 1)
-  for mode in hmac payword; do
+  for mode in hmac grant payword; do
     read -r t d b _ < <("$sizer" "$(build "$target" "$mode" "./devicefw/examples/sizes/$mode")" | tail -n 1)
     echo "tinygo-check: $target: $mode firmware over an empty program: text $((t - et)) data $((d - ed)) bss $((b - eb)) bytes"
     if [ "$target" = cortex-m-qemu ] && [ $((t - et)) -gt "$max" ]; then

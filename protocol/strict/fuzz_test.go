@@ -204,7 +204,7 @@ func FuzzReceiptDecoders(f *testing.F) {
 		senv, sr, serr := strict.DecodeReceipt(in)
 		var denv protocol.Envelope
 		var dr protocol.Receipt
-		derr := protocol.ParseReceipt(in, &denv, &dr)
+		derr := protocol.ParseGrantReceipt(in, &denv, &dr)
 		if (serr == nil) != (derr == nil) {
 			t.Fatalf("decoders disagree on %x: strict %v, device %v", in, serr, derr)
 		}
