@@ -9,7 +9,10 @@
 // keys are fixed demo keys; real firmware loads them from secure storage.
 // It also runs in payword mode: it commits to a hash chain of 1 Wh steps
 // and reports its energy as paywords, each checked by the gateway with
-// one SHA-256 per step instead of a MAC or a signature.
+// one SHA-256 per step instead of a MAC or a signature. And it serves a
+// load under a grant: it asks before it switches on, serves while the
+// grant allows, asks again at the threshold, stops at the final unit by
+// itself, and releases the grant when the load is done.
 package main
 
 import (
@@ -73,6 +76,7 @@ func main() {
 
 	now, energyWh := report(c, receipts)
 	println("pending", c.Pending(), "flash writes reserve up to", flash.v)
+	energyWh = serveUnderGrant(c, receipts, energyWh)
 
 	// Ed25519 tickets: the same client API with a signing key.
 	priv := ed25519.NewKeyFromSeed(master[:])
@@ -184,4 +188,72 @@ func paywordMode(now, energyWh uint64, receipts *protocol.HMAC) {
 		println("payword ticket", seq, hex.EncodeToString(msg))
 	}
 	println("payword mode: hashes spent after the commitment", chain.Hashes()-chainLength)
+}
+
+// serveUnderGrant switches a 2 kW load on under a grant of 50 Wh at a
+// time, for 3 minutes of load, reporting every 30 s; the gateway's side
+// (grants of 50 Wh, 80 % threshold) is played here. It returns the
+// energy register.
+func serveUnderGrant(c *devicefw.Client, receipts *protocol.HMAC, energyWh uint64) uint64 {
+	var gw protocol.Encoder
+	var rbuf [protocol.MaxReceiptSize]byte
+	var out [protocol.MaxTicketSize]byte
+	answer := func(r *protocol.Receipt) {
+		r.Device, r.Time = "plug-0001", uint64(1_790_000_000_000)+uptimeMs
+		rb, err := gw.AppendReceipt(rbuf[:0], r, receipts)
+		if err != nil {
+			panic(err)
+		}
+		if _, err := c.HandleReceipt(rb); err != nil {
+			println("answer refused:", err.Error())
+		}
+	}
+	limit := energyWh
+	ask := func() {
+		msg, err := c.RequestGrant(out[:0], meterEnergy, energyWh, 50, 0)
+		if err != nil {
+			panic(err)
+		}
+		var env protocol.Envelope
+		var req protocol.GrantRequest
+		protocol.ParseGrantRequest(msg, &env, &req)
+		limit = max(limit, energyWh) + 50
+		answer(&protocol.Receipt{Seq: req.Request, Status: protocol.StatusAccepted, Grant: protocol.Grant{ID: 1, Meter: "energy_wh",
+			Limit: limit, Threshold: limit - 10, Reserved: 15_000_000, Expiry: 1_790_000_000_000 + uptimeMs + 600_000,
+			Validity: 600_000, Idle: 120_000}})
+		println("grant: serve to", limit, "Wh")
+	}
+	ask()
+	for load := 0; load < 6; load++ {
+		now, _ := c.Now()
+		d := c.May(now, energyWh)
+		if d == devicefw.Stop {
+			println("grant used up: load off at", energyWh, "Wh")
+			break
+		}
+		if d == devicefw.AskAgain {
+			ask()
+		}
+		uptimeMs += 30_000
+		energyWh += 16 // 2 kW for 30 s
+		msg, seq, err := c.Report(now, []devicefw.Reading{{Meter: meterEnergy, Register: energyWh}})
+		if err != nil {
+			println("report failed:", err.Error())
+			continue
+		}
+		println("ticket under the grant", seq, len(msg), "bytes")
+		answer(&protocol.Receipt{Seq: seq, Status: protocol.StatusAccepted, Charged: 4_800_000})
+	}
+	msg, err := c.Release(out[:0], energyWh)
+	if err != nil {
+		panic(err)
+	}
+	var env protocol.Envelope
+	var rel protocol.Release
+	protocol.ParseRelease(msg, &env, &rel)
+	answer(&protocol.Receipt{Seq: rel.Request, Status: protocol.StatusAccepted, Grant: protocol.Grant{ID: 1, Meter: "energy_wh",
+		Limit: limit, Threshold: limit - 10, Expiry: 1_790_000_000_000 + uptimeMs, Idle: 120_000, Closed: protocol.GrantReleased}})
+	g, _ := c.Grant()
+	println("released; grant held:", g.ID != 0)
+	return energyWh
 }
