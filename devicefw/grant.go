@@ -58,46 +58,48 @@ func (c *Client) local(nowMs uint64) uint64 {
 // Config.Meters) standing at register, wanting units or, when units is 0,
 // amount nanos' worth; it is sent where tickets go and answered by a
 // receipt HandleReceipt takes. While a grant is open the same call asks
-// for more (at AskAgain). Its id is one of the device's seqs.
-func (c *Client) RequestGrant(dst []byte, meter uint8, register, units, amount uint64) ([]byte, error) {
+// for more (at AskAgain). It returns the request and its id, one of the
+// device's seqs: the answer's seq.
+func (c *Client) RequestGrant(dst []byte, meter uint8, register, units, amount uint64) ([]byte, uint64, error) {
 	if int(meter) >= len(c.cfg.Meters) {
-		return dst, ErrUnknownMeter
+		return dst, 0, ErrUnknownMeter
 	}
 	if (units == 0) == (amount == 0) {
-		return dst, ErrConfig // before a seq is spent; the encoder checks the rest
+		return dst, 0, ErrConfig // before a seq is spent; the encoder checks the rest
 	}
 	r := protocol.GrantRequest{Device: c.cfg.Device, Meter: c.cfg.Meters[meter], Register: register, Epoch: c.cfg.Epoch,
 		Units: units, Amount: amount}
 	var err error
 	if r.Request, err = c.seq.take(); err != nil {
-		return dst, err
+		return dst, 0, err
 	}
 	out, err := c.enc.AppendGrantRequest(dst, &r, c.cfg.Signer)
 	if err == nil {
 		c.grant.request, c.grant.asked = r.Request, meter
 		c.parse, c.onGrant = protocol.ParseGrantReceipt, (*Client).takeGrant
 	}
-	return out, err
+	return out, r.Request, err
 }
 
 // Release appends to dst the release of the client's grant, the meter
 // standing at register: send it once the last ticket under the grant was
 // answered. A gateway that has not yet charged up to register answers
 // retry later (grant_pending): re-send the pending tickets, then this.
-func (c *Client) Release(dst []byte, register uint64) ([]byte, error) {
+// It returns the release and its id (the answer's seq).
+func (c *Client) Release(dst []byte, register uint64) ([]byte, uint64, error) {
 	if c.grant.g.ID == 0 {
-		return dst, ErrNoGrant
+		return dst, 0, ErrNoGrant
 	}
 	r := protocol.Release{Device: c.cfg.Device, Grant: c.grant.g.ID, Register: register, Epoch: c.cfg.Epoch}
 	var err error
 	if r.Request, err = c.seq.take(); err != nil {
-		return dst, err
+		return dst, 0, err
 	}
 	out, err := c.enc.AppendRelease(dst, &r, c.cfg.Signer)
 	if err == nil {
 		c.grant.release = r.Request
 	}
-	return out, err
+	return out, r.Request, err
 }
 
 // Grant returns the client's grant (ID 0: none) and its meter's index.

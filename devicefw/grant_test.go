@@ -27,7 +27,7 @@ func TestGrantOnTheDevice(t *testing.T) {
 	if d := c.May(1_790_000_000_000, 0); d != devicefw.Stop {
 		t.Fatalf("May without a grant = %v", d)
 	}
-	req, err := c.RequestGrant(nil, 0, 1000, 500, 0)
+	req, _, err := c.RequestGrant(nil, 0, 1000, 500, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestGrantOnTheDevice(t *testing.T) {
 	if d := c.May(1_790_000_600_000, 1300); d != devicefw.Stop {
 		t.Fatalf("May at the expiry = %v", d)
 	}
-	rel, err := c.Release(nil, 1300)
+	rel, _, err := c.Release(nil, 1300)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ type mqttGrantDevice struct {
 func (m *mqttGrantDevice) client() *devicefw.Client { return m.c }
 func (m *mqttGrantDevice) grant(t *testing.T, register, units uint64) protocol.Receipt {
 	t.Helper()
-	if err := m.d.RequestGrant(0, register, units, 0); err != nil {
+	if _, err := m.d.RequestGrant(0, register, units, 0); err != nil {
 		t.Fatal(err)
 	}
 	return m.d.next(t)
@@ -47,7 +47,7 @@ func (m *mqttGrantDevice) report(t *testing.T, register uint64) protocol.Receipt
 }
 func (m *mqttGrantDevice) release(t *testing.T, register uint64) protocol.Receipt {
 	t.Helper()
-	if err := m.d.Release(register); err != nil {
+	if _, err := m.d.Release(register); err != nil {
 		t.Fatal(err)
 	}
 	return m.d.next(t)

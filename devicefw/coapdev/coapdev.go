@@ -182,7 +182,7 @@ func (d *Device) RequestTime(ctx context.Context) (protocol.Receipt, error) {
 // says why there is none (devicefw.Client.May then says whether to serve).
 func (d *Device) RequestGrant(ctx context.Context, meter uint8, register, units, amount uint64) (protocol.Receipt, error) {
 	d.mu.Lock()
-	msg, err := d.cfg.Client.RequestGrant(nil, meter, register, units, amount)
+	msg, _, err := d.cfg.Client.RequestGrant(nil, meter, register, units, amount)
 	d.mu.Unlock()
 	if err != nil {
 		return protocol.Receipt{}, err
@@ -201,7 +201,7 @@ func (d *Device) May(nowMs, register uint64) devicefw.Decision {
 // retry-later answer (grant_pending) means pending tickets go first.
 func (d *Device) Release(ctx context.Context, register uint64) (protocol.Receipt, error) {
 	d.mu.Lock()
-	msg, err := d.cfg.Client.Release(nil, register)
+	msg, _, err := d.cfg.Client.Release(nil, register)
 	d.mu.Unlock()
 	if err != nil {
 		return protocol.Receipt{}, err

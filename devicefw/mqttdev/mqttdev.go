@@ -187,30 +187,31 @@ func (d *Device) RequestTime() error {
 // RequestGrant asks the gateway for a grant on meter (an index of the
 // client's meters) standing at register: units, or amount nanos' worth
 // when units is 0. It is published on the ticket topic; the answer comes
-// to OnReceipt, and the client takes it (devicefw.Client.May).
-func (d *Device) RequestGrant(meter uint8, register, units, amount uint64) error {
+// to OnReceipt, and the client takes it (devicefw.Client.May). It returns
+// the request's id: the answer's seq.
+func (d *Device) RequestGrant(meter uint8, register, units, amount uint64) (uint64, error) {
 	d.mu.Lock()
-	msg, err := d.cfg.Client.RequestGrant(nil, meter, register, units, amount)
+	msg, id, err := d.cfg.Client.RequestGrant(nil, meter, register, units, amount)
 	d.mu.Unlock()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	d.conn.Publish(d.ticketTopic(), 1, false, msg)
-	return nil
+	return id, nil
 }
 
 // Release ends the client's grant, the meter standing at register; the
 // answer comes to OnReceipt (retry later, grant_pending: resend the
-// pending tickets first).
-func (d *Device) Release(register uint64) error {
+// pending tickets first). It returns the release's id: the answer's seq.
+func (d *Device) Release(register uint64) (uint64, error) {
 	d.mu.Lock()
-	msg, err := d.cfg.Client.Release(nil, register)
+	msg, id, err := d.cfg.Client.Release(nil, register)
 	d.mu.Unlock()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	d.conn.Publish(d.ticketTopic(), 1, false, msg)
-	return nil
+	return id, nil
 }
 
 // May says whether the device may serve (devicefw.Client.May).

@@ -210,15 +210,13 @@ func serveUnderGrant(c *devicefw.Client, receipts *protocol.HMAC, energyWh uint6
 	}
 	limit := energyWh
 	ask := func() {
-		msg, err := c.RequestGrant(out[:0], meterEnergy, energyWh, 50, 0)
+		msg, id, err := c.RequestGrant(out[:0], meterEnergy, energyWh, 50, 0)
 		if err != nil {
 			panic(err)
 		}
-		var env protocol.Envelope
-		var req protocol.GrantRequest
-		protocol.ParseGrantRequest(msg, &env, &req)
+		println("grant request", id, len(msg), "bytes")
 		limit = max(limit, energyWh) + 50
-		answer(&protocol.Receipt{Seq: req.Request, Status: protocol.StatusAccepted, Grant: protocol.Grant{ID: 1, Meter: "energy_wh",
+		answer(&protocol.Receipt{Seq: id, Status: protocol.StatusAccepted, Grant: protocol.Grant{ID: 1, Meter: "energy_wh",
 			Limit: limit, Threshold: limit - 10, Reserved: 15_000_000, Expiry: 1_790_000_000_000 + uptimeMs + 600_000,
 			Validity: 600_000, Idle: 120_000}})
 		println("grant: serve to", limit, "Wh")
@@ -244,14 +242,12 @@ func serveUnderGrant(c *devicefw.Client, receipts *protocol.HMAC, energyWh uint6
 		println("ticket under the grant", seq, len(msg), "bytes")
 		answer(&protocol.Receipt{Seq: seq, Status: protocol.StatusAccepted, Charged: 4_800_000})
 	}
-	msg, err := c.Release(out[:0], energyWh)
+	msg, id, err := c.Release(out[:0], energyWh)
 	if err != nil {
 		panic(err)
 	}
-	var env protocol.Envelope
-	var rel protocol.Release
-	protocol.ParseRelease(msg, &env, &rel)
-	answer(&protocol.Receipt{Seq: rel.Request, Status: protocol.StatusAccepted, Grant: protocol.Grant{ID: 1, Meter: "energy_wh",
+	println("release", id, len(msg), "bytes")
+	answer(&protocol.Receipt{Seq: id, Status: protocol.StatusAccepted, Grant: protocol.Grant{ID: 1, Meter: "energy_wh",
 		Limit: limit, Threshold: limit - 10, Expiry: 1_790_000_000_000 + uptimeMs, Idle: 120_000, Closed: protocol.GrantReleased}})
 	g, _ := c.Grant()
 	println("released; grant held:", g.ID != 0)

@@ -48,6 +48,8 @@ type Result struct {
 	Wallets  []provider.Wallet
 	Balanced bool
 	DataDir  string
+	// Session is the charger session under a grant.
+	Session chargerSession
 
 	// The sums the reconciliation prints, in nanos.
 	received, credited, paid, fees, carried, pending, simCharged metering.Nanos
@@ -107,9 +109,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	charger := devs[len(devs)-1] // not in the simulated load: it runs a session under a grant
+	devs = devs[:len(devs)-1]
 	fmt.Fprintf(out, "Farthing demo\n  data directory %s\n  gateway %s with an embedded MQTT broker on %s\n", dir, cfg.GatewayID, mqttAddr)
 	fmt.Fprintf(out, "  %d devices: 2 EV chargers (Ed25519, postpaid fleet), 2 smart plugs (HMAC, prepaid household),\n", len(devs))
-	fmt.Fprintf(out, "  a cellular modem (HMAC, data at 0.10 EUR/GB) and a kiosk whose prepaid balance is nearly empty\n")
+	fmt.Fprintf(out, "  a cellular modem (HMAC, data at 0.10 EUR/GB), a kiosk whose prepaid balance is nearly empty,\n")
+	fmt.Fprintf(out, "  and a charger (HMAC, a driver's prepaid account) that serves under grants\n")
 	// The kiosk's provider sells top-up vouchers, signed with an issuer key
 	// the gateway trusts.
 	issuer, err := trustIssuer(cfg, dir)
@@ -135,12 +140,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer stopReceiver()
 	fmt.Fprintf(out, "  the providers' receiver on %s, trusting the gateway's key\n", cfg.Upstreams[0].URL)
-	rep, err := runGateway(ctx, g, opts, load{broker: "tcp://" + mqttAddr, devs: devs, issuer: issuer})
+	var session chargerSession
+	rep, err := runGateway(ctx, g, opts, load{broker: "tcp://" + mqttAddr, devs: devs, issuer: issuer, charger: charger, session: &session})
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(out, "\n%s", rep)
-	res, err := settle(dir, recv, rep)
+	res, err := settle(dir, recv, rep, session)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +185,7 @@ func setUp(dir, mqttAddr string) (*gateway.Config, []sim.Device, error) {
 		{ID: "household", Kind: "prepaid", Currency: "EUR", Balance: "50.00"},
 		{ID: "fleet", Kind: "postpaid", Currency: "EUR", CreditLimit: "10000"},
 		{ID: "kiosk", Kind: "prepaid", Currency: "EUR", Balance: "0.002"},
+		{ID: "driver", Kind: "prepaid", Currency: "EUR", Balance: "5.00"},
 	}
 	cfg.Providers = []gateway.ProviderConfig{
 		{ID: "stadtwerk", Window: 2 * time.Second, Threshold: "0.50 EUR"},
@@ -198,6 +205,7 @@ func setUp(dir, mqttAddr string) (*gateway.Config, []sim.Device, error) {
 		{"plug-2", "hmac", "household", "stadtwerk", map[string]string{"energy_wh": "plug-home"}},
 		{"modem-1", "hmac", "fleet", "telco", map[string]string{"data_bytes": "data-eu"}},
 		{"kiosk-1", "hmac", "kiosk", "stadtwerk", map[string]string{"energy_wh": "plug-home"}},
+		{"evse-3", "hmac", "driver", "stadtwerk", map[string]string{"energy_wh": "evse-dc"}}, // the charger session: last
 	}
 	var rf registry.File
 	var devs []sim.Device
@@ -251,9 +259,11 @@ func serveReceiver(rl net.Listener, cfg *gateway.Config, dir string, log *slog.L
 // load is the demo's simulated load: the devices, the broker they
 // publish to, and the issuer of the kiosk's voucher.
 type load struct {
-	broker string
-	devs   []sim.Device
-	issuer *keyfile.Key
+	broker  string
+	devs    []sim.Device
+	issuer  *keyfile.Key
+	charger sim.Device      // runs a session under a grant beside the load
+	session *chargerSession // what it did
 }
 
 // runGateway runs the gateway under the simulated load, redeems a voucher
@@ -292,6 +302,15 @@ func runGateway(ctx context.Context, g *gateway.Gateway, opts Options, l load) (
 		}
 		redeemed = redeemVoucher(ctx, g, l.issuer)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-sending:
+			*l.session = runChargerSession(ctx, l.broker, l.charger)
+		case <-ctx.Done():
+		}
+	}()
 	var once sync.Once
 	rep, err := sim.Run(ctx, sim.Config{Broker: l.broker, Devices: l.devs, Rate: opts.Rate, Duration: opts.Duration,
 		InFlight: 4, Drain: 10 * time.Second, Progress: out, Sending: func() { once.Do(func() { close(sending) }) }})
@@ -299,6 +318,9 @@ func runGateway(ctx context.Context, g *gateway.Gateway, opts Options, l load) (
 	wg.Wait()
 	if redeemed != "" {
 		fmt.Fprintf(out, "  mid-run: %s\n", redeemed)
+	}
+	if err == nil && l.session.Err != nil {
+		err = l.session.Err
 	}
 	if err == nil {
 		// Settle up: seal every open window and let the forwarder deliver.
@@ -342,7 +364,7 @@ func redeemVoucher(ctx context.Context, g *gateway.Gateway, issuer *keyfile.Key)
 
 // settle reads the books back from the state file the gateway left, pays
 // the providers' wallets out and reconciles everything to the nano.
-func settle(dir string, recv *provider.Receiver, rep *sim.Report) (*Result, error) {
+func settle(dir string, recv *provider.Receiver, rep *sim.Report, session chargerSession) (*Result, error) {
 	st, err := store.Open(filepath.Join(dir, gateway.StateFile), store.Options{ReadOnly: true})
 	if err != nil {
 		return nil, err
@@ -377,7 +399,8 @@ func settle(dir string, recv *provider.Receiver, rep *sim.Report) (*Result, erro
 	for _, g := range rrep.Gaps {
 		gaps += len(g)
 	}
-	res := &Result{Sim: rep, Inspect: insp, DataDir: dir, Received: rrep, Payouts: payouts, Wallets: wallets}
+	session.Paid, session.Released = insp.Reconcile.Grants.Paid, insp.Reconcile.Grants.Released
+	res := &Result{Sim: rep, Inspect: insp, DataDir: dir, Received: rrep, Payouts: payouts, Wallets: wallets, Session: session}
 	var paid, fees, carried, pending metering.Nanos
 	walletsBalanced := true
 	for _, w := range wallets {
@@ -393,7 +416,7 @@ func settle(dir string, recv *provider.Receiver, rep *sim.Report) (*Result, erro
 		credited += metering.Nanos(c.Amount)
 	}
 	simCharged := metering.Nanos(rep.Charged["EUR"])
-	res.Balanced = rc.Balanced && simCharged == rc.ReceiptsCharged && rep.Missing == 0 && rep.BadReceipts == 0 &&
+	res.Balanced = rc.Balanced && simCharged+session.Charged == rc.ReceiptsCharged && rc.Reserved == 0 && session.Paid == session.Charged && rep.Missing == 0 && rep.BadReceipts == 0 &&
 		received == rc.LedgerCharged && gaps == 0 && insp.Outbox == 0 && credited == rc.TopUps &&
 		walletsBalanced && paid+fees+carried+pending == rc.LedgerCharged
 
@@ -406,6 +429,7 @@ func settle(dir string, recv *provider.Receiver, rep *sim.Report) (*Result, erro
 func printReport(out io.Writer, res *Result) {
 	insp, rrep, payouts, rc := res.Inspect, res.Received, res.Payouts, res.Inspect.Reconcile
 	received, credited, paid, fees, carried, pending, simCharged := res.received, res.credited, res.paid, res.fees, res.carried, res.pending, res.simCharged
+	fmt.Fprintf(out, "\n%s\n", res.Session)
 	fmt.Fprintf(out, "\nAccounts\n")
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	for _, a := range insp.Accounts {
@@ -438,7 +462,8 @@ func printReport(out io.Writer, res *Result) {
 	fmt.Fprintf(out, "\nReconciliation (nano-EUR)\n")
 	tw = tabwriter.NewWriter(out, 2, 4, 2, ' ', tabwriter.AlignRight)
 	rows := [][2]string{
-		{"charged in the receipts the devices got", fmt.Sprint(simCharged)},
+		{"charged in the receipts the devices got", fmt.Sprint(simCharged + res.Session.Charged)},
+		{"  of which under a grant, from its reservation", fmt.Sprint(res.Session.Paid)},
 		{"charged in the receipts the gateway stored", fmt.Sprint(rc.ReceiptsCharged)},
 		{"debited in the ledger", fmt.Sprint(rc.LedgerCharged)},
 		{"in sealed windows", fmt.Sprint(rc.WindowsSealed)},
@@ -456,6 +481,8 @@ func printReport(out io.Writer, res *Result) {
 		{"- charges", fmt.Sprint(rc.LedgerCharged)},
 		{"= balances", fmt.Sprint(rc.Opening + rc.TopUps + rc.Adjustments - rc.LedgerCharged)},
 		{"balances in the books", fmt.Sprint(rc.Balances)},
+		{"- reserved by open grants", fmt.Sprint(rc.Reserved)},
+		{"= available", fmt.Sprint(rc.Available)},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "  %s\t%s\t\n", r[0], r[1])

@@ -34,6 +34,13 @@ func TestDemoReconciles(t *testing.T) {
 	// charge entries besides the voucher's, and the top-ups are the
 	// voucher's 20 EUR.
 	rc := res.Inspect.Reconcile
+	// The charger's session under a grant: asked before it served, asked
+	// again at the threshold, charged exactly its usage from the
+	// reservation, and nothing left reserved once it released.
+	if cs := res.Session; cs.Err != nil || cs.Used != 3000 || cs.AskedAgainAt == 0 || cs.Paid != cs.Charged || cs.Charged == 0 ||
+		cs.Released == 0 || rc.Reserved != 0 || rc.Grants.Held != cs.Paid+cs.Released || !strings.Contains(out.String(), "charger session under a grant") {
+		t.Errorf("charger session %+v; books %+v", cs, rc.Grants)
+	}
 	if !strings.Contains(out.String(), "voucher V-DEMO-0001 redeemed") || rc.TopUps != 20_000_000_000 {
 		t.Errorf("no voucher redeemed mid-run (top-ups %d):\n%s", rc.TopUps, out.String())
 	}

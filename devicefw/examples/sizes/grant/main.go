@@ -41,7 +41,7 @@ func main() {
 	now := uint64(1_790_000_000_000)
 	for d := devicefw.AskAgain; d != devicefw.Stop; d = c.May(now, wh) {
 		if d == devicefw.AskAgain { // the first grant, or more at the threshold
-			if msg, err := c.RequestGrant(tx[:0], 0, wh, 5000, 0); err == nil {
+			if msg, _, err := c.RequestGrant(tx[:0], 0, wh, 5000, 0); err == nil {
 				send(msg)
 				c.HandleReceipt(rx[:rxLen])
 			}
@@ -53,7 +53,7 @@ func main() {
 			c.HandleReceipt(rx[:rxLen])
 		}
 	}
-	if msg, err := c.Release(tx[:0], wh); err == nil {
+	if msg, _, err := c.Release(tx[:0], wh); err == nil {
 		send(msg)
 		c.HandleReceipt(rx[:rxLen])
 	}
