@@ -11,6 +11,7 @@ import (
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 // AuditBundle is what an audit sink keeps of one aggregate so that any of
@@ -28,6 +29,10 @@ type AuditLeaf struct {
 	Ticket string `json:"ticket"` // device/seq
 	Hash   string `json:"hash"`   // SHA-256 of the ticket's bytes: the Merkle leaf
 	Raw    string `json:"raw,omitempty"`
+	// Grant is the grant the ticket's usage was under (its key 8), whose
+	// reservation paid its charge first; 0 or absent: none. It is in Raw
+	// too, signed by the device.
+	Grant uint64 `json:"grant,omitempty"`
 }
 
 // AuditBundles returns the bundles of the aggregates after the last one
@@ -88,6 +93,9 @@ func (bk *Books) AuditBundles(t *Terms, max int) ([]AuditBundle, uint64, error) 
 				if tk := ticketKey(v[32:]); tk != nil {
 					if r, err := decodeTicketRecord(tx.Bucket(bucketTickets).Get(tk)); err == nil && r.Raw != nil {
 						l.Raw = hex.EncodeToString(r.Raw)
+						if _, t, err := strict.DecodeTicket(r.Raw); err == nil {
+							l.Grant = t.Grant
+						}
 					}
 				}
 				b.Leaves = append(b.Leaves, l)

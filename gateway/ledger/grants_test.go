@@ -43,8 +43,14 @@ func (gb *grantBooks) grant(p Payer, req, register, units uint64) (protocol.Rece
 func (gb *grantBooks) ticket(p Payer, seq, register, grant uint64) protocol.Receipt {
 	gb.t.Helper()
 	tk := &protocol.Ticket{Device: p.Device, Seq: seq, Time: uint64(gb.now.UnixMilli()), Readings: []protocol.Reading{{Meter: "energy_wh", Register: register}}, Grant: grant}
+	mac, _ := protocol.NewHMAC(make([]byte, 32))
+	var enc protocol.Encoder
+	raw, err := enc.AppendTicket(nil, tk, mac)
+	if err != nil {
+		gb.t.Fatal(err)
+	}
 	rc, err := gb.do(func(tx *store.Tx) (protocol.Receipt, error) {
-		rc, _, err := gb.bk.Apply(tx, gb.terms, p, tk, []byte{byte(seq)})
+		rc, _, err := gb.bk.Apply(tx, gb.terms, p, tk, raw)
 		return rc, err
 	})
 	if err != nil {
@@ -107,6 +113,19 @@ func TestGrantSession(t *testing.T) {
 	})
 	if err != nil || rel.Grant.Closed != protocol.GrantReleased || rel.Grant.Reserved != 0 || rel.Balance != 6_700_000_000 {
 		t.Fatalf("release: %+v, %v; want closed, 6.70 EUR available", rel, err)
+	}
+	// The audit data say which grant each charge came from.
+	if err := gb.bk.CloseWindows(gb.ctx, gb.terms, gb.now.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	bundles, _, err := gb.bk.AuditBundles(gb.terms, 10)
+	if err != nil || len(bundles) != 1 || len(bundles[0].Leaves) != 2 {
+		t.Fatalf("audit bundles %+v, %v; want one with the two charged tickets", bundles, err)
+	}
+	for _, l := range bundles[0].Leaves {
+		if want := map[string]uint64{"plug-1/3": 2, "plug-1/5": 2}[l.Ticket]; l.Grant != want {
+			t.Errorf("audit leaf %s names grant %d; want %d", l.Ticket, l.Grant, want)
+		}
 	}
 	r := gb.reconcile()
 	if r.Reserved != 0 || r.Grants.Paid != 3_300_000_000 || r.Grants.Released != 2_700_000_000 || r.Grants.Held != 6_000_000_000 || r.LedgerCharged != 3_300_000_000 {
