@@ -13,6 +13,7 @@
 //	hold      = COSE_Sign1                  ; signed by the gateway's Ed25519 key
 //	commitment = COSE_Sign1 / COSE_Mac0     ; a payword chain's, signed or MAC'd by the device
 //	progress  = COSE_Sign1                  ; a payword chain's progress, signed by the gateway's Ed25519 key
+//	grant-request, release = COSE_Sign1 / COSE_Mac0   ; a device's, signed or MAC'd like a ticket (grant.go)
 //
 //	COSE_Sign1 = #6.18([
 //	  protected:   bstr .cbor {1: -8, 4: kid},   ; alg EdDSA (Ed25519), key id
@@ -39,7 +40,8 @@
 // another:
 //
 //	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload / credit-payload /
-//	          hold-payload / commitment-payload / progress-payload / restore-payload / time-request-payload
+//	          hold-payload / commitment-payload / progress-payload / restore-payload / time-request-payload /
+//	          grant-request-payload / release-payload
 //
 // A payword chain's commitment (kind 7) is a COSE message like the rest;
 // the payword ticket (kind 8) is a bare CBOR map with no COSE envelope:
@@ -56,6 +58,7 @@
 //	  5: [1*16 reading],     ; meter names unique within a ticket
 //	  ? 6: id,               ; account to charge, if the device has several
 //	  ? 7: id,               ; session id (a charging or vending session)
+//	  ? 8: seq,              ; the grant its usage is under (grant.go)
 //	}
 //	reading = [
 //	  meter: name,           ; e.g. "energy_wh", "data_bytes", "water_ml"
@@ -80,7 +83,15 @@
 //	                         ; real-time clock learns the time from it (inside the MAC)
 //	  ? 12: bstr .size 8,    ; the nonce of the time request this answers (seq 0, status 0,
 //	                         ; a time); nowhere else
+//	  ? 13: grant,           ; the answer to a grant request or a release: seq is its id,
+//	                         ; status 0, charged 0 (grant.go)
 //	}
+//
+//	grant-request-payload = { 0: 12, 1: id, 2: seq, 3: name, 4: uint, ? 5: uint .gt 0,
+//	                          ? 6: uint .gt 0, ? 7: uint .gt 0 }   ; see grant.go
+//	release-payload = { 0: 13, 1: id, 2: seq, 3: seq, 4: uint, ? 5: uint .gt 0 }
+//	grant = { 1: seq, 2: name, 3: uint, 4: uint, 5: nanos, 6: ms, 7: uint, 8: uint .gt 0,
+//	          9: 0 / 1, ? 10: uint .gt 0, ? 11: 1..3, ? 12: uint .gt 0 }
 //
 //	time-request-payload = {  ; a device asks for the time; MAC'd or signed like a ticket,
 //	  0: 11,                 ; sent where tickets go; the answer is a receipt with key 12
