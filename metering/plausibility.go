@@ -46,6 +46,17 @@ type Rate struct {
 	Per   time.Duration
 }
 
+// In is the most units r lets a meter count in d (rounded down, at
+// least 1): what a grant valid for d may grant.
+func (r Rate) In(d time.Duration) uint64 {
+	hi, lo := bits.Mul64(r.Units, uint64(max(d, 0)))
+	if hi >= uint64(r.Per) {
+		return 1<<64 - 1
+	}
+	q, _ := bits.Div64(hi, lo, uint64(r.Per))
+	return max(q, 1)
+}
+
 // IsZero reports whether r sets no limit.
 func (r Rate) IsZero() bool { return r.Units == 0 || r.Per <= 0 }
 

@@ -173,7 +173,7 @@ func decideGrant(in *grantInput) (metering.Grant, metering.Nanos, error) {
 		bound = 1<<63 - 1
 	}
 	if rate := in.p.rules(in.t, in.r.Meter).MaxRate; !rate.IsZero() {
-		bound = min(bound, rate.Units*uint64(max(gt.Validity/rate.Per, 1)))
+		bound = min(bound, rate.In(gt.Validity))
 	}
 	budget, err := in.account.Available()
 	if err != nil {

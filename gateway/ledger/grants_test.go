@@ -200,3 +200,39 @@ func TestGrantExpiryAndIdle(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+// TestGrantBounds: a grant is bounded by what the meter's plausible rate
+// can count in the grant's validity, by MaxUnits and by the account's
+// spending cap; a request the cap leaves nothing for is refused
+// insufficient funds with spending_cap. An amount buys the units it pays.
+func TestGrantBounds(t *testing.T) {
+	gb := newGrantBooks(t, 100_000_000_000) // 100 EUR
+	p := testPayer
+	p.Rules = map[string]*metering.Rules{"energy_wh": {MaxRate: metering.Rate{Units: 22_000, Per: time.Hour}}} // a 22 kW charger
+	rc, err := gb.grant(p, 1, 0, 1_000_000)
+	if err != nil || rc.Grant.Limit != 3666 { // 22 kWh/h for the grant's 10 minutes
+		t.Fatalf("a grant past the meter's rate: %+v, %v", rc.Grant, err)
+	}
+	gb.terms.Grants.MaxUnits = 500
+	p2 := testPayer
+	p2.Device = "plug-2"
+	if rc, err := gb.grant(p2, 1, 0, 1_000_000); err != nil || rc.Grant.Limit != 500 {
+		t.Fatalf("a grant past max_units: %+v, %v", rc.Grant, err)
+	}
+	gb.terms.Grants.MaxUnits = 0
+	gb.terms.Caps = map[string]metering.Caps{"home": {Day: 1_500_000_000}} // 1.50 EUR a day, 1.2498 of it reserved already
+	p3 := testPayer
+	p3.Device = "plug-3"
+	rc, err = gb.do(func(tx *store.Tx) (protocol.Receipt, error) {
+		return gb.bk.Grant(tx, gb.terms, p3, &protocol.GrantRequest{Device: "plug-3", Request: 1, Meter: "energy_wh", Amount: 1_000_000_000})
+	})
+	if err != nil || rc.Grant.Reserved != 250_200_000 || rc.Grant.Limit != 834 {
+		t.Fatalf("1 EUR's worth under a cap with 0.2502 EUR of room: %+v, %v; want 834 Wh", rc.Grant, err)
+	}
+	p4 := testPayer
+	p4.Device = "plug-4"
+	if _, err := gb.grant(p4, 1, 0, 10); !isRefusal(err, protocol.ReasonSpendingCap) {
+		t.Fatalf("a grant the cap leaves no room for: %v; want spending_cap", err)
+	}
+	gb.reconcile()
+}
