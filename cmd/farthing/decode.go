@@ -70,8 +70,11 @@ type decoded struct {
 	// COSE envelope: the payword is its own proof).
 	Commitment *protocol.Commitment    `json:"commitment,omitempty"`
 	Payword    *protocol.PaywordTicket `json:"payword,omitempty"`
-	Signature  string                  `json:"signature,omitempty"`
-	Diag       string                  `json:"diag"`
+	// A device's grant request or release.
+	GrantRequest *protocol.GrantRequest `json:"grant_request,omitempty"`
+	Release      *protocol.Release      `json:"release,omitempty"`
+	Signature    string                 `json:"signature,omitempty"`
+	Diag         string                 `json:"diag"`
 }
 
 // runDecode prints a message as JSON, with its CBOR diagnostic notation.
@@ -106,7 +109,7 @@ func runDecode(e *env, args []string) error {
 	out := decoded{
 		Kind: m.Kind.String(), COSE: coseName(m.Envelope.Alg), Alg: m.Envelope.Alg.String(),
 		KeyID: hex.EncodeToString(m.Envelope.KeyID), Size: len(b),
-		Ticket: m.Ticket, Receipt: m.Receipt, Aggregate: m.Aggregate,
+		Ticket: m.Ticket, Receipt: m.Receipt, Aggregate: m.Aggregate, GrantRequest: m.GrantRequest, Release: m.Release,
 		Signature: hex.EncodeToString(m.Envelope.Signature), Diag: diag,
 	}
 	return printDecoded(e, out)

@@ -71,6 +71,11 @@ func TestDecodePaywordMessages(t *testing.T) {
 	if !strings.Contains(out, `"kind": "commitment"`) || !strings.Contains(out, `"units_per_step": 10`) || !strings.Contains(out, `"cose": "COSE_Mac0"`) {
 		t.Fatalf("decode of a commitment:\n%s", out)
 	}
+	gr, _ := enc.AppendGrantRequest(nil, &protocol.GrantRequest{Device: "evse-1", Request: 7, Meter: "energy_wh", Register: 100, Amount: 5_000_000_000}, mac)
+	os.WriteFile(filepath.Join(dir, "g.cbor"), gr, 0o600)
+	if out := mustRun(t, nil, "decode", filepath.Join(dir, "g.cbor")); !strings.Contains(out, `"kind": "grant_request"`) || !strings.Contains(out, `"amount": 5000000000`) {
+		t.Fatalf("decode of a grant request:\n%s", out)
+	}
 	bad := append(append([]byte{0xa6}, pb[1:]...), 5, 0)
 	os.WriteFile(filepath.Join(dir, "bad.cbor"), bad, 0o600)
 	if code, _, errOut := farthing(t, nil, "decode", filepath.Join(dir, "bad.cbor")); code != exitBad || !strings.Contains(errOut, "payword ticket") {
