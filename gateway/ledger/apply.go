@@ -395,9 +395,9 @@ func chargeAccount(in *ticketInput, total metering.Nanos, share metering.Item, e
 		}
 		eff.deviceSpent = &s
 	}
-	var cover metering.Nanos
+	var cover metering.Nanos // what this grant's reservation pays: never another grant's
 	if g := st.grant; g != nil && g.Open() {
-		cover = share.Amount
+		cover = min(share.Amount, g.Reserved)
 	}
 	entry, acct2, paid, err := acct.ChargeGrant(metering.Money{Nanos: total, Currency: acct.Currency}, cover, in.now, in.ref())
 	if errors.Is(err, metering.ErrInsufficientFunds) {

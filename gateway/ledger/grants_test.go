@@ -165,6 +165,23 @@ func TestGrantRace(t *testing.T) {
 	if r.Held.Open != 1 || r.Grants.Charged != 3_000_000_000 {
 		t.Fatalf("%+v", r)
 	}
+
+	// Two grants on one account: a device that overruns its own grant is
+	// never paid from the other's reservation.
+	gb2 := newGrantBooks(t, 6_000_000_000)
+	gb2.grant(a, 1, 0, 10_000)
+	gb2.grant(b, 1, 0, 10_000)
+	gb2.ticket(a, 2, 0, 1)
+	if rc := gb2.ticket(a, 3, 10_500, 1); rc.Status != protocol.StatusHeld || rc.Reason != protocol.ReasonGrantExceeded {
+		t.Fatalf("a device past its grant, the account's rest reserved for another: %+v; want held", rc)
+	}
+	gs, _ := gb2.bk.Grants("home")
+	for _, g := range gs {
+		if g.Device == "plug-2" && g.Reserved != 3_000_000_000 {
+			t.Fatalf("the other device's grant reserves %d after the overrun; want all of it, 3 EUR", g.Reserved)
+		}
+	}
+	gb2.reconcile()
 }
 
 // TestGrantExpiryAndIdle: housekeeping releases a grant at its expiry

@@ -160,7 +160,7 @@ func holdTicket(in *ticketInput, j judgement) (ticketEffects, error) {
 	}
 	acct := st.account
 	avail, _ := acct.Available()
-	eff := ticketEffects{accepted: true, account: acct, balanceBefore: acct.Balance, device: ds, aggSeq: st.aggSeq, hold: &h,
+	eff := ticketEffects{accepted: true, account: acct, balanceBefore: acct.Balance, reservedBefore: acct.Reserved, device: ds, aggSeq: st.aggSeq, hold: &h,
 		receipt: protocol.Receipt{Device: p.Device, Seq: tk.Seq, Currency: string(acct.Currency), Status: protocol.StatusHeld,
 			Reason: h.Rule, Balance: int64(avail), HasBalance: true},
 		ticket: ticketRecord{Balance: int64(avail), Raw: raw}}
