@@ -92,6 +92,10 @@ type ticketState struct {
 	opening bool            // the account has no record yet: account is its opening state
 	payword bool            // the ticket is a payword: a chain proves its usage
 	grant   *metering.Grant // the grant the ticket names, open or closed (ticket key 8); nil: none
+	// ended: the ticket names an earlier grant of its device on one of its
+	// meters, which a later one replaced: charged like a ticket under a
+	// grant that ended (held, not refused, when the balance is short).
+	ended bool
 	// What the account and the device spent in the current day and month,
 	// for their caps.
 	accountSpent, deviceSpent metering.Spent
@@ -155,27 +159,35 @@ func load(tx *bolt.Tx, t *Terms, p Payer, tk *protocol.Ticket) (ticketState, err
 	}
 	st.aggSeq = getU64(tx.Bucket(bucketMeta).Get(metaAggSeq))
 	if tk.Grant != 0 {
-		if st.grant, err = ticketGrant(tx, p.Device, tk); err != nil {
+		if st.grant, st.ended, err = ticketGrant(tx, p.Device, tk); err != nil {
 			return st, err
 		}
 	}
 	return st, nil
 }
 
-// ticketGrant finds the grant a ticket names among its meters' grants: a
-// grant the device never had (or had on a meter the ticket does not
-// read) is refused as grant_unknown.
-func ticketGrant(tx *bolt.Tx, device string, tk *protocol.Ticket) (*metering.Grant, error) {
+// ticketGrant finds the grant a ticket names among its meters' grants.
+// An earlier grant of the device on one of those meters (replaced since)
+// is ended: it has no record left to charge against. A grant the device
+// never had is refused as grant_unknown.
+func ticketGrant(tx *bolt.Tx, device string, tk *protocol.Ticket) (g *metering.Grant, ended bool, err error) {
 	for _, rd := range tk.Readings {
 		g, err := getGrant(tx, device, rd.Meter)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		if g != nil && g.ID == tk.Grant {
-			return g, nil
+		switch {
+		case g == nil:
+		case g.ID == tk.Grant:
+			return g, false, nil
+		case tk.Grant < g.ID:
+			ended = true
 		}
 	}
-	return nil, Reject(protocol.ReasonGrantUnknown, "ticket %d of device %s names grant %d, which none of its meters has", tk.Seq, device, tk.Grant)
+	if ended {
+		return nil, true, nil
+	}
+	return nil, false, Reject(protocol.ReasonGrantUnknown, "ticket %d of device %s names grant %d, which none of its meters has", tk.Seq, device, tk.Grant)
 }
 
 // ticketEffects is what accepting one ticket changes.
@@ -250,7 +262,7 @@ func decide(in *ticketInput) (ticketEffects, error) {
 	}
 	if err := chargeAccount(in, total, grantShare(in, items), &eff); err != nil {
 		var rf *Refusal
-		if in.st.grant != nil && errors.As(err, &rf) && rf.Status == protocol.StatusInsufficientFunds {
+		if (in.st.grant != nil || in.st.ended) && errors.As(err, &rf) && rf.Status == protocol.StatusInsufficientFunds {
 			j.reason = protocol.ReasonGrantExceeded // served under a grant: held for a person, never refused
 			return holdTicket(in, j)
 		}

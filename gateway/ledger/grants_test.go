@@ -253,3 +253,33 @@ func TestGrantBounds(t *testing.T) {
 	}
 	gb.reconcile()
 }
+
+// TestTicketNamingAnEarlierGrant: a ticket naming a grant its device had
+// before the current one is charged like one under an ended grant; a
+// grant it never had is refused grant_unknown.
+func TestTicketNamingAnEarlierGrant(t *testing.T) {
+	gb := newGrantBooks(t, 10_000_000_000)
+	p := testPayer
+	gb.grant(p, 1, 0, 1000)
+	gb.ticket(p, 2, 0, 1)
+	if _, err := gb.do(func(tx *store.Tx) (protocol.Receipt, error) {
+		return gb.bk.ReleaseGrant(tx, gb.terms, p, &protocol.Release{Device: p.Device, Request: 3, Grant: 1, Register: 0})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	gb.grant(p, 4, 0, 1000)
+	if rc := gb.ticket(p, 5, 100, 1); rc.Status != protocol.StatusAccepted || rc.Charged != 100*300_000 {
+		t.Fatalf("a ticket naming the earlier grant: %+v; want accepted, charged from the balance", rc)
+	}
+	tk := &protocol.Ticket{Device: p.Device, Seq: 6, Time: uint64(gb.now.UnixMilli()), Readings: []protocol.Reading{{Meter: "energy_wh", Register: 200}}, Grant: 99}
+	_, err := gb.do(func(tx *store.Tx) (protocol.Receipt, error) {
+		rc, _, err := gb.bk.Apply(tx, gb.terms, p, tk, []byte{6})
+		return rc, err
+	})
+	if !isRefusal(err, protocol.ReasonGrantUnknown) {
+		t.Fatalf("a ticket naming a grant never made: %v; want grant_unknown", err)
+	}
+	if r := gb.reconcile(); r.Reserved != 300_000_000 || r.Grants.Open != 1 {
+		t.Fatalf("%+v", r)
+	}
+}
