@@ -17,7 +17,7 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "packages: Mosquitto, nats-server, libcoap, PostgreSQL, Chromium, qemu and systemd for the broker, upstream, CoAP, provider, console, cross-architecture and service tests; gcc, clang and the Arm toolchain for the C client"
 bash scripts/apt-install.sh mosquitto mosquitto-clients nats-server libcoap3-bin postgresql chromium qemu-user-static systemd \
-  clang libclang-rt-14-dev gcc-arm-none-eabi libnewlib-arm-none-eabi
+  clang libclang-rt-14-dev gcc-arm-none-eabi libnewlib-arm-none-eabi libmosquitto-dev libcoap3-dev
 
 step "go version"
 go version
