@@ -46,6 +46,9 @@ fi
 step "TinyGo: firmware compiles for microcontrollers"
 bash scripts/tinygo-check.sh
 
+step "C client: cross-compiled for Cortex-M0+ and M4"
+bash scripts/c-client-check.sh
+
 if [ "$FUZZTIME" != "0" ]; then
   step "fuzz: each target for $FUZZTIME"
   for pkgfuzz in \

@@ -43,3 +43,12 @@ for target in ${TINYGO_TARGETS:-cortex-m-qemu riscv-qemu}; do
     fi
   done
 done
+
+# The smallest HMAC firmware linked whole for the emulated Cortex-M3 (with
+# Debian's picolibc and libgcc: scripts/firmware-emulated.sh): the image a
+# board would flash.
+elf=$out/hmac-linked.elf
+bash scripts/firmware-emulated.sh ./devicefw/examples/sizes/hmac "$elf" >/dev/null
+if [ -n "$sizer" ]; then
+  "$sizer" "$elf" | tail -n 1 | awk '{print "tinygo-check: cortex-m-qemu: hmac firmware linked image: text " $1 " data " $2 " bss " $3 " bytes"}'
+fi
