@@ -3,6 +3,7 @@ package provider_test
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -83,17 +84,28 @@ func ExampleReceiver_Accept_conflict() {
 }
 
 // Receiver.Handler serves gateways' HTTP upstreams (type: http in
-// farthingd.yaml) and GET /totals.
+// farthingd.yaml), and GET /totals to a request with the read token.
 func ExampleReceiver_Handler() {
 	dir, _ := os.MkdirTemp("", "provider-example")
 	defer os.RemoveAll(dir)
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	r, _ := provider.Open(filepath.Join(dir, "books.db"), provider.Keys(pub))
 	defer r.Close()
-	srv := httptest.NewServer(r.Handler(slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(r.Handler(slog.New(slog.DiscardHandler), provider.ReadAccess{Token: sha256.Sum256([]byte("s3cret-read-token"))}))
 	defer srv.Close()
 	resp, _ := http.Post(srv.URL+"/aggregates", "application/cose", strings.NewReader(string(exampleAggregate(priv, 7, 1, 5))))
 	resp.Body.Close()
 	fmt.Println(resp.Status)
-	// Output: 200 OK
+	resp, _ = http.Get(srv.URL + "/totals")
+	resp.Body.Close()
+	fmt.Println(resp.Status)
+	req, _ := http.NewRequest("GET", srv.URL+"/totals", nil)
+	req.Header.Set("Authorization", "Bearer s3cret-read-token")
+	resp, _ = http.DefaultClient.Do(req)
+	resp.Body.Close()
+	fmt.Println(resp.Status, r.Stats().ReadsRefused)
+	// Output:
+	// 200 OK
+	// 401 Unauthorized
+	// 200 OK 1
 }

@@ -1,6 +1,8 @@
 package provider
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,10 +15,24 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 )
 
+// ReadAccess says who may read the books over a receiver's HTTP
+// listener. Posting aggregates needs no credential: only an aggregate
+// signed by a trusted gateway key is booked. Reading them (GET /totals:
+// every account's money) does.
+type ReadAccess struct {
+	// Token, if set (not all zero), is the SHA-256 of the read token: a
+	// request carrying "Authorization: Bearer TOKEN" reads. Without it
+	// every read on this listener is refused; a listener of its own
+	// (ReadHandler) is the other way to give reads.
+	Token [sha256.Size]byte
+}
+
 // Handler serves POST /aggregates (an aggregate; 200 once booked, also
 // for a duplicate; 400/403 for a refusal; 409 for a conflict or a wrong
-// gateway, held in the file) and GET /totals (the Report).
-func (r *Receiver) Handler(log *slog.Logger) http.Handler {
+// gateway, held in the file) and GET /totals (the Report) to a request
+// with the read token; without it GET /totals is 401, counted in
+// Stats.ReadsRefused and logged.
+func (r *Receiver) Handler(log *slog.Logger, reads ReadAccess) http.Handler {
 	m := http.NewServeMux()
 	m.HandleFunc("POST /aggregates", func(w http.ResponseWriter, req *http.Request) {
 		b, err := io.ReadAll(io.LimitReader(req.Body, protocol.MaxMessageSize+1))
@@ -43,6 +59,35 @@ func (r *Receiver) Handler(log *slog.Logger) http.Handler {
 		}
 		LogOutcome(log, "key", req.Header.Get("Idempotency-Key"), bk, err)
 	})
+	totals := r.ReadHandler()
+	m.HandleFunc("GET /totals", func(w http.ResponseWriter, req *http.Request) {
+		if !reads.allows(req) {
+			r.mu.Lock()
+			r.stats.ReadsRefused++
+			r.mu.Unlock()
+			log.Warn("read of the books refused: no read token", "remote", req.RemoteAddr)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="farthing-receiver"`)
+			http.Error(w, "reading the books needs the receiver's read token (Authorization: Bearer), or its read listener", http.StatusUnauthorized)
+			return
+		}
+		totals.ServeHTTP(w, req)
+	})
+	return m
+}
+
+// allows reports whether req carries the read token (compared in
+// constant time).
+func (a ReadAccess) allows(req *http.Request) bool {
+	got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	sum := sha256.Sum256([]byte(got))
+	return ok && a.Token != [sha256.Size]byte{} && subtle.ConstantTimeCompare(sum[:], a.Token[:]) == 1
+}
+
+// ReadHandler serves GET /totals (the Report) with no credential: for a
+// listener of its own that only those who may read the books reach
+// (loopback, a management network).
+func (r *Receiver) ReadHandler() http.Handler {
+	m := http.NewServeMux()
 	m.HandleFunc("GET /totals", func(w http.ResponseWriter, _ *http.Request) {
 		rep, err := r.Report()
 		if err != nil {

@@ -228,6 +228,9 @@ type Stats struct {
 	// (aggregates and credits) they took out of the payable books.
 	Restores   uint64 `json:"restores"`
 	Superseded uint64 `json:"superseded_by_restore"`
+	// ReadsRefused counts reads of the books over HTTP (GET /totals)
+	// refused for want of the read token.
+	ReadsRefused uint64 `json:"reads_refused"`
 }
 
 // NewReceiver returns a receiver that books in books (a backend's, such

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/net/netutil"
 
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
@@ -94,7 +96,8 @@ func runReceive(e *env, args []string) error {
 type receiveOptions struct {
 	data, httpAddr, mqttURL, topic, user, password, clientID string
 	jsURL, stream, durable, payouts, db, metricsAddr         string
-	deviceKeys                                               string
+	deviceKeys, readTokenFile, readHTTP                      string
+	readToken                                                [sha256.Size]byte // of the token in readTokenFile
 	trust                                                    trustFiles
 	every                                                    time.Duration
 	maxConns                                                 int
@@ -107,7 +110,9 @@ func receiveFlags(args []string) (*receiveOptions, error) {
 	fs := newFlags("receive")
 	fs.StringVar(&f.data, "data", "farthing-receiver", "directory for the receiver's state")
 	fs.Var(&f.trust, "trust", "a gateway's public key file, as [GATEWAY-ID=]FILE: the key speaks for that gateway id\n(without one, for the first id it is seen with); repeatable")
-	fs.StringVar(&f.httpAddr, "http", "", "serve POST /aggregates and GET /totals on this address")
+	fs.StringVar(&f.httpAddr, "http", "", "serve POST /aggregates on this address (and GET /totals, with --read-token-file)")
+	fs.StringVar(&f.readTokenFile, "read-token-file", "", "a file (mode 0600) holding the read token: GET /totals on --http needs\n\"Authorization: Bearer TOKEN\"; without it, GET /totals there is refused (401)")
+	fs.StringVar(&f.readHTTP, "read-http", "", "serve GET /totals, with no credential, on a listener of its own (loopback, a management network)")
 	fs.StringVar(&f.mqttURL, "mqtt", "", "subscribe to aggregates on this MQTT broker")
 	fs.StringVar(&f.topic, "topic", protocol.Topics{}.AggregateFilter(), "MQTT topic filter")
 	fs.StringVar(&f.user, "user", "", "MQTT user name")
@@ -136,6 +141,13 @@ func receiveFlags(args []string) (*receiveOptions, error) {
 	}
 	if len(f.trust) == 0 {
 		return nil, usageError{"--trust is required: the gateways' public keys"}
+	}
+	if f.readTokenFile != "" {
+		t, err := operator.LoadToken(f.readTokenFile)
+		if err != nil {
+			return nil, usageError{"--read-token-file: " + err.Error()}
+		}
+		f.readToken = t
 	}
 	return &f, nil
 }
@@ -205,6 +217,14 @@ func serveReceiver(ctx context.Context, e *env, r *provider.Receiver, f *receive
 		}
 		serve(netutil.LimitListener(l, 16), &http.Server{Handler: receiverOps(r), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second})
 	}
+	if f.readHTTP != "" {
+		l, err := net.Listen("tcp", f.readHTTP)
+		if err != nil {
+			return err
+		}
+		serve(netutil.LimitListener(l, 16), &http.Server{Handler: r.ReadHandler(), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second})
+		fmt.Fprintf(e.stderr, "the books on http://%s/totals\n", l.Addr())
+	}
 	switch {
 	case f.httpAddr != "":
 		l, err := net.Listen("tcp", f.httpAddr)
@@ -213,7 +233,7 @@ func serveReceiver(ctx context.Context, e *env, r *provider.Receiver, f *receive
 		}
 		// Gateways post one small aggregate per request; a cap and deadlines
 		// keep one slow or greedy client from holding the door.
-		serve(netutil.LimitListener(l, receiveMaxConns), &http.Server{Handler: r.Handler(log), ReadHeaderTimeout: 5 * time.Second,
+		serve(netutil.LimitListener(l, receiveMaxConns), &http.Server{Handler: r.Handler(log, provider.ReadAccess{Token: f.readToken}), ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)})
 		fmt.Fprintf(e.stderr, "receiving on http://%s/aggregates\n", l.Addr())
@@ -253,6 +273,7 @@ func receiverOps(r *provider.Receiver) http.Handler {
 		{"paywords_proven", "Chain progress records whose paywords the receiver proved.", func(s provider.Stats) uint64 { return s.Paywords }},
 		{"paywords_unproven", "Chain progress records held: their paywords do not prove their claim.", func(s provider.Stats) uint64 { return s.UnprovenPaywords }},
 		{"paywords_unattested", "Proven chain progress records whose commitment no device key checked.", func(s provider.Stats) uint64 { return s.UnattestedPaywords }},
+		{"reads_refused", "Reads of the books over HTTP (GET /totals) refused for want of the read token.", func(s provider.Stats) uint64 { return s.ReadsRefused }},
 	} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "farthing_receiver_" + c.name + "_total", Help: c.help},
 			func() float64 { return float64(c.v(r.Stats())) }))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -119,8 +120,10 @@ forward: {backoff_min: 20ms, backoff_max: 200ms}
 // startReceiverOn is startReceiverAt with more arguments (--db URL, say).
 func startReceiverOn(t *testing.T, addr string, extra []string, trust ...string) *receiverProc {
 	t.Helper()
-	r := &receiverProc{addr: addr}
-	args := append([]string{"receive", "--http", addr, "--data", t.TempDir(), "--every", "1h"}, extra...)
+	r := &receiverProc{addr: addr, token: "test-read-token-0123456789"}
+	tokenFile := filepath.Join(t.TempDir(), "read.token")
+	os.WriteFile(tokenFile, []byte(r.token+"\n"), 0o600)
+	args := append([]string{"receive", "--http", addr, "--read-token-file", tokenFile, "--data", t.TempDir(), "--every", "1h"}, extra...)
 	for _, f := range trust {
 		args = append(args, "--trust", f)
 	}

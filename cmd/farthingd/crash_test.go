@@ -166,7 +166,7 @@ forward: {drain_rate: 5000, backoff_min: 20ms, backoff_max: 200ms}
 		t.Fatal(err)
 	}
 	defer recv.Close()
-	recvMux.set(recv.Handler(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	recvMux.set(recv.Handler(slog.New(slog.NewTextHandler(io.Discard, nil)), provider.ReadAccess{}))
 	type dev struct {
 		id string
 		*mqttdev.Device

@@ -22,14 +22,17 @@ import (
 
 // receiverProc is a `farthing receive --http` process.
 type receiverProc struct {
-	cmd  *exec.Cmd
-	addr string
-	out  bytes.Buffer
+	cmd   *exec.Cmd
+	addr  string
+	token string // its read token
+	out   bytes.Buffer
 }
 
 func (r *receiverProc) report(t *testing.T) *provider.Report {
 	t.Helper()
-	resp, err := http.Get("http://" + r.addr + "/totals")
+	req, _ := http.NewRequest("GET", "http://"+r.addr+"/totals", nil)
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -175,7 +175,7 @@ func soakProvider(data string) (string, func(), error) {
 		recv.Close()
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: recv.Handler(slog.New(slog.NewTextHandler(io.Discard, nil))), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: recv.Handler(slog.New(slog.NewTextHandler(io.Discard, nil)), provider.ReadAccess{}), ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan struct{})
 	go func() { defer close(served); srv.Serve(ln) }()
 	return "http://" + ln.Addr().String() + "/aggregates", func() { srv.Close(); <-served; recv.Close() }, nil

@@ -250,7 +250,7 @@ func serveReceiver(rl net.Listener, cfg *gateway.Config, dir string, log *slog.L
 		rl.Close()
 		return nil, nil, err
 	}
-	rsrv := &http.Server{Handler: recv.Handler(log), ReadHeaderTimeout: 5 * time.Second}
+	rsrv := &http.Server{Handler: recv.Handler(log, provider.ReadAccess{}), ReadHeaderTimeout: 5 * time.Second} // the demo reads its books in process
 	served := make(chan struct{})
 	go func() { defer close(served); rsrv.Serve(rl) }()
 	return recv, func() { rsrv.Close(); <-served; recv.Close() }, nil
