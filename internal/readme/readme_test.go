@@ -117,6 +117,7 @@ var pages = []string{
 	"docs/reference/cli.md",
 	"docs/reference/metrics.md",
 	"docs/reference/reasons.md",
+	"docs/runbooks.md",
 	"docs/performance.md",
 	"docs/ARCHITECTURE.md",
 }
