@@ -47,7 +47,7 @@ func TestCreditsGoUpstreamAndDoubleRedemptionIsFlagged(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	recvMux.set(r.Handler(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	recvMux.set(r.Handler(slog.New(slog.NewTextHandler(io.Discard, nil)), provider.ReadAccess{}))
 
 	signer, _ := protocol.NewEd25519Signer(priv)
 	var enc protocol.Encoder

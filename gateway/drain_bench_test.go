@@ -45,7 +45,7 @@ func BenchmarkDrainAfterOutage(b *testing.B) {
 	rep, _ := tg.Books().Inspect(nil)
 	want := rep.Outbox
 	b.ResetTimer()
-	hs.Config.Handler = r.Handler(nil)
+	hs.Config.Handler = r.Handler(nil, provider.ReadAccess{})
 	hs.Start()
 	defer hs.Close()
 	for {
@@ -92,7 +92,7 @@ func BenchmarkIngestForwarding(b *testing.B) {
 			})
 			r, _ := provider.Open(filepath.Join(b.TempDir(), "r.db"), provider.Keys(gatewayPub(b, tg)))
 			defer r.Close()
-			hs.Config.Handler = r.Handler(nil)
+			hs.Config.Handler = r.Handler(nil, provider.ReadAccess{})
 			hs.Start()
 			defer hs.Close()
 			per := b.N/len(devs) + 2

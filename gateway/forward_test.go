@@ -157,7 +157,7 @@ func TestUpstreamsDeliverEveryAggregateOnce(t *testing.T) {
 	// The HTTP receiver trusts the gateway key, which exists only now.
 	httpRecv.Close()
 	httpRecv, _ = provider.Open(filepath.Join(t.TempDir(), "http2.db"), provider.Keys(pub))
-	srv.Config.Handler = httpRecv.Handler(log)
+	srv.Config.Handler = httpRecv.Handler(log, provider.ReadAccess{})
 
 	var js []*provider.Receiver
 	ctx, cancel := context.WithCancel(context.Background())

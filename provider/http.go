@@ -31,8 +31,11 @@ type ReadAccess struct {
 // for a duplicate; 400/403 for a refusal; 409 for a conflict or a wrong
 // gateway, held in the file) and GET /totals (the Report) to a request
 // with the read token; without it GET /totals is 401, counted in
-// Stats.ReadsRefused and logged.
+// Stats.ReadsRefused and logged. A nil log discards.
 func (r *Receiver) Handler(log *slog.Logger, reads ReadAccess) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	m := http.NewServeMux()
 	m.HandleFunc("POST /aggregates", func(w http.ResponseWriter, req *http.Request) {
 		b, err := io.ReadAll(io.LimitReader(req.Body, protocol.MaxMessageSize+1))
