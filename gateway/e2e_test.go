@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"sync"
 	"testing"
@@ -323,7 +324,7 @@ func TestReplayedTicketChargesNothing(t *testing.T) {
 		t.Fatalf("replay answered %+v; want duplicate with the original charge", again)
 	}
 	after, _ := tg.Books().Inspect(nil)
-	if after.Reconcile != before.Reconcile || after.Accounts[0].Balance != before.Accounts[0].Balance {
+	if !reflect.DeepEqual(after.Reconcile, before.Reconcile) || after.Accounts[0].Balance != before.Accounts[0].Balance {
 		t.Fatalf("a replay changed the books: %+v → %+v", before.Reconcile, after.Reconcile)
 	}
 	if again.Reason != protocol.ReasonNone {
@@ -389,7 +390,7 @@ func TestGarbageGetsAReasonAndChangesNothing(t *testing.T) {
 		}
 	}
 	after, _ := tg.Books().Inspect(nil)
-	if after.Reconcile != before.Reconcile || len(after.Devices) != 0 {
+	if !reflect.DeepEqual(after.Reconcile, before.Reconcile) || len(after.Devices) != 0 {
 		t.Fatalf("garbage changed the state")
 	}
 }

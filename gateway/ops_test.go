@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -195,7 +196,7 @@ func TestDiskBoundAnswersRetryLater(t *testing.T) {
 		t.Fatalf("the device dropped a retry-later ticket")
 	}
 	after, _ := tg.Books().Inspect(nil)
-	if after.Reconcile != before.Reconcile {
+	if !reflect.DeepEqual(after.Reconcile, before.Reconcile) {
 		t.Fatalf("a refused ticket changed the books")
 	}
 	if code, _ := httpGet(t, "http://"+tg.HTTPAddr()+"/readyz"); code != 503 {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/farthing-iot/farthing/metering"
 
 	"github.com/chromedp/chromedp"
 
@@ -126,16 +129,25 @@ func TestConsoleInABrowser(t *testing.T) {
 	t.Logf("overview loaded in %.1f ms (navigation timing; %v with the test's round trips)", loadMs, time.Since(start).Round(time.Millisecond))
 	rep := inspect(t, g.data)
 	rc := rep.Reconcile
-	for id, want := range map[string]string{
-		"inspect-tickets":          strconv.FormatUint(rc.Tickets, 10),
-		"inspect-devices":          strconv.Itoa(len(rep.Devices)),
-		"inspect-accounts":         strconv.Itoa(len(rep.Accounts)),
-		"inspect-receipts-charged": strconv.FormatInt(int64(rc.ReceiptsCharged), 10),
-		"inspect-ledger-charged":   strconv.FormatInt(int64(rc.LedgerCharged), 10),
-		"inspect-balances":         strconv.FormatInt(int64(rc.Balances), 10),
-		"inspect-held":             strconv.Itoa(rc.Held.Open),
-		"inspect-balanced":         "yes",
-	} {
+	want := map[string]string{
+		"inspect-tickets":  strconv.FormatUint(rc.Tickets, 10),
+		"inspect-devices":  strconv.Itoa(len(rep.Devices)),
+		"inspect-accounts": strconv.Itoa(len(rep.Accounts)),
+		"inspect-held":     strconv.Itoa(rc.Held.Open),
+		"inspect-balanced": "yes",
+	}
+	// Money in its currency, one row per currency, its nanos on hover.
+	if len(rc.Currencies) != 1 || rc.Currencies[0].Currency != "EUR" || rc.Currencies[0].Charged == 0 {
+		t.Fatalf("inspect's currencies: %+v", rc.Currencies)
+	}
+	eur := rc.Currencies[0]
+	want["inspect-charged-EUR"] = metering.Money{Nanos: eur.Charged, Currency: "EUR"}.String()
+	want["inspect-balances-EUR"] = metering.Money{Nanos: eur.Balances, Currency: "EUR"}.String()
+	if title, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.ID("inspect-charged-EUR"), "title")); err != nil ||
+		title.Value != strconv.FormatInt(int64(eur.Charged), 10)+" nanos" {
+		t.Errorf("the charged amount's title %q, %v; want its nanos", title.Value, err)
+	}
+	for id, want := range want {
 		got, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID(id)))
 		if err != nil {
 			t.Fatalf("%s: %v", id, err)
@@ -153,6 +165,29 @@ func TestConsoleInABrowser(t *testing.T) {
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`Number(document.getElementById("live").dataset.updates || 0) >= 2`,
 		chromedp.WithPollingTimeout(15*time.Second))); err != nil {
 		t.Fatalf("no live update within 15 s: %v", err)
+	}
+	// The last hour's charts, drawn on the server, with the tickets in
+	// them once the sampler has two points.
+	lined := false
+	for deadline := time.Now().Add(40 * time.Second); !lined && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Second)
+		if err := chromedp.Do(ctx, chromedp.Navigate(base), chromedp.WaitVisible(chromedp.ID("chart-tickets"))); err != nil {
+			t.Fatalf("overview: %v", err)
+		}
+		lined, _ = chromedp.Run(ctx, chromedp.Evaluate[bool](`(document.querySelector('#chart-tickets polyline[data-series="accepted"]')
+		  .getAttribute("points").trim().split(" ").length >= 2)`))
+	}
+	if !lined {
+		t.Fatal("the tickets chart has no line within 40 s")
+	}
+	charts, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("svg.chart")).map(s => s.id + " " + s.querySelectorAll("polyline").length)`))
+	if err != nil || len(charts) != 4 {
+		t.Fatalf("charts %q, %v; want 4", charts, err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`/updated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\./.test(document.getElementById("live").textContent)`,
+		chromedp.WithPollingTimeout(15*time.Second))); err != nil {
+		stamp, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("live")))
+		t.Errorf("the live stamp %q: %v; want RFC 3339 UTC", stamp, err)
 	}
 	if shot := os.Getenv("FARTHING_CONSOLE_SCREENSHOT"); shot != "" {
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -298,6 +333,25 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	if p := problems(); len(p) > 0 {
 		t.Errorf("the pages reported errors: %q", p)
+	}
+
+	// A form another site posts is refused even with the right token: the
+	// browser says where it came from (Origin, Sec-Fetch-Site).
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, `<!doctype html><html><body><form id="f" method="post" action="%saccounts/kiosk/topup">
+<input name="amount" value="5.00 EUR"><input name="ref" value="EVIL-1"><input name="token" value="%s"></form>
+<script>document.getElementById("f").submit();</script></body></html>`, base, consoleToken)
+	}))
+	defer other.Close()
+	before := balanceOf(t, g.data, "kiosk")
+	if err := chromedp.Do(ctx, chromedp.Navigate(other.URL), chromedp.WaitVisible(chromedp.CSS(".problem"))); err != nil {
+		t.Fatalf("the cross-site form: %v", err)
+	}
+	if body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body"))); !strings.Contains(body, "not another site's") {
+		t.Errorf("a cross-site post with the token answered %q", body)
+	}
+	if got := balanceOf(t, g.data, "kiosk"); got != before {
+		t.Fatalf("a cross-site post moved the kiosk's balance: %d → %d", before, got)
 	}
 
 	// A page asked for under another host name (DNS rebinding) is refused.

@@ -112,6 +112,9 @@ type Console struct {
 	token   *[sha256.Size]byte // the operator token's hash; nil: read-only
 	streams chan struct{}      // a slot per open event stream
 	sampler *sampler
+	// sameSite refuses a change whose Origin or Sec-Fetch-Site says
+	// another site sent it, even with the token.
+	sameSite *http.CrossOriginProtection
 
 	mu          sync.Mutex // guards inspected and inspectedAt
 	inspected   *ledger.Report
@@ -121,14 +124,14 @@ type Console struct {
 // New parses the pages and loads the operator token, if any.
 func New(g Deps) (*Console, error) {
 	c := &Console{g: g, pages: map[string]*template.Template{}, streams: make(chan struct{}, consoleEventsMax),
-		sampler: newSampler(g.Gatherer)}
+		sampler: newSampler(g.Gatherer), sameSite: http.NewCrossOriginProtection()}
 	funcs := template.FuncMap{
 		"money": func(n metering.Nanos, cur string) string {
 			return metering.Money{Nanos: n, Currency: metering.Currency(cur)}.String()
 		},
 		"nanos":  func(n metering.Nanos) string { return metering.FormatNanos(n) },
-		"ms":     formatMillis,
-		"ums":    func(ms uint64) string { return formatMillis(int64(ms)) },
+		"ms":     timeHTML,
+		"ums":    func(ms uint64) template.HTML { return timeHTML(int64(ms)) },
 		"since":  formatSince,
 		"query":  url.QueryEscape,
 		"path":   url.PathEscape,
@@ -337,6 +340,7 @@ func (c *Console) fresh() {
 // updates address), label and value.
 type figure struct {
 	ID, Label, Value string
+	Title            string // shown on hover: an amount's nanos
 }
 
 // panel is one part of the overview.
@@ -358,33 +362,33 @@ func (c *Console) overview() ([]panel, error) {
 	for _, k := range rates.keys {
 		id := "rate-" + strings.ReplaceAll(k, "/", "-")
 		label := strings.TrimSuffix(strings.Replace(k, "/", ": ", 1), ": ")
-		tickets = append(tickets, figure{id, label, fmt.Sprintf("%.1f/s (%d since start)", rates.perSecond[k], rates.total[k])})
+		tickets = append(tickets, figure{ID: id, Label: label, Value: fmt.Sprintf("%.1f/s (%d since start)", rates.perSecond[k], rates.total[k])})
 	}
 	if len(tickets) == 0 {
-		tickets = append(tickets, figure{"rate-none", "tickets", "none since start"})
+		tickets = append(tickets, figure{ID: "rate-none", Label: "tickets", Value: "none since start"})
 	}
 	commit := []figure{
-		{"commit-p50", "commit p50", rates.commitP50},
-		{"commit-p99", "commit p99", rates.commitP99},
-		{"commit-count", "commits in the last 10 s", strconv.FormatUint(rates.commits, 10)},
+		{ID: "commit-p50", Label: "commit p50", Value: rates.commitP50},
+		{ID: "commit-p99", Label: "commit p99", Value: rates.commitP99},
+		{ID: "commit-count", Label: "commits in the last 10 s", Value: strconv.FormatUint(rates.commits, 10)},
 	}
 	commit = append(commit, c.clockFigure())
 	st := g.Store.Stats()
 	disk := []figure{
-		{"store-bytes", "state file", byteSize(st.FileBytes)},
-		{"store-inuse", "in use", byteSize(int64(rates.gauges["farthing_store_inuse_bytes"]))},
-		{"disk-free", "free on its file system", byteSize(int64(rates.gauges["farthing_disk_free_bytes"]))},
+		{ID: "store-bytes", Label: "state file", Value: byteSize(st.FileBytes)},
+		{ID: "store-inuse", Label: "in use", Value: byteSize(int64(rates.gauges["farthing_store_inuse_bytes"]))},
+		{ID: "disk-free", Label: "free on its file system", Value: byteSize(int64(rates.gauges["farthing_disk_free_bytes"]))},
 	}
 	var conn []figure
 	connected := g.Connected()
 	for _, t := range slices.Sorted(maps.Keys(connected)) {
-		conn = append(conn, figure{"connected-" + t, t, strconv.Itoa(connected[t])})
+		conn = append(conn, figure{ID: "connected-" + t, Label: t, Value: strconv.Itoa(connected[t])})
 	}
 	if g.ExternalMQTT {
-		conn = append(conn, figure{"connected-mqtt", "mqtt", "external broker: not known here"})
+		conn = append(conn, figure{ID: "connected-mqtt", Label: "mqtt", Value: "external broker: not known here"})
 	}
-	out := []figure{{"oldest-unforwarded", "oldest aggregate not confirmed by every upstream",
-		(time.Duration(rates.gauges["farthing_oldest_unforwarded_seconds"]) * time.Second).String()}}
+	out := []figure{{ID: "oldest-unforwarded", Label: "oldest aggregate not confirmed by every upstream",
+		Value: (time.Duration(rates.gauges["farthing_oldest_unforwarded_seconds"]) * time.Second).String()}}
 	for _, u := range g.Upstreams {
 		confirmed := rep.Upstreams[u]
 		waiting := 0
@@ -393,10 +397,10 @@ func (c *Console) overview() ([]panel, error) {
 				waiting++
 			}
 		}
-		out = append(out, figure{"upstream-" + u, u, fmt.Sprintf("%d waiting, confirmed up to %d", waiting, confirmed)})
+		out = append(out, figure{ID: "upstream-" + u, Label: u, Value: fmt.Sprintf("%d waiting, confirmed up to %d", waiting, confirmed)})
 	}
 	if len(g.Upstreams) == 0 {
-		out = append(out, figure{"upstream-none", "upstreams", "none configured: aggregates wait in the outbox"})
+		out = append(out, figure{ID: "upstream-none", Label: "upstreams", Value: "none configured: aggregates wait in the outbox"})
 	}
 	rc := rep.Reconcile
 	balanced := "yes"
@@ -404,20 +408,23 @@ func (c *Console) overview() ([]panel, error) {
 		balanced = "NO: see farthing inspect"
 	}
 	books := []figure{
-		{"inspect-devices", "devices with tickets", strconv.Itoa(len(rep.Devices))},
-		{"inspect-accounts", "accounts", strconv.Itoa(len(rep.Accounts))},
-		{"inspect-tickets", "tickets in the books (accepted and held)", strconv.FormatUint(rc.Tickets, 10)},
-		{"inspect-open-windows", "open windows", strconv.Itoa(len(rep.OpenWindows))},
-		{"inspect-sealed", "sealed aggregates kept", strconv.Itoa(len(rep.Sealed))},
-		{"inspect-outbox", "outbox", strconv.Itoa(rep.Outbox)},
-		{"inspect-receipts-charged", "charged by receipts (nanos)", strconv.FormatInt(int64(rc.ReceiptsCharged), 10)},
-		{"inspect-ledger-charged", "debited by the ledger (nanos)", strconv.FormatInt(int64(rc.LedgerCharged), 10)},
-		{"inspect-windows-open", "in open windows (nanos)", strconv.FormatInt(int64(rc.WindowsOpen), 10)},
-		{"inspect-windows-sealed", "in sealed windows (nanos)", strconv.FormatInt(int64(rc.WindowsSealed), 10)},
-		{"inspect-windows-late", "late, folding into corrections (nanos)", strconv.FormatInt(int64(rc.WindowsLate), 10)},
-		{"inspect-balances", "balances (nanos)", strconv.FormatInt(int64(rc.Balances), 10)},
-		{"inspect-held", "held, open", strconv.Itoa(rc.Held.Open)},
-		{"inspect-balanced", "books balance", balanced},
+		{ID: "inspect-devices", Label: "devices with tickets", Value: strconv.Itoa(len(rep.Devices))},
+		{ID: "inspect-accounts", Label: "accounts", Value: strconv.Itoa(len(rep.Accounts))},
+		{ID: "inspect-tickets", Label: "tickets in the books (accepted and held)", Value: strconv.FormatUint(rc.Tickets, 10)},
+		{ID: "inspect-open-windows", Label: "open windows", Value: strconv.Itoa(len(rep.OpenWindows))},
+		{ID: "inspect-sealed", Label: "sealed aggregates kept", Value: strconv.Itoa(len(rep.Sealed))},
+		{ID: "inspect-outbox", Label: "outbox", Value: strconv.Itoa(rep.Outbox)},
+		{ID: "inspect-held", Label: "held, open", Value: strconv.Itoa(rc.Held.Open)},
+		{ID: "inspect-balanced", Label: "receipts = ledger = windows, balances add up", Value: balanced},
+	}
+	for _, l := range rc.Currencies { // one row per currency: never summed across them
+		for _, m := range []struct {
+			what string
+			n    metering.Nanos
+		}{{"charged", l.Charged}, {"balances", l.Balances}, {"reserved by grants", l.Reserved}} {
+			books = append(books, figure{ID: "inspect-" + strings.ReplaceAll(m.what, " ", "-") + "-" + l.Currency, Label: m.what + " (" + l.Currency + ")",
+				Value: metering.Money{Nanos: m.n, Currency: metering.Currency(l.Currency)}.String(), Title: strconv.FormatInt(int64(m.n), 10) + " nanos"})
+		}
 	}
 	return []panel{{"tickets", "Tickets per second (last 10 s) by outcome and reason", tickets},
 		{"commit", "Commit latency (last 10 s), and the clock", commit}, {"disk", "Disk", disk},
@@ -433,12 +440,23 @@ func (c *Console) clockFigure() figure {
 			clock = "LIKELY WRONG: " + strings.TrimPrefix(why, "clock: ")
 		}
 	}
-	return figure{"clock", "the gateway's clock (" + time.Now().UTC().Format(time.RFC3339) + ")", clock}
+	return figure{ID: "clock", Label: "the gateway's clock (" + time.Now().UTC().Format(time.RFC3339) + ")", Value: clock}
+}
+
+// overviewData is the overview page: the last hour's charts and the
+// panels of figures.
+type overviewData struct {
+	Charts []template.HTML
+	Panels []panel
 }
 
 func (c *Console) overviewPage(_ http.ResponseWriter, _ *http.Request) (string, any, error) {
 	p, err := c.overview()
-	return "overview", p, err
+	d := overviewData{Panels: p}
+	for _, ch := range c.sampler.charts() {
+		d.Charts = append(d.Charts, ch.svg())
+	}
+	return "overview", d, err
 }
 
 // events streams the overview's figures every two seconds as server-sent
@@ -724,6 +742,13 @@ var errConsoleForbidden = errors.New("the operator token is required for a chang
 // without the token it is 401 and nothing is done.
 func (c *Console) change(do func(r *http.Request) (back, done string, err error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := c.sameSite.Check(r); err != nil { // a second layer beside the token: a form another site posts is refused
+			c.g.Metrics.Transport.WithLabelValues("console", "cross_site_refused").Inc()
+			c.g.Log.Warn("console: change refused: it came from another site", "remote", r.RemoteAddr, "path", r.URL.Path,
+				"origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
+			c.fail(w, r, http.StatusForbidden, "a change must come from the console's own pages, not another site's")
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
 		if err := r.ParseForm(); err != nil {
 			c.fail(w, r, http.StatusBadRequest, "the form could not be read: "+err.Error())
@@ -849,11 +874,24 @@ func (c *Console) resume(r *http.Request) (string, string, error) {
 	return back, id + " resumed", nil
 }
 
+// formatMillis is a time as every page writes one: RFC 3339 in UTC, to
+// the millisecond.
 func formatMillis(ms int64) string {
 	if ms == 0 {
 		return "—"
 	}
-	return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05.000Z")
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// timeHTML is a time element: RFC 3339 UTC as its text and datetime, the
+// gateway's local time as its title.
+func timeHTML(ms int64) template.HTML {
+	if ms == 0 {
+		return "—"
+	}
+	t := time.UnixMilli(ms)
+	return template.HTML(fmt.Sprintf(`<time datetime="%s" title="%s">%s</time>`, formatMillis(ms),
+		template.HTMLEscapeString(t.Local().Format("Mon 2 Jan 2006 15:04:05 MST")), formatMillis(ms)))
 }
 
 // formatSince is a time as "12 s ago (2026-…)"; "never" for zero.
@@ -861,7 +899,7 @@ func formatSince(t time.Time) string {
 	if t.IsZero() {
 		return "not since start"
 	}
-	return fmt.Sprintf("%s ago (%s)", time.Since(t).Round(time.Second), t.UTC().Format("15:04:05Z"))
+	return fmt.Sprintf("%s ago (%s)", time.Since(t).Round(time.Second), t.UTC().Format(time.RFC3339))
 }
 
 func byteSize(n int64) string {

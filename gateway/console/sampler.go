@@ -3,7 +3,9 @@ package console
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +24,9 @@ type sampler struct {
 	mu    sync.Mutex
 	ring  []sample
 	gauge map[string]float64
+	// history is the last hour, a point every historyStep (chart.go).
+	history   []point
+	lastPoint time.Time
 }
 
 type sample struct {
@@ -58,6 +63,38 @@ func (s *sampler) take() {
 		s.ring = s.ring[1:]
 	}
 	s.gauge = gauge
+	if len(s.ring) >= 2 && sm.at.Sub(s.lastPoint) >= historyStep {
+		s.history = append(s.history, pointOf(s.ring[0], sm, gauge))
+		if len(s.history) > historyLen {
+			s.history = s.history[1:]
+		}
+		s.lastPoint = sm.at
+	}
+}
+
+// pointOf is the history's point between two samples.
+func pointOf(first, last sample, gauge map[string]float64) point {
+	p := point{at: last.at, rates: map[string]float64{}, p50: -1, p99: -1,
+		outboxAge: gauge["farthing_oldest_unforwarded_seconds"], storeSize: gauge["farthing_store_bytes"]}
+	secs := last.at.Sub(first.at).Seconds()
+	for k, n := range last.tickets {
+		status, _, _ := strings.Cut(k, "/")
+		if secs > 0 && n >= first.tickets[k] {
+			p.rates[status] += float64(n-first.tickets[k]) / secs
+		}
+	}
+	if n := last.commits - first.commits; n > 0 && len(last.buckets) == len(first.buckets) {
+		top := last.bounds[len(last.bounds)-1] // past the last bound: drawn at it
+		p.p50, p.p99 = min(quantileValue(first, last, n, 0.50), top), min(quantileValue(first, last, n, 0.99), top)
+	}
+	return p
+}
+
+// historyCopy returns the history's points, oldest first.
+func (s *sampler) historyCopy() []point {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]point(nil), s.history...)
 }
 
 // gather reads the metrics.
@@ -82,7 +119,7 @@ func (s *sampler) gather() (sample, map[string]float64) {
 					sm.bounds = append(sm.bounds, b.GetUpperBound())
 				}
 			}
-		case "farthing_store_inuse_bytes", "farthing_disk_free_bytes", "farthing_oldest_unforwarded_seconds":
+		case "farthing_store_inuse_bytes", "farthing_store_bytes", "farthing_disk_free_bytes", "farthing_oldest_unforwarded_seconds":
 			for _, m := range f.GetMetric() {
 				gauge[f.GetName()] = m.GetGauge().GetValue()
 			}
@@ -145,11 +182,22 @@ func (s *sampler) rates() rateView {
 // quantileBound is the upper bound of the histogram bucket holding the q
 // quantile of the commits between two samples: "≤ 4 ms".
 func quantileBound(first, last sample, n uint64, q float64) string {
+	v := quantileValue(first, last, n, q)
+	if math.IsInf(v, 1) {
+		return fmt.Sprintf("> %s", time.Duration(last.bounds[len(last.bounds)-1]*float64(time.Second)))
+	}
+	return "≤ " + time.Duration(v*float64(time.Second)).String()
+}
+
+// quantileValue is the upper bound, in seconds, of the histogram bucket
+// holding the q quantile of the n commits between two samples; +Inf past
+// the last bound.
+func quantileValue(first, last sample, n uint64, q float64) float64 {
 	want := uint64(q*float64(n) + 0.999999)
 	for i, b := range last.buckets {
 		if b-first.buckets[i] >= want {
-			return "≤ " + time.Duration(last.bounds[i]*float64(time.Second)).String()
+			return last.bounds[i]
 		}
 	}
-	return fmt.Sprintf("> %s", time.Duration(last.bounds[len(last.bounds)-1]*float64(time.Second)))
+	return math.Inf(1)
 }

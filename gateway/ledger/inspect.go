@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -83,10 +85,23 @@ type ReconcileReport struct {
 	Reserved  metering.Nanos `json:"reserved_nanos"`
 	Available metering.Nanos `json:"available_nanos"`
 	Grants    GrantLine      `json:"grants"`
-	Balanced  bool           `json:"balanced"`
+	// Currencies splits the money by currency, one line each in currency
+	// order: the sums above add every currency's nanos together, which
+	// checks the books but is no amount of money.
+	Currencies []CurrencyLine `json:"currencies"`
+	Balanced   bool           `json:"balanced"`
 	// Held is the quarantine's own line: held usage is in no sum above
 	// until it is released.
 	Held HeldLine `json:"held"`
+}
+
+// CurrencyLine is one currency's money in the books, nanos: what the
+// ledger charged, the accounts' balances and what grants reserve.
+type CurrencyLine struct {
+	Currency string         `json:"currency"`
+	Charged  metering.Nanos `json:"charged_nanos"`
+	Balances metering.Nanos `json:"balances_nanos"`
+	Reserved metering.Nanos `json:"reserved_nanos"`
 }
 
 // GrantLine adds up the grants the books hold (open and last closed per
@@ -127,7 +142,7 @@ func (bk *Books) Inspect(snap *Terms) (*Report, error) {
 	}
 	err := st.Scan(func(tx *bolt.Tx) error {
 		for _, read := range []func(*bolt.Tx, *Report){inspectTickets, inspectAccounts, inspectEntries, inspectWindows, inspectLate,
-			inspectFolded, inspectHolds, inspectGrants, inspectOutbox, inspectSealed} {
+			inspectFolded, inspectHolds, inspectGrants, inspectOutbox, inspectSealed, inspectCurrencies} {
 			read(tx, rep)
 		}
 		return nil
@@ -241,6 +256,44 @@ func inspectFolded(tx *bolt.Tx, rep *Report) {
 		}
 		return nil
 	})
+}
+
+// inspectCurrencies splits the accounts' money by currency.
+func inspectCurrencies(tx *bolt.Tx, rep *Report) {
+	cur := map[string]string{} // account → currency
+	lines := map[string]*CurrencyLine{}
+	line := func(c string) *CurrencyLine {
+		if lines[c] == nil {
+			lines[c] = &CurrencyLine{Currency: c}
+		}
+		return lines[c]
+	}
+	tx.Bucket(bucketAccounts).ForEach(func(_, v []byte) error {
+		var a metering.Account
+		if a.UnmarshalBinary(v) == nil {
+			cur[a.ID] = string(a.Currency)
+			l := line(string(a.Currency))
+			l.Balances += a.Balance
+			l.Reserved += a.Reserved
+		}
+		return nil
+	})
+	tx.Bucket(bucketEntries).ForEach(func(_, v []byte) error {
+		var e metering.Entry
+		if e.UnmarshalBinary(v) == nil && e.Kind == metering.EntryCharge {
+			line(cur[e.Account]).Charged -= e.Amount
+		}
+		return nil
+	})
+	tx.Bucket(bucketFolded).ForEach(func(_, v []byte) error {
+		if f, err := decodeFoldedDay(v); err == nil {
+			line(cur[f.Account]).Charged -= f.Charges
+		}
+		return nil
+	})
+	for _, c := range slices.Sorted(maps.Keys(lines)) {
+		rep.Reconcile.Currencies = append(rep.Reconcile.Currencies, *lines[c])
+	}
 }
 
 // inspectGrants adds up the grants.

@@ -17,7 +17,9 @@
       }
     });
     if (live) {
-      live.textContent = "Live: updated " + new Date().toLocaleTimeString() + ".";
+      var now = new Date();
+      live.textContent = "Live: updated " + now.toISOString().replace(/\.\d+Z$/, "Z") + ".";
+      live.title = now.toString();
       live.dataset.updates = String(Number(live.dataset.updates || "0") + 1);
     }
   });
