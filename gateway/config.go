@@ -11,6 +11,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/pkcs11key"
+
 	"github.com/farthing-iot/farthing/gateway/ingest"
 	"github.com/farthing-iot/farthing/gateway/operator"
 
@@ -39,6 +41,10 @@ type Config struct {
 	// KeyFile is the gateway's Ed25519 key; default DataDir/gateway.key,
 	// generated on first start.
 	KeyFile string `yaml:"key_file"`
+	// KeyPKCS11, if set, keeps the gateway's key in a PKCS#11 token
+	// instead of KeyFile: the key never leaves the token, which signs
+	// (pkcs11key). Its public key is written to KeyFile + ".pub".
+	KeyPKCS11 *pkcs11key.Config `yaml:"key_pkcs11"`
 	// Tariffs is the tariff file; default DataDir/tariffs.yaml.
 	Tariffs string `yaml:"tariffs"`
 	// Devices is the device registry; default DataDir/devices.yaml.
@@ -581,6 +587,11 @@ func (c *Config) validate(path string) error {
 	}
 	if c.GatewayID != "" && !protocol.ValidName(c.GatewayID, protocol.MaxDeviceIDLen) {
 		return bad("gateway_id", "%q: use 1..64 of [A-Za-z0-9._-]", c.GatewayID)
+	}
+	if c.KeyPKCS11 != nil {
+		if err := c.KeyPKCS11.Validate(); err != nil {
+			return bad("key_pkcs11", "%v", err)
+		}
 	}
 	switch c.MQTT.Mode {
 	case "embedded":

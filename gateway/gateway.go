@@ -18,6 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/pkcs11key"
+	"github.com/farthing-iot/farthing/internal/atomicfile"
+
 	"github.com/farthing-iot/farthing/gateway/console"
 	"github.com/farthing-iot/farthing/gateway/registry"
 
@@ -40,7 +43,10 @@ type Gateway struct {
 	ingest  *ingest.Ingest
 	metrics *Metrics
 	gc      *gcTuner
-	key     ed25519.PrivateKey
+	signer  protocol.Signer // the gateway's key: from its key file or a PKCS#11 token
+	pub     ed25519.PublicKey
+	// closeKey releases the key (a token's session); nil for a key file.
+	closeKey func() error
 
 	mu      sync.Mutex // guards mtimes, refused and sessions
 	mtimes  [2]time.Time
@@ -87,17 +93,21 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: log, metrics: NewMetrics(), gc: newGCTuner(), ready: make(chan struct{})}
-	key, err := loadGatewayKey(cfg.KeyFile, log)
-	if err != nil {
+	if err := g.openKey(); err != nil {
 		return nil, err
 	}
-	g.key = key
+	opened := false
+	defer func() {
+		if !opened { // a gateway that did not open lets go of its key's token
+			g.closeGatewayKey()
+		}
+	}()
 	issuers, err := ingest.LoadIssuers(cfg.VoucherIssuers)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	g.minFree = g.minFreeFloor()
-	kid := protocol.KeyIDOf(protocol.AlgEdDSA, key.Public().(ed25519.PublicKey))
+	kid := protocol.KeyIDOf(protocol.AlgEdDSA, g.pub)
 	cfg.setKeyDefaults(kid)
 	snap, err := g.loadSnapshot()
 	if err != nil {
@@ -135,7 +145,47 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 		log.Warn("audit sink off: raw tickets and Merkle leaves are dropped with the rest after limits.audit_retention")
 	}
 	log.Info("aggregate stream", "gateway", cfg.GatewayID, "stream", books.Stream().String())
+	opened = true
 	return g, nil
+}
+
+// openKey opens the gateway's key: in its PKCS#11 token (key_pkcs11),
+// whose public key it writes beside the key file for receivers to trust,
+// or from its key file.
+func (g *Gateway) openKey() error {
+	cfg := g.cfg
+	if cfg.KeyPKCS11 == nil {
+		key, err := loadGatewayKey(cfg.KeyFile, g.log)
+		if err != nil {
+			return err
+		}
+		s, err := protocol.NewEd25519Signer(key)
+		g.signer, g.pub = s, key.Public().(ed25519.PublicKey)
+		return err
+	}
+	s, err := pkcs11key.Open(*cfg.KeyPKCS11)
+	if err != nil {
+		return fmt.Errorf("%w: gateway key: %v", ErrConfig, err)
+	}
+	g.signer, g.pub, g.closeKey = s, s.Public(), s.Close
+	pub, err := (&keyfile.Key{Public: s.Public()}).EncodePublic()
+	if err == nil {
+		err = atomicfile.Write(cfg.KeyFile+".pub", pub, 0o644)
+	}
+	if err != nil {
+		s.Close()
+		return fmt.Errorf("gateway public key: %w", err)
+	}
+	g.log.Info("the gateway key is in a PKCS#11 token", "module", cfg.KeyPKCS11.Module, "token", cfg.KeyPKCS11.Token,
+		"key", cfg.KeyPKCS11.Key, "public", cfg.KeyFile+".pub")
+	return nil
+}
+
+// closeGatewayKey releases the key's token session, if it has one.
+func (g *Gateway) closeGatewayKey() {
+	if g.closeKey != nil {
+		g.closeKey()
+	}
 }
 
 // loadGatewayKey reads the gateway's Ed25519 key, making it (0600, with
@@ -206,10 +256,7 @@ func (g *Gateway) openStore() error {
 // configured accounts against them and opens the aggregate stream.
 func (g *Gateway) openBooks(snap *ingest.Snapshot, kid [protocol.KeyIDLen]byte) (*ledger.Books, error) {
 	st := g.store
-	signer, err := protocol.NewEd25519Signer(g.key)
-	if err != nil {
-		return nil, err
-	}
+	signer := g.signer
 	if err := ledger.Init(context.Background(), st); err != nil {
 		return nil, err
 	}

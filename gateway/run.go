@@ -37,6 +37,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		if cerr := g.store.Close(); err == nil {
 			err = cerr
 		}
+		g.closeGatewayKey()
 		g.log.Info("stopped")
 	}()
 	errc := make(chan error, 4)

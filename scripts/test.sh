@@ -15,9 +15,9 @@ FUZZTIME=${FUZZTIME:-200000x}
 
 step() { printf '\n=== %s\n' "$*"; }
 
-step "packages: Mosquitto, nats-server, libcoap, PostgreSQL, Chromium, qemu and systemd for the broker, upstream, CoAP, provider, console, cross-architecture and service tests; gcc, clang and the Arm toolchain for the C client; promtool for the alert rules"
+step "packages: Mosquitto, nats-server, libcoap, PostgreSQL, Chromium, qemu and systemd for the broker, upstream, CoAP, provider, console, cross-architecture and service tests; gcc, clang and the Arm toolchain for the C client; promtool for the alert rules; SoftHSM2 for a key in a token"
 bash scripts/apt-install.sh mosquitto mosquitto-clients nats-server libcoap3-bin postgresql chromium qemu-user-static systemd \
-  clang libclang-rt-14-dev gcc-arm-none-eabi libnewlib-arm-none-eabi libmosquitto-dev libcoap3-dev prometheus
+  clang libclang-rt-14-dev gcc-arm-none-eabi libnewlib-arm-none-eabi libmosquitto-dev libcoap3-dev prometheus softhsm2
 
 step "go version"
 go version
