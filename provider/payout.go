@@ -251,7 +251,18 @@ type PayeeShare struct {
 // payout, its aggregates leaving the wallet and the new carry commit
 // together — so running again, or after a crash, pays nothing twice.
 func (r *Receiver) RunPayouts(ctx context.Context, policies map[string]PayoutPolicy, now time.Time) ([]Payout, error) {
-	return r.books.RunPayouts(ctx, policies, now, false)
+	return r.countPayouts(r.books.RunPayouts(ctx, policies, now, false))
+}
+
+// countPayouts counts a run's payouts, or its failure, in the stats.
+func (r *Receiver) countPayouts(made []Payout, err error) ([]Payout, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stats.Payouts += uint64(len(made))
+	if err != nil {
+		r.stats.PayoutFailures++
+	}
+	return made, err
 }
 
 // RunDuePayouts is RunPayouts for the providers whose schedule calls for
@@ -260,7 +271,7 @@ func (r *Receiver) RunPayouts(ctx context.Context, policies map[string]PayoutPol
 // pay a day twice). A provider due at its daily time whose wallet is
 // below the threshold waits for the next day's.
 func (r *Receiver) RunDuePayouts(ctx context.Context, policies map[string]PayoutPolicy, now time.Time) ([]Payout, error) {
-	return r.books.RunPayouts(ctx, policies, now, true)
+	return r.countPayouts(r.books.RunPayouts(ctx, policies, now, true))
 }
 
 // RunPayouts makes the payouts policies call for (scheduled: only those

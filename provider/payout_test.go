@@ -144,6 +144,9 @@ func TestReadPayoutPolicies(t *testing.T) {
 	if err != nil || len(made) != 1 {
 		t.Fatalf("payout of 13.000000001 EUR: %+v, %v", made, err)
 	}
+	if st := rc.Stats(); st.Payouts != 1 || st.PayoutFailures != 0 {
+		t.Fatalf("stats after one payout: %d made, %d failed runs", st.Payouts, st.PayoutFailures)
+	}
 	p := made[0]
 	// fee 5% of 13.000000001 + 0.10 = 0.750000000 (rounded down) = 0.75; net 12.250000001:
 	// 12.25 paid, 70/30 = 8.575 → 8.58 (largest remainder) and 3.675 → 3.67; 0.000000001 carried.

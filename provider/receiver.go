@@ -231,6 +231,10 @@ type Stats struct {
 	// ReadsRefused counts reads of the books over HTTP (GET /totals)
 	// refused for want of the read token.
 	ReadsRefused uint64 `json:"reads_refused"`
+	// Payouts counts payouts made since start; PayoutFailures the runs of
+	// payouts that stopped on an error.
+	Payouts        uint64 `json:"payouts"`
+	PayoutFailures uint64 `json:"payout_failures"`
 }
 
 // NewReceiver returns a receiver that books in books (a backend's, such

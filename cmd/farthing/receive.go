@@ -274,6 +274,8 @@ func receiverOps(r *provider.Receiver) http.Handler {
 		{"paywords_unproven", "Chain progress records held: their paywords do not prove their claim.", func(s provider.Stats) uint64 { return s.UnprovenPaywords }},
 		{"paywords_unattested", "Proven chain progress records whose commitment no device key checked.", func(s provider.Stats) uint64 { return s.UnattestedPaywords }},
 		{"reads_refused", "Reads of the books over HTTP (GET /totals) refused for want of the read token.", func(s provider.Stats) uint64 { return s.ReadsRefused }},
+		{"payouts", "Payouts made (farthing receive --payouts).", func(s provider.Stats) uint64 { return s.Payouts }},
+		{"payout_failures", "Runs of payouts that stopped on an error (the books did not answer, a policy they refuse).", func(s provider.Stats) uint64 { return s.PayoutFailures }},
 	} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "farthing_receiver_" + c.name + "_total", Help: c.help},
 			func() float64 { return float64(c.v(r.Stats())) }))
