@@ -257,7 +257,7 @@ func TestGrantsEndByThemselves(t *testing.T) {
 	idle.grant(t, 0, 1000)
 	g := busy.grant(t, 0, 1000)
 	start := time.Now()
-	for reg := uint64(10); time.Since(start) < 5*time.Second; reg += 10 {
+	for reg := uint64(10); time.Since(start) < 6*time.Second; reg += 10 {
 		busy.report(t, reg)
 		time.Sleep(250 * time.Millisecond)
 	}
