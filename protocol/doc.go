@@ -14,6 +14,8 @@
 //	commitment = COSE_Sign1 / COSE_Mac0     ; a payword chain's, signed or MAC'd by the device
 //	progress  = COSE_Sign1                  ; a payword chain's progress, signed by the gateway's Ed25519 key
 //	grant-request, release = COSE_Sign1 / COSE_Mac0   ; a device's, signed or MAC'd like a ticket (grant.go)
+//	command   = COSE_Sign1                  ; a provider's, signed by its control key (command.go)
+//	command-ack = COSE_Sign1                ; a gateway's acknowledgement of a command, in its stream
 //
 //	COSE_Sign1 = #6.18([
 //	  protected:   bstr .cbor {1: -8, 4: kid},   ; alg EdDSA (Ed25519), key id
@@ -41,7 +43,7 @@
 //
 //	payload = ticket-payload / receipt-payload / aggregate-payload / voucher-payload / credit-payload /
 //	          hold-payload / commitment-payload / progress-payload / restore-payload / time-request-payload /
-//	          grant-request-payload / release-payload
+//	          grant-request-payload / release-payload / command-payload / command-ack-payload
 //
 // A payword chain's commitment (kind 7) is a COSE message like the rest;
 // the payword ticket (kind 8) is a bare CBOR map with no COSE envelope:

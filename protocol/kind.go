@@ -28,6 +28,12 @@ const (
 	KindGrantRequest Kind = 12
 	// KindRelease is a device's end of its grant (grant.go).
 	KindRelease Kind = 13
+	// KindCommand is a provider's signed command to its gateways
+	// (command.go).
+	KindCommand Kind = 14
+	// KindCommandAck is a gateway's acknowledgement of a command, in its
+	// aggregate stream (command.go).
+	KindCommandAck Kind = 15
 )
 
 // String returns the kind's name.
@@ -59,6 +65,10 @@ func (k Kind) String() string {
 		return "grant_request"
 	case KindRelease:
 		return "release"
+	case KindCommand:
+		return "command"
+	case KindCommandAck:
+		return "command_ack"
 	}
 	return "unknown"
 }

@@ -297,4 +297,14 @@ func TestReasonNames(t *testing.T) {
 	if protocol.Reason(200).Valid() || protocol.Reason(200).String() != "reason_200" {
 		t.Errorf("undefined reason 200 reads as defined")
 	}
+	// Valid is the table's codes exactly, though it does not read it.
+	defined := map[protocol.Reason]bool{}
+	for _, r := range rs {
+		defined[r] = r != protocol.ReasonNone
+	}
+	for r := protocol.Reason(0); r < 300; r++ {
+		if r.Valid() != defined[r] {
+			t.Errorf("Reason(%d).Valid() = %v; the table says %v", r, r.Valid(), defined[r])
+		}
+	}
 }

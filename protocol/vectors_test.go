@@ -42,6 +42,10 @@ func TestVectorsDevice(t *testing.T) {
 					b, err = enc.AppendGrantRequest(nil, v.GrantRequest, s)
 				case v.Release != nil:
 					b, err = enc.AppendRelease(nil, v.Release, s)
+				case v.Command != nil:
+					b, err = protocol.SignCommand(v.Command, s)
+				case v.CommandAck != nil:
+					b, err = enc.AppendCommandAck(nil, v.CommandAck, s)
 				}
 				if err != nil || !bytes.Equal(b, v.Bytes()) {
 					t.Fatalf("encoder gives %x, %v; vector is %s", b, err, v.Hex)

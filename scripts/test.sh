@@ -63,6 +63,9 @@ if [ "$FUZZTIME" != "0" ]; then
     ./protocol/strict:FuzzReceiptDecoders \
     ./protocol/strict:FuzzEnvelopeParsers \
     ./protocol:FuzzPaywordMessages \
+    ./protocol:FuzzGrantMessages \
+    ./protocol/strict:FuzzDecodeCommand \
+    ./protocol/strict:FuzzDecodeCommandAck \
     ./protocol/internal/tinysha:FuzzEqualsCryptoSHA256 \
     ./devicefw:FuzzDeviceTicketDecodes \
     ./metering:FuzzParseMoney \

@@ -15,7 +15,7 @@ import (
 
 // maxInput bounds what decode and verify read: a message in hex with
 // whitespace fits easily.
-const maxInput = 4 * protocol.MaxMessageSize
+const maxInput = 4 * protocol.MaxCommandSize
 
 // readMessage reads one message from the file or stdin ("" or "-"), as
 // binary or as hex text (whitespace ignored).
@@ -73,8 +73,11 @@ type decoded struct {
 	// A device's grant request or release.
 	GrantRequest *protocol.GrantRequest `json:"grant_request,omitempty"`
 	Release      *protocol.Release      `json:"release,omitempty"`
-	Signature    string                 `json:"signature,omitempty"`
-	Diag         string                 `json:"diag"`
+	// A provider's command and a gateway's acknowledgement of one.
+	Command    *protocol.Command    `json:"command,omitempty"`
+	CommandAck *protocol.CommandAck `json:"command_ack,omitempty"`
+	Signature  string               `json:"signature,omitempty"`
+	Diag       string               `json:"diag"`
 }
 
 // runDecode prints a message as JSON, with its CBOR diagnostic notation.
@@ -110,6 +113,7 @@ func runDecode(e *env, args []string) error {
 		Kind: m.Kind.String(), COSE: coseName(m.Envelope.Alg), Alg: m.Envelope.Alg.String(),
 		KeyID: hex.EncodeToString(m.Envelope.KeyID), Size: len(b),
 		Ticket: m.Ticket, Receipt: m.Receipt, Aggregate: m.Aggregate, GrantRequest: m.GrantRequest, Release: m.Release,
+		Command: m.Command, CommandAck: m.CommandAck,
 		Signature: hex.EncodeToString(m.Envelope.Signature), Diag: diag,
 	}
 	return printDecoded(e, out)

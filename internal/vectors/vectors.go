@@ -35,8 +35,11 @@ type Vector struct {
 	// A device's grant request or release (kinds 12 and 13).
 	GrantRequest *protocol.GrantRequest `json:"grant_request,omitempty"`
 	Release      *protocol.Release      `json:"release,omitempty"`
-	Hex          string                 `json:"hex"`
-	Diag         string                 `json:"diag"`
+	// A provider's command (kind 14) and a gateway's acknowledgement (15).
+	Command    *protocol.Command    `json:"command,omitempty"`
+	CommandAck *protocol.CommandAck `json:"command_ack,omitempty"`
+	Hex        string               `json:"hex"`
+	Diag       string               `json:"diag"`
 }
 
 // Bytes returns the vector's message bytes.

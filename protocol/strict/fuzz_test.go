@@ -254,3 +254,34 @@ func envEqual(a, b protocol.Envelope) bool {
 	return a.Alg == b.Alg && bytes.Equal(a.KeyID, b.KeyID) && bytes.Equal(a.Protected, b.Protected) &&
 		bytes.Equal(a.Payload, b.Payload) && bytes.Equal(a.Signature, b.Signature)
 }
+
+// FuzzDecodeCommand: a command the decoder accepts is within its limit,
+// valid, and re-encodes to exactly its bytes.
+func FuzzDecodeCommand(f *testing.F) {
+	seedVectors(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		env, c, err := strict.DecodeCommand(in)
+		if err != nil {
+			if !protocol.ReasonOf(err).Valid() {
+				t.Fatalf("refusal without a valid reason: %v", err)
+			}
+			return
+		}
+		checkAccepted(t, in, env, protocol.MaxCommandSize, func() ([]byte, error) { return protocol.AppendCommandPayload(nil, &c) })
+	})
+}
+
+// FuzzDecodeCommandAck: likewise for a gateway's acknowledgement.
+func FuzzDecodeCommandAck(f *testing.F) {
+	seedVectors(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		env, a, err := strict.DecodeCommandAck(in)
+		if err != nil {
+			if !protocol.ReasonOf(err).Valid() {
+				t.Fatalf("refusal without a valid reason: %v", err)
+			}
+			return
+		}
+		checkAccepted(t, in, env, protocol.MaxAggregateSize, func() ([]byte, error) { return protocol.AppendCommandAckPayload(nil, &a) })
+	})
+}

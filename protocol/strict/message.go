@@ -19,13 +19,16 @@ type Message struct {
 	// A device's grant request or release.
 	GrantRequest *protocol.GrantRequest
 	Release      *protocol.Release
+	// A provider's command, and a gateway's acknowledgement of one.
+	Command    *protocol.Command
+	CommandAck *protocol.CommandAck
 }
 
 // Decode decodes an untrusted message of any kind. The kind is read from
 // the payload's key 0 and the message is then decoded as strictly as by
 // the function for its kind.
 func Decode(b []byte) (*Message, error) {
-	env, err := decodeEnvelope(b, protocol.MaxMessageSize)
+	env, err := decodeEnvelope(b, protocol.MaxCommandSize) // the largest; each kind's decoder holds it to its own limit
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +76,14 @@ func Decode(b []byte) (*Message, error) {
 		var p protocol.ChainProgress
 		err := protocol.ParseChainProgress(b, &m.Envelope, &p)
 		m.Progress = &p
+		return m, err
+	case protocol.KindCommand:
+		env, c, err := DecodeCommand(b)
+		m.Envelope, m.Command = env, &c
+		return m, err
+	case protocol.KindCommandAck:
+		env, a, err := DecodeCommandAck(b)
+		m.Envelope, m.CommandAck = env, &a
 		return m, err
 	case protocol.KindGrantRequest:
 		var r protocol.GrantRequest

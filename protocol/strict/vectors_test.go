@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"reflect"
 	"testing"
@@ -36,6 +37,24 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		} else {
 			v.Kind = "release"
 			b, err = enc.AppendRelease(nil, rl, mac)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		v.Hex = hex.EncodeToString(b)
+		vs = append(vs, v)
+	}
+	addControl := func(name string, c *protocol.Command, a *protocol.CommandAck) {
+		v := vectors.Vector{Name: name, Key: "ed25519", Valid: true, Command: c, CommandAck: a}
+		var b []byte
+		var err error
+		if c != nil {
+			v.Kind = "command"
+			b, err = protocol.SignCommand(c, ed)
+		} else {
+			v.Kind = "command_ack"
+			var enc protocol.Encoder
+			b, err = enc.AppendCommandAck(nil, a, ed)
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -128,6 +147,29 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 	add("receipt-hmac-grant-released", "hmac", nil, &protocol.Receipt{Device: "evse-17", Seq: 57, Status: protocol.StatusAccepted,
 		Balance: 7_177_000_000, HasBalance: true, Currency: "EUR", Grant: closed}, nil)
 
+	cmd := func(seq uint64, id, action string) protocol.Command {
+		return protocol.Command{Target: "gw-berlin-1", Seq: seq, ID: id, NotBefore: 1_790_000_000_000, Expiry: 1_790_086_400_000, Action: action}
+	}
+	c1 := cmd(1, "cmd-0001", protocol.ActionTariffSet)
+	c1.Tariffs, c1.Effective = "tariffs:\n  - {id: energy, currency: EUR, period: none, price: 0.32 EUR, per: 1000}\n", 1_790_043_200_000
+	c2 := cmd(2, "cmd-0002", protocol.ActionAdjust)
+	c2.Account, c2.Amount, c2.Currency, c2.Reason, c2.Ref, c2.Voucher = "kiosk", -500_000_000, "EUR", "double_redemption", "fix-V-TWICE", "V-TWICE"
+	c3 := cmd(3, "cmd-0003", protocol.ActionRevokeVoucher)
+	c3.Vouchers = []string{"V-STOLEN-1", "V-STOLEN-2"}
+	c4 := cmd(7, "cmd-0004", protocol.ActionRevokeDevice)
+	c4.Group, c4.Target = true, "berlin"
+	c4.KeyIDs = [][]byte{{1, 2, 3, 4, 5, 6, 7, 8}}
+	c5 := cmd(4, "cmd-0005", protocol.ActionProvision)
+	c5.Device, c5.PublicKey, c5.Account, c5.Provider = "evse-9", bytes.Repeat([]byte{0x42}, 32), "fleet", "stadtwerk"
+	c5.Meters = []protocol.MeterTerms{{Meter: "energy_wh", Tariff: "evse-dc"}, {Meter: "session_ms", Tariff: "parking"}}
+	for i, c := range []*protocol.Command{&c1, &c2, &c3, &c4, &c5} {
+		addControl(fmt.Sprintf("command-ed25519-%s-%d", c.Action, i+1), c, nil)
+	}
+	addControl("command-ack-ed25519-applied", nil, &protocol.CommandAck{Gateway: "gw-berlin-1", Seq: 42, Command: "cmd-0001", Target: "gw-berlin-1",
+		Number: 1, Time: 1_790_000_100_000, Epoch: 7})
+	addControl("command-ack-ed25519-refused", nil, &protocol.CommandAck{Gateway: "gw-berlin-1", Seq: 43, Command: "cmd-0004", Target: "berlin",
+		Group: true, Number: 7, Refused: true, Reason: protocol.ReasonCommandExpired, Time: 1_790_000_200_000})
+
 	good, _ := hex.DecodeString(vs[0].Hex)
 	badSig := bytes.Clone(good)
 	badSig[len(badSig)-1] ^= 0x80
@@ -155,6 +197,10 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		m(9).u(1).u(41).u(2).t("energy_wh").u(3).u(10).u(4).u(11).u(5).u(1).u(6).u(1_790_000_900_000).u(7).u(900_000).u(8).u(120_000).u(9).u(0)), protocol.ReasonFieldRange)
 	invalid("receipt-grant-charged", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("evse-17").u(2).u(41).u(3).u(0).u(5).u(1).u(13).
 		m(9).u(1).u(41).u(2).t("energy_wh").u(3).u(10).u(4).u(9).u(5).u(1).u(6).u(1_790_000_900_000).u(7).u(900_000).u(8).u(120_000).u(9).u(0)), protocol.ReasonFieldRange)
+	invalid("command-tariff-set-with-an-account", "command", "ed25519", seal(ed, cb{}.m(10).u(0).u(14).u(1).t("gw-1").u(3).u(1).u(4).t("c-1").u(5).u(1).u(6).u(2).
+		u(7).t("tariff_set").u(8).t("tariffs: []").u(9).u(5).u(10).t("kiosk")), protocol.ReasonFieldRange)
+	invalid("command-ack-refused-without-reason", "command_ack", "ed25519", seal(ed, cb{}.m(8).u(0).u(15).u(1).t("gw-1").u(2).u(5).u(3).t("c-1").
+		u(4).t("gw-1").u(6).u(1).u(7).u(1).u(9).u(1_790_000_000_000)), protocol.ReasonFieldRange)
 	invalid("receipt-balance-long-form", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(0).u(5).u(0).u(6).raw(0x38, 0x05)), protocol.ReasonNonCanonical)
 	for i := range vs {
 		d, err := strict.Diagnose(vs[i].Bytes())
@@ -225,6 +271,10 @@ func TestVectorsStrict(t *testing.T) {
 				t.Errorf("grant request = %+v; want %+v", m.GrantRequest, v.GrantRequest)
 			case v.Release != nil && !reflect.DeepEqual(m.Release, v.Release):
 				t.Errorf("release = %+v; want %+v", m.Release, v.Release)
+			case v.Command != nil && !reflect.DeepEqual(m.Command, v.Command):
+				t.Errorf("command = %+v; want %+v", m.Command, v.Command)
+			case v.CommandAck != nil && !reflect.DeepEqual(m.CommandAck, v.CommandAck):
+				t.Errorf("command ack = %+v; want %+v", m.CommandAck, v.CommandAck)
 			}
 		})
 	}
