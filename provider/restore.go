@@ -125,11 +125,11 @@ func cutOf(tx *bolt.Tx, s protocol.StreamID) (uint64, bool) {
 func bookRestore(tx *bolt.Tx, s protocol.StreamID, r *protocol.Restore) (*RestoreEffect, error) {
 	old := protocol.StreamID{KeyID: s.KeyID, Epoch: r.OldEpoch}
 	eff := &RestoreEffect{Superseded: old, After: r.OldLastSeq}
-	money := map[string]*Superseded{}
-	if err := supersede(tx, old, r.OldLastSeq, s.Epoch, int64(r.Time), money, 0); err != nil {
+	ss := supersession{by: s.Epoch, at: int64(r.Time), money: map[string]*Superseded{}}
+	if err := ss.supersede(tx, old, r.OldLastSeq, 0); err != nil {
 		return nil, err
 	}
-	for _, m := range money {
+	for _, m := range ss.money {
 		eff.Money = append(eff.Money, *m)
 	}
 	sort.Slice(eff.Money, func(i, j int) bool { return supersededKey(eff.Money[i]) < supersededKey(eff.Money[j]) })
@@ -140,21 +140,30 @@ func supersededKey(m Superseded) string {
 	return m.Kind + "\x00" + m.Provider + "\x00" + m.Account + "\x00" + m.Currency
 }
 
+// supersession is the work of one restore record: the stream epoch that
+// supersedes (by), the record's time (at), and the money it takes out of
+// the payable books, by kind, provider, account and currency.
+type supersession struct {
+	by    uint64
+	at    int64
+	money map[string]*Superseded
+}
+
 // supersede takes what stream old numbered after seq after out of the
 // payable books. A stream restored from one backup twice: the second
 // restore names the backup's stream again, and the stream of the first
 // restore (which the backup holds nothing of) is superseded whole.
-func supersede(tx *bolt.Tx, old protocol.StreamID, after, by uint64, at int64, money map[string]*Superseded, depth int) error {
+func (ss *supersession) supersede(tx *bolt.Tx, old protocol.StreamID, after uint64, depth int) error {
 	rb := tx.Bucket(bucketRestores)
 	if prev := rb.Get(streamKey(old)); len(prev) == 24 {
 		after = min(after, binary.BigEndian.Uint64(prev))
-		if prevBy := binary.BigEndian.Uint64(prev[8:]); prevBy != by && depth < 8 {
-			if err := supersede(tx, protocol.StreamID{KeyID: old.KeyID, Epoch: prevBy}, 0, by, at, money, depth+1); err != nil {
+		if prevBy := binary.BigEndian.Uint64(prev[8:]); prevBy != ss.by && depth < 8 {
+			if err := ss.supersede(tx, protocol.StreamID{KeyID: old.KeyID, Epoch: prevBy}, 0, depth+1); err != nil {
 				return err
 			}
 		}
 	}
-	v := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, after), by), uint64(at))
+	v := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, after), ss.by), uint64(ss.at))
 	if err := rb.Put(streamKey(old), v); err != nil {
 		return err
 	}
@@ -172,10 +181,12 @@ func supersede(tx *bolt.Tx, old protocol.StreamID, after, by uint64, at int64, m
 	}
 	for _, it := range later {
 		r, err := supersedeRecord(tx, it.k, it.v)
-		if err != nil || r == nil {
+		if err != nil {
 			return err
 		}
-		addSuperseded(money, r)
+		if r != nil { // nil: superseded before, or no money (a hold, chain progress, a restore)
+			addSuperseded(ss.money, r)
+		}
 	}
 	sb := tx.Bucket(bucketStreams)
 	if rec, ok := decodeStream(sb.Get(prefix)); ok {

@@ -104,3 +104,43 @@ func TestRestoreSupersedesTheOldStream(t *testing.T) {
 		}
 	})
 }
+
+// A gateway restored from one backup twice: the second restore names
+// the backup's stream again, and the first restore's stream (which the
+// backup holds nothing of) leaves the payable books whole.
+func TestRestoreFromOneBackupTwice(t *testing.T) {
+	stores(t, func(t *testing.T, open opener) {
+		a := newGW(t)
+		r, err := open(provider.Keys(a.pub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		const c = 10_000_000 // a cent
+		for seq := uint64(1); seq <= 3; seq++ {
+			mustBook(t, r, a.agg(t, "gw-a", 100, seq, 1_000*c), provider.Accepted)
+		}
+		mustBook(t, r, a.agg(t, "gw-a", 100, 4, 2_000*c), provider.Accepted) // after the backup
+		mustBook(t, r, a.restoreRecord(t, "gw-a", 200, 100, 3), provider.Accepted)
+		mustBook(t, r, a.agg(t, "gw-a", 200, 2, 4_000*c), provider.Accepted)
+
+		bk := mustBook(t, r, a.restoreRecord(t, "gw-a", 300, 100, 3), provider.Accepted)
+		if bk.Restored == nil || len(bk.Restored.Money) != 1 || bk.Restored.Money[0].Amount != 4_000*c || bk.Restored.Money[0].Count != 1 {
+			t.Fatalf("the second restore took out %+v; want the first restore's 4000 (1 aggregate)", bk.Restored)
+		}
+		mustBook(t, r, a.agg(t, "gw-a", 300, 2, 500*c), provider.Accepted)
+		amount, aggs, rep := total(t, r)
+		if amount != 3*1_000*c+500*c || aggs != 4 {
+			t.Errorf("payable totals %d in %d aggregates; want %d in 4", amount, aggs, 3*1_000*c+500*c)
+		}
+		var out provider.Superseded
+		for _, s := range rep.Superseded {
+			if s.Kind == "aggregate" {
+				out = s
+			}
+		}
+		if out.Amount != 2_000*c+4_000*c || out.Count != 2 {
+			t.Errorf("superseded %+v; want 6000 in 2 aggregates", rep.Superseded)
+		}
+	})
+}
