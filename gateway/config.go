@@ -602,6 +602,33 @@ func (c *Config) validate(path string) error {
 	default:
 		return bad("mqtt.mode", "%q: want embedded or external", c.MQTT.Mode)
 	}
+	if err := c.validateLists(bad); err != nil {
+		return err
+	}
+	if f := c.Corrections.Fold; f < time.Second || f > time.Hour {
+		return bad("corrections.fold", "%v: want 1s to 1h", f)
+	}
+	if err := c.Commit.validate(bad); err != nil {
+		return err
+	}
+	if err := c.Grants.validate(bad); err != nil {
+		return err
+	}
+	if c.HTTP.Console != "on" && c.HTTP.Console != "off" {
+		return bad("http.console", "%q: want on or off", c.HTTP.Console)
+	}
+	if err := c.Operator.Validate(); err != nil {
+		return bad("operator", "%v", err)
+	}
+	if c.MQTT.ReceiptQoS != 0 && c.MQTT.ReceiptQoS != 1 {
+		return bad("mqtt.receipt_qos", "%d: want 0 or 1", c.MQTT.ReceiptQoS)
+	}
+	return nil
+}
+
+// validateLists checks the accounts, providers and upstreams: each valid,
+// and none twice.
+func (c *Config) validateLists(bad func(field, format string, args ...any) error) error {
 	seen := map[string]bool{}
 	for i, a := range c.Accounts {
 		f := fmt.Sprintf("accounts[%d]", i)
@@ -648,24 +675,6 @@ func (c *Config) validate(path string) error {
 		if u.URL == "" {
 			return bad(f+".url", "required")
 		}
-	}
-	if f := c.Corrections.Fold; f < time.Second || f > time.Hour {
-		return bad("corrections.fold", "%v: want 1s to 1h", f)
-	}
-	if err := c.Commit.validate(bad); err != nil {
-		return err
-	}
-	if err := c.Grants.validate(bad); err != nil {
-		return err
-	}
-	if c.HTTP.Console != "on" && c.HTTP.Console != "off" {
-		return bad("http.console", "%q: want on or off", c.HTTP.Console)
-	}
-	if err := c.Operator.Validate(); err != nil {
-		return bad("operator", "%v", err)
-	}
-	if c.MQTT.ReceiptQoS != 0 && c.MQTT.ReceiptQoS != 1 {
-		return bad("mqtt.receipt_qos", "%d: want 0 or 1", c.MQTT.ReceiptQoS)
 	}
 	return nil
 }

@@ -362,21 +362,9 @@ func (g *Grant) read(rd *reader) {
 // payload into r. Anything not exactly as AppendGrantRequest writes it is
 // refused.
 func ParseGrantRequest(b []byte, env *Envelope, r *GrantRequest) error {
-	const want = KindGrantRequest
-	rd, keys, err := openDeviceMessage(b, env, "grant request")
-	if err != nil {
-		return err
-	}
 	*r = GrantRequest{}
-	seen := 0
-	for {
-		k, ok := keys.next()
-		if !ok {
-			break
-		}
+	err := readDeviceMessage(b, env, deviceForm{KindGrantRequest, 8, 0x1f}, func(rd *reader, k int64) bool {
 		switch k {
-		case keyKind:
-			rd.kind(want)
 		case grantReqDevice:
 			r.Device = string(rd.text(MaxDeviceIDLen, "device id"))
 		case grantReqMeter:
@@ -392,16 +380,12 @@ func ParseGrantRequest(b []byte, env *Envelope, r *GrantRequest) error {
 		case grantReqAmount:
 			r.Amount = rd.nonZero("amount")
 		default:
-			rd.fail(ReasonUnknownField, "unknown grant request field")
+			return false
 		}
-		seen |= 1 << k
-	}
-	rd.done()
-	if rd.err != nil {
-		return rd.err
-	}
-	if seen&0x1f != 0x1f {
-		return newError(ReasonMissingField, "grant request lacks a field")
+		return true
+	})
+	if err != nil {
+		return err
 	}
 	return r.Validate()
 }
@@ -409,21 +393,9 @@ func ParseGrantRequest(b []byte, env *Envelope, r *GrantRequest) error {
 // ParseRelease reads a release as ParseGrantRequest reads a grant
 // request.
 func ParseRelease(b []byte, env *Envelope, r *Release) error {
-	const want = KindRelease
-	rd, keys, err := openDeviceMessage(b, env, "release")
-	if err != nil {
-		return err
-	}
 	*r = Release{}
-	seen := 0
-	for {
-		k, ok := keys.next()
-		if !ok {
-			break
-		}
+	err := readDeviceMessage(b, env, deviceForm{KindRelease, 8, 0x1f}, func(rd *reader, k int64) bool {
 		switch k {
-		case keyKind:
-			rd.kind(want)
 		case releaseDevice:
 			r.Device = string(rd.text(MaxDeviceIDLen, "device id"))
 		case releaseID:
@@ -435,31 +407,14 @@ func ParseRelease(b []byte, env *Envelope, r *Release) error {
 		case releaseEpoch:
 			r.Epoch = rd.nonZero("epoch")
 		default:
-			rd.fail(ReasonUnknownField, "unknown release field")
+			return false
 		}
-		seen |= 1 << k
-	}
-	rd.done()
-	if rd.err != nil {
-		return rd.err
-	}
-	if seen&0x1f != 0x1f {
-		return newError(ReasonMissingField, "release lacks a field")
+		return true
+	})
+	if err != nil {
+		return err
 	}
 	return r.Validate()
-}
-
-// openDeviceMessage parses a device message's envelope into env and
-// opens its payload's map.
-func openDeviceMessage(b []byte, env *Envelope, what string) (*reader, mapKeys, error) {
-	if len(b) > MaxTicketSize {
-		return nil, mapKeys{}, newError(ReasonTooLarge, what+" is larger than its limit")
-	}
-	if err := ParseEnvelope(b, env); err != nil {
-		return nil, mapKeys{}, err
-	}
-	rd := &reader{b: env.Payload}
-	return rd, rd.mapOf(8, what+" payload"), nil
 }
 
 // kind reads a payload's kind and refuses another than want.

@@ -57,41 +57,21 @@ func (e *Encoder) AppendTimeRequest(dst []byte, r *TimeRequest, s Signer) ([]byt
 // payload into r. Anything not exactly as AppendTimeRequest writes it is
 // refused.
 func ParseTimeRequest(b []byte, env *Envelope, r *TimeRequest) error {
-	if len(b) > MaxTicketSize {
-		return newError(ReasonTooLarge, "time request is larger than its limit")
-	}
-	if err := ParseEnvelope(b, env); err != nil {
-		return err
-	}
-	rd := reader{b: env.Payload}
-	keys := rd.mapOf(3, "time request payload")
-	seen := 0
 	*r = TimeRequest{}
-	for {
-		k, ok := keys.next()
-		if !ok {
-			break
-		}
+	form := deviceForm{KindTimeRequest, 3, 1<<keyKind | 1<<timeReqDevice | 1<<timeReqNonce}
+	err := readDeviceMessage(b, env, form, func(rd *reader, k int64) bool {
 		switch k {
-		case keyKind:
-			if rd.uint("kind") != uint64(KindTimeRequest) && rd.err == nil {
-				return newError(ReasonWrongKind, "not a time request")
-			}
 		case timeReqDevice:
 			r.Device = string(rd.text(MaxDeviceIDLen, "device id"))
 		case timeReqNonce:
 			rd.fixed(r.Nonce[:], "nonce")
 		default:
-			rd.fail(ReasonUnknownField, "unknown time request field")
+			return false
 		}
-		seen |= 1 << k
-	}
-	rd.done()
-	if rd.err != nil {
-		return rd.err
-	}
-	if seen != 1<<keyKind|1<<timeReqDevice|1<<timeReqNonce {
-		return newError(ReasonMissingField, "time request lacks a field")
+		return true
+	})
+	if err != nil {
+		return err
 	}
 	return r.Validate()
 }

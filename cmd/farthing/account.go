@@ -27,40 +27,12 @@ func runAccount(e *env, args []string) error {
 	data := fs.String("data", defaultData, "the gateway's data directory")
 	format := fs.String("format", "table", "table, csv or json")
 	op := addOperatorFlags(fs)
+	c := accountCmd{e: e, fs: fs, op: op, data: data, format: format}
 	switch args[0] {
 	case "topup":
-		ref := fs.String("ref", "", "your reference for this top-up (a payment id): the same ref again is the same top-up")
-		pos, err := parseInterspersed(fs, args[1:], 2)
-		if err != nil {
-			return err
-		}
-		if len(pos) != 2 || *ref == "" {
-			return usageError{"account topup ACCOUNT AMOUNT --ref REF (AMOUNT like \"5.00 EUR\")"}
-		}
-		if _, err := metering.ParseMoney(pos[1]); err != nil {
-			return usageError{"amount: " + err.Error()}
-		}
-		var res ledger.TopUpResult
-		if err := op.postJSON(*data, "/accounts/"+url.PathEscape(pos[0])+"/topups",
-			operator.TopUpRequest{Amount: pos[1], Ref: *ref}, &res); err != nil {
-			if errors.Is(err, errNoDaemon) {
-				return fmt.Errorf("a top-up needs the running farthingd: %w", err)
-			}
-			return err
-		}
-		if *format == "json" {
-			return printJSON(e, res)
-		}
-		what := "topped up"
-		if res.Repeated {
-			what = "already done (same ref)"
-		}
-		cur := metering.Currency(res.Currency)
-		fmt.Fprintf(e.stdout, "%s: %s %s, entry %d, balance %s\n", res.Account, what,
-			metering.Money{Nanos: res.Amount, Currency: cur}, res.EntrySeq, metering.Money{Nanos: res.Balance, Currency: cur})
-		return nil
+		return c.topup(args[1:])
 	case "adjust":
-		return runAccountAdjust(e, fs, op, data, format, args[1:])
+		return c.adjust(args[1:])
 	case "list", "show":
 		pos, err := parseInterspersed(fs, args[1:], 1)
 		if err != nil {
@@ -96,7 +68,7 @@ func runAccount(e *env, args []string) error {
 		}
 		return printEntries(e, *format, entries)
 	}
-	return usageError{"account: want topup, list, show or entries, not " + args[0]}
+	return usageError{"account: want topup, adjust, list, show or entries, not " + args[0]}
 }
 
 func printJSON(e *env, v any) error {
@@ -208,41 +180,84 @@ func takesValue(fs *flag.FlagSet, a string) bool {
 	return !ok || !b.IsBoolFlag()
 }
 
-// runAccountAdjust is `farthing account adjust ACCOUNT AMOUNT --ref REF
-// --reason CODE [--note TEXT] [--voucher ID]`: a signed amount ("-20.00
-// EUR" debits), through the operator API, idempotent by ref.
-func runAccountAdjust(e *env, fs *flag.FlagSet, op *operatorFlags, data, format *string, args []string) error {
-	ref := fs.String("ref", "", "your reference for this adjustment: the same ref again is the same adjustment")
-	reason := fs.String("reason", "", "why, a code: double_redemption, goodwill, correction, chargeback, …")
-	note := fs.String("note", "", "your words, kept in the audit log")
-	voucher := fs.String("voucher", "", "the voucher this settles (one credited twice): the provider's books link it to that flag")
-	pos, err := parseInterspersed(fs, args, 2)
+// accountCmd is one `farthing account` command with its common flags
+// defined (their values are set once the command parses its arguments).
+type accountCmd struct {
+	e            *env
+	fs           *flag.FlagSet
+	op           *operatorFlags
+	data, format *string
+}
+
+// topup is `farthing account topup ACCOUNT AMOUNT --ref REF`.
+func (c accountCmd) topup(args []string) error {
+	ref := c.fs.String("ref", "", "your reference for this top-up (a payment id): the same ref again is the same top-up")
+	pos, err := parseInterspersed(c.fs, args, 2)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 || *ref == "" {
+		return usageError{"account topup ACCOUNT AMOUNT --ref REF (AMOUNT like \"5.00 EUR\")"}
+	}
+	res, err := c.post(pos, "topups", "a top-up", operator.TopUpRequest{Amount: pos[1], Ref: *ref})
+	if err != nil || *c.format == "json" {
+		return err
+	}
+	c.printBooked(res, "topped up", metering.Money.String)
+	return nil
+}
+
+// adjust is `farthing account adjust ACCOUNT AMOUNT --ref REF --reason CODE`.
+func (c accountCmd) adjust(args []string) error {
+	ref := c.fs.String("ref", "", "your reference for this adjustment: the same ref again is the same adjustment")
+	reason := c.fs.String("reason", "", "why, a code: double_redemption, goodwill, correction, chargeback, …")
+	note := c.fs.String("note", "", "your words, kept in the audit log")
+	voucher := c.fs.String("voucher", "", "the voucher this settles (one credited twice): the provider's books link it to that flag")
+	pos, err := parseInterspersed(c.fs, args, 2)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 || *ref == "" || *reason == "" {
 		return usageError{"account adjust ACCOUNT AMOUNT --ref REF --reason CODE [--note TEXT] [--voucher ID] (AMOUNT like \"-20.00 EUR\" to debit)"}
 	}
-	if _, err := metering.ParseMoney(pos[1]); err != nil {
-		return usageError{"amount: " + err.Error()}
-	}
-	var res ledger.TopUpResult
 	req := operator.AdjustRequest{Amount: pos[1], Ref: *ref, Reason: *reason, Note: *note, Voucher: *voucher}
-	if err := op.postJSON(*data, "/accounts/"+url.PathEscape(pos[0])+"/adjustments", req, &res); err != nil {
-		if errors.Is(err, errNoDaemon) {
-			return fmt.Errorf("an adjustment needs the running farthingd: %w", err)
-		}
+	res, err := c.post(pos, "adjustments", "an adjustment", req)
+	if err != nil || *c.format == "json" {
 		return err
 	}
-	if *format == "json" {
-		return printJSON(e, res)
-	}
-	what := "adjusted"
+	c.printBooked(res, "adjusted", func(m metering.Money) string { return "by " + m.String() + " (" + res.Reason + ")" })
+	return nil
+}
+
+// printBooked prints the line for a top-up or adjustment booked (did) or
+// repeated: the account, what was done with its amount (how), the entry
+// and the balance.
+func (c accountCmd) printBooked(res ledger.TopUpResult, did string, how func(metering.Money) string) {
 	if res.Repeated {
-		what = "already done (same ref)"
+		did = "already done (same ref)"
 	}
 	cur := metering.Currency(res.Currency)
-	fmt.Fprintf(e.stdout, "%s: %s by %s (%s), entry %d, balance %s\n", res.Account, what,
-		metering.Money{Nanos: res.Amount, Currency: cur}, res.Reason, res.EntrySeq, metering.Money{Nanos: res.Balance, Currency: cur})
-	return nil
+	fmt.Fprintf(c.e.stdout, "%s: %s %s, entry %d, balance %s\n", res.Account, did,
+		how(metering.Money{Nanos: res.Amount, Currency: cur}), res.EntrySeq, metering.Money{Nanos: res.Balance, Currency: cur})
+}
+
+// post checks the amount (pos[1]) and posts req to the account's
+// (pos[0]) collection under the running daemon; with --format json it
+// prints the result too. what names the request in the error when no
+// daemon runs.
+func (c accountCmd) post(pos []string, collection, what string, req any) (ledger.TopUpResult, error) {
+	var res ledger.TopUpResult
+	if _, err := metering.ParseMoney(pos[1]); err != nil {
+		return res, usageError{"amount: " + err.Error()}
+	}
+	if err := c.op.postJSON(*c.data, "/accounts/"+url.PathEscape(pos[0])+"/"+collection, req, &res); err != nil {
+		if errors.Is(err, errNoDaemon) {
+			return res, fmt.Errorf("%s needs the running farthingd: %w", what, err)
+		}
+		return res, err
+	}
+	if *c.format == "json" {
+		return res, printJSON(c.e, res)
+	}
+	return res, nil
 }

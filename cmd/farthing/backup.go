@@ -135,28 +135,13 @@ func runRestore(e *env, args []string) error {
 	if err := checkSum(in); err != nil {
 		return err
 	}
-	if *keyFile == "" {
-		*keyFile = filepath.Join(*data, "gateway.key")
-	}
-	k, err := keyfile.Load(*keyFile)
+	kid, err := gatewayKeyID(*data, *keyFile)
 	if err != nil {
-		return fmt.Errorf("gateway key: %w", err)
+		return err
 	}
-	if k.Private == nil {
-		return fmt.Errorf("%s: not the gateway's Ed25519 private key", *keyFile)
-	}
-	kid := protocol.KeyIDOf(protocol.AlgEdDSA, k.Private.Public().(ed25519.PublicKey))
 	statePath := filepath.Join(*data, gateway.StateFile)
-	// A running gateway holds the file's lock.
-	if _, err := os.Stat(statePath); err == nil {
-		st, err := store.Open(statePath, store.Options{ReadOnly: true})
-		if err != nil {
-			if errors.Is(err, store.ErrLocked) {
-				return fmt.Errorf("refused: a gateway is running on %s: stop it first", *data)
-			}
-			return err
-		}
-		st.Close()
+	if err := refuseRunning(*data, statePath); err != nil {
+		return err
 	}
 	tmp := filepath.Join(*data, ".restore-"+gateway.StateFile)
 	if err := copyFile(tmp, in); err != nil {
@@ -194,6 +179,39 @@ func runRestore(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "the receivers will be told, first in the new stream: stream %s is superseded after seq %d. "+
 		"What it numbered later (sealed by the replaced gateway after the backup) leaves their payable books as superseded_by_restore, "+
 		"with its amount; a payout already made over it is carried as money to recover\n", old, r.OldLastSeq)
+	return nil
+}
+
+// gatewayKeyID is the key id of the gateway key in keyFile (default
+// DATA/gateway.key).
+func gatewayKeyID(data, keyFile string) ([protocol.KeyIDLen]byte, error) {
+	if keyFile == "" {
+		keyFile = filepath.Join(data, "gateway.key")
+	}
+	k, err := keyfile.Load(keyFile)
+	if err != nil {
+		return [protocol.KeyIDLen]byte{}, fmt.Errorf("gateway key: %w", err)
+	}
+	if k.Private == nil {
+		return [protocol.KeyIDLen]byte{}, fmt.Errorf("%s: not the gateway's Ed25519 private key", keyFile)
+	}
+	return protocol.KeyIDOf(protocol.AlgEdDSA, k.Private.Public().(ed25519.PublicKey)), nil
+}
+
+// refuseRunning refuses a state file a running gateway holds: it holds
+// the file's lock.
+func refuseRunning(data, statePath string) error {
+	if _, err := os.Stat(statePath); err != nil {
+		return nil
+	}
+	st, err := store.Open(statePath, store.Options{ReadOnly: true})
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return fmt.Errorf("refused: a gateway is running on %s: stop it first", data)
+		}
+		return err
+	}
+	st.Close()
 	return nil
 }
 

@@ -581,12 +581,14 @@ static int parse_envelope(reader *r, envelope *e) {
 }
 
 static int reason_valid(uint64_t v) {
-	return (v >= 1 && v <= 13) || (v >= 32 && v <= 38) || (v >= 64 && v <= 91) || (v >= 96 && v <= 100);
+	return (v >= 1 && v <= 13) || (v >= 32 && v <= 38) || (v >= 64 && v <= 100); /* protocol.Reason.Valid */
 }
 
-/* receipt_field reads field k of a receipt's payload into x. */
+static void receipt_uint(reader *p, uint64_t k, farthing_receipt *x);
+
+/* receipt_field reads field k of a receipt's payload into x: its strings
+ * and bytes here, its numbers in receipt_uint. */
 static void receipt_field(reader *p, uint64_t k, farthing_receipt *x) {
-	uint64_t v;
 	size_t n;
 	switch (k) {
 	case 0:
@@ -621,7 +623,12 @@ static void receipt_field(reader *p, uint64_t k, farthing_receipt *x) {
 		return;
 	}
 	}
-	v = expect(p, 0);
+	receipt_uint(p, k, x);
+}
+
+/* receipt_uint reads field k of a receipt, a number, into x. */
+static void receipt_uint(reader *p, uint64_t k, farthing_receipt *x) {
+	uint64_t v = expect(p, 0);
 	if (p->err) {
 		return;
 	}

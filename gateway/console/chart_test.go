@@ -23,13 +23,7 @@ func TestChartsFromHistory(t *testing.T) {
 		m.Commit.Observe(0.002)
 		sm, g := s.gather()
 		sm.at = base.Add(time.Duration(i) * historyStep)
-		s.mu.Lock()
-		s.ring = append(s.ring, sm)
-		if len(s.ring) >= 2 && sm.at.Sub(s.lastPoint) >= historyStep {
-			s.history = append(s.history, pointOf(s.ring[len(s.ring)-2], sm, g))
-			s.lastPoint = sm.at
-		}
-		s.mu.Unlock()
+		s.add(sm, g)
 	}
 	cs := s.charts()
 	if len(cs) != 4 || len(cs[0].at) != 3 {

@@ -402,6 +402,17 @@ func (c *Console) overview() ([]panel, error) {
 	if len(g.Upstreams) == 0 {
 		out = append(out, figure{ID: "upstream-none", Label: "upstreams", Value: "none configured: aggregates wait in the outbox"})
 	}
+	books := booksFigures(rep)
+	return []panel{{"tickets", "Tickets per second (last 10 s) by outcome and reason", tickets},
+		{"commit", "Commit latency (last 10 s), and the clock", commit}, {"disk", "Disk", disk},
+		{"connected", "Connected devices by transport", conn}, {"outbox", "Outbox by upstream", out},
+		{"books", "Books (as farthing inspect)", books}}, nil
+}
+
+// booksFigures is the overview's books panel, as farthing inspect has
+// them: counts, whether the books add up, and money one row per currency
+// (never summed across currencies), its nanos on hover.
+func booksFigures(rep *ledger.Report) []figure {
 	rc := rep.Reconcile
 	balanced := "yes"
 	if !rc.Balanced {
@@ -426,10 +437,7 @@ func (c *Console) overview() ([]panel, error) {
 				Value: metering.Money{Nanos: m.n, Currency: metering.Currency(l.Currency)}.String(), Title: strconv.FormatInt(int64(m.n), 10) + " nanos"})
 		}
 	}
-	return []panel{{"tickets", "Tickets per second (last 10 s) by outcome and reason", tickets},
-		{"commit", "Commit latency (last 10 s), and the clock", commit}, {"disk", "Disk", disk},
-		{"connected", "Connected devices by transport", conn}, {"outbox", "Outbox by upstream", out},
-		{"books", "Books (as farthing inspect)", books}}, nil
+	return books
 }
 
 // clockFigure is what the gateway makes of its own clock.

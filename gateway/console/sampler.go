@@ -55,7 +55,12 @@ func (s *sampler) run(ctx context.Context) {
 
 // take reads the metrics once and keeps the sample.
 func (s *sampler) take() {
-	sm, gauge := s.gather()
+	s.add(s.gather())
+}
+
+// add keeps a sample (taken at sm.at) and, one historyStep after the
+// last, a point of the history.
+func (s *sampler) add(sm sample, gauge map[string]float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ring = append(s.ring, sm)

@@ -25,7 +25,7 @@ func (bk *pgBooking) restore() error {
 	}
 	r := bk.rec.Restore
 	money := map[string]*provider.Superseded{}
-	if err := bk.supersede(int64(r.OldEpoch), int64(r.OldLastSeq), bk.epoch, int64(r.Time), money, 0); err != nil {
+	if err := bk.supersede(int64(r.OldEpoch), int64(r.OldLastSeq), money, 0); err != nil {
 		return err
 	}
 	eff := &provider.RestoreEffect{Superseded: protocol.StreamID{KeyID: bk.s.KeyID, Epoch: r.OldEpoch}, After: r.OldLastSeq}
@@ -43,16 +43,18 @@ func moneyKey(m provider.Superseded) string {
 
 // supersede takes what stream (kid, old) numbered after seq after out of
 // the payable books; a stream restored from one backup twice loses the
-// first restore's stream whole.
-func (bk *pgBooking) supersede(old, after, by, at int64, money map[string]*provider.Superseded, depth int) error {
+// first restore's stream whole. The stream being booked supersedes it,
+// at the restore record's time.
+func (bk *pgBooking) supersede(old, after int64, money map[string]*provider.Superseded, depth int) error {
 	ctx, tx, kid := bk.ctx, bk.tx, bk.kid
+	by, at := bk.epoch, int64(bk.rec.Restore.Time)
 	var prevAfter, prevBy int64
 	err := tx.QueryRow(ctx, "SELECT after_seq, by_epoch FROM restores WHERE kid = $1 AND epoch = $2", kid, old).Scan(&prevAfter, &prevBy)
 	switch {
 	case err == nil:
 		after = min(after, prevAfter)
 		if prevBy != by && depth < 8 {
-			if err := bk.supersede(prevBy, 0, by, at, money, depth+1); err != nil {
+			if err := bk.supersede(prevBy, 0, money, depth+1); err != nil {
 				return err
 			}
 		}

@@ -19,7 +19,7 @@
 
 static farthing_receipt last;
 static int have;
-static device_keys keys;
+static example dev;
 
 static coap_response_t on_response(coap_session_t *s, const coap_pdu_t *sent, const coap_pdu_t *received, const coap_mid_t mid) {
 	const uint8_t *data;
@@ -30,7 +30,7 @@ static coap_response_t on_response(coap_session_t *s, const coap_pdu_t *sent, co
 		fprintf(stderr, "a response without a receipt (code %d)\n", (int)coap_pdu_get_code(received));
 		return COAP_RESPONSE_OK;
 	}
-	err = farthing_receipt_parse(data, len, keys.receipt, &last);
+	err = farthing_receipt_parse(data, len, dev.keys.receipt, &last);
 	if (err != FARTHING_OK) {
 		fprintf(stderr, "receipt refused: reason %d\n", err);
 		return COAP_RESPONSE_OK;
@@ -60,71 +60,61 @@ static int post(coap_context_t *ctx, coap_session_t *session, const uint8_t *tic
 	return have ? 0 : -1;
 }
 
-int main(int argc, char **argv) {
-	static uint8_t buf[FARTHING_MAX_TICKET];
+/* open_session opens the DTLS session to the gateway with the device's
+ * PSK (identity: its id); NULL if it cannot. */
+static coap_session_t *open_session(coap_context_t *ctx) {
 	coap_address_t dst;
 	coap_dtls_cpsk_t psk;
-	coap_context_t *ctx;
-	coap_session_t *session;
-	farthing_seq q;
-	farthing_reading rd;
-	farthing_ticket t;
-	int i, count, failed = 0;
-	uint64_t step;
-	if (argc != 10 || device_keys_init(&keys, argv[4]) != 0) {
-		fprintf(stderr, "usage: coap_device HOST PORT DEVICE MASTER_HEX SEQ_FILE METER START STEP COUNT\n");
-		return 2;
-	}
-	farthing_seq_init(&q, load_seq(argv[5]), save_seq, argv[5]);
-	rd.meter = argv[6];
-	rd.reg = strtoull(argv[7], NULL, 10);
-	step = strtoull(argv[8], NULL, 10);
-	count = atoi(argv[9]);
-
-	coap_startup();
 	coap_address_init(&dst);
 	dst.addr.sin.sin_family = AF_INET;
-	dst.addr.sin.sin_port = htons((uint16_t)atoi(argv[2]));
+	dst.addr.sin.sin_port = htons((uint16_t)atoi(dev.port));
 	dst.size = sizeof dst.addr.sin;
-	if (inet_pton(AF_INET, argv[1], &dst.addr.sin.sin_addr) != 1) {
+	if (inet_pton(AF_INET, dev.host, &dst.addr.sin.sin_addr) != 1) {
 		fprintf(stderr, "HOST is an IPv4 address\n");
-		return 2;
+		return NULL;
 	}
 	memset(&psk, 0, sizeof psk);
 	psk.version = COAP_DTLS_CPSK_SETUP_VERSION;
-	psk.psk_info.identity.s = (const uint8_t *)argv[3];
-	psk.psk_info.identity.length = strlen(argv[3]);
-	psk.psk_info.key.s = (const uint8_t *)keys.dtls_psk;
-	psk.psk_info.key.length = strlen(keys.dtls_psk);
+	psk.psk_info.identity.s = (const uint8_t *)dev.id;
+	psk.psk_info.identity.length = strlen(dev.id);
+	psk.psk_info.key.s = (const uint8_t *)dev.keys.dtls_psk;
+	psk.psk_info.key.length = strlen(dev.keys.dtls_psk);
+	return coap_new_client_session_psk2(ctx, NULL, &dst, COAP_PROTO_DTLS, &psk);
+}
+
+int main(int argc, char **argv) {
+	static uint8_t buf[FARTHING_MAX_TICKET];
+	coap_context_t *ctx;
+	coap_session_t *session;
+	int i, failed = 0;
+	if (example_init(&dev, argc, argv) != 0) {
+		return 2;
+	}
+	coap_startup();
 	ctx = coap_new_context(NULL);
-	session = ctx == NULL ? NULL : coap_new_client_session_psk2(ctx, NULL, &dst, COAP_PROTO_DTLS, &psk);
+	session = ctx == NULL ? NULL : open_session(ctx);
 	if (session == NULL) {
-		fprintf(stderr, "cannot open a DTLS session to %s:%s\n", argv[1], argv[2]);
+		fprintf(stderr, "cannot open a DTLS session to %s:%s\n", dev.host, dev.port);
 		return 1;
 	}
 	coap_register_response_handler(ctx, on_response);
-	for (i = 0; i < count; i++) {
+	for (i = 0; i < dev.count; i++) {
 		size_t len;
+		uint64_t seq;
 		int tries;
-		memset(&t, 0, sizeof t);
-		rd.reg += step;
-		t.device = argv[3], t.time_ms = now_ms(), t.readings = &rd, t.n_readings = 1;
-		if (farthing_seq_take(&q, &t.seq) != FARTHING_OK || farthing_ticket_encode(&t, &keys.ticket, buf, sizeof buf, &len) != FARTHING_OK) {
-			fprintf(stderr, "cannot make ticket %d\n", i);
+		if (example_next(&dev, buf, sizeof buf, &len, &seq) != 0) {
 			return 1;
 		}
 		for (tries = 0; tries < 5; tries++) {
-			if (post(ctx, session, buf, len) == 0 && last.seq == t.seq && farthing_receipt_final(&last)) {
+			if (post(ctx, session, buf, len) == 0 && last.seq == seq && farthing_receipt_final(&last)) {
 				break;
 			}
 		}
-		if (!have || last.seq != t.seq) {
-			fprintf(stderr, "no receipt for seq %llu\n", (unsigned long long)t.seq);
+		if (!have || last.seq != seq) {
+			fprintf(stderr, "no receipt for seq %llu\n", (unsigned long long)seq);
 			return 1;
 		}
-		printf("ticket %llu register %llu status %d reason %d charged %llu balance %lld\n", (unsigned long long)t.seq,
-			(unsigned long long)rd.reg, last.status, last.reason, (unsigned long long)last.charged, (long long)last.balance);
-		failed |= last.status != FARTHING_ACCEPTED;
+		failed |= example_report(&dev, seq, &last);
 	}
 	coap_session_release(session);
 	coap_free_context(ctx);

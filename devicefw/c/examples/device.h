@@ -99,4 +99,54 @@ static uint64_t now_ms(void) {
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* example is what both example devices take from their command line,
+ *   HOST PORT DEVICE MASTER_HEX SEQ_FILE METER START STEP COUNT,
+ * and the state they keep: keys, the seq counter, the meter. */
+typedef struct {
+	const char *host, *port, *id;
+	device_keys keys;
+	farthing_seq seq;
+	farthing_reading reading;
+	uint64_t step;
+	int count;
+} example;
+
+static int example_init(example *d, int argc, char **argv) {
+	if (argc != 10 || device_keys_init(&d->keys, argv[4]) != 0) {
+		fprintf(stderr, "usage: %s HOST PORT DEVICE MASTER_HEX SEQ_FILE METER START STEP COUNT\n", argv[0]);
+		return -1;
+	}
+	d->host = argv[1];
+	d->port = argv[2];
+	d->id = argv[3];
+	farthing_seq_init(&d->seq, load_seq(argv[5]), save_seq, argv[5]);
+	d->reading.meter = argv[6];
+	d->reading.reg = strtoull(argv[7], NULL, 10);
+	d->step = strtoull(argv[8], NULL, 10);
+	d->count = atoi(argv[9]);
+	return 0;
+}
+
+/* example_next meters STEP more and makes the ticket of the new
+ * register into buf; its seq goes to *seq. */
+static int example_next(example *d, uint8_t *buf, size_t cap, size_t *len, uint64_t *seq) {
+	farthing_ticket t;
+	memset(&t, 0, sizeof t);
+	d->reading.reg += d->step;
+	t.device = d->id, t.time_ms = now_ms(), t.readings = &d->reading, t.n_readings = 1;
+	if (farthing_seq_take(&d->seq, &t.seq) != FARTHING_OK || farthing_ticket_encode(&t, &d->keys.ticket, buf, cap, len) != FARTHING_OK) {
+		fprintf(stderr, "cannot make a ticket\n");
+		return -1;
+	}
+	*seq = t.seq;
+	return 0;
+}
+
+/* example_report prints the line of a ticket's receipt; 0 if accepted. */
+static int example_report(const example *d, uint64_t seq, const farthing_receipt *r) {
+	printf("ticket %llu register %llu status %d reason %d charged %llu balance %lld\n", (unsigned long long)seq,
+		(unsigned long long)d->reading.reg, r->status, r->reason, (unsigned long long)r->charged, (long long)r->balance);
+	return r->status != FARTHING_ACCEPTED;
+}
+
 #endif

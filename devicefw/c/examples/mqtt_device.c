@@ -17,13 +17,13 @@
 
 static farthing_receipt last;  /* the last receipt verified */
 static int have, subscribed;
-static device_keys keys;
+static example dev;
 
 static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_message *msg) {
 	farthing_receipt r;
 	int err;
 	(void)m, (void)obj;
-	err = farthing_receipt_parse(msg->payload, (size_t)msg->payloadlen, keys.receipt, &r);
+	err = farthing_receipt_parse(msg->payload, (size_t)msg->payloadlen, dev.keys.receipt, &r);
 	if (err != FARTHING_OK) {
 		fprintf(stderr, "receipt refused: reason %d\n", err);
 		return;
@@ -53,59 +53,44 @@ static int answer(struct mosquitto *m, uint64_t seq) {
 int main(int argc, char **argv) {
 	static uint8_t buf[FARTHING_MAX_TICKET];
 	char ticket_topic[128], receipt_topic[128];
-	farthing_seq q;
-	farthing_reading rd;
-	farthing_ticket t;
 	struct mosquitto *m;
-	int i, count, failed = 0;
-	uint64_t step;
-	if (argc != 10 || device_keys_init(&keys, argv[4]) != 0) {
-		fprintf(stderr, "usage: mqtt_device HOST PORT DEVICE MASTER_HEX SEQ_FILE METER START STEP COUNT\n");
+	int i, failed = 0;
+	if (example_init(&dev, argc, argv) != 0) {
 		return 2;
 	}
-	farthing_seq_init(&q, load_seq(argv[5]), save_seq, argv[5]);
-	rd.meter = argv[6];
-	rd.reg = strtoull(argv[7], NULL, 10);
-	step = strtoull(argv[8], NULL, 10);
-	count = atoi(argv[9]);
-	snprintf(ticket_topic, sizeof ticket_topic, "farthing/v1/%s/ticket", argv[3]);
-	snprintf(receipt_topic, sizeof receipt_topic, "farthing/v1/%s/receipt", argv[3]);
+	snprintf(ticket_topic, sizeof ticket_topic, "farthing/v1/%s/ticket", dev.id);
+	snprintf(receipt_topic, sizeof receipt_topic, "farthing/v1/%s/receipt", dev.id);
 
 	mosquitto_lib_init();
-	m = mosquitto_new(argv[3], true, NULL);
-	mosquitto_username_pw_set(m, argv[3], keys.mqtt_password);
+	m = mosquitto_new(dev.id, true, NULL);
+	mosquitto_username_pw_set(m, dev.id, dev.keys.mqtt_password);
 	mosquitto_message_callback_set(m, on_message);
 	mosquitto_subscribe_callback_set(m, on_subscribe);
-	if (mosquitto_connect(m, argv[1], atoi(argv[2]), 30) != MOSQ_ERR_SUCCESS ||
+	if (mosquitto_connect(m, dev.host, atoi(dev.port), 30) != MOSQ_ERR_SUCCESS ||
 		mosquitto_subscribe(m, NULL, receipt_topic, 1) != MOSQ_ERR_SUCCESS) {
-		fprintf(stderr, "cannot connect to %s:%s\n", argv[1], argv[2]);
+		fprintf(stderr, "cannot connect to %s:%s\n", dev.host, dev.port);
 		return 1;
 	}
 	while (!subscribed && mosquitto_loop(m, 100, 1) == MOSQ_ERR_SUCCESS) {
 	}
-	for (i = 0; i < count; i++) {
+	for (i = 0; i < dev.count; i++) {
 		size_t len;
+		uint64_t seq;
 		int tries;
-		memset(&t, 0, sizeof t);
-		rd.reg += step;
-		t.device = argv[3], t.time_ms = now_ms(), t.readings = &rd, t.n_readings = 1;
-		if (farthing_seq_take(&q, &t.seq) != FARTHING_OK || farthing_ticket_encode(&t, &keys.ticket, buf, sizeof buf, &len) != FARTHING_OK) {
-			fprintf(stderr, "cannot make ticket %d\n", i);
+		if (example_next(&dev, buf, sizeof buf, &len, &seq) != 0) {
 			return 1;
 		}
 		for (tries = 0; tries < 5; tries++) {
 			mosquitto_publish(m, NULL, ticket_topic, (int)len, buf, 1, false);
-			if (answer(m, t.seq) == 0 && farthing_receipt_final(&last)) {
+			if (answer(m, seq) == 0 && farthing_receipt_final(&last)) {
 				break;
 			}
 		}
-		if (!have || last.seq != t.seq) {
-			fprintf(stderr, "no receipt for seq %llu\n", (unsigned long long)t.seq);
+		if (!have || last.seq != seq) {
+			fprintf(stderr, "no receipt for seq %llu\n", (unsigned long long)seq);
 			return 1;
 		}
-		printf("ticket %llu register %llu status %d reason %d charged %llu balance %lld\n", (unsigned long long)t.seq,
-			(unsigned long long)rd.reg, last.status, last.reason, (unsigned long long)last.charged, (long long)last.balance);
-		failed |= last.status != FARTHING_ACCEPTED;
+		failed |= example_report(&dev, seq, &last);
 	}
 	mosquitto_disconnect(m);
 	mosquitto_destroy(m);
