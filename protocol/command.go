@@ -48,6 +48,9 @@ package protocol
 //	  7: 0 / 1,              ; 0 applied, 1 refused
 //	  ? 8: reason,           ; why refused (required with 1)
 //	  9: ms,                 ; when
+//	  10: action,            ; the command's action (key 7 of the command)
+//	  ? 11: 1,               ; local: no provider's command but an operator's change
+//	                         ; made here (key 3 names it, "local-N"; key 6 is N)
 //	  ? 14: uint .gt 0,      ; stream epoch
 //	}
 type Command struct {
@@ -92,6 +95,15 @@ const (
 	ActionRevokeDevice  = "revoke_device"
 	ActionProvision     = "provision"
 )
+
+// ValidAction reports whether s is one of the command actions.
+func ValidAction(s string) bool {
+	switch s {
+	case ActionTariffSet, ActionAdjust, ActionRevokeVoucher, ActionRevokeDevice, ActionProvision:
+		return true
+	}
+	return false
+}
 
 // Limits of a command.
 const (
@@ -264,12 +276,19 @@ type CommandAck struct {
 	Refused bool   `json:"refused,omitempty"`
 	Reason  Reason `json:"reason,omitempty"`
 	Time    uint64 `json:"time_ms"`
-	Epoch   uint64 `json:"stream_epoch,omitempty"`
+	// Action is the command's action (for a local change, what it changed:
+	// tariff_set).
+	Action string `json:"action"`
+	// Local marks a change an operator made at the gateway by hand (a
+	// local override): Command names it "local-N" and Number is N.
+	Local bool   `json:"local,omitempty"`
+	Epoch uint64 `json:"stream_epoch,omitempty"`
 }
 
 // Command acknowledgement payload keys.
 const (
-	ackGateway, ackSeq, ackCommand, ackTarget, ackGroup, ackNumber, ackOutcome, ackReason, ackTime, ackEpoch = 1, 2, 3, 4, 5, 6, 7, 8, 9, 14
+	ackGateway, ackSeq, ackCommand, ackTarget, ackGroup, ackNumber, ackOutcome, ackReason, ackTime = 1, 2, 3, 4, 5, 6, 7, 8, 9
+	ackAction, ackLocal, ackEpoch                                                             = 10, 11, 14
 )
 
 // Validate checks a against the rules of the wire format.
@@ -284,6 +303,8 @@ func (a *CommandAck) Validate() error {
 		return newError(ReasonFieldRange, "an acknowledgement has a seq, the command's seq and a time")
 	case a.Refused != (a.Reason != ReasonNone) || (a.Refused && !a.Reason.Valid()):
 		return newError(ReasonFieldRange, "a refused command has a reason, an applied one none")
+	case !ValidAction(a.Action):
+		return newError(ReasonFieldRange, "an acknowledgement names its command's action")
 	}
 	return nil
 }
@@ -309,6 +330,8 @@ func AppendCommandAckPayload(dst []byte, a *CommandAck) ([]byte, error) {
 	}
 	w.uint(ackReason, uint64(a.Reason))
 	w.uint(ackTime, a.Time)
+	w.text(ackAction, a.Action)
+	w.flag(ackLocal, a.Local)
 	w.uint(ackEpoch, a.Epoch)
 	return w.finish(KindCommandAck), nil
 }

@@ -201,6 +201,9 @@ const (
 	// ReasonGrantPending: a release whose register is above what the
 	// gateway has charged: the tickets up to it come first (retry later).
 	ReasonGrantPending Reason = 100
+	// ReasonVoucherRevoked: a voucher its provider revoked (a control
+	// command): it is never redeemed.
+	ReasonVoucherRevoked Reason = 101
 	// ReasonChainReplayed: a chain commitment whose number is not above
 	// the device's last one, or a chain id committed before with other
 	// terms.
@@ -283,6 +286,7 @@ var reasonNames = [...]struct {
 	{ReasonOverloaded, "overloaded"},
 	{ReasonShuttingDown, "shutting_down"},
 	{ReasonGrantPending, "grant_pending"},
+	{ReasonVoucherRevoked, "voucher_revoked"},
 }
 
 // String returns the reason's snake_case name, used as a metric label.
@@ -300,7 +304,7 @@ func (r Reason) String() string {
 // The defined codes are runs (a test holds them to reasonNames), checked
 // without the names so that firmware does not link the table.
 func (r Reason) Valid() bool {
-	return r >= 1 && r <= 13 || r >= 32 && r <= 38 || r >= 64 && r <= 100
+	return r >= 1 && r <= 13 || r >= 32 && r <= 38 || r >= 64 && r <= 101
 }
 
 // Transient reports whether the reason goes with StatusRetryLater.

@@ -581,7 +581,7 @@ static int parse_envelope(reader *r, envelope *e) {
 }
 
 static int reason_valid(uint64_t v) {
-	return (v >= 1 && v <= 13) || (v >= 32 && v <= 38) || (v >= 64 && v <= 100); /* protocol.Reason.Valid */
+	return (v >= 1 && v <= 13) || (v >= 32 && v <= 38) || (v >= 64 && v <= 101); /* protocol.Reason.Valid */
 }
 
 static void receipt_uint(reader *p, uint64_t k, farthing_receipt *x);

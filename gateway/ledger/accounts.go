@@ -166,33 +166,40 @@ func (bk *Books) Adjust(ctx context.Context, t *Terms, account string, adj Adjus
 		return res, fmt.Errorf("%w: an adjustment of zero", ErrBadAdjustment)
 	}
 	err := bk.st.Do(ctx, func(stx *store.Tx) error {
-		tx := stx.Raw()
-		res = TopUpResult{}
-		refKey := []byte("adjustment/" + by.Ref)
-		a, err := loadAccount(tx, t, account)
-		if err != nil {
-			return fmt.Errorf("%w: %q", ErrUnknownAccount, account)
-		}
-		if seq := getU64(tx.Bucket(bucketRefs).Get(refKey)); seq != 0 {
-			o, err := decodeOperation(tx.Bucket(bucketAudit).Get(putU64(seq)))
-			if err != nil {
-				return err
-			}
-			if o.Account != account || o.Amount != adj.Amount.Nanos || o.Currency != string(adj.Amount.Currency) || o.Reason != adj.Reason {
-				return fmt.Errorf("%w: %q was an adjustment of %s to %s for %s", ErrRefConflict, by.Ref,
-					metering.Money{Nanos: o.Amount, Currency: metering.Currency(o.Currency)}, o.Account, o.Reason)
-			}
-			res.Operation, res.Balance, res.Repeated = o, a.Balance, true
-			return nil
-		}
-		if adj.Amount.Currency != a.Currency {
-			return fmt.Errorf("%w: account %q is in %s, the adjustment in %s", ErrBadAdjustment, account, a.Currency, adj.Amount.Currency)
-		}
-		o, bal, err := bk.credit(stx, t, a, creditEntry{amount: adj.Amount, kind: protocol.CreditAdjustment, ref: by.Ref, refKey: refKey,
-			credential: by.Credential, reason: adj.Reason, note: adj.Note, voucher: adj.Voucher})
-		res.Operation, res.Balance = o, bal
+		var err error
+		res, err = bk.adjust(stx, t, account, adj, by)
 		return err
 	})
+	return res, err
+}
+
+// adjust is Adjust's transaction (and a control command's).
+func (bk *Books) adjust(stx *store.Tx, t *Terms, account string, adj Adjustment, by Request) (TopUpResult, error) {
+	tx := stx.Raw()
+	var res TopUpResult
+	refKey := []byte("adjustment/" + by.Ref)
+	a, err := loadAccount(tx, t, account)
+	if err != nil {
+		return res, fmt.Errorf("%w: %q", ErrUnknownAccount, account)
+	}
+	if seq := getU64(tx.Bucket(bucketRefs).Get(refKey)); seq != 0 {
+		o, err := decodeOperation(tx.Bucket(bucketAudit).Get(putU64(seq)))
+		if err != nil {
+			return res, err
+		}
+		if o.Account != account || o.Amount != adj.Amount.Nanos || o.Currency != string(adj.Amount.Currency) || o.Reason != adj.Reason {
+			return res, fmt.Errorf("%w: %q was an adjustment of %s to %s for %s", ErrRefConflict, by.Ref,
+				metering.Money{Nanos: o.Amount, Currency: metering.Currency(o.Currency)}, o.Account, o.Reason)
+		}
+		res.Operation, res.Balance, res.Repeated = o, a.Balance, true
+		return res, nil
+	}
+	if adj.Amount.Currency != a.Currency {
+		return res, fmt.Errorf("%w: account %q is in %s, the adjustment in %s", ErrBadAdjustment, account, a.Currency, adj.Amount.Currency)
+	}
+	o, bal, err := bk.credit(stx, t, a, creditEntry{amount: adj.Amount, kind: protocol.CreditAdjustment, ref: by.Ref, refKey: refKey,
+		credential: by.Credential, reason: adj.Reason, note: adj.Note, voucher: adj.Voucher})
+	res.Operation, res.Balance = o, bal
 	return res, err
 }
 

@@ -60,6 +60,12 @@ func (bk *Books) apply(tx *store.Tx, in *ticketInput, cs *chainStep) (protocol.R
 	}
 	st.payword = cs != nil && cs.payword
 	in.st, in.now = st, bk.now().UnixMilli()
+	if revokedKey(tx.Bolt(), p.Key[:]) {
+		return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, nil, Reject(protocol.ReasonKeyRevoked, "key %x of device %s was revoked by a control command", p.Key, p.Device)
+	}
+	if in.tariffs, in.tariffVersion, err = bk.tariffsAt(tx.Bolt(), t, int64(tk.Time)); err != nil {
+		return protocol.Receipt{Device: p.Device, Seq: tk.Seq}, nil, err
+	}
 	eff, err := decide(in)
 	if err != nil || !eff.accepted {
 		return eff.receipt, nil, err
@@ -343,7 +349,14 @@ func price(in *ticketInput, j judgement, eff *ticketEffects) ([]windowItem, mete
 			continue
 		}
 		u := j.usage[ri]
-		tariff := in.t.Tariffs.Get(in.p.Tariffs[rd.Meter])
+		set := in.tariffs
+		if set == nil { // decided without a state file
+			set = in.t.Tariffs
+		}
+		tariff := set.Get(in.p.Tariffs[rd.Meter])
+		if tariff == nil {
+			return nil, 0, Reject(protocol.ReasonUnknownMeter, "meter %s: tariff %q is not in tariff version %q", rd.Meter, in.p.Tariffs[rd.Meter], in.tariffVersion)
+		}
 		ch, cs2, err := tariff.Price(in.st.meters[ri].charge, u)
 		if err != nil {
 			return nil, 0, Reject(protocol.ReasonChargeOverflow, "meter %s: %v", rd.Meter, err)

@@ -119,6 +119,10 @@ func (p Payer) rules(t *Terms, meter string) *metering.Rules {
 type ticketInput struct {
 	st  ticketState
 	t   *Terms
+	// tariffs are the tariffs in force at the ticket's usage time, and
+	// their version ("" without versions).
+	tariffs       *metering.TariffSet
+	tariffVersion string
 	p   Payer
 	tk  *protocol.Ticket
 	raw []byte
@@ -386,7 +390,10 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 		return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
 	}
 	var w writes
-	items, total, err := priceHold(tx, t, h, &w)
+	items, total, err := priceHold(tx, t, h, &w, func(ms int64) (*metering.TariffSet, error) {
+		set, _, err := bk.tariffsAt(tx, t, ms)
+		return set, err
+	})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -444,14 +451,20 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 // priceHold prices a hold's usage (see releaseWrites for the rule), adds
 // the pricing states it moves to w, and returns the items for the
 // windows and their total.
-func priceHold(tx *bolt.Tx, t *Terms, h *holdRecord, w *writes) ([]windowItem, metering.Nanos, error) {
+// The usage is priced by the tariff version in force when it was used
+// (tariffsAt).
+func priceHold(tx *bolt.Tx, t *Terms, h *holdRecord, w *writes, tariffsAt func(ms int64) (*metering.TariffSet, error)) ([]windowItem, metering.Nanos, error) {
 	var total metering.Nanos
 	var items []windowItem
 	for _, u := range h.Usage {
 		if u.Usage.Quantity == 0 {
 			continue
 		}
-		tariff := t.Tariffs.Get(u.Tariff)
+		set, err := tariffsAt(u.Usage.To)
+		if err != nil {
+			return nil, 0, err
+		}
+		tariff := set.Get(u.Tariff)
 		if tariff == nil {
 			return nil, 0, fmt.Errorf("%w: tariff %q is no longer configured", ErrReleaseRefused, u.Tariff)
 		}

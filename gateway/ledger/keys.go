@@ -86,7 +86,8 @@ var (
 
 var allBuckets = [][]byte{bucketMeta, bucketDevices, bucketTickets, bucketCharges,
 	bucketAccounts, bucketEntries, bucketWindows, bucketSealed, bucketSlotIndex, bucketOutbox,
-	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended, bucketFolded, bucketChains, bucketLate, bucketGrants}
+	bucketLeaves, bucketSealedBy, bucketOpenings, bucketAudit, bucketRefs, bucketSpend, bucketRecords, bucketHolds, bucketSuspended, bucketFolded, bucketChains, bucketLate, bucketGrants,
+	bucketControl, bucketTariffs}
 
 // joinKey joins parts with 0 bytes.
 func joinKey(parts ...string) []byte {

@@ -26,6 +26,7 @@ package ledger
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway/store"
@@ -124,6 +125,9 @@ type Config struct {
 type Books struct {
 	st  *store.Store
 	cfg Config
+	// tariffs caches the tariff versions the state file holds, parsed
+	// (tariffs.go); reloaded when the file's tariff index moves.
+	tariffs atomic.Pointer[tariffIndex]
 }
 
 // New returns the books kept in st. Call Init first on a writable store.

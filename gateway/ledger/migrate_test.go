@@ -21,6 +21,7 @@ var bucketsSince = map[uint64][][]byte{
 	5: {bucketHolds, bucketSuspended, bucketFolded},
 	6: {bucketChains},
 	9: {bucketLate},
+	11: {bucketControl, bucketTariffs},
 }
 
 // A file of every earlier schema version opens in this build: it is

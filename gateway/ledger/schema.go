@@ -35,8 +35,11 @@ import (
 // announced upstream (metaRestoreDue), which an older build would never
 // announce. Version 10 adds the grants bucket (reservations), empty in a
 // migrated file, and an account's record may end with what its grants
-// reserve, which an older build cannot read.
-const SchemaVersion = 10
+// reserve, which an older build cannot read. Version 11 adds the control
+// bucket (commands applied, what they revoked or provisioned) and the
+// tariffs bucket (tariff versions with their effective times), empty in a
+// migrated file.
+const SchemaVersion = 11
 
 var metaSchemaVersion = []byte("schema-version")
 

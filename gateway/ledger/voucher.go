@@ -76,6 +76,10 @@ func (bk *Books) redeem(stx *store.Tx, t *Terms, r redemption, res *RedeemResult
 		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherRedeemed,
 			Detail: fmt.Sprintf("voucher %s was redeemed before (audit %d)", v.ID, seq)}
 	}
+	if revokedVoucher(tx, v.ID) {
+		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherRevoked,
+			Detail: fmt.Sprintf("voucher %s was revoked by its provider", v.ID)}
+	}
 	if forAccount != "" && forAccount != v.Account {
 		return &Refusal{Status: protocol.StatusRejected, Reason: protocol.ReasonVoucherWrongAccount,
 			Detail: fmt.Sprintf("voucher %s is for account %s, not %s", v.ID, v.Account, forAccount)}

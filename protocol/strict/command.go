@@ -83,6 +83,8 @@ type commandAckPayload struct {
 	Outcome *uint8 `cbor:"7,keyasint"`
 	Reason  uint16 `cbor:"8,keyasint"`
 	Time    uint64 `cbor:"9,keyasint"`
+	Action  string `cbor:"10,keyasint"`
+	Local   uint8  `cbor:"11,keyasint"`
 	Epoch   uint64 `cbor:"14,keyasint"`
 }
 
@@ -104,11 +106,11 @@ func DecodeCommandAck(b []byte) (protocol.Envelope, protocol.CommandAck, error) 
 	if err := checkKind(p.Kind, protocol.KindCommandAck); err != nil {
 		return env, a, err
 	}
-	if p.Outcome == nil || *p.Outcome > 1 || p.Group > 1 {
-		return env, a, &protocol.Error{Reason: protocol.ReasonFieldRange, Detail: "an acknowledgement's outcome is 0 or 1, its group 1 or absent"}
+	if p.Outcome == nil || *p.Outcome > 1 || p.Group > 1 || p.Local > 1 {
+		return env, a, &protocol.Error{Reason: protocol.ReasonFieldRange, Detail: "an acknowledgement's outcome is 0 or 1, its group and local flags 1 or absent"}
 	}
 	a = protocol.CommandAck{Gateway: p.Gateway, Seq: p.Seq, Command: p.Command, Target: p.Target, Group: p.Group == 1, Number: p.Number,
-		Refused: *p.Outcome == 1, Reason: protocol.Reason(p.Reason), Time: p.Time, Epoch: p.Epoch}
+		Refused: *p.Outcome == 1, Reason: protocol.Reason(p.Reason), Time: p.Time, Action: p.Action, Local: p.Local == 1, Epoch: p.Epoch}
 	var buf [protocol.MaxAggregateSize]byte
 	again, err := protocol.AppendCommandAckPayload(buf[:0], &a)
 	if err != nil {

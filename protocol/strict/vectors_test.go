@@ -166,9 +166,11 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		addControl(fmt.Sprintf("command-ed25519-%s-%d", c.Action, i+1), c, nil)
 	}
 	addControl("command-ack-ed25519-applied", nil, &protocol.CommandAck{Gateway: "gw-berlin-1", Seq: 42, Command: "cmd-0001", Target: "gw-berlin-1",
-		Number: 1, Time: 1_790_000_100_000, Epoch: 7})
+		Number: 1, Time: 1_790_000_100_000, Action: protocol.ActionTariffSet, Epoch: 7})
 	addControl("command-ack-ed25519-refused", nil, &protocol.CommandAck{Gateway: "gw-berlin-1", Seq: 43, Command: "cmd-0004", Target: "berlin",
-		Group: true, Number: 7, Refused: true, Reason: protocol.ReasonCommandExpired, Time: 1_790_000_200_000})
+		Group: true, Number: 7, Refused: true, Reason: protocol.ReasonCommandExpired, Time: 1_790_000_200_000, Action: protocol.ActionRevokeVoucher})
+	addControl("command-ack-ed25519-local", nil, &protocol.CommandAck{Gateway: "gw-berlin-1", Seq: 44, Command: "local-2", Target: "gw-berlin-1",
+		Number: 2, Time: 1_790_000_300_000, Action: protocol.ActionTariffSet, Local: true, Epoch: 7})
 
 	good, _ := hex.DecodeString(vs[0].Hex)
 	badSig := bytes.Clone(good)
@@ -199,8 +201,8 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		m(9).u(1).u(41).u(2).t("energy_wh").u(3).u(10).u(4).u(9).u(5).u(1).u(6).u(1_790_000_900_000).u(7).u(900_000).u(8).u(120_000).u(9).u(0)), protocol.ReasonFieldRange)
 	invalid("command-tariff-set-with-an-account", "command", "ed25519", seal(ed, cb{}.m(10).u(0).u(14).u(1).t("gw-1").u(3).u(1).u(4).t("c-1").u(5).u(1).u(6).u(2).
 		u(7).t("tariff_set").u(8).t("tariffs: []").u(9).u(5).u(10).t("kiosk")), protocol.ReasonFieldRange)
-	invalid("command-ack-refused-without-reason", "command_ack", "ed25519", seal(ed, cb{}.m(8).u(0).u(15).u(1).t("gw-1").u(2).u(5).u(3).t("c-1").
-		u(4).t("gw-1").u(6).u(1).u(7).u(1).u(9).u(1_790_000_000_000)), protocol.ReasonFieldRange)
+	invalid("command-ack-refused-without-reason", "command_ack", "ed25519", seal(ed, cb{}.m(9).u(0).u(15).u(1).t("gw-1").u(2).u(5).u(3).t("c-1").
+		u(4).t("gw-1").u(6).u(1).u(7).u(1).u(9).u(1_790_000_000_000).u(10).t("adjust")), protocol.ReasonFieldRange)
 	invalid("receipt-balance-long-form", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(0).u(5).u(0).u(6).raw(0x38, 0x05)), protocol.ReasonNonCanonical)
 	for i := range vs {
 		d, err := strict.Diagnose(vs[i].Bytes())
