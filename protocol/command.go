@@ -288,7 +288,7 @@ type CommandAck struct {
 // Command acknowledgement payload keys.
 const (
 	ackGateway, ackSeq, ackCommand, ackTarget, ackGroup, ackNumber, ackOutcome, ackReason, ackTime = 1, 2, 3, 4, 5, 6, 7, 8, 9
-	ackAction, ackLocal, ackEpoch                                                             = 10, 11, 14
+	ackAction, ackLocal, ackEpoch                                                                  = 10, 11, 14
 )
 
 // Validate checks a against the rules of the wire format.

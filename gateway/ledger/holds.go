@@ -117,16 +117,16 @@ func (p Payer) rules(t *Terms, meter string) *metering.Rules {
 // ticketInput is what decide decides on: the books' state, the terms, the
 // payer, the ticket and its bytes, and the time.
 type ticketInput struct {
-	st  ticketState
-	t   *Terms
+	st ticketState
+	t  *Terms
 	// tariffs are the tariffs in force at the ticket's usage time, and
 	// their version ("" without versions).
 	tariffs       *metering.TariffSet
 	tariffVersion string
-	p   Payer
-	tk  *protocol.Ticket
-	raw []byte
-	now int64
+	p             Payer
+	tk            *protocol.Ticket
+	raw           []byte
+	now           int64
 	// hash is the ticket's hash (metering.TicketHash of raw), made once.
 	hash metering.Hash
 }

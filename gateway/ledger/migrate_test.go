@@ -15,12 +15,12 @@ import (
 // bucketsSince are the buckets each schema version added (see
 // SchemaVersion): a file of an earlier version has none of them.
 var bucketsSince = map[uint64][][]byte{
-	2: {bucketOpenings, bucketAudit, bucketRefs},
-	3: {bucketSpend},
-	4: {bucketRecords},
-	5: {bucketHolds, bucketSuspended, bucketFolded},
-	6: {bucketChains},
-	9: {bucketLate},
+	2:  {bucketOpenings, bucketAudit, bucketRefs},
+	3:  {bucketSpend},
+	4:  {bucketRecords},
+	5:  {bucketHolds, bucketSuspended, bucketFolded},
+	6:  {bucketChains},
+	9:  {bucketLate},
 	11: {bucketControl, bucketTariffs},
 }
 
