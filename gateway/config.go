@@ -69,6 +69,9 @@ type Config struct {
 	Grants GrantsConfig `yaml:"grants"`
 	// Upstreams receive every sealed aggregate (or their providers').
 	Upstreams []UpstreamConfig `yaml:"upstreams"`
+	// Control is the control channel: the providers' commands down to
+	// this gateway (control.go).
+	Control ControlConfig `yaml:"control"`
 	// Forward tunes every upstream's forwarder.
 	Forward ForwardSettings `yaml:"forward"`
 	// Fraud is what the gateway does about devices that break their
@@ -119,6 +122,47 @@ type UpstreamConfig struct {
 	Replicas     int    `yaml:"replicas"`
 	// Header is added to every http request.
 	Header map[string]string `yaml:"header"`
+}
+
+// ControlConfig is the control channel: signed commands from providers
+// (tariff versions, adjustments, revocations, provisioning), applied once
+// and in order and acknowledged in the aggregate stream. Off while Type is
+// empty.
+type ControlConfig struct {
+	// Trust lists the providers' control public keys (PEM files, as
+	// farthing keygen writes them): a command signed by another key is
+	// refused (command_forged).
+	Trust []string `yaml:"trust"`
+	// Groups are the fleet groups this gateway belongs to: it applies the
+	// commands of its own sequence and of each group's.
+	Groups []string `yaml:"groups"`
+	// DeviceRoot is the fleet's device root (a master secret file, 0600):
+	// a device provisioned by command has the master secret
+	// protocol.DeviceMaster derives from it. Without it, provision
+	// commands are refused.
+	DeviceRoot string `yaml:"device_root"`
+	// Type is jetstream, mqtt or http (long polling).
+	Type string `yaml:"type"`
+	// URL: nats://host:port[,…] (jetstream), tcp://host:port (mqtt), or
+	// the receiver's commands endpoint https://…/farthing/commands (http).
+	URL string `yaml:"url"`
+	// Username and Password for mqtt.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// Topic is the jetstream subject prefix (default farthing.commands)
+	// or the mqtt topic prefix (default farthing/v1/commands).
+	Topic string `yaml:"topic"`
+	// Stream is the jetstream stream of commands; default
+	// FARTHING_COMMANDS.
+	Stream string `yaml:"stream"`
+	// Header is added to every http request (for example Authorization).
+	Header map[string]string `yaml:"header"`
+	// PollWait is how long one http poll waits for a command; default 25s.
+	PollWait time.Duration `yaml:"poll_wait"`
+	// MaxSkew is how far ahead of this gateway's clock a command's
+	// not-before may be and still apply; default 5m. A command further
+	// ahead waits.
+	MaxSkew time.Duration `yaml:"max_skew"`
 }
 
 // AccountConfig is an account's opening state.
@@ -541,6 +585,14 @@ func PrintConfig(w io.Writer, cfg *Config) error {
 		}
 	}
 	redact(&c.MQTT.Password)
+	redact(&c.Control.Password)
+	if len(c.Control.Header) > 0 {
+		h := map[string]string{}
+		for k := range c.Control.Header {
+			h[k] = "(not printed)"
+		}
+		c.Control.Header = h
+	}
 	for i := range c.Upstreams {
 		redact(&c.Upstreams[i].Password)
 		if len(c.Upstreams[i].Header) > 0 {
@@ -675,6 +727,35 @@ func (c *Config) validateLists(bad func(field, format string, args ...any) error
 		if u.URL == "" {
 			return bad(f+".url", "required")
 		}
+	}
+	return c.Control.validate(bad)
+}
+
+// validate checks the control channel's section.
+func (c *ControlConfig) validate(bad func(field, format string, args ...any) error) error {
+	for i, g := range c.Groups {
+		if !protocol.ValidName(g, protocol.MaxDeviceIDLen) {
+			return bad(fmt.Sprintf("control.groups[%d]", i), "%q: use 1..64 of [A-Za-z0-9._-]", g)
+		}
+	}
+	switch c.Type {
+	case "":
+		return nil
+	case "mqtt", "http", "jetstream":
+	default:
+		return bad("control.type", "%q: want jetstream, mqtt or http", c.Type)
+	}
+	if c.URL == "" {
+		return bad("control.url", "required")
+	}
+	if len(c.Trust) == 0 {
+		return bad("control.trust", "a control channel needs at least one provider control key")
+	}
+	if c.PollWait <= 0 {
+		c.PollWait = 25 * time.Second
+	}
+	if c.MaxSkew <= 0 {
+		c.MaxSkew = 5 * time.Minute
 	}
 	return nil
 }

@@ -60,6 +60,10 @@ type Gateway struct {
 	toClose  []string    // suspended devices whose sessions housekeeping closes
 	crl      *crlWatch   // the DTLS client certificates' revocation list, if any
 	audit    *auditFiles // the audit sink; nil when off. Housekeeping owns it.
+	control  *control    // the control channel; nil when off
+	// nextTariff is when the next tariff version takes effect (Unix ms; 0:
+	// none pending): housekeeping takes a new snapshot then.
+	nextTariff atomic.Int64
 
 	ready     chan struct{} // closed once the transports listen
 	httpLis   net.Listener
@@ -109,19 +113,31 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	g.minFree = g.minFreeFloor()
 	kid := protocol.KeyIDOf(protocol.AlgEdDSA, g.pub)
 	cfg.setKeyDefaults(kid)
-	snap, err := g.loadSnapshot()
-	if err != nil {
+	if cfg.Control.Type != "" || cfg.Control.DeviceRoot != "" {
+		if g.control, err = newControl(cfg.Control); err != nil {
+			return nil, err
+		}
+	}
+	if _, _, err := LoadTerms(cfg); err != nil { // the files are checked before the state file is opened
 		return nil, err
 	}
-	g.noteRefused(snap.Registry)
 	if err := g.openStore(); err != nil {
 		return nil, err
 	}
-	books, err := g.openBooks(snap, kid)
+	books, err := g.openBooks(kid)
 	if err != nil {
 		g.store.Close()
 		return nil, err
 	}
+	snap, err := g.loadSnapshot(books)
+	if err == nil {
+		err = g.checkAccounts(books, snap)
+	}
+	if err != nil {
+		g.store.Close()
+		return nil, err
+	}
+	g.noteRefused(snap.Registry)
 	g.clock.m = g.metrics.Clock
 	if newest, device, err := books.NewestTimes(); err == nil {
 		g.clock.newest, g.clock.device = newest, device
@@ -252,9 +268,9 @@ func (g *Gateway) openStore() error {
 	return nil
 }
 
-// openBooks initialises (or migrates) the books in the store, checks the
-// configured accounts against them and opens the aggregate stream.
-func (g *Gateway) openBooks(snap *ingest.Snapshot, kid [protocol.KeyIDLen]byte) (*ledger.Books, error) {
+// openBooks initialises (or migrates) the books in the store and opens
+// the aggregate stream.
+func (g *Gateway) openBooks(kid [protocol.KeyIDLen]byte) (*ledger.Books, error) {
 	st := g.store
 	signer := g.signer
 	if err := ledger.Init(context.Background(), st); err != nil {
@@ -279,14 +295,19 @@ func (g *Gateway) openBooks(snap *ingest.Snapshot, kid [protocol.KeyIDLen]byte) 
 		g.log.Warn("restored state file: the first record of the new stream tells the receivers that the backup's stream is superseded after its last seq; they take what it numbered later out of the payable books",
 			"stream", stream.String(), "superseded_stream", old.String(), "after_seq", restore.OldLastSeq)
 	}
+	return books, nil
+}
+
+// checkAccounts checks the configured accounts against the books.
+func (g *Gateway) checkAccounts(books *ledger.Books, snap *ingest.Snapshot) error {
 	ignored, err := books.CheckAccounts(&snap.Terms)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	for _, id := range ignored {
 		g.log.Info("the configured balance of an account with state is an opening balance only: ignored (use farthing account topup)", "account", id)
 	}
-	return books, nil
+	return nil
 }
 
 // verifyBooks reconciles the books after a commit, in verify mode, before
@@ -354,8 +375,12 @@ func LoadTerms(cfg *Config) (*ingest.Snapshot, time.Time, error) {
 }
 
 // loadSnapshot reads the tariff and device files and the configuration
-// into a snapshot. A missing file is empty (every ticket is refused).
-func (g *Gateway) loadSnapshot() (*ingest.Snapshot, error) {
+// into a snapshot, with what the books hold beside them: the tariff
+// versions (the one in force now prices grants and holds the
+// plausibility rules; each ticket is priced by the one in force at its
+// usage time) and what control commands revoked and provisioned. A
+// missing file is empty (every ticket is refused).
+func (g *Gateway) loadSnapshot(books *ledger.Books) (*ingest.Snapshot, error) {
 	snap, tariffTime, err := LoadTerms(g.cfg)
 	if err != nil {
 		return nil, err
@@ -363,9 +388,15 @@ func (g *Gateway) loadSnapshot() (*ingest.Snapshot, error) {
 	if tariffTime.IsZero() {
 		g.log.Warn("no tariff file: every ticket is refused until one exists", "path", g.cfg.Tariffs)
 	}
+	if err := g.tariffVersions(books, snap, !tariffTime.IsZero()); err != nil {
+		return nil, err
+	}
 	mt := [2]time.Time{tariffTime}
 	rf, err := registry.ReadFile(g.cfg.Devices)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.withControlState(books, rf); err != nil {
 		return nil, err
 	}
 	if fi, err := os.Stat(g.cfg.Devices); err == nil {
@@ -391,7 +422,7 @@ func (g *Gateway) loadSnapshot() (*ingest.Snapshot, error) {
 // of whose entries load is refused whole. Tickets in flight
 // finish with the snapshot they started with.
 func (g *Gateway) Reload() error {
-	snap, err := g.loadSnapshot()
+	snap, err := g.loadSnapshot(g.Books())
 	if err != nil {
 		g.log.Error("reload refused: keeping the current devices and tariffs", "error", err)
 		return err

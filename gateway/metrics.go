@@ -30,6 +30,7 @@ type Metrics struct {
 	GrantNanos   *prometheus.CounterVec // nanos reserved (granted) and given back, by event
 	GrantsOpen   prometheus.Gauge       // grants open
 	Reserved     prometheus.Gauge       // nanos reserved by open grants, every currency together
+	Commands     *prometheus.CounterVec // control commands, by action, outcome and reason
 	Clock        *clockMetrics          // farthing_clock_*: what the gateway makes of its own clock
 	Storage      *storageStats          // the store's syncs, checkpoints and journal, and the bytes written to disk
 }
@@ -108,9 +109,11 @@ func NewMetrics() *Metrics {
 	m.GrantsOpen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_grants_open", Help: "Grants open: devices that may serve against a reservation."})
 	m.Reserved = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_reserved_nanos",
 		Help: "Nanos the open grants reserve: in the accounts' balances, not available to spend (every currency together; per account in farthing account show)."})
+	m.Commands = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_commands_total",
+		Help: "Control commands received, by action, outcome (applied, refused, duplicate, repeated, malformed, not_ours) and reason."}, []string{"action", "outcome", "reason"})
 	m.Clock = newClockMetrics(reg)
 	m.Storage = newStorageStats()
-	reg.MustRegister(m.Storage, m.Refused, m.LateTickets, m.Grants, m.GrantNanos, m.GrantsOpen, m.Reserved, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
+	reg.MustRegister(m.Storage, m.Commands, m.Refused, m.LateTickets, m.Grants, m.GrantNanos, m.GrantsOpen, m.Reserved, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -60,6 +60,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err := g.startForwarders(tctx, &wg); err != nil {
 		return err
 	}
+	g.startControl(tctx, &wg)
 	wg.Add(1)
 	go func() { defer wg.Done(); g.housekeeping(tctx) }()
 	close(g.ready)
@@ -382,6 +383,9 @@ func (g *Gateway) watchFiles() {
 	g.mu.Lock()
 	changed := mt != g.mtimes
 	g.mu.Unlock()
+	if next := g.nextTariff.Load(); next != 0 && g.cfg.Clock().UnixMilli() >= next {
+		changed = true // a tariff version took effect: grants and rules follow it
+	}
 	if changed {
 		g.Reload()
 		g.mu.Lock()

@@ -46,3 +46,20 @@ func DeriveKey(master []byte, purpose KeyPurpose) ([]byte, error) {
 	}
 	return hkdfKey(master, string(purpose)), nil
 }
+
+// PurposeDeviceMaster is the label that turns a fleet's device root into
+// one device's master secret (DeviceMaster).
+const PurposeDeviceMaster KeyPurpose = "farthing v1 device master "
+
+// DeviceMaster derives a device's master secret from a fleet's device
+// root (a 32-byte secret the provider and its gateways hold) with
+// HKDF-SHA256, info = PurposeDeviceMaster followed by the device id. A
+// device provisioned by a control command has this master: the provider
+// flashes it, every gateway of the fleet derives it, and no secret travels
+// in the command.
+func DeviceMaster(root []byte, device string) ([]byte, error) {
+	if len(root) != MasterSecretSize {
+		return nil, ErrKeySize
+	}
+	return hkdfKey(root, string(PurposeDeviceMaster)+device), nil
+}

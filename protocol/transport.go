@@ -97,3 +97,54 @@ func (t Topics) deviceOf(topic, s string) string {
 	}
 	return dev
 }
+
+// CommandTarget names one sequence of control commands: a gateway's own,
+// or a fleet group's.
+//
+//	SUBJECT_PREFIX.gw.GATEWAY      JetStream subject of a gateway's commands
+//	SUBJECT_PREFIX.group.GROUP     and of a group's (default prefix farthing.commands)
+//	PREFIX/commands/gw/GATEWAY     MQTT topic of a gateway's commands (QoS 1)
+//	PREFIX/commands/group/GROUP    and of a group's
+//	GET …/farthing/commands?gateway=GATEWAY&group=GROUP&after=KEY:SEQ&wait=SECONDS
+//	                               HTTP long poll: the commands after each
+//	                               target's seq, as a CBOR array of byte strings
+type CommandTarget struct {
+	Name  string
+	Group bool
+}
+
+// DefaultCommandSubjectPrefix is the JetStream subject prefix of commands.
+const DefaultCommandSubjectPrefix = "farthing.commands"
+
+// DefaultCommandStream is the JetStream stream commands are kept in.
+const DefaultCommandStream = "FARTHING_COMMANDS"
+
+// CommandsPath is the HTTP path a receiver serves commands on.
+const CommandsPath = "/farthing/commands"
+
+// Key is the target's name in the HTTP poll and the books: "gw/NAME" or
+// "group/NAME".
+func (t CommandTarget) Key() string {
+	if t.Group {
+		return "group/" + t.Name
+	}
+	return "gw/" + t.Name
+}
+
+// Subject is the JetStream subject of the target's commands under prefix
+// ("" for the default).
+func (t CommandTarget) Subject(prefix string) string {
+	if prefix == "" {
+		prefix = DefaultCommandSubjectPrefix
+	}
+	if t.Group {
+		return prefix + ".group." + t.Name
+	}
+	return prefix + ".gw." + t.Name
+}
+
+// Commands is the MQTT topic of a target's commands.
+func (t Topics) Commands(target CommandTarget) string { return t.prefix() + "/commands/" + target.Key() }
+
+// TargetOf is a command's target.
+func (c *Command) TargetOf() CommandTarget { return CommandTarget{Name: c.Target, Group: c.Group} }

@@ -75,7 +75,7 @@ func (r *Receiver) setUp(tx *bolt.Tx) error {
 	newUnpaid := tx.Bucket(bucketUnpaid) == nil
 	for _, b := range [][]byte{bucketBooked, bucketStreams, bucketLatest, bucketBindings, bucketHeld, bucketTotals,
 		bucketCredits, bucketVouchers, bucketDoubles, bucketHolds, bucketUnpaid, bucketPayouts, bucketPayoutMeta, bucketPayoutSlot, bucketPaywords,
-		bucketPaywordClaims, bucketPaywordChains, bucketRestores, bucketSuperseded, bucketResolved} {
+		bucketPaywordClaims, bucketPaywordChains, bucketRestores, bucketSuperseded, bucketResolved, bucketFleetCommands, bucketFleetIDs, bucketFleetAcks} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -189,6 +189,9 @@ func book(tx *bolt.Tx, s protocol.StreamID, rec Record, b []byte) (BookResult, e
 	}
 	if rec.Hold != nil {
 		return res, bookHold(tx, rec.Hold, b)
+	}
+	if rec.Ack != nil {
+		return res, bookAck(tx, rec.Ack, b)
 	}
 	if rec.Progress != nil {
 		err := rec.Unproven
@@ -600,7 +603,7 @@ func reportDoubles(tx *bolt.Tx, rep *Report) error {
 			First:  streamOfKey(v).Key(binary.BigEndian.Uint64(v[protocol.KeyIDLen+8:])),
 			Second: streamOfKey(second).Key(binary.BigEndian.Uint64(second[protocol.KeyIDLen+8:]))}
 		if _, c, err := strict.DecodeCredit(tx.Bucket(bucketBooked).Get(second)); err == nil {
-			d.Account, d.Amount, d.Currency = c.Account, c.Amount, c.Currency
+			d.Account, d.Amount, d.Currency, d.Gateway = c.Account, c.Amount, c.Currency, c.Gateway
 		}
 		d.Resolved = resolutionOf(tx, d.Voucher)
 		rep.Doubles = append(rep.Doubles, d)

@@ -122,6 +122,7 @@ type Booking struct {
 	Credit    *protocol.Credit        // for a credit record (a top-up or a voucher)
 	Hold      *protocol.Hold          // for a hold record (a ticket held, released or voided)
 	Progress  *protocol.ChainProgress // for a chain progress record
+	Ack       *protocol.CommandAck    // for a gateway's answer to a command
 	Payword   *PaywordUsage           // the usage its paywords prove (checked here)
 	// Unproven says why a chain progress record is held (PaywordUnproven).
 	Unproven string
@@ -199,6 +200,7 @@ type Receiver struct {
 	books   Books
 	trust   map[string]trusted                 // by kid
 	devices map[string]*strict.Ed25519Verifier // payword devices' own keys, by device id (TrustDevices)
+	fleet   *Fleet                             // the control channel; nil when off (SetFleet)
 
 	mu    sync.Mutex // guards stats
 	stats Stats
@@ -300,6 +302,18 @@ type Books interface {
 	RunPayouts(ctx context.Context, policies map[string]PayoutPolicy, now time.Time, scheduled bool) ([]Payout, error)
 	Payouts(ctx context.Context) ([]Payout, error)
 	Wallets(ctx context.Context) ([]Wallet, error)
+	// PushCommand numbers a command next in target's sequence (by
+	// protocol.CommandTarget.Key) and keeps it as sign makes it, in one
+	// commit; an id pushed before is ErrCommandID.
+	PushCommand(ctx context.Context, target, id string, sign func(seq uint64) ([]byte, error)) (uint64, error)
+	// CommandsAfter returns target's commands after seq after, in order,
+	// at most limit.
+	CommandsAfter(ctx context.Context, target string, after uint64, limit int) ([][]byte, error)
+	// CommandLog returns every command pushed, by target then seq.
+	CommandLog(ctx context.Context) ([][]byte, error)
+	// Acks returns the latest acknowledgement of each command by each
+	// gateway (and the local changes gateways reported).
+	Acks(ctx context.Context) ([]protocol.CommandAck, error)
 	Close() error
 }
 
@@ -327,15 +341,15 @@ func (r *Receiver) Close() error { return r.books.Close() }
 func (r *Receiver) Accept(ctx context.Context, b []byte) (Booking, error) {
 	m, err := strict.Decode(b)
 	if err == nil && m.Kind != protocol.KindAggregate && m.Kind != protocol.KindCredit && m.Kind != protocol.KindHold &&
-		m.Kind != protocol.KindChainProgress && m.Kind != protocol.KindRestore {
-		err = fmt.Errorf("a %s, not an aggregate, a credit, a hold, a chain progress or a restore record", m.Kind)
+		m.Kind != protocol.KindChainProgress && m.Kind != protocol.KindRestore && m.Kind != protocol.KindCommandAck {
+		err = fmt.Errorf("a %s, not an aggregate, a credit, a hold, a chain progress, a restore record or a command acknowledgement", m.Kind)
 	}
 	if err != nil {
 		r.count(func(s *Stats) { s.Refused++ })
 		return Booking{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	rec := RecordOf(m)
-	bk := Booking{Aggregate: m.Aggregate, Credit: m.Credit, Hold: m.Hold, Progress: m.Progress, Restore: m.Restore}
+	bk := Booking{Aggregate: m.Aggregate, Credit: m.Credit, Hold: m.Hold, Progress: m.Progress, Restore: m.Restore, Ack: m.CommandAck}
 	env := m.Envelope
 	t, ok := r.trust[string(env.KeyID)]
 	if !ok {
@@ -450,6 +464,9 @@ func (b Booking) Seq() uint64 {
 	if b.Restore != nil {
 		return b.Restore.Seq
 	}
+	if b.Ack != nil {
+		return b.Ack.Seq
+	}
 	if b.Aggregate != nil {
 		return b.Aggregate.Seq
 	}
@@ -481,6 +498,9 @@ func (b Booking) Gateway() string {
 	if b.Restore != nil {
 		return b.Restore.Gateway
 	}
+	if b.Ack != nil {
+		return b.Ack.Gateway
+	}
 	if b.Aggregate != nil {
 		return b.Aggregate.Gateway
 	}
@@ -503,6 +523,8 @@ type Record struct {
 	Usage      *PaywordUsage
 	Unproven   error
 	Restore    *protocol.Restore
+	// Ack is a gateway's answer to a command.
+	Ack *protocol.CommandAck
 }
 
 func RecordOf(m *strict.Message) Record {
@@ -517,6 +539,9 @@ func RecordOf(m *strict.Message) Record {
 	}
 	if r := m.Restore; r != nil {
 		return Record{Gateway: r.Gateway, Seq: r.Seq, Epoch: r.Epoch, Restore: r}
+	}
+	if a := m.CommandAck; a != nil {
+		return Record{Gateway: a.Gateway, Seq: a.Seq, Epoch: a.Epoch, Ack: a}
 	}
 	a := m.Aggregate
 	return Record{Gateway: a.Gateway, Seq: a.Seq, Epoch: a.Epoch, Agg: a}

@@ -113,6 +113,9 @@ func (r *Receiver) Report() (*Report, error) {
 	rep, err := r.books.Report(ctx)
 	if rep != nil {
 		rep.Stats = r.Stats()
+		for i := range rep.Doubles {
+			rep.Doubles[i].Fix = DoubleFix(rep.Doubles[i])
+		}
 	}
 	return rep, err
 }
@@ -135,6 +138,10 @@ type DoubleRedemption struct {
 	Account  string `json:"account"`
 	Amount   uint64 `json:"amount_nanos"` // credited the second time
 	Currency string `json:"currency"`
+	// Gateway credited it the second time.
+	Gateway string `json:"gateway,omitempty"`
+	// Fix is the command that settles it (DoubleFix) while it is not.
+	Fix string `json:"fix,omitempty"`
 	// Resolved is set once a gateway's adjustment names the voucher: the
 	// adjustment (stream/seq) and what it added (negative: took back).
 	Resolved *Resolution `json:"resolved,omitempty"`

@@ -65,7 +65,7 @@ type CommandInput struct {
 	Detail string
 	// Raw is the command as signed (kept for a provision).
 	Raw []byte
-	// Tariffs is a tariff_set's tariff file, parsed and normalised.
+	// Tariffs is a tariff_set's tariff file, checked to parse.
 	Tariffs []byte
 }
 

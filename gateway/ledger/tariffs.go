@@ -34,13 +34,14 @@ var (
 	metaTariffLocal = []byte("tariff-local")
 )
 
-// tariffVersion is one recorded tariff file.
+// tariffVersion is one recorded tariff file: its id, effective and
+// applied times, whether it is local, then the file to the record's end.
 type tariffVersion struct {
 	N                  uint64
 	ID                 string
 	Effective, Applied int64 // Unix ms
 	Local              bool
-	File               []byte // normalised (metering.TariffSet.Normalize)
+	File               []byte // the tariff file as written
 	set                *metering.TariffSet
 }
 
@@ -49,12 +50,13 @@ func (v tariffVersion) encode() []byte {
 	if v.Local {
 		local = 1
 	}
-	return metering.NewStateWriter().String(v.ID).Int(v.Effective).Int(v.Applied).Uint(local).String(string(v.File))
+	return metering.NewStateWriter().String(v.ID).Int(v.Effective).Int(v.Applied).Uint(local).Rest(v.File)
 }
 
 func decodeTariffVersion(n uint64, b []byte) (tariffVersion, error) {
 	r := metering.NewStateReader(b, "tariff version")
-	v := tariffVersion{N: n, ID: r.String(), Effective: r.Int(), Applied: r.Int(), Local: r.Uint() == 1, File: []byte(r.String())}
+	v := tariffVersion{N: n, ID: r.String(), Effective: r.Int(), Applied: r.Int(), Local: r.Uint() == 1}
+	v.File = bytes.Clone(r.Rest())
 	return v, r.Done()
 }
 
@@ -139,8 +141,8 @@ func loadTariffIndex(tx *bolt.Tx, old *tariffIndex) (*tariffIndex, error) {
 	return x, err
 }
 
-// RecordLocalTariffs records the gateway's local tariff file (normalised)
-// as a version if it differs from the last local one: the first as
+// RecordLocalTariffs records the gateway's local tariff file as a
+// version if its bytes differ from the last local one's: the first as
 // "local-1", in force from the beginning; a later one as "local-N", in
 // force from now, acknowledged upstream as a local change (an operator's
 // override the provider sees). It returns that acknowledgement, if any,

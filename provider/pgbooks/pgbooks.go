@@ -233,6 +233,8 @@ func (bk *pgBooking) book() error {
 		return bk.credit()
 	case rec.Progress != nil:
 		return bk.progress()
+	case rec.Ack != nil:
+		return bk.ack()
 	case rec.Hold != nil:
 		h := rec.Hold
 		_, err := tx.Exec(ctx, `INSERT INTO quarantine (gateway, device, ticket, seq, bytes) VALUES ($1, $2, $3, $4, $5)
@@ -682,7 +684,7 @@ func pgReportDoubles(ctx context.Context, tx pgx.Tx, rep *provider.Report) error
 		first, _ := protocol.StreamOf(fk, uint64(fe))
 		d.First, d.Second = first.Key(uint64(fs)), second.Key(uint64(seq))
 		if _, c, err := strict.DecodeCredit(b); err == nil {
-			d.Account, d.Amount, d.Currency = c.Account, c.Amount, c.Currency
+			d.Account, d.Amount, d.Currency, d.Gateway = c.Account, c.Amount, c.Currency, c.Gateway
 		}
 		if rk != nil && re != nil && rs != nil && ra != nil && reason != nil {
 			rst, _ := protocol.StreamOf(rk, uint64(*re))
