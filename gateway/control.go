@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/farthing-iot/farthing/gateway/ingest"
@@ -40,6 +41,11 @@ type control struct {
 	// the same command coming again is counted, not acknowledged again.
 	answered sync.Map
 }
+
+// CrashAfterCommandEnv names a fault injection for tests of the control
+// channel: the gateway kills itself with SIGKILL right after it committed
+// the command with this id, before its transport learns it was answered.
+const CrashAfterCommandEnv = "FARTHING_CRASH_AFTER_COMMAND"
 
 // ErrNotYet: a command whose not-before is further ahead of the gateway's
 // clock than control.max_skew; it must come again later.
@@ -126,6 +132,10 @@ func (g *Gateway) HandleCommand(ctx context.Context, b []byte) error {
 	res, err := g.Books().ApplyCommand(ctx, &snap.Terms, in)
 	if err != nil {
 		return fmt.Errorf("control: command %s: %w", c.ID, err)
+	}
+	if c.ID != "" && os.Getenv(CrashAfterCommandEnv) == c.ID {
+		g.log.Warn("control: killing this process after committing the command, before its transport is told (" + CrashAfterCommandEnv + ")")
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 	g.noteCommand(&c, res)
 	if res.Outcome == ledger.CommandRefused && (res.Reason == protocol.ReasonCommandForged || res.Reason == protocol.ReasonCommandOutOfOrder) {

@@ -144,7 +144,9 @@ func (t CommandTarget) Subject(prefix string) string {
 }
 
 // Commands is the MQTT topic of a target's commands.
-func (t Topics) Commands(target CommandTarget) string { return t.prefix() + "/commands/" + target.Key() }
+func (t Topics) Commands(target CommandTarget) string {
+	return t.prefix() + "/commands/" + target.Key()
+}
 
 // TargetOf is a command's target.
 func (c *Command) TargetOf() CommandTarget { return CommandTarget{Name: c.Target, Group: c.Group} }

@@ -181,6 +181,10 @@ type FleetStatus struct {
 	// Local are changes operators made at gateways by hand (a tariff file
 	// edited there), as the gateways reported them.
 	Local []protocol.CommandAck `json:"local"`
+	// Foreign are answers to commands this receiver never pushed: a
+	// command signed by another key (refused command_forged) or pushed by
+	// another receiver.
+	Foreign []protocol.CommandAck `json:"foreign"`
 	// Behind maps a gateway to the commands it has not answered.
 	Behind map[string][]string `json:"behind"`
 }
@@ -196,7 +200,7 @@ func (r *Receiver) FleetStatus(ctx context.Context) (*FleetStatus, error) {
 		return nil, err
 	}
 	byCmd := map[string][]protocol.CommandAck{}
-	st := &FleetStatus{Behind: map[string][]string{}, Local: []protocol.CommandAck{}, Commands: []CommandStatus{}}
+	st := &FleetStatus{Behind: map[string][]string{}, Local: []protocol.CommandAck{}, Foreign: []protocol.CommandAck{}, Commands: []CommandStatus{}}
 	for _, a := range acks {
 		if a.Local {
 			st.Local = append(st.Local, a)
@@ -214,6 +218,10 @@ func (r *Receiver) FleetStatus(ctx context.Context) (*FleetStatus, error) {
 			st.Behind[g] = append(st.Behind[g], c.ID)
 		}
 		st.Commands = append(st.Commands, cs)
+		delete(byCmd, c.ID)
+	}
+	for _, id := range slices.Sorted(maps.Keys(byCmd)) {
+		st.Foreign = append(st.Foreign, byCmd[id]...)
 	}
 	return st, nil
 }

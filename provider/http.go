@@ -135,6 +135,12 @@ func LogOutcome(log *slog.Logger, where, what string, bk Booking, err error) {
 	case bk.Superseded != nil:
 		log.Warn("record of a stream superseded by a restore: booked as superseded_by_restore, not payable", where, what,
 			"stream", bk.Stream.Key(bk.Seq()), "kind", bk.Superseded.Kind, "account", bk.Superseded.Account, "amount_nanos", bk.Superseded.Amount)
+	case bk.Ack != nil && bk.Ack.Local:
+		log.Warn("a gateway's operator changed it by hand (a local override)", where, what, "gateway", bk.Ack.Gateway,
+			"change", bk.Ack.Command, "action", bk.Ack.Action)
+	case bk.Ack != nil && bk.Ack.Refused:
+		log.Warn("a gateway refused a command", where, what, "gateway", bk.Ack.Gateway, "command", bk.Ack.Command,
+			"target", bk.Ack.Target, "seq", bk.Ack.Number, "reason", bk.Ack.Reason.String())
 	case bk.ResetFrom != nil:
 		log.Warn("aggregate stream reset: the gateway started a new state file", where, what, "gateway", bk.Gateway(),
 			"stream", bk.Stream.String(), "previous_epoch", fmt.Sprintf("%x", bk.ResetFrom.Epoch), "previous_last_seq", bk.ResetFrom.LastSeq)

@@ -60,6 +60,7 @@ var commands = []command{
 	{"compact", "[--data DIR]", runCompact},
 	{"proof", "--ticket DEVICE/SEQ [--data DIR] | --ticket DEVICE/SEQ --audit FILE|DIR [--pub gateway.key.pub]", runProof},
 	{"payouts", "run --policy FILE | list | report | statement [--from D] [--to D] [--account A] [--data DIR | --db postgres://…] [--format table|csv|json]", runPayouts},
+	{"fleet", "push tariff|adjust|revoke-voucher|revoke-device|provision (--gateway ID | --group NAME) … | status [--format table|json] [--receiver URL --token-file F] | device-master --root FILE --device ID", runFleet},
 	{"version", "", runVersion},
 	{"help", "COMMAND [SUBCOMMAND]", nil},
 	{"receive", "--trust GATEWAY.pub (--http ADDR | --mqtt URL | --jetstream URL) [--data DIR | --db postgres://…] [--metrics ADDR] | report [--data DIR]", runReceive},

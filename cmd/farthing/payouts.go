@@ -88,8 +88,13 @@ func runPayouts(e *env, args []string) error {
 	return usageError{"payouts: want run, list, report or statement, not " + args[0]}
 }
 
-// parseWhen reads a date (midnight UTC) or an RFC 3339 time.
+// parseWhen reads a date (midnight UTC), an RFC 3339 time, or
+// +DURATION from now.
 func parseWhen(s string) (time.Time, error) {
+	if d, ok := strings.CutPrefix(s, "+"); ok {
+		dd, err := time.ParseDuration(d)
+		return time.Now().Add(dd), err
+	}
 	if t, err := time.Parse(time.DateOnly, s); err == nil {
 		return t, nil
 	}

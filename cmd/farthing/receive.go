@@ -66,6 +66,11 @@ func runReceive(e *env, args []string) error {
 	}
 	defer r.Close()
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
+	closeFleet, err := f.fleet.start(r)
+	if err != nil {
+		return err
+	}
+	defer closeFleet()
 	errc := make(chan error, 2)
 	var feeds sync.WaitGroup
 	defer feeds.Wait()
@@ -97,6 +102,7 @@ type receiveOptions struct {
 	data, httpAddr, mqttURL, topic, user, password, clientID string
 	jsURL, stream, durable, payouts, db, metricsAddr         string
 	deviceKeys, readTokenFile, readHTTP                      string
+	fleet                                                    fleetOptions
 	readToken                                                [sha256.Size]byte // of the token in readTokenFile
 	trust                                                    trustFiles
 	every                                                    time.Duration
@@ -127,7 +133,11 @@ func receiveFlags(args []string) (*receiveOptions, error) {
 	fs.IntVar(&f.maxConns, "db-max-conns", 8, "with --db: the most database connections")
 	fs.StringVar(&f.metricsAddr, "metrics", "", "serve /metrics and /healthz on this address")
 	fs.StringVar(&f.deviceKeys, "device-keys", "", "payword devices' Ed25519 public keys, a line \"DEVICE-ID HEX-KEY\" each (farthing device list --public-keys):\na chain progress record of such a device is proven only if the device signed its commitment")
+	f.fleet.flags(fs)
 	if err := parse(fs, args, 0); err != nil {
+		return nil, err
+	}
+	if err := f.fleet.check(); err != nil {
 		return nil, err
 	}
 	modes := 0
@@ -216,6 +226,9 @@ func serveReceiver(ctx context.Context, e *env, r *provider.Receiver, f *receive
 			return err
 		}
 		serve(netutil.LimitListener(l, 16), &http.Server{Handler: receiverOps(r), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second})
+	}
+	if err := f.fleet.serve(ctx, e, r, log, serve, feeds); err != nil {
+		return err
 	}
 	if f.readHTTP != "" {
 		l, err := net.Listen("tcp", f.readHTTP)

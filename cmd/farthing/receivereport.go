@@ -92,6 +92,9 @@ func printCredits(w io.Writer, rep *provider.Report) {
 		if r := d.Resolved; r != nil {
 			line += fmt.Sprintf(": RESOLVED by adjustment %s (%s, %s)", r.Adjustment, moneyOf(r.Amount, d.Currency), r.Reason)
 		}
+		if d.Fix != "" {
+			line += "\n  resolve it: " + d.Fix
+		}
 		fmt.Fprintln(w, line)
 	}
 }

@@ -81,12 +81,19 @@ func (x *tariffIndex) at(ms int64) *tariffVersion {
 // putTariffVersion records v as the next version, inside a store
 // operation.
 func (bk *Books) putTariffVersion(stx *store.Tx, v tariffVersion) error {
-	meta := stx.Bolt().Bucket(bucketMeta)
-	n := getU64(meta.Get(metaTariffIndex)) + 1
+	n := tariffCount(stx.Bolt()) + 1
 	if err := stx.Put(bucketTariffs, putU64(n), v.encode()); err != nil {
 		return err
 	}
 	return stx.Put(bucketMeta, metaTariffIndex, append(putU64(n), v.ID...))
+}
+
+// tariffCount is how many versions the file records.
+func tariffCount(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(metaTariffIndex); len(v) >= 8 {
+		return getU64(v[:8])
+	}
+	return 0
 }
 
 // tariffsAt returns the tariffs in force at ms and their version id,
@@ -176,7 +183,7 @@ func (bk *Books) RecordLocalTariffs(ctx context.Context, t *Terms, file []byte) 
 			if err := bk.putTariffVersion(stx, v); err != nil {
 				return err
 			}
-			count := getU64(tx.Bucket(bucketMeta).Get(metaTariffIndex))
+			count := tariffCount(tx)
 			if err := stx.Put(bucketMeta, metaTariffLocal, append(putU64(count), putU64(number+1)...)); err != nil {
 				return err
 			}

@@ -23,7 +23,9 @@ type CommandsConfig struct {
 	Gateway string // the gateway id: its consumers are named after it
 	// Targets are the sequences to follow: one durable consumer each,
 	// filtered on the target's subject, one message in flight, so each
-	// target's commands come in their order, again until acknowledged.
+	// target's commands come in their order, again until acknowledged
+	// (10 s after a delivery not acknowledged: a gateway that died
+	// answering gets it again soon after it is back).
 	Targets []protocol.CommandTarget
 	Name    string // the connection's name
 }
@@ -78,7 +80,7 @@ func follow(ctx context.Context, js jetstream.JetStream, cfg CommandsConfig, t p
 			var err error
 			cons, err = js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{Durable: ConsumerName(cfg.Gateway, t),
 				FilterSubject: t.Subject(cfg.Prefix), AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
-				MaxAckPending: 1, AckWait: time.Minute})
+				MaxAckPending: 1, AckWait: 10 * time.Second})
 			if err != nil {
 				log("jetstream commands: no consumer yet (is the stream there?); trying again", err)
 				sleep(ctx, 2*time.Second)
