@@ -259,23 +259,29 @@ func (g *Gateway) withControlState(books *ledger.Books, rf *registry.File) error
 	if err != nil {
 		return err
 	}
-	for _, k := range st.Keys {
-		rf.RevokedKeys = append(rf.RevokedKeys, hex.EncodeToString(k))
-	}
-	if g.control == nil || g.control.root == nil {
-		return nil
-	}
 	have := map[string]bool{}
 	for _, e := range rf.Devices {
 		have[e.ID] = true
 	}
-	for _, raw := range st.Provisioned {
-		_, c, err := strict.DecodeCommand(raw)
-		if err != nil || have[c.Device] {
-			continue
+	if g.control != nil && g.control.root != nil {
+		for _, raw := range st.Provisioned {
+			_, c, err := strict.DecodeCommand(raw)
+			if err != nil || have[c.Device] {
+				continue
+			}
+			if e, err := g.provisionedEntry(&c); err == nil {
+				rf.Devices = append(rf.Devices, e)
+			}
 		}
-		if e, err := g.provisionedEntry(&c); err == nil {
-			rf.Devices = append(rf.Devices, e)
+	}
+	revoked := map[string]bool{}
+	for _, k := range st.Keys {
+		revoked[string(k)] = true
+		rf.RevokedKeys = append(rf.RevokedKeys, hex.EncodeToString(k))
+	}
+	for i, e := range rf.Devices { // a device whose key a command revoked is revoked, not a refused entry
+		if kid, _, err := registry.KeyIDs(e); err == nil && revoked[string(kid[:])] {
+			rf.Devices[i].Revoked = true
 		}
 	}
 	return nil

@@ -295,13 +295,17 @@ func (st WindowState) AppendBinary(b []byte) ([]byte, error) {
 		w = append(w, p[:]...)
 	}
 	// Optional, in order: a window state from before bands ends at the
-	// peaks, one from before paywords at the bands. A window with proven
-	// usage and no bands writes an empty list of bands before it.
-	if len(o.Bands) > 0 || o.Proven > 0 {
+	// peaks, one from before paywords at the bands, one from before tariff
+	// versions at the proven quantity. A later field present writes the
+	// earlier ones, empty: no bands, a proven quantity of 0.
+	if len(o.Bands) > 0 || o.Proven > 0 || o.Tariff != "" {
 		w = w.bands(o.Bands)
 	}
-	if o.Proven > 0 {
+	if o.Proven > 0 || o.Tariff != "" {
 		w = w.u(o.Proven)
+	}
+	if o.Tariff != "" {
+		w = w.s(o.Tariff)
 	}
 	return w, nil
 }
@@ -327,11 +331,17 @@ func (st *WindowState) UnmarshalBinary(b []byte) error {
 	if r.err == nil && len(r.b) > 0 {
 		o.Bands = r.bands()
 		if r.err == nil && len(r.b) > 0 {
-			if o.Proven = r.u(); r.err == nil && o.Proven == 0 {
+			o.Proven = r.u()
+			if r.err == nil && len(r.b) > 0 {
+				if o.Tariff = r.s(); r.err == nil && o.Tariff == "" {
+					r.fail("an empty tariff version") // written as absent: one encoding per state
+				}
+			}
+			if r.err == nil && o.Proven == 0 && o.Tariff == "" {
 				r.fail("a proven quantity of 0") // written as absent: one encoding per state
 			}
 		}
-		if r.err == nil && len(o.Bands) == 0 && o.Proven == 0 {
+		if r.err == nil && len(o.Bands) == 0 && o.Proven == 0 && o.Tariff == "" {
 			r.fail("an empty list of price bands") // written as absent: one encoding per state
 		}
 		if len(o.Bands) == 0 {

@@ -28,6 +28,9 @@ type Window struct {
 	// of the items' Proven): what the window's chain progress records must
 	// add up to. Proven <= Quantity.
 	Proven uint64
+	// Tariff is the tariff version that priced every item ("" without
+	// versions, or in a fold of late items priced by several).
+	Tariff string
 }
 
 // WindowState is the aggregation state of one WindowKey.
@@ -78,6 +81,10 @@ type Item struct {
 	// Proven is the part of Quantity a payword chain proves: all of it for
 	// a payword ticket, 0 for any other. Proven <= Quantity.
 	Proven uint64
+	// Tariff is the tariff version that priced the item ("" without
+	// versions). A window holds the items of one version: an item of
+	// another closes the window's part (SealedByTariff).
+	Tariff string
 }
 
 // SealReason says why a window closed.
@@ -87,6 +94,7 @@ type SealReason uint8
 const (
 	SealedByTime      SealReason = iota + 1 // its end time passed
 	SealedByThreshold                       // its amount reached the threshold
+	SealedByTariff                          // an item of another tariff version came
 )
 
 func (r SealReason) String() string {
@@ -95,6 +103,8 @@ func (r SealReason) String() string {
 		return "time"
 	case SealedByThreshold:
 		return "threshold"
+	case SealedByTariff:
+		return "tariff"
 	}
 	return fmt.Sprintf("reason(%d)", r)
 }
@@ -114,6 +124,8 @@ type Sealed struct {
 	Bands []BandPart
 	// Proven is the window's Proven.
 	Proven uint64
+	// Tariff is the window's Tariff.
+	Tariff string
 }
 
 // Correction is an item whose usage time falls in a window that is already
@@ -164,13 +176,24 @@ func (p Policy) Add(st WindowState, cur Currency, it Item) (Decision, error) {
 		d.State.Floor = w.End
 		*w = Window{}
 	}
+	if w.End != 0 && w.Tickets > 0 && w.Tariff != it.Tariff && w.Start+1 < w.End {
+		// Another tariff version: the part ends where the item is (after
+		// the part's first instant), and the rest of the slot goes on in
+		// a new part. A part of one instant keeps the item, and the
+		// version of its first items.
+		slotEnd := w.End
+		w.End = min(max(it.Time, w.Start+1), slotEnd-1)
+		d.Sealed = append(d.Sealed, seal(w, SealedByTariff))
+		next := w.End
+		*w = Window{Start: next}
+	}
 	if w.End == 0 {
 		s, e := p.slot(it.Time)
 		start := max(s, d.State.Floor)
-		if w.Start > start && w.Start < e { // the next part of a slot a threshold split
+		if w.Start > start && w.Start < e { // the next part of a slot a threshold or a tariff split
 			start = w.Start
 		}
-		*w = Window{Start: start, End: e, Currency: cur}
+		*w = Window{Start: start, End: e, Currency: cur, Tariff: it.Tariff}
 	}
 	if err := w.add(cur, it); err != nil {
 		return Decision{}, err
@@ -247,6 +270,12 @@ func (f *Fold) Add(c Correction, cur Currency, now int64) error {
 	if c.SlotStart != f.Start || c.SlotEnd != f.End {
 		return fmt.Errorf("%w: an item of slot [%d, %d) in the fold of [%d, %d)", ErrBadState, c.SlotStart, c.SlotEnd, f.Start, f.End)
 	}
+	switch {
+	case f.Tickets == 0:
+		f.Tariff = c.Item.Tariff
+	case f.Tariff != c.Item.Tariff:
+		f.Tariff = "" // late usage priced by several versions: the correction names none
+	}
 	if err := f.Window.add(cur, c.Item); err != nil {
 		return err
 	}
@@ -284,7 +313,7 @@ func (p Policy) Close(st WindowState, now int64) (WindowState, *Sealed) {
 
 func seal(w *Window, why SealReason) Sealed {
 	s := Sealed{Start: w.Start, End: w.End, Currency: w.Currency, Quantity: w.Quantity, Amount: w.Amount,
-		Tickets: w.Tickets, Root: w.Tree.Root(), Reason: why, Proven: w.Proven}
+		Tickets: w.Tickets, Root: w.Tree.Root(), Reason: why, Proven: w.Proven, Tariff: w.Tariff}
 	if len(w.Bands) > 0 {
 		s.Bands = CompleteBands(w.Bands, w.Quantity, w.Amount)
 	}

@@ -278,3 +278,52 @@ func TestFoldGathersOneSlot(t *testing.T) {
 		t.Errorf("a truncated fold decoded: %v", err)
 	}
 }
+
+// TestTariffVersionSplitsTheWindow: an item priced by another tariff
+// version closes the window's part (sealed by "tariff", naming the
+// version of its items); the slot goes on in a new part naming the new
+// version; the version survives storage; a fold of late items priced by
+// several versions names none.
+func TestTariffVersionSplitsTheWindow(t *testing.T) {
+	p := metering.Policy{Length: hour}
+	hs := tickets(5)
+	var st metering.WindowState
+	var sealed []metering.Sealed
+	for i, it := range []metering.Item{
+		{Time: 1_000, Quantity: 10, Amount: 300, Ticket: hs[0], Tariff: "v1"},
+		{Time: 2_000, Quantity: 10, Amount: 300, Ticket: hs[1], Tariff: "v1"},
+		{Time: 3_000, Quantity: 10, Amount: 500, Ticket: hs[2], Tariff: "v2"},
+		{Time: 4_000, Quantity: 10, Amount: 500, Ticket: hs[3], Tariff: "v2"},
+	} {
+		d, err := p.Add(st, "EUR", it)
+		if err != nil {
+			t.Fatalf("item %d: %v", i, err)
+		}
+		st, sealed = d.State, append(sealed, d.Sealed...)
+	}
+	if len(sealed) != 1 || sealed[0].Reason != metering.SealedByTariff || sealed[0].Tariff != "v1" || sealed[0].Amount != 600 ||
+		sealed[0].End != 3_000 {
+		t.Fatalf("sealed: %+v", sealed)
+	}
+	if st.Open.Tariff != "v2" || st.Open.Start != 3_000 || st.Open.Amount != 1_000 {
+		t.Fatalf("the new part: %+v", st.Open)
+	}
+	b, _ := st.MarshalBinary()
+	var back metering.WindowState
+	if err := back.UnmarshalBinary(b); err != nil || back.Open.Tariff != "v2" || back.Open.Proven != 0 {
+		t.Fatalf("round trip: %+v %v", back.Open, err)
+	}
+	if _, s := p.Close(back, hour); s == nil || s.Tariff != "v2" || s.Reason != metering.SealedByTime {
+		t.Fatalf("closed: %+v", s)
+	}
+	var f metering.Fold
+	for i, tariff := range []string{"v1", "v2"} {
+		c := metering.Correction{SlotStart: 0, SlotEnd: hour, Item: metering.Item{Time: 10, Quantity: 1, Amount: 1, Ticket: hs[i], Tariff: tariff}}
+		if err := f.Add(c, "EUR", hour+1); err != nil {
+			t.Fatal(err)
+		}
+		if want := map[int]string{0: "v1", 1: ""}[i]; f.Tariff != want {
+			t.Fatalf("fold after %d items names %q; want %q", i+1, f.Tariff, want)
+		}
+	}
+}

@@ -64,6 +64,11 @@ type Aggregate struct {
 	// chain progress records that name this aggregate (ChainProgress
 	// .Aggregate) prove it, and a provider checks that they add up to it.
 	Proven uint64 `json:"payword_quantity,omitempty"`
+	// Tariff is the tariff version that priced every ticket in it: a
+	// provider's tariff_set command's id, or "local-N" for the gateway's
+	// own tariff file; absent from a gateway without versions and from a
+	// correction of late usage priced by several.
+	Tariff string `json:"tariff_version,omitempty"`
 }
 
 // AggregateBand is the part of an aggregate that fell in one price band.
@@ -91,6 +96,7 @@ const (
 	aggEpoch       = 14
 	aggBands       = 15
 	aggProven      = 16
+	aggTariff      = 17
 )
 
 // Validate checks a against the limits and rules of the wire format.
@@ -124,6 +130,9 @@ func (a *Aggregate) Validate() error {
 	}
 	if a.Proven > a.Quantity {
 		return newError(ReasonFieldRange, "the proven quantity must not exceed the quantity")
+	}
+	if a.Tariff != "" && !ValidName(a.Tariff, MaxDeviceIDLen) {
+		return newError(ReasonBadName, "a tariff version is 1..64 of [A-Za-z0-9._-]")
 	}
 	return a.validateBands()
 }
@@ -188,6 +197,9 @@ func AppendAggregatePayload(dst []byte, a *Aggregate) ([]byte, error) {
 	if a.Proven != 0 {
 		n++
 	}
+	if a.Tariff != "" {
+		n++
+	}
 	dst = appendHead(dst, majorMap, uint64(n))
 	dst = append(dst, keyKind, byte(KindAggregate))
 	dst = appendUint(dst, aggGateway)
@@ -235,6 +247,10 @@ func AppendAggregatePayload(dst []byte, a *Aggregate) ([]byte, error) {
 	if a.Proven != 0 {
 		dst = appendUint(dst, aggProven)
 		dst = appendUint(dst, a.Proven)
+	}
+	if a.Tariff != "" {
+		dst = appendUint(dst, aggTariff)
+		dst = appendText(dst, a.Tariff)
 	}
 	return dst, nil
 }

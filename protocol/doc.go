@@ -121,6 +121,9 @@
 //	                         ; their quantities add up to key 8, amounts to key 9
 //	  ? 16: uint .gt 0,      ; proven: the part of key 8 payword tickets reported;
 //	                         ; the chain progress records naming this seq add up to it
+//	  ? 17: id,              ; the tariff version that priced every ticket in it (a
+//	                         ; tariff_set command's id, or local-N); absent without
+//	                         ; versions, or in a correction of usage priced by several
 //	}
 //
 //	voucher-payload = {

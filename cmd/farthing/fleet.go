@@ -142,7 +142,9 @@ func fleetPush(e *env, action string, args []string) error {
 	return nil
 }
 
-func protocolAction(a string) string { return strings.ReplaceAll(strings.Replace(a, "tariff", "tariff_set", 1), "-", "_") }
+func protocolAction(a string) string {
+	return strings.ReplaceAll(strings.Replace(a, "tariff", "tariff_set", 1), "-", "_")
+}
 
 func targetName(t string, group bool) string {
 	if group {

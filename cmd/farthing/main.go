@@ -46,7 +46,7 @@ var commands = []command{
 	{"ticket", "--key FILE --device ID --seq N --reading METER=VALUE [--reading ...] [--time MS] [--epoch N] [--account ID] [--session ID] [--out FILE] [--hex] | --next --device ID --add METER=AMOUNT... [--data DIR]", runTicket},
 	{"decode", "[FILE]", runDecode},
 	{"verify", "--pub FILE [FILE]", runVerify},
-	{"tariff", "check FILE | quote --tariffs FILE --tariff ID --from REGISTER --to REGISTER --at TIME [--since TIME] [--used N]", runTariff},
+	{"tariff", "check FILE | quote --tariffs FILE --tariff ID --from REGISTER --to REGISTER --at TIME [--since TIME] [--used N] | versions [--format table|json] [--data DIR]", runTariff},
 	{"device", "add --id ID|--count N [--prefix P] --type hmac|ed25519 --account A --provider P --tariff METER=TARIFF... [--data DIR] | list [--data DIR] | credentials --id ID [--data DIR] | disable|enable|remove|revoke --id ID [--data DIR] | rotate --id ID [--pub FILE|HEX] [--overlap D] [--commit] | rules --id ID --meter M [--set RULES] | resume --id ID | commit --id ID --commitment FILE", runDevice},
 	{"sim", "[--transport mqtt|coaps] [--broker URL] [--coap ADDR] [--data DIR] [--devices N] [--type hmac|ed25519|any] [--rate R] [--duration D] [--inflight N|A-B] [--slice D] [--bare] [--payword] [--hold D] [--json]", runSim},
 	{"demo", "[--rate R] [--duration D]", runDemo},

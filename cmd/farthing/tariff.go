@@ -4,26 +4,31 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
+	"text/tabwriter"
 	"time"
 
+	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/metering"
 )
 
 // maxTariffFile bounds a tariff file read.
 const maxTariffFile = 1 << 20
 
-// runTariff dispatches "tariff check" and "tariff quote".
+// runTariff dispatches "tariff check", "tariff quote" and "tariff versions".
 func runTariff(e *env, args []string) error {
 	if len(args) == 0 {
-		return usageError{"want a subcommand: check or quote"}
+		return usageError{"want a subcommand: check, quote or versions"}
 	}
 	switch args[0] {
 	case "check":
 		return runTariffCheck(e, args[1:])
+	case "versions":
+		return runTariffVersions(e, args[1:])
 	case "quote":
 		return runTariffQuote(e, args[1:])
 	}
-	return usageError{fmt.Sprintf("unknown subcommand %q: want check or quote", args[0])}
+	return usageError{fmt.Sprintf("unknown subcommand %q: want check, quote or versions", args[0])}
 }
 
 func loadTariffs(path string) (*metering.TariffSet, error) {
@@ -132,6 +137,46 @@ func runTariffQuote(e *env, args []string) error {
 	}
 	if ch.TopUp > 0 {
 		fmt.Fprintf(e.stdout, "  minimum charge top-up: %s\n", metering.Money{Nanos: ch.TopUp, Currency: t.Currency})
+	}
+	return nil
+}
+
+// runTariffVersions is `farthing tariff versions`: the tariff versions a
+// running gateway prices by, with their effective times, and the control
+// channel's progress.
+func runTariffVersions(e *env, args []string) error {
+	fs := newFlags("tariff versions")
+	data := fs.String("data", defaultData, "the gateway's data directory")
+	format := fs.String("format", "table", "table or json")
+	op := addOperatorFlags(fs)
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	var v operator.Versions
+	if err := op.getJSON(*data, "/tariffs/versions", &v); err != nil {
+		return err
+	}
+	if *format == "json" {
+		return printJSON(e, v)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "VERSION\tEFFECTIVE\tAPPLIED\tSOURCE\tIN FORCE\tTARIFFS")
+	for _, tv := range v.Versions {
+		src, now, eff := "provider", "", tv.Effective.Format(time.RFC3339)
+		if tv.Local {
+			src = "local"
+		}
+		if tv.InForce {
+			now = "yes"
+		}
+		if tv.Effective.UnixMilli() == 0 {
+			eff = "always"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", tv.ID, eff, tv.Applied.Format(time.RFC3339), src, now, strings.Join(tv.Tariffs, ","))
+	}
+	w.Flush()
+	for _, c := range v.Commands {
+		fmt.Fprintf(e.stdout, "commands of %s: applied up to seq %d\n", targetName(c.Target, c.Group), c.Seq)
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -18,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/registry"
 	"github.com/farthing-iot/farthing/internal/keyfile"
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/provider"
@@ -36,6 +39,7 @@ type fleetRig struct {
 	gws                  map[string]*gatewayDir
 	daemons              map[string]*daemon
 	issuerPub, pollToken string
+	root                 string // the fleet's device root
 }
 
 // startMosquittoProc runs a Mosquitto broker on a free port for the
@@ -78,8 +82,9 @@ upstreams:
 control:
   trust: [%s]
   groups: [berlin]
+  device_root: %s
 %s
-`, id, f.issuerPub, f.recv.addr, f.ctlPub, control))
+`, id, f.issuerPub, f.recv.addr, f.ctlPub, f.root, control))
 	f.gws[id] = g
 	return g
 }
@@ -181,6 +186,10 @@ func TestControlChannelAcrossAFleet(t *testing.T) {
 	defer nj.kill()
 	f.nats = fmt.Sprintf("nats://127.0.0.1:%d", nj.port)
 	f.mosquitto = startMosquittoProc(t)
+	root, _ := keyfile.GenerateMaster()
+	rootPEM, _ := root.EncodePrivate()
+	f.root = filepath.Join(keys, "device-root.key")
+	keyfile.WriteNew(f.root, rootPEM, 0o600)
 	tokens := t.TempDir()
 	os.WriteFile(filepath.Join(tokens, "fleet"), []byte(f.token+"\n"), 0o600)
 	os.WriteFile(filepath.Join(tokens, "poll"), []byte(f.pollToken+"\n"), 0o600)
@@ -311,6 +320,16 @@ func TestControlChannelAcrossAFleet(t *testing.T) {
 		return n == 1
 	})
 
+	// The tariff versions, as gw-1's operator sees them.
+	out, err = farthingCLI(t, "tariff", "versions", "--data", f.gws["gw-1"].data)
+	if err != nil || !strings.Contains(out, "tariff-2027") || !strings.Contains(out, "local-1") || !strings.Contains(out, "group berlin: applied up to seq 2") {
+		t.Errorf("tariff versions: %v\n%s", err, out)
+	}
+
+	// A device provisioned by command serves at gw-2, until a command
+	// revokes its key.
+	provisionAndRevoke(t, f, "gw-2")
+
 	// The offline gateway catches up, in order, and refuses the voucher.
 	f.start("gw-3")
 	f.waitStatus("gw-3 catches up", func(st provider.FleetStatus) bool {
@@ -395,5 +414,57 @@ func waitExit(d *daemon, within time.Duration) error {
 	case <-time.After(within):
 		d.cmd.Process.Kill()
 		return fmt.Errorf("still running after %s", within)
+	}
+}
+
+// provisionAndRevoke provisions an Ed25519 device at gateway id by
+// command (its master secret from the fleet's device root, which `farthing
+// fleet device-master` gives the provider), checks its tickets are
+// charged, then revokes its key by command: its tickets are refused and
+// it cannot connect again.
+func provisionAndRevoke(t *testing.T, f *fleetRig, id string) {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	out, err := farthingCLI(t, "fleet", "device-master", "--root", f.root, "--device", "evse-new")
+	master, herr := hex.DecodeString(strings.TrimSpace(out))
+	if err != nil || herr != nil || len(master) != 32 {
+		t.Fatalf("device-master: %v %s", err, out)
+	}
+	g := f.gws[id]
+	g.secrets["evse-new"] = registry.Secrets{Master: master, Private: priv}
+	tf := filepath.Join(t.TempDir(), "fleet.token")
+	os.WriteFile(tf, []byte(f.token), 0o600)
+	if out, err := farthingCLI(t, "fleet", "push", "provision", "--receiver", "http://"+f.fleetAddr, "--token-file", tf, "--gateway", id,
+		"--id", "provision-evse-new", "--device", "evse-new", "--public-key", hex.EncodeToString(pub), "--account", "fleet",
+		"--provider", "utility", "--tariff", "energy_wh=energy"); err != nil || !strings.Contains(out, "pushed provision-evse-new") {
+		t.Fatalf("fleet push provision: %v %s", err, out)
+	}
+	f.waitStatus("the device provisioned", func(st provider.FleetStatus) bool {
+		return strings.Join(commandOf(st, "provision-evse-new").Applied, ",") == id
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	d, err := dialDevice(ctx, g, "evse-new")
+	cancel()
+	if err != nil {
+		t.Fatalf("the provisioned device connects: %v\n%s", err, g.logText())
+	}
+	defer d.Close()
+	d.report(t)
+	if r := d.report(t); r.Status != protocol.StatusAccepted || r.Charged != 500_000_000 {
+		t.Fatalf("the provisioned device's ticket: %+v", r)
+	}
+	kid := protocol.KeyIDOf(protocol.AlgEdDSA, pub)
+	if out, err := farthingCLI(t, "fleet", "push", "revoke-device", "--receiver", "http://"+f.fleetAddr, "--token-file", tf, "--gateway", id,
+		"--id", "revoke-evse-new", hex.EncodeToString(kid[:])); err != nil {
+		t.Fatalf("fleet push revoke-device: %v %s", err, out)
+	}
+	f.waitStatus("the device revoked", func(st provider.FleetStatus) bool {
+		return strings.Join(commandOf(st, "revoke-evse-new").Applied, ",") == id
+	})
+	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if d2, err := dialDevice(ctx, g, "evse-new"); err == nil {
+		d2.Close()
+		t.Errorf("a revoked device connected again")
 	}
 }

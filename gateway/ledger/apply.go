@@ -365,7 +365,8 @@ func price(in *ticketInput, j judgement, eff *ticketEffects) ([]windowItem, mete
 			return nil, 0, Reject(protocol.ReasonChargeOverflow, "%v", err)
 		}
 		eff.changed = append(eff.changed, meterChange{meter: rd.Meter, charge: cs2})
-		it := metering.Item{Time: int64(in.tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: in.hash, Bands: ch.Parts(tariff)}
+		it := metering.Item{Time: int64(in.tk.Time), Quantity: u.Quantity, Amount: ch.Amount, Ticket: in.hash, Bands: ch.Parts(tariff),
+			Tariff: in.tariffVersion}
 		if in.st.payword {
 			it.Proven = u.Quantity
 		}

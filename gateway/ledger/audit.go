@@ -33,6 +33,10 @@ type AuditLeaf struct {
 	// reservation paid its charge first; 0 or absent: none. It is in Raw
 	// too, signed by the device.
 	Grant uint64 `json:"grant,omitempty"`
+	// Tariff is the tariff version in force at the ticket's time, which
+	// priced it (the aggregate names it too, unless a correction of late
+	// usage was priced by several); absent without versions.
+	Tariff string `json:"tariff_version,omitempty"`
 }
 
 // AuditBundles returns the bundles of the aggregates after the last one
@@ -95,6 +99,9 @@ func (bk *Books) AuditBundles(t *Terms, max int) ([]AuditBundle, uint64, error) 
 						l.Raw = hex.EncodeToString(r.Raw)
 						if _, t, err := strict.DecodeTicket(r.Raw); err == nil {
 							l.Grant = t.Grant
+							if _, v, err := bk.tariffsAt(tx, nil, int64(t.Time)); err == nil {
+								l.Tariff = v
+							}
 						}
 					}
 				}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 func command(seq uint64, id, action string, at time.Time) protocol.Command {
@@ -45,6 +46,24 @@ func TestTariffVersionsPriceByUsageTime(t *testing.T) {
 	vs, set, err := gb.bk.TariffVersions(gb.terms, gb.now)
 	if err != nil || len(vs) != 2 || !vs[1].InForce || vs[1].ID != "tariff-2" || set.Get("energy") == nil {
 		t.Fatalf("versions: %+v %v", vs, err)
+	}
+	// The aggregates name the version that priced them.
+	if err := gb.bk.CloseWindows(gb.ctx, gb.terms, gb.now.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	byVersion := map[string]uint64{}
+	for cursor := uint64(0); ; {
+		o, ok, err := gb.bk.Next(cursor)
+		if err != nil || !ok {
+			break
+		}
+		cursor = o.Seq
+		if m, err := strict.Decode(o.Bytes); err == nil && m.Aggregate != nil {
+			byVersion[m.Aggregate.Tariff] += m.Aggregate.Amount
+		}
+	}
+	if byVersion["local-1"] != 300_000_000 || byVersion["tariff-2"] != 500_000_000 || len(byVersion) != 2 {
+		t.Errorf("aggregates by tariff version: %v", byVersion)
 	}
 	gb.reconcile()
 }

@@ -390,9 +390,8 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 		return nil, 0, fmt.Errorf("%w: %v", ErrReleaseRefused, err)
 	}
 	var w writes
-	items, total, err := priceHold(tx, t, h, &w, func(ms int64) (*metering.TariffSet, error) {
-		set, _, err := bk.tariffsAt(tx, t, ms)
-		return set, err
+	items, total, err := priceHold(tx, t, h, &w, func(ms int64) (*metering.TariffSet, string, error) {
+		return bk.tariffsAt(tx, t, ms)
 	})
 	if err != nil {
 		return nil, 0, err
@@ -453,14 +452,14 @@ func (bk *Books) releaseWrites(tx *bolt.Tx, t *Terms, h *holdRecord, now int64) 
 // windows and their total.
 // The usage is priced by the tariff version in force when it was used
 // (tariffsAt).
-func priceHold(tx *bolt.Tx, t *Terms, h *holdRecord, w *writes, tariffsAt func(ms int64) (*metering.TariffSet, error)) ([]windowItem, metering.Nanos, error) {
+func priceHold(tx *bolt.Tx, t *Terms, h *holdRecord, w *writes, tariffsAt func(ms int64) (*metering.TariffSet, string, error)) ([]windowItem, metering.Nanos, error) {
 	var total metering.Nanos
 	var items []windowItem
 	for _, u := range h.Usage {
 		if u.Usage.Quantity == 0 {
 			continue
 		}
-		set, err := tariffsAt(u.Usage.To)
+		set, version, err := tariffsAt(u.Usage.To)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -496,7 +495,7 @@ func priceHold(tx *bolt.Tx, t *Terms, h *holdRecord, w *writes, tariffsAt func(m
 			}
 		}
 		items = append(items, windowItem{meter: u.Meter, state: ws, item: metering.Item{Time: h.TicketTime,
-			Quantity: u.Usage.Quantity, Amount: ch.Amount, Ticket: h.Hash, Bands: ch.Parts(tariff)}})
+			Quantity: u.Usage.Quantity, Amount: ch.Amount, Ticket: h.Hash, Bands: ch.Parts(tariff), Tariff: version}})
 	}
 	return items, total, nil
 }

@@ -201,16 +201,22 @@ func (s sealedRecord) encode() []byte {
 //
 // A folded correction (Fold set) writes the bands, the proven quantity
 // even if 0, and the fold id.
+//
+// A record with a tariff version writes all of those (a fold id of 0 for
+// a window), then the version.
 func (s sealedRecord) sealedTail() []byte {
-	if len(s.Bands) == 0 && s.Proven == 0 && s.Fold == 0 {
+	if len(s.Bands) == 0 && s.Proven == 0 && s.Fold == 0 && s.Tariff == "" {
 		return s.Root[:]
 	}
 	w := metering.NewStateWriter().AppendBands(s.Bands)
-	if s.Proven > 0 || s.Fold != 0 {
+	if s.Proven > 0 || s.Fold != 0 || s.Tariff != "" {
 		w = w.Uint(s.Proven)
 	}
-	if s.Fold != 0 {
+	if s.Fold != 0 || s.Tariff != "" {
 		w = w.Uint(s.Fold)
+	}
+	if s.Tariff != "" {
+		w = w.String(s.Tariff)
 	}
 	return append(s.Root[:len(s.Root):len(s.Root)], w...)
 }
@@ -238,11 +244,17 @@ func decodeSealedRecord(b []byte) (sealedRecord, error) {
 				s.Proven = br.Uint()
 			}
 			if br.Err() == nil && br.More() {
-				if s.Fold = br.Uint(); s.Fold == 0 {
+				s.Fold = br.Uint()
+				if br.Err() == nil && br.More() {
+					if s.Tariff = br.String(); s.Tariff == "" {
+						br.Fail("an empty tariff version")
+					}
+				}
+				if s.Fold == 0 && s.Tariff == "" {
 					br.Fail("a fold id of 0")
 				}
 			}
-			if br.Done() != nil || (len(s.Bands) == 0 && s.Proven == 0 && s.Fold == 0) || s.Proven > s.Quantity {
+			if br.Done() != nil || (len(s.Bands) == 0 && s.Proven == 0 && s.Fold == 0 && s.Tariff == "") || s.Proven > s.Quantity {
 				return s, fmt.Errorf("%w: sealed record: bad price bands or proven quantity", errRecord)
 			}
 			if len(s.Bands) == 0 {
@@ -258,7 +270,7 @@ func (r sealedRecord) Aggregate(gateway string, seq uint64) protocol.Aggregate {
 	return protocol.Aggregate{Gateway: gateway, Seq: seq, Provider: r.Provider, Account: r.Account, Meter: r.Meter,
 		WindowStart: uint64(max(r.Start, 1)), WindowEnd: uint64(max(r.End, r.Start+1, 2)), Quantity: r.Quantity,
 		Amount: uint64(r.Amount), Currency: string(r.Currency), Tickets: r.Tickets, MerkleRoot: r.Root[:], Corrects: r.Corrects,
-		Bands: wireBands(r.Bands, r.Quantity, r.Amount), Proven: r.Proven}
+		Bands: wireBands(r.Bands, r.Quantity, r.Amount), Proven: r.Proven, Tariff: r.Tariff}
 }
 
 // wireBands is the bands of a sealed window as an aggregate lists them:

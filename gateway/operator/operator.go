@@ -229,7 +229,8 @@ func New(d Deps) *API {
 // newMux serves the operator's calls: GET /inspect (the state file's
 // report), GET /proof?ticket=DEVICE/SEQ (inclusion proofs), the accounts
 // (see accountRoutes), vouchers, the device check (deviceRoutes), the held
-// tickets (quarantineRoutes) and, when enabled, /debug/pprof/.
+// tickets (quarantineRoutes), the tariff versions and commands applied
+// (controlRoutes) and, when enabled, /debug/pprof/.
 func (a *API) newMux() *http.ServeMux {
 	m := http.NewServeMux()
 	if a.pprof {
@@ -258,6 +259,7 @@ func (a *API) newMux() *http.ServeMux {
 	a.deviceRoutes(m)
 	a.quarantineRoutes(m)
 	a.backupRoutes(m)
+	a.controlRoutes(m)
 	m.HandleFunc("GET /inspect", func(w http.ResponseWriter, _ *http.Request) {
 		rep, err := a.ingest.Books().Inspect(&a.ingest.Snapshot().Terms)
 		if err != nil {

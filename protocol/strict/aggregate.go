@@ -20,6 +20,7 @@ type aggregatePayload struct {
 	Epoch       uint64        `cbor:"14,keyasint"`
 	Bands       []bandPayload `cbor:"15,keyasint"`
 	Proven      uint64        `cbor:"16,keyasint"`
+	Tariff      string        `cbor:"17,keyasint"`
 }
 
 type bandPayload struct {
@@ -52,7 +53,7 @@ func DecodeAggregate(b []byte) (protocol.Envelope, protocol.Aggregate, error) {
 	}
 	a = protocol.Aggregate{Gateway: p.Gateway, Seq: p.Seq, Provider: p.Provider, Account: p.Account, Meter: p.Meter,
 		WindowStart: p.WindowStart, WindowEnd: p.WindowEnd, Quantity: p.Quantity, Amount: p.Amount,
-		Currency: p.Currency, Tickets: p.Tickets, MerkleRoot: p.MerkleRoot, Corrects: p.Corrects, Epoch: p.Epoch, Proven: p.Proven}
+		Currency: p.Currency, Tickets: p.Tickets, MerkleRoot: p.MerkleRoot, Corrects: p.Corrects, Epoch: p.Epoch, Proven: p.Proven, Tariff: p.Tariff}
 	if len(p.Bands) > protocol.MaxAggregateBands {
 		return env, a, &protocol.Error{Reason: protocol.ReasonFieldRange, Detail: "too many price bands"}
 	}

@@ -116,6 +116,9 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 	add("aggregate-ed25519-stream-epoch", "ed25519", nil, nil, &protocol.Aggregate{Gateway: "gw-berlin-1", Seq: 1, Provider: "stadtwerk", Account: "acct-42",
 		Meter: "energy_wh", WindowStart: 1_790_000_000_000, WindowEnd: 1_790_003_600_000, Quantity: 48_213, Amount: 14_463_900_000,
 		Currency: "EUR", Tickets: 60, MerkleRoot: root, Epoch: 0x5eed_0f_f4_2a_17_c0_01})
+	add("aggregate-ed25519-tariff-version", "ed25519", nil, nil, &protocol.Aggregate{Gateway: "gw-berlin-1", Seq: 3, Provider: "stadtwerk", Account: "acct-42",
+		Meter: "energy_wh", WindowStart: 1_790_003_600_000, WindowEnd: 1_790_005_000_000, Quantity: 2_000, Amount: 1_000_000_000,
+		Currency: "EUR", Tickets: 2, MerkleRoot: root, Epoch: 7, Tariff: "tariff-2027"})
 	add("receipt-hmac-superseded", "hmac", nil, &protocol.Receipt{Device: "plug-0001", Seq: 4, Status: protocol.StatusDuplicate,
 		Reason: protocol.ReasonSuperseded}, nil)
 	add("receipt-hmac-voucher", "hmac", nil, &protocol.Receipt{Device: "kiosk-1", Status: protocol.StatusAccepted,
