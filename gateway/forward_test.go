@@ -40,7 +40,7 @@ type natsServer struct {
 	cmd           *exec.Cmd
 }
 
-func natsBin(t *testing.T) string {
+func natsBin(t testing.TB) string {
 	for _, p := range []string{"nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"} {
 		if b, err := exec.LookPath(p); err == nil {
 			return b
@@ -53,7 +53,7 @@ func natsBin(t *testing.T) string {
 	return ""
 }
 
-func (n *natsServer) start(t *testing.T) {
+func (n *natsServer) start(t testing.TB) {
 	args := []string{"-js", "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-sd", n.dir}
 	if n.cluster != 0 {
 		args = append(args, "-n", n.name, "--cluster_name", "farthing", "--cluster", fmt.Sprintf("nats://127.0.0.1:%d", n.cluster), "--routes", n.routes)

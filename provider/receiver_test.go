@@ -336,6 +336,10 @@ func TestCreditsAndDoubleRedemption(t *testing.T) {
 		if voucher != 4_000 || topUp != 5_000 || len(rep.Doubles) != 1 || rep.Doubles[0].Voucher != "V-1" || rep.Stats.DoubleRedemptions != 1 {
 			t.Fatalf("credits %+v, doubles %+v, stats %+v", rep.Credits, rep.Doubles, rep.Stats)
 		}
+		// The flag offers the command that settles it.
+		if want := "farthing fleet push adjust --gateway gw-b --account kiosk --amount -0.000002 --currency EUR --reason double_redemption --voucher V-1 --ref double-V-1"; rep.Doubles[0].Fix != want {
+			t.Errorf("fix: %q; want %q", rep.Doubles[0].Fix, want)
+		}
 		amount, _, _ := total(t, r)
 		if amount != 200 {
 			t.Fatalf("aggregate totals %d; credits must not count as usage", amount)

@@ -10,7 +10,7 @@ import (
 // Versions is GET /tariffs/versions: the tariff versions the books record
 // and the control channel's progress per sequence.
 type Versions struct {
-	Versions []ledger.TariffVersion  `json:"versions"`
+	Versions []ledger.TariffVersion   `json:"versions"`
 	Commands []ledger.CommandProgress `json:"commands"`
 }
 
