@@ -77,7 +77,7 @@ func newControl(c ControlConfig) (*control, error) {
 	if c.DeviceRoot != "" {
 		k, err := keyfile.Load(c.DeviceRoot)
 		if err != nil || k.Master == nil {
-			return nil, fmt.Errorf("%w: control.device_root: want a master secret file (farthing keygen --master): %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: control.device_root: want a master secret file (farthing keygen --type hmac --name device-root): %v", ErrConfig, err)
 		}
 		ct.root = k.Master
 	}

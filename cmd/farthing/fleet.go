@@ -299,7 +299,7 @@ func list(s []string) string {
 // command has: what to flash into it.
 func fleetDeviceMaster(e *env, args []string) error {
 	fs := newFlags("fleet device-master")
-	root := fs.String("root", "", "the fleet's device root (farthing keygen --master)")
+	root := fs.String("root", "", "the fleet's device root (farthing keygen --type hmac --name device-root)")
 	device := fs.String("device", "", "the device's id")
 	if err := parse(fs, args, 0); err != nil {
 		return err
