@@ -23,6 +23,20 @@ var examples = map[string][]string{
 	"verify":       {"farthing verify --pub keys/plug-1.pub t.cbor"},
 	"tariff":       {"farthing tariff check metering/testdata/tariffs.yaml"},
 	"tariff check": {"farthing tariff check metering/testdata/tariffs.yaml"},
+	"tariff versions": {"farthing tariff versions --data farthing-data"},
+	"fleet": {
+		"farthing fleet push tariff --group berlin --file metering/testdata/tariffs.yaml --effective 2027-01-01T00:00:00Z --id tariffs-2027 --token-file fleet.token",
+		"farthing fleet status --token-file fleet.token",
+	},
+	"fleet push": {
+		"farthing fleet push tariff --group berlin --file metering/testdata/tariffs.yaml --effective +24h --id tariffs-2027 --token-file fleet.token",
+		"farthing fleet push adjust --gateway gw-1 --account household --amount -2.00 --currency EUR --reason double_redemption --voucher V-0042 --ref double-V-0042 --token-file fleet.token",
+		"farthing fleet push revoke-voucher --group berlin --token-file fleet.token V-0042 V-0043",
+		"farthing fleet push revoke-device --gateway gw-1 --token-file fleet.token 4b213fbf40dfd967",
+		"farthing fleet push provision --gateway gw-1 --device evse-9 --public-key keys/plug-1.pub --account fleet --provider stadtwerk --tariff energy_wh=evse-dc --token-file fleet.token",
+	},
+	"fleet status":        {"farthing fleet status --receiver http://127.0.0.1:8091 --token-file fleet.token --format json"},
+	"fleet device-master": {"farthing fleet device-master --root keys/device-root.secret --device evse-9"},
 	"tariff quote": {
 		"farthing tariff quote --tariffs metering/testdata/tariffs.yaml --tariff evse-dc --from 0 --to 22000 --at 2026-03-02T19:30:00+01:00",
 	},

@@ -29,7 +29,13 @@ func runFleet(e *env, args []string) error {
 	}
 	switch args[0] {
 	case "push":
-		if len(args) < 2 {
+		if len(args) < 2 || strings.HasPrefix(args[1], "-") {
+			fs := newFlags("fleet push")
+			var p pushFlags
+			p.flags(fs)
+			if err := parse(fs, args[1:], 0); err != nil {
+				return err
+			}
 			return usageError{"fleet push tariff|adjust|revoke-voucher|revoke-device|provision …"}
 		}
 		return fleetPush(e, args[1], args[2:])
