@@ -738,6 +738,12 @@ func (c *ControlConfig) validate(bad func(field, format string, args ...any) err
 			return bad(fmt.Sprintf("control.groups[%d]", i), "%q: use 1..64 of [A-Za-z0-9._-]", g)
 		}
 	}
+	if c.PollWait <= 0 {
+		c.PollWait = 25 * time.Second
+	}
+	if c.MaxSkew <= 0 {
+		c.MaxSkew = 5 * time.Minute
+	}
 	switch c.Type {
 	case "":
 		return nil
@@ -750,12 +756,6 @@ func (c *ControlConfig) validate(bad func(field, format string, args ...any) err
 	}
 	if len(c.Trust) == 0 {
 		return bad("control.trust", "a control channel needs at least one provider control key")
-	}
-	if c.PollWait <= 0 {
-		c.PollWait = 25 * time.Second
-	}
-	if c.MaxSkew <= 0 {
-		c.MaxSkew = 5 * time.Minute
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -36,10 +37,10 @@ type control struct {
 	groups map[string]bool
 	root   []byte // the fleet's device root, for provisioned devices; nil: none
 	skew   time.Duration
-	// answered holds the refusals that do not use up a seq (forged, out
-	// of order) already acknowledged by this process, by id and reason:
-	// the same command coming again is counted, not acknowledged again.
-	answered sync.Map
+	// forged holds the forged commands this process acknowledged, by the
+	// SHA-256 of their bytes: the same bytes again are counted, not
+	// acknowledged again (the books keep no forged command).
+	forged sync.Map
 }
 
 // CrashAfterCommandEnv names a fault injection for tests of the control
@@ -105,10 +106,15 @@ func (g *Gateway) HandleCommand(ctx context.Context, b []byte) error {
 		return errors.New("control: the control channel is off")
 	}
 	env, c, err := strict.DecodeCommand(b)
+	unreadable := err
 	if err != nil {
-		g.commandEvent("", "malformed", protocol.ReasonOf(err))
-		g.log.Warn("control: a message that is not a command: dropped", "reason", protocol.ReasonOf(err).String(), "error", err)
-		return nil
+		// One whose header reads (an action of a newer provider, say) is
+		// answered in its sequence, refused; anything else is dropped.
+		if env, c, err = strict.DecodeCommandHeader(b); err != nil {
+			g.commandEvent("", "malformed", protocol.ReasonOf(unreadable))
+			g.log.Warn("control: a message that is not a command: dropped", "reason", protocol.ReasonOf(unreadable).String(), "error", unreadable)
+			return nil
+		}
 	}
 	if (!c.Group && c.Target != g.cfg.GatewayID) || (c.Group && !ct.groups[c.Target]) {
 		g.commandEvent(c.Action, "not_ours", protocol.ReasonNone)
@@ -118,14 +124,17 @@ func (g *Gateway) HandleCommand(ctx context.Context, b []byte) error {
 	snap := g.ingest.Snapshot()
 	in := ledger.CommandInput{Cmd: c, Raw: b}
 	in.Refuse, in.Detail = ct.check(&env, &c, g.cfg.Clock())
+	if in.Refuse == protocol.ReasonNone && unreadable != nil {
+		in.Refuse, in.Detail = protocol.ReasonCommandInvalid, "a command this gateway cannot read: "+unreadable.Error()
+	}
 	if in.Refuse == protocol.ReasonNone && c.NotBefore > uint64(g.cfg.Clock().Add(ct.skew).UnixMilli()) {
 		return ErrNotYet
 	}
 	if in.Refuse == protocol.ReasonNone {
 		in.Refuse, in.Detail = g.prepareEffect(snap, &in)
 	}
-	key := c.ID + "/" + in.Refuse.String()
-	if _, seen := ct.answered.Load(key); seen {
+	key := sha256.Sum256(b)
+	if _, seen := ct.forged.Load(key); seen && in.Refuse == protocol.ReasonCommandForged {
 		g.commandEvent(c.Action, "repeated", in.Refuse)
 		return nil
 	}
@@ -138,8 +147,8 @@ func (g *Gateway) HandleCommand(ctx context.Context, b []byte) error {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 	g.noteCommand(&c, res)
-	if res.Outcome == ledger.CommandRefused && (res.Reason == protocol.ReasonCommandForged || res.Reason == protocol.ReasonCommandOutOfOrder) {
-		ct.answered.Store(key, struct{}{})
+	if res.Outcome == ledger.CommandRefused && res.Reason == protocol.ReasonCommandForged {
+		ct.forged.Store(key, struct{}{})
 	}
 	if res.Outcome == ledger.CommandApplied {
 		g.afterCommand(&c)

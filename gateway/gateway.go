@@ -113,7 +113,7 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	g.minFree = g.minFreeFloor()
 	kid := protocol.KeyIDOf(protocol.AlgEdDSA, g.pub)
 	cfg.setKeyDefaults(kid)
-	if cfg.Control.Type != "" || cfg.Control.DeviceRoot != "" {
+	if len(cfg.Control.Trust) > 0 || cfg.Control.DeviceRoot != "" {
 		if g.control, err = newControl(cfg.Control); err != nil {
 			return nil, err
 		}

@@ -48,7 +48,9 @@ package protocol
 //	  7: 0 / 1,              ; 0 applied, 1 refused
 //	  ? 8: reason,           ; why refused (required with 1)
 //	  9: ms,                 ; when
-//	  10: action,            ; the command's action (key 7 of the command)
+//	  10: name,              ; the command's action (key 7 of the command, as it
+//	                         ; named it: one this gateway does not know is refused
+//	                         ; command_invalid)
 //	  ? 11: 1,               ; local: no provider's command but an operator's change
 //	                         ; made here (key 3 names it, "local-N"; key 6 is N)
 //	  ? 14: uint .gt 0,      ; stream epoch
@@ -276,8 +278,8 @@ type CommandAck struct {
 	Refused bool   `json:"refused,omitempty"`
 	Reason  Reason `json:"reason,omitempty"`
 	Time    uint64 `json:"time_ms"`
-	// Action is the command's action (for a local change, what it changed:
-	// tariff_set).
+	// Action is the command's action as the command named it (for a
+	// local change, what it changed: tariff_set).
 	Action string `json:"action"`
 	// Local marks a change an operator made at the gateway by hand (a
 	// local override): Command names it "local-N" and Number is N.
@@ -303,7 +305,7 @@ func (a *CommandAck) Validate() error {
 		return newError(ReasonFieldRange, "an acknowledgement has a seq, the command's seq and a time")
 	case a.Refused != (a.Reason != ReasonNone) || (a.Refused && !a.Reason.Valid()):
 		return newError(ReasonFieldRange, "a refused command has a reason, an applied one none")
-	case !ValidAction(a.Action):
+	case !ValidName(a.Action, MaxReasonLen):
 		return newError(ReasonFieldRange, "an acknowledgement names its command's action")
 	}
 	return nil

@@ -23,6 +23,7 @@ import (
 //
 //	"s" 0 ("g"|"t") target → u64: the target's last seq applied or refused for good
 //	"c" 0 id               → u64 the acknowledgement's seq in the file, u8 outcome, u16 reason
+//	"o" 0 id               → u64: the target's next seq when the command was refused out of order
 //	"v" 0 voucher          → u64: the command seq that revoked it
 //	"k" 0 key id           → u64: the command seq that revoked it
 //	"d" 0 device           → the provision command, as signed
@@ -119,6 +120,15 @@ func (bk *Books) applyCommand(stx *store.Tx, t *Terms, in *CommandInput) (Comman
 		return CommandResult{Outcome: CommandDuplicate, Reason: protocol.ReasonCommandOutOfOrder,
 			Detail: fmt.Sprintf("seq %d of %s was used by another command", c.Seq, c.Target)}, nil
 	case c.Seq > last+1:
+		// Refused, and answered once while its target stays where it is:
+		// it may come again and again until the gap is filled.
+		waiting := joinKey("o", c.ID)
+		if getU64(cb.Get(waiting)) == last+1 {
+			return CommandResult{Outcome: CommandDuplicate, Reason: protocol.ReasonCommandOutOfOrder}, nil
+		}
+		if err := stx.Put(bucketControl, waiting, putU64(last+1)); err != nil {
+			return res, err
+		}
 		consume = false
 		res.Reason, res.Detail = protocol.ReasonCommandOutOfOrder, fmt.Sprintf("seq %d of %s after %d: a command is missing", c.Seq, c.Target, last)
 	case in.Refuse == protocol.ReasonNone:

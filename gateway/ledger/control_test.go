@@ -79,6 +79,9 @@ func TestCommandsInOrder(t *testing.T) {
 	if err != nil || res.Outcome != CommandRefused || res.Reason != protocol.ReasonCommandOutOfOrder {
 		t.Fatalf("out of order: %+v %v", res, err)
 	}
+	if again, _ := gb.bk.ApplyCommand(gb.ctx, gb.terms, CommandInput{Cmd: second}); again.Outcome != CommandDuplicate || again.Ack != nil {
+		t.Fatalf("out of order again, the gap still there: answered once: %+v", again)
+	}
 	first := command(1, "c-1", protocol.ActionRevokeDevice, gb.now)
 	first.KeyIDs = [][]byte{testPayer.Key[:]}
 	if res, _ := gb.bk.ApplyCommand(gb.ctx, gb.terms, CommandInput{Cmd: first, Refuse: protocol.ReasonCommandExpired}); res.Outcome != CommandRefused {

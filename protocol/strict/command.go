@@ -1,6 +1,10 @@
 package strict
 
-import "github.com/farthing-iot/farthing/protocol"
+import (
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/farthing-iot/farthing/protocol"
+)
 
 type commandPayload struct {
 	Kind      uint8       `cbor:"0,keyasint"`
@@ -68,6 +72,45 @@ func DecodeCommand(b []byte) (protocol.Envelope, protocol.Command, error) {
 	}
 	if err := checkCanonical(b, &env, again); err != nil {
 		return env, c, err
+	}
+	return env, c, nil
+}
+
+// commandHeader is what every command has, whatever its action.
+type commandHeader struct {
+	Kind      uint8  `cbor:"0,keyasint"`
+	Target    string `cbor:"1,keyasint"`
+	Group     uint8  `cbor:"2,keyasint"`
+	Seq       uint64 `cbor:"3,keyasint"`
+	ID        string `cbor:"4,keyasint"`
+	NotBefore uint64 `cbor:"5,keyasint"`
+	Expiry    uint64 `cbor:"6,keyasint"`
+	Action    string `cbor:"7,keyasint"`
+}
+
+// DecodeCommandHeader reads only the header of a command DecodeCommand
+// refuses — its target, seq, id, validity and action, the other fields
+// left unread — so that a gateway can answer one it cannot apply (an
+// action of a newer provider) in its sequence instead of waiting for it
+// forever. The signature is not verified; the header's fields are
+// checked as a command's.
+func DecodeCommandHeader(b []byte) (protocol.Envelope, protocol.Command, error) {
+	var c protocol.Command
+	env, err := decodeEnvelope(b, protocol.MaxCommandSize)
+	if err != nil {
+		return env, c, err
+	}
+	var h commandHeader
+	if err := cbor.Unmarshal(env.Payload, &h); err != nil {
+		return env, c, refusal(err, "command header")
+	}
+	if err := checkKind(h.Kind, protocol.KindCommand); err != nil {
+		return env, c, err
+	}
+	c = protocol.Command{Target: h.Target, Group: h.Group == 1, Seq: h.Seq, ID: h.ID, NotBefore: h.NotBefore, Expiry: h.Expiry, Action: h.Action}
+	if !protocol.ValidName(h.Target, protocol.MaxDeviceIDLen) || !protocol.ValidName(h.ID, protocol.MaxDeviceIDLen) || h.Group > 1 ||
+		h.Seq == 0 || h.Seq > protocol.MaxSeq || !protocol.ValidName(h.Action, protocol.MaxReasonLen) {
+		return env, c, &protocol.Error{Reason: protocol.ReasonFieldRange, Detail: "not a command's header"}
 	}
 	return env, c, nil
 }
