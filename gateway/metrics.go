@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/farthing-iot/farthing/protocol"
+
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -111,6 +113,9 @@ func NewMetrics() *Metrics {
 		Help: "Nanos the open grants reserve: in the accounts' balances, not available to spend (every currency together; per account in farthing account show)."})
 	m.Commands = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_commands_total",
 		Help: "Control commands received, by action, outcome (applied, refused, duplicate, repeated, malformed, not_ours) and reason."}, []string{"action", "outcome", "reason"})
+	for _, a := range []string{protocol.ActionTariffSet, protocol.ActionAdjust, protocol.ActionRevokeVoucher, protocol.ActionRevokeDevice, protocol.ActionProvision} {
+		m.Commands.WithLabelValues(a, "applied", protocol.ReasonNone.String())
+	}
 	m.Clock = newClockMetrics(reg)
 	m.Storage = newStorageStats()
 	reg.MustRegister(m.Storage, m.Commands, m.Refused, m.LateTickets, m.Grants, m.GrantNanos, m.GrantsOpen, m.Reserved, m.BatchSize, m.CommitTx, m.StoreBytes, m.StoreInUse, m.DiskFree, m.StoreWarning, m.OldestSealed, m.Sealed,

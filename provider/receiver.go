@@ -218,6 +218,12 @@ type Stats struct {
 	Holds uint64 `json:"holds"`
 	// DoubleRedemptions counts voucher credits whose voucher was credited before.
 	DoubleRedemptions uint64 `json:"double_redemptions"`
+	// CommandAcks counts gateways' answers to commands booked; of them,
+	// CommandRefusals the refusals and LocalChanges the changes made by
+	// hand at a gateway.
+	CommandAcks     uint64 `json:"command_acks"`
+	CommandRefusals uint64 `json:"command_refusals"`
+	LocalChanges    uint64 `json:"local_changes"`
 	// Paywords counts chain progress records whose usage the receiver
 	// proved itself; UnprovenPaywords those it could not (held).
 	Paywords         uint64 `json:"paywords"`
@@ -427,6 +433,15 @@ func (r *Receiver) countBooking(rec *Record, res *BookResult) {
 			}
 			if rec.Hold != nil {
 				st.Holds++
+			}
+			if a := rec.Ack; a != nil {
+				st.CommandAcks++
+				if a.Refused {
+					st.CommandRefusals++
+				}
+				if a.Local {
+					st.LocalChanges++
+				}
 			}
 			if res.Double != "" {
 				st.DoubleRedemptions++

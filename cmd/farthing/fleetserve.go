@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/net/netutil"
-	"gopkg.in/yaml.v3"
 
 	"github.com/farthing-iot/farthing/gateway/operator"
 	"github.com/farthing-iot/farthing/internal/keyfile"

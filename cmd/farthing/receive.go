@@ -288,6 +288,10 @@ func receiverOps(r *provider.Receiver) http.Handler {
 		{"paywords_unattested", "Proven chain progress records whose commitment no device key checked.", func(s provider.Stats) uint64 { return s.UnattestedPaywords }},
 		{"reads_refused", "Reads of the books over HTTP (GET /totals) refused for want of the read token.", func(s provider.Stats) uint64 { return s.ReadsRefused }},
 		{"payouts", "Payouts made (farthing receive --payouts).", func(s provider.Stats) uint64 { return s.Payouts }},
+		{"command_acks", "Gateways' answers to control commands booked.", func(s provider.Stats) uint64 { return s.CommandAcks }},
+		{"command_refusals", "Gateways' answers that refused a command (farthing fleet status says why).", func(s provider.Stats) uint64 { return s.CommandRefusals }},
+		{"local_changes", "Changes a gateway's operator made by hand (a tariff file edited there), as the gateway reported them.",
+			func(s provider.Stats) uint64 { return s.LocalChanges }},
 		{"payout_failures", "Runs of payouts that stopped on an error (the books did not answer, a policy they refuse).", func(s provider.Stats) uint64 { return s.PayoutFailures }},
 	} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "farthing_receiver_" + c.name + "_total", Help: c.help},
