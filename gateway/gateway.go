@@ -113,28 +113,11 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	g.minFree = g.minFreeFloor()
 	kid := protocol.KeyIDOf(protocol.AlgEdDSA, g.pub)
 	cfg.setKeyDefaults(kid)
-	if len(cfg.Control.Trust) > 0 || cfg.Control.DeviceRoot != "" {
-		if g.control, err = newControl(cfg.Control); err != nil {
-			return nil, err
-		}
-	}
-	if _, _, err := LoadTerms(cfg); err != nil { // the files are checked before the state file is opened
+	if err := g.checkFiles(); err != nil {
 		return nil, err
 	}
-	if err := g.openStore(); err != nil {
-		return nil, err
-	}
-	books, err := g.openBooks(kid)
+	books, snap, err := g.openState(kid)
 	if err != nil {
-		g.store.Close()
-		return nil, err
-	}
-	snap, err := g.loadSnapshot(books)
-	if err == nil {
-		err = g.checkAccounts(books, snap)
-	}
-	if err != nil {
-		g.store.Close()
 		return nil, err
 	}
 	g.noteRefused(snap.Registry)
@@ -163,6 +146,42 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	log.Info("aggregate stream", "gateway", cfg.GatewayID, "stream", books.Stream().String())
 	opened = true
 	return g, nil
+}
+
+// openState opens the state file and its books, and reads the snapshot
+// the gateway serves by (the files with what the books hold beside them);
+// on an error the store is closed again.
+func (g *Gateway) openState(kid [protocol.KeyIDLen]byte) (*ledger.Books, *ingest.Snapshot, error) {
+	if err := g.openStore(); err != nil {
+		return nil, nil, err
+	}
+	books, err := g.openBooks(kid)
+	var snap *ingest.Snapshot
+	if err == nil {
+		snap, err = g.loadSnapshot(books)
+	}
+	if err == nil {
+		err = g.checkAccounts(books, snap)
+	}
+	if err != nil {
+		g.store.Close()
+		return nil, nil, err
+	}
+	return books, snap, nil
+}
+
+// checkFiles reads the control channel's keys and checks the tariff file
+// before the state file is opened.
+func (g *Gateway) checkFiles() error {
+	c := g.cfg.Control
+	if len(c.Trust) > 0 || c.DeviceRoot != "" {
+		var err error
+		if g.control, err = newControl(c); err != nil {
+			return err
+		}
+	}
+	_, _, err := LoadTerms(g.cfg)
+	return err
 }
 
 // openKey opens the gateway's key: in its PKCS#11 token (key_pkcs11),

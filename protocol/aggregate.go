@@ -185,20 +185,10 @@ func AppendAggregatePayload(dst []byte, a *Aggregate) ([]byte, error) {
 		return dst, err
 	}
 	n := 13
-	if a.Corrects != 0 {
-		n++
-	}
-	if a.Epoch != 0 {
-		n++
-	}
-	if len(a.Bands) > 0 {
-		n++
-	}
-	if a.Proven != 0 {
-		n++
-	}
-	if a.Tariff != "" {
-		n++
+	for _, set := range [...]bool{a.Corrects != 0, a.Epoch != 0, len(a.Bands) > 0, a.Proven != 0, a.Tariff != ""} {
+		if set {
+			n++
+		}
 	}
 	dst = appendHead(dst, majorMap, uint64(n))
 	dst = append(dst, keyKind, byte(KindAggregate))
