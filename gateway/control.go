@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -37,10 +36,6 @@ type control struct {
 	groups map[string]bool
 	root   []byte // the fleet's device root, for provisioned devices; nil: none
 	skew   time.Duration
-	// forged holds the forged commands this process acknowledged, by the
-	// SHA-256 of their bytes: the same bytes again are counted, not
-	// acknowledged again (the books keep no forged command).
-	forged sync.Map
 }
 
 // CrashAfterCommandEnv names a fault injection for tests of the control
@@ -133,11 +128,6 @@ func (g *Gateway) HandleCommand(ctx context.Context, b []byte) error {
 	if in.Refuse == protocol.ReasonNone {
 		in.Refuse, in.Detail = g.prepareEffect(snap, &in)
 	}
-	key := sha256.Sum256(b)
-	if _, seen := ct.forged.Load(key); seen && in.Refuse == protocol.ReasonCommandForged {
-		g.commandEvent(c.Action, "repeated", in.Refuse)
-		return nil
-	}
 	res, err := g.Books().ApplyCommand(ctx, &snap.Terms, in)
 	if err != nil {
 		return fmt.Errorf("control: command %s: %w", c.ID, err)
@@ -147,9 +137,6 @@ func (g *Gateway) HandleCommand(ctx context.Context, b []byte) error {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 	g.noteCommand(&c, res)
-	if res.Outcome == ledger.CommandRefused && res.Reason == protocol.ReasonCommandForged {
-		ct.forged.Store(key, struct{}{})
-	}
 	if res.Outcome == ledger.CommandApplied {
 		g.afterCommand(&c)
 	}
@@ -235,8 +222,8 @@ func (g *Gateway) noteCommand(c *protocol.Command, res ledger.CommandResult) {
 	case ledger.CommandRefused:
 		g.log.Warn("control: command refused; the refusal goes upstream", "command", c.ID, "action", c.Action, "target", c.Target,
 			"seq", c.Seq, "reason", res.Reason.String(), "detail", res.Detail)
-	case ledger.CommandDuplicate:
-		g.log.Info("control: command answered before", "command", c.ID, "target", c.Target, "seq", c.Seq)
+	case ledger.CommandDuplicate: // every command at each start over JetStream: not worth a line each
+		g.log.Debug("control: command answered before", "command", c.ID, "target", c.Target, "seq", c.Seq)
 	}
 }
 

@@ -65,7 +65,7 @@ func TestCommandRefusals(t *testing.T) {
 		}
 	}
 	handle(sign(cmd(1, "forged"), fs))
-	handle(sign(cmd(1, "forged"), fs)) // the same again: counted, not acknowledged twice
+	handle(sign(cmd(1, "forged"), fs)) // the same bytes again: counted, not acknowledged twice
 	future := cmd(1, "future")
 	future.NotBefore, future.Expiry = uint64(now.Add(time.Hour).UnixMilli()), uint64(now.Add(2*time.Hour).UnixMilli())
 	if err := tg.HandleCommand(ctx, sign(future, ctl)); !errors.Is(err, gateway.ErrNotYet) {
@@ -94,7 +94,7 @@ func TestCommandRefusals(t *testing.T) {
 		n      float64
 	}{
 		{`action="revoke_voucher",outcome="refused",reason="command_forged"`, 1},
-		{`action="revoke_voucher",outcome="repeated",reason="command_forged"`, 1},
+		{`action="revoke_voucher",outcome="duplicate",reason="command_forged"`, 1},
 		{`action="revoke_voucher",outcome="refused",reason="command_expired"`, 1},
 		{`action="revoke_voucher",outcome="refused",reason="command_out_of_order"`, 1},
 		{`action="tariff_set",outcome="refused",reason="command_invalid"`, 1},

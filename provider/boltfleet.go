@@ -113,3 +113,24 @@ func bookAck(tx *bolt.Tx, a *protocol.CommandAck, b []byte) error {
 	}
 	return ab.Put(k, b)
 }
+
+// forgetAcks drops the answers to commands the restored gateway gave
+// after its backup: the restored state file has not applied those
+// commands, so the gateway is behind on them again (FleetStatus), and
+// gets them again (Republish, or its own cursor).
+func forgetAcks(tx *bolt.Tx, r *protocol.Restore) error {
+	ab := tx.Bucket(bucketFleetAcks)
+	var drop [][]byte
+	err := ab.ForEach(func(k, v []byte) error {
+		if _, a, err := strict.DecodeCommandAck(v); err == nil && a.Gateway == r.Gateway && a.Epoch == r.OldEpoch && a.Seq > r.OldLastSeq {
+			drop = append(drop, bytes.Clone(k))
+		}
+		return nil
+	})
+	for _, k := range drop {
+		if err == nil {
+			err = ab.Delete(k)
+		}
+	}
+	return err
+}

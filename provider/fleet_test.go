@@ -110,5 +110,14 @@ func TestFleetBooks(t *testing.T) {
 				t.Errorf("stream %s misses %d: acknowledgements fill the seqs", s.Stream, s.Missing)
 			}
 		}
+		// gw-a restored from a backup taken after its seq 2: its answer
+		// at seq 3 (c-2 applied) is forgotten, it is behind on c-2 again.
+		mustBook(t, r, a.restoreRecord(t, "gw-a", 2, 1, 2), provider.Accepted)
+		if st, err = r.FleetStatus(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(st.Behind["gw-a"], ",") != "c-2,c-3" {
+			t.Errorf("behind after gw-a's restore: %v", st.Behind)
+		}
 	})
 }

@@ -129,6 +129,9 @@ func bookRestore(tx *bolt.Tx, s protocol.StreamID, r *protocol.Restore) (*Restor
 	if err := ss.supersede(tx, old, r.OldLastSeq, 0); err != nil {
 		return nil, err
 	}
+	if err := forgetAcks(tx, r); err != nil {
+		return nil, err
+	}
 	for _, m := range ss.money {
 		eff.Money = append(eff.Money, *m)
 	}

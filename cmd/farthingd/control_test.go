@@ -301,9 +301,11 @@ func TestControlChannelAcrossAFleet(t *testing.T) {
 	if n := strings.Count(out, "goodwill-1"); n != 1 {
 		t.Errorf("the adjustment is booked %d times: %s", n, out)
 	}
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(f.gws["gw-1"].logText(), "command answered before"); {
+	dup := `farthing_commands_total{action="adjust",outcome="duplicate",reason="none"}`
+	for deadline := time.Now().Add(30 * time.Second); f.gws["gw-1"].metric(t, http.DefaultClient, dup) != "1"; {
 		if time.Now().After(deadline) {
-			t.Fatalf("gw-1 did not answer the redelivered command as a duplicate:\n%s", f.gws["gw-1"].logText())
+			t.Fatalf("gw-1 did not answer the redelivered command as a duplicate (%s = %q):\n%s", dup,
+				f.gws["gw-1"].metric(t, http.DefaultClient, dup), f.gws["gw-1"].logText())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

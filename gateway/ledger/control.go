@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -24,6 +25,7 @@ import (
 //	"s" 0 ("g"|"t") target → u64: the target's last seq applied or refused for good
 //	"c" 0 id               → u64 the acknowledgement's seq in the file, u8 outcome, u16 reason
 //	"o" 0 id               → u64: the target's next seq when the command was refused out of order
+//	"f" 0 SHA-256          → 1: a forged command's bytes, answered once
 //	"v" 0 voucher          → u64: the command seq that revoked it
 //	"k" 0 key id           → u64: the command seq that revoked it
 //	"d" 0 device           → the provision command, as signed
@@ -115,7 +117,17 @@ func (bk *Books) applyCommand(stx *store.Tx, t *Terms, in *CommandInput) (Comman
 	consume := true
 	switch {
 	case in.Refuse == protocol.ReasonCommandForged:
-		consume = false // its seq is not the provider's word
+		// Its seq and id are not the provider's word: it is known by its
+		// bytes, and answered once.
+		sum := sha256.Sum256(in.Raw)
+		forged := joinKey("f", string(sum[:]))
+		if cb.Get(forged) != nil {
+			return CommandResult{Outcome: CommandDuplicate, Reason: protocol.ReasonCommandForged}, nil
+		}
+		if err := stx.Put(bucketControl, forged, putU64(1)); err != nil {
+			return res, err
+		}
+		consume = false
 	case c.Seq <= last:
 		return CommandResult{Outcome: CommandDuplicate, Reason: protocol.ReasonCommandOutOfOrder,
 			Detail: fmt.Sprintf("seq %d of %s was used by another command", c.Seq, c.Target)}, nil

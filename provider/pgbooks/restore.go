@@ -28,6 +28,12 @@ func (bk *pgBooking) restore() error {
 	if err := bk.supersede(int64(r.OldEpoch), int64(r.OldLastSeq), money, 0); err != nil {
 		return err
 	}
+	// The restored state file has not applied the commands the gateway
+	// answered after its backup: it is behind on them again.
+	if _, err := bk.tx.Exec(bk.ctx, "DELETE FROM fleet_acks WHERE gateway = $1 AND epoch = $2 AND seq > $3",
+		r.Gateway, int64(r.OldEpoch), int64(r.OldLastSeq)); err != nil {
+		return err
+	}
 	eff := &provider.RestoreEffect{Superseded: protocol.StreamID{KeyID: bk.s.KeyID, Epoch: r.OldEpoch}, After: r.OldLastSeq}
 	for _, m := range money {
 		eff.Money = append(eff.Money, *m)

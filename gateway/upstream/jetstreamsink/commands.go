@@ -75,8 +75,23 @@ func ConsumerName(gateway string, t protocol.CommandTarget) string {
 // consumer (again) whenever it is missing.
 func follow(ctx context.Context, js jetstream.JetStream, cfg CommandsConfig, t protocol.CommandTarget, handle upstream.CommandHandler, log func(string, error)) {
 	var cons jetstream.Consumer
+	fresh := false
 	for ctx.Err() == nil {
 		if cons == nil {
+			if !fresh {
+				// Made anew at every start, delivering the stream from its
+				// beginning: the gateway's books, not the consumer, say
+				// what was applied (a state file restored from a backup is
+				// behind the consumer); what they hold is answered as a
+				// duplicate, without a write.
+				if err := js.DeleteConsumer(ctx, cfg.Stream, ConsumerName(cfg.Gateway, t)); err != nil &&
+					!errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+					log("jetstream commands: the consumer could not be made anew; trying again", err)
+					sleep(ctx, 2*time.Second)
+					continue
+				}
+				fresh = true
+			}
 			var err error
 			cons, err = js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{Durable: ConsumerName(cfg.Gateway, t),
 				FilterSubject: t.Subject(cfg.Prefix), AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
