@@ -570,6 +570,7 @@ func runDeviceList(e *env, args []string) error {
 	data := fs.String("data", defaultData, "the gateway's data directory")
 	regFile := fs.String("registry", "", "device registry (default DATA/devices.yaml)")
 	pubs := fs.Bool("public-keys", false, "print each Ed25519 device's id and public key, one per line: the file\nfarthing receive --device-keys reads (a provider checks the devices' payword commitments with it)")
+	op := addOperatorFlags(fs)
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -578,6 +579,9 @@ func runDeviceList(e *env, args []string) error {
 	}
 	rf, err := registry.ReadFile(*regFile)
 	if err != nil {
+		return err
+	}
+	if err := withCommanded(op, *data, rf); err != nil {
 		return err
 	}
 	if *pubs {
@@ -603,6 +607,9 @@ func runDeviceList(e *env, args []string) error {
 		if d.Revoked {
 			states = append(states, "revoked")
 		}
+		if d.Secret == "" && d.KeyType == "ed25519" {
+			states = append(states, "provisioned by command")
+		}
 		if d.Next != nil {
 			states = append(states, "rotating until "+d.Next.Until)
 		}
@@ -613,6 +620,41 @@ func runDeviceList(e *env, args []string) error {
 		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\n", d.ID, state, d.KeyType, d.Account, d.Provider, strings.Join(ts, ","))
 	}
 	return tw.Flush()
+}
+
+// withCommanded adds to rf what the gateway's control channel left in its
+// books: the devices provisioned by command (with no secret: it is the
+// fleet's device root's) and the revocations, which mark the devices
+// they name.
+func withCommanded(op *operatorFlags, data string, rf *registry.File) error {
+	v, err := controlView(op, data)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, e := range rf.Devices {
+		have[e.ID] = true
+	}
+	for _, p := range v.Provisioned {
+		if !have[p.ID] {
+			rf.Devices = append(rf.Devices, registry.Entry{ID: p.ID, KeyType: "ed25519", PublicKey: p.PublicKey, Account: p.Account,
+				Provider: p.Provider, Tariffs: p.Tariffs})
+		}
+	}
+	revoked := map[string]bool{}
+	for _, k := range v.RevokedKeys {
+		revoked[k] = true
+	}
+	for i, e := range rf.Devices {
+		kid, _, err := registry.KeyIDs(e)
+		if pub, perr := hex.DecodeString(e.PublicKey); e.KeyType == "ed25519" && perr == nil {
+			kid, err = protocol.KeyIDOf(protocol.AlgEdDSA, pub), nil // a provisioned device has no secret here
+		}
+		if err == nil && revoked[hex.EncodeToString(kid[:])] {
+			rf.Devices[i].Revoked = true
+		}
+	}
+	return nil
 }
 
 // runDeviceCredentials prints the transport credentials derived from a

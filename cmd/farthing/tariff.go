@@ -1,14 +1,18 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"path/filepath"
 	"math"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/farthing-iot/farthing/gateway/operator"
+	"github.com/farthing-iot/farthing/gateway"
+	"github.com/farthing-iot/farthing/gateway/ledger"
+	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 )
 
@@ -142,7 +146,7 @@ func runTariffQuote(e *env, args []string) error {
 }
 
 // runTariffVersions is `farthing tariff versions`: the tariff versions a
-// running gateway prices by, with their effective times, and the control
+// gateway prices by, with their effective times, and the control
 // channel's progress.
 func runTariffVersions(e *env, args []string) error {
 	fs := newFlags("tariff versions")
@@ -152,8 +156,8 @@ func runTariffVersions(e *env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	var v operator.Versions
-	if err := op.getJSON(*data, "/tariffs/versions", &v); err != nil {
+	v, err := controlView(op, *data)
+	if err != nil {
 		return err
 	}
 	if *format == "json" {
@@ -179,4 +183,24 @@ func runTariffVersions(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "commands of %s: applied up to seq %d\n", targetName(c.Target, c.Group), c.Seq)
 	}
 	return nil
+}
+
+// controlView asks the running gateway what the control channel left in
+// its books, or reads its state file when none runs (nothing when there
+// is no state file yet).
+func controlView(op *operatorFlags, data string) (ledger.ControlView, error) {
+	var v ledger.ControlView
+	err := op.getJSON(data, "/control", &v)
+	if !errors.Is(err, errNoDaemon) {
+		return v, err
+	}
+	st, err := store.Open(filepath.Join(data, gateway.StateFile), store.Options{ReadOnly: true})
+	if errors.Is(err, os.ErrNotExist) || os.IsNotExist(errors.Unwrap(err)) {
+		return ledger.ControlView{}, nil
+	}
+	if err != nil {
+		return v, err
+	}
+	defer st.Close()
+	return ledger.New(st, ledger.Config{}).Control(nil, time.Now())
 }

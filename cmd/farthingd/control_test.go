@@ -463,6 +463,9 @@ func provisionAndRevoke(t *testing.T, f *fleetRig, id string) {
 	f.waitStatus("the device revoked", func(st provider.FleetStatus) bool {
 		return strings.Join(commandOf(st, "revoke-evse-new").Applied, ",") == id
 	})
+	if out, err := farthingCLI(t, "device", "list", "--data", g.data); err != nil || !strings.Contains(out, "evse-new (revoked, provisioned by command)") {
+		t.Errorf("device list: %v\n%s", err, out)
+	}
 	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if d2, err := dialDevice(ctx, g, "evse-new"); err == nil {

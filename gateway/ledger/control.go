@@ -3,14 +3,17 @@ package ledger
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/farthing-iot/farthing/gateway/store"
 	"github.com/farthing-iot/farthing/metering"
 	"github.com/farthing-iot/farthing/protocol"
+	"github.com/farthing-iot/farthing/protocol/strict"
 )
 
 // The control channel's books: which command of each target's sequence
@@ -307,4 +310,65 @@ func revokedKey(tx *bolt.Tx, kid []byte) bool {
 // revokedVoucher reports whether a control command revoked voucher id.
 func revokedVoucher(tx *bolt.Tx, id string) bool {
 	return tx.Bucket(bucketControl).Get(joinKey("v", id)) != nil
+}
+
+// ControlView is what the control channel left in the books, as an
+// operator sees it: the tariff versions, each sequence's progress, the
+// devices provisioned and the keys and vouchers revoked by command.
+type ControlView struct {
+	Versions    []TariffVersion     `json:"versions"`
+	Commands    []CommandProgress   `json:"commands"`
+	Provisioned []ProvisionedDevice `json:"provisioned"`
+	RevokedKeys []string            `json:"revoked_keys"`     // hex
+	Vouchers    []string            `json:"revoked_vouchers"` // ids
+}
+
+// ProvisionedDevice is a device a command provisioned.
+type ProvisionedDevice struct {
+	ID        string            `json:"id"`
+	Command   string            `json:"command"`
+	PublicKey string            `json:"public_key"` // hex
+	Account   string            `json:"account"`
+	Provider  string            `json:"provider"`
+	Tariffs   map[string]string `json:"tariffs"`
+}
+
+// Control returns the ControlView at now; t gives the tariffs of a file
+// without versions (nil for a read of the file alone).
+func (bk *Books) Control(t *Terms, now time.Time) (ControlView, error) {
+	v := ControlView{Versions: []TariffVersion{}, Provisioned: []ProvisionedDevice{}, RevokedKeys: []string{}, Vouchers: []string{}}
+	var err error
+	if v.Versions, _, err = bk.TariffVersions(t, now); err != nil {
+		return v, err
+	}
+	if v.Versions == nil {
+		v.Versions = []TariffVersion{}
+	}
+	if v.Commands, err = bk.Commands(); err != nil {
+		return v, err
+	}
+	if v.Commands == nil {
+		v.Commands = []CommandProgress{}
+	}
+	st, err := bk.ControlState()
+	if err != nil {
+		return v, err
+	}
+	for _, k := range st.Keys {
+		v.RevokedKeys = append(v.RevokedKeys, hex.EncodeToString(k))
+	}
+	v.Vouchers = append(v.Vouchers, st.Vouchers...)
+	for _, raw := range st.Provisioned {
+		_, c, err := strict.DecodeCommand(raw)
+		if err != nil {
+			return v, fmt.Errorf("a provision in the books does not decode: %w", err)
+		}
+		d := ProvisionedDevice{ID: c.Device, Command: c.ID, PublicKey: hex.EncodeToString(c.PublicKey), Account: c.Account,
+			Provider: c.Provider, Tariffs: map[string]string{}}
+		for _, m := range c.Meters {
+			d.Tariffs[m.Meter] = m.Tariff
+		}
+		v.Provisioned = append(v.Provisioned, d)
+	}
+	return v, nil
 }
