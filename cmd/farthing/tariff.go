@@ -3,9 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
