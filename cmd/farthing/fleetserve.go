@@ -26,6 +26,7 @@ import (
 type fleetOptions struct {
 	controlKey, http, pushTokenFile, pollTokenFile, groups string
 	jetstream, mqtt, mqttUser, mqttPassword                string
+	republish                                              time.Duration
 	access                                                 provider.FleetAccess
 }
 
@@ -36,7 +37,8 @@ func (o *fleetOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.pollTokenFile, "poll-token-file", "", "a file (0600) holding the token gateways poll for commands with")
 	fs.StringVar(&o.groups, "groups", "", "a YAML file of the fleet's groups: groups: {NAME: [GATEWAY-ID, …]}")
 	fs.StringVar(&o.jetstream, "commands-jetstream", "", "publish commands to this NATS server's JetStream (stream "+protocol.DefaultCommandStream+")")
-	fs.StringVar(&o.mqtt, "commands-mqtt", "", "publish commands to this MQTT broker (QoS 1), again every 30 s while a gateway has not answered")
+	fs.StringVar(&o.mqtt, "commands-mqtt", "", "publish commands to this MQTT broker (QoS 1), again every --commands-republish while a gateway has not answered")
+	fs.DurationVar(&o.republish, "commands-republish", 30*time.Second, "how often commands some gateway has not answered are published again over MQTT")
 	fs.StringVar(&o.mqttUser, "commands-mqtt-user", "", "MQTT user name for --commands-mqtt")
 	fs.StringVar(&o.mqttPassword, "commands-mqtt-password", "", "MQTT password for --commands-mqtt")
 }
@@ -126,7 +128,7 @@ func (o *fleetOptions) serve(ctx context.Context, e *env, r *provider.Receiver, 
 	feeds.Add(1)
 	go func() {
 		defer feeds.Done()
-		t := time.NewTicker(30 * time.Second)
+		t := time.NewTicker(max(o.republish, time.Second))
 		defer t.Stop()
 		for {
 			select {

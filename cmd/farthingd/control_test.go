@@ -35,16 +35,39 @@ type fleetRig struct {
 	fleetAddr, token     string
 	ctlPub, issuerKey    string
 	nats                 string
-	mosquitto            string
+	mosquitto            *mosquittoProc
 	gws                  map[string]*gatewayDir
 	daemons              map[string]*daemon
 	issuerPub, pollToken string
 	root                 string // the fleet's device root
 }
 
+// mosquittoProc is a Mosquitto broker that keeps nothing on disk: a
+// restart loses every session.
+type mosquittoProc struct {
+	addr, conf, bin string
+	cmd             *exec.Cmd
+}
+
+func (m *mosquittoProc) start(t *testing.T) {
+	t.Helper()
+	m.cmd = exec.Command(m.bin, "-c", m.conf)
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if !listening(m.addr, 10*time.Second) {
+		t.Fatal("mosquitto did not start")
+	}
+}
+
+func (m *mosquittoProc) kill() {
+	m.cmd.Process.Kill()
+	m.cmd.Wait()
+}
+
 // startMosquittoProc runs a Mosquitto broker on a free port for the
 // control channel over MQTT.
-func startMosquittoProc(t *testing.T) string {
+func startMosquittoProc(t *testing.T) *mosquittoProc {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -61,15 +84,10 @@ func startMosquittoProc(t *testing.T) string {
 	host, port, _ := strings.Cut(addr, ":")
 	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
 	os.WriteFile(conf, []byte(fmt.Sprintf("listener %s %s\nallow_anonymous true\npersistence false\n", port, host)), 0o600)
-	cmd := exec.Command(bin, "-c", conf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if !listening(addr, 10*time.Second) {
-		t.Fatal("mosquitto did not start")
-	}
-	return addr
+	m := &mosquittoProc{addr: addr, conf: conf, bin: bin}
+	m.start(t)
+	t.Cleanup(m.kill)
+	return m
 }
 
 // gatewayConfig is a fleet gateway's configuration: aggregates and
@@ -169,7 +187,9 @@ const newTariffs = "tariffs:\n  - {id: energy, currency: EUR, period: none, pric
 // reported; a gateway killed with SIGKILL between applying an adjustment
 // and acknowledging it applies it once and acknowledges it once; a
 // voucher revoked fleet-wide is refused at the gateway that had been
-// offline; and a tariff changed by hand is reported as a local change.
+// offline; a command published while the MQTT gateway was away and its
+// broker lost its session reaches it when the receiver publishes it
+// again; and a tariff changed by hand is reported as a local change.
 func TestControlChannelAcrossAFleet(t *testing.T) {
 	f := &fleetRig{t: t, bin: buildDaemon(t), gws: map[string]*gatewayDir{}, daemons: map[string]*daemon{},
 		token: "fleet-token-0123456789abcdef", pollToken: "poll-token-0123456789abcdef"}
@@ -202,7 +222,7 @@ func TestControlChannelAcrossAFleet(t *testing.T) {
 	var trust []string
 	for _, id := range []string{"gw-1", "gw-2", "gw-3", "gw-4", "gw-5"} {
 		control := map[string]string{
-			"gw-4": fmt.Sprintf("  type: mqtt\n  url: tcp://%s", f.mosquitto),
+			"gw-4": fmt.Sprintf("  type: mqtt\n  url: tcp://%s", f.mosquitto.addr),
 			"gw-5": fmt.Sprintf("  type: http\n  url: http://%s%s\n  poll_wait: 2s\n  header: {Authorization: \"Bearer %s\"}", f.fleetAddr, protocol.CommandsPath, f.pollToken),
 		}[id]
 		if control == "" {
@@ -214,7 +234,7 @@ func TestControlChannelAcrossAFleet(t *testing.T) {
 	}
 	f.recv = startReceiverOn(t, recvAddr, []string{"--control-key", ctlKey, "--fleet-http", f.fleetAddr,
 		"--fleet-token-file", filepath.Join(tokens, "fleet"), "--poll-token-file", filepath.Join(tokens, "poll"), "--groups", groups,
-		"--commands-jetstream", f.nats, "--commands-mqtt", "tcp://" + f.mosquitto}, trust...)
+		"--commands-jetstream", f.nats, "--commands-mqtt", "tcp://" + f.mosquitto.addr, "--commands-republish", "1s"}, trust...)
 	for _, id := range []string{"gw-1", "gw-2", "gw-4", "gw-5"} { // gw-3 is offline
 		f.start(id)
 	}
@@ -360,14 +380,26 @@ func TestControlChannelAcrossAFleet(t *testing.T) {
 		t.Errorf("gw-3 after catching up: %+v; want the new version's 0.50 EUR", r)
 	}
 
-	// A tariff changed by hand at gw-4 is a local change, reported.
-	os.WriteFile(filepath.Join(f.gws["gw-4"].data, "tariffs.yaml"), []byte(strings.Replace(newTariffs, "0.50", "0.40", 1)), 0o600)
+	// A broker that lost gw-4's session while gw-4 was away: the
+	// receiver publishes again what gw-4 has not answered.
+	f.daemons["gw-4"].stop(t)
+	f.mosquitto.kill()
+	f.mosquitto.start(t)
+	f.push(protocol.Command{Target: "berlin", Group: true, ID: "revoke-v10", Action: protocol.ActionRevokeVoucher, Vouchers: []string{"V-0010"}})
+	time.Sleep(1500 * time.Millisecond) // published, and again, with no one subscribed
+	f.start("gw-4")
+	f.waitStatus("gw-4 gets what its broker lost", func(st provider.FleetStatus) bool {
+		return strings.Join(commandOf(st, "revoke-v10").Applied, ",") == "gw-1,gw-2,gw-3,gw-4,gw-5"
+	})
+
+	// A tariff changed by hand at gw-5 is a local change, reported.
+	os.WriteFile(filepath.Join(f.gws["gw-5"].data, "tariffs.yaml"), []byte(strings.Replace(newTariffs, "0.50", "0.40", 1)), 0o600)
 	st = f.waitStatus("the local change reported", func(st provider.FleetStatus) bool { return len(st.Local) == 1 })
-	if l := st.Local[0]; l.Gateway != "gw-4" || l.Action != protocol.ActionTariffSet || !strings.HasPrefix(l.Command, "local-") {
+	if l := st.Local[0]; l.Gateway != "gw-5" || l.Action != protocol.ActionTariffSet || !strings.HasPrefix(l.Command, "local-") {
 		t.Errorf("local change: %+v", l)
 	}
-	if r := devs["gw-4"].report(t); r.Charged != 400_000_000 {
-		t.Errorf("gw-4 after its operator's change: %+v; want 0.40 EUR", r)
+	if r := devs["gw-5"].report(t); r.Charged != 400_000_000 {
+		t.Errorf("gw-5 after its operator's change: %+v; want 0.40 EUR", r)
 	}
 	if len(st.Behind) != 0 {
 		t.Errorf("gateways behind at the end: %v", st.Behind)
