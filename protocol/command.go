@@ -18,7 +18,8 @@ package protocol
 //	  ; tariff_set: the new version of the tariff file, and when it takes effect
 //	  ? 8: tstr .size (1..65536),
 //	  ? 9: ms,
-//	  ; adjust (the adjustment of farthing account adjust, idempotent by its reference)
+//	  ; adjust (the adjustment of farthing account adjust, idempotent by its reference):
+//	  ; for one gateway, never a group (it would move the money once per gateway)
 //	  ? 10: id,              ; account
 //	  ? 11: int .ne 0,       ; amount, nanos: negative debits
 //	  ? 12: currency,
@@ -142,8 +143,8 @@ func (c *Command) Validate() error {
 	switch c.Action {
 	case ActionTariffSet:
 		ok = len(c.Tariffs) > 0 && len(c.Tariffs) <= MaxCommandTariffs && c.Effective != 0
-	case ActionAdjust:
-		ok = c.Amount != 0 && ValidName(c.Account, MaxAccountLen) && ValidName(c.Currency, MaxCurrencyLen) &&
+	case ActionAdjust: // one gateway's: at a group it would move the money once per gateway
+		ok = !c.Group && c.Amount != 0 && ValidName(c.Account, MaxAccountLen) && ValidName(c.Currency, MaxCurrencyLen) &&
 			ValidName(c.Reason, MaxReasonLen) && len(c.Ref) > 0 && len(c.Ref) <= MaxCreditRefLen && (c.Voucher == "" || ValidName(c.Voucher, MaxDeviceIDLen))
 	case ActionRevokeVoucher:
 		ok = len(c.Vouchers) > 0 && len(c.Vouchers) <= MaxCommandList

@@ -204,6 +204,8 @@ func vectorSpecs(t *testing.T, f *vectors.File) []vectors.Vector {
 		m(9).u(1).u(41).u(2).t("energy_wh").u(3).u(10).u(4).u(9).u(5).u(1).u(6).u(1_790_000_900_000).u(7).u(900_000).u(8).u(120_000).u(9).u(0)), protocol.ReasonFieldRange)
 	invalid("command-tariff-set-with-an-account", "command", "ed25519", seal(ed, cb{}.m(10).u(0).u(14).u(1).t("gw-1").u(3).u(1).u(4).t("c-1").u(5).u(1).u(6).u(2).
 		u(7).t("tariff_set").u(8).t("tariffs: []").u(9).u(5).u(10).t("kiosk")), protocol.ReasonFieldRange)
+	invalid("command-adjust-to-a-group", "command", "ed25519", seal(ed, cb{}.m(13).u(0).u(14).u(1).t("berlin").u(2).u(1).u(3).u(1).u(4).t("c-1").
+		u(5).u(1).u(6).u(2).u(7).t("adjust").u(10).t("kiosk").u(11).u(5).u(12).t("EUR").u(13).t("goodwill").u(14).t("r-1")), protocol.ReasonFieldRange)
 	invalid("command-ack-refused-without-reason", "command_ack", "ed25519", seal(ed, cb{}.m(9).u(0).u(15).u(1).t("gw-1").u(2).u(5).u(3).t("c-1").
 		u(4).t("gw-1").u(6).u(1).u(7).u(1).u(9).u(1_790_000_000_000).u(10).t("adjust")), protocol.ReasonFieldRange)
 	invalid("receipt-balance-long-form", "receipt", "hmac", seal(mac, cb{}.m(6).u(0).u(2).u(1).t("plug-0001").u(2).u(2).u(3).u(0).u(5).u(0).u(6).raw(0x38, 0x05)), protocol.ReasonNonCanonical)
