@@ -118,9 +118,15 @@ func (r *Receiver) Push(ctx context.Context, c protocol.Command) (protocol.Comma
 // ErrCommandID: a command id pushed before.
 var ErrCommandID = errors.New("receiver: a command with this id was pushed before")
 
+// pollRecheck is how often a waiting poll looks at the books again: a
+// command pushed through another receiver of the same database wakes no
+// poll here.
+const pollRecheck = 2 * time.Second
+
 // PollCommands returns the commands of the targets after the seqs in
 // after (by protocol.CommandTarget.Key), in order, at most limit; with
-// none, it waits up to wait for a push.
+// none, it waits up to wait for a push (through this receiver, or
+// another of the same books: seen within pollRecheck).
 func (r *Receiver) PollCommands(ctx context.Context, after map[string]uint64, limit int, wait time.Duration) ([][]byte, error) {
 	f := r.fleet
 	if f == nil {
@@ -128,6 +134,8 @@ func (r *Receiver) PollCommands(ctx context.Context, after map[string]uint64, li
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
+	recheck := time.NewTicker(pollRecheck)
+	defer recheck.Stop()
 	for {
 		f.mu.Lock()
 		pushed := f.pushed
@@ -145,6 +153,7 @@ func (r *Receiver) PollCommands(ctx context.Context, after map[string]uint64, li
 		}
 		select {
 		case <-pushed:
+		case <-recheck.C:
 		case <-deadline.C:
 			return nil, nil
 		case <-ctx.Done():

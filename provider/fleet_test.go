@@ -11,6 +11,7 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 	"github.com/farthing-iot/farthing/protocol/strict"
 	"github.com/farthing-iot/farthing/provider"
+	"github.com/farthing-iot/farthing/provider/pgbooks"
 )
 
 // ack signs a gateway's acknowledgement of command id (seq number of
@@ -120,4 +121,37 @@ func TestFleetBooks(t *testing.T) {
 			t.Errorf("behind after gw-a's restore: %v", st.Behind)
 		}
 	})
+}
+
+// Two receivers on one PostgreSQL database: a gateway's poll waiting at
+// one gets a command pushed through the other, within the poll's
+// recheck.
+func TestPollSeesAnotherReceiversPush(t *testing.T) {
+	url, err := cluster.NewDatabase(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	ctl, _ := protocol.NewEd25519Signer(priv)
+	var rs [2]*provider.Receiver
+	for i := range rs {
+		if rs[i], err = pgbooks.Open(context.Background(), url, nil, pgbooks.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		defer rs[i].Close()
+		rs[i].SetFleet(&provider.Fleet{Key: ctl})
+	}
+	got := make(chan int)
+	go func() {
+		cmds, _ := rs[1].PollCommands(context.Background(), map[string]uint64{"gw/gw-a": 0}, 16, 20*time.Second)
+		got <- len(cmds)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	if _, _, err := rs[0].Push(context.Background(), protocol.Command{Target: "gw-a", ID: "c-1", Action: protocol.ActionRevokeVoucher, Vouchers: []string{"V-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n != 1 || time.Since(start) > 10*time.Second {
+		t.Fatalf("the poll at the other receiver got %d commands after %v", n, time.Since(start))
+	}
 }
