@@ -170,8 +170,16 @@ func TestMQTTAcceptSurvivesFDExhaustion(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, strings.TrimSpace(string(b))
 	}
-	if code, body := readyz(); code != 200 {
-		t.Fatalf("readyz before the flood = %d %q", code, body)
+	// The port takes connections into its backlog before the accept loop
+	// runs: ready is what to wait for.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		code, body := readyz()
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz before the flood = %d %q", code, body)
+		}
 	}
 	var flood []net.Conn
 	defer func() {
