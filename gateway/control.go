@@ -123,6 +123,9 @@ func (g *Gateway) HandleCommand(ctx context.Context, b []byte) error {
 		in.Refuse, in.Detail = protocol.ReasonCommandInvalid, "a command this gateway cannot read: "+unreadable.Error()
 	}
 	if in.Refuse == protocol.ReasonNone && c.NotBefore > uint64(g.cfg.Clock().Add(ct.skew).UnixMilli()) {
+		g.commandEvent(c.Action, "not_yet", protocol.ReasonNone)
+		g.log.Info("control: a command not valid yet waits; it comes again", "command", c.ID, "target", c.Target, "seq", c.Seq,
+			"not_before", time.UnixMilli(int64(c.NotBefore)).UTC().Format(time.RFC3339))
 		return ErrNotYet
 	}
 	if in.Refuse == protocol.ReasonNone {
@@ -275,11 +278,7 @@ func (g *Gateway) withControlState(books *ledger.Books, rf *registry.File) error
 		revoked[string(k)] = true
 		rf.RevokedKeys = append(rf.RevokedKeys, hex.EncodeToString(k))
 	}
-	for i, e := range rf.Devices { // a device whose key a command revoked is revoked, not a refused entry
-		if kid, _, err := registry.KeyIDs(e); err == nil && revoked[string(kid[:])] {
-			rf.Devices[i].Revoked = true
-		}
-	}
+	registry.MarkRevoked(rf, revoked) // a device whose key a command revoked is revoked, not a refused entry
 	return nil
 }
 

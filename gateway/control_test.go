@@ -95,6 +95,7 @@ func TestCommandRefusals(t *testing.T) {
 	}{
 		{`action="revoke_voucher",outcome="refused",reason="command_forged"`, 1},
 		{`action="revoke_voucher",outcome="duplicate",reason="command_forged"`, 1},
+		{`action="revoke_voucher",outcome="not_yet",reason="none"`, 1},
 		{`action="revoke_voucher",outcome="refused",reason="command_expired"`, 1},
 		{`action="revoke_voucher",outcome="refused",reason="command_out_of_order"`, 1},
 		{`action="tariff_set",outcome="refused",reason="command_invalid"`, 1},

@@ -112,7 +112,7 @@ func NewMetrics() *Metrics {
 	m.Reserved = prometheus.NewGauge(prometheus.GaugeOpts{Name: "farthing_reserved_nanos",
 		Help: "Nanos the open grants reserve: in the accounts' balances, not available to spend (every currency together; per account in farthing account show)."})
 	m.Commands = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "farthing_commands_total",
-		Help: "Control commands received, by action, outcome (applied, refused, duplicate, repeated, malformed, not_ours) and reason."}, []string{"action", "outcome", "reason"})
+		Help: "Control commands received, by action, outcome (applied, refused, duplicate, not_yet, malformed, not_ours) and reason."}, []string{"action", "outcome", "reason"})
 	for _, a := range []string{protocol.ActionTariffSet, protocol.ActionAdjust, protocol.ActionRevokeVoucher, protocol.ActionRevokeDevice, protocol.ActionProvision} {
 		m.Commands.WithLabelValues(a, "applied", protocol.ReasonNone.String())
 	}

@@ -200,13 +200,20 @@ type FleetStatus struct {
 
 // FleetStatus reports which gateway applied which command.
 func (r *Receiver) FleetStatus(ctx context.Context) (*FleetStatus, error) {
+	st, _, err := r.fleetStatus(ctx)
+	return st, err
+}
+
+// fleetStatus is FleetStatus with the command log it was made from:
+// Commands[i] is log[i].
+func (r *Receiver) fleetStatus(ctx context.Context) (*FleetStatus, [][]byte, error) {
 	log, err := r.books.CommandLog(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	acks, err := r.books.Acks(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	byCmd := map[string][]protocol.CommandAck{}
 	st := &FleetStatus{Behind: map[string][]string{}, Local: []protocol.CommandAck{}, Foreign: []protocol.CommandAck{}, Commands: []CommandStatus{}}
@@ -220,7 +227,7 @@ func (r *Receiver) FleetStatus(ctx context.Context) (*FleetStatus, error) {
 	for _, b := range log {
 		_, c, err := strict.DecodeCommand(b)
 		if err != nil {
-			return nil, fmt.Errorf("receiver: a command in the books does not decode: %w", err)
+			return nil, nil, fmt.Errorf("receiver: a command in the books does not decode: %w", err)
 		}
 		cs := r.commandStatus(&c, byCmd[c.ID])
 		for _, g := range cs.Pending {
@@ -232,7 +239,7 @@ func (r *Receiver) FleetStatus(ctx context.Context) (*FleetStatus, error) {
 	for _, id := range slices.Sorted(maps.Keys(byCmd)) {
 		st.Foreign = append(st.Foreign, byCmd[id]...)
 	}
-	return st, nil
+	return st, log, nil
 }
 
 // commandStatus is c with its acknowledgements.
@@ -293,11 +300,7 @@ func (r *Receiver) Republish(ctx context.Context) (int, error) {
 	if len(pubs) == 0 {
 		return 0, nil
 	}
-	st, err := r.FleetStatus(ctx)
-	if err != nil {
-		return 0, err
-	}
-	log, err := r.books.CommandLog(ctx)
+	st, log, err := r.fleetStatus(ctx)
 	if err != nil {
 		return 0, err
 	}

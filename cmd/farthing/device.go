@@ -643,17 +643,11 @@ func withCommanded(op *operatorFlags, data string, rf *registry.File) error {
 	}
 	revoked := map[string]bool{}
 	for _, k := range v.RevokedKeys {
-		revoked[k] = true
-	}
-	for i, e := range rf.Devices {
-		kid, _, err := registry.KeyIDs(e)
-		if pub, perr := hex.DecodeString(e.PublicKey); e.KeyType == "ed25519" && perr == nil {
-			kid, err = protocol.KeyIDOf(protocol.AlgEdDSA, pub), nil // a provisioned device has no secret here
-		}
-		if err == nil && revoked[hex.EncodeToString(kid[:])] {
-			rf.Devices[i].Revoked = true
+		if kid, err := hex.DecodeString(k); err == nil {
+			revoked[string(kid)] = true
 		}
 	}
+	registry.MarkRevoked(rf, revoked)
 	return nil
 }
 

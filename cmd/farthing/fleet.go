@@ -8,8 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -224,8 +226,8 @@ func provisionAction(fs *flag.FlagSet) func(*protocol.Command, []string) error {
 	pub := fs.String("public-key", "", "its Ed25519 public key (a PEM file, or hex)")
 	account := fs.String("account", "", "its account")
 	prov := fs.String("provider", "", "its provider")
-	var tariffs trustFiles
-	fs.Var(&tariffs, "tariff", "METER=TARIFF; repeatable")
+	tariffs := meterTariffs{}
+	fs.Var(tariffs, "tariff", "METER=TARIFF; repeatable")
 	return func(c *protocol.Command, _ []string) error {
 		key, err := hex.DecodeString(*pub)
 		if err != nil {
@@ -236,14 +238,9 @@ func provisionAction(fs *flag.FlagSet) func(*protocol.Command, []string) error {
 			key = k.Public
 		}
 		c.Device, c.PublicKey, c.Account, c.Provider = *device, key, *account, *prov
-		for _, t := range tariffs {
-			m, id, ok := strings.Cut(t, "=")
-			if !ok {
-				return usageError{"--tariff METER=TARIFF"}
-			}
-			c.Meters = append(c.Meters, protocol.MeterTerms{Meter: m, Tariff: id})
+		for _, m := range slices.Sorted(maps.Keys(tariffs)) {
+			c.Meters = append(c.Meters, protocol.MeterTerms{Meter: m, Tariff: tariffs[m]})
 		}
-		sort.Slice(c.Meters, func(i, j int) bool { return c.Meters[i].Meter < c.Meters[j].Meter })
 		return nil
 	}
 }

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -139,11 +140,8 @@ func loadTariffIndex(tx *bolt.Tx, old *tariffIndex) (*tariffIndex, error) {
 		x.versions = append(x.versions, v)
 		return nil
 	})
-	slices.SortStableFunc(x.versions, func(a, b tariffVersion) int {
-		if a.Effective != b.Effective {
-			return int(min(max(a.Effective-b.Effective, -1), 1))
-		}
-		return int(min(max(int64(a.N)-int64(b.N), -1), 1))
+	slices.SortFunc(x.versions, func(a, b tariffVersion) int {
+		return cmp.Or(cmp.Compare(a.Effective, b.Effective), cmp.Compare(a.N, b.N))
 	})
 	return x, err
 }

@@ -79,3 +79,19 @@ func SecretsOf(e Entry) (Secrets, error) {
 
 // DTLSPSK returns the device's DTLS pre-shared key (its identity is its id).
 func (s Secrets) DTLSPSK() []byte { return dtlsPSKOf(s.Master) }
+
+// MarkRevoked marks revoked every device of f whose current key id is in
+// revoked (raw key ids as strings): what control commands revoked, beside
+// the file. An Ed25519 device's key id comes from its public key, so an
+// entry without its secret (one shown to an operator) is marked too.
+func MarkRevoked(f *File, revoked map[string]bool) {
+	for i, e := range f.Devices {
+		kid, _, err := KeyIDs(e)
+		if pub, perr := hex.DecodeString(e.PublicKey); e.KeyType == "ed25519" && perr == nil {
+			kid, err = protocol.KeyIDOf(protocol.AlgEdDSA, pub), nil
+		}
+		if err == nil && revoked[string(kid[:])] {
+			f.Devices[i].Revoked = true
+		}
+	}
+}

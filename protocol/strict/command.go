@@ -6,15 +6,10 @@ import (
 	"github.com/farthing-iot/farthing/protocol"
 )
 
+// commandPayload is a command's payload: its header, then the fields of
+// its action.
 type commandPayload struct {
-	Kind      uint8       `cbor:"0,keyasint"`
-	Target    string      `cbor:"1,keyasint"`
-	Group     uint8       `cbor:"2,keyasint"`
-	Seq       uint64      `cbor:"3,keyasint"`
-	ID        string      `cbor:"4,keyasint"`
-	NotBefore uint64      `cbor:"5,keyasint"`
-	Expiry    uint64      `cbor:"6,keyasint"`
-	Action    string      `cbor:"7,keyasint"`
+	commandHeader
 	Tariffs   string      `cbor:"8,keyasint"`
 	Effective uint64      `cbor:"9,keyasint"`
 	Account   string      `cbor:"10,keyasint"`
@@ -59,10 +54,10 @@ func DecodeCommand(b []byte) (protocol.Envelope, protocol.Command, error) {
 	if p.Group > 1 {
 		return env, c, &protocol.Error{Reason: protocol.ReasonFieldRange, Detail: "command key 2 is 1 or absent"}
 	}
-	c = protocol.Command{Target: p.Target, Group: p.Group == 1, Seq: p.Seq, ID: p.ID, NotBefore: p.NotBefore, Expiry: p.Expiry,
-		Action: p.Action, Tariffs: p.Tariffs, Effective: p.Effective, Account: p.Account, Amount: p.Amount, Currency: p.Currency,
-		Reason: p.Reason, Ref: p.Ref, Voucher: p.Voucher, Vouchers: p.Vouchers, KeyIDs: p.KeyIDs, Device: p.Device,
-		PublicKey: p.PublicKey, Provider: p.Provider}
+	c = p.command()
+	c.Tariffs, c.Effective, c.Account, c.Amount, c.Currency = p.Tariffs, p.Effective, p.Account, p.Amount, p.Currency
+	c.Reason, c.Ref, c.Voucher, c.Vouchers, c.KeyIDs = p.Reason, p.Ref, p.Voucher, p.Vouchers, p.KeyIDs
+	c.Device, c.PublicKey, c.Provider = p.Device, p.PublicKey, p.Provider
 	for _, m := range p.Meters {
 		c.Meters = append(c.Meters, protocol.MeterTerms{Meter: m.Meter, Tariff: m.Tariff})
 	}
@@ -88,6 +83,11 @@ type commandHeader struct {
 	Action    string `cbor:"7,keyasint"`
 }
 
+// command is the header as a command's fields.
+func (h commandHeader) command() protocol.Command {
+	return protocol.Command{Target: h.Target, Group: h.Group == 1, Seq: h.Seq, ID: h.ID, NotBefore: h.NotBefore, Expiry: h.Expiry, Action: h.Action}
+}
+
 // DecodeCommandHeader reads only the header of a command DecodeCommand
 // refuses — its target, seq, id, validity and action, the other fields
 // left unread — so that a gateway can answer one it cannot apply (an
@@ -107,7 +107,7 @@ func DecodeCommandHeader(b []byte) (protocol.Envelope, protocol.Command, error) 
 	if err := checkKind(h.Kind, protocol.KindCommand); err != nil {
 		return env, c, err
 	}
-	c = protocol.Command{Target: h.Target, Group: h.Group == 1, Seq: h.Seq, ID: h.ID, NotBefore: h.NotBefore, Expiry: h.Expiry, Action: h.Action}
+	c = h.command()
 	if !protocol.ValidName(h.Target, protocol.MaxDeviceIDLen) || !protocol.ValidName(h.ID, protocol.MaxDeviceIDLen) || h.Group > 1 ||
 		h.Seq == 0 || h.Seq > protocol.MaxSeq || !protocol.ValidName(h.Action, protocol.MaxReasonLen) {
 		return env, c, &protocol.Error{Reason: protocol.ReasonFieldRange, Detail: "not a command's header"}
