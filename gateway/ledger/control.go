@@ -156,9 +156,17 @@ func (bk *Books) applyCommand(stx *store.Tx, t *Terms, in *CommandInput) (Comman
 			res.Outcome = CommandApplied
 		}
 	}
+	return res, bk.answer(stx, t, c, &res, consume)
+}
+
+// answer writes c's acknowledgement of res into the outbox and, when c
+// uses up its seq (consume), the target's progress and c's answer by id.
+// A refusal that may be put right uses up nothing: it is answered again
+// when it comes again.
+func (bk *Books) answer(stx *store.Tx, t *Terms, c *protocol.Command, res *CommandResult, consume bool) error {
 	if consume {
 		if err := stx.Put(bucketControl, targetKey(c), putU64(c.Seq)); err != nil {
-			return res, err
+			return err
 		}
 	}
 	ack := protocol.CommandAck{Gateway: terms(t).GatewayID, Command: c.ID, Target: c.Target, Group: c.Group, Number: c.Seq,
@@ -168,18 +176,18 @@ func (bk *Books) applyCommand(stx *store.Tx, t *Terms, in *CommandInput) (Comman
 	}
 	seq, err := bk.putAck(stx, &ack)
 	if err != nil {
-		return res, err
+		return err
 	}
-	if consume { // a refusal that may be put right is answered again when it comes again
+	if consume {
 		v := append(putU64(seq), byte(res.Outcome), byte(ack.Reason>>8), byte(ack.Reason))
 		if err := stx.Put(bucketControl, joinKey("c", c.ID), v); err != nil {
-			return res, err
+			return err
 		}
 	}
 	if bk.cfg.Signer != nil {
 		res.Ack = &ack
 	}
-	return res, nil
+	return nil
 }
 
 // errCommandEffect marks a command whose effect cannot be applied: it is
